@@ -1,0 +1,53 @@
+# netinstall: the commands the README promises.
+#   make setup     host packages (apt-get) + .venv with netinstall and dev tools
+#   make check     ruff, ruff format --check, mypy, unit tests
+#   make test      the CI suite: set-up, check, integration and end-to-end tests
+#   make test-all  everything, the end-to-end scenarios that do not fit CI included
+#   make demo      PXE-install a QEMU machine and boot it into Xen + dom0
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup host-packages check lint typecheck unit test test-all demo schema clean
+
+setup: host-packages $(STAMP)
+
+host-packages:
+	@sh scripts/setup-host
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "netinstall needs Python 3.11 or newer")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --config-settings editable_mode=compat -e '.[dev]'
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+check: lint typecheck unit
+
+test: check
+	$(BIN)/python -m pytest -q -m 'not slow' tests/integration tests/e2e $(PYTEST_ARGS)
+
+test-all: check
+	$(BIN)/python -m pytest -q tests/integration tests/e2e $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/netinstall demo
+
+schema: setup
+	$(BIN)/netinstall answerfile schema > answerfile/answerfile.rng
+
+clean:
+	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache

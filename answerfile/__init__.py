@@ -1,0 +1,66 @@
+"""Answer files (SPEC §5): parse, validate, model, render; and the installer
+boot command line (SPEC §4, ``answerfile.bootargs``).
+
+    result = answerfile.parse(data)        # raises AnswerFileError with every problem
+    result.model, result.warnings
+    answerfile.render(result.model)        # XML text; parse(render(m)).model == m
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lxml import etree
+
+from answerfile import schema
+from answerfile.build import build
+from answerfile.model import AnswerFile
+from answerfile.problems import Problem, Severity
+from answerfile.reader import read
+from answerfile.render import render
+from netinstall.errors import AnswerFileError
+
+
+@dataclass(frozen=True)
+class Result:
+    model: AnswerFile
+    warnings: tuple[Problem, ...]
+
+
+def _schema_problems(data: bytes) -> list[Problem]:
+    """The RELAX NG schema's verdict, as problems (a backstop behind the reader)."""
+    validator = schema.load()
+    document = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
+    if validator.validate(document):
+        return []
+    return [
+        Problem(entry.line, "schema", entry.message.rstrip(".")) for entry in validator.error_log
+    ]
+
+
+def parse(data: bytes | str) -> Result:
+    """Parse and validate an answer file; every problem is reported at once."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    root, problems = read(raw)
+    model = None
+    if root is not None:
+        model, more = build(root)
+        problems.extend(more)
+    failed = any(p.severity is Severity.ERROR for p in problems)
+    if root is not None and not failed:
+        # The reader and the schema come from the same table; if the schema still
+        # objects, report it rather than accept a file we do not understand.
+        problems.extend(_schema_problems(raw))
+        failed = any(p.severity is Severity.ERROR for p in problems)
+    if failed or model is None:
+        raise AnswerFileError([str(p) for p in sorted(problems)])
+    warnings = tuple(sorted(p for p in problems if p.severity is Severity.WARNING))
+    return Result(model, warnings)
+
+
+def parse_file(path: str | Path) -> Result:
+    return parse(Path(path).read_bytes())
+
+
+__all__ = ["AnswerFile", "AnswerFileError", "Problem", "Result", "parse", "parse_file", "render"]

@@ -1,0 +1,214 @@
+"""XML -> a checked tree of known elements (structure only).
+
+Walks the document with the table in ``spec.py`` and reports every structural
+problem it finds (unknown elements and attributes, bad enumerated values,
+missing attributes, text where none belongs, repeats), not just the first.
+Meaning (mode rules, URLs, addresses) is checked later by ``build.py``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from answerfile.problems import Problem, Severity, tag
+from answerfile.spec import ROOTS, Attr, Element, Text, all_names
+
+
+@dataclass
+class Node:
+    """One known element: canonical name, its checked attributes and stripped text."""
+
+    spec: Element
+    line: int
+    written: str  # the name as written (may be an alias)
+    attrs: dict[str, str] = field(default_factory=dict)  # canonical attribute name -> value
+    text: str = ""
+    children: list[Node] = field(default_factory=list)
+
+    def all(self, name: str) -> list[Node]:
+        return [child for child in self.children if child.spec.name == name]
+
+    def one(self, name: str) -> Node | None:
+        found = self.all(name)
+        return found[0] if found else None
+
+    def where(self, attr: str | None = None) -> str:
+        return tag(self.written, attr, self.attrs.get(attr) if attr else None)
+
+
+def _parser() -> etree.XMLParser:
+    # No entities, no DTD, no network: an answer file comes from the network.
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+
+
+def _hint(name: str, parent: Element) -> str:
+    for root in ROOTS:
+        for child in root.children:
+            if child.child(name) is not None and child is not parent:
+                return f"it belongs inside <{child.name}>"
+    for root in ROOTS:
+        if root.child(name) is not None and root is not parent:
+            return f"it belongs in a <{root.name}> answer file"
+    close = difflib.get_close_matches(name, all_names(), n=1, cutoff=0.75)
+    if close:
+        return f"did you mean <{close[0]}>?"
+    known = ", ".join(f"<{c.name}>" for c in parent.children if not c.refused)
+    return f"expected one of {known}"
+
+
+def _line(element: etree._Element) -> int:
+    line = element.sourceline
+    return line if isinstance(line, int) else 0
+
+
+class _Walker:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def error(self, line: int, where: str, message: str) -> None:
+        self.problems.append(Problem(line, where, message))
+
+    def warn(self, line: int, where: str, message: str) -> None:
+        self.problems.append(Problem(line, where, message, Severity.WARNING))
+
+    def attrs(self, element: etree._Element, spec: Element, name: str) -> dict[str, str]:
+        line = _line(element)
+        found: dict[str, str] = {}
+        written_as: dict[str, str] = {}
+        for raw_name, raw_value in element.attrib.items():
+            attr_name = str(raw_name)
+            value = str(raw_value).strip()
+            attr = spec.attr(attr_name)
+            if attr is None:
+                self.error(line, tag(name, attr_name, value), self._unknown_attr(attr_name, spec))
+                continue
+            if attr.name in found:
+                self.error(
+                    line,
+                    tag(name, attr_name, value),
+                    f"{attr_name} repeats {written_as[attr.name]}; give only one of "
+                    + " or ".join(attr.names),
+                )
+                continue
+            problem = _attr_value_problem(attr, attr_name, value)
+            if problem:
+                self.error(line, tag(name, attr_name, value), problem)
+                continue
+            found[attr.name] = value
+            written_as[attr.name] = attr_name
+        for attr in spec.attrs:
+            if (
+                attr.required
+                and attr.name not in found
+                and not any(n in element.attrib for n in attr.names)
+            ):
+                choices = f" (one of {', '.join(attr.values)})" if attr.values else ""
+                self.error(line, tag(name), f"the {attr.name} attribute is required{choices}")
+        return found
+
+    @staticmethod
+    def _unknown_attr(attr_name: str, spec: Element) -> str:
+        known = [n for a in spec.attrs for n in a.names]
+        if not known:
+            return f"unknown attribute {attr_name}; <{spec.name}> takes no attributes"
+        close = difflib.get_close_matches(attr_name, known, n=1, cutoff=0.6)
+        if close:
+            return f"unknown attribute {attr_name}; did you mean {close[0]}?"
+        return f"unknown attribute {attr_name}; expected one of {', '.join(known)}"
+
+    def text(self, element: etree._Element, spec: Element, name: str) -> str:
+        line = _line(element)
+        pieces = [element.text or ""] + [child.tail or "" for child in element]
+        text = "".join(pieces).strip()
+        if spec.children:
+            if text:
+                self.error(line, tag(name), f"takes child elements, not text; found {text!r}")
+            return ""
+        if spec.text is Text.EMPTY and text:
+            self.error(line, tag(name), f"takes no text; found {text!r}")
+        elif spec.text is Text.REQUIRED and not text:
+            self.error(line, tag(name), f"is empty; expected {spec.doc}")
+        elif spec.text_values and text and text not in spec.text_values:
+            self.error(line, tag(name), f"{text!r} is not one of {', '.join(spec.text_values)}")
+        return text
+
+    def walk(self, element: etree._Element, spec: Element) -> Node:
+        name = str(element.tag)
+        node = Node(spec, _line(element), name)
+        node.attrs = self.attrs(element, spec, name)
+        node.text = self.text(element, spec, name)
+        seen: dict[str, int] = {}
+        for child in element:
+            child_name = str(child.tag)
+            line = _line(child)
+            child_spec = spec.child(child_name)
+            if child_spec is None:
+                if not spec.children:
+                    self.error(
+                        line, tag(name), f"takes text, not child elements like <{child_name}>"
+                    )
+                else:
+                    self.error(line, tag(child_name), f"unknown element; {_hint(child_name, spec)}")
+                continue
+            if child_spec.refused:
+                self.error(line, tag(child_name), child_spec.refused)
+                continue
+            if child_spec.legacy:
+                self.warn(line, tag(child_name), child_spec.legacy)
+                continue
+            if not child_spec.repeatable and child_spec.name in seen:
+                self.error(
+                    line,
+                    tag(child_name),
+                    f"appears again (first at line {seen[child_spec.name]}); expected at most one",
+                )
+                continue
+            seen.setdefault(child_spec.name, line)
+            node.children.append(self.walk(child, child_spec))
+        return node
+
+
+def _attr_value_problem(attr: Attr, written: str, value: str) -> str | None:
+    if attr.values and value not in attr.values:
+        return f"{written} must be one of {', '.join(attr.values)}"
+    if attr.int_range:
+        low, high = attr.int_range
+        if not value.isdigit() or not low <= int(value) <= high:
+            return f"{written} must be a whole number from {low} to {high}"
+    if not attr.values and not attr.int_range and not value:
+        return f"{written} is empty"
+    return None
+
+
+def read(data: bytes) -> tuple[Node | None, list[Problem]]:
+    """Parse and walk an answer file. Returns the tree (None if unusable) and problems."""
+    try:
+        tree = etree.fromstring(data, _parser()).getroottree()
+    except etree.XMLSyntaxError as exc:
+        line = exc.lineno or 1
+        message = re.sub(r", line \d+, column \d+$", "", " ".join(str(exc.msg).split()))
+        message = message if len(message) <= 100 else message[:97] + "..."
+        return None, [Problem(line, "XML", f"not well-formed: {message}")]
+    if tree.docinfo.doctype:  # type: ignore[union-attr]
+        return None, [Problem(1, "XML", "a DOCTYPE is not allowed in an answer file")]
+    root = tree.getroot()
+    walker = _Walker()
+    for spec in ROOTS:
+        if root.tag == spec.name:
+            node = walker.walk(root, spec)
+            return node, walker.problems
+    expected = " or ".join(f"<{r.name}>" for r in ROOTS)
+    return None, [
+        Problem(_line(root), tag(str(root.tag)), f"unknown root element; expected {expected}")
+    ]

@@ -1,0 +1,166 @@
+"""The ``netinstall`` command line (click). A thin shell: each command calls one
+function of the packages and turns their errors into one message and an exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from netinstall import __version__
+from netinstall.errors import InputError, NetinstallError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Group(click.Group):
+    """Turns our errors into a message and an exit code; never a traceback for input errors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            for problem in exc.problems:
+                click.echo(f"netinstall: {problem}", err=True)
+            ctx.exit(exc.exit_code)
+        except NetinstallError as exc:
+            click.echo(f"netinstall: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="netinstall")
+def main() -> None:
+    """Unattended network installs of Xen hypervisor hosts."""
+
+
+# -- answer files -----------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def answerfile() -> None:
+    """Validate answer files and print examples."""
+
+
+def _summary(model: Any) -> str:
+    from answerfile.model import Mode
+
+    if model.mode is Mode.RESTORE:
+        return f"restore from the backup partition on {model.backup_disk.spec}"
+    if model.mode is Mode.FRESH:
+        what = f"fresh install onto {model.primary_disk.disk.spec}"
+    else:
+        what = f"upgrade of {model.existing_installation.spec}"
+    sources = ", ".join(
+        f"{s.type.value} {s.location}" if s.location else s.type.value for s in model.sources
+    )
+    return f"{what}; source {sources}"
+
+
+@answerfile.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the model of each file as JSON.")
+def answerfile_validate(files: tuple[str, ...], as_json: bool) -> None:
+    """Validate answer FILES; exit 2 if any is invalid."""
+    import answerfile as af
+    from answerfile.model import to_jsonable
+
+    failed = False
+    reports: list[dict[str, Any]] = []
+    for name in files:
+        try:
+            result = af.parse(Path(name).read_bytes())
+        except OSError as exc:
+            failed = True
+            message = f"cannot read the file: {exc.strerror}"
+            reports.append({"file": name, "valid": False, "errors": [message]})
+            if not as_json:
+                click.echo(f"{name}: {message}", err=True)
+            continue
+        except af.AnswerFileError as exc:
+            failed = True
+            reports.append({"file": name, "valid": False, "errors": list(exc.problems)})
+            if not as_json:
+                for problem in exc.problems:
+                    click.echo(f"{name}: {problem}", err=True)
+            continue
+        warnings = [str(w) for w in result.warnings]
+        reports.append(
+            {"file": name, "valid": True, "model": to_jsonable(result.model), "warnings": warnings}
+        )
+        if not as_json:
+            count = len(warnings)
+            plural = "warning" if count == 1 else "warnings"
+            click.echo(f"{name}: valid: {_summary(result.model)}; {count} {plural}")
+            for warning in warnings:
+                click.echo(f"{name}: {warning}")
+    if as_json:
+        click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+    sys.exit(2 if failed else 0)
+
+
+@answerfile.command("example")
+@click.option(
+    "--mode",
+    type=click.Choice(["fresh", "upgrade", "restore"]),
+    default="fresh",
+    show_default=True,
+)
+def answerfile_example(mode: str) -> None:
+    """Print a commented example answer file that validates."""
+    text = resources.files("answerfile").joinpath("examples", f"{mode}.xml").read_text("utf-8")
+    click.echo(text, nl=False)
+
+
+@answerfile.command("schema")
+def answerfile_schema() -> None:
+    """Print the RELAX NG schema of answer files."""
+    from answerfile import schema
+
+    click.echo(schema.generate(), nl=False)
+
+
+# -- boot parameters -----------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def bootargs() -> None:
+    """Parse installer boot command lines."""
+
+
+@bootargs.command("parse")
+@click.argument("cmdline")
+def bootargs_parse(cmdline: str) -> None:
+    """Parse CMDLINE (the dom0 part, or the whole mboot.c32 line with ---) and print it as JSON."""
+    from answerfile import bootargs as ba
+
+    if " --- " in f" {cmdline} ":
+        parsed = ba.parse_multiboot(cmdline)
+        document: dict[str, Any] = {
+            "xen_image": parsed.xen_image,
+            "xen_args": list(parsed.xen_args),
+            "kernel": parsed.kernel,
+            "args": parsed.args.to_dict(),
+            "modules": [list(m) if isinstance(m, tuple) else m for m in parsed.modules],
+        }
+    else:
+        document = ba.parse_cmdline(cmdline).to_dict()
+    click.echo(json.dumps(document, indent=2))
+
+
+# -- demo -----------------------------------------------------------------------
+
+
+@main.command("demo")
+def demo() -> None:
+    """PXE-install a QEMU machine and boot it into Xen + dom0 (not available yet)."""
+    raise NetinstallError(
+        "demo is not available yet: it needs the installer image, the payload "
+        "repository and the provisioning server, which are not built yet"
+    )

@@ -1,0 +1,4 @@
+"""The provisioning server: registry, boot configs, TFTP, HTTP, dnsmasq (SPEC §9).
+
+Not built yet: the server arrives with the provisioning-server issue.
+"""
