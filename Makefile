@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup host-packages check lint typecheck unit test test-all demo schema clean
+.PHONY: setup host-packages check lint typecheck unit test test-all demo generated clean
 
 setup: host-packages $(STAMP)
 
@@ -46,8 +46,10 @@ test-all: check
 demo: setup
 	$(BIN)/netinstall demo
 
-schema: setup
+# Regenerate the committed generated files (tests fail when they are stale).
+generated: setup
 	$(BIN)/netinstall answerfile schema > answerfile/answerfile.rng
+	$(BIN)/netinstall answerfile reference > docs/answerfile.md
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache

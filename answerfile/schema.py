@@ -3,7 +3,7 @@
 RELAX NG rather than XSD because ``interleave`` says "these elements, in any
 order, some repeatable" directly; XSD 1.0 ``all`` cannot repeat an element.
 The generated schema is committed as ``answerfile.rng``; a test fails when the
-committed copy is stale (regenerate with ``make schema``).
+committed copy is stale (regenerate with ``make generated``).
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def _source(name: str, doc: str) -> Element:
 def _legacy_script(name: str, stage: str) -> Element:
     return Element(
         name,
-        f'legacy spelling of <script stage="{stage}">',
+        f"the script's location (the legacy spelling of a {stage} `<script>`)",
         attrs=(Attr("type", SOURCE_TYPES, doc="default: url (nfs for an nfs:// URL)"),),
         repeatable=True,
     )

@@ -126,6 +126,14 @@ def answerfile_schema() -> None:
     click.echo(schema.generate(), nl=False)
 
 
+@answerfile.command("reference")
+def answerfile_reference() -> None:
+    """Print the answer-file reference (docs/answerfile.md) in Markdown."""
+    from answerfile import reference
+
+    click.echo(reference.generate(), nl=False)
+
+
 # -- boot parameters -----------------------------------------------------------
 
 
