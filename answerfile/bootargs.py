@@ -17,6 +17,7 @@ import enum
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
@@ -122,6 +123,9 @@ class AnswerfileDevice:
         return self.name
 
 
+_EVERY_NIC = AnswerfileDevice.default(None)
+
+
 class NetworkMode(enum.StrEnum):
     DHCP = "dhcp"
     STATIC = "static"
@@ -137,14 +141,11 @@ class NetworkConfig:
     gateway: ipaddress.IPv4Address | None = None
     dns: tuple[ipaddress.IPv4Address, ...] = ()
 
-    def __post_init__(self) -> None:
-        static = self.mode is NetworkMode.STATIC
-        if static != (self.ip is not None and self.prefix_length is not None):
-            raise ValueError("a static NetworkConfig needs ip and prefix_length, dhcp neither")
-        if not static and (self.gateway is not None or self.dns):
-            raise ValueError("a dhcp NetworkConfig takes no gateway or dns")
-        if self.prefix_length is not None and not 0 <= self.prefix_length <= 32:
-            raise ValueError(f"prefix_length {self.prefix_length} is not in 0-32")
+    def __post_init__(self) -> None:  # a programming error, not an input error
+        static = self.ip is not None and self.prefix_length in range(33)
+        dhcp = (self.ip, self.prefix_length, self.gateway, self.dns) == (None, None, None, ())
+        if not (static if self.mode is NetworkMode.STATIC else dhcp):
+            raise ValueError(f"inconsistent {self!r}")
 
     def __str__(self) -> str:
         if self.mode is NetworkMode.DHCP:
@@ -169,7 +170,7 @@ class BootArgs:
     install: bool = False
     answerfile_generator: str | None = None
     # Left non-explicit, it is recomputed from ``bootif`` (see __post_init__).
-    answerfile_device: AnswerfileDevice = AnswerfileDevice.default(None)
+    answerfile_device: AnswerfileDevice = _EVERY_NIC
     network_config: NetworkConfig = NetworkConfig()
     use_ibft: bool = False
     device_mapper_multipath: bool = False
@@ -286,13 +287,10 @@ def _parse_url(value: str) -> str:
 
 
 def _parse_server(value: str) -> str:
-    try:
-        url = _parse_url(value)
-    except _Invalid:
-        url = ""
-    if not url.lower().startswith(("http://", "https://")):
-        raise _Invalid("expected an http:// or https:// URL with a host")
-    return url
+    if value.lower().startswith(("http://", "https://")):
+        with suppress(_Invalid):
+            return _parse_url(value)
+    raise _Invalid("expected an http:// or https:// URL with a host")
 
 
 def _parse_device(value: str) -> AnswerfileDevice:
@@ -427,7 +425,13 @@ _PARAMS: Mapping[str, _Spec] = {
     "console": _Spec("consoles", _parse_nonempty("a console such as tty0 or hvc0"), repeats=True),
     "sshpassword": _Spec("sshpassword", _parse_nonempty("a non-empty password"), secret=True),
 }
+_BY_NAME = {key.replace("-", "_"): spec for key, spec in _PARAMS.items()}
 _DEFAULTS: Mapping[str, object] = {f.name: f.default for f in fields(BootArgs)}
+
+
+def _spec_of(key: str) -> _Spec | None:
+    """Our parameter named ``key``; as in the kernel's parameq, "-" and "_" are the same."""
+    return _BY_NAME.get(key.replace("-", "_"))
 
 
 # --- parsing ----------------------------------------------------------------------------
@@ -442,19 +446,19 @@ def parse_cmdline(text: str) -> BootArgs:
 
 
 def _parse_params(params: Sequence[Param]) -> tuple[BootArgs | None, list[str]]:
-    last = {p.key: i for i, p in enumerate(params)}  # the last one wins, as in the kernel
+    last = {_spec_of(p.key): i for i, p in enumerate(params)}  # the last one wins
     values: dict[str, Any] = {}
-    consoles: list[object] = []
+    consoles: list[str] = []
     extra: list[str] = []
     problems: list[str] = []
     for i, param in enumerate(params):
-        spec = _PARAMS.get(param.key)
+        spec = _spec_of(param.key)
         if spec is None:
             if param.raw == _SEPARATOR:
                 problems.append(f"{_SEPARATOR}: a multiboot (mboot.c32) line needs parse_multiboot")
             extra.append(param.raw)
             continue
-        if not spec.repeats and last[param.key] != i:
+        if not spec.repeats and last[spec] != i:
             continue
         try:
             value = _convert(param, spec)
@@ -463,7 +467,7 @@ def _parse_params(params: Sequence[Param]) -> tuple[BootArgs | None, list[str]]:
             problems.append(f"{shown}: {invalid}")
             continue
         if spec.repeats:
-            consoles.append(value)
+            consoles.append(str(value))
         else:
             values[spec.attr] = value
     problems += _check_static_device(params, values)
@@ -492,8 +496,8 @@ def _check_static_device(params: Sequence[Param], values: Mapping[str, object]) 
         return []  # the default device is the BOOTIF NIC
     if isinstance(device, AnswerfileDevice) and device.kind is not DeviceKind.ALL:
         return []
-    raw = next(p.raw for p in reversed(params) if p.key == "network_config")
-    return [f"{raw}: a static address needs one NIC: give answerfile_device=ethN or a MAC"]
+    raw = next(p.raw for p in reversed(params) if _spec_of(p.key) is _PARAMS["network_config"])
+    return [f"{raw}: a static address needs one NIC, so give answerfile_device=ethN or a MAC"]
 
 
 # --- the multiboot (mboot.c32) form --------------------------------------------------
@@ -551,18 +555,15 @@ def parse_multiboot(text: str) -> MultibootCmdline:
         else:
             sections[-1].append(word)
     if len(sections) == 1:
-        raise BootArgsError(
-            f"The line has no {_SEPARATOR}, so it is not a multiboot line: {_FORM}."
-        )
+        raise BootArgsError(f"The line has no {_SEPARATOR}, so it is not of the form {_FORM}")
+    names = ["hypervisor", "dom0 kernel"] + ["module"] * (len(sections) - 2)
     problems = [
-        f"Section {n} of the multiboot line ({what}) is empty: expected {_FORM}."
-        for n, (section, what) in enumerate(zip(sections, _section_names(len(sections))), 1)
+        f"The {name} part of the multiboot line is empty: expected {_FORM}"
+        for name, section in zip(names, sections, strict=True)
         if not section
     ]
     if len(sections) < 3:
-        problems.append(
-            f"The multiboot line has no module (the installer's initrd): expected {_FORM}."
-        )
+        problems.append(f"The multiboot line has no module (the initrd): expected {_FORM}")
     if problems:
         raise BootArgsError(problems)
     kernel = sections[1][0]
@@ -579,7 +580,3 @@ def parse_multiboot(text: str) -> MultibootCmdline:
             MultibootModule(s[0][0], tuple(word[0] for word in s[1:])) for s in sections[2:]
         ),
     )
-
-
-def _section_names(count: int) -> list[str]:
-    return ["the hypervisor", "the dom0 kernel"] + ["a module"] * (count - 2)

@@ -48,6 +48,8 @@ class _Builder:
         self.problems.append(Problem(node.line, node.where(), message, Severity.WARNING))
 
     def checked(self, node: Node, check: Callable[[str], str | None]) -> str | None:
+        if node.text_reported:
+            return None  # the reader already said what is wrong with this text
         problem = check(node.text)
         if problem:
             self.error(node, problem)
@@ -57,7 +59,7 @@ class _Builder:
     # -- pieces -------------------------------------------------------------
 
     def disk(self, node: Node | None) -> Disk | None:
-        if node is None or not node.text:
+        if node is None or node.text_reported:
             return None
         disk = locations.parse_disk(node.text)
         if isinstance(disk, str):
@@ -66,6 +68,8 @@ class _Builder:
         return disk
 
     def source(self, node: Node, script: bool = False) -> Source | None:
+        if node.text_reported:
+            return None
         written_type = node.attrs.get("type")
         if written_type is None and node.spec.name in _LEGACY_STAGES:
             written_type = "nfs" if node.text.startswith("nfs://") else "url"
@@ -73,10 +77,14 @@ class _Builder:
             return None  # the reader reported the missing attribute
         kind = SourceType(written_type)
         text = node.text
-        if kind is SourceType.URL and text.startswith("nfs://"):
-            kind, text = SourceType.NFS, locations.nfs_from_url(text) or text
-        elif kind is SourceType.NFS and text.startswith("nfs://"):
-            text = locations.nfs_from_url(text) or text
+        if kind in (SourceType.URL, SourceType.NFS) and text.startswith("nfs://"):
+            converted = locations.nfs_from_url(text)
+            if converted is None or locations.check_nfs(converted):
+                self.error(
+                    node, f"{text!r} is not an NFS URL; expected nfs://server/path", "type"
+                )
+                return None
+            kind, text = SourceType.NFS, converted
         if kind is SourceType.LOCAL:
             if script:
                 problem = (
@@ -113,7 +121,7 @@ class _Builder:
         return Script(stage, source)
 
     def root_password(self, node: Node | None) -> RootPassword | None:
-        if node is None or not node.text:
+        if node is None or node.text_reported:
             return None
         kind = PasswordType(node.attrs.get("type", "plaintext"))
         if kind is PasswordType.HASH:
@@ -129,7 +137,7 @@ class _Builder:
         proto = Proto(node.attrs["proto"])
         name, hwaddr = node.attrs.get("name"), node.attrs.get("hwaddr")
         ok = True
-        if (name is None) == (hwaddr is None):
+        if (name is None) == (hwaddr is None) and not node.bad_attrs & {"name", "hwaddr"}:
             self.error(node, "give exactly one of name (e.g. eth0) or hwaddr (a MAC address)")
             ok = False
         if name is not None and (problem := locations.check_ifname(name)):
@@ -187,7 +195,18 @@ class _Builder:
             ok = ok and values[key] is not None
         if not ok:
             return None
-        network = ipaddress.IPv4Network(f"{values['ipaddr']}/{values['subnet']}", strict=False)
+        address = ipaddress.IPv4Interface(f"{values['ipaddr']}/{values['subnet']}")
+        network = address.network
+        if network.prefixlen < 31 and address.ip in (
+            network.network_address,
+            network.broadcast_address,
+        ):
+            which = "network" if address.ip == network.network_address else "broadcast"
+            self.error(
+                children["ipaddr"] or node,
+                f"{address.ip} is the {which} address of {network}; expected a host address",
+            )
+            return None
         gateway_node = children["gateway"]
         if gateway_node and ipaddress.IPv4Address(gateway_node.text) not in network:
             self.warn(gateway_node, f"{gateway_node.text} is outside the network {network}")
@@ -284,7 +303,7 @@ class _Builder:
         return tuple(s for s in found if s is not None)
 
     def timezone(self, node: Node | None) -> str | None:
-        if node is None or not node.text:
+        if node is None or node.text_reported:
             return None
         if timezones.is_timezone(node.text):
             return node.text

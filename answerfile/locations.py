@@ -21,6 +21,10 @@ _DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:!+-]*(?:/[A-Za-z0-9_.:!+-]+)*
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 _KEYMAP_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PARTITION_RE = re.compile(
+    r"(?:^|/)(?:(?:sd|vd|xvd|hd)[a-z]+[0-9]+|(?:nvme[0-9]+n[0-9]+|mmcblk[0-9]+)p[0-9]+)$"
+    r"|-part[0-9]+$"
+)
 _HASH_RE = re.compile(r"^\$(?:1|2[abxy]?|5|6|y|gy|7|sha1|md5)\$[A-Za-z0-9./$=,+-]+$")
 
 
@@ -37,6 +41,8 @@ def is_host(text: str) -> bool:
 def check_url(text: str) -> str | None:
     """An http, https or ftp URL (optional user:pass@) or a file:// URL."""
     expected = "expected an http://, https://, ftp:// or file:// URL"
+    if any(ch.isspace() or ord(ch) < 32 for ch in text):
+        return f"{text!r} contains spaces; write a space in a URL as %20"
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -106,7 +112,7 @@ def parse_iscsi(text: str) -> IscsiTarget | str:
         return f"{text!r} has no valid server; {expected}"
     if protocol not in ("", "6"):
         return f"{text!r}: protocol must be empty or 6 (TCP)"
-    if port and (not port.isdigit() or not 0 < int(port) < 65536):
+    if port and (not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536):
         return f"{text!r}: port must be empty or a number from 1 to 65535"
     lun_hex = lun.replace("-", "")
     if lun_hex and (not re.fullmatch(r"[0-9A-Fa-f]{1,16}", lun_hex)):
@@ -140,6 +146,8 @@ def parse_disk(text: str) -> Disk | str:
         return f"{text!r} is not a device; {expected}"
     if ".." in text.split("/"):
         return f"{text!r} leaves /dev; {expected}"
+    if _PARTITION_RE.search(text):
+        return f"{text!r} names a partition; expected a whole disk such as sda or nvme0n1"
     return Disk(text)
 
 
@@ -165,9 +173,11 @@ def check_ipv4(text: str) -> str | None:
 
 def check_netmask(text: str) -> str | None:
     try:
-        ipaddress.IPv4Network(f"0.0.0.0/{text}")
+        prefix = ipaddress.IPv4Network(f"0.0.0.0/{text}").prefixlen
     except ValueError:
         return f"{text!r} is not an IPv4 netmask; expected e.g. 255.255.255.0"
+    if prefix == 0:
+        return f"{text!r} is not a usable netmask; expected e.g. 255.255.255.0"
     if "." not in text:
         return f"{text!r} is a prefix length; expected a dotted netmask such as 255.255.255.0"
     return None
@@ -175,9 +185,11 @@ def check_netmask(text: str) -> str | None:
 
 def check_ip(text: str) -> str | None:
     try:
-        ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return f"{text!r} is not an IP address; expected e.g. 192.168.1.1 or 2001:db8::1"
+    if address.is_unspecified or address.is_multicast:
+        return f"{text!r} cannot be a server address; expected e.g. 192.168.1.1"
     return None
 
 

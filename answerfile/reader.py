@@ -26,7 +26,9 @@ class Node:
     line: int
     written: str  # the name as written (may be an alias)
     attrs: dict[str, str] = field(default_factory=dict)  # canonical attribute name -> value
+    bad_attrs: set[str] = field(default_factory=set)  # given but refused (already reported)
     text: str = ""
+    text_reported: bool = False  # the reader already said what is wrong with the text
     children: list[Node] = field(default_factory=list)
 
     def all(self, name: str) -> list[Node]:
@@ -59,12 +61,23 @@ def _hint(name: str, parent: Element) -> str:
                 return f"it belongs inside <{child.name}>"
     for root in ROOTS:
         if root.child(name) is not None and root is not parent:
-            return f"it belongs in a <{root.name}> answer file"
+            return f"it belongs in an answer file whose root is <{root.name}>"
     close = difflib.get_close_matches(name, all_names(), n=1, cutoff=0.75)
     if close:
         return f"did you mean <{close[0]}>?"
-    known = ", ".join(f"<{c.name}>" for c in parent.children if not c.refused)
+    known = ", ".join(f"<{c.name}>" for c in parent.children if not (c.refused or c.legacy))
     return f"expected one of {known}"
+
+
+_NAMESPACED = " in namespace "
+_NAMESPACE_PROBLEM = "answer-file elements take no XML namespace; remove the xmlns declaration"
+
+
+def _name(element: etree._Element) -> str:
+    qname = etree.QName(element)
+    if qname.namespace:
+        return f"{qname.localname}{_NAMESPACED}{qname.namespace}"
+    return str(qname.localname)
 
 
 def _line(element: etree._Element) -> int:
@@ -82,18 +95,17 @@ class _Walker:
     def warn(self, line: int, where: str, message: str) -> None:
         self.problems.append(Problem(line, where, message, Severity.WARNING))
 
-    def attrs(self, element: etree._Element, spec: Element, name: str) -> dict[str, str]:
-        line = _line(element)
-        found: dict[str, str] = {}
+    def attrs(self, element: etree._Element, node: Node) -> None:
+        spec, name, line = node.spec, node.written, node.line
         written_as: dict[str, str] = {}
         for raw_name, raw_value in element.attrib.items():
             attr_name = str(raw_name)
             value = str(raw_value).strip()
             attr = spec.attr(attr_name)
             if attr is None:
-                self.error(line, tag(name, attr_name, value), self._unknown_attr(attr_name, spec))
+                self.error(line, tag(name, attr_name, value), _unknown_attr(attr_name, spec))
                 continue
-            if attr.name in found:
+            if attr.name in written_as:
                 self.error(
                     line,
                     tag(name, attr_name, value),
@@ -101,82 +113,78 @@ class _Walker:
                     + " or ".join(attr.names),
                 )
                 continue
+            written_as[attr.name] = attr_name
             problem = _attr_value_problem(attr, attr_name, value)
             if problem:
                 self.error(line, tag(name, attr_name, value), problem)
+                node.bad_attrs.add(attr.name)
                 continue
-            found[attr.name] = value
-            written_as[attr.name] = attr_name
+            node.attrs[attr.name] = value
         for attr in spec.attrs:
-            if (
-                attr.required
-                and attr.name not in found
-                and not any(n in element.attrib for n in attr.names)
-            ):
+            if attr.required and attr.name not in written_as:
                 choices = f" (one of {', '.join(attr.values)})" if attr.values else ""
                 self.error(line, tag(name), f"the {attr.name} attribute is required{choices}")
-        return found
 
-    @staticmethod
-    def _unknown_attr(attr_name: str, spec: Element) -> str:
-        known = [n for a in spec.attrs for n in a.names]
-        if not known:
-            return f"unknown attribute {attr_name}; <{spec.name}> takes no attributes"
-        close = difflib.get_close_matches(attr_name, known, n=1, cutoff=0.6)
-        if close:
-            return f"unknown attribute {attr_name}; did you mean {close[0]}?"
-        return f"unknown attribute {attr_name}; expected one of {', '.join(known)}"
-
-    def text(self, element: etree._Element, spec: Element, name: str) -> str:
-        line = _line(element)
+    def text(self, element: etree._Element, node: Node) -> None:
+        spec, name, line = node.spec, node.written, node.line
         pieces = [element.text or ""] + [child.tail or "" for child in element]
         text = "".join(pieces).strip()
+        before = len(self.problems)
         if spec.children:
             if text:
                 self.error(line, tag(name), f"takes child elements, not text; found {text!r}")
-            return ""
-        if spec.text is Text.EMPTY and text:
+            text = ""
+        elif len(element):
+            first = _name(element[0])
+            self.error(line, tag(name), f"takes text, not child elements like <{first}>")
+        elif spec.text is Text.EMPTY and text:
             self.error(line, tag(name), f"takes no text; found {text!r}")
         elif spec.text is Text.REQUIRED and not text:
             self.error(line, tag(name), f"is empty; expected {spec.doc}")
         elif spec.text_values and text and text not in spec.text_values:
             self.error(line, tag(name), f"{text!r} is not one of {', '.join(spec.text_values)}")
-        return text
+        node.text = text
+        node.text_reported = len(self.problems) > before
 
     def walk(self, element: etree._Element, spec: Element) -> Node:
-        name = str(element.tag)
-        node = Node(spec, _line(element), name)
-        node.attrs = self.attrs(element, spec, name)
-        node.text = self.text(element, spec, name)
+        node = Node(spec, _line(element), _name(element))
+        self.attrs(element, node)
+        self.text(element, node)
+        if not spec.children:
+            return node
         seen: dict[str, int] = {}
         for child in element:
-            child_name = str(child.tag)
-            line = _line(child)
+            child_name, line = _name(child), _line(child)
             child_spec = spec.child(child_name)
-            if child_spec is None:
-                if not spec.children:
-                    self.error(
-                        line, tag(name), f"takes text, not child elements like <{child_name}>"
-                    )
-                else:
-                    self.error(line, tag(child_name), f"unknown element; {_hint(child_name, spec)}")
-                continue
-            if child_spec.refused:
+            if _NAMESPACED in child_name:
+                self.error(line, tag(child_name), _NAMESPACE_PROBLEM)
+            elif child_spec is None:
+                self.error(line, tag(child_name), f"unknown element; {_hint(child_name, spec)}")
+            elif child_spec.refused:
                 self.error(line, tag(child_name), child_spec.refused)
-                continue
-            if child_spec.legacy:
+            elif child_spec.legacy:
                 self.warn(line, tag(child_name), child_spec.legacy)
-                continue
-            if not child_spec.repeatable and child_spec.name in seen:
+            elif not child_spec.repeatable and child_spec.name in seen:
+                first = seen[child_spec.name]
                 self.error(
                     line,
                     tag(child_name),
-                    f"appears again (first at line {seen[child_spec.name]}); expected at most one",
+                    f"appears again (first at line {first}); expected at most one",
                 )
-                continue
-            seen.setdefault(child_spec.name, line)
-            node.children.append(self.walk(child, child_spec))
+            else:
+                seen.setdefault(child_spec.name, line)
+                node.children.append(self.walk(child, child_spec))
         return node
+
+
+def _unknown_attr(attr_name: str, spec: Element) -> str:
+    known = [n for a in spec.attrs for n in a.names]
+    if not known:
+        return f"unknown attribute {attr_name}; <{spec.name}> takes no attributes"
+    close = difflib.get_close_matches(attr_name, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown attribute {attr_name}; did you mean {close[0]}?"
+    return f"unknown attribute {attr_name}; expected one of {', '.join(known)}"
 
 
 def _attr_value_problem(attr: Attr, written: str, value: str) -> str | None:
@@ -184,7 +192,7 @@ def _attr_value_problem(attr: Attr, written: str, value: str) -> str | None:
         return f"{written} must be one of {', '.join(attr.values)}"
     if attr.int_range:
         low, high = attr.int_range
-        if not value.isdigit() or not low <= int(value) <= high:
+        if not re.fullmatch(r"[0-9]{1,9}", value) or not low <= int(value) <= high:
             return f"{written} must be a whole number from {low} to {high}"
     if not attr.values and not attr.int_range and not value:
         return f"{written} is empty"
@@ -199,16 +207,20 @@ def read(data: bytes) -> tuple[Node | None, list[Problem]]:
         line = exc.lineno or 1
         message = re.sub(r", line \d+, column \d+$", "", " ".join(str(exc.msg).split()))
         message = message if len(message) <= 100 else message[:97] + "..."
+        if "EntityRef" in message:
+            message += " (write a literal & as &amp;)"
         return None, [Problem(line, "XML", f"not well-formed: {message}")]
     if tree.docinfo.doctype:  # type: ignore[union-attr]
-        return None, [Problem(1, "XML", "a DOCTYPE is not allowed in an answer file")]
+        line = data[: max(data.find(b"<!DOCTYPE"), 0)].count(b"\n") + 1
+        return None, [Problem(line, "XML", "a DOCTYPE is not allowed in an answer file")]
     root = tree.getroot()
-    walker = _Walker()
+    name = _name(root)
+    if _NAMESPACED in name:
+        return None, [Problem(_line(root), tag(name), _NAMESPACE_PROBLEM)]
     for spec in ROOTS:
-        if root.tag == spec.name:
+        if name == spec.name:
+            walker = _Walker()
             node = walker.walk(root, spec)
             return node, walker.problems
     expected = " or ".join(f"<{r.name}>" for r in ROOTS)
-    return None, [
-        Problem(_line(root), tag(str(root.tag)), f"unknown root element; expected {expected}")
-    ]
+    return None, [Problem(_line(root), tag(name), f"unknown root element; expected {expected}")]

@@ -83,7 +83,7 @@ def _source(name: str, doc: str) -> Element:
 def _legacy_script(name: str, stage: str) -> Element:
     return Element(
         name,
-        f"the script's location (the legacy spelling of a {stage} `<script>`)",
+        f"the script's location (legacy spelling of a {stage} `<script>`)",
         attrs=(Attr("type", SOURCE_TYPES, doc="default: url (nfs for an nfs:// URL)"),),
         repeatable=True,
     )
@@ -102,18 +102,18 @@ ADMIN_INTERFACE = Element(
     ),
     text=Text.EMPTY,
     children=(
-        Element("ipaddr", "IPv4 address (proto=static)", aliases=("ip",)),
-        Element("subnet", "IPv4 netmask (proto=static)", aliases=("subnet-mask",)),
-        Element("gateway", "IPv4 gateway (proto=static)"),
-        Element("ipv6", "IPv6 address with prefix length (protov6=static)"),
-        Element("gatewayv6", "IPv6 gateway (protov6=static)"),
+        Element("ipaddr", "an IPv4 address (proto=static)", aliases=("ip",)),
+        Element("subnet", "a dotted IPv4 netmask (proto=static)", aliases=("subnet-mask",)),
+        Element("gateway", "the IPv4 gateway (proto=static)"),
+        Element("ipv6", "an IPv6 address with prefix length (protov6=static)"),
+        Element("gatewayv6", "the IPv6 gateway (protov6=static)"),
     ),
 )
 
 INSTALLATION_CHILDREN: tuple[Element, ...] = (
     Element(
         "primary-disk",
-        "the disk dom0 is installed on: sda, nvme0n1, /dev/..., iscsi:ibft or an "
+        "the disk to install dom0 on: sda, nvme0n1, /dev/..., iscsi:ibft or an "
         "RFC 4173 iscsi: spec",
         attrs=(
             Attr("guest-storage", YES_NO, aliases=("gueststorage",), doc="default yes"),
@@ -124,12 +124,12 @@ INSTALLATION_CHILDREN: tuple[Element, ...] = (
             ),
         ),
     ),
-    Element("guest-disk", "a further disk that joins the local SR", repeatable=True),
+    Element("guest-disk", "a disk that joins the local SR", repeatable=True),
     Element("zap-utility-partitions", "do not keep a utility partition", text=Text.EMPTY),
-    Element("keymap", "console keymap, default us"),
+    Element("keymap", "a console keymap name such as us (the default)"),
     Element(
         "root-password",
-        "dom0 root password; absent: set at first boot",
+        "the root password (absent: set at first boot)",
         attrs=(Attr("type", ("plaintext", "hash"), doc="default plaintext"),),
     ),
     _source("source", "the install repository"),
@@ -147,9 +147,9 @@ INSTALLATION_CHILDREN: tuple[Element, ...] = (
     _legacy_script("install-failed-script", "installation-complete"),
     ADMIN_INTERFACE,
     Element("name-server", "a DNS server address", aliases=("nameserver",), repeatable=True),
-    Element("hostname", "the host name (not an FQDN)"),
+    Element("hostname", "a host name (not an FQDN)"),
     Element("ntp-server", "an NTP server", aliases=("ntp-servers",), repeatable=True),
-    Element("timezone", "tz database name, e.g. Europe/London"),
+    Element("timezone", "a tz database name, e.g. Europe/London"),
     Element(
         "network-backend",
         "bridge (default) or openvswitch (alias vswitch)",
@@ -170,12 +170,14 @@ INSTALLATION_CHILDREN: tuple[Element, ...] = (
         "time-config-method",
         "legacy",
         text=Text.OPTIONAL,
+        repeatable=True,
         legacy="is no longer used and is ignored: time is set with <ntp-server>",
     ),
     Element(
         "ui-confirmation-prompt",
         "legacy",
         text=Text.OPTIONAL,
+        repeatable=True,
         legacy="is no longer used and is ignored: the install is unattended",
     ),
     Element(

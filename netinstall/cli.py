@@ -148,17 +148,11 @@ def bootargs_parse(cmdline: str) -> None:
     """Parse CMDLINE (the dom0 part, or the whole mboot.c32 line with ---) and print it as JSON."""
     from answerfile import bootargs as ba
 
-    if " --- " in f" {cmdline} ":
-        parsed = ba.parse_multiboot(cmdline)
-        document: dict[str, Any] = {
-            "xen_image": parsed.xen_image,
-            "xen_args": list(parsed.xen_args),
-            "kernel": parsed.kernel,
-            "args": parsed.args.to_dict(),
-            "modules": [list(m) if isinstance(m, tuple) else m for m in parsed.modules],
-        }
-    else:
-        document = ba.parse_cmdline(cmdline).to_dict()
+    document = (
+        ba.parse_multiboot(cmdline).to_dict()
+        if "---" in cmdline.split()
+        else ba.parse_cmdline(cmdline).to_dict()
+    )
     click.echo(json.dumps(document, indent=2))
 
 

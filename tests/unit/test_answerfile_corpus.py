@@ -42,11 +42,14 @@ def test_good_file_validates(path: Path) -> None:
 
 @pytest.mark.parametrize("path", GOOD, ids=lambda p: p.name)
 def test_good_file_round_trips(path: Path) -> None:
-    model = answerfile.parse(path.read_bytes()).model
-    rendered = answerfile.render(model)
+    first = answerfile.parse(path.read_bytes())
+    rendered = answerfile.render(first.model)
     again = answerfile.parse(rendered)
-    assert again.model == model
-    assert again.warnings == ()
+    assert again.model == first.model
+    # Rendering drops what was ignored (legacy elements); what it keeps warns the same way.
+    assert {(w.where, w.message) for w in again.warnings} <= {
+        (w.where, w.message) for w in first.warnings
+    }
     assert answerfile.render(again.model) == rendered
 
 

@@ -111,6 +111,8 @@ def admin_interface(draw: st.DrawFn) -> AdminInterface:
                 lambda addr, prefix: ipaddress.IPv4Interface(f"{addr}/{prefix}"),
                 ipv4,
                 st.integers(8, 30),
+            ).filter(
+                lambda i: i.ip not in (i.network.network_address, i.network.broadcast_address)
             )
         )
         ipaddr, subnet = str(network.ip), str(network.netmask)
@@ -142,7 +144,10 @@ common = {
     "driver_sources": st.lists(source, max_size=2).map(tuple),
     "scripts": st.lists(script, max_size=3).map(tuple),
     "admin_interface": st.none() | admin_interface(),
-    "name_servers": st.lists(st.ip_addresses().map(str), max_size=3).map(tuple),
+    "name_servers": st.lists(
+        st.ip_addresses().filter(lambda a: not (a.is_unspecified or a.is_multicast)).map(str),
+        max_size=3,
+    ).map(tuple),
     "hostname": st.none() | label,
     "ntp_servers": st.lists(host, max_size=3).map(tuple),
     "network_backend": st.sampled_from(list(NetworkBackend)),
