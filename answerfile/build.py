@@ -80,9 +80,7 @@ class _Builder:
         if kind in (SourceType.URL, SourceType.NFS) and text.startswith("nfs://"):
             converted = locations.nfs_from_url(text)
             if converted is None or locations.check_nfs(converted):
-                self.error(
-                    node, f"{text!r} is not an NFS URL; expected nfs://server/path", "type"
-                )
+                self.error(node, f"{text!r} is not an NFS URL; expected nfs://server/path", "type")
                 return None
             kind, text = SourceType.NFS, converted
         if kind is SourceType.LOCAL:

@@ -53,9 +53,7 @@ def test_all_problems_reported_at_once() -> None:
 
 
 def test_plaintext_password_never_in_messages_or_repr() -> None:
-    result = answerfile.parse(
-        FRESH.format(extra="<root-password>hunter2-secret</root-password>")
-    )
+    result = answerfile.parse(FRESH.format(extra="<root-password>hunter2-secret</root-password>"))
     assert "hunter2-secret" not in repr(result.model)
     assert result.model.root_password is not None
     assert result.model.root_password.value == "hunter2-secret"

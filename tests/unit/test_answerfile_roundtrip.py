@@ -111,9 +111,7 @@ def admin_interface(draw: st.DrawFn) -> AdminInterface:
                 lambda addr, prefix: ipaddress.IPv4Interface(f"{addr}/{prefix}"),
                 ipv4,
                 st.integers(8, 30),
-            ).filter(
-                lambda i: i.ip not in (i.network.network_address, i.network.broadcast_address)
-            )
+            ).filter(lambda i: i.ip not in (i.network.network_address, i.network.broadcast_address))
         )
         ipaddr, subnet = str(network.ip), str(network.netmask)
         gateway = str(next(iter(network.network.hosts())))
