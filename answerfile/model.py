@@ -178,16 +178,3 @@ class AnswerFile:
 
     def scripts_at(self, stage: ScriptStage) -> tuple[Script, ...]:
         return tuple(s for s in self.scripts if s.stage is stage)
-
-
-def to_jsonable(value: object) -> object:
-    """A JSON-friendly copy of a model value: enums as their values, secrets redacted."""
-    if isinstance(value, RootPassword):
-        return {"type": value.type.value, "value": "<redacted>"}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple):
-        return [to_jsonable(item) for item in value]
-    if hasattr(value, "__dataclass_fields__"):
-        return {name: to_jsonable(getattr(value, name)) for name in value.__dataclass_fields__}
-    return value

@@ -5,6 +5,7 @@ function of the packages and turns their errors into one message and an exit cod
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from importlib import resources
@@ -32,6 +33,17 @@ class _Group(click.Group):
         except NetinstallError as exc:
             click.echo(f"netinstall: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: say so, traceback on request
+            if os.environ.get("NETINSTALL_DEBUG"):
+                raise
+            click.echo(
+                f"netinstall: internal error: {type(exc).__name__}: {exc} "
+                "(set NETINSTALL_DEBUG=1 for the traceback, and please report it)",
+                err=True,
+            )
+            ctx.exit(70)
 
 
 @click.group(cls=_Group)
@@ -69,7 +81,7 @@ def _summary(model: Any) -> str:
 def answerfile_validate(files: tuple[str, ...], as_json: bool) -> None:
     """Validate answer FILES; exit 2 if any is invalid."""
     import answerfile as af
-    from answerfile.model import to_jsonable
+    from netinstall.jsonable import to_jsonable
 
     failed = False
     reports: list[dict[str, Any]] = []
@@ -154,6 +166,13 @@ def bootargs_parse(cmdline: str) -> None:
         else ba.parse_cmdline(cmdline).to_dict()
     )
     click.echo(json.dumps(document, indent=2))
+
+
+# -- partitioning ----------------------------------------------------------------
+
+from netinstall.cli_partition import partition  # noqa: E402
+
+main.add_command(partition)
 
 
 # -- demo -----------------------------------------------------------------------
