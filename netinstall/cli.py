@@ -35,7 +35,7 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug of ours: say so, traceback on request
+        except Exception as exc:
             if os.environ.get("NETINSTALL_DEBUG"):
                 raise
             click.echo(

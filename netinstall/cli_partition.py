@@ -138,7 +138,6 @@ def apply_command(target: str, mkfs: bool, yes: bool, **kw: Any) -> None:
     from partitioning.apply import apply_plan
     from partitioning.facts import read_facts
     from partitioning.mkfs import make_filesystems
-
     from partitioning.planner import plan
 
     facts = read_facts(target, sr_has_vms=kw["sr_has_vms"])
@@ -148,7 +147,7 @@ def apply_command(target: str, mkfs: bool, yes: bool, **kw: Any) -> None:
         if not sys.stdin.isatty():
             raise InputError("not writing without --yes: there is no terminal to ask")
         click.confirm(f"Write this table to {target}? Everything else on it is lost", abort=True)
-    apply_plan(result, Path(target))
+    apply_plan(result, Path(target), facts_before=facts)
     click.echo(f"wrote the {result.layout.value} table to {target}")
     if mkfs:
         for made in make_filesystems(result, Path(target)):

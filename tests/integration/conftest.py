@@ -1,0 +1,41 @@
+"""Integration fixtures: loop devices, with a skip that says why where they cannot be used."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+Attach = Callable[..., str]
+
+
+@pytest.fixture
+def loop_devices() -> None:
+    """Skip, saying why, where loop devices or the mkfs tools cannot be used."""
+    for tool in ("losetup", "mkfs.ext4", "mkfs.vfat", "mkswap", "blkid", "partprobe"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is missing")
+    done = subprocess.run(["losetup", "--find"], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"loop devices unavailable: {done.stderr.strip() or 'losetup --find failed'}")
+
+
+@pytest.fixture
+def attach() -> Iterator[Attach]:
+    """Attach images to loop devices (read-only unless asked), partitions too; detach after."""
+    loops: list[str] = []
+
+    def attach(path: Path, *, read_only: bool = True) -> str:
+        argv = ["losetup", "--find", "--show", "--partscan", str(path)]
+        argv[1:1] = ["--read-only"] if read_only else []
+        loop = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+        loops.append(loop)
+        subprocess.run(["partprobe", loop], capture_output=True, check=False)
+        return loop
+
+    yield attach
+    for loop in loops:
+        subprocess.run(["losetup", "-d", loop], check=False)
