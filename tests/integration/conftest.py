@@ -1,9 +1,10 @@
-"""Integration fixtures: loop devices, with a skip that says why where they cannot be used."""
+"""Integration fixtures: loop devices (with a skip that says why) and the console script."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,3 +40,19 @@ def attach() -> Iterator[Attach]:
     yield attach
     for loop in loops:
         subprocess.run(["losetup", "-d", loop], check=False)
+
+
+NETINSTALL = Path(sys.executable).parent / "netinstall"
+
+
+def netinstall(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``netinstall ARGS`` as an operator would, with no terminal on stdin."""
+    assert NETINSTALL.exists(), "run `make setup` first"
+    return subprocess.run(
+        [str(NETINSTALL), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )

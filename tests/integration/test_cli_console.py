@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import DATA
+from tests.integration.conftest import netinstall
 
 pytestmark = pytest.mark.integration
-
-NETINSTALL = Path(sys.executable).parent / "netinstall"
-
-
-def netinstall(*args: str) -> subprocess.CompletedProcess[str]:
-    assert NETINSTALL.exists() or shutil.which("netinstall"), "run `make setup` first"
-    command = str(NETINSTALL) if NETINSTALL.exists() else "netinstall"
-    return subprocess.run([command, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_every_bad_answer_file_fails_cleanly() -> None:

@@ -6,27 +6,16 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import netinstall
+
 pytestmark = pytest.mark.integration
 
-NETINSTALL = str(Path(sys.executable).parent / "netinstall")
 GiB = 1024**3
 MiB = 1024**2
-
-
-def netinstall(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [NETINSTALL, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def image(tmp_path: Path, size: int, name: str = "disk.img") -> Path:
