@@ -9,8 +9,9 @@ base, so the installer image can carry it.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
-from collections.abc import Container, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 
 from netinstall.errors import CommandError
@@ -32,6 +33,8 @@ def run(
     ok_codes: Container[int] = (0,),
     input_text: str | None = None,
     timeout: float | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Completed:
     """Run ``argv``; raise ``CommandError`` unless its exit code is in ``ok_codes``."""
     args = tuple(str(a) for a in argv)
@@ -44,6 +47,8 @@ def run(
             text=True,
             timeout=timeout,
             check=False,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
         )
     except FileNotFoundError as exc:
         raise CommandError(args, 127, "", f"{args[0]}: command not found") from exc

@@ -57,3 +57,18 @@ def test_plaintext_password_never_in_messages_or_repr() -> None:
     assert "hunter2-secret" not in repr(result.model)
     assert result.model.root_password is not None
     assert result.model.root_password.value == "hunter2-secret"
+
+
+def test_debian_tzdata_fallback_knows_the_same_zones(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from answerfile import timezones
+
+    sample = Path(str(tmp_path)) / "tzdata.zi"
+    sample.write_text(
+        "# version 2025b\nZ Europe/London -0:1:15 - LMT 1847 D\nR GB 1916 o - May 21 2s 1 BST\n"
+        "L Europe/London GB\nL Europe/London Europe/Belfast\n"
+    )
+    assert timezones._debian_names(sample) == {"Europe/London", "GB", "Europe/Belfast"}
+    if timezones.DEBIAN_TZDATA.exists():
+        assert timezones._debian_names(timezones.DEBIAN_TZDATA) >= {"Europe/London", "Asia/Tokyo"}
