@@ -1,0 +1,140 @@
+"""netinstall-agent: the dom0 check-in loop of docs/protocol.md (SPEC §8, seed 002).
+
+On start and every ``checkin_interval`` seconds the agent reports its running
+version. When the server assigns an upgrade or a restore it fetches the
+installer into /boot, selects it for the next boot only (``grub-reboot``),
+reports ``signalled`` and reboots, or, when the policy is ``manual``, reports
+``installed-reboot-required`` at each check-in until the operator reboots (a
+marker on /run remembers that until then). With nothing assigned and nothing
+waiting, an installer left in /boot by an earlier boot is removed. A 401 stops
+the agent: its credential was revoked. Other failures are logged and retried
+next time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from .config import AgentConfig, load_agent
+from .errors import Dom0Error, NetworkError, Unauthorized
+from .facts import read_payload_version
+from .installer import RebootPolicy, parse_checkin_reply, remove_staged, stage
+from .jsonfile import read_object, write_json
+from .layout import INSTALLER_ENTRY, Layout
+from .logs import setup_logging
+from .runner import Runner, run
+from .server import ServerClient
+
+log = logging.getLogger(__name__)
+
+EXIT_REVOKED = Unauthorized.exit_code  # the unit does not restart on it
+
+
+class Outcome(enum.Enum):
+    IDLE = "idle"  # nothing assigned
+    WAITING = "waiting"  # installer staged, waiting for the operator's reboot
+    REBOOTING = "rebooting"
+
+
+@dataclass(frozen=True)
+class Agent:
+    config: AgentConfig
+    client: ServerClient
+    runner: Runner
+    layout: Layout
+
+    def running_version(self) -> str:
+        return read_payload_version(self.layout.release_file) or "unknown"
+
+    def staged_key(self) -> str | None:
+        path = self.layout.staged_marker
+        if not path.exists():
+            return None
+        key = read_object(path).get("key")
+        return key if isinstance(key, str) else None
+
+    def checkin(self, state: str) -> dict[str, Any]:
+        body = {"running_version": self.running_version(), "state": state}
+        return self.client.checkin(self.config.credential, body)
+
+    def checkin_once(self) -> Outcome:
+        """One check-in and whatever its reply asks for."""
+        staged = self.staged_key()
+        reply = self.checkin("installed-reboot-required" if staged else "running")
+        assignment = parse_checkin_reply(reply)
+        if assignment is None:
+            if staged:
+                return Outcome.WAITING
+            if remove_staged(self.layout):
+                log.info("removed an installer staged on an earlier boot: nothing is assigned")
+            return Outcome.IDLE
+        if assignment.key == staged:
+            log.info("%s is staged; waiting for a reboot", assignment.key)
+            return Outcome.WAITING
+        log.info("assigned: %s (reboot %s)", assignment.key, assignment.reboot.value)
+        stage(assignment, self.client, self.config.credential, self.runner, self.layout)
+        self.runner(["grub-reboot", INSTALLER_ENTRY])
+        if assignment.reboot is RebootPolicy.MANUAL:
+            write_json(self.layout.staged_marker, {"key": assignment.key}, mode=0o644)
+        try:
+            self.checkin("signalled")
+        except NetworkError as exc:
+            log.warning("could not report signalled (%s); going on", exc)
+        if assignment.reboot is RebootPolicy.AUTO:
+            log.info("rebooting into the installer")
+            self.runner(["systemctl", "reboot"])
+            return Outcome.REBOOTING
+        log.info("the installer boots at the next reboot; the operator reboots (policy manual)")
+        return Outcome.WAITING
+
+
+def serve(agent: Agent, *, once: bool = False, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Check in until told to stop; the exit code of the service."""
+    while True:
+        try:
+            outcome = agent.checkin_once()
+        except Unauthorized:
+            log.error(  # noqa: TRY400 - one clear line, no traceback
+                "the server refused the agent credential (401): it was revoked; "
+                "stopping. Reinstall or re-register the host to get a new one"
+            )
+            return EXIT_REVOKED
+        except Dom0Error as exc:
+            log.error("check-in failed: %s; next try in %d s", exc, agent.config.checkin_interval)  # noqa: TRY400
+            if once:
+                return exc.exit_code
+        else:
+            if outcome is Outcome.REBOOTING or once:
+                return 0
+        sleep(agent.config.checkin_interval)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="netinstall-agent", description="Check in with the netinstall server."
+    )
+    parser.add_argument("--once", action="store_true", help="check in once and exit")
+    parser.add_argument(
+        "--root", type=Path, default=Path("/"), help="look for our files under ROOT (testing)"
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="log every command")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    layout = Layout(args.root)
+    try:
+        config = load_agent(layout.agent_config)
+    except Dom0Error as exc:
+        log.error("%s", exc)  # noqa: TRY400
+        return exc.exit_code
+    with requests.Session() as session:
+        agent = Agent(config, ServerClient(config.server, config.mac, session), run, layout)
+        return serve(agent, once=args.once)

@@ -1,0 +1,114 @@
+"""Facts only the booted system knows, for the ``running`` report (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import SrType
+from .errors import Dom0Error
+from .layout import Layout
+from .runner import Runner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class XenInfo:
+    xen_version: str
+    host_memory_mib: int
+
+
+@dataclass(frozen=True)
+class Facts:
+    xen_version: str
+    host_memory_mib: int
+    cmdline: str
+    payload_version: str
+    sr_uuid: str | None
+    sr_type: SrType | None
+    hostname: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "xen_version": self.xen_version,
+            "host_memory_mib": self.host_memory_mib,
+            "cmdline": self.cmdline,
+            "payload_version": self.payload_version,
+            "sr_uuid": self.sr_uuid,
+            "sr_type": None if self.sr_type is None else self.sr_type.value,
+            "hostname": self.hostname,
+        }
+
+
+def parse_xl_info(text: str) -> XenInfo:
+    """Host memory (``total_memory``, MiB) and the Xen version from ``xl info``."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    missing = [k for k in ("total_memory", "xen_major", "xen_minor") if k not in fields]
+    if missing:
+        raise Dom0Error(f"xl info: no {', '.join(missing)} in its output")
+    try:
+        memory = int(fields["total_memory"])
+    except ValueError:
+        raise Dom0Error(
+            f"xl info: total_memory is not a number: {fields['total_memory']!r}"
+        ) from None
+    version = f"{fields['xen_major']}.{fields['xen_minor']}{fields.get('xen_extra', '')}"
+    return XenInfo(version, memory)
+
+
+def parse_release(text: str) -> dict[str, str]:
+    """The KEY=VALUE pairs of ``/etc/netinstall-release`` (os-release syntax, quotes removed)."""
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        key, sep, value = line.partition("=")
+        if not sep or line.startswith("#"):
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def read_payload_version(path: Path) -> str | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    return parse_release(text).get("VERSION") or None
+
+
+def gather(
+    runner: Runner,
+    layout: Layout,
+    *,
+    sr_uuid: str | None,
+    sr_type: SrType | None,
+    fallback_version: str,
+) -> Facts:
+    xen = parse_xl_info(runner(["xl", "info"]).stdout)
+    version = read_payload_version(layout.release_file)
+    if version is None:
+        log.warning(
+            "%s has no VERSION=; reporting the installer's payload version %s",
+            layout.release_file,
+            fallback_version,
+        )
+        version = fallback_version
+    return Facts(
+        xen_version=xen.xen_version,
+        host_memory_mib=xen.host_memory_mib,
+        cmdline=layout.proc_cmdline.read_text(encoding="utf-8").strip(),
+        payload_version=version,
+        sr_uuid=sr_uuid,
+        sr_type=sr_type,
+        hostname=layout.kernel_hostname.read_text(encoding="utf-8").strip(),
+    )
