@@ -12,7 +12,6 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-
 DEBIAN_TZDATA = Path("/usr/share/zoneinfo/tzdata.zi")
 
 
