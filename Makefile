@@ -1,7 +1,8 @@
 # netinstall: the commands the README promises.
 #   make setup     host packages (apt-get) + .venv with netinstall and dev tools
 #   make check     ruff, ruff format --check, mypy, unit tests
-#   make test      the CI suite: set-up, check, integration and end-to-end tests
+#   make images    build/: the installer, the install repository, the netboot tree
+#   make test      the CI suite: set-up, check, images, integration and end-to-end tests
 #   make test-all  everything, the end-to-end scenarios that do not fit CI included
 #   make demo      PXE-install a QEMU machine and boot it into Xen + dom0
 
@@ -11,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup host-packages check lint typecheck unit test test-all demo generated clean
+.PHONY: setup host-packages check lint typecheck unit images test test-all demo generated clean
 
 setup: host-packages $(STAMP)
 
@@ -37,10 +38,14 @@ unit: setup
 
 check: lint typecheck unit
 
-test: check
+# Incremental: an unchanged target takes seconds (keys in build/*/.inputs, cache in ~/.cache).
+images: setup
+	$(BIN)/netinstall images build
+
+test: check images
 	$(BIN)/python -m pytest -q -m 'not slow' tests/integration tests/e2e $(PYTEST_ARGS)
 
-test-all: check
+test-all: check images
 	$(BIN)/python -m pytest -q tests/integration tests/e2e $(PYTEST_ARGS)
 
 demo: setup

@@ -175,6 +175,51 @@ from netinstall.cli_partition import partition  # noqa: E402
 main.add_command(partition)
 
 
+# -- images -----------------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def images() -> None:
+    """Build the installer, the install repository and the netboot tree."""
+
+
+@images.command("build")
+@click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False),
+    default=str(Path.home() / ".cache" / "netinstall"),
+    show_default=True,
+)
+@click.option("--only", type=click.Choice(["installer", "repo", "netboot"]))
+@click.option("--payload-version", help="Version of the payload (default: netinstall's own).")
+@click.option("--mirror", help="Debian archive URI (default: from this machine's apt sources).")
+@click.option("--security-mirror", help="Debian security archive URI (default: from apt sources).")
+def images_build(
+    out: str,
+    cache: str,
+    *,
+    only: str | None,
+    payload_version: str | None,
+    mirror: str | None,
+    security_mirror: str | None,
+) -> None:
+    """Build images incrementally: an unchanged target is skipped."""
+    from images.build import build
+
+    outcomes = build(
+        Path(out),
+        Path(cache),
+        only=only,
+        payload_version=payload_version,
+        mirror=mirror,
+        security_mirror=security_mirror,
+    )
+    for outcome in outcomes:
+        state = "built" if outcome.built else "up to date"
+        click.echo(f"{outcome.target}: {state} ({Path(out) / outcome.target})")
+
+
 # -- demo -----------------------------------------------------------------------
 
 
