@@ -1,0 +1,128 @@
+"""The provisioning server's values and the contracts between its parts (SPEC §3, §9).
+
+Values only (frozen dataclasses and enums) and pure rules; no I/O. Every other
+module of pxe_server speaks in these types:
+
+* ``registry.Registry`` (SQLite) stores Hosts, Profiles and Events.
+* ``decide`` maps (client facts, host record, profile, server settings) to what
+  the client gets: a boot file, a boot config, an answer file.
+* ``render`` turns decisions into text with jinja2 (StrictUndefined).
+* ``tftp``, ``http`` and ``dnsmasq`` serve them; ``server`` wires them together.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+from netinstall.errors import InputError
+
+
+class State(enum.StrEnum):
+    """A host's install state (SPEC §9; seed 002's Pending/Signalled/Installed/Failed)."""
+
+    PENDING = "pending"  # work assigned, nothing fetched yet
+    SIGNALLED = "signalled"  # fetched its boot config (or, agent-driven, the installer)
+    INSTALLING = "installing"
+    INSTALLED = "installed"  # install finished; reboot (required) into the new system
+    RUNNING = "running"  # the installed system reported from its first boot
+    FAILED = "failed"
+
+
+# Forward order; a state may be skipped forward, never go back (except by new work).
+STATE_ORDER = (State.PENDING, State.SIGNALLED, State.INSTALLING, State.INSTALLED, State.RUNNING)
+REPORTABLE = (State.SIGNALLED, State.INSTALLING, State.INSTALLED, State.RUNNING, State.FAILED)
+
+
+def transition_allowed(current: State, new: State) -> bool:
+    """Whether an event may move a host from ``current`` to ``new``.
+
+    Forward moves (skips included) are allowed, so is repeating the current state
+    (progress updates); ``failed`` may follow any state but ``running``. Nothing
+    leaves ``failed`` or goes back except new work (``Registry.assign_work``).
+    """
+    if new is State.FAILED:
+        return current not in (State.RUNNING, State.FAILED)
+    if current is State.FAILED or new not in STATE_ORDER:
+        return False
+    return STATE_ORDER.index(new) >= STATE_ORDER.index(current)
+
+
+class BootChain(enum.StrEnum):
+    SEED = "seed"  # pxelinux + mboot.c32 (BIOS), GRUB (UEFI): SPEC §3's default
+    IPXE = "ipxe"  # an iPXE script over HTTP, for clients that are iPXE
+
+
+class Firmware(enum.StrEnum):
+    BIOS = "bios"  # DHCP client-arch 0
+    UEFI = "uefi"  # client-arch 7 or 9
+
+
+class UnknownPolicy(enum.StrEnum):
+    """What an unregistered MAC gets (SPEC §3): never wiped unless the operator says so."""
+
+    LOCAL = "local"
+    INSTALL = "install"  # install with the default profile (registers the host)
+
+
+_MAC = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}$")
+
+
+def normalise_mac(text: str) -> str:
+    """``AA-BB-...``/``aabb...``/``aa:bb:...`` -> ``aa:bb:cc:dd:ee:ff``; InputError otherwise."""
+    lowered = text.strip().lower()
+    if not _MAC.match(lowered):
+        raise InputError(f"{text!r} is not a MAC address; expected e.g. 52:54:00:12:34:56")
+    digits = re.sub(r"[:-]", "", lowered)
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def mac_dashes(mac: str) -> str:
+    """``aa:bb:...`` -> ``aa-bb-...`` (pxelinux and GRUB config names: ``01-aa-bb-...``)."""
+    return mac.replace(":", "-")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    template: str  # jinja2 text of the answer file
+    boot_chain: BootChain = BootChain.SEED
+    xen_args: str = "dom0_max_vcpus=1-2 dom0_mem=2048M,max:2048M com1=115200,8n1 console=com1,vga"
+    kernel_args: str = "xencons=hvc console=tty0 console=hvc0 net.ifnames=0"
+    payload_version: str | None = None  # None: the server's default repository
+
+
+@dataclass(frozen=True)
+class Host:
+    mac: str  # normalised
+    name: str | None = None
+    profile: str = "default"
+    variables: tuple[tuple[str, str], ...] = ()  # template variables, sorted by key
+    netboot_armed: bool = True
+    state: State = State.PENDING
+    step: str | None = None
+    progress: float | None = None
+    assigned_version: str | None = None
+    running_version: str | None = None
+    token: str | None = field(default=None, repr=False)  # install token; None once running
+    agent_credential: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Event:
+    time: float  # seconds since the epoch
+    mac: str
+    state: State
+    step: str | None = None
+    progress: float | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What renderers need to know about this server."""
+
+    http_base: str  # e.g. "http://192.168.77.1:8080" (no trailing slash)
+    tftp_address: str  # e.g. "192.168.77.1"
+    unknown_policy: UnknownPolicy = UnknownPolicy.LOCAL
