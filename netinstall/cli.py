@@ -230,3 +230,12 @@ def demo() -> None:
         "demo is not available yet: it needs the installer image, the payload "
         "repository and the provisioning server, which are not built yet"
     )
+
+
+# -- provisioning server ------------------------------------------------------------
+
+from netinstall.cli_server import host, profile, server  # noqa: E402
+
+main.add_command(server)
+main.add_command(host)
+main.add_command(profile)

@@ -1,0 +1,528 @@
+"""``netinstall server|host|profile``: the provisioning server and its registry (SPEC §9).
+
+Every command takes ``--dir`` (default ``NETINSTALL_DIR``, else /var/lib/netinstall)
+and opens the registry directly; that is safe beside a running server. No output
+ever shows an install token, an agent credential, the API token or a password.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import click
+from click.core import ParameterSource
+
+from netinstall.errors import InputError
+from netinstall.jsonable import REDACTED, to_jsonable
+
+if TYPE_CHECKING:
+    from pxe_server.model import Event, Host, Profile
+    from pxe_server.registry import Registry
+
+DEFAULT_DIR = "/var/lib/netinstall"
+API_TOKEN_FILE = "api-token"  # noqa: S105 - a file name
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--dir",
+        "directory",
+        envvar="NETINSTALL_DIR",
+        default=DEFAULT_DIR,
+        show_default=True,
+        help="The server directory (default: $NETINSTALL_DIR, else /var/lib/netinstall).",
+    )(func)
+
+
+def _directory(directory: str, positional: str | None) -> Path:
+    """DIR given as an argument wins over --dir's default; both given must agree."""
+    if positional is None:
+        return Path(directory)
+    source = click.get_current_context().get_parameter_source("directory")
+    if source is ParameterSource.COMMANDLINE and Path(directory) != Path(positional):
+        raise InputError(f"two server directories given: {positional} and --dir {directory}")
+    return Path(positional)
+
+
+@contextmanager
+def _registry(directory: Path) -> Iterator[Registry]:
+    from pxe_server.registry import REGISTRY_FILE, Registry
+
+    if not (directory / REGISTRY_FILE).is_file():
+        raise InputError(
+            f"{directory} holds no registry; create it with `netinstall server init {directory}`"
+        )
+    with Registry.open(directory) as registry:
+        yield registry
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def _echo_json(document: object) -> None:
+    click.echo(json.dumps(document, indent=2))
+
+
+# -- server ----------------------------------------------------------------------
+
+
+@click.group("server")
+def server() -> None:
+    """Create and run the provisioning server (TFTP, HTTP, optional DHCP)."""
+
+
+def _repo_setting(value: str) -> str:
+    if _URL.match(value):
+        scheme = value.split("://", 1)[0].lower()
+        if scheme not in ("http", "https", "ftp", "nfs"):
+            raise InputError(f"--repo {value!r}: expected an http, https, ftp or nfs URL or a path")
+        return value
+    path = Path(value)
+    if not path.is_dir():
+        raise InputError(f"--repo {value}: no such directory")
+    return str(path.resolve())
+
+
+def _netboot_setting(value: str) -> str:
+    path = Path(value)
+    if not path.is_dir():
+        raise InputError(f"--netboot {value}: no such directory")
+    return str(path.resolve())
+
+
+def _write_api_token(directory: Path, token: str) -> bool:
+    """Write ``DIR/api-token`` (0600) unless it exists; whether it was written."""
+    try:
+        fd = os.open(directory / API_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(token + "\n")
+    return True
+
+
+@server.command("init")
+@click.argument("positional", required=False, metavar="[DIR]")
+@_dir_option
+@click.option("--repo", help="The install repository: a directory or a URL (default build/repo).")
+@click.option("--netboot", help="The netboot tree (default build/netboot).")
+@click.option(
+    "--advertise",
+    help="The address clients reach this server at, put into boot configs and URLs "
+    "(needed when the server binds 0.0.0.0 without --interface).",
+)
+def server_init(
+    positional: str | None,
+    directory: str,
+    repo: str | None,
+    netboot: str | None,
+    advertise: str | None,
+) -> None:
+    """Create the server directory: registry, API token, the default profile. Idempotent."""
+    from pxe_server.registry import REGISTRY_FILE, Registry, default_profile
+
+    where = _directory(directory, positional)
+    if where.exists() and not where.is_dir():
+        raise InputError(f"{where} exists and is not a directory")
+    existed = (where / REGISTRY_FILE).is_file()
+    settings = {
+        "repo": _repo_setting(repo) if repo is not None else None,
+        "netboot": _netboot_setting(netboot) if netboot is not None else None,
+    }
+    advertised = _ip("--advertise", advertise) if advertise is not None else None
+    if not where.exists():
+        where.mkdir(mode=0o700, parents=True)
+    with Registry.open(where) as registry:
+        if existed:
+            click.echo(f"{where} is already initialised: nothing rotated or replaced")
+        else:
+            click.echo(f"initialised {where}: registry {registry.path}")
+        wrote = _write_api_token(where, registry.api_token())
+        state = "written, mode 0600" if wrote else "kept"
+        click.echo(f"API token: {where / API_TOKEN_FILE} ({state})")
+        if registry.get_profile("default") is None:
+            registry.add_profile(default_profile())
+            click.echo("profile default: created")
+        current = registry.settings()
+        if "unknown_policy" not in current:
+            registry.set_setting("unknown_policy", "local")  # unknown MACs boot locally
+        if advertised is not None and advertised != current.get("advertise"):
+            registry.set_setting("advertise", advertised)
+            click.echo(f"advertise: {advertised}")
+        for key, given in settings.items():
+            built = Path("build") / key
+            value = given
+            if value is None and key not in current and built.is_dir():
+                value = str(built.resolve())
+            if value is not None and value != current.get(key):
+                registry.set_setting(key, value)
+                current[key] = value
+            hint = f"not set (give --{key}, or build it with `netinstall images build`)"
+            click.echo(f"{key}: {current.get(key, hint)}")
+        version = _repo_version(current.get("repo"))
+        if version is not None and version != current.get("payload_version"):
+            registry.set_setting("payload_version", version)
+        click.echo(f"payload version: {version or current.get('payload_version', 'unknown')}")
+
+
+def _repo_version(repo: str | None) -> str | None:
+    """The payload version in a local repository's .treeinfo, if there is one."""
+    from hypervisor_payload.treeinfo import parse_treeinfo
+
+    if repo is None or "://" in repo:
+        return None
+    treeinfo = Path(repo) / ".treeinfo"
+    if not treeinfo.is_file():
+        return None
+    return parse_treeinfo(treeinfo.read_text(encoding="utf-8")).version
+
+
+def _port(option: str, text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise InputError(f"{option} {text!r} is not a port number (0-65535)")
+    return int(text)
+
+
+def _ip(option: str, text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise InputError(f"{option} {text!r} is not an IP address") from None
+
+
+def _dhcp_range(text: str) -> tuple[str, str]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise InputError(
+            f"--range {text!r}: expected FIRST,LAST, e.g. 192.168.77.100,192.168.77.200"
+        )
+    first, last = (ipaddress.ip_address(_ip("--range", p.strip())) for p in parts)
+    if first.version != 4 or last.version != 4 or first > last:
+        raise InputError(f"--range {text!r}: expected two IPv4 addresses, the lower first")
+    return str(first), str(last)
+
+
+@server.command("run")
+@click.argument("positional", required=False, metavar="[DIR]")
+@_dir_option
+@click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")  # noqa: S104
+@click.option("--tftp-port", default="69", show_default=True)
+@click.option("--http-port", default="8080", show_default=True)
+@click.option("--dhcp", default="off", show_default=True, help="off, full or proxy (dnsmasq).")
+@click.option("--interface", help="The interface dnsmasq serves (with --dhcp full|proxy).")
+@click.option("--range", "dhcp_range", help="FIRST,LAST addresses to lease (--dhcp full).")
+def server_run(
+    positional: str | None,
+    directory: str,
+    *,
+    bind: str,
+    tftp_port: str,
+    http_port: str,
+    dhcp: str,
+    interface: str | None,
+    dhcp_range: str | None,
+) -> None:
+    """Serve TFTP, HTTP (boot files, repository, answer files, API) and optionally DHCP."""
+    where = _directory(directory, positional)
+    with _registry(where):
+        pass
+    options: dict[str, Any] = {
+        "bind": _ip("--bind", bind),
+        "tftp_port": _port("--tftp-port", tftp_port),
+        "http_port": _port("--http-port", http_port),
+    }
+    if dhcp not in ("off", "full", "proxy"):
+        raise InputError(f"--dhcp {dhcp!r}: expected off, full or proxy")
+    if dhcp == "off" and (interface or dhcp_range):
+        raise InputError("--interface and --range need --dhcp full or --dhcp proxy")
+    if dhcp != "off" and not interface:
+        raise InputError(f"--dhcp {dhcp} needs --interface IF (the interface to serve)")
+    if dhcp == "full" and not dhcp_range:
+        raise InputError("--dhcp full needs --range FIRST,LAST (the addresses to lease)")
+    parsed = _dhcp_range(dhcp_range) if dhcp_range else None
+    from pxe_server.server import run_server
+
+    run_server(where, dhcp=dhcp, interface=interface, dhcp_range=parsed, **options)
+
+
+# -- hosts -----------------------------------------------------------------------
+
+
+@click.group("host")
+def host() -> None:
+    """Register machines, follow their installs, rearm them."""
+
+
+def _variables(pairs: Sequence[str]) -> list[tuple[str, str]]:
+    result = []
+    for text in pairs:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--var {text!r} is not KEY=VALUE")
+        result.append((key.strip(), value))
+    return result
+
+
+def _shown_variables(item: Host) -> dict[str, str]:
+    return {k: REDACTED if "password" in k.lower() else v for k, v in item.variables}
+
+
+def _event_json(event: Event | None) -> object:
+    if event is None:
+        return None
+    return {k: v for k, v in cast(dict[str, object], to_jsonable(event)).items() if k != "mac"}
+
+
+def _host_json(item: Host, events: Sequence[Event]) -> dict[str, object]:
+    return {
+        "mac": item.mac,
+        "name": item.name,
+        "profile": item.profile,
+        "variables": _shown_variables(item),
+        "netboot_armed": item.netboot_armed,
+        "state": item.state.value,
+        "step": item.step,
+        "progress": item.progress,
+        "assigned_version": item.assigned_version,
+        "running_version": item.running_version,
+        "token": "set" if item.token else "none",
+        "agent_credential": "set" if item.agent_credential else "none",
+        "last_event": _event_json(events[-1] if events else None),
+    }
+
+
+def _event_line(event: Event) -> str:
+    parts = [_when(event.time), event.state.value]
+    parts += [event.step] if event.step else []
+    parts += [f"{event.progress:.0%}"] if event.progress is not None else []
+    parts += [event.message] if event.message else []
+    return "  ".join(parts)
+
+
+@host.command("add")
+@click.argument("mac")
+@_dir_option
+@click.option("--profile", default="default", show_default=True)
+@click.option("--name", help="Host name (not an FQDN) for the answer file.")
+@click.option("--var", "variables", multiple=True, help="Template variable KEY=VALUE (repeat).")
+def host_add(
+    mac: str, directory: str, profile: str, name: str | None, variables: tuple[str, ...]
+) -> None:
+    """Register MAC for a network install with PROFILE (netboot armed)."""
+    pairs = _variables(variables)
+    with _registry(Path(directory)) as registry:
+        item = registry.add_host(mac, profile=profile, name=name, variables=pairs)
+    click.echo(f"added {item.mac}: profile {item.profile}, state pending, netboot armed")
+
+
+@host.command("list")
+@_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def host_list(directory: str, as_json: bool) -> None:
+    """Every host: state, step, versions and its last event."""
+    with _registry(Path(directory)) as registry:
+        rows = [(h, registry.events(h.mac, limit=1)) for h in registry.list_hosts()]
+    if as_json:
+        _echo_json([_host_json(item, last) for item, last in rows])
+        return
+    if not rows:
+        click.echo("no hosts; add one with `netinstall host add MAC`")
+        return
+    table = [("MAC", "NAME", "PROFILE", "STATE", "STEP", "ASSIGNED/RUNNING", "LAST EVENT")]
+    for item, last in rows:
+        versions = f"{item.assigned_version or '-'}/{item.running_version or '-'}"
+        event = f"{_when(last[0].time)} {last[0].message or ''}".rstrip() if last else "-"
+        state = item.state.value + ("" if item.netboot_armed else " (disarmed)")
+        table.append(
+            (item.mac, item.name or "-", item.profile, state, item.step or "-", versions, event)
+        )
+    click.echo(_table(table))
+
+
+@host.command("show")
+@click.argument("mac")
+@_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def host_show(mac: str, directory: str, as_json: bool) -> None:
+    """One host's record and its events, oldest first."""
+    from pxe_server.model import normalise_mac
+    from pxe_server.registry import UnknownHost
+
+    mac = normalise_mac(mac)
+    with _registry(Path(directory)) as registry:
+        item = registry.get_host(mac)
+        if item is None:
+            raise UnknownHost(f"no host {mac} in the registry")
+        events = registry.events(mac)
+    if as_json:
+        _echo_json({**_host_json(item, events), "events": [_event_json(e) for e in events]})
+        return
+    fields = [
+        ("mac", item.mac),
+        ("name", item.name or "-"),
+        ("profile", item.profile),
+        ("state", f"{item.state.value}, netboot {'armed' if item.netboot_armed else 'disarmed'}"),
+        ("step", item.step or "-"),
+        ("progress", f"{item.progress:.0%}" if item.progress is not None else "-"),
+        ("assigned version", item.assigned_version or "-"),
+        ("running version", item.running_version or "-"),
+        ("install token", "set" if item.token else "none"),
+        ("agent credential", "set" if item.agent_credential else "none"),
+        ("variables", ", ".join(f"{k}={v}" for k, v in _shown_variables(item).items()) or "-"),
+    ]
+    for label, value in fields:
+        click.echo(f"{label + ':':<18}{value}")
+    click.echo("events:")
+    for event in events:
+        click.echo(f"  {_event_line(event)}")
+
+
+@host.command("rearm")
+@click.argument("mac")
+@_dir_option
+def host_rearm(mac: str, directory: str) -> None:
+    """New network-install work for MAC: pending, netboot armed, a new install token."""
+    with _registry(Path(directory)) as registry:
+        item = registry.rearm(mac)
+    click.echo(
+        f"rearmed {item.mac}: state {item.state.value}, netboot armed, new install token issued"
+    )
+
+
+@host.command("remove")
+@click.argument("mac")
+@_dir_option
+def host_remove(mac: str, directory: str) -> None:
+    """Forget MAC and its events."""
+    from pxe_server.model import normalise_mac
+
+    mac = normalise_mac(mac)
+    with _registry(Path(directory)) as registry:
+        registry.delete_host(mac)
+    click.echo(f"removed {mac}")
+
+
+# -- profiles --------------------------------------------------------------------
+
+
+@click.group("profile")
+def profile() -> None:
+    """Answer-file templates and boot parameters that hosts install with."""
+
+
+def _profile_json(item: Profile, hosts: int) -> dict[str, object]:
+    return {**cast(dict[str, object], to_jsonable(item)), "hosts": hosts}
+
+
+@profile.command("add")
+@click.argument("name")
+@_dir_option
+@click.option("--template", "template_file", required=True, help="The answer-file template.")
+@click.option("--chain", default="seed", show_default=True, help="Boot chain: seed or ipxe.")
+@click.option("--xen-args", help="Xen command line for the installer.")
+@click.option("--kernel-args", help="Installer kernel command line (before the answerfile=...).")
+@click.option("--payload-version", help="Payload version (default: the server's repository).")
+@click.option("--update", is_flag=True, help="Replace the profile if it exists.")
+def profile_add(
+    name: str,
+    directory: str,
+    template_file: str,
+    *,
+    chain: str,
+    xen_args: str | None,
+    kernel_args: str | None,
+    payload_version: str | None,
+    update: bool,
+) -> None:
+    """Add profile NAME whose answer file is the jinja2 template FILE."""
+    from pxe_server.model import BootChain, Profile
+
+    if chain not in tuple(BootChain):
+        raise InputError(f"--chain {chain!r}: expected seed or ipxe")
+    try:
+        text = Path(template_file).read_text("utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read the template {template_file}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"the template {template_file} is not UTF-8 text") from exc
+    extra = {"xen_args": xen_args, "kernel_args": kernel_args}
+    item = Profile(
+        name=name,
+        template=text,
+        boot_chain=BootChain(chain),
+        payload_version=payload_version,
+        **{k: v for k, v in extra.items() if v is not None},
+    )
+    with _registry(Path(directory)) as registry:
+        if update and registry.get_profile(name) is not None:
+            registry.update_profile(item)
+            click.echo(f"updated profile {name} (chain {chain})")
+        else:
+            registry.add_profile(item)
+            click.echo(f"added profile {name} (chain {chain})")
+
+
+@profile.command("list")
+@_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def profile_list(directory: str, as_json: bool) -> None:
+    """Every profile and how many hosts use it."""
+    with _registry(Path(directory)) as registry:
+        items = registry.list_profiles()
+        counts = {p.name: 0 for p in items}
+        for item in registry.list_hosts():
+            counts[item.profile] = counts.get(item.profile, 0) + 1
+    if as_json:
+        _echo_json([_profile_json(p, counts[p.name]) for p in items])
+        return
+    table = [("NAME", "CHAIN", "PAYLOAD", "HOSTS")]
+    table += [
+        (p.name, p.boot_chain.value, p.payload_version or "(server)", str(counts[p.name]))
+        for p in items
+    ]
+    click.echo(_table(table))
+
+
+@profile.command("show")
+@click.argument("name")
+@_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def profile_show(name: str, directory: str, as_json: bool) -> None:
+    """One profile: boot parameters and the answer-file template."""
+    with _registry(Path(directory)) as registry:
+        item = registry.get_profile(name)
+        if item is None:
+            raise InputError(f"no profile {name!r}; see `netinstall profile list`")
+        hosts = sum(1 for h in registry.list_hosts() if h.profile == name)
+    if as_json:
+        _echo_json(_profile_json(item, hosts))
+        return
+    fields = [
+        ("name", item.name),
+        ("boot chain", item.boot_chain.value),
+        ("xen args", item.xen_args),
+        ("kernel args", item.kernel_args),
+        ("payload version", item.payload_version or "(the server repository)"),
+        ("hosts", str(hosts)),
+    ]
+    for label, value in fields:
+        click.echo(f"{label + ':':<17}{value}")
+    click.echo("template:")
+    click.echo(item.template, nl=not item.template.endswith("\n"))

@@ -1,0 +1,122 @@
+"""HTTP, part 1: what every handler shares, and the file routes (``/boot/``, ``/repo/``).
+
+Files are served by aiohttp's ``web.FileResponse`` (sendfile, ``Range``, ``HEAD``,
+``If-Modified-Since``); this module decides which file, and never one outside its root:
+``..``, NUL, backslashes and absolute names are refused before the file system is
+asked, and the resolved path (symlinks followed) must still lie inside the resolved root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from aiohttp import web
+
+from pxe_server.model import ServerSettings
+from pxe_server.registry import Registry
+
+T = TypeVar("T")
+
+NO_NETBOOT = (
+    "no netboot tree configured: run `netinstall images build`, then "
+    "`netinstall server init --netboot DIR` (DIR: build/netboot)"
+)
+NO_REPO = (
+    "no install repository configured: run `netinstall images build`, then "
+    "`netinstall server init --repo DIR` (DIR: build/repo)"
+)
+
+
+@dataclass
+class Context:
+    """The state of one HTTP server; ``settings`` may be replaced while it runs."""
+
+    registry: Registry
+    registry_dir: Path
+    settings: ServerSettings
+    netboot: Path | None
+    repo: Path | None
+    api_token: str
+    repo_url: str | None = None  # the repository's URL when it is not served here
+
+    def repository_url(self) -> str:
+        """What answer files name as the source: ours (``<http_base>/repo/``) or the given URL."""
+        return self.repo_url or f"{self.settings.http_base}/repo/"
+
+
+CONTEXT = web.AppKey("context", Context)
+
+
+def context(request: web.Request) -> Context:
+    return request.app[CONTEXT]
+
+
+def error(status: int, message: str, **headers: str) -> web.Response:
+    """A JSON error reply: ``{"error": "<one sentence>"}``."""
+    return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+async def blocking(func: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """Run ``func`` (SQLite, jinja2, file writes) off the event loop, so transfers keep going.
+
+    The Registry serialises its own calls, so its methods may run on any thread.
+    """
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(func, *args, **kwargs))
+
+
+def safe_path(root: Path, relative: str) -> Path | None:
+    """``root/relative`` if it names something inside ``root``; None for any escape.
+
+    ``relative`` is the already percent-decoded path from the URL.
+    """
+    if "\0" in relative or "\\" in relative or relative.startswith("/"):
+        return None
+    parts = [part for part in relative.split("/") if part not in ("", ".")]
+    if any(part == ".." for part in parts):
+        return None
+    try:
+        real_root = root.resolve(strict=True)
+        candidate = real_root.joinpath(*parts).resolve(strict=False)
+    except (OSError, RuntimeError, ValueError):  # RuntimeError: a symlink loop
+        return None
+    if not candidate.is_relative_to(real_root):
+        return None
+    return candidate
+
+
+def _serve_file(
+    root: Path | None, relative: str, what: str, missing_root: str
+) -> web.StreamResponse:
+    if root is None:
+        return error(404, missing_root)
+    if not root.is_dir():
+        return error(404, f"the {what} directory {root} does not exist; {missing_root}")
+    path = safe_path(root, relative)
+    if path is None:
+        return error(404, f"{relative!r} is not a file of the {what}")
+    if not path.is_file():
+        return error(404, f"{relative} is not in the {what} ({root})")
+    return web.FileResponse(path, chunk_size=1 << 18)
+
+
+async def boot_file(request: web.Request) -> web.StreamResponse:
+    """``GET/HEAD /boot/<file>``: a file of the netboot tree."""
+    return _serve_file(
+        context(request).netboot, request.match_info["path"], "netboot tree", NO_NETBOOT
+    )
+
+
+async def repo_file(request: web.Request) -> web.StreamResponse:
+    """``GET/HEAD /repo/<path>``: a file of the install repository."""
+    return _serve_file(context(request).repo, request.match_info["path"], "repository", NO_REPO)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/boot/{path:.+}", boot_file)  # HEAD comes with GET
+    app.router.add_get("/repo/{path:.+}", repo_file)

@@ -1,0 +1,367 @@
+"""Boot configs and answer files as text (SPEC §3, §9): pure functions over model values.
+
+Boot configs come from the jinja2 templates in ``pxe_server/templates/``
+(StrictUndefined, no autoescaping); answer files from each profile's own template,
+rendered in a sandbox and validated with ``answerfile.parse`` before anyone gets
+them. ``decide.explain`` chooses between the install and the local-boot variant.
+
+Install entries carry, after the profile's ``kernel_args`` (so its last
+``console=``, ``hvc0`` by default, stays last and owns /dev/console)::
+
+    answerfile=<http_base>/answerfile/<mac>?token=<token> install
+    netinstall.server=<http_base> netinstall.token=<token> BOOTIF=<boot NIC>
+
+The per-host configs need a host record (its token). An unknown machine gets the
+catch-all config (``pxelinux.cfg/default``, ``grub/grub.cfg``), which therefore
+always boots the local disk: under ``UnknownPolicy.INSTALL`` the server registers
+the machine on first contact, before it renders, so it is no longer unknown.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import jinja2
+import jinja2.sandbox
+
+import answerfile
+from netinstall.errors import AnswerFileError, InputError
+from pxe_server import passwords
+from pxe_server.decide import IPXE_PREFIX, Action, Decision, explain
+from pxe_server.model import Host, Profile, ServerSettings, mac_dashes, normalise_mac
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+# Words GRUB reads as one literal word; anything else is single-quoted.
+_GRUB_BARE = re.compile(r"[A-Za-z0-9_.,:=/+%@~^!-]+")
+# What no loader can carry in a boot argument: quotes and backslashes (GRUB
+# escapes them, pxelinux and iPXE pass them on), iPXE's ${...} expansion.
+_UNCARRIABLE = re.compile(r"[\"'\\]|\$\{")
+# Words that ``render`` writes itself after the profile's kernel arguments.
+_OURS = ("answerfile=", "netinstall.server=", "netinstall.token=", "BOOTIF=")
+_ANSWER_VARIABLES = ("mac", "name", "server", "repo_url", "root_password_hash")
+_UNDEFINED = re.compile(r"^'([^']+)' is undefined$")
+
+Lookup = Callable[[str], tuple[Host | None, Profile | None]]
+
+
+# --- boot arguments -----------------------------------------------------------------
+
+
+def grub_word(word: str) -> str:
+    """``word`` as one literal GRUB script word: bare when safe, else single-quoted."""
+    if _GRUB_BARE.fullmatch(word):
+        return word
+    return "'" + word.replace("'", "'\\''") + "'"
+
+
+def check_profile_args(profile: Profile) -> None:
+    """InputError listing every Xen or dom0 argument of ``profile`` a boot loader would misread.
+
+    Called by ``render`` for every install config; the registry and the CLI may
+    call it when a profile is written, so the operator hears of it at once.
+    """
+    problems: list[str] = []
+    for field, text in (("xen_args", profile.xen_args), ("kernel_args", profile.kernel_args)):
+        for word in text.split():
+            where = f"profile {profile.name}: {field} word {word!r}"
+            if word == "---":
+                problems.append(f"{where} is mboot.c32's module separator")
+            elif not (word.isascii() and word.isprintable()):
+                problems.append(f"{where} holds a character that is not printable ASCII")
+            elif _UNCARRIABLE.search(word) or word.startswith("#"):
+                problems.append(
+                    f"{where} cannot be passed through pxelinux, GRUB and iPXE alike"
+                    " (no quotes, backslashes or '${', no leading '#')"
+                )
+            elif field == "kernel_args" and (word == "install" or word.startswith(_OURS)):
+                problems.append(f"{where} is written by the server itself; remove it")
+    if problems:
+        raise InputError(problems)
+
+
+def answerfile_url(host: Host, settings: ServerSettings) -> str:
+    """Where the installer fetches ``host``'s answer file (with its token)."""
+    return f"{settings.http_base}/answerfile/{host.mac}?token={host.token}"
+
+
+def installer_args(
+    host: Host, profile: Profile, settings: ServerSettings, bootif: str
+) -> list[str]:
+    """The dom0 (installer) words: the profile's, then ours (see the module docstring)."""
+    check_profile_args(profile)
+    return [
+        *profile.kernel_args.split(),
+        f"answerfile={answerfile_url(host, settings)}",
+        "install",
+        f"netinstall.server={settings.http_base}",
+        f"netinstall.token={host.token}",
+        f"BOOTIF={bootif}",
+    ]
+
+
+# --- boot configs -------------------------------------------------------------------
+
+
+def _oneline(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - boot configs and XML answer files, not HTML
+        keep_trailing_newline=True,
+    )
+    env.filters["grub_word"] = grub_word
+    env.filters["oneline"] = _oneline
+    return env
+
+
+def _render(name: str, **variables: object) -> str:
+    return _environment().get_template(name).render(**variables)
+
+
+# templates/<loader>-<install or local>.<suffix>.j2
+_SUFFIX = {"pxelinux": "cfg", "grub": "cfg", "ipxe": "ipxe"}
+
+
+def _local(loader: str, host: Host | None, decision: Decision, settings: ServerSettings) -> str:
+    who = host.mac if host is not None else "a machine without a host record"
+    return _render(
+        f"{loader}-local.{_SUFFIX[loader]}.j2",
+        who=who,
+        reason=decision.reason,
+        http_base=settings.http_base,
+    )
+
+
+def _config(
+    loader: str,
+    host: Host | None,
+    profile: Profile | None,
+    settings: ServerSettings,
+    bootif: Callable[[str], str],
+) -> str:
+    if host is None:
+        # Catch-all: always local (see the module docstring).
+        decision = Decision(Action.LOCAL, "unknown machines are never wiped")
+        return _local(loader, None, decision, settings)
+    decision = explain(host, profile, settings)
+    if decision.action is Action.LOCAL or profile is None:
+        return _local(loader, host, decision, settings)
+    return _render(
+        f"{loader}-install.{_SUFFIX[loader]}.j2",
+        mac=host.mac,
+        reason=decision.reason,
+        http_base=settings.http_base,
+        xen_args=profile.xen_args.split(),
+        dom0_args=installer_args(host, profile, settings, bootif(host.mac)),
+    )
+
+
+def _bootif_dashes(mac: str) -> str:
+    return f"01-{mac_dashes(mac)}"
+
+
+def pxelinux_config(host: Host | None, profile: Profile | None, settings: ServerSettings) -> str:
+    """``pxelinux.cfg/01-<mac>`` (``host`` None: ``pxelinux.cfg/default``, local boot).
+
+    Install: ``mboot.c32`` with ``xen.gz --- vmlinuz ... --- install.img`` from the
+    TFTP root, ``ipappend 2`` kept. Local: ``localboot 0``.
+    """
+    return _config("pxelinux", host, profile, settings, _bootif_dashes)
+
+
+def grub_config(host: Host | None, profile: Profile | None, settings: ServerSettings) -> str:
+    """``grub/grub.cfg-01-<mac>`` (``host`` None: ``grub/grub.cfg``, local boot).
+
+    Install: ``multiboot2 /xen.gz`` and two ``module2`` from GRUB's root, the TFTP
+    server it booted from; ``BOOTIF`` in GRUB's colon form; words GRUB would
+    misread are single-quoted. ``install.img`` is loaded ``--nounzip``: the kernel
+    unpacks its initrd itself, and GRUB cannot unpack every compression.
+    ``vmlinuz`` after the path is the conventional first word of a module's command
+    line (Xen leaves it to the installer, which ignores it). Local: chainload the
+    disk's ``/EFI/BOOT/BOOTX64.EFI``, never ``exit`` (TESTING.md "Boot once").
+    """
+    return _config("grub", host, profile, settings, lambda mac: mac)
+
+
+def ipxe_script(host: Host | None, profile: Profile | None, settings: ServerSettings) -> str:
+    """``ipxe/<mac>``: one script for both firmwares, branching on iPXE's ``${platform}``.
+
+    BIOS (``pcbios``): multiboot the uncompressed ``xen`` with ``vmlinuz`` and
+    ``install.img`` over HTTP (install), or ``exit`` to the next boot device
+    (local). UEFI (``efi``): iPXE EFI cannot multiboot, so it chains
+    ``grubx64.efi`` over HTTP in both cases; GRUB then reads this host's GRUB
+    config, which installs or chainloads the disk (an EFI ``exit`` may strand the
+    firmware in its setup menu, as GRUB's does).
+    """
+    return _config("ipxe", host, profile, settings, _bootif_dashes)
+
+
+# --- answer files -------------------------------------------------------------------
+
+
+def answer_variables(
+    host: Host, settings: ServerSettings, repo_url: str, salt: str | None = None
+) -> dict[str, str]:
+    """The variables a profile's answer-file template sees.
+
+    Every host variable, then ``mac``, ``name`` (or ""), ``server`` (the HTTP
+    base), ``repo_url``; a ``root_password`` variable is replaced by
+    ``root_password_hash`` (SHA-512 crypt; ``salt`` None: a random one).
+    """
+    given = dict(host.variables)
+    reserved = sorted(set(given) & set(_ANSWER_VARIABLES))
+    if reserved:
+        raise InputError(
+            f"host {host.mac}: the variable(s) {', '.join(reserved)} are set by the server;"
+            " rename them"
+        )
+    password = given.pop("root_password", None)
+    variables = {
+        **given,
+        "mac": host.mac,
+        "name": host.name or "",
+        "server": settings.http_base,
+        "repo_url": repo_url,
+    }
+    if password is not None:
+        variables["root_password_hash"] = (
+            passwords.hash_password(password)
+            if salt is None
+            else passwords.sha512_crypt(password, salt)
+        )
+    return variables
+
+
+@functools.cache
+def _sandbox() -> jinja2.sandbox.SandboxedEnvironment:
+    return jinja2.sandbox.SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # XML, not HTML: a template escapes with |e where it must
+        keep_trailing_newline=True,
+    )
+
+
+def _compile(profile: Profile) -> jinja2.Template:
+    try:
+        return _sandbox().from_string(profile.template)
+    except jinja2.TemplateSyntaxError as error:
+        raise InputError(
+            f"profile {profile.name}: the answer-file template has a syntax error"
+            f" on line {error.lineno}: {error.message}"
+        ) from error
+
+
+def check_answer_template(profile: Profile) -> None:
+    """InputError if ``profile``'s answer-file template does not compile."""
+    _compile(profile)
+
+
+def answer_file(
+    host: Host,
+    profile: Profile,
+    settings: ServerSettings,
+    repo_url: str,
+    *,
+    salt: str | None = None,
+) -> str:
+    """``profile``'s answer file for ``host``, validated with ``answerfile.parse``.
+
+    ``salt`` fixes the root password hash's salt (tests); None draws a random one.
+    """
+    template = _compile(profile)
+    variables = answer_variables(host, settings, repo_url, salt)
+    try:
+        text = template.render(variables)
+    except jinja2.UndefinedError as error:
+        raise InputError(_undefined(profile, host, error, variables)) from error
+    except jinja2.TemplateError as error:
+        raise InputError(
+            f"profile {profile.name}: the answer-file template fails for {host.mac}: {error}"
+        ) from error
+    try:
+        answerfile.parse(text)
+    except AnswerFileError as error:
+        header = f"profile {profile.name}: the answer file it renders for {host.mac} is invalid:"
+        raise InputError([header, *error.problems]) from error
+    return text
+
+
+def _undefined(
+    profile: Profile, host: Host, error: jinja2.UndefinedError, variables: Mapping[str, str]
+) -> str:
+    message = error.message or str(error)
+    match = _UNDEFINED.match(message)
+    if match is None:
+        return f"profile {profile.name}: the answer-file template for {host.mac}: {message}"
+    name = match[1]
+    hint = ""
+    if name == "root_password":
+        hint = " (templates get the root password only as root_password_hash)"
+    elif name == "root_password_hash":
+        hint = " (set the host variable root_password)"
+    return (
+        f"profile {profile.name}: the answer-file template uses the variable {name},"
+        f" which is not defined for {host.mac}{hint}; defined: {', '.join(sorted(variables))}"
+    )
+
+
+# --- paths --------------------------------------------------------------------------
+
+_PXELINUX_MAC = re.compile(r"pxelinux\.cfg/01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
+_GRUB_MAC = re.compile(r"grub/grub\.cfg-01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
+_RENDERERS: dict[str, Callable[[Host | None, Profile | None, ServerSettings], str]] = {
+    "pxelinux": pxelinux_config,
+    "grub": grub_config,
+    "ipxe": ipxe_script,
+}
+
+
+def config_for_path(
+    path: str, lookup: Lookup, settings: ServerSettings
+) -> tuple[str, str | None] | None:
+    """A TFTP or HTTP path -> (config text, MAC of the known host it is for, or None).
+
+    ``pxelinux.cfg/01-<mac>``, ``grub/grub.cfg-01-<mac>`` (any case) and
+    ``ipxe/<mac>`` (colons or dashes) render the host's config; an unknown MAC
+    gets the catch-all config with None, as do ``pxelinux.cfg/default`` and
+    ``grub/grub.cfg``. Leading slashes are ignored. Any other path (hex-IP and
+    UUID configs, boot files) gives None: not a config, look for a file. A path
+    holding ``..`` anywhere raises InputError.
+    """
+    if ".." in path:
+        raise InputError(f"path {path!r} refused: it climbs out of the root with '..'")
+    relative = path.lstrip("/")
+    if relative == "pxelinux.cfg/default":
+        return pxelinux_config(None, None, settings), None
+    if relative == "grub/grub.cfg":
+        return grub_config(None, None, settings), None
+    loader, mac = _per_host(relative)
+    if loader is None or mac is None:
+        return None
+    host, profile = lookup(mac)
+    render = _RENDERERS[loader]
+    if host is None:
+        return render(None, None, settings), None
+    return render(host, profile, settings), host.mac
+
+
+def _per_host(relative: str) -> tuple[str | None, str | None]:
+    for loader, pattern in (("pxelinux", _PXELINUX_MAC), ("grub", _GRUB_MAC)):
+        match = pattern.fullmatch(relative)
+        if match:
+            return loader, normalise_mac(match[1])
+    if relative.startswith(IPXE_PREFIX):
+        try:
+            return "ipxe", normalise_mac(relative.removeprefix(IPXE_PREFIX))
+        except InputError:
+            return None, None
+    return None, None

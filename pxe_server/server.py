@@ -1,0 +1,304 @@
+"""The provisioning server: TFTP, HTTP and (optionally) dnsmasq, wired together (SPEC §9).
+
+``Server`` starts and stops the parts (tests and the demo use it as a context
+manager, on ephemeral ports); ``run_server`` is ``netinstall server run``: it starts
+a ``Server``, says where everything listens, and stops it on SIGINT or SIGTERM.
+
+Registry settings read at start (``netinstall server init`` writes them):
+``netboot`` (the netboot tree: TFTP root and ``/boot/``), ``repo`` (``/repo/``),
+``unknown_policy`` (``local`` or ``install``), ``advertise`` (the address clients
+reach this server at, used in every URL handed out; needed when the server binds
+0.0.0.0 without ``--interface``) and ``grub_modules`` (proxy-DHCP mode's GRUB
+modules directory).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import logging
+import signal
+import socket
+import struct
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, cast
+
+import jinja2
+
+from netinstall.errors import InputError
+from pxe_server import grub_image
+from pxe_server.dnsmasq import Dnsmasq, DnsmasqConfig
+from pxe_server.http import HttpServer, boot_config
+from pxe_server.model import BootChain, ServerSettings, UnknownPolicy
+from pxe_server.registry import Registry
+from pxe_server.tftp import TftpServer
+
+log = logging.getLogger("netinstall.server")
+
+DHCP_MODES = ("off", "full", "proxy")
+_SIOCGIFADDR, _SIOCGIFNETMASK = 0x8915, 0x891B
+DEFAULT_GRUB_MODULES = (
+    Path.home() / ".cache/netinstall/work/netboot/grub-efi-amd64-bin/usr/lib/grub/x86_64-efi"
+)
+
+
+def _ioctl_address(interface: str, request: int) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            packed = fcntl.ioctl(
+                sock.fileno(), request, struct.pack("256s", interface.encode()[:15])
+            )
+        except OSError as exc:
+            raise InputError(
+                f"interface {interface!r} has no IPv4 address ({exc.strerror})"
+            ) from None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def interface_network(interface: str) -> ipaddress.IPv4Interface:
+    """The IPv4 address and network of a network interface, e.g. ``192.168.77.1/24``."""
+    address = _ioctl_address(interface, _SIOCGIFADDR)
+    netmask = _ioctl_address(interface, _SIOCGIFNETMASK)
+    return ipaddress.IPv4Interface(f"{address}/{netmask}")
+
+
+def advertised_address(bind: str, interface: str | None, advertise: str | None) -> str:
+    """The address put into URLs and boot configs: ``advertise``, else a specific bind
+    address, else ``interface``'s address; an InputError if none says it."""
+    if advertise:
+        return advertise
+    if bind not in ("", "0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
+        return bind
+    if interface:
+        return str(interface_network(interface).ip)
+    raise InputError(
+        f"the server listens on {bind or 'every address'}, so it cannot tell clients its address: "
+        "give --interface, bind one address, or set the registry setting `advertise` "
+        "(netinstall server init --advertise ADDR)"
+    )
+
+
+class Server:
+    """TFTP + HTTP (+ dnsmasq) on one registry directory. ``start()``/``stop()`` or ``with``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        bind: str = "0.0.0.0",  # noqa: S104 - a PXE server answers on every interface by default
+        tftp_port: int = 69,
+        http_port: int = 8080,
+        dhcp: str = "off",
+        interface: str | None = None,
+        dhcp_range: tuple[str, str] | None = None,
+    ) -> None:
+        if dhcp not in DHCP_MODES:
+            raise InputError(f"--dhcp {dhcp!r} is not one of {', '.join(DHCP_MODES)}")
+        if dhcp != "off" and not interface:
+            raise InputError(f"--dhcp {dhcp} needs --interface (the network to answer DHCP on)")
+        if dhcp == "full" and dhcp_range is None:
+            raise InputError("--dhcp full needs --dhcp-range FIRST,LAST (the addresses to lease)")
+        self.directory = Path(directory)
+        self.bind = bind
+        self.dhcp = dhcp
+        self.interface = interface
+        self.dhcp_range = dhcp_range
+        self._tftp_port = tftp_port
+        self._http_port = http_port
+        self.registry: Registry | None = None
+        self.settings: ServerSettings | None = None
+        self.tftp: TftpServer | None = None
+        self.http: HttpServer | None = None
+        self.dnsmasq: Dnsmasq | None = None
+        self._proxy_grub: bytes | None = None
+
+    @property
+    def http_port(self) -> int:
+        return self.http.port if self.http else self._http_port
+
+    @property
+    def tftp_port(self) -> int:
+        return self.tftp.port if self.tftp else self._tftp_port
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        registry = self.registry = Registry.open(self.directory)
+        values = registry.settings()
+        netboot = Path(values["netboot"]) if values.get("netboot") else None
+        repo_value = values.get("repo") or None
+        remote = repo_value is not None and "://" in repo_value
+        repo = Path(repo_value) if repo_value and not remote else None
+        try:
+            policy = UnknownPolicy(values.get("unknown_policy", UnknownPolicy.LOCAL.value))
+        except ValueError:
+            raise InputError(
+                f"registry setting unknown_policy is {values['unknown_policy']!r}; "
+                "expected local or install"
+            ) from None
+        address = advertised_address(self.bind, self.interface, values.get("advertise"))
+        provisional = ServerSettings(http_base="", tftp_address=address, unknown_policy=policy)
+        self.http = HttpServer(
+            self.directory,
+            provisional,
+            netboot,
+            repo,
+            host=self.bind,
+            port=self._http_port,
+            repo_url=repo_value if remote else None,
+        )
+        settings = self.settings = ServerSettings(
+            http_base=f"http://{_url_host(address)}:{self.http.port}",
+            tftp_address=address,
+            unknown_policy=policy,
+        )
+        self.http.settings = settings
+        if netboot is None or not netboot.is_dir():
+            log.warning(
+                "no netboot tree (%s): TFTP serves boot configs only; run `netinstall images "
+                "build`, then `netinstall server init --netboot DIR`",
+                netboot or "not configured",
+            )
+            root = self.directory / "empty-tftp-root"
+            root.mkdir(exist_ok=True)
+        else:
+            root = netboot
+        if self.dhcp == "proxy":
+            self._build_proxy_grub(values.get("grub_modules"), address)
+        self.tftp = TftpServer(root, self._resolve, host=self.bind, port=self._tftp_port)
+        self.tftp.start()
+        self.http.start()
+        if self.dhcp != "off":
+            self._start_dnsmasq(registry, settings)
+        log.info(
+            "serving: TFTP %s:%d (root %s), HTTP %s:%d (clients use %s), DHCP %s%s",
+            self.bind,
+            self.tftp.port,
+            root,
+            self.bind,
+            self.http.port,
+            settings.http_base,
+            self.dhcp,
+            f" on {self.interface}" if self.interface and self.dhcp != "off" else "",
+        )
+
+    def _resolve(self, path: str, client: tuple[str, int]) -> bytes | None:
+        """TFTP's dynamic files: proxy mode's GRUB image, then rendered boot configs."""
+        registry, settings = self.registry, self.settings
+        if registry is None or settings is None:
+            return None
+        name = path.lstrip("/")
+        if self._proxy_grub is not None and name == "grubx64.efi":
+            return self._proxy_grub
+        try:
+            text = boot_config(registry, name, settings)
+        except (InputError, jinja2.TemplateError) as exc:
+            log.warning("tftp %s for %s: cannot render it: %s", name, client[0], exc)
+            return None
+        return text.encode() if text is not None else None
+
+    def _build_proxy_grub(self, modules: str | None, address: str) -> None:
+        out = self.directory / "proxy-grub" / "grubx64.efi"
+        grub_image.build_proxy_grub(
+            Path(modules) if modules else DEFAULT_GRUB_MODULES, address, out
+        )
+        self._proxy_grub = out.read_bytes()
+        log.info("built %s with prefix (tftp,%s)/grub for proxy-DHCP", out, address)
+
+    def _start_dnsmasq(self, registry: Registry, settings: ServerSettings) -> None:
+        interface = cast(str, self.interface)
+        network = interface_network(interface)
+        ipxe = {p.name for p in registry.list_profiles() if p.boot_chain is BootChain.IPXE}
+        mode = cast(Literal["full", "proxy"], self.dhcp)
+        first, last = self.dhcp_range or (str(network.network.network_address), None)
+        config = DnsmasqConfig(
+            interface=interface,
+            mode=mode,
+            range_start=first,
+            range_end=last if mode == "full" else None,
+            server_address=settings.tftp_address,
+            tftp_port=self.tftp_port,
+            http_base=settings.http_base,
+            ipxe_hosts=[h.mac for h in registry.list_hosts() if h.profile in ipxe],
+            lease_file=self.directory / "dnsmasq.leases",
+            subnet=str(network.network),
+        )
+        workdir = self.directory / "dnsmasq"
+        workdir.mkdir(exist_ok=True)
+        self.dnsmasq = Dnsmasq(config, workdir)
+        self.dnsmasq.start()
+
+    def stop(self) -> None:
+        """Stop everything that runs (in reverse order) and release the ports (HttpServer
+        binds at construction: its stop releases the port even if it never started)."""
+        for part in (self.dnsmasq, self.http, self.tftp):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:
+                    log.exception("stopping %s", type(part).__name__)
+        self.dnsmasq = self.http = self.tftp = None
+        if self.registry is not None:
+            self.registry.close()
+            self.registry = None
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def run_server(
+    directory: Path,
+    *,
+    bind: str,
+    tftp_port: int,
+    http_port: int,
+    dhcp: str,
+    interface: str | None,
+    dhcp_range: tuple[str, str] | None,
+) -> None:
+    """``netinstall server run``: serve until SIGINT or SIGTERM, then stop cleanly."""
+    if not logging.getLogger().handlers:  # the request log and where things listen, on stderr
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Server(
+            directory,
+            bind=bind,
+            tftp_port=tftp_port,
+            http_port=http_port,
+            dhcp=dhcp,
+            interface=interface,
+            dhcp_range=dhcp_range,
+        ):
+            while not stopping.wait(1.0):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("stopped")

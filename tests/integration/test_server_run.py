@@ -1,0 +1,98 @@
+"""The whole server (TFTP + HTTP, DHCP off) on ephemeral loopback ports, on a registry made
+with the real CLI: a host fetches its config over TFTP, is signalled, installs, boots locally."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import requests
+import tftpy
+
+from pxe_server.model import State
+from pxe_server.registry import Registry
+from pxe_server.server import Server
+from tests.integration.conftest import netinstall
+
+pytestmark = pytest.mark.integration
+
+MAC = "52:54:00:12:34:56"
+DASHES = "52-54-00-12-34-56"
+
+ANY = "0.0.0.0"  # noqa: S104 - the wildcard address, never bound here
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Path:
+    where = tmp_path / "server"
+    netboot = tmp_path / "netboot"
+    netboot.mkdir()
+    (netboot / "pxelinux.0").write_bytes(b"\x7fpxelinux" * 1000)
+    for argv in (
+        ("server", "init", str(where), "--netboot", str(netboot), "--repo", str(tmp_path)),
+        ("host", "add", MAC, "--dir", str(where), "--name", "xenhost01"),
+    ):
+        done = netinstall(*argv)
+        assert done.returncode == 0, done.stderr
+    return where
+
+
+def tftp_get(port: int, name: str, out: Path) -> bytes:
+    client = tftpy.TftpClient("127.0.0.1", port)
+    client.download(name, str(out), timeout=5)
+    return out.read_bytes()
+
+
+def state(directory: Path) -> State:
+    with Registry.open(directory) as registry:
+        host = registry.get_host(MAC)
+        assert host is not None
+        return host.state
+
+
+def test_tftp_config_signals_then_installed_boots_locally(directory: Path, tmp_path: Path) -> None:
+    server = Server(directory, bind="127.0.0.1", tftp_port=0, http_port=0, dhcp="off")
+    with server:
+        assert server.settings is not None
+        assert server.settings.http_base == f"http://127.0.0.1:{server.http_port}"
+        assert state(directory) is State.PENDING
+        config = tftp_get(server.tftp_port, f"pxelinux.cfg/01-{DASHES}", tmp_path / "c1").decode()
+        assert "mboot.c32" in config
+        assert f"answerfile={server.settings.http_base}/answerfile/{MAC}?token=" in config
+        assert state(directory) is State.SIGNALLED
+        assert tftp_get(server.tftp_port, "pxelinux.0", tmp_path / "p") == b"\x7fpxelinux" * 1000
+        with Registry.open(directory) as registry:
+            token = registry.get_host(MAC).token  # type: ignore[union-attr]
+        reply = requests.post(
+            f"{server.settings.http_base}/api/v1/hosts/{MAC}/events",
+            json={"state": "installed"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert reply.status_code == 200
+        config = tftp_get(server.tftp_port, f"pxelinux.cfg/01-{DASHES}", tmp_path / "c2").decode()
+        assert "localboot 0" in config
+        assert str(token) not in config
+        over_http = requests.get(
+            f"{server.settings.http_base}/config/pxelinux.cfg/01-{DASHES}", timeout=10
+        )
+        assert "localboot 0" in over_http.text
+        ports = (server.tftp_port, server.http_port)
+    # stopped: both ports are free again (SO_REUSEADDR as any server has, for TIME_WAIT)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", ports[0]))
+    with socket.create_server(("127.0.0.1", ports[1])) as tcp:
+        tcp.listen()
+
+
+def test_wildcard_bind_needs_an_address_to_advertise(directory: Path) -> None:
+    from netinstall.errors import InputError
+
+    with pytest.raises(InputError, match="advertise"):
+        Server(directory, bind=ANY, tftp_port=0, http_port=0).start()
+    with Registry.open(directory) as registry:
+        registry.set_setting("advertise", "192.0.2.7")
+    with Server(directory, bind="127.0.0.1", tftp_port=0, http_port=0) as server:
+        assert server.settings is not None
+        assert server.settings.http_base == f"http://192.0.2.7:{server.http_port}"

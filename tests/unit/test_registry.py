@@ -1,0 +1,487 @@
+"""The registry on SQLite files under tmp_path: schema, contracts, token lifecycle, locking."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import jinja2
+import pytest
+
+import answerfile
+from netinstall.errors import InputError, NetinstallError
+from pxe_server import migrations
+from pxe_server import registry as registry_module
+from pxe_server.model import BootChain, Profile, State
+from pxe_server.registry import (
+    CHECKIN_INTERVAL,
+    KEEP,
+    REGISTRY_FILE,
+    Registry,
+    TransitionRefused,
+    UnknownHost,
+    default_profile,
+)
+from pxe_server.secrets import REDACTED, redact, same_token
+
+MAC = "52:54:00:12:34:56"
+OTHER = "52:54:00:ab:cd:ef"
+TEMPLATE = "<installation>{{ mac }}</installation>"
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Iterator[Registry]:
+    with Registry.open(tmp_path) as registry:
+        registry.add_profile(default_profile())
+        yield registry
+
+
+def advance(reg: Registry, *states: State) -> None:
+    for state in states:
+        reg.record_event(MAC, state)
+
+
+# -- schema ---------------------------------------------------------------------
+
+
+def test_open_creates_the_schema_and_reopens_without_migrating_again(tmp_path: Path) -> None:
+    with Registry.open(tmp_path) as first:
+        token = first.api_token()
+        first.set_setting("repo", "/srv/repo")
+    with Registry.open(tmp_path) as second:
+        assert second.api_token() == token
+        assert second.settings() == {"repo": "/srv/repo"}
+    conn = sqlite3.connect(tmp_path / REGISTRY_FILE)
+    try:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+            (migrations.LATEST,)
+        ]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+def test_open_migrates_an_empty_file_and_keeps_the_secrets_private(tmp_path: Path) -> None:
+    directory = tmp_path / "new" / "dir"
+    (tmp_path / "new").mkdir()
+    with Registry.open(directory) as reg:
+        assert len(reg.api_token()) >= 32
+        assert "api_token" not in reg.settings()
+    assert stat.S_IMODE((directory / REGISTRY_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    Registry.open(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / REGISTRY_FILE)
+    conn.execute("UPDATE schema_version SET version = 999")
+    conn.commit()
+    conn.close()
+    with pytest.raises(NetinstallError, match="schema version 999"):
+        Registry.open(tmp_path)
+
+
+def test_a_file_that_is_not_sqlite_is_reported(tmp_path: Path) -> None:
+    (tmp_path / REGISTRY_FILE).write_bytes(b"not a database, not at all" * 100)
+    with pytest.raises(NetinstallError, match="cannot open the registry"):
+        Registry.open(tmp_path)
+
+
+# -- settings and profiles ---------------------------------------------------------
+
+
+def test_settings_overwrite(reg: Registry) -> None:
+    reg.set_setting("unknown_policy", "local")
+    reg.set_setting("unknown_policy", "install")
+    assert reg.settings() == {"unknown_policy": "install"}
+
+
+def test_profiles_add_get_list_update(reg: Registry) -> None:
+    ipxe = Profile(
+        "lab", TEMPLATE, boot_chain=BootChain.IPXE, xen_args="dom0_mem=1G", payload_version="0.2"
+    )
+    reg.add_profile(ipxe)
+    assert reg.get_profile("lab") == ipxe
+    assert reg.get_profile("nope") is None
+    assert [p.name for p in reg.list_profiles()] == ["default", "lab"]
+    with pytest.raises(InputError, match="exists already"):
+        reg.add_profile(ipxe)
+    changed = Profile("lab", TEMPLATE + "\n", kernel_args="console=hvc0")
+    reg.update_profile(changed)
+    assert reg.get_profile("lab") == changed
+    with pytest.raises(InputError, match="no profile 'ghost'"):
+        reg.update_profile(Profile("ghost", TEMPLATE))
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        (Profile("lab", "{% if x %}unclosed"), "does not parse as jinja2: line 1"),
+        (Profile("bad name", TEMPLATE), "profile name"),
+        (Profile("lab", TEMPLATE, boot_chain="pxe"), "boot chain 'pxe'"),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_profiles_are_refused(reg: Registry, profile: Profile, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        reg.add_profile(profile)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, ["<primary-disk>sda</primary-disk>", "<timezone>Etc/UTC</timezone>"]),
+        (
+            {"name": "xen01", "root_password_hash": "$6$salt$hash", "disk": "nvme0n1"},
+            [
+                "<hostname>xen01</hostname>",
+                '<root-password type="hash">$6$salt$hash</root-password>',
+                "<primary-disk>nvme0n1</primary-disk>",
+            ],
+        ),
+    ],
+)
+def test_the_default_template_renders_a_valid_fresh_install(
+    extra: dict[str, str], expected: list[str]
+) -> None:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=True)
+    values: dict[str, object] = {"mac": MAC, "name": None, "server": "http://10.0.0.1:8080"}
+    values["repo_url"] = "http://10.0.0.1:8080/repo/?a=1&b=2"
+    text = env.from_string(default_profile().template).render(**(values | extra))
+    model = answerfile.parse(text).model
+    assert model.mode.value == "fresh"
+    assert '<source type="url">http://10.0.0.1:8080/repo/?a=1&amp;b=2</source>' in text
+    assert all(line in text for line in expected)
+    assert ("<hostname>" in text) == ("name" in extra)
+
+
+# -- hosts ------------------------------------------------------------------------
+
+
+def test_add_host_assigns_work(reg: Registry) -> None:
+    reg.set_setting("payload_version", "0.1.0")
+    host = reg.add_host("52-54-00-12-34-56", name="xen01", variables={"disk": "sdb", "a": "1"})
+    assert host.mac == MAC
+    assert (host.state, host.netboot_armed, host.profile) == (State.PENDING, True, "default")
+    assert host.variables == (("a", "1"), ("disk", "sdb"))
+    assert host.assigned_version == "0.1.0"
+    assert host.token is not None
+    assert len(host.token) >= 32
+    assert host.agent_credential is None
+    assert reg.get_host(MAC.upper()) == host
+    assert reg.list_hosts() == [host]
+    assert [e.state for e in reg.events(MAC)] == [State.PENDING]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"profile": "nope"}, "no profile 'nope'"),
+        ({"name": "xen01.example.com"}, "not an FQDN"),
+        ({"variables": {"bad-key": "x"}}, "variable name 'bad-key'"),
+        ({"variables": {"repo_url": "x"}}, "set by the server"),
+        ({"variables": [("a", "1"), ("a", "2")]}, "given twice"),
+    ],
+)
+def test_add_host_refuses_bad_input(reg: Registry, kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        reg.add_host(MAC, **kwargs)  # type: ignore[arg-type]
+    assert reg.get_host(MAC) is None
+
+
+def test_add_host_twice_and_bad_mac(reg: Registry) -> None:
+    reg.add_host(MAC)
+    with pytest.raises(InputError, match="exists already"):
+        reg.add_host(MAC.replace(":", "-"))
+    with pytest.raises(InputError, match="not a MAC address"):
+        reg.add_host("52:54:00")
+
+
+def test_update_host_changes_only_what_is_given(reg: Registry) -> None:
+    reg.add_profile(Profile("lab", TEMPLATE, payload_version="0.2.0"))
+    host = reg.add_host(MAC, name="xen01", variables={"disk": "sda"})
+    renamed = reg.update_host(MAC, name=None)
+    assert renamed.name is None
+    assert renamed.variables == host.variables
+    moved = reg.update_host(MAC, profile="lab", variables={"disk": "sdb"})
+    assert (moved.profile, moved.assigned_version, moved.name) == ("lab", "0.2.0", None)
+    assert moved.variables == (("disk", "sdb"),)
+    assert moved.token == host.token
+    assert reg.update_host(MAC, name=KEEP) == moved
+    assert reg.get_host(MAC) == moved
+    with pytest.raises(UnknownHost):
+        reg.update_host(OTHER, name="x")
+
+
+def test_delete_host_forgets_its_events(reg: Registry) -> None:
+    reg.add_host(MAC)
+    reg.add_host(OTHER)
+    reg.delete_host(MAC)
+    assert reg.get_host(MAC) is None
+    assert reg.events(MAC) == []
+    assert len(reg.events(OTHER)) == 1
+    with pytest.raises(UnknownHost, match=f"no host {MAC}"):
+        reg.delete_host(MAC)
+
+
+def test_host_by_token_compares_every_token_in_constant_time(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = reg.add_host(MAC)
+    second = reg.add_host(OTHER)
+    assert first.token
+    assert second.token
+    compared: list[tuple[str, str]] = []
+    real = same_token
+
+    def spy(given: str, stored: str) -> bool:
+        compared.append((given, stored))
+        return real(given, stored)
+
+    monkeypatch.setattr(registry_module, "same_token", spy)
+    assert reg.host_by_token(first.token) == first
+    assert sorted(stored for _, stored in compared) == sorted([first.token, second.token])
+    assert reg.host_by_token(first.token[:-1] + "!") is None
+    assert reg.host_by_token("") is None
+    assert reg.host_by_agent_credential(first.token) is None
+
+
+# -- states -----------------------------------------------------------------------
+
+
+def test_forward_moves_skips_and_progress_repeats(reg: Registry) -> None:
+    reg.add_host(MAC)
+    assert reg.mark_signalled(MAC).state is State.SIGNALLED
+    host, reply = reg.record_event(MAC, "installing", step="partition", progress=0.1)
+    assert (host.state, host.step, host.progress, reply) == (
+        State.INSTALLING,
+        "partition",
+        0.1,
+        {},
+    )
+    host, _ = reg.record_event(MAC, State.INSTALLING, progress=0.5)
+    assert (host.step, host.progress) == ("partition", 0.5)
+    host, _ = reg.record_event(MAC, State.INSTALLING, step="copy")
+    assert (host.step, host.progress) == ("copy", 0.5)
+    host, _ = reg.record_event(MAC, State.INSTALLED)
+    assert (host.step, host.progress, host.netboot_armed) == (None, None, False)
+    assert [e.state.value for e in reg.events(MAC)] == [
+        "pending",
+        "signalled",
+        "installing",
+        "installing",
+        "installing",
+        "installed",
+    ]
+
+
+def test_skipping_forward_from_pending_to_installed(reg: Registry) -> None:
+    reg.add_host(MAC)
+    host, _ = reg.record_event(MAC, State.INSTALLED)
+    assert host.state is State.INSTALLED
+    assert not host.netboot_armed
+
+
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [
+        ((State.INSTALLING,), State.SIGNALLED),
+        ((State.INSTALLED,), State.INSTALLING),
+        ((State.FAILED,), State.INSTALLING),
+        ((State.FAILED,), State.FAILED),
+        ((State.INSTALLED, State.RUNNING), State.FAILED),
+        ((State.INSTALLED, State.RUNNING), State.INSTALLED),
+    ],
+)
+def test_backward_moves_are_refused_naming_both_states(
+    reg: Registry, path: tuple[State, ...], refused: State
+) -> None:
+    reg.add_host(MAC)
+    advance(reg, *path)
+    before = reg.get_host(MAC)
+    with pytest.raises(TransitionRefused, match=f"is {path[-1].value}; it cannot become {refused}"):
+        reg.record_event(MAC, refused)
+    assert reg.get_host(MAC) == before
+
+
+@pytest.mark.parametrize(
+    ("state", "kwargs", "message"),
+    [
+        ("pending", {}, "cannot be reported"),
+        ("rebooting", {}, "unknown state 'rebooting'"),
+        ("installing", {"progress": 1.5}, "from 0 to 1"),
+        ("installing", {"progress": float("nan")}, "from 0 to 1"),
+    ],
+)
+def test_bad_events_are_refused(
+    reg: Registry, state: str, kwargs: dict[str, object], message: str
+) -> None:
+    reg.add_host(MAC)
+    with pytest.raises(InputError, match=message):
+        reg.record_event(MAC, state, **kwargs)  # type: ignore[arg-type]
+
+
+def test_events_for_an_unknown_host(reg: Registry) -> None:
+    with pytest.raises(UnknownHost):
+        reg.record_event(MAC, State.INSTALLING)
+    with pytest.raises(UnknownHost):
+        reg.mark_signalled(MAC)
+    with pytest.raises(UnknownHost):
+        reg.rearm(MAC)
+    assert reg.last_event(MAC) is None
+
+
+def test_failed_disarms_and_is_terminal_until_rearmed(reg: Registry) -> None:
+    reg.add_host(MAC)
+    host, _ = reg.record_event(MAC, State.FAILED, step="download", message="sha256 mismatch")
+    assert (host.state, host.step, host.netboot_armed) == (State.FAILED, "download", False)
+    assert host.token is not None  # the installer may still upload its log bundle
+    assert reg.mark_signalled(MAC) == host  # a boot-config fetch changes nothing
+    last = reg.last_event(MAC)
+    assert last is not None
+    assert last.message == "sha256 mismatch"
+
+
+def test_running_kills_the_token_and_hands_out_a_credential(reg: Registry) -> None:
+    token = reg.add_host(MAC).token
+    assert token is not None
+    advance(reg, State.INSTALLED)
+    host, reply = reg.record_event(
+        MAC, "running", facts={"payload_version": "0.1.0", "xen_version": "4.17"}
+    )
+    assert host.token is None
+    assert host.running_version == "0.1.0"
+    assert reply == {
+        "agent_credential": host.agent_credential,
+        "checkin_interval": CHECKIN_INTERVAL,
+    }
+    assert isinstance(reply["agent_credential"], str)
+    assert len(reply["agent_credential"]) >= 32
+    assert reg.host_by_token(token) is None
+    assert reg.host_by_agent_credential(reply["agent_credential"]) == host
+    # A later running report updates the version but issues no second credential.
+    again, reply2 = reg.record_event(MAC, State.RUNNING, facts={"payload_version": "0.2.0"})
+    assert reply2 == {}
+    assert again.agent_credential == host.agent_credential
+    assert again.running_version == "0.2.0"
+
+
+def test_rearm_is_new_work_with_a_new_token(reg: Registry) -> None:
+    first = reg.add_host(MAC)
+    advance(reg, State.INSTALLING)
+    reg.record_event(MAC, State.FAILED, step="partition", progress=0.2)
+    host = reg.rearm(MAC)
+    assert (host.state, host.netboot_armed, host.step, host.progress) == (
+        State.PENDING,
+        True,
+        None,
+        None,
+    )
+    assert host.token is not None
+    assert host.token != first.token
+    assert reg.host_by_token(host.token) == host
+    assert first.token is not None
+    assert reg.host_by_token(first.token) is None
+    last = reg.last_event(MAC)
+    assert last is not None
+    assert last.state is State.PENDING
+    assert "rearmed" in (last.message or "")
+    host, _ = reg.record_event(MAC, State.INSTALLING)
+    assert host.state is State.INSTALLING
+
+
+def test_stored_messages_have_secrets_redacted(reg: Registry) -> None:
+    host = reg.add_host(MAC, variables={"root_password": "hunter2-secret"})
+    token = host.token
+    assert token is not None
+    message = f"GET /answerfile?token={token} pw=hunter2-secret api={reg.api_token()}"
+    reg.record_event(MAC, State.INSTALLING, message=message)
+    advance(reg, State.INSTALLED)
+    running, reply = reg.record_event(MAC, State.RUNNING, message=f"was {token}")
+    credential = str(reply["agent_credential"])
+    reg.record_event(MAC, State.RUNNING, message=f"agent {credential}")
+    stored = [e.message or "" for e in reg.events(MAC)]
+    text = "\n".join(stored)
+    for secret in (token, credential, "hunter2-secret", reg.api_token()):
+        assert secret not in text
+    assert stored[1] == f"GET /answerfile?token={REDACTED} pw={REDACTED} api={REDACTED}"
+    assert stored[3:] == [f"was {REDACTED}", f"agent {REDACTED}"]
+    assert running.token is None
+
+
+def test_redact_replaces_longer_secrets_first() -> None:
+    assert redact("abcdef abc", ["abc", "abcdef", None, ""]) == f"{REDACTED} {REDACTED}"
+
+
+def test_events_limit_keeps_the_latest_oldest_first(reg: Registry) -> None:
+    reg.add_host(MAC)
+    for step in ("a", "b", "c"):
+        reg.record_event(MAC, State.INSTALLING, step=step)
+    assert [e.step for e in reg.events(MAC, limit=2)] == ["b", "c"]
+    assert [e.step for e in reg.events(MAC)] == [None, "a", "b", "c"]
+    last = reg.last_event(MAC)
+    assert last is not None
+    assert last.step == "c"
+    assert last.mac == MAC
+
+
+# -- concurrency ------------------------------------------------------------------
+
+
+def test_two_registries_on_one_file_write_alternately_without_locking_errors(
+    tmp_path: Path,
+) -> None:
+    with Registry.open(tmp_path) as setup:
+        setup.add_profile(default_profile())
+        macs = [f"52:54:00:00:00:{i:02x}" for i in range(2)]
+        for mac in macs:
+            setup.add_host(mac)
+    errors: list[BaseException] = []
+    rounds = 60
+
+    def worker(mac: str) -> None:
+        try:
+            with Registry.open(tmp_path) as own:
+                for i in range(rounds):
+                    own.record_event(mac, State.INSTALLING, step=str(i), progress=i / rounds)
+                    own.set_setting(f"last-{mac}", str(i))
+                    own.list_hosts()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(mac,)) for mac in macs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    with Registry.open(tmp_path) as check:
+        for mac in macs:
+            assert len(check.events(mac)) == rounds + 1
+            host = check.get_host(mac)
+            assert host is not None
+            assert host.step == str(rounds - 1)
+        assert check.settings() == {f"last-{mac}": str(rounds - 1) for mac in macs}
+
+
+def test_one_registry_shared_by_threads(reg: Registry) -> None:
+    reg.add_host(MAC)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(30):
+                reg.record_event(MAC, State.INSTALLING, step=f"{n}-{i}")
+                reg.get_host(MAC)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(reg.events(MAC)) == 1 + 4 * 30
