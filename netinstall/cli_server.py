@@ -128,12 +128,20 @@ def _write_api_token(directory: Path, token: str) -> bool:
     help="The address clients reach this server at, put into boot configs and URLs "
     "(needed when the server binds 0.0.0.0 without --interface).",
 )
+@click.option(
+    "--unknown-policy",
+    type=click.Choice(["local", "install"]),
+    help="What a MAC not in the registry gets: boot from its disk (the default: an "
+    "unknown machine is never wiped) or install with the default profile.",
+)
 def server_init(
     positional: str | None,
+    *,
     directory: str,
     repo: str | None,
     netboot: str | None,
     advertise: str | None,
+    unknown_policy: str | None,
 ) -> None:
     """Create the server directory: registry, API token, the default profile. Idempotent."""
     from pxe_server.registry import REGISTRY_FILE, Registry, default_profile
@@ -161,8 +169,11 @@ def server_init(
             registry.add_profile(default_profile())
             click.echo("profile default: created")
         current = registry.settings()
-        if "unknown_policy" not in current:
+        if unknown_policy is not None and unknown_policy != current.get("unknown_policy"):
+            registry.set_setting("unknown_policy", unknown_policy)
+        elif "unknown_policy" not in current:
             registry.set_setting("unknown_policy", "local")  # unknown MACs boot locally
+        click.echo(f"unknown MACs: {registry.settings()['unknown_policy']}")
         if advertised is not None and advertised != current.get("advertise"):
             registry.set_setting("advertise", advertised)
             click.echo(f"advertise: {advertised}")
