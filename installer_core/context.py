@@ -1,0 +1,56 @@
+"""What every install step is handed: the boot parameters, the answer file, where
+things are, and how to report. Shared by the step modules (see STEPS in install.py).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from answerfile.bootargs import BootArgs
+from answerfile.model import AnswerFile
+
+
+class Firmware(enum.StrEnum):
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
+class Reporter(Protocol):
+    """Where step progress goes: the server (SPEC §9) or nowhere."""
+
+    def event(
+        self,
+        state: str,
+        *,
+        step: str | None = None,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> None: ...
+
+    def upload_logs(self, bundle: Path) -> None: ...
+
+
+@dataclass
+class InstallContext:
+    """Mutable state of one install run; each step reads what earlier steps left."""
+
+    args: BootArgs
+    reporter: Reporter
+    firmware: Firmware
+    work: Path = Path("/tmp/netinstall")  # noqa: S108 - the initrd's RAM, ours alone
+    target: Path = Path("/mnt/target")  # the new root is mounted here
+    log_file: Path = Path("/tmp/netinstall/install.log")  # noqa: S108 - as above
+    answer: AnswerFile | None = None  # set by the fetch/validate steps
+    answer_text: str | None = None
+    repo_url: str | None = None  # the install repository, from the answer file's source
+    staging: Path | None = None  # where the payload was downloaded and verified
+    payload: dict[str, Path] = field(default_factory=dict)  # treeinfo key -> local file
+    payload_version: str | None = None
+    disk: Path | None = None  # the primary disk's device path
+    partitions: dict[str, Path] = field(default_factory=dict)  # use ("root", "esp", ...) -> dev
+    uuids: dict[str, str] = field(default_factory=dict)  # use -> filesystem UUID
+    admin_mac: str | None = None  # the NIC that fetched the answer file
+    failed_reason: str | None = None
