@@ -64,6 +64,25 @@ def interface_network(interface: str) -> ipaddress.IPv4Interface:
     return ipaddress.IPv4Interface(f"{address}/{netmask}")
 
 
+def interface_ra_prefix(interface: str, if_inet6: Path = Path("/proc/net/if_inet6")) -> str | None:
+    """The /64 prefix of ``interface``'s first global IPv6 address, if it has one.
+
+    dnsmasq then sends router advertisements for it, which spares the 2019 iPXE
+    ROMs their 16 s wait for one (TESTING.md).
+    """
+    if not if_inet6.is_file():
+        return None
+    for line in if_inet6.read_text().splitlines():
+        fields = line.split()
+        if len(fields) != 6 or fields[5] != interface or fields[3] != "00":
+            continue
+        if int(fields[2], 16) != 64:
+            continue
+        address = ipaddress.IPv6Address(int(fields[0], 16))
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False).network_address)
+    return None
+
+
 def advertised_address(bind: str, interface: str | None, advertise: str | None) -> str:
     """The address put into URLs and boot configs: ``advertise``, else a specific bind
     address, else ``interface``'s address; an InputError if none says it."""
@@ -229,6 +248,7 @@ class Server:
             ipxe_hosts=[h.mac for h in registry.list_hosts() if h.profile in ipxe],
             lease_file=self.directory / "dnsmasq.leases",
             subnet=str(network.network),
+            ipv6_ra_prefix=interface_ra_prefix(interface),
         )
         workdir = self.directory / "dnsmasq"
         workdir.mkdir(exist_ok=True)

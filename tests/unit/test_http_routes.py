@@ -74,3 +74,18 @@ def test_advertised_address() -> None:
     with pytest.raises(InputError, match="advertise"):
         advertised_address(ANY, None, None)
     assert advertised_address(ANY, "lo", None) == "127.0.0.1"
+
+
+def test_interface_ra_prefix_reads_global_64s(tmp_path: Path) -> None:
+    from pxe_server.server import interface_ra_prefix
+
+    table = tmp_path / "if_inet6"
+    table.write_text(
+        "fe800000000000000000000000000001 03 40 20 80 br0\n"
+        "fd770000000000000000000000000001 03 40 00 80 br0\n"
+        "20010db8000000000000000000000001 04 40 00 80 eth0\n"
+    )
+    assert interface_ra_prefix("br0", table) == "fd77::"
+    assert interface_ra_prefix("eth0", table) == "2001:db8::"
+    assert interface_ra_prefix("lo", table) is None
+    assert interface_ra_prefix("br0", tmp_path / "missing") is None
