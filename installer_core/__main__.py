@@ -1,12 +1,62 @@
-"""``python3 -m installer_core [--selftest]``: the entry point the image's /init runs."""
+"""``python3 -m installer_core [--selftest]``: the entry point the image's /init runs.
+
+Without ``--selftest``: read /proc/cmdline (SPEC §4); without ``install`` on it,
+say so and exit 0 (/init then follows ``atexit=``); with it, run the install
+(``installer_core.install``) and exit 0 (installed) or 1 (failed). A malformed
+command line exits 2 after printing every problem.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-NOT_YET = 3  # exit status: the install steps do not exist yet
+from answerfile.bootargs import BootArgs, parse_cmdline
+from installer_core.context import Firmware, InstallContext, Reporter
+from netinstall.errors import BootArgsError
+
+NO_INSTALL = 0  # exit status: no unattended install was asked for
+NOT_YET = NO_INSTALL  # the old name, still used by tests/unit/test_installer_image.py
+BAD_CMDLINE = 2
+PROC_CMDLINE = Path("/proc/cmdline")
+EFI = Path("/sys/firmware/efi")
+
+
+def make_reporter(args: BootArgs) -> Reporter:
+    """The server reporter when netinstall.server= and netinstall.token= are given."""
+    # Imported here: requests is needed only for an install, not for the self-test.
+    from installer_core import report  # noqa: PLC0415
+
+    if args.server and args.token:
+        return report.ServerReporter(args.server, args.bootif, args.token)
+    return report.NullReporter()
+
+
+def from_cmdline(cmdline: Path = PROC_CMDLINE, efi: Path = EFI) -> int:
+    """Read the boot arguments and run the unattended install they ask for."""
+    try:
+        args = parse_cmdline(cmdline.read_text())
+    except BootArgsError as exc:
+        print("installer_core: the kernel command line cannot be used:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return BAD_CMDLINE
+    if not args.install:
+        print(
+            "installer_core: no unattended install was asked for (no `install` on the kernel "
+            "command line); nothing was written",
+            file=sys.stderr,
+            flush=True,
+        )
+        return NO_INSTALL
+    from installer_core import install  # noqa: PLC0415 - as above
+
+    firmware = Firmware.UEFI if efi.exists() else Firmware.BIOS
+    ctx = InstallContext(args=args, reporter=make_reporter(args), firmware=firmware)
+    print(f"installer_core: installing ({firmware.value} firmware; {args!r})", flush=True)
+    return install.run_install(ctx)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,12 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from installer_core import selftest  # noqa: PLC0415
 
         return selftest.run()
-    print(
-        "installer_core: the install steps arrive with the installer issue; nothing was written",
-        file=sys.stderr,
-        flush=True,
-    )
-    return NOT_YET
+    return from_cmdline()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from typing import Protocol
 
 from answerfile.bootargs import BootArgs
 from answerfile.model import AnswerFile
+from installer_core.treeinfo import TreeInfo
+from partitioning.model import Plan
 
 
 class Firmware(enum.StrEnum):
@@ -49,8 +51,12 @@ class InstallContext:
     staging: Path | None = None  # where the payload was downloaded and verified
     payload: dict[str, Path] = field(default_factory=dict)  # treeinfo key -> local file
     payload_version: str | None = None
+    treeinfo: TreeInfo | None = None  # the repository's .treeinfo (which file is which)
     disk: Path | None = None  # the primary disk's device path
     partitions: dict[str, Path] = field(default_factory=dict)  # use ("root", "esp", ...) -> dev
     uuids: dict[str, str] = field(default_factory=dict)  # use -> filesystem UUID
     admin_mac: str | None = None  # the NIC that fetched the answer file
+    admin_interface: str | None = None  # that NIC's name in the installer (ethN, net.ifnames=0)
+    plan: Plan | None = None  # the partition plan written to ``disk`` (disk.partition)
+    partuuids: dict[str, str] = field(default_factory=dict)  # use -> partition UUID (PARTUUID)
     failed_reason: str | None = None

@@ -1,0 +1,116 @@
+"""Hardware checks before anything is downloaded or written (SPEC §7).
+
+* The primary disk exists, is a block device and has at least the 12 GiB any
+  layout needs (``partitioning.planner.MIN_ANY``); the partition step plans the
+  exact layout later and refuses what does not fit (46 GiB for GPT).
+* The host's memory as Xen reports it (``xl info`` total_memory, not dom0's
+  share) is at least ``MIN_HOST_MEMORY_MIB``: 1024 MiB, what dom0 (itself given
+  up to 2 GiB on larger hosts) needs to boot and leave room for one small guest.
+  Outside Xen's dom0 (a test VM booting the installer kernel alone) the check is
+  skipped and the log says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from installer_core.context import InstallContext
+from installer_core.fetch import Runner
+from installer_core.selftest import block_disks, xl_total_memory
+from netinstall.errors import CommandError, InputError, NetinstallError
+from netinstall.process import run
+from partitioning.planner import MIN_ANY, human
+
+log = logging.getLogger(__name__)
+
+MIN_HOST_MEMORY_MIB = 1024
+SECTOR = 512  # /sys/block/X/size counts 512-byte units
+
+
+def _is_block(path: Path) -> bool:
+    try:
+        return stat.S_ISBLK(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+@dataclass
+class Machine:
+    """What the checks read; tests replace each part."""
+
+    runner: Runner = run
+    sys_block: Path = Path("/sys/block")
+    xen_capabilities: Path = Path("/proc/xen/capabilities")
+    is_block: Callable[[Path], bool] = _is_block
+
+
+def disk_size(device: Path, machine: Machine) -> int | None:
+    """The size of a whole disk in bytes (the kernel's view), None when unknown."""
+    name = device.resolve().name if device.is_symlink() else device.name
+    try:
+        return int((machine.sys_block / name / "size").read_text().strip()) * SECTOR
+    except (OSError, ValueError):
+        return None
+
+
+def check_disk(ctx: InstallContext, machine: Machine) -> None:
+    """The primary disk is present and big enough for some layout."""
+    if ctx.answer is None or ctx.answer.primary_disk is None:
+        raise InputError("the answer file names no <primary-disk>")
+    disk = ctx.answer.primary_disk.disk
+    if disk.path is None:
+        log.info("primary disk %s is attached by the storage steps; checked then", disk.spec)
+        return
+    device = Path(disk.path)
+    if not machine.is_block(device):
+        found = ", ".join(d.name for d in block_disks(machine.sys_block)) or "none"
+        raise InputError(
+            f"the primary disk {device} is not a block device on this machine (disks: {found})"
+        )
+    size = disk_size(device, machine)
+    if size is None:
+        log.warning("the size of %s is unknown; the partition step checks it", device)
+    elif size < MIN_ANY:
+        raise InputError(
+            f"the primary disk {device} has {human(size)}; netinstall needs at least "
+            f"{human(MIN_ANY)}"
+        )
+    else:
+        log.info("primary disk %s: %s", device, human(size))
+
+
+def host_memory_mib(machine: Machine) -> int | None:
+    """The host's memory in MiB as Xen reports it; None outside Xen's dom0."""
+    try:
+        if "control_d" not in machine.xen_capabilities.read_text():
+            return None
+    except OSError:
+        return None
+    try:
+        return xl_total_memory(machine.runner(["xl", "info"], timeout=60).stdout)
+    except (CommandError, ValueError) as exc:
+        raise NetinstallError(f"cannot read the host's memory with xl info: {exc}") from exc
+
+
+def check_memory(machine: Machine) -> None:
+    memory = host_memory_mib(machine)
+    if memory is None:
+        log.info("not running as Xen's dom0: the host memory check is skipped")
+    elif memory < MIN_HOST_MEMORY_MIB:
+        raise InputError(
+            f"the host has {memory} MiB of memory (xl info); netinstall needs at least "
+            f"{MIN_HOST_MEMORY_MIB} MiB"
+        )
+    else:
+        log.info("host memory: %d MiB (xl info)", memory)
+
+
+def check_hardware(ctx: InstallContext, machine: Machine | None = None) -> None:
+    """Step: the disk and memory checks."""
+    machine = machine or Machine()
+    check_disk(ctx, machine)
+    check_memory(machine)

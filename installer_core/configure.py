@@ -1,0 +1,332 @@
+"""Configure the installed dom0 (SPEC §7): small file writers, each given the target root.
+
+Host name, the management network for ifupdown (``xenbr0``), DNS, NTP (chrony),
+time zone, keyboard, the root password, fstab by UUID and the first-boot data
+that netinstall-firstboot reads (``/etc/netinstall/firstboot.json``, the schema
+of ``netinstall_dom0/config.py``). Nothing here starts a process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import warnings
+from pathlib import Path
+from typing import Any
+
+from answerfile.model import (
+    AdminInterface,
+    AnswerFile,
+    NetworkBackend,
+    PasswordType,
+    Proto,
+    ProtoV6,
+)
+from installer_core.context import InstallContext
+from netinstall.errors import InputError, NetinstallError
+
+log = logging.getLogger(__name__)
+
+SALT_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+BRIDGE = "xenbr0"
+BY_ID = Path("/dev/disk/by-id")
+SYS_NET = Path("/sys/class/net")
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        path.unlink()
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+
+
+def write_hostname(root: Path, hostname: str) -> None:
+    """/etc/hostname, and the 127.0.1.1 line of /etc/hosts (other lines kept)."""
+    _write(root / "etc/hostname", hostname + "\n")
+    hosts = root / "etc/hosts"
+    lines = hosts.read_text().splitlines() if hosts.exists() else ["127.0.0.1\tlocalhost"]
+    entry = f"127.0.1.1\t{hostname}"
+    kept = [line for line in lines if not line.split("#", 1)[0].strip().startswith("127.0.1.1")]
+    at = next((i + 1 for i, line in enumerate(kept) if line.startswith("127.0.0.1")), 0)
+    _write(hosts, "\n".join([*kept[:at], entry, *kept[at:]]) + "\n")
+
+
+def ensure_interfaces_d(root: Path) -> None:
+    """/etc/network/interfaces with loopback, reading interfaces.d/ (Debian's default)."""
+    path = root / "etc/network/interfaces"
+    text = path.read_text() if path.exists() else "auto lo\niface lo inet loopback\n"
+    if not any(
+        line.split()[:1] in (["source"], ["source-directory"]) and "interfaces.d" in line
+        for line in text.splitlines()
+    ):
+        text = text.rstrip("\n") + "\n\nsource /etc/network/interfaces.d/*\n"
+    _write(path, text)
+
+
+def interface_for_mac(mac: str, sys_net: Path = SYS_NET) -> str | None:
+    """The installer's name for the NIC with ``mac`` (names match dom0's: net.ifnames=0)."""
+    for entry in sorted(sys_net.glob("*/address")):
+        if entry.read_text().strip().lower() == mac.lower():
+            return entry.parent.name
+    return None
+
+
+def admin_nic(ctx: InstallContext, admin: AdminInterface | None, sys_net: Path = SYS_NET) -> str:
+    """The management NIC's name: the answer file's, else the one that fetched the answer."""
+    if admin is not None and admin.name:
+        return admin.name
+    if admin is None and ctx.admin_interface:
+        return ctx.admin_interface
+    mac = admin.hwaddr if admin is not None else (ctx.admin_mac or ctx.args.bootif)
+    name = interface_for_mac(mac, sys_net) if mac else None
+    if name is None:
+        raise InputError(
+            f"admin-interface: no network interface has MAC {mac}"
+            if mac
+            else "the management interface is unknown: give <admin-interface name=...>"
+        )
+    return name
+
+
+_V4 = {Proto.DHCP: "dhcp", Proto.STATIC: "static", Proto.NONE: "manual"}
+_V6 = {ProtoV6.DHCP: "dhcp", ProtoV6.AUTOCONF: "auto", ProtoV6.STATIC: "static"}
+
+
+def interfaces_text(admin: AdminInterface, nic: str, backend: NetworkBackend) -> str:
+    """ifupdown stanzas: ``nic`` (or its VLAN) as the only port of the bridge xenbr0."""
+    port = f"{nic}.{admin.vlan}" if admin.vlan else nic
+    v4 = [f"iface {BRIDGE} inet {_V4[admin.proto]}"]
+    if admin.proto is Proto.STATIC:
+        v4 += [f"    address {admin.ipaddr}", f"    netmask {admin.subnet}"]
+        v4 += [f"    gateway {admin.gateway}"] if admin.gateway else []
+    lines = ["# Written by netinstall: the management interface (answer file admin-interface)."]
+    if backend is NetworkBackend.BRIDGE:
+        lines += [f"auto {BRIDGE}", f"iface {nic} inet manual", ""]
+        lines += [f"iface {port} inet manual", ""] if admin.vlan else []
+        lines += [*v4, f"    bridge_ports {port}", "    bridge_stp off", "    bridge_fd 0"]
+    else:
+        lines += [f"auto {BRIDGE}", f"allow-ovs {BRIDGE}", *v4, "    ovs_type OVSBridge"]
+        lines += [f"    ovs_ports {nic}"]
+        lines += [f"    ovs_extra set port {BRIDGE} tag={admin.vlan}"] if admin.vlan else []
+        lines += ["", f"allow-{BRIDGE} {nic}", f"iface {nic} inet manual"]
+        lines += [f"    ovs_bridge {BRIDGE}", "    ovs_type OVSPort"]
+    if admin.protov6 is not None and admin.protov6 is not ProtoV6.NONE:
+        lines += ["", f"iface {BRIDGE} inet6 {_V6[admin.protov6]}"]
+        if admin.protov6 is ProtoV6.STATIC:
+            lines += [f"    address {admin.ipv6}"]
+            lines += [f"    gateway {admin.gatewayv6}"] if admin.gatewayv6 else []
+    return "\n".join(lines) + "\n"
+
+
+def write_network(root: Path, answer: AnswerFile, nic: str) -> None:
+    ensure_interfaces_d(root)
+    admin = answer.admin_interface or AdminInterface(proto=Proto.DHCP)
+    _write(
+        root / f"etc/network/interfaces.d/{BRIDGE}",
+        interfaces_text(admin, nic, answer.network_backend),
+    )
+
+
+def write_dns(root: Path, name_servers: tuple[str, ...], proto: Proto) -> None:
+    """Static: /etc/resolv.conf. DHCP: dhclient writes it, told to use ours if we have any."""
+    if not name_servers:
+        return
+    if proto is Proto.DHCP:
+        conf = root / "etc/dhcp/dhclient.conf"
+        text = conf.read_text() if conf.exists() else ""
+        line = f"supersede domain-name-servers {', '.join(name_servers)};"
+        _write(conf, text + ("" if text.endswith("\n") or not text else "\n") + line + "\n")
+        return
+    _write(root / "etc/resolv.conf", "".join(f"nameserver {s}\n" for s in name_servers))
+
+
+def write_ntp(root: Path, servers: tuple[str, ...]) -> None:
+    """chrony sources; the answer file's servers replace Debian's default pool."""
+    if not servers:
+        return
+    _write(
+        root / "etc/chrony/sources.d/netinstall.sources",
+        "".join(f"server {s} iburst\n" for s in servers),
+    )
+    conf = root / "etc/chrony/chrony.conf"
+    if conf.exists():
+        lines = conf.read_text().splitlines()
+        out = [f"#{line}" if line.startswith("pool ") else line for line in lines]
+        _write(conf, "\n".join(out) + "\n")
+
+
+def set_timezone(root: Path, timezone: str) -> None:
+    zone = root / "usr/share/zoneinfo" / timezone
+    if not zone.is_file():
+        log.warning("the installed system has no %s; setting it anyway", zone)
+    localtime = root / "etc/localtime"
+    localtime.unlink(missing_ok=True)
+    localtime.symlink_to(f"/usr/share/zoneinfo/{timezone}")
+    _write(root / "etc/timezone", timezone + "\n")
+
+
+_XKB = {"uk": ("gb", ""), "dvorak": ("us", "dvorak"), "jp106": ("jp", ""), "sg": ("ch", "de")}
+
+
+def keyboard_text(keymap: str) -> str:
+    """/etc/default/keyboard for a console keymap name (``us``, ``uk``, ``de-latin1``)."""
+    layout, variant = _XKB.get(keymap, (keymap.split("-", 1)[0], ""))
+    return (
+        'XKBMODEL="pc105"\n'
+        f'XKBLAYOUT="{layout}"\n'
+        f'XKBVARIANT="{variant}"\n'
+        'XKBOPTIONS=""\n'
+        'BACKSPACE="guess"\n'
+    )
+
+
+def hash_password(plaintext: str) -> str:
+    """SHA-512 crypt (``$6$``) with a 16-character salt from ``secrets``.
+
+    Uses the standard library's ``crypt`` (libcrypt underneath), present in
+    Debian's Python 3.11 though deprecated (removed in 3.13); its deprecation
+    warning is silenced here only.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # noqa: PLC0415
+
+    salt = "$6$" + "".join(secrets.choice(SALT_ALPHABET) for _ in range(16))
+    hashed = crypt.crypt(plaintext, salt)
+    if not hashed or not hashed.startswith(salt + "$"):
+        raise NetinstallError("this system's crypt() cannot make SHA-512 hashes")
+    return hashed
+
+
+def set_root_password(root: Path, hashed: str | None) -> None:
+    """Replace the password field of root's /etc/shadow line; None locks it (``*``)."""
+    value = hashed if hashed is not None else "*"
+    if any(c in value for c in ":\n"):
+        raise InputError("root-password: a hash may not hold ':' or a line break")
+    shadow = root / "etc/shadow"
+    lines = shadow.read_text().splitlines()
+    for i, line in enumerate(lines):
+        fields = line.split(":")
+        if fields[0] == "root" and len(fields) > 1:
+            fields[1] = value
+            lines[i] = ":".join(fields)
+            break
+    else:
+        raise NetinstallError(f"{shadow} has no root line")
+    _write(shadow, "\n".join(lines) + "\n", mode=0o640)
+    if hashed is None:
+        log.info("no root-password: root stays locked until a password is set")
+
+
+def fstab_text(uuids: dict[str, str]) -> str:
+    rows = [("root", "/", "ext4", "errors=remount-ro", "0 1")]
+    rows += [("logs", "/var/log", "ext4", "defaults", "0 2")] if "logs" in uuids else []
+    rows += [("esp", "/boot/efi", "vfat", "umask=0077", "0 1")] if "esp" in uuids else []
+    rows += [("swap", "none", "swap", "sw", "0 0")] if "swap" in uuids else []
+    lines = [
+        f"UUID={uuids[use]}\t{where}\t{fs}\t{opts}\t{passes}"
+        for use, where, fs, opts, passes in rows
+    ]
+    return "# Written by netinstall: filesystems by UUID.\n" + "\n".join(lines) + "\n"
+
+
+def stable_device(device: str, by_id: Path = BY_ID) -> str:
+    """A /dev/disk/by-id name for ``device`` when one exists, else ``device`` itself."""
+    if device.startswith(str(by_id)) or not by_id.is_dir():
+        return device
+    real = os.path.realpath(device)
+    names = sorted(p.name for p in by_id.iterdir() if os.path.realpath(p) == real)
+    preferred = [n for n in names if n.startswith("wwn-")] or names
+    return str(by_id / preferred[0]) if preferred else device
+
+
+def sr_config(
+    ctx: InstallContext, answer: AnswerFile, by_id: Path = BY_ID
+) -> dict[str, Any] | None:
+    """The SR's type and devices: partition 3 (by PARTUUID) and the guest disks; None: no SR."""
+    devices = []
+    if "sr" in ctx.partitions:
+        partuuid = ctx.partuuids.get("sr")
+        devices.append(
+            f"/dev/disk/by-partuuid/{partuuid}" if partuuid else str(ctx.partitions["sr"])
+        )
+    for disk in answer.guest_disks:
+        if disk.path is None:
+            raise InputError(f"guest-disk {disk.spec!r}: iSCSI guest disks are not supported yet")
+        devices.append(stable_device(disk.path, by_id))
+    if not devices:
+        return None
+    return {"type": answer.sr_type.value, "devices": list(dict.fromkeys(devices))}
+
+
+def admin_description(admin: AdminInterface | None, nic: str) -> dict[str, Any]:
+    """The management interface for first boot: the answer's settings, name and bridge."""
+    settings = {k: getattr(v, "value", v) for k, v in vars(admin).items()} if admin else {}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    return {"proto": "dhcp", **settings, "name": nic, "bridge": BRIDGE}
+
+
+def firstboot_data(ctx: InstallContext, answer: AnswerFile, nic: str, mac: str) -> dict[str, Any]:
+    """What netinstall_dom0.config.parse_firstboot reads, and nothing else."""
+    if not ctx.payload_version:
+        raise NetinstallError("the payload version is unknown")
+    return {
+        "server": ctx.args.server,
+        "mac": mac,
+        "token": ctx.args.token,
+        "payload_version": ctx.payload_version,
+        "sr": sr_config(ctx, answer),
+        "admin_interface": admin_description(answer.admin_interface, nic),
+        "hostname": answer.hostname,
+    }
+
+
+def write_firstboot(root: Path, data: dict[str, Any]) -> None:
+    path = root / "etc/netinstall/firstboot.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2, sort_keys=True)
+        out.write("\n")
+
+
+def configure_system(ctx: InstallContext) -> None:
+    answer = ctx.answer
+    if answer is None:
+        raise NetinstallError("configure ran before the answer file was read")
+    root = ctx.target
+    if answer.hostname:
+        write_hostname(root, answer.hostname)
+    nic = admin_nic(ctx, answer.admin_interface)
+    write_network(root, answer, nic)
+    proto = answer.admin_interface.proto if answer.admin_interface else Proto.DHCP
+    write_dns(root, answer.name_servers, proto)
+    write_ntp(root, answer.ntp_servers)
+    if answer.timezone:
+        set_timezone(root, answer.timezone)
+    _write(root / "etc/default/keyboard", keyboard_text(answer.keymap))
+    password = answer.root_password
+    hashed = None
+    if password is not None:
+        plain = password.type is PasswordType.PLAINTEXT
+        hashed = hash_password(password.value) if plain else password.value
+    set_root_password(root, hashed)
+    _write(root / "etc/fstab", fstab_text(ctx.uuids))
+    _write(root / "etc/machine-id", "", mode=0o444)  # systemd makes one on first boot
+    mac = ctx.admin_mac or ctx.args.bootif or _mac_of(nic)
+    if not ctx.args.server:
+        log.warning("no netinstall.server=: no first-boot data, so no SR and no running report")
+    elif mac is None:
+        raise NetinstallError(f"the MAC address of {nic} is unknown")
+    else:
+        write_firstboot(root, firstboot_data(ctx, answer, nic, mac.lower()))
+    log.info("configured %s (management NIC %s on %s)", root, nic, BRIDGE)
+
+
+def _mac_of(nic: str, sys_net: Path = SYS_NET) -> str | None:
+    path = sys_net / nic / "address"
+    return path.read_text().strip() if path.exists() else None

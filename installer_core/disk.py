@@ -1,0 +1,182 @@
+"""The disk steps (SPEC §6, §7): partition, make filesystems, mount, unmount, keep the log.
+
+Fresh installs only for now: upgrade, reinstall and restore arrive with a later
+issue and are refused before anything is written, as are iSCSI primary disks.
+Every refusal of the planner (disk too small, utility partitions that cannot
+be kept) is a ``PlanError`` raised before the table is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from answerfile.model import AnswerFile, DiskKind
+from answerfile.model import Mode as AnswerMode
+from installer_core.context import InstallContext
+from installer_core.mounts import DEFAULT_RUNNER, Runner, mount, unmount_all
+from netinstall.errors import CommandError, InputError, NetinstallError
+from partitioning import apply, facts, mkfs, planner
+from partitioning.model import Filesystem, Firmware, Mode, Options, Plan, Preserve, Use
+
+log = logging.getLogger(__name__)
+
+LOG_NAME = "netinstall/install.log"
+
+
+def primary_disk(answer: AnswerFile) -> Path:
+    """The primary disk's device node, or an ``InputError`` saying why it cannot be used."""
+    if answer.mode is not AnswerMode.FRESH:
+        raise InputError(
+            f"{answer.mode.value} installs are not supported yet: only mode=fresh is; "
+            "nothing was written"
+        )
+    if answer.primary_disk is None:
+        raise InputError("a fresh install needs <primary-disk>; nothing was written")
+    disk = answer.primary_disk.disk
+    if disk.kind is not DiskKind.LOCAL or disk.path is None:
+        raise InputError(
+            f"primary-disk {disk.spec!r}: iSCSI disks are not supported yet; nothing was written"
+        )
+    path = Path(os.path.realpath(disk.path))  # /dev/disk/by-id/... -> /dev/sdX
+    if not path.is_block_device():
+        raise InputError(f"primary-disk {disk.spec!r}: {disk.path} is not a disk on this host")
+    return path
+
+
+def plan_options(ctx: InstallContext) -> Options:
+    """The planner's options: firmware, boot parameters and the answer file."""
+    answer = _answer(ctx)
+    primary = answer.primary_disk
+    return Options(
+        firmware=Firmware(ctx.firmware.value),
+        disable_gpt=ctx.args.disable_gpt,
+        guest_storage=primary.guest_storage if primary else True,
+        preserve_first_partition=Preserve(
+            primary.preserve_first_partition.value if primary else Preserve.IF_UTILITY.value
+        ),
+        zap_utility_partitions=answer.zap_utility_partitions,
+        mode=Mode.FRESH,
+    )
+
+
+def partition_map(plan: Plan, disk: Path) -> dict[str, Path]:
+    """use -> device node for every partition the plan made (kept ones left out)."""
+    return {
+        p.use.value: Path(mkfs.partition_device(str(disk), p.number))
+        for p in plan.partitions
+        if not p.keep
+    }
+
+
+def partition(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
+    """Plan the primary disk (refusing before any write) and write the new table."""
+    answer = _answer(ctx)
+    disk = primary_disk(answer)
+    found = facts.read_facts(disk, sr_has_vms=False)
+    plan = planner.plan(found, plan_options(ctx))
+    for note in plan.notes:
+        log.info("partition plan: %s", note)
+    log.info("writing a %s table (%s layout) to %s", plan.label, plan.layout, disk)
+    apply.apply_plan(plan, disk, facts_before=found)
+    settle(runner)
+    mkfs.ensure_nodes(str(disk), [p.number for p in plan.partitions if not p.keep])
+    ctx.disk, ctx.plan = disk, plan
+    ctx.partitions = partition_map(plan, disk)
+    log.info("partitions: %s", ", ".join(f"{u} {d}" for u, d in ctx.partitions.items()))
+
+
+def settle(runner: Runner) -> None:
+    """Let udev (when it runs) create the new partitions' nodes and links."""
+    if shutil.which("udevadm") is None:
+        return
+    try:
+        runner(["udevadm", "settle", "--timeout=30"], timeout=60)
+    except CommandError as exc:
+        log.info("udevadm settle: %s (no udev here; partprobe is enough)", exc)
+
+
+def blkid_value(runner: Runner, device: Path, tag: str) -> str:
+    """One tag (UUID, PARTUUID) of ``device``, read without blkid's cache."""
+    done = runner(["blkid", "-c", "/dev/null", "-s", tag, "-o", "value", str(device)], timeout=60)
+    value = done.stdout.strip()
+    if not value:
+        raise NetinstallError(f"blkid found no {tag} on {device}")
+    return value
+
+
+def make_filesystems(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
+    """mkfs per plan, then read back each filesystem's UUID and the SR partition's PARTUUID."""
+    plan, disk = _plan(ctx)
+    for line in mkfs.make_filesystems(plan, disk):
+        log.info("made %s", line)
+    for part in plan.partitions:
+        device = ctx.partitions.get(part.use.value)
+        if part.keep or device is None:
+            continue
+        if part.filesystem is not Filesystem.NONE:
+            ctx.uuids[part.use.value] = blkid_value(runner, device, "UUID")
+        if part.use is Use.SR:
+            ctx.partuuids[part.use.value] = blkid_value(runner, device, "PARTUUID")
+    log.info("filesystem UUIDs: %s", ", ".join(f"{k} {v}" for k, v in ctx.uuids.items()))
+
+
+def mount_target(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
+    """Root at ctx.target, then logs at var/log and the ESP at boot/efi inside it."""
+    _plan(ctx)
+    parts = ctx.partitions
+    mount(runner, parts[Use.ROOT.value], ctx.target, fstype="ext4")
+    if Use.LOGS.value in parts:
+        mount(runner, parts[Use.LOGS.value], ctx.target / "var/log", fstype="ext4")
+    if Use.ESP.value in parts:
+        mount(runner, parts[Use.ESP.value], ctx.target / "boot/efi", fstype="vfat")
+
+
+def unmount_target(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
+    """sync, then unmount everything under the target, deepest first. Safe to repeat."""
+    runner(["sync"], timeout=600)
+    for point in unmount_all(runner, ctx.target):
+        log.info("unmounted %s", point)
+
+
+def write_install_log(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
+    """Copy the install log to the logs partition (root's /var/log where there is none)."""
+    if not ctx.log_file.is_file():
+        log.warning("no install log at %s to keep", ctx.log_file)
+        return
+    if Use.LOGS.value in ctx.partitions:
+        device, inside = ctx.partitions[Use.LOGS.value], Path(LOG_NAME)
+    elif Use.ROOT.value in ctx.partitions:
+        device, inside = ctx.partitions[Use.ROOT.value], Path("var/log") / LOG_NAME
+    else:
+        log.warning("no partitions were made: the install log stays in %s", ctx.log_file)
+        return
+    where = ctx.work / "logs-mount"
+    mount(runner, device, where, fstype="ext4")
+    try:
+        copy_log(ctx.log_file, where / inside)
+    finally:
+        runner(["sync"], timeout=600)
+        unmount_all(runner, where)
+    log.info("install log written to %s:/%s", device, inside)
+
+
+def copy_log(log_file: Path, destination: Path) -> None:
+    """The log as it is now, readable by root only."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(log_file, destination)
+    destination.chmod(0o600)
+
+
+def _answer(ctx: InstallContext) -> AnswerFile:
+    if ctx.answer is None:
+        raise NetinstallError("the disk steps ran before the answer file was read")
+    return ctx.answer
+
+
+def _plan(ctx: InstallContext) -> tuple[Plan, Path]:
+    if ctx.plan is None or ctx.disk is None:
+        raise NetinstallError("the disk has not been partitioned yet")
+    return ctx.plan, ctx.disk

@@ -1,0 +1,276 @@
+"""Read what a URL names: answer files, scripts, ``.treeinfo`` and payload files (SPEC §4).
+
+Schemes: http(s) (requests), ftp (urllib, ``user:pass@`` allowed), ``file:///path``
+and ``nfs://server:/dir/file`` or ``nfs://server/dir/file`` (the directory is
+mounted read-only for the read, then unmounted). Transient failures are retried
+with exponential backoff; the final ``SourceError`` names the URL and the last
+error with passwords and ``token=`` values redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar, cast
+from urllib.parse import unquote, urlsplit
+
+import requests
+import urllib3
+
+import answerfile
+from answerfile.bootargs import redact_url
+from answerfile.model import Source, SourceType
+from installer_core.context import InstallContext
+from netinstall.errors import CommandError, InputError, NetinstallError, SourceError
+from netinstall.process import Completed, run
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[..., Completed]  # netinstall.process.run, or a test's fake
+CHUNK = 1 << 20
+_TRANSIENT_HTTP = (408, 429)
+T = TypeVar("T")
+GENERATOR_TIMEOUT = 600  # seconds
+
+
+@dataclass
+class Transport:
+    """How fetches reach the outside: each part is replaced in tests."""
+
+    session: requests.Session = field(default_factory=requests.Session)
+    runner: Runner = run
+    sleep: Callable[[float], None] = time.sleep
+    urlopen: Callable[..., Any] = urllib.request.urlopen
+    mount_base: Path = Path("/run")  # nfs mounts go to <mount_base>/netinstall-nfs-N
+    timeout: float = 30.0  # seconds per connection attempt / read
+
+
+class Permanent(NetinstallError):
+    """A failure that retrying cannot cure (404, a missing local file)."""
+
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    CommandError,
+    SourceError,
+)
+
+
+def describe(exc: BaseException | None) -> str:
+    """An error as one redacted phrase."""
+    return redact_url(str(exc) or type(exc).__name__)
+
+
+def with_retries(
+    url: str, attempt: Callable[[], T], *, retries: int, backoff: float, transport: Transport
+) -> T:
+    """``attempt()`` up to ``retries`` times, sleeping backoff, 2*backoff, ... in between."""
+    last: BaseException | None = None
+    tries = 0
+    while tries < max(1, retries):
+        if tries:
+            delay = backoff * 2 ** (tries - 1)
+            log.info("retrying %s in %.1f s", redact_url(url), delay)
+            transport.sleep(delay)
+        tries += 1
+        try:
+            return attempt()
+        except Permanent as exc:
+            last = exc
+            break
+        except TRANSIENT as exc:
+            last = exc
+            log.warning("reading %s failed: %s", redact_url(url), describe(exc))
+    count = "1 attempt" if tries == 1 else f"{tries} attempts"
+    raise SourceError(f"cannot read {redact_url(url)} ({count}): {describe(last)}") from last
+
+
+def fetch_bytes(
+    url: str, *, retries: int = 5, backoff: float = 1.0, transport: Transport | None = None
+) -> bytes:
+    """The whole content of ``url``."""
+    io = transport or Transport()
+    return with_retries(url, lambda: _read(url, io), retries=retries, backoff=backoff, transport=io)
+
+
+def fetch_text(
+    url: str, *, retries: int = 5, backoff: float = 1.0, transport: Transport | None = None
+) -> str:
+    """The content of ``url`` as UTF-8 text."""
+    data = fetch_bytes(url, retries=retries, backoff=backoff, transport=transport)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{redact_url(url)} is not UTF-8 text: {exc}") from exc
+
+
+def fetch_file(
+    url: str,
+    dest: Path,
+    *,
+    retries: int = 5,
+    backoff: float = 1.0,
+    transport: Transport | None = None,
+) -> None:
+    """Copy ``url`` to ``dest`` (any scheme; streamed, never held in memory whole)."""
+    io = transport or Transport()
+
+    def attempt() -> None:
+        with _open(url, io) as stream, dest.open("wb") as out:
+            shutil.copyfileobj(stream, out, CHUNK)
+
+    with_retries(url, attempt, retries=retries, backoff=backoff, transport=io)
+
+
+def _read(url: str, io: Transport) -> bytes:
+    with _open(url, io, decode=True) as stream:
+        return stream.read()
+
+
+IDENTITY = {"Accept-Encoding": "identity"}  # files are checksummed as stored: no gzip on the way
+
+
+@contextmanager
+def _open(url: str, io: Transport, *, decode: bool = False) -> Iterator[IO[bytes]]:
+    """A byte stream of ``url``; ``decode`` undoes an HTTP Content-Encoding (text only)."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("http", "https"):
+        headers = {} if decode else IDENTITY
+        with io.session.get(url, headers=headers, timeout=io.timeout, stream=True) as response:
+            check_status(response)
+            response.raw.decode_content = decode
+            yield cast(IO[bytes], response.raw)
+    elif scheme == "ftp":
+        with io.urlopen(url, timeout=io.timeout) as stream:
+            yield stream
+    elif scheme == "file":
+        path = Path(unquote(urlsplit(url).path))
+        try:
+            stream = path.open("rb")
+        except OSError as exc:
+            raise Permanent(f"{path}: {exc.strerror}") from exc
+        with stream:
+            yield stream
+    elif scheme == "nfs":
+        with nfs_file(url, io) as path, path.open("rb") as stream:
+            yield stream
+    else:
+        raise Permanent(f"unsupported scheme {scheme or '(none)'}:")
+
+
+def check_status(response: requests.Response) -> None:
+    """Raise for an HTTP error status: ``Permanent`` for 4xx but 408 and 429."""
+    if response.status_code < 400:
+        return
+    reason = f"HTTP {response.status_code} {response.reason or ''}".strip()
+    if response.status_code < 500 and response.status_code not in _TRANSIENT_HTTP:
+        raise Permanent(reason)
+    raise SourceError(reason)
+
+
+def nfs_parts(url: str) -> tuple[str, str, str]:
+    """``nfs://server:/dir/file`` or ``nfs://server/dir/file`` -> (server, /dir, file)."""
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    directory, _, name = path.rpartition("/")
+    if not parts.hostname or not name:
+        raise Permanent("expected nfs://server:/directory/file")
+    return parts.hostname, directory or "/", name
+
+
+@contextmanager
+def nfs_file(url: str, io: Transport) -> Iterator[Path]:
+    """Mount the file's directory read-only, yield the file's local path, unmount."""
+    server, directory, name = nfs_parts(url)
+    number = 0
+    while (io.mount_base / f"netinstall-nfs-{number}").exists():
+        number += 1
+    mountpoint = io.mount_base / f"netinstall-nfs-{number}"
+    mountpoint.mkdir(parents=True)
+    try:
+        io.runner(
+            ["mount", "-t", "nfs", "-o", "ro,nolock", f"{server}:{directory}", str(mountpoint)],
+            timeout=120,
+        )
+        try:
+            path = mountpoint / name
+            if not path.is_file():
+                raise Permanent(f"{server}:{directory} has no file {name}")
+            yield path
+        finally:
+            io.runner(["umount", str(mountpoint)], timeout=120)
+    finally:
+        mountpoint.rmdir()
+
+
+# --- the answer-file steps (SPEC §7) ----------------------------------------------------
+
+
+def run_generator(ctx: InstallContext, url: str, io: Transport) -> str:
+    """``answerfile_generator=URL``: fetch the script, run it; its stdout is the answer file."""
+    script = fetch_bytes(url, transport=io)
+    if not script.startswith(b"#!"):
+        raise SourceError(f"the answer file generator {redact_url(url)} does not start with #!")
+    path = ctx.work / "answerfile-generator"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(script)
+    path.chmod(0o755)
+    try:
+        done = io.runner([str(path)], timeout=GENERATOR_TIMEOUT)
+    except CommandError as exc:
+        raise SourceError(
+            f"the answer file generator {redact_url(url)} failed: {describe(exc)}"
+        ) from exc
+    log.info("the answer file generator wrote %d bytes", len(done.stdout))
+    return done.stdout
+
+
+def fetch_answerfile(ctx: InstallContext, transport: Transport | None = None) -> None:
+    """Step: read the answer file (or its generator's output) into ``ctx.answer_text``."""
+    io = transport or Transport()
+    if ctx.args.answerfile_generator:
+        ctx.answer_text = run_generator(ctx, ctx.args.answerfile_generator, io)
+    elif ctx.args.answerfile:
+        ctx.answer_text = fetch_text(ctx.args.answerfile, transport=io)
+    else:
+        raise InputError(
+            "the kernel command line names no answer file: give answerfile=URL "
+            "or answerfile_generator=URL"
+        )
+
+
+def validate_answerfile(ctx: InstallContext) -> None:
+    """Step: parse and validate the answer file; set ``ctx.answer`` and ``ctx.repo_url``."""
+    if ctx.answer_text is None:
+        raise InputError("there is no answer file to validate")
+    result = answerfile.parse(ctx.answer_text)  # AnswerFileError lists every problem
+    for warning in result.warnings:
+        log.warning("answer file: %s", warning)
+    ctx.answer = result.model
+    if not result.model.sources:
+        raise InputError("the answer file names no <source> for the install repository")
+    ctx.repo_url = repository_url(result.model.sources[0], ctx.args.server)
+    log.info("install repository: %s", redact_url(ctx.repo_url))
+
+
+def repository_url(source: Source, server: str | None) -> str:
+    """The repository URL, ending in "/": a url, ``nfs://server:/path``, or the server's."""
+    if source.type is SourceType.LOCAL:
+        if not server:
+            raise InputError(
+                "the answer file's source is local (the provisioning server's repository), "
+                "but the kernel command line has no netinstall.server="
+            )
+        return server.rstrip("/") + "/repo/"
+    if not source.location:
+        raise InputError(f"the answer file's {source.type.value} source has no location")
+    base = source.location if source.type is SourceType.URL else f"nfs://{source.location}"
+    return base.rstrip("/") + "/"

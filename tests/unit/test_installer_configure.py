@@ -1,0 +1,293 @@
+"""The installer's configure step: every file writer on a temporary target root."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from answerfile.bootargs import BootArgs
+from answerfile.model import (
+    AdminInterface,
+    AnswerFile,
+    Disk,
+    NetworkBackend,
+    PasswordType,
+    PrimaryDisk,
+    Proto,
+    ProtoV6,
+    RootPassword,
+    SrType,
+)
+from installer_core import configure
+from installer_core.context import Firmware, InstallContext
+from netinstall.errors import InputError
+
+DOM0 = Path(__file__).resolve().parents[2] / "hypervisor_payload" / "dom0"
+SHADOW = "root:*:19500:0:99999:7:::\ndaemon:*:19500:0:99999:7:::\nnobody:!:19500::::::\n"
+
+
+class Quiet:
+    def event(self, state: str, **kwargs: Any) -> None:
+        pass
+
+    def upload_logs(self, bundle: Path) -> None:
+        pass
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    target = tmp_path / "target"
+    (target / "etc").mkdir(parents=True)
+    (target / "etc/shadow").write_text(SHADOW)
+    (target / "etc/hosts").write_text(
+        "127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n::1\tip6-localhost\n"
+    )
+    return target
+
+
+def parse_firstboot(path: Path) -> Any:
+    sys.path.insert(0, str(DOM0))
+    try:
+        from netinstall_dom0.config import parse_firstboot as parse
+    finally:
+        sys.path.remove(str(DOM0))
+    return parse(path, json.loads(path.read_text()))
+
+
+def test_hostname_and_hosts(root: Path) -> None:
+    configure.write_hostname(root, "xen01")
+    assert (root / "etc/hostname").read_text() == "xen01\n"
+    assert (root / "etc/hosts").read_text() == (
+        "127.0.0.1\tlocalhost\n127.0.1.1\txen01\n::1\tip6-localhost\n"
+    )
+
+
+def test_bridge_dhcp() -> None:
+    text = configure.interfaces_text(AdminInterface(Proto.DHCP), "eth0", NetworkBackend.BRIDGE)
+    assert text.splitlines()[1:] == [
+        "auto xenbr0",
+        "iface eth0 inet manual",
+        "",
+        "iface xenbr0 inet dhcp",
+        "    bridge_ports eth0",
+        "    bridge_stp off",
+        "    bridge_fd 0",
+    ]
+
+
+def test_bridge_static_with_vlan_and_ipv6() -> None:
+    admin = AdminInterface(
+        Proto.STATIC,
+        name="eth1",
+        ipaddr="10.0.0.5",
+        subnet="255.255.255.0",
+        gateway="10.0.0.1",
+        vlan=42,
+        protov6=ProtoV6.STATIC,
+        ipv6="2001:db8::5/64",
+        gatewayv6="2001:db8::1",
+    )
+    lines = configure.interfaces_text(admin, "eth1", NetworkBackend.BRIDGE).splitlines()
+    assert "iface eth1.42 inet manual" in lines
+    at = lines.index("iface xenbr0 inet static")
+    assert lines[at + 1 : at + 5] == [
+        "    address 10.0.0.5",
+        "    netmask 255.255.255.0",
+        "    gateway 10.0.0.1",
+        "    bridge_ports eth1.42",
+    ]
+    six = lines.index("iface xenbr0 inet6 static")
+    assert lines[six + 1 :] == ["    address 2001:db8::5/64", "    gateway 2001:db8::1"]
+
+
+def test_openvswitch_stanzas() -> None:
+    admin = AdminInterface(Proto.DHCP, vlan=7, protov6=ProtoV6.AUTOCONF)
+    lines = configure.interfaces_text(admin, "eth0", NetworkBackend.OPENVSWITCH).splitlines()
+    assert lines[1:] == [
+        "auto xenbr0",
+        "allow-ovs xenbr0",
+        "iface xenbr0 inet dhcp",
+        "    ovs_type OVSBridge",
+        "    ovs_ports eth0",
+        "    ovs_extra set port xenbr0 tag=7",
+        "",
+        "allow-xenbr0 eth0",
+        "iface eth0 inet manual",
+        "    ovs_bridge xenbr0",
+        "    ovs_type OVSPort",
+        "",
+        "iface xenbr0 inet6 auto",
+    ]
+
+
+def test_interfaces_file_sources_interfaces_d(root: Path) -> None:
+    (root / "etc/network").mkdir()
+    (root / "etc/network/interfaces").write_text("auto lo\niface lo inet loopback\n")
+    configure.write_network(root, AnswerFile(), "eth0")
+    assert (
+        (root / "etc/network/interfaces")
+        .read_text()
+        .endswith("\nsource /etc/network/interfaces.d/*\n")
+    )
+    assert "bridge_ports eth0" in (root / "etc/network/interfaces.d/xenbr0").read_text()
+    configure.ensure_interfaces_d(root)  # a second time adds nothing
+    assert (root / "etc/network/interfaces").read_text().count("source") == 1
+
+
+def test_admin_nic_by_mac(tmp_path: Path) -> None:
+    for name, mac in (("eth0", "52:54:00:00:00:01"), ("eth1", "52:54:00:00:00:02")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "address").write_text(mac + "\n")
+    ctx = InstallContext(BootArgs(bootif="52:54:00:00:00:02"), Quiet(), Firmware.BIOS)
+    assert configure.admin_nic(ctx, None, tmp_path) == "eth1"
+    by_hwaddr = AdminInterface(Proto.DHCP, hwaddr="52:54:00:00:00:01")
+    assert configure.admin_nic(ctx, by_hwaddr, tmp_path) == "eth0"
+    with pytest.raises(InputError, match="no network interface has MAC"):
+        configure.admin_nic(ctx, AdminInterface(Proto.DHCP, hwaddr="52:54:00:00:00:09"), tmp_path)
+
+
+def test_dns_static_and_dhcp(root: Path) -> None:
+    configure.write_dns(root, ("10.0.0.53", "10.0.0.54"), Proto.STATIC)
+    assert (root / "etc/resolv.conf").read_text() == "nameserver 10.0.0.53\nnameserver 10.0.0.54\n"
+    configure.write_dns(root, ("10.0.0.53",), Proto.DHCP)
+    assert (root / "etc/dhcp/dhclient.conf").read_text() == (
+        "supersede domain-name-servers 10.0.0.53;\n"
+    )
+
+
+def test_chrony_sources_replace_the_pool(root: Path) -> None:
+    (root / "etc/chrony").mkdir()
+    (root / "etc/chrony/chrony.conf").write_text(
+        "pool 2.debian.pool.ntp.org iburst\nmakestep 1 3\n"
+    )
+    configure.write_ntp(root, ("ntp1.example", "10.0.0.1"))
+    assert (root / "etc/chrony/sources.d/netinstall.sources").read_text() == (
+        "server ntp1.example iburst\nserver 10.0.0.1 iburst\n"
+    )
+    assert (root / "etc/chrony/chrony.conf").read_text() == (
+        "#pool 2.debian.pool.ntp.org iburst\nmakestep 1 3\n"
+    )
+
+
+def test_timezone_and_keyboard(root: Path) -> None:
+    configure.set_timezone(root, "Asia/Tokyo")
+    assert (root / "etc/localtime").readlink() == Path("/usr/share/zoneinfo/Asia/Tokyo")
+    assert (root / "etc/timezone").read_text() == "Asia/Tokyo\n"
+    assert 'XKBLAYOUT="gb"' in configure.keyboard_text("uk")
+    assert 'XKBLAYOUT="de"' in configure.keyboard_text("de-latin1")
+
+
+def test_root_password_plaintext_is_hashed_and_never_written(root: Path) -> None:
+    hashed = configure.hash_password("s3cret pass")
+    configure.set_root_password(root, hashed)
+    text = (root / "etc/shadow").read_text()
+    assert "s3cret" not in text
+    lines = text.splitlines()
+    assert lines[0].split(":")[1].startswith("$6$")
+    assert lines[0].split(":")[2:] == ["19500", "0", "99999", "7", "", "", ""]
+    assert lines[1:] == SHADOW.splitlines()[1:]
+    assert (root / "etc/shadow").stat().st_mode & 0o777 == 0o640
+    assert configure.hash_password("x") != configure.hash_password("x")  # salted
+
+
+def test_root_password_absent_locks_root(root: Path) -> None:
+    (root / "etc/shadow").write_text(SHADOW.replace("root:*", "root:$6$old$hash"))
+    configure.set_root_password(root, None)
+    assert (root / "etc/shadow").read_text() == SHADOW
+
+
+def test_root_password_hash_with_colon_refused(root: Path) -> None:
+    with pytest.raises(InputError, match="may not hold"):
+        configure.set_root_password(root, "$6$a:b")
+
+
+def test_fstab_by_uuid() -> None:
+    uuids = {"root": "R", "backup": "B", "logs": "L", "esp": "E", "swap": "S"}
+    assert configure.fstab_text(uuids).splitlines()[1:] == [
+        "UUID=R\t/\text4\terrors=remount-ro\t0 1",
+        "UUID=L\t/var/log\text4\tdefaults\t0 2",
+        "UUID=E\t/boot/efi\tvfat\tumask=0077\t0 1",
+        "UUID=S\tnone\tswap\tsw\t0 0",
+    ]
+    assert len(configure.fstab_text({"root": "R", "backup": "B"}).splitlines()) == 2
+
+
+def _ctx(tmp_path: Path, root: Path, answer: AnswerFile) -> InstallContext:
+    args = BootArgs(server="http://10.0.2.2:8080", token="tok-123", bootif="52:54:00:AA:BB:CC")
+    ctx = InstallContext(args, Quiet(), Firmware.BIOS, target=root, answer=answer)
+    ctx.admin_interface = "eth0"
+    ctx.payload_version = "1.2.3"
+    ctx.uuids = {"root": "R", "logs": "L", "swap": "S", "backup": "B"}
+    ctx.partitions = {"root": tmp_path / "sda1", "sr": Path("/dev/sda3")}
+    ctx.partuuids = {"sr": "1234-abcd"}
+    return ctx
+
+
+def test_configure_system_writes_everything(tmp_path: Path, root: Path) -> None:
+    answer = AnswerFile(
+        primary_disk=PrimaryDisk(Disk("sda")),
+        guest_disks=(Disk("/dev/disk/by-id/wwn-0x5000"),),
+        sr_type=SrType.EXT,
+        hostname="xen01",
+        timezone="Europe/London",
+        keymap="us",
+        name_servers=("10.0.0.53",),
+        ntp_servers=("10.0.0.1",),
+        root_password=RootPassword(PasswordType.PLAINTEXT, "hunter2"),
+    )
+    configure.configure_system(_ctx(tmp_path, root, answer))
+    assert "hunter2" not in (root / "etc/shadow").read_text()
+    assert (root / "etc/machine-id").read_text() == ""
+    assert (root / "etc/fstab").read_text().count("UUID=") == 3
+    firstboot = root / "etc/netinstall/firstboot.json"
+    assert firstboot.stat().st_mode & 0o777 == 0o600
+    config = parse_firstboot(firstboot)
+    assert config.server == "http://10.0.2.2:8080"
+    assert config.mac == "52:54:00:aa:bb:cc"
+    assert config.token == "tok-123"
+    assert config.payload_version == "1.2.3"
+    assert config.sr.type.value == "ext"
+    assert config.sr.devices == ("/dev/disk/by-partuuid/1234-abcd", "/dev/disk/by-id/wwn-0x5000")
+    assert config.admin_interface == {"proto": "dhcp", "name": "eth0", "bridge": "xenbr0"}
+    assert config.hostname == "xen01"
+    data = json.loads(firstboot.read_text())
+    assert set(data) == {
+        "server",
+        "mac",
+        "token",
+        "payload_version",
+        "sr",
+        "admin_interface",
+        "hostname",
+    }
+
+
+def test_firstboot_without_sr(tmp_path: Path, root: Path) -> None:
+    answer = AnswerFile(
+        primary_disk=PrimaryDisk(Disk("sda"), guest_storage=False),
+        admin_interface=AdminInterface(
+            Proto.STATIC, name="eth0", ipaddr="10.0.0.5", subnet="255.255.255.0"
+        ),
+    )
+    ctx = _ctx(tmp_path, root, answer)
+    del ctx.partitions["sr"]
+    configure.configure_system(ctx)
+    config = parse_firstboot(root / "etc/netinstall/firstboot.json")
+    assert config.sr is None
+    assert config.admin_interface["ipaddr"] == "10.0.0.5"
+    assert config.hostname is None
+
+
+def test_stable_device_prefers_a_by_id_name(tmp_path: Path) -> None:
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    device = tmp_path / "sdb"
+    device.write_text("")
+    (by_id / "ata-QEMU_HARDDISK_QM2").symlink_to(device)
+    (by_id / "wwn-0x5000c5").symlink_to(device)
+    assert configure.stable_device(str(device), by_id) == str(by_id / "wwn-0x5000c5")
+    assert configure.stable_device("/dev/sdz", by_id) == "/dev/sdz"

@@ -1,0 +1,231 @@
+"""installer_core.treeinfo and .download: the builder's .treeinfo read back, Range resume,
+sha256 verification before any disk is touched, the staging choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+
+from hypervisor_payload import treeinfo as writer
+from installer_core import download
+from installer_core.download import choose_staging, download_file, download_payload
+from installer_core.treeinfo import parse_treeinfo
+from netinstall.errors import SourceError
+from tests.unit.test_installer_fakes import (
+    FakeResponse,
+    FakeSession,
+    file_server,
+    make_ctx,
+    sha,
+    transport,
+)
+
+FILES = {
+    "boot/xen.gz": b"xen" * 1000,
+    "boot/vmlinuz": b"kernel" * 1000,
+    "boot/initrd.img": b"initrd" * 1000,
+    "dom0-rootfs.tar.zst": b"root" * 5000,
+    "XS-REPOSITORY-LIST": b"pack1\n",
+}
+
+
+def treeinfo_text(files: dict[str, bytes] = FILES, **changes: object) -> str:
+    fields: dict[str, object] = {
+        "version": "0.3.0",
+        "build": "abc123",
+        "kernel": "boot/vmlinuz",
+        "initrd": "boot/initrd.img",
+        "xen": "boot/xen.gz",
+        "archive": "dom0-rootfs.tar.zst",
+        "compression": "zstd",
+        "checksums": {name: sha(data) for name, data in files.items()},
+        "root_xen": "/boot/xen-4.17-amd64.gz",
+    }
+    fields.update(changes)
+    return writer.render_treeinfo(writer.TreeInfo(**fields))  # type: ignore[arg-type]
+
+
+def meminfo(tmp_path: Path, available_kib: int) -> Path:
+    path = tmp_path / "meminfo"
+    path.write_text(f"MemTotal: 9999999 kB\nMemAvailable:   {available_kib} kB\n")
+    return path
+
+
+def test_the_builders_treeinfo_is_read_back() -> None:
+    info = parse_treeinfo(treeinfo_text())
+    assert (info.version, info.build, info.compression) == ("0.3.0", "abc123", "zstd")
+    assert (info.xen, info.kernel, info.initrd) == (
+        "boot/xen.gz",
+        "boot/vmlinuz",
+        "boot/initrd.img",
+    )
+    assert info.root_xen == "/boot/xen-4.17-amd64.gz"
+    assert info.root_kernel is None
+    assert info.files() == (
+        "boot/xen.gz",
+        "boot/vmlinuz",
+        "boot/initrd.img",
+        "dom0-rootfs.tar.zst",
+        "XS-REPOSITORY-LIST",
+    )
+    assert info.checksums["boot/xen.gz"] == sha(FILES["boot/xen.gz"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[general]\nproduct = other\n", "product=other: expected netinstall"),
+        ("not an ini", "not a valid INI file"),
+        (treeinfo_text().replace("sha256:", "md5:", 1), "expected sha256:"),
+        (treeinfo_text().replace("boot/xen.gz = sha256", "boot/other = sha256"), "boot/xen.gz"),
+        (treeinfo_text().replace("xen = boot/xen.gz", "xen = ../xen.gz"), "plain path"),
+        (treeinfo_text().replace("version = 0.3.0\n", ""), r"\[general\] has no version="),
+    ],
+)
+def test_a_bad_treeinfo_is_named(text: str, message: str) -> None:
+    with pytest.raises(SourceError, match=message):
+        parse_treeinfo(text)
+
+
+def test_a_partial_file_is_resumed_with_a_range_request(tmp_path: Path) -> None:
+    data = FILES["dom0-rootfs.tar.zst"]
+    dest = tmp_path / "root.tar"
+    dest.write_bytes(data[:7000])
+    session = FakeSession(file_server({"repo/root.tar": data}))
+    download_file("http://s/repo/root.tar", dest, sha(data), name="r", io=transport(session))
+    assert dest.read_bytes() == data
+    assert [kwargs["headers"] for _m, _u, kwargs in session.calls] == [
+        {"Accept-Encoding": "identity", "Range": "bytes=7000-"}
+    ]
+
+
+def test_a_dropped_connection_resumes_where_it_stopped(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 20000  # several chunks
+    answers = [FakeResponse(200, data, break_after=1 << 20)]
+
+    def handle(method: str, url: str, headers: dict[str, str]) -> FakeResponse:
+        if answers:
+            return answers.pop(0)
+        return file_server({"f": data})(method, url, headers)
+
+    session = FakeSession(handle)
+    dest = tmp_path / "f"
+    download_file("http://s/f", dest, sha(data), name="f", io=transport(session))
+    assert dest.read_bytes() == data
+    assert session.calls[1][2]["headers"]["Range"] == f"bytes={1 << 20}-"
+
+
+def test_a_server_without_ranges_restarts_the_file(tmp_path: Path) -> None:
+    data = b"fresh content" * 10
+    dest = tmp_path / "f"
+    dest.write_bytes(b"stale partial")
+    session = FakeSession(file_server({"f": data}, ranges=False))
+    download_file("http://s/f", dest, sha(data), name="f", io=transport(session))
+    assert dest.read_bytes() == data
+
+
+def test_a_complete_file_answered_with_416_is_verified(tmp_path: Path) -> None:
+    data = b"done already"
+    dest = tmp_path / "f"
+    dest.write_bytes(data)
+    session = FakeSession(file_server({"f": data}))
+    download_file("http://s/f", dest, sha(data), name="f", io=transport(session))
+    assert len(session.calls) == 1
+
+
+def test_a_bad_resumed_file_is_downloaded_again_before_giving_up(tmp_path: Path) -> None:
+    data = b"the real content" * 100
+    dest = tmp_path / "f"
+    dest.write_bytes(b"X" * 100)  # a corrupt partial
+    session = FakeSession(file_server({"f": data}))
+    download_file("http://s/f", dest, sha(data), name="f", io=transport(session))
+    assert dest.read_bytes() == data
+    assert [kwargs["headers"] for _m, _u, kwargs in session.calls] == [
+        {"Accept-Encoding": "identity", "Range": "bytes=100-"},
+        {"Accept-Encoding": "identity"},
+    ]
+
+
+def test_a_sha256_mismatch_names_the_file_and_both_digests(tmp_path: Path) -> None:
+    session = FakeSession(file_server({"boot/xen.gz": b"tampered"}))
+    expected = "0" * 64
+    with pytest.raises(SourceError) as caught:
+        download_file(
+            "http://s/boot/xen.gz",
+            tmp_path / "xen.gz",
+            expected,
+            name="boot/xen.gz",
+            io=transport(session),
+        )
+    assert str(caught.value) == (
+        f"sha256 mismatch for boot/xen.gz: expected {expected}, got {sha(b'tampered')}"
+    )
+
+
+def test_staging_is_ram_when_the_payload_fits_with_256_mib_to_spare(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    need = 100 * download.MiB
+    assert choose_staging(ctx, need, meminfo(tmp_path, 357 * 1024)) == ctx.work / "payload"
+    with pytest.raises(SourceError, match=r"100 MiB .* only 356 MiB of RAM is available"):
+        choose_staging(ctx, need, meminfo(tmp_path, 356 * 1024))
+
+
+def test_download_payload_stages_and_verifies_everything(tmp_path: Path) -> None:
+    events: list[tuple[str, str | None, str | None]] = []
+
+    class Recorder:
+        def event(self, state: str, **kw: object) -> None:
+            events.append((state, kw.get("step"), kw.get("message")))  # type: ignore[arg-type]
+
+        def upload_logs(self, bundle: Path) -> None: ...
+
+    repo = {f"repo/{name}": data for name, data in FILES.items()}
+    repo["repo/.treeinfo"] = treeinfo_text().encode()
+    session = FakeSession(file_server(repo))
+    ctx = make_ctx(tmp_path, reporter=Recorder())
+    ctx.repo_url = "http://s/repo/"
+    download_payload(ctx, transport(session), meminfo(tmp_path, 4 * 1024 * 1024))
+    assert ctx.payload_version == "0.3.0"
+    assert ctx.treeinfo is not None
+    assert ctx.treeinfo.xen == "boot/xen.gz"
+    assert set(ctx.payload) == set(FILES)
+    for name, data in FILES.items():
+        assert ctx.payload[name] == tmp_path / "work/payload" / name
+        assert ctx.payload[name].read_bytes() == data
+    assert ("installing", "download", "boot/xen.gz 100%") in events
+    assert [m for _s, _st, m in events if m and m.startswith("boot/xen.gz")] == ["boot/xen.gz 100%"]
+    assert ctx.staging == tmp_path / "work/payload"
+
+
+def test_a_corrupt_payload_fails_the_download_step(tmp_path: Path) -> None:
+    repo = {f"repo/{name}": data for name, data in FILES.items()}
+    repo["repo/.treeinfo"] = treeinfo_text().encode()
+    repo["repo/boot/vmlinuz"] = b"not the kernel"
+    ctx = make_ctx(tmp_path)
+    ctx.repo_url = "http://s/repo/"
+    io = transport(FakeSession(file_server(repo)))
+    with pytest.raises(SourceError, match="sha256 mismatch for boot/vmlinuz: expected"):
+        download_payload(ctx, io, meminfo(tmp_path, 4 * 1024 * 1024))
+
+
+def test_progress_is_reported_every_ten_percent(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    class Recorder:
+        def event(self, state: str, **kw: object) -> None:
+            seen.append(str(kw["message"]))
+
+        def upload_logs(self, bundle: Path) -> None: ...
+
+    percent = download._Percent(make_ctx(tmp_path, reporter=Recorder()), "f")
+    for value in (1, 5, 10, 11, 19, 35, 36, 99, 100):
+        percent(value)
+    assert seen == ["f 10%", "f 35%", "f 99%", "f 100%"]
+
+
+def test_no_network_gives_a_source_error(tmp_path: Path) -> None:
+    io = transport(FakeSession(lambda *_: requests.ConnectionError("unreachable")))
+    with pytest.raises(SourceError, match=r"cannot read http://s/f \(5 attempts\): unreachable"):
+        download_file("http://s/f", tmp_path / "f", "0" * 64, name="f", io=io)

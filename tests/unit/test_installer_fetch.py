@@ -1,0 +1,179 @@
+"""installer_core.fetch: schemes, retries with backoff, redaction, the answer-file steps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import requests
+
+from answerfile.model import Source, SourceType
+from installer_core import fetch
+from installer_core.fetch import Transport, fetch_answerfile, fetch_text, validate_answerfile
+from netinstall.errors import AnswerFileError, InputError, SourceError
+from tests.unit.test_installer_fakes import (
+    TOKEN,
+    FakeResponse,
+    FakeRunner,
+    FakeSession,
+    file_server,
+    make_ctx,
+    transport,
+)
+
+EXAMPLE = (Path(fetch.__file__).parents[1] / "answerfile/examples/fresh.xml").read_text()
+
+
+def test_http_text_is_fetched() -> None:
+    session = FakeSession(file_server({"a.xml": b"<x/>"}))
+    assert fetch_text("http://srv/a.xml", transport=transport(session)) == "<x/>"
+    method, url, kwargs = session.calls[0]
+    assert (method, url, kwargs["timeout"]) == ("GET", "http://srv/a.xml", 30.0)
+
+
+def test_transient_failures_are_retried_with_exponential_backoff() -> None:
+    answers: list[FakeResponse | Exception] = [
+        requests.ConnectionError("refused"),
+        FakeResponse(503, b"busy"),
+        FakeResponse(200, b"at last"),
+    ]
+    slept: list[float] = []
+    io = transport(FakeSession(lambda *_: answers.pop(0)))
+    io.sleep = slept.append
+    assert fetch_text("http://srv/x", backoff=2.0, transport=io) == "at last"
+    assert slept == [2.0, 4.0]
+
+
+def test_the_error_names_the_url_and_last_error_with_the_token_redacted() -> None:
+    url = f"http://srv/answerfile/52:54:00:12:34:56?token={TOKEN}"
+    io = transport(FakeSession(lambda *_: requests.ConnectionError(f"refused for url: {url}")))
+    slept: list[float] = []
+    io.sleep = slept.append
+    with pytest.raises(SourceError) as caught:
+        fetch_text(url, retries=3, backoff=1.0, transport=io)
+    message = str(caught.value)
+    assert TOKEN not in message
+    assert message.startswith(
+        "cannot read http://srv/answerfile/52:54:00:12:34:56?token=<redacted>"
+    )
+    assert "(3 attempts): refused for url:" in message
+    assert slept == [1.0, 2.0]
+
+
+def test_a_404_is_not_retried(caplog: pytest.LogCaptureFixture) -> None:
+    session = FakeSession(file_server({}))
+    with pytest.raises(SourceError, match=r"\(1 attempt\): HTTP 404 Not Found"):
+        fetch_text(f"https://srv/missing?token={TOKEN}", transport=transport(session))
+    assert len(session.calls) == 1
+    assert TOKEN not in caplog.text
+
+
+def test_file_urls_are_read_and_a_missing_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a b.xml").write_text("hello")
+    io = transport()
+    assert fetch_text(f"file://{tmp_path}/a%20b.xml", transport=io) == "hello"
+    with pytest.raises(SourceError, match=r"cannot read file:///.*/nope \(1 attempt\)"):
+        fetch_text(f"file://{tmp_path}/nope", transport=io)
+
+
+def test_ftp_goes_through_urllib_with_credentials() -> None:
+    import io as io_module
+
+    opened: list[str] = []
+
+    def urlopen(url: str, timeout: float) -> io_module.BytesIO:
+        opened.append(url)
+        return io_module.BytesIO(b"ftp data")
+
+    io = transport()
+    io.urlopen = urlopen
+    assert fetch_text("ftp://me:pw@srv/dir/f", transport=io) == "ftp data"
+    assert opened == ["ftp://me:pw@srv/dir/f"]
+
+
+@pytest.mark.parametrize(
+    ("url", "export"),
+    [("nfs://srv:/export/dir/a.xml", "srv:/export/dir"), ("nfs://srv/export/a.xml", "srv:/export")],
+)
+def test_nfs_mounts_read_only_reads_and_unmounts(tmp_path: Path, url: str, export: str) -> None:
+    def mount(argv: Sequence[str]) -> str:
+        (Path(argv[-1]) / url.rpartition("/")[2]).write_text("over nfs")
+        return ""
+
+    def umount(argv: Sequence[str]) -> str:
+        for child in Path(argv[-1]).iterdir():
+            child.unlink()
+        return ""
+
+    runner = FakeRunner({"mount": mount, "umount": umount})
+    io = transport(runner=runner)
+    io.mount_base = tmp_path
+    assert fetch_text(url, transport=io) == "over nfs"
+    point = str(tmp_path / "netinstall-nfs-0")
+    assert runner.calls == [
+        ["mount", "-t", "nfs", "-o", "ro,nolock", export, point],
+        ["umount", point],
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_answerfile_reads_the_url(tmp_path: Path) -> None:
+    session = FakeSession(file_server({"answerfile/m": EXAMPLE.encode()}))
+    ctx = make_ctx(tmp_path, f"install answerfile=http://srv/answerfile/m?token={TOKEN}")
+    fetch_answerfile(ctx, transport(session))
+    assert ctx.answer_text == EXAMPLE
+
+
+def test_the_generator_must_start_with_a_shebang_and_its_stdout_is_the_answer(
+    tmp_path: Path,
+) -> None:
+    ctx = make_ctx(tmp_path, "install answerfile_generator=http://srv/gen")
+    runner = FakeRunner({"answerfile-generator": "<installation/>\n"})
+    io: Transport = transport(FakeSession(file_server({"gen": b"#!/bin/sh\necho hi\n"})), runner)
+    fetch_answerfile(ctx, io)
+    assert ctx.answer_text == "<installation/>\n"
+    assert runner.calls == [[str(ctx.work / "answerfile-generator")]]
+    assert (ctx.work / "answerfile-generator").stat().st_mode & 0o777 == 0o755
+    io = transport(FakeSession(file_server({"gen": b"echo no shebang\n"})), runner)
+    with pytest.raises(SourceError, match="does not start with #!"):
+        fetch_answerfile(ctx, io)
+
+
+def test_no_answer_file_on_the_command_line_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="answerfile=URL"):
+        fetch_answerfile(make_ctx(tmp_path, "install"), transport())
+
+
+def test_validate_sets_the_model_and_the_repository(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    ctx.answer_text = EXAMPLE
+    validate_answerfile(ctx)
+    assert ctx.answer is not None
+    assert ctx.repo_url == "http://192.168.77.1:8080/repo/"
+
+
+def test_validate_refuses_a_bad_answer_file_with_every_problem(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    ctx.answer_text = "<installation><bogus/></installation>"
+    with pytest.raises(AnswerFileError) as caught:
+        validate_answerfile(ctx)
+    assert caught.value.problems
+    assert ctx.answer is None
+
+
+@pytest.mark.parametrize(
+    ("source", "server", "expected"),
+    [
+        (Source(SourceType.URL, "http://r/repo"), None, "http://r/repo/"),
+        (Source(SourceType.NFS, "srv:/export/repo/"), None, "nfs://srv:/export/repo/"),
+        (Source(SourceType.LOCAL), "http://10.0.0.1:8080/", "http://10.0.0.1:8080/repo/"),
+    ],
+)
+def test_repository_url(source: Source, server: str | None, expected: str) -> None:
+    assert fetch.repository_url(source, server) == expected
+
+
+def test_a_local_source_needs_the_server() -> None:
+    with pytest.raises(InputError, match=r"no netinstall.server="):
+        fetch.repository_url(Source(SourceType.LOCAL), None)

@@ -1,0 +1,107 @@
+"""installer_core.report: event bodies and headers per docs/protocol.md; an unreachable
+server never fails the install; the token never reaches a log."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import requests
+
+from installer_core.report import NullReporter, ServerReporter
+from tests.unit.test_installer_fakes import TOKEN, FakeResponse, FakeSession
+
+MAC = "52:54:00:12:34:56"
+EVENTS = "http://srv:8080/api/v1/hosts/52-54-00-12-34-56/events"
+
+
+def reporter(session: FakeSession, mac: str | None = MAC) -> ServerReporter:
+    return ServerReporter(
+        "http://srv:8080/",
+        mac,
+        TOKEN,
+        session,
+        sleep=lambda _s: None,  # type: ignore[arg-type]
+    )
+
+
+def test_events_are_posted_with_the_bearer_token() -> None:
+    session = FakeSession(lambda *_: FakeResponse(200, b"{}"))
+    report = reporter(session)
+    report.event("installing", step="partition", progress=0.35)
+    report.event("failed", step="download", message="sha256 mismatch for boot/xen.gz")
+    report.event("installed")
+    assert [(m, u) for m, u, _ in session.calls] == [("POST", EVENTS)] * 3
+    bodies = [kwargs["json"] for _m, _u, kwargs in session.calls]
+    assert bodies == [
+        {"state": "installing", "step": "partition", "progress": 0.35},
+        {"state": "failed", "step": "download", "message": "sha256 mismatch for boot/xen.gz"},
+        {"state": "installed"},
+    ]
+    assert session.calls[0][2]["headers"] == {"Authorization": f"Bearer {TOKEN}"}
+    assert TOKEN not in repr(report)
+
+
+def test_an_unreachable_server_is_retried_logged_and_never_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url_with_token = f"http://srv:8080/x?token={TOKEN}"
+    session = FakeSession(lambda *_: requests.ConnectionError(f"refused {url_with_token}"))
+    report = reporter(session)
+    report.event("installing", step="network", progress=0.0)
+    assert len(session.calls) == 3
+    assert "wait for the server" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+def test_waiting_events_go_out_in_order_once_the_server_answers() -> None:
+    up = {"now": False}
+
+    def handle(*_: object) -> FakeResponse | Exception:
+        return FakeResponse(200, b"{}") if up["now"] else requests.ConnectionError("down")
+
+    session = FakeSession(handle)
+    report = reporter(session)
+    report.event("installing", step="network", progress=0.0)
+    up["now"] = True
+    report.event("installing", step="fetch-answerfile", progress=0.05)
+    sent = [kw["json"]["step"] for _m, _u, kw in session.calls if "json" in kw][-2:]
+    assert sent == ["network", "fetch-answerfile"]
+
+
+def test_events_wait_for_the_mac_when_there_was_no_bootif() -> None:
+    session = FakeSession(lambda *_: FakeResponse(200, b"{}"))
+    report = reporter(session, mac=None)
+    report.event("installing", step="network", progress=0.0)
+    assert session.calls == []
+    report.mac = MAC
+    report.flush()
+    assert [u for _m, u, _ in session.calls] == [EVENTS]
+
+
+def test_a_refusal_is_logged_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    session = FakeSession(lambda *_: FakeResponse(401, f"bad token {TOKEN}".encode()))
+    report = reporter(session)
+    report.event("installed")
+    report.event("installed")
+    assert len(session.calls) == 2  # not retried, not kept
+    assert "HTTP 401" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+def test_the_log_bundle_is_put(tmp_path: Path) -> None:
+    bundle = tmp_path / "support.tar.bz2"
+    bundle.write_bytes(b"BZh9...")
+    session = FakeSession(lambda *_: FakeResponse(201, b"{}"))
+    reporter(session).upload_logs(bundle)
+    method, url, kwargs = session.calls[0]
+    assert (method, url) == ("PUT", EVENTS.replace("/events", "/logs"))
+    assert kwargs["data"] == b"BZh9..."
+    assert kwargs["headers"]["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_the_null_reporter_does_nothing(tmp_path: Path) -> None:
+    NullReporter().event("installing", step="x", progress=0.5)
+    NullReporter().upload_logs(tmp_path / "none")
