@@ -223,13 +223,9 @@ def images_build(
 # -- demo -----------------------------------------------------------------------
 
 
-@main.command("demo")
-def demo() -> None:
-    """PXE-install a QEMU machine and boot it into Xen + dom0 (not available yet)."""
-    raise NetinstallError(
-        "demo is not available yet: it needs the installer image, the payload "
-        "repository and the provisioning server, which are not built yet"
-    )
+from netinstall.cli_demo import demo  # noqa: E402
+
+main.add_command(demo)
 
 
 # -- provisioning server ------------------------------------------------------------

@@ -1,0 +1,5 @@
+"""The end-to-end lab: a QEMU machine network-installed by our server in a namespace.
+
+``netns`` (namespace, bridge, tap), ``qemu`` (machines), ``services`` (the server and
+QEMU as child processes), ``console`` (milestones), ``demo`` (the orchestration).
+"""

@@ -1,0 +1,159 @@
+"""Milestones of a lab run, from the serial console and the registry's events.
+
+``Tracker`` is pure: feed it console lines (``line``) and registry events
+(``event``) with the seconds since the start, and it records the first time each
+milestone was reached, facts seen on the way (root and SR UUIDs, the installer's
+exit status) and a failure reason when the run cannot succeed any more.
+``SerialLog`` follows the file QEMU writes the serial console to. ``phase_table``
+formats the milestones for the end of a run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NETWORK_BOOT = "network boot"  # the host fetched its boot config: signalled
+XEN_NETWORK = "Xen from the network"  # the installer's Xen banner
+INSTALLER_UP = "installer up"
+INSTALLED = "installed"
+REBOOT = "reboot"
+XEN_DISK = "Xen from disk"
+DOM0_DISK = "dom0 up from disk"
+SR_CREATED = "SR created"
+RUNNING = "running"
+FAILED = "failed"
+
+_XEN = re.compile(r"Xen version 4\.\d+")
+_INIT = re.compile(r"netinstall-init: |installer_core: ")
+_STEP = re.compile(r"netinstall: step (\S+) \((\d+)/(\d+)\)")
+_EXIT = re.compile(r"netinstall-init: the installer exited with status (\d+)")
+_REBOOT = re.compile(
+    r"netinstall-init: reboot\b|reboot: Restarting system|Hardware Dom0 shutdown: rebooting"
+)
+_CMDLINE = re.compile(r"Kernel command line: (.*)|Command line: (.*)")
+_ROOT_UUID = re.compile(r"\broot=UUID=([0-9A-Fa-f-]+)")
+_SR = re.compile(r"local SR: (\S+) on .*, uuid ([0-9a-f-]{36})")
+_SECRET = re.compile(r"(token=)[^\s&]+")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
+
+
+def step_milestone(name: str) -> str:
+    return f"step {name}"
+
+
+@dataclass
+class Tracker:
+    """The milestones reached so far, in order, with the seconds since the start."""
+
+    reached: dict[str, float] = field(default_factory=dict)
+    facts: dict[str, str] = field(default_factory=dict)
+    failure: str | None = None
+    _rebooted: bool = False  # a reboot after the installer came up
+    _xen_after_reboot: bool = False
+
+    def _reach(self, name: str, at: float) -> bool:
+        if name in self.reached:
+            return False
+        self.reached[name] = at
+        return True
+
+    def _fail(self, why: str) -> None:
+        if self.failure is None:
+            self.failure = why
+
+    def line(self, text: str, at: float) -> None:
+        """One console line seen ``at`` seconds after the start."""
+        text = clean(text)
+        if _XEN.search(text):
+            if self._rebooted:
+                self._xen_after_reboot = True
+                if INSTALLED in self.reached:  # else: the network again, not the disk
+                    self._reach(XEN_DISK, at)
+            else:
+                self._reach(XEN_NETWORK, at)
+        if _INIT.search(text):
+            if self._rebooted and self._xen_after_reboot:
+                self._fail("after the reboot the machine booted the installer again")
+            self._reach(INSTALLER_UP, at)
+        if match := _STEP.search(text):
+            self._reach(step_milestone(match.group(1)), at)
+        if match := _EXIT.search(text):
+            self.facts.setdefault("installer_exit", match.group(1))
+        if _REBOOT.search(text) and INSTALLER_UP in self.reached and not self._rebooted:
+            self._rebooted = True
+            self._reach(REBOOT, at)
+        if (match := _CMDLINE.search(text)) and XEN_DISK in self.reached:
+            cmdline = match.group(1) or match.group(2) or ""
+            if root := _ROOT_UUID.search(cmdline):
+                self.facts.setdefault("cmdline_root_uuid", root.group(1).lower())
+                self._reach(DOM0_DISK, at)
+        if match := _SR.search(text):
+            self.facts.setdefault("sr_type", match.group(1))
+            self.facts.setdefault("sr_uuid", match.group(2))
+            self._reach(SR_CREATED, at)
+
+    def event(self, state: str, step: str | None, message: str | None, at: float) -> None:
+        """One registry event (its state, step and message) seen ``at`` seconds in."""
+        if state in ("signalled", "installing", "installed", "running"):
+            self._reach(NETWORK_BOOT, at)  # a later state implies the boot config was fetched
+        if state == "installing" and step:
+            self._reach(step_milestone(step), at)
+        if state == INSTALLED:
+            self._reach(INSTALLED, at)
+        if state == RUNNING:
+            self._reach(RUNNING, at)
+        if state == FAILED:
+            self._reach(FAILED, at)
+            self._fail(f"the host reported failed: {message or '(no message)'}")
+
+
+def redact(text: str) -> str:
+    """``text`` with install tokens (the installer's kernel command line) hidden."""
+    return _SECRET.sub(r"\1<redacted>", text)
+
+
+def clean(text: str) -> str:
+    """A console line without escape sequences and carriage returns."""
+    return _ANSI.sub("", text).replace("\r", "").rstrip()
+
+
+class SerialLog:
+    """Follows the serial console file: ``read()`` returns the lines completed since."""
+
+    def __init__(self, path: Path, keep: int = 40) -> None:
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+        self.tail: deque[str] = deque(maxlen=keep)
+
+    def read(self) -> list[str]:
+        try:
+            with self.path.open("rb") as stream:
+                stream.seek(self._offset)
+                data = stream.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(data)
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        lines = [clean(raw.decode("utf-8", "replace")) for raw in complete]
+        self.tail.extend(lines)
+        return lines
+
+    def last_lines(self) -> list[str]:
+        """The last lines seen, the unfinished one included, tokens redacted."""
+        partial = clean(self._partial.decode("utf-8", "replace"))
+        return [redact(line) for line in [*self.tail, *([partial] if partial else [])]]
+
+
+def phase_table(reached: dict[str, float]) -> str:
+    """Milestone, seconds since the start, seconds since the previous milestone."""
+    rows = [("milestone", "at (s)", "phase (s)")]
+    previous = 0.0
+    for name, at in sorted(reached.items(), key=lambda item: item[1]):
+        rows.append((name, f"{at:.1f}", f"{at - previous:.1f}"))
+        previous = at
+    width = max(len(row[0]) for row in rows)
+    return "\n".join(f"{a:<{width}}  {b:>8}  {c:>9}" for a, b, c in rows)

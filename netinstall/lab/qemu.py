@@ -1,0 +1,103 @@
+"""The lab's test machine: QEMU command lines (pure) and its disk and firmware files.
+
+Both machines network-boot first and fall back to their disk (``bootindex`` 1 on the
+NIC, 2 on the disk), as a real server set to network-first would:
+
+* BIOS: SeaBIOS, an e1000 NIC with QEMU's default iPXE ROM (which runs
+  ``pxelinux.0``); ``localboot 0`` makes SeaBIOS move on to the disk.
+* UEFI: q35 + OVMF (a private copy of the variable store), a virtio-net NIC with
+  an empty ``romfile=`` so OVMF's own driver and PXE client load ``grubx64.efi``
+  as real firmware would (an e1000 without its iPXE ROM has no EFI driver at all:
+  OVMF skips the network); PXE over IPv6 is switched off (it would wait ~60 s).
+
+No ``-no-reboot``: the installer reboots into the installed system. ``-accel tcg``
+always (KVM dies inside the firmware on these machines); the default CPU model.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from netinstall.errors import InputError
+
+Firmware = Literal["bios", "uefi"]
+FIRMWARES: tuple[Firmware, ...] = ("bios", "uefi")
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+DISK_SIZE = 60 * 2**30  # sparse
+MEMORY_MIB = 3072  # the installer boots with dom0_mem=2048M
+BASE_MAC = "52:54:00:77:00:"
+MAC_SUFFIX = {"bios": "01", "uefi": "02"}  # two machines may run side by side
+# OVMF has a driver of its own for virtio-net, none for e1000 (whose EFI driver is iPXE's).
+NIC = {"bios": "e1000", "uefi": "virtio-net-pci"}
+
+
+def lab_mac(firmware: Firmware) -> str:
+    """The fixed MAC of the lab machine for ``firmware``."""
+    return BASE_MAC + MAC_SUFFIX[firmware]
+
+
+@dataclass(frozen=True)
+class Machine:
+    firmware: Firmware
+    mac: str
+    disk: Path  # raw image
+    serial: Path  # the serial console, written by QEMU
+    monitor: Path  # a unix socket: the QEMU monitor
+    tap: str | None = None  # None: no NIC backend given (argv callers add one)
+    ovmf_vars: Path | None = None  # UEFI: this machine's copy of OVMF_VARS
+    memory_mib: int = MEMORY_MIB
+    binary: str = "qemu-system-x86_64"
+
+    def __post_init__(self) -> None:
+        if self.firmware not in FIRMWARES:
+            raise InputError(f"firmware {self.firmware!r} is not one of {', '.join(FIRMWARES)}")
+        if self.firmware == "uefi" and self.ovmf_vars is None:
+            raise InputError("a UEFI machine needs its own copy of the OVMF variable store")
+
+
+def argv(machine: Machine) -> list[str]:
+    """The QEMU command line for ``machine`` (pure)."""
+    args = [
+        machine.binary,
+        "-accel", "tcg",
+        "-m", str(machine.memory_mib),
+        "-smp", "1",
+        "-display", "none",
+        "-serial", f"file:{machine.serial}",
+        "-monitor", f"unix:{machine.monitor},server=on,wait=off",
+        "-name", f"netinstall-lab-{machine.firmware}",
+    ]  # fmt: skip
+    nic = f"{NIC[machine.firmware]},netdev=n0,mac={machine.mac},bootindex=1"
+    if machine.firmware == "uefi":
+        args += [
+            "-machine", "q35",
+            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,file={machine.ovmf_vars}",
+            "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n",
+        ]  # fmt: skip
+        nic += ",romfile="  # OVMF's own PXE client, not iPXE's EFI ROM
+    if machine.tap is not None:
+        args += ["-netdev", f"tap,id=n0,ifname={machine.tap},script=no,downscript=no"]
+    args += [
+        "-device", nic,
+        "-drive", f"file={machine.disk},if=none,id=d0,format=raw,discard=unmap",
+        "-device", "virtio-blk-pci,drive=d0,bootindex=2",
+    ]  # fmt: skip
+    return args
+
+
+def make_disk(path: Path, size: int = DISK_SIZE) -> None:
+    """A sparse raw disk of ``size`` bytes (replaces an existing file)."""
+    with path.open("wb") as stream:
+        stream.truncate(size)
+
+
+def copy_ovmf_vars(path: Path) -> None:
+    """A private, writable copy of OVMF's empty variable store."""
+    if not OVMF_CODE.is_file() or not OVMF_VARS.is_file():
+        raise InputError(f"{OVMF_CODE} or {OVMF_VARS} is missing: install the ovmf package")
+    shutil.copyfile(OVMF_VARS, path)

@@ -1,0 +1,87 @@
+"""The lab end to end: a QEMU machine network-boots from our server in a namespace.
+
+``test_network_boot_reaches_the_installer``: DHCP from our dnsmasq, pxelinux (BIOS)
+or GRUB (UEFI) from our TFTP server, the per-MAC config (the host becomes
+``signalled``), Xen + the installer dom0, the installer's first lines.
+``test_install_and_boot_from_disk``: the whole flow, until the installed
+system reports ``running`` after its reboot with facts that match the disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from netinstall.lab import console, netns
+from netinstall.lab.demo import LabOptions, LabResult, run_lab
+from netinstall.lab.qemu import Firmware
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+OUT = REPO / "build"
+CACHE = Path.home() / ".cache" / "netinstall"
+FIRMWARES = ["bios", "uefi"]
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    """``build/`` with the installer, repository and netboot tree, built when out of date."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (images, network namespaces, a tap device)")
+    for tool in ("qemu-system-x86_64", "ip", "dnsmasq"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is missing (scripts/host-packages.txt)")
+    from images.build import build
+
+    build(out=OUT, cache=CACHE)
+    return OUT
+
+
+def _lab(built: Path, firmware: Firmware, until: str, timeout: float, keep: Path) -> LabResult:
+    before = {n for n in netns.namespaces() if n.startswith(netns.PREFIX)}
+    options = LabOptions(
+        firmware=firmware,
+        repo=built / "repo",
+        netboot=built / "netboot",
+        until=until,
+        timeout=timeout,
+        keep=keep,
+    )
+    result = run_lab(options)
+    print(f"\n{firmware}:\n{console.phase_table(result.tracker.reached)}")
+    left = {n for n in netns.namespaces() if n.startswith(netns.PREFIX)} - before
+    assert not left, f"namespaces left behind: {left}"
+    tail = "\n".join(result.console_tail)
+    assert result.ok, f"{firmware}: {result.reason}\n{tail}"
+    return result
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_network_boot_reaches_the_installer(
+    built: Path, firmware: Firmware, tmp_path: Path
+) -> None:
+    result = _lab(built, firmware, console.INSTALLER_UP, 300, tmp_path)
+    reached = result.tracker.reached
+    order = [console.NETWORK_BOOT, console.XEN_NETWORK, console.INSTALLER_UP]
+    assert all(name in reached for name in order), reached
+    assert [reached[name] for name in order] == sorted(reached[name] for name in order)
+    dhcp = (tmp_path / "server.log").read_text(errors="replace")
+    boot_file = "pxelinux.0" if firmware == "bios" else "grubx64.efi"
+    assert f"tags: {'bios' if firmware == 'bios' else 'efi64'}" in dhcp
+    assert boot_file in dhcp
+
+
+@pytest.mark.timeout(2400)
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_install_and_boot_from_disk(built: Path, firmware: Firmware, tmp_path: Path) -> None:
+    result = _lab(built, firmware, console.RUNNING, 1800, tmp_path)
+    reached = result.tracker.reached
+    assert reached[console.INSTALLED] < reached[console.REBOOT] < reached[console.XEN_DISK]
+    assert reached[console.XEN_DISK] < reached[console.RUNNING]
+    assert any(check.startswith("payload version") for check in result.checks), result.checks
+    assert result.tracker.facts.get("sr_uuid"), result.tracker.facts

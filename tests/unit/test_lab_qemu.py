@@ -1,0 +1,116 @@
+"""The lab's QEMU command lines and namespace commands (pure parts of netinstall.lab)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netinstall.errors import InputError
+from netinstall.lab import netns, qemu, services
+
+
+def _machine(firmware: qemu.Firmware, tmp_path: Path) -> qemu.Machine:
+    return qemu.Machine(
+        firmware=firmware,
+        mac=qemu.lab_mac(firmware),
+        disk=tmp_path / "disk.raw",
+        serial=tmp_path / "serial.log",
+        monitor=tmp_path / "monitor.sock",
+        tap="tap0",
+        ovmf_vars=tmp_path / "vars.fd" if firmware == "uefi" else None,
+    )
+
+
+def _value(argv: list[str], option: str) -> list[str]:
+    return [argv[i + 1] for i, arg in enumerate(argv) if arg == option]
+
+
+def test_each_firmware_has_its_own_mac() -> None:
+    assert qemu.lab_mac("bios") == "52:54:00:77:00:01"
+    assert qemu.lab_mac("uefi") == "52:54:00:77:00:02"
+
+
+def test_bios_machine_boots_the_nic_first_with_the_ipxe_rom(tmp_path: Path) -> None:
+    argv = qemu.argv(_machine("bios", tmp_path))
+    assert argv[:3] == ["qemu-system-x86_64", "-accel", "tcg"]
+    assert _value(argv, "-m") == ["3072"]
+    devices = _value(argv, "-device")
+    assert devices[0] == "e1000,netdev=n0,mac=52:54:00:77:00:01,bootindex=1"  # default ROM
+    assert devices[1] == "virtio-blk-pci,drive=d0,bootindex=2"
+    assert "-machine" not in argv
+    assert "if=pflash" not in " ".join(argv)
+    assert _value(argv, "-netdev") == ["tap,id=n0,ifname=tap0,script=no,downscript=no"]
+    assert _value(argv, "-serial") == [f"file:{tmp_path / 'serial.log'}"]
+    assert _value(argv, "-monitor") == [f"unix:{tmp_path / 'monitor.sock'},server=on,wait=off"]
+    assert "-no-reboot" not in argv  # the installer reboots into the installed system
+    assert "-cpu" not in argv
+
+
+def test_uefi_machine_uses_ovmf_and_its_own_pxe_client(tmp_path: Path) -> None:
+    argv = qemu.argv(_machine("uefi", tmp_path))
+    assert _value(argv, "-machine") == ["q35"]
+    drives = _value(argv, "-drive")
+    assert drives[0] == f"if=pflash,format=raw,readonly=on,file={qemu.OVMF_CODE}"
+    assert drives[1] == f"if=pflash,format=raw,file={tmp_path / 'vars.fd'}"
+    assert drives[2].startswith(f"file={tmp_path / 'disk.raw'},if=none,id=d0,format=raw")
+    nic = _value(argv, "-device")[0]
+    assert nic.startswith("virtio-net-pci,")
+    assert nic.endswith(",bootindex=1,romfile=")
+    assert "name=opt/org.tianocore/IPv6PXESupport,string=n" in _value(argv, "-fw_cfg")
+
+
+def test_uefi_machine_needs_a_vars_copy(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="OVMF variable store"):
+        qemu.Machine("uefi", "52:54:00:77:00:02", tmp_path, tmp_path, tmp_path)
+
+
+def test_make_disk_is_sparse(tmp_path: Path) -> None:
+    disk = tmp_path / "disk.raw"
+    qemu.make_disk(disk, 2**30)
+    assert disk.stat().st_size == 2**30
+    assert disk.stat().st_blocks == 0
+
+
+def test_namespace_commands_build_bridge_addresses_and_tap() -> None:
+    net = netns.LabNetwork(namespace="ni-lab-0a1b2c3d")
+    commands = [" ".join(c) for c in netns.setup_commands(net)]
+    assert commands[0] == "ip netns add ni-lab-0a1b2c3d"
+    assert "ip -n ni-lab-0a1b2c3d link add br0 type bridge" in commands
+    assert "ip -n ni-lab-0a1b2c3d addr add 192.168.77.1/24 dev br0" in commands
+    assert "ip -n ni-lab-0a1b2c3d addr add fd77::1/64 dev br0 nodad" in commands
+    assert commands[-2:] == [
+        "ip -n ni-lab-0a1b2c3d link set tap0 master br0",
+        "ip -n ni-lab-0a1b2c3d link set tap0 up",
+    ]
+    assert net.server_ip == "192.168.77.1"
+    assert net.ra_prefix == "fd77::"
+
+
+def test_new_networks_get_distinct_lab_names() -> None:
+    first, second = netns.new_network(), netns.new_network()
+    assert first.namespace.startswith("ni-lab-")
+    assert len(first.namespace) == 15
+    assert first.namespace != second.namespace
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"namespace": "other"}, "is not like ni-lab-"),
+        ({"range_start": "10.0.0.5"}, "outside 192.168.77.0/24"),
+    ],
+)
+def test_lab_network_rejects_bad_values(changes: dict[str, str], problem: str) -> None:
+    values = {"namespace": "ni-lab-00", **changes}
+    with pytest.raises(InputError, match=problem):
+        netns.LabNetwork(**values)
+
+
+def test_server_runs_in_the_namespace_with_full_dhcp(tmp_path: Path) -> None:
+    net = netns.LabNetwork(namespace="ni-lab-00")
+    argv = netns.netns_exec(net.namespace, services.server_argv(tmp_path, net))
+    assert argv[:4] == ["ip", "netns", "exec", "ni-lab-00"]
+    text = " ".join(argv)
+    assert f"server run {tmp_path} --bind 192.168.77.1 --tftp-port 69 --http-port 8080" in text
+    assert text.endswith("--dhcp full --interface br0 --range 192.168.77.100,192.168.77.200")
