@@ -3,7 +3,7 @@
 ``test_network_boot_reaches_the_installer``: DHCP from our dnsmasq, pxelinux (BIOS)
 or GRUB (UEFI) from our TFTP server, the per-MAC config (the host becomes
 ``signalled``), Xen + the installer dom0, the installer's first lines.
-``test_install_and_boot_from_disk``: the whole flow, until the installed
+``test_install_and_boot_from_disk`` (slow, make test-all): the whole flow, until the installed
 system reports ``running`` after its reboot with facts that match the disk.
 """
 
@@ -76,12 +76,14 @@ def test_network_boot_reaches_the_installer(
     assert boot_file in dhcp
 
 
+@pytest.mark.slow  # ~6-8 min per firmware under TCG; in make test-all until CI has run it
 @pytest.mark.timeout(2400)
 @pytest.mark.parametrize("firmware", FIRMWARES)
 def test_install_and_boot_from_disk(built: Path, firmware: Firmware, tmp_path: Path) -> None:
     result = _lab(built, firmware, console.RUNNING, 1800, tmp_path)
     reached = result.tracker.reached
-    assert reached[console.INSTALLED] < reached[console.REBOOT] < reached[console.XEN_DISK]
-    assert reached[console.XEN_DISK] < reached[console.RUNNING]
+    # Milestones seen in the same poll share a timestamp: the order is what counts.
+    assert reached[console.INSTALLED] <= reached[console.REBOOT] <= reached[console.XEN_DISK]
+    assert reached[console.XEN_DISK] <= reached[console.RUNNING]
     assert any(check.startswith("payload version") for check in result.checks), result.checks
     assert result.tracker.facts.get("sr_uuid"), result.tracker.facts
