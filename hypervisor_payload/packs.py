@@ -46,6 +46,7 @@ import re
 import shutil
 import tarfile
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
@@ -242,6 +243,11 @@ def _source_metadata(source: Path) -> dict[str, str]:
     return {"originator": ORIGINATOR, **{k: str(v).strip() for k, v in data.items()}}
 
 
+def source_name(source: Path) -> str:
+    """The name of the pack ``source`` builds, its ``pack.toml`` checked as ``build_pack`` does."""
+    return _source_metadata(source)["name"]
+
+
 def _tar_member(path: Path, arcname: str) -> tarfile.TarInfo:
     info = tarfile.TarInfo(arcname)
     info.uid = info.gid = 0
@@ -333,3 +339,16 @@ def write_repository_list(repository: Path, packs: tuple[Pack, ...] | list[Pack]
     path = repository / REPOSITORY_LIST
     path.write_text("".join(f"{pack.directory}\n" for pack in packs))
     return path
+
+
+def add_to_repository(repository: Path, sources: Sequence[Path]) -> tuple[Pack, ...]:
+    """Build ``sources`` into ``repository`` and list them in its ``XS-REPOSITORY-LIST``.
+
+    Packs already listed stay (one of the same name is replaced). Returns the packs built.
+    """
+    listed = read_packs(repository, verify=False)  # a broken list fails before any build
+    built = [build_pack(source, repository) for source in sources]
+    replaced = {pack.directory for pack in built}
+    kept = [p for p in listed if p.directory not in replaced]
+    write_repository_list(repository, [*kept, *built])
+    return tuple(built)

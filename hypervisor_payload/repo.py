@@ -30,7 +30,12 @@ from pathlib import Path
 from hypervisor_payload import dom0_root
 from hypervisor_payload.checksums import SHA256SUMS, digests, render_sha256sums, repository_files
 from hypervisor_payload.dom0_config import DOM0_PACKAGES
-from hypervisor_payload.packs import Pack, build_pack, read_packs, write_repository_list
+from hypervisor_payload.packs import (
+    Pack,
+    add_to_repository,
+    build_pack,
+    write_repository_list,
+)
 from hypervisor_payload.treeinfo import TREEINFO, TreeInfo, parse_treeinfo, render_treeinfo
 from images.context import REPO_ROOT, BuildContext
 from images.progress import size_text
@@ -129,10 +134,7 @@ def add_packs(repository: Path, sources: Sequence[Path]) -> TreeInfo:
     ``XS-REPOSITORY-LIST``, ``.treeinfo`` and ``SHA256SUMS`` are written again.
     """
     info = parse_treeinfo((repository / TREEINFO).read_text())
-    built = [build_pack(source, repository) for source in sources]
-    replaced = {pack.directory for pack in built}
-    kept = [p for p in read_packs(repository, verify=False) if p.directory not in replaced]
-    write_repository_list(repository, [*kept, *built])
+    add_to_repository(repository, sources)
     return write_metadata(repository, replace(info, checksums={}))
 
 

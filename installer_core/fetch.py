@@ -9,6 +9,7 @@ error with passwords and ``token=`` values redacted.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -171,9 +172,30 @@ def check_status(response: requests.Response) -> None:
     if response.status_code < 400:
         return
     reason = f"HTTP {response.status_code} {response.reason or ''}".strip()
+    if said := server_said(response):
+        reason = f"{reason}: {said}"
     if response.status_code < 500 and response.status_code not in _TRANSIENT_HTTP:
         raise Permanent(reason)
     raise SourceError(reason)
+
+
+def server_said(response: requests.Response, limit: int = 2000) -> str:
+    """The reason in an error reply: our server's ``{"error": ...}``, or its text's start."""
+    try:
+        response.raw.decode_content = True
+        body = response.raw.read(limit + 1)
+    except (OSError, requests.RequestException, urllib3.exceptions.HTTPError):
+        return ""
+    text = body.decode("utf-8", "replace").strip()
+    if "json" in response.headers.get("Content-Type", ""):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if isinstance(value, dict) and isinstance(error := value.get("error"), str):
+            return error
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def nfs_parts(url: str) -> tuple[str, str, str]:

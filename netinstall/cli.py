@@ -175,6 +175,13 @@ from netinstall.cli_partition import partition  # noqa: E402
 main.add_command(partition)
 
 
+# -- supplemental packs -----------------------------------------------------------
+
+from netinstall.cli_pack import pack  # noqa: E402
+
+main.add_command(pack)
+
+
 # -- images -----------------------------------------------------------------------
 
 

@@ -26,6 +26,15 @@ MILESTONES = {"installer": "installer up", "running": "running"}
     show_default=True,
     help="Stop once the installer is up, or go on to the installed system running.",
 )
+@click.option(
+    "--scenario",
+    type=click.Choice(["install", "bad-answer-file"]),
+    default="install",
+    show_default=True,
+    help="install: the firmware's full install (BIOS: static address, lvm SR; UEFI: DHCP, "
+    "ext SR, a supplemental pack; both: a script at each stage). bad-answer-file: the "
+    "install must fail cleanly (failed reported with the message, the disk untouched).",
+)
 @click.option("--timeout", type=click.FloatRange(min=1), default=1800.0, show_default=True)
 @click.option(
     "--keep",
@@ -43,6 +52,7 @@ MILESTONES = {"installer": "installer up", "running": "running"}
 def demo(
     *,
     firmware: str,
+    scenario: str,
     until: str,
     timeout: float,
     keep: str | None,
@@ -53,6 +63,10 @@ def demo(
     """PXE-install a QEMU machine and boot it into Xen + dom0 (needs root, ~15 min)."""
     from netinstall.lab import console
     from netinstall.lab.demo import LabOptions, run_lab
+    from netinstall.lab.scenario import scenario_for
+
+    chosen = scenario_for(firmware, scenario)
+    milestone = console.FAILED if chosen.expect_failure else MILESTONES[until]
 
     build_dir = Path(out)
     if not no_build:
@@ -65,9 +79,10 @@ def demo(
         firmware="bios" if firmware == "bios" else "uefi",
         repo=build_dir / "repo",
         netboot=build_dir / "netboot",
-        until=MILESTONES[until],
+        until=milestone,
         timeout=timeout,
         keep=Path(keep) if keep else None,
+        scenario=chosen,
     )
     result = run_lab(options, say=click.echo)
     click.echo("")

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -144,11 +144,15 @@ def server_init(
     unknown_policy: str | None,
 ) -> None:
     """Create the server directory: registry, API token, the default profile. Idempotent."""
+    from pxe_server.http_files import FILES_DIR
     from pxe_server.registry import REGISTRY_FILE, Registry, default_profile
 
     where = _directory(directory, positional)
     if where.exists() and not where.is_dir():
         raise InputError(f"{where} exists and is not a directory")
+    files = where / FILES_DIR
+    if files.exists() and not files.is_dir():
+        raise InputError(f"{files} exists and is not a directory (it holds the files for /files/)")
     existed = (where / REGISTRY_FILE).is_file()
     settings = {
         "repo": _repo_setting(repo) if repo is not None else None,
@@ -165,6 +169,10 @@ def server_init(
         wrote = _write_api_token(where, registry.api_token())
         state = "written, mode 0600" if wrote else "kept"
         click.echo(f"API token: {where / API_TOKEN_FILE} ({state})")
+        if not files.is_dir():
+            files.mkdir()
+            files.chmod(0o755)  # not the umask's: the operator's files are meant to be read
+        click.echo(f"files: {files} (served at /files/)")
         if registry.get_profile("default") is None:
             registry.add_profile(default_profile())
             click.echo("profile default: created")
@@ -313,10 +321,26 @@ def _host_json(item: Host, events: Sequence[Event]) -> dict[str, object]:
         "progress": item.progress,
         "assigned_version": item.assigned_version,
         "running_version": item.running_version,
+        "facts": dict(item.facts),
         "token": "set" if item.token else "none",
         "agent_credential": "set" if item.agent_credential else "none",
         "last_event": _event_json(events[-1] if events else None),
     }
+
+
+def _fact_fields(facts: Mapping[str, object]) -> list[tuple[str, str]]:
+    """What ``host show`` prints of the last running report's facts."""
+    shown = []
+    addresses = facts.get("addresses")
+    if isinstance(addresses, list) and addresses:
+        text = ", ".join(
+            f"{a.get('address')} ({a.get('interface')})" for a in addresses if isinstance(a, dict)
+        )
+        shown.append(("addresses", text))
+    for key, label in (("xen_version", "xen"), ("sr_type", "SR type"), ("sr_uuid", "SR uuid")):
+        if facts.get(key):
+            shown.append((label, str(facts[key])))
+    return shown
 
 
 def _event_line(event: Event) -> str:
@@ -397,6 +421,7 @@ def host_show(mac: str, directory: str, as_json: bool) -> None:
         ("install token", "set" if item.token else "none"),
         ("agent credential", "set" if item.agent_credential else "none"),
         ("variables", ", ".join(f"{k}={v}" for k, v in _shown_variables(item).items()) or "-"),
+        *_fact_fields(item.facts),
     ]
     for label, value in fields:
         click.echo(f"{label + ':':<18}{value}")

@@ -139,7 +139,11 @@ async def answer_file(request: web.Request) -> web.StreamResponse:
         return error(500, f"host {mac} has profile {host.profile!r}, which does not exist")
     try:
         text = await blocking(render.answer_file, host, profile, ctx.settings, ctx.repository_url())
-    except (InputError, jinja2.TemplateError) as exc:
+    except InputError as exc:  # the rendered file is invalid, or a variable is missing
+        said = " ".join(exc.problems)
+        log.warning("answer file of %s cannot be served: %s", mac, said)
+        return error(500, said)
+    except jinja2.TemplateError as exc:
         log.warning("answer file of %s (profile %s) cannot be rendered: %s", mac, profile.name, exc)
         return error(
             500, f"the answer-file template of profile {profile.name!r} does not work: {exc}"

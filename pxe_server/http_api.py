@@ -41,6 +41,7 @@ def host_json(host: Host) -> dict[str, Any]:
         "progress": host.progress,
         "assigned_version": host.assigned_version,
         "running_version": host.running_version,
+        "facts": dict(host.facts),
     }
 
 

@@ -1,4 +1,5 @@
-"""HTTP, part 1: what every handler shares, and the file routes (``/boot/``, ``/repo/``).
+"""HTTP, part 1: what every handler shares, and the file routes (``/boot/``, ``/repo/``,
+``/files/``).
 
 Files are served by aiohttp's ``web.FileResponse`` (sendfile, ``Range``, ``HEAD``,
 ``If-Modified-Since``); this module decides which file, and never one outside its root:
@@ -30,6 +31,8 @@ NO_REPO = (
     "no install repository configured: run `netinstall images build`, then "
     "`netinstall server init --repo DIR` (DIR: build/repo)"
 )
+FILES_DIR = "files"  # in the server directory: the operator's files, served at /files/
+NO_FILES = "run `netinstall server init` to create it, then put the files to serve in it"
 
 
 @dataclass
@@ -43,6 +46,11 @@ class Context:
     repo: Path | None
     api_token: str
     repo_url: str | None = None  # the repository's URL when it is not served here
+
+    @property
+    def files(self) -> Path:
+        """The operator's files (answer-file scripts, driver sources), served at ``/files/``."""
+        return self.registry_dir / FILES_DIR
 
     def repository_url(self) -> str:
         """What answer files name as the source: ours (``<http_base>/repo/``) or the given URL."""
@@ -117,6 +125,13 @@ async def repo_file(request: web.Request) -> web.StreamResponse:
     return _serve_file(context(request).repo, request.match_info["path"], "repository", NO_REPO)
 
 
+async def operator_file(request: web.Request) -> web.StreamResponse:
+    """``GET/HEAD /files/<path>``: a file of the server directory's ``files/``."""
+    files = context(request).files
+    return _serve_file(files, request.match_info["path"], "operator files", NO_FILES)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/boot/{path:.+}", boot_file)  # HEAD comes with GET
     app.router.add_get("/repo/{path:.+}", repo_file)
+    app.router.add_get("/files/{path:.+}", operator_file)

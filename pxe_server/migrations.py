@@ -58,6 +58,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX events_by_mac ON events (mac, id)",
     ),
+    # 2: what the installed system last reported with running (a JSON object).
+    ("ALTER TABLE hosts ADD COLUMN facts TEXT NOT NULL DEFAULT '{}'",),
 )
 
 LATEST = len(MIGRATIONS)
@@ -106,11 +108,13 @@ HOST_COLUMNS = (
     "running_version",
     "token",
     "agent_credential",
+    "facts",
 )
 PROFILE_COLUMNS = ("name", "template", "boot_chain", "xen_args", "kernel_args", "payload_version")
 # Statements built from the constant column lists above (no user text reaches them).
 SELECT_HOSTS = f"SELECT {', '.join(HOST_COLUMNS)} FROM hosts"  # noqa: S608
-INSERT_HOST = f"INSERT INTO hosts ({', '.join(HOST_COLUMNS)}) VALUES ({', '.join('?' * 12)})"  # noqa: S608
+_PLACEHOLDERS = ", ".join("?" * len(HOST_COLUMNS))
+INSERT_HOST = f"INSERT INTO hosts ({', '.join(HOST_COLUMNS)}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
 UPDATE_HOST = f"UPDATE hosts SET {', '.join(f'{c} = ?' for c in HOST_COLUMNS[1:])} WHERE mac = ?"  # noqa: S608
 UPDATE_PROFILE = (
     f"UPDATE profiles SET {', '.join(f'{c} = ?' for c in PROFILE_COLUMNS[1:])} WHERE name = ?"  # noqa: S608
@@ -135,6 +139,7 @@ def host_row(host: Host) -> Row:
         host.running_version,
         host.token,
         host.agent_credential,
+        json.dumps(dict(host.facts), sort_keys=True),
     )
 
 
@@ -152,7 +157,17 @@ def host_from(row: sqlite3.Row) -> Host:
         running_version=row["running_version"],
         token=row["token"],
         agent_credential=row["agent_credential"],
+        facts=_facts(row["facts"]),
     )
+
+
+def _facts(text: str) -> dict[str, object]:
+    """The stored facts; a damaged value reads as none rather than breaking every listing."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def profile_row(profile: Profile) -> Row:

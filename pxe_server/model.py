@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from netinstall.errors import InputError
@@ -107,6 +108,8 @@ class Host:
     running_version: str | None = None
     token: str | None = field(default=None, repr=False)  # install token; None once running
     agent_credential: str | None = field(default=None, repr=False)
+    # What the installed system reported with its last ``running`` (docs/protocol.md).
+    facts: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)

@@ -399,6 +399,8 @@ class Registry:
             if new in (State.INSTALLED, State.FAILED):
                 host = replace(host, netboot_armed=False)
             if new is State.RUNNING:
+                if facts is not None:
+                    host = replace(host, facts=dict(facts))
                 version = (facts or {}).get("payload_version")
                 if isinstance(version, str) and version:
                     host = replace(host, running_version=version)

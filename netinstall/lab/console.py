@@ -36,6 +36,7 @@ _REBOOT = re.compile(
 _CMDLINE = re.compile(r"Kernel command line: (.*)|Command line: (.*)")
 _ROOT_UUID = re.compile(r"\broot=UUID=([0-9A-Fa-f-]+)")
 _SR = re.compile(r"local SR: (\S+) on .*, uuid ([0-9a-f-]{36})")
+_MARKER = re.compile(r"netinstall-lab-marker: (.*)")  # the lab's scripts (lab/scenario.py)
 _SECRET = re.compile(r"(token=)[^\s&]+")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
 
@@ -51,6 +52,7 @@ class Tracker:
     reached: dict[str, float] = field(default_factory=dict)
     facts: dict[str, str] = field(default_factory=dict)
     failure: str | None = None
+    markers: list[str] = field(default_factory=list)  # the lab scripts' marker lines
     _rebooted: bool = False  # a reboot after the installer came up
     _xen_after_reboot: bool = False
 
@@ -80,6 +82,8 @@ class Tracker:
             self._reach(INSTALLER_UP, at)
         if match := _STEP.search(text):
             self._reach(step_milestone(match.group(1)), at)
+        if match := _MARKER.search(text):
+            self.markers.append(f"netinstall-lab-marker: {match.group(1)}")
         if match := _EXIT.search(text):
             self.facts.setdefault("installer_exit", match.group(1))
         if _REBOOT.search(text) and INSTALLER_UP in self.reached and not self._rebooted:

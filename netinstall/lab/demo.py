@@ -4,8 +4,10 @@
 ``netinstall server run`` with full DHCP and QEMU inside the namespace, follows the
 serial console and the registry (``console.Tracker``) until the wanted milestone,
 a failure or the time limit, and always tears everything down. A full run
-(``until=RUNNING``) succeeds only when ``running`` arrives after the reboot and the
-reported facts match the disk (``verify``).
+(``until=RUNNING``) succeeds only when ``running`` arrives after the reboot, the
+reported facts match the disk and the scenario's markers are there (``verify``);
+a run that must fail (``until=FAILED``) only when the host reported failed with the
+expected message and the disk was never written (``verify_failure``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -25,13 +27,11 @@ from hypervisor_payload.treeinfo import parse_treeinfo
 from netinstall.errors import NetinstallError
 from netinstall.lab import console, netns, qemu, services
 from netinstall.lab.console import Tracker
+from netinstall.lab.scenario import SCENARIOS, Scenario, prepare
 from netinstall.process import run
 from pxe_server.registry import Registry
 
 log = logging.getLogger("netinstall.lab")
-
-ROOT_PASSWORD = "netinstall-lab"  # noqa: S105 - the throw-away lab machine's password
-HOST_NAME = "lab01"
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,11 @@ class LabOptions:
     until: str = console.RUNNING  # the milestone that ends the run
     timeout: float = 1800.0
     keep: Path | None = None  # keep the work files here (else a temporary directory)
+    scenario: Scenario | None = None  # None: the firmware's default (scenario.SCENARIOS)
+
+    @property
+    def chosen(self) -> Scenario:
+        return self.scenario or SCENARIOS[self.firmware]
 
 
 @dataclass
@@ -71,20 +76,6 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def prepare_server(directory: Path, options: LabOptions, net: netns.LabNetwork, mac: str) -> None:
-    """``server init`` + ``host add`` through the CLI, as an operator would."""
-    cli = services.netinstall_command()
-    run([
-        *cli, "server", "init", str(directory),
-        "--repo", str(options.repo.resolve()), "--netboot", str(options.netboot.resolve()),
-        "--advertise", net.server_ip,
-    ])  # fmt: skip
-    run([
-        *cli, "host", "add", mac, "--dir", str(directory), "--name", HOST_NAME,
-        "--var", "disk=vda", "--var", f"root_password={ROOT_PASSWORD}",
-    ])  # fmt: skip
-
-
 def run_lab(options: LabOptions, say: Say = print) -> LabResult:
     """One lab run; never leaves a namespace or a process behind."""
     if options.keep is not None:
@@ -108,7 +99,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     server_dir = workdir / "server"
     if server_dir.exists():
         shutil.rmtree(server_dir)  # --keep DIR reused: a fresh registry, a fresh install
-    prepare_server(server_dir, options, net, mac)
+    prepare(server_dir, options.chosen, net, mac, repo=options.repo, netboot=options.netboot)
     machine = qemu.Machine(
         firmware=options.firmware,
         mac=mac,
@@ -126,7 +117,10 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     tracker = Tracker()
     children: list[services.Child] = []
     vm: services.Child | None = None
-    say(f"lab: {options.firmware} machine {mac} in namespace {net.namespace}, files in {workdir}")
+    say(
+        f"lab: {options.firmware} machine {mac} in namespace {net.namespace}, "
+        f"scenario {options.chosen.name!r}, files in {workdir}"
+    )
     try:
         netns.create(net)
         children.append(services.start_server(server_dir, net, workdir))
@@ -156,7 +150,11 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     checks: list[str] = []
     if reason is None and options.until == console.RUNNING:
         reason = verify(
-            tracker, options.repo, server_dir=server_dir, mac=mac, disk=machine.disk, checks=checks
+            tracker, options, server_dir=server_dir, mac=mac, disk=machine.disk, checks=checks
+        )
+    elif reason is None and options.until == console.FAILED:
+        reason = verify_failure(
+            options.chosen, server_dir=server_dir, mac=mac, disk=machine.disk, checks=checks
         )
     return LabResult(reason is None, reason or "ok", tracker, workdir, tail, checks)
 
@@ -189,12 +187,12 @@ def _follow(
                 if name not in announced:
                     announced.add(name)
                     say(f"[{at:7.1f} s] {name}")
-            if tracker.failure is not None:
-                return tracker.failure
-            if options.until in tracker.reached:
+            if options.until in tracker.reached:  # FAILED too, when the run must fail
                 if options.until == console.RUNNING:
                     _drain(serial, tracker, start)
                 return None
+            if tracker.failure is not None:
+                return tracker.failure
             if (code := vm.exited()) is not None:
                 return f"QEMU exited with status {code}: {vm.output().strip()[-500:]}"
             if (code := server.exited()) is not None:
@@ -222,47 +220,147 @@ def _drain(serial: console.SerialLog, tracker: Tracker, start: float, seconds: f
 
 
 def verify(
-    tracker: Tracker, repo: Path, *, server_dir: Path, mac: str, disk: Path, checks: list[str]
+    tracker: Tracker,
+    options: LabOptions,
+    *,
+    server_dir: Path,
+    mac: str,
+    disk: Path,
+    checks: list[str],
 ) -> str | None:
-    """After a full run: ``running`` after the reboot, the facts match the disk."""
+    """After a full run: ``running`` after the reboot, facts that match the disk, and
+    everything the scenario asked for (markers, SR type, static address, pack files)."""
     reached = tracker.reached
     for needed in (console.REBOOT, console.XEN_DISK, console.DOM0_DISK):
         if needed not in reached:
             return f"{console.RUNNING!r} arrived without {needed!r}"
     if reached[console.RUNNING] < reached[console.REBOOT]:
         return "running was reported before the reboot"
-    version = parse_treeinfo((repo / ".treeinfo").read_text("utf-8")).version
+    scenario = options.chosen
+    version = parse_treeinfo((options.repo / ".treeinfo").read_text("utf-8")).version
     with Registry.open(server_dir) as registry:
         host = registry.get_host(mac)
-    running = host.running_version if host is not None else None
-    if running != version:
-        return f"the host runs payload {running!r}, the repository holds {version!r}"
-    checks.append(f"payload version {running} == .treeinfo")
+    if host is None:
+        return f"host {mac} is no longer in the registry"
+    if host.running_version != version:
+        return f"the host runs payload {host.running_version!r}, the repository holds {version!r}"
+    checks.append(f"payload version {host.running_version} == .treeinfo")
     if not tracker.facts.get("sr_uuid"):
         return "first boot printed no SR uuid"
-    checks.append(f"SR {tracker.facts.get('sr_type')} uuid {tracker.facts['sr_uuid']}")
-    booted = tracker.facts.get("cmdline_root_uuid")
-    on_disk = root_uuid(disk)
-    if on_disk is None:
-        checks.append(f"root UUID {booted} (the disk could not be read back)")
-    elif on_disk != booted:
-        return f"dom0 booted root=UUID={booted}, partition 1 has UUID {on_disk}"
-    else:
-        checks.append(f"root UUID {booted} == partition 1 of the disk")
+    reported = host.facts
+    if reported.get("sr_uuid") != tracker.facts["sr_uuid"]:
+        return (
+            f"the report names SR {reported.get('sr_uuid')}, the console {tracker.facts['sr_uuid']}"
+        )
+    if (
+        reported.get("sr_type") != scenario.srtype
+        or tracker.facts.get("sr_type") != scenario.srtype
+    ):
+        return (
+            f"the SR is {reported.get('sr_type')!r}, the answer file asked for {scenario.srtype!r}"
+        )
+    checks.append(f"SR {scenario.srtype} uuid {tracker.facts['sr_uuid']} (console and report)")
+    if (why := _check_address(scenario, host.facts, checks)) is not None:
+        return why
+    missing = [
+        m for m in scenario.expected_markers() if not any(m in seen for seen in tracker.markers)
+    ]
+    if missing:
+        return f"no script marker {missing} on the console (seen: {tracker.markers})"
+    if scenario.expected_markers():
+        checks.append(f"script markers on the console: {', '.join(tracker.markers)}")
+    return _check_disk(disk, scenario, tracker.facts.get("cmdline_root_uuid"), checks)
+
+
+def _check_address(
+    scenario: Scenario, facts: Mapping[str, object], checks: list[str]
+) -> str | None:
+    addresses = facts.get("addresses")
+    found = (
+        [a.get("address") for a in addresses if isinstance(a, dict)]
+        if isinstance(addresses, list)
+        else []
+    )
+    wanted = scenario.static_address
+    if wanted is None:
+        checks.append(
+            f"admin interface by DHCP: {', '.join(map(str, found)) or 'no address reported'}"
+        )
+        return None
+    if not any(str(a).split("/")[0] == wanted for a in found):
+        return f"the installed system reported addresses {found}, not the static {wanted}"
+    checks.append(f"static admin address {wanted} reported by the installed system")
     return None
 
 
-def root_uuid(disk: Path) -> str | None:
-    """The filesystem UUID of partition 1 of a raw disk image (a read-only loop device)."""
+def _check_disk(
+    disk: Path, scenario: Scenario, booted: str | None, checks: list[str]
+) -> str | None:
+    """Partition 1's UUID is the one dom0 booted with; the scenario's files are on it."""
     try:
-        device = run(["losetup", "--find", "--show", "--partscan", "--read-only", str(disk)])
-    except NetinstallError:  # no loop device or no losetup: not checked
-        log.warning("cannot attach %s to a loop device", disk, exc_info=True)
-        return None
+        with read_only_disk(disk) as loop:
+            found = run(["blkid", "-s", "UUID", "-o", "value", f"{loop}p1"], ok_codes=(0, 2))
+            on_disk = found.stdout.strip().lower() or None
+            if on_disk != booted:
+                return f"dom0 booted root=UUID={booted}, partition 1 has UUID {on_disk}"
+            checks.append(f"root UUID {booted} == partition 1 of the disk")
+            wanted = scenario.disk_files()
+            if not wanted:
+                return None
+            with mounted(f"{loop}p1") as root:
+                missing = [name for name in wanted if not (root / name).is_file()]
+            if missing:
+                return f"the installed root lacks {', '.join(missing)}"
+            checks.append(f"on the installed root: {', '.join(wanted)}")
+    except NetinstallError as exc:
+        return f"the disk could not be read back: {exc}"
+    return None
+
+
+def verify_failure(
+    scenario: Scenario, *, server_dir: Path, mac: str, disk: Path, checks: list[str]
+) -> str | None:
+    """A run that had to fail: failed with the expected message, the disk never written."""
+    with Registry.open(server_dir) as registry:
+        host = registry.get_host(mac)
+        events = registry.events(mac)
+    failed = [e for e in events if e.state.value == console.FAILED]
+    if host is None or not failed:
+        return "the host never reported failed"
+    message = failed[-1].message or ""
+    if scenario.expect_failure and scenario.expect_failure not in message:
+        return f"the host failed with {message!r}, not with {scenario.expect_failure!r}"
+    checks.append(f"host failed: {message}")
+    if host.netboot_armed:
+        return "netboot is still armed after the failure: the machine would reinstall"
+    checks.append("netboot disarmed after the failure")
+    used = disk.stat().st_blocks
+    if used:
+        return f"the disk was written: {used * 512} bytes are allocated in {disk.name}"
+    checks.append(f"disk untouched: {disk.name} has no allocated blocks")
+    return None
+
+
+@contextmanager
+def read_only_disk(disk: Path) -> Iterator[str]:
+    """A raw disk image as a read-only loop device with its partitions (``/dev/loopNpK``)."""
+    device = run(["losetup", "--find", "--show", "--partscan", "--read-only", str(disk)])
     loop = device.stdout.strip()
     try:
         run(["partprobe", loop], ok_codes=(0, 1))
-        found = run(["blkid", "-s", "UUID", "-o", "value", f"{loop}p1"], ok_codes=(0, 2))
-        return found.stdout.strip().lower() or None
+        run(["udevadm", "settle"], ok_codes=(0, 1))
+        yield loop
     finally:
         run(["losetup", "--detach", loop], ok_codes=(0, 1))
+
+
+@contextmanager
+def mounted(device: str) -> Iterator[Path]:
+    """``device`` mounted read-only (no journal replay) on a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="netinstall-lab-root-") as where:
+        run(["mount", "-o", "ro,noload", device, where])
+        try:
+            yield Path(where)
+        finally:
+            with suppress(NetinstallError):
+                run(["umount", where])

@@ -1,10 +1,12 @@
 """The lab end to end: a QEMU machine network-boots from our server in a namespace.
 
-``test_network_boot_reaches_the_installer``: DHCP from our dnsmasq, pxelinux (BIOS)
-or GRUB (UEFI) from our TFTP server, the per-MAC config (the host becomes
-``signalled``), Xen + the installer dom0, the installer's first lines.
-``test_install_and_boot_from_disk`` (slow, make test-all): the whole flow, until the installed
-system reports ``running`` after its reboot with facts that match the disk.
+``test_a_bad_answer_file_fails_cleanly`` (the short run): DHCP from our dnsmasq,
+pxelinux (BIOS) or GRUB (UEFI) from our TFTP server, Xen + the installer dom0,
+which reports failed with the answer file's mistake and never writes the disk.
+``test_install_and_boot_from_disk``: the whole flow, until the installed system
+reports ``running`` after its reboot with facts that match the disk; between them
+the two firmwares' scenarios (netinstall/lab/scenario.py) prove a static admin
+address, both SR types, a script at each stage and a supplemental pack.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 from netinstall.lab import console, netns
 from netinstall.lab.demo import LabOptions, LabResult, run_lab
 from netinstall.lab.qemu import Firmware
+from netinstall.lab.scenario import BAD_ANSWER_FILE, SCENARIOS, Scenario
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +44,15 @@ def built() -> Path:
     return OUT
 
 
-def _lab(built: Path, firmware: Firmware, until: str, timeout: float, keep: Path) -> LabResult:
+def _lab(
+    built: Path,
+    firmware: Firmware,
+    until: str,
+    timeout: float,
+    keep: Path,
+    *,
+    scenario: Scenario,
+) -> LabResult:
     before = {n for n in netns.namespaces() if n.startswith(netns.PREFIX)}
     options = LabOptions(
         firmware=firmware,
@@ -50,9 +61,11 @@ def _lab(built: Path, firmware: Firmware, until: str, timeout: float, keep: Path
         until=until,
         timeout=timeout,
         keep=keep,
+        scenario=scenario,
     )
     result = run_lab(options)
-    print(f"\n{firmware}:\n{console.phase_table(result.tracker.reached)}")
+    print(f"\n{firmware} ({scenario.name}):\n{console.phase_table(result.tracker.reached)}")
+    print("\n".join(f"checked: {check}" for check in result.checks))
     left = {n for n in netns.namespaces() if n.startswith(netns.PREFIX)} - before
     assert not left, f"namespaces left behind: {left}"
     tail = "\n".join(result.console_tail)
@@ -62,28 +75,34 @@ def _lab(built: Path, firmware: Firmware, until: str, timeout: float, keep: Path
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("firmware", FIRMWARES)
-def test_network_boot_reaches_the_installer(
-    built: Path, firmware: Firmware, tmp_path: Path
-) -> None:
-    result = _lab(built, firmware, console.INSTALLER_UP, 300, tmp_path)
+def test_a_bad_answer_file_fails_cleanly(built: Path, firmware: Firmware, tmp_path: Path) -> None:
+    result = _lab(built, firmware, console.FAILED, 400, tmp_path, scenario=BAD_ANSWER_FILE)
     reached = result.tracker.reached
-    order = [console.NETWORK_BOOT, console.XEN_NETWORK, console.INSTALLER_UP]
+    order = [console.NETWORK_BOOT, console.XEN_NETWORK, console.INSTALLER_UP, console.FAILED]
     assert all(name in reached for name in order), reached
     assert [reached[name] for name in order] == sorted(reached[name] for name in order)
+    assert any(check.startswith("disk untouched") for check in result.checks), result.checks
     dhcp = (tmp_path / "server.log").read_text(errors="replace")
     boot_file = "pxelinux.0" if firmware == "bios" else "grubx64.efi"
     assert f"tags: {'bios' if firmware == 'bios' else 'efi64'}" in dhcp
     assert boot_file in dhcp
 
 
-@pytest.mark.slow  # ~6-8 min per firmware under TCG; in make test-all until CI has run it
 @pytest.mark.timeout(2400)
 @pytest.mark.parametrize("firmware", FIRMWARES)
 def test_install_and_boot_from_disk(built: Path, firmware: Firmware, tmp_path: Path) -> None:
-    result = _lab(built, firmware, console.RUNNING, 1800, tmp_path)
+    scenario = SCENARIOS[firmware]
+    result = _lab(built, firmware, console.RUNNING, 1800, tmp_path, scenario=scenario)
     reached = result.tracker.reached
     # Milestones seen in the same poll share a timestamp: the order is what counts.
     assert reached[console.INSTALLED] <= reached[console.REBOOT] <= reached[console.XEN_DISK]
     assert reached[console.XEN_DISK] <= reached[console.RUNNING]
-    assert any(check.startswith("payload version") for check in result.checks), result.checks
-    assert result.tracker.facts.get("sr_uuid"), result.tracker.facts
+    checked = "\n".join(result.checks)
+    assert "payload version" in checked
+    assert f"SR {scenario.srtype} uuid" in checked
+    if scenario.static_address:
+        assert f"static admin address {scenario.static_address}" in checked
+    if scenario.scripts:
+        assert "script markers on the console" in checked
+    if scenario.pack:
+        assert "var/lib/netinstall/packs/example.installed" in checked

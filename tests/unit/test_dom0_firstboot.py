@@ -31,7 +31,12 @@ from netinstall_dom0.errors import (  # noqa: E402
     SrRefused,
     Unauthorized,
 )
-from netinstall_dom0.facts import parse_release, parse_xl_info  # noqa: E402
+from netinstall_dom0.facts import (  # noqa: E402
+    ADDRESSES,
+    parse_addresses,
+    parse_release,
+    parse_xl_info,
+)
 from netinstall_dom0.firstboot import firstboot  # noqa: E402
 from netinstall_dom0.layout import Layout  # noqa: E402
 from netinstall_dom0.runner import Completed, run  # noqa: E402
@@ -71,13 +76,17 @@ cc_compile_date        : Tue Jul  1 10:00:00 UTC 2025
 xend_config_format     : 4
 """
 
+IP_ADDR = """\
+3: xenbr0    inet 192.168.77.50/24 brd 192.168.77.255 scope global xenbr0\\       valid_lft forever
+"""
+
 
 class FakeRunner:
     """Records every argv; answers from ``outputs`` (longest matching argv prefix)."""
 
     def __init__(self, outputs: Mapping[tuple[str, ...], tuple[int, str]] | None = None) -> None:
         self.calls: list[tuple[str, ...]] = []
-        self.outputs = {("xl", "info"): (0, XL_INFO), **(outputs or {})}
+        self.outputs = {("xl", "info"): (0, XL_INFO), ADDRESSES: (0, IP_ADDR), **(outputs or {})}
         self.fail: tuple[str, ...] | None = None
 
     def __call__(self, argv: Sequence[str], *, ok_codes: Container[int] = (0,)) -> Completed:
@@ -93,7 +102,7 @@ class FakeRunner:
 
     def changes(self) -> list[tuple[str, ...]]:
         """The calls that change something (everything but probes and xl info)."""
-        probes = {"pvs", "vgs", "lvs", "blkid", "findmnt", "xl"}
+        probes = {"pvs", "vgs", "lvs", "blkid", "findmnt", "xl", "ip"}
         return [c for c in self.calls if c[0] not in probes]
 
 
@@ -273,6 +282,7 @@ def test_lvm_sr_on_a_fresh_system(layout: Layout) -> None:
         ("pvcreate", "--yes", GUEST),
         ("vgcreate", VG, PART3, GUEST),
         ("xl", "info"),
+        ADDRESSES,
     ]
     assert json.loads(layout.state_file.read_text())["sr_uuid"] == SR_UUID
 
@@ -446,6 +456,7 @@ def test_running_report_stores_the_credential_and_drops_the_token(layout: Layout
             "sr_uuid": SR_UUID,
             "sr_type": "lvm",
             "hostname": "xenhost01",
+            "addresses": [{"interface": "xenbr0", "address": "192.168.77.50/24"}],
         },
     }
 
@@ -478,9 +489,10 @@ def test_no_sr_and_no_release_file(layout: Layout) -> None:
     session = FakeSession([accepted()])
     runner = FakeRunner()
     go(layout, runner, session)
-    assert runner.calls == [("xl", "info")]
+    assert runner.calls == [("xl", "info"), ADDRESSES]
     facts = session.posts[0][1]["facts"]
     assert (facts["sr_uuid"], facts["sr_type"], facts["payload_version"]) == (None, None, "0.1.9")
+    assert facts["addresses"] == [{"interface": "xenbr0", "address": "192.168.77.50/24"}]
     assert not layout.state_file.read_text().count(SR_UUID)
 
 
@@ -566,3 +578,9 @@ def test_run_raises_with_everything_needed(monkeypatch: pytest.MonkeyPatch) -> N
     assert (err.value.stdout, err.value.stderr) == ("out\n", "  Volume group not found\n")
     assert str(err.value) == "vgs VG_x exited with status 5: Volume group not found"
     assert run(["vgs", "VG_x"], ok_codes=(0, 5)).stdout == "out\n"
+
+
+def test_parse_addresses_skips_other_lines() -> None:
+    text = IP_ADDR + "garbage\n4: eth1    inet6 fd77::5/64 scope global\n"
+    assert parse_addresses(text) == (("xenbr0", "192.168.77.50/24"),)
+    assert parse_addresses("") == ()

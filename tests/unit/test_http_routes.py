@@ -1,16 +1,26 @@
-"""The HTTP server's pure parts: path confinement, log redaction, the API's host view."""
+"""The HTTP server's pure parts: path confinement, log redaction, the API's host view;
+and ``/files/`` through aiohttp's in-process test client (no process, loopback only)."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from click.testing import CliRunner
+from multidict import CIMultiDictProxy
+from yarl import URL
 
+from netinstall.cli import main
 from netinstall.errors import InputError
-from pxe_server.http import loggable
+from pxe_server.http import loggable, make_app
 from pxe_server.http_api import host_json, log_dir
-from pxe_server.http_files import safe_path
-from pxe_server.model import Host
+from pxe_server.http_files import Context, safe_path
+from pxe_server.model import Host, ServerSettings
+from pxe_server.registry import Registry
 from pxe_server.server import advertised_address
 
 ANY = "0.0.0.0"  # noqa: S104 - the wildcard address, never bound here
@@ -89,3 +99,112 @@ def test_interface_ra_prefix_reads_global_64s(tmp_path: Path) -> None:
     assert interface_ra_prefix("eth0", table) == "2001:db8::"
     assert interface_ra_prefix("lo", table) is None
     assert interface_ra_prefix("br0", tmp_path / "missing") is None
+
+
+# -- /files/: the operator's files --------------------------------------------------
+
+
+@pytest.fixture
+def server_dir(tmp_path: Path) -> Path:
+    """A server directory whose ``files/`` holds a script, a nested file and two symlinks."""
+    directory = tmp_path / "srv"
+    (directory / "files" / "drivers").mkdir(parents=True)
+    (directory / "files" / "post.sh").write_text("#!/bin/sh\necho post\n")
+    (directory / "files" / "drivers" / "XS-REPOSITORY-LIST").write_text("packages.example\n")
+    (directory / "files" / "token").symlink_to(directory / "api-token")
+    (directory / "files" / "here").symlink_to("post.sh")
+    (directory / "api-token").write_text("s3cr3t\n")
+    return directory
+
+
+@pytest.fixture
+def files_context(server_dir: Path) -> Iterator[Context]:
+    with Registry.open(server_dir) as registry:
+        yield Context(
+            registry=registry,
+            registry_dir=server_dir,
+            settings=ServerSettings(http_base="http://192.0.2.1:8080", tftp_address="192.0.2.1"),
+            netboot=None,
+            repo=None,
+            api_token="not-used",
+        )
+
+
+def request(
+    ctx: Context, target: str, method: str = "GET"
+) -> tuple[int, bytes, CIMultiDictProxy[str]]:
+    """``method target`` sent as given (percent escapes and all) to an app serving ``ctx``."""
+
+    async def send() -> tuple[int, bytes, CIMultiDictProxy[str]]:
+        async with TestClient(TestServer(make_app(ctx))) as client:
+            reply = await client.request(method, URL(target, encoded=True))
+            return reply.status, await reply.read(), reply.headers
+
+    return asyncio.run(send())
+
+
+def test_files_are_served(files_context: Context, server_dir: Path) -> None:
+    script = (server_dir / "files" / "post.sh").read_bytes()
+    status, body, headers = request(files_context, "/files/post.sh")
+    assert (status, body) == (200, script)
+    assert int(headers["Content-Length"]) == len(script)
+    status, body, _ = request(files_context, "/files/drivers/XS-REPOSITORY-LIST")
+    assert (status, body) == (200, b"packages.example\n")
+    assert request(files_context, "/files/here")[:2] == (200, script)  # a symlink inside files/
+
+
+def test_files_head_gives_the_size_and_no_body(files_context: Context, server_dir: Path) -> None:
+    size = (server_dir / "files" / "post.sh").stat().st_size
+    status, body, headers = request(files_context, "/files/post.sh", method="HEAD")
+    assert (status, body) == (200, b"")
+    assert int(headers["Content-Length"]) == size
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/files/%2e%2e/api-token",
+        "/files/..%2fapi-token",
+        "/files/drivers/%2e%2e/%2e%2e/api-token",
+        "/files/%2f" + "%2f".join(["etc", "passwd"]),
+        "/files/post.sh%00",
+        "/files/token",  # a symlink out of files/
+        "/files/drivers",  # a directory: no listings
+        "/files/nothing",
+    ],
+)
+def test_files_refuse_escapes_and_non_files(files_context: Context, target: str) -> None:
+    status, body, _ = request(files_context, target)
+    assert status == 404
+    assert b"s3cr3t" not in body
+    assert b"root:" not in body
+
+
+def test_missing_files_directory_names_it(files_context: Context, server_dir: Path) -> None:
+    files = server_dir / "files"
+    shutil.rmtree(files)
+    status, body, _ = request(files_context, "/files/post.sh")
+    assert status == 404
+    message = body.decode()
+    assert f"the operator files directory {files} does not exist" in message
+    assert "netinstall server init" in message
+
+
+def test_server_init_makes_the_files_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no build/ here to take defaults from
+    directory = tmp_path / "srv"
+    result = CliRunner().invoke(main, ["server", "init", str(directory)])
+    assert result.exit_code == 0, result.output
+    files = directory / "files"
+    assert files.is_dir()
+    assert files.stat().st_mode & 0o777 == 0o755
+    assert f"files: {files} (served at /files/)" in result.stdout.splitlines()
+    with Registry.open(directory) as registry:
+        ctx = Context(registry, directory, ServerSettings("http://h", "h"), None, None, "t")
+        assert ctx.files == files
+    (files / "kept").write_text("x")
+    again = CliRunner().invoke(main, ["server", "init", str(directory)])
+    assert again.exit_code == 0, again.output
+    assert (files / "kept").read_text() == "x"

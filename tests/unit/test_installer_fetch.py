@@ -177,3 +177,16 @@ def test_repository_url(source: Source, server: str | None, expected: str) -> No
 def test_a_local_source_needs_the_server() -> None:
     with pytest.raises(InputError, match=r"no netinstall.server="):
         fetch.repository_url(Source(SourceType.LOCAL), None)
+
+
+def test_an_error_reply_says_why() -> None:
+    said = b'{"error": "profile lab: the answer file it renders is invalid: line 3: <timezone>"}'
+    kind = {"Content-Type": "application/json; charset=utf-8"}
+    io = transport(FakeSession(lambda *_: FakeResponse(500, said, kind)))
+    io.sleep = lambda _: None
+    with pytest.raises(SourceError, match=r"HTTP 500: profile lab: .* line 3: <timezone>$"):
+        fetch_text("http://srv/answerfile/m?token=secret", retries=2, transport=io)
+    html = FakeResponse(404, b"<html>\n  <b>Not   here</b>\n" + b"x" * 300)
+    io = transport(FakeSession(lambda *_: html))
+    with pytest.raises(SourceError, match=r"HTTP 404 Not Found: <html> <b>Not here</b> x+\.\.\.$"):
+        fetch_text("http://srv/a.xml", transport=io)

@@ -366,6 +366,43 @@ def test_running_kills_the_token_and_hands_out_a_credential(reg: Registry) -> No
     assert reply2 == {}
     assert again.agent_credential == host.agent_credential
     assert again.running_version == "0.2.0"
+    assert reg.get_host(MAC).facts == {"payload_version": "0.2.0"}  # type: ignore[union-attr]
+
+
+def test_facts_are_kept_from_the_last_running_report(reg: Registry) -> None:
+    reg.add_host(MAC)
+    advance(reg, State.INSTALLED)
+    facts = {
+        "payload_version": "0.1.0",
+        "addresses": [{"interface": "xenbr0", "address": "10.0.0.5/24"}],
+    }
+    reg.record_event(MAC, State.RUNNING, facts=facts)
+    reg.record_event(MAC, State.RUNNING)  # a report without facts keeps the last ones
+    host = reg.get_host(MAC)
+    assert host is not None
+    assert host.facts == facts
+
+
+def test_a_version_1_registry_gains_the_facts_column(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / REGISTRY_FILE)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for statement in migrations.MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+    conn.execute("INSERT INTO profiles VALUES ('default', 't', 'seed', '', '', NULL)")
+    conn.execute(
+        "INSERT INTO hosts (mac, profile, netboot_armed, state) "
+        "VALUES (?, 'default', 1, 'pending')",
+        (MAC,),
+    )
+    conn.commit()
+    conn.close()
+    with Registry.open(tmp_path) as registry:
+        host = registry.get_host(MAC)
+        assert host is not None
+        assert host.facts == {}
+    check = sqlite3.connect(tmp_path / REGISTRY_FILE)
+    assert check.execute("SELECT version FROM schema_version").fetchone() == (migrations.LATEST,)
 
 
 def test_rearm_is_new_work_with_a_new_token(reg: Registry) -> None:

@@ -14,6 +14,8 @@ from .runner import Runner
 
 log = logging.getLogger(__name__)
 
+ADDRESSES = ("ip", "-o", "-4", "addr", "show", "scope", "global")
+
 
 @dataclass(frozen=True)
 class XenInfo:
@@ -30,6 +32,7 @@ class Facts:
     sr_uuid: str | None
     sr_type: SrType | None
     hostname: str
+    addresses: tuple[tuple[str, str], ...] = ()  # (interface, address/prefix), IPv4, global
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class Facts:
             "sr_uuid": self.sr_uuid,
             "sr_type": None if self.sr_type is None else self.sr_type.value,
             "hostname": self.hostname,
+            "addresses": [{"interface": dev, "address": cidr} for dev, cidr in self.addresses],
         }
 
 
@@ -78,6 +82,16 @@ def parse_release(text: str) -> dict[str, str]:
     return values
 
 
+def parse_addresses(text: str) -> tuple[tuple[str, str], ...]:
+    """(interface, address/prefix) pairs from ``ip -o -4 addr show scope global``."""
+    found = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] == "inet":
+            found.append((fields[1].rstrip(":"), fields[3]))
+    return tuple(found)
+
+
 def read_payload_version(path: Path) -> str | None:
     try:
         text = path.read_text(encoding="utf-8")
@@ -111,4 +125,5 @@ def gather(
         sr_uuid=sr_uuid,
         sr_type=sr_type,
         hostname=layout.kernel_hostname.read_text(encoding="utf-8").strip(),
+        addresses=parse_addresses(runner(ADDRESSES).stdout),
     )

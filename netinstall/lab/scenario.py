@@ -1,0 +1,145 @@
+"""What a lab run installs, and what it must find afterwards.
+
+A ``Scenario`` picks the answer file's features (through host variables of the
+lab profile, ``files/profile.xml.j2``): a static admin interface or DHCP, the SR
+type, a marker script at each stage, a supplemental pack from a driver source.
+``prepare`` puts the profile, the scripts and the pack into a server directory
+through the CLI, as an operator would. ``expected_markers`` and ``disk_files``
+name what the run leaves on the console and on the installed disk.
+
+Between them the two firmwares' default scenarios cover everything issue 6 asks
+a full run to prove; ``bad-answer-file`` is the short run that must fail cleanly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import hypervisor_payload
+from netinstall.errors import InputError
+from netinstall.lab import netns, services
+from netinstall.process import run
+
+FILES = Path(__file__).parent / "files"
+PACK_SOURCE = Path(hypervisor_payload.__file__).parent / "packs_example"
+PROFILE = "lab"
+HOST_NAME = "lab01"
+ROOT_PASSWORD = "netinstall-lab"  # noqa: S105 - the throw-away lab machine's password
+SCRIPTS = ("start.sh", "populated.sh", "complete.sh")
+MARKER = "netinstall-lab-marker: "
+DRIVERS = "drivers"  # the driver source's directory under the server's files/
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    static_address: str | None = None  # the admin interface's address, else DHCP
+    srtype: str = "lvm"
+    scripts: bool = True
+    pack: bool = False
+    timezone: str = "Europe/London"
+    # A failing run: the fragment the host's failed message must contain.
+    expect_failure: str | None = None
+
+    def variables(self, net: netns.LabNetwork) -> dict[str, str]:
+        """The host variables the lab profile reads."""
+        found = {
+            "disk": "vda",
+            "root_password": ROOT_PASSWORD,
+            "srtype": self.srtype,
+            "timezone": self.timezone,
+            "scripts": "yes" if self.scripts else "no",
+        }
+        if (address := self.static_address) is not None:
+            interface = ipaddress.IPv4Interface(net.address)
+            if ipaddress.IPv4Address(address) not in interface.network:
+                raise InputError(f"scenario {self.name}: {address} is outside {interface.network}")
+            found |= {
+                "static_ip": address,
+                "netmask": str(interface.netmask),
+                "gateway": net.server_ip,
+            }
+        if self.pack:
+            found["driver_source"] = DRIVERS
+        return found
+
+    def expected_markers(self) -> list[str]:
+        """The marker lines each stage's script prints (the installer logs them)."""
+        if not self.scripts:
+            return []
+        return [
+            f"{MARKER}installation-start",
+            f"{MARKER}filesystem-populated",
+            f"{MARKER}installation-complete 0",
+        ]
+
+    def disk_files(self) -> list[str]:
+        """Files the installed root (partition 1) must hold, relative to it."""
+        files = ["root/netinstall-lab-populated"] if self.scripts else []
+        if self.pack:
+            files += [
+                "var/lib/netinstall/packs/example.installed",
+                "etc/netinstall/packs/example.conf",
+            ]
+        return files
+
+
+SCENARIOS = {
+    # Between them the two full runs prove a static admin interface, both SR types,
+    # the three script stages and a supplemental pack.
+    "bios": Scenario("static, lvm SR, scripts", static_address="192.168.77.50", srtype="lvm"),
+    "uefi": Scenario("dhcp, ext SR, scripts, pack", srtype="ext", pack=True),
+}
+BAD_ANSWER_FILE = Scenario(
+    "bad answer file",
+    timezone="Europe/Londen",
+    expect_failure="'Europe/Londen' is not a time zone in the tz database",
+)
+
+
+def prepare(
+    directory: Path,
+    scenario: Scenario,
+    net: netns.LabNetwork,
+    mac: str,
+    *,
+    repo: Path,
+    netboot: Path,
+) -> None:
+    """``server init``, the scenario's files, ``profile add`` and ``host add``, all via the CLI."""
+    cli = services.netinstall_command()
+    run([
+        *cli, "server", "init", str(directory),
+        "--repo", str(repo.resolve()), "--netboot", str(netboot.resolve()),
+        "--advertise", net.server_ip,
+    ])  # fmt: skip
+    files = directory / "files"
+    scripts = files / "scripts"
+    scripts.mkdir(parents=True, exist_ok=True)
+    for name in SCRIPTS:
+        shutil.copy2(FILES / name, scripts / name)
+    if scenario.pack:
+        run([*cli, "pack", "build", str(PACK_SOURCE), "--into", str(files / DRIVERS)])
+    run([
+        *cli, "profile", "add", PROFILE, "--dir", str(directory),
+        "--template", str(FILES / "profile.xml.j2"),
+    ])  # fmt: skip
+    variables = [
+        arg for key, value in scenario.variables(net).items() for arg in ("--var", f"{key}={value}")
+    ]
+    run([
+        *cli, "host", "add", mac, "--dir", str(directory), "--name", HOST_NAME,
+        "--profile", PROFILE, *variables,
+    ])  # fmt: skip
+
+
+def scenario_for(firmware: str, name: str) -> Scenario:
+    """The scenario ``netinstall demo --scenario NAME`` runs on ``firmware``."""
+    if name == "install":
+        return SCENARIOS[firmware]
+    if name == "bad-answer-file":
+        return BAD_ANSWER_FILE
+    raise InputError(f"unknown scenario {name!r}; expected install or bad-answer-file")

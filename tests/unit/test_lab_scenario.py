@@ -1,0 +1,78 @@
+"""The lab's scenarios: their answer files render and validate as the server would serve them."""
+
+from __future__ import annotations
+
+import pytest
+
+import answerfile
+from answerfile.model import Proto, ScriptStage
+from netinstall.errors import InputError
+from netinstall.lab import netns
+from netinstall.lab.scenario import (
+    BAD_ANSWER_FILE,
+    FILES,
+    PROFILE,
+    SCENARIOS,
+    Scenario,
+    scenario_for,
+)
+from pxe_server import render
+from pxe_server.model import Host, Profile, ServerSettings
+
+NET = netns.LabNetwork(namespace=netns.PREFIX + "0000abcd")
+SETTINGS = ServerSettings(http_base="http://192.168.77.1:8080", tftp_address="192.168.77.1")
+MAC = "52:54:00:12:34:56"
+
+
+def served(scenario: Scenario) -> str:
+    """The answer file our server renders (and validates) for the lab host."""
+    profile = Profile(name=PROFILE, template=(FILES / "profile.xml.j2").read_text("utf-8"))
+    host = Host(
+        mac=MAC, name="lab01", profile=PROFILE, variables=tuple(scenario.variables(NET).items())
+    )
+    return render.answer_file(host, profile, SETTINGS, f"{SETTINGS.http_base}/repo/", salt="x")
+
+
+def test_the_two_full_runs_cover_what_issue_6_asks() -> None:
+    runs = list(SCENARIOS.values())
+    assert {s.static_address is not None for s in runs} == {True, False}
+    assert {s.srtype for s in runs} == {"lvm", "ext"}
+    assert all(s.scripts for s in runs)
+    assert any(s.pack for s in runs)
+
+
+@pytest.mark.parametrize("firmware", sorted(SCENARIOS))
+def test_each_scenario_renders_a_valid_answer_file(firmware: str) -> None:
+    scenario = SCENARIOS[firmware]
+    model = answerfile.parse(served(scenario)).model
+    assert model.sr_type.value == scenario.srtype
+    assert [s.stage for s in model.scripts] == list(ScriptStage)
+    interface = model.admin_interface
+    assert interface is not None
+    if scenario.static_address:
+        assert interface.proto is Proto.STATIC
+        assert str(interface.ipaddr) == scenario.static_address
+        assert str(interface.gateway) == NET.server_ip
+    else:
+        assert interface.proto is Proto.DHCP
+    sources = [s.location for s in model.driver_sources]
+    assert sources == (["http://192.168.77.1:8080/files/drivers/"] if scenario.pack else [])
+
+
+def test_the_bad_scenario_is_refused_with_the_expected_message() -> None:
+    with pytest.raises(InputError) as caught:
+        served(BAD_ANSWER_FILE)
+    assert BAD_ANSWER_FILE.expect_failure is not None
+    assert BAD_ANSWER_FILE.expect_failure in str(caught.value)
+
+
+def test_a_static_address_outside_the_lab_network_is_refused() -> None:
+    with pytest.raises(InputError, match=r"10\.0\.0\.5 is outside 192\.168\.77\.0/24"):
+        Scenario("odd", static_address="10.0.0.5").variables(NET)
+
+
+def test_scenario_names() -> None:
+    assert scenario_for("bios", "install") is SCENARIOS["bios"]
+    assert scenario_for("uefi", "bad-answer-file") is BAD_ANSWER_FILE
+    with pytest.raises(InputError, match="unknown scenario 'upgrade'"):
+        scenario_for("uefi", "upgrade")
