@@ -1,9 +1,9 @@
 """``netinstall demo``: PXE-install a QEMU machine from our server, then boot its disk.
 
 The lab (``netinstall.lab``) runs everything inside a private network namespace
-and removes it afterwards. Only the namespace network is implemented; QEMU's
-user-mode networking is not offered (it cannot run the firmware's own DHCP/PXE
-against our dnsmasq).
+and removes it afterwards (``--network netns``, the real chain: our dnsmasq, TFTP
+and HTTP servers). ``--network user`` is the fallback for machines without
+namespaces: QEMU's own DHCP and TFTP stand in for ours (``netinstall/lab/usernet.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,14 @@ MILESTONES = {"installer": "installer up", "running": "running"}
     "ext SR, a supplemental pack; both: a script at each stage). bad-answer-file: the "
     "install must fail cleanly (failed reported with the message, the disk untouched).",
 )
+@click.option(
+    "--network",
+    type=click.Choice(["netns", "user"]),
+    default="netns",
+    show_default=True,
+    help="netns: a private namespace where our dnsmasq, TFTP and HTTP servers boot the "
+    "machine. user: QEMU user-mode networking, a fallback that skips our DHCP and TFTP.",
+)
 @click.option("--timeout", type=click.FloatRange(min=1), default=1800.0, show_default=True)
 @click.option(
     "--keep",
@@ -53,6 +61,7 @@ def demo(
     *,
     firmware: str,
     scenario: str,
+    network: str,
     until: str,
     timeout: float,
     keep: str | None,
@@ -83,6 +92,7 @@ def demo(
         timeout=timeout,
         keep=Path(keep) if keep else None,
         scenario=chosen,
+        network="user" if network == "user" else "netns",
     )
     result = run_lab(options, say=click.echo)
     click.echo("")

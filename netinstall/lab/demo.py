@@ -12,6 +12,7 @@ expected message and the disk was never written (``verify_failure``).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import shutil
 import signal
@@ -22,10 +23,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 from hypervisor_payload.treeinfo import parse_treeinfo
 from netinstall.errors import NetinstallError
-from netinstall.lab import console, netns, qemu, services
+from netinstall.lab import console, netns, qemu, services, usernet
 from netinstall.lab.console import Tracker
 from netinstall.lab.scenario import SCENARIOS, Scenario, prepare
 from netinstall.process import run
@@ -43,6 +45,7 @@ class LabOptions:
     timeout: float = 1800.0
     keep: Path | None = None  # keep the work files here (else a temporary directory)
     scenario: Scenario | None = None  # None: the firmware's default (scenario.SCENARIOS)
+    network: Literal["netns", "user"] = "netns"  # user: the fallback (lab/usernet.py)
 
     @property
     def chosen(self) -> Scenario:
@@ -95,18 +98,31 @@ def run_lab(options: LabOptions, say: Say = print) -> LabResult:
 
 def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     mac = qemu.lab_mac(options.firmware)
-    net = netns.new_network()
     server_dir = workdir / "server"
     if server_dir.exists():
         shutil.rmtree(server_dir)  # --keep DIR reused: a fresh registry, a fresh install
-    prepare(server_dir, options.chosen, net, mac, repo=options.repo, netboot=options.netboot)
+    user: usernet.UserNetwork | None = None
+    if options.network == "user":
+        say(usernet.LOUD)
+        user = usernet.new_user_network(workdir, options.firmware)
+        net = None
+        server = user.server
+        server_argv = user.server_argv(server_dir)
+        where = "QEMU user-mode networking"
+    else:
+        net = netns.new_network()
+        server = ipaddress.IPv4Interface(net.address)
+        server_argv = netns.netns_exec(net.namespace, services.server_argv(server_dir, net))
+        where = f"namespace {net.namespace}"
+    prepare(server_dir, options.chosen, server, mac, repo=options.repo, netboot=options.netboot)
     machine = qemu.Machine(
         firmware=options.firmware,
         mac=mac,
         disk=workdir / "disk.raw",
         serial=workdir / "serial.log",
         monitor=workdir / "monitor.sock",
-        tap=net.tap,
+        tap=net.tap if net is not None else None,
+        netdev=user.netdev() if user is not None else None,
         ovmf_vars=workdir / "OVMF_VARS.fd" if options.firmware == "uefi" else None,
     )
     qemu.make_disk(machine.disk)
@@ -118,15 +134,23 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     children: list[services.Child] = []
     vm: services.Child | None = None
     say(
-        f"lab: {options.firmware} machine {mac} in namespace {net.namespace}, "
+        f"lab: {options.firmware} machine {mac} on {where}, "
         f"scenario {options.chosen.name!r}, files in {workdir}"
     )
     try:
-        netns.create(net)
-        children.append(services.start_server(server_dir, net, workdir))
+        if net is not None:
+            netns.create(net)
+        children.append(services.start_server(server_argv, workdir))
+        export = None
+        if user is not None:
+            export = usernet.Export(user, options.netboot, mac)
+            export.refresh("pending")
         start = time.monotonic()
+        vm_argv = qemu.argv(machine)
         vm = services.Child(
-            "qemu", netns.netns_exec(net.namespace, qemu.argv(machine)), workdir / "qemu.log"
+            "qemu",
+            netns.netns_exec(net.namespace, vm_argv) if net is not None else vm_argv,
+            workdir / "qemu.log",
         )
         reason = _follow(
             options,
@@ -137,6 +161,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             mac=mac,
             start=start,
             say=say,
+            export=export,
         )
         serial = console.SerialLog(machine.serial)
         serial.read()
@@ -146,12 +171,14 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             services.quit_qemu(vm, machine.monitor)
         for child in reversed(children):
             child.stop()
-        netns.destroy(net.namespace)  # raises if the namespace is still there
+        if net is not None:
+            netns.destroy(net.namespace)  # raises if the namespace is still there
     checks: list[str] = []
     if reason is None and options.until == console.RUNNING:
         reason = verify(
-            tracker, options, server_dir=server_dir, mac=mac, disk=machine.disk, checks=checks
-        )
+            tracker, options, server, server_dir=server_dir, mac=mac, disk=machine.disk,
+            checks=checks,
+        )  # fmt: skip
     elif reason is None and options.until == console.FAILED:
         reason = verify_failure(
             options.chosen, server_dir=server_dir, mac=mac, disk=machine.disk, checks=checks
@@ -169,6 +196,7 @@ def _follow(
     mac: str,
     start: float,
     say: Say,
+    export: usernet.Export | None = None,
 ) -> str | None:
     """Follow the run until ``options.until``; None when reached, else why not."""
     serial = console.SerialLog(vm_serial(vm))
@@ -181,6 +209,8 @@ def _follow(
             for event in events[seen_events:]:  # timed when first seen, like console lines
                 tracker.event(event.state.value, event.step, event.message, now)
             seen_events = len(events)
+            if export is not None and events:
+                export.refresh(events[-1].state.value)  # user mode: configs follow the state
             for text in serial.read():
                 tracker.line(text, now)
             for name, at in tracker.reached.items():
@@ -222,6 +252,7 @@ def _drain(serial: console.SerialLog, tracker: Tracker, start: float, seconds: f
 def verify(
     tracker: Tracker,
     options: LabOptions,
+    server: ipaddress.IPv4Interface,
     *,
     server_dir: Path,
     mac: str,
@@ -260,7 +291,7 @@ def verify(
             f"the SR is {reported.get('sr_type')!r}, the answer file asked for {scenario.srtype!r}"
         )
     checks.append(f"SR {scenario.srtype} uuid {tracker.facts['sr_uuid']} (console and report)")
-    if (why := _check_address(scenario, host.facts, checks)) is not None:
+    if (why := _check_address(scenario.static_address(server), host.facts, checks)) is not None:
         return why
     missing = [
         m for m in scenario.expected_markers() if not any(m in seen for seen in tracker.markers)
@@ -273,15 +304,15 @@ def verify(
 
 
 def _check_address(
-    scenario: Scenario, facts: Mapping[str, object], checks: list[str]
+    wanted: str | None, facts: Mapping[str, object], checks: list[str]
 ) -> str | None:
+    """The installed system reported the static admin address (when there is one)."""
     addresses = facts.get("addresses")
     found = (
         [a.get("address") for a in addresses if isinstance(a, dict)]
         if isinstance(addresses, list)
         else []
     )
-    wanted = scenario.static_address
     if wanted is None:
         checks.append(
             f"admin interface by DHCP: {', '.join(map(str, found)) or 'no address reported'}"

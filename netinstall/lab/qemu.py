@@ -47,7 +47,8 @@ class Machine:
     disk: Path  # raw image
     serial: Path  # the serial console, written by QEMU
     monitor: Path  # a unix socket: the QEMU monitor
-    tap: str | None = None  # None: no NIC backend given (argv callers add one)
+    tap: str | None = None  # the NIC's tap device (the namespace network)
+    netdev: str | None = None  # else a whole -netdev value (user-mode networking)
     ovmf_vars: Path | None = None  # UEFI: this machine's copy of OVMF_VARS
     memory_mib: int = MEMORY_MIB
     binary: str = "qemu-system-x86_64"
@@ -82,6 +83,8 @@ def argv(machine: Machine) -> list[str]:
         nic += ",romfile="  # OVMF's own PXE client, not iPXE's EFI ROM
     if machine.tap is not None:
         args += ["-netdev", f"tap,id=n0,ifname={machine.tap},script=no,downscript=no"]
+    elif machine.netdev is not None:
+        args += ["-netdev", machine.netdev]
     args += [
         "-device", nic,
         "-drive", f"file={machine.disk},if=none,id=d0,format=raw,discard=unmap",

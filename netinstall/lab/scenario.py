@@ -20,7 +20,7 @@ from pathlib import Path
 
 import hypervisor_payload
 from netinstall.errors import InputError
-from netinstall.lab import netns, services
+from netinstall.lab import services
 from netinstall.process import run
 
 FILES = Path(__file__).parent / "files"
@@ -36,7 +36,7 @@ DRIVERS = "drivers"  # the driver source's directory under the server's files/
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    static_address: str | None = None  # the admin interface's address, else DHCP
+    static_host: int | None = None  # the admin address's host number in the lab's /24, else DHCP
     srtype: str = "lvm"
     scripts: bool = True
     pack: bool = False
@@ -44,8 +44,17 @@ class Scenario:
     # A failing run: the fragment the host's failed message must contain.
     expect_failure: str | None = None
 
-    def variables(self, net: netns.LabNetwork) -> dict[str, str]:
-        """The host variables the lab profile reads."""
+    def static_address(self, server: ipaddress.IPv4Interface) -> str | None:
+        """The static admin address on the network of ``server`` (the lab server's address)."""
+        if self.static_host is None:
+            return None
+        address = server.network.network_address + self.static_host
+        if address not in server.network or address == server.ip:
+            raise InputError(f"scenario {self.name}: host {self.static_host} of {server.network}")
+        return str(address)
+
+    def variables(self, server: ipaddress.IPv4Interface) -> dict[str, str]:
+        """The host variables the lab profile reads; ``server``: the server's address/prefix."""
         found = {
             "disk": "vda",
             "root_password": ROOT_PASSWORD,
@@ -53,14 +62,11 @@ class Scenario:
             "timezone": self.timezone,
             "scripts": "yes" if self.scripts else "no",
         }
-        if (address := self.static_address) is not None:
-            interface = ipaddress.IPv4Interface(net.address)
-            if ipaddress.IPv4Address(address) not in interface.network:
-                raise InputError(f"scenario {self.name}: {address} is outside {interface.network}")
+        if (address := self.static_address(server)) is not None:
             found |= {
                 "static_ip": address,
-                "netmask": str(interface.netmask),
-                "gateway": net.server_ip,
+                "netmask": str(server.netmask),
+                "gateway": str(server.ip),
             }
         if self.pack:
             found["driver_source"] = DRIVERS
@@ -90,7 +96,7 @@ class Scenario:
 SCENARIOS = {
     # Between them the two full runs prove a static admin interface, both SR types,
     # the three script stages and a supplemental pack.
-    "bios": Scenario("static, lvm SR, scripts", static_address="192.168.77.50", srtype="lvm"),
+    "bios": Scenario("static, lvm SR, scripts", static_host=50, srtype="lvm"),
     "uefi": Scenario("dhcp, ext SR, scripts, pack", srtype="ext", pack=True),
 }
 BAD_ANSWER_FILE = Scenario(
@@ -103,7 +109,7 @@ BAD_ANSWER_FILE = Scenario(
 def prepare(
     directory: Path,
     scenario: Scenario,
-    net: netns.LabNetwork,
+    server: ipaddress.IPv4Interface,
     mac: str,
     *,
     repo: Path,
@@ -114,7 +120,7 @@ def prepare(
     run([
         *cli, "server", "init", str(directory),
         "--repo", str(repo.resolve()), "--netboot", str(netboot.resolve()),
-        "--advertise", net.server_ip,
+        "--advertise", str(server.ip),
     ])  # fmt: skip
     files = directory / "files"
     scripts = files / "scripts"
@@ -128,7 +134,9 @@ def prepare(
         "--template", str(FILES / "profile.xml.j2"),
     ])  # fmt: skip
     variables = [
-        arg for key, value in scenario.variables(net).items() for arg in ("--var", f"{key}={value}")
+        arg
+        for key, value in scenario.variables(server).items()
+        for arg in ("--var", f"{key}={value}")
     ]
     run([
         *cli, "host", "add", mac, "--dir", str(directory), "--name", HOST_NAME,

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from netinstall.errors import NetinstallError
-from netinstall.lab.netns import LabNetwork, netns_exec
+from netinstall.lab.netns import LabNetwork
 
 log = logging.getLogger("netinstall.lab")
 
@@ -94,10 +94,9 @@ class Child:
                 self.proc.wait()
 
 
-def start_server(directory: Path, net: LabNetwork, workdir: Path) -> Child:
-    child = Child(
-        "server", netns_exec(net.namespace, server_argv(directory, net)), workdir / "server.log"
-    )
+def start_server(argv: Sequence[str], workdir: Path) -> Child:
+    """Start ``netinstall server run`` (``argv``) and wait until it serves."""
+    child = Child("server", argv, workdir / "server.log")
     try:
         child.wait_for(SERVER_READY, timeout=60)
     except BaseException:

@@ -11,9 +11,11 @@ address, both SR types, a script at each stage and a supplemental pack.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.e2e
 OUT = REPO / "build"
 CACHE = Path.home() / ".cache" / "netinstall"
 FIRMWARES = ["bios", "uefi"]
+SERVER = ipaddress.IPv4Interface(netns.LabNetwork(namespace=netns.PREFIX + "0").address)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,7 @@ def _lab(
     keep: Path,
     *,
     scenario: Scenario,
+    network: Literal["netns", "user"] = "netns",
 ) -> LabResult:
     before = {n for n in netns.namespaces() if n.startswith(netns.PREFIX)}
     options = LabOptions(
@@ -62,6 +66,7 @@ def _lab(
         timeout=timeout,
         keep=keep,
         scenario=scenario,
+        network=network,
     )
     result = run_lab(options)
     print(f"\n{firmware} ({scenario.name}):\n{console.phase_table(result.tracker.reached)}")
@@ -100,9 +105,18 @@ def test_install_and_boot_from_disk(built: Path, firmware: Firmware, tmp_path: P
     checked = "\n".join(result.checks)
     assert "payload version" in checked
     assert f"SR {scenario.srtype} uuid" in checked
-    if scenario.static_address:
-        assert f"static admin address {scenario.static_address}" in checked
+    if scenario.static_host is not None:
+        assert f"static admin address {scenario.static_address(SERVER)}" in checked
     if scenario.scripts:
         assert "script markers on the console" in checked
     if scenario.pack:
         assert "var/lib/netinstall/packs/example.installed" in checked
+
+
+@pytest.mark.slow  # make test-all: the fallback, not the real chain
+@pytest.mark.timeout(2400)
+def test_user_mode_fallback_installs_and_boots(built: Path, tmp_path: Path) -> None:
+    scenario = SCENARIOS["uefi"]
+    result = _lab(built, "uefi", console.RUNNING, 1800, tmp_path, scenario=scenario, network="user")
+    assert "payload version" in "\n".join(result.checks)
+    assert (tmp_path / "tftp" / "grub" / "grub.cfg-01-52-54-00-77-00-02").is_file()

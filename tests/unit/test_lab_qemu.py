@@ -114,3 +114,39 @@ def test_server_runs_in_the_namespace_with_full_dhcp(tmp_path: Path) -> None:
     text = " ".join(argv)
     assert f"server run {tmp_path} --bind 192.168.77.1 --tftp-port 69 --http-port 8080" in text
     assert text.endswith("--dhcp full --interface br0 --range 192.168.77.100,192.168.77.200")
+
+
+# -- the user-mode fallback ----------------------------------------------------------
+
+
+def test_user_mode_machine_gets_slirp_with_our_export(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from netinstall.lab import usernet
+
+    user = usernet.UserNetwork(export=tmp_path / "tftp", http_port=18080, boot_file="pxelinux.0")
+    machine = replace(_machine("bios", tmp_path), tap=None, netdev=user.netdev())
+    assert _value(qemu.argv(machine), "-netdev") == [
+        f"user,id=n0,net=10.0.2.0/24,host=10.0.2.2,tftp={tmp_path / 'tftp'},bootfile=pxelinux.0"
+    ]
+    server = user.server_argv(tmp_path / "server")
+    assert server[server.index("--bind") + 1] == "127.0.0.1"
+    assert server[server.index("--http-port") + 1] == "18080"
+    assert server[server.index("--dhcp") + 1] == "off"
+    assert str(user.server) == "10.0.2.2/24"
+
+
+def test_user_mode_export_links_the_netboot_tree(tmp_path: Path) -> None:
+    from netinstall.lab import usernet
+
+    netboot = tmp_path / "netboot"
+    netboot.mkdir()
+    (netboot / "pxelinux.0").write_bytes(b"pxe")
+    user = usernet.new_user_network(tmp_path, "uefi")
+    assert user.boot_file == "grubx64.efi"
+    usernet.Export(user, netboot, "52:54:00:77:00:02")
+    assert (user.export / "pxelinux.0").read_bytes() == b"pxe"
+    assert usernet.config_paths("52:54:00:77:00:02")[:2] == [
+        "pxelinux.cfg/01-52-54-00-77-00-02",
+        "grub/grub.cfg-01-52-54-00-77-00-02",
+    ]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 import answerfile
 from answerfile.model import Proto, ScriptStage
 from netinstall.errors import InputError
-from netinstall.lab import netns
 from netinstall.lab.scenario import (
     BAD_ANSWER_FILE,
     FILES,
@@ -19,7 +20,7 @@ from netinstall.lab.scenario import (
 from pxe_server import render
 from pxe_server.model import Host, Profile, ServerSettings
 
-NET = netns.LabNetwork(namespace=netns.PREFIX + "0000abcd")
+SERVER = ipaddress.IPv4Interface("192.168.77.1/24")
 SETTINGS = ServerSettings(http_base="http://192.168.77.1:8080", tftp_address="192.168.77.1")
 MAC = "52:54:00:12:34:56"
 
@@ -28,14 +29,14 @@ def served(scenario: Scenario) -> str:
     """The answer file our server renders (and validates) for the lab host."""
     profile = Profile(name=PROFILE, template=(FILES / "profile.xml.j2").read_text("utf-8"))
     host = Host(
-        mac=MAC, name="lab01", profile=PROFILE, variables=tuple(scenario.variables(NET).items())
+        mac=MAC, name="lab01", profile=PROFILE, variables=tuple(scenario.variables(SERVER).items())
     )
     return render.answer_file(host, profile, SETTINGS, f"{SETTINGS.http_base}/repo/", salt="x")
 
 
 def test_the_two_full_runs_cover_what_issue_6_asks() -> None:
     runs = list(SCENARIOS.values())
-    assert {s.static_address is not None for s in runs} == {True, False}
+    assert {s.static_host is not None for s in runs} == {True, False}
     assert {s.srtype for s in runs} == {"lvm", "ext"}
     assert all(s.scripts for s in runs)
     assert any(s.pack for s in runs)
@@ -49,10 +50,10 @@ def test_each_scenario_renders_a_valid_answer_file(firmware: str) -> None:
     assert [s.stage for s in model.scripts] == list(ScriptStage)
     interface = model.admin_interface
     assert interface is not None
-    if scenario.static_address:
+    if scenario.static_host:
         assert interface.proto is Proto.STATIC
-        assert str(interface.ipaddr) == scenario.static_address
-        assert str(interface.gateway) == NET.server_ip
+        assert interface.ipaddr == scenario.static_address(SERVER) == "192.168.77.50"
+        assert interface.gateway == "192.168.77.1"
     else:
         assert interface.proto is Proto.DHCP
     sources = [s.location for s in model.driver_sources]
@@ -67,8 +68,12 @@ def test_the_bad_scenario_is_refused_with_the_expected_message() -> None:
 
 
 def test_a_static_address_outside_the_lab_network_is_refused() -> None:
-    with pytest.raises(InputError, match=r"10\.0\.0\.5 is outside 192\.168\.77\.0/24"):
-        Scenario("odd", static_address="10.0.0.5").variables(NET)
+    with pytest.raises(InputError, match=r"host 300 of 192\.168\.77\.0/24"):
+        Scenario("odd", static_host=300).variables(SERVER)
+    with pytest.raises(InputError, match=r"host 1 of"):
+        Scenario("odd", static_host=1).variables(SERVER)  # the server's own address
+    user = ipaddress.IPv4Interface("10.0.2.2/24")
+    assert Scenario("user", static_host=50).static_address(user) == "10.0.2.50"
 
 
 def test_scenario_names() -> None:
