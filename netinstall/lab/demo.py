@@ -60,6 +60,7 @@ class LabResult:
     workdir: Path | None
     console_tail: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)  # what verify compared
+    namespace: str | None = None  # the run's network namespace (removed by then)
 
 
 Say = Callable[[str], None]
@@ -183,7 +184,8 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         reason = verify_failure(
             options.chosen, server_dir=server_dir, mac=mac, disk=machine.disk, checks=checks
         )
-    return LabResult(reason is None, reason or "ok", tracker, workdir, tail, checks)
+    namespace = net.namespace if net is not None else None
+    return LabResult(reason is None, reason or "ok", tracker, workdir, tail, checks, namespace)
 
 
 def _follow(
@@ -379,10 +381,19 @@ def read_only_disk(disk: Path) -> Iterator[str]:
     loop = device.stdout.strip()
     try:
         run(["partprobe", loop], ok_codes=(0, 1))
-        run(["udevadm", "settle"], ok_codes=(0, 1))
+        _wait_for(Path(f"{loop}p1"))
         yield loop
     finally:
         run(["losetup", "--detach", loop], ok_codes=(0, 1))
+
+
+def _wait_for(node: Path, seconds: float = 10) -> None:
+    """Partition nodes appear a moment after the scan (udev, or devtmpfs alone)."""
+    deadline = time.monotonic() + seconds
+    while not node.exists():
+        if time.monotonic() > deadline:
+            raise NetinstallError(f"{node} did not appear after the partition scan")
+        time.sleep(0.2)
 
 
 @contextmanager
