@@ -269,8 +269,13 @@ def admin_description(admin: AdminInterface | None, nic: str) -> dict[str, Any]:
     return {"proto": "dhcp", **settings, "name": nic, "bridge": BRIDGE}
 
 
-def firstboot_data(ctx: InstallContext, answer: AnswerFile, nic: str, mac: str) -> dict[str, Any]:
-    """What netinstall_dom0.config.parse_firstboot reads, and nothing else."""
+def firstboot_data(
+    ctx: InstallContext, answer: AnswerFile, nic: str, mac: str | None
+) -> dict[str, Any]:
+    """What netinstall_dom0.config.parse_firstboot reads, and nothing else.
+
+    ``server`` and ``token`` are null when the installer had no netinstall.server=.
+    """
     if not ctx.payload_version:
         raise NetinstallError("the payload version is unknown")
     return {
@@ -319,11 +324,10 @@ def configure_system(ctx: InstallContext) -> None:
     _write(root / "etc/machine-id", "", mode=0o444)  # systemd makes one on first boot
     mac = ctx.admin_mac or ctx.args.bootif or _mac_of(nic)
     if not ctx.args.server:
-        log.warning("no netinstall.server=: no first-boot data, so no SR and no running report")
+        log.warning("no netinstall.server=: first boot makes the SR but reports to nobody")
     elif mac is None:
         raise NetinstallError(f"the MAC address of {nic} is unknown")
-    else:
-        write_firstboot(root, firstboot_data(ctx, answer, nic, mac.lower()))
+    write_firstboot(root, firstboot_data(ctx, answer, nic, mac.lower() if mac else None))
     log.info("configured %s (management NIC %s on %s)", root, nic, BRIDGE)
 
 

@@ -207,7 +207,7 @@ def mode(path: Path) -> int:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"server": None}, "key 'server': missing"),
+        ({"mac": None}, "key 'mac': missing"),  # a server needs the MAC
         ({"server": "ftp://x/"}, "key 'server': expected an http:// or https:// URL"),
         ({"mac": "52:54:00:12:34"}, "key 'mac': expected a lowercase MAC"),
         ({"mac": "52:54:00:12:34:5A"}, "key 'mac': expected a lowercase MAC"),
@@ -584,3 +584,22 @@ def test_parse_addresses_skips_other_lines() -> None:
     text = IP_ADDR + "garbage\n4: eth1    inet6 fd77::5/64 scope global\n"
     assert parse_addresses(text) == (("xenbr0", "192.168.77.50/24"),)
     assert parse_addresses("") == ()
+
+
+def test_without_a_server_the_sr_is_made_and_nothing_reported(layout: Layout) -> None:
+    write_config(
+        layout, base_config({"type": "lvm", "devices": [PART3]}) | {"server": None, "token": None}
+    )
+    session = FakeSession([])
+    runner = FakeRunner()
+    go(layout, runner, session)
+    assert ("vgcreate", VG, PART3) in runner.calls
+    assert session.posts == []
+    assert not layout.agent_config.exists()
+    assert json.loads(layout.state_file.read_text())["done"] is True
+
+
+def test_a_server_needs_a_mac(layout: Layout) -> None:
+    write_config(layout, base_config(None) | {"mac": None})
+    with pytest.raises(ConfigError, match="key 'mac': missing"):
+        go(layout, FakeRunner(), FakeSession([]))

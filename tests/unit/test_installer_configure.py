@@ -291,3 +291,13 @@ def test_stable_device_prefers_a_by_id_name(tmp_path: Path) -> None:
     (by_id / "wwn-0x5000c5").symlink_to(device)
     assert configure.stable_device(str(device), by_id) == str(by_id / "wwn-0x5000c5")
     assert configure.stable_device("/dev/sdz", by_id) == "/dev/sdz"
+
+
+def test_firstboot_data_without_a_server(tmp_path: Path, root: Path) -> None:
+    """Installed from an answer file of some other web server: the SR, no report."""
+    ctx = _ctx(tmp_path, root, AnswerFile(primary_disk=PrimaryDisk(Disk("sda"))))
+    ctx.args = BootArgs(bootif="52:54:00:AA:BB:CC")
+    configure.configure_system(ctx)
+    config = parse_firstboot(root / "etc/netinstall/firstboot.json")
+    assert (config.server, config.token) == (None, None)
+    assert config.sr is not None

@@ -35,8 +35,8 @@ class SrConfig:
 
 @dataclass(frozen=True)
 class FirstbootConfig:
-    server: str
-    mac: str
+    server: str | None  # None: installed without a netinstall server, nobody to report to
+    mac: str | None
     # None once first boot has handed it in for the agent credential.
     token: str | None = field(repr=False)
     payload_version: str
@@ -78,14 +78,26 @@ class _Reader:
         return value
 
     def server(self, key: str) -> str:
-        value = self.required_text(key)
+        return self._url(key, self.required_text(key))
+
+    def optional_server(self, key: str) -> str | None:
+        value = self.optional_text(key)
+        return None if value is None else self._url(key, value)
+
+    def _url(self, key: str, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise self.fail(key, f"expected an http:// or https:// URL, found {value!r}")
         return value.rstrip("/")
 
     def mac(self, key: str) -> str:
-        value = self.required_text(key)
+        return self._mac(key, self.required_text(key))
+
+    def optional_mac(self, key: str) -> str | None:
+        value = self.optional_text(key)
+        return None if value is None else self._mac(key, value)
+
+    def _mac(self, key: str, value: str) -> str:
         if not MAC_RE.fullmatch(value):
             raise self.fail(
                 key, f"expected a lowercase MAC like 52:54:00:12:34:56, found {value!r}"
@@ -99,8 +111,8 @@ def parse_firstboot(path: Path, data: dict[str, Any]) -> FirstbootConfig:
     if admin is not None and not isinstance(admin, dict):
         raise r.fail("admin_interface", "expected an object or null")
     return FirstbootConfig(
-        server=r.server("server"),
-        mac=r.mac("mac"),
+        server=r.optional_server("server"),
+        mac=r.mac("mac") if data.get("server") is not None else r.optional_mac("mac"),
         token=r.optional_text("token"),
         payload_version=r.required_text("payload_version"),
         sr=_parse_sr(r, data.get("sr")),

@@ -69,6 +69,8 @@ def firstboot(
 
     if layout.agent_config.exists():
         log.info("%s exists: the running report was accepted before", layout.agent_config)
+    elif config.server is None or config.mac is None:
+        log.info("installed without a netinstall server: no running report, no agent")
     else:
         if config.token is None:
             raise ConfigError(
