@@ -59,4 +59,6 @@ class InstallContext:
     admin_interface: str | None = None  # that NIC's name in the installer (ethN, net.ifnames=0)
     plan: Plan | None = None  # the partition plan written to ``disk`` (disk.partition)
     partuuids: dict[str, str] = field(default_factory=dict)  # use -> partition UUID (PARTUUID)
+    disk_ready: bool = False  # partitioned and formatted early, to stage the payload on disk
+    staging_mount: Path | None = None  # the backup partition, mounted for disk staging
     failed_reason: str | None = None

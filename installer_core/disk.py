@@ -73,6 +73,9 @@ def partition_map(plan: Plan, disk: Path) -> dict[str, Path]:
 
 def partition(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
     """Plan the primary disk (refusing before any write) and write the new table."""
+    if ctx.disk_ready:
+        log.info("the disk was partitioned before the download, to stage the payload on it")
+        return
     answer = _answer(ctx)
     disk = primary_disk(answer)
     found = facts.read_facts(disk, sr_has_vms=False)
@@ -109,6 +112,9 @@ def blkid_value(runner: Runner, device: Path, tag: str) -> str:
 
 def make_filesystems(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
     """mkfs per plan, then read back each filesystem's UUID and the SR partition's PARTUUID."""
+    if ctx.disk_ready:
+        log.info("the filesystems were made before the download, to stage the payload")
+        return
     plan, disk = _plan(ctx)
     for line in mkfs.make_filesystems(plan, disk):
         log.info("made %s", line)
@@ -135,10 +141,56 @@ def mount_target(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
 
 
 def unmount_target(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
-    """sync, then unmount everything under the target, deepest first. Safe to repeat."""
+    """sync, then unmount everything under the target, deepest first. Safe to repeat.
+
+    A payload staged on the backup partition is removed and that partition unmounted.
+    """
+    if ctx.staging_mount is not None:
+        if ctx.staging is not None and ctx.staging.is_relative_to(ctx.staging_mount):
+            shutil.rmtree(ctx.staging, ignore_errors=True)
+        unmount_all(runner, ctx.staging_mount)
+        log.info("the staged payload is removed from the backup partition")
+        ctx.staging_mount = None
     runner(["sync"], timeout=600)
     for point in unmount_all(runner, ctx.target):
         log.info("unmounted %s", point)
+
+
+def staging_on_disk(ctx: InstallContext, total: int, runner: Runner = DEFAULT_RUNNER) -> Path:
+    """Partition and format now, mount the new backup partition, stage the payload there.
+
+    SPEC §7's choice for a fresh install whose payload does not fit in RAM: the
+    disk's old contents are gone before the payload has verified, which is said.
+    An upgrade stages on its logs partition instead (the upgrade issue).
+    """
+    answer = _answer(ctx)
+    if answer.mode is not AnswerMode.FRESH:
+        raise NetinstallError(
+            f"the payload does not fit in RAM, and staging it on disk for mode "
+            f"{answer.mode.value} is not supported yet; give the machine more memory"
+        )
+    log.warning(
+        "partitioning before the download: the disk's old contents are lost even if "
+        "the payload then fails to verify"
+    )
+    partition(ctx, runner)
+    make_filesystems(ctx, runner)
+    ctx.disk_ready = True
+    device = ctx.partitions.get(Use.BACKUP.value)
+    if device is None:
+        raise NetinstallError("the new layout has no backup partition to stage the payload on")
+    where = ctx.work / "staging-disk"
+    mount(runner, device, where, fstype="ext4")
+    ctx.staging_mount = where
+    stat = os.statvfs(where)
+    free = stat.f_bavail * stat.f_frsize
+    if free < total:
+        raise NetinstallError(
+            f"the payload needs {total >> 20} MiB; the backup partition {device} has "
+            f"{free >> 20} MiB free"
+        )
+    log.info("staging the payload on the backup partition %s", device)
+    return where / "payload"
 
 
 def write_install_log(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:

@@ -1,9 +1,11 @@
 """Download the payload the repository's ``.treeinfo`` lists and verify every sha256 (SPEC §7).
 
 Runs before the partition step: a payload that does not verify fails the
-install before any disk is touched. HTTP downloads resume with ``Range``
-requests (a partial file is continued, not restarted; a server that answers
-200 instead of 206 restarts it); other schemes are copied whole.
+install before any disk is touched, unless it is too big for RAM; then (SPEC §7)
+a fresh install partitions early and stages it on the new backup partition.
+HTTP downloads resume with ``Range`` requests (a partial file is continued, not
+restarted; a server that answers 200 instead of 206 restarts it); other schemes
+are copied whole.
 """
 
 from __future__ import annotations
@@ -65,22 +67,34 @@ def remote_size(url: str, io: Transport) -> int | None:
     return None
 
 
-def choose_staging(ctx: InstallContext, total: int, meminfo: Path = Path("/proc/meminfo")) -> Path:
-    """RAM (``ctx.work/payload``) when the payload fits with 256 MiB to spare.
+OnDisk = Callable[[InstallContext, int], Path]  # (ctx, bytes needed) -> staging directory
 
-    SPEC §7 also allows the new layout's backup partition (fresh install) or the
-    logs partition (upgrade) when RAM is short; that needs the disk steps, which
-    run only after the payload has verified, so for now a payload too big for
-    RAM fails here, before any disk is touched.
-    """
+
+def _stage_on_disk(ctx: InstallContext, total: int) -> Path:
+    from installer_core import disk  # noqa: PLC0415 - partitioning is not needed otherwise
+
+    return disk.staging_on_disk(ctx, total)
+
+
+def choose_staging(
+    ctx: InstallContext,
+    total: int,
+    meminfo: Path = Path("/proc/meminfo"),
+    on_disk: OnDisk = _stage_on_disk,
+) -> Path:
+    """RAM (``ctx.work/payload``) when the payload fits with 256 MiB to spare; else the
+    disk (SPEC §7: the new layout's backup partition on a fresh install)."""
     available = mem_available(meminfo)
     if available > total + RAM_MARGIN:
         return ctx.work / "payload"
-    raise SourceError(
-        f"the payload needs {total // MiB} MiB of staging space plus {RAM_MARGIN // MiB} MiB "
-        f"to spare, but only {available // MiB} MiB of RAM is available; staging on disk "
-        "is not supported yet, so give the machine more memory"
+    log.warning(
+        "the payload (%d MiB) does not fit in RAM (%d MiB available, %d MiB kept free): "
+        "staging it on the disk",
+        total // MiB,
+        available // MiB,
+        RAM_MARGIN // MiB,
     )
+    return on_disk(ctx, total)
 
 
 def sha256_of(path: Path) -> str:
@@ -170,6 +184,7 @@ def download_payload(
     ctx: InstallContext,
     transport: Transport | None = None,
     meminfo: Path = Path("/proc/meminfo"),
+    on_disk: OnDisk = _stage_on_disk,
 ) -> None:
     """Step: read ``.treeinfo``, stage and verify every file it lists."""
     if ctx.repo_url is None:
@@ -180,7 +195,7 @@ def download_payload(
     sizes = [remote_size(join(ctx.repo_url, name), io) for name in info.files()]
     if None in sizes:
         log.info("some payload sizes are unknown; the RAM check counts the known ones")
-    staging = choose_staging(ctx, sum(size or 0 for size in sizes), meminfo)
+    staging = choose_staging(ctx, sum(size or 0 for size in sizes), meminfo, on_disk)
     for name in info.files():
         dest = staging / name
         download_file(

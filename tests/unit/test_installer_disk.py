@@ -25,7 +25,7 @@ from answerfile.model import (
 from installer_core import disk, mounts, payload
 from installer_core.context import Firmware, InstallContext
 from installer_core.fetch import Permanent
-from netinstall.errors import InputError, SourceError
+from netinstall.errors import InputError, NetinstallError, SourceError
 from netinstall.process import Completed
 from partitioning import mkfs, planner
 from partitioning.model import DiskFacts, GiB, Preserve, Use
@@ -339,3 +339,62 @@ def test_planned_partition_uses_cover_the_layout(tmp_path: Path) -> None:
         Use.SWAP,
         Use.SR,
     }
+
+
+# -- staging the payload on the disk (SPEC §7) ---------------------------------------
+
+
+def test_disk_staging_partitions_early_and_mounts_the_backup_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = context(tmp_path, AnswerFile(primary_disk=PrimaryDisk(Disk("sda"))))
+    done: list[str] = []
+
+    def fake_partition(c: InstallContext, runner: object = None) -> None:
+        done.append("partition")
+        c.partitions = {"root": Path("/dev/sda1"), "backup": Path("/dev/sda2")}
+
+    monkeypatch.setattr(disk, "partition", fake_partition)
+    monkeypatch.setattr(disk, "make_filesystems", lambda c, runner=None: done.append("mkfs"))
+    runner = FakeRunner()
+    where = disk.staging_on_disk(ctx, 10, runner)
+    assert done == ["partition", "mkfs"]
+    assert ctx.disk_ready
+    assert where == ctx.work / "staging-disk" / "payload"
+    assert ("mount", "-t", "ext4", "/dev/sda2", str(ctx.work / "staging-disk")) in runner.calls
+    # The later steps see the disk is ready and leave it alone.
+    monkeypatch.undo()
+    disk.partition(ctx, runner)
+    disk.make_filesystems(ctx, runner)
+    assert ctx.partitions["backup"] == Path("/dev/sda2")
+    # Unmounting the target removes the staged payload and unmounts the partition.
+    ctx.staging = where
+    where.mkdir(parents=True)
+    (where / "xen.gz").write_bytes(b"x")
+    unmounted: list[Path] = []
+    monkeypatch.setattr(disk, "unmount_all", lambda r, top: unmounted.append(top) or [])
+    disk.unmount_target(ctx, runner)
+    assert not where.exists()
+    assert unmounted == [ctx.work / "staging-disk", ctx.target]
+    assert ctx.staging_mount is None
+
+
+def test_disk_staging_is_refused_for_an_upgrade(tmp_path: Path) -> None:
+    ctx = context(tmp_path, AnswerFile(mode=Mode.UPGRADE))
+    with pytest.raises(NetinstallError, match="staging it on disk for mode upgrade"):
+        disk.staging_on_disk(ctx, 10, FakeRunner())
+    assert not ctx.disk_ready
+
+
+def test_disk_staging_needs_room_on_the_backup_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = context(tmp_path, AnswerFile(primary_disk=PrimaryDisk(Disk("sda"))))
+
+    def fake_partition(c: InstallContext, runner: object = None) -> None:
+        c.partitions = {"backup": Path("/dev/sda2")}
+
+    monkeypatch.setattr(disk, "partition", fake_partition)
+    monkeypatch.setattr(disk, "make_filesystems", lambda c, runner=None: None)
+    with pytest.raises(NetinstallError, match=r"the backup partition /dev/sda2 has \d+ MiB free"):
+        disk.staging_on_disk(ctx, 1 << 60, FakeRunner())

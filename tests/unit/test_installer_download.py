@@ -164,12 +164,23 @@ def test_a_sha256_mismatch_names_the_file_and_both_digests(tmp_path: Path) -> No
     )
 
 
-def test_staging_is_ram_when_the_payload_fits_with_256_mib_to_spare(tmp_path: Path) -> None:
+def test_staging_is_ram_when_the_payload_fits_with_256_mib_to_spare_else_disk(
+    tmp_path: Path,
+) -> None:
     ctx = make_ctx(tmp_path)
     need = 100 * download.MiB
-    assert choose_staging(ctx, need, meminfo(tmp_path, 357 * 1024)) == ctx.work / "payload"
-    with pytest.raises(SourceError, match=r"100 MiB .* only 356 MiB of RAM is available"):
-        choose_staging(ctx, need, meminfo(tmp_path, 356 * 1024))
+    asked: list[int] = []
+
+    def on_disk(_: object, total: int) -> Path:
+        asked.append(total)
+        return tmp_path / "backup" / "payload"
+
+    fits = choose_staging(ctx, need, meminfo(tmp_path, 357 * 1024), on_disk)
+    assert fits == ctx.work / "payload"
+    assert asked == []
+    short = choose_staging(ctx, need, meminfo(tmp_path, 356 * 1024), on_disk)
+    assert short == tmp_path / "backup" / "payload"
+    assert asked == [need]
 
 
 def test_download_payload_stages_and_verifies_everything(tmp_path: Path) -> None:
