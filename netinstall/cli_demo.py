@@ -28,11 +28,12 @@ MILESTONES = {"installer": "installer up", "running": "running"}
 )
 @click.option(
     "--scenario",
-    type=click.Choice(["install", "bad-answer-file"]),
+    type=click.Choice(["install", "low-memory", "bad-answer-file"]),
     default="install",
     show_default=True,
     help="install: the firmware's full install (BIOS: static address, lvm SR; UEFI: DHCP, "
-    "ext SR, a supplemental pack; both: a script at each stage). bad-answer-file: the "
+    "ext SR, a supplemental pack; both: a script at each stage). low-memory: the "
+    "installer's dom0 gets 768 MiB, so the payload is staged on the disk. bad-answer-file: the "
     "install must fail cleanly (failed reported with the message, the disk untouched).",
 )
 @click.option(

@@ -302,6 +302,11 @@ def verify(
         return f"no script marker {missing} on the console (seen: {tracker.markers})"
     if scenario.expected_markers():
         checks.append(f"script markers on the console: {', '.join(tracker.markers)}")
+    if scenario.expect_log:
+        text = disk.with_name("serial.log").read_text("utf-8", errors="replace")
+        if scenario.expect_log not in text:
+            return f"the installer never said {scenario.expect_log!r}"
+        checks.append(f"the installer said {scenario.expect_log!r}")
     return _check_disk(disk, scenario, tracker.facts.get("cmdline_root_uuid"), checks)
 
 

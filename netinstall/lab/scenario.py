@@ -43,6 +43,8 @@ class Scenario:
     timezone: str = "Europe/London"
     # A failing run: the fragment the host's failed message must contain.
     expect_failure: str | None = None
+    installer_xen_args: str | None = None  # the lab profile's Xen line for the installer
+    expect_log: str | None = None  # a line the installer must print on the console
 
     def static_address(self, server: ipaddress.IPv4Interface) -> str | None:
         """The static admin address on the network of ``server`` (the lab server's address)."""
@@ -99,6 +101,14 @@ SCENARIOS = {
     "bios": Scenario("static, lvm SR, scripts", static_host=50, srtype="lvm"),
     "uefi": Scenario("dhcp, ext SR, scripts, pack", srtype="ext", pack=True),
 }
+# The installer's dom0 too small to hold the payload in RAM: it is staged on the new
+# backup partition (SPEC §7).
+LOW_MEMORY = Scenario(
+    "low memory: payload staged on disk",
+    srtype="ext",
+    installer_xen_args="dom0_max_vcpus=1-2 dom0_mem=768M,max:768M com1=115200,8n1 console=com1,vga",
+    expect_log="staging the payload on the backup partition",
+)
 BAD_ANSWER_FILE = Scenario(
     "bad answer file",
     timezone="Europe/Londen",
@@ -129,9 +139,10 @@ def prepare(
         shutil.copy2(FILES / name, scripts / name)
     if scenario.pack:
         run([*cli, "pack", "build", str(PACK_SOURCE), "--into", str(files / DRIVERS)])
+    xen = ["--xen-args", scenario.installer_xen_args] if scenario.installer_xen_args else []
     run([
         *cli, "profile", "add", PROFILE, "--dir", str(directory),
-        "--template", str(FILES / "profile.xml.j2"),
+        "--template", str(FILES / "profile.xml.j2"), *xen,
     ])  # fmt: skip
     variables = [
         arg
@@ -150,4 +161,6 @@ def scenario_for(firmware: str, name: str) -> Scenario:
         return SCENARIOS[firmware]
     if name == "bad-answer-file":
         return BAD_ANSWER_FILE
-    raise InputError(f"unknown scenario {name!r}; expected install or bad-answer-file")
+    if name == "low-memory":
+        return LOW_MEMORY
+    raise InputError(f"unknown scenario {name!r}; expected install, low-memory or bad-answer-file")

@@ -22,7 +22,7 @@ import pytest
 from netinstall.lab import console, netns
 from netinstall.lab.demo import LabOptions, LabResult, run_lab
 from netinstall.lab.qemu import Firmware
-from netinstall.lab.scenario import BAD_ANSWER_FILE, SCENARIOS, Scenario
+from netinstall.lab.scenario import BAD_ANSWER_FILE, LOW_MEMORY, SCENARIOS, Scenario
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -120,3 +120,10 @@ def test_user_mode_fallback_installs_and_boots(built: Path, tmp_path: Path) -> N
     result = _lab(built, "uefi", console.RUNNING, 1800, tmp_path, scenario=scenario, network="user")
     assert "payload version" in "\n".join(result.checks)
     assert (tmp_path / "tftp" / "grub" / "grub.cfg-01-52-54-00-77-00-02").is_file()
+
+
+@pytest.mark.slow  # make test-all: a third full install
+@pytest.mark.timeout(2400)
+def test_a_payload_too_big_for_ram_is_staged_on_disk(built: Path, tmp_path: Path) -> None:
+    result = _lab(built, "uefi", console.RUNNING, 1800, tmp_path, scenario=LOW_MEMORY)
+    assert "the installer said 'staging the payload on the backup partition'" in result.checks

@@ -79,5 +79,6 @@ def test_a_static_address_outside_the_lab_network_is_refused() -> None:
 def test_scenario_names() -> None:
     assert scenario_for("bios", "install") is SCENARIOS["bios"]
     assert scenario_for("uefi", "bad-answer-file") is BAD_ANSWER_FILE
+    assert scenario_for("bios", "low-memory").installer_xen_args is not None
     with pytest.raises(InputError, match="unknown scenario 'upgrade'"):
         scenario_for("uefi", "upgrade")
