@@ -48,7 +48,7 @@ MILESTONES = {"installer": "installer up", "running": "running"}
 @click.option(
     "--keep",
     type=click.Path(file_okay=False),
-    help="Keep the disk image, serial log and server directory in DIR.",
+    help="Keep the disk image (DIR/disk.img, raw), serial.log and server/ in DIR.",
 )
 @click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True)
 @click.option(
@@ -101,7 +101,7 @@ def demo(
     for check in result.checks:
         click.echo(f"checked: {check}")
     if keep:
-        click.echo(f"kept: disk, serial.log, server/ in {result.workdir}")
+        click.echo(f"kept: disk.img, serial.log, server/ in {result.workdir}")
     if result.ok:
         click.echo(f"demo: {firmware}: reached {options.until!r}")
         return

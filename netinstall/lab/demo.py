@@ -119,7 +119,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     machine = qemu.Machine(
         firmware=options.firmware,
         mac=mac,
-        disk=workdir / "disk.raw",
+        disk=workdir / "disk.img",  # raw, sparse
         serial=workdir / "serial.log",
         monitor=workdir / "monitor.sock",
         tap=net.tap if net is not None else None,
