@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import shutil
 import signal
 import tempfile
@@ -239,6 +240,8 @@ def vm_serial(vm: services.Child) -> Path:
     for arg in vm.argv:
         if arg.startswith("file:"):
             return Path(arg.removeprefix("file:"))
+        if arg.startswith("socket,id=con0,") and (log_file := re.search(r"logfile=([^,]+)", arg)):
+            return Path(log_file.group(1))
     raise ValueError("QEMU has no serial file")
 
 

@@ -50,6 +50,7 @@ class Machine:
     tap: str | None = None  # the NIC's tap device (the namespace network)
     netdev: str | None = None  # else a whole -netdev value (user-mode networking)
     ovmf_vars: Path | None = None  # UEFI: this machine's copy of OVMF_VARS
+    console: Path | None = None  # a unix socket for typing on the serial console (lab.shell)
     memory_mib: int = MEMORY_MIB
     binary: str = "qemu-system-x86_64"
 
@@ -68,7 +69,7 @@ def argv(machine: Machine) -> list[str]:
         "-m", str(machine.memory_mib),
         "-smp", "1",
         "-display", "none",
-        "-serial", f"file:{machine.serial}",
+        *_serial(machine),
         "-monitor", f"unix:{machine.monitor},server=on,wait=off",
         "-name", f"netinstall-lab-{machine.firmware}",
     ]  # fmt: skip
@@ -91,6 +92,18 @@ def argv(machine: Machine) -> list[str]:
         "-device", "virtio-blk-pci,drive=d0,bootindex=2",
     ]  # fmt: skip
     return args
+
+
+def _serial(machine: Machine) -> list[str]:
+    """The serial port: a log file, or a socket to type on that logs to the same file."""
+    if machine.console is None:
+        return ["-serial", f"file:{machine.serial}"]
+    return [
+        "-chardev",
+        f"socket,id=con0,path={machine.console},server=on,wait=off,"
+        f"logfile={machine.serial},logappend=on",
+        "-serial", "chardev:con0",
+    ]  # fmt: skip
 
 
 def make_disk(path: Path, size: int = DISK_SIZE) -> None:

@@ -24,6 +24,7 @@ from netinstall.lab.demo import LabOptions, LabResult, run_lab
 from netinstall.lab.qemu import Firmware
 from netinstall.lab.scenario import BAD_ANSWER_FILE, LOW_MEMORY, SCENARIOS, Scenario
 from tests.conftest import REPO
+from tests.e2e.conftest import REPORTS
 
 pytestmark = pytest.mark.e2e
 
@@ -68,8 +69,13 @@ def _lab(
         network=network,
     )
     result = run_lab(options)
-    print(f"\n{firmware} ({scenario.name}):\n{console.phase_table(result.tracker.reached)}")
-    print("\n".join(f"checked: {check}" for check in result.checks))
+    report = "\n".join([
+        f"{firmware} ({scenario.name}, {network}): {'ok' if result.ok else result.reason}",
+        console.phase_table(result.tracker.reached),
+        *(f"checked: {check}" for check in result.checks),
+    ])  # fmt: skip
+    print(f"\n{report}")
+    REPORTS.append(report)
     if network == "netns":  # other runs may have namespaces of their own meanwhile
         assert result.namespace is not None
         assert result.namespace not in netns.namespaces(), f"{result.namespace} left behind"

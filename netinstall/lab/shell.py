@@ -1,0 +1,124 @@
+"""A root shell on the lab machine's serial console, for scenarios that change the host.
+
+QEMU's serial port is a unix socket (``qemu.Machine.console``) that also logs
+everything to ``serial.log``; Xen hands serial input to dom0, whose
+``serial-getty@hvc0`` offers a login. ``SerialShell`` logs in as root and runs
+one command at a time, reading its output back from the log between markers of
+its own, with the exit status. The lab's root password is a throw-away one
+(``scenario.ROOT_PASSWORD``); nothing else is typed.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from netinstall.errors import NetinstallError
+from netinstall.lab.console import clean
+
+PROMPT = re.compile(r"root@[\w-]+:[^\n]*# ?$")
+
+
+@dataclass
+class Result:
+    status: int
+    output: str
+
+
+class SerialShell:
+    """Log in on the serial console and run commands; ``close`` when done."""
+
+    def __init__(self, socket_path: Path, log_path: Path) -> None:
+        self.log_path = log_path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(socket_path))
+        self.sock.setblocking(False)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _type(self, text: str) -> None:
+        data = text.encode()
+        while data:
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                time.sleep(0.05)
+                continue
+            data = data[sent:]
+        self._drain()
+
+    def _drain(self) -> None:
+        """Throw away what QEMU sends us: the log file has it all."""
+        try:
+            while self.sock.recv(65536):
+                pass
+        except (BlockingIOError, OSError):
+            return
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _since(self, offset: int) -> str:
+        with self.log_path.open("rb") as stream:
+            stream.seek(offset)
+            return stream.read().decode("utf-8", "replace").replace("\r", "")
+
+    def _wait(self, offset: int, pattern: re.Pattern[str], timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._drain()
+            text = self._since(offset)
+            if pattern.search(text):
+                return text
+            time.sleep(0.5)
+        tail = " | ".join(clean(line) for line in self._since(offset).splitlines()[-5:])
+        raise NetinstallError(f"the console did not show {pattern.pattern!r}: {tail}")
+
+    def login(self, password: str, timeout: float = 300) -> None:
+        """Wake the getty, log in as root and wait for the prompt."""
+        deadline = time.monotonic() + timeout
+        while True:
+            offset = self._log_size()
+            self._type("\r")
+            try:
+                self._wait(offset, re.compile(r"login: *$|# *$", re.MULTILINE), 10)
+                break
+            except NetinstallError:
+                if time.monotonic() > deadline:
+                    raise
+        offset = self._log_size()
+        self._type("root\r")
+        self._wait(offset, re.compile(r"Password: *$", re.MULTILINE), 60)
+        offset = self._log_size()
+        self._type(password + "\r")
+        self._wait(offset, re.compile(r"# *$", re.MULTILINE), 120)
+        self.run("stty -echo; export PS1='# ' TERM=dumb", timeout=60)
+
+    def run(self, command: str, timeout: float = 300) -> Result:
+        """Run ``command`` (one line of shell); its output and exit status."""
+        tag = secrets.token_hex(4)
+        begin, end = f"<<{tag}-begin>>", f"<<{tag}-end:"
+        offset = self._log_size()
+        self._type(f"echo '<<{tag}-'begin'>>'; {command}; echo '<<{tag}-end:'$?'>>'\r")
+        text = self._wait(offset, re.compile(re.escape(end) + r"(\d+)>>"), timeout)
+        after = text.split(begin, 1)[-1]
+        output, _, rest = after.partition(end)
+        status = int(rest.split(">>", 1)[0])
+        return Result(status, output.strip("\n"))
+
+    def check(self, command: str, timeout: float = 300) -> str:
+        """``run`` that must succeed; its output."""
+        result = self.run(command, timeout)
+        if result.status != 0:
+            raise NetinstallError(
+                f"{command!r} on the lab machine exited {result.status}: {result.output[-300:]}"
+            )
+        return result.output
