@@ -1,6 +1,7 @@
 """Hardware checks before anything is downloaded or written (SPEC §7).
 
-* The primary disk exists, is a block device and has at least the 12 GiB any
+* The disk (the primary disk; an upgrade's existing installation, a restore's
+  backup disk) exists, is a block device and has at least the 12 GiB any
   layout needs (``partitioning.planner.MIN_ANY``); the partition step plans the
   exact layout later and refuses what does not fit (46 GiB for GPT).
 * The host's memory as Xen reports it (``xl info`` total_memory, not dom0's
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from answerfile.model import AnswerFile, Disk, Mode
 from installer_core.context import InstallContext
 from installer_core.fetch import Runner
 from installer_core.selftest import block_disks, xl_total_memory
@@ -57,30 +59,50 @@ def disk_size(device: Path, machine: Machine) -> int | None:
         return None
 
 
+_DISKS = {  # mode -> the answer file's element for the run's disk, and what to call it
+    Mode.FRESH: ("primary-disk", "the primary disk"),
+    Mode.UPGRADE: ("existing-installation", "the disk of the existing installation"),
+    Mode.RESTORE: ("backup-disk", "the backup disk"),
+}
+
+
+def install_disk(answer: AnswerFile | None) -> tuple[Disk, str]:
+    """The disk the run works on and what to call it: the primary disk of a fresh
+    install, the existing installation's disk (upgrade), the backup disk (restore)."""
+    mode = answer.mode if answer else Mode.FRESH
+    element, name = _DISKS[mode]
+    disk = None
+    if answer is not None:
+        primary = answer.primary_disk.disk if answer.primary_disk else None
+        disk = {
+            Mode.FRESH: primary,
+            Mode.UPGRADE: answer.existing_installation,
+            Mode.RESTORE: answer.backup_disk,
+        }[mode]
+    if disk is None:
+        raise InputError(f"the answer file names no <{element}>")
+    return disk, name
+
+
 def check_disk(ctx: InstallContext, machine: Machine) -> None:
-    """The primary disk is present and big enough for some layout."""
-    if ctx.answer is None or ctx.answer.primary_disk is None:
-        raise InputError("the answer file names no <primary-disk>")
-    disk = ctx.answer.primary_disk.disk
+    """The run's disk is present and big enough for some layout."""
+    disk, name = install_disk(ctx.answer)
     if disk.path is None:
-        log.info("primary disk %s is attached by the storage steps; checked then", disk.spec)
+        log.info("%s %s is attached by the storage steps; checked then", name, disk.spec)
         return
     device = Path(disk.path)
     if not machine.is_block(device):
         found = ", ".join(d.name for d in block_disks(machine.sys_block)) or "none"
-        raise InputError(
-            f"the primary disk {device} is not a block device on this machine (disks: {found})"
-        )
+        raise InputError(f"{name} {device} is not a block device on this machine (disks: {found})")
     size = disk_size(device, machine)
     if size is None:
         log.warning("the size of %s is unknown; the partition step checks it", device)
     elif size < MIN_ANY:
         raise InputError(
-            f"the primary disk {device} has {human(size)}; netinstall needs at least "
-            f"{human(MIN_ANY)}"
+            f"{name} {device} has {human(size)}; netinstall needs at least {human(MIN_ANY)}"
         )
     else:
-        log.info("primary disk %s: %s", device, human(size))
+        log.info("%s %s: %s", name, device, human(size))
 
 
 def host_memory_mib(machine: Machine) -> int | None:

@@ -183,6 +183,10 @@ def keyboard_text(keymap: str) -> str:
     )
 
 
+def write_keyboard(root: Path, keymap: str) -> None:
+    _write(root / "etc/default/keyboard", keyboard_text(keymap))
+
+
 def hash_password(plaintext: str) -> str:
     """SHA-512 crypt (``$6$``) with a 16-character salt from ``secrets``.
 
@@ -199,6 +203,15 @@ def hash_password(plaintext: str) -> str:
     if not hashed or not hashed.startswith(salt + "$"):
         raise NetinstallError("this system's crypt() cannot make SHA-512 hashes")
     return hashed
+
+
+def password_hash(answer: AnswerFile) -> str | None:
+    """The answer file's root password as a crypt hash; None when it gives none."""
+    password = answer.root_password
+    if password is None:
+        return None
+    plain = password.type is PasswordType.PLAINTEXT
+    return hash_password(password.value) if plain else password.value
 
 
 def set_root_password(root: Path, hashed: str | None) -> None:
@@ -313,13 +326,8 @@ def configure_system(ctx: InstallContext) -> None:
     write_ntp(root, answer.ntp_servers)
     if answer.timezone:
         set_timezone(root, answer.timezone)
-    _write(root / "etc/default/keyboard", keyboard_text(answer.keymap))
-    password = answer.root_password
-    hashed = None
-    if password is not None:
-        plain = password.type is PasswordType.PLAINTEXT
-        hashed = hash_password(password.value) if plain else password.value
-    set_root_password(root, hashed)
+    write_keyboard(root, answer.keymap)
+    set_root_password(root, password_hash(answer))
     _write(root / "etc/fstab", fstab_text(ctx.uuids))
     _write(root / "etc/machine-id", "", mode=0o444)  # systemd makes one on first boot
     mac = ctx.admin_mac or ctx.args.bootif or _mac_of(nic)

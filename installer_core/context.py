@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from answerfile.bootargs import BootArgs
 from answerfile.model import AnswerFile
@@ -18,6 +18,23 @@ from partitioning.model import Plan
 class Firmware(enum.StrEnum):
     BIOS = "bios"
     UEFI = "uefi"
+
+
+@dataclass(frozen=True)
+class Existing:
+    """What an upgrade or a restore found on the disk before writing anything.
+
+    Upgrade: the installation on root; restore: the copy on the backup partition.
+    ``firstboot`` is that system's /etc/netinstall/firstboot.json (its SR section and
+    management interface are kept), ``sr_uuid`` its first-boot state's SR uuid.
+    """
+
+    version: str
+    build: str | None
+    root_uuid: str  # root's filesystem UUID: re-created with it, so fstab and GRUB hold
+    root_label: str | None = None
+    firstboot: dict[str, Any] = field(default_factory=dict, repr=False)  # may hold a token
+    sr_uuid: str | None = None
 
 
 class Reporter(Protocol):
@@ -60,5 +77,6 @@ class InstallContext:
     plan: Plan | None = None  # the partition plan written to ``disk`` (disk.partition)
     partuuids: dict[str, str] = field(default_factory=dict)  # use -> partition UUID (PARTUUID)
     disk_ready: bool = False  # partitioned and formatted early, to stage the payload on disk
-    staging_mount: Path | None = None  # the backup partition, mounted for disk staging
+    staging_mount: Path | None = None  # the partition mounted for disk staging
+    existing: Existing | None = None  # upgrade/restore: what was found (find steps)
     failed_reason: str | None = None

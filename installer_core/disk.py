@@ -1,9 +1,9 @@
 """The disk steps (SPEC §6, §7): partition, make filesystems, mount, unmount, keep the log.
 
-Fresh installs only for now: upgrade, reinstall and restore arrive with a later
-issue and are refused before anything is written, as are iSCSI primary disks.
-Every refusal of the planner (disk too small, utility partitions that cannot
-be kept) is a ``PlanError`` raised before the table is touched.
+Partitioning is for fresh installs: an upgrade or a restore keeps the table
+(``installer_core.existing``). iSCSI disks are refused before anything is
+written. Every refusal of the planner (disk too small, utility partitions that
+cannot be kept) is a ``PlanError`` raised before the table is touched.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from answerfile.model import AnswerFile, DiskKind
+from answerfile.model import AnswerFile, Disk, DiskKind
 from answerfile.model import Mode as AnswerMode
 from installer_core.context import InstallContext
 from installer_core.mounts import DEFAULT_RUNNER, Runner, mount, unmount_all
@@ -24,26 +24,31 @@ from partitioning.model import Filesystem, Firmware, Mode, Options, Plan, Preser
 log = logging.getLogger(__name__)
 
 LOG_NAME = "netinstall/install.log"
+STAGING_DIR = "netinstall-staging"  # an upgrade's payload on the logs partition
+
+
+def device_of(disk: Disk, element: str) -> Path:
+    """A local disk's device node, or an ``InputError`` naming ``element`` and why not."""
+    if disk.kind is not DiskKind.LOCAL or disk.path is None:
+        raise InputError(
+            f"{element} {disk.spec!r}: iSCSI disks are not supported yet; nothing was written"
+        )
+    path = Path(os.path.realpath(disk.path))  # /dev/disk/by-id/... -> /dev/sdX
+    if not path.is_block_device():
+        raise InputError(f"{element} {disk.spec!r}: {disk.path} is not a disk on this host")
+    return path
 
 
 def primary_disk(answer: AnswerFile) -> Path:
     """The primary disk's device node, or an ``InputError`` saying why it cannot be used."""
     if answer.mode is not AnswerMode.FRESH:
         raise InputError(
-            f"{answer.mode.value} installs are not supported yet: only mode=fresh is; "
-            "nothing was written"
+            f"only a fresh install partitions the disk; mode {answer.mode.value} keeps "
+            "its partition table; nothing was written"
         )
     if answer.primary_disk is None:
         raise InputError("a fresh install needs <primary-disk>; nothing was written")
-    disk = answer.primary_disk.disk
-    if disk.kind is not DiskKind.LOCAL or disk.path is None:
-        raise InputError(
-            f"primary-disk {disk.spec!r}: iSCSI disks are not supported yet; nothing was written"
-        )
-    path = Path(os.path.realpath(disk.path))  # /dev/disk/by-id/... -> /dev/sdX
-    if not path.is_block_device():
-        raise InputError(f"primary-disk {disk.spec!r}: {disk.path} is not a disk on this host")
-    return path
+    return device_of(answer.primary_disk.disk, "primary-disk")
 
 
 def plan_options(ctx: InstallContext) -> Options:
@@ -149,7 +154,7 @@ def unmount_target(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None
         if ctx.staging is not None and ctx.staging.is_relative_to(ctx.staging_mount):
             shutil.rmtree(ctx.staging, ignore_errors=True)
         unmount_all(runner, ctx.staging_mount)
-        log.info("the staged payload is removed from the backup partition")
+        log.info("the payload staged on the disk is removed")
         ctx.staging_mount = None
     runner(["sync"], timeout=600)
     for point in unmount_all(runner, ctx.target):
@@ -161,13 +166,14 @@ def staging_on_disk(ctx: InstallContext, total: int, runner: Runner = DEFAULT_RU
 
     SPEC §7's choice for a fresh install whose payload does not fit in RAM: the
     disk's old contents are gone before the payload has verified, which is said.
-    An upgrade stages on its logs partition instead (the upgrade issue).
+    An upgrade stages on the existing logs partition instead (``staging_on_logs``).
     """
     answer = _answer(ctx)
+    if answer.mode is AnswerMode.UPGRADE:
+        return staging_on_logs(ctx, total, runner)
     if answer.mode is not AnswerMode.FRESH:
         raise NetinstallError(
-            f"the payload does not fit in RAM, and staging it on disk for mode "
-            f"{answer.mode.value} is not supported yet; give the machine more memory"
+            f"the payload does not fit in RAM, and a {answer.mode.value} does not download one"
         )
     log.warning(
         "partitioning before the download: the disk's old contents are lost even if "
@@ -179,18 +185,48 @@ def staging_on_disk(ctx: InstallContext, total: int, runner: Runner = DEFAULT_RU
     device = ctx.partitions.get(Use.BACKUP.value)
     if device is None:
         raise NetinstallError("the new layout has no backup partition to stage the payload on")
+    where = _mount_staging(ctx, device, runner)
+    _check_room(where, total, "backup", device)
+    log.info("staging the payload on the backup partition %s", device)
+    return where / "payload"
+
+
+def _mount_staging(ctx: InstallContext, device: Path, runner: Runner) -> Path:
     where = ctx.work / "staging-disk"
     mount(runner, device, where, fstype="ext4")
     ctx.staging_mount = where
+    return where
+
+
+def _check_room(where: Path, total: int, use: str, device: Path) -> None:
     stat = os.statvfs(where)
     free = stat.f_bavail * stat.f_frsize
     if free < total:
         raise NetinstallError(
-            f"the payload needs {total >> 20} MiB; the backup partition {device} has "
+            f"the payload needs {total >> 20} MiB; the {use} partition {device} has "
             f"{free >> 20} MiB free"
         )
-    log.info("staging the payload on the backup partition %s", device)
-    return where / "payload"
+
+
+def staging_on_logs(ctx: InstallContext, total: int, runner: Runner = DEFAULT_RUNNER) -> Path:
+    """An upgrade's payload on the installation's logs partition (SPEC §7), beside its logs.
+
+    Nothing of the installation is overwritten: the payload goes to a directory of
+    its own, removed again when the target is unmounted (also after a failure).
+    """
+    device = ctx.partitions.get(Use.LOGS.value)
+    layout = ctx.plan.layout.value if ctx.plan else "existing"
+    if device is None:
+        raise NetinstallError(
+            f"the payload needs {total >> 20} MiB, more than fits in RAM, and the {layout} "
+            "layout has no logs partition to stage it on; give the machine more memory"
+        )
+    where = _mount_staging(ctx, device, runner)
+    staging = ctx.staging = where / STAGING_DIR  # unmount_target removes it, even on failure
+    shutil.rmtree(staging, ignore_errors=True)  # a failed run's leftovers
+    _check_room(where, total, "logs", device)
+    log.info("staging the payload on the logs partition %s (%s)", device, STAGING_DIR)
+    return staging
 
 
 def write_install_log(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:

@@ -2,7 +2,8 @@
 
 Runs before the partition step: a payload that does not verify fails the
 install before any disk is touched, unless it is too big for RAM; then (SPEC §7)
-a fresh install partitions early and stages it on the new backup partition.
+a fresh install partitions early and stages it on the new backup partition, and
+an upgrade stages it in a directory of its own on the existing logs partition.
 HTTP downloads resume with ``Range`` requests (a partial file is continued, not
 restarted; a server that answers 200 instead of 206 restarts it); other schemes
 are copied whole.
@@ -83,7 +84,8 @@ def choose_staging(
     on_disk: OnDisk = _stage_on_disk,
 ) -> Path:
     """RAM (``ctx.work/payload``) when the payload fits with 256 MiB to spare; else the
-    disk (SPEC §7: the new layout's backup partition on a fresh install)."""
+    disk (SPEC §7: the new layout's backup partition on a fresh install, the logs
+    partition on an upgrade)."""
     available = mem_available(meminfo)
     if available > total + RAM_MARGIN:
         return ctx.work / "payload"

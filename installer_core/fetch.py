@@ -26,7 +26,7 @@ import urllib3
 
 import answerfile
 from answerfile.bootargs import redact_url
-from answerfile.model import Source, SourceType
+from answerfile.model import Mode, Source, SourceType
 from installer_core.context import InstallContext
 from netinstall.errors import CommandError, InputError, NetinstallError, SourceError
 from netinstall.process import Completed, run
@@ -270,13 +270,17 @@ def fetch_answerfile(ctx: InstallContext, transport: Transport | None = None) ->
 
 
 def validate_answerfile(ctx: InstallContext) -> None:
-    """Step: parse and validate the answer file; set ``ctx.answer`` and ``ctx.repo_url``."""
+    """Step: parse and validate the answer file; set ``ctx.answer`` and ``ctx.repo_url``
+    (a restore reads no repository)."""
     if ctx.answer_text is None:
         raise InputError("there is no answer file to validate")
     result = answerfile.parse(ctx.answer_text)  # AnswerFileError lists every problem
     for warning in result.warnings:
         log.warning("answer file: %s", warning)
     ctx.answer = result.model
+    if result.model.mode is Mode.RESTORE:
+        log.info("a restore from the backup partition: no repository is read")
+        return
     if not result.model.sources:
         raise InputError("the answer file names no <source> for the install repository")
     ctx.repo_url = repository_url(result.model.sources[0], ctx.args.server)

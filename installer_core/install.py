@@ -1,4 +1,8 @@
-"""The install flow (SPEC §7): the ordered ``STEPS`` and the runner that walks them.
+"""The install flow (SPEC §7): the ordered steps of each mode and the runner that walks them.
+
+``SHARED`` steps read and validate the answer file; its mode then picks what
+follows: ``FRESH`` (``STEPS`` is a fresh install's whole list), ``UPGRADE``
+(reinstall too) or ``RESTORE``.
 
 Before each step the runner reports ``installing`` with the step's name and the
 share of the work done so far (by weight, 0..1), and prints to the console
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from answerfile.model import ScriptStage
+from answerfile.model import Mode, ScriptStage
 from installer_core import checks, download, fetch, logbundle, network, scripts
 from installer_core.context import InstallContext
 from installer_core.report import ServerReporter
@@ -85,26 +89,76 @@ def complete_scripts(ctx: InstallContext) -> None:
     scripts.run_scripts(ctx, ScriptStage.INSTALLATION_COMPLETE, "0")
 
 
-STEPS: tuple[Step, ...] = (
+SHARED: tuple[Step, ...] = (  # every run, before the answer file's mode is known
     Step("network", bring_up_network, 2),
     Step("fetch-answerfile", fetch.fetch_answerfile, 1),
     Step("validate-answerfile", fetch.validate_answerfile, 0.5),
-    Step("installation-start-scripts", start_scripts, 1),
-    Step("hardware-checks", checks.check_hardware, 0.5),
-    Step("download", download.download_payload, 25),
-    Step("partition", external("disk", "partition"), 2),
-    Step("make-filesystems", external("disk", "make_filesystems"), 3),
-    Step("mount-target", external("disk", "mount_target"), 0.5),
+)
+_START = Step("installation-start-scripts", start_scripts, 1)
+_CHECKS = Step("hardware-checks", checks.check_hardware, 0.5)
+_DOWNLOAD = Step("download", download.download_payload, 25)
+_MOUNT = Step("mount-target", external("disk", "mount_target"), 0.5)
+_LAY_DOWN = (  # the payload onto the mounted target
+    _MOUNT,
     Step("extract-root", external("payload", "extract_root"), 30),
     Step("install-boot-files", external("payload", "install_boot_files"), 1),
     Step("install-packs", external("payload", "install_packs"), 5),
-    Step("configure", external("configure", "configure_system"), 3),
-    Step("bootloader", external("bootloader", "install_bootloader"), 4),
-    Step("filesystem-populated-scripts", populated_scripts, 2),
-    Step("unmount", external("disk", "unmount_target"), 1),
-    Step("write-install-log", external("disk", "write_install_log"), 0.5),
-    Step("installation-complete-scripts", complete_scripts, 1),
 )
+_BOOTLOADER = Step("bootloader", external("bootloader", "install_bootloader"), 4)
+_POPULATED = Step("filesystem-populated-scripts", populated_scripts, 2)
+_UNMOUNT = Step("unmount", external("disk", "unmount_target"), 1)
+_WRITE_LOG = Step("write-install-log", external("disk", "write_install_log"), 0.5)
+_COMPLETE = Step("installation-complete-scripts", complete_scripts, 1)
+_MAKE_ROOT = Step("make-root", external("backup", "make_root"), 2)
+
+FRESH: tuple[Step, ...] = (
+    _START,
+    _CHECKS,
+    _DOWNLOAD,
+    Step("partition", external("disk", "partition"), 2),
+    Step("make-filesystems", external("disk", "make_filesystems"), 3),
+    *_LAY_DOWN,
+    Step("configure", external("configure", "configure_system"), 3),
+    *(_BOOTLOADER, _POPULATED, _UNMOUNT, _WRITE_LOG, _COMPLETE),
+)
+# Upgrade (and reinstall): nothing is written before the payload has verified; the
+# backup is taken then, root re-created with its UUID, the settings carried over.
+UPGRADE: tuple[Step, ...] = (
+    _START,
+    _CHECKS,
+    Step("find-installation", external("existing", "find_installation"), 1),
+    _DOWNLOAD,
+    Step("layout", external("existing", "check_layout"), 0.5),
+    Step("backup-root", external("backup", "backup_root"), 15),
+    Step("save-settings", external("carry", "save_settings"), 0.5),
+    _MAKE_ROOT,
+    *_LAY_DOWN,
+    Step("carry-settings", external("carry", "carry_settings"), 1),
+    *(_BOOTLOADER, _POPULATED, _UNMOUNT, _WRITE_LOG, _COMPLETE),
+)
+# Restore: the backup partition back onto a root re-created with its UUID.
+RESTORE: tuple[Step, ...] = (
+    _CHECKS,
+    Step("find-backup", external("existing", "find_backup"), 1),
+    _MAKE_ROOT,
+    Step("restore-root", external("backup", "restore_root"), 30),
+    _MOUNT,
+    Step("rearm-first-boot", external("carry", "restore_settings"), 0.5),
+    *(_BOOTLOADER, _UNMOUNT, _WRITE_LOG),
+)
+_BY_MODE = {Mode.FRESH: FRESH, Mode.UPGRADE: UPGRADE, Mode.RESTORE: RESTORE}
+STEPS: tuple[Step, ...] = SHARED + FRESH  # a fresh install's steps
+
+
+def steps_for(mode: Mode) -> tuple[Step, ...]:
+    """Every step of a run in ``mode``: the shared ones, then the mode's."""
+    return SHARED + _BY_MODE[mode]
+
+
+def choose_steps(ctx: InstallContext) -> tuple[Step, ...]:
+    """The run's steps as far as they are known: a fresh install's until the answer
+    file is validated, then those of its mode (the shared steps come first in each)."""
+    return steps_for(ctx.answer.mode if ctx.answer is not None else Mode.FRESH)
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -175,7 +229,7 @@ def _cleanup(ctx: InstallContext) -> None:
 class Runner:
     """Walks the steps; every outside effect of the failure path can be replaced."""
 
-    steps: Sequence[Step] = STEPS
+    steps: Sequence[Step] | None = None  # fixed steps; None: ``choose`` them as the run goes
     out: TextIO = sys.stdout
     cleanup: Action = _cleanup
     bundle: Callable[[InstallContext], Path] = logbundle.make_bundle
@@ -183,6 +237,10 @@ class Runner:
         ctx, ScriptStage.INSTALLATION_COMPLETE, arg
     )
     clock: Callable[[], float] = time.monotonic
+    choose: Callable[[InstallContext], Sequence[Step]] = choose_steps
+
+    def plan(self, ctx: InstallContext) -> Sequence[Step]:
+        return self.steps if self.steps is not None else self.choose(ctx)
 
     def say(self, ctx: InstallContext, text: str) -> None:
         text = logbundle.scrub(text, logbundle.secrets_of(ctx))
@@ -190,11 +248,16 @@ class Runner:
         log.info("%s", text, extra={"said": True})
 
     def run(self, ctx: InstallContext) -> int:
-        total = sum(step.weight for step in self.steps) or 1.0
-        started, done = self.clock(), 0.0
-        for number, step in enumerate(self.steps, 1):
-            self.say(ctx, f"step {step.name} ({number}/{len(self.steps)})")
-            ctx.reporter.event("installing", step=step.name, progress=done / total)
+        """Walk the steps; the list is chosen again after each one (the answer file's
+        mode decides what follows validation), so ``n/N`` counts the run's own steps."""
+        started, done, number, progress = self.clock(), 0.0, 0, 0.0
+        while number < len(steps := self.plan(ctx)):
+            step = steps[number]
+            number += 1
+            total = sum(s.weight for s in steps) or 1.0
+            progress = max(progress, done / total)  # never back when the list changes
+            self.say(ctx, f"step {step.name} ({number}/{len(steps)})")
+            ctx.reporter.event("installing", step=step.name, progress=progress)
             began = self.clock()
             try:
                 step.action(ctx)
@@ -235,11 +298,12 @@ class Runner:
 
 def run_install(
     ctx: InstallContext,
-    steps: Sequence[Step] = STEPS,
+    steps: Sequence[Step] | None = None,
     out: TextIO | None = None,
     bundle: Callable[[InstallContext], Path] = logbundle.make_bundle,
 ) -> int:
-    """Run ``steps`` on ``ctx``, logging to ``ctx.log_file`` and the console; 0 or 1."""
+    """Run ``steps`` (default: those of the answer file's mode) on ``ctx``, logging to
+    ``ctx.log_file`` and the console; 0 or 1."""
     runner = Runner(steps=steps, out=out or sys.stdout, bundle=bundle)
     with install_logging(ctx, runner.out):
         return runner.run(ctx)

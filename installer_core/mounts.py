@@ -97,6 +97,18 @@ def unmount_all(runner: Runner, top: Path, mountinfo: Path = MOUNTINFO) -> list[
 
 
 @contextmanager
+def mounted(
+    runner: Runner, device: str | Path, where: Path, *, fstype: str | None = None, options: str = ""
+) -> Iterator[Path]:
+    """``device`` mounted at ``where`` for the block; unmounted after, whatever happens."""
+    mount(runner, device, where, fstype=fstype, options=options)
+    try:
+        yield where
+    finally:
+        unmount_all(runner, where)
+
+
+@contextmanager
 def chroot_mounts(runner: Runner, root: Path) -> Iterator[None]:
     """/dev, /dev/pts, /proc and /sys inside ``root`` for the time commands run in it."""
     binds = (

@@ -81,8 +81,8 @@ def planned(ctx: InstallContext, size: int = 60 * GiB, name: str = "/dev/loop7")
 @pytest.mark.parametrize(
     ("answer", "words"),
     [
-        (AnswerFile(mode=Mode.UPGRADE), "upgrade installs are not supported yet"),
-        (AnswerFile(mode=Mode.RESTORE), "restore installs are not supported yet"),
+        (AnswerFile(mode=Mode.UPGRADE), "mode upgrade keeps its partition table"),
+        (AnswerFile(mode=Mode.RESTORE), "mode restore keeps its partition table"),
         (AnswerFile(), "needs <primary-disk>"),
         (
             AnswerFile(primary_disk=PrimaryDisk(Disk("iscsi:ibft", DiskKind.IBFT))),
@@ -379,11 +379,47 @@ def test_disk_staging_partitions_early_and_mounts_the_backup_partition(
     assert ctx.staging_mount is None
 
 
-def test_disk_staging_is_refused_for_an_upgrade(tmp_path: Path) -> None:
+def test_an_upgrade_stages_on_its_logs_partition_and_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ctx = context(tmp_path, AnswerFile(mode=Mode.UPGRADE))
-    with pytest.raises(NetinstallError, match="staging it on disk for mode upgrade"):
+    ctx.partitions = {"root": Path("/dev/sda1"), "logs": Path("/dev/sda5")}
+    runner = FakeRunner()
+    where = disk.staging_on_disk(ctx, 10, runner)
+    mountpoint = ctx.work / "staging-disk"
+    assert where == mountpoint / disk.STAGING_DIR
+    assert runner.calls == [("mount", "-t", "ext4", "/dev/sda5", str(mountpoint))]
+    assert not ctx.disk_ready  # nothing was partitioned or formatted
+    assert ctx.staging == where  # known before the download: removed even if it fails
+    where.mkdir(parents=True)
+    (where / "xen.gz").write_bytes(b"partial")
+    (mountpoint / "syslog").write_text("the installation's own log\n")
+    monkeypatch.setattr(disk, "unmount_all", lambda r, top: [])
+    disk.unmount_target(ctx, runner)
+    assert not where.exists()
+    assert (mountpoint / "syslog").exists()  # the logs themselves stay
+
+
+def test_an_upgrade_without_a_logs_partition_cannot_stage_on_disk(tmp_path: Path) -> None:
+    ctx = context(tmp_path, AnswerFile(mode=Mode.UPGRADE))
+    ctx.partitions = {"root": Path("/dev/sda1"), "backup": Path("/dev/sda2")}
+    runner = FakeRunner()
+    with pytest.raises(NetinstallError, match="has no logs partition to stage it on"):
+        disk.staging_on_disk(ctx, 3 << 30, runner)
+    assert runner.calls == []
+
+
+def test_an_upgrade_needs_room_on_the_logs_partition(tmp_path: Path) -> None:
+    ctx = context(tmp_path, AnswerFile(mode=Mode.UPGRADE))
+    ctx.partitions = {"logs": Path("/dev/sda5")}
+    with pytest.raises(NetinstallError, match=r"the logs partition /dev/sda5 has \d+ MiB free"):
+        disk.staging_on_disk(ctx, 1 << 60, FakeRunner())
+
+
+def test_a_restore_never_stages_a_payload(tmp_path: Path) -> None:
+    ctx = context(tmp_path, AnswerFile(mode=Mode.RESTORE))
+    with pytest.raises(NetinstallError, match="a restore does not download one"):
         disk.staging_on_disk(ctx, 10, FakeRunner())
-    assert not ctx.disk_ready
 
 
 def test_disk_staging_needs_room_on_the_backup_partition(
