@@ -238,7 +238,17 @@ main.add_command(demo)
 # -- provisioning server ------------------------------------------------------------
 
 from netinstall.cli_server import host, profile, server  # noqa: E402
+from netinstall.cli_work import host_rearm, host_restore, host_upgrade, repo  # noqa: E402
 
+server.add_command(repo)
+for command in (host_rearm, host_upgrade, host_restore):
+    host.add_command(command)
 main.add_command(server)
 main.add_command(host)
 main.add_command(profile)
+
+# -- pools --------------------------------------------------------------------------
+
+from netinstall.cli_pool import pool  # noqa: E402
+
+main.add_command(pool)

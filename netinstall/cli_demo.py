@@ -28,11 +28,13 @@ MILESTONES = {"installer": "installer up", "running": "running"}
 )
 @click.option(
     "--scenario",
-    type=click.Choice(["install", "low-memory", "bad-answer-file"]),
+    type=click.Choice(["install", "upgrade", "low-memory", "bad-answer-file"]),
     default="install",
     show_default=True,
     help="install: the firmware's full install (BIOS: static address, lvm SR; UEFI: DHCP, "
-    "ext SR, a supplemental pack; both: a script at each stage). low-memory: the "
+    "ext SR, a supplemental pack; both: a script at each stage). upgrade: install A, "
+    "upgrade it to B through the dom0 agent, restore A; check the SR and settings survive. "
+    "low-memory: the "
     "installer's dom0 gets 768 MiB, so the payload is staged on the disk. bad-answer-file: the "
     "install must fail cleanly (failed reported with the message, the disk untouched).",
 )
@@ -85,6 +87,16 @@ def demo(
         for outcome in build(build_dir, Path(cache)):
             state = "built" if outcome.built else "up to date"
             click.echo(f"{outcome.target}: {state}")
+    upgrade_repo = None
+    if chosen.upgrade:
+        from hypervisor_payload.treeinfo import parse_treeinfo
+        from netinstall.lab.upgrade import build_target, next_version
+
+        start = parse_treeinfo((build_dir / "repo" / ".treeinfo").read_text("utf-8")).version
+        if no_build:
+            upgrade_repo = build_dir / f"payload-{next_version(start)}" / "repo"
+        else:
+            upgrade_repo = build_target(build_dir, Path(cache), start)
     options = LabOptions(
         firmware="bios" if firmware == "bios" else "uefi",
         repo=build_dir / "repo",
@@ -94,6 +106,7 @@ def demo(
         keep=Path(keep) if keep else None,
         scenario=chosen,
         network="user" if network == "user" else "netns",
+        upgrade_repo=upgrade_repo,
     )
     result = run_lab(options, say=click.echo)
     click.echo("")

@@ -1,5 +1,8 @@
 """``netinstall server|host|profile``: the provisioning server and its registry (SPEC §9).
 
+Assigning work (``host rearm|upgrade|restore``) and repositories (``server repo``)
+live in ``cli_work``; ``cli.py`` attaches them to the groups defined here.
+
 Every command takes ``--dir`` (default ``NETINSTALL_DIR``, else /var/lib/netinstall)
 and opens the registry directly; that is safe beside a running server. No output
 ever shows an install token, an agent credential, the API token or a password.
@@ -32,7 +35,7 @@ API_TOKEN_FILE = "api-token"  # noqa: S105 - a file name
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def _dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
+def dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--dir",
         "directory",
@@ -54,7 +57,7 @@ def _directory(directory: str, positional: str | None) -> Path:
 
 
 @contextmanager
-def _registry(directory: Path) -> Iterator[Registry]:
+def open_registry(directory: Path) -> Iterator[Registry]:
     from pxe_server.registry import REGISTRY_FILE, Registry
 
     if not (directory / REGISTRY_FILE).is_file():
@@ -65,18 +68,18 @@ def _registry(directory: Path) -> Iterator[Registry]:
         yield registry
 
 
-def _when(seconds: float) -> str:
+def when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
-def _table(rows: Sequence[Sequence[str]]) -> str:
+def table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     )
 
 
-def _echo_json(document: object) -> None:
+def echo_json(document: object) -> None:
     click.echo(json.dumps(document, indent=2))
 
 
@@ -120,7 +123,7 @@ def _write_api_token(directory: Path, token: str) -> bool:
 
 @server.command("init")
 @click.argument("positional", required=False, metavar="[DIR]")
-@_dir_option
+@dir_option
 @click.option("--repo", help="The install repository: a directory or a URL (default build/repo).")
 @click.option("--netboot", help="The netboot tree (default build/netboot).")
 @click.option(
@@ -195,22 +198,9 @@ def server_init(
                 current[key] = value
             hint = f"not set (give --{key}, or build it with `netinstall images build`)"
             click.echo(f"{key}: {current.get(key, hint)}")
-        version = _repo_version(current.get("repo"))
-        if version is not None and version != current.get("payload_version"):
-            registry.set_setting("payload_version", version)
-        click.echo(f"payload version: {version or current.get('payload_version', 'unknown')}")
+        from netinstall.cli_work import register_default
 
-
-def _repo_version(repo: str | None) -> str | None:
-    """The payload version in a local repository's .treeinfo, if there is one."""
-    from hypervisor_payload.treeinfo import parse_treeinfo
-
-    if repo is None or "://" in repo:
-        return None
-    treeinfo = Path(repo) / ".treeinfo"
-    if not treeinfo.is_file():
-        return None
-    return parse_treeinfo(treeinfo.read_text(encoding="utf-8")).version
+        register_default(registry, current.get("repo"), explicit=repo is not None)
 
 
 def _port(option: str, text: str) -> int:
@@ -240,7 +230,7 @@ def _dhcp_range(text: str) -> tuple[str, str]:
 
 @server.command("run")
 @click.argument("positional", required=False, metavar="[DIR]")
-@_dir_option
+@dir_option
 @click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")  # noqa: S104
 @click.option("--tftp-port", default="69", show_default=True)
 @click.option("--http-port", default="8080", show_default=True)
@@ -260,7 +250,7 @@ def server_run(
 ) -> None:
     """Serve TFTP, HTTP (boot files, repository, answer files, API) and optionally DHCP."""
     where = _directory(directory, positional)
-    with _registry(where):
+    with open_registry(where):
         pass
     options: dict[str, Any] = {
         "bind": _ip("--bind", bind),
@@ -286,7 +276,7 @@ def server_run(
 
 @click.group("host")
 def host() -> None:
-    """Register machines, follow their installs, rearm them."""
+    """Register machines, follow their installs, assign them work."""
 
 
 def _variables(pairs: Sequence[str]) -> list[tuple[str, str]]:
@@ -321,6 +311,9 @@ def _host_json(item: Host, events: Sequence[Event]) -> dict[str, object]:
         "progress": item.progress,
         "assigned_version": item.assigned_version,
         "running_version": item.running_version,
+        "work": None if item.work is None else item.work.value,
+        "reboot_policy": item.reboot_policy.value,
+        "last_checkin": item.last_checkin,
         "facts": dict(item.facts),
         "token": "set" if item.token else "none",
         "agent_credential": "set" if item.agent_credential else "none",
@@ -344,7 +337,7 @@ def _fact_fields(facts: Mapping[str, object]) -> list[tuple[str, str]]:
 
 
 def _event_line(event: Event) -> str:
-    parts = [_when(event.time), event.state.value]
+    parts = [when(event.time), event.state.value]
     parts += [event.step] if event.step else []
     parts += [f"{event.progress:.0%}"] if event.progress is not None else []
     parts += [event.message] if event.message else []
@@ -353,7 +346,7 @@ def _event_line(event: Event) -> str:
 
 @host.command("add")
 @click.argument("mac")
-@_dir_option
+@dir_option
 @click.option("--profile", default="default", show_default=True)
 @click.option("--name", help="Host name (not an FQDN) for the answer file.")
 @click.option("--var", "variables", multiple=True, help="Template variable KEY=VALUE (repeat).")
@@ -362,38 +355,40 @@ def host_add(
 ) -> None:
     """Register MAC for a network install with PROFILE (netboot armed)."""
     pairs = _variables(variables)
-    with _registry(Path(directory)) as registry:
+    with open_registry(Path(directory)) as registry:
         item = registry.add_host(mac, profile=profile, name=name, variables=pairs)
     click.echo(f"added {item.mac}: profile {item.profile}, state pending, netboot armed")
 
 
 @host.command("list")
-@_dir_option
+@dir_option
 @click.option("--json", "as_json", is_flag=True)
 def host_list(directory: str, as_json: bool) -> None:
     """Every host: state, step, versions and its last event."""
-    with _registry(Path(directory)) as registry:
+    with open_registry(Path(directory)) as registry:
         rows = [(h, registry.events(h.mac, limit=1)) for h in registry.list_hosts()]
     if as_json:
-        _echo_json([_host_json(item, last) for item, last in rows])
+        echo_json([_host_json(item, last) for item, last in rows])
         return
     if not rows:
         click.echo("no hosts; add one with `netinstall host add MAC`")
         return
-    table = [("MAC", "NAME", "PROFILE", "STATE", "STEP", "ASSIGNED/RUNNING", "LAST EVENT")]
+    lines: list[tuple[str, ...]] = [
+        ("MAC", "NAME", "PROFILE", "STATE", "STEP", "WORK", "ASSIGNED", "RUNNING", "LAST EVENT")
+    ]
     for item, last in rows:
-        versions = f"{item.assigned_version or '-'}/{item.running_version or '-'}"
-        event = f"{_when(last[0].time)} {last[0].message or ''}".rstrip() if last else "-"
+        event = f"{when(last[0].time)} {last[0].message or ''}".rstrip() if last else "-"
         state = item.state.value + ("" if item.netboot_armed else " (disarmed)")
-        table.append(
-            (item.mac, item.name or "-", item.profile, state, item.step or "-", versions, event)
+        work = (item.step, item.work, item.assigned_version, item.running_version)
+        lines.append(
+            (item.mac, item.name or "-", item.profile, state, *(w or "-" for w in work), event)
         )
-    click.echo(_table(table))
+    click.echo(table(lines))
 
 
 @host.command("show")
 @click.argument("mac")
-@_dir_option
+@dir_option
 @click.option("--json", "as_json", is_flag=True)
 def host_show(mac: str, directory: str, as_json: bool) -> None:
     """One host's record and its events, oldest first."""
@@ -401,13 +396,13 @@ def host_show(mac: str, directory: str, as_json: bool) -> None:
     from pxe_server.registry import UnknownHost
 
     mac = normalise_mac(mac)
-    with _registry(Path(directory)) as registry:
+    with open_registry(Path(directory)) as registry:
         item = registry.get_host(mac)
         if item is None:
             raise UnknownHost(f"no host {mac} in the registry")
         events = registry.events(mac)
     if as_json:
-        _echo_json({**_host_json(item, events), "events": [_event_json(e) for e in events]})
+        echo_json({**_host_json(item, events), "events": [_event_json(e) for e in events]})
         return
     fields = [
         ("mac", item.mac),
@@ -416,8 +411,11 @@ def host_show(mac: str, directory: str, as_json: bool) -> None:
         ("state", f"{item.state.value}, netboot {'armed' if item.netboot_armed else 'disarmed'}"),
         ("step", item.step or "-"),
         ("progress", f"{item.progress:.0%}" if item.progress is not None else "-"),
+        ("work", item.work or "-"),
+        ("reboot policy", item.reboot_policy.value),
         ("assigned version", item.assigned_version or "-"),
         ("running version", item.running_version or "-"),
+        ("last check-in", when(item.last_checkin) if item.last_checkin else "-"),
         ("install token", "set" if item.token else "none"),
         ("agent credential", "set" if item.agent_credential else "none"),
         ("variables", ", ".join(f"{k}={v}" for k, v in _shown_variables(item).items()) or "-"),
@@ -430,27 +428,15 @@ def host_show(mac: str, directory: str, as_json: bool) -> None:
         click.echo(f"  {_event_line(event)}")
 
 
-@host.command("rearm")
-@click.argument("mac")
-@_dir_option
-def host_rearm(mac: str, directory: str) -> None:
-    """New network-install work for MAC: pending, netboot armed, a new install token."""
-    with _registry(Path(directory)) as registry:
-        item = registry.rearm(mac)
-    click.echo(
-        f"rearmed {item.mac}: state {item.state.value}, netboot armed, new install token issued"
-    )
-
-
 @host.command("remove")
 @click.argument("mac")
-@_dir_option
+@dir_option
 def host_remove(mac: str, directory: str) -> None:
     """Forget MAC and its events."""
     from pxe_server.model import normalise_mac
 
     mac = normalise_mac(mac)
-    with _registry(Path(directory)) as registry:
+    with open_registry(Path(directory)) as registry:
         registry.delete_host(mac)
     click.echo(f"removed {mac}")
 
@@ -469,7 +455,7 @@ def _profile_json(item: Profile, hosts: int) -> dict[str, object]:
 
 @profile.command("add")
 @click.argument("name")
-@_dir_option
+@dir_option
 @click.option("--template", "template_file", required=True, help="The answer-file template.")
 @click.option("--chain", default="seed", show_default=True, help="Boot chain: seed or ipxe.")
 @click.option("--xen-args", help="Xen command line for the installer.")
@@ -506,7 +492,7 @@ def profile_add(
         payload_version=payload_version,
         **{k: v for k, v in extra.items() if v is not None},
     )
-    with _registry(Path(directory)) as registry:
+    with open_registry(Path(directory)) as registry:
         if update and registry.get_profile(name) is not None:
             registry.update_profile(item)
             click.echo(f"updated profile {name} (chain {chain})")
@@ -516,39 +502,39 @@ def profile_add(
 
 
 @profile.command("list")
-@_dir_option
+@dir_option
 @click.option("--json", "as_json", is_flag=True)
 def profile_list(directory: str, as_json: bool) -> None:
     """Every profile and how many hosts use it."""
-    with _registry(Path(directory)) as registry:
+    with open_registry(Path(directory)) as registry:
         items = registry.list_profiles()
         counts = {p.name: 0 for p in items}
         for item in registry.list_hosts():
             counts[item.profile] = counts.get(item.profile, 0) + 1
     if as_json:
-        _echo_json([_profile_json(p, counts[p.name]) for p in items])
+        echo_json([_profile_json(p, counts[p.name]) for p in items])
         return
-    table = [("NAME", "CHAIN", "PAYLOAD", "HOSTS")]
-    table += [
+    lines = [("NAME", "CHAIN", "PAYLOAD", "HOSTS")]
+    lines += [
         (p.name, p.boot_chain.value, p.payload_version or "(server)", str(counts[p.name]))
         for p in items
     ]
-    click.echo(_table(table))
+    click.echo(table(lines))
 
 
 @profile.command("show")
 @click.argument("name")
-@_dir_option
+@dir_option
 @click.option("--json", "as_json", is_flag=True)
 def profile_show(name: str, directory: str, as_json: bool) -> None:
     """One profile: boot parameters and the answer-file template."""
-    with _registry(Path(directory)) as registry:
+    with open_registry(Path(directory)) as registry:
         item = registry.get_profile(name)
         if item is None:
             raise InputError(f"no profile {name!r}; see `netinstall profile list`")
         hosts = sum(1 for h in registry.list_hosts() if h.profile == name)
     if as_json:
-        _echo_json(_profile_json(item, hosts))
+        echo_json(_profile_json(item, hosts))
         return
     fields = [
         ("name", item.name),

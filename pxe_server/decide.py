@@ -12,6 +12,7 @@ host and its profile up and passes them in.
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from netinstall.errors import InputError
@@ -84,6 +85,40 @@ def decide(host: Host | None, profile: Profile | None, settings: ServerSettings)
     without which the installer could not fetch its answer file).
     """
     return explain(host, profile, settings).action
+
+
+def payload_version(host: Host, profile: Profile | None, default: str | None) -> str | None:
+    """The payload version ``host`` installs: its assigned version, else its profile's,
+    else the server's default (None: whatever the default repository holds)."""
+    if host.assigned_version:
+        return host.assigned_version
+    if profile is not None and profile.payload_version:
+        return profile.payload_version
+    return default
+
+
+def repository_url(
+    version: str | None,
+    registered: Collection[str],
+    default: str | None,
+    http_base: str,
+    default_url: str,
+) -> str:
+    """The ``repo_url`` of an answer file for payload ``version`` (``payload_version``).
+
+    ``<http_base>/repo/<version>/`` when ``version`` is ``registered``; the default
+    repository's ``default_url`` for None or the ``default`` version (a repository
+    given as a URL, or one registered before versions were). InputError naming the
+    version otherwise.
+    """
+    if version is not None and version in registered:
+        return f"{http_base}/repo/{version}/"
+    if version is None or version == default:
+        return default_url
+    raise InputError(
+        f"payload version {version} is not registered on this server; "
+        "add its repository with `netinstall server repo add DIR`"
+    )
 
 
 def boot_file(facts: ClientFacts, host: Host | None, profile: Profile | None) -> str:

@@ -138,8 +138,9 @@ async def answer_file(request: web.Request) -> web.StreamResponse:
     if profile is None:
         return error(500, f"host {mac} has profile {host.profile!r}, which does not exist")
     try:
-        text = await blocking(render.answer_file, host, profile, ctx.settings, ctx.repository_url())
-    except InputError as exc:  # the rendered file is invalid, or a variable is missing
+        repo_url = await blocking(ctx.repository_url_for, host, profile)
+        text = await blocking(render.answer_file, host, profile, ctx.settings, repo_url)
+    except InputError as exc:  # unregistered version, invalid answer file, missing variable
         said = " ".join(exc.problems)
         log.warning("answer file of %s cannot be served: %s", mac, said)
         return error(500, said)

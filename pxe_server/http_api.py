@@ -1,9 +1,10 @@
 """HTTP, part 2: the JSON API under ``/api/v1/`` (docs/protocol.md, SPEC §9).
 
-Operator calls (hosts: list, create, show, edit, delete, rearm; a host's events)
-need ``Authorization: Bearer <the server's API token>``: missing 401, wrong 403.
-Installer and first-boot calls (``POST .../events``, ``PUT .../logs``) need the
-host's own install token or agent credential: missing or wrong 401. No reply
+Operator calls (hosts: list, create, show, edit, delete, rearm, upgrade, restore; a
+host's events) need ``Authorization: Bearer <the server's API token>``: missing 401,
+wrong 403. Installer and first-boot calls (``POST .../events``, ``PUT .../logs``)
+need the host's own install token or agent credential, the agent's check-in
+(``POST .../checkin``) its agent credential: missing or wrong 401. No reply
 carries a token or credential, except the agent credential in the reply to the
 ``running`` event. Errors are ``{"error": "<one sentence>"}``.
 """
@@ -11,6 +12,7 @@ carries a token or credential, except the agent credential in the reply to the
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,10 +21,13 @@ from typing import Any
 from aiohttp import web
 
 from netinstall.errors import InputError
+from pxe_server.checkin import checkin_reply, reported_state, running_version
 from pxe_server.http_files import Context, blocking, context, error
-from pxe_server.model import Event, Host, mac_dashes, normalise_mac
+from pxe_server.model import Event, Host, RebootPolicy, Work, mac_dashes, normalise_mac
 from pxe_server.registry import TransitionRefused, UnknownHost
 from pxe_server.secrets import same_token
+
+log = logging.getLogger("netinstall.http")
 
 MAX_LOG_BUNDLE = 64 * 1024 * 1024
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -41,6 +46,9 @@ def host_json(host: Host) -> dict[str, Any]:
         "progress": host.progress,
         "assigned_version": host.assigned_version,
         "running_version": host.running_version,
+        "work": None if host.work is None else host.work.value,
+        "reboot_policy": host.reboot_policy.value,
+        "last_checkin": host.last_checkin,
         "facts": dict(host.facts),
     }
 
@@ -212,6 +220,30 @@ async def rearm_host(request: web.Request) -> web.StreamResponse:
     return web.json_response(host_json(await blocking(ctx.registry.rearm, mac)))
 
 
+async def _assign(request: web.Request, work: Work, fields: set[str]) -> web.StreamResponse:
+    if refused := _operator(request):
+        return refused
+    ctx, mac = context(request), _mac(request)
+    body = await _body(request, fields)
+    version = _text(body, "version", optional=False) if "version" in fields else None
+    reboot = _text(body, "reboot") or RebootPolicy.AUTO.value
+    await _host_or_404(ctx, mac)
+    host = await blocking(ctx.registry.assign_work, mac, work, version=version, reboot=reboot)
+    return web.json_response(host_json(host))
+
+
+@_guarded
+async def upgrade_host(request: web.Request) -> web.StreamResponse:
+    """``{"version": V, "reboot": "auto"|"manual"}``: the agent upgrades the host to V."""
+    return await _assign(request, Work.UPGRADE, {"version", "reboot"})
+
+
+@_guarded
+async def restore_host(request: web.Request) -> web.StreamResponse:
+    """``{"reboot": "auto"|"manual"}``: the agent restores the host's backup partition."""
+    return await _assign(request, Work.RESTORE, {"reboot"})
+
+
 @_guarded
 async def list_events(request: web.Request) -> web.StreamResponse:
     if refused := _operator(request):
@@ -267,6 +299,33 @@ async def post_event(request: web.Request) -> web.StreamResponse:
     return web.json_response(reply)
 
 
+@_guarded
+async def checkin(request: web.Request) -> web.StreamResponse:
+    """The dom0 agent's check-in (docs/protocol.md): its agent credential only."""
+    ctx, mac = context(request), _mac(request)
+    host = await _host_or_404(ctx, mac)
+    given, credential = bearer(request) or "", host.agent_credential or ""
+    if not (same_token(given, credential) and given and credential):
+        return error(
+            401,
+            "wrong or revoked agent credential; this call needs "
+            "Authorization: Bearer <the host's agent credential>",
+            **_CHALLENGE,
+        )
+    body = await _body(request, {"running_version", "state"})
+    version = running_version(body.get("running_version"))
+    reported = reported_state(body.get("state"))
+    host = await blocking(ctx.registry.check_in, mac, version, reported)
+    profile = await blocking(ctx.registry.get_profile, host.profile)
+    try:
+        reply = checkin_reply(host, profile, ctx.settings)
+    except InputError as exc:  # the server's configuration, not the agent's request
+        message = " ".join(exc.problems)
+        log.warning("check-in of %s cannot be answered: %s", mac, message)
+        return error(500, message)
+    return web.json_response(reply)
+
+
 def _store_bundle(directory: Path, data: bytes) -> Path:
     """Write the bundle whole under a temporary name, then rename: never a half file."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -313,4 +372,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/hosts/{mac}/events", list_events, allow_head=False)
     app.router.add_post("/api/v1/hosts/{mac}/events", post_event)
     app.router.add_post("/api/v1/hosts/{mac}/rearm", rearm_host)
+    app.router.add_post("/api/v1/hosts/{mac}/upgrade", upgrade_host)
+    app.router.add_post("/api/v1/hosts/{mac}/restore", restore_host)
+    app.router.add_post("/api/v1/hosts/{mac}/checkin", checkin)
     app.router.add_put("/api/v1/hosts/{mac}/logs", put_logs)

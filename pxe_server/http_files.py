@@ -18,7 +18,8 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from pxe_server.model import ServerSettings
+from pxe_server import decide
+from pxe_server.model import Host, Profile, ServerSettings
 from pxe_server.registry import Registry
 
 T = TypeVar("T")
@@ -53,8 +54,17 @@ class Context:
         return self.registry_dir / FILES_DIR
 
     def repository_url(self) -> str:
-        """What answer files name as the source: ours (``<http_base>/repo/``) or the given URL."""
+        """The default repository's URL: ours (``<http_base>/repo/``) or the given URL."""
         return self.repo_url or f"{self.settings.http_base}/repo/"
+
+    def repository_url_for(self, host: Host, profile: Profile) -> str:
+        """The ``repo_url`` of ``host``'s answer file (``decide.repository_url``). Blocks."""
+        default = self.registry.settings().get("payload_version")
+        version = decide.payload_version(host, profile, default)
+        registered = [r.version for r in self.registry.repositories()]
+        return decide.repository_url(
+            version, registered, default, self.settings.http_base, self.repository_url()
+        )
 
 
 CONTEXT = web.AppKey("context", Context)
@@ -121,8 +131,16 @@ async def boot_file(request: web.Request) -> web.StreamResponse:
 
 
 async def repo_file(request: web.Request) -> web.StreamResponse:
-    """``GET/HEAD /repo/<path>``: a file of the install repository."""
-    return _serve_file(context(request).repo, request.match_info["path"], "repository", NO_REPO)
+    """``GET/HEAD /repo/<version>/<path>``: a file of the repository registered for
+    ``version``; ``/repo/<path>``: a file of the default repository."""
+    ctx, relative = context(request), request.match_info["path"]
+    version, slash, rest = relative.partition("/")
+    if slash:
+        found = await blocking(ctx.registry.repository, version)
+        if found is not None:
+            missing = "register it again with `netinstall server repo add DIR --replace`"
+            return _serve_file(Path(found.directory), rest, f"repository {version}", missing)
+    return _serve_file(ctx.repo, relative, "repository", NO_REPO)
 
 
 async def operator_file(request: web.Request) -> web.StreamResponse:

@@ -11,7 +11,7 @@ import json
 import sqlite3
 
 from netinstall.errors import NetinstallError
-from pxe_server.model import BootChain, Event, Host, Profile, State
+from pxe_server.model import BootChain, Event, Host, Profile, RebootPolicy, Repository, State, Work
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the first schema.
@@ -60,6 +60,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: what the installed system last reported with running (a JSON object).
     ("ALTER TABLE hosts ADD COLUMN facts TEXT NOT NULL DEFAULT '{}'",),
+    # 3: several repositories side by side; agent-driven work (upgrade, restore).
+    (
+        """CREATE TABLE repositories (
+            version TEXT PRIMARY KEY,
+            directory TEXT NOT NULL,
+            added REAL NOT NULL
+        )""",
+        # The default repository of an older registry (server init --repo DIR) is the first.
+        """INSERT INTO repositories (version, directory, added)
+            SELECT v.value, r.value, CAST(strftime('%s', 'now') AS REAL)
+            FROM settings AS v, settings AS r
+            WHERE v.key = 'payload_version' AND r.key = 'repo' AND r.value NOT LIKE '%://%'""",
+        "ALTER TABLE hosts ADD COLUMN work TEXT",
+        "ALTER TABLE hosts ADD COLUMN reboot_policy TEXT NOT NULL DEFAULT 'auto'",
+        "ALTER TABLE hosts ADD COLUMN last_checkin REAL",
+        # Until running, a host's work is the network install it was added or rearmed for.
+        "UPDATE hosts SET work = 'install' WHERE state != 'running'",
+    ),
 )
 
 LATEST = len(MIGRATIONS)
@@ -109,6 +127,9 @@ HOST_COLUMNS = (
     "token",
     "agent_credential",
     "facts",
+    "work",
+    "reboot_policy",
+    "last_checkin",
 )
 PROFILE_COLUMNS = ("name", "template", "boot_chain", "xen_args", "kernel_args", "payload_version")
 # Statements built from the constant column lists above (no user text reaches them).
@@ -140,6 +161,9 @@ def host_row(host: Host) -> Row:
         host.token,
         host.agent_credential,
         json.dumps(dict(host.facts), sort_keys=True),
+        None if host.work is None else Work(host.work).value,
+        RebootPolicy(host.reboot_policy).value,
+        host.last_checkin,
     )
 
 
@@ -158,6 +182,9 @@ def host_from(row: sqlite3.Row) -> Host:
         token=row["token"],
         agent_credential=row["agent_credential"],
         facts=_facts(row["facts"]),
+        work=None if row["work"] is None else Work(row["work"]),
+        reboot_policy=RebootPolicy(row["reboot_policy"]),
+        last_checkin=row["last_checkin"],
     )
 
 
@@ -202,3 +229,7 @@ def event_from(row: sqlite3.Row) -> Event:
         progress=row["progress"],
         message=row["message"],
     )
+
+
+def repository_from(row: sqlite3.Row) -> Repository:
+    return Repository(version=row["version"], directory=row["directory"])

@@ -41,13 +41,48 @@ def transition_allowed(current: State, new: State) -> bool:
 
     Forward moves (skips included) are allowed, so is repeating the current state
     (progress updates); ``failed`` may follow any state but ``running``. Nothing
-    leaves ``failed`` or goes back except new work (``Registry.assign_work``).
+    leaves ``failed`` or goes back except new work (``Registry.rearm``,
+    ``Registry.assign_work``). See ``reported_from`` for installed (reboot required).
     """
     if new is State.FAILED:
         return current not in (State.RUNNING, State.FAILED)
     if current is State.FAILED or new not in STATE_ORDER:
         return False
     return STATE_ORDER.index(new) >= STATE_ORDER.index(current)
+
+
+class Work(enum.StrEnum):
+    """What a host was last told to do; None once the installed system reports running."""
+
+    INSTALL = "install"  # a network install (host add, rearm): netboot armed
+    UPGRADE = "upgrade"  # agent-driven (SPEC §8): netboot never armed
+    RESTORE = "restore"  # agent-driven, from the backup partition
+
+
+AGENT_WORK = (Work.UPGRADE, Work.RESTORE)
+
+
+class RebootPolicy(enum.StrEnum):
+    """Whether the agent reboots into the installer at once or waits for the operator."""
+
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+# The step of an ``installed`` host whose agent staged the installer and waits for the
+# operator's reboot (seed 002's "Installed (Reboot Required)"): the install is still ahead.
+REBOOT_REQUIRED = "reboot-required"
+
+
+def awaiting_reboot(host: Host) -> bool:
+    """Whether ``host`` is installed (reboot required): its installer has not run yet."""
+    return host.state is State.INSTALLED and host.step == REBOOT_REQUIRED
+
+
+def reported_from(host: Host) -> State:
+    """The state an event moves ``host`` from: one that awaits its reboot counts as
+    ``signalled`` (the installer it staged reports ``installing`` next)."""
+    return State.SIGNALLED if awaiting_reboot(host) else host.state
 
 
 class BootChain(enum.StrEnum):
@@ -77,6 +112,18 @@ def normalise_mac(text: str) -> str:
         raise InputError(f"{text!r} is not a MAC address; expected e.g. 52:54:00:12:34:56")
     digits = re.sub(r"[:-]", "", lowered)
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$")
+
+
+def check_version(text: str) -> str:
+    """A payload version as it may appear in a URL path (``/repo/<version>/``)."""
+    if not _VERSION.match(text):
+        raise InputError(
+            f"version {text!r} must be letters, digits, '.', '_', '+', '~', '-' (64 at most)"
+        )
+    return text
 
 
 def mac_dashes(mac: str) -> str:
@@ -110,6 +157,17 @@ class Host:
     agent_credential: str | None = field(default=None, repr=False)
     # What the installed system reported with its last ``running`` (docs/protocol.md).
     facts: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
+    work: Work | None = None
+    reboot_policy: RebootPolicy = RebootPolicy.AUTO
+    last_checkin: float | None = None  # seconds since the epoch: the agent's last check-in
+
+
+@dataclass(frozen=True)
+class Repository:
+    """An install repository the server holds (``/repo/<version>/``)."""
+
+    version: str
+    directory: str
 
 
 @dataclass(frozen=True)

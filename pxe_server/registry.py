@@ -1,4 +1,4 @@
-"""The registry: hosts, profiles, events and settings in SQLite (SPEC §9).
+"""The registry: hosts, profiles, events, repositories and settings in SQLite (SPEC §9).
 
 One file, ``DIR/registry.sqlite``, shared by the running server and the CLI: WAL
 mode (readers never block the writer), a busy timeout, and short transactions
@@ -11,13 +11,11 @@ every stored event message has the host's secrets replaced by ``REDACTED``.
 from __future__ import annotations
 
 import enum
-import math
 import os
-import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from importlib import resources
@@ -25,33 +23,37 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-import jinja2
-
 from netinstall.errors import InputError, NetinstallError
 from pxe_server import migrations as schema
+from pxe_server.checkin import Reported, apply_checkin, reported_state
 from pxe_server.model import (
+    AGENT_WORK,
     REPORTABLE,
-    BootChain,
     Event,
     Host,
     Profile,
+    RebootPolicy,
+    Repository,
     State,
+    Work,
+    check_version,
     normalise_mac,
+    reported_from,
     transition_allowed,
+)
+from pxe_server.registry_input import (
+    Variables,
+    check_profile,
+    choice,
+    host_name,
+    progress_of,
+    variables_of,
 )
 from pxe_server.secrets import new_token, redact, same_token
 
 REGISTRY_FILE = "registry.sqlite"
 BUSY_TIMEOUT_MS = 10_000
 CHECKIN_INTERVAL = 300  # seconds between agent check-ins, handed out with the credential
-# Template variables the renderer provides itself; a host variable may not shadow them.
-RESERVED_VARIABLES = frozenset({"mac", "name", "server", "repo_url", "root_password_hash"})
-
-_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-Variables = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 class UnknownHost(InputError):
@@ -75,53 +77,26 @@ def default_profile() -> Profile:
     return Profile(name="default", template=template.read_text("utf-8"))
 
 
-def check_template(template: str) -> None:
-    """InputError unless ``template`` parses as jinja2."""
-    try:
-        jinja2.Environment(autoescape=True).parse(template)
-    except jinja2.TemplateSyntaxError as exc:
-        raise InputError(
-            f"the template does not parse as jinja2: line {exc.lineno}: {exc.message}"
-        ) from exc
-
-
-def _check_profile(profile: Profile) -> None:
-    if not _PROFILE_NAME.match(profile.name):
-        raise InputError(f"profile name {profile.name!r} must be letters, digits, '.', '_', '-'")
-    if profile.boot_chain not in tuple(BootChain):
-        choices = "|".join(c.value for c in BootChain)
-        raise InputError(f"boot chain {profile.boot_chain!r} must be one of {choices}")
-    check_template(profile.template)
-
-
-def _variables(variables: Variables) -> tuple[tuple[str, str], ...]:
-    pairs = list(variables.items()) if isinstance(variables, Mapping) else list(variables)
-    result: dict[str, str] = {}
-    for key, value in pairs:
-        if not _VARIABLE.match(key):
-            raise InputError(f"variable name {key!r} must be letters, digits and _")
-        if key in RESERVED_VARIABLES:
-            raise InputError(f"variable {key!r} is set by the server; choose another name")
-        if key in result:
-            raise InputError(f"variable {key!r} is given twice")
-        result[key] = str(value)
-    return tuple(sorted(result.items()))
-
-
-def _host_name(name: str | None) -> str | None:
-    if name is not None and not _HOST_NAME.match(name):
-        raise InputError(f"host name {name!r} must be letters, digits and '-' (not an FQDN)")
-    return name
-
-
-def _progress(progress: float | None) -> float | None:
-    if progress is None:
-        return None
-    if isinstance(progress, bool) or not isinstance(progress, int | float):
-        raise InputError(f"progress {progress!r} must be a number from 0 to 1")
-    if not (math.isfinite(progress) and 0 <= progress <= 1):
-        raise InputError(f"progress {progress!r} must be a number from 0 to 1")
-    return float(progress)
+def _new_work(
+    old: Host,
+    work: Work,
+    *,
+    netboot_armed: bool,
+    assigned_version: str | None,
+    reboot_policy: RebootPolicy = RebootPolicy.AUTO,
+) -> Host:
+    """``old`` given new work: state pending, step cleared, a new install token."""
+    return replace(
+        old,
+        state=State.PENDING,
+        step=None,
+        progress=None,
+        token=new_token(),
+        work=work,
+        netboot_armed=netboot_armed,
+        assigned_version=assigned_version,
+        reboot_policy=reboot_policy,
+    )
 
 
 class Registry:
@@ -208,7 +183,7 @@ class Registry:
     # -- profiles --------------------------------------------------------------
 
     def add_profile(self, profile: Profile) -> None:
-        _check_profile(profile)
+        check_profile(profile)
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM profiles WHERE name = ?", (profile.name,)).fetchone():
                 raise InputError(f"profile {profile.name!r} exists already")
@@ -217,7 +192,7 @@ class Registry:
             )
 
     def update_profile(self, profile: Profile) -> None:
-        _check_profile(profile)
+        check_profile(profile)
         with self._write() as conn:
             row = schema.profile_row(profile)
             done = conn.execute(schema.UPDATE_PROFILE, (*row[1:], row[0]))
@@ -286,7 +261,7 @@ class Registry:
     ) -> Host:
         """Register a host: state pending, netboot armed, a fresh install token."""
         mac = normalise_mac(mac)
-        pairs, name = _variables(variables), _host_name(name)
+        pairs, name = variables_of(variables), host_name(name)
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM hosts WHERE mac = ?", (mac,)).fetchone():
                 raise InputError(f"host {mac} exists already; see `netinstall host show {mac}`")
@@ -297,6 +272,7 @@ class Registry:
                 variables=pairs,
                 assigned_version=self._assigned_version(conn, profile),
                 token=new_token(),
+                work=Work.INSTALL,
             )
             conn.execute(schema.INSERT_HOST, schema.host_row(host))
             self._log(conn, host, "added to the registry", None)
@@ -323,12 +299,12 @@ class Registry:
         with self._write() as conn:
             host = self._load(conn, mac)
             if name is not KEEP:
-                host = replace(host, name=_host_name(name))
+                host = replace(host, name=host_name(name))
             if profile is not KEEP:
                 version = self._assigned_version(conn, profile)
                 host = replace(host, profile=profile, assigned_version=version)
             if variables is not KEEP:
-                host = replace(host, variables=_variables(variables))
+                host = replace(host, variables=variables_of(variables))
             self._store(conn, host)
         return host
 
@@ -383,22 +359,24 @@ class Registry:
         if new not in REPORTABLE:
             names = ", ".join(s.value for s in REPORTABLE)
             raise InputError(f"state {new.value!r} cannot be reported; expected one of {names}")
-        progress = _progress(progress)
+        progress = progress_of(progress)
         reply: dict[str, object] = {}
         with self._write() as conn:
             old = self._load(conn, mac)
-            if not transition_allowed(old.state, new):
+            current = reported_from(old)
+            if not transition_allowed(current, new):
                 raise TransitionRefused(
                     f"host {mac} is {old.state.value}; it cannot become {new.value} "
                     "(rearm it for new work)"
                 )
-            if new is old.state:
+            if new is current:
                 step = old.step if step is None else step
                 progress = old.progress if progress is None else progress
             host = replace(old, state=new, step=step, progress=progress)
             if new in (State.INSTALLED, State.FAILED):
                 host = replace(host, netboot_armed=False)
             if new is State.RUNNING:
+                host = replace(host, work=None)
                 if facts is not None:
                     host = replace(host, facts=dict(facts))
                 version = (facts or {}).get("payload_version")
@@ -433,18 +411,110 @@ class Registry:
         mac = normalise_mac(mac)
         with self._write() as conn:
             old = self._load(conn, mac)
-            host = replace(
+            host = _new_work(
                 old,
-                state=State.PENDING,
-                step=None,
-                progress=None,
+                Work.INSTALL,
                 netboot_armed=True,
-                token=new_token(),
                 assigned_version=self._assigned_version(conn, old.profile),
             )
             self._store(conn, host)
             self._log(conn, host, "rearmed: new install work", old.token)
         return host
+
+    def assign_work(
+        self,
+        mac: str,
+        work: Work | str,
+        *,
+        version: str | None = None,
+        reboot: RebootPolicy | str = RebootPolicy.AUTO,
+    ) -> Host:
+        """New agent-driven work (SPEC §8, §9): an upgrade to ``version``, or a restore.
+
+        State pending, a new install token, the reboot policy; netboot is never armed
+        (the agent boots the installer; a network-first boot order must not wipe the
+        host). The agent credential stays valid until the new system reports running.
+        InputError unless the host has an agent credential (it reported running
+        before) and, for an upgrade, ``version`` is a registered repository.
+        """
+        mac = normalise_mac(mac)
+        kind = choice(Work, work, "work", AGENT_WORK)
+        policy = choice(RebootPolicy, reboot, "reboot policy", tuple(RebootPolicy))
+        with self._write() as conn:
+            old = self._load(conn, mac)
+            if old.agent_credential is None:
+                raise InputError(
+                    f"host {mac} has never reported running, so it has no agent to "
+                    f"{kind.value} it; install it over the network (`netinstall host rearm {mac}`)"
+                )
+            assigned = old.assigned_version
+            what = "restore from the backup partition"
+            if kind is Work.UPGRADE:
+                if version is None:
+                    raise InputError("an upgrade needs the version to upgrade to")
+                assigned = self._registered(conn, version).version
+                what = f"upgrade to {assigned}"
+            host = _new_work(
+                old, kind, netboot_armed=False, assigned_version=assigned, reboot_policy=policy
+            )
+            self._store(conn, host)
+            self._log(conn, host, f"assigned: {what} (reboot {policy.value})", old.token)
+        return host
+
+    def check_in(self, mac: str, running_version: str, reported: Reported | str) -> Host:
+        """Record an agent check-in (``checkin.apply_checkin``); the host after it."""
+        mac = normalise_mac(mac)
+        state = reported_state(reported)
+        with self._write() as conn:
+            old = self._load(conn, mac)
+            host, message = apply_checkin(old, running_version, state, time.time())
+            self._store(conn, host)
+            if message is not None:
+                self._log(conn, host, message, old.token)
+        return host
+
+    # -- repositories ----------------------------------------------------------
+
+    @staticmethod
+    def _registered(conn: sqlite3.Connection, version: str) -> Repository:
+        row = conn.execute("SELECT * FROM repositories WHERE version = ?", (version,)).fetchone()
+        if row is None:
+            raise InputError(
+                f"version {version} is not registered; see `netinstall server repo list`, "
+                "add it with `netinstall server repo add DIR`"
+            )
+        return schema.repository_from(row)
+
+    def add_repository(self, version: str, directory: str, *, replace: bool = False) -> str:
+        """Register ``directory`` as the repository of ``version``: "added", "unchanged"
+        or "replaced". InputError if another directory holds it and not ``replace``."""
+        check_version(version)
+        with self._write() as conn:
+            found = conn.execute(
+                "SELECT directory FROM repositories WHERE version = ?", (version,)
+            ).fetchone()
+            if found is not None and found[0] == directory:
+                return "unchanged"
+            if found is not None and not replace:
+                raise InputError(
+                    f"version {version} is registered to {found[0]} already; "
+                    "give --replace to serve it from the new directory"
+                )
+            conn.execute(
+                "INSERT INTO repositories (version, directory, added) VALUES (?, ?, ?) "
+                "ON CONFLICT (version) DO UPDATE SET directory = excluded.directory",
+                (version, directory, time.time()),
+            )
+        return "added" if found is None else "replaced"
+
+    def repositories(self) -> list[Repository]:
+        """Every registered repository, oldest first."""
+        rows = self._query("SELECT * FROM repositories ORDER BY added, version")
+        return [schema.repository_from(row) for row in rows]
+
+    def repository(self, version: str) -> Repository | None:
+        rows = self._query("SELECT * FROM repositories WHERE version = ?", (version,))
+        return schema.repository_from(rows[0]) if rows else None
 
     # -- events ----------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """Boot configs and answer files as text (SPEC §3, §9): pure functions over model values.
 
 Boot configs come from the jinja2 templates in ``pxe_server/templates/``
-(StrictUndefined, no autoescaping); answer files from each profile's own template,
-rendered in a sandbox and validated with ``answerfile.parse`` before anyone gets
-them. ``decide.explain`` chooses between the install and the local-boot variant.
+(StrictUndefined, no autoescaping); answer files from each profile's own template
+(or, while a host's work is an upgrade or a restore, the built-in one next to
+``default_profile.xml.j2``), rendered in a sandbox and validated with
+``answerfile.parse`` before anyone gets them. ``decide.explain`` chooses between
+the install and the local-boot variant.
 
 Install entries carry, after the profile's ``kernel_args`` (so its last
 ``console=``, ``hvc0`` by default, stays last and owns /dev/console)::
@@ -22,6 +24,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Mapping
+from importlib import resources
 from pathlib import Path
 
 import jinja2
@@ -31,7 +34,7 @@ import answerfile
 from netinstall.errors import AnswerFileError, InputError
 from pxe_server import passwords
 from pxe_server.decide import IPXE_PREFIX, Action, Decision, explain
-from pxe_server.model import Host, Profile, ServerSettings, mac_dashes, normalise_mac
+from pxe_server.model import Host, Profile, ServerSettings, Work, mac_dashes, normalise_mac
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -250,19 +253,33 @@ def _sandbox() -> jinja2.sandbox.SandboxedEnvironment:
     )
 
 
-def _compile(profile: Profile) -> jinja2.Template:
+def _compile(template: str, what: str) -> jinja2.Template:
     try:
-        return _sandbox().from_string(profile.template)
+        return _sandbox().from_string(template)
     except jinja2.TemplateSyntaxError as error:
         raise InputError(
-            f"profile {profile.name}: the answer-file template has a syntax error"
+            f"{what}: the answer-file template has a syntax error"
             f" on line {error.lineno}: {error.message}"
         ) from error
 
 
 def check_answer_template(profile: Profile) -> None:
     """InputError if ``profile``'s answer-file template does not compile."""
-    _compile(profile)
+    _compile(profile.template, f"profile {profile.name}")
+
+
+# The answer files of agent-driven work, next to default_profile.xml.j2: they replace
+# the profile's template while the host's work is an upgrade or a restore.
+WORK_TEMPLATES = {
+    Work.UPGRADE: "upgrade_answerfile.xml.j2",
+    Work.RESTORE: "restore_answerfile.xml.j2",
+}
+
+
+@functools.cache
+def work_template(work: Work) -> str:
+    """The built-in answer-file template of ``work`` (upgrade or restore)."""
+    return resources.files("pxe_server").joinpath(WORK_TEMPLATES[work]).read_text("utf-8")
 
 
 def answer_file(
@@ -273,35 +290,40 @@ def answer_file(
     *,
     salt: str | None = None,
 ) -> str:
-    """``profile``'s answer file for ``host``, validated with ``answerfile.parse``.
+    """``host``'s answer file, validated with ``answerfile.parse``: ``profile``'s, or
+    the built-in one while the host's work is an upgrade or a restore.
 
     ``salt`` fixes the root password hash's salt (tests); None draws a random one.
     """
-    template = _compile(profile)
+    if host.work in WORK_TEMPLATES:
+        work = Work(host.work)
+        template, what = work_template(work), f"the built-in {work.value} answer file"
+    else:
+        template, what = profile.template, f"profile {profile.name}"
     variables = answer_variables(host, settings, repo_url, salt)
     try:
-        text = template.render(variables)
+        text = _compile(template, what).render(variables)
     except jinja2.UndefinedError as error:
-        raise InputError(_undefined(profile, host, error, variables)) from error
+        raise InputError(_undefined(what, host, error, variables)) from error
     except jinja2.TemplateError as error:
         raise InputError(
-            f"profile {profile.name}: the answer-file template fails for {host.mac}: {error}"
+            f"{what}: the answer-file template fails for {host.mac}: {error}"
         ) from error
     try:
         answerfile.parse(text)
     except AnswerFileError as error:
-        header = f"profile {profile.name}: the answer file it renders for {host.mac} is invalid:"
+        header = f"{what}: the answer file it renders for {host.mac} is invalid:"
         raise InputError([header, *error.problems]) from error
     return text
 
 
 def _undefined(
-    profile: Profile, host: Host, error: jinja2.UndefinedError, variables: Mapping[str, str]
+    what: str, host: Host, error: jinja2.UndefinedError, variables: Mapping[str, str]
 ) -> str:
     message = error.message or str(error)
     match = _UNDEFINED.match(message)
     if match is None:
-        return f"profile {profile.name}: the answer-file template for {host.mac}: {message}"
+        return f"{what}: the answer-file template for {host.mac}: {message}"
     name = match[1]
     hint = ""
     if name == "root_password":
@@ -309,7 +331,7 @@ def _undefined(
     elif name == "root_password_hash":
         hint = " (set the host variable root_password)"
     return (
-        f"profile {profile.name}: the answer-file template uses the variable {name},"
+        f"{what}: the answer-file template uses the variable {name},"
         f" which is not defined for {host.mac}{hint}; defined: {', '.join(sorted(variables))}"
     )
 

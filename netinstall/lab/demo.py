@@ -14,22 +14,23 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Literal
 
 from hypervisor_payload.treeinfo import parse_treeinfo
-from netinstall.errors import NetinstallError
-from netinstall.lab import console, netns, qemu, services, usernet
+from netinstall.errors import InputError, NetinstallError
+from netinstall.lab import console, netns, qemu, services, upgrade, usernet
 from netinstall.lab.console import Tracker
+from netinstall.lab.diskview import mounted, read_only_disk
+from netinstall.lab.follow import Follower, Say
 from netinstall.lab.scenario import SCENARIOS, Scenario, prepare
 from netinstall.process import run
 from pxe_server.registry import Registry
@@ -47,6 +48,7 @@ class LabOptions:
     keep: Path | None = None  # keep the work files here (else a temporary directory)
     scenario: Scenario | None = None  # None: the firmware's default (scenario.SCENARIOS)
     network: Literal["netns", "user"] = "netns"  # user: the fallback (lab/usernet.py)
+    upgrade_repo: Path | None = None  # the upgrade scenario's version B (registered too)
 
     @property
     def chosen(self) -> Scenario:
@@ -62,9 +64,6 @@ class LabResult:
     console_tail: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)  # what verify compared
     namespace: str | None = None  # the run's network namespace (removed by then)
-
-
-Say = Callable[[str], None]
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -117,6 +116,13 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         server_argv = netns.netns_exec(net.namespace, services.server_argv(server_dir, net))
         where = f"namespace {net.namespace}"
     prepare(server_dir, options.chosen, server, mac, repo=options.repo, netboot=options.netboot)
+    if options.chosen.upgrade:
+        if options.upgrade_repo is None:
+            raise InputError("the upgrade scenario needs the repository to upgrade to")
+        run([
+            *services.netinstall_command(), "server", "repo", "add",
+            str(options.upgrade_repo.resolve()), "--dir", str(server_dir),
+        ])  # fmt: skip
     machine = qemu.Machine(
         firmware=options.firmware,
         mac=mac,
@@ -126,6 +132,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         tap=net.tap if net is not None else None,
         netdev=user.netdev() if user is not None else None,
         ovmf_vars=workdir / "OVMF_VARS.fd" if options.firmware == "uefi" else None,
+        console=workdir / "console.sock" if options.chosen.upgrade else None,
     )
     qemu.make_disk(machine.disk)
     if machine.ovmf_vars is not None:
@@ -133,6 +140,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     machine.serial.unlink(missing_ok=True)
     machine.monitor.unlink(missing_ok=True)
     tracker = Tracker()
+    checks: list[str] = []
     children: list[services.Child] = []
     vm: services.Child | None = None
     say(
@@ -154,20 +162,20 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             netns.netns_exec(net.namespace, vm_argv) if net is not None else vm_argv,
             workdir / "qemu.log",
         )
-        reason = _follow(
-            options,
-            tracker=tracker,
-            vm=vm,
-            server=children[0],
-            server_dir=server_dir,
-            mac=mac,
-            start=start,
-            say=say,
-            export=export,
-        )
-        serial = console.SerialLog(machine.serial)
-        serial.read()
-        tail = serial.last_lines()
+        follower = Follower(vm, children[0], server_dir, mac, start, say, export)
+        reason = follower.follow(tracker, options.until, options.timeout)
+        if reason is None and options.chosen.upgrade:
+            reason = upgrade.upgrade_and_restore(
+                follower,
+                machine,
+                tracker,
+                start_version=_version(options.repo),
+                target=_version(options.upgrade_repo) if options.upgrade_repo else None,
+                server_dir=server_dir,
+                checks=checks,
+            )
+        follower.serial.read()
+        tail = follower.serial.last_lines()
     finally:
         if vm is not None:
             services.quit_qemu(vm, machine.monitor)
@@ -175,7 +183,8 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             child.stop()
         if net is not None:
             netns.destroy(net.namespace)  # raises if the namespace is still there
-    checks: list[str] = []
+    if reason is None and options.chosen.upgrade:
+        reason = upgrade.check_backup(machine.disk, _version(options.repo), checks)
     if reason is None and options.until == console.RUNNING:
         reason = verify(
             tracker, options, server, server_dir=server_dir, mac=mac, disk=machine.disk,
@@ -189,69 +198,8 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     return LabResult(reason is None, reason or "ok", tracker, workdir, tail, checks, namespace)
 
 
-def _follow(
-    options: LabOptions,
-    *,
-    tracker: Tracker,
-    vm: services.Child,
-    server: services.Child,
-    server_dir: Path,
-    mac: str,
-    start: float,
-    say: Say,
-    export: usernet.Export | None = None,
-) -> str | None:
-    """Follow the run until ``options.until``; None when reached, else why not."""
-    serial = console.SerialLog(vm_serial(vm))
-    seen_events = 0
-    announced: set[str] = set()
-    with Registry.open(server_dir) as registry:
-        while True:
-            now = time.monotonic() - start
-            events = registry.events(mac)  # before the console: a report precedes its reboot
-            for event in events[seen_events:]:  # timed when first seen, like console lines
-                tracker.event(event.state.value, event.step, event.message, now)
-            seen_events = len(events)
-            if export is not None and events:
-                export.refresh(events[-1].state.value)  # user mode: configs follow the state
-            for text in serial.read():
-                tracker.line(text, now)
-            for name, at in tracker.reached.items():
-                if name not in announced:
-                    announced.add(name)
-                    say(f"[{at:7.1f} s] {name}")
-            if options.until in tracker.reached:  # FAILED too, when the run must fail
-                if options.until == console.RUNNING:
-                    _drain(serial, tracker, start)
-                return None
-            if tracker.failure is not None:
-                return tracker.failure
-            if (code := vm.exited()) is not None:
-                return f"QEMU exited with status {code}: {vm.output().strip()[-500:]}"
-            if (code := server.exited()) is not None:
-                return f"the server exited with status {code} (see {server.log_path})"
-            if now > options.timeout:
-                return f"no {options.until!r} within {options.timeout:g} s"
-            time.sleep(0.5)
-
-
-def vm_serial(vm: services.Child) -> Path:
-    """The serial console file named on QEMU's command line."""
-    for arg in vm.argv:
-        if arg.startswith("file:"):
-            return Path(arg.removeprefix("file:"))
-        if arg.startswith("socket,id=con0,") and (log_file := re.search(r"logfile=([^,]+)", arg)):
-            return Path(log_file.group(1))
-    raise ValueError("QEMU has no serial file")
-
-
-def _drain(serial: console.SerialLog, tracker: Tracker, start: float, seconds: float = 5) -> None:
-    """Console lines may trail the registry: read them a few seconds more."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and console.SR_CREATED not in tracker.reached:
-        for text in serial.read():
-            tracker.line(text, time.monotonic() - start)
-        time.sleep(0.5)
+def _version(repo: Path) -> str:
+    return parse_treeinfo((repo / ".treeinfo").read_text("utf-8")).version
 
 
 def verify(
@@ -380,37 +328,3 @@ def verify_failure(
         return f"the disk was written: {used * 512} bytes are allocated in {disk.name}"
     checks.append(f"disk untouched: {disk.name} has no allocated blocks")
     return None
-
-
-@contextmanager
-def read_only_disk(disk: Path) -> Iterator[str]:
-    """A raw disk image as a read-only loop device with its partitions (``/dev/loopNpK``)."""
-    device = run(["losetup", "--find", "--show", "--partscan", "--read-only", str(disk)])
-    loop = device.stdout.strip()
-    try:
-        run(["partprobe", loop], ok_codes=(0, 1))
-        _wait_for(Path(f"{loop}p1"))
-        yield loop
-    finally:
-        run(["losetup", "--detach", loop], ok_codes=(0, 1))
-
-
-def _wait_for(node: Path, seconds: float = 10) -> None:
-    """Partition nodes appear a moment after the scan (udev, or devtmpfs alone)."""
-    deadline = time.monotonic() + seconds
-    while not node.exists():
-        if time.monotonic() > deadline:
-            raise NetinstallError(f"{node} did not appear after the partition scan")
-        time.sleep(0.2)
-
-
-@contextmanager
-def mounted(device: str) -> Iterator[Path]:
-    """``device`` mounted read-only (no journal replay) on a temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="netinstall-lab-root-") as where:
-        run(["mount", "-o", "ro,noload", device, where])
-        try:
-            yield Path(where)
-        finally:
-            with suppress(NetinstallError):
-                run(["umount", where])

@@ -45,6 +45,8 @@ class Scenario:
     expect_failure: str | None = None
     installer_xen_args: str | None = None  # the lab profile's Xen line for the installer
     expect_log: str | None = None  # a line the installer must print on the console
+    # After the install: upgrade through the agent, then restore (netinstall/lab/upgrade.py).
+    upgrade: bool = False
 
     def static_address(self, server: ipaddress.IPv4Interface) -> str | None:
         """The static admin address on the network of ``server`` (the lab server's address)."""
@@ -109,6 +111,7 @@ LOW_MEMORY = Scenario(
     installer_xen_args="dom0_max_vcpus=1-2 dom0_mem=768M,max:768M com1=115200,8n1 console=com1,vga",
     expect_log="staging the payload on the backup partition",
 )
+UPGRADE = Scenario("upgrade to B through the agent, then restore A", srtype="ext", upgrade=True)
 BAD_ANSWER_FILE = Scenario(
     "bad answer file",
     timezone="Europe/Londen",
@@ -163,4 +166,8 @@ def scenario_for(firmware: str, name: str) -> Scenario:
         return BAD_ANSWER_FILE
     if name == "low-memory":
         return LOW_MEMORY
-    raise InputError(f"unknown scenario {name!r}; expected install, low-memory or bad-answer-file")
+    if name == "upgrade":
+        return UPGRADE
+    raise InputError(
+        f"unknown scenario {name!r}; expected install, upgrade, low-memory or bad-answer-file"
+    )

@@ -7,10 +7,12 @@ import hashlib
 import logging
 import os
 import socket
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -404,3 +406,155 @@ def test_request_log_has_no_secrets(start: Start, caplog: pytest.LogCaptureFixtu
     assert f"POST /api/v1/hosts/{MAC}/events 200" in caplog.text
     assert token not in caplog.text
     assert env.api_token not in caplog.text
+
+
+# -- the dom0 agent against this server: upgrade and restore ---------------------------
+
+DOM0 = Path(__file__).resolve().parents[2] / "hypervisor_payload" / "dom0"
+FINDMNT = ("findmnt", "-n", "-o", "UUID,TARGET", "-T", "/boot")
+
+
+def dom0_agent(env: Env, root: Path, credential: str) -> tuple[Any, list[tuple[str, ...]]]:
+    """The real netinstall_dom0 agent (requests to this server) with a recording runner."""
+    if str(DOM0) not in sys.path:
+        sys.path.insert(0, str(DOM0))
+    from netinstall_dom0.agent import Agent
+    from netinstall_dom0.config import AgentConfig
+    from netinstall_dom0.layout import Layout
+    from netinstall_dom0.runner import Completed
+    from netinstall_dom0.server import ServerClient
+
+    calls: list[tuple[str, ...]] = []
+
+    def runner(argv: Sequence[str], *, ok_codes: Container[int] = (0,)) -> Completed:
+        calls.append(tuple(argv))
+        out = "0b6e9d7c-1f2a-4c3b-8d4e-5f6a7b8c9d0e /\n" if tuple(argv) == FINDMNT else ""
+        return Completed(tuple(argv), 0, out, "")
+
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc/netinstall-release").write_text("VERSION=0.1.0\n")
+    config = AgentConfig(env.base, MAC, credential, checkin_interval=300)
+    session = requests.Session()
+    return Agent(config, ServerClient(env.base, MAC, session), runner, Layout(root)), calls
+
+
+def reachable(env: Env) -> Env:
+    """Make the server name itself by its loopback address, which the agent can reach."""
+    env.server.settings = ServerSettings(http_base=env.base, tftp_address="127.0.0.1")
+    return env
+
+
+@pytest.fixture
+def installer_tree(tmp_path: Path) -> Path:
+    netboot = tmp_path / "netboot"
+    netboot.mkdir()
+    for name in ("xen.gz", "vmlinuz", "install.img"):
+        (netboot / name).write_bytes(f"{name} bytes".encode())
+    return netboot
+
+
+def running_with_agent(env: Env) -> str:
+    """Install and first boot reported; the agent credential the first boot was given."""
+    token = env.host_token()
+    assert env.event(token, {"state": "installed"}).status_code == 200
+    reply = env.event(token, {"state": "running", "facts": {"payload_version": "0.1.0"}})
+    return str(reply.json()["agent_credential"])
+
+
+def test_the_dom0_agent_upgrades_through_this_server(
+    start: Start, installer_tree: Path, tmp_path: Path
+) -> None:
+    env = reachable(start(netboot=installer_tree))
+    with env.registry() as registry:
+        registry.add_repository("0.2.0", str(tmp_path / "repo-0.2.0"))
+    credential = running_with_agent(env)
+    agent, calls = dom0_agent(env, tmp_path / "root", credential)
+    from netinstall_dom0.agent import Outcome
+
+    assert agent.checkin_once() is Outcome.IDLE  # nothing assigned
+    reply = env.api("POST", f"/api/v1/hosts/{MAC}/upgrade", json={"version": "0.2.0"})
+    assert reply.status_code == 200
+    assert reply.json()["netboot_armed"] is False
+    token = env.host_token()
+
+    assert agent.checkin_once() is Outcome.REBOOTING
+    staged = agent.layout.installer_dir
+    assert (staged / "xen.gz").read_bytes() == b"xen.gz bytes"  # fetched from /boot/
+    assert (staged / "initrd.img").read_bytes() == b"install.img bytes"
+    entry = agent.layout.grub_entry.read_text()
+    assert f"answerfile={env.base}/answerfile/{MAC}?token={token}" in entry
+    assert calls[-2:] == [("grub-reboot", "netinstall-installer"), ("systemctl", "reboot")]
+    with env.registry() as registry:
+        host = registry.get_host(MAC)
+        assert host is not None
+        assert (host.state, host.netboot_armed) == (State.SIGNALLED, False)
+
+    # The installer boots once, fetches the built-in upgrade answer file, reports.
+    answer = requests.get(f"{env.base}/answerfile/{MAC}", params={"token": token}, timeout=10)
+    assert answer.status_code == 200
+    assert '<installation mode="upgrade">' in answer.text
+    assert f"{env.base}/repo/0.2.0/" in answer.text
+    for body in ({"state": "installing", "step": "partition"}, {"state": "installed"}):
+        assert env.event(token, body).status_code == 200
+    # The upgraded system's first boot reports running 0.2.0 and gets a new credential.
+    reply = env.event(token, {"state": "running", "facts": {"payload_version": "0.2.0"}})
+    new_credential = reply.json()["agent_credential"]
+    assert new_credential != credential
+    with env.registry() as registry:
+        host = registry.get_host(MAC)
+        assert host is not None
+        assert (host.work, host.running_version, host.token) == (None, "0.2.0", None)
+    (tmp_path / "root/etc/netinstall-release").write_text("VERSION=0.2.0\n")
+    upgraded, _ = dom0_agent(env, tmp_path / "root", new_credential)
+    assert upgraded.checkin_once() is Outcome.IDLE  # the staged installer is cleaned up
+    assert not staged.exists()
+
+
+def test_the_dom0_agent_waits_for_a_manual_reboot_to_restore(
+    start: Start, installer_tree: Path, tmp_path: Path
+) -> None:
+    env = reachable(start(netboot=installer_tree))
+    credential = running_with_agent(env)
+    agent, calls = dom0_agent(env, tmp_path / "root", credential)
+    from netinstall_dom0.agent import Outcome
+
+    reply = env.api("POST", f"/api/v1/hosts/{MAC}/restore", json={"reboot": "manual"})
+    assert reply.json()["work"] == "restore"
+    assert agent.checkin_once() is Outcome.WAITING
+    assert ("systemctl", "reboot") not in calls
+    assert agent.checkin_once() is Outcome.WAITING  # reports installed-reboot-required
+    with env.registry() as registry:
+        host = registry.get_host(MAC)
+        assert host is not None
+        assert (host.state, host.step) == (State.INSTALLED, "reboot-required")
+        messages = [e.message for e in registry.events(MAC)]
+    assert messages[-2:] == [
+        "signalled: the agent fetched the installer",
+        "installed (reboot required)",
+    ]
+    # The operator reboots: the restore runs and reports with the install token.
+    token = env.host_token()
+    answer = requests.get(f"{env.base}/answerfile/{MAC}", params={"token": token}, timeout=10)
+    assert "<backup-disk>sda</backup-disk>" in answer.text
+    assert env.event(token, {"state": "installing", "step": "restore"}).status_code == 200
+    assert env.event(token, {"state": "installed"}).status_code == 200
+    # A restored system whose agent checks in first ends the work itself.
+    restored, _ = dom0_agent(env, tmp_path / "restored", credential)
+    assert restored.checkin_once() is Outcome.IDLE
+    with env.registry() as registry:
+        host = registry.get_host(MAC)
+        assert host is not None
+        assert (host.state, host.work, host.token) == (State.RUNNING, None, None)
+
+
+def test_checkin_refuses_a_wrong_credential(start: Start) -> None:
+    env = start()
+    running_with_agent(env)
+    reply = requests.post(
+        f"{env.base}/api/v1/hosts/{MAC}/checkin",
+        json={"running_version": "0.1.0"},
+        headers={"Authorization": f"Bearer {env.api_token}"},
+        timeout=10,
+    )
+    assert reply.status_code == 401
+    assert reply.headers["WWW-Authenticate"] == "Bearer"

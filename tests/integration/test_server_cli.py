@@ -6,11 +6,13 @@ import json
 import sqlite3
 import stat
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pxe_server.model import State, Work
 from tests.integration.conftest import NETINSTALL, netinstall
 
 pytestmark = pytest.mark.integration
@@ -225,3 +227,250 @@ def test_commands_on_a_directory_without_a_registry(tmp_path: Path) -> None:
     assert "netinstall server init" in line
     empty.fails("server", "run", expect="holds no registry")
     assert not (tmp_path / "empty").exists()
+
+
+# -- repositories, upgrade and restore, pools ------------------------------------------
+
+
+def make_repo(directory: Path, version: str) -> Path:
+    """A small install repository: the payload files and a .treeinfo naming ``version``."""
+    from hypervisor_payload.treeinfo import TreeInfo, render_treeinfo
+
+    files = ("boot/xen.gz", "boot/vmlinuz", "boot/initrd.img", "dom0-rootfs.tar.zst")
+    for name in files:
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(f"{name} {version}")
+    info = TreeInfo(
+        version=version,
+        build="test",
+        kernel=files[1],
+        initrd=files[2],
+        xen=files[0],
+        archive=files[3],
+        compression="zstd",
+        checksums={name: "0" * 64 for name in files},
+    )
+    (directory / ".treeinfo").write_text(render_treeinfo(info))
+    return directory
+
+
+def installed_and_running(session: Session, mac: str, version: str = "0.1.0") -> None:
+    """What the installer and the first boot would report: the host gets its agent."""
+    from pxe_server.registry import Registry
+
+    with Registry.open(session.directory) as registry:
+        registry.record_event(mac, "installed")
+        registry.record_event(mac, "running", facts={"payload_version": version})
+
+
+@pytest.fixture
+def versions(tmp_path: Path) -> Iterator[Session]:
+    """A server initialised with repository 0.1.0 (the default); 0.2.0 built beside it."""
+    session = Session(tmp_path / "srv")
+    make_repo(tmp_path / "repo-0.1.0", "0.1.0")
+    make_repo(tmp_path / "repo-0.2.0", "0.2.0")
+    done = session.run("server", "init", "--repo", str(tmp_path / "repo-0.1.0"))
+    assert "payload version: 0.1.0 (served at /repo/0.1.0/ and /repo/)" in done.stdout
+    yield session
+    everything = "\n".join(session.outputs)
+    for secret in session.seen:
+        assert secret not in everything
+
+
+def test_repositories_add_and_list(tmp_path: Path, versions: Session) -> None:
+    added = versions.run("server", "repo", "add", str(tmp_path / "repo-0.2.0")).stdout
+    assert added.strip() == (
+        f"added repository 0.2.0: {tmp_path / 'repo-0.2.0'} (served at /repo/0.2.0/)"
+    )
+    again = versions.run("server", "repo", "add", str(tmp_path / "repo-0.2.0")).stdout
+    assert again.startswith("unchanged repository 0.2.0")
+    listed = versions.run("server", "repo", "list").stdout.splitlines()
+    assert listed[0].split() == ["VERSION", "DIRECTORY", "FILES", "DEFAULT"]
+    assert listed[1].split() == ["0.1.0", str(tmp_path / "repo-0.1.0"), "5", "yes"]
+    assert listed[2].split() == ["0.2.0", str(tmp_path / "repo-0.2.0"), "5"]
+    document = json.loads(versions.run("server", "repo", "list", "--json").stdout)
+    assert [(r["version"], r["files"], r["default"]) for r in document] == [
+        ("0.1.0", 5, True),
+        ("0.2.0", 5, False),
+    ]
+    # Another directory holding 0.2.0 needs --replace.
+    copy = make_repo(tmp_path / "copy", "0.2.0")
+    versions.fails("server", "repo", "add", str(copy), expect="give --replace")
+    replaced = versions.run("server", "repo", "add", str(copy), "--replace").stdout
+    assert replaced.startswith(f"replaced repository 0.2.0: {copy}")
+    # init again keeps what is registered; the default stays the default.
+    versions.run("server", "init")
+    assert json.loads(versions.run("server", "repo", "list", "--json").stdout)[1]["directory"] == (
+        str(copy)
+    )
+
+
+def test_repository_refusals(tmp_path: Path, versions: Session) -> None:
+    (tmp_path / "empty").mkdir()
+    versions.fails("server", "repo", "add", str(tmp_path / "empty"), expect="holds no .treeinfo")
+    versions.fails("server", "repo", "add", str(tmp_path / "nope"), expect="no such directory")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / ".treeinfo").write_text("[general]\nversion = 1\n")
+    versions.fails(
+        "server", "repo", "add", str(tmp_path / "broken"), expect="cannot be read as a .treeinfo"
+    )
+
+
+def test_host_upgrade_and_restore(tmp_path: Path, versions: Session) -> None:
+    versions.run("host", "add", MAC, "--name", "xen01")
+    versions.fails(
+        "host", "upgrade", MAC, "--version", "0.1.0", expect="has never reported running"
+    )
+    installed_and_running(versions, MAC)
+    versions.fails("host", "upgrade", MAC, "--version", "0.2.0", expect="0.2.0 is not registered")
+    versions.fails("host", "restore", "52:54:00:99:99:99", expect="no host 52:54:00:99:99:99")
+    versions.run("server", "repo", "add", str(tmp_path / "repo-0.2.0"))
+    before = versions.secrets()
+    done = versions.run("host", "upgrade", MAC, "--version", "0.2.0", "--reboot", "manual")
+    assert done.stdout.startswith(f"assigned {MAC} an upgrade to 0.2.0 (reboot manual): state")
+    assert "netboot not armed" in done.stdout
+    assert versions.secrets() != before  # a new install token; the credential is kept
+    listed = versions.run("host", "list").stdout.splitlines()
+    assert listed[0].split()[4:8] == ["STEP", "WORK", "ASSIGNED", "RUNNING"]
+    assert listed[1].split()[:8] == [
+        MAC,
+        "xen01",
+        "default",
+        "pending",
+        "(disarmed)",
+        "-",
+        "upgrade",
+        "0.2.0",
+    ]
+    assert listed[1].split()[8] == "0.1.0"
+    shown = versions.run("host", "show", MAC).stdout
+    assert "work:             upgrade" in shown
+    assert "reboot policy:    manual" in shown
+    assert "agent credential: set" in shown
+    document = json.loads(versions.run("host", "show", MAC, "--json").stdout)
+    assert (document["work"], document["reboot_policy"], document["netboot_armed"]) == (
+        "upgrade",
+        "manual",
+        False,
+    )
+    assert document["events"][-1]["message"] == "assigned: upgrade to 0.2.0 (reboot manual)"
+
+    restored = versions.run("host", "restore", MAC).stdout
+    assert restored.startswith(f"assigned {MAC} a restore from its backup partition (reboot auto)")
+    hosts = json.loads(versions.run("host", "list", "--json").stdout)
+    assert (hosts[0]["work"], hosts[0]["assigned_version"]) == ("restore", "0.2.0")
+    versions.run("host", "rearm", MAC)
+    assert json.loads(versions.run("host", "list", "--json").stdout)[0]["work"] == "install"
+
+
+def pool_command(session: Session, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(NETINSTALL), "pool", "upgrade", "--dir", str(session.directory), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def play_hosts(session: Session, outcomes: dict[str, str], stop: threading.Event) -> None:
+    """The agents and installers: each host given the upgrade reports through to running
+    0.2.0, or ``failed`` when ``outcomes`` says so."""
+    from pxe_server.registry import Registry
+
+    with Registry.open(session.directory) as registry:
+        while not stop.wait(0.05):
+            for host in registry.list_hosts():
+                if host.work is not Work.UPGRADE or host.state is not State.PENDING:
+                    continue
+                registry.check_in(host.mac, "0.1.0", "signalled")
+                if outcomes.get(host.mac) == "failed":
+                    registry.record_event(host.mac, "failed", step="download", message="no disk")
+                    continue
+                registry.record_event(host.mac, "installing", step="partition")
+                registry.record_event(host.mac, "installed")
+                registry.record_event(host.mac, "running", facts={"payload_version": "0.2.0"})
+
+
+def rolling(
+    tmp_path: Path, session: Session, outcomes: dict[str, str], *args: str
+) -> tuple[int, str, str]:
+    session.run("server", "repo", "add", str(tmp_path / "repo-0.2.0"))
+    stop = threading.Event()
+    player = threading.Thread(target=play_hosts, args=(session, outcomes, stop))
+    player.start()
+    try:
+        process = pool_command(session, "--version", "0.2.0", "--poll", "0.1", *args)
+        out, err = process.communicate(timeout=120)
+    finally:
+        stop.set()
+        player.join(timeout=30)
+    session.outputs += [out, err]
+    assert "Traceback" not in err
+    return process.returncode, out, err
+
+
+POOL = [MAC, "52:54:00:00:00:02", "52:54:00:00:00:03"]
+
+
+def test_pool_upgrade_master_first_then_one_at_a_time(tmp_path: Path, versions: Session) -> None:
+    for mac in POOL:
+        versions.run("host", "add", mac)
+        installed_and_running(versions, mac)
+    code, out, err = rolling(tmp_path, versions, {}, "--master", POOL[2], *POOL[:2])
+    assert code == 0, (out, err)
+    assert out.splitlines()[-1] == "pool upgraded: 3 host(s) run 0.2.0"
+    assigned = [
+        line.split()[3].rstrip(":")
+        for line in out.splitlines()
+        if "upgrade to 0.2.0 assigned" in line
+    ]
+    assert assigned == [POOL[2], POOL[0], POOL[1]]
+    hosts = json.loads(versions.run("host", "list", "--json").stdout)
+    assert [(h["running_version"], h["work"], h["state"]) for h in hosts] == [
+        ("0.2.0", None, "running")
+    ] * 3
+
+
+def test_pool_upgrade_stops_at_the_first_failure(tmp_path: Path, versions: Session) -> None:
+    for mac in POOL:
+        versions.run("host", "add", mac)
+        installed_and_running(versions, mac)
+    code, out, err = rolling(tmp_path, versions, {POOL[1]: "failed"}, "--master", *POOL)
+    assert code == 1, (out, err)
+    assert err.strip() == (
+        f"netinstall: pool upgrade stopped at {POOL[1]}: it failed; last state failed "
+        f"(download), last message: no disk; upgraded: {POOL[0]}; not started: {POOL[2]}"
+    )
+    third = json.loads(versions.run("host", "show", POOL[2], "--json").stdout)
+    assert (third["work"], third["running_version"]) == (None, "0.1.0")
+
+
+def test_pool_upgrade_times_out(tmp_path: Path, versions: Session) -> None:
+    versions.run("host", "add", MAC)
+    installed_and_running(versions, MAC)
+    versions.run("server", "repo", "add", str(tmp_path / "repo-0.2.0"))
+    process = pool_command(
+        versions, "--version", "0.2.0", "--master", MAC, "--timeout", "1", "--poll", "0.2"
+    )
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, (out, err)
+    assert f"pool upgrade stopped at {MAC}: it timed out after" in err
+    assert "last state pending" in err
+
+
+def test_pool_upgrade_checks_everything_first(tmp_path: Path, versions: Session) -> None:
+    versions.run("host", "add", MAC)
+    done = versions.run(
+        "pool", "upgrade", "--version", "0.9.0", "--master", MAC, MAC, "52:54:00:00:00:09", code=2
+    )
+    assert done.stderr.splitlines() == [
+        "netinstall: version 0.9.0 is not registered; see `netinstall server repo list`",
+        f"netinstall: host {MAC} has never reported running, so it has no agent to upgrade it",
+        f"netinstall: {MAC} is given twice (already as the master)",
+        "netinstall: no host 52:54:00:00:00:09 in the registry",
+    ]
+    versions.fails(
+        "pool", "upgrade", "--version", "0.1.0", "--master", MAC, "--poll", "0", expect="--poll '0'"
+    )
+    assert json.loads(versions.run("host", "show", MAC, "--json").stdout)["work"] == "install"

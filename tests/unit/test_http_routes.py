@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from pxe_server.http import loggable, make_app
 from pxe_server.http_api import host_json, log_dir
 from pxe_server.http_files import Context, safe_path
 from pxe_server.model import Host, ServerSettings
-from pxe_server.registry import Registry
+from pxe_server.registry import Registry, default_profile
 from pxe_server.server import advertised_address
 
 ANY = "0.0.0.0"  # noqa: S104 - the wildcard address, never bound here
@@ -208,3 +209,100 @@ def test_server_init_makes_the_files_directory(
     again = CliRunner().invoke(main, ["server", "init", str(directory)])
     assert again.exit_code == 0, again.output
     assert (files / "kept").read_text() == "x"
+
+
+# -- /repo/<version>/ and the answer file's repository --------------------------------
+
+
+@pytest.fixture
+def repos_context(tmp_path: Path) -> Iterator[Context]:
+    """Two repositories: 0.1.0 (the default, also at /repo/) and 0.2.0; a host."""
+    for version in ("0.1.0", "0.2.0"):
+        (tmp_path / version / "boot").mkdir(parents=True)
+        (tmp_path / version / "boot" / "xen.gz").write_text(f"xen {version}")
+    (tmp_path / "secret").write_text("s3cr3t")
+    with Registry.open(tmp_path / "srv") as registry:
+        registry.add_profile(default_profile())
+        registry.set_setting("payload_version", "0.1.0")
+        registry.add_repository("0.1.0", str(tmp_path / "0.1.0"))
+        registry.add_repository("0.2.0", str(tmp_path / "0.2.0"))
+        registry.add_host(MAC)
+        yield Context(
+            registry=registry,
+            registry_dir=tmp_path / "srv",
+            settings=ServerSettings(http_base="http://192.0.2.1:8080", tftp_address="192.0.2.1"),
+            netboot=None,
+            repo=tmp_path / "0.1.0",
+            api_token=registry.api_token(),
+        )
+
+
+MAC = "52:54:00:12:34:56"
+
+
+def test_repositories_are_served_side_by_side(repos_context: Context) -> None:
+    assert request(repos_context, "/repo/0.2.0/boot/xen.gz")[:2] == (200, b"xen 0.2.0")
+    assert request(repos_context, "/repo/0.1.0/boot/xen.gz")[:2] == (200, b"xen 0.1.0")
+    assert request(repos_context, "/repo/boot/xen.gz")[:2] == (200, b"xen 0.1.0")  # default
+    assert request(repos_context, "/repo/0.3.0/boot/xen.gz")[0] == 404  # not registered
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/repo/0.2.0/%2e%2e/secret",
+        "/repo/0.2.0/..%2fsecret",
+        "/repo/0.2.0/boot/%2e%2e/%2e%2e/secret",
+        "/repo/0.2.0/%2fetc%2fpasswd",
+        "/repo/0.2.0/boot",
+    ],
+)
+def test_versioned_repositories_refuse_escapes(repos_context: Context, target: str) -> None:
+    status, body, _ = request(repos_context, target)
+    assert status == 404
+    assert b"s3cr3t" not in body
+
+
+def test_a_vanished_repository_says_how_to_fix_it(repos_context: Context, tmp_path: Path) -> None:
+    shutil.rmtree(tmp_path / "0.2.0")
+    status, body, _ = request(repos_context, "/repo/0.2.0/boot/xen.gz")
+    assert status == 404
+    assert b"server repo add DIR --replace" in body
+
+
+def answer(ctx: Context) -> tuple[int, str]:
+    host = ctx.registry.get_host(MAC)
+    assert host is not None
+    status, body, _ = request(ctx, f"/answerfile/{MAC}?token={host.token}")
+    return status, body.decode()
+
+
+def test_answer_file_repo_url_follows_the_assigned_version(repos_context: Context) -> None:
+    status, text = answer(repos_context)
+    assert status == 200
+    assert '<source type="url">http://192.0.2.1:8080/repo/0.1.0/</source>' in text
+    registry = repos_context.registry
+    for version in ("0.2.0", "0.9.0"):
+        registry.add_profile(
+            replace(default_profile(), name=f"v{version}", payload_version=version)
+        )
+    registry.update_host(MAC, profile="v0.2.0")  # the host's assigned version becomes 0.2.0
+    assert "http://192.0.2.1:8080/repo/0.2.0/" in answer(repos_context)[1]
+    registry.update_host(MAC, profile="v0.9.0")
+    status, text = answer(repos_context)
+    assert status == 500
+    assert "payload version 0.9.0 is not registered" in text
+
+
+def test_answer_file_of_an_upgrade_is_the_built_in_one(repos_context: Context) -> None:
+    registry = repos_context.registry
+    registry.record_event(MAC, "installed")
+    registry.record_event(MAC, "running", facts={"payload_version": "0.1.0"})
+    registry.assign_work(MAC, "upgrade", version="0.2.0")
+    status, text = answer(repos_context)
+    assert status == 200
+    assert '<installation mode="upgrade">' in text
+    assert '<source type="url">http://192.0.2.1:8080/repo/0.2.0/</source>' in text
+    registry.assign_work(MAC, "restore")
+    status, text = answer(repos_context)
+    assert (status, "<backup-disk>sda</backup-disk>" in text) == (200, True)

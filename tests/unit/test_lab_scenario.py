@@ -80,5 +80,20 @@ def test_scenario_names() -> None:
     assert scenario_for("bios", "install") is SCENARIOS["bios"]
     assert scenario_for("uefi", "bad-answer-file") is BAD_ANSWER_FILE
     assert scenario_for("bios", "low-memory").installer_xen_args is not None
-    with pytest.raises(InputError, match="unknown scenario 'upgrade'"):
-        scenario_for("uefi", "upgrade")
+    assert scenario_for("uefi", "upgrade").upgrade
+    with pytest.raises(InputError, match="unknown scenario 'iscsi'"):
+        scenario_for("uefi", "iscsi")
+
+
+def test_upgrade_target_version_and_sr_markers() -> None:
+    from netinstall.lab.upgrade import next_version, sr_marker_commands
+
+    assert next_version("0.1.0") == "0.2.0"
+    assert next_version("1.9") == "1.10"
+    assert next_version("nightly") == "nightly.1"
+    write, read = sr_marker_commands("ext", "u-1", "tok")
+    assert write == "echo tok > /var/run/sr-mount/u-1/netinstall-lab-marker && sync"
+    assert read == "cat /var/run/sr-mount/u-1/netinstall-lab-marker"
+    write, read = sr_marker_commands("lvm", "u-1", "tok")
+    assert "lvcreate --yes -L 4M -n netinstall-lab-marker VG_XenStorage-u-1" in write
+    assert read.endswith("head -n 1 /dev/VG_XenStorage-u-1/netinstall-lab-marker")

@@ -15,7 +15,7 @@ import answerfile
 from netinstall.errors import InputError, NetinstallError
 from pxe_server import migrations
 from pxe_server import registry as registry_module
-from pxe_server.model import BootChain, Profile, State
+from pxe_server.model import BootChain, Profile, RebootPolicy, Repository, State, Work
 from pxe_server.registry import (
     CHECKIN_INTERVAL,
     KEEP,
@@ -522,3 +522,191 @@ def test_one_registry_shared_by_threads(reg: Registry) -> None:
         thread.join(timeout=60)
     assert errors == []
     assert len(reg.events(MAC)) == 1 + 4 * 30
+
+
+# -- repositories, agent work, check-ins (schema 3) ---------------------------------
+
+
+def version_2_registry(directory: Path) -> None:
+    """A registry as netinstall wrote it before schema 3: a default repository in the
+    settings, one running host and one pending."""
+    conn = sqlite3.connect(directory / REGISTRY_FILE)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for statements in migrations.MIGRATIONS[:2]:
+        for statement in statements:
+            conn.execute(statement)
+    conn.execute("INSERT INTO schema_version (version) VALUES (2)")
+    conn.execute("INSERT INTO settings VALUES ('repo', '/srv/repo-0.1.0')")
+    conn.execute("INSERT INTO settings VALUES ('payload_version', '0.1.0')")
+    conn.execute("INSERT INTO profiles VALUES ('default', 't', 'seed', '', '', NULL)")
+    for mac, state, credential in ((MAC, "running", "cred"), (OTHER, "pending", None)):
+        conn.execute(
+            "INSERT INTO hosts (mac, profile, netboot_armed, state, agent_credential) "
+            "VALUES (?, 'default', 0, ?, ?)",
+            (mac, state, credential),
+        )
+    conn.commit()
+    conn.close()
+
+
+def test_a_version_2_registry_gains_repositories_and_work(tmp_path: Path) -> None:
+    version_2_registry(tmp_path)
+    with Registry.open(tmp_path) as registry:
+        running, pending = registry.get_host(MAC), registry.get_host(OTHER)
+        assert running is not None
+        assert pending is not None
+        assert (running.work, running.reboot_policy, running.last_checkin) == (
+            None,
+            RebootPolicy.AUTO,
+            None,
+        )
+        assert pending.work is Work.INSTALL
+        assert registry.repositories() == [Repository("0.1.0", "/srv/repo-0.1.0")]
+        # A migrated host can be given agent work at once.
+        registry.add_repository("0.2.0", "/srv/repo-0.2.0")
+        assert registry.assign_work(MAC, Work.UPGRADE, version="0.2.0").work is Work.UPGRADE
+    check = sqlite3.connect(tmp_path / REGISTRY_FILE)
+    assert check.execute("SELECT version FROM schema_version").fetchone() == (migrations.LATEST,)
+
+
+def test_a_version_2_registry_with_a_repository_url_registers_none(tmp_path: Path) -> None:
+    version_2_registry(tmp_path)
+    conn = sqlite3.connect(tmp_path / REGISTRY_FILE)
+    conn.execute("UPDATE settings SET value = 'http://mirror.test/repo/' WHERE key = 'repo'")
+    conn.commit()
+    conn.close()
+    with Registry.open(tmp_path) as registry:
+        assert registry.repositories() == []
+
+
+def test_repositories_are_added_kept_and_replaced_only_when_asked(reg: Registry) -> None:
+    assert reg.add_repository("0.1.0", "/srv/a") == "added"
+    assert reg.add_repository("0.1.0", "/srv/a") == "unchanged"
+    with pytest.raises(InputError, match=r"0.1.0 is registered to /srv/a already; give --replace"):
+        reg.add_repository("0.1.0", "/srv/b")
+    assert reg.add_repository("0.2.0", "/srv/c") == "added"
+    assert reg.add_repository("0.1.0", "/srv/b", replace=True) == "replaced"
+    assert [(r.version, r.directory) for r in reg.repositories()] == [
+        ("0.1.0", "/srv/b"),
+        ("0.2.0", "/srv/c"),
+    ]
+    assert reg.repository("0.2.0") == Repository("0.2.0", "/srv/c")
+    assert reg.repository("0.3.0") is None
+    with pytest.raises(InputError, match=r"version '\.\./x' must be letters"):
+        reg.add_repository("../x", "/srv/x")
+
+
+def running_host(reg: Registry, mac: str = MAC) -> str:
+    """A host installed and running: it has an agent credential. Returns the credential."""
+    reg.add_host(mac)
+    reg.record_event(mac, State.INSTALLED)
+    _, reply = reg.record_event(mac, State.RUNNING, facts={"payload_version": "0.1.0"})
+    return str(reply["agent_credential"])
+
+
+def test_new_and_rearmed_hosts_have_install_work_until_running(reg: Registry) -> None:
+    assert reg.add_host(MAC).work is Work.INSTALL
+    reg.record_event(MAC, State.INSTALLED)
+    host, _ = reg.record_event(MAC, State.RUNNING)
+    assert host.work is None
+    assert reg.rearm(MAC).work is Work.INSTALL
+
+
+def test_assign_upgrade_never_arms_netboot_and_keeps_the_credential(reg: Registry) -> None:
+    credential = running_host(reg)
+    reg.add_repository("0.2.0", "/srv/repo-0.2.0")
+    before = reg.get_host(MAC)
+    assert before is not None
+    reg.rearm(MAC)  # armed: an upgrade assigned now replaces that work and disarms
+    host = reg.assign_work(MAC, Work.UPGRADE, version="0.2.0", reboot="manual")
+    assert (host.state, host.work, host.assigned_version, host.reboot_policy) == (
+        State.PENDING,
+        Work.UPGRADE,
+        "0.2.0",
+        RebootPolicy.MANUAL,
+    )
+    assert host.netboot_armed is False
+    assert host.token is not None
+    assert host.token != before.token
+    assert host.agent_credential == credential
+    assert reg.host_by_agent_credential(credential) == host
+    last = reg.last_event(MAC)
+    assert last is not None
+    assert last.message == "assigned: upgrade to 0.2.0 (reboot manual)"
+
+
+def test_assign_restore_keeps_the_assigned_version(reg: Registry) -> None:
+    running_host(reg)
+    before = reg.get_host(MAC)
+    assert before is not None
+    host = reg.assign_work(MAC, "restore")
+    assert (host.work, host.assigned_version, host.reboot_policy) == (
+        Work.RESTORE,
+        before.assigned_version,
+        RebootPolicy.AUTO,
+    )
+    assert host.netboot_armed is False
+
+
+def test_assign_work_refusals(reg: Registry) -> None:
+    with pytest.raises(UnknownHost, match="no host"):
+        reg.assign_work(MAC, Work.RESTORE)
+    reg.add_host(MAC)
+    with pytest.raises(InputError, match="has never reported running, so it has no agent"):
+        reg.assign_work(MAC, Work.RESTORE)
+    running_host(reg, OTHER)
+    with pytest.raises(InputError, match=r"version 0\.9\.0 is not registered"):
+        reg.assign_work(OTHER, Work.UPGRADE, version="0.9.0")
+    with pytest.raises(InputError, match="needs the version"):
+        reg.assign_work(OTHER, Work.UPGRADE)
+    with pytest.raises(InputError, match="work 'install' must be one of upgrade, restore"):
+        reg.assign_work(OTHER, Work.INSTALL)
+    with pytest.raises(InputError, match="reboot policy 'soon' must be one of auto, manual"):
+        reg.assign_work(OTHER, Work.RESTORE, reboot="soon")
+    host = reg.get_host(OTHER)
+    assert host is not None
+    assert host.work is None  # nothing changed by the refusals
+
+
+def test_manual_upgrade_runs_through_the_agent_and_the_installer(reg: Registry) -> None:
+    running_host(reg)
+    reg.add_repository("0.2.0", "/srv/repo-0.2.0")
+    reg.assign_work(MAC, Work.UPGRADE, version="0.2.0", reboot="manual")
+    host = reg.check_in(MAC, "0.1.0", "signalled")
+    assert host.state is State.SIGNALLED
+    host = reg.check_in(MAC, "0.1.0", "installed-reboot-required")
+    assert (host.state, host.step, host.netboot_armed) == (
+        State.INSTALLED,
+        "reboot-required",
+        False,
+    )
+    # The operator reboots: the installer reports from "installed (reboot required)" on.
+    host, _ = reg.record_event(MAC, State.INSTALLING, step="partition")
+    assert host.state is State.INSTALLING
+    host, _ = reg.record_event(MAC, State.INSTALLED)
+    assert (host.state, host.step) == (State.INSTALLED, None)
+    with pytest.raises(TransitionRefused):
+        reg.record_event(MAC, State.INSTALLING)  # a real installed does not go back
+    host, reply = reg.record_event(MAC, State.RUNNING, facts={"payload_version": "0.2.0"})
+    assert (host.work, host.running_version, host.token) == (None, "0.2.0", None)
+    assert "agent_credential" in reply
+    messages = [e.message for e in reg.events(MAC)][-5:]
+    assert messages[:2] == [
+        "signalled: the agent fetched the installer",
+        "installed (reboot required)",
+    ]
+
+
+def test_check_in_records_time_and_logs_only_news(reg: Registry) -> None:
+    running_host(reg)
+    count = len(reg.events(MAC))
+    host = reg.check_in(MAC, "0.1.0", "running")
+    assert host.last_checkin is not None
+    reg.check_in(MAC, "0.1.0", "running")
+    reg.check_in(MAC, "0.1.1", "running")
+    assert [e.message for e in reg.events(MAC)][count:] == [
+        "first check-in: running 0.1.0",
+        "checked in: running 0.1.1",
+    ]
+    with pytest.raises(UnknownHost):
+        reg.check_in(OTHER, "0.1.0", "running")

@@ -25,7 +25,7 @@ import pytest
 
 import answerfile
 from answerfile.bootargs import BootArgs, parse_cmdline, parse_multiboot
-from answerfile.model import PasswordType
+from answerfile.model import Mode, PasswordType
 from netinstall.errors import InputError
 from pxe_server import render
 from pxe_server.decide import (
@@ -34,6 +34,8 @@ from pxe_server.decide import (
     boot_file,
     decide,
     firmware_of,
+    payload_version,
+    repository_url,
 )
 from pxe_server.model import (
     BootChain,
@@ -43,6 +45,7 @@ from pxe_server.model import (
     ServerSettings,
     State,
     UnknownPolicy,
+    Work,
 )
 from pxe_server.passwords import sha512_crypt
 
@@ -361,6 +364,92 @@ def test_the_servers_default_profile_renders() -> None:
     text = render.answer_file(replace(HOST, profile="default"), profile, SETTINGS, REPO)
     assert answerfile.parse(text).model.root_password is not None
     assert PASSWORD not in text
+
+
+# --- answer files of agent work (upgrade, restore) ---------------------------------
+
+UPGRADE_ANSWER = """\
+<?xml version="1.0" encoding="UTF-8"?>
+<installation mode="upgrade">
+  <existing-installation>nvme0n1</existing-installation>
+  <source type="url">http://192.168.77.1:8080/repo/0.2.0/</source>
+</installation>
+"""
+RESTORE_ANSWER = """\
+<?xml version="1.0" encoding="UTF-8"?>
+<restore>
+  <backup-disk>nvme0n1</backup-disk>
+</restore>
+"""
+
+
+@pytest.mark.parametrize(
+    ("work", "expected"), [(Work.UPGRADE, UPGRADE_ANSWER), (Work.RESTORE, RESTORE_ANSWER)]
+)
+def test_agent_work_renders_the_built_in_answer_file(work: Work, expected: str) -> None:
+    host = replace(HOST, work=work, variables=(("disk", "nvme0n1"),))
+    text = render.answer_file(host, PROFILE, SETTINGS, f"{BASE}/repo/0.2.0/")
+    assert text == expected  # the profile's template is not used
+    model = answerfile.parse(text).model
+    if work is Work.UPGRADE:
+        assert model.mode is Mode.UPGRADE
+        assert model.existing_installation.spec == "nvme0n1"
+        assert [s.location for s in model.sources] == [f"{BASE}/repo/0.2.0/"]
+    else:
+        assert model.mode is Mode.RESTORE
+        assert model.backup_disk.spec == "nvme0n1"
+
+
+def test_agent_work_defaults_to_sda_and_escapes_the_disk() -> None:
+    host = replace(HOST, work=Work.UPGRADE, variables=())
+    text = render.answer_file(host, PROFILE, SETTINGS, REPO)
+    assert "<existing-installation>sda</existing-installation>" in text
+    bad = replace(host, variables=(("disk", "sda</existing-installation><x>"),))
+    with pytest.raises(InputError, match="the built-in upgrade answer file: the answer file it"):
+        render.answer_file(bad, PROFILE, SETTINGS, REPO)
+
+
+def test_install_work_uses_the_profile() -> None:
+    host = replace(HOST, work=Work.INSTALL)
+    assert render.answer_file(host, PROFILE, SETTINGS, REPO, salt=SALT) == render.answer_file(
+        HOST, PROFILE, SETTINGS, REPO, salt=SALT
+    )
+
+
+# --- which repository -------------------------------------------------------------
+
+
+def test_payload_version_assigned_then_profile_then_default() -> None:
+    pinned = replace(PROFILE, payload_version="0.3.0")
+    assert payload_version(replace(HOST, assigned_version="0.2.0"), pinned, "0.1.0") == "0.2.0"
+    assert payload_version(HOST, pinned, "0.1.0") == "0.3.0"
+    assert payload_version(HOST, PROFILE, "0.1.0") == "0.1.0"
+    assert payload_version(HOST, None, None) is None
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("0.2.0", f"{BASE}/repo/0.2.0/"),  # registered: its own path
+        ("0.1.0", f"{BASE}/repo/0.1.0/"),
+        (None, "DEFAULT"),  # nothing known: the default repository
+    ],
+)
+def test_repository_url_per_version(version: str | None, expected: str) -> None:
+    url = repository_url(version, ["0.1.0", "0.2.0"], "0.1.0", BASE, "DEFAULT")
+    assert url == expected
+
+
+def test_repository_url_of_the_unregistered_default_is_the_default() -> None:
+    # A registry from before versions, or a repository given as a URL.
+    assert repository_url("0.1.0", [], "0.1.0", BASE, "http://mirror/repo/") == (
+        "http://mirror/repo/"
+    )
+
+
+def test_repository_url_refuses_an_unregistered_version() -> None:
+    with pytest.raises(InputError, match=r"payload version 0\.9\.0 is not registered"):
+        repository_url("0.9.0", ["0.1.0"], "0.1.0", BASE, "DEFAULT")
 
 
 # --- profile arguments --------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""Following a lab machine: its serial console and its host's events, phase after phase."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netinstall.lab import console, services, usernet
+from netinstall.lab.console import Tracker
+from pxe_server.registry import Registry
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Follower:
+    """Follows one VM's console and its host's events, phase after phase.
+
+    The console offset and the events already seen carry over from one
+    ``follow`` call to the next, so each phase's ``Tracker`` sees only its own.
+    Times are seconds since ``start`` (the VM's start) in every phase.
+    """
+
+    vm: services.Child
+    server: services.Child
+    server_dir: Path
+    mac: str
+    start: float
+    say: Say
+    export: usernet.Export | None = None
+    prefix: str = ""  # put before each milestone announced (the phase's name)
+    serial: console.SerialLog = field(init=False)
+    seen_events: int = 0
+
+    def __post_init__(self) -> None:
+        self.serial = console.SerialLog(vm_serial(self.vm))
+
+    def now(self) -> float:
+        return time.monotonic() - self.start
+
+    def follow(self, tracker: Tracker, until: str, timeout: float) -> str | None:
+        """Follow until ``until`` (None) or a failure, QEMU or the server ending, the
+        time limit (``timeout`` seconds from now): why not."""
+        announced: set[str] = set(tracker.reached)
+        deadline = time.monotonic() + timeout
+        with Registry.open(self.server_dir) as registry:
+            while True:
+                now = self.now()
+                events = registry.events(
+                    self.mac
+                )  # before the console: a report precedes its reboot
+                for event in events[self.seen_events :]:  # timed when first seen
+                    tracker.event(event.state.value, event.step, event.message, now)
+                self.seen_events = len(events)
+                if self.export is not None and events:
+                    self.export.refresh(events[-1].state.value)  # user mode: configs follow
+                for text in self.serial.read():
+                    tracker.line(text, now)
+                for name, at in tracker.reached.items():
+                    if name not in announced:
+                        announced.add(name)
+                        self.say(f"[{at:7.1f} s] {self.prefix}{name}")
+                if until in tracker.reached:  # FAILED too, when the run must fail
+                    if until == console.RUNNING:
+                        _drain(self.serial, tracker, self.start)
+                    return None
+                if tracker.failure is not None:
+                    return tracker.failure
+                if (code := self.vm.exited()) is not None:
+                    return f"QEMU exited with status {code}: {self.vm.output().strip()[-500:]}"
+                if (code := self.server.exited()) is not None:
+                    return f"the server exited with status {code} (see {self.server.log_path})"
+                if time.monotonic() > deadline:
+                    return f"no {until!r} within {timeout:g} s"
+                time.sleep(0.5)
+
+
+def vm_serial(vm: services.Child) -> Path:
+    """The serial console file named on QEMU's command line."""
+    for arg in vm.argv:
+        if arg.startswith("file:"):
+            return Path(arg.removeprefix("file:"))
+        if arg.startswith("socket,id=con0,") and (log_file := re.search(r"logfile=([^,]+)", arg)):
+            return Path(log_file.group(1))
+    raise ValueError("QEMU has no serial file")
+
+
+def _drain(serial: console.SerialLog, tracker: Tracker, start: float, seconds: float = 5) -> None:
+    """Console lines may trail the registry: read them a few seconds more."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and console.SR_CREATED not in tracker.reached:
+        for text in serial.read():
+            tracker.line(text, time.monotonic() - start)
+        time.sleep(0.5)

@@ -1,0 +1,140 @@
+"""The dom0 agent's check-in (docs/protocol.md "Agent check-in", SPEC §8, §9): pure rules.
+
+    apply_checkin(host, running_version, reported, now) -> (host after it, event message)
+    checkin_reply(host, profile, settings) -> the JSON reply for the agent
+
+Seed 002's states for agent-driven work (upgrade, restore): ``pending`` until the
+agent checks in and hears of it, ``signalled`` once it fetched the installer,
+``installed`` with step ``reboot-required`` while it waits for the operator's reboot
+(policy manual). The installer it boots then reports through the events route with
+the install token, like a network install. The work ends when the installed
+system reports ``running``: through the events route (its first-boot service), or
+through a check-in with state ``running`` once the installer reported ``installed``
+(a system whose first boot was carried over by the upgrade or the restore).
+
+A check-in never fails on a state it cannot apply (the agent would stop short of
+its reboot): such a state is ignored, and the reply says what is assigned.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import replace
+
+from netinstall.errors import InputError
+from pxe_server import render
+from pxe_server.model import (
+    AGENT_WORK,
+    REBOOT_REQUIRED,
+    Host,
+    Profile,
+    ServerSettings,
+    State,
+    Work,
+    awaiting_reboot,
+    mac_dashes,
+)
+
+# What the agent boots: the netboot tree's installer, as the install configs name it.
+INSTALLER_FILES = {"xen": "xen.gz", "kernel": "vmlinuz", "initrd": "install.img"}
+# States in which the reply hands out the work (the installer has not reported yet).
+OFFERED = (State.PENDING, State.SIGNALLED, State.INSTALLED)
+MAX_VERSION = 128
+
+
+class Reported(enum.StrEnum):
+    """The ``state`` a check-in may carry."""
+
+    RUNNING = "running"
+    SIGNALLED = "signalled"
+    INSTALLED_REBOOT_REQUIRED = "installed-reboot-required"
+
+
+def reported_state(value: object) -> Reported:
+    """The check-in's ``state`` field (absent: ``running``); InputError otherwise."""
+    if value is None:
+        return Reported.RUNNING
+    if value not in tuple(Reported):
+        names = ", ".join(r.value for r in Reported)
+        raise InputError(f"state {value!r} cannot be checked in; expected one of {names}")
+    return Reported(str(value))
+
+
+def running_version(value: object) -> str:
+    """The check-in's ``running_version``: one line of printable text."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError('field "running_version" must be a non-empty string')
+    if len(value) > MAX_VERSION or not value.isprintable():
+        raise InputError(
+            f'field "running_version" must be printable text of {MAX_VERSION} characters at most'
+        )
+    return value.strip()
+
+
+def apply_checkin(
+    host: Host, version: str, reported: Reported, now: float
+) -> tuple[Host, str | None]:
+    """``host`` after a check-in, and the message of the event to log (None: log nothing).
+
+    Records the running version and the time. For agent work: ``signalled`` moves
+    pending -> signalled; ``installed-reboot-required`` moves pending/signalled ->
+    installed (reboot required); ``running`` after the installer's ``installed``
+    ends the work (state running, work cleared, install token dead). Nothing is
+    armed or disarmed here.
+    """
+    after = replace(host, running_version=version, last_checkin=now)
+    work = host.work
+    if work in AGENT_WORK:
+        if reported is Reported.SIGNALLED and host.state is State.PENDING:
+            after = replace(after, state=State.SIGNALLED, step=None, progress=None)
+            return after, "signalled: the agent fetched the installer"
+        if reported is Reported.INSTALLED_REBOOT_REQUIRED and host.state in OFFERED[:2]:
+            after = replace(after, state=State.INSTALLED, step=REBOOT_REQUIRED, progress=None)
+            return after, "installed (reboot required)"
+        if (
+            reported is Reported.RUNNING
+            and host.state is State.INSTALLED
+            and not awaiting_reboot(host)
+        ):
+            after = replace(
+                after, state=State.RUNNING, step=None, progress=None, work=None, token=None
+            )
+            return after, f"running {version}: the {work} is done (reported by the agent)"
+    if host.last_checkin is None:
+        return after, f"first check-in: running {version}"
+    if version != host.running_version:
+        return after, f"checked in: running {version}"
+    return after, None
+
+
+def installer_urls(settings: ServerSettings) -> dict[str, str]:
+    """Absolute URLs of the installer's Xen, kernel and initrd on this server's ``/boot/``."""
+    return {role: f"{settings.http_base}/boot/{name}" for role, name in INSTALLER_FILES.items()}
+
+
+def checkin_reply(
+    host: Host, profile: Profile | None, settings: ServerSettings
+) -> dict[str, object]:
+    """``{"action": "none"}``, or the upgrade/restore the agent is to boot the installer for.
+
+    The kernel command line is the one the host's network-boot install config would
+    carry (``render.installer_args``: the answer file with the install token).
+    InputError (the server's configuration is at fault, not the agent) when the
+    host's profile is missing or its arguments cannot be carried.
+    """
+    work = host.work
+    if work not in AGENT_WORK or host.state not in OFFERED or not host.token:
+        return {"action": "none"}
+    if profile is None:
+        raise InputError(f"host {host.mac} has profile {host.profile!r}, which does not exist")
+    reply: dict[str, object] = {"action": work.value}
+    if work is Work.UPGRADE:
+        reply["version"] = host.assigned_version
+    bootif = f"01-{mac_dashes(host.mac)}"
+    reply["reboot"] = host.reboot_policy.value
+    reply["installer"] = installer_urls(settings)
+    reply["cmdline"] = {
+        "xen": " ".join(profile.xen_args.split()),
+        "kernel": " ".join(render.installer_args(host, profile, settings, bootif)),
+    }
+    return reply

@@ -1,0 +1,171 @@
+"""Rolling upgrade of a pool (SPEC §1, §10; seed 000 ch.7 "automatic mode").
+
+    plan = plan_pool(registry, version, master, members)   # every check first
+    result = rolling_upgrade(registry, plan, Pace(timeout, poll, clock, sleep, say))
+
+The master is upgraded first, then each member in the order given, one at a time:
+the next one starts only after the previous one reported ``running`` with the new
+version (and its work was cleared). The first host that reports ``failed``, runs
+another version, loses its work or times out stops the run; hosts not started yet
+are left alone. Hosts that already run the version with no work left are skipped,
+so a stopped run can simply be started again.
+
+Clock, sleep and output are injected and the registry is a small protocol, so the
+sequencing is tested with a fake clock and a fake registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from netinstall.errors import InputError
+from pxe_server.model import Event, Host, RebootPolicy, Repository, State, Work, normalise_mac
+
+
+class PoolRegistry(Protocol):
+    """What the rolling upgrade needs of ``registry.Registry``."""
+
+    def get_host(self, mac: str) -> Host | None: ...
+
+    def last_event(self, mac: str) -> Event | None: ...
+
+    def repository(self, version: str) -> Repository | None: ...
+
+    def assign_work(
+        self, mac: str, work: Work, *, version: str | None, reboot: RebootPolicy
+    ) -> Host: ...
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    version: str
+    hosts: tuple[str, ...]  # normalised MACs, the master first
+
+
+@dataclass(frozen=True)
+class PoolResult:
+    plan: PoolPlan
+    done: tuple[str, ...] = ()  # upgraded by this run, or already running the version
+    stopped_at: str | None = None
+    reason: str | None = None  # why it stopped: one sentence about ``stopped_at``
+    not_started: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.stopped_at is None
+
+
+def plan_pool(
+    registry: PoolRegistry, version: str, master: str, members: Sequence[str]
+) -> PoolPlan:
+    """Check everything before anything is assigned; InputError listing every problem.
+
+    The version must be a registered repository; every MAC must be a known host
+    with an agent credential (it reported running before); no host may be given twice.
+    """
+    problems: list[str] = []
+    if registry.repository(version) is None:
+        problems.append(f"version {version} is not registered; see `netinstall server repo list`")
+    macs: list[str] = []
+    for given in (master, *members):
+        try:
+            mac = normalise_mac(given)
+        except InputError as exc:
+            problems.extend(exc.problems)
+            continue
+        if mac in macs:
+            role = "the master" if mac == macs[0] else "a member"
+            problems.append(f"{mac} is given twice (already as {role})")
+            continue
+        macs.append(mac)
+        host = registry.get_host(mac)
+        if host is None:
+            problems.append(f"no host {mac} in the registry")
+        elif host.agent_credential is None:
+            problems.append(
+                f"host {mac} has never reported running, so it has no agent to upgrade it"
+            )
+    if problems:
+        raise InputError(problems)
+    return PoolPlan(version, tuple(macs))
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How the run waits and talks: seconds per host, seconds between polls, the clock,
+    sleep and the output (one line per call)."""
+
+    timeout: float
+    poll: float
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+    say: Callable[[str], None]
+
+
+def _upgraded(host: Host, version: str) -> bool:
+    return host.state is State.RUNNING and host.work is None and host.running_version == version
+
+
+def _describe(host: Host, last: Event | None) -> str:
+    state = host.state.value + (f" ({host.step})" if host.step else "")
+    message = last.message if last is not None and last.message else "none"
+    return f"last state {state}, last message: {message}"
+
+
+def wait_for_upgrade(registry: PoolRegistry, mac: str, version: str, pace: Pace) -> str | None:
+    """Poll until ``mac`` runs ``version``: None, or why it will not (one sentence).
+
+    Says one line per state change, with the seconds since the wait began.
+    """
+    began = pace.clock()
+    seen: State | None = None
+    while True:
+        host = registry.get_host(mac)
+        elapsed = pace.clock() - began
+        if host is None:
+            return "it was removed from the registry"
+        if host.state is not seen:
+            seen = host.state
+            step = f" ({host.step})" if host.step else ""
+            pace.say(f"{mac}: {host.state.value}{step} after {elapsed:.0f} s")
+        if _upgraded(host, version):
+            return None
+        why = None
+        if host.state is State.FAILED:
+            why = "it failed"
+        elif host.state is State.RUNNING and host.work is None:
+            why = f"it reported running version {host.running_version}, not {version}"
+        elif host.work is not Work.UPGRADE or host.assigned_version != version:
+            why = f"its work was changed meanwhile (now {host.work or 'none'})"
+        elif elapsed >= pace.timeout:
+            why = f"it timed out after {elapsed:.0f} s"
+        if why is not None:
+            return f"{why}; {_describe(host, registry.last_event(mac))}"
+        pace.sleep(pace.poll)
+
+
+def rolling_upgrade(registry: PoolRegistry, plan: PoolPlan, pace: Pace) -> PoolResult:
+    """Upgrade ``plan.hosts`` one at a time, master first; stop at the first failure."""
+    done: list[str] = []
+    for index, mac in enumerate(plan.hosts):
+        role = " (master)" if index == 0 else ""
+        host = registry.get_host(mac)
+        if host is not None and _upgraded(host, plan.version):
+            pace.say(f"{mac}{role}: already runs {plan.version}; skipped")
+            done.append(mac)
+            continue
+        try:
+            registry.assign_work(mac, Work.UPGRADE, version=plan.version, reboot=RebootPolicy.AUTO)
+        except InputError as exc:  # changed since plan_pool checked it
+            reason = f"the upgrade could not be assigned: {' '.join(exc.problems)}"
+            return PoolResult(plan, tuple(done), mac, reason, plan.hosts[index + 1 :])
+        pace.say(f"{mac}{role}: upgrade to {plan.version} assigned")
+        why = wait_for_upgrade(registry, mac, plan.version, pace)
+        if why is not None:
+            rest = plan.hosts[index + 1 :]
+            return PoolResult(plan, tuple(done), mac, why, rest)
+        pace.say(f"{mac}{role}: runs {plan.version}")
+        done.append(mac)
+    return PoolResult(plan, tuple(done))

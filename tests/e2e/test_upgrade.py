@@ -1,0 +1,33 @@
+"""The upgrade scenario end to end (netinstall/lab/upgrade.py): install A, upgrade to B
+through the dom0 agent, restore A; the SR marker and the changed host name survive,
+the backup partition holds A."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hypervisor_payload.treeinfo import parse_treeinfo
+from netinstall.lab import console
+from netinstall.lab.scenario import UPGRADE
+from netinstall.lab.upgrade import build_target
+from tests.e2e.conftest import CACHE, run_scenario
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.slow  # make test-all (README: why)
+@pytest.mark.timeout(5400)
+def test_upgrade_then_restore(built: Path, tmp_path: Path) -> None:
+    start = parse_treeinfo((built / "repo" / ".treeinfo").read_text("utf-8")).version
+    target = build_target(built, CACHE, start)
+    result = run_scenario(
+        built, "uefi", console.RUNNING, 1800, tmp_path, scenario=UPGRADE, upgrade_repo=target
+    )
+    reached = result.tracker.reached
+    assert reached["upgrade: running"] < reached["restore: running"]
+    checked = "\n".join(result.checks)
+    assert "after the upgrade: release" in checked
+    assert "after the restore: release" in checked
+    assert f"the backup partition holds {start}" in checked
