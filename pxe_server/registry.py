@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -114,7 +114,12 @@ class Registry:
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Created 0600 before SQLite sees it: it holds tokens (WAL files copy the mode).
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            # Only when missing: closing any descriptor of a file drops every POSIX lock
+            # this process holds on it, and a connection of ours without its shared lock
+            # lets another process's close delete the WAL under us (split registries).
+            if not path.exists():
+                with suppress(FileExistsError):
+                    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise NetinstallError(f"cannot open the registry {path}: {exc}") from exc
