@@ -101,13 +101,13 @@ class Tracker:
 
     def event(self, state: str, step: str | None, message: str | None, at: float) -> None:
         """One registry event (its state, step and message) seen ``at`` seconds in."""
-        if state in ("signalled", "installing", "installed", "running"):
+        if state in ("signalled", "installing", "installed"):
             self._reach(NETWORK_BOOT, at)  # a later state implies the boot config was fetched
         if state == "installing" and step:
             self._reach(step_milestone(step), at)
         if state == INSTALLED:
             self._reach(INSTALLED, at)
-        if state == RUNNING:
+        if state == RUNNING and INSTALLED in self.reached:  # not an agent's earlier check-in
             self._reach(RUNNING, at)
         if state == FAILED:
             self._reach(FAILED, at)

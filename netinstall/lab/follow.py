@@ -38,6 +38,11 @@ class Follower:
     def __post_init__(self) -> None:
         self.serial = console.SerialLog(vm_serial(self.vm))
 
+    def skip_events(self) -> None:
+        """Ignore the events logged so far (a new phase starts from here)."""
+        with Registry.open(self.server_dir) as registry:
+            self.seen_events = len(registry.events(self.mac))
+
     def now(self) -> float:
         return time.monotonic() - self.start
 

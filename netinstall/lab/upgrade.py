@@ -125,6 +125,7 @@ def upgrade_and_restore(
         first.reached["marker and host name written"] = follower.now()
         checks.append(f"{start_version}: SR marker {token} written, host name {NEW_HOST_NAME}")
 
+        follower.skip_events()  # the agent's check-ins so far belong to no phase
         _cli(server_dir, "host", "upgrade", mac, "--version", target)
         shell.check("systemctl restart netinstall-agent")  # check in now, not in 5 minutes
         _, reason = _phase(follower, first, "upgrade")
@@ -135,6 +136,7 @@ def upgrade_and_restore(
         if why := _check_system(shell, target, (read_marker, token), checks, "after the upgrade"):
             return why
 
+        follower.skip_events()
         _cli(server_dir, "host", "restore", mac)
         shell.check("systemctl restart netinstall-agent")
         _, reason = _phase(follower, first, "restore")

@@ -1,6 +1,6 @@
 """The upgrade scenario end to end (netinstall/lab/upgrade.py): install A, upgrade to B
 through the dom0 agent, restore A; the SR marker and the changed host name survive,
-the backup partition holds A."""
+the backup partition holds A. UEFI in make test; BIOS (slower under TCG) in test-all."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from hypervisor_payload.treeinfo import parse_treeinfo
 from netinstall.lab import console
+from netinstall.lab.qemu import Firmware
 from netinstall.lab.scenario import UPGRADE
 from netinstall.lab.upgrade import build_target
 from tests.e2e.conftest import CACHE, run_scenario
@@ -17,13 +18,13 @@ from tests.e2e.conftest import CACHE, run_scenario
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.slow  # make test-all (README: why)
 @pytest.mark.timeout(5400)
-def test_upgrade_then_restore(built: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("firmware", ["uefi", pytest.param("bios", marks=pytest.mark.slow)])
+def test_upgrade_then_restore(built: Path, firmware: Firmware, tmp_path: Path) -> None:
     start = parse_treeinfo((built / "repo" / ".treeinfo").read_text("utf-8")).version
     target = build_target(built, CACHE, start)
     result = run_scenario(
-        built, "uefi", console.RUNNING, 1800, tmp_path, scenario=UPGRADE, upgrade_repo=target
+        built, firmware, console.RUNNING, 1800, tmp_path, scenario=UPGRADE, upgrade_repo=target
     )
     reached = result.tracker.reached
     assert reached["upgrade: running"] < reached["restore: running"]

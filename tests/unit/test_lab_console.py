@@ -104,3 +104,15 @@ def test_the_console_tail_hides_install_tokens(tmp_path: Path) -> None:
     assert serial.last_lines() == [
         "Command line: answerfile=http://s/a?token=<redacted> netinstall.token=<redacted>"
     ]
+
+
+def test_running_counts_only_after_installed() -> None:
+    """An agent's check-in (state running) before the phase's install is not its end."""
+    tracker = console.Tracker()
+    tracker.event("running", None, "first check-in: running 0.1.0", 1.0)
+    assert console.RUNNING not in tracker.reached
+    assert console.NETWORK_BOOT not in tracker.reached
+    tracker.event("signalled", None, None, 2.0)
+    tracker.event("installed", None, None, 3.0)
+    tracker.event("running", None, None, 4.0)
+    assert tracker.reached[console.RUNNING] == 4.0
