@@ -13,7 +13,9 @@ from __future__ import annotations
 import re
 import secrets
 import socket
+import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,29 +38,26 @@ class SerialShell:
         self.log_path = log_path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(str(socket_path))
-        self.sock.setblocking(False)
+        # What QEMU sends us must be read at once, all the time: a full socket would
+        # stall the serial port, and the machine with it. The log file has it all.
+        self._reader = threading.Thread(target=self._discard, name="lab-console", daemon=True)
+        self._reader.start()
 
-    def close(self) -> None:
-        self.sock.close()
-
-    def _type(self, text: str) -> None:
-        data = text.encode()
-        while data:
-            try:
-                sent = self.sock.send(data)
-            except BlockingIOError:
-                time.sleep(0.05)
-                continue
-            data = data[sent:]
-        self._drain()
-
-    def _drain(self) -> None:
-        """Throw away what QEMU sends us: the log file has it all."""
+    def _discard(self) -> None:
         try:
             while self.sock.recv(65536):
                 pass
-        except (BlockingIOError, OSError):
+        except OSError:
             return
+
+    def close(self) -> None:
+        with suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._reader.join(timeout=5)
+
+    def _type(self, text: str) -> None:
+        self.sock.sendall(text.encode())
 
     def _log_size(self) -> int:
         try:
@@ -74,7 +73,6 @@ class SerialShell:
     def _wait(self, offset: int, pattern: re.Pattern[str], timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._drain()
             text = self._since(offset)
             if pattern.search(text):
                 return text
