@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from answerfile.model import AnswerFile, Disk, Mode
+from installer_core import iscsi
 from installer_core.context import InstallContext
 from installer_core.fetch import Runner
 from installer_core.selftest import block_disks, xl_total_memory
@@ -85,15 +86,23 @@ def install_disk(answer: AnswerFile | None) -> tuple[Disk, str]:
 
 
 def check_disk(ctx: InstallContext, machine: Machine) -> None:
-    """The run's disk is present and big enough for some layout."""
+    """The run's disk is present and big enough for some layout; an iSCSI primary
+    disk is attached here (``iscsi.san_device``), before anything is downloaded."""
     disk, name = install_disk(ctx.answer)
     if disk.path is None:
-        log.info("%s %s is attached by the storage steps; checked then", name, disk.spec)
-        return
-    device = Path(disk.path)
-    if not machine.is_block(device):
-        found = ", ".join(d.name for d in block_disks(machine.sys_block)) or "none"
-        raise InputError(f"{name} {device} is not a block device on this machine (disks: {found})")
+        if ctx.answer is None or ctx.answer.mode is not Mode.FRESH:
+            raise InputError(
+                f"{name} {disk.spec!r}: upgrading or restoring an installation on an iSCSI "
+                "disk is not supported yet; nothing was written"
+            )
+        device = iscsi.san_device(ctx, disk, "primary-disk")
+    else:
+        device = Path(disk.path)
+        if not machine.is_block(device):
+            found = ", ".join(d.name for d in block_disks(machine.sys_block)) or "none"
+            raise InputError(
+                f"{name} {device} is not a block device on this machine (disks: {found})"
+            )
     size = disk_size(device, machine)
     if size is None:
         log.warning("the size of %s is unknown; the partition step checks it", device)
@@ -131,8 +140,22 @@ def check_memory(machine: Machine) -> None:
         log.info("host memory: %d MiB (xl info)", memory)
 
 
+def check_storage_nic(ctx: InstallContext) -> None:
+    """The management interface the answer file names is not the iBFT's storage NIC."""
+    admin = ctx.answer.admin_interface if ctx.answer is not None else None
+    if ctx.san is None or admin is None:
+        return
+    if admin.hwaddr and admin.hwaddr.lower() in ctx.san.storage_macs:
+        raise InputError(
+            f"admin-interface hwaddr={admin.hwaddr} is the iSCSI storage NIC named by the "
+            "iBFT; it is reserved for storage: use another NIC; nothing was written"
+        )
+    iscsi.check_storage_nic(ctx, [admin.name] if admin.name else [], "admin-interface")
+
+
 def check_hardware(ctx: InstallContext, machine: Machine | None = None) -> None:
-    """Step: the disk and memory checks."""
+    """Step: the disk and memory checks; the management NIC is not the storage NIC."""
     machine = machine or Machine()
+    check_storage_nic(ctx)
     check_disk(ctx, machine)
     check_memory(machine)

@@ -24,6 +24,7 @@ from answerfile.model import (
     Proto,
     ProtoV6,
 )
+from installer_core import iscsi
 from installer_core.context import InstallContext
 from netinstall.errors import InputError, NetinstallError
 
@@ -320,6 +321,7 @@ def configure_system(ctx: InstallContext) -> None:
     if answer.hostname:
         write_hostname(root, answer.hostname)
     nic = admin_nic(ctx, answer.admin_interface)
+    iscsi.check_storage_nic(ctx, [nic], "the management interface")
     write_network(root, answer, nic)
     proto = answer.admin_interface.proto if answer.admin_interface else Proto.DHCP
     write_dns(root, answer.name_servers, proto)

@@ -7,12 +7,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from answerfile.bootargs import BootArgs
 from answerfile.model import AnswerFile
 from installer_core.treeinfo import TreeInfo
 from partitioning.model import Plan
+
+if TYPE_CHECKING:
+    from installer_core.iscsi import SanState
 
 
 class Firmware(enum.StrEnum):
@@ -79,4 +82,5 @@ class InstallContext:
     disk_ready: bool = False  # partitioned and formatted early, to stage the payload on disk
     staging_mount: Path | None = None  # the partition mounted for disk staging
     existing: Existing | None = None  # upgrade/restore: what was found (find steps)
+    san: SanState | None = None  # use_ibft: the iBFT, the storage NIC, attached LUNs (iscsi)
     failed_reason: str | None = None

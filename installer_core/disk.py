@@ -15,6 +15,7 @@ from pathlib import Path
 
 from answerfile.model import AnswerFile, Disk, DiskKind
 from answerfile.model import Mode as AnswerMode
+from installer_core import iscsi
 from installer_core.context import InstallContext
 from installer_core.mounts import DEFAULT_RUNNER, Runner, mount, unmount_all
 from netinstall.errors import CommandError, InputError, NetinstallError
@@ -28,10 +29,15 @@ STAGING_DIR = "netinstall-staging"  # an upgrade's payload on the logs partition
 
 
 def device_of(disk: Disk, element: str) -> Path:
-    """A local disk's device node, or an ``InputError`` naming ``element`` and why not."""
+    """A local disk's device node, or an ``InputError`` naming ``element`` and why not.
+
+    iSCSI disks are attached by ``installer_core.iscsi`` for a fresh install
+    (``primary_disk``); an upgrade or restore of a SAN installation is refused here.
+    """
     if disk.kind is not DiskKind.LOCAL or disk.path is None:
         raise InputError(
-            f"{element} {disk.spec!r}: iSCSI disks are not supported yet; nothing was written"
+            f"{element} {disk.spec!r}: upgrading or restoring an installation on an iSCSI "
+            "disk is not supported yet; nothing was written"
         )
     path = Path(os.path.realpath(disk.path))  # /dev/disk/by-id/... -> /dev/sdX
     if not path.is_block_device():
@@ -39,8 +45,10 @@ def device_of(disk: Disk, element: str) -> Path:
     return path
 
 
-def primary_disk(answer: AnswerFile) -> Path:
-    """The primary disk's device node, or an ``InputError`` saying why it cannot be used."""
+def primary_disk(ctx: InstallContext) -> Path:
+    """The primary disk's device node (an iSCSI LUN attached through the iBFT's storage
+    NIC), or an ``InputError`` saying why it cannot be used."""
+    answer = _answer(ctx)
     if answer.mode is not AnswerMode.FRESH:
         raise InputError(
             f"only a fresh install partitions the disk; mode {answer.mode.value} keeps "
@@ -48,7 +56,10 @@ def primary_disk(answer: AnswerFile) -> Path:
         )
     if answer.primary_disk is None:
         raise InputError("a fresh install needs <primary-disk>; nothing was written")
-    return device_of(answer.primary_disk.disk, "primary-disk")
+    disk = answer.primary_disk.disk
+    if disk.kind is not DiskKind.LOCAL:
+        return iscsi.san_device(ctx, disk, "primary-disk")
+    return device_of(disk, "primary-disk")
 
 
 def plan_options(ctx: InstallContext) -> Options:
@@ -81,8 +92,7 @@ def partition(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
     if ctx.disk_ready:
         log.info("the disk was partitioned before the download, to stage the payload on it")
         return
-    answer = _answer(ctx)
-    disk = primary_disk(answer)
+    disk = primary_disk(ctx)
     found = facts.read_facts(disk, sr_has_vms=False)
     plan = planner.plan(found, plan_options(ctx))
     for note in plan.notes:

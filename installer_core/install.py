@@ -89,6 +89,10 @@ def complete_scripts(ctx: InstallContext) -> None:
     scripts.run_scripts(ctx, ScriptStage.INSTALLATION_COMPLETE, "0")
 
 
+# use_ibft (SPEC §7 "(iBFT)"): the storage NIC and the iSCSI login, before the network.
+ISCSI = Step("iscsi", external("iscsi", "attach_ibft"), 2)
+EARLY = frozenset({ISCSI.name})  # steps before the network: a failure brings it up to report
+
 SHARED: tuple[Step, ...] = (  # every run, before the answer file's mode is known
     Step("network", bring_up_network, 2),
     Step("fetch-answerfile", fetch.fetch_answerfile, 1),
@@ -150,15 +154,18 @@ _BY_MODE = {Mode.FRESH: FRESH, Mode.UPGRADE: UPGRADE, Mode.RESTORE: RESTORE}
 STEPS: tuple[Step, ...] = SHARED + FRESH  # a fresh install's steps
 
 
-def steps_for(mode: Mode) -> tuple[Step, ...]:
-    """Every step of a run in ``mode``: the shared ones, then the mode's."""
-    return SHARED + _BY_MODE[mode]
+def steps_for(mode: Mode, *, use_ibft: bool = False) -> tuple[Step, ...]:
+    """Every step of a run in ``mode``: the SAN steps the boot arguments ask for, the
+    shared ones, then the mode's."""
+    early = (ISCSI,) if use_ibft else ()
+    return early + SHARED + _BY_MODE[mode]
 
 
 def choose_steps(ctx: InstallContext) -> tuple[Step, ...]:
     """The run's steps as far as they are known: a fresh install's until the answer
     file is validated, then those of its mode (the shared steps come first in each)."""
-    return steps_for(ctx.answer.mode if ctx.answer is not None else Mode.FRESH)
+    mode = ctx.answer.mode if ctx.answer is not None else Mode.FRESH
+    return steps_for(mode, use_ibft=ctx.args.use_ibft)
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -225,6 +232,12 @@ def _cleanup(ctx: InstallContext) -> None:
     external("disk", "unmount_target")(ctx)
 
 
+def _reach_server(ctx: InstallContext) -> None:
+    """After a failure before the network step: bring the network up to report it."""
+    if ctx.admin_mac is None:
+        bring_up_network(ctx)
+
+
 @dataclass
 class Runner:
     """Walks the steps; every outside effect of the failure path can be replaced."""
@@ -232,6 +245,7 @@ class Runner:
     steps: Sequence[Step] | None = None  # fixed steps; None: ``choose`` them as the run goes
     out: TextIO = sys.stdout
     cleanup: Action = _cleanup
+    reach_server: Action = _reach_server  # for failures of the EARLY steps
     bundle: Callable[[InstallContext], Path] = logbundle.make_bundle
     finish_scripts: Callable[[InstallContext, str], None] = lambda ctx, arg: scripts.run_scripts(
         ctx, ScriptStage.INSTALLATION_COMPLETE, arg
@@ -278,6 +292,10 @@ class Runner:
         self.say(ctx, f"step {step.name} FAILED after {took:.1f}s: {reason}")
         if ctx.partitions:  # before partitioning nothing is mounted: touch nothing
             self._best_effort("unmount the target", lambda: self.cleanup(ctx))
+        if step.name in EARLY:
+            self._best_effort(
+                "bring up the network to report the failure", lambda: self.reach_server(ctx)
+            )
         self._best_effort(
             "run the installation-complete scripts", lambda: self.finish_scripts(ctx, "1")
         )

@@ -61,18 +61,29 @@ def list_nics(sys_net: Path = SYS_NET) -> list[Nic]:
 
 
 def select_nics(ctx: InstallContext, nics: Sequence[Nic]) -> list[Nic]:
-    """The NICs ``answerfile_device`` names; an ``InputError`` when it names none."""
+    """The NICs ``answerfile_device`` names; an ``InputError`` when it names none.
+
+    The iBFT's storage NIC (``use_ibft``) is never one of them: it is for storage only.
+    """
     device = ctx.args.answerfile_device
     found = ", ".join(f"{n.name} ({n.mac})" for n in nics) or "none"
+    storage = ctx.san.storage_macs if ctx.san is not None else ()
     if device.kind is DeviceKind.ALL:
-        if not nics:
-            raise NetinstallError("the installer sees no Ethernet interface (found none)")
-        return list(nics)
+        usable = [n for n in nics if n.mac not in storage]
+        if not usable:
+            but = " but the iBFT's storage NIC" if nics else ""
+            raise NetinstallError(f"the installer sees no Ethernet interface{but} (found {found})")
+        return usable
     attr = "name" if device.kind is DeviceKind.INTERFACE else "mac"
     chosen = [n for n in nics if getattr(n, attr) == device.name]
+    origin = "answerfile_device" if device.explicit else "BOOTIF"
     if not chosen:
-        origin = "answerfile_device" if device.explicit else "BOOTIF"
         raise InputError(f"{origin}={device.name}: no such interface (found {found})")
+    if any(n.mac in storage for n in chosen):
+        raise InputError(
+            f"{origin}={device.name} is the iSCSI storage NIC named by the iBFT; it is "
+            "reserved for storage: fetch the answer file through another NIC"
+        )
     return chosen
 
 

@@ -86,14 +86,14 @@ def planned(ctx: InstallContext, size: int = 60 * GiB, name: str = "/dev/loop7")
         (AnswerFile(), "needs <primary-disk>"),
         (
             AnswerFile(primary_disk=PrimaryDisk(Disk("iscsi:ibft", DiskKind.IBFT))),
-            "iSCSI disks are not supported yet",
+            "an iSCSI disk needs use_ibft",
         ),
         (AnswerFile(primary_disk=PrimaryDisk(Disk("nosuchdisk9"))), "is not a disk"),
     ],
 )
-def test_primary_disk_refusals(answer: AnswerFile, words: str) -> None:
+def test_primary_disk_refusals(answer: AnswerFile, words: str, tmp_path: Path) -> None:
     with pytest.raises(InputError, match=words):
-        disk.primary_disk(answer)
+        disk.primary_disk(context(tmp_path, answer))
 
 
 def test_plan_options_follow_answer_and_boot_args(tmp_path: Path) -> None:

@@ -1,0 +1,381 @@
+"""SAN boot over iSCSI (SPEC §4 ``use_ibft``, §7 "(iBFT)"; seed 000, "SAN環境からの起動").
+
+With ``use_ibft`` on the command line the ``iscsi`` step runs before the network
+step: it reads the iSCSI Boot Firmware Table the firmware published
+(``/sys/firmware/ibft``, kernel module ``iscsi_ibft``), brings the NIC it names
+up with the address the firmware used, and logs in to the boot target with
+``iscsistart`` as the initiator the table names. That NIC is the *storage* NIC:
+it is reserved for storage, so the network step never uses it to fetch the
+answer file and it never becomes the management interface (``check_storage_nic``).
+
+The answer file's ``<primary-disk>iscsi:ibft</primary-disk>`` then is the LUN of
+the iBFT's boot target; an RFC 4173 spec (``iscsi:server::port:lun:target``)
+names a LUN of the same or another target, reached over the same storage NIC
+(``san_device``). The installed dom0 logs in again from the iBFT in its
+initramfs (``hypervisor_payload.dom0_config.ISCSI_INITRAMFS``).
+
+The parsing (``read_ibft``, ``parse_lun``, ``session_disks``) is pure over a
+sysfs tree, so tests hand in a directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from answerfile.model import Disk, DiskKind, IscsiTarget
+from installer_core.context import InstallContext
+from installer_core.fetch import Runner
+from netinstall.errors import CommandError, InputError, NetinstallError
+from netinstall.process import run
+
+log = logging.getLogger(__name__)
+
+IBFT = Path("/sys/firmware/ibft")
+ISCSI_SESSIONS = Path("/sys/class/iscsi_session")
+SYS_NET = Path("/sys/class/net")
+LOGIN_TIMEOUT = 120.0  # iscsistart retries a refused connection for a while by itself
+LUN_TIMEOUT = 30.0  # the SCSI scan of a new session
+POLL = 0.5
+TPGT = "1"  # the target portal group iscsistart asks for (every common target uses 1)
+# iBFT NIC "origin" (iBFT 1.03 §3.5.4, the kernel prints the number)
+ORIGIN_DHCP = "3"
+UNSET = ipaddress.IPv4Address(0)  # an address field the table leaves empty
+
+
+@dataclass(frozen=True)
+class IbftNic:
+    index: int
+    mac: str  # lowercase, colons
+    address: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address | None = None
+    vlan: int = 0
+    dhcp: bool = False  # the firmware got the address by DHCP (it is still the one to use)
+
+
+@dataclass(frozen=True)
+class IbftTarget:
+    index: int
+    address: str
+    port: int
+    name: str  # the target's IQN
+    lun: int | None  # None: the table's LUN could not be read (see parse_lun)
+    nic: int  # the index of the NIC that reaches it
+    boot: bool = True  # flagged "firmware boot selected"
+
+
+@dataclass(frozen=True)
+class Ibft:
+    initiator: str  # the initiator's IQN
+    nics: tuple[IbftNic, ...]
+    targets: tuple[IbftTarget, ...]
+
+    def nic(self, index: int) -> IbftNic:
+        for nic in self.nics:
+            if nic.index == index:
+                return nic
+        raise NetinstallError(f"the iBFT's target names NIC {index}, which the table lacks")
+
+    @property
+    def boot_target(self) -> IbftTarget:
+        chosen = [t for t in self.targets if t.boot] or list(self.targets)
+        return chosen[0]
+
+
+@dataclass
+class System:
+    """What the iSCSI step touches; tests replace each part."""
+
+    runner: Runner = run
+    ibft: Path = IBFT
+    sessions: Path = ISCSI_SESSIONS
+    sys_net: Path = SYS_NET
+    sleep: Callable[[float], None] = time.sleep
+    dev: Path = Path("/dev")
+
+
+@dataclass
+class SanState:
+    """What the iSCSI step found and attached (``InstallContext.san``)."""
+
+    ibft: Ibft
+    storage_nic: str  # its name in the installer (ethN)
+    logged_in: list[tuple[str, str, int]] = field(default_factory=list)  # (target, address, port)
+    disks: dict[str, Path] = field(default_factory=dict)  # answer-file spec -> device
+
+    @property
+    def storage_macs(self) -> tuple[str, ...]:
+        return tuple(n.mac for n in self.ibft.nics)
+
+
+# --- reading the iBFT (pure over a sysfs tree) -------------------------------------
+
+
+def _read(directory: Path, name: str) -> str | None:
+    try:
+        text = (directory / name).read_text().strip()
+    except OSError:
+        return None
+    return text or None
+
+
+def _flags(directory: Path) -> int:
+    text = _read(directory, "flags") or "0"
+    try:
+        return int(text, 16) if text.startswith("0x") else int(text)
+    except ValueError:
+        return 0
+
+
+def parse_lun(text: str | None) -> int | None:
+    """The LUN in the kernel's rendering of the iBFT's 8 LUN bytes (each byte ``%x``).
+
+    Single-level SAM addressing (byte 0 is 0, the LUN in byte 1, the rest 0) is what
+    every iBFT writer uses for LUNs below 256: ``01000000`` is LUN 1, ``0ff000000``
+    LUN 255. Anything else cannot be read back unambiguously: None.
+    """
+    if text is None or not text.startswith("0") or not text.endswith("000000"):
+        return None
+    middle = text[1:-6]
+    if not middle or len(middle) > 2:
+        return None
+    try:
+        return int(middle, 16)
+    except ValueError:
+        return None
+
+
+def _nic(directory: Path) -> IbftNic | None:
+    mac, address = _read(directory, "mac"), _read(directory, "ip-addr")
+    if mac is None or address is None or address == "::" or address == str(UNSET):
+        return None
+    prefix = _read(directory, "prefix-len")
+    mask = _read(directory, "subnet-mask")
+    try:
+        interface = ipaddress.IPv4Interface(f"{address}/{prefix or mask or 32}")
+        gateway_text = _read(directory, "gateway")
+        gateway = (
+            ipaddress.IPv4Address(gateway_text)
+            if gateway_text and gateway_text != str(UNSET)
+            else None
+        )
+        vlan = int(_read(directory, "vlan") or "0")
+        index = int(_read(directory, "index") or directory.name.removeprefix("ethernet"))
+    except ValueError as exc:
+        raise NetinstallError(f"the iBFT's {directory.name} cannot be read: {exc}") from exc
+    return IbftNic(
+        index=index,
+        mac=mac.lower(),
+        address=interface,
+        gateway=gateway,
+        vlan=vlan,
+        dhcp=_read(directory, "origin") == ORIGIN_DHCP,
+    )
+
+
+def _target(directory: Path) -> IbftTarget | None:
+    name, address = _read(directory, "target-name"), _read(directory, "ip-addr")
+    if name is None or address is None:
+        return None
+    try:
+        return IbftTarget(
+            index=int(_read(directory, "index") or directory.name.removeprefix("target")),
+            address=address,
+            port=int(_read(directory, "port") or "3260"),
+            name=name,
+            lun=parse_lun(_read(directory, "lun")),
+            nic=int(_read(directory, "nic-assoc") or "0"),
+            boot=bool(_flags(directory) & 0x2),
+        )
+    except ValueError as exc:
+        raise NetinstallError(f"the iBFT's {directory.name} cannot be read: {exc}") from exc
+
+
+def read_ibft(root: Path = IBFT) -> Ibft:
+    """The iBFT as the kernel's ``iscsi_ibft`` module shows it under ``root``.
+
+    InputError when there is none (``use_ibft`` asked for one) or it names no
+    target: the firmware was not set up for iSCSI boot.
+    """
+    if not root.is_dir():
+        raise InputError(
+            "use_ibft is on the installer command line, but the firmware published no "
+            f"iSCSI Boot Firmware Table ({root} is missing): set up iSCSI boot in the "
+            "firmware (or iPXE sanhook) or remove use_ibft; nothing was written"
+        )
+    initiator = _read(root / "initiator", "initiator-name")
+    nics = tuple(n for d in sorted(root.glob("ethernet*")) if (n := _nic(d)) is not None)
+    targets = tuple(t for d in sorted(root.glob("target*")) if (t := _target(d)) is not None)
+    problems = []
+    if initiator is None:
+        problems.append("the iBFT names no initiator")
+    if not nics:
+        problems.append("the iBFT names no NIC with an address")
+    if not targets:
+        problems.append("the iBFT names no target")
+    if problems or initiator is None:
+        raise InputError(f"use_ibft: {'; '.join(problems)}; nothing was written")
+    return Ibft(initiator=initiator, nics=nics, targets=targets)
+
+
+# --- the storage NIC ----------------------------------------------------------------
+
+
+def nic_name(mac: str, sys_net: Path) -> str | None:
+    for entry in sorted(sys_net.glob("*/address")):
+        try:
+            if entry.read_text().strip().lower() == mac:
+                return entry.parent.name
+        except OSError:
+            continue
+    return None
+
+
+def bring_up_storage_nic(nic: IbftNic, host: System) -> str:
+    """The iBFT's NIC with the firmware's address (no default route: storage only)."""
+    name = nic_name(nic.mac, host.sys_net)
+    if name is None:
+        raise NetinstallError(
+            f"the iBFT names the NIC {nic.mac}, which this installer does not see "
+            "(a missing driver?)"
+        )
+    device = name
+    host.runner(["ip", "link", "set", "dev", name, "up"])
+    if nic.vlan:
+        device = f"{name}.{nic.vlan}"
+        host.runner(["ip", "link", "add", "link", name, "name", device, "type", "vlan",
+                     "id", str(nic.vlan)])  # fmt: skip
+        host.runner(["ip", "link", "set", "dev", device, "up"])
+    host.runner(["ip", "addr", "replace", str(nic.address), "dev", device])
+    how = "by DHCP in the firmware" if nic.dhcp else "set in the firmware"
+    log.info("storage NIC %s (%s): %s (%s)", device, nic.mac, nic.address, how)
+    return device
+
+
+def route_to(target: str, nic: IbftNic, device: str, host: System) -> None:
+    """A host route to a target beyond the storage subnet, through the iBFT's gateway."""
+    try:
+        address = ipaddress.IPv4Address(target)
+    except ValueError:
+        return  # a name: resolved by iscsistart over whatever route there is
+    if address in nic.address.network or nic.gateway is None:
+        return
+    host.runner(["ip", "route", "replace", f"{address}/32", "via", str(nic.gateway),
+                 "dev", device])  # fmt: skip
+
+
+# --- login and the LUN's block device -------------------------------------------------
+
+
+def login(initiator: str, target: str, address: str, port: int, host: System) -> None:
+    """``iscsistart`` logs in to ``target`` at ``address:port`` and leaves the session."""
+    argv = ["iscsistart", "-i", initiator, "-t", target, "-g", TPGT, "-a", address,
+            "-p", str(port)]  # fmt: skip
+    try:
+        host.runner(argv, timeout=LOGIN_TIMEOUT)
+    except CommandError as exc:
+        detail = (exc.stderr.strip().splitlines() or [f"exit status {exc.returncode}"])[-1]
+        raise InputError(
+            f"iSCSI login to {target} at {address}:{port} as {initiator} failed: {detail}; "
+            "nothing was written"
+        ) from exc
+    log.info("logged in to %s at %s:%d as %s", target, address, port, initiator)
+
+
+def session_disks(sessions: Path, target: str) -> dict[int, str]:
+    """LUN -> block device name of every disk of ``target``'s sessions (pure over sysfs)."""
+    found: dict[int, str] = {}
+    for session in sorted(sessions.glob("session*")):
+        if _read(session, "targetname") != target:
+            continue
+        for block in sorted((session / "device").glob("target*/*:*:*:*/block/*")):
+            try:
+                lun = int(block.parent.parent.name.rsplit(":", 1)[1])
+            except (IndexError, ValueError):
+                continue
+            found[lun] = block.name
+    return found
+
+
+def wait_for_lun(target: str, lun: int | None, host: System) -> Path:
+    """The block device of ``target``'s ``lun`` (None: its only disk), once the kernel has it."""
+    waited = 0.0
+    while True:
+        disks = session_disks(host.sessions, target)
+        if lun is not None and lun in disks:
+            return host.dev / disks[lun]
+        if lun is None and len(disks) == 1:
+            return host.dev / next(iter(disks.values()))
+        if waited >= LUN_TIMEOUT:
+            break
+        host.sleep(POLL)
+        waited += POLL
+    seen = ", ".join(f"LUN {n} ({d})" for n, d in sorted(disks.items())) or "no disk"
+    wanted = f"LUN {lun}" if lun is not None else "exactly one disk"
+    raise InputError(
+        f"the iSCSI target {target} has no {wanted} (it shows {seen}); nothing was written"
+    )
+
+
+# --- the steps ------------------------------------------------------------------------
+
+
+def attach_ibft(ctx: InstallContext, system: System | None = None) -> None:
+    """Step (``use_ibft``): read the iBFT, bring up its NIC, log in to its boot target."""
+    host = system or System()
+    ibft = read_ibft(host.ibft)
+    target = ibft.boot_target
+    nic = ibft.nic(target.nic)
+    device = bring_up_storage_nic(nic, host)
+    route_to(target.address, nic, device, host)
+    state = SanState(ibft=ibft, storage_nic=device)
+    ctx.san = state
+    login(ibft.initiator, target.name, target.address, target.port, host)
+    state.logged_in.append((target.name, target.address, target.port))
+    disk = wait_for_lun(target.name, target.lun, host)
+    state.disks["iscsi:ibft"] = disk
+    log.info("iBFT boot LUN: %s LUN %s is %s", target.name, target.lun, disk)
+
+
+def san_device(ctx: InstallContext, disk: Disk, element: str, system: System | None = None) -> Path:
+    """The block device of an iSCSI disk of the answer file, logged in to when needed."""
+    state = ctx.san
+    if state is None:
+        raise InputError(
+            f"{element} {disk.spec!r}: an iSCSI disk needs use_ibft on the installer command "
+            "line (the installed system logs in from the firmware's iBFT at boot); "
+            "nothing was written"
+        )
+    if disk.spec in state.disks:
+        return state.disks[disk.spec]
+    if disk.kind is not DiskKind.ISCSI or disk.iscsi is None:
+        raise NetinstallError(f"{element} {disk.spec!r}: the iBFT's LUN was not attached")
+    spec: IscsiTarget = disk.iscsi
+    host = system or System()
+    if (spec.target, spec.server, spec.port) not in state.logged_in:
+        nic = state.ibft.nic(state.ibft.boot_target.nic)
+        route_to(spec.server, nic, state.storage_nic, host)
+        login(state.ibft.initiator, spec.target, spec.server, spec.port, host)
+        state.logged_in.append((spec.target, spec.server, spec.port))
+    device = wait_for_lun(spec.target, spec.lun, host)
+    state.disks[disk.spec] = device
+    log.info("%s %s is %s", element, disk.spec, device)
+    return device
+
+
+def check_storage_nic(ctx: InstallContext, names: Sequence[str], what: str) -> None:
+    """InputError when ``names`` (a NIC the run would use otherwise) is the storage NIC."""
+    state = ctx.san
+    if state is None:
+        return
+    base = state.storage_nic.split(".", 1)[0]
+    for name in names:
+        if name.split(".", 1)[0] == base:
+            raise InputError(
+                f"{what} {name} is the iSCSI storage NIC named by the iBFT; it is reserved "
+                "for storage: use another NIC; nothing was written"
+            )

@@ -1,0 +1,268 @@
+"""installer_core.iscsi: the iBFT read from a sysfs tree, the storage NIC, login, the LUN."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from answerfile.locations import parse_disk
+from answerfile.model import AdminInterface, AnswerFile, Disk, DiskKind, Mode, PrimaryDisk, Proto
+from installer_core import checks, iscsi, network
+from installer_core.install import Runner, Step, steps_for
+from netinstall.errors import InputError, NetinstallError
+from tests.unit.test_installer_fakes import FakeRunner, make_ctx
+
+TARGET = "iqn.2026-12.org.netinstall:lab"
+INITIATOR = "iqn.2010-04.org.ipxe:lab01"
+STORAGE_MAC = "52:54:00:78:00:01"
+ADMIN_MAC = "52:54:00:77:00:01"
+
+
+NO_GATEWAY = "0.0.0.0"  # noqa: S104 - the kernel's rendering of an empty address
+
+
+def ibft_tree(root: Path, *, lun: str = "01000000", gateway: str = NO_GATEWAY) -> Path:
+    """What the kernel's iscsi_ibft shows for iPXE's table (one NIC, one target)."""
+    files = {
+        "initiator/initiator-name": INITIATOR,
+        "initiator/flags": "3",
+        "ethernet0/index": "0",
+        "ethernet0/mac": STORAGE_MAC.upper(),
+        "ethernet0/ip-addr": "192.168.78.50",
+        "ethernet0/prefix-len": "24",
+        "ethernet0/subnet-mask": "255.255.255.0",
+        "ethernet0/gateway": gateway,
+        "ethernet0/origin": "1",
+        "ethernet0/vlan": "0",
+        "target0/index": "0",
+        "target0/flags": "3",
+        "target0/ip-addr": "192.168.78.1",
+        "target0/port": "3260",
+        "target0/lun": lun,
+        "target0/nic-assoc": "0",
+        "target0/target-name": TARGET,
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text + "\n")
+    return root
+
+
+def sysfs(tmp_path: Path) -> iscsi.System:
+    net = tmp_path / "net"
+    for name, mac in (("eth0", ADMIN_MAC), ("eth1", STORAGE_MAC)):
+        (net / name).mkdir(parents=True)
+        (net / name / "address").write_text(mac + "\n")
+        (net / name / "type").write_text("1\n")
+        (net / name / "carrier").write_text("1\n")
+    return iscsi.System(
+        runner=FakeRunner(),
+        ibft=tmp_path / "ibft",
+        sessions=tmp_path / "sessions",
+        sys_net=net,
+        sleep=lambda _s: None,
+        dev=Path("/dev"),
+    )
+
+
+def add_session(sessions: Path, target: str = TARGET, luns: dict[int, str] | None = None) -> None:
+    """A logged-in session as /sys/class/iscsi_session shows it, with its disks."""
+    number = len(list(sessions.glob("session*"))) + 1 if sessions.exists() else 1
+    session = sessions / f"session{number}"
+    session.mkdir(parents=True)
+    (session / "targetname").write_text(target + "\n")
+    for lun, name in (luns or {1: "sda"}).items():
+        (session / "device" / "target2:0:0" / f"2:0:0:{lun}" / "block" / name).mkdir(parents=True)
+
+
+def test_the_ibft_is_read_as_ipxe_publishes_it(tmp_path: Path) -> None:
+    found = iscsi.read_ibft(ibft_tree(tmp_path / "ibft"))
+    assert found.initiator == INITIATOR
+    nic = found.nics[0]
+    assert (nic.mac, nic.address, nic.gateway, nic.dhcp) == (
+        STORAGE_MAC,
+        ipaddress.IPv4Interface("192.168.78.50/24"),
+        None,
+        False,
+    )
+    target = found.boot_target
+    assert (target.address, target.port, target.name, target.lun, target.nic) == (
+        "192.168.78.1",
+        3260,
+        TARGET,
+        1,
+        0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "lun"),
+    [("01000000", 1), ("00000000", 0), ("0ff000000", 255), ("0a000000", 10), ("40101000", None),
+     (None, None), ("zz", None)],
+)  # fmt: skip
+def test_lun_bytes_as_the_kernel_prints_them(text: str | None, lun: int | None) -> None:
+    assert iscsi.parse_lun(text) == lun
+
+
+def test_no_ibft_is_one_clear_sentence(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="the firmware published no iSCSI Boot Firmware Table"):
+        iscsi.read_ibft(tmp_path / "missing")
+
+
+def test_an_ibft_without_a_target_is_refused(tmp_path: Path) -> None:
+    root = ibft_tree(tmp_path / "ibft")
+    for path in sorted((root / "target0").iterdir()):
+        path.unlink()
+    with pytest.raises(InputError, match="the iBFT names no target"):
+        iscsi.read_ibft(root)
+
+
+def test_attach_brings_up_the_storage_nic_and_logs_in(tmp_path: Path) -> None:
+    system = sysfs(tmp_path)
+    ibft_tree(system.ibft)
+    add_session(system.sessions, luns={0: "sdz", 1: "sdb"})  # LUN 0: tgtd's controller-less disk
+    ctx = make_ctx(tmp_path, "install use_ibft")
+    iscsi.attach_ibft(ctx, system)
+    assert system.runner.calls == [  # type: ignore[attr-defined]
+        ["ip", "link", "set", "dev", "eth1", "up"],
+        ["ip", "addr", "replace", "192.168.78.50/24", "dev", "eth1"],
+        ["iscsistart", "-i", INITIATOR, "-t", TARGET, "-g", "1", "-a", "192.168.78.1",
+         "-p", "3260"],
+    ]  # fmt: skip
+    assert ctx.san is not None
+    assert ctx.san.storage_nic == "eth1"
+    assert ctx.san.storage_macs == (STORAGE_MAC,)
+    assert ctx.san.disks == {"iscsi:ibft": Path("/dev/sdb")}
+
+
+def test_a_target_beyond_the_subnet_gets_a_route_through_the_gateway(tmp_path: Path) -> None:
+    system = sysfs(tmp_path)
+    ibft_tree(system.ibft, gateway="192.168.78.254")
+    (system.ibft / "target0/ip-addr").write_text("10.9.0.5\n")
+    add_session(system.sessions)
+    iscsi.attach_ibft(make_ctx(tmp_path, "install use_ibft"), system)
+    assert ["ip", "route", "replace", "10.9.0.5/32", "via", "192.168.78.254", "dev", "eth1"] in (
+        system.runner.calls  # type: ignore[attr-defined]
+    )
+
+
+def test_a_refused_login_names_target_and_reason(tmp_path: Path) -> None:
+    system = sysfs(tmp_path)
+    ibft_tree(system.ibft)
+    system.runner = FakeRunner(results={"iscsistart": 19})
+    ctx = make_ctx(tmp_path, "install use_ibft")
+    with pytest.raises(InputError) as caught:
+        iscsi.attach_ibft(ctx, system)
+    message = str(caught.value)
+    assert message.startswith(f"iSCSI login to {TARGET} at 192.168.78.1:3260 as {INITIATOR}")
+    assert "iscsistart broke" in message
+    assert "nothing was written" in message
+
+
+def test_a_missing_lun_is_reported_with_what_the_target_shows(tmp_path: Path) -> None:
+    system = sysfs(tmp_path)
+    ibft_tree(system.ibft, lun="02000000")
+    add_session(system.sessions, luns={1: "sda"})
+    with pytest.raises(InputError, match=r"has no LUN 2 \(it shows LUN 1 \(sda\)\)"):
+        iscsi.attach_ibft(make_ctx(tmp_path, "install use_ibft"), system)
+
+
+def test_an_rfc4173_disk_logs_in_over_the_storage_nic(tmp_path: Path) -> None:
+    system = sysfs(tmp_path)
+    ibft_tree(system.ibft)
+    add_session(system.sessions)
+    ctx = make_ctx(tmp_path, "install use_ibft")
+    iscsi.attach_ibft(ctx, system)
+    other = "iqn.2026-12.org.netinstall:other"
+    add_session(system.sessions, target=other, luns={3: "sdc"})
+    disk = parse_disk(f"iscsi:192.168.78.1::3260:3:{other}")
+    assert isinstance(disk, Disk)
+    assert iscsi.san_device(ctx, disk, "primary-disk", system) == Path("/dev/sdc")
+    assert system.runner.calls[-1][:5] == ["iscsistart", "-i", INITIATOR, "-t", other]  # type: ignore[attr-defined]
+
+
+def test_an_iscsi_disk_without_use_ibft_is_refused(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    with pytest.raises(InputError, match="an iSCSI disk needs use_ibft"):
+        iscsi.san_device(ctx, Disk("iscsi:ibft", DiskKind.IBFT), "primary-disk")
+
+
+def _attached(tmp_path: Path, cmdline: str = "install use_ibft") -> tuple[object, iscsi.System]:
+    system = sysfs(tmp_path)
+    ibft_tree(system.ibft)
+    add_session(system.sessions)
+    ctx = make_ctx(tmp_path, cmdline)
+    iscsi.attach_ibft(ctx, system)
+    return ctx, system
+
+
+def test_the_storage_nic_never_fetches_the_answer_file(tmp_path: Path) -> None:
+    ctx, system = _attached(tmp_path)
+    nics = network.list_nics(system.sys_net)
+    assert [n.name for n in network.select_nics(ctx, nics)] == ["eth0"]  # type: ignore[arg-type]
+    boot_storage, _ = _attached(tmp_path / "b", "install use_ibft BOOTIF=01-52-54-00-78-00-01")
+    with pytest.raises(InputError, match="BOOTIF=52:54:00:78:00:01 is the iSCSI storage NIC"):
+        network.select_nics(boot_storage, nics)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "admin",
+    [
+        AdminInterface(name="eth1", proto=Proto.DHCP),
+        AdminInterface(hwaddr=STORAGE_MAC, proto=Proto.DHCP),
+    ],
+)
+def test_the_storage_nic_is_never_the_management_interface(
+    tmp_path: Path, admin: AdminInterface
+) -> None:
+    ctx, _ = _attached(tmp_path)
+    ctx.answer = AnswerFile(  # type: ignore[attr-defined]
+        primary_disk=PrimaryDisk(Disk("iscsi:ibft", DiskKind.IBFT)), admin_interface=admin
+    )
+    with pytest.raises(InputError, match="is the iSCSI storage NIC named by the iBFT"):
+        checks.check_storage_nic(ctx)  # type: ignore[arg-type]
+
+
+def test_use_ibft_puts_the_iscsi_step_before_the_network() -> None:
+    names = [s.name for s in steps_for(Mode.FRESH, use_ibft=True)]
+    assert names[:2] == ["iscsi", "network"]
+    assert "iscsi" not in [s.name for s in steps_for(Mode.FRESH)]
+
+
+def test_an_early_failure_brings_the_network_up_to_report_it(tmp_path: Path) -> None:
+    reached: list[str] = []
+
+    def fail(_ctx: object) -> None:
+        raise InputError("use_ibft: the iBFT names no target; nothing was written")
+
+    runner = Runner(
+        steps=[Step("iscsi", fail, 1)],
+        bundle=lambda _ctx: tmp_path / "bundle",
+        finish_scripts=lambda _ctx, _arg: None,
+        reach_server=lambda _ctx: reached.append("network"),
+    )
+    ctx = make_ctx(tmp_path, "install use_ibft")
+    ctx.reporter.upload_logs = lambda _bundle: None  # type: ignore[method-assign]
+    assert runner.run(ctx) == 1
+    assert reached == ["network"]
+    assert ctx.failed_reason == "use_ibft: the iBFT names no target; nothing was written"
+
+
+def test_a_failure_after_the_network_does_not_bring_it_up_again(tmp_path: Path) -> None:
+    def fail(_ctx: object) -> None:
+        raise NetinstallError("boom")
+
+    def never(_ctx: object) -> None:
+        raise AssertionError("the network is up already")
+
+    runner = Runner(
+        steps=[Step("download", fail, 1)],
+        bundle=lambda _ctx: tmp_path / "bundle",
+        finish_scripts=lambda _ctx, _arg: None,
+        reach_server=never,
+    )
+    ctx = make_ctx(tmp_path)
+    ctx.reporter.upload_logs = lambda _bundle: None  # type: ignore[method-assign]
+    assert runner.run(ctx) == 1
