@@ -204,8 +204,9 @@ def read_ibft(root: Path = IBFT) -> Ibft:
     if not root.is_dir():
         raise InputError(
             "use_ibft is on the installer command line, but the firmware published no "
-            f"iSCSI Boot Firmware Table ({root} is missing): set up iSCSI boot in the "
-            "firmware (or iPXE sanhook) or remove use_ibft; nothing was written"
+            f"iSCSI Boot Firmware Table ({root} is missing): the firmware is not set up "
+            "for iSCSI boot, or it (iPXE sanhook) could not log in to the target; "
+            "nothing was written"
         )
     initiator = _read(root / "initiator", "initiator-name")
     nics = tuple(n for d in sorted(root.glob("ethernet*")) if (n := _nic(d)) is not None)

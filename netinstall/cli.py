@@ -237,7 +237,8 @@ main.add_command(demo)
 
 # -- provisioning server ------------------------------------------------------------
 
-from netinstall.cli_server import host, profile, server  # noqa: E402
+from netinstall.cli_profile import profile  # noqa: E402
+from netinstall.cli_server import host, server  # noqa: E402
 from netinstall.cli_work import host_rearm, host_restore, host_upgrade, repo  # noqa: E402
 
 server.add_command(repo)

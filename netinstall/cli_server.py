@@ -1,7 +1,7 @@
-"""``netinstall server|host|profile``: the provisioning server and its registry (SPEC §9).
+"""``netinstall server|host``: the provisioning server and its registry (SPEC §9).
 
 Assigning work (``host rearm|upgrade|restore``) and repositories (``server repo``)
-live in ``cli_work``; ``cli.py`` attaches them to the groups defined here.
+live in ``cli_work``, profiles in ``cli_profile``; ``cli.py`` attaches them.
 
 Every command takes ``--dir`` (default ``NETINSTALL_DIR``, else /var/lib/netinstall)
 and opens the registry directly; that is safe beside a running server. No output
@@ -27,7 +27,7 @@ from netinstall.errors import InputError
 from netinstall.jsonable import REDACTED, to_jsonable
 
 if TYPE_CHECKING:
-    from pxe_server.model import Event, Host, Profile
+    from pxe_server.model import Event, Host
     from pxe_server.registry import Registry
 
 DEFAULT_DIR = "/var/lib/netinstall"
@@ -350,14 +350,35 @@ def _event_line(event: Event) -> str:
 @click.option("--profile", default="default", show_default=True)
 @click.option("--name", help="Host name (not an FQDN) for the answer file.")
 @click.option("--var", "variables", multiple=True, help="Template variable KEY=VALUE (repeat).")
+@click.option(
+    "--san-target",
+    help="SAN boot: the root LUN, iscsi:<server>::<port>:<lun>:<target IQN> (RFC 4173).",
+)
+@click.option("--san-address", help="SAN boot: the storage NIC's ADDRESS/PREFIX (default DHCP).")
+@click.option("--san-gateway", help="SAN boot: the storage network's gateway.")
+@click.option("--initiator", help="SAN boot: the host's initiator IQN (default: from its MAC).")
 def host_add(
-    mac: str, directory: str, profile: str, name: str | None, variables: tuple[str, ...]
+    mac: str,
+    directory: str,
+    profile: str,
+    name: str | None,
+    variables: tuple[str, ...],
+    **san: str | None,
 ) -> None:
     """Register MAC for a network install with PROFILE (netboot armed)."""
+    from pxe_server.model import SanTarget
+
     pairs = _variables(variables)
+    target = san.pop("san_target")
+    if target is None and any(san.values()):
+        raise InputError("--san-address, --san-gateway and --initiator need --san-target")
+    root = None
+    if target is not None:
+        root = SanTarget(target, san["san_address"], san["san_gateway"], initiator=san["initiator"])
     with open_registry(Path(directory)) as registry:
-        item = registry.add_host(mac, profile=profile, name=name, variables=pairs)
-    click.echo(f"added {item.mac}: profile {item.profile}, state pending, netboot armed")
+        item = registry.add_host(mac, profile=profile, name=name, variables=pairs, san=root)
+    lun = f", root LUN {item.san.root_path}" if item.san else ""
+    click.echo(f"added {item.mac}: profile {item.profile}{lun}, state pending, netboot armed")
 
 
 @host.command("list")
@@ -439,112 +460,3 @@ def host_remove(mac: str, directory: str) -> None:
     with open_registry(Path(directory)) as registry:
         registry.delete_host(mac)
     click.echo(f"removed {mac}")
-
-
-# -- profiles --------------------------------------------------------------------
-
-
-@click.group("profile")
-def profile() -> None:
-    """Answer-file templates and boot parameters that hosts install with."""
-
-
-def _profile_json(item: Profile, hosts: int) -> dict[str, object]:
-    return {**cast(dict[str, object], to_jsonable(item)), "hosts": hosts}
-
-
-@profile.command("add")
-@click.argument("name")
-@dir_option
-@click.option("--template", "template_file", required=True, help="The answer-file template.")
-@click.option("--chain", default="seed", show_default=True, help="Boot chain: seed or ipxe.")
-@click.option("--xen-args", help="Xen command line for the installer.")
-@click.option("--kernel-args", help="Installer kernel command line (before the answerfile=...).")
-@click.option("--payload-version", help="Payload version (default: the server's repository).")
-@click.option("--update", is_flag=True, help="Replace the profile if it exists.")
-def profile_add(
-    name: str,
-    directory: str,
-    template_file: str,
-    *,
-    chain: str,
-    xen_args: str | None,
-    kernel_args: str | None,
-    payload_version: str | None,
-    update: bool,
-) -> None:
-    """Add profile NAME whose answer file is the jinja2 template FILE."""
-    from pxe_server.model import BootChain, Profile
-
-    if chain not in tuple(BootChain):
-        raise InputError(f"--chain {chain!r}: expected seed or ipxe")
-    try:
-        text = Path(template_file).read_text("utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read the template {template_file}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"the template {template_file} is not UTF-8 text") from exc
-    extra = {"xen_args": xen_args, "kernel_args": kernel_args}
-    item = Profile(
-        name=name,
-        template=text,
-        boot_chain=BootChain(chain),
-        payload_version=payload_version,
-        **{k: v for k, v in extra.items() if v is not None},
-    )
-    with open_registry(Path(directory)) as registry:
-        if update and registry.get_profile(name) is not None:
-            registry.update_profile(item)
-            click.echo(f"updated profile {name} (chain {chain})")
-        else:
-            registry.add_profile(item)
-            click.echo(f"added profile {name} (chain {chain})")
-
-
-@profile.command("list")
-@dir_option
-@click.option("--json", "as_json", is_flag=True)
-def profile_list(directory: str, as_json: bool) -> None:
-    """Every profile and how many hosts use it."""
-    with open_registry(Path(directory)) as registry:
-        items = registry.list_profiles()
-        counts = {p.name: 0 for p in items}
-        for item in registry.list_hosts():
-            counts[item.profile] = counts.get(item.profile, 0) + 1
-    if as_json:
-        echo_json([_profile_json(p, counts[p.name]) for p in items])
-        return
-    lines = [("NAME", "CHAIN", "PAYLOAD", "HOSTS")]
-    lines += [
-        (p.name, p.boot_chain.value, p.payload_version or "(server)", str(counts[p.name]))
-        for p in items
-    ]
-    click.echo(table(lines))
-
-
-@profile.command("show")
-@click.argument("name")
-@dir_option
-@click.option("--json", "as_json", is_flag=True)
-def profile_show(name: str, directory: str, as_json: bool) -> None:
-    """One profile: boot parameters and the answer-file template."""
-    with open_registry(Path(directory)) as registry:
-        item = registry.get_profile(name)
-        if item is None:
-            raise InputError(f"no profile {name!r}; see `netinstall profile list`")
-        hosts = sum(1 for h in registry.list_hosts() if h.profile == name)
-    if as_json:
-        echo_json(_profile_json(item, hosts))
-        return
-    fields = [
-        ("name", item.name),
-        ("boot chain", item.boot_chain.value),
-        ("xen args", item.xen_args),
-        ("kernel args", item.kernel_args),
-        ("payload version", item.payload_version or "(the server repository)"),
-        ("hosts", str(hosts)),
-    ]
-    for label, value in fields:
-        click.echo(f"{label + ':':<17}{value}")
-    click.echo("template:")
-    click.echo(item.template, nl=not item.template.endswith("\n"))

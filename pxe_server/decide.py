@@ -16,7 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from netinstall.errors import InputError
-from pxe_server.model import BootChain, Firmware, Host, Profile, ServerSettings, UnknownPolicy
+from pxe_server.model import Firmware, Host, Profile, ServerSettings, UnknownPolicy
 
 # DHCP option 93 (RFC 4578, IANA "Processor Architecture Types").
 ARCH_BIOS = 0
@@ -126,11 +126,12 @@ def boot_file(facts: ClientFacts, host: Host | None, profile: Profile | None) ->
 
     ``pxelinux.0`` for BIOS, ``grubx64.efi`` for UEFI (SPEC §3). An iPXE client
     whose host's profile chose the iPXE chain gets ``ipxe/<mac>``: the HTTP path
-    of its iPXE script, which dnsmasq prefixes with the server's HTTP base. Other
+    of its iPXE script, which dnsmasq prefixes with the server's HTTP base (a SAN-boot
+    profile always chooses it: only iPXE hooks the LUN and publishes the iBFT). Other
     iPXE clients (e.g. the BIOS NIC ROM) still get the seed's loader.
     """
     firmware = firmware_of(facts.arch)
-    chose_ipxe = profile is not None and profile.boot_chain is BootChain.IPXE
+    chose_ipxe = profile is not None and profile.uses_ipxe
     if facts.ipxe and host is not None and chose_ipxe:
         return f"{IPXE_PREFIX}{host.mac}"
     return PXELINUX if firmware is Firmware.BIOS else GRUB_EFI

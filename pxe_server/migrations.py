@@ -9,9 +9,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import asdict
 
 from netinstall.errors import NetinstallError
-from pxe_server.model import BootChain, Event, Host, Profile, RebootPolicy, Repository, State, Work
+from pxe_server.model import (
+    BootChain,
+    Event,
+    Host,
+    Profile,
+    RebootPolicy,
+    Repository,
+    SanTarget,
+    State,
+    Work,
+)
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the first schema.
@@ -78,6 +89,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Until running, a host's work is the network install it was added or rearmed for.
         "UPDATE hosts SET work = 'install' WHERE state != 'running'",
     ),
+    # 4: SAN boot: a profile's iSCSI/iBFT and multipath settings, a host's root LUN (JSON).
+    (
+        "ALTER TABLE profiles ADD COLUMN san_boot INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE profiles ADD COLUMN multipath INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE profiles ADD COLUMN storage_nic TEXT NOT NULL DEFAULT 'net1'",
+        "ALTER TABLE hosts ADD COLUMN san TEXT",
+    ),
 )
 
 LATEST = len(MIGRATIONS)
@@ -130,13 +148,28 @@ HOST_COLUMNS = (
     "work",
     "reboot_policy",
     "last_checkin",
+    "san",
 )
-PROFILE_COLUMNS = ("name", "template", "boot_chain", "xen_args", "kernel_args", "payload_version")
+PROFILE_COLUMNS = (
+    "name",
+    "template",
+    "boot_chain",
+    "xen_args",
+    "kernel_args",
+    "payload_version",
+    "san_boot",
+    "multipath",
+    "storage_nic",
+)
 # Statements built from the constant column lists above (no user text reaches them).
 SELECT_HOSTS = f"SELECT {', '.join(HOST_COLUMNS)} FROM hosts"  # noqa: S608
 _PLACEHOLDERS = ", ".join("?" * len(HOST_COLUMNS))
 INSERT_HOST = f"INSERT INTO hosts ({', '.join(HOST_COLUMNS)}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
 UPDATE_HOST = f"UPDATE hosts SET {', '.join(f'{c} = ?' for c in HOST_COLUMNS[1:])} WHERE mac = ?"  # noqa: S608
+INSERT_PROFILE = (
+    f"INSERT INTO profiles ({', '.join(PROFILE_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(PROFILE_COLUMNS))})"
+)
 UPDATE_PROFILE = (
     f"UPDATE profiles SET {', '.join(f'{c} = ?' for c in PROFILE_COLUMNS[1:])} WHERE name = ?"  # noqa: S608
 )
@@ -164,6 +197,7 @@ def host_row(host: Host) -> Row:
         None if host.work is None else Work(host.work).value,
         RebootPolicy(host.reboot_policy).value,
         host.last_checkin,
+        None if host.san is None else json.dumps(asdict(host.san), sort_keys=True),
     )
 
 
@@ -185,7 +219,15 @@ def host_from(row: sqlite3.Row) -> Host:
         work=None if row["work"] is None else Work(row["work"]),
         reboot_policy=RebootPolicy(row["reboot_policy"]),
         last_checkin=row["last_checkin"],
+        san=_san(row["san"]),
     )
+
+
+def _san(text: str | None) -> SanTarget | None:
+    if text is None:
+        return None
+    value = json.loads(text)
+    return SanTarget(**{k: v for k, v in value.items() if k in SanTarget.__dataclass_fields__})
 
 
 def _facts(text: str) -> dict[str, object]:
@@ -206,6 +248,9 @@ def profile_row(profile: Profile) -> Row:
         profile.xen_args,
         profile.kernel_args,
         profile.payload_version,
+        int(profile.san_boot),
+        int(profile.multipath),
+        profile.storage_nic,
     )
 
 
@@ -217,6 +262,9 @@ def profile_from(row: sqlite3.Row) -> Profile:
         xen_args=row["xen_args"],
         kernel_args=row["kernel_args"],
         payload_version=row["payload_version"],
+        san_boot=bool(row["san_boot"]),
+        multipath=bool(row["multipath"]),
+        storage_nic=row["storage_nic"],
     )
 
 

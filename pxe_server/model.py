@@ -139,6 +139,31 @@ class Profile:
     xen_args: str = "dom0_max_vcpus=1-2 dom0_mem=2048M,max:2048M com1=115200,8n1 console=com1,vga"
     kernel_args: str = "xencons=hvc console=tty0 console=hvc0 net.ifnames=0"
     payload_version: str | None = None  # None: the server's default repository
+    # SAN boot (seed 000 "SAN環境からの起動"): the hosts' root LUN is on iSCSI, named by
+    # the iBFT that their iPXE script publishes (sanhook), booted with sanboot after the
+    # install; the installer gets use_ibft. Such a profile always uses the iPXE chain.
+    san_boot: bool = False
+    multipath: bool = False  # the installer gets device_mapper_multipath=yes
+    storage_nic: str = "net1"  # iPXE's name of the hosts' storage NIC (san_boot)
+
+    @property
+    def uses_ipxe(self) -> bool:
+        """Whether iPXE clients of this profile's hosts get its iPXE script."""
+        return self.boot_chain is BootChain.IPXE or self.san_boot
+
+
+# An IQN for hosts without one of their own: netinstall's, then the host's MAC.
+DEFAULT_INITIATOR_PREFIX = "iqn.2026-12.invalid.netinstall:"
+
+
+@dataclass(frozen=True)
+class SanTarget:
+    """A host's root LUN on an iSCSI SAN (its profile's ``san_boot``)."""
+
+    root_path: str  # RFC 4173, as iPXE takes it: iscsi:<server>:<proto>:<port>:<lun>:<IQN>
+    address: str | None = None  # the storage NIC's IPv4 address/prefix; None: DHCP on it
+    gateway: str | None = None  # the storage network's gateway (targets beyond it)
+    initiator: str | None = None  # the host's initiator IQN; None: DEFAULT_INITIATOR_PREFIX+MAC
 
 
 @dataclass(frozen=True)
@@ -160,6 +185,13 @@ class Host:
     work: Work | None = None
     reboot_policy: RebootPolicy = RebootPolicy.AUTO
     last_checkin: float | None = None  # seconds since the epoch: the agent's last check-in
+    san: SanTarget | None = None  # its root LUN, for a profile with san_boot
+
+    def initiator(self) -> str:
+        """The IQN the host logs in to its SAN with."""
+        if self.san is not None and self.san.initiator:
+            return self.san.initiator
+        return DEFAULT_INITIATOR_PREFIX + self.mac.replace(":", "")
 
 
 @dataclass(frozen=True)

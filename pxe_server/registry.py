@@ -34,6 +34,7 @@ from pxe_server.model import (
     Profile,
     RebootPolicy,
     Repository,
+    SanTarget,
     State,
     Work,
     check_version,
@@ -47,6 +48,7 @@ from pxe_server.registry_input import (
     choice,
     host_name,
     progress_of,
+    san_target,
     variables_of,
 )
 from pxe_server.secrets import new_token, redact, same_token
@@ -192,9 +194,7 @@ class Registry:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM profiles WHERE name = ?", (profile.name,)).fetchone():
                 raise InputError(f"profile {profile.name!r} exists already")
-            conn.execute(
-                "INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?)", schema.profile_row(profile)
-            )
+            conn.execute(schema.INSERT_PROFILE, schema.profile_row(profile))
 
     def update_profile(self, profile: Profile) -> None:
         check_profile(profile)
@@ -263,10 +263,11 @@ class Registry:
         profile: str = "default",
         name: str | None = None,
         variables: Variables = (),
+        san: SanTarget | None = None,
     ) -> Host:
         """Register a host: state pending, netboot armed, a fresh install token."""
         mac = normalise_mac(mac)
-        pairs, name = variables_of(variables), host_name(name)
+        pairs, name, san = variables_of(variables), host_name(name), san_target(san)
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM hosts WHERE mac = ?", (mac,)).fetchone():
                 raise InputError(f"host {mac} exists already; see `netinstall host show {mac}`")
@@ -278,7 +279,9 @@ class Registry:
                 assigned_version=self._assigned_version(conn, profile),
                 token=new_token(),
                 work=Work.INSTALL,
+                san=san,
             )
+            self._check_san(conn, host)
             conn.execute(schema.INSERT_HOST, schema.host_row(host))
             self._log(conn, host, "added to the registry", None)
         return host
@@ -297,6 +300,7 @@ class Registry:
         name: str | Literal[_Keep.KEEP] | None = KEEP,
         profile: str | Literal[_Keep.KEEP] = KEEP,
         variables: Variables | Literal[_Keep.KEEP] = KEEP,
+        san: SanTarget | Literal[_Keep.KEEP] | None = KEEP,
     ) -> Host:
         """Operator edits; a field left at ``KEEP`` is unchanged. A new profile sets the
         assigned version (an installed host then shows assigned != running)."""
@@ -310,8 +314,22 @@ class Registry:
                 host = replace(host, profile=profile, assigned_version=version)
             if variables is not KEEP:
                 host = replace(host, variables=variables_of(variables))
+            if san is not KEEP:
+                host = replace(host, san=san_target(san))
+            self._check_san(conn, host)
             self._store(conn, host)
         return host
+
+    @staticmethod
+    def _check_san(conn: sqlite3.Connection, host: Host) -> None:
+        """A host of a SAN-boot profile needs its root LUN (its iPXE script hooks it)."""
+        row = conn.execute("SELECT san_boot FROM profiles WHERE name = ?", (host.profile,))
+        found = row.fetchone()
+        if found is not None and found[0] and host.san is None:
+            raise InputError(
+                f"host {host.mac}: profile {host.profile!r} boots from a SAN; give the "
+                "host its root LUN with --san-target iscsi:<server>::<port>:<lun>:<target IQN>"
+            )
 
     def delete_host(self, mac: str) -> None:
         """Forget a host and its events."""

@@ -7,6 +7,7 @@ registry calls them before it writes anything.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -14,8 +15,9 @@ from typing import TypeVar
 
 import jinja2
 
+from answerfile.locations import parse_iscsi
 from netinstall.errors import InputError
-from pxe_server.model import BootChain, Profile
+from pxe_server.model import BootChain, Profile, SanTarget
 
 # Template variables the renderer provides itself; a host variable may not shadow them.
 RESERVED_VARIABLES = frozenset({"mac", "name", "server", "repo_url", "root_password_hash"})
@@ -23,6 +25,9 @@ RESERVED_VARIABLES = frozenset({"mac", "name", "server", "repo_url", "root_passw
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IPXE_NIC = re.compile(r"^net[0-9]{1,2}$")
+# An IQN (RFC 3720 §3.2.6.3.1), or the EUI-64 form; no spaces or quotes (iPXE's settings).
+_IQN = re.compile(r"^(iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9][a-z0-9.-]*(:[!-~]+)?|eui\.[0-9A-F]{16})$")
 
 Variables = Mapping[str, str] | Iterable[tuple[str, str]]
 
@@ -43,7 +48,56 @@ def check_profile(profile: Profile) -> None:
     if profile.boot_chain not in tuple(BootChain):
         choices = "|".join(c.value for c in BootChain)
         raise InputError(f"boot chain {profile.boot_chain!r} must be one of {choices}")
+    if not _IPXE_NIC.match(profile.storage_nic):
+        raise InputError(
+            f"storage NIC {profile.storage_nic!r} must be iPXE's name of a NIC, e.g. net1"
+        )
     check_template(profile.template)
+
+
+def _with_prefix(text: str) -> bool:
+    """``text`` is an IPv4 ADDRESS/PREFIX of a real subnet (not /0, not /32)."""
+    try:
+        interface = ipaddress.IPv4Interface(text)
+    except ValueError:
+        return False
+    return "/" in text and 0 < interface.network.prefixlen < 32
+
+
+def san_target(san: SanTarget | None) -> SanTarget | None:
+    """``san`` checked: an RFC 4173 root path with an IPv4 target, the storage NIC's
+    address as ADDRESS/PREFIX, an IPv4 gateway, an IQN. InputError naming what is wrong."""
+    if san is None:
+        return None
+    problems = []
+    target = parse_iscsi(san.root_path) if san.root_path.startswith("iscsi:") else None
+    if target is None or isinstance(target, str):
+        problems.append(
+            target
+            or f"SAN target {san.root_path!r} is not an RFC 4173 root path; expected "
+            "iscsi:<server>:<protocol>:<port>:<lun>:<target IQN>"
+        )
+    else:
+        try:
+            ipaddress.IPv4Address(target.server)
+        except ValueError:
+            problems.append(f"SAN target server {target.server!r} must be an IPv4 address")
+        if not _IQN.match(target.target):
+            problems.append(f"SAN target name {target.target!r} is not an iqn. or eui. name")
+    if san.address is not None and not _with_prefix(san.address):
+        problems.append(
+            f"storage address {san.address!r} must be IPv4 ADDRESS/PREFIX, e.g. 192.168.78.50/24"
+        )
+    if san.gateway is not None:
+        try:
+            ipaddress.IPv4Address(san.gateway)
+        except ValueError:
+            problems.append(f"storage gateway {san.gateway!r} must be an IPv4 address")
+    if san.initiator is not None and not _IQN.match(san.initiator):
+        problems.append(f"initiator {san.initiator!r} is not an iqn. or eui. name")
+    if problems:
+        raise InputError(problems)
+    return san
 
 
 def variables_of(variables: Variables) -> tuple[tuple[str, str], ...]:

@@ -22,6 +22,7 @@ the machine on first contact, before it renders, so it is no longer unknown.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from importlib import resources
@@ -91,6 +92,18 @@ def answerfile_url(host: Host, settings: ServerSettings) -> str:
     return f"{settings.http_base}/answerfile/{host.mac}?token={host.token}"
 
 
+def san_words(profile: Profile) -> list[str]:
+    """``use_ibft`` and ``device_mapper_multipath=yes`` for a SAN profile, unless its
+    kernel arguments carry them already (the seed's examples write them there)."""
+    given = profile.kernel_args.split()
+    words = []
+    if profile.san_boot and "use_ibft" not in given:
+        words.append("use_ibft")
+    if profile.multipath and not any(w.startswith("device_mapper_multipath=") for w in given):
+        words.append("device_mapper_multipath=yes")
+    return words
+
+
 def installer_args(
     host: Host, profile: Profile, settings: ServerSettings, bootif: str
 ) -> list[str]:
@@ -98,6 +111,7 @@ def installer_args(
     check_profile_args(profile)
     return [
         *profile.kernel_args.split(),
+        *san_words(profile),
         f"answerfile={answerfile_url(host, settings)}",
         "install",
         f"netinstall.server={settings.http_base}",
@@ -134,13 +148,38 @@ def _render(name: str, **variables: object) -> str:
 _SUFFIX = {"pxelinux": "cfg", "grub": "cfg", "ipxe": "ipxe"}
 
 
-def _local(loader: str, host: Host | None, decision: Decision, settings: ServerSettings) -> str:
+def san_boot(host: Host | None, profile: Profile | None) -> dict[str, str] | None:
+    """What an iPXE script needs to reach ``host``'s root LUN (None: not a SAN host).
+
+    The storage NIC is opened last, after the NIC iPXE booted from: iPXE describes the
+    last opened NIC in the iBFT, and the installer and dom0 find the storage NIC there.
+    """
+    if host is None or host.san is None or profile is None or not profile.san_boot:
+        return None
+    san = {"nic": profile.storage_nic, "root_path": host.san.root_path}
+    san["initiator"] = host.initiator()
+    if host.san.address is not None:
+        interface = ipaddress.IPv4Interface(host.san.address)
+        san |= {"ip": str(interface.ip), "netmask": str(interface.netmask)}
+    if host.san.gateway is not None:
+        san["gateway"] = host.san.gateway
+    return san
+
+
+def _local(
+    loader: str,
+    host: Host | None,
+    decision: Decision,
+    settings: ServerSettings,
+    profile: Profile | None = None,
+) -> str:
     who = host.mac if host is not None else "a machine without a host record"
     return _render(
         f"{loader}-local.{_SUFFIX[loader]}.j2",
         who=who,
         reason=decision.reason,
         http_base=settings.http_base,
+        san=san_boot(host, profile),
     )
 
 
@@ -157,7 +196,7 @@ def _config(
         return _local(loader, None, decision, settings)
     decision = explain(host, profile, settings)
     if decision.action is Action.LOCAL or profile is None:
-        return _local(loader, host, decision, settings)
+        return _local(loader, host, decision, settings, profile)
     return _render(
         f"{loader}-install.{_SUFFIX[loader]}.j2",
         mac=host.mac,
@@ -165,6 +204,7 @@ def _config(
         http_base=settings.http_base,
         xen_args=profile.xen_args.split(),
         dom0_args=installer_args(host, profile, settings, bootif(host.mac)),
+        san=san_boot(host, profile),
     )
 
 
@@ -204,6 +244,10 @@ def ipxe_script(host: Host | None, profile: Profile | None, settings: ServerSett
     ``grubx64.efi`` over HTTP in both cases; GRUB then reads this host's GRUB
     config, which installs or chainloads the disk (an EFI ``exit`` may strand the
     firmware in its setup menu, as GRUB's does).
+
+    A SAN host (``san_boot``): the install script first opens the storage NIC and
+    ``sanhook``s the host's LUN, so the iBFT describes it for the installer; the
+    local script ``sanboot``s the LUN (both firmwares) instead of the disk.
     """
     return _config("ipxe", host, profile, settings, _bootif_dashes)
 

@@ -31,7 +31,7 @@ from netinstall.errors import InputError
 from pxe_server import grub_image
 from pxe_server.dnsmasq import Dnsmasq, DnsmasqConfig
 from pxe_server.http import HttpServer, boot_config
-from pxe_server.model import BootChain, ServerSettings, UnknownPolicy
+from pxe_server.model import ServerSettings, UnknownPolicy
 from pxe_server.registry import Registry
 from pxe_server.tftp import TftpServer
 
@@ -234,7 +234,7 @@ class Server:
     def _start_dnsmasq(self, registry: Registry, settings: ServerSettings) -> None:
         interface = cast(str, self.interface)
         network = interface_network(interface)
-        ipxe = {p.name for p in registry.list_profiles() if p.boot_chain is BootChain.IPXE}
+        ipxe = {p.name for p in registry.list_profiles() if p.uses_ipxe}
         mode = cast(Literal["full", "proxy"], self.dhcp)
         first, last = self.dhcp_range or (str(network.network.network_address), None)
         config = DnsmasqConfig(
