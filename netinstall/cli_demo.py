@@ -28,12 +28,14 @@ MILESTONES = {"installer": "installer up", "running": "running"}
 )
 @click.option(
     "--scenario",
-    type=click.Choice(["install", "upgrade", "low-memory", "bad-answer-file"]),
+    type=click.Choice(["install", "upgrade", "iscsi", "low-memory", "bad-answer-file"]),
     default="install",
     show_default=True,
     help="install: the firmware's full install (BIOS: static address, lvm SR; UEFI: DHCP, "
     "ext SR, a supplemental pack; both: a script at each stage). upgrade: install A, "
     "upgrade it to B through the dom0 agent, restore A; check the SR and settings survive. "
+    "iscsi: a diskless machine with a storage NIC installs onto an iSCSI LUN named by the "
+    "iBFT (the lab's tgtd) and boots from it. "
     "low-memory: the "
     "installer's dom0 gets 768 MiB, so the payload is staged on the disk. bad-answer-file: the "
     "install must fail cleanly (failed reported with the message, the disk untouched).",

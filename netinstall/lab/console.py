@@ -22,6 +22,7 @@ INSTALLED = "installed"
 REBOOT = "reboot"
 XEN_DISK = "Xen from disk"
 DOM0_DISK = "dom0 up from disk"
+SAN_LOGIN = "dom0 logged in to the SAN"  # its initramfs, from the iBFT (SAN scenarios)
 SR_CREATED = "SR created"
 RUNNING = "running"
 FAILED = "failed"
@@ -35,6 +36,9 @@ _REBOOT = re.compile(
 )
 _CMDLINE = re.compile(r"Kernel command line: (.*)|Command line: (.*)")
 _ROOT_UUID = re.compile(r"\broot=UUID=([0-9A-Fa-f-]+)")
+# iscsistart's "Connection1:0 to [target: ..., portal: ...] ... is operational now", or
+# the kernel's line for the session's SCSI host.
+_SAN_LOGIN = re.compile(r"Connection\d+:\d+ to \[target: .*operational|iSCSI Initiator over TCP/IP")
 _SR = re.compile(r"local SR: (\S+) on .*, uuid ([0-9a-f-]{36})")
 _MARKER = re.compile(r"netinstall-lab-marker: (.*)")  # the lab's scripts (lab/scenario.py)
 _SECRET = re.compile(r"(token=)[^\s&]+")
@@ -94,6 +98,8 @@ class Tracker:
             if root := _ROOT_UUID.search(cmdline):
                 self.facts.setdefault("cmdline_root_uuid", root.group(1).lower())
                 self._reach(DOM0_DISK, at)
+        if _SAN_LOGIN.search(text) and XEN_DISK in self.reached:
+            self._reach(SAN_LOGIN, at)
         if match := _SR.search(text):
             self.facts.setdefault("sr_type", match.group(1))
             self.facts.setdefault("sr_uuid", match.group(2))

@@ -27,7 +27,7 @@ from typing import Literal
 
 from hypervisor_payload.treeinfo import parse_treeinfo
 from netinstall.errors import InputError, NetinstallError
-from netinstall.lab import console, netns, qemu, services, upgrade, usernet
+from netinstall.lab import console, netns, qemu, san, services, upgrade, usernet
 from netinstall.lab.console import Tracker
 from netinstall.lab.diskview import mounted, read_only_disk
 from netinstall.lab.follow import Follower, Say
@@ -115,7 +115,15 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         server = ipaddress.IPv4Interface(net.address)
         server_argv = netns.netns_exec(net.namespace, services.server_argv(server_dir, net))
         where = f"namespace {net.namespace}"
-    prepare(server_dir, options.chosen, server, mac, repo=options.repo, netboot=options.netboot)
+    storage = None
+    if options.chosen.san:
+        if net is None:
+            raise InputError("the SAN scenarios need the namespace network (--network netns)")
+        storage = san.new_storage(net.namespace, f"lab-{options.firmware}")
+    prepare(
+        server_dir, options.chosen, server, mac,
+        repo=options.repo, netboot=options.netboot, storage=storage,
+    )  # fmt: skip
     if options.chosen.upgrade:
         if options.upgrade_repo is None:
             raise InputError("the upgrade scenario needs the repository to upgrade to")
@@ -133,6 +141,9 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         netdev=user.netdev() if user is not None else None,
         ovmf_vars=workdir / "OVMF_VARS.fd" if options.firmware == "uefi" else None,
         console=workdir / "console.sock" if options.chosen.upgrade else None,
+        storage_tap=san.STORAGE_TAP if storage is not None else None,
+        storage_mac=san.storage_mac(qemu.MAC_SUFFIX[options.firmware]) if storage else None,
+        local_disk=storage is None,  # a SAN machine is diskless: the image is its LUN
     )
     qemu.make_disk(machine.disk)
     if machine.ovmf_vars is not None:
@@ -143,6 +154,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     checks: list[str] = []
     children: list[services.Child] = []
     vm: services.Child | None = None
+    target: san.Target | None = None
     say(
         f"lab: {options.firmware} machine {mac} on {where}, "
         f"scenario {options.chosen.name!r}, files in {workdir}"
@@ -150,6 +162,8 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     try:
         if net is not None:
             netns.create(net)
+        if storage is not None:
+            target = san.Target(storage, machine.disk, workdir)
         children.append(services.start_server(server_argv, workdir))
         export = None
         if user is not None:
@@ -181,6 +195,8 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             services.quit_qemu(vm, machine.monitor)
         for child in reversed(children):
             child.stop()
+        if target is not None:
+            target.stop()
         if net is not None:
             netns.destroy(net.namespace)  # raises if the namespace is still there
     if reason is None and options.chosen.upgrade:
@@ -215,12 +231,18 @@ def verify(
     """After a full run: ``running`` after the reboot, facts that match the disk, and
     everything the scenario asked for (markers, SR type, static address, pack files)."""
     reached = tracker.reached
-    for needed in (console.REBOOT, console.XEN_DISK, console.DOM0_DISK):
+    scenario = options.chosen
+    needs = (console.REBOOT, console.XEN_DISK, console.DOM0_DISK)
+    for needed in (*needs, *((console.SAN_LOGIN,) if scenario.san else ())):
         if needed not in reached:
             return f"{console.RUNNING!r} arrived without {needed!r}"
     if reached[console.RUNNING] < reached[console.REBOOT]:
         return "running was reported before the reboot"
-    scenario = options.chosen
+    if scenario.san:
+        checks.append(
+            "diskless machine booted Xen from its iSCSI LUN after the install; "
+            "dom0 logged in to the target from the iBFT"
+        )
     version = parse_treeinfo((options.repo / ".treeinfo").read_text("utf-8")).version
     with Registry.open(server_dir) as registry:
         host = registry.get_host(mac)

@@ -51,6 +51,11 @@ class Machine:
     netdev: str | None = None  # else a whole -netdev value (user-mode networking)
     ovmf_vars: Path | None = None  # UEFI: this machine's copy of OVMF_VARS
     console: Path | None = None  # a unix socket for typing on the serial console (lab.shell)
+    # SAN scenarios: a second NIC on the storage network, and no local disk (``disk`` is
+    # then the image the lab's iSCSI target exports).
+    storage_tap: str | None = None
+    storage_mac: str | None = None
+    local_disk: bool = True
     memory_mib: int = MEMORY_MIB
     binary: str = "qemu-system-x86_64"
 
@@ -59,6 +64,8 @@ class Machine:
             raise InputError(f"firmware {self.firmware!r} is not one of {', '.join(FIRMWARES)}")
         if self.firmware == "uefi" and self.ovmf_vars is None:
             raise InputError("a UEFI machine needs its own copy of the OVMF variable store")
+        if (self.storage_tap is None) != (self.storage_mac is None):
+            raise InputError("a storage NIC needs both its tap and its MAC")
 
 
 def argv(machine: Machine) -> list[str]:
@@ -86,11 +93,18 @@ def argv(machine: Machine) -> list[str]:
         args += ["-netdev", f"tap,id=n0,ifname={machine.tap},script=no,downscript=no"]
     elif machine.netdev is not None:
         args += ["-netdev", machine.netdev]
-    args += [
-        "-device", nic,
-        "-drive", f"file={machine.disk},if=none,id=d0,format=raw,discard=unmap",
-        "-device", "virtio-blk-pci,drive=d0,bootindex=2",
-    ]  # fmt: skip
+    args += ["-device", nic]
+    if machine.storage_tap is not None:
+        # No boot ROM of its own: the NIC the firmware boots from drives both (iPXE).
+        args += [
+            "-netdev", f"tap,id=n1,ifname={machine.storage_tap},script=no,downscript=no",
+            "-device", f"{NIC[machine.firmware]},netdev=n1,mac={machine.storage_mac},romfile=",
+        ]  # fmt: skip
+    if machine.local_disk:
+        args += [
+            "-drive", f"file={machine.disk},if=none,id=d0,format=raw,discard=unmap",
+            "-device", "virtio-blk-pci,drive=d0,bootindex=2",
+        ]  # fmt: skip
     return args
 
 

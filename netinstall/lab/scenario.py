@@ -20,7 +20,7 @@ from pathlib import Path
 
 import hypervisor_payload
 from netinstall.errors import InputError
-from netinstall.lab import services
+from netinstall.lab import san, services
 from netinstall.process import run
 
 FILES = Path(__file__).parent / "files"
@@ -47,6 +47,9 @@ class Scenario:
     expect_log: str | None = None  # a line the installer must print on the console
     # After the install: upgrade through the agent, then restore (netinstall/lab/upgrade.py).
     upgrade: bool = False
+    # SAN boot (netinstall/lab/san.py): a diskless machine whose root LUN is on the lab's
+    # iSCSI target, hooked by its iPXE script (the iBFT), installed over use_ibft.
+    san: bool = False
 
     def static_address(self, server: ipaddress.IPv4Interface) -> str | None:
         """The static admin address on the network of ``server`` (the lab server's address)."""
@@ -60,7 +63,7 @@ class Scenario:
     def variables(self, server: ipaddress.IPv4Interface) -> dict[str, str]:
         """The host variables the lab profile reads; ``server``: the server's address/prefix."""
         found = {
-            "disk": "vda",
+            "disk": "iscsi:ibft" if self.san else "vda",
             "root_password": ROOT_PASSWORD,
             "srtype": self.srtype,
             "timezone": self.timezone,
@@ -112,6 +115,7 @@ LOW_MEMORY = Scenario(
     expect_log="staging the payload on the backup partition",
 )
 UPGRADE = Scenario("upgrade to B through the agent, then restore A", srtype="ext", upgrade=True)
+ISCSI = Scenario("iSCSI root LUN named by the iBFT, diskless", srtype="lvm", san=True)
 BAD_ANSWER_FILE = Scenario(
     "bad answer file",
     timezone="Europe/Londen",
@@ -127,6 +131,7 @@ def prepare(
     *,
     repo: Path,
     netboot: Path,
+    storage: san.Storage | None = None,
 ) -> None:
     """``server init``, the scenario's files, ``profile add`` and ``host add``, all via the CLI."""
     cli = services.netinstall_command()
@@ -143,18 +148,26 @@ def prepare(
     if scenario.pack:
         run([*cli, "pack", "build", str(PACK_SOURCE), "--into", str(files / DRIVERS)])
     xen = ["--xen-args", scenario.installer_xen_args] if scenario.installer_xen_args else []
+    san_profile = ["--san-boot"] if scenario.san else []
     run([
         *cli, "profile", "add", PROFILE, "--dir", str(directory),
-        "--template", str(FILES / "profile.xml.j2"), *xen,
+        "--template", str(FILES / "profile.xml.j2"), *xen, *san_profile,
     ])  # fmt: skip
     variables = [
         arg
         for key, value in scenario.variables(server).items()
         for arg in ("--var", f"{key}={value}")
     ]
+    if scenario.san and storage is None:
+        raise InputError(f"scenario {scenario.name}: a SAN scenario needs the lab's storage")
+    lun = (
+        ["--san-target", storage.root_path, "--san-address", storage.host_address]
+        if scenario.san and storage is not None
+        else []
+    )
     run([
         *cli, "host", "add", mac, "--dir", str(directory), "--name", HOST_NAME,
-        "--profile", PROFILE, *variables,
+        "--profile", PROFILE, *variables, *lun,
     ])  # fmt: skip
 
 
@@ -168,6 +181,9 @@ def scenario_for(firmware: str, name: str) -> Scenario:
         return LOW_MEMORY
     if name == "upgrade":
         return UPGRADE
+    if name == "iscsi":
+        return ISCSI
     raise InputError(
-        f"unknown scenario {name!r}; expected install, upgrade, low-memory or bad-answer-file"
+        f"unknown scenario {name!r}; expected install, upgrade, iscsi, low-memory or "
+        "bad-answer-file"
     )

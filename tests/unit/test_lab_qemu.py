@@ -150,3 +150,38 @@ def test_user_mode_export_links_the_netboot_tree(tmp_path: Path) -> None:
         "pxelinux.cfg/01-52-54-00-77-00-02",
         "grub/grub.cfg-01-52-54-00-77-00-02",
     ]
+
+
+def test_a_san_machine_has_a_storage_nic_and_no_disk(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    machine = replace(
+        _machine("bios", tmp_path),
+        storage_tap="tap1",
+        storage_mac="52:54:00:78:00:01",
+        local_disk=False,
+    )
+    argv = qemu.argv(machine)
+    assert _value(argv, "-device") == [
+        "e1000,netdev=n0,mac=52:54:00:77:00:01,bootindex=1",
+        "e1000,netdev=n1,mac=52:54:00:78:00:01,romfile=",
+    ]
+    assert "tap,id=n1,ifname=tap1,script=no,downscript=no" in _value(argv, "-netdev")
+    assert _value(argv, "-drive") == []
+    with pytest.raises(InputError, match="both its tap and its MAC"):
+        replace(machine, storage_mac=None)
+
+
+def test_the_lab_san_commands() -> None:
+    from netinstall.lab import san
+
+    storage = san.Storage("ni-lab-0000abcd", "lab-bios", control_port=12345)
+    assert storage.root_path == "iscsi:192.168.78.1::3260:1:iqn.2026-12.org.netinstall.lab:lab-bios"
+    assert storage.host_address == "192.168.78.50/24"
+    commands = san.setup_commands(storage)
+    assert ["ip", "-n", "ni-lab-0000abcd", "addr", "add", "192.168.78.1/24", "dev", "br1"] in (
+        commands
+    )
+    lun = san.target_commands(storage, Path("/lab/disk.img"))[1]
+    assert lun[:3] == ["tgtadm", "-C", "12345"]
+    assert lun[-4:] == ["--lun", "1", "-b", "/lab/disk.img"]

@@ -81,8 +81,10 @@ def test_scenario_names() -> None:
     assert scenario_for("uefi", "bad-answer-file") is BAD_ANSWER_FILE
     assert scenario_for("bios", "low-memory").installer_xen_args is not None
     assert scenario_for("uefi", "upgrade").upgrade
-    with pytest.raises(InputError, match="unknown scenario 'iscsi'"):
-        scenario_for("uefi", "iscsi")
+    assert scenario_for("bios", "iscsi").san
+    assert scenario_for("bios", "iscsi").variables(SERVER)["disk"] == "iscsi:ibft"
+    with pytest.raises(InputError, match="unknown scenario 'fcoe'"):
+        scenario_for("uefi", "fcoe")
 
 
 def test_upgrade_target_version_and_sr_markers() -> None:

@@ -1,0 +1,148 @@
+"""The lab's SAN: a storage network beside the management one, and an iSCSI target on it.
+
+A SAN scenario gives the lab machine a second NIC on a bridge of its own
+(``br1``, 192.168.78.0/24): the storage network, a separate layer-3 network as
+the seed's Cisco UCS requirements ask. ``Target`` runs Debian's userspace
+``tgtd`` inside the namespace, listening on the storage bridge only, on a
+private control port (parallel runs each have their own), and exports the lab
+disk image (sparse, 60 GiB) as LUN 1 of one target (LUN 0 is tgtd's
+controller). The machine then has no local disk at all: a diskless blade.
+
+``setup_commands`` is pure; ``Target`` starts and stops the daemon.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from netinstall.errors import CommandError, NetinstallError
+from netinstall.lab import netns, services
+from netinstall.process import run
+
+log = logging.getLogger("netinstall.lab")
+
+STORAGE_BRIDGE = "br1"
+STORAGE_TAP = "tap1"
+PORTAL = ipaddress.IPv4Interface("192.168.78.1/24")  # the target, on the storage bridge
+HOST_NUMBER = 50  # the machine's storage address: 192.168.78.50/24 (set by its iPXE script)
+PORT = 3260
+LUN = 1
+IQN_PREFIX = "iqn.2026-12.org.netinstall.lab:"
+STORAGE_MAC_PREFIX = "52:54:00:78:00:"
+READY_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Storage:
+    """One lab SAN: the namespace's storage bridge and the target the machine boots from."""
+
+    namespace: str
+    name: str  # the target's IQN suffix (the firmware: one target per machine)
+    control_port: int
+
+    @property
+    def iqn(self) -> str:
+        return IQN_PREFIX + self.name
+
+    @property
+    def root_path(self) -> str:
+        """The LUN as RFC 4173 names it (what the host record and iPXE take)."""
+        return f"iscsi:{PORTAL.ip}::{PORT}:{LUN}:{self.iqn}"
+
+    @property
+    def host_address(self) -> str:
+        return f"{PORTAL.network.network_address + HOST_NUMBER}/{PORTAL.network.prefixlen}"
+
+
+def new_storage(namespace: str, name: str) -> Storage:
+    """A storage network in ``namespace`` with a control port of its own."""
+    return Storage(namespace, name, control_port=10000 + secrets.randbelow(50000))
+
+
+def storage_mac(suffix: str) -> str:
+    return STORAGE_MAC_PREFIX + suffix
+
+
+def setup_commands(storage: Storage) -> list[list[str]]:
+    """The ``ip`` commands that add the storage bridge and the machine's storage tap (pure)."""
+    ns = storage.namespace
+    return [
+        ["ip", "-n", ns, "link", "add", STORAGE_BRIDGE, "type", "bridge"],
+        ["ip", "-n", ns, "addr", "add", str(PORTAL), "dev", STORAGE_BRIDGE],
+        ["ip", "-n", ns, "link", "set", STORAGE_BRIDGE, "up"],
+        ["ip", "-n", ns, "tuntap", "add", "dev", STORAGE_TAP, "mode", "tap"],
+        ["ip", "-n", ns, "link", "set", STORAGE_TAP, "master", STORAGE_BRIDGE],
+        ["ip", "-n", ns, "link", "set", STORAGE_TAP, "up"],
+    ]
+
+
+def tgtadm(storage: Storage, *args: str) -> list[str]:
+    return ["tgtadm", "-C", str(storage.control_port), "--lld", "iscsi", *args]
+
+
+LUN_ARGS = ("--op", "new", "--mode", "logicalunit", "--tid", "1")
+
+
+def target_commands(storage: Storage, backing: Path) -> list[list[str]]:
+    """Create the target, its LUN over ``backing`` and an ACL open to every initiator."""
+    return [
+        tgtadm(storage, "--op", "new", "--mode", "target", "--tid", "1", "-T", storage.iqn),
+        tgtadm(storage, *LUN_ARGS, "--lun", str(LUN), "-b", str(backing)),
+        tgtadm(storage, "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"),
+    ]
+
+
+class Target:
+    """``tgtd`` in the namespace exporting ``backing`` (started in ``__init__``)."""
+
+    def __init__(self, storage: Storage, backing: Path, workdir: Path) -> None:
+        self.storage = storage
+        for argv in setup_commands(storage):
+            run(argv)
+        daemon = ["tgtd", "-f", "-C", str(storage.control_port),
+                  "--iscsi", f"portal={PORTAL.ip}:{PORT}"]  # fmt: skip
+        self.child = services.Child(
+            "tgtd", netns.netns_exec(storage.namespace, daemon), workdir / "tgtd.log"
+        )
+        try:
+            self._wait_ready()
+            for argv in target_commands(storage, backing):
+                run(argv)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("iSCSI target %s LUN %d: %s on %s:%d", storage.iqn, LUN, backing, PORTAL.ip, PORT)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            try:
+                run(tgtadm(self.storage, "--op", "show", "--mode", "sys"), timeout=10)
+            except CommandError:
+                if self.child.exited() is not None or time.monotonic() > deadline:
+                    tail = self.child.output().strip()[-500:]
+                    raise NetinstallError(f"tgtd did not come up: {tail}") from None
+                time.sleep(0.2)
+            else:
+                return
+
+    def stop(self) -> None:
+        """Ask tgtd to end (it ignores SIGTERM while it holds targets), then make sure."""
+        if self.child.exited() is None:
+            try:
+                run(["tgtadm", "-C", str(self.storage.control_port), "--op", "delete",
+                     "--mode", "system", "--force"], timeout=20)  # fmt: skip
+            except CommandError as exc:
+                log.warning("tgtd did not take the shutdown request: %s", exc)
+            try:
+                self.child.proc.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - killed below in any case
+                log.warning("tgtd is still running: killing it")
+        if self.child.exited() is None:
+            self.child.proc.kill()
+            self.child.proc.wait()
