@@ -61,7 +61,7 @@ class Storage:
 
 def new_storage(namespace: str, name: str) -> Storage:
     """A storage network in ``namespace`` with a control port of its own."""
-    return Storage(namespace, name, control_port=10000 + secrets.randbelow(50000))
+    return Storage(namespace, name, control_port=1000 + secrets.randbelow(31000))  # tgtd: < 32768
 
 
 def storage_mac(suffix: str) -> str:
