@@ -28,7 +28,7 @@ MILESTONES = {"installer": "installer up", "running": "running"}
 )
 @click.option(
     "--scenario",
-    type=click.Choice(["install", "upgrade", "iscsi", "low-memory", "bad-answer-file"]),
+    type=click.Choice(["install", "upgrade", "iscsi", "low-memory", "bad-answer-file", "no-ibft"]),
     default="install",
     show_default=True,
     help="install: the firmware's full install (BIOS: static address, lvm SR; UEFI: DHCP, "
@@ -38,7 +38,8 @@ MILESTONES = {"installer": "installer up", "running": "running"}
     "iBFT (the lab's tgtd) and boots from it. "
     "low-memory: the "
     "installer's dom0 gets 768 MiB, so the payload is staged on the disk. bad-answer-file: the "
-    "install must fail cleanly (failed reported with the message, the disk untouched).",
+    "install must fail cleanly (failed reported with the message, the disk untouched). "
+    "no-ibft: use_ibft on a machine whose firmware published no iBFT must fail as cleanly.",
 )
 @click.option(
     "--network",

@@ -44,6 +44,7 @@ class Scenario:
     # A failing run: the fragment the host's failed message must contain.
     expect_failure: str | None = None
     installer_xen_args: str | None = None  # the lab profile's Xen line for the installer
+    installer_kernel_args: str | None = None  # the lab profile's installer kernel line
     expect_log: str | None = None  # a line the installer must print on the console
     # After the install: upgrade through the agent, then restore (netinstall/lab/upgrade.py).
     upgrade: bool = False
@@ -116,6 +117,13 @@ LOW_MEMORY = Scenario(
 )
 UPGRADE = Scenario("upgrade to B through the agent, then restore A", srtype="ext", upgrade=True)
 ISCSI = Scenario("iSCSI root LUN named by the iBFT, diskless", srtype="lvm", san=True)
+# use_ibft on a machine whose firmware published no iBFT (the seed chain, no sanhook): the
+# installer must bring the network up anyway, report failed with one sentence, write nothing.
+NO_IBFT = Scenario(
+    "use_ibft without an iBFT",
+    installer_kernel_args="xencons=hvc console=tty0 console=hvc0 net.ifnames=0 use_ibft",
+    expect_failure="the firmware published no iSCSI Boot Firmware Table",
+)
 BAD_ANSWER_FILE = Scenario(
     "bad answer file",
     timezone="Europe/Londen",
@@ -148,6 +156,8 @@ def prepare(
     if scenario.pack:
         run([*cli, "pack", "build", str(PACK_SOURCE), "--into", str(files / DRIVERS)])
     xen = ["--xen-args", scenario.installer_xen_args] if scenario.installer_xen_args else []
+    if scenario.installer_kernel_args:
+        xen += ["--kernel-args", scenario.installer_kernel_args]
     san_profile = ["--san-boot"] if scenario.san else []
     run([
         *cli, "profile", "add", PROFILE, "--dir", str(directory),
@@ -183,7 +193,9 @@ def scenario_for(firmware: str, name: str) -> Scenario:
         return UPGRADE
     if name == "iscsi":
         return ISCSI
+    if name == "no-ibft":
+        return NO_IBFT
     raise InputError(
-        f"unknown scenario {name!r}; expected install, upgrade, iscsi, low-memory or "
-        "bad-answer-file"
+        f"unknown scenario {name!r}; expected install, upgrade, iscsi, low-memory, "
+        "bad-answer-file or no-ibft"
     )
