@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,16 +133,22 @@ class Target:
                 return
 
     def stop(self) -> None:
-        """Ask tgtd to end (it ignores SIGTERM while it holds targets), then make sure."""
+        """Remove the target (sessions and all), then ask tgtd to end: it ignores SIGTERM
+        while it holds a target. Killed if it is still there after that."""
         if self.child.exited() is None:
-            try:
-                run(["tgtadm", "-C", str(self.storage.control_port), "--op", "delete",
-                     "--mode", "system", "--force"], timeout=20)  # fmt: skip
-            except CommandError as exc:
-                log.warning("tgtd did not take the shutdown request: %s", exc)
+            for argv in (
+                tgtadm(self.storage, "--op", "delete", "--mode", "target", "--tid", "1",
+                       "--force"),
+                ["tgtadm", "-C", str(self.storage.control_port), "--op", "delete",
+                 "--mode", "system", "--force"],
+            ):  # fmt: skip
+                try:
+                    run(argv, timeout=20)
+                except CommandError as exc:
+                    log.info("tgtd shutdown: %s", exc)
             try:
                 self.child.proc.wait(timeout=10)
-            except Exception:  # noqa: BLE001 - killed below in any case
+            except subprocess.TimeoutExpired:
                 log.warning("tgtd is still running: killing it")
         if self.child.exited() is None:
             self.child.proc.kill()
