@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from answerfile.model import AnswerFile, Disk, Mode
-from installer_core import iscsi
+from installer_core import iscsi, multipath
 from installer_core.context import InstallContext
 from installer_core.fetch import Runner
 from installer_core.selftest import block_disks, xl_total_memory
@@ -95,7 +95,7 @@ def check_disk(ctx: InstallContext, machine: Machine) -> None:
                 f"{name} {disk.spec!r}: upgrading or restoring an installation on an iSCSI "
                 "disk is not supported yet; nothing was written"
             )
-        device = iscsi.san_device(ctx, disk, "primary-disk")
+        device = multipath.disk_for(ctx, iscsi.san_device(ctx, disk, "primary-disk"), name)
     else:
         device = Path(disk.path)
         if not machine.is_block(device):
@@ -103,6 +103,8 @@ def check_disk(ctx: InstallContext, machine: Machine) -> None:
             raise InputError(
                 f"{name} {device} is not a block device on this machine (disks: {found})"
             )
+        if ctx.answer is not None and ctx.answer.mode is Mode.FRESH:
+            device = multipath.disk_for(ctx, device, name, machine.sys_block)
     size = disk_size(device, machine)
     if size is None:
         log.warning("the size of %s is unknown; the partition step checks it", device)

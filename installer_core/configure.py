@@ -24,9 +24,10 @@ from answerfile.model import (
     Proto,
     ProtoV6,
 )
-from installer_core import iscsi
+from installer_core import iscsi, multipath
 from installer_core.context import InstallContext
 from netinstall.errors import InputError, NetinstallError
+from partitioning.model import Use
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,10 @@ def sr_config(
 ) -> dict[str, Any] | None:
     """The SR's type and devices: partition 3 (by PARTUUID) and the guest disks; None: no SR."""
     devices = []
-    if "sr" in ctx.partitions:
+    sr_part = ctx.plan.by_use(Use.SR) if ctx.plan is not None else None
+    if ctx.multipath is not None and sr_part is not None:
+        devices.append(ctx.multipath.partition_uuid_link(sr_part.number))  # any path
+    elif "sr" in ctx.partitions:
         partuuid = ctx.partuuids.get("sr")
         devices.append(
             f"/dev/disk/by-partuuid/{partuuid}" if partuuid else str(ctx.partitions["sr"])
@@ -322,6 +326,7 @@ def configure_system(ctx: InstallContext) -> None:
         write_hostname(root, answer.hostname)
     nic = admin_nic(ctx, answer.admin_interface)
     iscsi.check_storage_nic(ctx, [nic], "the management interface")
+    multipath.write_dom0_config(ctx, root)
     write_network(root, answer, nic)
     proto = answer.admin_interface.proto if answer.admin_interface else Proto.DHCP
     write_dns(root, answer.name_servers, proto)

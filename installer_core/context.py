@@ -16,6 +16,7 @@ from partitioning.model import Plan
 
 if TYPE_CHECKING:
     from installer_core.iscsi import SanState
+    from installer_core.multipath import MultipathMap
 
 
 class Firmware(enum.StrEnum):
@@ -83,4 +84,5 @@ class InstallContext:
     staging_mount: Path | None = None  # the partition mounted for disk staging
     existing: Existing | None = None  # upgrade/restore: what was found (find steps)
     san: SanState | None = None  # use_ibft: the iBFT, the storage NIC, attached LUNs (iscsi)
+    multipath: MultipathMap | None = None  # the primary disk's map (device_mapper_multipath)
     failed_reason: str | None = None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from answerfile.model import AnswerFile, Disk, DiskKind
 from answerfile.model import Mode as AnswerMode
-from installer_core import iscsi
+from installer_core import iscsi, multipath
 from installer_core.context import InstallContext
 from installer_core.mounts import DEFAULT_RUNNER, Runner, mount, unmount_all
 from netinstall.errors import CommandError, InputError, NetinstallError
@@ -58,8 +58,10 @@ def primary_disk(ctx: InstallContext) -> Path:
         raise InputError("a fresh install needs <primary-disk>; nothing was written")
     disk = answer.primary_disk.disk
     if disk.kind is not DiskKind.LOCAL:
-        return iscsi.san_device(ctx, disk, "primary-disk")
-    return device_of(disk, "primary-disk")
+        device = iscsi.san_device(ctx, disk, "primary-disk")
+    else:
+        device = device_of(disk, "primary-disk")
+    return multipath.disk_for(ctx, device, "primary-disk")
 
 
 def plan_options(ctx: InstallContext) -> Options:

@@ -91,7 +91,10 @@ def complete_scripts(ctx: InstallContext) -> None:
 
 # use_ibft (SPEC §7 "(iBFT)"): the storage NIC and the iSCSI login, before the network.
 ISCSI = Step("iscsi", external("iscsi", "attach_ibft"), 2)
-EARLY = frozenset({ISCSI.name})  # steps before the network: a failure brings it up to report
+# device_mapper_multipath (SPEC §7 "(multipath)"): the maps, after the iSCSI login.
+MULTIPATH = Step("multipath", external("multipath", "start"), 1)
+# Steps before the network: a failure brings it up to report.
+EARLY = frozenset({ISCSI.name, MULTIPATH.name})
 
 SHARED: tuple[Step, ...] = (  # every run, before the answer file's mode is known
     Step("network", bring_up_network, 2),
@@ -154,10 +157,10 @@ _BY_MODE = {Mode.FRESH: FRESH, Mode.UPGRADE: UPGRADE, Mode.RESTORE: RESTORE}
 STEPS: tuple[Step, ...] = SHARED + FRESH  # a fresh install's steps
 
 
-def steps_for(mode: Mode, *, use_ibft: bool = False) -> tuple[Step, ...]:
+def steps_for(mode: Mode, *, use_ibft: bool = False, multipath: bool = False) -> tuple[Step, ...]:
     """Every step of a run in ``mode``: the SAN steps the boot arguments ask for, the
     shared ones, then the mode's."""
-    early = (ISCSI,) if use_ibft else ()
+    early = ((ISCSI,) if use_ibft else ()) + ((MULTIPATH,) if multipath else ())
     return early + SHARED + _BY_MODE[mode]
 
 
@@ -165,7 +168,7 @@ def choose_steps(ctx: InstallContext) -> tuple[Step, ...]:
     """The run's steps as far as they are known: a fresh install's until the answer
     file is validated, then those of its mode (the shared steps come first in each)."""
     mode = ctx.answer.mode if ctx.answer is not None else Mode.FRESH
-    return steps_for(mode, use_ibft=ctx.args.use_ibft)
+    return steps_for(mode, use_ibft=ctx.args.use_ibft, multipath=ctx.args.device_mapper_multipath)
 
 
 def failure_reason(exc: BaseException) -> str:

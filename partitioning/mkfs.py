@@ -25,8 +25,14 @@ NODE_WAIT = 5.0  # seconds to wait for partition device nodes to appear
 _POLL = 0.05
 
 
+MAPPER = "/dev/mapper/"
+
+
 def partition_device(disk: str, number: int) -> str:
-    """The device node of partition ``number`` of ``disk``: sda -> sda1, loop0/nvme0n1 -> ...p1."""
+    """The device node of partition ``number`` of ``disk``: sda -> sda1, loop0/nvme0n1 -> ...p1,
+    a device-mapper map (multipath) -> ``/dev/mapper/<map>-part1``, as kpartx names it."""
+    if disk.startswith(MAPPER):
+        return f"{disk}-part{number}"
     return f"{disk}p{number}" if disk[-1:].isdigit() else f"{disk}{number}"
 
 
@@ -63,7 +69,10 @@ def ensure_nodes(disk: str, numbers: list[int]) -> None:
     nodes = [partition_device(disk, n) for n in numbers]
     if _wait_for(nodes, min(NODE_WAIT, 1.0)):
         return
-    run(["partprobe", disk], timeout=60)
+    if disk.startswith(MAPPER):  # the kernel does not scan a map: kpartx maps its partitions
+        run(["kpartx", "-a", "-s", "-p", "-part", disk], timeout=60)
+    else:
+        run(["partprobe", disk], timeout=60)
     if not _wait_for(nodes, NODE_WAIT):
         missing = ", ".join(node for node in nodes if not Path(node).is_block_device())
         raise NetinstallError(f"the partition device nodes {missing} did not appear")

@@ -1,0 +1,172 @@
+"""Installing onto a multipathed LUN (SPEC §4 ``device_mapper_multipath``, §7 "(multipath)").
+
+With ``device_mapper_multipath=yes`` the ``multipath`` step runs before the
+network step (after the iSCSI login, when ``use_ibft`` is there too): it writes
+the installer's ``/etc/multipath.conf`` (every path device that is not
+blacklisted becomes a map, so a LUN seen through one path still gets one),
+builds the maps (``multipath``) and starts ``multipathd`` to watch the paths. No
+map at all is one clear sentence, before anything is written.
+
+The answer file names the disk as usual (``sda``, a by-id link, ``iscsi:ibft``,
+or the map itself); ``disk_for`` turns a path device into the map holding it.
+The installer partitions ``/dev/mapper/<map>``; the partitions are kpartx's
+``<map>-part<N>`` (``partitioning.mkfs.partition_device``). The installed dom0
+gets the map's WWID and name (``/etc/multipath/wwids``, ``bindings``), so it
+builds the same map at boot, and its SR is named through the partition's
+device-mapper UUID, the same on every path.
+
+``read_map`` and ``holder`` are pure over a sysfs tree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from installer_core.context import InstallContext
+from installer_core.fetch import Runner
+from netinstall.errors import CommandError, InputError, NetinstallError
+from netinstall.process import run
+
+log = logging.getLogger(__name__)
+
+SYS_BLOCK = Path("/sys/block")
+MPATH_UUID_PREFIX = "mpath-"
+# The installer's configuration: what the operator asked for is a multipath install,
+# so every LUN with a WWID becomes a map, one path or several.
+INSTALLER_CONF = """\
+# netinstall installer: device_mapper_multipath=yes
+defaults {
+	user_friendly_names yes
+	find_multipaths greedy
+}
+"""
+
+
+@dataclass(frozen=True)
+class MultipathMap:
+    name: str  # mpatha: /dev/mapper/<name>
+    uuid: str  # device-mapper UUID, mpath-<wwid>
+    paths: tuple[str, ...]  # the path devices (sda, sdb)
+
+    @property
+    def wwid(self) -> str:
+        return self.uuid.removeprefix(MPATH_UUID_PREFIX)
+
+    @property
+    def device(self) -> Path:
+        return Path("/dev/mapper") / self.name
+
+    def partition_uuid_link(self, number: int) -> str:
+        """The partition's /dev/disk/by-id name, the same on every path and every boot."""
+        return f"/dev/disk/by-id/dm-uuid-part{number}-{self.uuid}"
+
+
+@dataclass
+class System:
+    """What the multipath step touches; tests replace each part."""
+
+    runner: Runner = run
+    sys_block: Path = SYS_BLOCK
+    etc: Path = Path("/etc")
+    sleep: Callable[[float], None] = lambda _s: None
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def read_map(dm: Path) -> MultipathMap | None:
+    """The multipath map of ``/sys/block/dm-N`` (None: another kind of dm device)."""
+    uuid = _read(dm / "dm" / "uuid")
+    name = _read(dm / "dm" / "name")
+    if uuid is None or name is None or not uuid.startswith(MPATH_UUID_PREFIX):
+        return None
+    paths = (
+        tuple(sorted(p.name for p in (dm / "slaves").iterdir())) if (dm / "slaves").is_dir() else ()
+    )
+    return MultipathMap(name=name, uuid=uuid, paths=paths)
+
+
+def all_maps(sys_block: Path) -> list[MultipathMap]:
+    return [m for dm in sorted(sys_block.glob("dm-*")) if (m := read_map(dm)) is not None]
+
+
+def holder(device: Path, sys_block: Path) -> MultipathMap | None:
+    """The map ``device`` is (``/dev/mapper/mpatha``, ``/dev/dm-0``) or is a path of."""
+    name = device.resolve().name if device.is_symlink() else device.name
+    own = read_map(sys_block / name)
+    if own is not None:
+        return own
+    for dm in sorted((sys_block / name / "holders").glob("dm-*")):
+        if (found := read_map(sys_block / dm.name)) is not None:
+            return found
+    return None
+
+
+def _describe(maps: list[MultipathMap]) -> str:
+    return ", ".join(f"{m.name} over {', '.join(m.paths) or 'no path'}" for m in maps) or "none"
+
+
+def start(ctx: InstallContext, system: System | None = None) -> None:
+    """Step (``device_mapper_multipath``): the installer's multipath maps, watched by multipathd."""
+    host = system or System()
+    conf = host.etc / "multipath.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(INSTALLER_CONF, encoding="utf-8")
+    try:
+        host.runner(["multipath", "-v2"], timeout=120)
+        host.runner(["multipathd"], timeout=60)
+    except CommandError as exc:
+        raise NetinstallError(f"multipath could not be started: {exc}") from exc
+    try:
+        host.runner(["udevadm", "settle", "--timeout=30"], timeout=60)
+    except CommandError as exc:
+        log.info("udevadm settle: %s", exc)
+    maps = all_maps(host.sys_block)
+    if not maps:
+        raise InputError(
+            "device_mapper_multipath=yes, but multipath found no multipath device (no disk "
+            "with a WWID is reachable); remove device_mapper_multipath or check the SAN "
+            "paths; nothing was written"
+        )
+    log.info("multipath maps: %s", _describe(maps))
+
+
+def disk_for(ctx: InstallContext, device: Path, element: str, sys_block: Path = SYS_BLOCK) -> Path:
+    """``device``, or with ``device_mapper_multipath`` the map that holds it (recorded in
+    ``ctx.multipath``); InputError when no map does."""
+    if not ctx.args.device_mapper_multipath:
+        return device
+    found = holder(device, sys_block)
+    if found is None:
+        raise InputError(
+            f"{element} {device}: device_mapper_multipath=yes, but no multipath device holds "
+            f"it (maps: {_describe(all_maps(sys_block))}); nothing was written"
+        )
+    ctx.multipath = found
+    log.info("%s %s is multipath map %s (paths %s)", element, device, found.name, found.paths)
+    return found.device
+
+
+def write_dom0_config(ctx: InstallContext, root: Path) -> None:
+    """The installed dom0 builds the same map with the same name, whatever paths it sees."""
+    found = ctx.multipath
+    if found is None:
+        return
+    directory = root / "etc/multipath"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "wwids").write_text(
+        f"# Written by netinstall: the multipathed LUN dom0 boots from.\n/{found.wwid}/\n",
+        encoding="utf-8",
+    )
+    (directory / "bindings").write_text(
+        f"# Written by netinstall: the root LUN's map name.\n{found.name} {found.wwid}\n",
+        encoding="utf-8",
+    )
+    log.info("dom0: multipath map %s for WWID %s", found.name, found.wwid)
