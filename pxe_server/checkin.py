@@ -71,8 +71,72 @@ def running_version(value: object) -> str:
     return value.strip()
 
 
+MAX_MAPS = 64
+MAX_PATHS = 64
+MAX_WORD = 128
+
+
+def _word(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_WORD or not value.isprintable():
+        raise InputError(f"multipath: {what} must be printable text of 1 to {MAX_WORD} characters")
+    return value
+
+
+def multipath_report(value: object) -> list[dict[str, object]] | None:
+    """The check-in's ``multipath`` field (docs/protocol.md): each map's name, WWID and
+    paths (device, state). None when absent; InputError naming what is malformed."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_MAPS:
+        raise InputError(f"multipath must be a list of at most {MAX_MAPS} maps")
+    maps: list[dict[str, object]] = []
+    for entry in value:
+        if not isinstance(entry, dict) or not isinstance(entry.get("paths"), list):
+            raise InputError("multipath: each map must be an object with name, wwid and paths")
+        if len(entry["paths"]) > MAX_PATHS:
+            raise InputError(f"multipath: a map may list at most {MAX_PATHS} paths")
+        paths = []
+        for path in entry["paths"]:
+            if not isinstance(path, dict):
+                raise InputError("multipath: each path must be an object with device and state")
+            paths.append(
+                {"device": _word(path.get("device"), "a path's device"),
+                 "state": _word(path.get("state"), "a path's state")}
+            )  # fmt: skip
+        maps.append(
+            {"name": _word(entry.get("name"), "a map's name"),
+             "wwid": _word(entry.get("wwid"), "a map's wwid"), "paths": paths}
+        )  # fmt: skip
+    return maps
+
+
+def _path_counts(maps: object) -> dict[str, int]:
+    if not isinstance(maps, list):
+        return {}
+    return {
+        str(m.get("name")): len(m.get("paths") or [])
+        for m in maps
+        if isinstance(m, dict) and isinstance(m.get("paths"), list)
+    }
+
+
+def path_message(before: object, after: list[dict[str, object]]) -> str | None:
+    """An event when a map gained or lost paths since the last report (None: no change)."""
+    old, new = _path_counts(before), _path_counts(after)
+    changed = [
+        f"{name} {old[name]} -> {count} paths"
+        for name, count in sorted(new.items())
+        if name in old and old[name] != count
+    ]
+    return f"multipath: {', '.join(changed)}" if changed else None
+
+
 def apply_checkin(
-    host: Host, version: str, reported: Reported, now: float
+    host: Host,
+    version: str,
+    reported: Reported,
+    now: float,
+    multipath: list[dict[str, object]] | None = None,
 ) -> tuple[Host, str | None]:
     """``host`` after a check-in, and the message of the event to log (None: log nothing).
 
@@ -83,6 +147,19 @@ def apply_checkin(
     armed or disarmed here.
     """
     after = replace(host, running_version=version, last_checkin=now)
+    paths = None
+    if multipath is not None:  # the host's storage paths, kept with its facts
+        paths = path_message(host.facts.get("multipath"), multipath)
+        after = replace(after, facts={**host.facts, "multipath": multipath})
+    after, message = _apply_work(host, after, version, reported)
+    if paths is not None:
+        message = f"{message}; {paths}" if message else paths
+    return after, message
+
+
+def _apply_work(
+    host: Host, after: Host, version: str, reported: Reported
+) -> tuple[Host, str | None]:
     work = host.work
     if work in AGENT_WORK:
         if reported is Reported.SIGNALLED and host.state is State.PENDING:

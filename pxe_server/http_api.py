@@ -21,7 +21,12 @@ from typing import Any
 from aiohttp import web
 
 from netinstall.errors import InputError
-from pxe_server.checkin import checkin_reply, reported_state, running_version
+from pxe_server.checkin import (
+    checkin_reply,
+    multipath_report,
+    reported_state,
+    running_version,
+)
 from pxe_server.http_files import Context, blocking, context, error
 from pxe_server.model import Event, Host, RebootPolicy, Work, mac_dashes, normalise_mac
 from pxe_server.registry import TransitionRefused, UnknownHost
@@ -312,10 +317,11 @@ async def checkin(request: web.Request) -> web.StreamResponse:
             "Authorization: Bearer <the host's agent credential>",
             **_CHALLENGE,
         )
-    body = await _body(request, {"running_version", "state"})
+    body = await _body(request, {"running_version", "state", "multipath"})
     version = running_version(body.get("running_version"))
     reported = reported_state(body.get("state"))
-    host = await blocking(ctx.registry.check_in, mac, version, reported)
+    paths = multipath_report(body.get("multipath"))
+    host = await blocking(ctx.registry.check_in, mac, version, reported, paths)
     profile = await blocking(ctx.registry.get_profile, host.profile)
     try:
         reply = checkin_reply(host, profile, ctx.settings)

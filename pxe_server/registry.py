@@ -484,13 +484,19 @@ class Registry:
             self._log(conn, host, f"assigned: {what} (reboot {policy.value})", old.token)
         return host
 
-    def check_in(self, mac: str, running_version: str, reported: Reported | str) -> Host:
+    def check_in(
+        self,
+        mac: str,
+        running_version: str,
+        reported: Reported | str,
+        multipath: list[dict[str, object]] | None = None,
+    ) -> Host:
         """Record an agent check-in (``checkin.apply_checkin``); the host after it."""
         mac = normalise_mac(mac)
         state = reported_state(reported)
         with self._write() as conn:
             old = self._load(conn, mac)
-            host, message = apply_checkin(old, running_version, state, time.time())
+            host, message = apply_checkin(old, running_version, state, time.time(), multipath)
             self._store(conn, host)
             if message is not None:
                 self._log(conn, host, message, old.token)

@@ -27,7 +27,7 @@ from typing import Literal
 
 from hypervisor_payload.treeinfo import parse_treeinfo
 from netinstall.errors import InputError, NetinstallError
-from netinstall.lab import console, netns, qemu, san, services, upgrade, usernet
+from netinstall.lab import console, netns, paths, qemu, san, services, upgrade, usernet
 from netinstall.lab.console import Tracker
 from netinstall.lab.diskview import mounted, read_only_disk
 from netinstall.lab.follow import Follower, Say
@@ -140,10 +140,13 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         tap=net.tap if net is not None else None,
         netdev=user.netdev() if user is not None else None,
         ovmf_vars=workdir / "OVMF_VARS.fd" if options.firmware == "uefi" else None,
-        console=workdir / "console.sock" if options.chosen.upgrade else None,
+        console=workdir / "console.sock"
+        if options.chosen.upgrade or options.chosen.multipath
+        else None,
         storage_tap=san.STORAGE_TAP if storage is not None else None,
         storage_mac=san.storage_mac(qemu.MAC_SUFFIX[options.firmware]) if storage else None,
         local_disk=storage is None,  # a SAN machine is diskless: the image is its LUN
+        multipath=options.chosen.multipath,
     )
     qemu.make_disk(machine.disk)
     if machine.ovmf_vars is not None:
@@ -187,6 +190,10 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
                 target=_version(options.upgrade_repo) if options.upgrade_repo else None,
                 server_dir=server_dir,
                 checks=checks,
+            )
+        if reason is None and options.chosen.multipath:
+            reason = paths.lose_a_path(
+                follower, machine, tracker, server_dir=server_dir, checks=checks
             )
         follower.serial.read()
         tail = follower.serial.last_lines()

@@ -56,6 +56,7 @@ class Machine:
     storage_tap: str | None = None
     storage_mac: str | None = None
     local_disk: bool = True
+    multipath: bool = False  # the disk as two SCSI paths (PATHS) to one LUN, not virtio-blk
     memory_mib: int = MEMORY_MIB
     binary: str = "qemu-system-x86_64"
 
@@ -100,10 +101,34 @@ def argv(machine: Machine) -> list[str]:
             "-netdev", f"tap,id=n1,ifname={machine.storage_tap},script=no,downscript=no",
             "-device", f"{NIC[machine.firmware]},netdev=n1,mac={machine.storage_mac},romfile=",
         ]  # fmt: skip
-    if machine.local_disk:
+    if machine.local_disk and machine.multipath:
+        args += multipath_disk(machine.disk)
+    elif machine.local_disk:
         args += [
             "-drive", f"file={machine.disk},if=none,id=d0,format=raw,discard=unmap",
             "-device", "virtio-blk-pci,drive=d0,bootindex=2",
+        ]  # fmt: skip
+    return args
+
+
+# The two paths of the multipath scenario: one image behind two controllers, one LUN
+# identity (serial and WWN), so the guest's multipath sees two paths to the same disk.
+PATHS = ("path0", "path1")
+LUN_SERIAL = "NETINSTALL-LAB-LUN"
+LUN_WWN = "0x5000c50015ea71ac"
+
+
+def multipath_disk(disk: Path) -> list[str]:
+    """``disk`` as one SCSI disk per path, each on a virtio-scsi controller of its own; the
+    firmware boots the first (``device_del PATH`` on the monitor removes one)."""
+    args: list[str] = []
+    for number, path in enumerate(PATHS):
+        boot = f",bootindex={2 + number}"
+        args += [
+            "-drive", f"file={disk},if=none,id=d{number},format=raw,discard=unmap",
+            "-device", f"virtio-scsi-pci,id=scsi{number}",
+            "-device", f"scsi-hd,bus=scsi{number}.0,drive=d{number},id={path},"
+            f"serial={LUN_SERIAL},wwn={LUN_WWN},share-rw=on{boot}",
         ]  # fmt: skip
     return args
 

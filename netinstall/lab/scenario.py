@@ -51,6 +51,9 @@ class Scenario:
     # SAN boot (netinstall/lab/san.py): a diskless machine whose root LUN is on the lab's
     # iSCSI target, hooked by its iPXE script (the iBFT), installed over use_ibft.
     san: bool = False
+    # Multipath: the disk as two SCSI paths to one LUN (qemu.multipath_disk), the installer
+    # with device_mapper_multipath=yes; once running, one path is removed (lab/paths.py).
+    multipath: bool = False
 
     def static_address(self, server: ipaddress.IPv4Interface) -> str | None:
         """The static admin address on the network of ``server`` (the lab server's address)."""
@@ -64,7 +67,7 @@ class Scenario:
     def variables(self, server: ipaddress.IPv4Interface) -> dict[str, str]:
         """The host variables the lab profile reads; ``server``: the server's address/prefix."""
         found = {
-            "disk": "iscsi:ibft" if self.san else "vda",
+            "disk": "iscsi:ibft" if self.san else "sda" if self.multipath else "vda",
             "root_password": ROOT_PASSWORD,
             "srtype": self.srtype,
             "timezone": self.timezone,
@@ -117,6 +120,7 @@ LOW_MEMORY = Scenario(
 )
 UPGRADE = Scenario("upgrade to B through the agent, then restore A", srtype="ext", upgrade=True)
 ISCSI = Scenario("iSCSI root LUN named by the iBFT, diskless", srtype="lvm", san=True)
+MULTIPATH = Scenario("a multipathed LUN: two paths, then one", srtype="lvm", multipath=True)
 # use_ibft on a machine whose firmware published no iBFT (the seed chain, no sanhook): the
 # installer must bring the network up anyway, report failed with one sentence, write nothing.
 NO_IBFT = Scenario(
@@ -159,6 +163,7 @@ def prepare(
     if scenario.installer_kernel_args:
         xen += ["--kernel-args", scenario.installer_kernel_args]
     san_profile = ["--san-boot"] if scenario.san else []
+    san_profile += ["--multipath"] if scenario.multipath else []
     run([
         *cli, "profile", "add", PROFILE, "--dir", str(directory),
         "--template", str(FILES / "profile.xml.j2"), *xen, *san_profile,
@@ -195,7 +200,9 @@ def scenario_for(firmware: str, name: str) -> Scenario:
         return ISCSI
     if name == "no-ibft":
         return NO_IBFT
+    if name == "multipath":
+        return MULTIPATH
     raise InputError(
-        f"unknown scenario {name!r}; expected install, upgrade, iscsi, low-memory, "
-        "bad-answer-file or no-ibft"
+        f"unknown scenario {name!r}; expected install, upgrade, iscsi, multipath, "
+        "low-memory, bad-answer-file or no-ibft"
     )

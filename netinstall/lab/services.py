@@ -105,6 +105,27 @@ def start_server(argv: Sequence[str], workdir: Path) -> Child:
     return child
 
 
+def monitor_command(monitor: Path, command: str, timeout: float = 10.0) -> str:
+    """One command on QEMU's human monitor (``device_del path0``); what it printed."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(monitor))
+        sock.sendall(command.encode() + b"\n")
+        out = b""
+        deadline = time.monotonic() + timeout
+        while out.count(b"(qemu)") < 2 and time.monotonic() < deadline:  # greeting, then done
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    text = out.decode("utf-8", "replace")
+    log.info("monitor: %s -> %s", command, text.strip().splitlines()[-2:])
+    return text
+
+
 def quit_qemu(qemu: Child, monitor: Path, grace: float = 5.0) -> None:
     """``quit`` on the monitor, then stop the process if it is still there."""
     if qemu.exited() is None and monitor.exists():

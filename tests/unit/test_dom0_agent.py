@@ -26,6 +26,7 @@ from netinstall_dom0 import agent as agent_module  # noqa: E402
 from netinstall_dom0.agent import EXIT_REVOKED, Agent, Outcome, serve  # noqa: E402
 from netinstall_dom0.config import AgentConfig  # noqa: E402
 from netinstall_dom0.errors import ConfigError, ServerError, Unauthorized  # noqa: E402
+from netinstall_dom0.facts import MULTIPATH_MAPS  # noqa: E402
 from netinstall_dom0.installer import grub_entry, parse_checkin_reply  # noqa: E402
 from netinstall_dom0.layout import Layout  # noqa: E402
 from netinstall_dom0.runner import Completed  # noqa: E402
@@ -66,13 +67,24 @@ def upgrade(reboot: str = "auto", version: str = "0.2.0") -> dict[str, Any]:
 NONE = {"action": "none"}
 
 
+NO_MAPS = '{"major_version": 0, "minor_version": 1, "map_count": 0, "maps": []}'
+
+
 class FakeRunner:
-    def __init__(self, boot: str = f"{BOOT_UUID} /") -> None:
+    """Records commands; the storage query of each check-in (``multipathd show maps json``)
+    is answered with ``maps`` and kept apart, in ``queries``."""
+
+    def __init__(self, boot: str = f"{BOOT_UUID} /", maps: str = NO_MAPS) -> None:
         self.calls: list[tuple[str, ...]] = []
+        self.queries: list[tuple[str, ...]] = []
         self.boot = boot
+        self.maps = maps
 
     def __call__(self, argv: Sequence[str], *, ok_codes: Container[int] = (0,)) -> Completed:
         args = tuple(argv)
+        if args == MULTIPATH_MAPS:
+            self.queries.append(args)
+            return Completed(args, 0, self.maps, "")
         self.calls.append(args)
         return Completed(args, 0, self.boot + "\n" if args == FINDMNT else "", "")
 
@@ -170,6 +182,37 @@ def test_none_does_nothing(layout: Layout) -> None:
     assert session.gets == []
     assert not layout.installer_dir.exists()
     assert not layout.grub_entry.exists()
+
+
+MAPS = json.dumps({
+    "maps": [{
+        "name": "mpatha", "uuid": "3500c50015ea71ac0", "paths": 2,
+        "path_groups": [{"paths": [
+            {"dev": "sda", "dm_st": "active", "chk_st": "ready"},
+            {"dev": "sdb", "dm_st": "failed", "chk_st": "faulty"},
+        ]}],
+    }],
+})  # fmt: skip
+
+
+def test_a_san_host_reports_its_paths(layout: Layout) -> None:
+    session, runner = FakeSession([NONE]), FakeRunner(maps=MAPS)
+    make_agent(layout, session, runner).checkin_once()
+    body = session.posts[0][1]
+    assert body["multipath"] == [
+        {
+            "name": "mpatha",
+            "wwid": "3500c50015ea71ac0",
+            "paths": [{"device": "sda", "state": "ready"}, {"device": "sdb", "state": "faulty"}],
+        }
+    ]
+    assert runner.queries == [MULTIPATH_MAPS]
+
+
+def test_a_broken_storage_query_does_not_stop_the_checkin(layout: Layout) -> None:
+    session = FakeSession([NONE])
+    assert make_agent(layout, session, FakeRunner(maps="not json")).checkin_once() is Outcome.IDLE
+    assert "multipath" not in session.posts[0][1]
 
 
 def test_upgrade_with_automatic_reboot(layout: Layout) -> None:

@@ -26,7 +26,7 @@ import requests
 
 from .config import AgentConfig, load_agent
 from .errors import Dom0Error, NetworkError, Unauthorized
-from .facts import read_payload_version
+from .facts import multipath_maps, read_payload_version
 from .installer import RebootPolicy, parse_checkin_reply, remove_staged, stage
 from .jsonfile import read_object, write_json
 from .layout import INSTALLER_ENTRY, Layout
@@ -63,7 +63,9 @@ class Agent:
         return key if isinstance(key, str) else None
 
     def checkin(self, state: str) -> dict[str, Any]:
-        body = {"running_version": self.running_version(), "state": state}
+        body: dict[str, Any] = {"running_version": self.running_version(), "state": state}
+        if maps := multipath_maps(self.runner):  # a SAN host: its paths, as dom0 sees them
+            body["multipath"] = maps
         return self.client.checkin(self.config.credential, body)
 
     def checkin_once(self) -> Outcome:

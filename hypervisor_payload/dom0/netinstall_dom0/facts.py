@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,42 @@ def parse_addresses(text: str) -> tuple[tuple[str, str], ...]:
         if len(fields) >= 4 and fields[2] == "inet":
             found.append((fields[1].rstrip(":"), fields[3]))
     return tuple(found)
+
+
+MULTIPATH_MAPS = ("multipathd", "show", "maps", "json")
+
+
+def parse_multipath(text: str) -> list[dict[str, Any]]:
+    """Each map of ``multipathd show maps json``: its name, WWID and paths with their states."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise Dom0Error("multipathd show maps json: the output is not JSON") from None
+    maps = document.get("maps") if isinstance(document, dict) else None
+    found = []
+    for entry in maps if isinstance(maps, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        paths = [
+            {"device": str(path.get("dev")), "state": str(path.get("chk_st", path.get("dm_st")))}
+            for group in entry.get("path_groups") or []
+            if isinstance(group, dict)
+            for path in group.get("paths") or []
+            if isinstance(path, dict)
+        ]
+        found.append(
+            {"name": str(entry.get("name")), "wwid": str(entry.get("uuid")), "paths": paths}
+        )
+    return found
+
+
+def multipath_maps(runner: Runner) -> list[dict[str, Any]]:
+    """The multipath maps and their paths; none when multipathd is not running."""
+    try:
+        return parse_multipath(runner(MULTIPATH_MAPS).stdout)
+    except Dom0Error as exc:  # CommandError too: multipathd not running, or no maps
+        log.info("no multipath report: %s", exc)
+        return []
 
 
 def read_payload_version(path: Path) -> str | None:
