@@ -14,6 +14,10 @@ import click
 
 from netinstall.errors import NetinstallError
 
+# The scenario names without importing the lab (and its server) for --help.
+SCENARIO_NAMES = ("install", "upgrade", "iscsi", "multipath", "low-memory", "bad-answer-file",
+                  "no-ibft")  # fmt: skip
+
 MILESTONES = {"installer": "installer up", "running": "running"}
 
 
@@ -28,7 +32,7 @@ MILESTONES = {"installer": "installer up", "running": "running"}
 )
 @click.option(
     "--scenario",
-    type=click.Choice(["install", "upgrade", "iscsi", "low-memory", "bad-answer-file", "no-ibft"]),
+    type=click.Choice(SCENARIO_NAMES),
     default="install",
     show_default=True,
     help="install: the firmware's full install (BIOS: static address, lvm SR; UEFI: DHCP, "

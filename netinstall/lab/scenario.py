@@ -186,23 +186,22 @@ def prepare(
     ])  # fmt: skip
 
 
+# The scenarios ``netinstall demo --scenario NAME`` runs besides the firmware's own install.
+NAMED: dict[str, Scenario] = {
+    "upgrade": UPGRADE,
+    "iscsi": ISCSI,
+    "multipath": MULTIPATH,
+    "low-memory": LOW_MEMORY,
+    "bad-answer-file": BAD_ANSWER_FILE,
+    "no-ibft": NO_IBFT,
+}
+NAMES = ("install", *NAMED)
+
+
 def scenario_for(firmware: str, name: str) -> Scenario:
     """The scenario ``netinstall demo --scenario NAME`` runs on ``firmware``."""
     if name == "install":
         return SCENARIOS[firmware]
-    if name == "bad-answer-file":
-        return BAD_ANSWER_FILE
-    if name == "low-memory":
-        return LOW_MEMORY
-    if name == "upgrade":
-        return UPGRADE
-    if name == "iscsi":
-        return ISCSI
-    if name == "no-ibft":
-        return NO_IBFT
-    if name == "multipath":
-        return MULTIPATH
-    raise InputError(
-        f"unknown scenario {name!r}; expected install, upgrade, iscsi, multipath, "
-        "low-memory, bad-answer-file or no-ibft"
-    )
+    if name not in NAMED:
+        raise InputError(f"unknown scenario {name!r}; expected {', '.join(NAMES)}")
+    return NAMED[name]

@@ -99,3 +99,10 @@ def test_upgrade_target_version_and_sr_markers() -> None:
     write, read = sr_marker_commands("lvm", "u-1", "tok")
     assert "lvcreate --yes -L 4M -n netinstall-lab-marker VG_XenStorage-u-1" in write
     assert read.endswith("head -n 1 /dev/VG_XenStorage-u-1/netinstall-lab-marker")
+
+
+def test_the_demo_offers_every_scenario() -> None:
+    from netinstall.cli_demo import SCENARIO_NAMES
+    from netinstall.lab.scenario import NAMES
+
+    assert SCENARIO_NAMES == NAMES
