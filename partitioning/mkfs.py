@@ -117,6 +117,7 @@ def make_filesystems(plan: Plan, target: str | Path) -> list[str]:
     if not _to_format(plan):
         return []
     if is_block_device(path):
-        return _format(plan, str(path.resolve()))
+        # by-id links name their disk (sdX); a map's partitions are named after the map
+        return _format(plan, str(path) if str(path).startswith(MAPPER) else str(path.resolve()))
     with attached(path) as loop:
         return _format(plan, loop)
