@@ -22,9 +22,10 @@ import os
 import shutil
 from pathlib import Path
 
-from images import debian, installer_cpio, installer_root
+from images import debian, installer_root
 from images.context import REPO_ROOT, BuildContext
-from images.installer_cpio import Entry
+from netinstall import cpio
+from netinstall.cpio import Entry
 
 TARGET = "installer"
 KERNEL = "linux-image-6.12-amd64"
@@ -47,7 +48,7 @@ PACKAGES: tuple[str, ...] = (KERNEL, *INCLUDE, *EXTRA)
 SOURCES = (
     "images/installer.py",
     "images/installer_root.py",
-    "images/installer_cpio.py",
+    "netinstall/cpio.py",
     "images/installer_files",
     "answerfile",
     "partitioning",
@@ -68,7 +69,7 @@ DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z, when SOURCE_DATE_EPOCH is un
 FILES = Path(__file__).resolve().parent / "installer_files"
 PACKAGES_DIR = "usr/lib/python3/dist-packages"
 OUR_PACKAGES = ("answerfile", "partitioning", "installer_core")
-NETINSTALL_FILES = ("__init__.py", "errors.py", "process.py", "jsonable.py")
+NETINSTALL_FILES = ("__init__.py", "errors.py", "process.py", "jsonable.py", "cpio.py")
 
 
 def epoch() -> int:
@@ -114,18 +115,16 @@ def overlay_entries(files: dict[str, tuple[bytes, int]], mtime: int) -> list[Ent
     for name in files:
         parts = name.split("/")[:-1]
         directories.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-    entries = [installer_cpio.directory(d, mtime) for d in directories]
-    entries.append(installer_cpio.char_device("dev/console", 5, 1, mtime))
-    entries += [
-        installer_cpio.regular(name, data, mtime, mode) for name, (data, mode) in files.items()
-    ]
+    entries = [cpio.directory(d, mtime) for d in directories]
+    entries.append(cpio.char_device("dev/console", 5, 1, mtime))
+    entries += [cpio.regular(name, data, mtime, mode) for name, (data, mode) in files.items()]
     return sorted(entries, key=lambda e: e.name)
 
 
 def write_overlay(path: Path, mtime: int) -> int:
     """Our archive, uncompressed, at ``path``; returns its size."""
     with path.open("wb") as stream:
-        return installer_cpio.write(overlay_entries(overlay_files(), mtime), stream)
+        return cpio.write(overlay_entries(overlay_files(), mtime), stream)
 
 
 def kernel_deb(ctx: BuildContext) -> Path:

@@ -21,8 +21,9 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from images import debian, installer_cpio
+from images import debian
 from images.context import BuildContext
+from netinstall import cpio
 from netinstall.errors import NetinstallError
 from netinstall.process import run
 
@@ -102,8 +103,7 @@ def base_key(root: str, kernel: str, kernel_version: str, compress_level: int) -
     """The base archive's key: the root, the kernel, the zstd level and the code that
     makes it (this file's trim rules and module list, the cpio writer)."""
     code = [
-        hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        for path in (__file__, installer_cpio.__file__)
+        hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in (__file__, cpio.__file__)
     ]
     return digest([root, f"{kernel}={kernel_version}", *code, f"zstd-{compress_level}"])
 
@@ -268,7 +268,7 @@ def pack_base(ctx: BuildContext, tree: Path, target: Path, level: int) -> None:
     byte-code stays valid), written to ``target`` atomically."""
     raw = target.with_name(target.name + ".cpio")
     with raw.open("wb") as stream:
-        size = installer_cpio.write(installer_cpio.tree_entries(tree), stream)
+        size = cpio.write(cpio.tree_entries(tree), stream)
     ctx.progress.step("installer", f"packed the base cpio, compressing (zstd -{level})", size)
     partial = target.with_name(target.name + ".partial")
     compress(raw, partial, level)

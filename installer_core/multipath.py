@@ -20,6 +20,7 @@ device-mapper UUID, the same on every path.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from installer_core.context import InstallContext
 from installer_core.fetch import Runner
+from netinstall import cpio
 from netinstall.errors import CommandError, InputError, NetinstallError
 from netinstall.process import run
 
@@ -154,19 +156,53 @@ def disk_for(ctx: InstallContext, device: Path, element: str, sys_block: Path = 
     return found.device
 
 
+def dom0_files(found: MultipathMap) -> dict[str, str]:
+    """dom0's multipath state for the root LUN: path -> text (pure)."""
+    return {
+        "etc/multipath/wwids": (
+            f"# Written by netinstall: the multipathed LUN dom0 boots from.\n/{found.wwid}/\n"
+        ),
+        "etc/multipath/bindings": (
+            f"# Written by netinstall: the root LUN's map name.\n{found.name} {found.wwid}\n"
+        ),
+    }
+
+
+def overlay(files: dict[str, str], mtime: int = 0) -> bytes:
+    """``files`` as a newc cpio archive with their directories, for an initramfs."""
+    directories = {"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)}
+    entries = [cpio.directory(d, mtime) for d in sorted(directories)]
+    entries += [cpio.regular(p, text.encode(), mtime) for p, text in sorted(files.items())]
+    stream = io.BytesIO()
+    cpio.write(entries, stream)
+    return stream.getvalue()
+
+
+def append_to_initrd(initrd: Path, archive: bytes) -> None:
+    """Append ``archive`` to the initramfs file ``initrd``, 4-byte aligned (the kernel
+    unpacks concatenated archives, compressed or not, and skips zero padding)."""
+    with initrd.open("r+b") as stream:
+        stream.seek(0, io.SEEK_END)
+        stream.write(b"\0" * (-stream.tell() % 4) + archive)
+
+
 def write_dom0_config(ctx: InstallContext, root: Path) -> None:
-    """The installed dom0 builds the same map with the same name, whatever paths it sees."""
+    """The installed dom0 builds the same map with the same name, whatever paths it sees.
+
+    The files go into dom0's root and into its initramfs (what ``update-initramfs``
+    would copy there): with the WWID known, the initramfs treats each path as a path
+    from the first one on, so the root filesystem is found on the map's partition,
+    never on a path device the map holds.
+    """
     found = ctx.multipath
     if found is None:
         return
-    directory = root / "etc/multipath"
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "wwids").write_text(
-        f"# Written by netinstall: the multipathed LUN dom0 boots from.\n/{found.wwid}/\n",
-        encoding="utf-8",
-    )
-    (directory / "bindings").write_text(
-        f"# Written by netinstall: the root LUN's map name.\n{found.name} {found.wwid}\n",
-        encoding="utf-8",
-    )
-    log.info("dom0: multipath map %s for WWID %s", found.name, found.wwid)
+    files = dom0_files(found)
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+    initrd = root / "boot/initrd.img"
+    if not initrd.is_file():
+        raise NetinstallError(f"{initrd} is missing: dom0's initramfs cannot learn the map")
+    append_to_initrd(initrd, overlay(files))
+    log.info("dom0: multipath map %s for WWID %s (root and initramfs)", found.name, found.wwid)

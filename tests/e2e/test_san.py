@@ -6,6 +6,9 @@ NIC and sanhooks its LUN on the lab's tgtd, so the installer finds the iBFT
 sanboots it, Xen and dom0 boot from the SAN (dom0 logs in from the iBFT in its
 initramfs) and the installed system reports running.
 ``test_use_ibft_without_an_ibft_fails_cleanly``: the short run for the clear error.
+``test_install_onto_a_multipathed_lun``: one LUN behind two SCSI paths; the installer
+(device_mapper_multipath=yes) installs onto the map, dom0 boots from it, then the lab
+removes a path on the QEMU monitor: the host keeps writing and reports the lost path.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from netinstall.lab import console
-from netinstall.lab.scenario import ISCSI, NO_IBFT
+from netinstall.lab.scenario import ISCSI, MULTIPATH, NO_IBFT
 from tests.e2e.conftest import run_scenario
 
 pytestmark = pytest.mark.e2e
@@ -40,3 +43,17 @@ def test_use_ibft_without_an_ibft_fails_cleanly(built: Path, tmp_path: Path) -> 
     result = run_scenario(built, "bios", console.FAILED, 400, tmp_path, scenario=NO_IBFT)
     assert "step iscsi" in result.tracker.reached
     assert any(check.startswith("disk untouched") for check in result.checks), result.checks
+
+
+@pytest.mark.timeout(2400)
+def test_install_onto_a_multipathed_lun(built: Path, tmp_path: Path) -> None:
+    result = run_scenario(built, "uefi", console.RUNNING, 1800, tmp_path, scenario=MULTIPATH)
+    reached = result.tracker.reached
+    assert reached["step multipath"] < reached["step network"]
+    assert reached[console.RUNNING] < reached["path removed"] < reached["lost path reported"]
+    checked = "\n".join(result.checks)
+    assert "dom0's root map has two paths" in checked
+    assert "a write on root synced" in checked
+    assert "the host reported its paths" in checked
+    serial = (tmp_path / "serial.log").read_text(errors="replace")
+    assert "is multipath map mpatha" in serial

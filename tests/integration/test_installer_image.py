@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from images.installer_cpio import Member, read_members
+from netinstall.cpio import Member, read_members
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration

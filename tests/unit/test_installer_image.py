@@ -9,27 +9,28 @@ from pathlib import Path
 
 import pytest
 
-from images import installer, installer_cpio, installer_root
+from images import installer, installer_root
 from images.context import BuildContext
 from images.debian import Mirror
-from images.installer_cpio import Entry, read_members
 from images.progress import Progress
 from installer_core import __main__ as core_main
 from installer_core import selftest
+from netinstall import cpio
+from netinstall.cpio import Entry, read_members
 
 
 def _archive(entries: list[Entry]) -> bytes:
     stream = io.BytesIO()
-    installer_cpio.write(entries, stream)
+    cpio.write(entries, stream)
     return stream.getvalue()
 
 
 def test_cpio_round_trip_keeps_names_modes_and_device_numbers() -> None:
     data = _archive(
         [
-            installer_cpio.directory("etc", 100),
-            installer_cpio.regular("etc/hostname", b"installer\n", 100),
-            installer_cpio.char_device("dev/console", 5, 1, 100),
+            cpio.directory("etc", 100),
+            cpio.regular("etc/hostname", b"installer\n", 100),
+            cpio.char_device("dev/console", 5, 1, 100),
             Entry("bin", stat.S_IFLNK | 0o777, b"usr/bin", mtime=100),
         ]
     )
@@ -60,8 +61,8 @@ def test_cpio_hard_links_share_an_inode_and_the_last_carries_the_data() -> None:
 
 
 def test_concatenated_archives_read_as_one_listing() -> None:
-    first = _archive([installer_cpio.regular("one", b"1", 0)])
-    second = _archive([installer_cpio.regular("two", b"22", 0)])
+    first = _archive([cpio.regular("one", b"1", 0)])
+    second = _archive([cpio.regular("two", b"22", 0)])
     assert [m.name for m in read_members(first + b"\0" * 4 + second)] == ["one", "two"]
 
 
@@ -70,7 +71,7 @@ def test_tree_entries_are_sorted_with_links_and_owners(tmp_path: Path) -> None:
     (tmp_path / "usr/bin/perl").write_bytes(b"#!perl")
     os.link(tmp_path / "usr/bin/perl", tmp_path / "usr/bin/perl5")
     (tmp_path / "bin").symlink_to("usr/bin")
-    entries = list(installer_cpio.tree_entries(tmp_path, mtime=7))
+    entries = list(cpio.tree_entries(tmp_path, mtime=7))
     assert [e.name for e in entries] == ["bin", "usr", "usr/bin", "usr/bin/perl", "usr/bin/perl5"]
     assert entries[0].data == b"usr/bin"
     assert entries[3].link_group == entries[4].link_group is not None

@@ -9,7 +9,8 @@ import pytest
 from answerfile.model import Mode
 from installer_core import multipath
 from installer_core.install import steps_for
-from netinstall.errors import InputError
+from netinstall.cpio import read_members
+from netinstall.errors import InputError, NetinstallError
 from partitioning.mkfs import partition_device
 from tests.unit.test_installer_fakes import FakeRunner, make_ctx
 
@@ -77,12 +78,29 @@ def test_the_maps_are_built_and_logged(tmp_path: Path, caplog: pytest.LogCapture
     assert "multipath maps: mpatha over sda, sdb" in caplog.text
 
 
-def test_dom0_gets_the_wwid_and_the_name(tmp_path: Path) -> None:
+def test_dom0_gets_the_wwid_and_the_name_in_root_and_initramfs(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, "install device_mapper_multipath=yes")
     ctx.multipath = multipath.MultipathMap("mpatha", f"mpath-{WWID}", ("sda", "sdb"))
+    initrd = tmp_path / "root/boot/initrd.img"
+    initrd.parent.mkdir(parents=True)
+    initrd.write_bytes(b"\x28\xb5\x2f\xfd compressed")  # 15 bytes: padded to 16
     multipath.write_dom0_config(ctx, tmp_path / "root")
     assert f"/{WWID}/" in (tmp_path / "root/etc/multipath/wwids").read_text()
     assert f"mpatha {WWID}" in (tmp_path / "root/etc/multipath/bindings").read_text()
+    data = initrd.read_bytes()
+    assert data[:16] == b"\x28\xb5\x2f\xfd compressed\0"
+    members = {m.name: m for m in read_members(data[16:])}
+    assert set(members) >= {"etc", "etc/multipath", "etc/multipath/wwids"}
+    wwids = (tmp_path / "root/etc/multipath/wwids").read_bytes()
+    assert members["etc/multipath/wwids"].size == len(wwids)
+    assert wwids in data[16:]
+
+
+def test_without_its_initramfs_dom0_would_not_find_the_map(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "install device_mapper_multipath=yes")
+    ctx.multipath = multipath.MultipathMap("mpatha", f"mpath-{WWID}", ("sda",))
+    with pytest.raises(NetinstallError, match=r"initrd\.img is missing"):
+        multipath.write_dom0_config(ctx, tmp_path / "root")
 
 
 def test_map_partitions_are_named_as_kpartx_names_them() -> None:
