@@ -11,9 +11,10 @@ The answer file names the disk as usual (``sda``, a by-id link, ``iscsi:ibft``,
 or the map itself); ``disk_for`` turns a path device into the map holding it.
 The installer partitions ``/dev/mapper/<map>``; the partitions are kpartx's
 ``<map>-part<N>`` (``partitioning.mkfs.partition_device``). The installed dom0
-gets the map's WWID and name (``/etc/multipath/wwids``, ``bindings``), so it
-builds the same map at boot, and its SR is named through the partition's
-device-mapper UUID, the same on every path.
+gets the map's WWID (``/etc/multipath/wwids``, in its root and its initramfs),
+so it builds the map at boot even before a second path shows up, and the map's
+name (``bindings``, used where ``user_friendly_names`` is switched on); its SR
+is named through the partition's device-mapper UUID, the same on every path.
 
 ``read_map`` and ``holder`` are pure over a sysfs tree.
 """
@@ -187,7 +188,7 @@ def append_to_initrd(initrd: Path, archive: bytes) -> None:
 
 
 def write_dom0_config(ctx: InstallContext, root: Path) -> None:
-    """The installed dom0 builds the same map with the same name, whatever paths it sees.
+    """The installed dom0 builds the map of its root LUN, whatever paths it sees.
 
     The files go into dom0's root and into its initramfs (what ``update-initramfs``
     would copy there): with the WWID known, the initramfs treats each path as a path

@@ -296,3 +296,49 @@ def test_upgrade_route_refusals(registry: Registry) -> None:
     registry.add_host("52:54:00:00:00:02")
     status, reply = post(registry, "/api/v1/hosts/52:54:00:00:00:02/restore", {}, api)
     assert (status, "never reported running" in reply["error"]) == (400, True)
+
+
+# -- storage paths (SAN hosts) ----------------------------------------------------------
+
+TWO_PATHS = [
+    {
+        "name": "mpatha",
+        "wwid": "35000c50015ea71ac",
+        "paths": [{"device": "sda", "state": "ready"}, {"device": "sdb", "state": "ready"}],
+    }
+]
+ONE_PATH = [{**TWO_PATHS[0], "paths": [{"device": "sdb", "state": "ready"}]}]
+
+
+def test_a_lost_path_is_kept_with_the_facts_and_logged() -> None:
+    from pxe_server.checkin import multipath_report
+
+    first, message = apply_checkin(RUNNING, "0.1.0", Reported.RUNNING, 1.0, TWO_PATHS)
+    assert first.facts["multipath"] == TWO_PATHS
+    assert message == "first check-in: running 0.1.0"  # no earlier report to compare with
+    after, message = apply_checkin(
+        first, "0.1.0", Reported.RUNNING, 2.0, multipath_report(ONE_PATH)
+    )
+    assert after.facts["multipath"] == ONE_PATH
+    assert message == "multipath: mpatha 2 -> 1 paths"
+    same, message = apply_checkin(after, "0.1.0", Reported.RUNNING, 3.0, ONE_PATH)
+    assert message is None
+    untouched, _ = apply_checkin(same, "0.1.0", Reported.RUNNING, 4.0)  # no report: kept
+    assert untouched.facts["multipath"] == ONE_PATH
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ({"name": "mpatha"}, "must be a list"),
+        ([{"name": "mpatha", "wwid": "x"}], "each map must be an object"),
+        ([{"name": "", "wwid": "x", "paths": []}], "a map's name must be printable"),
+        ([{"name": "m", "wwid": "x", "paths": ["sda"]}], "each path must be an object"),
+        ([{"name": "m", "wwid": "x", "paths": [{"device": "sda"}]}], "a path's state"),
+    ],
+)
+def test_a_malformed_multipath_report_is_named(value: object, words: str) -> None:
+    from pxe_server.checkin import multipath_report
+
+    with pytest.raises(InputError, match=words):
+        multipath_report(value)
