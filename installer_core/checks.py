@@ -89,6 +89,13 @@ def check_disk(ctx: InstallContext, machine: Machine) -> None:
     """The run's disk is present and big enough for some layout; an iSCSI primary
     disk is attached here (``iscsi.san_device``), before anything is downloaded."""
     disk, name = install_disk(ctx.answer)
+    mode = ctx.answer.mode if ctx.answer is not None else Mode.FRESH
+    if ctx.args.device_mapper_multipath and mode is not Mode.FRESH:
+        raise InputError(
+            f"{name} {disk.spec!r}: upgrading or restoring an installation on a multipath "
+            "device is not supported yet (boot the installer without device_mapper_multipath "
+            "to work through one path); nothing was written"
+        )
     if disk.path is None:
         if ctx.answer is None or ctx.answer.mode is not Mode.FRESH:
             raise InputError(

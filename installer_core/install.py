@@ -1,6 +1,9 @@
 """The install flow (SPEC §7): the ordered steps of each mode and the runner that walks them.
 
-``SHARED`` steps read and validate the answer file; its mode then picks what
+The SAN steps come first when the boot arguments ask for them (``iscsi`` for
+``use_ibft``, ``multipath`` for ``device_mapper_multipath``; SPEC §7); a failure
+there brings the network up to report it. ``SHARED`` steps read and validate the
+answer file; its mode then picks what
 follows: ``FRESH`` (``STEPS`` is a fresh install's whole list), ``UPGRADE``
 (reinstall too) or ``RESTORE``.
 

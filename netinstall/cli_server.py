@@ -315,10 +315,18 @@ def _host_json(item: Host, events: Sequence[Event]) -> dict[str, object]:
         "reboot_policy": item.reboot_policy.value,
         "last_checkin": item.last_checkin,
         "facts": dict(item.facts),
+        "san": None if item.san is None else to_jsonable(item.san),
         "token": "set" if item.token else "none",
         "agent_credential": "set" if item.agent_credential else "none",
         "last_event": _event_json(events[-1] if events else None),
     }
+
+
+def _san_text(item: Host) -> str:
+    if item.san is None:
+        return "-"
+    how = item.san.address or "DHCP"
+    return f"{item.san.root_path} (storage NIC {how}, initiator {item.initiator()})"
 
 
 def _fact_fields(facts: Mapping[str, object]) -> list[tuple[str, str]]:
@@ -333,6 +341,13 @@ def _fact_fields(facts: Mapping[str, object]) -> list[tuple[str, str]]:
     for key, label in (("xen_version", "xen"), ("sr_type", "SR type"), ("sr_uuid", "SR uuid")):
         if facts.get(key):
             shown.append((label, str(facts[key])))
+    maps = facts.get("multipath")
+    for entry in maps if isinstance(maps, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("paths"), list):
+            paths = ", ".join(
+                f"{p.get('device')} {p.get('state')}" for p in entry["paths"] if isinstance(p, dict)
+            )
+            shown.append((f"multipath {entry.get('name')}", paths or "no path"))
     return shown
 
 
@@ -436,6 +451,7 @@ def host_show(mac: str, directory: str, as_json: bool) -> None:
         ("reboot policy", item.reboot_policy.value),
         ("assigned version", item.assigned_version or "-"),
         ("running version", item.running_version or "-"),
+        ("root LUN", _san_text(item)),
         ("last check-in", when(item.last_checkin) if item.last_checkin else "-"),
         ("install token", "set" if item.token else "none"),
         ("agent credential", "set" if item.agent_credential else "none"),

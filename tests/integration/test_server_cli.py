@@ -179,6 +179,32 @@ def test_profiles_add_list_show(tmp_path: Path, session: Session) -> None:
     assert session.run("profile", "show", "lab").stdout.endswith("<installation/>\n")
 
 
+def test_a_san_profile_and_its_hosts_root_lun(tmp_path: Path, session: Session) -> None:
+    template = tmp_path / "san.xml.j2"
+    template.write_text("<installation/>\n")
+    session.run("profile", "add", "san", "--template", str(template), "--san-boot", "--multipath")
+    shown = session.run("profile", "show", "san").stdout
+    assert "SAN boot:        iSCSI via net1" in shown
+    assert "multipath:       yes" in shown
+    session.fails("host", "add", MAC, "--profile", "san", expect="boots from a SAN")
+    session.fails(
+        "host", "add", MAC, "--profile", "san", "--san-target", "iscsi:10.0.0.1::3260:1",
+        expect="RFC 4173",
+    )  # fmt: skip
+    session.fails("host", "add", MAC, "--san-address", "10.0.0.5/24", expect="need --san-target")
+    lun = "iscsi:10.0.0.1::3260:1:iqn.2026-12.org.example:h1"
+    added = session.run(
+        "host", "add", MAC, "--profile", "san", "--san-target", lun,
+        "--san-address", "10.0.0.5/24",
+    )  # fmt: skip
+    assert f"root LUN {lun}" in added.stdout
+    shown = session.run("host", "show", MAC).stdout
+    assert "root LUN:" in shown
+    assert "storage NIC 10.0.0.5/24" in shown
+    document = json.loads(session.run("host", "show", MAC, "--json").stdout)
+    assert document["san"]["root_path"] == lun
+
+
 def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, session: Session) -> None:
     broken = tmp_path / "broken.j2"
     broken.write_text("{% if x %}never closed\n")

@@ -111,3 +111,13 @@ def test_map_partitions_are_named_as_kpartx_names_them() -> None:
 def test_multipath_runs_after_iscsi_and_before_the_network() -> None:
     names = [s.name for s in steps_for(Mode.FRESH, use_ibft=True, multipath=True)]
     assert names[:3] == ["iscsi", "multipath", "network"]
+
+
+def test_an_upgrade_on_a_multipath_device_is_refused_before_anything(tmp_path: Path) -> None:
+    from answerfile.model import AnswerFile, Disk
+    from installer_core import checks
+
+    ctx = make_ctx(tmp_path, "install device_mapper_multipath=yes")
+    ctx.answer = AnswerFile(mode=Mode.UPGRADE, existing_installation=Disk("sda"))
+    with pytest.raises(InputError, match="on a multipath device is not supported yet"):
+        checks.check_disk(ctx, checks.Machine(runner=FakeRunner()))
