@@ -4,6 +4,7 @@ path escapes, answer files and tokens, the install events flow, the JSON API, lo
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -414,12 +415,20 @@ DOM0 = Path(__file__).resolve().parents[2] / "hypervisor_payload" / "dom0"
 FINDMNT = ("findmnt", "-n", "-o", "UUID,TARGET", "-T", "/boot")
 
 
+MAP_REPORT = json.dumps({
+    "maps": [{"name": "mpatha", "uuid": "3600a0b80001", "path_groups": [
+        {"paths": [{"dev": "sda", "chk_st": "ready"}, {"dev": "sdb", "chk_st": "ready"}]},
+    ]}],
+})  # fmt: skip
+
+
 def dom0_agent(env: Env, root: Path, credential: str) -> tuple[Any, list[tuple[str, ...]]]:
     """The real netinstall_dom0 agent (requests to this server) with a recording runner."""
     if str(DOM0) not in sys.path:
         sys.path.insert(0, str(DOM0))
     from netinstall_dom0.agent import Agent
     from netinstall_dom0.config import AgentConfig
+    from netinstall_dom0.facts import MULTIPATH_MAPS
     from netinstall_dom0.layout import Layout
     from netinstall_dom0.runner import Completed
     from netinstall_dom0.server import ServerClient
@@ -427,6 +436,8 @@ def dom0_agent(env: Env, root: Path, credential: str) -> tuple[Any, list[tuple[s
     calls: list[tuple[str, ...]] = []
 
     def runner(argv: Sequence[str], *, ok_codes: Container[int] = (0,)) -> Completed:
+        if tuple(argv) == MULTIPATH_MAPS:  # each check-in's storage query: a SAN host's map
+            return Completed(tuple(argv), 0, MAP_REPORT, "")
         calls.append(tuple(argv))
         out = "0b6e9d7c-1f2a-4c3b-8d4e-5f6a7b8c9d0e /\n" if tuple(argv) == FINDMNT else ""
         return Completed(tuple(argv), 0, out, "")
@@ -484,6 +495,10 @@ def test_the_dom0_agent_upgrades_through_this_server(
     entry = agent.layout.grub_entry.read_text()
     assert f"answerfile={env.base}/answerfile/{MAC}?token={token}" in entry
     assert calls[-2:] == [("grub-reboot", "netinstall-installer"), ("systemctl", "reboot")]
+    with Registry.open(env.directory) as registry:
+        reported = registry.get_host(MAC)
+    assert reported is not None
+    assert reported.facts["multipath"][0]["paths"][1] == {"device": "sdb", "state": "ready"}
     with env.registry() as registry:
         host = registry.get_host(MAC)
         assert host is not None
