@@ -16,7 +16,7 @@ from netinstall.errors import NetinstallError
 
 # The scenario names without importing the lab (and its server) for --help.
 SCENARIO_NAMES = ("install", "upgrade", "iscsi", "multipath", "low-memory", "bad-answer-file",
-                  "no-ibft")  # fmt: skip
+                  "no-ibft", "iscsi-refused")  # fmt: skip
 
 MILESTONES = {"installer": "installer up", "running": "running"}
 
@@ -44,7 +44,8 @@ MILESTONES = {"installer": "installer up", "running": "running"}
     "low-memory: the "
     "installer's dom0 gets 768 MiB, so the payload is staged on the disk. bad-answer-file: the "
     "install must fail cleanly (failed reported with the message, the disk untouched). "
-    "no-ibft: use_ibft on a machine whose firmware published no iBFT must fail as cleanly.",
+    "no-ibft: use_ibft on a machine whose firmware published no iBFT must fail as cleanly; "
+    "iscsi-refused: so must an installer whose iSCSI login the target refuses.",
 )
 @click.option(
     "--network",

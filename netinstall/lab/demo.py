@@ -180,7 +180,14 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             workdir / "qemu.log",
         )
         follower = Follower(vm, children[0], server_dir, mac, start, say, export)
-        reason = follower.follow(tracker, options.until, options.timeout)
+        reason = None
+        if options.chosen.refuse_login and target is not None:
+            reason = follower.follow(tracker, console.INSTALLER_UP, options.timeout)
+            if reason is None:
+                target.refuse_login()
+                tracker.reached["target refuses the host"] = follower.now()
+        if reason is None:
+            reason = follower.follow(tracker, options.until, options.timeout)
         if reason is None and options.chosen.upgrade:
             reason = upgrade.upgrade_and_restore(
                 follower,

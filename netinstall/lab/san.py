@@ -98,6 +98,10 @@ def target_commands(storage: Storage, backing: Path) -> list[list[str]]:
     ]
 
 
+# The one initiator the target admits once it turns the lab machine away (refuse_login).
+OTHER_INITIATOR = "iqn.2026-12.org.netinstall.lab:someone-else"
+
+
 class Target:
     """``tgtd`` in the namespace exporting ``backing`` (started in ``__init__``)."""
 
@@ -131,6 +135,14 @@ class Target:
                 time.sleep(0.2)
             else:
                 return
+
+    def refuse_login(self) -> None:
+        """From now on admit only another initiator: the machine's next login is refused
+        (its firmware's session, made before, is not the installer's)."""
+        run(tgtadm(self.storage, "--op", "unbind", "--mode", "target", "--tid", "1", "-I", "ALL"))
+        run(tgtadm(self.storage, "--op", "bind", "--mode", "target", "--tid", "1",
+                   "-I", OTHER_INITIATOR))  # fmt: skip
+        log.info("iSCSI target %s now admits only %s", self.storage.iqn, OTHER_INITIATOR)
 
     def stop(self) -> None:
         """Remove the target (sessions and all), then ask tgtd to end: it ignores SIGTERM

@@ -54,6 +54,8 @@ class Scenario:
     # Multipath: the disk as two SCSI paths to one LUN (qemu.multipath_disk), the installer
     # with device_mapper_multipath=yes; once running, one path is removed (lab/paths.py).
     multipath: bool = False
+    # SAN: the target turns the machine away once its installer is up (after iPXE's login).
+    refuse_login: bool = False
 
     def static_address(self, server: ipaddress.IPv4Interface) -> str | None:
         """The static admin address on the network of ``server`` (the lab server's address)."""
@@ -120,6 +122,12 @@ LOW_MEMORY = Scenario(
 )
 UPGRADE = Scenario("upgrade to B through the agent, then restore A", srtype="ext", upgrade=True)
 ISCSI = Scenario("iSCSI root LUN named by the iBFT, diskless", srtype="lvm", san=True)
+ISCSI_REFUSED = Scenario(
+    "the iSCSI target refuses the installer's login",
+    san=True,
+    refuse_login=True,
+    expect_failure="iSCSI login to iqn.2026-12.org.netinstall.lab:lab-",
+)
 MULTIPATH = Scenario("a multipathed LUN: two paths, then one", srtype="lvm", multipath=True)
 # use_ibft on a machine whose firmware published no iBFT (the seed chain, no sanhook): the
 # installer must bring the network up anyway, report failed with one sentence, write nothing.
@@ -194,6 +202,7 @@ NAMED: dict[str, Scenario] = {
     "low-memory": LOW_MEMORY,
     "bad-answer-file": BAD_ANSWER_FILE,
     "no-ibft": NO_IBFT,
+    "iscsi-refused": ISCSI_REFUSED,
 }
 NAMES = ("install", *NAMED)
 

@@ -5,7 +5,8 @@ NIC and sanhooks its LUN on the lab's tgtd, so the installer finds the iBFT
 (use_ibft), logs in and installs onto the LUN; after the install the script
 sanboots it, Xen and dom0 boot from the SAN (dom0 logs in from the iBFT in its
 initramfs) and the installed system reports running.
-``test_use_ibft_without_an_ibft_fails_cleanly``: the short run for the clear error.
+``test_use_ibft_without_an_ibft_fails_cleanly`` and ``test_a_refused_login_fails_cleanly``
+(the target turns the installer away once it is up): the short runs for the clear errors.
 ``test_install_onto_a_multipathed_lun``: one LUN behind two SCSI paths; the installer
 (device_mapper_multipath=yes) installs onto the map, dom0 boots from it, then the lab
 removes a path on the QEMU monitor: the host keeps writing and reports the lost path
@@ -20,7 +21,7 @@ import pytest
 
 from netinstall.lab import console
 from netinstall.lab.qemu import Firmware
-from netinstall.lab.scenario import ISCSI, MULTIPATH, NO_IBFT
+from netinstall.lab.scenario import ISCSI, ISCSI_REFUSED, MULTIPATH, NO_IBFT
 from tests.e2e.conftest import run_scenario
 
 pytestmark = pytest.mark.e2e
@@ -44,6 +45,15 @@ def test_install_and_boot_from_an_iscsi_lun(built: Path, tmp_path: Path) -> None
 def test_use_ibft_without_an_ibft_fails_cleanly(built: Path, tmp_path: Path) -> None:
     result = run_scenario(built, "bios", console.FAILED, 400, tmp_path, scenario=NO_IBFT)
     assert "step iscsi" in result.tracker.reached
+    assert any(check.startswith("disk untouched") for check in result.checks), result.checks
+
+
+@pytest.mark.timeout(600)
+def test_a_refused_login_fails_cleanly(built: Path, tmp_path: Path) -> None:
+    result = run_scenario(built, "bios", console.FAILED, 400, tmp_path, scenario=ISCSI_REFUSED)
+    reached = result.tracker.reached
+    assert reached["target refuses the host"] <= reached["step iscsi"] <= reached[console.FAILED]
+    assert any("failed: iscsistart" in check for check in result.checks), result.checks
     assert any(check.startswith("disk untouched") for check in result.checks), result.checks
 
 
