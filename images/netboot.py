@@ -30,7 +30,7 @@ SYSLINUX_FILES = {
         f"usr/lib/syslinux/modules/bios/{name}"
         for name in ("ldlinux.c32", "mboot.c32", "libcom32.c32", "libutil.c32", "menu.c32")
     ),
-    "ipxe": ("usr/lib/ipxe/snponly.efi", "usr/lib/ipxe/undionly.kpxe"),
+    "ipxe": ("usr/lib/ipxe/snponly.efi", "boot/ipxe.efi", "usr/lib/ipxe/undionly.kpxe"),
 }
 GRUB_MODULES = (
     "net",
@@ -71,6 +71,7 @@ OUTPUTS = (
     "menu.c32",
     "grubx64.efi",
     "snponly.efi",
+    "ipxe.efi",
     "undionly.kpxe",
     "xen.gz",
     "xen",

@@ -53,6 +53,10 @@ class DnsmasqConfig:
     tftp_port: int = PXE_TFTP_PORT  # our TFTP server's port (PXE clients use 69 only)
     http_base: str = ""  # e.g. "http://192.168.77.1:8080", for the iPXE chain's URLs
     ipxe_hosts: Sequence[str] = ()  # MACs whose profile chose the iPXE chain
+    # Of those, the MACs that need iPXE even when their firmware is not iPXE (SAN boot:
+    # only iPXE hooks the LUN): such a client is first given iPXE itself (ipxe.efi with
+    # every driver, so it sees the storage NIC too; undionly.kpxe on BIOS).
+    load_ipxe_hosts: Sequence[str] = ()
     lease_file: Path = Path("dnsmasq.leases")
     subnet: str | None = None  # the interface's IPv4 network, e.g. "192.168.77.0/24", if known
     lease_time: str = "1h"
@@ -63,6 +67,7 @@ class DnsmasqConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ipxe_hosts", tuple(self.ipxe_hosts))
+        object.__setattr__(self, "load_ipxe_hosts", tuple(self.load_ipxe_hosts))
         object.__setattr__(self, "lease_file", Path(self.lease_file))
         object.__setattr__(self, "ipxe_macs", self._validate())
 
@@ -119,6 +124,10 @@ class DnsmasqConfig:
             except ValueError:
                 problems.append(f"ipv6_ra_prefix {self.ipv6_ra_prefix!r} is not an IPv6 prefix")
         macs: set[str] = set()
+        if not {normalise_mac(m) for m in self.load_ipxe_hosts} <= {
+            normalise_mac(m) for m in self.ipxe_hosts
+        }:
+            problems.append("load_ipxe_hosts must be ipxe_hosts too (iPXE then needs a script)")
         for mac in self.ipxe_hosts:
             try:
                 macs.add(normalise_mac(mac))
@@ -161,15 +170,22 @@ class DnsmasqConfig:
                 f"tag-if=set:chain-ipxe,tag:ipxe,tag:{host}",
                 f"dhcp-boot=tag:chain-ipxe,tag:{host},{self.http_base.rstrip('/')}/ipxe/{mac}",
             ]
+            if mac in {normalise_mac(m) for m in self.load_ipxe_hosts}:
+                lines += [
+                    f"tag-if=set:load-ipxe,tag:!ipxe,tag:{host}",
+                    f"dhcp-boot=tag:load-ipxe,tag:bios,tag:{host},undionly.kpxe,,{server}",
+                    f"dhcp-boot=tag:load-ipxe,tag:efi64,tag:{host},ipxe.efi,,{server}",
+                ]
         # tag:!chain-ipxe: the iPXE chain's URL must win whatever the line order (dnsmasq
         # takes the last matching dhcp-boot), and iPXE boots a PXE menu before any file.
         mask = [str(ipaddress.IPv4Network(self.subnet).netmask)] if self.subnet else []
+        load = ",tag:!load-ipxe" if self.load_ipxe_hosts else ""
         if self.mode == "full":
             dhcp_range = [self.range_start, str(self.range_end), *mask, self.lease_time]
             lines += [
                 f"dhcp-range={','.join(dhcp_range)}",
-                f"dhcp-boot=tag:bios,tag:!chain-ipxe,pxelinux.0,,{server}",
-                f"dhcp-boot=tag:efi64,tag:!chain-ipxe,grubx64.efi,,{server}",
+                f"dhcp-boot=tag:bios,tag:!chain-ipxe{load},pxelinux.0,,{server}",
+                f"dhcp-boot=tag:efi64,tag:!chain-ipxe{load},grubx64.efi,,{server}",
             ]
         else:
             service = "pxe-service=tag:!chain-ipxe"

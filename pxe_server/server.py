@@ -235,6 +235,7 @@ class Server:
         interface = cast(str, self.interface)
         network = interface_network(interface)
         ipxe = {p.name for p in registry.list_profiles() if p.uses_ipxe}
+        san = {p.name for p in registry.list_profiles() if p.san_boot}
         mode = cast(Literal["full", "proxy"], self.dhcp)
         first, last = self.dhcp_range or (str(network.network.network_address), None)
         config = DnsmasqConfig(
@@ -246,6 +247,7 @@ class Server:
             tftp_port=self.tftp_port,
             http_base=settings.http_base,
             ipxe_hosts=[h.mac for h in registry.list_hosts() if h.profile in ipxe],
+            load_ipxe_hosts=[h.mac for h in registry.list_hosts() if h.profile in san],
             lease_file=self.directory / "dnsmasq.leases",
             subnet=str(network.network),
             ipv6_ra_prefix=interface_ra_prefix(interface),
