@@ -383,6 +383,8 @@ def boot_files(dom0: Dom0Root) -> dict[str, str]:
         raise NetinstallError(f"expected one Xen image in the dom0 /boot, found {xen}")
     found = {
         "boot/xen.gz": f"/boot/{xen[0]}",
+        # Xen as an EFI application, for iPXE EFI (it cannot multiboot): SAN boot on UEFI.
+        "boot/xen.efi": f"/boot/{xen[0].removesuffix('.gz')}.efi",
         "boot/vmlinuz": f"/boot/vmlinuz-{dom0.kernel_release}",
         "boot/initrd.img": f"/boot/initrd.img-{dom0.kernel_release}",
     }

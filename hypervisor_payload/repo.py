@@ -47,6 +47,7 @@ OUTPUTS: tuple[str, ...] = (
     TREEINFO,
     SHA256SUMS,
     "boot/xen.gz",
+    "boot/xen.efi",
     "boot/vmlinuz",
     "boot/initrd.img",
     "dom0-rootfs.tar.zst",

@@ -74,6 +74,7 @@ OUTPUTS = (
     "ipxe.efi",
     "undionly.kpxe",
     "xen.gz",
+    "xen.efi",
     "xen",
     "vmlinuz",
     "install.img",
@@ -123,6 +124,7 @@ def build(ctx: BuildContext) -> None:
     _grub_image(ctx, out)
     ctx.progress.step(TARGET, "grubx64.efi", (out / "grubx64.efi").stat().st_size)
     shutil.copyfile(ctx.out / "repo/boot/xen.gz", out / "xen.gz")
+    shutil.copyfile(ctx.out / "repo/boot/xen.efi", out / "xen.efi")
     _uncompressed_xen(out / "xen.gz", out)
     shutil.copyfile(ctx.out / "installer/vmlinuz", out / "vmlinuz")
     shutil.copyfile(ctx.out / "installer/install.img", out / "install.img")

@@ -145,7 +145,7 @@ def _render(name: str, **variables: object) -> str:
 
 
 # templates/<loader>-<install or local>.<suffix>.j2
-_SUFFIX = {"pxelinux": "cfg", "grub": "cfg", "ipxe": "ipxe"}
+_SUFFIX = {"pxelinux": "cfg", "grub": "cfg", "ipxe": "ipxe", "xen-efi": "cfg"}
 
 
 def san_boot(host: Host | None, profile: Profile | None) -> dict[str, str] | None:
@@ -250,6 +250,13 @@ def ipxe_script(host: Host | None, profile: Profile | None, settings: ServerSett
     local script ``sanboot``s the LUN (both firmwares) instead of the disk.
     """
     return _config("ipxe", host, profile, settings, _bootif_dashes)
+
+
+def xen_efi_config(host: Host | None, profile: Profile | None, settings: ServerSettings) -> str:
+    """``xen-efi/<mac>.cfg``: ``xen.cfg`` for Xen booted as an EFI application by iPXE EFI
+    (a SAN host on UEFI: iPXE cannot multiboot), naming the kernel and initrd iPXE
+    fetched beside it. Only the install script asks for it; local: a comment."""
+    return _config("xen-efi", host, profile, settings, lambda mac: mac)
 
 
 # --- answer files -------------------------------------------------------------------
@@ -384,10 +391,12 @@ def _undefined(
 
 _PXELINUX_MAC = re.compile(r"pxelinux\.cfg/01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
 _GRUB_MAC = re.compile(r"grub/grub\.cfg-01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
+_XEN_EFI_MAC = re.compile(r"xen-efi/([0-9a-fA-F]{2}(?:[:-][0-9a-fA-F]{2}){5})\.cfg")
 _RENDERERS: dict[str, Callable[[Host | None, Profile | None, ServerSettings], str]] = {
     "pxelinux": pxelinux_config,
     "grub": grub_config,
     "ipxe": ipxe_script,
+    "xen-efi": xen_efi_config,
 }
 
 
@@ -421,7 +430,11 @@ def config_for_path(
 
 
 def _per_host(relative: str) -> tuple[str | None, str | None]:
-    for loader, pattern in (("pxelinux", _PXELINUX_MAC), ("grub", _GRUB_MAC)):
+    for loader, pattern in (
+        ("pxelinux", _PXELINUX_MAC),
+        ("grub", _GRUB_MAC),
+        ("xen-efi", _XEN_EFI_MAC),
+    ):
         match = pattern.fullmatch(relative)
         if match:
             return loader, normalise_mac(match[1])

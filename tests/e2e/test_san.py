@@ -4,7 +4,8 @@
 NIC and sanhooks its LUN on the lab's tgtd, so the installer finds the iBFT
 (use_ibft), logs in and installs onto the LUN; after the install the script
 sanboots it, Xen and dom0 boot from the SAN (dom0 logs in from the iBFT in its
-initramfs) and the installed system reports running.
+initramfs) and the installed system reports running. BIOS in make test; UEFI (iPXE EFI
+loaded first, Xen as an EFI application for the installer) in make test-all.
 ``test_use_ibft_without_an_ibft_fails_cleanly`` and ``test_a_refused_login_fails_cleanly``
 (the target turns the installer away once it is up): the short runs for the clear errors.
 ``test_install_onto_a_multipathed_lun``: one LUN behind two SCSI paths; the installer
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from netinstall.lab import console
-from netinstall.lab.qemu import Firmware
+from netinstall.lab import console, san
+from netinstall.lab.qemu import MAC_SUFFIX, Firmware
 from netinstall.lab.scenario import ISCSI, ISCSI_REFUSED, MULTIPATH, NO_IBFT
 from tests.e2e.conftest import run_scenario
 
@@ -28,8 +29,11 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.timeout(2400)
-def test_install_and_boot_from_an_iscsi_lun(built: Path, tmp_path: Path) -> None:
-    result = run_scenario(built, "bios", console.RUNNING, 1800, tmp_path, scenario=ISCSI)
+@pytest.mark.parametrize("firmware", ["bios", pytest.param("uefi", marks=pytest.mark.slow)])
+def test_install_and_boot_from_an_iscsi_lun(
+    built: Path, firmware: Firmware, tmp_path: Path
+) -> None:
+    result = run_scenario(built, firmware, console.RUNNING, 1800, tmp_path, scenario=ISCSI)
     reached = result.tracker.reached
     assert reached["step iscsi"] < reached["step network"]
     assert reached[console.REBOOT] <= reached[console.XEN_DISK] <= reached[console.SAN_LOGIN]
@@ -38,7 +42,8 @@ def test_install_and_boot_from_an_iscsi_lun(built: Path, tmp_path: Path) -> None
     assert "booted Xen from its iSCSI LUN" in checked
     assert "root UUID" in checked  # read back from the LUN's backing image
     serial = (tmp_path / "serial.log").read_text(errors="replace")
-    assert "storage NIC eth1 (52:54:00:78:00:01): 192.168.78.50/24" in serial
+    mac = san.storage_mac(MAC_SUFFIX[firmware])
+    assert f"storage NIC eth1 ({mac}): 192.168.78.50/24" in serial
 
 
 @pytest.mark.timeout(600)

@@ -84,6 +84,18 @@ def test_full_mode_with_subnet_ipxe_hosts_and_ra() -> None:
     assert config.ipxe_macs == ("52:54:00:00:00:01", "52:54:00:00:00:02")
 
 
+def test_san_hosts_get_ipxe_first_when_their_firmware_is_not_ipxe() -> None:
+    config = full(ipxe_hosts=["52:54:00:00:00:01"], load_ipxe_hosts=["52-54-00-00-00-01"])
+    lines = config.render().splitlines()
+    host = "ipxe-host-525400000001"
+    assert f"tag-if=set:load-ipxe,tag:!ipxe,tag:{host}" in lines
+    assert f"dhcp-boot=tag:load-ipxe,tag:efi64,tag:{host},ipxe.efi,,192.168.77.1" in lines
+    assert f"dhcp-boot=tag:load-ipxe,tag:bios,tag:{host},undionly.kpxe,,192.168.77.1" in lines
+    assert "dhcp-boot=tag:efi64,tag:!chain-ipxe,tag:!load-ipxe,grubx64.efi,,192.168.77.1" in lines
+    with pytest.raises(InputError, match="load_ipxe_hosts must be ipxe_hosts too"):
+        full(load_ipxe_hosts=["52:54:00:00:00:09"])
+
+
 def test_proxy_mode() -> None:
     text = proxy().render()
     assert text == FULL_HEAD + (

@@ -15,7 +15,7 @@ from pxe_server.decide import ClientFacts, boot_file
 from pxe_server.model import SanTarget, State
 from pxe_server.registry import Registry
 from pxe_server.registry_input import san_target
-from tests.unit.test_render import HOST, PROFILE, SETTINGS, check_golden
+from tests.unit.test_render import BASE, HOST, PROFILE, SETTINGS, check_golden
 
 ROOT = "iscsi:192.168.78.1::3260:1:iqn.2026-12.org.netinstall:lab01"
 SAN_PROFILE = replace(PROFILE, name="san", san_boot=True)
@@ -107,3 +107,25 @@ def test_a_san_profile_host_needs_its_lun(tmp_path: Path) -> None:
         assert registry.get_profile("san") == SAN_PROFILE
         with pytest.raises(InputError, match="boots from a SAN"):
             registry.update_host(HOST.mac, san=None)
+
+
+def test_uefi_san_installs_boot_xen_as_an_efi_application_with_its_xen_cfg() -> None:
+    script = render.ipxe_script(SAN_HOST, SAN_PROFILE, SETTINGS)
+    uefi = script.split(":uefi", 1)[1]
+    assert "kernel http://192.168.77.1:8080/boot/xen.efi" in uefi
+    assert f"initrd --name xen.cfg {BASE}/config/xen-efi/{HOST.mac}.cfg" in uefi
+    assert "grubx64.efi" not in uefi
+    found = render.config_for_path(
+        f"xen-efi/{HOST.mac}.cfg", lambda _mac: (SAN_HOST, SAN_PROFILE), SETTINGS
+    )
+    assert found is not None
+    text, mac = found
+    assert mac == HOST.mac
+    lines = text.splitlines()
+    assert "[netinstall]" in lines
+    assert "ramdisk=install.img" in lines
+    kernel = next(line for line in lines if line.startswith("kernel="))
+    assert kernel.startswith("kernel=vmlinuz ")
+    assert " use_ibft " in kernel
+    plain = render.ipxe_script(HOST, PROFILE, SETTINGS).split(":uefi", 1)[1]
+    assert "grubx64.efi" in plain  # hosts without a SAN keep GRUB
