@@ -3,10 +3,11 @@
 Boot loaders come from Debian packages, downloaded and unpacked (never installed
 on the host): pxelinux and its COM32 modules for BIOS, a GRUB netboot image for
 UEFI (``grub-mkimage`` with the modules of the unpacked ``grub-efi-amd64-bin``,
-prefix ``/grub``), and iPXE's ``undionly.kpxe`` / ``snponly.efi`` for the iPXE
-chain and SAN boot. The installer's files are copied from the repo and installer
-targets; ``xen`` is ``xen.gz`` uncompressed, for the 2019 iPXE which cannot load
-a compressed Xen.
+prefix ``/grub``), and iPXE's ``undionly.kpxe`` / ``snponly.efi`` / ``ipxe.efi``
+(every driver: a SAN host's storage NIC too) for the iPXE chain and SAN boot. The
+installer's files are copied from the repo and installer targets; ``xen`` is
+``xen.gz`` uncompressed, for the 2019 iPXE which cannot load a compressed Xen, and
+``xen.efi`` is Xen as an EFI application, for iPXE EFI (which cannot multiboot).
 """
 
 from __future__ import annotations
