@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from answerfile.model import AnswerFile, Disk, Mode
+from installer_core import disk as disk_steps
 from installer_core import iscsi, multipath
 from installer_core.context import InstallContext
 from installer_core.fetch import Runner
@@ -89,20 +90,17 @@ def check_disk(ctx: InstallContext, machine: Machine) -> None:
     """The run's disk is present and big enough for some layout; an iSCSI primary
     disk is attached here (``iscsi.san_device``), before anything is downloaded."""
     disk, name = install_disk(ctx.answer)
-    mode = ctx.answer.mode if ctx.answer is not None else Mode.FRESH
-    if ctx.args.device_mapper_multipath and mode is not Mode.FRESH:
+    fresh = ctx.answer is None or ctx.answer.mode is Mode.FRESH
+    if ctx.args.device_mapper_multipath and not fresh:
         raise InputError(
             f"{name} {disk.spec!r}: upgrading or restoring an installation on a multipath "
             "device is not supported yet (boot the installer without device_mapper_multipath "
             "to work through one path); nothing was written"
         )
-    if disk.path is None:
-        if ctx.answer is None or ctx.answer.mode is not Mode.FRESH:
-            raise InputError(
-                f"{name} {disk.spec!r}: upgrading or restoring an installation on an iSCSI "
-                "disk is not supported yet; nothing was written"
-            )
-        device = multipath.disk_for(ctx, iscsi.san_device(ctx, disk, "primary-disk"), name)
+    if disk.path is None:  # iSCSI: attached here for a fresh install, refused otherwise
+        if not fresh:
+            disk_steps.device_of(disk, name)  # raises: an upgrade or restore on iSCSI
+        device = disk_steps.fresh_device(ctx, disk, "primary-disk")
     else:
         device = Path(disk.path)
         if not machine.is_block(device):
@@ -110,7 +108,7 @@ def check_disk(ctx: InstallContext, machine: Machine) -> None:
             raise InputError(
                 f"{name} {device} is not a block device on this machine (disks: {found})"
             )
-        if ctx.answer is not None and ctx.answer.mode is Mode.FRESH:
+        if fresh:
             device = multipath.disk_for(ctx, device, name, machine.sys_block)
     size = disk_size(device, machine)
     if size is None:
@@ -152,14 +150,9 @@ def check_memory(machine: Machine) -> None:
 def check_storage_nic(ctx: InstallContext) -> None:
     """The management interface the answer file names is not the iBFT's storage NIC."""
     admin = ctx.answer.admin_interface if ctx.answer is not None else None
-    if ctx.san is None or admin is None:
-        return
-    if admin.hwaddr and admin.hwaddr.lower() in ctx.san.storage_macs:
-        raise InputError(
-            f"admin-interface hwaddr={admin.hwaddr} is the iSCSI storage NIC named by the "
-            "iBFT; it is reserved for storage: use another NIC; nothing was written"
-        )
-    iscsi.check_storage_nic(ctx, [admin.name] if admin.name else [], "admin-interface")
+    if admin is not None:
+        names, macs = [admin.name] if admin.name else [], [admin.hwaddr] if admin.hwaddr else []
+        iscsi.check_storage_nic(ctx, names, "admin-interface", macs)
 
 
 def check_hardware(ctx: InstallContext, machine: Machine | None = None) -> None:

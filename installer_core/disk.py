@@ -56,12 +56,17 @@ def primary_disk(ctx: InstallContext) -> Path:
         )
     if answer.primary_disk is None:
         raise InputError("a fresh install needs <primary-disk>; nothing was written")
-    disk = answer.primary_disk.disk
+    return fresh_device(ctx, answer.primary_disk.disk, "primary-disk")
+
+
+def fresh_device(ctx: InstallContext, disk: Disk, element: str) -> Path:
+    """The device a fresh install writes ``disk`` through: an iSCSI LUN attached over the
+    iBFT's storage NIC, or the local disk; with device_mapper_multipath, the map of it."""
     if disk.kind is not DiskKind.LOCAL:
-        device = iscsi.san_device(ctx, disk, "primary-disk")
+        device = iscsi.san_device(ctx, disk, element)
     else:
-        device = device_of(disk, "primary-disk")
-    return multipath.disk_for(ctx, device, "primary-disk")
+        device = device_of(disk, element)
+    return multipath.disk_for(ctx, device, element)
 
 
 def plan_options(ctx: InstallContext) -> Options:

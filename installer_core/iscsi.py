@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from answerfile.model import Disk, DiskKind, IscsiTarget
+from installer_core import network
 from installer_core.context import InstallContext
 from installer_core.fetch import Runner
 from netinstall.errors import CommandError, InputError, NetinstallError
@@ -110,6 +111,14 @@ class SanState:
     @property
     def storage_macs(self) -> tuple[str, ...]:
         return tuple(n.mac for n in self.ibft.nics)
+
+    def log_in(self, target: str, address: str, port: int, host: System) -> None:
+        """Log in to ``target`` over the storage NIC, once (a route beyond its subnet too)."""
+        if (target, address, port) in self.logged_in:
+            return
+        route_to(address, self.ibft.nic(self.ibft.boot_target.nic), self.storage_nic, host)
+        login(self.ibft.initiator, target, address, port, host)
+        self.logged_in.append((target, address, port))
 
 
 # --- reading the iBFT (pure over a sysfs tree) -------------------------------------
@@ -226,19 +235,9 @@ def read_ibft(root: Path = IBFT) -> Ibft:
 # --- the storage NIC ----------------------------------------------------------------
 
 
-def nic_name(mac: str, sys_net: Path) -> str | None:
-    for entry in sorted(sys_net.glob("*/address")):
-        try:
-            if entry.read_text().strip().lower() == mac:
-                return entry.parent.name
-        except OSError:
-            continue
-    return None
-
-
 def bring_up_storage_nic(nic: IbftNic, host: System) -> str:
     """The iBFT's NIC with the firmware's address (no default route: storage only)."""
-    name = nic_name(nic.mac, host.sys_net)
+    name = next((n.name for n in network.list_nics(host.sys_net) if n.mac == nic.mac), None)
     if name is None:
         raise NetinstallError(
             f"the iBFT names the NIC {nic.mac}, which this installer does not see "
@@ -331,12 +330,9 @@ def attach_ibft(ctx: InstallContext, system: System | None = None) -> None:
     ibft = read_ibft(host.ibft)
     target = ibft.boot_target
     nic = ibft.nic(target.nic)
-    device = bring_up_storage_nic(nic, host)
-    route_to(target.address, nic, device, host)
-    state = SanState(ibft=ibft, storage_nic=device)
+    state = SanState(ibft=ibft, storage_nic=bring_up_storage_nic(nic, host))
     ctx.san = state
-    login(ibft.initiator, target.name, target.address, target.port, host)
-    state.logged_in.append((target.name, target.address, target.port))
+    state.log_in(target.name, target.address, target.port, host)
     disk = wait_for_lun(target.name, target.lun, host)
     state.disks["iscsi:ibft"] = disk
     log.info("iBFT boot LUN: %s LUN %s is %s", target.name, target.lun, disk)
@@ -357,22 +353,27 @@ def san_device(ctx: InstallContext, disk: Disk, element: str, system: System | N
         raise NetinstallError(f"{element} {disk.spec!r}: the iBFT's LUN was not attached")
     spec: IscsiTarget = disk.iscsi
     host = system or System()
-    if (spec.target, spec.server, spec.port) not in state.logged_in:
-        nic = state.ibft.nic(state.ibft.boot_target.nic)
-        route_to(spec.server, nic, state.storage_nic, host)
-        login(state.ibft.initiator, spec.target, spec.server, spec.port, host)
-        state.logged_in.append((spec.target, spec.server, spec.port))
+    state.log_in(spec.target, spec.server, spec.port, host)
     device = wait_for_lun(spec.target, spec.lun, host)
     state.disks[disk.spec] = device
     log.info("%s %s is %s", element, disk.spec, device)
     return device
 
 
-def check_storage_nic(ctx: InstallContext, names: Sequence[str], what: str) -> None:
-    """InputError when ``names`` (a NIC the run would use otherwise) is the storage NIC."""
+def check_storage_nic(
+    ctx: InstallContext, names: Sequence[str], what: str, macs: Sequence[str] = ()
+) -> None:
+    """InputError when ``names`` or ``macs`` (a NIC the run would use otherwise) is the
+    storage NIC."""
     state = ctx.san
     if state is None:
         return
+    for mac in macs:
+        if mac.lower() in state.storage_macs:
+            raise InputError(
+                f"{what} hwaddr={mac} is the iSCSI storage NIC named by the iBFT; it is "
+                "reserved for storage: use another NIC; nothing was written"
+            )
     base = state.storage_nic.split(".", 1)[0]
     for name in names:
         if name.split(".", 1)[0] == base:
