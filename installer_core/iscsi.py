@@ -8,6 +8,12 @@ up with the address the firmware used, and logs in to the boot target with
 it is reserved for storage, so the network step never uses it to fetch the
 answer file and it never becomes the management interface (``check_storage_nic``).
 
+When the firmware hooked the LUN through several portals (iPXE ``sanhook`` with one
+URI per path: the iBFT gets a target entry for each) and the command line has
+``device_mapper_multipath``, the step logs in over every path, each over the NIC the
+table pairs it with, and the multipath step then builds one map over them
+(``paths_of``).
+
 The answer file's ``<primary-disk>iscsi:ibft</primary-disk>`` then is the LUN of
 the iBFT's boot target; an RFC 4173 spec (``iscsi:server::port:lun:target``)
 names a LUN of the same or another target, reached over the same storage NIC
@@ -104,7 +110,9 @@ class SanState:
     """What the iSCSI step found and attached (``InstallContext.san``)."""
 
     ibft: Ibft
-    storage_nic: str  # its name in the installer (ethN)
+    # The iBFT's NICs that are up, by iBFT index -> their names in the installer (ethN,
+    # ethN.VLAN). The first is the boot target's.
+    storage_nics: dict[int, str]
     logged_in: list[tuple[str, str, int]] = field(default_factory=list)  # (target, address, port)
     disks: dict[str, Path] = field(default_factory=dict)  # answer-file spec -> device
 
@@ -112,13 +120,26 @@ class SanState:
     def storage_macs(self) -> tuple[str, ...]:
         return tuple(n.mac for n in self.ibft.nics)
 
-    def log_in(self, target: str, address: str, port: int, host: System) -> None:
-        """Log in to ``target`` over the storage NIC, once (a route beyond its subnet too)."""
+    @property
+    def storage_nic(self) -> str:
+        """The boot target's storage NIC."""
+        return self.storage_nics[self.ibft.boot_target.nic]
+
+    def log_in(
+        self, target: str, address: str, port: int, host: System, nic: int | None = None
+    ) -> None:
+        """Log in to ``target`` at ``address:port`` over the iBFT's NIC ``nic`` (None: the
+        boot target's), once; a route beyond its subnet too."""
         if (target, address, port) in self.logged_in:
             return
-        route_to(address, self.ibft.nic(self.ibft.boot_target.nic), self.storage_nic, host)
+        index = self.ibft.boot_target.nic if nic is None else nic
+        route_to(address, self.ibft.nic(index), self.storage_nics[index], host)
         login(self.ibft.initiator, target, address, port, host)
         self.logged_in.append((target, address, port))
+
+    def paths_to(self, target: str) -> int:
+        """How many portals of ``target`` this run logged in to."""
+        return sum(1 for name, _address, _port in self.logged_in if name == target)
 
 
 # --- reading the iBFT (pure over a sysfs tree) -------------------------------------
@@ -286,10 +307,11 @@ def login(initiator: str, target: str, address: str, port: int, host: System) ->
     log.info("logged in to %s at %s:%d as %s", target, address, port, initiator)
 
 
-def session_disks(sessions: Path, target: str) -> dict[int, str]:
-    """LUN -> block device name of every disk of ``target``'s sessions (pure over sysfs)."""
-    found: dict[int, str] = {}
-    for session in sorted(sessions.glob("session*")):
+def session_disks(sessions: Path, target: str) -> dict[int, list[str]]:
+    """LUN -> the block device names of that LUN in each of ``target``'s sessions (one per
+    path), pure over sysfs."""
+    found: dict[int, list[str]] = {}
+    for session in sorted(sessions.glob("session*"), key=lambda p: (len(p.name), p.name)):
         if _read(session, "targetname") != target:
             continue
         for block in sorted((session / "device").glob("target*/*:*:*:*/block/*")):
@@ -297,45 +319,78 @@ def session_disks(sessions: Path, target: str) -> dict[int, str]:
                 lun = int(block.parent.parent.name.rsplit(":", 1)[1])
             except (IndexError, ValueError):
                 continue
-            found[lun] = block.name
+            found.setdefault(lun, []).append(block.name)
     return found
 
 
-def wait_for_lun(target: str, lun: int | None, host: System) -> Path:
-    """The block device of ``target``'s ``lun`` (None: its only disk), once the kernel has it."""
+def wait_for_lun(target: str, lun: int | None, host: System, paths: int = 1) -> Path:
+    """The block device of ``target``'s ``lun`` (None: its only disk) on the first path,
+    once the kernel has it on ``paths`` paths."""
     waited = 0.0
     while True:
         disks = session_disks(host.sessions, target)
-        if lun is not None and lun in disks:
-            return host.dev / disks[lun]
         if lun is None and len(disks) == 1:
-            return host.dev / next(iter(disks.values()))
+            lun = next(iter(disks))
+        if lun is not None and len(disks.get(lun, ())) >= paths:
+            return host.dev / disks[lun][0]
         if waited >= LUN_TIMEOUT:
             break
         host.sleep(POLL)
         waited += POLL
-    seen = ", ".join(f"LUN {n} ({d})" for n, d in sorted(disks.items())) or "no disk"
+    seen = ", ".join(f"LUN {n} ({' '.join(d)})" for n, d in sorted(disks.items())) or "no disk"
     wanted = f"LUN {lun}" if lun is not None else "exactly one disk"
+    over = f" on {paths} paths" if paths > 1 else ""
     raise InputError(
-        f"the iSCSI target {target} has no {wanted} (it shows {seen}); nothing was written"
+        f"the iSCSI target {target} has no {wanted}{over} (it shows {seen}); nothing was written"
     )
 
 
 # --- the steps ------------------------------------------------------------------------
 
 
+def paths_of(ibft: Ibft) -> list[IbftTarget]:
+    """The iBFT's targets that are paths to the boot target's LUN: the boot target first,
+    then each other portal of the same target and LUN (iPXE sanhook with several URIs
+    publishes one target entry per path)."""
+    boot = ibft.boot_target
+    others = [
+        t for t in ibft.targets
+        if t is not boot and (t.name, t.lun) == (boot.name, boot.lun)
+        and (t.address, t.port) != (boot.address, boot.port)
+    ]  # fmt: skip
+    return [boot, *others]
+
+
 def attach_ibft(ctx: InstallContext, system: System | None = None) -> None:
-    """Step (``use_ibft``): read the iBFT, bring up its NIC, log in to its boot target."""
+    """Step (``use_ibft``): read the iBFT, bring up its NICs, log in to its boot target.
+
+    With ``device_mapper_multipath`` the installer logs in over every path the iBFT names
+    (each portal, over the NIC the table pairs it with: one fabric or two), so multipath
+    sees the LUN once per path; without it, over the boot target's path alone.
+    """
     host = system or System()
     ibft = read_ibft(host.ibft)
-    target = ibft.boot_target
-    nic = ibft.nic(target.nic)
-    state = SanState(ibft=ibft, storage_nic=bring_up_storage_nic(nic, host))
+    paths = paths_of(ibft)
+    if not ctx.args.device_mapper_multipath and len(paths) > 1:
+        log.warning(
+            "the iBFT names %d paths to the boot LUN, but device_mapper_multipath is off: "
+            "the installer uses the first path only",
+            len(paths),
+        )
+        paths = paths[:1]
+    nics: dict[int, str] = {}
+    for target in paths:
+        if target.nic not in nics:
+            nics[target.nic] = bring_up_storage_nic(ibft.nic(target.nic), host)
+    state = SanState(ibft=ibft, storage_nics=nics)
     ctx.san = state
-    state.log_in(target.name, target.address, target.port, host)
-    disk = wait_for_lun(target.name, target.lun, host)
+    for target in paths:
+        state.log_in(target.name, target.address, target.port, host, nic=target.nic)
+    boot = ibft.boot_target
+    disk = wait_for_lun(boot.name, boot.lun, host, paths=len(paths))
     state.disks["iscsi:ibft"] = disk
-    log.info("iBFT boot LUN: %s LUN %s is %s", target.name, target.lun, disk)
+    over = f" (first of {len(paths)} paths)" if len(paths) > 1 else ""
+    log.info("iBFT boot LUN: %s LUN %s is %s%s", boot.name, boot.lun, disk, over)
 
 
 def san_device(ctx: InstallContext, disk: Disk, element: str, system: System | None = None) -> Path:
@@ -374,9 +429,9 @@ def check_storage_nic(
                 f"{what} hwaddr={mac} is the iSCSI storage NIC named by the iBFT; it is "
                 "reserved for storage: use another NIC; nothing was written"
             )
-    base = state.storage_nic.split(".", 1)[0]
+    bases = {nic.split(".", 1)[0] for nic in state.storage_nics.values()}
     for name in names:
-        if name.split(".", 1)[0] == base:
+        if name.split(".", 1)[0] in bases:
             raise InputError(
                 f"{what} {name} is the iSCSI storage NIC named by the iBFT; it is reserved "
                 "for storage: use another NIC; nothing was written"

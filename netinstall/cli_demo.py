@@ -15,8 +15,8 @@ import click
 from netinstall.errors import NetinstallError
 
 # The scenario names without importing the lab (and its server) for --help.
-SCENARIO_NAMES = ("install", "upgrade", "iscsi", "multipath", "low-memory", "bad-answer-file",
-                  "no-ibft", "iscsi-refused")  # fmt: skip
+SCENARIO_NAMES = ("install", "upgrade", "iscsi", "multipath", "iscsi-multipath", "low-memory",
+                  "bad-answer-file", "no-ibft", "iscsi-refused")  # fmt: skip
 
 MILESTONES = {"installer": "installer up", "running": "running"}
 
@@ -40,8 +40,9 @@ MILESTONES = {"installer": "installer up", "running": "running"}
     "upgrade it to B through the dom0 agent, restore A; check the SR and settings survive. "
     "iscsi: a diskless machine with a storage NIC installs onto an iSCSI LUN named by the "
     "iBFT (the lab's tgtd) and boots from it. multipath: the disk is one LUN behind two "
-    "SCSI paths; install onto the map, boot, then lose a path and keep running. "
-    "low-memory: the "
+    "SCSI paths; install onto the map, boot, lose a path and keep running, reboot on the one "
+    "path left. iscsi-multipath: the iscsi scenario with the LUN behind two portals of the "
+    "target (multipath over the iBFT); then one portal goes away. low-memory: the "
     "installer's dom0 gets 768 MiB, so the payload is staged on the disk. bad-answer-file: the "
     "install must fail cleanly (failed reported with the message, the disk untouched). "
     "no-ibft: use_ibft on a machine whose firmware published no iBFT must fail as cleanly; "

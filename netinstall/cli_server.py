@@ -326,7 +326,8 @@ def _san_text(item: Host) -> str:
     if item.san is None:
         return "-"
     how = item.san.address or "DHCP"
-    return f"{item.san.root_path} (storage NIC {how}, initiator {item.initiator()})"
+    paths = " + ".join(item.san.root_paths)
+    return f"{paths} (storage NIC {how}, initiator {item.initiator()})"
 
 
 def _fact_fields(facts: Mapping[str, object]) -> list[tuple[str, str]]:
@@ -367,7 +368,10 @@ def _event_line(event: Event) -> str:
 @click.option("--var", "variables", multiple=True, help="Template variable KEY=VALUE (repeat).")
 @click.option(
     "--san-target",
-    help="SAN boot: the root LUN, iscsi:<server>::<port>:<lun>:<target IQN> (RFC 4173).",
+    "san_targets",
+    multiple=True,
+    help="SAN boot: the root LUN, iscsi:<server>::<port>:<lun>:<target IQN> (RFC 4173); "
+    "repeat for each further path to it (another portal: iSCSI multipath).",
 )
 @click.option("--san-address", help="SAN boot: the storage NIC's ADDRESS/PREFIX (default DHCP).")
 @click.option("--san-gateway", help="SAN boot: the storage network's gateway.")
@@ -378,21 +382,24 @@ def host_add(
     profile: str,
     name: str | None,
     variables: tuple[str, ...],
+    *,
+    san_targets: tuple[str, ...],
     **san: str | None,
 ) -> None:
     """Register MAC for a network install with PROFILE (netboot armed)."""
     from pxe_server.model import SanTarget
 
     pairs = _variables(variables)
-    target = san.pop("san_target")
-    if target is None and any(san.values()):
+    if not san_targets and any(san.values()):
         raise InputError("--san-address, --san-gateway and --initiator need --san-target")
     root = None
-    if target is not None:
-        root = SanTarget(target, san["san_address"], san["san_gateway"], initiator=san["initiator"])
+    if san_targets:
+        first, *more = san_targets
+        root = SanTarget(first, san["san_address"], san["san_gateway"], san["initiator"],
+                         paths=tuple(more))  # fmt: skip
     with open_registry(Path(directory)) as registry:
         item = registry.add_host(mac, profile=profile, name=name, variables=pairs, san=root)
-    lun = f", root LUN {item.san.root_path}" if item.san else ""
+    lun = f", root LUN {' + '.join(item.san.root_paths)}" if item.san else ""
     click.echo(f"added {item.mac}: profile {item.profile}{lun}, state pending, netboot armed")
 
 

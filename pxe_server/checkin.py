@@ -110,21 +110,30 @@ def multipath_report(value: object) -> list[dict[str, object]] | None:
     return maps
 
 
+# Path checker states (multipathd's chk_st) of a path that carries I/O; "faulty",
+# "shaky", "i/o pending" and the like do not.
+WORKING_PATH_STATES = frozenset({"ready", "ghost"})
+
+
 def _path_counts(maps: object) -> dict[str, int]:
+    """map -> its working paths (a failed path a map still lists does not count)."""
     if not isinstance(maps, list):
         return {}
     return {
-        str(m.get("name")): len(m.get("paths") or [])
+        str(m.get("name")): sum(
+            1 for p in m["paths"] if isinstance(p, dict) and p.get("state") in WORKING_PATH_STATES
+        )
         for m in maps
         if isinstance(m, dict) and isinstance(m.get("paths"), list)
     }
 
 
 def path_message(before: object, after: list[dict[str, object]]) -> str | None:
-    """An event when a map gained or lost paths since the last report (None: no change)."""
+    """An event when a map gained or lost working paths since the last report (None: no
+    change)."""
     old, new = _path_counts(before), _path_counts(after)
     changed = [
-        f"{name} {old[name]} -> {count} paths"
+        f"{name} {old[name]} -> {count} working paths"
         for name, count in sorted(new.items())
         if name in old and old[name] != count
     ]

@@ -227,7 +227,9 @@ def _san(text: str | None) -> SanTarget | None:
     if text is None:
         return None
     value = json.loads(text)
-    return SanTarget(**{k: v for k, v in value.items() if k in SanTarget.__dataclass_fields__})
+    fields = {k: v for k, v in value.items() if k in SanTarget.__dataclass_fields__}
+    fields["paths"] = tuple(fields.get("paths") or ())  # stored as a JSON list
+    return SanTarget(**fields)
 
 
 def _facts(text: str) -> dict[str, object]:

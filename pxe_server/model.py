@@ -164,6 +164,13 @@ class SanTarget:
     address: str | None = None  # the storage NIC's IPv4 address/prefix; None: DHCP on it
     gateway: str | None = None  # the storage network's gateway (targets beyond it)
     initiator: str | None = None  # the host's initiator IQN; None: DEFAULT_INITIATOR_PREFIX+MAC
+    # More paths to the same LUN (the target's other portals): iSCSI multipath. iPXE hooks
+    # them all, so the iBFT names every one and the installer and dom0 log in to each.
+    paths: tuple[str, ...] = ()
+
+    @property
+    def root_paths(self) -> tuple[str, ...]:
+        return (self.root_path, *self.paths)
 
 
 @dataclass(frozen=True)

@@ -197,8 +197,12 @@ class Registry:
             conn.execute(schema.INSERT_PROFILE, schema.profile_row(profile))
 
     def update_profile(self, profile: Profile) -> None:
+        """Replace a profile; refused when a host of it would no longer fit (``_check_san``)."""
         check_profile(profile)
         with self._write() as conn:
+            hosts = conn.execute(f"{schema.SELECT_HOSTS} WHERE profile = ?", (profile.name,))
+            for host_row in hosts.fetchall():
+                self._check_san_of(schema.host_from(host_row), profile.san_boot, profile.multipath)
             row = schema.profile_row(profile)
             done = conn.execute(schema.UPDATE_PROFILE, (*row[1:], row[0]))
             if done.rowcount == 0:
@@ -320,15 +324,29 @@ class Registry:
             self._store(conn, host)
         return host
 
+    @classmethod
+    def _check_san(cls, conn: sqlite3.Connection, host: Host) -> None:
+        row = conn.execute(
+            "SELECT san_boot, multipath FROM profiles WHERE name = ?", (host.profile,)
+        ).fetchone()
+        if row is not None:
+            cls._check_san_of(host, bool(row[0]), bool(row[1]))
+
     @staticmethod
-    def _check_san(conn: sqlite3.Connection, host: Host) -> None:
-        """A host of a SAN-boot profile needs its root LUN (its iPXE script hooks it)."""
-        row = conn.execute("SELECT san_boot FROM profiles WHERE name = ?", (host.profile,))
-        found = row.fetchone()
-        if found is not None and found[0] and host.san is None:
+    def _check_san_of(host: Host, san_boot: bool, multipath: bool) -> None:
+        """A host of a SAN-boot profile needs its root LUN (its iPXE script hooks it); a
+        LUN reached over several paths needs the profile's multipath (else the installer
+        and dom0 would see one disk twice)."""
+        if san_boot and host.san is None:
             raise InputError(
                 f"host {host.mac}: profile {host.profile!r} boots from a SAN; give the "
                 "host its root LUN with --san-target iscsi:<server>::<port>:<lun>:<target IQN>"
+            )
+        if san_boot and host.san is not None and host.san.paths and not multipath:
+            raise InputError(
+                f"host {host.mac}: its root LUN has {len(host.san.root_paths)} paths, but "
+                f"profile {host.profile!r} has no multipath: replace the profile with "
+                f"`netinstall profile add {host.profile} --update --multipath ...`"
             )
 
     def delete_host(self, mac: str) -> None:

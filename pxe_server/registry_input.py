@@ -16,6 +16,7 @@ from typing import TypeVar
 import jinja2
 
 from answerfile.locations import parse_iscsi
+from answerfile.model import IscsiTarget
 from netinstall.errors import InputError
 from pxe_server.model import BootChain, Profile, SanTarget
 
@@ -64,26 +65,60 @@ def _with_prefix(text: str) -> bool:
     return "/" in text and 0 < interface.network.prefixlen < 32
 
 
-def san_target(san: SanTarget | None) -> SanTarget | None:
-    """``san`` checked: an RFC 4173 root path with an IPv4 target, the storage NIC's
-    address as ADDRESS/PREFIX, an IPv4 gateway, an IQN. InputError naming what is wrong."""
-    if san is None:
-        return None
-    problems = []
-    target = parse_iscsi(san.root_path) if san.root_path.startswith("iscsi:") else None
+MAX_SAN_PATHS = 4  # iPXE's iBFT has room for as many targets; every SAN fabric here has 2
+
+
+def _root_path(text: str, problems: list[str]) -> IscsiTarget | None:
+    """``text`` parsed as an RFC 4173 root path with an IPv4 server and an IQN."""
+    target = parse_iscsi(text) if text.startswith("iscsi:") else None
     if target is None or isinstance(target, str):
         problems.append(
             target
-            or f"SAN target {san.root_path!r} is not an RFC 4173 root path; expected "
+            or f"SAN target {text!r} is not an RFC 4173 root path; expected "
             "iscsi:<server>:<protocol>:<port>:<lun>:<target IQN>"
         )
-    else:
-        try:
-            ipaddress.IPv4Address(target.server)
-        except ValueError:
-            problems.append(f"SAN target server {target.server!r} must be an IPv4 address")
-        if not _IQN.match(target.target):
-            problems.append(f"SAN target name {target.target!r} is not an iqn. or eui. name")
+        return None
+    found = len(problems)
+    try:
+        ipaddress.IPv4Address(target.server)
+    except ValueError:
+        problems.append(f"SAN target server {target.server!r} must be an IPv4 address")
+    if not _IQN.match(target.target):
+        problems.append(f"SAN target name {target.target!r} is not an iqn. or eui. name")
+    return target if len(problems) == found else None
+
+
+def _same_lun(first: IscsiTarget, other: IscsiTarget, text: str, problems: list[str]) -> None:
+    """A further path must reach the first one's LUN through another portal."""
+    if (other.target, other.lun) != (first.target, first.lun):
+        problems.append(
+            f"SAN path {text!r} names LUN {other.lun} of {other.target}; every path must "
+            f"reach the root LUN, LUN {first.lun} of {first.target}"
+        )
+    elif (other.server, other.port) == (first.server, first.port):
+        problems.append(f"SAN path {text!r} repeats the portal {first.server}:{first.port}")
+
+
+def san_target(san: SanTarget | None) -> SanTarget | None:
+    """``san`` checked: RFC 4173 root paths (IPv4 target, an IQN; the further ones to the
+    same LUN through other portals), the storage NIC's address as ADDRESS/PREFIX, an IPv4
+    gateway, an IQN. InputError naming what is wrong."""
+    if san is None:
+        return None
+    problems: list[str] = []
+    first = _root_path(san.root_path, problems)
+    if len(san.root_paths) > MAX_SAN_PATHS:
+        problems.append(
+            f"a root LUN takes at most {MAX_SAN_PATHS} paths, not {len(san.root_paths)}"
+        )
+    seen = set()
+    for text in san.paths:
+        other = _root_path(text, problems)
+        if first is not None and other is not None:
+            if (other.server, other.port) in seen:
+                problems.append(f"SAN path {text!r} repeats the portal {other.server}:{other.port}")
+            seen.add((other.server, other.port))
+            _same_lun(first, other, text, problems)
     if san.address is not None and not _with_prefix(san.address):
         problems.append(
             f"storage address {san.address!r} must be IPv4 ADDRESS/PREFIX, e.g. 192.168.78.50/24"

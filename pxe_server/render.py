@@ -156,7 +156,7 @@ def san_boot(host: Host | None, profile: Profile | None) -> dict[str, str] | Non
     """
     if host is None or host.san is None or profile is None or not profile.san_boot:
         return None
-    san = {"nic": profile.storage_nic, "root_path": host.san.root_path}
+    san = {"nic": profile.storage_nic, "root_path": " ".join(host.san.root_paths)}
     san["initiator"] = host.initiator()
     if host.san.address is not None:
         interface = ipaddress.IPv4Interface(host.san.address)

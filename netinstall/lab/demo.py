@@ -18,7 +18,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +119,9 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     if options.chosen.san:
         if net is None:
             raise InputError("the SAN scenarios need the namespace network (--network netns)")
-        storage = san.new_storage(net.namespace, f"lab-{options.firmware}")
+        storage = san.new_storage(
+            net.namespace, f"lab-{options.firmware}", portals=options.chosen.portals
+        )
     prepare(
         server_dir, options.chosen, server, mac,
         repo=options.repo, netboot=options.netboot, storage=storage,
@@ -146,7 +148,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         storage_tap=san.STORAGE_TAP if storage is not None else None,
         storage_mac=san.storage_mac(qemu.MAC_SUFFIX[options.firmware]) if storage else None,
         local_disk=storage is None,  # a SAN machine is diskless: the image is its LUN
-        multipath=options.chosen.multipath,
+        multipath=options.chosen.qemu_paths,
     )
     qemu.make_disk(machine.disk)
     if machine.ovmf_vars is not None:
@@ -200,8 +202,9 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             )
         if reason is None and options.chosen.multipath:
             reason = paths.lose_a_path(
-                follower, machine, tracker, server_dir=server_dir, checks=checks
-            )
+                follower, machine, tracker, server_dir=server_dir, checks=checks,
+                remove=_path_remover(machine, target), reboot=options.chosen.qemu_paths,
+            )  # fmt: skip
         follower.serial.read()
         tail = follower.serial.last_lines()
     finally:
@@ -226,6 +229,13 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         )
     namespace = net.namespace if net is not None else None
     return LabResult(reason is None, reason or "ok", tracker, workdir, tail, checks, namespace)
+
+
+def _path_remover(machine: qemu.Machine, target: san.Target | None) -> Callable[[], str]:
+    """How the multipath scenario loses a path: QEMU unplugs one, or a portal goes away."""
+    if target is None:
+        return lambda: paths.remove_qemu_path(machine)
+    return lambda: f"iSCSI portal {target.drop_portal(1)} taken off the storage network"
 
 
 def _version(repo: Path) -> str:

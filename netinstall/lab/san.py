@@ -30,6 +30,8 @@ log = logging.getLogger("netinstall.lab")
 STORAGE_BRIDGE = "br1"
 STORAGE_TAP = "tap1"
 PORTAL = ipaddress.IPv4Interface("192.168.78.1/24")  # the target, on the storage bridge
+# Its further portals (iSCSI multipath: one LUN behind several addresses of the target).
+PORTALS = (PORTAL, ipaddress.IPv4Interface("192.168.78.2/24"))
 HOST_NUMBER = 50  # the machine's storage address: 192.168.78.50/24 (set by its iPXE script)
 PORT = 3260
 LUN = 1
@@ -45,24 +47,33 @@ class Storage:
     namespace: str
     name: str  # the target's IQN suffix (the firmware: one target per machine)
     control_port: int
+    portals: int = 1  # how many of PORTALS the target listens on (2: iSCSI multipath)
 
     @property
     def iqn(self) -> str:
         return IQN_PREFIX + self.name
 
     @property
-    def root_path(self) -> str:
-        """The LUN as RFC 4173 names it (what the host record and iPXE take)."""
-        return f"iscsi:{PORTAL.ip}::{PORT}:{LUN}:{self.iqn}"
+    def addresses(self) -> tuple[ipaddress.IPv4Interface, ...]:
+        return PORTALS[: self.portals]
+
+    @property
+    def root_paths(self) -> list[str]:
+        """The LUN as RFC 4173 names it through each portal (what the host record and iPXE
+        take)."""
+        return [f"iscsi:{portal.ip}::{PORT}:{LUN}:{self.iqn}" for portal in self.addresses]
 
     @property
     def host_address(self) -> str:
         return f"{PORTAL.network.network_address + HOST_NUMBER}/{PORTAL.network.prefixlen}"
 
 
-def new_storage(namespace: str, name: str) -> Storage:
+def new_storage(namespace: str, name: str, portals: int = 1) -> Storage:
     """A storage network in ``namespace`` with a control port of its own."""
-    return Storage(namespace, name, control_port=1000 + secrets.randbelow(31000))  # tgtd: < 32768
+    if not 1 <= portals <= len(PORTALS):
+        raise NetinstallError(f"the lab's target has 1 to {len(PORTALS)} portals, not {portals}")
+    port = 1000 + secrets.randbelow(31000)  # tgtd: < 32768
+    return Storage(namespace, name, control_port=port, portals=portals)
 
 
 def storage_mac(suffix: str) -> str:
@@ -74,7 +85,10 @@ def setup_commands(storage: Storage) -> list[list[str]]:
     ns = storage.namespace
     return [
         ["ip", "-n", ns, "link", "add", STORAGE_BRIDGE, "type", "bridge"],
-        ["ip", "-n", ns, "addr", "add", str(PORTAL), "dev", STORAGE_BRIDGE],
+        *(
+            ["ip", "-n", ns, "addr", "add", str(p), "dev", STORAGE_BRIDGE]
+            for p in storage.addresses
+        ),
         ["ip", "-n", ns, "link", "set", STORAGE_BRIDGE, "up"],
         ["ip", "-n", ns, "tuntap", "add", "dev", STORAGE_TAP, "mode", "tap"],
         ["ip", "-n", ns, "link", "set", STORAGE_TAP, "master", STORAGE_BRIDGE],
@@ -90,8 +104,14 @@ LUN_ARGS = ("--op", "new", "--mode", "logicalunit", "--tid", "1")
 
 
 def target_commands(storage: Storage, backing: Path) -> list[list[str]]:
-    """Create the target, its LUN over ``backing`` and an ACL open to every initiator."""
+    """The further portals, the target, its LUN over ``backing`` and an ACL open to every
+    initiator."""
+    portals = [
+        tgtadm(storage, "--op", "new", "--mode", "portal", "--param", f"portal={p.ip}:{PORT}")
+        for p in storage.addresses[1:]
+    ]
     return [
+        *portals,
         tgtadm(storage, "--op", "new", "--mode", "target", "--tid", "1", "-T", storage.iqn),
         tgtadm(storage, *LUN_ARGS, "--lun", str(LUN), "-b", str(backing)),
         tgtadm(storage, "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"),
@@ -121,7 +141,8 @@ class Target:
         except BaseException:
             self.stop()
             raise
-        log.info("iSCSI target %s LUN %d: %s on %s:%d", storage.iqn, LUN, backing, PORTAL.ip, PORT)
+        where = ", ".join(f"{p.ip}:{PORT}" for p in storage.addresses)
+        log.info("iSCSI target %s LUN %d: %s on %s", storage.iqn, LUN, backing, where)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -143,6 +164,15 @@ class Target:
         run(tgtadm(self.storage, "--op", "bind", "--mode", "target", "--tid", "1",
                    "-I", OTHER_INITIATOR))  # fmt: skip
         log.info("iSCSI target %s now admits only %s", self.storage.iqn, OTHER_INITIATOR)
+
+    def drop_portal(self, index: int) -> str:
+        """Take a portal's address off the storage bridge: its sessions stop hearing from
+        the target, as when a SAN switch or cable fails. Returns the address."""
+        portal = self.storage.addresses[index]
+        run(["ip", "-n", self.storage.namespace, "addr", "del", str(portal), "dev",
+             STORAGE_BRIDGE])  # fmt: skip
+        log.info("iSCSI portal %s is gone from the storage network", portal.ip)
+        return str(portal.ip)
 
     def stop(self) -> None:
         """Remove the target (sessions and all), then ask tgtd to end: it ignores SIGTERM

@@ -56,6 +56,14 @@ class Scenario:
     multipath: bool = False
     # SAN: the target turns the machine away once its installer is up (after iPXE's login).
     refuse_login: bool = False
+    # SAN: the target's portals, each a path to the LUN (2 with multipath: iSCSI multipath,
+    # where a path is lost by taking a portal off the storage network).
+    portals: int = 1
+
+    @property
+    def qemu_paths(self) -> bool:
+        """The disk as two SCSI paths of the machine itself (not a SAN's portals)."""
+        return self.multipath and not self.san
 
     def static_address(self, server: ipaddress.IPv4Interface) -> str | None:
         """The static admin address on the network of ``server`` (the lab server's address)."""
@@ -129,6 +137,13 @@ ISCSI_REFUSED = Scenario(
     expect_failure="iSCSI login to iqn.2026-12.org.netinstall.lab:lab-",
 )
 MULTIPATH = Scenario("a multipathed LUN: two paths, then one", srtype="lvm", multipath=True)
+ISCSI_MULTIPATH = Scenario(
+    "iSCSI multipath: the iBFT's LUN through two portals, then one",
+    srtype="lvm",
+    san=True,
+    multipath=True,
+    portals=2,
+)
 # use_ibft on a machine whose firmware published no iBFT (the seed chain, no sanhook): the
 # installer must bring the network up anyway, report failed with one sentence, write nothing.
 NO_IBFT = Scenario(
@@ -184,10 +199,11 @@ def prepare(
     if scenario.san and storage is None:
         raise InputError(f"scenario {scenario.name}: a SAN scenario needs the lab's storage")
     lun = (
-        ["--san-target", storage.root_path, "--san-address", storage.host_address]
+        [*(a for path in storage.root_paths for a in ("--san-target", path)),
+         "--san-address", storage.host_address]
         if scenario.san and storage is not None
         else []
-    )
+    )  # fmt: skip
     run([
         *cli, "host", "add", mac, "--dir", str(directory), "--name", HOST_NAME,
         "--profile", PROFILE, *variables, *lun,
@@ -199,6 +215,7 @@ NAMED: dict[str, Scenario] = {
     "upgrade": UPGRADE,
     "iscsi": ISCSI,
     "multipath": MULTIPATH,
+    "iscsi-multipath": ISCSI_MULTIPATH,
     "low-memory": LOW_MEMORY,
     "bad-answer-file": BAD_ANSWER_FILE,
     "no-ibft": NO_IBFT,

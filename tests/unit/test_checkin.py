@@ -320,11 +320,20 @@ def test_a_lost_path_is_kept_with_the_facts_and_logged() -> None:
         first, "0.1.0", Reported.RUNNING, 2.0, multipath_report(ONE_PATH)
     )
     assert after.facts["multipath"] == ONE_PATH
-    assert message == "multipath: mpatha 2 -> 1 paths"
+    assert message == "multipath: mpatha 2 -> 1 working paths"
     same, message = apply_checkin(after, "0.1.0", Reported.RUNNING, 3.0, ONE_PATH)
     assert message is None
     untouched, _ = apply_checkin(same, "0.1.0", Reported.RUNNING, 4.0)  # no report: kept
     assert untouched.facts["multipath"] == ONE_PATH
+
+
+def test_a_failed_path_the_map_still_lists_is_a_lost_path() -> None:
+    """An iSCSI portal gone quiet: multipathd keeps the path, its checker says faulty."""
+    first, _ = apply_checkin(RUNNING, "0.1.0", Reported.RUNNING, 1.0, TWO_PATHS)
+    failed = [{**TWO_PATHS[0], "paths": [{"device": "sda", "state": "ready"},
+                                         {"device": "sdb", "state": "faulty"}]}]  # fmt: skip
+    _, message = apply_checkin(first, "0.1.0", Reported.RUNNING, 2.0, failed)
+    assert message == "multipath: mpatha 2 -> 1 working paths"
 
 
 @pytest.mark.parametrize(

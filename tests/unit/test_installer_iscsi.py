@@ -183,6 +183,83 @@ def test_an_rfc4173_disk_logs_in_over_the_storage_nic(tmp_path: Path) -> None:
     assert system.runner.calls[-1][:5] == ["iscsistart", "-i", INITIATOR, "-t", other]  # type: ignore[attr-defined]
 
 
+def add_path(root: Path, index: int, address: str, *, nic: int = 0, lun: str = "01000000") -> None:
+    """A further target entry, as iPXE publishes one per sanhook URI (a path)."""
+    files = {"index": str(index), "flags": "3", "ip-addr": address, "port": "3260",
+             "lun": lun, "nic-assoc": str(nic), "target-name": TARGET}  # fmt: skip
+    for name, text in files.items():
+        (root / f"target{index}").mkdir(parents=True, exist_ok=True)
+        (root / f"target{index}" / name).write_text(text + "\n")
+
+
+def _login_portals(system: iscsi.System) -> list[str]:
+    calls = system.runner.calls  # type: ignore[attr-defined]
+    return [argv[argv.index("-a") + 1] for argv in calls if argv[0] == "iscsistart"]
+
+
+def test_with_multipath_the_installer_logs_in_over_every_path(tmp_path: Path) -> None:
+    system = sysfs(tmp_path)
+    ibft_tree(system.ibft)
+    add_path(system.ibft, 1, "192.168.78.2")
+    add_path(system.ibft, 2, "192.168.78.3", lun="02000000")  # another LUN: not a path
+    add_session(system.sessions, luns={1: "sda"})
+    add_session(system.sessions, luns={1: "sdb"})
+    ctx = make_ctx(tmp_path, "install use_ibft device_mapper_multipath=yes")
+    iscsi.attach_ibft(ctx, system)
+    assert _login_portals(system) == ["192.168.78.1", "192.168.78.2"]
+    assert ctx.san is not None
+    assert ctx.san.paths_to(TARGET) == 2
+    assert ctx.san.disks == {"iscsi:ibft": Path("/dev/sda")}
+
+
+def test_every_path_must_show_the_lun(tmp_path: Path) -> None:
+    system = sysfs(tmp_path)
+    ibft_tree(system.ibft)
+    add_path(system.ibft, 1, "192.168.78.2")
+    add_session(system.sessions, luns={1: "sda"})  # the second session shows no disk
+    ctx = make_ctx(tmp_path, "install use_ibft device_mapper_multipath=yes")
+    with pytest.raises(InputError, match=r"has no LUN 1 on 2 paths \(it shows LUN 1 \(sda\)\)"):
+        iscsi.attach_ibft(ctx, system)
+
+
+def test_without_multipath_only_the_first_path_is_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    system = sysfs(tmp_path)
+    ibft_tree(system.ibft)
+    add_path(system.ibft, 1, "192.168.78.2")
+    add_session(system.sessions)
+    iscsi.attach_ibft(make_ctx(tmp_path, "install use_ibft"), system)
+    assert _login_portals(system) == ["192.168.78.1"]
+    assert "names 2 paths to the boot LUN, but device_mapper_multipath is off" in caplog.text
+
+
+def test_two_fabrics_bring_up_both_storage_nics(tmp_path: Path) -> None:
+    """The UCS layout: fabric A and fabric B, a NIC and a portal on each."""
+    system = sysfs(tmp_path)
+    second = "52:54:00:79:00:01"
+    (system.sys_net / "eth2").mkdir()
+    for name, text in (("address", second), ("type", "1"), ("carrier", "1")):
+        (system.sys_net / "eth2" / name).write_text(text + "\n")
+    ibft_tree(system.ibft)
+    for name, text in (("index", "1"), ("mac", second), ("ip-addr", "192.168.79.50"),
+                       ("prefix-len", "24"), ("gateway", NO_GATEWAY), ("origin", "1")):  # fmt: skip
+        (system.ibft / "ethernet1").mkdir(exist_ok=True)
+        (system.ibft / "ethernet1" / name).write_text(text + "\n")
+    add_path(system.ibft, 1, "192.168.79.1", nic=1)
+    add_session(system.sessions, luns={1: "sda"})
+    add_session(system.sessions, luns={1: "sdb"})
+    ctx = make_ctx(tmp_path, "install use_ibft device_mapper_multipath=yes")
+    iscsi.attach_ibft(ctx, system)
+    calls = system.runner.calls  # type: ignore[attr-defined]
+    assert ["ip", "addr", "replace", "192.168.79.50/24", "dev", "eth2"] in calls
+    assert _login_portals(system) == ["192.168.78.1", "192.168.79.1"]
+    assert ctx.san is not None
+    assert ctx.san.storage_nics == {0: "eth1", 1: "eth2"}
+    with pytest.raises(InputError, match="eth2 is the iSCSI storage NIC"):
+        iscsi.check_storage_nic(ctx, ["eth2"], "admin-interface")
+
+
 def test_an_iscsi_disk_without_use_ibft_is_refused(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path)
     with pytest.raises(InputError, match="an iSCSI disk needs use_ibft"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from netinstall.errors import InputError
+from netinstall.errors import InputError, NetinstallError
 from netinstall.lab import netns, qemu, services
 
 
@@ -176,7 +176,9 @@ def test_the_lab_san_commands() -> None:
     from netinstall.lab import san
 
     storage = san.Storage("ni-lab-0000abcd", "lab-bios", control_port=12345)
-    assert storage.root_path == "iscsi:192.168.78.1::3260:1:iqn.2026-12.org.netinstall.lab:lab-bios"
+    assert storage.root_paths == [
+        "iscsi:192.168.78.1::3260:1:iqn.2026-12.org.netinstall.lab:lab-bios"
+    ]
     assert storage.host_address == "192.168.78.50/24"
     commands = san.setup_commands(storage)
     assert ["ip", "-n", "ni-lab-0000abcd", "addr", "add", "192.168.78.1/24", "dev", "br1"] in (
@@ -185,3 +187,17 @@ def test_the_lab_san_commands() -> None:
     lun = san.target_commands(storage, Path("/lab/disk.img"))[1]
     assert lun[:3] == ["tgtadm", "-C", "12345"]
     assert lun[-4:] == ["--lun", "1", "-b", "/lab/disk.img"]
+
+
+def test_the_lab_san_with_two_portals() -> None:
+    from netinstall.lab import san
+
+    storage = san.new_storage("ni-lab-0000abcd", "lab-uefi", portals=2)
+    assert [p.split(":")[1] for p in storage.root_paths] == ["192.168.78.1", "192.168.78.2"]
+    assert ["ip", "-n", "ni-lab-0000abcd", "addr", "add", "192.168.78.2/24", "dev", "br1"] in (
+        san.setup_commands(storage)
+    )
+    first = san.target_commands(storage, Path("/lab/disk.img"))[0]
+    assert first[-4:] == ["--mode", "portal", "--param", "portal=192.168.78.2:3260"]
+    with pytest.raises(NetinstallError, match="1 to 2 portals"):
+        san.new_storage("ni-lab-0000abcd", "lab-uefi", portals=3)

@@ -129,3 +129,59 @@ def test_uefi_san_installs_boot_xen_as_an_efi_application_with_its_xen_cfg() -> 
     assert " use_ibft " in kernel
     plain = render.ipxe_script(HOST, PROFILE, SETTINGS).split(":uefi", 1)[1]
     assert "grubx64.efi" in plain  # hosts without a SAN keep GRUB
+
+
+ROOT_B = "iscsi:192.168.78.2::3260:1:iqn.2026-12.org.netinstall:lab01"
+SAN_MULTIPATH_PROFILE = replace(SAN_PROFILE, multipath=True)
+TWO_PATHS = replace(SAN_HOST.san, paths=(ROOT_B,))  # type: ignore[type-var]
+
+
+def test_a_lun_over_two_portals_is_hooked_and_booted_over_both() -> None:
+    host = replace(SAN_HOST, san=TWO_PATHS)
+    install = render.ipxe_script(host, SAN_MULTIPATH_PROFILE, SETTINGS).splitlines()
+    assert any(line.startswith(f"sanhook --drive 0x80 {ROOT} {ROOT_B} || ") for line in install)
+    local = replace(host, netboot_armed=False, state=State.INSTALLED, token=None)
+    lines = render.ipxe_script(local, SAN_MULTIPATH_PROFILE, SETTINGS).splitlines()
+    assert f"sanboot --drive 0x80 {ROOT} {ROOT_B}" in lines
+
+
+@pytest.mark.parametrize(
+    ("paths", "words"),
+    [
+        (("iscsi:192.168.78.2::3260:2:iqn.2026-12.org.netinstall:lab01",), "names LUN 2 of"),
+        (("iscsi:192.168.78.2::3260:1:iqn.2026-12.org.netinstall:other",), "every path must"),
+        ((ROOT,), "repeats the portal 192.168.78.1:3260"),
+        ((ROOT_B, ROOT_B), "repeats the portal 192.168.78.2:3260"),
+        (("iscsi:192.168.78.2::3260:1",), "RFC 4173"),
+        (tuple(ROOT_B.replace(".2:", f".{n}:") for n in range(2, 6)), "at most 4 paths"),
+    ],
+)
+def test_bad_further_paths_are_named(paths: tuple[str, ...], words: str) -> None:
+    with pytest.raises(InputError, match=words):
+        san_target(replace(TWO_PATHS, paths=paths))
+
+
+def test_several_paths_need_a_multipath_profile(tmp_path: Path) -> None:
+    with Registry.open(tmp_path) as registry:
+        registry.add_profile(SAN_PROFILE)
+        with pytest.raises(InputError, match="its root LUN has 2 paths, but profile 'san' has no"):
+            registry.add_host(HOST.mac, profile="san", san=TWO_PATHS)
+        registry.update_profile(SAN_MULTIPATH_PROFILE)
+        added = registry.add_host(HOST.mac, profile="san", san=TWO_PATHS)
+        stored = registry.get_host(HOST.mac)
+        assert stored is not None
+        assert stored.san == added.san == TWO_PATHS  # the paths survive the JSON column
+        with pytest.raises(InputError, match="has no multipath"):
+            registry.update_profile(SAN_PROFILE)  # would strand the host's second path
+        assert registry.get_profile("san") == SAN_MULTIPATH_PROFILE
+
+
+def test_a_profile_update_to_san_boot_needs_every_host_s_lun(tmp_path: Path) -> None:
+    with Registry.open(tmp_path) as registry:
+        registry.add_profile(replace(SAN_PROFILE, san_boot=False))
+        registry.add_host(HOST.mac, profile="san")
+        with pytest.raises(InputError, match=f"host {HOST.mac}: profile 'san' boots from a SAN"):
+            registry.update_profile(SAN_PROFILE)
+        found = registry.get_profile("san")
+        assert found is not None
+        assert not found.san_boot
