@@ -13,7 +13,9 @@ server serves files). Two modes:
 
 Hosts whose profile chose the iPXE chain get ``<http_base>/ipxe/<mac>`` as boot
 file, but only on requests that say user-class iPXE (option 175 or 77); their
-firmware's own request still gets the seed's loader.
+firmware's own request still gets the seed's loader. SAN hosts (``load_ipxe_hosts``)
+get iPXE itself on their firmware's request instead (``undionly.kpxe``, ``ipxe.efi``),
+in both modes: only iPXE hooks the LUN and publishes the iBFT.
 """
 
 from __future__ import annotations
@@ -188,7 +190,7 @@ class DnsmasqConfig:
                 f"dhcp-boot=tag:efi64,tag:!chain-ipxe{load},grubx64.efi,,{server}",
             ]
         else:
-            service = "pxe-service=tag:!chain-ipxe"
+            service = f"pxe-service=tag:!chain-ipxe{load}"
             lines += [
                 f"dhcp-range={','.join([self.range_start, 'proxy', *mask])}",
                 # x86PC: dnsmasq/PXE append the layer suffix ".0"; names with a dot are kept.
@@ -196,6 +198,13 @@ class DnsmasqConfig:
                 f'{service},BC_EFI,"netinstall",grubx64.efi,{server}',  # client-arch 7
                 f'{service},X86-64_EFI,"netinstall",grubx64.efi,{server}',  # client-arch 9
             ]
+            if self.load_ipxe_hosts:  # their firmware loads iPXE first, as in full mode
+                service = "pxe-service=tag:load-ipxe"
+                lines += [
+                    f'{service},x86PC,"netinstall iPXE",undionly.kpxe,{server}',
+                    f'{service},BC_EFI,"netinstall iPXE",ipxe.efi,{server}',
+                    f'{service},X86-64_EFI,"netinstall iPXE",ipxe.efi,{server}',
+                ]
         if self.ipv6_ra_prefix is not None:
             lines += ["enable-ra", f"dhcp-range={self.ipv6_ra_prefix},ra-only"]
         return "\n".join(lines) + "\n"

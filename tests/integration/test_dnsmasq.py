@@ -36,8 +36,9 @@ GRUB_MODULES = (
     Path.home() / ".cache/netinstall/work/netboot/grub-efi-amd64-bin/usr/lib/grub/x86_64-efi"
 )
 # A PXE client's two steps against a proxy-DHCP server: a DHCPDISCOVER (port 68 -> 67,
-# broadcast) and, as PXE does, a DHCPREQUEST to the boot server's port 4011 (with boot item
-# 0x8000 layer 0 if the offer carried a PXE menu, option 43.9). Prints the replies as JSON.
+# broadcast) and, as PXE does, a DHCPREQUEST to the boot server's port 4011 (with the first
+# item of the offer's PXE menu, option 43.9, layer 0, if it had one). Prints the replies as
+# JSON.
 PXE_CLIENT = """
 import json, os, socket, struct, sys
 iface, mac, arch, ipxe = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
@@ -62,8 +63,9 @@ def exchange(packet, to):
         if data[4:8] == xid:
             break
     pxe_options = options(options(data[240:]).get(43, b""))
+    menu = pxe_options.get(9, b"")  # items: type (2 bytes), length, description
     return {"siaddr": socket.inet_ntoa(data[20:24]), "menu": 9 in pxe_options,
-            "file": data[108:236].split(bytes(1))[0].decode()}
+            "item": menu[:2].hex(), "file": data[108:236].split(bytes(1))[0].decode()}
 
 def options(data):
     found, i = {}, 0
@@ -76,7 +78,8 @@ def options(data):
     return found
 
 offer = exchange(head + cookie + opts + bytes([255]), ("255.255.255.255", 67))
-item = bytes([43, 7, 71, 4, 0x80, 0, 0, 0, 255]) if offer["menu"] else b""
+chosen = bytes.fromhex(offer.pop("item") or "8000")  # the menu's first (only) item
+item = bytes([43, 7, 71, 4, *chosen, 0, 0, 255]) if offer["menu"] else b""
 request = head[:12] + socket.inet_aton(sys.argv[5]) + head[16:] + cookie
 request += bytes([53, 1, 3]) + opts[3:] + item + bytes([255])
 boot = exchange(request, (sys.argv[6], 4011)) if offer["menu"] or not offer["file"] else None
@@ -258,6 +261,33 @@ def test_proxy_ipxe_chain(net: Net, proxy_dnsmasq: Dnsmasq) -> None:
     assert got["boot"] is None
     assert pxe(net, IPXE_MAC, 0)["boot"]["file"] == "pxelinux.0"
     assert proxy_dnsmasq.running
+
+
+@pytest.fixture
+def proxy_san_dnsmasq(net: Net, full_dnsmasq: Dnsmasq) -> Iterator[Dnsmasq]:
+    """Proxy-DHCP with the iPXE host a SAN host: its firmware is to load iPXE first."""
+    full_dnsmasq.stop()
+    ip("-n", net.client_ns, "addr", "add", "192.168.77.99/24", "dev", "cli0")
+    san = config(net, "proxy", load_ipxe_hosts=(IPXE_MAC,))
+    try:
+        with Dnsmasq(san, net.workdir / "proxy-san", netns=net.server_ns) as proxy:
+            yield proxy
+    finally:
+        ip("-n", net.client_ns, "addr", "flush", "dev", "cli0")
+
+
+@pytest.mark.parametrize(
+    ("arch", "loader"), [(0, "undionly.kpxe"), (7, "ipxe.efi"), (9, "ipxe.efi")]
+)
+def test_proxy_san_host_firmware_loads_ipxe_first(
+    net: Net, proxy_san_dnsmasq: Dnsmasq, arch: int, loader: str
+) -> None:
+    got = pxe(net, IPXE_MAC, arch)
+    assert got["boot"]["file"] == loader  # a name with a dot: no layer suffix added
+    assert got["boot"]["siaddr"] == SERVER
+    assert pxe(net, IPXE_MAC, arch, ipxe=True)["offer"]["file"] == IPXE_URL  # then its script
+    other = pxe(net, "52:54:00:77:01:30", arch)["boot"]["file"]  # other hosts: the seed chain
+    assert other == ("pxelinux.0" if arch == 0 else "grubx64.efi")
 
 
 def test_start_failure_says_why(net: Net) -> None:

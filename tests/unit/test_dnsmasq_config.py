@@ -96,6 +96,17 @@ def test_san_hosts_get_ipxe_first_when_their_firmware_is_not_ipxe() -> None:
         full(load_ipxe_hosts=["52:54:00:00:00:09"])
 
 
+def test_proxy_mode_gives_san_hosts_ipxe_first() -> None:
+    config = proxy(ipxe_hosts=["52:54:00:00:00:01"], load_ipxe_hosts=["52:54:00:00:00:01"])
+    lines = config.render().splitlines()
+    assert (
+        'pxe-service=tag:!chain-ipxe,tag:!load-ipxe,x86PC,"netinstall",pxelinux,192.168.77.1'
+        in (lines)
+    )
+    assert 'pxe-service=tag:load-ipxe,x86PC,"netinstall iPXE",undionly.kpxe,192.168.77.1' in lines
+    assert 'pxe-service=tag:load-ipxe,X86-64_EFI,"netinstall iPXE",ipxe.efi,192.168.77.1' in lines
+
+
 def test_proxy_mode() -> None:
     text = proxy().render()
     assert text == FULL_HEAD + (
