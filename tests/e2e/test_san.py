@@ -11,7 +11,10 @@ loaded first, Xen as an EFI application for the installer) in make test-all.
 ``test_install_onto_a_multipathed_lun``: one LUN behind two SCSI paths; the installer
 (device_mapper_multipath=yes) installs onto the map, dom0 boots from it, then the lab
 removes a path on the QEMU monitor: the host keeps writing and reports the lost path
-(UEFI in make test; BIOS, where GRUB for i386-pc goes onto the map, in make test-all).
+then reboots on the one path left (UEFI in make test; BIOS, where GRUB for i386-pc goes
+onto the map, in make test-all). ``test_install_onto_an_iscsi_lun_over_two_portals``: the
+iscsi machine with its LUN behind two portals of the target, multipathed by the installer
+and dom0 over the iBFT's two targets; a portal goes away while it runs (make test-all).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import pytest
 
 from netinstall.lab import console, san
 from netinstall.lab.qemu import MAC_SUFFIX, Firmware
-from netinstall.lab.scenario import ISCSI, ISCSI_REFUSED, MULTIPATH, NO_IBFT
+from netinstall.lab.scenario import ISCSI, ISCSI_MULTIPATH, ISCSI_REFUSED, MULTIPATH, NO_IBFT
 from tests.e2e.conftest import run_scenario
 
 pytestmark = pytest.mark.e2e
@@ -73,5 +76,29 @@ def test_install_onto_a_multipathed_lun(built: Path, firmware: Firmware, tmp_pat
     assert "dom0's root map has two paths" in checked
     assert "a write on root synced" in checked
     assert "the host reported its paths" in checked
+    assert reached["lost path reported"] < reached["reboot on one path"]
+    assert reached["reboot on one path"] < reached["one path: checked in"]
+    assert "rebooted on one path: root /dev/mapper/" in checked
     serial = (tmp_path / "serial.log").read_text(errors="replace")
     assert "is multipath map mpatha" in serial
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+def test_install_onto_an_iscsi_lun_over_two_portals(
+    built: Path, firmware: Firmware, tmp_path: Path
+) -> None:
+    result = run_scenario(
+        built, firmware, console.RUNNING, 1800, tmp_path, scenario=ISCSI_MULTIPATH
+    )
+    reached = result.tracker.reached
+    assert reached["step iscsi"] < reached["step multipath"] < reached["step network"]
+    assert reached[console.RUNNING] < reached["path removed"] < reached["lost path reported"]
+    checked = "\n".join(result.checks)
+    assert "dom0's root map has two paths" in checked
+    assert "iSCSI portal 192.168.78.2 taken off the storage network" in checked
+    assert "a write on root synced" in checked
+    serial = (tmp_path / "serial.log").read_text(errors="replace")
+    assert "(first of 2 paths)" in serial  # the installer logged in over both
+    assert "over sda, sdb" in serial  # and its map holds both
