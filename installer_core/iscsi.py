@@ -384,12 +384,23 @@ def attach_ibft(ctx: InstallContext, system: System | None = None) -> None:
             nics[target.nic] = bring_up_storage_nic(ibft.nic(target.nic), host)
     state = SanState(ibft=ibft, storage_nics=nics)
     ctx.san = state
+    refused: list[InputError] = []
     for target in paths:
-        state.log_in(target.name, target.address, target.port, host, nic=target.nic)
+        try:
+            state.log_in(target.name, target.address, target.port, host, nic=target.nic)
+        except InputError as exc:
+            if len(paths) == 1:
+                raise
+            refused.append(exc)  # a path down: multipath works with the others
+            log.warning("path %s:%d is down, going on without it: %s",
+                        target.address, target.port, exc)  # fmt: skip
+    if len(refused) == len(paths):
+        raise refused[0]
     boot = ibft.boot_target
-    disk = wait_for_lun(boot.name, boot.lun, host, paths=len(paths))
+    up = len(paths) - len(refused)
+    disk = wait_for_lun(boot.name, boot.lun, host, paths=up)
     state.disks["iscsi:ibft"] = disk
-    over = f" (first of {len(paths)} paths)" if len(paths) > 1 else ""
+    over = f" (first of {up} paths)" if up > 1 else ""
     log.info("iBFT boot LUN: %s LUN %s is %s%s", boot.name, boot.lun, disk, over)
 
 

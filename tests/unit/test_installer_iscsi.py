@@ -222,6 +222,32 @@ def test_every_path_must_show_the_lun(tmp_path: Path) -> None:
         iscsi.attach_ibft(ctx, system)
 
 
+def test_one_path_down_of_two_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    system = sysfs(tmp_path)
+    system.runner = FakeRunner(results={"iscsistart": lambda a: 8 if "192.168.78.1" in a else ""})
+    ibft_tree(system.ibft)
+    add_path(system.ibft, 1, "192.168.78.2")
+    add_session(system.sessions, luns={1: "sdb"})  # the one session that came up
+    ctx = make_ctx(tmp_path, "install use_ibft device_mapper_multipath=yes")
+    iscsi.attach_ibft(ctx, system)
+    assert ctx.san is not None
+    assert ctx.san.disks == {"iscsi:ibft": Path("/dev/sdb")}
+    assert ctx.san.paths_to(TARGET) == 1
+    assert "path 192.168.78.1:3260 is down, going on without it" in caplog.text
+
+
+def test_every_path_down_is_the_first_path_s_error(tmp_path: Path) -> None:
+    system = sysfs(tmp_path)
+    system.runner = FakeRunner(results={"iscsistart": 8})
+    ibft_tree(system.ibft)
+    add_path(system.ibft, 1, "192.168.78.2")
+    ctx = make_ctx(tmp_path, "install use_ibft device_mapper_multipath=yes")
+    with pytest.raises(InputError, match=f"iSCSI login to {TARGET} at 192.168.78.1:3260"):
+        iscsi.attach_ibft(ctx, system)
+
+
 def test_without_multipath_only_the_first_path_is_used(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
