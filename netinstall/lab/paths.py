@@ -12,9 +12,11 @@ After the host installed onto its two-path LUN booted and reported running:
    the root filesystem (I/O goes on through the other path), and make the agent
    check in now, so the host reports its paths to the server;
 4. the server's record of the host names the map with one working path left;
-5. with QEMU's paths (the device is gone for good): reboot on the one path left,
-   and see dom0 come up with its root on the map again, one path under it, and
-   the agent check in from that boot.
+5. reboot with the path still gone (the firmware boots over the one left: iPXE
+   tries every sanboot URI, the iBFT still names both portals and dom0's
+   ``iscsistart -b`` goes on past the one that does not answer), and see dom0 come
+   up with its root on the map again, one path under it, and the agent check in
+   from that boot.
 
 Every milestone goes into the run's tracker.
 """
@@ -105,10 +107,8 @@ def lose_a_path(
     server_dir: Path,
     checks: list[str],
     remove: Callable[[], str],
-    reboot: bool,
 ) -> str | None:
-    """Steps 1 to 4 (and 5 with ``reboot``) of the module docstring; None when all of it
-    held, else why not."""
+    """Steps 1 to 5 of the module docstring; None when all of it held, else why not."""
     if machine.console is None:
         raise NetinstallError("the multipath scenario needs a console socket")
     shell = SerialShell(machine.console, machine.serial)
@@ -137,7 +137,7 @@ def lose_a_path(
             return why
         tracker.reached["lost path reported"] = follower.now()
         checks.append(f"the host reported its paths: {reported}")
-        return _reboot_on_one_path(follower, shell, tracker, server_dir, checks) if reboot else None
+        return _reboot_on_one_path(follower, shell, tracker, server_dir, checks)
     finally:
         shell.close()
 

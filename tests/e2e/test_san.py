@@ -99,6 +99,8 @@ def test_install_onto_an_iscsi_lun_over_two_portals(
     assert "dom0's root map has two paths" in checked
     assert "iSCSI portal 192.168.78.2 taken off the storage network" in checked
     assert "a write on root synced" in checked
+    assert reached["lost path reported"] < reached["reboot on one path"]
+    assert "rebooted on one path: root /dev/mapper/" in checked
     serial = (tmp_path / "serial.log").read_text(errors="replace")
     assert "(first of 2 paths)" in serial  # the installer logged in over both
     assert "over sda, sdb" in serial  # and its map holds both
