@@ -203,6 +203,26 @@ def test_a_san_profile_and_its_hosts_root_lun(tmp_path: Path, session: Session) 
     assert "storage NIC 10.0.0.5/24" in shown
     document = json.loads(session.run("host", "show", MAC, "--json").stdout)
     assert document["san"]["root_path"] == lun
+    # one path: dropping multipath is allowed
+    session.run("profile", "add", "san", "--template", str(template), "--update", "--san-boot")
+    other = "52:54:00:12:34:99"
+    second = lun.replace("10.0.0.1", "10.0.1.1")
+    session.fails(
+        "host", "add", other, "--profile", "san", "--san-target", lun, "--san-target", second,
+        expect="has no multipath",
+    )  # fmt: skip
+    session.run("profile", "add", "san", "--template", str(template), "--update", "--san-boot",
+                "--multipath")  # fmt: skip
+    added = session.run(
+        "host", "add", other, "--profile", "san", "--san-target", lun, "--san-target", second
+    )
+    assert f"root LUN {lun} + {second}" in added.stdout
+    document = json.loads(session.run("host", "show", other, "--json").stdout)
+    assert document["san"]["paths"] == [second]
+    session.fails(
+        "profile", "add", "san", "--template", str(template), "--update", "--san-boot",
+        expect=f"host {other}: its root LUN has 2 paths",
+    )  # fmt: skip
 
 
 def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, session: Session) -> None:
