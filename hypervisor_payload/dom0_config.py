@@ -132,12 +132,36 @@ COMPRESS=zstd
 # sanhook, an iSCSI boot ROM), log in to the target it names, exactly as the
 # ``iscsi_auto`` kernel parameter asks. Without an iBFT nothing happens, so
 # local-disk hosts boot as before.
+#
+# Several iBFT targets are several paths to the root LUN (iPXE sanhook with one
+# URI per portal: iSCSI multipath). Then ``iscsistart -b`` (the script's login
+# call, run in this shell) gets open-iscsi's settings for sessions under
+# dm-multipath: a path that does not answer is given up after a few login
+# attempts (iscsistart's boot default is 30, minutes per dead portal: one fabric
+# down would hold every boot), NOP-Outs notice a path that dies later (off by
+# default for boot sessions), and a failed path hands its I/O back after 15 s so
+# multipath moves it to the others. One target keeps the defaults: there a
+# session must ride out a storage outage rather than fail the root filesystem.
 ISCSI_INITRAMFS = """\
 # netinstall: boot from the iSCSI LUN named by the firmware's iBFT when there is one.
 # Manual alternative: iscsi_auto, or root=iscsi:... / iscsi_target_ip=... on the
 # kernel command line.
 if [ -z "$ISCSI_AUTO" ] && [ -d /sys/firmware/ibft/target0 ]; then
 	ISCSI_AUTO=true
+fi
+# Several paths to the root LUN (multipath): no path may hold the boot or the I/O.
+if [ -d /sys/firmware/ibft/target1 ]; then
+	iscsistart() {
+		if [ "$1" = "-b" ]; then
+			/sbin/iscsistart "$@" \\
+				-P 'node.session.initial_login_retry_max=4' \\
+				-P 'node.conn[0].timeo.noop_out_interval=5' \\
+				-P 'node.conn[0].timeo.noop_out_timeout=5' \\
+				-P 'node.session.timeo.replacement_timeout=15'
+		else
+			/sbin/iscsistart "$@"
+		fi
+	}
 fi
 """
 
