@@ -236,11 +236,18 @@ def set_root_password(root: Path, hashed: str | None) -> None:
         log.info("no root-password: root stays locked until a password is set")
 
 
+# systemd gives a device in fstab 90 s to show up, then drops into emergency mode. A
+# SAN LUN's paths, a slow controller or an emulated machine under load can take longer
+# (the root is the initramfs's business: it waits for it by itself).
+DEVICE_TIMEOUT = "x-systemd.device-timeout=5min"
+
+
 def fstab_text(uuids: dict[str, str]) -> str:
+    late = f",{DEVICE_TIMEOUT}"
     rows = [("root", "/", "ext4", "errors=remount-ro", "0 1")]
-    rows += [("logs", "/var/log", "ext4", "defaults", "0 2")] if "logs" in uuids else []
-    rows += [("esp", "/boot/efi", "vfat", "umask=0077", "0 1")] if "esp" in uuids else []
-    rows += [("swap", "none", "swap", "sw", "0 0")] if "swap" in uuids else []
+    rows += [("logs", "/var/log", "ext4", "defaults" + late, "0 2")] if "logs" in uuids else []
+    rows += [("esp", "/boot/efi", "vfat", "umask=0077" + late, "0 1")] if "esp" in uuids else []
+    rows += [("swap", "none", "swap", "sw" + late, "0 0")] if "swap" in uuids else []
     lines = [
         f"UUID={uuids[use]}\t{where}\t{fs}\t{opts}\t{passes}"
         for use, where, fs, opts, passes in rows

@@ -209,9 +209,9 @@ def test_fstab_by_uuid() -> None:
     uuids = {"root": "R", "backup": "B", "logs": "L", "esp": "E", "swap": "S"}
     assert configure.fstab_text(uuids).splitlines()[1:] == [
         "UUID=R\t/\text4\terrors=remount-ro\t0 1",
-        "UUID=L\t/var/log\text4\tdefaults\t0 2",
-        "UUID=E\t/boot/efi\tvfat\tumask=0077\t0 1",
-        "UUID=S\tnone\tswap\tsw\t0 0",
+        "UUID=L\t/var/log\text4\tdefaults,x-systemd.device-timeout=5min\t0 2",
+        "UUID=E\t/boot/efi\tvfat\tumask=0077,x-systemd.device-timeout=5min\t0 1",
+        "UUID=S\tnone\tswap\tsw,x-systemd.device-timeout=5min\t0 0",
     ]
     assert len(configure.fstab_text({"root": "R", "backup": "B"}).splitlines()) == 2
 
