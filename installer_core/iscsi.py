@@ -137,10 +137,6 @@ class SanState:
         login(self.ibft.initiator, target, address, port, host)
         self.logged_in.append((target, address, port))
 
-    def paths_to(self, target: str) -> int:
-        """How many portals of ``target`` this run logged in to."""
-        return sum(1 for name, _address, _port in self.logged_in if name == target)
-
 
 # --- reading the iBFT (pure over a sysfs tree) -------------------------------------
 

@@ -89,14 +89,13 @@ def _root_path(text: str, problems: list[str]) -> IscsiTarget | None:
 
 
 def _same_lun(first: IscsiTarget, other: IscsiTarget, text: str, problems: list[str]) -> None:
-    """A further path must reach the first one's LUN through another portal."""
+    """A further path must reach the first one's LUN (through another portal: the
+    caller's check of portals)."""
     if (other.target, other.lun) != (first.target, first.lun):
         problems.append(
             f"SAN path {text!r} names LUN {other.lun} of {other.target}; every path must "
             f"reach the root LUN, LUN {first.lun} of {first.target}"
         )
-    elif (other.server, other.port) == (first.server, first.port):
-        problems.append(f"SAN path {text!r} repeats the portal {first.server}:{first.port}")
 
 
 def san_target(san: SanTarget | None) -> SanTarget | None:
@@ -111,7 +110,7 @@ def san_target(san: SanTarget | None) -> SanTarget | None:
         problems.append(
             f"a root LUN takes at most {MAX_SAN_PATHS} paths, not {len(san.root_paths)}"
         )
-    seen = set()
+    seen = {(first.server, first.port)} if first is not None else set()
     for text in san.paths:
         other = _root_path(text, problems)
         if first is not None and other is not None:

@@ -208,7 +208,7 @@ def test_with_multipath_the_installer_logs_in_over_every_path(tmp_path: Path) ->
     iscsi.attach_ibft(ctx, system)
     assert _login_portals(system) == ["192.168.78.1", "192.168.78.2"]
     assert ctx.san is not None
-    assert ctx.san.paths_to(TARGET) == 2
+    assert [t for t, _a, _p in ctx.san.logged_in] == [TARGET, TARGET]
     assert ctx.san.disks == {"iscsi:ibft": Path("/dev/sda")}
 
 
@@ -234,7 +234,7 @@ def test_one_path_down_of_two_is_a_warning(
     iscsi.attach_ibft(ctx, system)
     assert ctx.san is not None
     assert ctx.san.disks == {"iscsi:ibft": Path("/dev/sdb")}
-    assert ctx.san.paths_to(TARGET) == 1
+    assert ctx.san.logged_in == [(TARGET, "192.168.78.2", 3260)]
     assert "path 192.168.78.1:3260 is down, going on without it" in caplog.text
 
 
