@@ -152,7 +152,7 @@ INSTALLATION_CHILDREN: tuple[Element, ...] = (
     Element("timezone", "a tz database name, e.g. Europe/London"),
     Element(
         "network-backend",
-        "bridge (default) or openvswitch (alias vswitch)",
+        "bridge (default) or openvswitch (alias vswitch); only openvswitch starts Open vSwitch",
         text_values=("bridge", "openvswitch", "vswitch"),
     ),
     Element(

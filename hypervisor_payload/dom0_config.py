@@ -198,6 +198,8 @@ STAGE1_LATE_FILES: dict[str, str] = {
 
 SSH_KEYS_UNIT = """\
 # netinstall: the image carries no SSH host keys; each host makes its own.
+# At idle priority: the RSA key takes a slow CPU more than a minute, and the
+# first boot's SR and running report should not wait behind it (only sshd does).
 [Unit]
 Description=netinstall: generate missing SSH host keys
 Before=ssh.service
@@ -207,6 +209,9 @@ ConditionPathExists=/usr/bin/ssh-keygen
 Type=oneshot
 ExecStart=/usr/bin/ssh-keygen -A
 RemainAfterExit=yes
+Nice=19
+CPUSchedulingPolicy=idle
+IOSchedulingClass=idle
 
 [Install]
 WantedBy=multi-user.target ssh.service
@@ -215,6 +220,21 @@ WantedBy=multi-user.target ssh.service
 # Our own units, written in stage 2 next to hypervisor_payload/dom0/systemd's.
 GENERATED_UNITS: dict[str, str] = {
     "netinstall-ssh-keys.service": SSH_KEYS_UNIT,
+}
+
+# systemd's 90 s wait for a device is too short for a SAN LUN, a path that is
+# failing over or a loaded machine: past it a boot ends in emergency mode (fstab
+# entries also say so, with x-systemd.device-timeout; this covers the rest, such
+# as the console hvc0).
+SYSTEM_CONF = """\
+# netinstall: give devices 5 minutes to appear before a boot gives up on them.
+[Manager]
+DefaultDeviceTimeoutSec=5min
+"""
+
+# Written in stage 2, next to the units.
+SYSTEM_FILES: dict[str, str] = {
+    "etc/systemd/system.conf.d/netinstall.conf": SYSTEM_CONF,
 }
 
 # Written in stage 2: no host identity in the image.

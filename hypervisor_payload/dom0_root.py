@@ -331,6 +331,8 @@ def install_netinstall_files(dom0: Dom0Root, version: str) -> list[str]:
     for name, text in config.GENERATED_UNITS.items():
         _write(unit_dir, name, text)
         units.append(name)
+    for relative, text in config.SYSTEM_FILES.items():
+        _write(root, relative, text)
     xen = dom0.packages.get("xen-hypervisor-4.17-amd64", "unknown")
     release = config.release_text(version, dom0.build_id, dom0.kernel_release, xen)
     _write(root, "etc/netinstall-release", release)

@@ -8,10 +8,12 @@ unchanged is skipped.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -90,6 +92,23 @@ def _up_to_date(builder: Builder, ctx: BuildContext, key: str) -> bool:
     return all((ctx.out / builder.TARGET / name).exists() for name in builder.OUTPUTS)
 
 
+LOCK = "build.lock"
+
+
+@contextmanager
+def one_build_at_a_time(cache: Path, progress: Progress) -> Iterator[None]:
+    """Builds share the cache (and may share an output): a second one waits for the first,
+    e.g. two end-to-end test workers, or a shell's ``make images`` beside a test run."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / LOCK).open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress.step("images", f"waiting for another build ({cache / LOCK} is held)")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def build(
     out: Path,
     cache: Path,
@@ -105,6 +124,29 @@ def build(
     all_builders = builders()
     if only is not None and only not in all_builders:
         raise InputError(f"--only {only}: expected one of {', '.join(all_builders)}")
+    with one_build_at_a_time(cache, progress):
+        return _build(
+            out,
+            cache,
+            progress,
+            only=only,
+            payload_version=payload_version,
+            mirror=mirror,
+            security_mirror=security_mirror,
+        )
+
+
+def _build(
+    out: Path,
+    cache: Path,
+    progress: Progress,
+    *,
+    only: str | None,
+    payload_version: str | None,
+    mirror: str | None,
+    security_mirror: str | None,
+) -> list[Outcome]:
+    all_builders = builders()
     found_mirror = debian.discover_mirror(mirror, security_mirror)
     progress.step("images", f"mirror {found_mirror.archive}, security {found_mirror.security}")
     packages = sorted({p for b in all_builders.values() for p in b.PACKAGES})

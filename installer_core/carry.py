@@ -229,6 +229,7 @@ def carry_settings(ctx: InstallContext) -> None:
     if entry is not None:
         replace_root_entry(root / SHADOW, entry)
     admin = apply_answer(ctx, root)
+    configure.enable_openvswitch(root)
     hostname = answer.hostname or _text(existing.firstboot.get("hostname"))
     rearm_first_boot(ctx, root, ctx.payload_version, admin, hostname)
     log.info("carried over to the new root: %s", ", ".join(names) or "nothing")

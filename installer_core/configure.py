@@ -35,6 +35,14 @@ SALT_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 BRIDGE = "xenbr0"
 BY_ID = Path("/dev/disk/by-id")
 SYS_NET = Path("/sys/class/net")
+# Open vSwitch's one enabled unit; it pulls in ovsdb-server and ovs-vswitchd, which
+# order themselves before networking.service.
+OVS_UNIT = "openvswitch-switch.service"
+OVS_WANTS = (
+    "etc/systemd/system/multi-user.target.wants",  # the symlink systemctl enable makes
+    # deb-systemd-helper's record (an empty file), so a package upgrade keeps the choice
+    "var/lib/systemd/deb-systemd-helper-enabled/multi-user.target.wants",
+)
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -130,6 +138,39 @@ def write_network(root: Path, answer: AnswerFile, nic: str) -> None:
         root / f"etc/network/interfaces.d/{BRIDGE}",
         interfaces_text(admin, nic, answer.network_backend),
     )
+
+
+def uses_openvswitch(root: Path) -> bool:
+    """Whether the ifupdown configuration under ``root`` has an Open vSwitch stanza."""
+    network = root / "etc/network"
+    files = [network / "interfaces", *sorted((network / "interfaces.d").glob("*"))]
+    return any(
+        line.split()[:1] == ["ovs_type"]
+        for path in files
+        if path.is_file()
+        for line in path.read_text(errors="replace").splitlines()
+    )
+
+
+def enable_openvswitch(root: Path) -> None:
+    """Open vSwitch starts at boot only when the network configuration uses it.
+
+    Its daemons run before networking.service, so a host on the Linux bridge
+    would wait for a switch it never uses (more than a minute of a slow boot).
+    """
+    wanted = uses_openvswitch(root)
+    unit = Path("/lib/systemd/system") / OVS_UNIT
+    link, record = (root / wants / OVS_UNIT for wants in OVS_WANTS)
+    if wanted:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(unit)
+        record.touch()
+    else:
+        link.unlink(missing_ok=True)
+        record.unlink(missing_ok=True)
+    log.info("Open vSwitch %s at boot", "starts" if wanted else "does not start")
 
 
 def write_dns(root: Path, name_servers: tuple[str, ...], proto: Proto) -> None:
@@ -335,6 +376,7 @@ def configure_system(ctx: InstallContext) -> None:
     iscsi.check_storage_nic(ctx, [nic], "the management interface")
     multipath.write_dom0_config(ctx, root)
     write_network(root, answer, nic)
+    enable_openvswitch(root)
     proto = answer.admin_interface.proto if answer.admin_interface else Proto.DHCP
     write_dns(root, answer.name_servers, proto)
     write_ntp(root, answer.ntp_servers)

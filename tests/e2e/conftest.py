@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -21,14 +22,42 @@ from netinstall.lab.scenario import Scenario
 from tests.conftest import REPO
 
 REPORTS: list[str] = []  # appended by run_scenario: a title line, then the phase table
+TABLES: list[str] = []  # every test's REPORTS, gathered where the terminal summary is written
+TABLE_PROPERTY = "lab phase table"
+
+
+@pytest.fixture(autouse=True)
+def _phase_tables(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test's phase tables ride on its report, so they reach the controller under xdist."""
+    before = len(REPORTS)
+    yield
+    request.node.user_properties += [(TABLE_PROPERTY, r) for r in REPORTS[before:]]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        TABLES.extend(
+            str(value) for name, value in report.user_properties if name == TABLE_PROPERTY
+        )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first (by the time limit each test gives itself): with ``-n 2`` the long
+    upgrade and installs start at once, and the short runs fill in at the end."""
+    items.sort(key=lambda item: -_time_limit(item))
+
+
+def _time_limit(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    return float(marker.args[0]) if marker is not None and marker.args else 0.0
 
 
 def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
-    if not REPORTS:
+    if not TABLES:
         return
     terminalreporter.section("lab phase tables")
-    for report in REPORTS:
-        terminalreporter.write_line(report)
+    for table in TABLES:
+        terminalreporter.write_line(table)
         terminalreporter.write_line("")
 
 

@@ -136,6 +136,7 @@ def test_dom0_archive_holds_xen_tools_and_our_services(dom0_listing: set[str]) -
         "./etc/systemd/system/netinstall-firstboot.service",
         "./etc/systemd/system/multi-user.target.wants/netinstall-firstboot.service",
         "./etc/systemd/system/netinstall-ssh-keys.service",
+        "./etc/systemd/system.conf.d/netinstall.conf",
         "./etc/netinstall-release",
         "./usr/sbin/grub-install",
         "./usr/sbin/iscsiadm",

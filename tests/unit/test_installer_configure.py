@@ -138,6 +138,42 @@ def test_interfaces_file_sources_interfaces_d(root: Path) -> None:
     assert (root / "etc/network/interfaces").read_text().count("source") == 1
 
 
+def _ovs_enabled(root: Path) -> tuple[bool, bool]:
+    link, record = (root / wants / configure.OVS_UNIT for wants in configure.OVS_WANTS)
+    return link.is_symlink(), record.is_file()
+
+
+@pytest.mark.parametrize(
+    ("backend", "enabled"),
+    [(NetworkBackend.BRIDGE, (False, False)), (NetworkBackend.OPENVSWITCH, (True, True))],
+)
+def test_open_vswitch_starts_only_when_the_network_uses_it(
+    root: Path, backend: NetworkBackend, enabled: tuple[bool, bool]
+) -> None:
+    link, record = (root / wants / configure.OVS_UNIT for wants in configure.OVS_WANTS)
+    link.parent.mkdir(parents=True)  # the image has it enabled, as the package leaves it
+    link.symlink_to("/lib/systemd/system/openvswitch-switch.service")
+    record.parent.mkdir(parents=True)
+    record.touch()
+    configure.write_network(root, AnswerFile(network_backend=backend), "eth0")
+    configure.enable_openvswitch(root)
+    assert _ovs_enabled(root) == enabled
+    configure.enable_openvswitch(root)  # a second time changes nothing
+    assert _ovs_enabled(root) == enabled
+
+
+def test_open_vswitch_enabled_again_for_an_ovs_stanza(root: Path) -> None:
+    configure.write_network(root, AnswerFile(network_backend=NetworkBackend.BRIDGE), "eth0")
+    configure.enable_openvswitch(root)
+    (root / "etc/network/interfaces").write_text(
+        "auto br1\niface br1 inet manual\n  ovs_type OVSBridge\n"
+    )
+    configure.enable_openvswitch(root)
+    link = root / configure.OVS_WANTS[0] / configure.OVS_UNIT
+    assert str(link.readlink()) == "/lib/systemd/system/openvswitch-switch.service"
+    assert _ovs_enabled(root) == (True, True)
+
+
 def test_admin_nic_by_mac(tmp_path: Path) -> None:
     for name, mac in (("eth0", "52:54:00:00:00:01"), ("eth1", "52:54:00:00:00:02")):
         (tmp_path / name).mkdir()
