@@ -11,9 +11,8 @@ loaded first, Xen as an EFI application for the installer) in make test-all.
 ``test_install_onto_a_multipathed_lun``: one LUN behind two SCSI paths; the installer
 (device_mapper_multipath=yes) installs onto the map, dom0 boots from it, then the lab
 removes a path on the QEMU monitor: the host keeps writing and reports the lost path
-then reboots on the one path left (both firmwares in make test-all: with the reboot the
-UEFI run takes about 16 minutes, which make test's 70-minute budget cannot hold; on BIOS
-GRUB for i386-pc goes onto the map). ``test_install_onto_an_iscsi_lun_over_two_portals``: the
+then reboots on the one path left (UEFI in make test; BIOS, where GRUB for i386-pc goes
+onto the map, in make test-all). ``test_install_onto_an_iscsi_lun_over_two_portals``: the
 iscsi machine with its LUN behind two portals of the target, multipathed by the installer
 and dom0 over the iBFT's two targets; a portal goes away while it runs (make test-all).
 """
@@ -66,9 +65,8 @@ def test_a_refused_login_fails_cleanly(built: Path, tmp_path: Path) -> None:
     assert any(check.startswith("disk untouched") for check in result.checks), result.checks
 
 
-@pytest.mark.slow  # make test-all: 16 minutes under TCG, past make test's 70-minute budget
 @pytest.mark.timeout(2400)
-@pytest.mark.parametrize("firmware", ["uefi", "bios"])
+@pytest.mark.parametrize("firmware", ["uefi", pytest.param("bios", marks=pytest.mark.slow)])
 def test_install_onto_a_multipathed_lun(built: Path, firmware: Firmware, tmp_path: Path) -> None:
     result = run_scenario(built, firmware, console.RUNNING, 1800, tmp_path, scenario=MULTIPATH)
     reached = result.tracker.reached
