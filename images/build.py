@@ -129,6 +129,7 @@ def build(
             out,
             cache,
             progress,
+            all_builders,
             only=only,
             payload_version=payload_version,
             mirror=mirror,
@@ -140,13 +141,13 @@ def _build(
     out: Path,
     cache: Path,
     progress: Progress,
+    all_builders: dict[str, Builder],
     *,
     only: str | None,
     payload_version: str | None,
     mirror: str | None,
     security_mirror: str | None,
 ) -> list[Outcome]:
-    all_builders = builders()
     found_mirror = debian.discover_mirror(mirror, security_mirror)
     progress.step("images", f"mirror {found_mirror.archive}, security {found_mirror.security}")
     packages = sorted({p for b in all_builders.values() for p in b.PACKAGES})

@@ -37,11 +37,12 @@ BY_ID = Path("/dev/disk/by-id")
 SYS_NET = Path("/sys/class/net")
 # Open vSwitch's one enabled unit; it pulls in ovsdb-server and ovs-vswitchd, which
 # order themselves before networking.service.
-OVS_UNIT = "openvswitch-switch.service"
-OVS_WANTS = (
-    "etc/systemd/system/multi-user.target.wants",  # the symlink systemctl enable makes
-    # deb-systemd-helper's record (an empty file), so a package upgrade keeps the choice
-    "var/lib/systemd/deb-systemd-helper-enabled/multi-user.target.wants",
+OVS_UNIT = "/lib/systemd/system/openvswitch-switch.service"
+# The symlink systemctl enable makes, and deb-systemd-helper's record of it (an empty
+# file), so that a package upgrade keeps the choice.
+OVS_LINK = "etc/systemd/system/multi-user.target.wants/openvswitch-switch.service"
+OVS_RECORD = (
+    "var/lib/systemd/deb-systemd-helper-enabled/multi-user.target.wants/openvswitch-switch.service"
 )
 
 
@@ -159,13 +160,12 @@ def enable_openvswitch(root: Path) -> None:
     would wait for a switch it never uses (more than a minute of a slow boot).
     """
     wanted = uses_openvswitch(root)
-    unit = Path("/lib/systemd/system") / OVS_UNIT
-    link, record = (root / wants / OVS_UNIT for wants in OVS_WANTS)
+    link, record = root / OVS_LINK, root / OVS_RECORD
     if wanted:
         link.parent.mkdir(parents=True, exist_ok=True)
         record.parent.mkdir(parents=True, exist_ok=True)
         if not link.is_symlink():
-            link.symlink_to(unit)
+            link.symlink_to(OVS_UNIT)
         record.touch()
     else:
         link.unlink(missing_ok=True)

@@ -139,8 +139,7 @@ def test_interfaces_file_sources_interfaces_d(root: Path) -> None:
 
 
 def _ovs_enabled(root: Path) -> tuple[bool, bool]:
-    link, record = (root / wants / configure.OVS_UNIT for wants in configure.OVS_WANTS)
-    return link.is_symlink(), record.is_file()
+    return (root / configure.OVS_LINK).is_symlink(), (root / configure.OVS_RECORD).is_file()
 
 
 @pytest.mark.parametrize(
@@ -150,7 +149,7 @@ def _ovs_enabled(root: Path) -> tuple[bool, bool]:
 def test_open_vswitch_starts_only_when_the_network_uses_it(
     root: Path, backend: NetworkBackend, enabled: tuple[bool, bool]
 ) -> None:
-    link, record = (root / wants / configure.OVS_UNIT for wants in configure.OVS_WANTS)
+    link, record = root / configure.OVS_LINK, root / configure.OVS_RECORD
     link.parent.mkdir(parents=True)  # the image has it enabled, as the package leaves it
     link.symlink_to("/lib/systemd/system/openvswitch-switch.service")
     record.parent.mkdir(parents=True)
@@ -169,7 +168,7 @@ def test_open_vswitch_enabled_again_for_an_ovs_stanza(root: Path) -> None:
         "auto br1\niface br1 inet manual\n  ovs_type OVSBridge\n"
     )
     configure.enable_openvswitch(root)
-    link = root / configure.OVS_WANTS[0] / configure.OVS_UNIT
+    link = root / configure.OVS_LINK
     assert str(link.readlink()) == "/lib/systemd/system/openvswitch-switch.service"
     assert _ovs_enabled(root) == (True, True)
 

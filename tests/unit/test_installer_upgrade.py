@@ -169,7 +169,7 @@ def new_payload(root: Path) -> Path:
     write(root, "etc/shadow", "root:*:19500:0:99999:7:::\nnew:*:1::::::\n", 0o640)
     write(root, "etc/network/interfaces.d/payload-default", "# the payload's\n")
     write(root, "etc/ssh/sshd_config", "# the new version's\n")
-    link = root / configure.OVS_WANTS[0] / configure.OVS_UNIT  # enabled, as in the image
+    link = root / configure.OVS_LINK  # enabled, as in the image
     link.parent.mkdir(parents=True)
     link.symlink_to("/lib/systemd/system/openvswitch-switch.service")
     return root
@@ -547,7 +547,7 @@ def test_the_settings_are_carried_over_the_new_payload(tmp_path: Path) -> None:
     assert shadow.stat().st_mode & 0o777 == 0o640
     assert (root / existing.RELEASE).read_text().endswith("VERSION=0.2.0\n")
     # the carried interfaces have no Open vSwitch stanza: the switch stays off
-    assert not (root / configure.OVS_WANTS[0] / configure.OVS_UNIT).is_symlink()
+    assert not (root / configure.OVS_LINK).is_symlink()
 
 
 def test_first_boot_is_armed_again_for_the_new_version(tmp_path: Path) -> None:
