@@ -19,7 +19,7 @@ from answerfile.model import AnswerFile
 from answerfile.problems import Problem, Severity
 from answerfile.reader import read
 from answerfile.render import render
-from netinstall.errors import AnswerFileError
+from common.errors import AnswerFileError
 
 
 @dataclass(frozen=True)

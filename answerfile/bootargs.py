@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from netinstall.errors import BootArgsError
+from common.errors import BootArgsError
 
 REDACTED = "<redacted>"
 _SPACE = " \t\n\v\f\r"  # the kernel's isspace() on ASCII

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from netinstall.errors import SourceError
+from common.errors import SourceError
 
 SHA256SUMS = "SHA256SUMS"
 _CHUNK = 1 << 20

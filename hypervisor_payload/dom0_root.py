@@ -15,7 +15,7 @@ survive) and zstd. Extract it with ``tar --xattrs --xattrs-include='*' --acls
 --numeric-owner -xpf``.
 
 Every path we write is a fixed string under the chroot; every command goes
-through ``netinstall.process.run`` (via ``images.debian``).
+through ``common.process.run`` (via ``images.debian``).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import NetinstallError, SourceError
+from common.process import run
 from hypervisor_payload import dom0_config as config
 from images import debian
 from images.context import REPO_ROOT, BuildContext
-from netinstall.errors import NetinstallError, SourceError
-from netinstall.process import run
 
 TARGET = "repo"
 DOM0_SOURCES = REPO_ROOT / "hypervisor_payload" / "dom0"

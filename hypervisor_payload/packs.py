@@ -52,8 +52,8 @@ from pathlib import Path, PurePosixPath
 
 from lxml import etree
 
+from common.errors import SourceError
 from hypervisor_payload.checksums import sha256_file
-from netinstall.errors import SourceError
 
 REPOSITORY_LIST = "XS-REPOSITORY-LIST"
 REPOSITORY_FILE = "XS-REPOSITORY"

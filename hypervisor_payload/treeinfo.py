@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from netinstall.errors import SourceError
+from common.errors import SourceError
 
 TREEINFO = ".treeinfo"
 PRODUCT = "netinstall"

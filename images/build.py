@@ -19,12 +19,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Protocol, cast
 
+from common import __version__
+from common.errors import InputError
 from hypervisor_payload import repo
 from images import debian, installer, netboot
 from images.context import REPO_ROOT, BuildContext
 from images.progress import Progress, size_text
-from netinstall import __version__
-from netinstall.errors import InputError
 
 BUDGET_SECONDS = 15 * 60
 BUDGET_DOM0 = 300 * 10**6

@@ -4,7 +4,7 @@ The mirror comes from this machine's apt sources (deb822 ``*.sources`` files or
 ``sources.list``), overridable. Packages are fetched with ``apt-get download``
 into the cache and unpacked with ``dpkg-deb -x``, or installed inside a
 debootstrap chroot: never on the build host (TESTING.md). Every command runs
-through ``netinstall.process.run``.
+through ``common.process.run``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from netinstall.errors import CommandError, NetinstallError, SourceError
-from netinstall.process import Completed, run
+from common.errors import CommandError, NetinstallError, SourceError
+from common.process import Completed, run
 
 SUITE = "bookworm"
 SOURCES_DIR = Path("/etc/apt/sources.list.d")

@@ -8,8 +8,8 @@
    trimmed, plus the kernel modules the installer needs (``installer_root``);
    cached, as it only changes with the Debian inputs;
 2. ours: ``/init``, the files of ``images/installer_files``, the module lists
-   and our Python packages (answerfile, partitioning, installer_core and the
-   netinstall error base). Byte-reproducible: sorted names, owner root, one
+   and our Python packages (common, answerfile, partitioning and
+   installer_core). Byte-reproducible: sorted names, owner root, one
    fixed mtime (``SOURCE_DATE_EPOCH`` when set).
 
 ``vmlinuz`` is ``linux-image-6.12-amd64`` of bookworm-security, downloaded and
@@ -22,10 +22,10 @@ import os
 import shutil
 from pathlib import Path
 
+from common import cpio
+from common.cpio import Entry
 from images import debian, installer_root
 from images.context import REPO_ROOT, BuildContext
-from netinstall import cpio
-from netinstall.cpio import Entry
 
 TARGET = "installer"
 KERNEL = "linux-image-6.12-amd64"
@@ -48,15 +48,11 @@ PACKAGES: tuple[str, ...] = (KERNEL, *INCLUDE, *EXTRA)
 SOURCES = (
     "images/installer.py",
     "images/installer_root.py",
-    "netinstall/cpio.py",
     "images/installer_files",
     "answerfile",
     "partitioning",
     "installer_core",
-    "netinstall/errors.py",
-    "netinstall/process.py",
-    "netinstall/jsonable.py",
-    "netinstall/__init__.py",
+    "common",
 )
 OUTPUTS = ("vmlinuz", "install.img")
 DEPENDS: tuple[str, ...] = ()
@@ -68,8 +64,7 @@ OVERLAY_LEVEL = 19
 DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z, when SOURCE_DATE_EPOCH is unset
 FILES = Path(__file__).resolve().parent / "installer_files"
 PACKAGES_DIR = "usr/lib/python3/dist-packages"
-OUR_PACKAGES = ("answerfile", "partitioning", "installer_core")
-NETINSTALL_FILES = ("__init__.py", "errors.py", "process.py", "jsonable.py", "cpio.py")
+OUR_PACKAGES = ("common", "answerfile", "partitioning", "installer_core")
 
 
 def epoch() -> int:
@@ -101,9 +96,6 @@ def overlay_files(repo: Path = REPO_ROOT, files: Path = FILES) -> dict[str, tupl
         for path in _package_files(repo / package):
             name = f"{PACKAGES_DIR}/{path.relative_to(repo).as_posix()}"
             found[name] = (path.read_bytes(), 0o644)
-    for file in NETINSTALL_FILES:
-        data = (repo / "netinstall" / file).read_bytes()
-        found[f"{PACKAGES_DIR}/netinstall/{file}"] = (data, 0o644)
     found["etc/netinstall/modules"] = (_module_list(installer_root.MODULES), 0o644)
     found["etc/netinstall/modules-xen"] = (_module_list(installer_root.XEN_MODULES), 0o644)
     return found

@@ -21,11 +21,11 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from common import cpio
+from common.errors import NetinstallError
+from common.process import run
 from images import debian
 from images.context import BuildContext
-from netinstall import cpio
-from netinstall.errors import NetinstallError
-from netinstall.process import run
 
 # Loaded by /init on every boot (hardware drivers are also loaded by udev).
 MODULES = (

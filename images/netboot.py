@@ -16,9 +16,9 @@ import gzip
 import shutil
 from pathlib import Path
 
+from common.process import run
 from images import debian
 from images.context import BuildContext
-from netinstall.process import run
 
 TARGET = "netboot"
 PACKAGES = ("pxelinux", "syslinux-common", "ipxe", "grub-efi-amd64-bin")

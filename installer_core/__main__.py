@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from answerfile.bootargs import BootArgs, parse_cmdline
-from installer_core.context import Firmware, InstallContext, Reporter
-from netinstall.errors import BootArgsError
+from common.errors import BootArgsError
+from common.firmware import Firmware
+from installer_core.context import InstallContext, Reporter
 
 NO_INSTALL = 0  # exit status: no unattended install was asked for
 NOT_YET = NO_INSTALL  # the old name, still used by tests/unit/test_installer_image.py

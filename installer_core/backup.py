@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from answerfile.model import Mode
+from common.errors import NetinstallError
 from installer_core.context import Existing, InstallContext
 from installer_core.disk import blkid_value
 from installer_core.existing import MARKER
 from installer_core.mounts import DEFAULT_RUNNER, Runner, mounted
-from netinstall.errors import NetinstallError
 from partitioning.model import Use
 
 log = logging.getLogger(__name__)

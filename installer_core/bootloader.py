@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from answerfile.model import BootloaderLocation
-from installer_core.context import Firmware, InstallContext
+from common.errors import CommandError, NetinstallError
+from common.firmware import Firmware
+from installer_core.context import InstallContext
 from installer_core.mounts import DEFAULT_RUNNER, Runner, is_mounted, mount
-from netinstall.errors import CommandError, NetinstallError
 from partitioning.model import Use
 
 log = logging.getLogger(__name__)

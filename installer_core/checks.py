@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from answerfile.model import AnswerFile, Disk, Mode
+from common.errors import CommandError, InputError, NetinstallError
+from common.process import run
 from installer_core import disk as disk_steps
 from installer_core import iscsi, multipath
 from installer_core.context import InstallContext
 from installer_core.fetch import Runner
 from installer_core.selftest import block_disks, xl_total_memory
-from netinstall.errors import CommandError, InputError, NetinstallError
-from netinstall.process import run
 from partitioning.planner import MIN_ANY, human
 
 log = logging.getLogger(__name__)

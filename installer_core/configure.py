@@ -24,9 +24,9 @@ from answerfile.model import (
     Proto,
     ProtoV6,
 )
+from common.errors import InputError, NetinstallError
 from installer_core import iscsi, multipath
 from installer_core.context import InstallContext
-from netinstall.errors import InputError, NetinstallError
 from partitioning.model import Use
 
 log = logging.getLogger(__name__)

@@ -4,24 +4,19 @@ things are, and how to report. Shared by the step modules (see STEPS in install.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from answerfile.bootargs import BootArgs
 from answerfile.model import AnswerFile
+from common.firmware import Firmware
 from installer_core.treeinfo import TreeInfo
 from partitioning.model import Plan
 
 if TYPE_CHECKING:
     from installer_core.iscsi import SanState
     from installer_core.multipath import MultipathMap
-
-
-class Firmware(enum.StrEnum):
-    BIOS = "bios"
-    UEFI = "uefi"
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from answerfile.model import AnswerFile, Disk, DiskKind
 from answerfile.model import Mode as AnswerMode
+from common.errors import CommandError, InputError, NetinstallError
+from common.firmware import Firmware
 from installer_core import iscsi, multipath
 from installer_core.context import InstallContext
 from installer_core.mounts import DEFAULT_RUNNER, Runner, mount, unmount_all
-from netinstall.errors import CommandError, InputError, NetinstallError
 from partitioning import apply, facts, mkfs, planner
-from partitioning.model import Filesystem, Firmware, Mode, Options, Plan, Preserve, Use
+from partitioning.model import Filesystem, Mode, Options, Plan, Preserve, Use
 
 log = logging.getLogger(__name__)
 

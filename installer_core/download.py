@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from answerfile.bootargs import redact_url
+from common.errors import SourceError
 from installer_core.context import InstallContext
 from installer_core.fetch import (
     CHUNK,
@@ -29,7 +30,6 @@ from installer_core.fetch import (
     with_retries,
 )
 from installer_core.treeinfo import TreeInfo, parse_treeinfo
-from netinstall.errors import SourceError
 
 log = logging.getLogger(__name__)
 

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from answerfile.model import Disk
+from common.errors import CommandError, InputError, NetinstallError
+from common.firmware import Firmware
 from installer_core import disk as disk_steps
-from installer_core.context import Existing, Firmware, InstallContext
+from installer_core.context import Existing, InstallContext
 from installer_core.mounts import DEFAULT_RUNNER, Runner, mounted
-from netinstall.errors import CommandError, InputError, NetinstallError
 from partitioning import facts, mkfs, planner
 from partitioning.model import DiskFacts, Label, Mode, Options, Plan, Use
-from partitioning.model import Firmware as PlanFirmware
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def kept_table(ctx: InstallContext, disk: Path, probe: Probe) -> Plan:
             f"no netinstall installation on {disk}: its partition table holds none of the "
             "layouts netinstall installs (SPEC §6); nothing was written"
         )
-    options = Options(firmware=PlanFirmware(ctx.firmware.value), mode=Mode.UPGRADE)
+    options = Options(firmware=Firmware(ctx.firmware.value), mode=Mode.UPGRADE)
     plan = planner.plan(found, options)
     if any(not part.keep for part in plan.partitions):
         raise InputError(

@@ -27,13 +27,13 @@ import urllib3
 import answerfile
 from answerfile.bootargs import redact_url
 from answerfile.model import Mode, Source, SourceType
+from common.errors import CommandError, InputError, NetinstallError, SourceError
+from common.process import Completed, run
 from installer_core.context import InstallContext
-from netinstall.errors import CommandError, InputError, NetinstallError, SourceError
-from netinstall.process import Completed, run
 
 log = logging.getLogger(__name__)
 
-Runner = Callable[..., Completed]  # netinstall.process.run, or a test's fake
+Runner = Callable[..., Completed]  # common.process.run, or a test's fake
 CHUNK = 1 << 20
 _TRANSIENT_HTTP = (408, 429)
 T = TypeVar("T")

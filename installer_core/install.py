@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import TextIO
 
 from answerfile.model import Mode, ScriptStage
+from common.errors import InputError, NetinstallError
 from installer_core import checks, download, fetch, logbundle, network, scripts
 from installer_core.context import InstallContext
 from installer_core.report import ServerReporter
-from netinstall.errors import InputError, NetinstallError
 
 log = logging.getLogger(__name__)
 

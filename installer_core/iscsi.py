@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from answerfile.model import Disk, DiskKind, IscsiTarget
+from common.errors import CommandError, InputError, NetinstallError
+from common.process import run
 from installer_core import network
 from installer_core.context import InstallContext
 from installer_core.fetch import Runner
-from netinstall.errors import CommandError, InputError, NetinstallError
-from netinstall.process import run
 
 log = logging.getLogger(__name__)
 

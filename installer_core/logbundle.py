@@ -18,10 +18,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from answerfile.bootargs import redact_url
+from common.errors import CommandError
+from common.process import run
 from installer_core.context import InstallContext
 from installer_core.fetch import Runner
-from netinstall.errors import CommandError
-from netinstall.process import run
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Mounting for the install steps: the runner type they share, mount/unmount, chroots.
 
-Every step function takes ``runner`` (default ``netinstall.process.run``) so
+Every step function takes ``runner`` (default ``common.process.run``) so
 unit tests hand in a fake and no process starts. What is mounted is read from
 ``/proc/self/mountinfo``, so unmounting is idempotent and finds mounts that a
 failed step left behind.
@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from netinstall.errors import CommandError
-from netinstall.process import Completed, run
+from common.errors import CommandError
+from common.process import Completed, run
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class Runner(Protocol):
-    """What ``netinstall.process.run`` is; tests pass a recorder."""
+    """What ``common.process.run`` is; tests pass a recorder."""
 
     def __call__(
         self,

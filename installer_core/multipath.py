@@ -27,11 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import cpio
+from common.errors import CommandError, InputError, NetinstallError
+from common.process import run
 from installer_core.context import InstallContext
 from installer_core.fetch import Runner
-from netinstall import cpio
-from netinstall.errors import CommandError, InputError, NetinstallError
-from netinstall.process import run
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 /sys/class/net/*/address, or every Ethernet NIC (the default without BOOTIF;
 with BOOTIF, that NIC). ``network_config`` is ``dhcp`` (``dhclient -1``, one try
 per NIC, the first NIC with a lease wins) or static (``ip addr``, a default
-route, /etc/resolv.conf). Every command goes through ``netinstall.process.run``.
+route, /etc/resolv.conf). Every command goes through ``common.process.run``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from answerfile.bootargs import DeviceKind, NetworkConfig, NetworkMode
+from common.errors import CommandError, InputError, NetinstallError
+from common.process import run
 from installer_core.context import InstallContext
 from installer_core.fetch import Runner
-from netinstall.errors import CommandError, InputError, NetinstallError
-from netinstall.process import run
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from pathlib import Path, PurePosixPath
 from lxml import etree
 
 from answerfile.model import Source
+from common.errors import NetinstallError, SourceError
 from installer_core.context import InstallContext
 from installer_core.mounts import DEFAULT_RUNNER, Runner, chroot_env, chroot_mounts
-from netinstall.errors import NetinstallError, SourceError
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from answerfile.bootargs import redact_url
 from answerfile.model import Script, ScriptStage, SourceType
+from common.errors import CommandError, NetinstallError, SourceError
 from installer_core.context import InstallContext
 from installer_core.fetch import Transport, describe, fetch_bytes
-from netinstall.errors import CommandError, NetinstallError, SourceError
 
 log = logging.getLogger(__name__)
 

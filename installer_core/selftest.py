@@ -22,8 +22,8 @@ MODULES = (
     "parted",
     "lxml.etree",
     "requests",
-    "netinstall.errors",
-    "netinstall.process",
+    "common.errors",
+    "common.process",
     "answerfile",
     "answerfile.bootargs",
     "partitioning.facts",
@@ -117,7 +117,7 @@ def xen_memory(capabilities: Path = XEN_CAPABILITIES) -> int | None:
             return None
     except OSError:
         return None
-    from netinstall.process import run as run_command  # noqa: PLC0415 - as above
+    from common.process import run as run_command  # noqa: PLC0415 - as above
 
     return xl_total_memory(run_command(["xl", "info"], timeout=60).stdout)
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from netinstall.errors import SourceError
+from common.errors import SourceError
 
 PRODUCT = "netinstall"
 _SHA256 = re.compile(r"sha256:([0-9a-f]{64})")

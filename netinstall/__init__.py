@@ -1,7 +1,9 @@
 """netinstall: unattended network installs of Xen hypervisor hosts.
 
-This package is the thin shell around the others (CLI, lab); it imports nothing
-heavy so that the installer image can carry ``netinstall.errors`` alone.
+This package is the thin shell on top of the others (the CLI and its lab); nothing
+of ours imports it. What every layer shares lives in ``common``.
 """
 
-__version__ = "0.1.0"
+from common import __version__
+
+__all__ = ["__version__"]

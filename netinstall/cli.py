@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import click
 
+from common.errors import InputError, NetinstallError
 from netinstall import __version__
-from netinstall.errors import InputError, NetinstallError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,7 +81,7 @@ def _summary(model: Any) -> str:
 def answerfile_validate(files: tuple[str, ...], as_json: bool) -> None:
     """Validate answer FILES; exit 2 if any is invalid."""
     import answerfile as af
-    from netinstall.jsonable import to_jsonable
+    from common.jsonable import to_jsonable
 
     failed = False
     reports: list[dict[str, Any]] = []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from netinstall.errors import NetinstallError
+from common.errors import NetinstallError
 
 # The scenario names without importing the lab (and its server) for --help.
 SCENARIO_NAMES = ("install", "upgrade", "iscsi", "multipath", "iscsi-multipath", "low-memory",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from netinstall.errors import InputError, SourceError
+from common.errors import InputError, SourceError
 
 if TYPE_CHECKING:
     from hypervisor_payload.packs import Pack

@@ -9,12 +9,13 @@ from typing import Any
 
 import click
 
-from netinstall.errors import InputError
-from netinstall.jsonable import to_jsonable
+from common.errors import InputError
+from common.jsonable import to_jsonable
 
 
 def _options(**kwargs: Any) -> Any:
-    from partitioning.model import Firmware, Mode, Options, Preserve
+    from common.firmware import Firmware
+    from partitioning.model import Mode, Options, Preserve
 
     return Options(
         firmware=Firmware(kwargs["firmware"]),

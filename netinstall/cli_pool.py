@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
+from common.errors import InputError, NetinstallError
 from netinstall.cli_server import dir_option, open_registry
-from netinstall.errors import InputError, NetinstallError
 
 
 class PoolStopped(NetinstallError):

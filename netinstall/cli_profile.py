@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
+from common.errors import InputError
+from common.jsonable import to_jsonable
 from netinstall.cli_server import dir_option, echo_json, open_registry, table
-from netinstall.errors import InputError
-from netinstall.jsonable import to_jsonable
 
 if TYPE_CHECKING:
     from pxe_server.model import Profile

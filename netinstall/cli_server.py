@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 from click.core import ParameterSource
 
-from netinstall.errors import InputError
-from netinstall.jsonable import REDACTED, to_jsonable
+from common.errors import InputError
+from common.jsonable import REDACTED, to_jsonable
 
 if TYPE_CHECKING:
     from pxe_server.model import Event, Host

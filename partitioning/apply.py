@@ -31,8 +31,8 @@ from typing import Any
 
 import parted
 
-from netinstall.errors import CommandError, NetinstallError, PlanError
-from netinstall.process import run
+from common.errors import CommandError, NetinstallError, PlanError
+from common.process import run
 from partitioning.facts import (
     PARTED_ERRORS,
     DiskTable,

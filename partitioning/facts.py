@@ -21,7 +21,7 @@ from typing import Any
 
 import parted
 
-from netinstall.errors import NetinstallError, PlanError
+from common.errors import NetinstallError, PlanError
 from partitioning.detect import detect_installation
 from partitioning.model import DiskFacts, ExistingPartition, Label
 

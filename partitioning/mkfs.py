@@ -2,7 +2,7 @@
 
 Partitions marked ``keep`` and partitions without a filesystem (the SR, BIOS
 boot) are left alone; the SR is made by the installer, not here. Every command
-goes through ``netinstall.process.run``. An image file is attached to a loop
+goes through ``common.process.run``. An image file is attached to a loop
 device for the time it takes and always detached again. Before formatting,
 the disk's table is compared with the plan, so a disk that does not hold the
 plan is never formatted.
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from netinstall.errors import CommandError, NetinstallError
-from netinstall.process import run
+from common.errors import CommandError, NetinstallError
+from common.process import run
 from partitioning.apply import check_table
 from partitioning.facts import check_target, is_block_device, read_partitions
 from partitioning.model import Filesystem, Partition, Plan

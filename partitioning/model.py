@@ -5,15 +5,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from common.firmware import Firmware
+
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 TiB = 1024 * GiB
-
-
-class Firmware(enum.StrEnum):
-    BIOS = "bios"
-    UEFI = "uefi"
 
 
 class Label(enum.StrEnum):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from netinstall.errors import PlanError
+from common.errors import PlanError
+from common.firmware import Firmware
 from partitioning.model import (
     BASIC_DATA,
     BIOS_BOOT,
@@ -22,7 +23,6 @@ from partitioning.model import (
     DiskFacts,
     ExistingPartition,
     Filesystem,
-    Firmware,
     GiB,
     Installation,
     Label,

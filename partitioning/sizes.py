@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from netinstall.errors import InputError
+from common.errors import InputError
 
 _UNITS = {
     "": 1,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 from dataclasses import replace
 
-from netinstall.errors import InputError
+from common.errors import InputError
 from pxe_server import render
 from pxe_server.model import (
     AGENT_WORK,

@@ -15,8 +15,9 @@ import enum
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from netinstall.errors import InputError
-from pxe_server.model import Firmware, Host, Profile, ServerSettings, UnknownPolicy
+from common.errors import InputError
+from common.firmware import Firmware
+from pxe_server.model import Host, Profile, ServerSettings, UnknownPolicy
 
 # DHCP option 93 (RFC 4578, IANA "Processor Architecture Types").
 ARCH_BIOS = 0

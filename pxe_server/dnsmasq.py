@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
-from netinstall.errors import CommandError, InputError
+from common.errors import CommandError, InputError
 from pxe_server.model import normalise_mac
 
 log = logging.getLogger("netinstall.dnsmasq")

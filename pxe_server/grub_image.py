@@ -14,9 +14,9 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+from common.errors import InputError
+from common.process import run
 from images.netboot import GRUB_MODULES
-from netinstall.errors import InputError
-from netinstall.process import run
 
 
 def grub_mkimage_argv(module_dir: Path, server_address: str, out: Path) -> list[str]:

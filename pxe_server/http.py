@@ -39,7 +39,7 @@ import jinja2
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from netinstall.errors import InputError, NetinstallError
+from common.errors import InputError, NetinstallError
 from pxe_server import decide, http_api, http_files, render
 from pxe_server.http_files import CONTEXT, Context, blocking, context, error
 from pxe_server.model import Host, Profile, ServerSettings, UnknownPolicy, normalise_mac

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from netinstall.errors import InputError
+from common.errors import InputError
 from pxe_server.checkin import (
     checkin_reply,
     multipath_report,

@@ -11,7 +11,7 @@ import json
 import sqlite3
 from dataclasses import asdict
 
-from netinstall.errors import NetinstallError
+from common.errors import NetinstallError
 from pxe_server.model import (
     BootChain,
     Event,

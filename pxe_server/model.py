@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from netinstall.errors import InputError
+from common.errors import InputError
 
 
 class State(enum.StrEnum):
@@ -88,11 +88,6 @@ def reported_from(host: Host) -> State:
 class BootChain(enum.StrEnum):
     SEED = "seed"  # pxelinux + mboot.c32 (BIOS), GRUB (UEFI): SPEC §3's default
     IPXE = "ipxe"  # an iPXE script over HTTP, for clients that are iPXE
-
-
-class Firmware(enum.StrEnum):
-    BIOS = "bios"  # DHCP client-arch 0
-    UEFI = "uefi"  # client-arch 7 or 9
 
 
 class UnknownPolicy(enum.StrEnum):

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from netinstall.errors import InputError
+from common.errors import InputError
 from pxe_server.model import Event, Host, RebootPolicy, Repository, State, Work, normalise_mac
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from netinstall.errors import InputError, NetinstallError
+from common.errors import InputError, NetinstallError
 from pxe_server import migrations as schema
 from pxe_server.checkin import Reported, apply_checkin, reported_state
 from pxe_server.model import (

@@ -17,7 +17,7 @@ import jinja2
 
 from answerfile.locations import parse_iscsi
 from answerfile.model import IscsiTarget
-from netinstall.errors import InputError
+from common.errors import InputError
 from pxe_server.model import BootChain, Profile, SanTarget
 
 # Template variables the renderer provides itself; a host variable may not shadow them.

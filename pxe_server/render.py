@@ -32,7 +32,7 @@ import jinja2
 import jinja2.sandbox
 
 import answerfile
-from netinstall.errors import AnswerFileError, InputError
+from common.errors import AnswerFileError, InputError
 from pxe_server import passwords
 from pxe_server.decide import IPXE_PREFIX, Action, Decision, explain
 from pxe_server.model import Host, Profile, ServerSettings, Work, mac_dashes, normalise_mac

@@ -27,7 +27,7 @@ from typing import Literal, cast
 
 import jinja2
 
-from netinstall.errors import InputError
+from common.errors import InputError
 from pxe_server import grub_image
 from pxe_server.dnsmasq import Dnsmasq, DnsmasqConfig
 from pxe_server.http import HttpServer, boot_config

@@ -25,14 +25,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Literal
 
+from common.errors import InputError, NetinstallError
+from common.process import run
 from hypervisor_payload.treeinfo import parse_treeinfo
-from netinstall.errors import InputError, NetinstallError
 from netinstall.lab import console, netns, paths, qemu, san, services, upgrade, usernet
 from netinstall.lab.console import Tracker
 from netinstall.lab.diskview import mounted, read_only_disk
 from netinstall.lab.follow import Follower, Say
 from netinstall.lab.scenario import SCENARIOS, Scenario, prepare
-from netinstall.process import run
 from pxe_server.registry import Registry
 
 log = logging.getLogger("netinstall.lab")

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from netinstall.errors import NetinstallError
-from netinstall.process import run
+from common.errors import NetinstallError
+from common.process import run
 
 
 @contextmanager

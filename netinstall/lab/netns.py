@@ -21,8 +21,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from netinstall.errors import InputError, NetinstallError
-from netinstall.process import run
+from common.errors import InputError, NetinstallError
+from common.process import run
 
 log = logging.getLogger("netinstall.lab")
 

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from netinstall.errors import NetinstallError
+from common.errors import NetinstallError
 from netinstall.lab import qemu, services
 from netinstall.lab.console import Tracker
 from netinstall.lab.follow import Follower

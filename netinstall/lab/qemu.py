@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from netinstall.errors import InputError
+from common.errors import InputError
 
 Firmware = Literal["bios", "uefi"]
 FIRMWARES: tuple[Firmware, ...] = ("bios", "uefi")

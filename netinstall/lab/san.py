@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from netinstall.errors import CommandError, NetinstallError
+from common.errors import CommandError, NetinstallError
+from common.process import run
 from netinstall.lab import netns, services
-from netinstall.process import run
 
 log = logging.getLogger("netinstall.lab")
 

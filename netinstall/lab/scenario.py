@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hypervisor_payload
-from netinstall.errors import InputError
+from common.errors import InputError
+from common.process import run
 from netinstall.lab import san, services
-from netinstall.process import run
 
 FILES = Path(__file__).parent / "files"
 PACK_SOURCE = Path(hypervisor_payload.__file__).parent / "packs_example"

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from netinstall.errors import NetinstallError
+from common.errors import NetinstallError
 from netinstall.lab.netns import LabNetwork
 
 log = logging.getLogger("netinstall.lab")

@@ -19,7 +19,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from netinstall.errors import NetinstallError
+from common.errors import NetinstallError
 from netinstall.lab.console import clean
 
 PROMPT = re.compile(r"root@[\w-]+:[^\n]*# ?$")

@@ -22,14 +22,14 @@ import json
 import secrets
 from pathlib import Path
 
-from netinstall.errors import NetinstallError
+from common.errors import NetinstallError
+from common.process import run
 from netinstall.lab import console, qemu, services
 from netinstall.lab.console import Tracker
 from netinstall.lab.diskview import mounted, read_only_disk
 from netinstall.lab.follow import Follower
 from netinstall.lab.scenario import ROOT_PASSWORD
 from netinstall.lab.shell import SerialShell
-from netinstall.process import run
 from pxe_server.registry import Registry
 
 NEW_HOST_NAME = "lab01b"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from netinstall.errors import NetinstallError
+from common.errors import NetinstallError
 from netinstall.lab import services
 from pxe_server.model import mac_dashes
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from netinstall.errors import CommandError
+from common.errors import CommandError
 from pxe_server.dnsmasq import Dnsmasq, DnsmasqConfig
 from pxe_server.grub_image import build_proxy_grub
 

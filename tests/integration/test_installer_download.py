@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from answerfile.bootargs import parse_cmdline
+from common.errors import SourceError
+from common.firmware import Firmware
 from hypervisor_payload import treeinfo as writer
-from installer_core.context import Firmware, InstallContext
+from installer_core.context import InstallContext
 from installer_core.download import download_payload
 from installer_core.fetch import Transport
 from installer_core.report import NullReporter
-from netinstall.errors import SourceError
 
 pytestmark = pytest.mark.integration
 

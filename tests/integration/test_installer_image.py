@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from netinstall.cpio import Member, read_members
+from common.cpio import Member, read_members
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ REQUIRED = (
     f"{SITE}/installer_core/selftest.py",
     f"{SITE}/answerfile/answerfile.rng",
     f"{SITE}/partitioning/apply.py",
-    f"{SITE}/netinstall/errors.py",
+    f"{SITE}/common/errors.py",
     f"{SITE}/parted/__init__.py",
     f"{SITE}/lxml/etree.cpython-311-x86_64-linux-gnu.so",
     f"{SITE}/requests/__init__.py",
@@ -111,7 +111,7 @@ def test_image_is_trimmed_and_carries_no_build_host_or_per_build_state(
         assert not any(n.startswith(prefix) and not n.endswith("/") for n in members), prefix
     for name in ("etc/iscsi/initiatorname.iscsi", "etc/resolv.conf", "usr/sbin/policy-rc.d"):
         assert name not in members
-    assert not any(n.startswith(f"{SITE}/netinstall/cli") for n in members)
+    assert not any(n.startswith(f"{SITE}/netinstall/") for n in members)
 
 
 def test_init_is_valid_posix_shell() -> None:

@@ -22,8 +22,9 @@ import pytest
 
 from answerfile.bootargs import BootArgs
 from answerfile.model import AnswerFile, Disk, PasswordType, PrimaryDisk, RootPassword
+from common.firmware import Firmware
 from installer_core import bootloader, configure, disk, mounts, payload
-from installer_core.context import Firmware, InstallContext
+from installer_core.context import InstallContext
 from partitioning.model import GiB
 
 pytestmark = [

@@ -27,8 +27,9 @@ import pytest
 
 from answerfile.bootargs import parse_cmdline
 from answerfile.model import AnswerFile, Disk, Mode, PrimaryDisk, Source, SourceType
+from common.firmware import Firmware
 from installer_core import backup, bootloader, carry, disk, existing, mounts, payload
-from installer_core.context import Firmware, InstallContext
+from installer_core.context import InstallContext
 from partitioning.model import GiB, MiB
 from tests.integration.test_installer_target import Quiet, _out
 from tests.unit.test_installer_upgrade import write

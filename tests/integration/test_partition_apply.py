@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from netinstall.errors import NetinstallError, PlanError
+from common.errors import NetinstallError, PlanError
 from partitioning import apply as apply_module
 from partitioning.apply import apply_plan
 from partitioning.facts import read_partitions

@@ -87,7 +87,7 @@ def test_tftp_config_signals_then_installed_boots_locally(directory: Path, tmp_p
 
 
 def test_wildcard_bind_needs_an_address_to_advertise(directory: Path) -> None:
-    from netinstall.errors import InputError
+    from common.errors import InputError
 
     with pytest.raises(InputError, match="advertise"):
         Server(directory, bind=ANY, tftp_port=0, http_port=0).start()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import answerfile
-from netinstall.errors import AnswerFileError
+from common.errors import AnswerFileError
 from tests.conftest import DATA
 
 GOOD = sorted((DATA / "answerfiles" / "good").glob("*.xml"))

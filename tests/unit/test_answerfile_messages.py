@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import answerfile
-from netinstall.errors import AnswerFileError
+from common.errors import AnswerFileError
 
 FRESH = """<installation>
   <primary-disk>sda</primary-disk>

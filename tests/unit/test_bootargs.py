@@ -26,7 +26,7 @@ from answerfile.bootargs import (
     render_param,
     tokenize,
 )
-from netinstall.errors import BootArgsError, InputError
+from common.errors import BootArgsError, InputError
 
 SEED_LINE = (
     "xen.gz dom0_max_vcpus=1-2 dom0_mem=2048M,max:2048M com1=115200,8n1 console=com1,vga"

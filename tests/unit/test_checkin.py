@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from answerfile.bootargs import parse_cmdline
-from netinstall.errors import InputError
+from common.errors import InputError
 from pxe_server.checkin import (
     Reported,
     apply_checkin,

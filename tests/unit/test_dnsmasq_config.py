@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from common.errors import InputError
 from images.netboot import GRUB_MODULES
-from netinstall.errors import InputError
 from pxe_server.dnsmasq import Dnsmasq, DnsmasqConfig
 from pxe_server.grub_image import build_proxy_grub, grub_mkimage_argv
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from common.errors import InputError
 from netinstall.cli import main
-from netinstall.errors import InputError
 from pxe_server.http import loggable, make_app
 from pxe_server.http_api import host_json, log_dir
 from pxe_server.http_files import Context, safe_path

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import NetinstallError
 from images.debian import Mirror, discover_mirror
-from netinstall.errors import NetinstallError
 
 DEB822 = """Types: deb
 # a comment

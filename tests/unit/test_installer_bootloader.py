@@ -10,12 +10,12 @@ import pytest
 
 from answerfile.bootargs import BootArgs
 from answerfile.model import AnswerFile, Bootloader, Disk, PrimaryDisk
+from common.firmware import Firmware
+from common.process import Completed
 from installer_core import bootloader
-from installer_core.context import Firmware, InstallContext
-from netinstall.process import Completed
+from installer_core.context import InstallContext
 from partitioning import planner
 from partitioning.model import DiskFacts, GiB, Options
-from partitioning.model import Firmware as PlanFirmware
 
 OVMF = "".join(
     line + "\n"
@@ -159,7 +159,7 @@ def _ctx(tmp_path: Path, firmware: Firmware, write_entry: bool = True) -> Instal
     ctx = InstallContext(BootArgs(), Quiet(), firmware, target=tmp_path, answer=answer)
     ctx.disk = Path("/dev/vda")
     ctx.uuids = {"root": ROOT}
-    ctx.plan = planner.plan(DiskFacts(size=60 * GiB), Options(firmware=PlanFirmware(firmware)))
+    ctx.plan = planner.plan(DiskFacts(size=60 * GiB), Options(firmware=Firmware(firmware)))
     return ctx
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from answerfile.model import AnswerFile, Disk, PrimaryDisk
+from common.errors import InputError, NetinstallError
 from installer_core.checks import MIN_HOST_MEMORY_MIB, Machine, check_hardware
-from netinstall.errors import InputError, NetinstallError
 from tests.unit.test_installer_fakes import FakeRunner, make_ctx
 
 GiB = 2**30

@@ -22,9 +22,10 @@ from answerfile.model import (
     RootPassword,
     SrType,
 )
+from common.errors import InputError
+from common.firmware import Firmware
 from installer_core import configure
-from installer_core.context import Firmware, InstallContext
-from netinstall.errors import InputError
+from installer_core.context import InstallContext
 
 DOM0 = Path(__file__).resolve().parents[2] / "hypervisor_payload" / "dom0"
 SHADOW = "root:*:19500:0:99999:7:::\ndaemon:*:19500:0:99999:7:::\nnobody:!:19500::::::\n"

@@ -22,11 +22,12 @@ from answerfile.model import (
     Source,
     SourceType,
 )
+from common.errors import InputError, NetinstallError, SourceError
+from common.firmware import Firmware
+from common.process import Completed
 from installer_core import disk, mounts, payload
-from installer_core.context import Firmware, InstallContext
+from installer_core.context import InstallContext
 from installer_core.fetch import Permanent
-from netinstall.errors import InputError, NetinstallError, SourceError
-from netinstall.process import Completed
 from partitioning import mkfs, planner
 from partitioning.model import DiskFacts, GiB, Preserve, Use
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from common.errors import SourceError
 from hypervisor_payload import treeinfo as writer
 from installer_core import download
 from installer_core.download import choose_staging, download_file, download_payload
 from installer_core.treeinfo import parse_treeinfo
-from netinstall.errors import SourceError
 from tests.unit.test_installer_fakes import (
     FakeResponse,
     FakeSession,

@@ -14,10 +14,11 @@ import pytest
 import requests
 
 from answerfile.bootargs import parse_cmdline
-from installer_core.context import Firmware, InstallContext
+from common.errors import CommandError
+from common.firmware import Firmware
+from common.process import Completed
+from installer_core.context import InstallContext
 from installer_core.fetch import Transport
-from netinstall.errors import CommandError
-from netinstall.process import Completed
 
 TOKEN = "tok-SECRET-1234"
 PASSWORD = "pw-SECRET-5678"

@@ -9,9 +9,9 @@ import pytest
 import requests
 
 from answerfile.model import Source, SourceType
+from common.errors import AnswerFileError, InputError, SourceError
 from installer_core import fetch
 from installer_core.fetch import Transport, fetch_answerfile, fetch_text, validate_answerfile
-from netinstall.errors import AnswerFileError, InputError, SourceError
 from tests.unit.test_installer_fakes import (
     TOKEN,
     FakeResponse,

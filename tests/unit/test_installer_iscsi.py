@@ -9,9 +9,9 @@ import pytest
 
 from answerfile.locations import parse_disk
 from answerfile.model import AdminInterface, AnswerFile, Disk, DiskKind, Mode, PrimaryDisk, Proto
+from common.errors import InputError, NetinstallError
 from installer_core import checks, iscsi, network
 from installer_core.install import Runner, Step, steps_for
-from netinstall.errors import InputError, NetinstallError
 from tests.unit.test_installer_fakes import FakeRunner, make_ctx
 
 TARGET = "iqn.2026-12.org.netinstall:lab"

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from common.firmware import Firmware
 from installer_core import __main__ as core_main
 from installer_core import install
-from installer_core.context import Firmware, InstallContext
+from installer_core.context import InstallContext
 from installer_core.report import NullReporter, ServerReporter
 from tests.unit.test_installer_fakes import TOKEN
 

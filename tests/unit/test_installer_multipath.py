@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from answerfile.model import Mode
+from common.cpio import read_members
+from common.errors import InputError, NetinstallError
 from installer_core import multipath
 from installer_core.install import steps_for
-from netinstall.cpio import read_members
-from netinstall.errors import InputError, NetinstallError
 from partitioning.mkfs import partition_device
 from tests.unit.test_installer_fakes import FakeRunner, make_ctx
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import InputError, NetinstallError
 from installer_core.network import System, bring_up, list_nics
-from netinstall.errors import InputError, NetinstallError
 from tests.unit.test_installer_fakes import FakeRunner, make_ctx
 
 NICS = {
@@ -57,7 +57,7 @@ def test_all_nics_come_up_and_the_first_with_a_lease_wins(tmp_path: Path) -> Non
     def dhclient(_argv: object) -> str:
         result = next(leases)
         if isinstance(result, int):
-            from netinstall.errors import CommandError
+            from common.errors import CommandError
 
             raise CommandError(["dhclient"], 2, "", "no lease")
         return result

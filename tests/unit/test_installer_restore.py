@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from answerfile.model import AnswerFile, Disk, Mode
+from common.errors import InputError
 from installer_core import backup, carry, checks, existing, fetch, install
 from installer_core.context import InstallContext
-from netinstall.errors import InputError
 from tests.unit.test_installer_fakes import TOKEN, make_ctx
 from tests.unit.test_installer_upgrade import (
     CMDLINE,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from answerfile.model import AnswerFile, Script, ScriptStage, Source, SourceType
+from common.errors import NetinstallError
 from installer_core.scripts import run_scripts
-from netinstall.errors import NetinstallError
 from tests.unit.test_installer_fakes import (
     FakeRunner,
     FakeSession,

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from common.errors import AnswerFileError, NetinstallError, SourceError
 from installer_core import install, logbundle
 from installer_core.install import STEPS, Runner, Step, failure_reason, run_install
-from netinstall.errors import AnswerFileError, NetinstallError, SourceError
 from tests.unit.test_installer_fakes import TOKEN, FakeRunner, make_ctx
 
 

@@ -29,14 +29,14 @@ from answerfile.model import (
     Source,
     SourceType,
 )
+from common.errors import InputError, NetinstallError
+from common.firmware import Firmware
 from installer_core import backup, carry, checks, configure, existing, fetch, install
-from installer_core.context import Existing, Firmware, InstallContext
+from installer_core.context import Existing, InstallContext
 from installer_core.install import Runner, Step
-from netinstall.errors import InputError, NetinstallError
 from partitioning import planner
 from partitioning.detect import detect_installation
 from partitioning.model import DiskFacts, ExistingPartition, GiB, Label, Options
-from partitioning.model import Firmware as PlanFirmware
 from tests.unit.test_installer_fakes import TOKEN, FakeRunner, make_ctx
 from tests.unit.test_installer_steps import Recorder
 
@@ -60,9 +60,7 @@ WRITES = ("mkfs.ext4", "mkfs.vfat", "mkswap", "cp", "sgdisk", "parted", "dd")
 # --- fakes ------------------------------------------------------------------------
 
 
-def table(
-    firmware: PlanFirmware = PlanFirmware.BIOS, size: int = 60 * GiB, **change: Any
-) -> DiskFacts:
+def table(firmware: Firmware = Firmware.BIOS, size: int = 60 * GiB, **change: Any) -> DiskFacts:
     """A disk as a fresh install of ours left it: the new GPT layout."""
     plan = planner.plan(DiskFacts(size=size), Options(firmware=firmware))
     parts = tuple(
@@ -94,7 +92,7 @@ def blkid(uuid: str | int = ROOT_UUID, label: str = "root") -> Any:
 
     def answer(argv: Sequence[str]) -> str:
         if isinstance(uuid, int):
-            from netinstall.errors import CommandError
+            from common.errors import CommandError
 
             raise CommandError(list(argv), uuid, "", "")
         return f"{uuid if argv[argv.index('-s') + 1] == 'UUID' else label}\n"
@@ -341,8 +339,8 @@ def test_find_installation_reads_version_uuid_and_first_boot(tmp_path: Path) -> 
     [
         (DiskFacts(size=60 * GiB), Firmware.BIOS, "its partition table holds none of the"),
         (old_gpt_table(), Firmware.BIOS, "old-gpt layout on /dev/sda needs its partition table"),
-        (table(PlanFirmware.BIOS), Firmware.UEFI, "no EFI system partition"),
-        (table(PlanFirmware.UEFI), Firmware.BIOS, "no BIOS boot partition"),
+        (table(Firmware.BIOS), Firmware.UEFI, "no EFI system partition"),
+        (table(Firmware.UEFI), Firmware.BIOS, "no BIOS boot partition"),
     ],
 )
 def test_find_installation_refuses_layouts_it_cannot_keep(

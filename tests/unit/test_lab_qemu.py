@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from netinstall.errors import InputError, NetinstallError
+from common.errors import InputError, NetinstallError
 from netinstall.lab import netns, qemu, services
 
 

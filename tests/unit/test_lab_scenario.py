@@ -8,7 +8,7 @@ import pytest
 
 import answerfile
 from answerfile.model import Proto, ScriptStage
-from netinstall.errors import InputError
+from common.errors import InputError
 from netinstall.lab.scenario import (
     BAD_ANSWER_FILE,
     FILES,

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from netinstall.errors import PlanError
+from common.errors import PlanError
+from common.firmware import Firmware
 from partitioning.detect import detect_installation
 from partitioning.model import (
     BASIC_DATA,
@@ -19,7 +20,6 @@ from partitioning.model import (
     LINUX_SWAP,
     DiskFacts,
     ExistingPartition,
-    Firmware,
     GiB,
     Label,
     Layout,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from netinstall.errors import InputError
+from common.errors import InputError
 from pxe_server.model import Event, Host, RebootPolicy, Repository, State, Work
 from pxe_server.pool import Pace, PoolPlan, PoolResult, plan_pool, rolling_upgrade
 

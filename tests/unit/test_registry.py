@@ -12,7 +12,7 @@ import jinja2
 import pytest
 
 import answerfile
-from netinstall.errors import InputError, NetinstallError
+from common.errors import InputError, NetinstallError
 from pxe_server import migrations
 from pxe_server import registry as registry_module
 from pxe_server.model import BootChain, Profile, RebootPolicy, Repository, State, Work

@@ -26,7 +26,8 @@ import pytest
 import answerfile
 from answerfile.bootargs import BootArgs, parse_cmdline, parse_multiboot
 from answerfile.model import Mode, PasswordType
-from netinstall.errors import InputError
+from common.errors import InputError
+from common.firmware import Firmware
 from pxe_server import render
 from pxe_server.decide import (
     Action,
@@ -39,7 +40,6 @@ from pxe_server.decide import (
 )
 from pxe_server.model import (
     BootChain,
-    Firmware,
     Host,
     Profile,
     ServerSettings,

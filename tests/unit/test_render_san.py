@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from answerfile.bootargs import parse_multiboot
-from netinstall.errors import InputError
+from common.errors import InputError
 from pxe_server import render
 from pxe_server.decide import ClientFacts, boot_file
 from pxe_server.model import SanTarget, State

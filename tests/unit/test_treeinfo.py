@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import SourceError
 from hypervisor_payload.checksums import parse_sha256sums, render_sha256sums
 from hypervisor_payload.dom0_config import release_text
 from hypervisor_payload.repo import write_metadata
 from hypervisor_payload.treeinfo import TreeInfo, TreeInfoError, parse_treeinfo, render_treeinfo
-from netinstall.errors import SourceError
 
 DIGEST = "a" * 64
 

@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 
-from netinstall.errors import CommandError
+from common.errors import CommandError
 
 log = logging.getLogger(__name__)
 
