@@ -140,5 +140,5 @@ def add_packs(repository: Path, sources: Sequence[Path]) -> TreeInfo:
 
 
 def build(ctx: BuildContext) -> None:
-    """The ``Builder`` entry point (images.build)."""
+    """The ``Builder`` entry point (netinstall.build)."""
     build_repository(ctx)

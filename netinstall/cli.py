@@ -212,7 +212,7 @@ def images_build(
     security_mirror: str | None,
 ) -> None:
     """Build images incrementally: an unchanged target is skipped."""
-    from images.build import build
+    from netinstall.build import build
 
     outcomes = build(
         Path(out),

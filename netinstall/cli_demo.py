@@ -92,7 +92,7 @@ def demo(
 
     build_dir = Path(out)
     if not no_build:
-        from images.build import build
+        from netinstall.build import build
 
         for outcome in build(build_dir, Path(cache)):
             state = "built" if outcome.built else "up to date"

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from common.errors import InputError, NetinstallError
-from netinstall.cli_server import dir_option, open_registry
+from netinstall.cli_options import dir_option, open_registry
 
 
 class PoolStopped(NetinstallError):

@@ -12,7 +12,7 @@ import click
 
 from common.errors import InputError
 from common.jsonable import to_jsonable
-from netinstall.cli_server import dir_option, echo_json, open_registry, table
+from netinstall.cli_options import dir_option, echo_json, open_registry, table
 
 if TYPE_CHECKING:
     from pxe_server.model import Profile

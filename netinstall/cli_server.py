@@ -11,76 +11,30 @@ ever shows an install token, an agent credential, the API token or a password.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import click
-from click.core import ParameterSource
 
 from common.errors import InputError
 from common.jsonable import REDACTED, to_jsonable
+from netinstall.cli_options import (
+    dir_option,
+    echo_json,
+    open_registry,
+    server_directory,
+    table,
+    when,
+)
 
 if TYPE_CHECKING:
     from pxe_server.model import Event, Host
-    from pxe_server.registry import Registry
 
-DEFAULT_DIR = "/var/lib/netinstall"
 API_TOKEN_FILE = "api-token"  # noqa: S105 - a file name
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--dir",
-        "directory",
-        envvar="NETINSTALL_DIR",
-        default=DEFAULT_DIR,
-        show_default=True,
-        help="The server directory (default: $NETINSTALL_DIR, else /var/lib/netinstall).",
-    )(func)
-
-
-def _directory(directory: str, positional: str | None) -> Path:
-    """DIR given as an argument wins over --dir's default; both given must agree."""
-    if positional is None:
-        return Path(directory)
-    source = click.get_current_context().get_parameter_source("directory")
-    if source is ParameterSource.COMMANDLINE and Path(directory) != Path(positional):
-        raise InputError(f"two server directories given: {positional} and --dir {directory}")
-    return Path(positional)
-
-
-@contextmanager
-def open_registry(directory: Path) -> Iterator[Registry]:
-    from pxe_server.registry import REGISTRY_FILE, Registry
-
-    if not (directory / REGISTRY_FILE).is_file():
-        raise InputError(
-            f"{directory} holds no registry; create it with `netinstall server init {directory}`"
-        )
-    with Registry.open(directory) as registry:
-        yield registry
-
-
-def when(seconds: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
-
-
-def table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
-
-
-def echo_json(document: object) -> None:
-    click.echo(json.dumps(document, indent=2))
 
 
 # -- server ----------------------------------------------------------------------
@@ -150,7 +104,7 @@ def server_init(
     from pxe_server.http_files import FILES_DIR
     from pxe_server.registry import REGISTRY_FILE, Registry, default_profile
 
-    where = _directory(directory, positional)
+    where = server_directory(directory, positional)
     if where.exists() and not where.is_dir():
         raise InputError(f"{where} exists and is not a directory")
     files = where / FILES_DIR
@@ -249,7 +203,7 @@ def server_run(
     dhcp_range: str | None,
 ) -> None:
     """Serve TFTP, HTTP (boot files, repository, answer files, API) and optionally DHCP."""
-    where = _directory(directory, positional)
+    where = server_directory(directory, positional)
     with open_registry(where):
         pass
     options: dict[str, Any] = {

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from common.errors import InputError
-from netinstall.cli_server import dir_option, echo_json, open_registry, table
+from netinstall.cli_options import dir_option, echo_json, open_registry, table
 
 if TYPE_CHECKING:
     from pxe_server.model import Host

@@ -178,7 +178,7 @@ def next_version(version: str) -> str:
 
 def build_target(out: Path, cache: Path, start_version: str) -> Path:
     """Build repository B from A's cached dom0 (``images build --only repo``); its path."""
-    from images.build import build  # noqa: PLC0415 - the builders are heavy, and for the lab only
+    from netinstall.build import build  # noqa: PLC0415 - the builders are heavy, and for the lab only
 
     version = next_version(start_version)
     where = out / f"payload-{version}"

@@ -75,7 +75,7 @@ def built() -> Path:
     for tool in ("qemu-system-x86_64", "ip", "dnsmasq"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is missing (scripts/host-packages.txt)")
-    from images.build import build
+    from netinstall.build import build
 
     build(out=OUT, cache=CACHE)
     return OUT

@@ -1,6 +1,6 @@
 """Boot the installer image in QEMU with ``selftest``: it must find the disk and power off.
 
-The image is built (or found up to date) by ``images.build.build`` with
+The image is built (or found up to date) by ``netinstall.build.build`` with
 ``only="installer"``, in ``build/`` with the usual cache ``~/.cache/netinstall``.
 A second boot runs it as Xen's dom0 (Xen from ``build/repo/boot/xen.gz``, loaded
 by QEMU's multiboot loader), where the self-test also reads ``xl info``.
@@ -33,7 +33,7 @@ def installer_image() -> Path:
     """``build/installer`` with vmlinuz and install.img, built when out of date."""
     if os.geteuid() != 0:
         pytest.skip("building the installer image needs root (debootstrap, chroot)")
-    from images.build import build
+    from netinstall.build import build
 
     build(out=OUT, cache=CACHE, only="installer")
     return OUT / "installer"

@@ -1,4 +1,4 @@
-"""``images.build.one_build_at_a_time``: builds sharing a cache take turns."""
+"""``netinstall.build.one_build_at_a_time``: builds sharing a cache take turns."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import io
 import threading
 from pathlib import Path
 
-from images.build import LOCK, one_build_at_a_time
 from images.progress import Progress
+from netinstall.build import LOCK, one_build_at_a_time
 
 
 def test_a_second_build_waits_for_the_first(tmp_path: Path) -> None:

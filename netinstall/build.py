@@ -1,4 +1,6 @@
-"""``netinstall images build``: the installer, the repository and the netboot tree.
+"""``netinstall images build``: every builder (images: the installer and the netboot tree;
+hypervisor_payload: the repository), in order, each skipped when its inputs are unchanged.
+It sits on top, beside the CLI, because it uses both builder packages.
 
 Incremental: each target's inputs (our files, the resolved Debian package
 versions, the payload version, the mirror, and the targets it consumes) are
