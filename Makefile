@@ -1,6 +1,6 @@
 # netinstall: the commands the README promises.
 #   make setup     host packages (apt-get) + .venv with netinstall and dev tools
-#   make check     ruff, ruff format --check, mypy, unit tests
+#   make check     ruff, ruff format --check, mypy, import contracts, unit tests
 #   make images    build/: the installer, the install repository, the netboot tree
 #   make test      the CI suite: set-up, check, images, integration and end-to-end tests
 #   make test-all  everything, the end-to-end scenarios that do not fit CI included
@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup host-packages check lint typecheck unit images test test-all demo generated clean
+.PHONY: setup host-packages check lint typecheck imports unit images test test-all demo generated clean
 
 setup: host-packages $(STAMP)
 
@@ -33,10 +33,15 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# The import contracts of pyproject.toml (SPEC §2's layers, no cycles); dom0's agent is a
+# top-level package inside dom0, so its folder goes on the path.
+imports: setup
+	PYTHONPATH=hypervisor_payload/dom0 $(BIN)/lint-imports --no-logo
+
 unit: setup
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
-check: lint typecheck unit
+check: lint typecheck imports unit
 
 # Incremental: an unchanged target takes seconds (keys in build/*/.inputs, cache in ~/.cache).
 images: setup

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from common.errors import NetinstallError
+from common.firmware import Firmware
 
 # The scenario names without importing the lab (and its server) for --help.
 SCENARIO_NAMES = ("install", "upgrade", "iscsi", "multipath", "iscsi-multipath", "low-memory",
@@ -108,7 +109,7 @@ def demo(
         else:
             upgrade_repo = build_target(build_dir, Path(cache), start)
     options = LabOptions(
-        firmware="bios" if firmware == "bios" else "uefi",
+        firmware=Firmware(firmware),
         repo=build_dir / "repo",
         netboot=build_dir / "netboot",
         until=milestone,

@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Literal
 
 from common.errors import InputError, NetinstallError
+from common.firmware import Firmware
 from common.process import run
 from hypervisor_payload.treeinfo import parse_treeinfo
 from netinstall.lab import console, netns, paths, qemu, san, services, upgrade, usernet
@@ -40,7 +41,7 @@ log = logging.getLogger("netinstall.lab")
 
 @dataclass(frozen=True)
 class LabOptions:
-    firmware: qemu.Firmware
+    firmware: Firmware
     repo: Path  # build/repo
     netboot: Path  # build/netboot
     until: str = console.RUNNING  # the milestone that ends the run

@@ -19,12 +19,11 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from common.errors import InputError
+from common.firmware import Firmware
 
-Firmware = Literal["bios", "uefi"]
-FIRMWARES: tuple[Firmware, ...] = ("bios", "uefi")
+FIRMWARES: tuple[Firmware, ...] = tuple(Firmware)
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 DISK_SIZE = 60 * 2**30  # sparse

@@ -15,9 +15,9 @@ from typing import Literal
 import pytest
 from _pytest.terminal import TerminalReporter
 
+from common.firmware import Firmware
 from netinstall.lab import console, netns
 from netinstall.lab.demo import LabOptions, LabResult, run_lab
-from netinstall.lab.qemu import Firmware
 from netinstall.lab.scenario import Scenario
 from tests.conftest import REPO
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from common.firmware import Firmware
 from netinstall.lab import console
-from netinstall.lab.qemu import Firmware
 from netinstall.lab.scenario import BAD_ANSWER_FILE, LOW_MEMORY, SCENARIOS
 from tests.e2e.conftest import FIRMWARES, SERVER, run_scenario
 

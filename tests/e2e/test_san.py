@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from common.firmware import Firmware
 from netinstall.lab import console, san
-from netinstall.lab.qemu import MAC_SUFFIX, Firmware
+from netinstall.lab.qemu import MAC_SUFFIX
 from netinstall.lab.scenario import ISCSI, ISCSI_MULTIPATH, ISCSI_REFUSED, MULTIPATH, NO_IBFT
 from tests.e2e.conftest import run_scenario
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from common.firmware import Firmware
 from hypervisor_payload.treeinfo import parse_treeinfo
 from netinstall.lab import console
-from netinstall.lab.qemu import Firmware
 from netinstall.lab.scenario import UPGRADE
 from netinstall.lab.upgrade import build_target
 from tests.e2e.conftest import CACHE, run_scenario

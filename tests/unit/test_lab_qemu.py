@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from common.errors import InputError, NetinstallError
+from common.firmware import Firmware
 from netinstall.lab import netns, qemu, services
 
 
-def _machine(firmware: qemu.Firmware, tmp_path: Path) -> qemu.Machine:
+def _machine(firmware: Firmware, tmp_path: Path) -> qemu.Machine:
     return qemu.Machine(
         firmware=firmware,
         mac=qemu.lab_mac(firmware),
