@@ -430,8 +430,9 @@ def dom0_agent(env: Env, root: Path, credential: str) -> tuple[Any, list[tuple[s
     from netinstall_dom0.config import AgentConfig
     from netinstall_dom0.facts import MULTIPATH_MAPS
     from netinstall_dom0.layout import Layout
-    from netinstall_dom0.runner import Completed
     from netinstall_dom0.server import ServerClient
+
+    from common.process import Completed
 
     calls: list[tuple[str, ...]] = []
 
