@@ -202,22 +202,23 @@ def _object(cls: type, data: object, path: str, *, version: int, strict: bool) -
 
 
 def _nullable(kind: Any) -> bool:
-    return type(None) in _members(kind)
+    return type(None) in members(kind)
 
 
-def _members(kind: Any) -> tuple[Any, ...]:
+def members(kind: Any) -> tuple[Any, ...]:
+    """The types a union holds (``kind`` alone when it is none)."""
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         return typing.get_args(kind)
     return (kind,)
 
 
 def _value(kind: Any, r: Rule, data: object, path: str, *, version: int, strict: bool) -> object:
-    members = [m for m in _members(kind) if m is not Absent]
+    union = [m for m in members(kind) if m is not Absent]
     if data is None:
-        if type(None) in members:
+        if type(None) in union:
             return None
         raise _Fail(path, f"must be {describe(kind, r)}")
-    (inner, *more) = [m for m in members if m is not type(None)]
+    (inner, *more) = [m for m in union if m is not type(None)]
     if more:
         raise TypeError(f"{path}: one type besides None, please")  # a declaration bug
     return _one(inner, r, data, path, version=version, strict=strict)
@@ -315,9 +316,9 @@ def _shown(data: object) -> str:
 
 def describe(kind: Any, r: Rule = Rule()) -> str:
     """What a field of this type and rule must be, in words ("a number between 0 and 1")."""
-    members = [m for m in _members(kind) if m not in (type(None), Absent)]
+    union = [m for m in members(kind) if m not in (type(None), Absent)]
     nullable = _nullable(kind)
-    kind = members[0]
+    kind = union[0]
     origin = typing.get_origin(kind)
     if kind is str:
         if r.printable:
@@ -360,17 +361,18 @@ def encode(value: object, *, envelope: bool = True) -> dict[str, object]:
     """
     if not dataclasses.is_dataclass(value) or isinstance(value, type):
         raise TypeError(f"not a message: {value!r}")
-    fields = typing.cast(dict[str, object], _plain(value))
+    fields = typing.cast(dict[str, object], plain(value))
     return {VERSION_FIELD: VERSION, **fields} if envelope else fields
 
 
-def _plain(value: object) -> object:
+def plain(value: object) -> object:
+    """``value`` as JSON-ready data: enums as their values, messages as objects."""
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, tuple | list):
-        return [_plain(item) for item in value]
+        return [plain(item) for item in value]
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         omit_none = getattr(value, "OMIT_NONE", False)
         result = {}
@@ -378,7 +380,7 @@ def _plain(value: object) -> object:
             item = getattr(value, spec.name)
             if item is ABSENT or (item is None and omit_none):
                 continue
-            result[spec.name] = _plain(item)
+            result[spec.name] = plain(item)
         return result
     return value
 
@@ -414,7 +416,7 @@ def json_schema(cls: type, *, strict: bool = False, envelope: bool = False) -> d
         if doc:
             schema["description"] = doc
         if not spec.required and spec.default not in (None, ABSENT, (), {}):
-            schema["default"] = _plain(spec.default)
+            schema["default"] = plain(spec.default)
         properties[spec.name] = schema
         if spec.required:
             required.append(spec.name)
@@ -430,8 +432,8 @@ def json_schema(cls: type, *, strict: bool = False, envelope: bool = False) -> d
 
 
 def _schema(kind: Any, r: Rule) -> dict[str, Any]:
-    members = [m for m in _members(kind) if m not in (type(None), Absent)]
-    inner = _schema_one(members[0], r)
+    union = [m for m in members(kind) if m not in (type(None), Absent)]
+    inner = _schema_one(union[0], r)
     if not _nullable(kind):
         return inner
     if "$ref" in inner:
@@ -482,7 +484,7 @@ def nested(cls: type) -> Iterator[type]:
     seen: set[type] = set()
 
     def walk(kind: Any) -> Iterator[type]:
-        for member in _members(kind):
+        for member in members(kind):
             origin = typing.get_origin(member)
             if origin in (tuple, dict):
                 for arg in typing.get_args(member):

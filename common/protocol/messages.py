@@ -295,7 +295,7 @@ class HostRecord(Message):
     name: str | None = field(metadata=rule("its host name"))
     profile: str = field(metadata=rule("its profile"))
     variables: dict[str, str] = field(
-        metadata=rule("its template variables; passwords shown as <redacted>")
+        metadata=rule("its template variables; a password's value shown as `<redacted>`")
     )
     netboot_armed: bool = field(metadata=rule("whether its next network boot installs"))
     state: State = field(metadata=rule("its state"))
