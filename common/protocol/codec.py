@@ -291,9 +291,16 @@ def _number(kind: type, r: Rule, data: object, path: str) -> object:
     value = typing.cast(float, data)
     low = r.minimum if r.minimum is not None else -math.inf
     high = r.maximum if r.maximum is not None else math.inf
-    if not (math.isfinite(value) and low <= value <= high):
+    # Python compares an int of any size with a float exactly; only floats can be NaN.
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if not (finite and low <= value <= high):
         raise _Fail(path, f"must be {describe(kind, r)}")
-    return float(value) if kind is float else data
+    if kind is int:
+        return data
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float
+        raise _Fail(path, f"must be {describe(kind, r)}") from None
 
 
 def _json(data: object, path: str) -> object:

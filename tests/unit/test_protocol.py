@@ -107,6 +107,19 @@ def test_a_bad_event_names_the_field(body: object, message: str) -> None:
     assert message in str(caught.value)
 
 
+def test_huge_numbers_are_refused_not_crashed_on() -> None:
+    huge = 10**400  # json.loads gives such an int; no float holds it
+    with pytest.raises(ProtocolError, match="'progress' must be a number between 0 and 1"):
+        decode(Event, {"state": "installing", "progress": huge})
+    with pytest.raises(ProtocolError, match="'checkin_interval' must be an integer of at least 1"):
+        decode(EventReply, {"checkin_interval": -huge})
+    with pytest.raises(ProtocolError, match="'progress' must be a number"):
+        decode(Event, {"state": "installing", "progress": float("nan")})
+    facts = decode(Event, {"state": "running", "facts": {"host_memory_mib": huge}}).facts
+    assert facts is not None
+    assert facts.host_memory_mib == huge
+
+
 def test_deep_nesting_is_refused_without_recursing() -> None:
     deep: object = "x"
     for _ in range(100_000):  # far beyond Python's recursion limit
