@@ -69,6 +69,7 @@ demo: setup
 generated: setup
 	$(BIN)/netinstall answerfile schema > answerfile/answerfile.rng
 	$(BIN)/netinstall answerfile reference > docs/answerfile.md
+	$(BIN)/python -m pxe_server.protocol_doc docs/protocol.md
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache

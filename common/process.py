@@ -13,6 +13,7 @@ import os
 import subprocess
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from common.errors import CommandError
 
@@ -25,6 +26,12 @@ class Completed:
     returncode: int
     stdout: str
     stderr: str
+
+
+class Runner(Protocol):
+    """What code that runs commands takes, so that tests can hand in a fake (``run`` is one)."""
+
+    def __call__(self, argv: Sequence[str], *, ok_codes: Container[int] = (0,)) -> Completed: ...
 
 
 def run(

@@ -8,7 +8,8 @@ the key covers the package list, their resolved versions, the mirror and the
 stage's recipe (``dom0_config.stage1_recipe``).
 
 Stage 2 (15-30 s): unpack the cached root, add netinstall's files (the
-first-boot service and agent from ``hypervisor_payload/dom0/``, our units,
+first-boot service and agent from ``hypervisor_payload/dom0/`` with the ``common``
+package they import, our units,
 ``/etc/netinstall-release``), enable the units, strip host identity, and pack
 ``dom0-rootfs.tar.zst`` with GNU tar (xattrs and ACLs kept: file capabilities
 survive) and zstd. Extract it with ``tar --xattrs --xattrs-include='*' --acls
@@ -322,6 +323,9 @@ def install_netinstall_files(dom0: Dom0Root, version: str) -> list[str]:
         _copy_tree(
             DOM0_SOURCES / "netinstall_dom0", root / "usr/lib/netinstall/netinstall_dom0", 0o644
         )
+        # Beside it, the leaf package it imports: the protocol's declarations, the error
+        # base and the command choke point (common imports nothing of ours).
+        _copy_tree(REPO_ROOT / "common", root / "usr/lib/netinstall/common", 0o644)
     if (DOM0_SOURCES / "sbin").is_dir():
         _copy_tree(DOM0_SOURCES / "sbin", root / "usr/sbin", 0o755)
     unit_dir = root / "etc/systemd/system"

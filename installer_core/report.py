@@ -1,6 +1,7 @@
 """Where the installer's progress goes (docs/protocol.md): the provisioning server or nowhere.
 
-``ServerReporter`` posts ``SERVER/api/v1/hosts/<mac>/events`` and puts the log
+``ServerReporter`` posts ``SERVER/api/v1/hosts/<mac>/events`` (an ``Event``, declared
+in ``common.protocol.messages`` with the server's side of it) and puts the log
 bundle to ``.../logs`` with ``Authorization: Bearer <install token>``. The
 server being unreachable never fails an install: an event that cannot be sent
 after a few tries is logged and kept (a few at most) to go out before the next
@@ -19,6 +20,8 @@ from typing import Any
 import requests
 
 from answerfile.bootargs import redact_url
+from common.protocol.codec import encode
+from common.protocol.messages import Event, State
 
 log = logging.getLogger(__name__)
 
@@ -30,30 +33,34 @@ class NullReporter:
 
     def event(
         self,
-        state: str,
+        state: State | str,
         *,
         step: str | None = None,
         progress: float | None = None,
         message: str | None = None,
     ) -> None:
-        log.debug("event %s step=%s progress=%s message=%s", state, step, progress, message)
+        event = make_event(state, step, progress, message)
+        log.debug("event %s step=%s progress=%s message=%s", event.state, step, progress, message)
 
     def upload_logs(self, bundle: Path) -> None:
         log.info("no netinstall.server=: the log bundle stays at %s", bundle)
 
 
-def event_body(
-    state: str, step: str | None, progress: float | None, message: str | None
-) -> dict[str, Any]:
-    """The JSON body of one event; absent fields are left out."""
-    body: dict[str, Any] = {"state": state}
-    if step is not None:
-        body["step"] = step
+def make_event(
+    state: State | str, step: str | None, progress: float | None, message: str | None
+) -> Event:
+    """One event; ``state`` may be the enum's value (ValueError for anything else);
+    ``progress`` is clamped to 0..1 and rounded."""
     if progress is not None:
-        body["progress"] = round(min(1.0, max(0.0, progress)), 4)
-    if message is not None:
-        body["message"] = message
-    return body
+        progress = round(min(1.0, max(0.0, progress)), 4)
+    return Event(State(state), step=step, progress=progress, message=message)
+
+
+def event_body(
+    state: State | str, step: str | None, progress: float | None, message: str | None
+) -> dict[str, Any]:
+    """The JSON body of one event (``protocol`` first); absent fields are left out."""
+    return encode(make_event(state, step, progress, message))
 
 
 class ServerReporter:
@@ -93,7 +100,7 @@ class ServerReporter:
 
     def event(
         self,
-        state: str,
+        state: State | str,
         *,
         step: str | None = None,
         progress: float | None = None,

@@ -15,12 +15,11 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from common.errors import InputError
-from common.jsonable import REDACTED, to_jsonable
 from netinstall.cli_options import (
     dir_option,
     echo_json,
@@ -244,36 +243,25 @@ def _variables(pairs: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _shown_variables(item: Host) -> dict[str, str]:
-    return {k: REDACTED if "password" in k.lower() else v for k, v in item.variables}
+    from pxe_server.model import shown_variables
+
+    return shown_variables(item)
 
 
 def _event_json(event: Event | None) -> object:
-    if event is None:
-        return None
-    return {k: v for k, v in cast(dict[str, object], to_jsonable(event)).items() if k != "mac"}
+    from common.protocol.codec import encode
+    from pxe_server.model import event_record
+
+    return None if event is None else encode(event_record(event), envelope=False)
 
 
 def _host_json(item: Host, events: Sequence[Event]) -> dict[str, object]:
-    return {
-        "mac": item.mac,
-        "name": item.name,
-        "profile": item.profile,
-        "variables": _shown_variables(item),
-        "netboot_armed": item.netboot_armed,
-        "state": item.state.value,
-        "step": item.step,
-        "progress": item.progress,
-        "assigned_version": item.assigned_version,
-        "running_version": item.running_version,
-        "work": None if item.work is None else item.work.value,
-        "reboot_policy": item.reboot_policy.value,
-        "last_checkin": item.last_checkin,
-        "facts": dict(item.facts),
-        "san": None if item.san is None else to_jsonable(item.san),
-        "token": "set" if item.token else "none",
-        "agent_credential": "set" if item.agent_credential else "none",
-        "last_event": _event_json(events[-1] if events else None),
-    }
+    """The host as the API shows it (one serialiser: ``model.host_record``) and its last event."""
+    from common.protocol.codec import encode
+    from pxe_server.model import host_record
+
+    record = encode(host_record(item), envelope=False)
+    return {**record, "last_event": _event_json(events[-1] if events else None)}
 
 
 def _san_text(item: Host) -> str:

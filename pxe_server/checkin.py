@@ -1,7 +1,10 @@
 """The dom0 agent's check-in (docs/protocol.md "Agent check-in", SPEC §8, §9): pure rules.
 
     apply_checkin(host, running_version, reported, now) -> (host after it, event message)
-    checkin_reply(host, profile, settings) -> the JSON reply for the agent
+    checkin_reply(host, profile, settings) -> the reply for the agent (CheckinReply)
+
+The check-in and its reply are declared in ``common.protocol.messages``; the server
+decodes the check-in before anything here sees it.
 
 Seed 002's states for agent-driven work (upgrade, restore): ``pending`` until the
 agent checks in and hears of it, ``signalled`` once it fetched the installer,
@@ -18,10 +21,16 @@ its reboot): such a state is ignored, and the reply says what is assigned.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import replace
 
 from common.errors import InputError
+from common.protocol.messages import (
+    Action,
+    AgentState,
+    CheckinReply,
+    InstallerCmdline,
+    InstallerFiles,
+)
 from pxe_server import render
 from pxe_server.model import (
     AGENT_WORK,
@@ -39,75 +48,20 @@ from pxe_server.model import (
 INSTALLER_FILES = {"xen": "xen.gz", "kernel": "vmlinuz", "initrd": "install.img"}
 # States in which the reply hands out the work (the installer has not reported yet).
 OFFERED = (State.PENDING, State.SIGNALLED, State.INSTALLED)
-MAX_VERSION = 128
 
 
-class Reported(enum.StrEnum):
-    """The ``state`` a check-in may carry."""
-
-    RUNNING = "running"
-    SIGNALLED = "signalled"
-    INSTALLED_REBOOT_REQUIRED = "installed-reboot-required"
+# The ``state`` a check-in may carry (declared with the check-in, common.protocol).
+Reported = AgentState
 
 
 def reported_state(value: object) -> Reported:
-    """The check-in's ``state`` field (absent: ``running``); InputError otherwise."""
+    """A check-in's ``state`` (None: ``running``); InputError otherwise."""
     if value is None:
         return Reported.RUNNING
     if value not in tuple(Reported):
         names = ", ".join(r.value for r in Reported)
         raise InputError(f"state {value!r} cannot be checked in; expected one of {names}")
     return Reported(str(value))
-
-
-def running_version(value: object) -> str:
-    """The check-in's ``running_version``: one line of printable text."""
-    if not isinstance(value, str) or not value.strip():
-        raise InputError('field "running_version" must be a non-empty string')
-    if len(value) > MAX_VERSION or not value.isprintable():
-        raise InputError(
-            f'field "running_version" must be printable text of {MAX_VERSION} characters at most'
-        )
-    return value.strip()
-
-
-MAX_MAPS = 64
-MAX_PATHS = 64
-MAX_WORD = 128
-
-
-def _word(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_WORD or not value.isprintable():
-        raise InputError(f"multipath: {what} must be printable text of 1 to {MAX_WORD} characters")
-    return value
-
-
-def multipath_report(value: object) -> list[dict[str, object]] | None:
-    """The check-in's ``multipath`` field (docs/protocol.md): each map's name, WWID and
-    paths (device, state). None when absent; InputError naming what is malformed."""
-    if value is None:
-        return None
-    if not isinstance(value, list) or len(value) > MAX_MAPS:
-        raise InputError(f"multipath must be a list of at most {MAX_MAPS} maps")
-    maps: list[dict[str, object]] = []
-    for entry in value:
-        if not isinstance(entry, dict) or not isinstance(entry.get("paths"), list):
-            raise InputError("multipath: each map must be an object with name, wwid and paths")
-        if len(entry["paths"]) > MAX_PATHS:
-            raise InputError(f"multipath: a map may list at most {MAX_PATHS} paths")
-        paths = []
-        for path in entry["paths"]:
-            if not isinstance(path, dict):
-                raise InputError("multipath: each path must be an object with device and state")
-            paths.append(
-                {"device": _word(path.get("device"), "a path's device"),
-                 "state": _word(path.get("state"), "a path's state")}
-            )  # fmt: skip
-        maps.append(
-            {"name": _word(entry.get("name"), "a map's name"),
-             "wwid": _word(entry.get("wwid"), "a map's wwid"), "paths": paths}
-        )  # fmt: skip
-    return maps
 
 
 # Path checker states (multipathd's chk_st) of a path that carries I/O; "faulty",
@@ -193,15 +147,15 @@ def _apply_work(
     return after, None
 
 
-def installer_urls(settings: ServerSettings) -> dict[str, str]:
+def installer_urls(settings: ServerSettings) -> InstallerFiles:
     """Absolute URLs of the installer's Xen, kernel and initrd on this server's ``/boot/``."""
-    return {role: f"{settings.http_base}/boot/{name}" for role, name in INSTALLER_FILES.items()}
+    return InstallerFiles(
+        **{role: f"{settings.http_base}/boot/{name}" for role, name in INSTALLER_FILES.items()}
+    )
 
 
-def checkin_reply(
-    host: Host, profile: Profile | None, settings: ServerSettings
-) -> dict[str, object]:
-    """``{"action": "none"}``, or the upgrade/restore the agent is to boot the installer for.
+def checkin_reply(host: Host, profile: Profile | None, settings: ServerSettings) -> CheckinReply:
+    """``action: none``, or the upgrade/restore the agent is to boot the installer for.
 
     The kernel command line is the one the host's network-boot install config would
     carry (``render.installer_args``: the answer file with the install token).
@@ -210,17 +164,17 @@ def checkin_reply(
     """
     work = host.work
     if work not in AGENT_WORK or host.state not in OFFERED or not host.token:
-        return {"action": "none"}
+        return CheckinReply(Action.NONE)
     if profile is None:
         raise InputError(f"host {host.mac} has profile {host.profile!r}, which does not exist")
-    reply: dict[str, object] = {"action": work.value}
-    if work is Work.UPGRADE:
-        reply["version"] = host.assigned_version
     bootif = f"01-{mac_dashes(host.mac)}"
-    reply["reboot"] = host.reboot_policy.value
-    reply["installer"] = installer_urls(settings)
-    reply["cmdline"] = {
-        "xen": " ".join(profile.xen_args.split()),
-        "kernel": " ".join(render.installer_args(host, profile, settings, bootif)),
-    }
-    return reply
+    return CheckinReply(
+        action=Action(work.value),
+        version=host.assigned_version if work is Work.UPGRADE else None,
+        reboot=host.reboot_policy,
+        installer=installer_urls(settings),
+        cmdline=InstallerCmdline(
+            xen=" ".join(profile.xen_args.split()),
+            kernel=" ".join(render.installer_args(host, profile, settings, bootif)),
+        ),
+    )

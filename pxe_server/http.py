@@ -14,10 +14,11 @@ firmware clients without a thread each. waitress buffers and copies every byte
 through Python, which is what a netboot server does most. So: aiohttp.
 
 Layout: ``http_files`` (shared context, ``/boot/``, ``/repo/``), ``http_api``
-(``/api/v1/``), and here the boot routes, the request log and ``HttpServer``, which
-runs its event loop in a background thread. Registry and rendering calls run in the
-loop's thread pool (``http_files.blocking``), so a slow SQLite lock never stalls a
-file transfer.
+(``/api/v1/``: the route table and its handlers), ``http_edge`` (the API's
+authentication middleware and typed bodies), and here the boot routes, the request
+log and ``HttpServer``, which runs its event loop in a background thread. Registry
+and rendering calls run in the loop's thread pool (``http_files.blocking``), so a
+slow SQLite lock never stalls a file transfer.
 
 Request log (logger ``netinstall.http``): one line per request,
 ``client method path status bytes ms``; a ``token=`` query value is shown as
@@ -40,7 +41,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from common.errors import InputError, NetinstallError
-from pxe_server import decide, http_api, http_files, render
+from pxe_server import http_api, http_edge, http_files, render
+from pxe_server.decide import Action
 from pxe_server.http_files import CONTEXT, Context, blocking, context, error
 from pxe_server.model import Host, Profile, ServerSettings, UnknownPolicy, normalise_mac
 from pxe_server.registry import Registry
@@ -103,19 +105,16 @@ def lookup_for(registry: Registry, settings: ServerSettings) -> Lookup:
 def boot_config(registry: Registry, path: str, settings: ServerSettings) -> str | None:
     """The boot config for a TFTP/HTTP ``path``, or None if ``path`` names none.
 
-    Serving an install config (``decide`` says install: a registered host whose
-    netboot is armed, with a profile and a token) marks the host signalled.
+    Serving an install config (``decide`` said install: a registered host whose
+    netboot is armed, with a profile and a token) marks the host signalled. The
+    decision is made once, by the renderer, and comes back with the text.
     """
     result = render.config_for_path(path.lstrip("/"), lookup_for(registry, settings), settings)
     if result is None:
         return None
-    text, mac = result
-    if mac is not None:
-        host = registry.get_host(mac)
-        profile = registry.get_profile(host.profile) if host is not None else None
-        if host is not None and decide.decide(host, profile, settings) is decide.Action.INSTALL:
-            registry.mark_signalled(mac)
-    return text
+    if result.mac is not None and result.action is Action.INSTALL:
+        registry.mark_signalled(result.mac)
+    return result.text
 
 
 # -- boot routes --------------------------------------------------------------------
@@ -200,10 +199,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def make_app(ctx: Context) -> web.Application:
-    app = web.Application(middlewares=[json_errors])
+    """The server's routes; every ``/api/v1`` one declared in ``http_api.API`` and its
+    caller checked by ``http_edge.authenticate`` before its handler runs."""
+    app = web.Application(middlewares=[json_errors, http_edge.authenticate])
     app[CONTEXT] = ctx
     http_files.add_routes(app)
-    http_api.add_routes(app)
+    http_edge.add_routes(app, http_api.API)
     app.router.add_get("/answerfile/{mac}", answer_file)
     app.router.add_get("/ipxe/{mac}", ipxe_script)
     app.router.add_get("/config/{path:.+}", boot_config_file)

@@ -18,6 +18,8 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from common.protocol.codec import encode
+from common.protocol.messages import ErrorReply
 from pxe_server import decide
 from pxe_server.model import Host, Profile, ServerSettings
 from pxe_server.registry import Registry
@@ -75,8 +77,8 @@ def context(request: web.Request) -> Context:
 
 
 def error(status: int, message: str, **headers: str) -> web.Response:
-    """A JSON error reply: ``{"error": "<one sentence>"}``."""
-    return web.json_response({"error": message}, status=status, headers=headers or None)
+    """A JSON error reply: ``{"protocol": 2, "error": "<one sentence>"}`` (``ErrorReply``)."""
+    return web.json_response(encode(ErrorReply(message)), status=status, headers=headers or None)
 
 
 async def blocking(func: Callable[..., T], *args: object, **kwargs: object) -> T:

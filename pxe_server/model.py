@@ -18,22 +18,50 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from common.errors import InputError
+from common.jsonable import REDACTED
+from common.protocol.messages import (
+    REPORTABLE,
+    EventRecord,
+    HostRecord,
+    Presence,
+    RebootPolicy,
+    SanRecord,
+    State,
+    Work,
+)
 
-
-class State(enum.StrEnum):
-    """A host's install state (SPEC §9; seed 002's Pending/Signalled/Installed/Failed)."""
-
-    PENDING = "pending"  # work assigned, nothing fetched yet
-    SIGNALLED = "signalled"  # fetched its boot config (or, agent-driven, the installer)
-    INSTALLING = "installing"
-    INSTALLED = "installed"  # install finished; reboot (required) into the new system
-    RUNNING = "running"  # the installed system reported from its first boot
-    FAILED = "failed"
+# The wire's enums (common.protocol) are the registry's too.
+__all__ = [
+    "AGENT_WORK",
+    "DEFAULT_INITIATOR_PREFIX",
+    "REBOOT_REQUIRED",
+    "REPORTABLE",
+    "STATE_ORDER",
+    "BootChain",
+    "Event",
+    "Host",
+    "Profile",
+    "RebootPolicy",
+    "Repository",
+    "SanTarget",
+    "ServerSettings",
+    "State",
+    "UnknownPolicy",
+    "Work",
+    "awaiting_reboot",
+    "check_version",
+    "event_record",
+    "host_record",
+    "mac_dashes",
+    "normalise_mac",
+    "reported_from",
+    "shown_variables",
+    "transition_allowed",
+]
 
 
 # Forward order; a state may be skipped forward, never go back (except by new work).
 STATE_ORDER = (State.PENDING, State.SIGNALLED, State.INSTALLING, State.INSTALLED, State.RUNNING)
-REPORTABLE = (State.SIGNALLED, State.INSTALLING, State.INSTALLED, State.RUNNING, State.FAILED)
 
 
 def transition_allowed(current: State, new: State) -> bool:
@@ -51,22 +79,7 @@ def transition_allowed(current: State, new: State) -> bool:
     return STATE_ORDER.index(new) >= STATE_ORDER.index(current)
 
 
-class Work(enum.StrEnum):
-    """What a host was last told to do; None once the installed system reports running."""
-
-    INSTALL = "install"  # a network install (host add, rearm): netboot armed
-    UPGRADE = "upgrade"  # agent-driven (SPEC §8): netboot never armed
-    RESTORE = "restore"  # agent-driven, from the backup partition
-
-
 AGENT_WORK = (Work.UPGRADE, Work.RESTORE)
-
-
-class RebootPolicy(enum.StrEnum):
-    """Whether the agent reboots into the installer at once or waits for the operator."""
-
-    AUTO = "auto"
-    MANUAL = "manual"
 
 
 # The step of an ``installed`` host whose agent staged the installer and waits for the
@@ -221,3 +234,41 @@ class ServerSettings:
     http_base: str  # e.g. "http://192.168.77.1:8080" (no trailing slash)
     tftp_address: str  # e.g. "192.168.77.1"
     unknown_policy: UnknownPolicy = UnknownPolicy.LOCAL
+
+
+# -- as the protocol shows them (common.protocol): one serialiser each ------------------
+
+
+def shown_variables(host: Host) -> dict[str, str]:
+    """A host's template variables with every password's value hidden."""
+    return {k: REDACTED if "password" in k.lower() else v for k, v in host.variables}
+
+
+def host_record(host: Host) -> HostRecord:
+    """``host`` as the API and the CLI's ``--json`` show it: no secret, only whether it has one."""
+    san = host.san
+    return HostRecord(
+        mac=host.mac,
+        name=host.name,
+        profile=host.profile,
+        variables=shown_variables(host),
+        netboot_armed=host.netboot_armed,
+        state=host.state,
+        step=host.step,
+        progress=host.progress,
+        assigned_version=host.assigned_version,
+        running_version=host.running_version,
+        work=host.work,
+        reboot_policy=host.reboot_policy,
+        last_checkin=host.last_checkin,
+        facts=dict(host.facts),
+        san=None
+        if san is None
+        else SanRecord(san.root_path, san.address, san.gateway, san.initiator, san.paths),
+        token=Presence.SET if host.token else Presence.NONE,
+        agent_credential=Presence.SET if host.agent_credential else Presence.NONE,
+    )
+
+
+def event_record(event: Event) -> EventRecord:
+    return EventRecord(event.time, event.state, event.step, event.progress, event.message)

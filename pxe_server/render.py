@@ -25,6 +25,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -190,13 +191,24 @@ def _config(
     settings: ServerSettings,
     bootif: Callable[[str], str],
 ) -> str:
+    return _decided(loader, host, profile, settings, bootif)[0]
+
+
+def _decided(
+    loader: str,
+    host: Host | None,
+    profile: Profile | None,
+    settings: ServerSettings,
+    bootif: Callable[[str], str],
+) -> tuple[str, Decision]:
+    """The config text and the decision it carries out (made here, once)."""
     if host is None:
         # Catch-all: always local (see the module docstring).
         decision = Decision(Action.LOCAL, "unknown machines are never wiped")
-        return _local(loader, None, decision, settings)
+        return _local(loader, None, decision, settings), decision
     decision = explain(host, profile, settings)
     if decision.action is Action.LOCAL or profile is None:
-        return _local(loader, host, decision, settings, profile)
+        return _local(loader, host, decision, settings, profile), decision
     return _render(
         f"{loader}-install.{_SUFFIX[loader]}.j2",
         mac=host.mac,
@@ -205,7 +217,7 @@ def _config(
         xen_args=profile.xen_args.split(),
         dom0_args=installer_args(host, profile, settings, bootif(host.mac)),
         san=san_boot(host, profile),
-    )
+    ), decision
 
 
 def _bootif_dashes(mac: str) -> str:
@@ -392,18 +404,26 @@ def _undefined(
 _PXELINUX_MAC = re.compile(r"pxelinux\.cfg/01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
 _GRUB_MAC = re.compile(r"grub/grub\.cfg-01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
 _XEN_EFI_MAC = re.compile(r"xen-efi/([0-9a-fA-F]{2}(?:[:-][0-9a-fA-F]{2}){5})\.cfg")
-_RENDERERS: dict[str, Callable[[Host | None, Profile | None, ServerSettings], str]] = {
-    "pxelinux": pxelinux_config,
-    "grub": grub_config,
-    "ipxe": ipxe_script,
-    "xen-efi": xen_efi_config,
+_BOOTIF: dict[str, Callable[[str], str]] = {
+    "pxelinux": _bootif_dashes,
+    "grub": lambda mac: mac,
+    "ipxe": _bootif_dashes,
+    "xen-efi": lambda mac: mac,
 }
 
 
-def config_for_path(
-    path: str, lookup: Lookup, settings: ServerSettings
-) -> tuple[str, str | None] | None:
-    """A TFTP or HTTP path -> (config text, MAC of the known host it is for, or None).
+@dataclass(frozen=True)
+class BootConfig:
+    """A rendered boot config, the known host it is for (None: catch-all) and what it does."""
+
+    text: str
+    mac: str | None
+    action: Action
+
+
+def config_for_path(path: str, lookup: Lookup, settings: ServerSettings) -> BootConfig | None:
+    """A TFTP or HTTP path -> its config (the text, the MAC of the known host it is for or
+    None, and the decision it carries out: the caller marks an install signalled).
 
     ``pxelinux.cfg/01-<mac>``, ``grub/grub.cfg-01-<mac>`` (any case) and
     ``ipxe/<mac>`` (colons or dashes) render the host's config; an unknown MAC
@@ -416,17 +436,15 @@ def config_for_path(
         raise InputError(f"path {path!r} refused: it climbs out of the root with '..'")
     relative = path.lstrip("/")
     if relative == "pxelinux.cfg/default":
-        return pxelinux_config(None, None, settings), None
+        return BootConfig(pxelinux_config(None, None, settings), None, Action.LOCAL)
     if relative == "grub/grub.cfg":
-        return grub_config(None, None, settings), None
+        return BootConfig(grub_config(None, None, settings), None, Action.LOCAL)
     loader, mac = _per_host(relative)
     if loader is None or mac is None:
         return None
     host, profile = lookup(mac)
-    render = _RENDERERS[loader]
-    if host is None:
-        return render(None, None, settings), None
-    return render(host, profile, settings), host.mac
+    text, decision = _decided(loader, host, profile, settings, _BOOTIF[loader])
+    return BootConfig(text, None if host is None else host.mac, decision.action)
 
 
 def _per_host(relative: str) -> tuple[str | None, str | None]:

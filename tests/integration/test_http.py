@@ -270,10 +270,9 @@ def test_install_flow_events_and_rearm(start: Start) -> None:
     with env.registry() as registry:
         assert registry.get_host(MAC).state is State.SIGNALLED  # type: ignore[union-attr]
     assert env.event("wrong", {"state": "installing"}).status_code == 401
-    assert (
-        env.event(token, {"state": "installing", "step": "partition", "progress": 0.35}).json()
-        == {}
-    )
+    assert env.event(
+        token, {"state": "installing", "step": "partition", "progress": 0.35}
+    ).json() == {"protocol": 2}
     assert env.event(token, {"state": "bogus"}).status_code == 400
     assert env.event(token, {"state": "installing", "progress": "half"}).status_code == 400
     assert env.event(token, {"state": "installed"}).status_code == 200
@@ -289,7 +288,7 @@ def test_install_flow_events_and_rearm(start: Start) -> None:
     assert env.event(token, {"state": "running"}).status_code == 401  # the install token died
     answer = requests.get(f"{env.base}/answerfile/{MAC}", params={"token": token}, timeout=10)
     assert answer.status_code == 403
-    assert env.event(credential, {"state": "running"}).json() == {}
+    assert env.event(credential, {"state": "running"}).json() == {"protocol": 2}
     assert env.event(credential, {"state": "installing"}).status_code in (400, 409)
     shown = env.api("GET", f"/api/v1/hosts/{MAC}").json()
     assert (shown["state"], shown["running_version"]) == ("running", "0.1.0")
@@ -347,7 +346,8 @@ def test_api_hosts_crud_and_errors(start: Start) -> None:
     assert created.status_code == 201
     assert created.json()["mac"] == "52:54:00:00:00:0a"
     assert created.json()["variables"] == {"disk": "vda"}
-    assert "token" not in created.json()
+    assert created.json()["token"] == "set"  # whether it has one, never the token
+    assert env.host_token("52:54:00:00:00:0a") not in created.text
     assert env.api("POST", "/api/v1/hosts", json={"mac": "52:54:00:00:00:0a"}).status_code == 400
     for body in ({"mac": "nonsense"}, {"mac": "52:54:00:00:00:0b", "colour": "red"}, [1]):
         bad = env.api("POST", "/api/v1/hosts", json=body)
@@ -430,8 +430,9 @@ def dom0_agent(env: Env, root: Path, credential: str) -> tuple[Any, list[tuple[s
     from netinstall_dom0.config import AgentConfig
     from netinstall_dom0.facts import MULTIPATH_MAPS
     from netinstall_dom0.layout import Layout
-    from netinstall_dom0.runner import Completed
     from netinstall_dom0.server import ServerClient
+
+    from common.process import Completed
 
     calls: list[tuple[str, ...]] = []
 

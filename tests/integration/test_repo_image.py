@@ -133,6 +133,8 @@ def test_dom0_archive_holds_xen_tools_and_our_services(dom0_listing: set[str]) -
         "./usr/sbin/netinstall-firstboot",
         "./usr/sbin/netinstall-agent",
         "./usr/lib/netinstall/netinstall_dom0/__init__.py",
+        "./usr/lib/netinstall/common/protocol/messages.py",  # the agent imports it
+        "./usr/lib/netinstall/common/process.py",
         "./etc/systemd/system/netinstall-firstboot.service",
         "./etc/systemd/system/multi-user.target.wants/netinstall-firstboot.service",
         "./etc/systemd/system/netinstall-ssh-keys.service",

@@ -15,13 +15,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from answerfile.bootargs import parse_cmdline
 from common.errors import InputError
+from common.protocol.codec import ProtocolError, decode, encode
+from common.protocol.messages import Checkin, CheckinReply
 from pxe_server.checkin import (
     Reported,
     apply_checkin,
     checkin_reply,
     installer_urls,
     reported_state,
-    running_version,
 )
 from pxe_server.http import make_app
 from pxe_server.http_files import Context
@@ -120,10 +121,20 @@ def test_reported_state_and_running_version_check_their_fields() -> None:
         reported_state("installed")
     with pytest.raises(InputError, match="expected one of"):
         reported_state(["running"])
-    assert running_version(" 0.2.0 ") == "0.2.0"
+    assert decode(Checkin, {"running_version": " 0.2.0 "}).running_version == " 0.2.0 "
     for bad in (None, "", 3, "a\nb", "x" * 200):
-        with pytest.raises(InputError, match="running_version"):
-            running_version(bad)
+        with pytest.raises(ProtocolError, match="check-in: field 'running_version'"):
+            decode(Checkin, {"running_version": bad})
+
+
+def wire(reply: CheckinReply) -> dict[str, object]:
+    """A check-in reply as it travels: encoded, fields alone."""
+    return encode(reply, envelope=False)
+
+
+def as_agent_reads(reply: CheckinReply) -> CheckinReply:
+    """The reply encoded by the server and decoded by the agent."""
+    return decode(CheckinReply, encode(reply), strict=False)
 
 
 def test_reply_is_none_without_agent_work_or_past_the_installer() -> None:
@@ -134,11 +145,12 @@ def test_reply_is_none_without_agent_work_or_past_the_installer() -> None:
         replace(UPGRADE, state=State.FAILED),
         replace(UPGRADE, token=None),
     ):
-        assert checkin_reply(host, PROFILE, SETTINGS) == {"action": "none"}
+        assert wire(checkin_reply(host, PROFILE, SETTINGS)) == {"action": "none"}
 
 
 def test_upgrade_reply_carries_the_installer_and_its_command_lines() -> None:
-    reply = checkin_reply(UPGRADE, PROFILE, SETTINGS)
+    typed = checkin_reply(UPGRADE, PROFILE, SETTINGS)
+    reply = wire(typed)
     assert reply["action"] == "upgrade"
     assert reply["version"] == "0.2.0"
     assert reply["reboot"] == "auto"
@@ -147,6 +159,7 @@ def test_upgrade_reply_carries_the_installer_and_its_command_lines() -> None:
         "kernel": f"{BASE}/boot/vmlinuz",
         "initrd": f"{BASE}/boot/install.img",
     }
+    assert TOKEN not in repr(typed)  # the command line carries it: kept out of logs
     cmdline = reply["cmdline"]
     assert isinstance(cmdline, dict)
     assert cmdline["xen"] == " ".join(PROFILE.xen_args.split())
@@ -157,10 +170,10 @@ def test_upgrade_reply_carries_the_installer_and_its_command_lines() -> None:
     args = parse_cmdline(cmdline["kernel"])  # as the installer will read it
     assert args.answerfile == f"{BASE}/answerfile/{MAC}?token={TOKEN}"
     assert args.install
-    assignment = parse_checkin_reply(reply)  # as the dom0 agent will read it
+    assignment = parse_checkin_reply(as_agent_reads(typed))  # as the dom0 agent will read it
     assert assignment is not None
     assert (assignment.action, assignment.version) == (Action.UPGRADE, "0.2.0")
-    assert assignment.urls == installer_urls(SETTINGS)
+    assert assignment.urls == encode(installer_urls(SETTINGS), envelope=False)
 
 
 def test_restore_reply_has_no_version_and_keeps_the_policy() -> None:
@@ -168,9 +181,9 @@ def test_restore_reply_has_no_version_and_keeps_the_policy() -> None:
     waiting = replace(host, state=State.INSTALLED, step=REBOOT_REQUIRED)
     for each in (host, waiting):
         reply = checkin_reply(each, PROFILE, SETTINGS)
-        assert reply["action"] == "restore"
-        assert "version" not in reply
-        assignment = parse_checkin_reply(reply)
+        assert wire(reply)["action"] == "restore"
+        assert "version" not in wire(reply)
+        assignment = parse_checkin_reply(as_agent_reads(reply))
         assert assignment is not None
         assert (assignment.action, assignment.reboot) == (Action.RESTORE, AgentReboot.MANUAL)
 
@@ -223,7 +236,7 @@ CHECKIN = f"/api/v1/hosts/{MAC.replace(':', '%3A')}/checkin"
 def test_checkin_route_says_none_then_the_upgrade(registry: Registry) -> None:
     secret = credential(registry)
     body = {"running_version": "0.1.0", "state": "running"}
-    assert post(registry, CHECKIN, body, secret) == (200, {"action": "none"})
+    assert post(registry, CHECKIN, body, secret) == (200, {"protocol": 2, "action": "none"})
     status, host = post(
         registry,
         f"/api/v1/hosts/{MAC}/upgrade",
@@ -264,10 +277,21 @@ def test_checkin_needs_the_agent_credential(registry: Registry, secret: str | No
     ("body", "expected"),
     [
         ([], "must be a JSON object"),
-        ({}, "running_version"),
-        ({"running_version": 1}, "running_version"),
-        ({"running_version": "0.1.0", "state": "installing"}, "cannot be checked in"),
-        ({"running_version": "0.1.0", "extra": 1}, "unknown field(s) extra"),
+        ({}, "check-in: field 'running_version' is missing"),
+        ({"running_version": 1}, "field 'running_version' must be one line of printable text"),
+        (
+            {"running_version": "0.1.0", "state": "installing"},
+            "field 'state' must be one of running, signalled, installed-reboot-required",
+        ),
+        (
+            {"running_version": "0.1.0", "extra": 1},
+            "field 'extra' is not part of protocol version 1",
+        ),
+        (
+            {"protocol": 2, "running_version": "0.1.0", "extra": 1},
+            "field 'extra' is not part of protocol version 2",
+        ),
+        ({"protocol": 7, "running_version": "0.1.0"}, "field 'protocol' must be 1 or 2"),
     ],
 )
 def test_bad_checkin_bodies_are_400(registry: Registry, body: object, expected: str) -> None:
@@ -276,11 +300,16 @@ def test_bad_checkin_bodies_are_400(registry: Registry, body: object, expected: 
     assert expected in reply["error"]
 
 
-def test_checkin_of_an_unknown_host_is_404(registry: Registry) -> None:
+def test_checkin_of_an_unknown_host_is_401_as_for_a_known_one(registry: Registry) -> None:
     status, _ = post(
         registry, "/api/v1/hosts/52:54:00:00:00:09/checkin", {"running_version": "1"}, "x"
     )
-    assert status == 404
+    assert status == 401  # never 404: the reply does not tell which MACs are registered
+    status, _ = post(
+        registry, "/api/v1/hosts/52:54:00:00:00:09/checkin", {"running_version": "1"},
+        credential(registry),
+    )  # fmt: skip
+    assert status == 401  # another host's credential is no better
 
 
 def test_upgrade_route_refusals(registry: Registry) -> None:
@@ -289,7 +318,8 @@ def test_upgrade_route_refusals(registry: Registry) -> None:
     status, reply = post(registry, route, {"version": "9.9"}, api)
     assert (status, "version 9.9 is not registered" in reply["error"]) == (400, True)
     status, reply = post(registry, route, {"version": "0.2.0", "reboot": "later"}, api)
-    assert (status, "reboot policy 'later'" in reply["error"]) == (400, True)
+    assert status == 400
+    assert "field 'reboot' must be one of auto, manual, not 'later'" in reply["error"]
     assert post(registry, route, {"version": "0.2.0"}, None)[0] == 401
     assert post(registry, route, {"version": "0.2.0"}, "wrong")[0] == 403
     assert post(registry, "/api/v1/hosts/52:54:00:00:00:09/restore", {}, api)[0] == 404
@@ -310,9 +340,14 @@ TWO_PATHS = [
 ONE_PATH = [{**TWO_PATHS[0], "paths": [{"device": "sdb", "state": "ready"}]}]
 
 
-def test_a_lost_path_is_kept_with_the_facts_and_logged() -> None:
-    from pxe_server.checkin import multipath_report
+def multipath_report(maps: object) -> list[dict[str, object]]:
+    """The check-in's ``multipath`` as the route hands it to the registry."""
+    body = decode(Checkin, {"running_version": "0.1.0", "multipath": maps})
+    assert body.multipath is not None
+    return [encode(m, envelope=False) for m in body.multipath]
 
+
+def test_a_lost_path_is_kept_with_the_facts_and_logged() -> None:
     first, message = apply_checkin(RUNNING, "0.1.0", Reported.RUNNING, 1.0, TWO_PATHS)
     assert first.facts["multipath"] == TWO_PATHS
     assert message == "first check-in: running 0.1.0"  # no earlier report to compare with
@@ -339,15 +374,14 @@ def test_a_failed_path_the_map_still_lists_is_a_lost_path() -> None:
 @pytest.mark.parametrize(
     ("value", "words"),
     [
-        ({"name": "mpatha"}, "must be a list"),
-        ([{"name": "mpatha", "wwid": "x"}], "each map must be an object"),
-        ([{"name": "", "wwid": "x", "paths": []}], "a map's name must be printable"),
-        ([{"name": "m", "wwid": "x", "paths": ["sda"]}], "each path must be an object"),
-        ([{"name": "m", "wwid": "x", "paths": [{"device": "sda"}]}], "a path's state"),
+        ({"name": "mpatha"}, "'multipath' must be a list"),
+        ([{"name": "mpatha", "wwid": "x"}], r"'multipath\[0\].paths' is missing"),
+        ([{"name": "", "wwid": "x", "paths": []}], r"'multipath\[0\].name' must be one line"),
+        ([{"name": "m", "wwid": "x", "paths": ["sda"]}], r"paths\[0\]' must be an object"),
+        ([{"name": "m", "wwid": "x", "paths": [{"device": "sda"}]}], r"paths\[0\].state' is"),
+        ([{"name": "m", "wwid": "x", "paths": []}] * 65, "may hold 64 items at most"),
     ],
 )
 def test_a_malformed_multipath_report_is_named(value: object, words: str) -> None:
-    from pxe_server.checkin import multipath_report
-
-    with pytest.raises(InputError, match=words):
+    with pytest.raises(ProtocolError, match=words):
         multipath_report(value)

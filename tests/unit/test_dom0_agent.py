@@ -29,8 +29,10 @@ from netinstall_dom0.errors import ConfigError, ServerError, Unauthorized  # noq
 from netinstall_dom0.facts import MULTIPATH_MAPS  # noqa: E402
 from netinstall_dom0.installer import grub_entry, parse_checkin_reply  # noqa: E402
 from netinstall_dom0.layout import Layout  # noqa: E402
-from netinstall_dom0.runner import Completed  # noqa: E402
 from netinstall_dom0.server import ServerClient  # noqa: E402
+
+from common.process import Completed  # noqa: E402
+from common.protocol.messages import Checkin  # noqa: E402
 
 SERVER = "http://192.168.77.1:8080"
 MAC = "52:54:00:12:34:56"
@@ -174,7 +176,7 @@ def test_none_does_nothing(layout: Layout) -> None:
     assert session.posts == [
         (
             CHECKIN,
-            {"running_version": "0.1.0", "state": "running"},
+            {"protocol": 2, "running_version": "0.1.0", "state": "running"},
             {"Authorization": f"Bearer {CREDENTIAL}"},
         )
     ]
@@ -364,19 +366,37 @@ def test_secrets_never_reach_the_log(layout: Layout, caplog: pytest.LogCaptureFi
     assert INSTALL_TOKEN not in caplog.text
 
 
+def read_reply(reply: dict[str, Any]) -> object:
+    """A check-in reply as the agent reads it: the protocol's declaration, then its rules."""
+    client = ServerClient(SERVER, MAC, FakeSession([reply]))
+    return parse_checkin_reply(client.checkin(CREDENTIAL, Checkin("0.1.0")))
+
+
 @pytest.mark.parametrize(
     ("reply", "message"),
     [
-        ({"action": "reinstall"}, "unknown action 'reinstall'"),
-        (upgrade() | {"reboot": "later"}, "reboot must be auto or manual"),
+        ({"action": "reinstall"}, "field 'action' must be one of none, upgrade, restore"),
+        (upgrade() | {"reboot": "later"}, "field 'reboot' must be one of auto, manual"),
+        (upgrade() | {"reboot": None}, "reboot must be auto or manual"),
         (upgrade() | {"installer": None}, "needs installer and cmdline"),
-        (upgrade() | {"installer": {"xen": "tftp://x/xen.gz"}}, "installer.xen must be an http"),
+        (upgrade() | {"installer": {"xen": "tftp://x/xen.gz"}}, "'installer.kernel' is missing"),
+        (
+            upgrade() | {"installer": {**upgrade()["installer"], "xen": "tftp://x/xen.gz"}},
+            "installer.xen must be an http",
+        ),
         (upgrade() | {"cmdline": {"xen": "a\nmenuentry x", "kernel": ""}}, "cmdline.xen must be"),
+        (upgrade() | {"cmdline": {"xen": 1, "kernel": ""}}, "'cmdline.xen' must be a string"),
     ],
 )
 def test_malformed_replies(reply: dict[str, Any], message: str) -> None:
     with pytest.raises(ServerError, match=message):
-        parse_checkin_reply(reply)
+        read_reply(reply)
+
+
+def test_a_reply_may_carry_fields_a_newer_server_added() -> None:
+    assert read_reply({"protocol": 3, "action": "none", "advice": "later"}) is None
+    assignment = read_reply(upgrade() | {"protocol": 2, "checksum": "abc"})
+    assert assignment is not None
 
 
 def test_grub_quoting_keeps_each_word_one_argument() -> None:

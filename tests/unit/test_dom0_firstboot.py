@@ -25,7 +25,6 @@ if str(DOM0) not in sys.path:
 from netinstall_dom0 import firstboot as firstboot_module  # noqa: E402
 from netinstall_dom0.config import SrConfig, SrType, load_firstboot  # noqa: E402
 from netinstall_dom0.errors import (  # noqa: E402
-    CommandError,
     ConfigError,
     NetworkError,
     SrRefused,
@@ -39,8 +38,10 @@ from netinstall_dom0.facts import (  # noqa: E402
 )
 from netinstall_dom0.firstboot import firstboot  # noqa: E402
 from netinstall_dom0.layout import Layout  # noqa: E402
-from netinstall_dom0.runner import Completed, run  # noqa: E402
 from netinstall_dom0.sr import SrFacts, plan  # noqa: E402
+
+from common.errors import CommandError  # noqa: E402
+from common.process import Completed, run  # noqa: E402
 
 SERVER = "http://192.168.77.1:8080"
 MAC = "52:54:00:12:34:56"
@@ -447,6 +448,7 @@ def test_running_report_stores_the_credential_and_drops_the_token(layout: Layout
     assert url == f"{SERVER}/api/v1/hosts/52%3A54%3A00%3A12%3A34%3A56/events"
     assert headers == {"Authorization": f"Bearer {TOKEN}"}
     assert body == {
+        "protocol": 2,
         "state": "running",
         "facts": {
             "xen_version": "4.17.5",
@@ -491,7 +493,11 @@ def test_no_sr_and_no_release_file(layout: Layout) -> None:
     go(layout, runner, session)
     assert runner.calls == [("xl", "info"), ADDRESSES]
     facts = session.posts[0][1]["facts"]
-    assert (facts["sr_uuid"], facts["sr_type"], facts["payload_version"]) == (None, None, "0.1.9")
+    assert (facts.get("sr_uuid"), facts.get("sr_type"), facts["payload_version"]) == (
+        None,
+        None,
+        "0.1.9",
+    )
     assert facts["addresses"] == [{"interface": "xenbr0", "address": "192.168.77.50/24"}]
     assert not layout.state_file.read_text().count(SR_UUID)
 
@@ -561,7 +567,7 @@ def test_secrets_never_reach_the_log(layout: Layout, caplog: pytest.LogCaptureFi
     assert CREDENTIAL not in logged
 
 
-# --- the command choke point ------------------------------------------------------------
+# --- the command choke point (common.process, which dom0 carries) --------------------------
 
 
 def test_run_raises_with_everything_needed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -576,7 +582,7 @@ def test_run_raises_with_everything_needed(monkeypatch: pytest.MonkeyPatch) -> N
         run(["vgs", "VG_x"])
     assert (err.value.argv, err.value.returncode) == (("vgs", "VG_x"), 5)
     assert (err.value.stdout, err.value.stderr) == ("out\n", "  Volume group not found\n")
-    assert str(err.value) == "vgs VG_x exited with status 5: Volume group not found"
+    assert str(err.value) == "vgs exited with status 5: Volume group not found"
     assert run(["vgs", "VG_x"], ok_codes=(0, 5)).stdout == "out\n"
 
 

@@ -16,11 +16,12 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from common.errors import InputError
+from common.protocol.codec import encode
 from netinstall.cli import main
 from pxe_server.http import loggable, make_app
-from pxe_server.http_api import host_json, log_dir
+from pxe_server.http_api import log_dir
 from pxe_server.http_files import Context, safe_path
-from pxe_server.model import Host, ServerSettings
+from pxe_server.model import Host, ServerSettings, host_record
 from pxe_server.registry import Registry, default_profile
 from pxe_server.server import advertised_address
 
@@ -64,15 +65,19 @@ def test_request_log_redacts_tokens() -> None:
     assert loggable("/boot/pxelinux.0") == "/boot/pxelinux.0"
 
 
-def test_host_json_has_no_secrets() -> None:
+def test_the_host_record_has_no_secrets() -> None:
     host = Host(
-        mac="52:54:00:12:34:56", variables=(("disk", "vda"),), token="t0k", agent_credential="cr3d"
+        mac="52:54:00:12:34:56",
+        variables=(("disk", "vda"), ("root_password", "s3cr3t")),
+        token="t0k",
+        agent_credential="cr3d",
     )
-    shown = host_json(host)
-    assert "t0k" not in repr(shown)
-    assert "cr3d" not in repr(shown)
-    assert shown["variables"] == {"disk": "vda"}
-    assert shown["state"] == "pending"
+    shown = encode(host_record(host))
+    for secret in ("t0k", "cr3d", "s3cr3t"):
+        assert secret not in repr(shown)
+    assert shown["variables"] == {"disk": "vda", "root_password": "<redacted>"}
+    assert (shown["state"], shown["token"], shown["agent_credential"]) == ("pending", "set", "set")
+    assert shown["protocol"] == 2
 
 
 def test_log_dir_uses_dashes(tmp_path: Path) -> None:

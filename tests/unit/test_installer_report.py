@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from installer_core.report import NullReporter, ServerReporter
+from common.protocol.codec import decode
+from common.protocol.messages import Event, State
+from installer_core.report import NullReporter, ServerReporter, event_body
 from tests.unit.test_installer_fakes import TOKEN, FakeResponse, FakeSession
 
 MAC = "52:54:00:12:34:56"
@@ -31,14 +33,17 @@ def test_events_are_posted_with_the_bearer_token() -> None:
     report = reporter(session)
     report.event("installing", step="partition", progress=0.35)
     report.event("failed", step="download", message="sha256 mismatch for boot/xen.gz")
-    report.event("installed")
+    report.event(State.INSTALLED)
     assert [(m, u) for m, u, _ in session.calls] == [("POST", EVENTS)] * 3
     bodies = [kwargs["json"] for _m, _u, kwargs in session.calls]
     assert bodies == [
-        {"state": "installing", "step": "partition", "progress": 0.35},
-        {"state": "failed", "step": "download", "message": "sha256 mismatch for boot/xen.gz"},
-        {"state": "installed"},
-    ]
+        {"protocol": 2, "state": "installing", "step": "partition", "progress": 0.35},
+        {"protocol": 2, "state": "failed", "step": "download",
+         "message": "sha256 mismatch for boot/xen.gz"},
+        {"protocol": 2, "state": "installed"},
+    ]  # fmt: skip
+    # What the server makes of them: the same declaration, decoded.
+    assert decode(Event, bodies[0]) == Event(State.INSTALLING, step="partition", progress=0.35)
     assert session.calls[0][2]["headers"] == {"Authorization": f"Bearer {TOKEN}"}
     assert TOKEN not in repr(report)
 
@@ -100,6 +105,13 @@ def test_the_log_bundle_is_put(tmp_path: Path) -> None:
     assert (method, url) == ("PUT", EVENTS.replace("/events", "/logs"))
     assert kwargs["data"] == b"BZh9..."
     assert kwargs["headers"]["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_progress_is_clamped_and_an_unknown_state_is_a_bug() -> None:
+    assert event_body("installing", None, 1.5, None)["progress"] == 1.0
+    assert event_body("installing", None, -0.1, None)["progress"] == 0.0
+    with pytest.raises(ValueError, match="bogus"):
+        event_body("bogus", None, None, None)
 
 
 def test_the_null_reporter_does_nothing(tmp_path: Path) -> None:

@@ -515,11 +515,10 @@ class Registry:
 )
 def test_config_for_path_per_host(path: str, loader: str) -> None:
     lookup = Registry((HOST, PROFILE))
-    assert render.config_for_path(path, lookup, SETTINGS) == (
-        RENDERERS[loader](HOST, PROFILE, SETTINGS),
-        MAC,
+    assert render.config_for_path(path, lookup, SETTINGS) == render.BootConfig(
+        RENDERERS[loader](HOST, PROFILE, SETTINGS), MAC, Action.INSTALL
     )
-    assert lookup.asked == [MAC]
+    assert lookup.asked == [MAC]  # the host looked up once, the decision made once
 
 
 @pytest.mark.parametrize(
@@ -536,7 +535,7 @@ def test_config_for_path_per_host(path: str, loader: str) -> None:
 )
 def test_config_for_path_catch_all(path: str, loader: str) -> None:
     result = render.config_for_path(path, Registry((HOST, PROFILE)), SETTINGS)
-    assert result == (RENDERERS[loader](None, None, SETTINGS), None)
+    assert result == render.BootConfig(RENDERERS[loader](None, None, SETTINGS), None, Action.LOCAL)
 
 
 @pytest.mark.parametrize(
@@ -578,8 +577,8 @@ def test_config_for_path_of_an_installed_host_is_local() -> None:
         "grub/grub.cfg-01-52-54-00-ab-cd-ef", Registry((INSTALLED, PROFILE)), SETTINGS
     )
     assert result is not None
-    assert "chainloader /EFI/BOOT/BOOTX64.EFI" in result[0]
-    assert result[1] == MAC
+    assert "chainloader /EFI/BOOT/BOOTX64.EFI" in result.text
+    assert (result.mac, result.action) == (MAC, Action.LOCAL)
 
 
 # --- decide -------------------------------------------------------------------------

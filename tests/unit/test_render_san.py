@@ -119,7 +119,7 @@ def test_uefi_san_installs_boot_xen_as_an_efi_application_with_its_xen_cfg() -> 
         f"xen-efi/{HOST.mac}.cfg", lambda _mac: (SAN_HOST, SAN_PROFILE), SETTINGS
     )
     assert found is not None
-    text, mac = found
+    text, mac = found.text, found.mac
     assert mac == HOST.mac
     lines = text.splitlines()
     assert "[netinstall]" in lines

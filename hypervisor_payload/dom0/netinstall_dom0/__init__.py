@@ -2,7 +2,9 @@
 
 ``firstboot`` creates the local SR and reports ``running``; ``agent`` checks in
 with the provisioning server and boots the installer for an upgrade or a
-restore. Standard library plus ``requests`` only: dom0 carries this package as
-``/usr/lib/netinstall/netinstall_dom0/`` and nothing else of netinstall, so
-modules here import each other relatively and nothing from the project.
+restore. Standard library plus ``requests``, and of netinstall only the leaf
+package ``common`` (the protocol's messages, the error base, ``common.process``):
+dom0 carries this package as ``/usr/lib/netinstall/netinstall_dom0/`` with
+``common`` beside it, so modules here import each other relatively and nothing
+of the project but ``common``.
 """

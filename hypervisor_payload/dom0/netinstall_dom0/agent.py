@@ -20,18 +20,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import requests
 
+from common.errors import NetinstallError
+from common.process import Runner, run
+from common.protocol.messages import AgentState, Checkin, CheckinReply, RebootPolicy
+
 from .config import AgentConfig, load_agent
-from .errors import Dom0Error, NetworkError, Unauthorized
+from .errors import NetworkError, Unauthorized
 from .facts import multipath_maps, read_payload_version
-from .installer import RebootPolicy, parse_checkin_reply, remove_staged, stage
+from .installer import parse_checkin_reply, remove_staged, stage
 from .jsonfile import read_object, write_json
 from .layout import INSTALLER_ENTRY, Layout
 from .logs import setup_logging
-from .runner import Runner, run
 from .server import ServerClient
 
 log = logging.getLogger(__name__)
@@ -62,16 +64,15 @@ class Agent:
         key = read_object(path).get("key")
         return key if isinstance(key, str) else None
 
-    def checkin(self, state: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"running_version": self.running_version(), "state": state}
-        if maps := multipath_maps(self.runner):  # a SAN host: its paths, as dom0 sees them
-            body["multipath"] = maps
-        return self.client.checkin(self.config.credential, body)
+    def checkin(self, state: AgentState) -> CheckinReply:
+        maps = multipath_maps(self.runner)  # a SAN host: its paths, as dom0 sees them
+        checkin = Checkin(self.running_version(), state, maps or None)
+        return self.client.checkin(self.config.credential, checkin)
 
     def checkin_once(self) -> Outcome:
         """One check-in and whatever its reply asks for."""
         staged = self.staged_key()
-        reply = self.checkin("installed-reboot-required" if staged else "running")
+        reply = self.checkin(AgentState.INSTALLED_REBOOT_REQUIRED if staged else AgentState.RUNNING)
         assignment = parse_checkin_reply(reply)
         if assignment is None:
             if staged:
@@ -88,7 +89,7 @@ class Agent:
         if assignment.reboot is RebootPolicy.MANUAL:
             write_json(self.layout.staged_marker, {"key": assignment.key}, mode=0o644)
         try:
-            self.checkin("signalled")
+            self.checkin(AgentState.SIGNALLED)
         except NetworkError as exc:
             log.warning("could not report signalled (%s); going on", exc)
         if assignment.reboot is RebootPolicy.AUTO:
@@ -110,7 +111,7 @@ def serve(agent: Agent, *, once: bool = False, sleep: Callable[[float], None] = 
                 "stopping. Reinstall or re-register the host to get a new one"
             )
             return EXIT_REVOKED
-        except Dom0Error as exc:
+        except NetinstallError as exc:
             log.error("check-in failed: %s; next try in %d s", exc, agent.config.checkin_interval)  # noqa: TRY400
             if once:
                 return exc.exit_code
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     layout = Layout(args.root)
     try:
         config = load_agent(layout.agent_config)
-    except Dom0Error as exc:
+    except NetinstallError as exc:
         log.error("%s", exc)  # noqa: TRY400
         return exc.exit_code
     with requests.Session() as session:

@@ -8,23 +8,19 @@ kept out of ``repr`` so they cannot reach a log through a value.
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from common.protocol.messages import SrType
+
 from .errors import ConfigError
 from .jsonfile import read_object, write_json
 
 MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 DEFAULT_CHECKIN_INTERVAL = 300
-
-
-class SrType(enum.Enum):
-    LVM = "lvm"
-    EXT = "ext"
 
 
 @dataclass(frozen=True)
@@ -128,7 +124,7 @@ def _parse_sr(r: _Reader, value: object) -> SrConfig | None:
         raise r.fail("sr", "expected an object or null")
     kind = value.get("type")
     try:
-        sr_type = SrType(kind)
+        sr_type = SrType(str(kind))
     except ValueError:
         raise r.fail("sr.type", f"expected 'lvm' or 'ext', found {kind!r}") from None
     devices = value.get("devices")

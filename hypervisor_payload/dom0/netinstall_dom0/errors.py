@@ -1,22 +1,17 @@
-"""The errors of the dom0 services: "your input is wrong" kept apart from failures.
+"""The errors of the dom0 services, on the project's error base (``common.errors``).
 
-``ConfigError`` (a bad configuration file, a device the SR must not take) is
-something an operator fixes; the others are the environment failing. Messages
+``ConfigError`` (a bad configuration file, a device the SR must not take) is input an
+operator fixes (``InputError``); the others are the environment failing. A failed
+command raises ``common.errors.CommandError`` (``common.process.run``). Messages
 never carry a token or a credential.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from common.errors import InputError, NetinstallError
 
 
-class Dom0Error(Exception):
-    """Base of every error the dom0 services raise on purpose."""
-
-    exit_code = 1
-
-
-class ConfigError(Dom0Error):
+class ConfigError(InputError):
     """A configuration file or setting that cannot be used; names the bad key or file."""
 
     exit_code = 2
@@ -26,24 +21,11 @@ class SrRefused(ConfigError):
     """The local SR cannot be created without destroying something; nothing was touched."""
 
 
-class CommandError(Dom0Error):
-    """An external command failed; carries everything needed to diagnose it."""
-
-    def __init__(self, argv: Sequence[str], returncode: int, stdout: str, stderr: str) -> None:
-        self.argv = tuple(argv)
-        self.returncode = returncode
-        self.stdout = stdout
-        self.stderr = stderr
-        lines = stderr.strip().splitlines()
-        detail = lines[-1] if lines else "no output on stderr"
-        super().__init__(f"{' '.join(self.argv)} exited with status {returncode}: {detail}")
-
-
-class NetworkError(Dom0Error):
+class NetworkError(NetinstallError):
     """The provisioning server could not be reached (connection, DNS, timeout)."""
 
 
-class ServerError(Dom0Error):
+class ServerError(NetinstallError):
     """The server answered, but not with what the protocol promises."""
 
     def __init__(self, message: str, status: int | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Facts only the booted system knows, for the ``running`` report (docs/protocol.md)."""
+"""Facts only the booted system knows: the ``running`` report's ``RunningFacts`` and the
+check-in's multipath maps (both declared in ``common.protocol.messages``)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .config import SrType
-from .errors import Dom0Error
+from common.errors import NetinstallError
+from common.process import Runner
+from common.protocol.messages import Address, MultipathMap, PathState, RunningFacts, SrType
+
 from .layout import Layout
-from .runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -24,30 +25,6 @@ class XenInfo:
     host_memory_mib: int
 
 
-@dataclass(frozen=True)
-class Facts:
-    xen_version: str
-    host_memory_mib: int
-    cmdline: str
-    payload_version: str
-    sr_uuid: str | None
-    sr_type: SrType | None
-    hostname: str
-    addresses: tuple[tuple[str, str], ...] = ()  # (interface, address/prefix), IPv4, global
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "xen_version": self.xen_version,
-            "host_memory_mib": self.host_memory_mib,
-            "cmdline": self.cmdline,
-            "payload_version": self.payload_version,
-            "sr_uuid": self.sr_uuid,
-            "sr_type": None if self.sr_type is None else self.sr_type.value,
-            "hostname": self.hostname,
-            "addresses": [{"interface": dev, "address": cidr} for dev, cidr in self.addresses],
-        }
-
-
 def parse_xl_info(text: str) -> XenInfo:
     """Host memory (``total_memory``, MiB) and the Xen version from ``xl info``."""
     fields: dict[str, str] = {}
@@ -57,11 +34,11 @@ def parse_xl_info(text: str) -> XenInfo:
             fields.setdefault(key.strip(), value.strip())
     missing = [k for k in ("total_memory", "xen_major", "xen_minor") if k not in fields]
     if missing:
-        raise Dom0Error(f"xl info: no {', '.join(missing)} in its output")
+        raise NetinstallError(f"xl info: no {', '.join(missing)} in its output")
     try:
         memory = int(fields["total_memory"])
     except ValueError:
-        raise Dom0Error(
+        raise NetinstallError(
             f"xl info: total_memory is not a number: {fields['total_memory']!r}"
         ) from None
     version = f"{fields['xen_major']}.{fields['xen_minor']}{fields.get('xen_extra', '')}"
@@ -96,37 +73,35 @@ def parse_addresses(text: str) -> tuple[tuple[str, str], ...]:
 MULTIPATH_MAPS = ("multipathd", "show", "maps", "json")
 
 
-def parse_multipath(text: str) -> list[dict[str, Any]]:
+def parse_multipath(text: str) -> tuple[MultipathMap, ...]:
     """Each map of ``multipathd show maps json``: its name, WWID and paths with their states."""
     try:
         document = json.loads(text)
     except ValueError:
-        raise Dom0Error("multipathd show maps json: the output is not JSON") from None
+        raise NetinstallError("multipathd show maps json: the output is not JSON") from None
     maps = document.get("maps") if isinstance(document, dict) else None
     found = []
     for entry in maps if isinstance(maps, list) else []:
         if not isinstance(entry, dict):
             continue
-        paths = [
-            {"device": str(path.get("dev")), "state": str(path.get("chk_st", path.get("dm_st")))}
+        paths = tuple(
+            PathState(str(path.get("dev")), str(path.get("chk_st", path.get("dm_st"))))
             for group in entry.get("path_groups") or []
             if isinstance(group, dict)
             for path in group.get("paths") or []
             if isinstance(path, dict)
-        ]
-        found.append(
-            {"name": str(entry.get("name")), "wwid": str(entry.get("uuid")), "paths": paths}
         )
-    return found
+        found.append(MultipathMap(str(entry.get("name")), str(entry.get("uuid")), paths))
+    return tuple(found)
 
 
-def multipath_maps(runner: Runner) -> list[dict[str, Any]]:
+def multipath_maps(runner: Runner) -> tuple[MultipathMap, ...]:
     """The multipath maps and their paths; none when multipathd is not running."""
     try:
         return parse_multipath(runner(MULTIPATH_MAPS).stdout)
-    except Dom0Error as exc:  # CommandError too: multipathd not running, or no maps
+    except NetinstallError as exc:  # CommandError too: multipathd not running, or no maps
         log.info("no multipath report: %s", exc)
-        return []
+        return ()
 
 
 def read_payload_version(path: Path) -> str | None:
@@ -144,7 +119,7 @@ def gather(
     sr_uuid: str | None,
     sr_type: SrType | None,
     fallback_version: str,
-) -> Facts:
+) -> RunningFacts:
     xen = parse_xl_info(runner(["xl", "info"]).stdout)
     version = read_payload_version(layout.release_file)
     if version is None:
@@ -154,7 +129,7 @@ def gather(
             fallback_version,
         )
         version = fallback_version
-    return Facts(
+    return RunningFacts(
         xen_version=xen.xen_version,
         host_memory_mib=xen.host_memory_mib,
         cmdline=layout.proc_cmdline.read_text(encoding="utf-8").strip(),
@@ -162,5 +137,7 @@ def gather(
         sr_uuid=sr_uuid,
         sr_type=sr_type,
         hostname=layout.kernel_hostname.read_text(encoding="utf-8").strip(),
-        addresses=parse_addresses(runner(ADDRESSES).stdout),
+        addresses=tuple(
+            Address(dev, cidr) for dev, cidr in parse_addresses(runner(ADDRESSES).stdout)
+        ),
     )

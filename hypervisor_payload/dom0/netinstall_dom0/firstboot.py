@@ -19,13 +19,15 @@ from pathlib import Path
 
 import requests
 
+from common.errors import NetinstallError
+from common.process import Runner, run
+
 from .config import AgentConfig, load_firstboot, remove_token, save_agent
-from .errors import ConfigError, Dom0Error, Unauthorized
+from .errors import ConfigError, Unauthorized
 from .facts import gather
 from .layout import Layout
 from .logs import setup_logging
 from .report import DEFAULT_DELAYS, report_running
-from .runner import Runner, run
 from .server import HttpSession, ServerClient
 from .sr import Resolve, ensure_sr
 from .state import load_state, mark_done, save_state
@@ -118,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with requests.Session() as session:
             firstboot(Layout(args.root), run, session)
-    except Dom0Error as exc:
+    except NetinstallError as exc:
         log.error("first boot failed: %s", exc)  # noqa: TRY400 - one sentence, no traceback
         return exc.exit_code
     return 0

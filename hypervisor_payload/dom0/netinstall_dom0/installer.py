@@ -11,18 +11,19 @@ entry file is mode 0600.
 
 from __future__ import annotations
 
-import enum
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import Dom0Error, ServerError
+from common.errors import NetinstallError
+from common.process import Runner
+from common.protocol.messages import Action, CheckinReply, RebootPolicy
+
+from .errors import ServerError
 from .jsonfile import write_atomic
 from .layout import INSTALLER_ENTRY, Layout
-from .runner import Runner
 from .server import ServerClient
 
 log = logging.getLogger(__name__)
@@ -31,16 +32,6 @@ log = logging.getLogger(__name__)
 FILE_NAMES = {"xen": "xen.gz", "kernel": "vmlinuz", "initrd": "initrd.img"}
 _BARE_WORD = re.compile(r"[A-Za-z0-9_.,:/=+@%-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class Action(enum.Enum):
-    UPGRADE = "upgrade"
-    RESTORE = "restore"
-
-
-class RebootPolicy(enum.Enum):
-    AUTO = "auto"
-    MANUAL = "manual"
 
 
 @dataclass(frozen=True)
@@ -60,40 +51,30 @@ class Assignment:
         return f"{self.action.value}:{self.version or ''}"
 
 
-def parse_checkin_reply(reply: dict[str, Any]) -> Assignment | None:
-    """None for ``action: none``; the assignment otherwise; ``ServerError`` if malformed."""
-    action = reply.get("action")
-    if action == "none":
+def parse_checkin_reply(reply: CheckinReply) -> Assignment | None:
+    """None for ``action: none``; the assignment otherwise; ``ServerError`` if it cannot be
+    carried out (the declaration leaves these fields optional: ``none`` has none)."""
+    if reply.action is Action.NONE:
         return None
-    try:
-        kind = Action(action)
-    except ValueError:
-        raise ServerError(f"check-in reply: unknown action {action!r}") from None
-    try:
-        reboot = RebootPolicy(reply.get("reboot"))
-    except ValueError:
-        raise ServerError(
-            f"check-in reply: reboot must be auto or manual, found {reply.get('reboot')!r}"
-        ) from None
-    version = reply.get("version")
-    if version is not None and not isinstance(version, str):
-        raise ServerError("check-in reply: version must be a string")
-    files, cmdline = reply.get("installer"), reply.get("cmdline")
-    if not isinstance(files, dict) or not isinstance(cmdline, dict):
+    if reply.reboot is None:
+        raise ServerError("check-in reply: reboot must be auto or manual, found none")
+    if reply.installer is None or reply.cmdline is None:
         raise ServerError("check-in reply: an upgrade or restore needs installer and cmdline")
     urls: dict[str, str] = {}
     for role in FILE_NAMES:
-        url = files.get(role)
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+        url = getattr(reply.installer, role)
+        if urlsplit(url).scheme not in ("http", "https"):
             raise ServerError(f"check-in reply: installer.{role} must be an http(s) URL")
         urls[role] = url
     lines: dict[str, str] = {}
     for role in ("xen", "kernel"):
-        line = cmdline.get(role, "")
-        if not isinstance(line, str) or _CONTROL.search(line):
+        line = getattr(reply.cmdline, role)
+        if _CONTROL.search(line):
             raise ServerError(f"check-in reply: cmdline.{role} must be one line of text")
         lines[role] = line
-    return Assignment(kind, version, reboot, urls, lines["xen"], lines["kernel"])
+    return Assignment(
+        reply.action, reply.version, reply.reboot, urls, lines["xen"], lines["kernel"]
+    )
 
 
 def grub_word(word: str) -> str:
@@ -133,7 +114,7 @@ def boot_location(runner: Runner) -> tuple[str, str]:
     """The uuid of /boot's file system and where the installer directory is inside it."""
     out = runner(["findmnt", "-n", "-o", "UUID,TARGET", "-T", "/boot"]).stdout.split()
     if len(out) != 2:
-        raise Dom0Error(f"findmnt: cannot tell the file system of /boot from {out!r}")
+        raise NetinstallError(f"findmnt: cannot tell the file system of /boot from {out!r}")
     fs_uuid, target = out
     inside = PurePosixPath("/boot/netinstall-installer").relative_to(target)
     return fs_uuid, f"/{inside}"

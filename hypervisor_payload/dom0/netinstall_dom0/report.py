@@ -11,11 +11,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+
+from common.protocol.messages import Event, EventReply, RunningFacts, State
 
 from .config import DEFAULT_CHECKIN_INTERVAL
 from .errors import NetworkError, ServerError
-from .facts import Facts
 from .server import ServerClient
 
 log = logging.getLogger(__name__)
@@ -30,31 +30,27 @@ class RunningReply:
     checkin_interval: int
 
 
-def parse_running_reply(reply: dict[str, Any]) -> RunningReply:
-    credential = reply.get("agent_credential")
-    if not isinstance(credential, str) or not credential.strip():
+def parse_running_reply(reply: EventReply) -> RunningReply:
+    credential = reply.agent_credential
+    if credential is None or not credential.strip():
         raise ServerError("the reply to the running report has no agent_credential")
-    interval = reply.get("checkin_interval", DEFAULT_CHECKIN_INTERVAL)
-    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-        raise ServerError(
-            f"the reply to the running report has a bad checkin_interval: {interval!r}"
-        )
-    return RunningReply(credential, interval)
+    interval = reply.checkin_interval
+    return RunningReply(credential, DEFAULT_CHECKIN_INTERVAL if interval is None else interval)
 
 
 def report_running(
     client: ServerClient,
     token: str,
-    facts: Facts,
+    facts: RunningFacts,
     *,
     sleep: Callable[[float], None] = time.sleep,
     delays: Sequence[float] = DEFAULT_DELAYS,
 ) -> RunningReply:
-    body = {"state": "running", "facts": facts.to_json()}
+    event = Event(State.RUNNING, facts=facts)
     tries = len(delays) + 1
     for attempt, delay in enumerate(delays, start=1):
         try:
-            reply = client.post_event(token, body)
+            reply = client.post_event(token, event)
         except (NetworkError, ServerError) as exc:
             if isinstance(exc, ServerError) and not exc.transient:
                 raise
@@ -68,10 +64,10 @@ def report_running(
             sleep(delay)
         else:
             return _accepted(client, reply)
-    return _accepted(client, client.post_event(token, body))
+    return _accepted(client, client.post_event(token, event))
 
 
-def _accepted(client: ServerClient, reply: dict[str, Any]) -> RunningReply:
+def _accepted(client: ServerClient, reply: EventReply) -> RunningReply:
     parsed = parse_running_reply(reply)
     log.info("reported running to %s", client.server)
     return parsed

@@ -1,5 +1,9 @@
 """The HTTP side of docs/protocol.md: events, check-ins and downloads.
 
+Requests are built and replies read with the protocol's declarations
+(``common.protocol``): the same types the server decodes and encodes. A reply that
+does not match its declaration is a ``ServerError`` naming the field.
+
 The session is injected (``requests.Session`` in dom0, a fake in tests). The
 bearer secret travels only in the Authorization header and never in a message:
 URLs in messages lose their query string.
@@ -10,12 +14,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
+from common.protocol.codec import ProtocolError, decode, encode
+from common.protocol.messages import Checkin, CheckinReply, Event, EventReply
+
 from .errors import NetworkError, ServerError, Unauthorized
+
+R = TypeVar("R")
 
 DEFAULT_TIMEOUT = 30.0
 CHUNK = 1 << 20
@@ -64,16 +73,16 @@ class ServerClient:
         self.session = session
         self.timeout = timeout
 
-    def post_event(self, token: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._post(f"{self.host_url}/events", token, body)
+    def post_event(self, token: str, event: Event) -> EventReply:
+        return self._post(f"{self.host_url}/events", token, event, EventReply)
 
-    def checkin(self, credential: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._post(f"{self.host_url}/checkin", credential, body)
+    def checkin(self, credential: str, checkin: Checkin) -> CheckinReply:
+        return self._post(f"{self.host_url}/checkin", credential, checkin, CheckinReply)
 
-    def _post(self, url: str, secret: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _post(self, url: str, secret: str, message: object, reply_type: type[R]) -> R:
         try:
             response = self.session.post(
-                url, json=dict(body), headers=_bearer(secret), timeout=self.timeout
+                url, json=encode(message), headers=_bearer(secret), timeout=self.timeout
             )
         except requests.RequestException as exc:
             raise NetworkError(f"POST {url}: {type(exc).__name__}: {exc}") from exc
@@ -85,9 +94,12 @@ class ServerClient:
                 raise ServerError(f"POST {url}: the reply is not JSON", 200) from exc
         finally:
             response.close()
-        if not isinstance(reply, dict):
-            raise ServerError(f"POST {url}: the reply is not a JSON object", 200)
-        return reply
+        try:
+            return decode(reply_type, reply, strict=False)
+        except ProtocolError as exc:
+            raise ServerError(
+                f"POST {url}: the reply does not fit the protocol: {exc}", 200
+            ) from exc
 
     def download(self, url: str, dest: Path, credential: str) -> int:
         """Fetch ``url`` into ``dest`` through a temporary name; returns its size.

@@ -15,11 +15,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .config import SrConfig, SrType
+from common.process import Runner
+from common.protocol.messages import SrType
+
+from .config import SrConfig
 from .errors import SrRefused
 from .jsonfile import write_atomic
 from .layout import SR_MOUNT_BASE, Layout
-from .runner import Runner
 
 log = logging.getLogger(__name__)
 

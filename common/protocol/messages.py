@@ -1,0 +1,350 @@
+"""Every message between the server, the installer, the dom0 services and operators.
+
+Declared once, used by both ends: the server decodes requests into these types and
+encodes its replies from them; the installer (``installer_core.report``) and the dom0
+agent (``netinstall_dom0``) build their requests from them and read the replies with
+them. ``codec`` turns them into JSON and back; docs/protocol.md and the server's
+``/api/v1/openapi.json`` are generated from them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from common.protocol.codec import ABSENT, Absent, JsonObject, Message, rule
+
+# -- closed sets ------------------------------------------------------------------------
+
+
+class State(enum.StrEnum):
+    """A host's install state (SPEC §9; seed 002's Pending/Signalled/Installed/Failed)."""
+
+    PENDING = "pending"  # work assigned, nothing fetched yet
+    SIGNALLED = "signalled"  # fetched its boot config (or, agent-driven, the installer)
+    INSTALLING = "installing"
+    INSTALLED = "installed"  # install finished; reboot (required) into the new system
+    RUNNING = "running"  # the installed system reported from its first boot
+    FAILED = "failed"
+
+
+# The states an installer or a first boot may report (``pending`` is the server's own).
+REPORTABLE = (State.SIGNALLED, State.INSTALLING, State.INSTALLED, State.RUNNING, State.FAILED)
+
+
+class AgentState(enum.StrEnum):
+    """The ``state`` a check-in carries: what the agent did with the work it was given."""
+
+    RUNNING = "running"
+    SIGNALLED = "signalled"
+    INSTALLED_REBOOT_REQUIRED = "installed-reboot-required"
+
+
+class Work(enum.StrEnum):
+    """What a host was last told to do; None once the installed system reports running."""
+
+    INSTALL = "install"  # a network install (host add, rearm): netboot armed
+    UPGRADE = "upgrade"  # agent-driven (SPEC §8): netboot never armed
+    RESTORE = "restore"  # agent-driven, from the backup partition
+
+
+class RebootPolicy(enum.StrEnum):
+    """Whether the agent reboots into the installer at once or waits for the operator."""
+
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+class Action(enum.StrEnum):
+    """What a check-in reply tells the agent to do."""
+
+    NONE = "none"
+    UPGRADE = "upgrade"
+    RESTORE = "restore"
+
+
+class SrType(enum.StrEnum):
+    LVM = "lvm"
+    EXT = "ext"
+
+
+class Presence(enum.StrEnum):
+    """Whether a host holds a secret (never the secret itself)."""
+
+    SET = "set"
+    NONE = "none"
+
+
+# -- the installer and first boot: events -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Address(Message):
+    interface: str = field(metadata=rule("the interface, e.g. xenbr0"))
+    address: str = field(metadata=rule("its IPv4 address with prefix, e.g. 192.168.77.50/24"))
+
+
+@dataclass(frozen=True)
+class RunningFacts(Message):
+    """What only the booted system knows, sent with its ``running`` event."""
+
+    OMIT_NONE: ClassVar[bool] = True
+
+    xen_version: str | None = field(default=None, metadata=rule("from `xl info`"))
+    host_memory_mib: int | None = field(
+        default=None, metadata=rule("host memory as Xen reports it", minimum=0)
+    )
+    cmdline: str | None = field(default=None, metadata=rule("dom0's own /proc/cmdline"))
+    payload_version: str | None = field(
+        default=None, metadata=rule("the payload version of the installed system's files")
+    )
+    sr_uuid: str | None = field(default=None, metadata=rule("the local SR's uuid"))
+    sr_type: SrType | None = field(default=None, metadata=rule("the local SR's type"))
+    hostname: str | None = field(default=None, metadata=rule("the kernel's host name"))
+    addresses: tuple[Address, ...] | None = field(
+        default=None, metadata=rule("global IPv4 addresses", max_items=256)
+    )
+
+
+@dataclass(frozen=True)
+class Event(Message):
+    """An installer, first-boot or agent report: ``POST .../events``."""
+
+    NAME: ClassVar[str] = "event"
+    OMIT_NONE: ClassVar[bool] = True
+
+    state: State = field(metadata=rule("the host's new state", choices=REPORTABLE))
+    step: str | None = field(default=None, metadata=rule("the install step, e.g. partition"))
+    progress: float | None = field(
+        default=None, metadata=rule("how far the install is", minimum=0, maximum=1)
+    )
+    message: str | None = field(default=None, metadata=rule("one sentence for the operator"))
+    facts: RunningFacts | None = field(default=None, metadata=rule("with `running` only"))
+
+
+@dataclass(frozen=True)
+class EventReply(Message):
+    """The reply to an event: empty, but for the first ``running`` the agent's credential."""
+
+    NAME: ClassVar[str] = "event reply"
+    OMIT_NONE: ClassVar[bool] = True
+
+    agent_credential: str | None = field(
+        default=None,
+        repr=False,
+        metadata=rule("the agent's own credential; replaces the install token", secret=True),
+    )
+    checkin_interval: int | None = field(
+        default=None, metadata=rule("seconds between check-ins", minimum=1)
+    )
+
+
+@dataclass(frozen=True)
+class LogStored(Message):
+    """The reply to ``PUT .../logs``."""
+
+    stored: str = field(metadata=rule("the bundle's name in the server directory"))
+    bytes: int = field(metadata=rule("its size"))
+
+
+# -- the dom0 agent: check-ins ----------------------------------------------------------
+
+MAX_WORD = 128
+MAX_MAPS = 64
+MAX_PATHS = 64
+
+
+@dataclass(frozen=True)
+class PathState(Message):
+    device: str = field(
+        metadata=rule("the path's device, e.g. sda", printable=True, max_length=MAX_WORD)
+    )
+    state: str = field(
+        metadata=rule("multipathd's path checker state (chk_st), e.g. ready, faulty",
+                      printable=True, max_length=MAX_WORD)
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MultipathMap(Message):
+    name: str = field(metadata=rule("the map, e.g. mpatha", printable=True, max_length=MAX_WORD))
+    wwid: str = field(metadata=rule("the LUN's WWID", printable=True, max_length=MAX_WORD))
+    paths: tuple[PathState, ...] = field(metadata=rule("its paths", max_items=MAX_PATHS))
+
+
+@dataclass(frozen=True)
+class Checkin(Message):
+    """The dom0 agent's check-in: ``POST .../checkin``."""
+
+    NAME: ClassVar[str] = "check-in"
+    OMIT_NONE: ClassVar[bool] = True
+
+    running_version: str = field(
+        metadata=rule("the payload version the running system reports",
+                      printable=True, max_length=128)
+    )  # fmt: skip
+    state: AgentState = field(
+        default=AgentState.RUNNING, metadata=rule("what the agent did with its work")
+    )
+    multipath: tuple[MultipathMap, ...] | None = field(
+        default=None,
+        metadata=rule("a SAN host's storage paths as dom0's multipathd sees them",
+                      max_items=MAX_MAPS),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class InstallerFiles(Message):
+    xen: str = field(metadata=rule("absolute URL of the installer's Xen"))
+    kernel: str = field(metadata=rule("absolute URL of the installer's kernel"))
+    initrd: str = field(metadata=rule("absolute URL of the installer's initrd"))
+
+
+@dataclass(frozen=True)
+class InstallerCmdline(Message):
+    xen: str = field(metadata=rule("Xen's arguments (the host's profile's)"))
+    kernel: str = field(
+        repr=False,
+        metadata=rule(
+            "the installer's command line, with the answer-file URL and netinstall.token=",
+            secret=True,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class CheckinReply(Message):
+    """The reply to a check-in: nothing to do, or the upgrade or restore to boot into."""
+
+    NAME: ClassVar[str] = "check-in reply"
+    OMIT_NONE: ClassVar[bool] = True
+
+    action: Action = field(metadata=rule("none, or the work to do"))
+    version: str | None = field(default=None, metadata=rule("with upgrade: the version"))
+    reboot: RebootPolicy | None = field(
+        default=None, metadata=rule("auto: reboot now; manual: wait for the operator")
+    )
+    installer: InstallerFiles | None = field(default=None, metadata=rule("what to boot"))
+    cmdline: InstallerCmdline | None = field(default=None, metadata=rule("how to boot it"))
+
+
+# -- operators: hosts and their work ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostCreate(Message):
+    """A new host: ``POST /api/v1/hosts``."""
+
+    NAME: ClassVar[str] = "new host"
+
+    mac: str = field(metadata=rule("its MAC, colons, dashes or none"))
+    profile: str = field(default="default", metadata=rule("its profile"))
+    name: str | None = field(default=None, metadata=rule("its host name (not an FQDN)"))
+    variables: dict[str, str] = field(
+        default_factory=dict, metadata=rule("template variables of its answer file")
+    )
+
+
+@dataclass(frozen=True)
+class HostEdit(Message):
+    """Changes to a host: ``PATCH /api/v1/hosts/<mac>``; a field left out stays as it is."""
+
+    NAME: ClassVar[str] = "host edit"
+
+    name: str | Absent | None = field(default=ABSENT, metadata=rule("null: no name"))
+    profile: str | Absent = field(default=ABSENT, metadata=rule("its profile"))
+    variables: dict[str, str] | Absent | None = field(
+        default=ABSENT, metadata=rule("all its template variables; null: none")
+    )
+
+
+@dataclass(frozen=True)
+class UpgradeRequest(Message):
+    """``POST .../upgrade``: the agent upgrades the host to ``version``."""
+
+    NAME: ClassVar[str] = "upgrade"
+
+    version: str = field(metadata=rule("a registered repository's version"))
+    reboot: RebootPolicy = field(default=RebootPolicy.AUTO, metadata=rule("when to reboot"))
+
+
+@dataclass(frozen=True)
+class RestoreRequest(Message):
+    """``POST .../restore``: the agent restores the host's backup partition."""
+
+    NAME: ClassVar[str] = "restore"
+
+    reboot: RebootPolicy = field(default=RebootPolicy.AUTO, metadata=rule("when to reboot"))
+
+
+@dataclass(frozen=True)
+class SanRecord(Message):
+    root_path: str = field(metadata=rule("the root LUN (RFC 4173)"))
+    address: str | None = field(metadata=rule("the storage NIC's address/prefix; null: DHCP"))
+    gateway: str | None = field(metadata=rule("the storage network's gateway"))
+    initiator: str | None = field(metadata=rule("the host's initiator IQN; null: from its MAC"))
+    paths: tuple[str, ...] = field(metadata=rule("further paths to the LUN (multipath)"))
+
+
+@dataclass(frozen=True)
+class HostRecord(Message):
+    """A host as the API and ``host list|show --json`` show it: everything but its secrets."""
+
+    mac: str = field(metadata=rule("lowercase, colons"))
+    name: str | None = field(metadata=rule("its host name"))
+    profile: str = field(metadata=rule("its profile"))
+    variables: dict[str, str] = field(
+        metadata=rule("its template variables; a password's value shown as `<redacted>`")
+    )
+    netboot_armed: bool = field(metadata=rule("whether its next network boot installs"))
+    state: State = field(metadata=rule("its state"))
+    step: str | None = field(metadata=rule("the install step last reported"))
+    progress: float | None = field(metadata=rule("the progress last reported, 0 to 1"))
+    assigned_version: str | None = field(metadata=rule("the payload version it is to run"))
+    running_version: str | None = field(metadata=rule("the payload version it reported"))
+    work: Work | None = field(metadata=rule("its work; null once the new system runs"))
+    reboot_policy: RebootPolicy = field(metadata=rule("for agent work"))
+    last_checkin: float | None = field(metadata=rule("its agent's last check-in (epoch s)"))
+    facts: JsonObject = field(metadata=rule("what its last running report and check-in said"))
+    san: SanRecord | None = field(metadata=rule("its root LUN (SAN boot)"))
+    token: Presence = field(metadata=rule("whether it holds a live install token"))
+    agent_credential: Presence = field(metadata=rule("whether its agent has a credential"))
+
+
+@dataclass(frozen=True)
+class HostList(Message):
+    hosts: tuple[HostRecord, ...]
+
+
+@dataclass(frozen=True)
+class EventRecord(Message):
+    """One logged event of a host."""
+
+    time: float = field(metadata=rule("seconds since the epoch"))
+    state: State = field(metadata=rule("the host's state after it"))
+    step: str | None = field(metadata=rule("the install step"))
+    progress: float | None = field(metadata=rule("0 to 1"))
+    message: str | None = field(metadata=rule("what happened (secrets redacted)"))
+
+
+@dataclass(frozen=True)
+class EventList(Message):
+    events: tuple[EventRecord, ...] = field(metadata=rule("oldest first"))
+
+
+@dataclass(frozen=True)
+class Deleted(Message):
+    deleted: str = field(metadata=rule("the MAC of the host removed"))
+
+
+@dataclass(frozen=True)
+class ErrorReply(Message):
+    """Every refusal: 4xx or 5xx with one sentence."""
+
+    error: str = field(metadata=rule("what is wrong, in one sentence"))
+
+
+@dataclass(frozen=True)
+class NoBody(Message):
+    """A request without a body."""

@@ -1,0 +1,214 @@
+"""The API's edge: every ``/api/v1`` route declared once, its caller checked, its body typed.
+
+    Route(method, path, handler, caller, summary, body=Event, reply=EventReply)
+
+``add_routes`` registers a table of ``Route``s; ``authenticate`` (one aiohttp
+middleware) checks each request's caller against its route's ``caller`` before any
+handler runs, so a request without the right secret gets 401 whatever the MAC in
+its path: it never learns whether that host exists. Then the route's wrapper reads
+the body (``MAX_BODY`` bytes at most), decodes it into the route's declared message
+(``common.protocol``: a wrong type, a missing field or a field the message's version
+does not know is a 400 naming the field) and calls the handler with a typed ``Call``;
+what the handler returns is encoded as the reply. ``openapi`` describes the same
+table.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from aiohttp import web
+
+from common.errors import InputError
+from common.protocol.codec import decode, encode
+from common.protocol.messages import NoBody
+from pxe_server.http_files import Context, blocking, context, error
+from pxe_server.model import Host, normalise_mac
+from pxe_server.registry import Registry, TransitionRefused, UnknownHost
+from pxe_server.secrets import same_token
+
+B = TypeVar("B")
+
+MAX_BODY = 64 * 1024  # a JSON request body; log bundles have their own limit
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+class Caller(enum.Enum):
+    """Who may call a route: what its ``Authorization: Bearer`` must carry."""
+
+    ANYONE = "anyone"
+    OPERATOR = "operator"  # the server's API token (missing: 401, wrong: 403)
+    HOST = "host"  # the host's install token or its agent credential (401)
+    AGENT = "agent"  # the host's agent credential only (401)
+
+
+@dataclass(frozen=True)
+class Call(Generic[B]):
+    """What a handler gets: the request's body as its declared message, the MAC of its
+    path (normalised) and, for host and agent routes, the host whose secret it carries."""
+
+    request: web.Request
+    ctx: Context
+    body: B
+    host: Host | None
+
+    @property
+    def mac(self) -> str:
+        """The path's MAC, normalised (InputError, a 400, when it is none)."""
+        return normalise_mac(self.request.match_info["mac"])
+
+
+Handler = Callable[[Call[Any]], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One API route: what it is called with, by whom, and what it answers."""
+
+    method: str
+    path: str  # aiohttp's syntax, which is OpenAPI's: /api/v1/hosts/{mac}
+    handler: Handler
+    caller: Caller
+    summary: str
+    body: type = NoBody  # the request's message (NoBody: none is read)
+    reply: type | None = None  # the reply's message (None: a document of its own)
+    status: int = 200
+    raw_body: str | None = None  # the media type of a body the handler reads itself
+    refusals: tuple[int, ...] = ()  # statuses besides 400, 401/403 and 500
+
+
+ROUTES = web.AppKey("api_routes", dict[web.AbstractRoute, Route])
+CALLER = web.RequestKey("caller", Host)  # the host whose secret the request carries
+
+
+def bearer(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _refused(caller: Caller, wrong: bool) -> web.Response:
+    if caller is Caller.OPERATOR:
+        if wrong:
+            return error(403, "wrong API token; `netinstall server token` prints it")
+        return error(
+            401, "this call needs Authorization: Bearer <the server's API token>", **_CHALLENGE
+        )
+    needs = (
+        "the host's agent credential"
+        if caller is Caller.AGENT
+        else "the host's install token or agent credential"
+    )
+    said = (
+        "wrong or revoked agent credential" if caller is Caller.AGENT else "wrong or expired token"
+    )
+    prefix = f"{said}; " if wrong else ""
+    return error(401, f"{prefix}this call needs Authorization: Bearer <{needs}>", **_CHALLENGE)
+
+
+def host_of_secret(registry: Registry, caller: Caller, given: str) -> Host | None:
+    """The host whose install token (HOST routes) or agent credential this is. Blocks."""
+    if caller is Caller.HOST:
+        found = registry.host_by_token(given)
+        if found is not None:
+            return found
+    return registry.host_by_agent_credential(given)
+
+
+def _path_mac(request: web.Request) -> str | None:
+    try:
+        return normalise_mac(request.match_info.get("mac", ""))
+    except InputError:
+        return None
+
+
+@web.middleware
+async def authenticate(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Check the caller of every declared API route before its handler looks anything up."""
+    route = request.app[ROUTES].get(request.match_info.route)
+    if route is None or route.caller is Caller.ANYONE:
+        return await handler(request)  # not an API route (files, boot configs), or public
+    given = bearer(request)
+    if given is None:
+        return _refused(route.caller, wrong=False)
+    ctx = context(request)
+    if route.caller is Caller.OPERATOR:
+        if not same_token(given, ctx.api_token):
+            return _refused(route.caller, wrong=True)
+        return await handler(request)
+    host = await blocking(host_of_secret, ctx.registry, route.caller, given)
+    if host is None or host.mac != _path_mac(request):  # another host's secret is no better
+        return _refused(route.caller, wrong=True)
+    request[CALLER] = host
+    return await handler(request)
+
+
+async def read_json(request: web.Request) -> object:
+    """The request body parsed as JSON, at most ``MAX_BODY`` bytes; InputError otherwise."""
+    if (request.content_length or 0) > MAX_BODY:
+        raise BodyTooLarge
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 14):
+        data += chunk
+        if len(data) > MAX_BODY:
+            raise BodyTooLarge
+    if not data.strip():
+        return None
+    try:
+        return json.loads(bytes(data), parse_constant=_no_constant)
+    except RecursionError:
+        raise InputError("the request body nests too deeply") from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError, an integer too long
+        raise InputError("the request body is not JSON") from None
+
+
+class BodyTooLarge(Exception):
+    """A request body over ``MAX_BODY`` bytes (413)."""
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def refusal(exc: InputError) -> web.Response:
+    """InputError as a reply: 404 for an unknown host, 409 for a refused transition, 400."""
+    message = " ".join(exc.problems)
+    if isinstance(exc, UnknownHost):
+        return error(404, message)
+    if isinstance(exc, TransitionRefused):
+        return error(409, message)
+    return error(400, message)
+
+
+def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def serve(request: web.Request) -> web.StreamResponse:
+        try:
+            body: object = NoBody()
+            if route.body is not NoBody:
+                body = decode(route.body, await read_json(request))
+            call = Call(request, context(request), body, request.get(CALLER))
+            result = await route.handler(call)
+        except BodyTooLarge:
+            return error(413, f"a request body may have at most {MAX_BODY} bytes")
+        except InputError as exc:
+            return refusal(exc)
+        if isinstance(result, web.StreamResponse):
+            return result
+        return web.json_response(encode(result), status=route.status)
+
+    serve.__doc__ = route.handler.__doc__
+    return serve
+
+
+def add_routes(app: web.Application, routes: tuple[Route, ...]) -> None:
+    """Register ``routes``; ``authenticate`` finds each one's declaration by its route."""
+    table = {}
+    for route in routes:
+        registered = app.router.add_route(route.method, route.path, _wrap(route))
+        table[registered] = route
+    app[ROUTES] = table

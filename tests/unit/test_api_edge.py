@@ -1,0 +1,352 @@
+"""The API's edge through aiohttp's in-process test client: every route from the
+application's router refuses a missing or wrong secret before anything is looked up;
+malformed bodies are 400s naming the field; today's (version 1) agent bodies, byte for
+byte, still work; ``/api/v1/openapi.json`` describes the same routes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from common.protocol.codec import REF
+from pxe_server import http_api
+from pxe_server.http import make_app
+from pxe_server.http_edge import MAX_BODY, ROUTES, Caller
+from pxe_server.http_files import Context
+from pxe_server.model import ServerSettings, State
+from pxe_server.registry import Registry, default_profile
+
+SETTINGS = ServerSettings(http_base="http://192.0.2.1:8080", tftp_address="192.0.2.1")
+KNOWN = "52:54:00:12:34:56"
+OTHER = "52:54:00:12:34:57"
+UNKNOWN = "52:54:00:99:99:99"
+
+
+class Spy:
+    """The registry, recording every method called on it."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._registry, name)
+        if callable(value):
+            self.calls.append(name)
+        return value
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    with Registry.open(tmp_path) as reg:
+        reg.add_profile(default_profile())
+        reg.add_host(KNOWN)
+        reg.add_host(OTHER)
+        yield reg
+
+
+Reply = tuple[int, dict[str, Any], dict[str, str]]
+
+
+def send(ctx: Context, method: str, path: str, body: bytes | None = None, **headers: str) -> Reply:
+    async def go() -> Reply:
+        async with TestClient(TestServer(make_app(ctx))) as client:
+            reply = await client.request(method, path, data=body, headers=headers)
+            text = await reply.text()
+            return reply.status, json.loads(text) if text else {}, dict(reply.headers)
+
+    return asyncio.run(go())
+
+
+def context(registry: Registry | Spy) -> Context:
+    api = registry.api_token()
+    return Context(registry, Path(registry.path).parent, SETTINGS, None, None, api)  # type: ignore[arg-type]
+
+
+def api_routes() -> list[tuple[str, str, Caller]]:
+    """Every /api route of the application, taken from its router."""
+    app = make_app(context_stub())
+    found = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if path.startswith("/api/"):
+            found.append((route.method, path, app[ROUTES][route].caller))
+    return found
+
+
+def context_stub() -> Context:
+    return Context(None, Path("/nonexistent"), SETTINGS, None, None, "t")  # type: ignore[arg-type]
+
+
+def test_the_router_holds_every_declared_route_and_no_other() -> None:
+    routes = api_routes()
+    assert len(routes) == len(http_api.API) == 13
+    assert {(m, p) for m, p, _ in routes} == {(r.method, r.path) for r in http_api.API}
+
+
+@pytest.mark.parametrize(("method", "path", "caller"), api_routes())
+def test_every_route_refuses_a_caller_without_a_secret_before_looking_anything_up(
+    registry: Registry, method: str, path: str, caller: Caller
+) -> None:
+    spy = Spy(registry)
+    ctx = context(spy)
+    body = b'{"state": "installing"}'
+    if caller is Caller.ANYONE:
+        status, reply, _ = send(ctx, method, path.format(mac=KNOWN))
+        assert status == 200
+        assert reply["openapi"].startswith("3.")
+        return
+    replies = []
+    for mac in (KNOWN, UNKNOWN, "not-a-mac"):
+        spy.calls.clear()
+        status, reply, headers = send(ctx, method, path.format(mac=mac), body)
+        assert status == 401, (method, path, mac)
+        assert headers["WWW-Authenticate"] == "Bearer"
+        assert spy.calls == []  # nothing looked up for a caller without a secret
+        replies.append(reply)
+    assert replies[0] == replies[1] == replies[2]  # nothing tells which MACs are registered
+
+
+@pytest.mark.parametrize(("method", "path", "caller"), api_routes())
+def test_every_route_refuses_a_wrong_secret_alike_for_every_mac(
+    registry: Registry, method: str, path: str, caller: Caller
+) -> None:
+    if caller is Caller.ANYONE:
+        return
+    spy = Spy(registry)
+    ctx = context(spy)
+    other = registry.get_host(OTHER)
+    assert other is not None
+    assert other.token is not None
+    wrong = {
+        "nope": 403 if caller is Caller.OPERATOR else 401,
+        # another host's install token: no operator, and no secret of this host
+        other.token: 403 if caller is Caller.OPERATOR else 401,
+    }
+    for secret, expected in wrong.items():
+        answers = []
+        for mac in (KNOWN, UNKNOWN):
+            spy.calls.clear()
+            status, reply, _ = send(
+                ctx, method, path.format(mac=mac), b"{}", Authorization=f"Bearer {secret}"
+            )
+            assert status == expected, (method, path, mac)
+            assert set(spy.calls) <= {"host_by_token", "host_by_agent_credential", "api_token"}
+            answers.append(reply)
+        assert answers[0] == answers[1]
+
+
+def test_an_agent_route_refuses_the_install_token(registry: Registry) -> None:
+    token = registry.get_host(KNOWN).token  # type: ignore[union-attr]
+    status, reply, _ = send(
+        context(registry),
+        "POST",
+        f"/api/v1/hosts/{KNOWN}/checkin",
+        b'{"running_version": "0.1.0"}',
+        Authorization=f"Bearer {token}",
+    )
+    assert status == 401
+    assert "agent credential" in reply["error"]
+
+
+# -- bodies ----------------------------------------------------------------------------
+
+
+def body_routes() -> list[tuple[str, str, Caller]]:
+    with_body = {(r.method, r.path) for r in http_api.API if r.body.__name__ != "NoBody"}
+    return [route for route in api_routes() if route[:2] in with_body]
+
+
+def secret_for(registry: Registry, caller: Caller) -> str:
+    if caller is Caller.OPERATOR:
+        return registry.api_token()
+    if caller is Caller.AGENT:
+        registry.record_event(KNOWN, State.INSTALLED)
+        registry.record_event(KNOWN, State.RUNNING)
+        credential = registry.get_host(KNOWN).agent_credential  # type: ignore[union-attr]
+        assert credential is not None
+        return credential
+    token = registry.get_host(KNOWN).token  # type: ignore[union-attr]
+    assert token is not None
+    return token
+
+
+BAD_BODIES = [
+    (b"{nope", 400, "the request body is not JSON"),
+    (b"", 400, "the body must be a JSON object"),
+    (b"[1, 2]", 400, "the body must be a JSON object"),
+    (b'"text"', 400, "the body must be a JSON object"),
+    (b"[" * 30_000 + b"]" * 30_000, 400, "the request body nests too deeply"),
+    (b'{"a": ' * 40 + b"1" + b"}" * 40, 400, "nests deeper than 32 levels"),
+    (b'{"progress": NaN}', 400, "the request body is not JSON"),
+    (b'{"n": 1' + b"0" * 5000 + b"}", 400, "the request body is not JSON"),
+    (b"\xff\xfe\xfa", 400, "the request body is not JSON"),
+    (b'{"x": "' + b"y" * MAX_BODY + b'"}', 413, f"at most {MAX_BODY} bytes"),
+    (b'{"surely_unknown": "\\ud800"}', 400, "field 'surely_unknown' is not part of protocol"),
+]
+
+
+@pytest.mark.parametrize("route", body_routes())
+@pytest.mark.parametrize("bad", BAD_BODIES)
+def test_malformed_bodies_are_refused_with_a_sentence_never_a_500(
+    registry: Registry, route: tuple[str, str, Caller], bad: tuple[bytes, int, str]
+) -> None:
+    (method, path, caller), (body, status, words) = route, bad
+    secret = secret_for(registry, caller)
+    got, reply, _ = send(
+        context(registry), method, path.format(mac=KNOWN), body, Authorization=f"Bearer {secret}"
+    )
+    assert (got, words in reply["error"]) == (status, True), reply
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"state": "installing", "message": "\\ud800"}', "'message' must be valid Unicode"),
+        (b'{"state": "installing", "progress": 2}', "'progress' must be a number between 0 and 1"),
+        (b'{"state": "installing", "step": 7}', "event: field 'step' must be a string"),
+        (b'{"state": "installing", "protocol": 9}', "event: field 'protocol' must be 1 or 2"),
+    ],
+)
+def test_a_bad_event_is_a_400_naming_the_field(registry: Registry, body: bytes, words: str) -> None:
+    token = secret_for(registry, Caller.HOST)
+    status, reply, _ = send(
+        context(registry),
+        "POST",
+        f"/api/v1/hosts/{KNOWN}/events",
+        body,
+        Authorization=f"Bearer {token}",
+    )
+    assert (status, words in reply["error"]) == (400, True), reply
+    assert registry.get_host(KNOWN).state is State.PENDING  # type: ignore[union-attr]
+
+
+# -- version 1: what the agents installed before protocol versions send ------------------
+
+# Byte for byte what today's installer (installer_core.report, through requests' json=)
+# and first boot (netinstall_dom0.report, facts.Facts.to_json) post.
+V1_INSTALLING = b'{"state": "installing", "step": "partition", "progress": 0.35}'
+V1_FAILED = b'{"state": "failed", "step": "download", "message": "sha256 mismatch for boot/xen.gz"}'
+V1_INSTALLED = b'{"state": "installed"}'
+V1_RUNNING = (
+    b'{"state": "running", "facts": {"xen_version": "4.17.5", "host_memory_mib": 3071, '
+    b'"cmdline": "root=UUID=0b6e9d7c ro console=hvc0", "payload_version": "0.1.0", '
+    b'"sr_uuid": null, "sr_type": null, "hostname": "xenhost01", '
+    b'"addresses": [{"interface": "xenbr0", "address": "192.168.77.50/24"}]}}'
+)
+# ... and the dom0 agent's check-in of a SAN host waiting for its manual reboot.
+V1_CHECKIN = (
+    b'{"running_version": "0.1.0", "state": "installed-reboot-required", "multipath": '
+    b'[{"name": "mpatha", "wwid": "3500c50015ea71ac0", "paths": [{"device": "sda", '
+    b'"state": "ready"}, {"device": "sdb", "state": "faulty"}]}]}'
+)
+
+
+def test_version_1_bodies_byte_for_byte_still_work(registry: Registry) -> None:
+    ctx = context(registry)
+    token = secret_for(registry, Caller.HOST)
+    events = f"/api/v1/hosts/{KNOWN}/events"
+    bearer = {"Authorization": f"Bearer {token}"}
+    for body in (V1_INSTALLING, V1_INSTALLED):
+        status, reply, _ = send(ctx, "POST", events, body, **bearer)
+        assert (status, reply) == (200, {"protocol": 2})
+    status, reply, _ = send(ctx, "POST", events, V1_RUNNING, **bearer)
+    assert status == 200
+    assert reply["checkin_interval"] == 300  # what a version 1 first boot reads
+    credential = reply["agent_credential"]
+    host = registry.get_host(KNOWN)
+    assert host is not None
+    assert (host.state, host.running_version) == (State.RUNNING, "0.1.0")
+    assert host.facts["addresses"] == [{"interface": "xenbr0", "address": "192.168.77.50/24"}]
+    assert host.facts["host_memory_mib"] == 3071
+
+    registry.add_repository("0.2.0", str(Path(registry.path).parent / "repo"))
+    registry.assign_work(KNOWN, "upgrade", version="0.2.0", reboot="manual")
+    checkin = f"/api/v1/hosts/{KNOWN}/checkin"
+    status, reply, _ = send(ctx, "POST", checkin, V1_CHECKIN, Authorization=f"Bearer {credential}")
+    assert status == 200
+    assert (reply["action"], reply["version"], reply["reboot"]) == ("upgrade", "0.2.0", "manual")
+    host = registry.get_host(KNOWN)
+    assert host is not None
+    assert (host.state, host.step) == (State.INSTALLED, "reboot-required")
+    assert host.facts["multipath"][0]["paths"][1] == {"device": "sdb", "state": "faulty"}
+
+    other = registry.get_host(OTHER)
+    assert other is not None
+    bearer = {"Authorization": f"Bearer {other.token}"}
+    status, _, _ = send(ctx, "POST", f"/api/v1/hosts/{OTHER}/events", V1_FAILED, **bearer)
+    assert status == 200
+    assert registry.get_host(OTHER).state is State.FAILED  # type: ignore[union-attr]
+
+
+# -- OpenAPI -----------------------------------------------------------------------------
+
+
+def refs(value: object) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "$ref":
+                yield str(item)
+            yield from refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from refs(item)
+
+
+def test_openapi_describes_every_route_with_its_caller_and_messages(registry: Registry) -> None:
+    status, doc, _ = send(context(registry), "GET", "/api/v1/openapi.json")
+    assert status == 200
+    assert doc["openapi"] == "3.1.0"
+    assert doc["servers"] == [{"url": SETTINGS.http_base}]
+    schemas = doc["components"]["schemas"]
+    for ref in refs(doc):
+        assert ref.startswith(REF)
+        assert ref.removeprefix(REF) in schemas, ref
+    described = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    assert described == {(m, p) for m, p, _ in api_routes()}
+    for method, path, caller in api_routes():
+        op = doc["paths"][path][method.lower()]
+        schemes = {name for alt in op["security"] for name in alt}
+        expected = {
+            Caller.ANYONE: set(),
+            Caller.OPERATOR: {"apiToken"},
+            Caller.HOST: {"installToken", "agentCredential"},
+            Caller.AGENT: {"agentCredential"},
+        }[caller]
+        assert schemes == expected, path
+        if caller is not Caller.ANYONE:
+            assert "401" in op["responses"]
+        if "{mac}" in path:
+            assert [p["name"] for p in op["parameters"]] == ["mac"]
+    checkin = doc["paths"]["/api/v1/hosts/{mac}/checkin"]["post"]
+    request = checkin["requestBody"]["content"]["application/json"]["schema"]
+    assert request == {"$ref": REF + "Checkin"}
+    assert schemas["Checkin"]["required"] == ["running_version"]
+    assert schemas["Checkin"]["additionalProperties"] is False
+    assert schemas["PathState"]["properties"]["device"]["maxLength"] == 128
+    reply = checkin["responses"]["200"]["content"]["application/json"]["schema"]
+    assert reply["allOf"][0] == {"$ref": REF + "CheckinReply"}
+    logs = doc["paths"]["/api/v1/hosts/{mac}/logs"]["put"]
+    assert "application/x-bzip2" in logs["requestBody"]["content"]
+    assert set(doc["components"]["securitySchemes"]) == {
+        "apiToken",
+        "installToken",
+        "agentCredential",
+    }
+    text = json.dumps(doc)
+    assert registry.api_token() not in text
+    assert not re.search(r"\bclass\b|object at 0x", text)  # no Python leaking into it
+
+
+def test_openapi_is_the_only_route_without_a_caller() -> None:
+    open_routes = [r.path for r in http_api.API if r.caller is Caller.ANYONE]
+    assert open_routes == ["/api/v1/openapi.json"]
+    assert isinstance(make_app(context_stub()), web.Application)
