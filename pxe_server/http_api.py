@@ -30,7 +30,7 @@ from pxe_server.checkin import (
 from pxe_server.http_files import Context, blocking, context, error
 from pxe_server.model import Event, Host, RebootPolicy, Work, mac_dashes, normalise_mac
 from pxe_server.registry import TransitionRefused, UnknownHost
-from pxe_server.secrets import same_token
+from pxe_server.secrets import shown_variables
 
 log = logging.getLogger("netinstall.http")
 
@@ -39,12 +39,12 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def host_json(host: Host) -> dict[str, Any]:
-    """A host as the API shows it: everything but its secrets."""
+    """A host as the API shows it: everything but its secrets (passwords as <redacted>)."""
     return {
         "mac": host.mac,
         "name": host.name,
         "profile": host.profile,
-        "variables": dict(host.variables),
+        "variables": shown_variables(host.variables),
         "netboot_armed": host.netboot_armed,
         "state": host.state.value,
         "step": host.step,
@@ -85,8 +85,8 @@ def _operator(request: web.Request) -> web.Response | None:
         return error(
             401, "this call needs Authorization: Bearer <the server's API token>", **_CHALLENGE
         )
-    if not same_token(given, context(request).api_token):
-        return error(403, "wrong API token; `netinstall server token` prints it")
+    if not context(request).registry.api_token_matches(given):
+        return error(403, "wrong API token; the server directory's api-token file holds it")
     return None
 
 
@@ -259,15 +259,16 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     return web.json_response({"events": [event_json(e) for e in events]})
 
 
-def _host_authorised(request: web.Request, host: Host) -> bool:
-    """Whether the request carries this host's install token or agent credential."""
-    given = bearer(request) or ""
-    # Both compared every time, in constant time: no early exit tells which one exists.
-    by_token = same_token(given, host.token or "") and host.token is not None
-    by_credential = (
-        same_token(given, host.agent_credential or "") and host.agent_credential is not None
-    )
-    return bool(given) and (by_token or by_credential)
+async def _is_hosts(request: web.Request, host: Host, *, token: bool = True) -> bool:
+    """Whether the request carries this host's agent credential (or, with ``token``, its
+    install token): one indexed lookup by keyed hash each."""
+    given, registry = bearer(request), context(request).registry
+    lookups = (registry.host_by_token,) if token else ()
+    for lookup in (*lookups, registry.host_by_agent_credential):
+        found = await blocking(lookup, given) if given else None
+        if found is not None and found.mac == host.mac:
+            return True
+    return False
 
 
 _HOST_REFUSAL = (
@@ -280,7 +281,7 @@ async def post_event(request: web.Request) -> web.StreamResponse:
     """An installer, first-boot or agent report (docs/protocol.md)."""
     ctx, mac = context(request), _mac(request)
     host = await _host_or_404(ctx, mac)
-    if not _host_authorised(request, host):
+    if not await _is_hosts(request, host):
         return error(401, f"wrong or expired token; {_HOST_REFUSAL}", **_CHALLENGE)
     body = await _body(request, {"state", "step", "progress", "message", "facts"})
     state = _text(body, "state", optional=False)
@@ -309,8 +310,7 @@ async def checkin(request: web.Request) -> web.StreamResponse:
     """The dom0 agent's check-in (docs/protocol.md): its agent credential only."""
     ctx, mac = context(request), _mac(request)
     host = await _host_or_404(ctx, mac)
-    given, credential = bearer(request) or "", host.agent_credential or ""
-    if not (same_token(given, credential) and given and credential):
+    if not await _is_hosts(request, host, token=False):
         return error(
             401,
             "wrong or revoked agent credential; this call needs "
@@ -351,7 +351,7 @@ async def put_logs(request: web.Request) -> web.StreamResponse:
         host = await _host_or_404(ctx, mac)
     except InputError as exc:
         return _refusal(exc)
-    if not _host_authorised(request, host):
+    if not await _is_hosts(request, host):
         return error(401, f"wrong or expired token; {_HOST_REFUSAL}", **_CHALLENGE)
     if (request.content_length or 0) > MAX_LOG_BUNDLE:
         return error(413, f"a log bundle may have at most {MAX_LOG_BUNDLE} bytes")

@@ -173,15 +173,21 @@ class Host:
     mac: str  # normalised
     name: str | None = None
     profile: str = "default"
-    variables: tuple[tuple[str, str], ...] = ()  # template variables, sorted by key
+    # Template variables, sorted by key; a password variable's value is its SHA-512 crypt
+    # hash (registry_input.variables_of).
+    variables: tuple[tuple[str, str], ...] = ()
     netboot_armed: bool = True
     state: State = State.PENDING
     step: str | None = None
     progress: float | None = None
     assigned_version: str | None = None
     running_version: str | None = None
-    token: str | None = field(default=None, repr=False)  # install token; None once running
-    agent_credential: str | None = field(default=None, repr=False)
+    # The install token (None once running). In clear only in memory: the registry
+    # stores it sealed, with its keyed hash for lookups (secrets.Keyring).
+    token: str | None = field(default=None, repr=False)
+    # The keyed hash of the agent credential (None: none handed out yet). The credential
+    # itself is handed out once, in the reply to ``running``, and kept nowhere.
+    agent_credential_hash: str | None = field(default=None, repr=False)
     # What the installed system reported with its last ``running`` (docs/protocol.md).
     facts: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
     work: Work | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import stat
 import subprocess
 import threading
@@ -27,6 +26,7 @@ class Session:
         self.directory = directory
         self.outputs: list[str] = []
         self.seen: set[str] = set()  # every token the registry held after any command
+        self.credentials: list[str] = []  # agent credentials handed out (only hashes stored)
 
     def run(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
         done = netinstall(*args, "--dir", str(self.directory))
@@ -47,13 +47,14 @@ class Session:
         return lines[0]
 
     def secrets(self) -> list[str]:
-        conn = sqlite3.connect(self.directory / "registry.sqlite")
-        try:
-            rows = conn.execute("SELECT token, agent_credential FROM hosts").fetchall()
-            api = conn.execute("SELECT value FROM secrets").fetchall()
-        finally:
-            conn.close()
-        return [s for row in rows + api for s in row if s]
+        """The live install tokens (the registry unseals them), the API token (the
+        operator's file) and the agent credentials handed out in this test."""
+        from pxe_server.registry import Registry
+
+        with Registry.open(self.directory) as registry:
+            tokens = [h.token for h in registry.list_hosts() if h.token]
+        api = (self.directory / "api-token").read_text("utf-8").strip()
+        return [*tokens, api, *self.credentials]
 
 
 @pytest.fixture
@@ -306,7 +307,8 @@ def installed_and_running(session: Session, mac: str, version: str = "0.1.0") ->
 
     with Registry.open(session.directory) as registry:
         registry.record_event(mac, "installed")
-        registry.record_event(mac, "running", facts={"payload_version": version})
+        _, reply = registry.record_event(mac, "running", facts={"payload_version": version})
+    session.credentials.append(str(reply["agent_credential"]))
 
 
 @pytest.fixture
@@ -435,7 +437,9 @@ def play_hosts(session: Session, outcomes: dict[str, str], stop: threading.Event
                     continue
                 registry.record_event(host.mac, "installing", step="partition")
                 registry.record_event(host.mac, "installed")
-                registry.record_event(host.mac, "running", facts={"payload_version": "0.2.0"})
+                facts = {"payload_version": "0.2.0"}
+                _, reply = registry.record_event(host.mac, "running", facts=facts)
+                session.credentials.extend(str(c) for c in reply.values() if isinstance(c, str))
 
 
 def rolling(
