@@ -444,7 +444,9 @@ def test_facts_are_kept_from_the_last_running_report(reg: Registry) -> None:
 def test_a_version_1_registry_gains_the_facts_column(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / REGISTRY_FILE)
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for statement in migrations.MIGRATIONS[0]:
+    first = migrations.MIGRATIONS[0]
+    assert isinstance(first, tuple)
+    for statement in first:
         conn.execute(statement)
     conn.execute("INSERT INTO schema_version (version) VALUES (1)")
     conn.execute("INSERT INTO profiles VALUES ('default', 't', 'seed', '', '', NULL)")
@@ -637,6 +639,7 @@ def version_2_registry(directory: Path) -> None:
     conn = sqlite3.connect(directory / REGISTRY_FILE)
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     for statements in migrations.MIGRATIONS[:2]:
+        assert isinstance(statements, tuple)
         for statement in statements:
             conn.execute(statement)
     conn.execute("INSERT INTO schema_version (version) VALUES (2)")
