@@ -87,7 +87,20 @@ def test_init_creates_the_directory_and_is_idempotent(tmp_path: Path, session: S
     again = session.run("server", "init").stdout
     assert "already initialised" in again
     assert f"repo: {tmp_path / 'repo'}" in again
+    assert f"API token: {token_file} (kept)" in again
     assert token_file.read_text().strip() == token
+    # The registry keeps only the token's keyed hash: a lost copy means a new token.
+    token_file.unlink()
+    lost = session.run("server", "init").stdout
+    assert f"API token: {token_file} (missing, so a new one was written" in lost
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    new = token_file.read_text().strip()
+    assert new != token
+    from pxe_server.registry import Registry
+
+    with Registry.open(directory) as registry:
+        assert registry.api_token_matches(new)
+        assert not registry.api_token_matches(token)
     profiles = json.loads(session.run("profile", "list", "--json").stdout)
     assert [p["name"] for p in profiles] == ["default"]
 
@@ -249,6 +262,18 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, session: Session) -> No
         "profile", "add", "x", "--template", str(template), "--chain", "pxe", expect="--chain"
     )
     session.fails("profile", "add", "default", "--template", str(template), expect="exists already")
+    refused = session.fails(
+        "profile",
+        "add",
+        "x",
+        "--template",
+        str(template),
+        "--kernel-args",
+        "console=hvc0 sshpassword=ssh-pw-9",
+        expect="may not carry sshpassword=",
+    )
+    assert "host variable root_password" in refused
+    assert "ssh-pw-9" not in refused
     session.fails("server", "run", "--dhcp", "full", "--interface", "eth0", expect="--range")
     session.fails("server", "run", "--dhcp", "proxy", expect="--interface")
     session.fails("server", "run", "--dhcp", "maybe", expect="--dhcp 'maybe'")
