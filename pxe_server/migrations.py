@@ -130,7 +130,8 @@ def _hash_secrets(conn: sqlite3.Connection, directory: Path) -> None:
             (API_TOKEN_HASH, keys.hash(Purpose.API_TOKEN, api[0])),
         )
         conn.execute("DELETE FROM secrets WHERE name = 'api_token'")
-    conn.execute("INSERT INTO secrets (name, value) VALUES (?, '1')", (SCRUB_PENDING,))
+    if old or api is not None or conn.execute("SELECT 1 FROM profiles").fetchone():
+        conn.execute("INSERT INTO secrets (name, value) VALUES (?, '1')", (SCRUB_PENDING,))
 
 
 def _hashed_passwords(variables: dict[str, str]) -> dict[str, str]:
