@@ -11,7 +11,6 @@ ever shows an install token, an agent credential, the API token or a password.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,11 +27,11 @@ from netinstall.cli_options import (
     table,
     when,
 )
+from pxe_server.secrets import API_TOKEN_FILE, shown_variables
 
 if TYPE_CHECKING:
     from pxe_server.model import Event, Host
 
-API_TOKEN_FILE = "api-token"  # noqa: S105 - a file name
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -61,17 +60,6 @@ def _netboot_setting(value: str) -> str:
     if not path.is_dir():
         raise InputError(f"--netboot {value}: no such directory")
     return str(path.resolve())
-
-
-def _write_api_token(directory: Path, token: str) -> bool:
-    """Write ``DIR/api-token`` (0600) unless it exists; whether it was written."""
-    try:
-        fd = os.open(directory / API_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(token + "\n")
-    return True
 
 
 @server.command("init")
@@ -122,8 +110,11 @@ def server_init(
             click.echo(f"{where} is already initialised: nothing rotated or replaced")
         else:
             click.echo(f"initialised {where}: registry {registry.path}")
-        wrote = _write_api_token(where, registry.api_token())
-        state = "written, mode 0600" if wrote else "kept"
+        state = "written, mode 0600" if not existed else "kept"
+        if existed and not (where / API_TOKEN_FILE).is_file():
+            # The registry keeps only the token's keyed hash: a lost copy is replaced.
+            registry.new_api_token()
+            state = "missing, so a new one was written, mode 0600; restart a running server"
         click.echo(f"API token: {where / API_TOKEN_FILE} ({state})")
         if not files.is_dir():
             files.mkdir()
@@ -240,12 +231,6 @@ def _variables(pairs: Sequence[str]) -> list[tuple[str, str]]:
             raise InputError(f"--var {text!r} is not KEY=VALUE")
         result.append((key.strip(), value))
     return result
-
-
-def _shown_variables(item: Host) -> dict[str, str]:
-    from pxe_server.model import shown_variables
-
-    return shown_variables(item)
 
 
 def _event_json(event: Event | None) -> object:
@@ -403,8 +388,11 @@ def host_show(mac: str, directory: str, as_json: bool) -> None:
         ("root LUN", _san_text(item)),
         ("last check-in", when(item.last_checkin) if item.last_checkin else "-"),
         ("install token", "set" if item.token else "none"),
-        ("agent credential", "set" if item.agent_credential else "none"),
-        ("variables", ", ".join(f"{k}={v}" for k, v in _shown_variables(item).items()) or "-"),
+        ("agent credential", "set" if item.agent_credential_hash else "none"),
+        (
+            "variables",
+            ", ".join(f"{k}={v}" for k, v in shown_variables(item.variables).items()) or "-",
+        ),
         *_fact_fields(item.facts),
     ]
     for label, value in fields:

@@ -269,7 +269,6 @@ class HttpServer:
             settings=self._settings,
             netboot=self.netboot,
             repo=self.repo,
-            api_token=registry.api_token(),
             repo_url=self.repo_url,
         )
         self._runner = web.AppRunner(

@@ -29,7 +29,6 @@ from common.protocol.messages import NoBody
 from pxe_server.http_files import Context, blocking, context, error
 from pxe_server.model import Host, normalise_mac
 from pxe_server.registry import Registry, TransitionRefused, UnknownHost
-from pxe_server.secrets import same_token
 
 B = TypeVar("B")
 
@@ -93,7 +92,7 @@ def bearer(request: web.Request) -> str | None:
 def _refused(caller: Caller, wrong: bool) -> web.Response:
     if caller is Caller.OPERATOR:
         if wrong:
-            return error(403, "wrong API token; `netinstall server token` prints it")
+            return error(403, "wrong API token; the server directory's api-token file holds it")
         return error(
             401, "this call needs Authorization: Bearer <the server's API token>", **_CHALLENGE
         )
@@ -138,7 +137,7 @@ async def authenticate(
         return _refused(route.caller, wrong=False)
     ctx = context(request)
     if route.caller is Caller.OPERATOR:
-        if not same_token(given, ctx.api_token):
+        if not ctx.registry.api_token_matches(given):
             return _refused(route.caller, wrong=True)
         return await handler(request)
     host = await blocking(host_of_secret, ctx.registry, route.caller, given)

@@ -47,7 +47,6 @@ class Context:
     settings: ServerSettings
     netboot: Path | None
     repo: Path | None
-    api_token: str
     repo_url: str | None = None  # the repository's URL when it is not served here
 
     @property

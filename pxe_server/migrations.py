@@ -1,15 +1,24 @@
 """The registry's schema: numbered migrations, and rows <-> model values (SPEC §9).
 
 Migration N takes a registry from schema version N-1 to N. Each is a list of
-statements run inside the caller's transaction (never ``executescript``, which
-commits on its own). Append new migrations; never edit one that has shipped.
+statements, or a function of the connection and the server directory, run inside the
+caller's transaction (never ``executescript``, which commits on its own). Append new
+migrations; never edit one that has shipped.
+
+Secrets (migration 5, docs/protocol.md "Secrets"): the registry's key (``Keyring``)
+is a row of ``secrets``; install tokens are stored sealed with their keyed hash,
+agent credentials and the API token as keyed hashes only, password variables as
+SHA-512 crypt hashes. A migration that removed clear text leaves ``scrub_pending``
+in ``secrets``: the registry then vacuums the file and truncates its WAL.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 
 from common.errors import NetinstallError
 from pxe_server.model import (
@@ -23,8 +32,122 @@ from pxe_server.model import (
     State,
     Work,
 )
+from pxe_server.passwords import password_hash
+from pxe_server.registry_input import hashed_template
+from pxe_server.secrets import (
+    API_TOKEN_FILE,
+    Keyring,
+    Purpose,
+    is_password_variable,
+    new_key,
+    write_secret_file,
+)
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+Migration = tuple[str, ...] | Callable[[sqlite3.Connection, Path], None]
+KEY = "registry_key"
+API_TOKEN_HASH = "api_token_hash"  # noqa: S105 - a row name
+SCRUB_PENDING = "scrub_pending"
+SELECT_SECRET = "SELECT value FROM secrets WHERE name = ?"  # noqa: S105 - SQL
+
+# The hosts table from migration 5 on: no secret in clear (see the module docstring).
+_HOSTS_5 = """CREATE TABLE {name} (
+    mac TEXT PRIMARY KEY,
+    name TEXT,
+    profile TEXT NOT NULL REFERENCES profiles(name),
+    variables TEXT NOT NULL DEFAULT '{{}}',
+    netboot_armed INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    step TEXT,
+    progress REAL,
+    assigned_version TEXT,
+    running_version TEXT,
+    token_sealed TEXT,
+    token_hash TEXT UNIQUE,
+    agent_credential_hash TEXT UNIQUE,
+    facts TEXT NOT NULL DEFAULT '{{}}',
+    work TEXT,
+    reboot_policy TEXT NOT NULL DEFAULT 'auto',
+    last_checkin REAL,
+    san TEXT
+)"""
+# What migration 5 copies as it is.
+_KEPT_5 = (
+    "mac, name, profile, netboot_armed, state, step, progress, assigned_version, "
+    "running_version, facts, work, reboot_policy, last_checkin, san"
+)
+
+
+def keyring(conn: sqlite3.Connection) -> Keyring:
+    """The registry's key, made the first time it is asked for (inside a write)."""
+    row = conn.execute(SELECT_SECRET, (KEY,)).fetchone()
+    if row is None:
+        key = new_key()
+        conn.execute("INSERT INTO secrets (name, value) VALUES (?, ?)", (KEY, key.hex()))
+        return Keyring(key)
+    return Keyring(bytes.fromhex(row[0]))
+
+
+def _hash_secrets(conn: sqlite3.Connection, directory: Path) -> None:
+    """Migration 5: every secret in clear becomes a keyed hash (tokens also sealed), every
+    password variable and template password a SHA-512 crypt hash, ``sshpassword=`` leaves
+    the profiles (the installer never used it); the API token stays only in its 0600
+    file, ``DIR/api-token``, written again if it is missing or holds another token."""
+    keys = keyring(conn)
+    old = conn.execute("SELECT mac, variables, token, agent_credential FROM hosts").fetchall()
+    conn.execute(_HOSTS_5.format(name="hosts_5"))
+    conn.execute(f"INSERT INTO hosts_5 ({_KEPT_5}) SELECT {_KEPT_5} FROM hosts")  # noqa: S608
+    for mac, variables, token, credential in old:
+        conn.execute(
+            "UPDATE hosts_5 SET variables = ?, token_sealed = ?, token_hash = ?, "
+            "agent_credential_hash = ? WHERE mac = ?",
+            (
+                json.dumps(_hashed_passwords(json.loads(variables))),
+                keys.seal(token) if token else None,
+                keys.hash(Purpose.INSTALL_TOKEN, token) if token else None,
+                keys.hash(Purpose.AGENT_CREDENTIAL, credential) if credential else None,
+                mac,
+            ),
+        )
+    conn.execute("DROP TABLE hosts")
+    conn.execute("ALTER TABLE hosts_5 RENAME TO hosts")
+    rows = conn.execute("SELECT name, template, xen_args, kernel_args FROM profiles")
+    for name, template, xen_args, kernel_args in rows.fetchall():
+        conn.execute(
+            "UPDATE profiles SET template = ?, xen_args = ?, kernel_args = ? WHERE name = ?",
+            (hashed_template(template), _without_ssh(xen_args), _without_ssh(kernel_args), name),
+        )
+    api = conn.execute(SELECT_SECRET, ("api_token",)).fetchone()
+    if api is not None:
+        token_file = directory / API_TOKEN_FILE
+        try:
+            kept = token_file.read_text("utf-8").strip()
+        except OSError:
+            kept = None
+        if kept != api[0]:
+            write_secret_file(token_file, api[0] + "\n")
+        conn.execute(
+            "INSERT INTO secrets (name, value) VALUES (?, ?)",
+            (API_TOKEN_HASH, keys.hash(Purpose.API_TOKEN, api[0])),
+        )
+        conn.execute("DELETE FROM secrets WHERE name = 'api_token'")
+    if old or api is not None or conn.execute("SELECT 1 FROM profiles").fetchone():
+        conn.execute("INSERT INTO secrets (name, value) VALUES (?, '1')", (SCRUB_PENDING,))
+
+
+def _hashed_passwords(variables: dict[str, str]) -> dict[str, str]:
+    """Stored variables with each password's value hashed (names as they were)."""
+    return {
+        k: password_hash(str(v)) if is_password_variable(k) else v for k, v in variables.items()
+    }
+
+
+def _without_ssh(args: str) -> str:
+    words = args.split()
+    kept = [w for w in words if not w.startswith("sshpassword=")]
+    return args if kept == words else " ".join(kept)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
     # 1: the first schema.
     (
         """CREATE TABLE settings (
@@ -96,6 +219,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE profiles ADD COLUMN storage_nic TEXT NOT NULL DEFAULT 'net1'",
         "ALTER TABLE hosts ADD COLUMN san TEXT",
     ),
+    # 5: no secret in clear (the module docstring).
+    _hash_secrets,
 )
 
 LATEST = len(MIGRATIONS)
@@ -108,8 +233,9 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return 0 if row is None else int(row[0])
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema up to date inside the caller's (write) transaction; the new version.
+def migrate(conn: sqlite3.Connection, directory: Path) -> int:
+    """Bring the schema of the registry in ``directory`` up to date inside the caller's
+    (write) transaction; the new version.
 
     A registry written by a newer netinstall is refused rather than misread.
     """
@@ -119,8 +245,11 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"the registry has schema version {current}, newer than this netinstall "
             f"understands ({LATEST}); upgrade netinstall"
         )
-    for statements in MIGRATIONS[current:]:
-        for statement in statements:
+    for migration in MIGRATIONS[current:]:
+        if callable(migration):
+            migration(conn, directory)
+            continue
+        for statement in migration:
             conn.execute(statement)
     if current == 0:
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (LATEST,))
@@ -142,8 +271,9 @@ HOST_COLUMNS = (
     "progress",
     "assigned_version",
     "running_version",
-    "token",
-    "agent_credential",
+    "token_sealed",
+    "token_hash",
+    "agent_credential_hash",
     "facts",
     "work",
     "reboot_policy",
@@ -173,13 +303,14 @@ INSERT_PROFILE = (
 UPDATE_PROFILE = (
     f"UPDATE profiles SET {', '.join(f'{c} = ?' for c in PROFILE_COLUMNS[1:])} WHERE name = ?"  # noqa: S608
 )
-SELECT_API_KEY = "SELECT value FROM secrets WHERE name = 'api_token'"
 
 Row = tuple[str | int | float | None, ...]
 
 
-def host_row(host: Host) -> Row:
-    """``host`` as values in ``HOST_COLUMNS`` order (variables as a JSON object)."""
+def host_row(host: Host, keys: Keyring) -> Row:
+    """``host`` as values in ``HOST_COLUMNS`` order (variables as a JSON object; the
+    install token sealed afresh, with its keyed hash)."""
+    token = host.token
     return (
         host.mac,
         host.name,
@@ -191,8 +322,9 @@ def host_row(host: Host) -> Row:
         host.progress,
         host.assigned_version,
         host.running_version,
-        host.token,
-        host.agent_credential,
+        keys.seal(token) if token else None,
+        keys.hash(Purpose.INSTALL_TOKEN, token) if token else None,
+        host.agent_credential_hash,
         json.dumps(dict(host.facts), sort_keys=True),
         None if host.work is None else Work(host.work).value,
         RebootPolicy(host.reboot_policy).value,
@@ -201,7 +333,8 @@ def host_row(host: Host) -> Row:
     )
 
 
-def host_from(row: sqlite3.Row) -> Host:
+def host_from(row: sqlite3.Row, keys: Keyring) -> Host:
+    sealed = row["token_sealed"]
     return Host(
         mac=row["mac"],
         name=row["name"],
@@ -213,8 +346,8 @@ def host_from(row: sqlite3.Row) -> Host:
         progress=row["progress"],
         assigned_version=row["assigned_version"],
         running_version=row["running_version"],
-        token=row["token"],
-        agent_credential=row["agent_credential"],
+        token=None if sealed is None else keys.unseal(sealed),
+        agent_credential_hash=row["agent_credential_hash"],
         facts=_facts(row["facts"]),
         work=None if row["work"] is None else Work(row["work"]),
         reboot_policy=RebootPolicy(row["reboot_policy"]),

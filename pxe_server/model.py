@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from common.errors import InputError
-from common.jsonable import REDACTED
 from common.protocol.messages import (
     REPORTABLE,
     EventRecord,
@@ -29,6 +28,7 @@ from common.protocol.messages import (
     State,
     Work,
 )
+from pxe_server.secrets import shown_variables
 
 # The wire's enums (common.protocol) are the registry's too.
 __all__ = [
@@ -55,7 +55,6 @@ __all__ = [
     "mac_dashes",
     "normalise_mac",
     "reported_from",
-    "shown_variables",
     "transition_allowed",
 ]
 
@@ -186,15 +185,21 @@ class Host:
     mac: str  # normalised
     name: str | None = None
     profile: str = "default"
-    variables: tuple[tuple[str, str], ...] = ()  # template variables, sorted by key
+    # Template variables, sorted by key; a password variable's value is its SHA-512 crypt
+    # hash (registry_input.variables_of).
+    variables: tuple[tuple[str, str], ...] = ()
     netboot_armed: bool = True
     state: State = State.PENDING
     step: str | None = None
     progress: float | None = None
     assigned_version: str | None = None
     running_version: str | None = None
-    token: str | None = field(default=None, repr=False)  # install token; None once running
-    agent_credential: str | None = field(default=None, repr=False)
+    # The install token (None once running). In clear only in memory: the registry
+    # stores it sealed, with its keyed hash for lookups (secrets.Keyring).
+    token: str | None = field(default=None, repr=False)
+    # The keyed hash of the agent credential (None: none handed out yet). The credential
+    # itself is handed out once, in the reply to ``running``, and kept nowhere.
+    agent_credential_hash: str | None = field(default=None, repr=False)
     # What the installed system reported with its last ``running`` (docs/protocol.md).
     facts: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
     work: Work | None = None
@@ -239,11 +244,6 @@ class ServerSettings:
 # -- as the protocol shows them (common.protocol): one serialiser each ------------------
 
 
-def shown_variables(host: Host) -> dict[str, str]:
-    """A host's template variables with every password's value hidden."""
-    return {k: REDACTED if "password" in k.lower() else v for k, v in host.variables}
-
-
 def host_record(host: Host) -> HostRecord:
     """``host`` as the API and the CLI's ``--json`` show it: no secret, only whether it has one."""
     san = host.san
@@ -251,7 +251,7 @@ def host_record(host: Host) -> HostRecord:
         mac=host.mac,
         name=host.name,
         profile=host.profile,
-        variables=shown_variables(host),
+        variables=shown_variables(host.variables),
         netboot_armed=host.netboot_armed,
         state=host.state,
         step=host.step,
@@ -266,7 +266,7 @@ def host_record(host: Host) -> HostRecord:
         if san is None
         else SanRecord(san.root_path, san.address, san.gateway, san.initiator, san.paths),
         token=Presence.SET if host.token else Presence.NONE,
-        agent_credential=Presence.SET if host.agent_credential else Presence.NONE,
+        agent_credential=Presence.SET if host.agent_credential_hash else Presence.NONE,
     )
 
 

@@ -25,7 +25,7 @@ SECURITY: dict[Caller, list[dict[str, list[str]]]] = {
     Caller.AGENT: [{"agentCredential": []}],
 }
 SCHEMES = {
-    "apiToken": "the server's API token (`netinstall server token`)",
+    "apiToken": "the server's API token (the server directory's api-token file)",
     "installToken": "the host's install token (netinstall.token= of its boot config)",
     "agentCredential": "the host's agent credential (the reply to its running event)",
 }

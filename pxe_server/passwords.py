@@ -10,6 +10,7 @@ own test vectors check it (tests/unit/test_passwords.py).
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -94,3 +95,17 @@ def _b64(value: int, count: int) -> str:
         chars.append(ALPHABET[value & 0x3F])
         value >>= 6
     return "".join(chars)
+
+
+# A SHA-512 crypt hash as ``sha512_crypt`` writes it (and crypt(3), mkpasswd, chpasswd -e).
+_SHA512_CRYPT = re.compile(r"^\$6\$(rounds=[1-9][0-9]{0,8}\$)?[^$:\s]{0,16}\$[./0-9A-Za-z]{86}$")
+
+
+def is_sha512_crypt(text: str) -> bool:
+    """Whether ``text`` is a SHA-512 crypt hash (``$6$[rounds=N$]salt$86 characters``)."""
+    return bool(_SHA512_CRYPT.match(text))
+
+
+def password_hash(value: str) -> str:
+    """``value`` as a SHA-512 crypt hash: a hash already is kept, anything else is hashed."""
+    return value if is_sha512_crypt(value) else hash_password(value)

@@ -83,7 +83,7 @@ def plan_pool(
         host = registry.get_host(mac)
         if host is None:
             problems.append(f"no host {mac} in the registry")
-        elif host.agent_credential is None:
+        elif host.agent_credential_hash is None:
             problems.append(
                 f"host {mac} has never reported running, so it has no agent to upgrade it"
             )

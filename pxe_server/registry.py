@@ -6,11 +6,19 @@ mode (readers never block the writer), a busy timeout, and short transactions
 update). A ``Registry`` may be used from several threads; it serialises its own
 calls. Install tokens live from the assignment of the work until ``running``;
 every stored event message has the host's secrets replaced by ``REDACTED``.
+
+No secret is stored in clear (docs/protocol.md, "Secrets"): install tokens are
+sealed under the registry's key and found by their keyed hash, agent credentials
+and the API token are kept as keyed hashes only (the API token's clear copy is the
+operator's ``DIR/api-token``, 0600), passwords as SHA-512 crypt hashes. SQLite's
+``secure_delete`` is on, so what a write replaces leaves no readable free page; after
+a migration that removed clear text the file is vacuumed and its WAL truncated.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import sqlite3
 import threading
@@ -44,14 +52,25 @@ from pxe_server.model import (
 )
 from pxe_server.registry_input import (
     Variables,
-    check_profile,
     choice,
     host_name,
+    profile_input,
     progress_of,
     san_target,
     variables_of,
 )
-from pxe_server.secrets import new_token, redact, same_token
+from pxe_server.secrets import (
+    API_TOKEN_FILE,
+    Keyring,
+    Purpose,
+    is_password_variable,
+    new_token,
+    redact,
+    redact_tokens,
+    write_secret_file,
+)
+
+log = logging.getLogger("netinstall.registry")
 
 REGISTRY_FILE = "registry.sqlite"
 BUSY_TIMEOUT_MS = 10_000
@@ -108,6 +127,8 @@ class Registry:
         self._conn = conn
         self._lock = threading.RLock()
         self.path = path
+        self._keys: Keyring  # set by open(), inside its first transaction
+        self._api_token_hash: str | None = None
 
     @classmethod
     def open(cls, directory: Path) -> Registry:
@@ -132,10 +153,18 @@ class Registry:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA secure_delete = ON")
             with registry._write():
-                schema.migrate(conn)
-                if conn.execute(schema.SELECT_API_KEY).fetchone() is None:
-                    conn.execute("INSERT INTO secrets VALUES ('api_token', ?)", (new_token(),))
+                schema.migrate(conn, path.parent)
+                registry._keys = schema.keyring(conn)
+                found = conn.execute(schema.SELECT_SECRET, (schema.API_TOKEN_HASH,)).fetchone()
+                if found is None:
+                    registry._issue_api_token(conn)
+                else:
+                    registry._api_token_hash = str(found[0])
+                scrub = conn.execute(schema.SELECT_SECRET, (schema.SCRUB_PENDING,)).fetchone()
+            if scrub is not None:
+                registry._scrub()
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.Error):
@@ -171,10 +200,50 @@ class Registry:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
+    def _scrub(self) -> None:
+        """Leave no page of the file or its WAL with text a migration removed: vacuum (no
+        free pages), then checkpoint and truncate the WAL. While another connection's
+        reads hold the WAL the truncation waits (the busy timeout); if it cannot finish,
+        ``scrub_pending`` stays and the next open tries again."""
+        with self._lock:
+            try:
+                self._conn.execute("VACUUM")
+                busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                busy, why = 1, str(exc)
+            else:
+                why = "the WAL is in use by another connection"
+            if busy:
+                log.warning("registry %s: clean-up after migration postponed: %s", self.path, why)
+                return
+            with self._write() as conn:
+                conn.execute("DELETE FROM secrets WHERE name = ?", (schema.SCRUB_PENDING,))
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     # -- server settings -------------------------------------------------------
 
-    def api_token(self) -> str:
-        return str(self._query(schema.SELECT_API_KEY)[0][0])
+    def _issue_api_token(self, conn: sqlite3.Connection) -> str:
+        """A new API token: its keyed hash stored, the token written to ``DIR/api-token``."""
+        token = new_token()
+        write_secret_file(self.path.parent / API_TOKEN_FILE, token + "\n")
+        self._api_token_hash = self._keys.hash(Purpose.API_TOKEN, token)
+        conn.execute(
+            "INSERT INTO secrets (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (schema.API_TOKEN_HASH, self._api_token_hash),
+        )
+        return token
+
+    def new_api_token(self) -> None:
+        """Replace the API token (the old one stops working here at once, in a running
+        server at its restart); the new one is in ``DIR/api-token`` (0600) only."""
+        with self._write() as conn:
+            self._issue_api_token(conn)
+
+    def api_token_matches(self, given: str) -> bool:
+        """Whether ``given`` is the API token (its keyed hash, compared in constant time).
+        No SQL: the hash is read when the registry is opened."""
+        return bool(given) and self._keys.matches(Purpose.API_TOKEN, given, self._api_token_hash)
 
     def settings(self) -> dict[str, str]:
         return {row["key"]: row["value"] for row in self._query("SELECT key, value FROM settings")}
@@ -190,7 +259,7 @@ class Registry:
     # -- profiles --------------------------------------------------------------
 
     def add_profile(self, profile: Profile) -> None:
-        check_profile(profile)
+        profile = profile_input(profile)
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM profiles WHERE name = ?", (profile.name,)).fetchone():
                 raise InputError(f"profile {profile.name!r} exists already")
@@ -198,11 +267,12 @@ class Registry:
 
     def update_profile(self, profile: Profile) -> None:
         """Replace a profile; refused when a host of it would no longer fit (``_check_san``)."""
-        check_profile(profile)
+        profile = profile_input(profile)
         with self._write() as conn:
             hosts = conn.execute(f"{schema.SELECT_HOSTS} WHERE profile = ?", (profile.name,))
             for host_row in hosts.fetchall():
-                self._check_san_of(schema.host_from(host_row), profile.san_boot, profile.multipath)
+                host = schema.host_from(host_row, self._keys)
+                self._check_san_of(host, profile.san_boot, profile.multipath)
             row = schema.profile_row(profile)
             done = conn.execute(schema.UPDATE_PROFILE, (*row[1:], row[0]))
             if done.rowcount == 0:
@@ -230,30 +300,35 @@ class Registry:
             ).fetchone()
         return None if row is None else str(row[0])
 
-    @staticmethod
-    def _load(conn: sqlite3.Connection, mac: str) -> Host:
+    def _load(self, conn: sqlite3.Connection, mac: str) -> Host:
         row = conn.execute(f"{schema.SELECT_HOSTS} WHERE mac = ?", (mac,)).fetchone()
         if row is None:
             raise UnknownHost(f"no host {mac} in the registry")
-        return schema.host_from(row)
+        return schema.host_from(row, self._keys)
 
-    @staticmethod
-    def _store(conn: sqlite3.Connection, host: Host) -> None:
-        row = schema.host_row(host)
+    def _store(self, conn: sqlite3.Connection, host: Host) -> None:
+        row = schema.host_row(host, self._keys)
         conn.execute(schema.UPDATE_HOST, (*row[1:], row[0]))
 
-    @staticmethod
-    def _log(conn: sqlite3.Connection, host: Host, message: str | None, old: str | None) -> None:
-        """Store an event from the host's fields; its secrets (and ``old``) become REDACTED."""
+    def _is_secret(self, word: str, hosts: tuple[Host, ...]) -> bool:
+        """Whether ``word`` is the API token or an agent credential of ``hosts``."""
+        found = self.api_token_matches(word)
+        for host in hosts:
+            found |= self._keys.matches(Purpose.AGENT_CREDENTIAL, word, host.agent_credential_hash)
+        return found
+
+    def _log(
+        self, conn: sqlite3.Connection, host: Host, message: str | None, old: Host | None
+    ) -> None:
+        """Store an event from the host's fields; its secrets (and ``old``'s) become REDACTED:
+        install tokens and password hashes by value, the API token and agent credentials
+        (known only by their keyed hashes) by checking each token-shaped word."""
         if message is not None:
-            secret = [
-                host.token,
-                host.agent_credential,
-                old,
-                conn.execute(schema.SELECT_API_KEY).fetchone()[0],
-            ]
-            secret += [v for k, v in host.variables if "password" in k.lower()]
+            hosts = (host,) if old is None else (host, old)
+            secret = [h.token for h in hosts]
+            secret += [v for h in hosts for k, v in h.variables if is_password_variable(k)]
             message = redact(message, secret)
+            message = redact_tokens(message, lambda word: self._is_secret(word, hosts))
         conn.execute(
             "INSERT INTO events (time, mac, state, step, progress, message) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -286,16 +361,17 @@ class Registry:
                 san=san,
             )
             self._check_san(conn, host)
-            conn.execute(schema.INSERT_HOST, schema.host_row(host))
+            conn.execute(schema.INSERT_HOST, schema.host_row(host, self._keys))
             self._log(conn, host, "added to the registry", None)
         return host
 
     def get_host(self, mac: str) -> Host | None:
         rows = self._query(f"{schema.SELECT_HOSTS} WHERE mac = ?", (normalise_mac(mac),))
-        return schema.host_from(rows[0]) if rows else None
+        return schema.host_from(rows[0], self._keys) if rows else None
 
     def list_hosts(self) -> list[Host]:
-        return [schema.host_from(row) for row in self._query(f"{schema.SELECT_HOSTS} ORDER BY mac")]
+        rows = self._query(f"{schema.SELECT_HOSTS} ORDER BY mac")
+        return [schema.host_from(row, self._keys) for row in rows]
 
     def update_host(
         self,
@@ -317,7 +393,7 @@ class Registry:
                 version = self._assigned_version(conn, profile)
                 host = replace(host, profile=profile, assigned_version=version)
             if variables is not KEEP:
-                host = replace(host, variables=variables_of(variables))
+                host = replace(host, variables=variables_of(variables, host.variables))
             if san is not KEEP:
                 host = replace(host, san=san_target(san))
             self._check_san(conn, host)
@@ -357,22 +433,22 @@ class Registry:
             conn.execute("DELETE FROM events WHERE mac = ?", (mac,))
             conn.execute("DELETE FROM hosts WHERE mac = ?", (mac,))
 
-    def _by_secret(self, column: str, given: str) -> Host | None:
+    def _by_secret(self, column: str, purpose: Purpose, given: str) -> Host | None:
+        """One indexed lookup by keyed hash. The lookup's timing can only tell about the
+        hash, which nobody without the registry's key can compute for a guess."""
         if not given:
             return None
-        found: Host | None = None
-        rows = self._query(f"{schema.SELECT_HOSTS} WHERE {column} IS NOT NULL")
-        for row in rows:  # every stored secret is compared: no SQL equality, no early exit
-            if same_token(given, row[column]) and found is None:
-                found = schema.host_from(row)
-        return found
+        sql = f"{schema.SELECT_HOSTS} WHERE {column} = ?"
+        rows = self._query(sql, (self._keys.hash(purpose, given),))
+        return schema.host_from(rows[0], self._keys) if rows else None
 
     def host_by_token(self, token: str) -> Host | None:
-        """The host whose live install token this is (constant-time comparisons)."""
-        return self._by_secret("token", token)
+        """The host whose live install token this is (its keyed hash, an indexed column)."""
+        return self._by_secret("token_hash", Purpose.INSTALL_TOKEN, token)
 
     def host_by_agent_credential(self, credential: str) -> Host | None:
-        return self._by_secret("agent_credential", credential)
+        """The host whose agent credential this is (its keyed hash, an indexed column)."""
+        return self._by_secret("agent_credential_hash", Purpose.AGENT_CREDENTIAL, credential)
 
     # -- state -----------------------------------------------------------------
 
@@ -424,13 +500,12 @@ class Registry:
                 if isinstance(version, str) and version:
                     host = replace(host, running_version=version)
                 if old.state is not State.RUNNING:
-                    host = replace(host, token=None, agent_credential=new_token())
-                    reply = {
-                        "agent_credential": host.agent_credential,
-                        "checkin_interval": CHECKIN_INTERVAL,
-                    }
+                    credential = new_token()  # handed out here once; only its hash is kept
+                    digest = self._keys.hash(Purpose.AGENT_CREDENTIAL, credential)
+                    host = replace(host, token=None, agent_credential_hash=digest)
+                    reply = {"agent_credential": credential, "checkin_interval": CHECKIN_INTERVAL}
             self._store(conn, host)
-            self._log(conn, host, message, old.token)
+            self._log(conn, host, message, old)
         return host, reply
 
     def mark_signalled(self, mac: str) -> Host:
@@ -459,7 +534,7 @@ class Registry:
                 assigned_version=self._assigned_version(conn, old.profile),
             )
             self._store(conn, host)
-            self._log(conn, host, "rearmed: new install work", old.token)
+            self._log(conn, host, "rearmed: new install work", old)
         return host
 
     def assign_work(
@@ -483,7 +558,7 @@ class Registry:
         policy = choice(RebootPolicy, reboot, "reboot policy", tuple(RebootPolicy))
         with self._write() as conn:
             old = self._load(conn, mac)
-            if old.agent_credential is None:
+            if old.agent_credential_hash is None:
                 raise InputError(
                     f"host {mac} has never reported running, so it has no agent to "
                     f"{kind.value} it; install it over the network (`netinstall host rearm {mac}`)"
@@ -499,7 +574,7 @@ class Registry:
                 old, kind, netboot_armed=False, assigned_version=assigned, reboot_policy=policy
             )
             self._store(conn, host)
-            self._log(conn, host, f"assigned: {what} (reboot {policy.value})", old.token)
+            self._log(conn, host, f"assigned: {what} (reboot {policy.value})", old)
         return host
 
     def check_in(
@@ -517,7 +592,7 @@ class Registry:
             host, message = apply_checkin(old, running_version, state, time.time(), multipath)
             self._store(conn, host)
             if message is not None:
-                self._log(conn, host, message, old.token)
+                self._log(conn, host, message, old)
         return host
 
     # -- repositories ----------------------------------------------------------

@@ -1,7 +1,10 @@
 """What the registry accepts: names, variables, templates, progress (SPEC §9).
 
 Pure checks that raise InputError with one sentence naming the bad value; the
-registry calls them before it writes anything.
+registry calls them before it writes anything. Passwords are hashed here, on the way
+in (SHA-512 crypt): a password variable's value (``secrets.is_password_variable``) and
+a profile template's literal plaintext ``<root-password>``; a profile's boot arguments
+may not carry ``sshpassword=``. Only the hashes are ever stored.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import TypeVar
 
 import jinja2
@@ -19,8 +23,12 @@ from answerfile.locations import parse_iscsi
 from answerfile.model import IscsiTarget
 from common.errors import InputError
 from pxe_server.model import BootChain, Profile, SanTarget
+from pxe_server.passwords import password_hash
+from pxe_server.secrets import SHOWN_REDACTED, is_password_variable
 
-# Template variables the renderer provides itself; a host variable may not shadow them.
+# Template variables the renderer provides itself; a host variable may not shadow them
+# (nor end in _hash when it names a password: the renderer gives a password variable
+# NAME to templates as NAME_hash).
 RESERVED_VARIABLES = frozenset({"mac", "name", "server", "repo_url", "root_password_hash"})
 
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -53,7 +61,62 @@ def check_profile(profile: Profile) -> None:
         raise InputError(
             f"storage NIC {profile.storage_nic!r} must be iPXE's name of a NIC, e.g. net1"
         )
+    for field, text in (("xen_args", profile.xen_args), ("kernel_args", profile.kernel_args)):
+        if any(word.startswith("sshpassword=") for word in text.split()):
+            raise InputError(
+                f"profile {profile.name}: {field} may not carry sshpassword= (boot arguments "
+                "are served in clear to any client, and the installer runs no SSH server); "
+                "set the root password with the host variable root_password instead, "
+                "which is stored only as a SHA-512 crypt hash"
+            )
     check_template(profile.template)
+
+
+# A literal <root-password> element of a template (its attributes, its text).
+_ROOT_PASSWORD = re.compile(r"<root-password(\s[^>]*)?>(.*?)</root-password\s*>", re.DOTALL)
+_HASH_TYPE = re.compile(r"""\btype\s*=\s*["']hash["']""")
+_JINJA = ("{{", "{%", "{#")
+
+
+def _hashed_element(match: re.Match[str]) -> str:
+    attributes, text = match[1] or "", match[2]
+    if _HASH_TYPE.search(attributes) or any(mark in text for mark in _JINJA):
+        return match[0]  # a hash already, or filled in when rendered (root_password_hash)
+    password = _xml_text(text)
+    if not password:
+        return match[0]  # empty, or not plain XML text: the answer file is refused anyway
+    return f'<root-password type="hash">{password_hash(password)}</root-password>'
+
+
+_ENTITY = re.compile(r"&(?:#x([0-9a-fA-F]{1,6})|#([0-9]{1,7})|(amp|lt|gt|quot|apos));")
+_NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+
+
+def _entity(match: re.Match[str]) -> str:
+    if match[3]:
+        return _NAMED[match[3]]
+    code = int(match[1], 16) if match[1] else int(match[2])
+    return chr(code) if code <= 0x10FFFF else match[0]
+
+
+def _xml_text(text: str) -> str | None:
+    """An element's text with XML's entities replaced, stripped as the answer-file reader
+    strips it; None for markup or a stray ``&``."""
+    if "<" in text or "&" in _ENTITY.sub("", text):
+        return None
+    return _ENTITY.sub(_entity, text).strip()
+
+
+def hashed_template(template: str) -> str:
+    """``template`` with each literal plaintext ``<root-password>`` replaced by the
+    element with its SHA-512 crypt hash (``type="hash"``); everything else as it was."""
+    return _ROOT_PASSWORD.sub(_hashed_element, template)
+
+
+def profile_input(profile: Profile) -> Profile:
+    """``profile`` checked (``check_profile``), its template's literal passwords hashed."""
+    check_profile(profile)
+    return replace(profile, template=hashed_template(profile.template))
 
 
 def _with_prefix(text: str) -> bool:
@@ -134,18 +197,37 @@ def san_target(san: SanTarget | None) -> SanTarget | None:
     return san
 
 
-def variables_of(variables: Variables) -> tuple[tuple[str, str], ...]:
+def variables_of(
+    variables: Variables, stored: Iterable[tuple[str, str]] = ()
+) -> tuple[tuple[str, str], ...]:
+    """``variables`` checked, each password variable's value as its SHA-512 crypt hash
+    (a hash given is kept). A password given as ``<redacted>`` (how listings show one)
+    keeps the hash in ``stored``, the host's current variables."""
     pairs = list(variables.items()) if isinstance(variables, Mapping) else list(variables)
+    before = dict(stored)
     result: dict[str, str] = {}
     for key, value in pairs:
         if not _VARIABLE.match(key):
             raise InputError(f"variable name {key!r} must be letters, digits and _")
-        if key in RESERVED_VARIABLES:
+        if key in RESERVED_VARIABLES or (is_password_variable(key) and key.endswith("_hash")):
             raise InputError(f"variable {key!r} is set by the server; choose another name")
         if key in result:
             raise InputError(f"variable {key!r} is given twice")
-        result[key] = str(value)
+        result[key] = _stored_value(key, str(value), before)
     return tuple(sorted(result.items()))
+
+
+def _stored_value(key: str, value: str, before: Mapping[str, str]) -> str:
+    if not is_password_variable(key):
+        return value
+    if value == SHOWN_REDACTED:
+        if key not in before:
+            raise InputError(
+                f"variable {key!r}: {SHOWN_REDACTED} stands for the stored password, and "
+                "there is none; give the password itself"
+            )
+        return before[key]
+    return password_hash(value)
 
 
 def host_name(name: str | None) -> str | None:

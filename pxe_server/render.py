@@ -37,6 +37,7 @@ from common.errors import AnswerFileError, InputError
 from pxe_server import passwords
 from pxe_server.decide import IPXE_PREFIX, Action, Decision, explain
 from pxe_server.model import Host, Profile, ServerSettings, Work, mac_dashes, normalise_mac
+from pxe_server.secrets import is_password_variable
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -274,14 +275,18 @@ def xen_efi_config(host: Host | None, profile: Profile | None, settings: ServerS
 # --- answer files -------------------------------------------------------------------
 
 
-def answer_variables(
-    host: Host, settings: ServerSettings, repo_url: str, salt: str | None = None
-) -> dict[str, str]:
+def hash_name(name: str) -> str:
+    """The name templates see password variable ``name`` under: ``<name>_hash``."""
+    return name if name.endswith("_hash") else f"{name}_hash"
+
+
+def answer_variables(host: Host, settings: ServerSettings, repo_url: str) -> dict[str, str]:
     """The variables a profile's answer-file template sees.
 
     Every host variable, then ``mac``, ``name`` (or ""), ``server`` (the HTTP
-    base), ``repo_url``; a ``root_password`` variable is replaced by
-    ``root_password_hash`` (SHA-512 crypt; ``salt`` None: a random one).
+    base), ``repo_url``; a password variable (``root_password``) only as its SHA-512
+    crypt hash, named ``<name>_hash`` (``root_password_hash``). The registry hashed it
+    when it was given; a value that is no hash yet (a host made in memory) is hashed here.
     """
     given = dict(host.variables)
     reserved = sorted(set(given) & set(_ANSWER_VARIABLES))
@@ -290,20 +295,16 @@ def answer_variables(
             f"host {host.mac}: the variable(s) {', '.join(reserved)} are set by the server;"
             " rename them"
         )
-    password = given.pop("root_password", None)
-    variables = {
-        **given,
+    variables = {k: v for k, v in given.items() if not is_password_variable(k)}
+    variables |= {
         "mac": host.mac,
         "name": host.name or "",
         "server": settings.http_base,
         "repo_url": repo_url,
     }
-    if password is not None:
-        variables["root_password_hash"] = (
-            passwords.hash_password(password)
-            if salt is None
-            else passwords.sha512_crypt(password, salt)
-        )
+    for name, value in given.items():
+        if is_password_variable(name):
+            variables[hash_name(name)] = passwords.password_hash(value)
     return variables
 
 
@@ -345,25 +346,15 @@ def work_template(work: Work) -> str:
     return resources.files("pxe_server").joinpath(WORK_TEMPLATES[work]).read_text("utf-8")
 
 
-def answer_file(
-    host: Host,
-    profile: Profile,
-    settings: ServerSettings,
-    repo_url: str,
-    *,
-    salt: str | None = None,
-) -> str:
+def answer_file(host: Host, profile: Profile, settings: ServerSettings, repo_url: str) -> str:
     """``host``'s answer file, validated with ``answerfile.parse``: ``profile``'s, or
-    the built-in one while the host's work is an upgrade or a restore.
-
-    ``salt`` fixes the root password hash's salt (tests); None draws a random one.
-    """
+    the built-in one while the host's work is an upgrade or a restore."""
     if host.work in WORK_TEMPLATES:
         work = Work(host.work)
         template, what = work_template(work), f"the built-in {work.value} answer file"
     else:
         template, what = profile.template, f"profile {profile.name}"
-    variables = answer_variables(host, settings, repo_url, salt)
+    variables = answer_variables(host, settings, repo_url)
     try:
         text = _compile(template, what).render(variables)
     except jinja2.UndefinedError as error:
@@ -389,10 +380,10 @@ def _undefined(
         return f"{what}: the answer-file template for {host.mac}: {message}"
     name = match[1]
     hint = ""
-    if name == "root_password":
-        hint = " (templates get the root password only as root_password_hash)"
-    elif name == "root_password_hash":
-        hint = " (set the host variable root_password)"
+    if is_password_variable(name) and not name.endswith("_hash"):
+        hint = f" (templates get a password only as {hash_name(name)})"
+    elif is_password_variable(name):
+        hint = f" (set the host variable {name.removesuffix('_hash')})"
     return (
         f"{what}: the answer-file template uses the variable {name},"
         f" which is not defined for {host.mac}{hint}; defined: {', '.join(sorted(variables))}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import stat
 import subprocess
 import threading
@@ -27,6 +26,7 @@ class Session:
         self.directory = directory
         self.outputs: list[str] = []
         self.seen: set[str] = set()  # every token the registry held after any command
+        self.credentials: list[str] = []  # agent credentials handed out (only hashes stored)
 
     def run(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
         done = netinstall(*args, "--dir", str(self.directory))
@@ -47,13 +47,14 @@ class Session:
         return lines[0]
 
     def secrets(self) -> list[str]:
-        conn = sqlite3.connect(self.directory / "registry.sqlite")
-        try:
-            rows = conn.execute("SELECT token, agent_credential FROM hosts").fetchall()
-            api = conn.execute("SELECT value FROM secrets").fetchall()
-        finally:
-            conn.close()
-        return [s for row in rows + api for s in row if s]
+        """The live install tokens (the registry unseals them), the API token (the
+        operator's file) and the agent credentials handed out in this test."""
+        from pxe_server.registry import Registry
+
+        with Registry.open(self.directory) as registry:
+            tokens = [h.token for h in registry.list_hosts() if h.token]
+        api = (self.directory / "api-token").read_text("utf-8").strip()
+        return [*tokens, api, *self.credentials]
 
 
 @pytest.fixture
@@ -86,7 +87,20 @@ def test_init_creates_the_directory_and_is_idempotent(tmp_path: Path, session: S
     again = session.run("server", "init").stdout
     assert "already initialised" in again
     assert f"repo: {tmp_path / 'repo'}" in again
+    assert f"API token: {token_file} (kept)" in again
     assert token_file.read_text().strip() == token
+    # The registry keeps only the token's keyed hash: a lost copy means a new token.
+    token_file.unlink()
+    lost = session.run("server", "init").stdout
+    assert f"API token: {token_file} (missing, so a new one was written" in lost
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    new = token_file.read_text().strip()
+    assert new != token
+    from pxe_server.registry import Registry
+
+    with Registry.open(directory) as registry:
+        assert registry.api_token_matches(new)
+        assert not registry.api_token_matches(token)
     profiles = json.loads(session.run("profile", "list", "--json").stdout)
     assert [p["name"] for p in profiles] == ["default"]
 
@@ -248,6 +262,18 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, session: Session) -> No
         "profile", "add", "x", "--template", str(template), "--chain", "pxe", expect="--chain"
     )
     session.fails("profile", "add", "default", "--template", str(template), expect="exists already")
+    refused = session.fails(
+        "profile",
+        "add",
+        "x",
+        "--template",
+        str(template),
+        "--kernel-args",
+        "console=hvc0 sshpassword=ssh-pw-9",
+        expect="may not carry sshpassword=",
+    )
+    assert "host variable root_password" in refused
+    assert "ssh-pw-9" not in refused
     session.fails("server", "run", "--dhcp", "full", "--interface", "eth0", expect="--range")
     session.fails("server", "run", "--dhcp", "proxy", expect="--interface")
     session.fails("server", "run", "--dhcp", "maybe", expect="--dhcp 'maybe'")
@@ -306,7 +332,8 @@ def installed_and_running(session: Session, mac: str, version: str = "0.1.0") ->
 
     with Registry.open(session.directory) as registry:
         registry.record_event(mac, "installed")
-        registry.record_event(mac, "running", facts={"payload_version": version})
+        _, reply = registry.record_event(mac, "running", facts={"payload_version": version})
+    session.credentials.append(str(reply["agent_credential"]))
 
 
 @pytest.fixture
@@ -435,7 +462,9 @@ def play_hosts(session: Session, outcomes: dict[str, str], stop: threading.Event
                     continue
                 registry.record_event(host.mac, "installing", step="partition")
                 registry.record_event(host.mac, "installed")
-                registry.record_event(host.mac, "running", facts={"payload_version": "0.2.0"})
+                facts = {"payload_version": "0.2.0"}
+                _, reply = registry.record_event(host.mac, "running", facts=facts)
+                session.credentials.extend(str(c) for c in reply.values() if isinstance(c, str))
 
 
 def rolling(

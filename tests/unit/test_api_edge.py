@@ -23,6 +23,7 @@ from pxe_server.http_edge import MAX_BODY, ROUTES, Caller
 from pxe_server.http_files import Context
 from pxe_server.model import ServerSettings, State
 from pxe_server.registry import Registry, default_profile
+from pxe_server.secrets import API_TOKEN_FILE
 
 SETTINGS = ServerSettings(http_base="http://192.0.2.1:8080", tftp_address="192.0.2.1")
 KNOWN = "52:54:00:12:34:56"
@@ -67,8 +68,12 @@ def send(ctx: Context, method: str, path: str, body: bytes | None = None, **head
 
 
 def context(registry: Registry | Spy) -> Context:
-    api = registry.api_token()
-    return Context(registry, Path(registry.path).parent, SETTINGS, None, None, api)  # type: ignore[arg-type]
+    return Context(registry, Path(registry.path).parent, SETTINGS, None, None)  # type: ignore[arg-type]
+
+
+def api_token(registry: Registry | Spy) -> str:
+    """The operator's copy of the API token: the server directory's api-token file."""
+    return (Path(registry.path).parent / API_TOKEN_FILE).read_text("utf-8").strip()
 
 
 def api_routes() -> list[tuple[str, str, Caller]]:
@@ -83,7 +88,7 @@ def api_routes() -> list[tuple[str, str, Caller]]:
 
 
 def context_stub() -> Context:
-    return Context(None, Path("/nonexistent"), SETTINGS, None, None, "t")  # type: ignore[arg-type]
+    return Context(None, Path("/nonexistent"), SETTINGS, None, None)  # type: ignore[arg-type]
 
 
 def test_the_router_holds_every_declared_route_and_no_other() -> None:
@@ -139,7 +144,11 @@ def test_every_route_refuses_a_wrong_secret_alike_for_every_mac(
                 ctx, method, path.format(mac=mac), b"{}", Authorization=f"Bearer {secret}"
             )
             assert status == expected, (method, path, mac)
-            assert set(spy.calls) <= {"host_by_token", "host_by_agent_credential", "api_token"}
+            assert set(spy.calls) <= {
+                "host_by_token",
+                "host_by_agent_credential",
+                "api_token_matches",
+            }
             answers.append(reply)
         assert answers[0] == answers[1]
 
@@ -167,12 +176,12 @@ def body_routes() -> list[tuple[str, str, Caller]]:
 
 def secret_for(registry: Registry, caller: Caller) -> str:
     if caller is Caller.OPERATOR:
-        return registry.api_token()
+        return api_token(registry)
     if caller is Caller.AGENT:
         registry.record_event(KNOWN, State.INSTALLED)
-        registry.record_event(KNOWN, State.RUNNING)
-        credential = registry.get_host(KNOWN).agent_credential  # type: ignore[union-attr]
-        assert credential is not None
+        _, reply = registry.record_event(KNOWN, State.RUNNING)
+        credential = reply["agent_credential"]  # handed out this once
+        assert isinstance(credential, str)
         return credential
     token = registry.get_host(KNOWN).token  # type: ignore[union-attr]
     assert token is not None
@@ -342,7 +351,7 @@ def test_openapi_describes_every_route_with_its_caller_and_messages(registry: Re
         "agentCredential",
     }
     text = json.dumps(doc)
-    assert registry.api_token() not in text
+    assert api_token(registry) not in text
     assert not re.search(r"\bclass\b|object at 0x", text)  # no Python leaking into it
 
 

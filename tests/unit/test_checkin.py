@@ -49,7 +49,7 @@ SETTINGS = ServerSettings(http_base=BASE, tftp_address="192.0.2.1")
 MAC = "52:54:00:12:34:56"
 TOKEN = "install-Tok3n"
 PROFILE = Profile(name="default", template="<installation/>", kernel_args="console=hvc0")
-RUNNING = Host(mac=MAC, state=State.RUNNING, running_version="0.1.0", agent_credential="cred")
+RUNNING = Host(mac=MAC, state=State.RUNNING, running_version="0.1.0", agent_credential_hash="cred")
 UPGRADE = replace(
     RUNNING,
     state=State.PENDING,
@@ -91,7 +91,7 @@ def test_signalled_then_installed_reboot_required() -> None:
 def test_running_after_the_installers_installed_ends_the_work() -> None:
     installed = replace(UPGRADE, state=State.INSTALLED, step=None)
     host, message = apply_checkin(installed, "0.2.0", Reported.RUNNING, 9.0)
-    assert (host.state, host.work, host.token, host.agent_credential) == (
+    assert (host.state, host.work, host.token, host.agent_credential_hash) == (
         State.RUNNING,
         None,
         None,
@@ -205,21 +205,28 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
         reg.add_repository("0.2.0", str(tmp_path / "repo-0.2.0"))
         reg.add_host(MAC)
         reg.record_event(MAC, State.INSTALLED)
-        reg.record_event(MAC, State.RUNNING, facts={"payload_version": "0.1.0"})
+        _, reply = reg.record_event(MAC, State.RUNNING, facts={"payload_version": "0.1.0"})
+        CREDENTIALS[reg.path] = str(reply["agent_credential"])
         yield reg
 
 
+CREDENTIALS: dict[Path, str] = {}  # registry file -> the agent credential handed out
+
+
 def credential(registry: Registry) -> str:
-    host = registry.get_host(MAC)
-    assert host is not None
-    assert host.agent_credential is not None
-    return host.agent_credential
+    """The credential the running report handed out (the registry keeps only its hash)."""
+    return CREDENTIALS[registry.path]
+
+
+def api_token(registry: Registry) -> str:
+    """The operator's copy of the API token (the registry keeps only its hash)."""
+    return (registry.path.parent / "api-token").read_text("utf-8").strip()
 
 
 def post(
     registry: Registry, path: str, body: object, secret: str | None
 ) -> tuple[int, dict[str, Any]]:
-    ctx = Context(registry, Path(registry.path).parent, SETTINGS, None, None, registry.api_token())
+    ctx = Context(registry, Path(registry.path).parent, SETTINGS, None, None)
     headers = {} if secret is None else {"Authorization": f"Bearer {secret}"}
 
     async def send() -> tuple[int, dict[str, Any]]:
@@ -241,7 +248,7 @@ def test_checkin_route_says_none_then_the_upgrade(registry: Registry) -> None:
         registry,
         f"/api/v1/hosts/{MAC}/upgrade",
         {"version": "0.2.0", "reboot": "manual"},
-        registry.api_token(),
+        api_token(registry),
     )
     assert status == 200
     assert (host["work"], host["reboot_policy"], host["state"]) == ("upgrade", "manual", "pending")
@@ -256,7 +263,7 @@ def test_checkin_route_says_none_then_the_upgrade(registry: Registry) -> None:
 
 
 def test_checkin_route_says_restore(registry: Registry) -> None:
-    status, _ = post(registry, f"/api/v1/hosts/{MAC}/restore", {}, registry.api_token())
+    status, _ = post(registry, f"/api/v1/hosts/{MAC}/restore", {}, api_token(registry))
     assert status == 200
     status, reply = post(registry, CHECKIN, {"running_version": "0.1.0"}, credential(registry))
     assert (status, reply["action"], reply["reboot"]) == (200, "restore", "auto")
@@ -313,7 +320,7 @@ def test_checkin_of_an_unknown_host_is_401_as_for_a_known_one(registry: Registry
 
 
 def test_upgrade_route_refusals(registry: Registry) -> None:
-    api = registry.api_token()
+    api = api_token(registry)
     route = f"/api/v1/hosts/{MAC}/upgrade"
     status, reply = post(registry, route, {"version": "9.9"}, api)
     assert (status, "version 9.9 is not registered" in reply["error"]) == (400, True)

@@ -31,7 +31,7 @@ def served(scenario: Scenario) -> str:
     host = Host(
         mac=MAC, name="lab01", profile=PROFILE, variables=tuple(scenario.variables(SERVER).items())
     )
-    return render.answer_file(host, profile, SETTINGS, f"{SETTINGS.http_base}/repo/", salt="x")
+    return render.answer_file(host, profile, SETTINGS, f"{SETTINGS.http_base}/repo/")
 
 
 def test_the_two_full_runs_cover_what_issue_6_asks() -> None:

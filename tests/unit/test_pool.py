@@ -85,7 +85,9 @@ STATE_RANK = {
 
 
 def running(mac: str, version: str = "0.1.0", credential: str | None = "cred") -> Host:
-    return Host(mac=mac, state=State.RUNNING, running_version=version, agent_credential=credential)
+    return Host(
+        mac=mac, state=State.RUNNING, running_version=version, agent_credential_hash=credential
+    )
 
 
 def pool(**scripts: list[Step]) -> FakeRegistry:

@@ -6,6 +6,7 @@ import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import jinja2
@@ -14,8 +15,8 @@ import pytest
 import answerfile
 from common.errors import InputError, NetinstallError
 from pxe_server import migrations
-from pxe_server import registry as registry_module
 from pxe_server.model import BootChain, Profile, RebootPolicy, Repository, State, Work
+from pxe_server.passwords import is_sha512_crypt, sha512_crypt
 from pxe_server.registry import (
     CHECKIN_INTERVAL,
     KEEP,
@@ -25,7 +26,7 @@ from pxe_server.registry import (
     UnknownHost,
     default_profile,
 )
-from pxe_server.secrets import REDACTED, redact, same_token
+from pxe_server.secrets import REDACTED, new_token, redact
 
 MAC = "52:54:00:12:34:56"
 OTHER = "52:54:00:ab:cd:ef"
@@ -39,6 +40,11 @@ def reg(tmp_path: Path) -> Iterator[Registry]:
         yield registry
 
 
+def api_token(directory: Path) -> str:
+    """The operator's copy of the API token (the registry keeps only its keyed hash)."""
+    return (directory / "api-token").read_text("utf-8").strip()
+
+
 def advance(reg: Registry, *states: State) -> None:
     for state in states:
         reg.record_event(MAC, state)
@@ -49,10 +55,14 @@ def advance(reg: Registry, *states: State) -> None:
 
 def test_open_creates_the_schema_and_reopens_without_migrating_again(tmp_path: Path) -> None:
     with Registry.open(tmp_path) as first:
-        token = first.api_token()
+        token = api_token(tmp_path)
+        assert first.api_token_matches(token)
         first.set_setting("repo", "/srv/repo")
     with Registry.open(tmp_path) as second:
-        assert second.api_token() == token
+        assert api_token(tmp_path) == token
+        assert second.api_token_matches(token)
+        assert not second.api_token_matches(token[:-1])
+        assert not second.api_token_matches("")
         assert second.settings() == {"repo": "/srv/repo"}
     conn = sqlite3.connect(tmp_path / REGISTRY_FILE)
     try:
@@ -68,10 +78,25 @@ def test_open_migrates_an_empty_file_and_keeps_the_secrets_private(tmp_path: Pat
     directory = tmp_path / "new" / "dir"
     (tmp_path / "new").mkdir()
     with Registry.open(directory) as reg:
-        assert len(reg.api_token()) >= 32
-        assert "api_token" not in reg.settings()
+        assert len(api_token(directory)) >= 32
+        assert reg.settings() == {}
     assert stat.S_IMODE((directory / REGISTRY_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE((directory / "api-token").stat().st_mode) == 0o600
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    stored = (directory / REGISTRY_FILE).read_bytes()
+    assert api_token(directory).encode() not in stored
+
+
+def test_a_new_api_token_replaces_the_old_one(tmp_path: Path) -> None:
+    with Registry.open(tmp_path) as reg:
+        old = api_token(tmp_path)
+        reg.new_api_token()
+        new = api_token(tmp_path)
+        assert new != old
+        assert reg.api_token_matches(new)
+        assert not reg.api_token_matches(old)
+    with Registry.open(tmp_path) as again:
+        assert again.api_token_matches(new)
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -169,7 +194,7 @@ def test_add_host_assigns_work(reg: Registry) -> None:
     assert host.assigned_version == "0.1.0"
     assert host.token is not None
     assert len(host.token) >= 32
-    assert host.agent_credential is None
+    assert host.agent_credential_hash is None
     assert reg.get_host(MAC.upper()) == host
     assert reg.list_hosts() == [host]
     assert [e.state for e in reg.events(MAC)] == [State.PENDING]
@@ -226,26 +251,58 @@ def test_delete_host_forgets_its_events(reg: Registry) -> None:
         reg.delete_host(MAC)
 
 
-def test_host_by_token_compares_every_token_in_constant_time(
-    reg: Registry, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_host_by_token_is_one_indexed_lookup_by_keyed_hash(reg: Registry) -> None:
     first = reg.add_host(MAC)
     second = reg.add_host(OTHER)
     assert first.token
     assert second.token
-    compared: list[tuple[str, str]] = []
-    real = same_token
-
-    def spy(given: str, stored: str) -> bool:
-        compared.append((given, stored))
-        return real(given, stored)
-
-    monkeypatch.setattr(registry_module, "same_token", spy)
     assert reg.host_by_token(first.token) == first
-    assert sorted(stored for _, stored in compared) == sorted([first.token, second.token])
+    assert reg.host_by_token(second.token) == second
     assert reg.host_by_token(first.token[:-1] + "!") is None
     assert reg.host_by_token("") is None
     assert reg.host_by_agent_credential(first.token) is None
+    conn = sqlite3.connect(reg.path)
+    try:
+        for column in ("token_hash", "agent_credential_hash"):
+            plan = conn.execute(
+                f"EXPLAIN QUERY PLAN SELECT * FROM hosts WHERE {column} = ?",  # noqa: S608
+                ("x",),
+            ).fetchall()
+            assert len(plan) == 1
+            assert "USING INDEX" in plan[0][-1], plan  # a search, never a scan of every host
+        stored = conn.execute("SELECT token_sealed, token_hash FROM hosts").fetchall()
+    finally:
+        conn.close()
+    text = repr(stored)
+    assert first.token not in text
+    assert second.token not in text
+
+
+def test_a_lookup_among_many_hosts_reads_one_row(reg: Registry) -> None:
+    host = reg.add_host(MAC)
+    assert host.token is not None
+    with reg._write() as conn:  # 3,000 more hosts, written in one go
+        for i in range(3000):
+            mac = f"52:54:01:00:{i >> 8:02x}:{i & 0xFF:02x}"
+            other = replace(host, mac=mac, token=new_token())
+            conn.execute(migrations.INSERT_HOST, migrations.host_row(other, reg._keys))
+    statements: list[str] = []
+    steps = [0]
+
+    def step() -> int:
+        steps[0] += 1
+        return 0
+
+    reg._conn.set_trace_callback(statements.append)
+    reg._conn.set_progress_handler(step, 1)  # every SQLite VM instruction
+    try:
+        assert reg.host_by_token(host.token) == host
+    finally:
+        reg._conn.set_trace_callback(None)
+        reg._conn.set_progress_handler(None, 1)
+    assert len(statements) == 1
+    assert "WHERE token_hash = '" in statements[0]  # the keyed hash, never the token
+    assert steps[0] < 300  # a search of the index: a scan of 3,001 rows takes far more
 
 
 # -- states -----------------------------------------------------------------------
@@ -353,18 +410,19 @@ def test_running_kills_the_token_and_hands_out_a_credential(reg: Registry) -> No
     )
     assert host.token is None
     assert host.running_version == "0.1.0"
-    assert reply == {
-        "agent_credential": host.agent_credential,
-        "checkin_interval": CHECKIN_INTERVAL,
-    }
+    assert set(reply) == {"agent_credential", "checkin_interval"}
+    assert reply["checkin_interval"] == CHECKIN_INTERVAL
     assert isinstance(reply["agent_credential"], str)
+    assert host.agent_credential_hash is not None
+    assert reply["agent_credential"] not in host.agent_credential_hash
     assert len(reply["agent_credential"]) >= 32
     assert reg.host_by_token(token) is None
     assert reg.host_by_agent_credential(reply["agent_credential"]) == host
     # A later running report updates the version but issues no second credential.
     again, reply2 = reg.record_event(MAC, State.RUNNING, facts={"payload_version": "0.2.0"})
     assert reply2 == {}
-    assert again.agent_credential == host.agent_credential
+    assert again.agent_credential_hash == host.agent_credential_hash
+    assert reg.host_by_agent_credential(reply["agent_credential"]) == again
     assert again.running_version == "0.2.0"
     assert reg.get_host(MAC).facts == {"payload_version": "0.2.0"}  # type: ignore[union-attr]
 
@@ -386,7 +444,9 @@ def test_facts_are_kept_from_the_last_running_report(reg: Registry) -> None:
 def test_a_version_1_registry_gains_the_facts_column(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / REGISTRY_FILE)
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for statement in migrations.MIGRATIONS[0]:
+    first = migrations.MIGRATIONS[0]
+    assert isinstance(first, tuple)
+    for statement in first:
         conn.execute(statement)
     conn.execute("INSERT INTO schema_version (version) VALUES (1)")
     conn.execute("INSERT INTO profiles VALUES ('default', 't', 'seed', '', '', NULL)")
@@ -429,23 +489,69 @@ def test_rearm_is_new_work_with_a_new_token(reg: Registry) -> None:
     assert host.state is State.INSTALLING
 
 
-def test_stored_messages_have_secrets_redacted(reg: Registry) -> None:
+def test_stored_messages_have_secrets_redacted(reg: Registry, tmp_path: Path) -> None:
     host = reg.add_host(MAC, variables={"root_password": "hunter2-secret"})
     token = host.token
     assert token is not None
-    message = f"GET /answerfile?token={token} pw=hunter2-secret api={reg.api_token()}"
+    stored_hash = dict(host.variables)["root_password"]
+    api = api_token(tmp_path)
+    message = f"GET /answerfile?token={token} pw={stored_hash} api={api}"
     reg.record_event(MAC, State.INSTALLING, message=message)
     advance(reg, State.INSTALLED)
     running, reply = reg.record_event(MAC, State.RUNNING, message=f"was {token}")
     credential = str(reply["agent_credential"])
-    reg.record_event(MAC, State.RUNNING, message=f"agent {credential}")
+    reg.record_event(MAC, State.RUNNING, message=f"agent {credential}, not {credential[1:]}x")
     stored = [e.message or "" for e in reg.events(MAC)]
     text = "\n".join(stored)
-    for secret in (token, credential, "hunter2-secret", reg.api_token()):
+    for secret in (token, credential, stored_hash, api):
         assert secret not in text
     assert stored[1] == f"GET /answerfile?token={REDACTED} pw={REDACTED} api={REDACTED}"
-    assert stored[3:] == [f"was {REDACTED}", f"agent {REDACTED}"]
+    assert stored[3:] == [f"was {REDACTED}", f"agent {REDACTED}, not {credential[1:]}x"]
     assert running.token is None
+
+
+@pytest.mark.parametrize("password", ["hunter2-secret", "pässwörd with spaces"])
+def test_a_password_is_stored_only_as_its_sha512_crypt_hash(reg: Registry, password: str) -> None:
+    host = reg.add_host(MAC, variables={"root_password": password, "disk": "sda"})
+    stored = dict(host.variables)
+    assert is_sha512_crypt(stored["root_password"])
+    salt = stored["root_password"].split("$")[2]
+    assert sha512_crypt(password, salt) == stored["root_password"]
+    assert stored["disk"] == "sda"
+    assert reg.get_host(MAC) == host
+    assert password.encode() not in reg.path.read_bytes()
+    # A hash given is kept as it is; <redacted> (how listings show it) keeps the stored one.
+    given = sha512_crypt("other", "saltsalt")
+    assert dict(reg.update_host(MAC, variables={"root_password": given}).variables) == {
+        "root_password": given
+    }
+    kept = reg.update_host(MAC, variables={"root_password": "<redacted>", "disk": "sdb"})
+    assert dict(kept.variables) == {"root_password": given, "disk": "sdb"}
+    with pytest.raises(InputError, match="stands for the stored password, and there is none"):
+        reg.add_host(OTHER, variables={"admin_password": "<redacted>"})
+    with pytest.raises(InputError, match="'admin_password_hash' is set by the server"):
+        reg.add_host(OTHER, variables={"admin_password_hash": "x"})
+
+
+def test_a_profile_is_stored_without_a_plaintext_password(reg: Registry) -> None:
+    template = (
+        "<installation>{{ mac }}<root-password>s3cret &amp; more</root-password>"
+        '<root-password type="hash">{{ root_password_hash }}</root-password></installation>'
+    )
+    reg.add_profile(Profile("lab", template))
+    stored = reg.get_profile("lab")
+    assert stored is not None
+    assert "s3cret" not in stored.template
+    hashed = stored.template.split('<root-password type="hash">')[1].split("<")[0]
+    assert sha512_crypt("s3cret & more", hashed.split("$")[2]) == hashed
+    assert stored.template.endswith(
+        '<root-password type="hash">{{ root_password_hash }}</root-password></installation>'
+    )
+    with pytest.raises(InputError) as refused:
+        reg.update_profile(Profile("lab", TEMPLATE, kernel_args="console=hvc0 sshpassword=pw1"))
+    assert "may not carry sshpassword=" in str(refused.value)
+    assert "host variable root_password" in str(refused.value)
+    assert "pw1" not in str(refused.value)
 
 
 def test_redact_replaces_longer_secrets_first() -> None:
@@ -533,6 +639,7 @@ def version_2_registry(directory: Path) -> None:
     conn = sqlite3.connect(directory / REGISTRY_FILE)
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     for statements in migrations.MIGRATIONS[:2]:
+        assert isinstance(statements, tuple)
         for statement in statements:
             conn.execute(statement)
     conn.execute("INSERT INTO schema_version (version) VALUES (2)")
@@ -628,7 +735,7 @@ def test_assign_upgrade_never_arms_netboot_and_keeps_the_credential(reg: Registr
     assert host.netboot_armed is False
     assert host.token is not None
     assert host.token != before.token
-    assert host.agent_credential == credential
+    assert host.agent_credential_hash == before.agent_credential_hash
     assert reg.host_by_agent_credential(credential) == host
     last = reg.last_event(MAC)
     assert last is not None

@@ -58,6 +58,7 @@ MAC = "52:54:00:ab:cd:ef"
 TOKEN = "tok3n-Abc_123.x~y"
 PASSWORD = "Secr3t-Pa55word"
 SALT = "0123456789abcdef"
+HASHED = sha512_crypt(PASSWORD, SALT)  # what the registry stores for root_password=PASSWORD
 REPO = f"{BASE}/repo/"
 ANSWERFILE_URL = f"{BASE}/answerfile/{MAC}?token={TOKEN}"
 
@@ -79,7 +80,7 @@ HOST = Host(
     mac=MAC,
     name="xenhost01",
     profile="lab",
-    variables=(("disk", "sda"), ("root_password", PASSWORD), ("timezone", "Europe/London")),
+    variables=(("disk", "sda"), ("root_password", HASHED), ("timezone", "Europe/London")),
     token=TOKEN,
 )
 INSTALLED = replace(HOST, netboot_armed=False, state=State.INSTALLED, token=None)
@@ -121,7 +122,7 @@ def test_golden_default(loader: str) -> None:
 
 
 def test_golden_answer_file() -> None:
-    check_golden("answerfile.txt", render.answer_file(HOST, PROFILE, SETTINGS, REPO, salt=SALT))
+    check_golden("answerfile.txt", render.answer_file(HOST, PROFILE, SETTINGS, REPO))
 
 
 # --- what the install configs mean --------------------------------------------------
@@ -252,7 +253,7 @@ def test_catch_all_is_local_even_when_unknown_machines_install() -> None:
 
 
 def test_answer_file_validates_and_hashes_the_password() -> None:
-    text = render.answer_file(HOST, PROFILE, SETTINGS, REPO, salt=SALT)
+    text = render.answer_file(HOST, PROFILE, SETTINGS, REPO)
     model = answerfile.parse(text).model
     assert PASSWORD not in text
     assert model.root_password is not None
@@ -265,18 +266,35 @@ def test_answer_file_validates_and_hashes_the_password() -> None:
     assert [s.location for s in model.sources] == [REPO]
 
 
-def test_answer_file_random_salt() -> None:
+def test_the_stored_hash_is_used_as_it_is() -> None:
     first = render.answer_file(HOST, PROFILE, SETTINGS, REPO)
-    second = render.answer_file(HOST, PROFILE, SETTINGS, REPO)
+    assert first == render.answer_file(HOST, PROFILE, SETTINGS, REPO)  # no hashing per request
+    assert f'<root-password type="hash">{HASHED}</root-password>' in first
+
+
+def test_a_plaintext_password_of_a_host_made_in_memory_is_hashed_with_a_random_salt() -> None:
+    plain = replace(HOST, variables=(("disk", "sda"), ("root_password", PASSWORD)))
+    template = PROFILE.template.replace("{{ timezone }}", "UTC")
+    first = render.answer_file(plain, replace(PROFILE, template=template), SETTINGS, REPO)
+    second = render.answer_file(plain, replace(PROFILE, template=template), SETTINGS, REPO)
     assert '<root-password type="hash">$6$' in first
     assert first != second
     assert PASSWORD not in first
 
 
+def test_every_password_variable_reaches_templates_only_as_its_hash() -> None:
+    host = replace(HOST, variables=(*HOST.variables, ("bmc_password", HASHED)))
+    variables = render.answer_variables(host, SETTINGS, REPO)
+    assert "bmc_password" not in variables
+    assert variables["bmc_password_hash"] == HASHED
+    message = answer_error(host, TEMPLATE.replace("{{ disk }}", "{{ bmc_password }}"))
+    assert "only as bmc_password_hash" in message
+
+
 def test_answer_variables_drop_the_plaintext() -> None:
-    variables = render.answer_variables(HOST, SETTINGS, REPO, SALT)
+    variables = render.answer_variables(HOST, SETTINGS, REPO)
     assert "root_password" not in variables
-    assert PASSWORD not in variables.values()
+    assert variables["root_password_hash"] == HASHED
     assert variables["server"] == BASE
     assert variables["name"] == "xenhost01"
     assert render.answer_variables(replace(HOST, name=None), SETTINGS, REPO)["name"] == ""
@@ -284,7 +302,7 @@ def test_answer_variables_drop_the_plaintext() -> None:
 
 def answer_error(host: Host, template: str) -> str:
     with pytest.raises(InputError) as caught:
-        render.answer_file(host, replace(PROFILE, template=template), SETTINGS, REPO, salt=SALT)
+        render.answer_file(host, replace(PROFILE, template=template), SETTINGS, REPO)
     return str(caught.value)
 
 
@@ -320,7 +338,7 @@ def test_syntax_error_names_profile_and_line() -> None:
 def test_invalid_answer_file_lists_the_validators_problems() -> None:
     host = replace(HOST, variables=(*HOST.variables[:2], ("timezone", "Mars/Olympus")))
     with pytest.raises(InputError) as caught:
-        render.answer_file(host, PROFILE, SETTINGS, REPO, salt=SALT)
+        render.answer_file(host, PROFILE, SETTINGS, REPO)
     problems = caught.value.problems
     header = f"profile lab: the answer file it renders for {MAC} is invalid:"
     assert str(caught.value).startswith(header)
@@ -340,7 +358,6 @@ def test_unescaped_ampersand_is_caught_by_validation() -> None:
         ),
         SETTINGS,
         REPO,
-        salt=SALT,
     )
     assert "a&amp;b" in text
 
@@ -411,8 +428,8 @@ def test_agent_work_defaults_to_sda_and_escapes_the_disk() -> None:
 
 def test_install_work_uses_the_profile() -> None:
     host = replace(HOST, work=Work.INSTALL)
-    assert render.answer_file(host, PROFILE, SETTINGS, REPO, salt=SALT) == render.answer_file(
-        HOST, PROFILE, SETTINGS, REPO, salt=SALT
+    assert render.answer_file(host, PROFILE, SETTINGS, REPO) == render.answer_file(
+        HOST, PROFILE, SETTINGS, REPO
     )
 
 
