@@ -42,7 +42,7 @@ from images.progress import size_text
 
 TARGET = "repo"
 PACKAGES: tuple[str, ...] = DOM0_PACKAGES
-SOURCES: tuple[str, ...] = ("hypervisor_payload",)
+SOURCES: tuple[str, ...] = ("hypervisor_payload", "common")  # dom0 carries common too
 OUTPUTS: tuple[str, ...] = (
     TREEINFO,
     SHA256SUMS,
