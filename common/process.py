@@ -13,6 +13,7 @@ import os
 import subprocess
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from common.errors import CommandError
 
@@ -25,6 +26,21 @@ class Completed:
     returncode: int
     stdout: str
     stderr: str
+
+
+class CommandRunner(Protocol):
+    """What ``run`` is: the installer's steps take one, tests hand in a recorder."""
+
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        ok_codes: Container[int] = ...,
+        input_text: str | None = ...,
+        timeout: float | None = ...,
+        cwd: str | os.PathLike[str] | None = ...,
+        env: Mapping[str, str] | None = ...,
+    ) -> Completed: ...
 
 
 def run(
