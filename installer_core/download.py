@@ -148,9 +148,12 @@ class _Percent:
         self.report(f"{self.name} {percent}%")
 
 
-def learn_payload(repository: str, io: Transport) -> tuple[TreeInfo, tuple[PayloadFile, ...]]:
+def learn_payload(
+    repository: str, io: Transport, retries: int = 5
+) -> tuple[TreeInfo, tuple[PayloadFile, ...]]:
     """``.treeinfo`` and every file it lists, with its size where the server says it."""
-    info = parse_treeinfo(fetch_text(join(repository, ".treeinfo"), transport=io))
+    text = fetch_text(join(repository, ".treeinfo"), retries=retries, transport=io)
+    info = parse_treeinfo(text)
     log.info("payload %s (build %s): %d files", info.version, info.build, len(info.checksums))
     files = tuple(
         PayloadFile(name, url, info.checksums[name], remote_size(url, io))

@@ -212,7 +212,8 @@ def _network_line(plan: InstallPlan) -> str:
         )
     if admin is not None and admin.vlan:
         proto += f", VLAN {admin.vlan}"
-    line = f"network: management interface {nic} ({proto}), {plan.answer.network_backend.value}"
+    backend = plan.answer.network_backend.value
+    line = f"network: management interface {nic} ({proto}), {backend} backend"
     if net.host_mac:
         line += f"; the host reports as {net.host_mac}"
     if net.storage_nics:
@@ -234,8 +235,8 @@ def describe(plan: InstallPlan) -> list[str]:
         lines.append("fetch: nothing (a restore reads no repository)")
     else:
         info = fetch.treeinfo
-        what = f"netinstall {info.version} (build {info.build})" if info else ".treeinfo not read"
-        lines.append(f"fetch: {fetch.repository}.treeinfo: {what}")
+        what = f"netinstall {info.version} (build {info.build})" if info else "its .treeinfo"
+        lines.append(f"fetch: {fetch.repository}: {what}")
         if fetch.unread:
             lines.append(f"  {fetch.unread}")
         for item in fetch.files:

@@ -278,10 +278,11 @@ def plan_staging(
     (fresh) or a directory of its own on the logs partition (upgrade), SPEC §7."""
     mib = size // MiB
     if memory.available is None:
+        known = f"the payload has {mib} MiB; " if size else ""
         return Staging(
             StagingPlace.RAM,
             paths.work / "payload",
-            reason=f"the payload has {mib} MiB; the installer's free memory is not known here",
+            reason=f"{known}the installer's free memory is not known here",
         )
     if memory.available > size + RAM_MARGIN:
         return Staging(

@@ -164,12 +164,12 @@ def test_the_plan_reads_as_text(tmp_path: Path) -> None:
     assert text.startswith("fresh install, bios firmware\n")
     assert "disk: the primary disk /dev/sda, 60 GiB: GPT label, new-gpt layout" in text
     assert re.search(r"  1  root\s+18 GiB  ext4  /\s+/dev/sda1", text)
-    assert f"fetch: {REPO}.treeinfo: netinstall 1.2.3 (build b7)" in text
+    assert f"fetch: {REPO}: netinstall 1.2.3 (build b7)" in text
     assert "  4 files, 40 MiB" in text
     assert "staging: RAM (" in text
     assert "boot loader: GRUB for BIOS on /dev/sda" in text
     assert "scripts: none" in text
-    assert "network: management interface eth0 (dhcp), bridge" in text
+    assert "network: management interface eth0 (dhcp), bridge backend" in text
 
 
 # --- the refusals, each with its sentence ----------------------------------------------
