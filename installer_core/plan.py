@@ -16,6 +16,7 @@ from typing import Any
 
 from answerfile.bootargs import BootArgs
 from answerfile.model import AdminInterface, AnswerFile, BootloaderLocation, Mode
+from common.errors import NetinstallError
 from common.firmware import Firmware
 from installer_core.multipath import MultipathMap
 from installer_core.treeinfo import TreeInfo
@@ -69,7 +70,10 @@ class DiskPlan:
     def partition(self, use: Use) -> Path:
         device = self.partitions.get(use)
         if device is None:
-            raise KeyError(f"the {self.table.layout.value} layout has no {use.value} partition")
+            layout = self.table.layout.value
+            raise NetinstallError(
+                f"the {layout} layout on {self.device} has no {use.value} partition"
+            )
         return device
 
 

@@ -227,9 +227,8 @@ def plan_network(args: BootArgs, answer: AnswerFile, network: NetworkFound) -> N
         name = admin.name
     elif admin is None and fetched is not None:
         name = fetched.name
-    else:
+    else:  # by MAC: the answer file's hwaddr, else the boot NIC's
         mac = admin.hwaddr if admin is not None else args.bootif
-        mac = mac or (fetched.mac if fetched else None)
         if network.nics is not None:
             name = next((n.name for n in network.nics if mac and n.mac == mac.lower()), None)
             if name is None:
