@@ -28,10 +28,19 @@ class Completed:
     stderr: str
 
 
-class Runner(Protocol):
-    """What code that runs commands takes, so that tests can hand in a fake (``run`` is one)."""
+class CommandRunner(Protocol):
+    """What ``run`` is: the installer's steps take one, tests hand in a recorder."""
 
-    def __call__(self, argv: Sequence[str], *, ok_codes: Container[int] = (0,)) -> Completed: ...
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        ok_codes: Container[int] = ...,
+        input_text: str | None = ...,
+        timeout: float | None = ...,
+        cwd: str | os.PathLike[str] | None = ...,
+        env: Mapping[str, str] | None = ...,
+    ) -> Completed: ...
 
 
 def run(

@@ -16,7 +16,7 @@ from pathlib import Path
 from answerfile.bootargs import BootArgs, parse_cmdline
 from common.errors import BootArgsError
 from common.firmware import Firmware
-from installer_core.context import InstallContext, Reporter
+from installer_core.steps import Reporter
 
 NO_INSTALL = 0  # exit status: no unattended install was asked for
 NOT_YET = NO_INSTALL  # the old name, still used by tests/unit/test_installer_image.py
@@ -55,9 +55,9 @@ def from_cmdline(cmdline: Path = PROC_CMDLINE, efi: Path = EFI) -> int:
     from installer_core import install  # noqa: PLC0415 - as above
 
     firmware = Firmware.UEFI if efi.exists() else Firmware.BIOS
-    ctx = InstallContext(args=args, reporter=make_reporter(args), firmware=firmware)
+    boot = install.Boot(args=args, firmware=firmware, reporter=make_reporter(args))
     print(f"installer_core: installing ({firmware.value} firmware; {args!r})", flush=True)
-    return install.run_install(ctx)
+    return install.run_install(boot)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

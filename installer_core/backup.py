@@ -25,12 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from answerfile.model import Mode
 from common.errors import NetinstallError
-from installer_core.context import Existing, InstallContext
+from common.process import CommandRunner, run
 from installer_core.disk import blkid_value
 from installer_core.existing import MARKER
-from installer_core.mounts import DEFAULT_RUNNER, Runner, mounted
+from installer_core.mounts import mounted
+from installer_core.plan import DiskPlan, Existing
 from partitioning.model import Use
 
 log = logging.getLogger(__name__)
@@ -51,19 +51,14 @@ def copy_command(source: Path, destination: Path) -> list[str]:
     return ["cp", "--archive", "--one-file-system", f"{source}/.", f"{destination}/"]
 
 
-def _device(ctx: InstallContext, use: Use) -> Path:
-    device = ctx.partitions.get(use.value)
+def _device(disk: DiskPlan, use: Use) -> Path:
+    """A partition to write to; never the local SR's."""
+    device = disk.partitions.get(use)
     if device is None:
         raise NetinstallError(f"the installation has no {use.value} partition")
-    if device == ctx.partitions.get(Use.SR.value):
+    if device == disk.partitions.get(Use.SR):
         raise NetinstallError(f"refusing to write to {device}: it is the local SR partition")
     return device
-
-
-def _existing(ctx: InstallContext) -> Existing:
-    if ctx.existing is None:
-        raise NetinstallError("the installation or backup has not been found yet")
-    return ctx.existing
 
 
 def drop_staged(top: Path) -> None:
@@ -94,15 +89,18 @@ def write_marker(top: Path, data: dict[str, Any]) -> None:
 
 
 def backup_root(
-    ctx: InstallContext, runner: Runner = DEFAULT_RUNNER, now: Clock = _utc_now
+    disk: DiskPlan,
+    existing: Existing,
+    work: Path,
+    runner: CommandRunner = run,
+    now: Clock = _utc_now,
 ) -> None:
     """Step (upgrade): the current root, as it is, onto a new filesystem on the backup partition."""
-    existing = _existing(ctx)
-    root, backup = _device(ctx, Use.ROOT), _device(ctx, Use.BACKUP)
+    root, backup = _device(disk, Use.ROOT), _device(disk, Use.BACKUP)
     runner(["mkfs.ext4", "-F", "-q", "-L", "backup", str(backup)], timeout=MKFS_TIMEOUT)
     with (
-        mounted(runner, root, ctx.work / "old-root", fstype="ext4", options="ro") as source,
-        mounted(runner, backup, ctx.work / "backup", fstype="ext4") as copy,
+        mounted(runner, root, work / "old-root", fstype="ext4", options="ro") as source,
+        mounted(runner, backup, work / "backup", fstype="ext4") as copy,
     ):
         log.info(
             "copying root %s (netinstall %s) to the backup partition %s",
@@ -117,10 +115,11 @@ def backup_root(
     log.info("the backup partition %s holds netinstall %s", backup, existing.version)
 
 
-def make_root(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
-    """Step: a new ext4 on root with the UUID and label the old one had."""
-    existing = _existing(ctx)
-    root = _device(ctx, Use.ROOT)
+def make_root(
+    disk: DiskPlan, existing: Existing, *, upgrade: bool, runner: CommandRunner = run
+) -> str:
+    """Step: a new ext4 on root with the UUID and label the old one had; that UUID."""
+    root = _device(disk, Use.ROOT)
     label = existing.root_label or "root"
     command = ["mkfs.ext4", "-F", "-q", "-L", label, "-U", existing.root_uuid, str(root)]
     runner(command, timeout=MKFS_TIMEOUT)
@@ -129,23 +128,24 @@ def make_root(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
         raise NetinstallError(
             f"mkfs.ext4 gave {root} the UUID {made}, not {existing.root_uuid} as asked"
         )
-    ctx.uuids[Use.ROOT.value] = existing.root_uuid
     log.info("root %s re-created with UUID %s (label %s)", root, made, label)
-    if ctx.answer is not None and ctx.answer.mode is Mode.UPGRADE:
+    if upgrade:
         log.info(
             "from here a failed upgrade leaves root unbootable; a restore (<restore>) "
             "brings netinstall %s back from the backup partition",
             existing.version,
         )
+    return existing.root_uuid
 
 
-def restore_root(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
+def restore_root(
+    disk: DiskPlan, existing: Existing, work: Path, runner: CommandRunner = run
+) -> None:
     """Step (restore): the backup partition's files onto the new root, the marker left out."""
-    existing = _existing(ctx)
-    root, backup = _device(ctx, Use.ROOT), _device(ctx, Use.BACKUP)
+    root, backup = _device(disk, Use.ROOT), _device(disk, Use.BACKUP)
     with (
-        mounted(runner, backup, ctx.work / "backup", fstype="ext4", options="ro") as source,
-        mounted(runner, root, ctx.work / "new-root", fstype="ext4") as target,
+        mounted(runner, backup, work / "backup", fstype="ext4", options="ro") as source,
+        mounted(runner, root, work / "new-root", fstype="ext4") as target,
     ):
         log.info("copying the backup %s (netinstall %s) to root %s", backup, existing.version, root)
         runner(copy_command(source, target), timeout=COPY_TIMEOUT)

@@ -22,9 +22,9 @@ from pathlib import Path
 from answerfile.model import BootloaderLocation
 from common.errors import CommandError, NetinstallError
 from common.firmware import Firmware
-from installer_core.context import InstallContext
-from installer_core.mounts import DEFAULT_RUNNER, Runner, is_mounted, mount
-from partitioning.model import Use
+from common.process import CommandRunner, run
+from installer_core.mounts import is_mounted, mount
+from installer_core.plan import BootloaderPlan
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def grub_install_command(firmware: Firmware, target: Path, disk: Path) -> list[s
     ]
 
 
-def write_grub_config(target: Path, root_uuid: str, runner: Runner) -> None:
+def write_grub_config(target: Path, root_uuid: str, runner: CommandRunner) -> None:
     grub = target / "boot/grub"
     grub.mkdir(parents=True, exist_ok=True)
     (grub / "grub.cfg").write_text(grub_cfg(root_uuid), encoding="utf-8")
@@ -150,7 +150,7 @@ def reorder(config: BootConfig, new: str) -> list[str]:
     return [*order[: last + 1], new, *order[last + 1 :]]
 
 
-def efivars_usable(runner: Runner, efivars: Path | None = None) -> bool:
+def efivars_usable(runner: CommandRunner, efivars: Path | None = None) -> bool:
     """Mount efivarfs if the firmware offers it; False when there is none (under Xen)."""
     efivars = efivars or EFIVARS
     if not efivars.parent.is_dir():
@@ -164,7 +164,7 @@ def efivars_usable(runner: Runner, efivars: Path | None = None) -> bool:
     return True
 
 
-def write_boot_entry(disk: Path, esp_number: int, runner: Runner) -> None:
+def write_boot_entry(disk: Path, esp_number: int, runner: CommandRunner) -> None:
     """Replace any old ``netinstall`` entry with one for the disk's ESP, after the NICs."""
     before = parse_efibootmgr(runner(["efibootmgr", "-v"], timeout=60).stdout)
     for entry in before.entries:
@@ -181,9 +181,8 @@ def write_boot_entry(disk: Path, esp_number: int, runner: Runner) -> None:
     log.info("EFI boot entry Boot%s added; BootOrder %s", new, ",".join(order))
 
 
-def _nvram(ctx: InstallContext, disk: Path, runner: Runner) -> None:
-    part = ctx.plan.by_use(Use.ESP) if ctx.plan else None
-    if part is None:
+def _nvram(boot: BootloaderPlan, runner: CommandRunner) -> None:
+    if boot.esp_number is None:
         raise NetinstallError("UEFI install without an EFI system partition in the plan")
     if not efivars_usable(runner):
         log.info(
@@ -193,21 +192,22 @@ def _nvram(ctx: InstallContext, disk: Path, runner: Runner) -> None:
         )
         return
     try:
-        write_boot_entry(disk, part.number, runner)
+        write_boot_entry(boot.disk, boot.esp_number, runner)
     except CommandError as exc:
         log.warning("the EFI boot entry was not written (%s); %s still boots", exc, EFI_LOADER)
 
 
-def install_bootloader(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
-    if ctx.answer is None or ctx.disk is None or "root" not in ctx.uuids:
-        raise NetinstallError("the boot loader step ran before the disk was prepared")
-    if ctx.answer.bootloader.location is BootloaderLocation.PARTITION:
+def install_bootloader(
+    boot: BootloaderPlan, target: Path, root_uuid: str, runner: CommandRunner = run
+) -> None:
+    """Step: GRUB for the firmware the installer booted with, our grub.cfg, the EFI entry."""
+    if boot.location is BootloaderLocation.PARTITION:
         log.warning("bootloader location=partition is not supported: GRUB goes to the disk")
-    runner(grub_install_command(ctx.firmware, ctx.target, ctx.disk), timeout=600)
-    write_grub_config(ctx.target, ctx.uuids["root"], runner)
-    log.info("GRUB (%s) installed on %s", ctx.firmware.value, ctx.disk)
-    if ctx.firmware is Firmware.UEFI:
-        if ctx.answer.bootloader.write_boot_entry:
-            _nvram(ctx, ctx.disk, runner)
+    runner(grub_install_command(boot.firmware, target, boot.disk), timeout=600)
+    write_grub_config(target, root_uuid, runner)
+    log.info("GRUB (%s) installed on %s", boot.firmware.value, boot.disk)
+    if boot.firmware is Firmware.UEFI:
+        if boot.write_boot_entry:
+            _nvram(boot, runner)
         else:
             log.info("write-boot-entry=false: no EFI boot entry; %s boots", EFI_LOADER)

@@ -25,17 +25,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from answerfile.model import AnswerFile, Proto
+from answerfile.model import Proto
 from common.errors import NetinstallError
+from common.process import CommandRunner, run
 from installer_core import configure
-from installer_core.context import Existing, InstallContext
 from installer_core.existing import STATE
-from installer_core.mounts import DEFAULT_RUNNER, Runner, mounted
+from installer_core.mounts import mounted
+from installer_core.plan import DiskPlan, Existing, InstallPlan
 from partitioning.model import Use
 
 log = logging.getLogger(__name__)
 
-SAVED = "carried"  # under ctx.work: the settings between save and carry
+SAVED = "carried"  # under the work directory: the settings between save and carry
 SHADOW = "etc/shadow"
 SSH_HOST_KEYS = "etc/ssh/ssh_host_*"
 CARRIED = (
@@ -117,26 +118,27 @@ def replace_root_entry(shadow: Path, entry: str) -> None:
     shadow.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _found(ctx: InstallContext) -> tuple[AnswerFile, Existing]:
-    if ctx.existing is None or ctx.answer is None:
-        raise NetinstallError("the installation has not been found yet")
-    return ctx.answer, ctx.existing
+def _existing(plan: InstallPlan) -> Existing:
+    if plan.existing is None:
+        raise NetinstallError("the plan holds no installation found on the disk")
+    return plan.existing
 
 
-def save_settings(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
-    """Step (upgrade): copy the settings from the old root into the installer's RAM."""
-    _found(ctx)
-    root = ctx.partitions.get(Use.ROOT.value)
+def save_settings(disk: DiskPlan, work: Path, runner: CommandRunner = run) -> Path:
+    """Step (upgrade): copy the settings from the old root into the installer's RAM;
+    the directory that holds them is returned."""
+    root = disk.partitions.get(Use.ROOT)
     if root is None:
         raise NetinstallError("the installation has no root partition")
-    saved = ctx.work / SAVED
+    saved = work / SAVED
     _remove(saved)
     saved.mkdir(parents=True)
-    with mounted(runner, root, ctx.work / "old-root", fstype="ext4", options="ro") as old:
+    with mounted(runner, root, work / "old-root", fstype="ext4", options="ro") as old:
         names = settings_in(old)
         for rel in names:
             copy_preserving(old / rel, saved / rel)
     log.info("saved from the old root: %s", ", ".join(names) or "nothing")
+    return saved
 
 
 def _admin(existing: Existing) -> dict[str, Any] | None:
@@ -144,15 +146,15 @@ def _admin(existing: Existing) -> dict[str, Any] | None:
     return admin if isinstance(admin, dict) else None
 
 
-def apply_answer(ctx: InstallContext, root: Path) -> dict[str, Any] | None:
+def apply_answer(plan: InstallPlan, root: Path) -> dict[str, Any] | None:
     """What the upgrade's answer file sets, over the carried settings; the management
     interface for first boot (the answer file's, else the old one) is returned."""
-    answer, existing = _found(ctx)
+    answer, existing = plan.answer, _existing(plan)
     admin = _admin(existing)
     if answer.hostname:
         configure.write_hostname(root, answer.hostname)
     if answer.admin_interface is not None:
-        nic = configure.admin_nic(ctx, answer.admin_interface)
+        nic = configure.management_nic(plan)
         configure.write_network(root, answer, nic)
         admin = configure.admin_description(answer.admin_interface, nic)
     if answer.name_servers:
@@ -174,7 +176,7 @@ def _text(value: object) -> str | None:
 
 
 def rearm_first_boot(
-    ctx: InstallContext,
+    plan: InstallPlan,
     root: Path,
     version: str,
     admin: dict[str, Any] | None,
@@ -182,18 +184,18 @@ def rearm_first_boot(
 ) -> None:
     """firstboot.json for ``version`` with this run's server and token, the state not
     done with the SR uuid kept, no agent credential: the next boot reports ``running``."""
-    _, existing = _found(ctx)
-    mac = ctx.admin_mac or ctx.args.bootif or _text(existing.firstboot.get("mac"))
-    if not ctx.args.server:
+    existing = _existing(plan)
+    mac = plan.network.host_mac or _text(existing.firstboot.get("mac"))
+    if not plan.args.server:
         log.warning("no netinstall.server=: first boot keeps the SR but reports to nobody")
     elif mac is None:
         raise NetinstallError("the MAC address of the management NIC is unknown")
     configure.write_firstboot(
         root,
         {
-            "server": ctx.args.server,
+            "server": plan.args.server,
             "mac": mac.lower() if mac else None,
-            "token": ctx.args.token,
+            "token": plan.args.token,
             "payload_version": version,
             "sr": existing.firstboot.get("sr"),
             "admin_interface": admin,
@@ -213,12 +215,9 @@ def rearm_first_boot(
     )
 
 
-def carry_settings(ctx: InstallContext) -> None:
+def carry_settings(plan: InstallPlan, saved: Path, version: str) -> None:
     """Step (upgrade): the saved settings over the new payload, the answer file's on top."""
-    answer, existing = _found(ctx)
-    if not ctx.payload_version:
-        raise NetinstallError("the payload version is unknown")
-    saved, root = ctx.work / SAVED, ctx.target
+    existing, root = _existing(plan), plan.paths.target
     if not saved.is_dir():
         raise NetinstallError("the settings of the old root were not saved")
     names = settings_in(saved)
@@ -228,15 +227,15 @@ def carry_settings(ctx: InstallContext) -> None:
     entry = root_entry(saved / SHADOW) if SHADOW in names else None
     if entry is not None:
         replace_root_entry(root / SHADOW, entry)
-    admin = apply_answer(ctx, root)
+    admin = apply_answer(plan, root)
     configure.enable_openvswitch(root)
-    hostname = answer.hostname or _text(existing.firstboot.get("hostname"))
-    rearm_first_boot(ctx, root, ctx.payload_version, admin, hostname)
+    hostname = plan.answer.hostname or _text(existing.firstboot.get("hostname"))
+    rearm_first_boot(plan, root, version, admin, hostname)
     log.info("carried over to the new root: %s", ", ".join(names) or "nothing")
 
 
-def restore_settings(ctx: InstallContext) -> None:
+def restore_settings(plan: InstallPlan) -> None:
     """Step (restore): the restored system's first boot armed again; its settings are its own."""
-    _, existing = _found(ctx)
+    existing = _existing(plan)
     hostname = _text(existing.firstboot.get("hostname"))
-    rearm_first_boot(ctx, ctx.target, existing.version, _admin(existing), hostname)
+    rearm_first_boot(plan, plan.paths.target, existing.version, _admin(existing), hostname)

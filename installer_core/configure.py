@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ from answerfile.model import (
     ProtoV6,
 )
 from common.errors import InputError, NetinstallError
-from installer_core import iscsi, multipath
-from installer_core.context import InstallContext
+from installer_core import multipath
+from installer_core.disk import Filesystems
+from installer_core.plan import DiskPlan, InstallPlan
 from partitioning.model import Use
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,6 @@ log = logging.getLogger(__name__)
 SALT_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 BRIDGE = "xenbr0"
 BY_ID = Path("/dev/disk/by-id")
-SYS_NET = Path("/sys/class/net")
 # Open vSwitch's one enabled unit; it pulls in ovsdb-server and ovs-vswitchd, which
 # order themselves before networking.service.
 OVS_UNIT = "/lib/systemd/system/openvswitch-switch.service"
@@ -75,31 +76,6 @@ def ensure_interfaces_d(root: Path) -> None:
     ):
         text = text.rstrip("\n") + "\n\nsource /etc/network/interfaces.d/*\n"
     _write(path, text)
-
-
-def interface_for_mac(mac: str, sys_net: Path = SYS_NET) -> str | None:
-    """The installer's name for the NIC with ``mac`` (names match dom0's: net.ifnames=0)."""
-    for entry in sorted(sys_net.glob("*/address")):
-        if entry.read_text().strip().lower() == mac.lower():
-            return entry.parent.name
-    return None
-
-
-def admin_nic(ctx: InstallContext, admin: AdminInterface | None, sys_net: Path = SYS_NET) -> str:
-    """The management NIC's name: the answer file's, else the one that fetched the answer."""
-    if admin is not None and admin.name:
-        return admin.name
-    if admin is None and ctx.admin_interface:
-        return ctx.admin_interface
-    mac = admin.hwaddr if admin is not None else (ctx.admin_mac or ctx.args.bootif)
-    name = interface_for_mac(mac, sys_net) if mac else None
-    if name is None:
-        raise InputError(
-            f"admin-interface: no network interface has MAC {mac}"
-            if mac
-            else "the management interface is unknown: give <admin-interface name=...>"
-        )
-    return name
 
 
 _V4 = {Proto.DHCP: "dhcp", Proto.STATIC: "static", Proto.NONE: "manual"}
@@ -283,12 +259,12 @@ def set_root_password(root: Path, hashed: str | None) -> None:
 DEVICE_TIMEOUT = "x-systemd.device-timeout=5min"
 
 
-def fstab_text(uuids: dict[str, str]) -> str:
+def fstab_text(uuids: Mapping[Use, str]) -> str:
     late = f",{DEVICE_TIMEOUT}"
-    rows = [("root", "/", "ext4", "errors=remount-ro", "0 1")]
-    rows += [("logs", "/var/log", "ext4", "defaults" + late, "0 2")] if "logs" in uuids else []
-    rows += [("esp", "/boot/efi", "vfat", "umask=0077" + late, "0 1")] if "esp" in uuids else []
-    rows += [("swap", "none", "swap", "sw" + late, "0 0")] if "swap" in uuids else []
+    rows = [(Use.ROOT, "/", "ext4", "errors=remount-ro", "0 1")]
+    rows += [(Use.LOGS, "/var/log", "ext4", "defaults" + late, "0 2")] if Use.LOGS in uuids else []
+    rows += [(Use.ESP, "/boot/efi", "vfat", "umask=0077" + late, "0 1")] if Use.ESP in uuids else []
+    rows += [(Use.SWAP, "none", "swap", "sw" + late, "0 0")] if Use.SWAP in uuids else []
     lines = [
         f"UUID={uuids[use]}\t{where}\t{fs}\t{opts}\t{passes}"
         for use, where, fs, opts, passes in rows
@@ -307,22 +283,22 @@ def stable_device(device: str, by_id: Path = BY_ID) -> str:
 
 
 def sr_config(
-    ctx: InstallContext, answer: AnswerFile, by_id: Path = BY_ID
+    disk: DiskPlan, made: Filesystems, answer: AnswerFile, by_id: Path = BY_ID
 ) -> dict[str, Any] | None:
     """The SR's type and devices: partition 3 (by PARTUUID) and the guest disks; None: no SR."""
     devices = []
-    sr_part = ctx.plan.by_use(Use.SR) if ctx.plan is not None else None
-    if ctx.multipath is not None and sr_part is not None:
-        devices.append(ctx.multipath.partition_uuid_link(sr_part.number))  # any path
-    elif "sr" in ctx.partitions:
-        partuuid = ctx.partuuids.get("sr")
+    sr_part = disk.table.by_use(Use.SR)
+    if disk.multipath is not None and sr_part is not None:
+        devices.append(disk.multipath.partition_uuid_link(sr_part.number))  # any path
+    elif Use.SR in disk.partitions:
+        partuuid = made.sr_partuuid
         devices.append(
-            f"/dev/disk/by-partuuid/{partuuid}" if partuuid else str(ctx.partitions["sr"])
+            f"/dev/disk/by-partuuid/{partuuid}" if partuuid else str(disk.partitions[Use.SR])
         )
-    for disk in answer.guest_disks:
-        if disk.path is None:
-            raise InputError(f"guest-disk {disk.spec!r}: iSCSI guest disks are not supported yet")
-        devices.append(stable_device(disk.path, by_id))
+    for guest in answer.guest_disks:
+        if guest.path is None:
+            raise InputError(f"guest-disk {guest.spec!r}: iSCSI guest disks are not supported yet")
+        devices.append(stable_device(guest.path, by_id))
     if not devices:
         return None
     return {"type": answer.sr_type.value, "devices": list(dict.fromkeys(devices))}
@@ -336,22 +312,20 @@ def admin_description(admin: AdminInterface | None, nic: str) -> dict[str, Any]:
 
 
 def firstboot_data(
-    ctx: InstallContext, answer: AnswerFile, nic: str, mac: str | None
+    plan: InstallPlan, version: str, made: Filesystems, nic: str, mac: str | None
 ) -> dict[str, Any]:
     """What netinstall_dom0.config.parse_firstboot reads, and nothing else.
 
     ``server`` and ``token`` are null when the installer had no netinstall.server=.
     """
-    if not ctx.payload_version:
-        raise NetinstallError("the payload version is unknown")
     return {
-        "server": ctx.args.server,
+        "server": plan.args.server,
         "mac": mac,
-        "token": ctx.args.token,
-        "payload_version": ctx.payload_version,
-        "sr": sr_config(ctx, answer),
-        "admin_interface": admin_description(answer.admin_interface, nic),
-        "hostname": answer.hostname,
+        "token": plan.args.token,
+        "payload_version": version,
+        "sr": sr_config(plan.disk, made, plan.answer),
+        "admin_interface": admin_description(plan.answer.admin_interface, nic),
+        "hostname": plan.answer.hostname,
     }
 
 
@@ -365,16 +339,30 @@ def write_firstboot(root: Path, data: dict[str, Any]) -> None:
         out.write("\n")
 
 
-def configure_system(ctx: InstallContext) -> None:
-    answer = ctx.answer
-    if answer is None:
-        raise NetinstallError("configure ran before the answer file was read")
-    root = ctx.target
+def management_nic(plan: InstallPlan) -> str:
+    """The management NIC's name the plan settled on."""
+    if plan.network.admin_name is None:
+        raise NetinstallError("the plan names no management interface")
+    return plan.network.admin_name
+
+
+def host_mac(plan: InstallPlan) -> str | None:
+    """The MAC first boot reports as; None (with a warning) when there is no server."""
+    mac = plan.network.host_mac
+    if not plan.args.server:
+        log.warning("no netinstall.server=: first boot makes the SR but reports to nobody")
+    elif mac is None:
+        raise NetinstallError("the MAC address of the management NIC is unknown")
+    return mac.lower() if mac else None
+
+
+def configure_system(plan: InstallPlan, version: str, made: Filesystems) -> None:
+    """Step: the installed dom0's settings and its first-boot data, on the mounted target."""
+    answer, root = plan.answer, plan.paths.target
     if answer.hostname:
         write_hostname(root, answer.hostname)
-    nic = admin_nic(ctx, answer.admin_interface)
-    iscsi.check_storage_nic(ctx, [nic], "the management interface")
-    multipath.write_dom0_config(ctx, root)
+    nic = management_nic(plan)
+    multipath.write_dom0_config(plan.disk.multipath, root)
     write_network(root, answer, nic)
     enable_openvswitch(root)
     proto = answer.admin_interface.proto if answer.admin_interface else Proto.DHCP
@@ -384,17 +372,7 @@ def configure_system(ctx: InstallContext) -> None:
         set_timezone(root, answer.timezone)
     write_keyboard(root, answer.keymap)
     set_root_password(root, password_hash(answer))
-    _write(root / "etc/fstab", fstab_text(ctx.uuids))
+    _write(root / "etc/fstab", fstab_text(made.uuids))
     _write(root / "etc/machine-id", "", mode=0o444)  # systemd makes one on first boot
-    mac = ctx.admin_mac or ctx.args.bootif or _mac_of(nic)
-    if not ctx.args.server:
-        log.warning("no netinstall.server=: first boot makes the SR but reports to nobody")
-    elif mac is None:
-        raise NetinstallError(f"the MAC address of {nic} is unknown")
-    write_firstboot(root, firstboot_data(ctx, answer, nic, mac.lower() if mac else None))
+    write_firstboot(root, firstboot_data(plan, version, made, nic, host_mac(plan)))
     log.info("configured %s (management NIC %s on %s)", root, nic, BRIDGE)
-
-
-def _mac_of(nic: str, sys_net: Path = SYS_NET) -> str | None:
-    path = sys_net / nic / "address"
-    return path.read_text().strip() if path.exists() else None

@@ -1,9 +1,14 @@
-"""Download the payload the repository's ``.treeinfo`` lists and verify every sha256 (SPEC §7).
+"""The payload: what ``.treeinfo`` lists (learnt while planning), downloaded and verified
+(SPEC §7).
 
-Runs before the partition step: a payload that does not verify fails the
-install before any disk is touched, unless it is too big for RAM; then (SPEC §7)
-a fresh install partitions early and stages it on the new backup partition, and
-an upgrade stages it in a directory of its own on the existing logs partition.
+``learn_payload`` reads ``.treeinfo`` and asks each file's size (HTTP HEAD), so the
+plan can choose where the payload is staged. ``download_payload`` downloads every
+file there and checks its sha256. In RAM (the usual case) this runs before the
+partition step: a payload that does not verify fails the install before any disk
+is touched. Too big for RAM, it goes where the plan says (SPEC §7): a fresh
+install partitions first and stages it on the new backup partition, an upgrade
+in a directory of its own on the existing logs partition.
+
 HTTP downloads resume with ``Range`` requests (a partial file is continued, not
 restarted; a server that answers 200 instead of 206 restarts it); other schemes
 are copied whole.
@@ -13,13 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from answerfile.bootargs import redact_url
-from common.errors import SourceError
-from installer_core.context import InstallContext
+from common.errors import NetinstallError, SourceError
+from common.process import CommandRunner, run
+from installer_core import disk
 from installer_core.fetch import (
     CHUNK,
     IDENTITY,
@@ -29,26 +36,16 @@ from installer_core.fetch import (
     fetch_text,
     with_retries,
 )
+from installer_core.plan import FetchPlan, PayloadFile, Staging
 from installer_core.treeinfo import TreeInfo, parse_treeinfo
 
 log = logging.getLogger(__name__)
 
-MiB = 1 << 20
-RAM_MARGIN = 256 * MiB  # left free when the payload is staged in RAM
 Progress = Callable[[int], None]  # percent of one file, reported at every ~10%
 
 
 def join(base: str, path: str) -> str:
     return base.rstrip("/") + "/" + path
-
-
-def mem_available(meminfo: Path = Path("/proc/meminfo")) -> int:
-    """MemAvailable from /proc/meminfo, in bytes."""
-    for line in meminfo.read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key == "MemAvailable":
-            return int(value.split()[0]) * 1024
-    raise SourceError(f"{meminfo} has no MemAvailable line")
 
 
 def remote_size(url: str, io: Transport) -> int | None:
@@ -66,37 +63,6 @@ def remote_size(url: str, io: Transport) -> int | None:
         path = Path(parts.path)
         return path.stat().st_size if path.is_file() else None
     return None
-
-
-OnDisk = Callable[[InstallContext, int], Path]  # (ctx, bytes needed) -> staging directory
-
-
-def _stage_on_disk(ctx: InstallContext, total: int) -> Path:
-    from installer_core import disk  # noqa: PLC0415 - partitioning is not needed otherwise
-
-    return disk.staging_on_disk(ctx, total)
-
-
-def choose_staging(
-    ctx: InstallContext,
-    total: int,
-    meminfo: Path = Path("/proc/meminfo"),
-    on_disk: OnDisk = _stage_on_disk,
-) -> Path:
-    """RAM (``ctx.work/payload``) when the payload fits with 256 MiB to spare; else the
-    disk (SPEC §7: the new layout's backup partition on a fresh install, the logs
-    partition on an upgrade)."""
-    available = mem_available(meminfo)
-    if available > total + RAM_MARGIN:
-        return ctx.work / "payload"
-    log.warning(
-        "the payload (%d MiB) does not fit in RAM (%d MiB available, %d MiB kept free): "
-        "staging it on the disk",
-        total // MiB,
-        available // MiB,
-        RAM_MARGIN // MiB,
-    )
-    return on_disk(ctx, total)
 
 
 def sha256_of(path: Path) -> str:
@@ -171,43 +137,61 @@ def download_file(
 class _Percent:
     """Reports a file's progress at every 10% it crosses."""
 
-    def __init__(self, ctx: InstallContext, name: str) -> None:
-        self.ctx, self.name, self.next = ctx, name, 10
+    def __init__(self, report: Callable[[str], None], name: str) -> None:
+        self.report, self.name, self.next = report, name, 10
 
     def __call__(self, percent: int) -> None:
         if percent < self.next:
             return
         self.next = percent // 10 * 10 + 10
         log.info("download %s %d%%", self.name, percent)
-        self.ctx.reporter.event("installing", step="download", message=f"{self.name} {percent}%")
+        self.report(f"{self.name} {percent}%")
+
+
+def learn_payload(
+    repository: str, io: Transport, retries: int = 5
+) -> tuple[TreeInfo, tuple[PayloadFile, ...]]:
+    """``.treeinfo`` and every file it lists, with its size where the server says it."""
+    text = fetch_text(join(repository, ".treeinfo"), retries=retries, transport=io)
+    info = parse_treeinfo(text)
+    log.info("payload %s (build %s): %d files", info.version, info.build, len(info.checksums))
+    files = tuple(
+        PayloadFile(name, url, info.checksums[name], remote_size(url, io))
+        for name in info.files()
+        for url in (join(repository, name),)
+    )
+    if any(f.size is None for f in files):
+        log.info("some payload sizes are unknown; the RAM check counts the known ones")
+    return info, files
+
+
+@dataclass(frozen=True)
+class Payload:
+    """The downloaded, verified payload."""
+
+    version: str
+    files: Mapping[str, Path]  # .treeinfo path -> the local file
 
 
 def download_payload(
-    ctx: InstallContext,
+    fetch: FetchPlan,
+    staging: Staging,
+    report: Callable[[str], None] = lambda _message: None,
     transport: Transport | None = None,
-    meminfo: Path = Path("/proc/meminfo"),
-    on_disk: OnDisk = _stage_on_disk,
-) -> None:
-    """Step: read ``.treeinfo``, stage and verify every file it lists."""
-    if ctx.repo_url is None:
-        raise SourceError("no install repository is known (the answer file names no source)")
+    runner: CommandRunner = run,
+) -> Payload:
+    """Step: every file of the plan, staged where the plan says and verified."""
+    if fetch.treeinfo is None:
+        raise NetinstallError(f"the plan has no .treeinfo of {redact_url(fetch.repository)}")
     io = transport or Transport()
-    info: TreeInfo = parse_treeinfo(fetch_text(join(ctx.repo_url, ".treeinfo"), transport=io))
-    log.info("payload %s (build %s): %d files", info.version, info.build, len(info.checksums))
-    sizes = [remote_size(join(ctx.repo_url, name), io) for name in info.files()]
-    if None in sizes:
-        log.info("some payload sizes are unknown; the RAM check counts the known ones")
-    staging = choose_staging(ctx, sum(size or 0 for size in sizes), meminfo, on_disk)
-    for name in info.files():
-        dest = staging / name
+    if staging.on_disk:
+        disk.mount_staging(staging, fetch.size, runner)
+    files: dict[str, Path] = {}
+    for item in fetch.files:
+        dest = staging.directory / item.name
         download_file(
-            join(ctx.repo_url, name),
-            dest,
-            info.checksums[name],
-            name=name,
-            io=io,
-            progress=_Percent(ctx, name),
+            item.url, dest, item.sha256, name=item.name, io=io, progress=_Percent(report, item.name)
         )
-        log.info("verified %s (sha256 %s)", name, info.checksums[name])
-        ctx.payload[name] = dest
-    ctx.staging, ctx.treeinfo, ctx.payload_version = staging, info, info.version
+        log.info("verified %s (sha256 %s)", item.name, item.sha256)
+        files[item.name] = dest
+    return Payload(fetch.treeinfo.version, files)

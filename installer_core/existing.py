@@ -29,10 +29,11 @@ from typing import Any
 from answerfile.model import Disk
 from common.errors import CommandError, InputError, NetinstallError
 from common.firmware import Firmware
+from common.process import CommandRunner, run
 from installer_core import disk as disk_steps
-from installer_core.context import Existing, InstallContext
-from installer_core.mounts import DEFAULT_RUNNER, Runner, mounted
-from partitioning import facts, mkfs, planner
+from installer_core.mounts import mounted
+from installer_core.plan import DiskPlan, Existing
+from partitioning import facts, planner
 from partitioning.model import DiskFacts, Label, Mode, Options, Plan, Use
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ MARKER = ".netinstall-backup.json"  # at the top of the backup partition
 class Probe:
     """How the disk is read; tests replace each part."""
 
-    runner: Runner = DEFAULT_RUNNER
+    runner: CommandRunner = run
     read_facts: Callable[[Path, bool], DiskFacts] = facts.read_facts
     device: Callable[[Disk, str], Path] = disk_steps.device_of
 
@@ -83,9 +84,14 @@ def read_object(path: Path, what: str) -> dict[str, Any] | None:
     return data
 
 
-def partition_devices(plan: Plan, disk: Path) -> dict[str, Path]:
-    """use -> device node for every partition of the (kept) table."""
-    return {p.use.value: Path(mkfs.partition_device(str(disk), p.number)) for p in plan.partitions}
+@dataclass(frozen=True)
+class Found:
+    """The disk of an upgrade or a restore, its kept table, and what it holds."""
+
+    device: Path
+    facts: DiskFacts
+    table: Plan
+    existing: Existing
 
 
 def _check_boot(plan: Plan, firmware: Firmware, disk: Path) -> None:
@@ -104,20 +110,19 @@ def _check_boot(plan: Plan, firmware: Firmware, disk: Path) -> None:
         )
 
 
-def kept_table(ctx: InstallContext, disk: Path, probe: Probe) -> Plan:
+def kept_table(disk: Path, found: DiskFacts, firmware: Firmware) -> Plan:
     """The planner's upgrade plan for the disk, refused unless it keeps every partition.
 
-    ``sr_has_vms`` is taken as true: the one relayout that rewrites the SR (old GPT
-    to new GPT) needs an SR without VMs, and this installer changes no layout yet.
+    The facts are read with ``sr_has_vms`` true: the one relayout that rewrites the SR
+    (old GPT to new GPT) needs an SR without VMs, and this installer changes no layout yet.
     """
-    found = probe.read_facts(disk, True)
     install = found.installation
     if install is None:
         raise InputError(
             f"no netinstall installation on {disk}: its partition table holds none of the "
             "layouts netinstall installs (SPEC §6); nothing was written"
         )
-    options = Options(firmware=Firmware(ctx.firmware.value), mode=Mode.UPGRADE)
+    options = Options(firmware=firmware, mode=Mode.UPGRADE)
     plan = planner.plan(found, options)
     if any(not part.keep for part in plan.partitions):
         raise InputError(
@@ -125,7 +130,7 @@ def kept_table(ctx: InstallContext, disk: Path, probe: Probe) -> Plan:
             f"({'; '.join(plan.notes)}), which this installer does not do yet; "
             "nothing was written"
         )
-    _check_boot(plan, ctx.firmware, disk)
+    _check_boot(plan, firmware, disk)
     log.info("%s: %s layout; %s", disk, install.layout.value, "; ".join(plan.notes))
     return plan
 
@@ -145,7 +150,7 @@ def assert_sr_kept(before: Plan, after: Plan) -> None:
         raise NetinstallError("the layout step would change the local SR partition; refused")
 
 
-def filesystem_value(runner: Runner, device: Path, tag: str) -> str | None:
+def filesystem_value(runner: CommandRunner, device: Path, tag: str) -> str | None:
     """A blkid tag of ``device``; None when it holds no filesystem (or no such tag)."""
     try:
         return disk_steps.blkid_value(runner, device, tag)
@@ -188,29 +193,25 @@ def _read_only(probe: Probe, device: Path, where: Path, cannot: str) -> Iterator
 
 
 def _table(
-    ctx: InstallContext, named: Disk | None, element: str, probe: Probe
-) -> tuple[Path, Plan, dict[str, Path]]:
-    """The disk the answer file names, its kept table and its partitions' devices."""
+    named: Disk | None, element: str, firmware: Firmware, probe: Probe
+) -> tuple[Path, DiskFacts, Plan, dict[Use, Path]]:
+    """The disk the answer file names, its facts, its kept table and its partitions."""
     if named is None:
         raise InputError(f"the answer file names no <{element}>")
     disk = probe.device(named, element)
-    plan = kept_table(ctx, disk, probe)
-    return disk, plan, partition_devices(plan, disk)
+    found = probe.read_facts(disk, True)
+    plan = kept_table(disk, found, firmware)
+    return disk, found, plan, disk_steps.partition_map(plan, disk, kept=True)
 
 
-def _found(ctx: InstallContext, disk: Path, plan: Plan, found: Existing) -> None:
-    """What the later steps use: the disk, its table and partitions, root's UUID."""
-    ctx.existing, ctx.disk, ctx.plan = found, disk, plan
-    ctx.partitions = partition_devices(plan, disk)
-    ctx.uuids[Use.ROOT.value] = found.root_uuid
-
-
-def find_installation(ctx: InstallContext, probe: Probe | None = None) -> None:
-    """Step (upgrade): the installation on <existing-installation>, its version and settings."""
+def find_installation(
+    named: Disk | None, firmware: Firmware, work: Path, probe: Probe | None = None
+) -> Found:
+    """The installation an upgrade replaces, on <existing-installation>: its table,
+    version and settings (read-only)."""
     probe = probe or Probe()
-    named = ctx.answer.existing_installation if ctx.answer else None
-    disk, plan, devices = _table(ctx, named, "existing-installation", probe)
-    root = devices[Use.ROOT.value]
+    disk, facts_found, plan, devices = _table(named, "existing-installation", firmware, probe)
+    root = devices[Use.ROOT]
     uuid = filesystem_value(probe.runner, root, "UUID")
     if uuid is None:
         raise InputError(
@@ -218,7 +219,7 @@ def find_installation(ctx: InstallContext, probe: Probe | None = None) -> None:
             "filesystem; nothing was written"
         )
     cannot = f"no netinstall installation on {disk}: its root partition {root} cannot be mounted"
-    with _read_only(probe, root, ctx.work / "old-root", cannot) as old:
+    with _read_only(probe, root, work / "old-root", cannot) as old:
         release = parse_release(_text(old / RELEASE))
         if not release.get("VERSION"):
             raise InputError(
@@ -228,7 +229,6 @@ def find_installation(ctx: InstallContext, probe: Probe | None = None) -> None:
         data, sr_uuid = read_system(old, f"the installation on {disk}")
     version, build = release["VERSION"], release.get("BUILD") or None
     label = filesystem_value(probe.runner, root, "LABEL")
-    _found(ctx, disk, plan, Existing(version, build, uuid, label, data, sr_uuid))
     log.info(
         "found netinstall %s (build %s) on %s, root %s (UUID %s), SR uuid %s",
         version,
@@ -238,6 +238,7 @@ def find_installation(ctx: InstallContext, probe: Probe | None = None) -> None:
         uuid,
         sr_uuid or "not made yet",
     )
+    return Found(disk, facts_found, plan, Existing(version, build, uuid, label, data, sr_uuid))
 
 
 def read_marker(top: Path, backup: Path) -> dict[str, Any]:
@@ -251,14 +252,16 @@ def read_marker(top: Path, backup: Path) -> dict[str, Any]:
     return marker
 
 
-def find_backup(ctx: InstallContext, probe: Probe | None = None) -> None:
-    """Step (restore): the backup partition of <backup-disk>, its marker and settings."""
+def find_backup(
+    named: Disk | None, firmware: Firmware, work: Path, probe: Probe | None = None
+) -> Found:
+    """The backup a restore brings back: the backup partition of <backup-disk>, its
+    marker and settings (read-only)."""
     probe = probe or Probe()
-    named = ctx.answer.backup_disk if ctx.answer else None
-    disk, plan, devices = _table(ctx, named, "backup-disk", probe)
-    backup, root = devices[Use.BACKUP.value], devices[Use.ROOT.value]
+    disk, facts_found, plan, devices = _table(named, "backup-disk", firmware, probe)
+    backup, root = devices[Use.BACKUP], devices[Use.ROOT]
     cannot = f"the backup partition {backup} holds no netinstall backup: it cannot be mounted"
-    with _read_only(probe, backup, ctx.work / "backup", cannot) as top:
+    with _read_only(probe, backup, work / "backup", cannot) as top:
         marker = read_marker(top, backup)
         data, sr_uuid = read_system(top, f"the backup on {backup}")
     uuid = filesystem_value(probe.runner, root, "UUID") or marker.get("source_uuid")
@@ -269,8 +272,6 @@ def find_backup(ctx: InstallContext, probe: Probe | None = None) -> None:
         )
     build = marker.get("build") if isinstance(marker.get("build"), str) else None
     label = filesystem_value(probe.runner, root, "LABEL")
-    _found(ctx, disk, plan, Existing(marker["version"], build, uuid, label, data, sr_uuid))
-    ctx.payload_version = marker["version"]
     log.info(
         "the backup partition %s holds netinstall %s (taken %s from %s)",
         backup,
@@ -278,24 +279,24 @@ def find_backup(ctx: InstallContext, probe: Probe | None = None) -> None:
         marker.get("date", "at an unknown time"),
         marker.get("source_partition", "root"),
     )
+    found = Existing(marker["version"], build, uuid, label, data, sr_uuid)
+    return Found(disk, facts_found, plan, found)
 
 
-def check_layout(ctx: InstallContext, probe: Probe | None = None) -> None:
+def check_layout(disk: DiskPlan, firmware: Firmware, probe: Probe | None = None) -> None:
     """Step (upgrade, after the download): the table is still the one found and is kept.
 
     SPEC §6: the new GPT layout (every install of ours), DOS and old GPT with a
     boot partition stay as they are; the local SR partition is never touched.
     """
     probe = probe or Probe()
-    if ctx.plan is None or ctx.disk is None:
-        raise NetinstallError("the layout step ran before the installation was found")
-    plan = kept_table(ctx, ctx.disk, probe)
-    if plan != ctx.plan:
+    plan = kept_table(disk.device, probe.read_facts(disk.device, True), firmware)
+    if plan != disk.table:
         raise NetinstallError(
-            f"the partition table of {ctx.disk} changed during the install; nothing was written"
+            f"the partition table of {disk.device} changed during the install; nothing was written"
         )
-    assert_sr_kept(ctx.plan, plan)
-    log.info("the partition table of %s stays as it is; the local SR is not touched", ctx.disk)
+    assert_sr_kept(disk.table, plan)
+    log.info("the partition table of %s stays as it is; the local SR is not touched", disk.device)
 
 
 def _text(path: Path) -> str:

@@ -25,15 +25,13 @@ import requests
 import urllib3
 
 import answerfile
-from answerfile.bootargs import redact_url
-from answerfile.model import Mode, Source, SourceType
+from answerfile.bootargs import BootArgs, redact_url
+from answerfile.model import AnswerFile, Source, SourceType
 from common.errors import CommandError, InputError, NetinstallError, SourceError
-from common.process import Completed, run
-from installer_core.context import InstallContext
+from common.process import CommandRunner, run
 
 log = logging.getLogger(__name__)
 
-Runner = Callable[..., Completed]  # common.process.run, or a test's fake
 CHUNK = 1 << 20
 _TRANSIENT_HTTP = (408, 429)
 T = TypeVar("T")
@@ -45,7 +43,7 @@ class Transport:
     """How fetches reach the outside: each part is replaced in tests."""
 
     session: requests.Session = field(default_factory=requests.Session)
-    runner: Runner = run
+    runner: CommandRunner = run
     sleep: Callable[[float], None] = time.sleep
     urlopen: Callable[..., Any] = urllib.request.urlopen
     mount_base: Path = Path("/run")  # nfs mounts go to <mount_base>/netinstall-nfs-N
@@ -236,12 +234,12 @@ def nfs_file(url: str, io: Transport) -> Iterator[Path]:
 # --- the answer-file steps (SPEC §7) ----------------------------------------------------
 
 
-def run_generator(ctx: InstallContext, url: str, io: Transport) -> str:
+def run_generator(url: str, work: Path, io: Transport) -> str:
     """``answerfile_generator=URL``: fetch the script, run it; its stdout is the answer file."""
     script = fetch_bytes(url, transport=io)
     if not script.startswith(b"#!"):
         raise SourceError(f"the answer file generator {redact_url(url)} does not start with #!")
-    path = ctx.work / "answerfile-generator"
+    path = work / "answerfile-generator"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(script)
     path.chmod(0o755)
@@ -255,36 +253,25 @@ def run_generator(ctx: InstallContext, url: str, io: Transport) -> str:
     return done.stdout
 
 
-def fetch_answerfile(ctx: InstallContext, transport: Transport | None = None) -> None:
-    """Step: read the answer file (or its generator's output) into ``ctx.answer_text``."""
+def fetch_answerfile(args: BootArgs, work: Path, transport: Transport | None = None) -> str:
+    """Step: the answer file's text (or its generator's output)."""
     io = transport or Transport()
-    if ctx.args.answerfile_generator:
-        ctx.answer_text = run_generator(ctx, ctx.args.answerfile_generator, io)
-    elif ctx.args.answerfile:
-        ctx.answer_text = fetch_text(ctx.args.answerfile, transport=io)
-    else:
-        raise InputError(
-            "the kernel command line names no answer file: give answerfile=URL "
-            "or answerfile_generator=URL"
-        )
+    if args.answerfile_generator:
+        return run_generator(args.answerfile_generator, work, io)
+    if args.answerfile:
+        return fetch_text(args.answerfile, transport=io)
+    raise InputError(
+        "the kernel command line names no answer file: give answerfile=URL "
+        "or answerfile_generator=URL"
+    )
 
 
-def validate_answerfile(ctx: InstallContext) -> None:
-    """Step: parse and validate the answer file; set ``ctx.answer`` and ``ctx.repo_url``
-    (a restore reads no repository)."""
-    if ctx.answer_text is None:
-        raise InputError("there is no answer file to validate")
-    result = answerfile.parse(ctx.answer_text)  # AnswerFileError lists every problem
+def validate_answerfile(text: str) -> AnswerFile:
+    """Step: the answer file parsed and validated (``AnswerFileError`` lists every problem)."""
+    result = answerfile.parse(text)
     for warning in result.warnings:
         log.warning("answer file: %s", warning)
-    ctx.answer = result.model
-    if result.model.mode is Mode.RESTORE:
-        log.info("a restore from the backup partition: no repository is read")
-        return
-    if not result.model.sources:
-        raise InputError("the answer file names no <source> for the install repository")
-    ctx.repo_url = repository_url(result.model.sources[0], ctx.args.server)
-    log.info("install repository: %s", redact_url(ctx.repo_url))
+    return result.model
 
 
 def repository_url(source: Source, server: str | None) -> str:

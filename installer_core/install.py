@@ -1,333 +1,455 @@
-"""The install flow (SPEC §7): the ordered steps of each mode and the runner that walks them.
+"""The install flow (SPEC §7): the plan first, then one linear flow per mode.
 
-The SAN steps come first when the boot arguments ask for them (``iscsi`` for
-``use_ibft``, ``multipath`` for ``device_mapper_multipath``; SPEC §7); a failure
-there brings the network up to report it. ``SHARED`` steps read and validate the
-answer file; its mode then picks what
-follows: ``FRESH`` (``STEPS`` is a fresh install's whole list), ``UPGRADE``
-(reinstall too) or ``RESTORE``.
+``run_install`` reads top to bottom: the SAN steps when the boot arguments ask
+for them (``iscsi`` for ``use_ibft``, ``multipath`` for
+``device_mapper_multipath``), the network, the answer file, then ``plan``
+(``installer_core.survey``): one immutable ``InstallPlan`` with every refusal
+the planner knows raised there, before any download or write. The plan's mode
+then picks its flow, ``fresh``, ``upgrade`` or ``restore``; each is a plain list
+of steps, each step a plain function that takes what it needs and returns what
+it made. ``FRESH``, ``UPGRADE`` and ``RESTORE`` name those steps in the same order,
+with their weights, so the walker can number them and report progress
+(``installer_core.steps``; it refuses a flow that strays from its list).
 
-Before each step the runner reports ``installing`` with the step's name and the
-share of the work done so far (by weight, 0..1), and prints to the console
-(the serial line the test harness reads)::
+The end of a run is one console line::
 
-    netinstall: step <name> (<n>/<total>)
-    netinstall: step <name> done in <seconds>s
-    netinstall: step <name> FAILED after <seconds>s: <reason>
     netinstall: result installed in <seconds>s
     netinstall: result failed: <reason>
 
-A failure records one sentence in ``ctx.failed_reason``, unmounts what it can,
-runs the ``installation-complete`` scripts with ``1``, uploads the log bundle
-and reports ``failed``. The disk/system steps live in other modules and are
-imported when their step runs, so a missing module fails that step by name.
+A failure (``StepFailed``, one sentence) unmounts what it can once there is a
+plan, brings the network up when a SAN step failed before it, runs the
+``installation-complete`` scripts with ``1`` once the answer file is valid,
+uploads the log bundle and reports ``failed``.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import TextIO
 
-from answerfile.model import Mode, ScriptStage
-from common.errors import InputError, NetinstallError
-from installer_core import checks, download, fetch, logbundle, network, scripts
-from installer_core.context import InstallContext
+from answerfile.bootargs import BootArgs
+from answerfile.model import AnswerFile, Mode, ScriptStage
+from common.errors import NetinstallError
+from common.firmware import Firmware
+from common.process import CommandRunner, run
+from installer_core import (
+    backup,
+    bootloader,
+    carry,
+    configure,
+    disk,
+    download,
+    existing,
+    fetch,
+    iscsi,
+    logbundle,
+    multipath,
+    network,
+    payload,
+    scripts,
+    survey,
+)
+from installer_core.install_log import install_logging
+from installer_core.plan import Existing, InstallPlan, Paths, Staging
 from installer_core.report import ServerReporter
+from installer_core.steps import Listed, Reporter, StepFailed, StepWalker, failure_reason, listed
+from partitioning.model import Use
 
 log = logging.getLogger(__name__)
 
-Action = Callable[[InstallContext], None]
+WEIGHTS = {  # each step's share of a run, relative to the others
+    "iscsi": 2,
+    "multipath": 1,
+    "network": 2,
+    "fetch-answerfile": 1,
+    "validate-answerfile": 0.5,
+    "plan": 1,
+    "installation-start-scripts": 1,
+    "download": 25,
+    "partition": 2,
+    "make-filesystems": 3,
+    "layout": 0.5,
+    "backup-root": 15,
+    "save-settings": 0.5,
+    "make-root": 2,
+    "restore-root": 30,
+    "mount-target": 0.5,
+    "extract-root": 30,
+    "install-boot-files": 1,
+    "install-packs": 5,
+    "configure": 3,
+    "carry-settings": 1,
+    "rearm-first-boot": 0.5,
+    "bootloader": 4,
+    "filesystem-populated-scripts": 2,
+    "unmount": 1,
+    "write-install-log": 0.5,
+    "installation-complete-scripts": 1,
+}
+EARLY = ("iscsi", "multipath")  # before the network: a failure brings it up to report
+BEFORE_PLAN = ("network", "fetch-answerfile", "validate-answerfile", "plan")
+_LAY_DOWN = ("mount-target", "extract-root", "install-boot-files", "install-packs")
+_FINISH = (
+    "bootloader",
+    "filesystem-populated-scripts",
+    "unmount",
+    "write-install-log",
+    "installation-complete-scripts",
+)
+FRESH = (
+    "installation-start-scripts",
+    "download",  # in RAM: verified before anything is written
+    "partition",
+    "make-filesystems",
+    *_LAY_DOWN,
+    "configure",
+    *_FINISH,
+)
+FRESH_STAGED_ON_DISK = (  # a payload too big for RAM goes to the new backup partition
+    "installation-start-scripts",
+    "partition",
+    "make-filesystems",
+    "download",
+    *_LAY_DOWN,
+    "configure",
+    *_FINISH,
+)
+UPGRADE = (  # nothing is written before the payload has verified
+    "installation-start-scripts",
+    "download",
+    "layout",
+    "backup-root",
+    "save-settings",
+    "make-root",
+    *_LAY_DOWN,
+    "carry-settings",
+    *_FINISH,
+)
+RESTORE = (
+    "make-root",
+    "restore-root",
+    "mount-target",
+    "rearm-first-boot",
+    "bootloader",
+    "unmount",
+    "write-install-log",
+)
+
+
+def steps_of(args: BootArgs, plan: InstallPlan | None = None) -> Listed:
+    """The run's steps: the SAN steps asked for, those before the plan, then the mode's
+    (a fresh install's until the plan is known)."""
+    early = (("iscsi",) if args.use_ibft else ()) + (
+        ("multipath",) if args.device_mapper_multipath else ()
+    )
+    mode: tuple[str, ...] = FRESH
+    if plan is not None and plan.mode is Mode.UPGRADE:
+        mode = UPGRADE
+    elif plan is not None and plan.mode is Mode.RESTORE:
+        mode = RESTORE
+    elif plan is not None and plan.staging is not None and plan.staging.on_disk:
+        mode = FRESH_STAGED_ON_DISK
+    return listed((*early, *BEFORE_PLAN, *mode), WEIGHTS)
 
 
 @dataclass(frozen=True)
-class Step:
-    name: str
-    action: Action
-    weight: float  # the step's share of the whole install, relative to the others
+class Host:
+    """How the steps reach the machine; tests replace parts."""
+
+    runner: CommandRunner = run
+    transport: fetch.Transport = field(default_factory=fetch.Transport)
+    network: network.System = field(default_factory=network.System)
+    iscsi: iscsi.System = field(default_factory=iscsi.System)
+    multipath: multipath.System = field(default_factory=multipath.System)
+    machine: survey.Machine = field(default_factory=survey.Machine)
 
 
-def external(module: str, function: str) -> Action:
-    """A step implemented in ``installer_core.<module>``, imported when it runs."""
+@dataclass(frozen=True)
+class Boot:
+    """What the installer starts from: the boot arguments, the firmware, the reporter."""
 
-    def action(ctx: InstallContext) -> None:
-        name = f"installer_core.{module}"
-        try:
-            found = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            raise NetinstallError(f"this installer has no {name} module for the step") from exc
-        step = getattr(found, function, None)
-        if not callable(step):
-            raise NetinstallError(f"{name} has no {function}() for the step")
-        step(ctx)
-
-    action.__qualname__ = action.__name__ = f"{module}.{function}"
-    return action
+    args: BootArgs
+    firmware: Firmware
+    reporter: Reporter
+    paths: Paths = field(default_factory=Paths)
 
 
-def bring_up_network(ctx: InstallContext) -> None:
-    network.bring_up(ctx)
-    if isinstance(ctx.reporter, ServerReporter) and ctx.reporter.mac is None:
-        ctx.reporter.mac = ctx.admin_mac  # no BOOTIF: the NIC that got an address
-        ctx.reporter.flush()
+# --- the flows ---------------------------------------------------------------------
 
 
-def start_scripts(ctx: InstallContext) -> None:
-    scripts.run_scripts(ctx, ScriptStage.INSTALLATION_START)
+def fresh(plan: InstallPlan, host: Host, walk: StepWalker) -> None:
+    """A fresh install (``FRESH``, or ``FRESH_STAGED_ON_DISK`` for a big payload)."""
+    with walk.step("installation-start-scripts"):
+        _scripts(plan.answer, ScriptStage.INSTALLATION_START, None, plan, host)
+    staging = _staging(plan)
+    if staging.on_disk:  # too big for RAM (SPEC §7): the new backup partition holds it
+        made = _make_disk(plan, host, walk)
+        with walk.step("download"):
+            got = _download(plan, staging, host, walk.reporter)
+    else:  # nothing is written before the payload has verified
+        with walk.step("download"):
+            got = _download(plan, staging, host, walk.reporter)
+        made = _make_disk(plan, host, walk)
+    _lay_down(plan, got, host, walk)
+    with walk.step("configure"):
+        configure.configure_system(plan, got.version, made)
+    _finish(plan, made.uuids[Use.ROOT], host, walk)
 
 
-def populated_scripts(ctx: InstallContext) -> None:
-    scripts.run_scripts(ctx, ScriptStage.FILESYSTEM_POPULATED, str(ctx.target))
+def upgrade(plan: InstallPlan, host: Host, walk: StepWalker) -> None:
+    """An upgrade (and a reinstall): the backup taken once the payload has verified, root
+    re-created with its UUID, the settings carried over (``UPGRADE``)."""
+    found, work = _existing(plan), plan.paths.work
+    with walk.step("installation-start-scripts"):
+        _scripts(plan.answer, ScriptStage.INSTALLATION_START, None, plan, host)
+    with walk.step("download"):
+        got = _download(plan, _staging(plan), host, walk.reporter)
+    with walk.step("layout"):
+        existing.check_layout(plan.disk, plan.firmware, host.machine.probe)
+    with walk.step("backup-root"):
+        backup.backup_root(plan.disk, found, work, host.runner)
+    with walk.step("save-settings"):
+        saved = carry.save_settings(plan.disk, work, host.runner)
+    with walk.step("make-root"):
+        root_uuid = backup.make_root(plan.disk, found, upgrade=True, runner=host.runner)
+    _lay_down(plan, got, host, walk)
+    with walk.step("carry-settings"):
+        carry.carry_settings(plan, saved, got.version)
+    _finish(plan, root_uuid, host, walk)
 
 
-def complete_scripts(ctx: InstallContext) -> None:
-    scripts.run_scripts(ctx, ScriptStage.INSTALLATION_COMPLETE, "0")
+def restore(plan: InstallPlan, host: Host, walk: StepWalker) -> None:
+    """A restore: the backup partition back onto a root re-created with its UUID
+    (``RESTORE``)."""
+    found, paths = _existing(plan), plan.paths
+    with walk.step("make-root"):
+        root_uuid = backup.make_root(plan.disk, found, upgrade=False, runner=host.runner)
+    with walk.step("restore-root"):
+        backup.restore_root(plan.disk, found, paths.work, host.runner)
+    with walk.step("mount-target"):
+        disk.mount_target(paths.target, plan.disk, host.runner)
+    with walk.step("rearm-first-boot"):
+        carry.restore_settings(plan)
+    with walk.step("bootloader"):
+        bootloader.install_bootloader(plan.bootloader, paths.target, root_uuid, host.runner)
+    with walk.step("unmount"):
+        disk.unmount_target(paths.target, plan.staging, host.runner)
+    with walk.step("write-install-log"):
+        disk.write_install_log(paths.log_file, plan.disk, paths.work, host.runner)
 
 
-# use_ibft (SPEC §7 "(iBFT)"): the storage NIC and the iSCSI login, before the network.
-ISCSI = Step("iscsi", external("iscsi", "attach_ibft"), 2)
-# device_mapper_multipath (SPEC §7 "(multipath)"): the maps, after the iSCSI login.
-MULTIPATH = Step("multipath", external("multipath", "start"), 1)
-# Steps before the network: a failure brings it up to report.
-EARLY = frozenset({ISCSI.name, MULTIPATH.name})
-
-SHARED: tuple[Step, ...] = (  # every run, before the answer file's mode is known
-    Step("network", bring_up_network, 2),
-    Step("fetch-answerfile", fetch.fetch_answerfile, 1),
-    Step("validate-answerfile", fetch.validate_answerfile, 0.5),
-)
-_START = Step("installation-start-scripts", start_scripts, 1)
-_CHECKS = Step("hardware-checks", checks.check_hardware, 0.5)
-_DOWNLOAD = Step("download", download.download_payload, 25)
-_MOUNT = Step("mount-target", external("disk", "mount_target"), 0.5)
-_LAY_DOWN = (  # the payload onto the mounted target
-    _MOUNT,
-    Step("extract-root", external("payload", "extract_root"), 30),
-    Step("install-boot-files", external("payload", "install_boot_files"), 1),
-    Step("install-packs", external("payload", "install_packs"), 5),
-)
-_BOOTLOADER = Step("bootloader", external("bootloader", "install_bootloader"), 4)
-_POPULATED = Step("filesystem-populated-scripts", populated_scripts, 2)
-_UNMOUNT = Step("unmount", external("disk", "unmount_target"), 1)
-_WRITE_LOG = Step("write-install-log", external("disk", "write_install_log"), 0.5)
-_COMPLETE = Step("installation-complete-scripts", complete_scripts, 1)
-_MAKE_ROOT = Step("make-root", external("backup", "make_root"), 2)
-
-FRESH: tuple[Step, ...] = (
-    _START,
-    _CHECKS,
-    _DOWNLOAD,
-    Step("partition", external("disk", "partition"), 2),
-    Step("make-filesystems", external("disk", "make_filesystems"), 3),
-    *_LAY_DOWN,
-    Step("configure", external("configure", "configure_system"), 3),
-    *(_BOOTLOADER, _POPULATED, _UNMOUNT, _WRITE_LOG, _COMPLETE),
-)
-# Upgrade (and reinstall): nothing is written before the payload has verified; the
-# backup is taken then, root re-created with its UUID, the settings carried over.
-UPGRADE: tuple[Step, ...] = (
-    _START,
-    _CHECKS,
-    Step("find-installation", external("existing", "find_installation"), 1),
-    _DOWNLOAD,
-    Step("layout", external("existing", "check_layout"), 0.5),
-    Step("backup-root", external("backup", "backup_root"), 15),
-    Step("save-settings", external("carry", "save_settings"), 0.5),
-    _MAKE_ROOT,
-    *_LAY_DOWN,
-    Step("carry-settings", external("carry", "carry_settings"), 1),
-    *(_BOOTLOADER, _POPULATED, _UNMOUNT, _WRITE_LOG, _COMPLETE),
-)
-# Restore: the backup partition back onto a root re-created with its UUID.
-RESTORE: tuple[Step, ...] = (
-    _CHECKS,
-    Step("find-backup", external("existing", "find_backup"), 1),
-    _MAKE_ROOT,
-    Step("restore-root", external("backup", "restore_root"), 30),
-    _MOUNT,
-    Step("rearm-first-boot", external("carry", "restore_settings"), 0.5),
-    *(_BOOTLOADER, _UNMOUNT, _WRITE_LOG),
-)
-_BY_MODE = {Mode.FRESH: FRESH, Mode.UPGRADE: UPGRADE, Mode.RESTORE: RESTORE}
-STEPS: tuple[Step, ...] = SHARED + FRESH  # a fresh install's steps
+FLOWS: dict[Mode, Callable[[InstallPlan, Host, StepWalker], None]] = {
+    Mode.FRESH: fresh,
+    Mode.UPGRADE: upgrade,
+    Mode.RESTORE: restore,
+}
 
 
-def steps_for(mode: Mode, *, use_ibft: bool = False, multipath: bool = False) -> tuple[Step, ...]:
-    """Every step of a run in ``mode``: the SAN steps the boot arguments ask for, the
-    shared ones, then the mode's."""
-    early = ((ISCSI,) if use_ibft else ()) + ((MULTIPATH,) if multipath else ())
-    return early + SHARED + _BY_MODE[mode]
+def _make_disk(plan: InstallPlan, host: Host, walk: StepWalker) -> disk.Filesystems:
+    with walk.step("partition"):
+        disk.partition(plan.disk, host.runner)
+    with walk.step("make-filesystems"):
+        return disk.make_filesystems(plan.disk, host.runner)
 
 
-def choose_steps(ctx: InstallContext) -> tuple[Step, ...]:
-    """The run's steps as far as they are known: a fresh install's until the answer
-    file is validated, then those of its mode (the shared steps come first in each)."""
-    mode = ctx.answer.mode if ctx.answer is not None else Mode.FRESH
-    return steps_for(mode, use_ibft=ctx.args.use_ibft, multipath=ctx.args.device_mapper_multipath)
+def _lay_down(plan: InstallPlan, got: download.Payload, host: Host, walk: StepWalker) -> None:
+    """The payload onto the mounted target: root, boot files, packs."""
+    target = plan.paths.target
+    with walk.step("mount-target"):
+        disk.mount_target(target, plan.disk, host.runner)
+    with walk.step("extract-root"):
+        payload.extract_root(got.files, target, host.runner)
+    with walk.step("install-boot-files"):
+        payload.install_boot_files(got.files, target)
+    with walk.step("install-packs"):
+        packs = plan.fetch.packs if plan.fetch is not None else ()
+        payload.install_packs(packs, target, host.runner)
 
 
-def failure_reason(exc: BaseException) -> str:
-    """One sentence: the input's problems, our error's message, or an internal error."""
-    if isinstance(exc, InputError):
-        return "; ".join(exc.problems)
-    if isinstance(exc, NetinstallError):
-        return str(exc)
-    return f"internal error: {type(exc).__name__}: {exc}"
+def _finish(plan: InstallPlan, root_uuid: str, host: Host, walk: StepWalker) -> None:
+    """Boot loader, the populated scripts, unmount, keep the log, the complete scripts."""
+    paths = plan.paths
+    with walk.step("bootloader"):
+        bootloader.install_bootloader(plan.bootloader, paths.target, root_uuid, host.runner)
+    with walk.step("filesystem-populated-scripts"):
+        stage = ScriptStage.FILESYSTEM_POPULATED
+        _scripts(plan.answer, stage, str(paths.target), plan, host)
+    with walk.step("unmount"):
+        disk.unmount_target(paths.target, plan.staging, host.runner)
+    with walk.step("write-install-log"):
+        disk.write_install_log(paths.log_file, plan.disk, paths.work, host.runner)
+    with walk.step("installation-complete-scripts"):
+        _scripts(plan.answer, ScriptStage.INSTALLATION_COMPLETE, "0", plan, host)
 
 
-class _Scrub(logging.Filter):
-    """Replaces every secret the run knows in each record before any handler sees it."""
-
-    def __init__(self, ctx: InstallContext) -> None:
-        super().__init__()
-        self.ctx = ctx
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        secrets = logbundle.secrets_of(self.ctx)
-        record.msg = logbundle.scrub(record.getMessage(), secrets)
-        record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = logbundle.scrub(record.exc_text, secrets)
-        return True
+def _scripts(
+    answer: AnswerFile, stage: ScriptStage, argument: str | None, plan: InstallPlan, host: Host
+) -> None:
+    scripts.run_scripts(answer.scripts, stage, argument, plan.paths.work, host.transport)
 
 
-class _NotSaid(logging.Filter):
-    """Keeps the runner's own lines (printed already) off the console handler."""
+def _download(
+    plan: InstallPlan, staging: Staging, host: Host, reporter: Reporter
+) -> download.Payload:
+    if plan.fetch is None:
+        raise NetinstallError("the plan downloads nothing")
+    log.info("staging the payload in %s: %s", staging.place.value, staging.reason)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(record, "said", False)
+    def report(message: str) -> None:
+        reporter.event("installing", step="download", message=message)
+
+    return download.download_payload(plan.fetch, staging, report, host.transport, host.runner)
 
 
-@contextmanager
-def install_logging(ctx: InstallContext, out: TextIO) -> Iterator[None]:
-    """The install log file (DEBUG) and the console (INFO), secrets scrubbed; removed after."""
-    ctx.log_file.parent.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(ctx.log_file, encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    console = logging.StreamHandler(out)
-    console.setLevel(logging.INFO)
-    console.setFormatter(logging.Formatter("  %(levelname)s %(name)s: %(message)s"))
-    console.addFilter(_NotSaid())
-    scrub = _Scrub(ctx)
-    root = logging.getLogger()
-    old_level = root.level
-    root.setLevel(logging.DEBUG)
-    for handler in (file_handler, console):
-        handler.addFilter(scrub)
-        root.addHandler(handler)
+def _staging(plan: InstallPlan) -> Staging:
+    if plan.staging is None:
+        raise NetinstallError("the plan stages no payload")
+    return plan.staging
+
+
+def _existing(plan: InstallPlan) -> Existing:
+    if plan.existing is None:
+        raise NetinstallError("the plan holds no installation found on the disk")
+    return plan.existing
+
+
+# --- a run -------------------------------------------------------------------------
+
+
+def bring_up_network(
+    args: BootArgs, reporter: Reporter, storage: tuple[str, ...], host: Host
+) -> network.Nic:
+    """The network step; without BOOTIF the reporter learns the host's MAC here."""
+    nic = network.bring_up(args, storage, host.network)
+    if isinstance(reporter, ServerReporter) and reporter.mac is None:
+        reporter.mac = nic.mac  # no BOOTIF: the NIC that got an address
+        reporter.flush()
+    return nic
+
+
+def run_install(boot: Boot, out: TextIO | None = None, host: Host | None = None) -> int:
+    """The whole run, logged to the install log and the console; 0 or 1."""
+    out = out or sys.stdout
+    secrets = logbundle.Secrets(boot.args)
+    with install_logging(boot.paths.log_file, out, secrets):
+        walk = StepWalker(out, boot.reporter, secrets, steps_of(boot.args))
+        return _run(boot, host or Host(), walk, secrets)
+
+
+@dataclass(frozen=True)
+class _Reached:
+    """What a failure path may use: how far the run came before it failed."""
+
+    storage: tuple[str, ...] = ()  # the iBFT's storage NICs, when attached
+    network_up: bool = False
+    answer_text: str | None = None
+    answer: AnswerFile | None = None
+    plan: InstallPlan | None = None
+
+
+def _run(boot: Boot, host: Host, walk: StepWalker, secrets: logbundle.Secrets) -> int:
+    args, paths, reached = boot.args, boot.paths, _Reached()
+    started = walk.clock()
     try:
-        yield
-    finally:
-        for handler in (file_handler, console):
-            root.removeHandler(handler)
-            handler.close()
-        root.setLevel(old_level)
-
-
-def _cleanup(ctx: InstallContext) -> None:
-    external("disk", "unmount_target")(ctx)
-
-
-def _reach_server(ctx: InstallContext) -> None:
-    """After a failure before the network step: bring the network up to report it."""
-    if ctx.admin_mac is None:
-        bring_up_network(ctx)
-
-
-@dataclass
-class Runner:
-    """Walks the steps; every outside effect of the failure path can be replaced."""
-
-    steps: Sequence[Step] | None = None  # fixed steps; None: ``choose`` them as the run goes
-    out: TextIO = sys.stdout
-    cleanup: Action = _cleanup
-    reach_server: Action = _reach_server  # for failures of the EARLY steps
-    bundle: Callable[[InstallContext], Path] = logbundle.make_bundle
-    finish_scripts: Callable[[InstallContext, str], None] = lambda ctx, arg: scripts.run_scripts(
-        ctx, ScriptStage.INSTALLATION_COMPLETE, arg
-    )
-    clock: Callable[[], float] = time.monotonic
-    choose: Callable[[InstallContext], Sequence[Step]] = choose_steps
-
-    def plan(self, ctx: InstallContext) -> Sequence[Step]:
-        return self.steps if self.steps is not None else self.choose(ctx)
-
-    def say(self, ctx: InstallContext, text: str) -> None:
-        text = logbundle.scrub(text, logbundle.secrets_of(ctx))
-        print(f"netinstall: {text}", file=self.out, flush=True)
-        log.info("%s", text, extra={"said": True})
-
-    def run(self, ctx: InstallContext) -> int:
-        """Walk the steps; the list is chosen again after each one (the answer file's
-        mode decides what follows validation), so ``n/N`` counts the run's own steps."""
-        started, done, number, progress = self.clock(), 0.0, 0, 0.0
-        while number < len(steps := self.plan(ctx)):
-            step = steps[number]
-            number += 1
-            total = sum(s.weight for s in steps) or 1.0
-            progress = max(progress, done / total)  # never back when the list changes
-            self.say(ctx, f"step {step.name} ({number}/{len(steps)})")
-            ctx.reporter.event("installing", step=step.name, progress=progress)
-            began = self.clock()
-            try:
-                step.action(ctx)
-            except Exception as exc:  # noqa: BLE001 - every failure is reported, then handled
-                self.fail(ctx, step, exc, self.clock() - began)
-                return 1
-            self.say(ctx, f"step {step.name} done in {self.clock() - began:.1f}s")
-            done += step.weight
-        self.say(ctx, f"result installed in {self.clock() - started:.1f}s")
-        ctx.reporter.event("installed")
-        return 0
-
-    def fail(self, ctx: InstallContext, step: Step, exc: Exception, took: float) -> None:
-        reason = logbundle.scrub(failure_reason(exc), logbundle.secrets_of(ctx))
-        ctx.failed_reason = reason
-        traceback = None if isinstance(exc, InputError) else exc
-        log.error("step %s failed: %s", step.name, reason, exc_info=traceback)
-        self.say(ctx, f"step {step.name} FAILED after {took:.1f}s: {reason}")
-        if ctx.partitions:  # before partitioning nothing is mounted: touch nothing
-            self._best_effort("unmount the target", lambda: self.cleanup(ctx))
-        if step.name in EARLY:
-            self._best_effort(
-                "bring up the network to report the failure", lambda: self.reach_server(ctx)
+        san = None
+        if args.use_ibft:
+            with walk.step("iscsi"):
+                san = iscsi.attach_ibft(args.device_mapper_multipath, host.iscsi)
+            reached = replace(reached, storage=san.storage_macs)
+        if args.device_mapper_multipath:
+            with walk.step("multipath"):
+                multipath.start(host.multipath)
+        with walk.step("network"):
+            nic = bring_up_network(args, boot.reporter, reached.storage, host)
+        reached = replace(reached, network_up=True)
+        with walk.step("fetch-answerfile"):
+            text = fetch.fetch_answerfile(args, paths.work, host.transport)
+        secrets.learn_answer(text)
+        reached = replace(reached, answer_text=text)
+        with walk.step("validate-answerfile"):
+            answer = fetch.validate_answerfile(text)
+        secrets.add(answer.root_password.value if answer.root_password else None)
+        reached = replace(reached, answer=answer)
+        with walk.step("plan"):
+            plan = survey.plan_install(
+                args,
+                boot.firmware,
+                answer,
+                san=san,
+                fetched_by=nic,
+                paths=paths,
+                machine=host.machine,
+                transport=host.transport,
             )
-        self._best_effort(
-            "run the installation-complete scripts", lambda: self.finish_scripts(ctx, "1")
+        reached = replace(reached, plan=plan)
+        walk.expect(steps_of(args, plan))
+        FLOWS[plan.mode](plan, host, walk)
+    except StepFailed as failure:
+        _fail(failure, reached, boot=boot, host=host, walk=walk, secrets=secrets)
+        return 1
+    walk.say(f"result installed in {walk.clock() - started:.1f}s")
+    boot.reporter.event("installed")
+    return 0
+
+
+def _fail(
+    failure: StepFailed,
+    reached: _Reached,
+    *,
+    boot: Boot,
+    host: Host,
+    walk: StepWalker,
+    secrets: logbundle.Secrets,
+) -> None:
+    """Unmount, reach the server, the complete scripts with 1, the log bundle, ``failed``."""
+    paths, plan, answer = boot.paths, reached.plan, reached.answer
+    if plan is not None:  # before the plan nothing is mounted: touch nothing
+        _best_effort(
+            "unmount the target",
+            lambda: disk.unmount_target(paths.target, plan.staging, host.runner),
         )
-        self._best_effort("upload the log bundle", lambda: self._upload(ctx))
-        self.say(ctx, f"result failed: {reason}")
-        ctx.reporter.event("failed", step=step.name, message=reason)
+    if failure.step in EARLY and not reached.network_up:
+        storage = reached.storage or _storage_macs(host)
+        _best_effort(
+            "bring up the network to report the failure",
+            lambda: bring_up_network(boot.args, boot.reporter, storage, host),
+        )
+    if answer is not None:
+        stage = ScriptStage.INSTALLATION_COMPLETE
+        _best_effort(
+            "run the installation-complete scripts",
+            lambda: scripts.run_scripts(answer.scripts, stage, "1", paths.work, host.transport),
+        )
 
-    def _upload(self, ctx: InstallContext) -> None:
-        ctx.reporter.upload_logs(self.bundle(ctx))
+    def upload() -> None:
+        bundle = logbundle.make_bundle(
+            paths.log_file,
+            paths.work,
+            reached.answer_text,
+            failure.reason,
+            secrets,
+            runner=host.runner,
+        )
+        boot.reporter.upload_logs(bundle)
 
-    @staticmethod
-    def _best_effort(what: str, action: Callable[[], None]) -> None:
-        try:
-            action()
-        except Exception as exc:  # noqa: BLE001 - the failure being reported matters more
-            log.warning("could not %s: %s", what, failure_reason(exc))
+    _best_effort("upload the log bundle", upload)
+    walk.say(f"result failed: {failure.reason}")
+    boot.reporter.event("failed", step=failure.step, message=failure.reason)
 
 
-def run_install(
-    ctx: InstallContext,
-    steps: Sequence[Step] | None = None,
-    out: TextIO | None = None,
-    bundle: Callable[[InstallContext], Path] = logbundle.make_bundle,
-) -> int:
-    """Run ``steps`` (default: those of the answer file's mode) on ``ctx``, logging to
-    ``ctx.log_file`` and the console; 0 or 1."""
-    runner = Runner(steps=steps, out=out or sys.stdout, bundle=bundle)
-    with install_logging(ctx, runner.out):
-        return runner.run(ctx)
+def _storage_macs(host: Host) -> tuple[str, ...]:
+    """The iBFT's NICs, when the table can be read: kept off the network that reports."""
+    try:
+        return tuple(n.mac for n in iscsi.read_ibft(host.iscsi.ibft).nics)
+    except NetinstallError:
+        return ()
+
+
+def _best_effort(what: str, action: Callable[[], object]) -> None:
+    try:
+        action()
+    except Exception as exc:  # noqa: BLE001 - the failure being reported matters more
+        log.warning("could not %s: %s", what, failure_reason(exc))

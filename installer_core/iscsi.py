@@ -29,16 +29,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from answerfile.model import Disk, DiskKind, IscsiTarget
 from common.errors import CommandError, InputError, NetinstallError
-from common.process import run
+from common.process import CommandRunner, run
 from installer_core import network
-from installer_core.context import InstallContext
-from installer_core.fetch import Runner
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +95,7 @@ class Ibft:
 class System:
     """What the iSCSI step touches; tests replace each part."""
 
-    runner: Runner = run
+    runner: CommandRunner = run
     ibft: Path = IBFT
     sessions: Path = ISCSI_SESSIONS
     sys_net: Path = SYS_NET
@@ -107,7 +105,8 @@ class System:
 
 @dataclass
 class SanState:
-    """What the iSCSI step found and attached (``InstallContext.san``)."""
+    """The iSCSI sessions of the run: what the iSCSI step found and attached, and the
+    LUNs the plan logs in to later (``san_device``)."""
 
     ibft: Ibft
     # The iBFT's NICs that are up, by iBFT index -> their names in the installer (ethN,
@@ -119,6 +118,11 @@ class SanState:
     @property
     def storage_macs(self) -> tuple[str, ...]:
         return tuple(n.mac for n in self.ibft.nics)
+
+    @property
+    def storage_names(self) -> tuple[str, ...]:
+        """The storage NICs' names in the installer (ethN, ethN.VLAN)."""
+        return tuple(self.storage_nics.values())
 
     @property
     def storage_nic(self) -> str:
@@ -357,7 +361,7 @@ def paths_of(ibft: Ibft) -> list[IbftTarget]:
     return [boot, *others]
 
 
-def attach_ibft(ctx: InstallContext, system: System | None = None) -> None:
+def attach_ibft(multipath: bool, system: System | None = None) -> SanState:
     """Step (``use_ibft``): read the iBFT, bring up its NICs, log in to its boot target.
 
     With ``device_mapper_multipath`` the installer logs in over every path the iBFT names
@@ -367,7 +371,7 @@ def attach_ibft(ctx: InstallContext, system: System | None = None) -> None:
     host = system or System()
     ibft = read_ibft(host.ibft)
     paths = paths_of(ibft)
-    if not ctx.args.device_mapper_multipath and len(paths) > 1:
+    if not multipath and len(paths) > 1:
         log.warning(
             "the iBFT names %d paths to the boot LUN, but device_mapper_multipath is off: "
             "the installer uses the first path only",
@@ -379,7 +383,6 @@ def attach_ibft(ctx: InstallContext, system: System | None = None) -> None:
         if target.nic not in nics:
             nics[target.nic] = bring_up_storage_nic(ibft.nic(target.nic), host)
     state = SanState(ibft=ibft, storage_nics=nics)
-    ctx.san = state
     refused: list[InputError] = []
     for target in paths:
         try:
@@ -398,11 +401,13 @@ def attach_ibft(ctx: InstallContext, system: System | None = None) -> None:
     state.disks["iscsi:ibft"] = disk
     over = f" (first of {up} paths)" if up > 1 else ""
     log.info("iBFT boot LUN: %s LUN %s is %s%s", boot.name, boot.lun, disk, over)
+    return state
 
 
-def san_device(ctx: InstallContext, disk: Disk, element: str, system: System | None = None) -> Path:
+def san_device(
+    state: SanState | None, disk: Disk, element: str, system: System | None = None
+) -> Path:
     """The block device of an iSCSI disk of the answer file, logged in to when needed."""
-    state = ctx.san
     if state is None:
         raise InputError(
             f"{element} {disk.spec!r}: an iSCSI disk needs use_ibft on the installer command "
@@ -420,26 +425,3 @@ def san_device(ctx: InstallContext, disk: Disk, element: str, system: System | N
     state.disks[disk.spec] = device
     log.info("%s %s is %s", element, disk.spec, device)
     return device
-
-
-def check_storage_nic(
-    ctx: InstallContext, names: Sequence[str], what: str, macs: Sequence[str] = ()
-) -> None:
-    """InputError when ``names`` or ``macs`` (a NIC the run would use otherwise) is the
-    storage NIC."""
-    state = ctx.san
-    if state is None:
-        return
-    for mac in macs:
-        if mac.lower() in state.storage_macs:
-            raise InputError(
-                f"{what} hwaddr={mac} is the iSCSI storage NIC named by the iBFT; it is "
-                "reserved for storage: use another NIC; nothing was written"
-            )
-    bases = {nic.split(".", 1)[0] for nic in state.storage_nics.values()}
-    for name in names:
-        if name.split(".", 1)[0] in bases:
-            raise InputError(
-                f"{what} {name} is the iSCSI storage NIC named by the iBFT; it is reserved "
-                "for storage: use another NIC; nothing was written"
-            )

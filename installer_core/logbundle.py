@@ -17,11 +17,9 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from answerfile.bootargs import redact_url
+from answerfile.bootargs import BootArgs, redact_url
 from common.errors import CommandError
-from common.process import run
-from installer_core.context import InstallContext
-from installer_core.fetch import Runner
+from common.process import CommandRunner, run
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +35,30 @@ COMMANDS: tuple[tuple[str, Sequence[str]], ...] = (
 )
 
 
-def secrets_of(ctx: InstallContext) -> list[str]:
-    """Every secret this run knows, longest first (so no secret is half replaced)."""
-    found = {ctx.args.token, ctx.args.sshpassword}
-    if ctx.answer is not None and ctx.answer.root_password is not None:
-        found.add(ctx.answer.root_password.value)
-    if ctx.answer_text:
-        found.update(m[2].strip() for m in _ROOT_PASSWORD.finditer(ctx.answer_text))
-    return sorted((s for s in found if s), key=len, reverse=True)
+class Secrets:
+    """Every secret the run knows: the boot arguments' at first, the answer file's root
+    password once its text is read. The log filter, the console lines and the log
+    bundle all scrub with it."""
+
+    def __init__(self, args: BootArgs) -> None:
+        self._found = {s for s in (args.token, args.sshpassword) if s}
+
+    def add(self, secret: str | None) -> None:
+        """One more secret (the parsed root password, which may differ from its text)."""
+        if secret:
+            self._found.add(secret)
+
+    def learn_answer(self, text: str) -> None:
+        """The root password of an answer file, as written in its element."""
+        self._found.update(m[2].strip() for m in _ROOT_PASSWORD.finditer(text))
+        self._found.discard("")
+
+    def known(self) -> list[str]:
+        """Longest first, so that no secret is half replaced."""
+        return sorted(self._found, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, self.known())
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -56,7 +70,7 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return redact_url(text).replace("<redacted>", REDACTED)
 
 
-def _command_output(argv: Sequence[str], runner: Runner) -> str:
+def _command_output(argv: Sequence[str], runner: CommandRunner) -> str:
     try:
         done = runner(list(argv), timeout=60)
     except CommandError as exc:
@@ -72,26 +86,31 @@ def _read(path: Path) -> str:
 
 
 def make_bundle(
-    ctx: InstallContext,
-    runner: Runner = run,
+    log_file: Path,
+    work: Path,
+    answer_text: str | None,
+    reason: str,
+    secrets: Secrets,
+    *,
+    runner: CommandRunner = run,
     proc_cmdline: Path = Path("/proc/cmdline"),
 ) -> Path:
-    """Write ``ctx.work/support.tar.bz2``; every member is scrubbed of secrets."""
+    """Write ``<work>/support.tar.bz2``; every member is scrubbed of secrets."""
     members = {
-        "install.log": _read(ctx.log_file),
+        "install.log": _read(log_file),
         "cmdline.txt": _read(proc_cmdline),
-        "answerfile.xml": ctx.answer_text or "(no answer file was read)\n",
-        "failure.txt": (ctx.failed_reason or "(no failure recorded)") + "\n",
+        "answerfile.xml": answer_text or "(no answer file was read)\n",
+        "failure.txt": (reason or "(no failure recorded)") + "\n",
     }
     for name, argv in COMMANDS:
         members[name] = _command_output(argv, runner)
-    secrets = secrets_of(ctx)
-    ctx.work.mkdir(parents=True, exist_ok=True)
-    bundle = ctx.work / BUNDLE
+    known = secrets.known()
+    work.mkdir(parents=True, exist_ok=True)
+    bundle = work / BUNDLE
     now = int(time.time())
     with tarfile.open(bundle, "w:bz2") as tar:
         for name, text in members.items():
-            data = scrub(text, secrets).encode()
+            data = scrub(text, known).encode()
             info = tarfile.TarInfo(f"support/{name}")
             info.size, info.mtime, info.mode = len(data), now, 0o600
             tar.addfile(info, io.BytesIO(data))

@@ -1,7 +1,7 @@
-"""Mounting for the install steps: the runner type they share, mount/unmount, chroots.
+"""Mounting for the install steps: mount/unmount, chroots.
 
-Every step function takes ``runner`` (default ``common.process.run``) so
-unit tests hand in a fake and no process starts. What is mounted is read from
+Every step function takes a ``CommandRunner`` (``common.process.run``, or a
+test's fake, so that unit tests start no process). What is mounted is read from
 ``/proc/self/mountinfo``, so unmounting is idempotent and finds mounts that a
 failed step left behind.
 """
@@ -10,36 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Container, Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
 
 from common.errors import CommandError
-from common.process import Completed, run
+from common.process import CommandRunner
 
 log = logging.getLogger(__name__)
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class Runner(Protocol):
-    """What ``common.process.run`` is; tests pass a recorder."""
-
-    def __call__(
-        self,
-        argv: Sequence[str],
-        *,
-        ok_codes: Container[int] = ...,
-        input_text: str | None = ...,
-        timeout: float | None = ...,
-        cwd: str | os.PathLike[str] | None = ...,
-        env: Mapping[str, str] | None = ...,
-    ) -> Completed: ...
-
-
-DEFAULT_RUNNER: Runner = run
 
 
 def _unescape(field: str) -> str:
@@ -71,7 +52,12 @@ def is_mounted(path: Path, mountinfo: Path = MOUNTINFO) -> bool:
 
 
 def mount(
-    runner: Runner, device: str | Path, where: Path, *, fstype: str | None = None, options: str = ""
+    runner: CommandRunner,
+    device: str | Path,
+    where: Path,
+    *,
+    fstype: str | None = None,
+    options: str = "",
 ) -> None:
     """Mount ``device`` at ``where`` (created if missing)."""
     where.mkdir(parents=True, exist_ok=True)
@@ -79,7 +65,7 @@ def mount(
     runner([*argv, str(device), str(where)], timeout=120)
 
 
-def unmount_all(runner: Runner, top: Path, mountinfo: Path = MOUNTINFO) -> list[Path]:
+def unmount_all(runner: CommandRunner, top: Path, mountinfo: Path = MOUNTINFO) -> list[Path]:
     """Unmount everything at or below ``top``, deepest first; say what was unmounted.
 
     A mount that will not go (a process still has a file open) is detached
@@ -98,7 +84,12 @@ def unmount_all(runner: Runner, top: Path, mountinfo: Path = MOUNTINFO) -> list[
 
 @contextmanager
 def mounted(
-    runner: Runner, device: str | Path, where: Path, *, fstype: str | None = None, options: str = ""
+    runner: CommandRunner,
+    device: str | Path,
+    where: Path,
+    *,
+    fstype: str | None = None,
+    options: str = "",
 ) -> Iterator[Path]:
     """``device`` mounted at ``where`` for the block; unmounted after, whatever happens."""
     mount(runner, device, where, fstype=fstype, options=options)
@@ -109,7 +100,7 @@ def mounted(
 
 
 @contextmanager
-def chroot_mounts(runner: Runner, root: Path) -> Iterator[None]:
+def chroot_mounts(runner: CommandRunner, root: Path) -> Iterator[None]:
     """/dev, /dev/pts, /proc and /sys inside ``root`` for the time commands run in it."""
     binds = (
         ("/dev", root / "dev", None, "bind"),

@@ -29,9 +29,7 @@ from pathlib import Path
 
 from common import cpio
 from common.errors import CommandError, InputError, NetinstallError
-from common.process import run
-from installer_core.context import InstallContext
-from installer_core.fetch import Runner
+from common.process import CommandRunner, run
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +69,7 @@ class MultipathMap:
 class System:
     """What the multipath step touches; tests replace each part."""
 
-    runner: Runner = run
+    runner: CommandRunner = run
     sys_block: Path = SYS_BLOCK
     etc: Path = Path("/etc")
     sleep: Callable[[float], None] = lambda _s: None
@@ -116,8 +114,9 @@ def _describe(maps: list[MultipathMap]) -> str:
     return ", ".join(f"{m.name} over {', '.join(m.paths) or 'no path'}" for m in maps) or "none"
 
 
-def start(ctx: InstallContext, system: System | None = None) -> None:
-    """Step (``device_mapper_multipath``): the installer's multipath maps, watched by multipathd."""
+def start(system: System | None = None) -> tuple[MultipathMap, ...]:
+    """Step (``device_mapper_multipath``): the installer's multipath maps, watched by
+    multipathd; the maps are returned."""
     host = system or System()
     conf = host.etc / "multipath.conf"
     conf.parent.mkdir(parents=True, exist_ok=True)
@@ -139,22 +138,24 @@ def start(ctx: InstallContext, system: System | None = None) -> None:
             "paths; nothing was written"
         )
     log.info("multipath maps: %s", _describe(maps))
+    return tuple(maps)
 
 
-def disk_for(ctx: InstallContext, device: Path, element: str, sys_block: Path = SYS_BLOCK) -> Path:
-    """``device``, or with ``device_mapper_multipath`` the map that holds it (recorded in
-    ``ctx.multipath``); InputError when no map does."""
-    if not ctx.args.device_mapper_multipath:
-        return device
+def disk_for(
+    device: Path, element: str, enabled: bool, sys_block: Path = SYS_BLOCK
+) -> tuple[Path, MultipathMap | None]:
+    """``device``, or with ``device_mapper_multipath`` (``enabled``) the map that holds it,
+    with the map; InputError when no map does."""
+    if not enabled:
+        return device, None
     found = holder(device, sys_block)
     if found is None:
         raise InputError(
             f"{element} {device}: device_mapper_multipath=yes, but no multipath device holds "
             f"it (maps: {_describe(all_maps(sys_block))}); nothing was written"
         )
-    ctx.multipath = found
     log.info("%s %s is multipath map %s (paths %s)", element, device, found.name, found.paths)
-    return found.device
+    return found.device, found
 
 
 def dom0_files(found: MultipathMap) -> dict[str, str]:
@@ -187,7 +188,7 @@ def append_to_initrd(initrd: Path, archive: bytes) -> None:
         stream.write(b"\0" * (-stream.tell() % 4) + archive)
 
 
-def write_dom0_config(ctx: InstallContext, root: Path) -> None:
+def write_dom0_config(found: MultipathMap | None, root: Path) -> None:
     """The installed dom0 builds the map of its root LUN, whatever paths it sees.
 
     The files go into dom0's root and into its initramfs (what ``update-initramfs``
@@ -195,7 +196,6 @@ def write_dom0_config(ctx: InstallContext, root: Path) -> None:
     from the first one on, so the root filesystem is found on the map's partition,
     never on a path device the map holds.
     """
-    found = ctx.multipath
     if found is None:
         return
     files = dom0_files(found)

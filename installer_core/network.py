@@ -15,11 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from answerfile.bootargs import DeviceKind, NetworkConfig, NetworkMode
+from answerfile.bootargs import AnswerfileDevice, BootArgs, DeviceKind, NetworkConfig, NetworkMode
 from common.errors import CommandError, InputError, NetinstallError
-from common.process import run
-from installer_core.context import InstallContext
-from installer_core.fetch import Runner
+from common.process import CommandRunner, run
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +38,7 @@ class Nic:
 class System:
     """What the network step touches; tests replace each part."""
 
-    runner: Runner = run
+    runner: CommandRunner = run
     sys_net: Path = SYS_NET
     resolv_conf: Path = Path("/etc/resolv.conf")
     sleep: Callable[[float], None] = time.sleep
@@ -60,14 +58,15 @@ def list_nics(sys_net: Path = SYS_NET) -> list[Nic]:
     return nics
 
 
-def select_nics(ctx: InstallContext, nics: Sequence[Nic]) -> list[Nic]:
+def select_nics(
+    device: AnswerfileDevice, nics: Sequence[Nic], storage: Sequence[str] = ()
+) -> list[Nic]:
     """The NICs ``answerfile_device`` names; an ``InputError`` when it names none.
 
-    The iBFT's storage NIC (``use_ibft``) is never one of them: it is for storage only.
+    The iBFT's storage NICs (``storage``, their MACs; ``use_ibft``) are never among
+    them: they are for storage only.
     """
-    device = ctx.args.answerfile_device
     found = ", ".join(f"{n.name} ({n.mac})" for n in nics) or "none"
-    storage = ctx.san.storage_macs if ctx.san is not None else ()
     if device.kind is DeviceKind.ALL:
         usable = [n for n in nics if n.mac not in storage]
         if not usable:
@@ -135,11 +134,13 @@ def _names(nics: Sequence[Nic]) -> str:
     return ", ".join(n.name for n in nics)
 
 
-def bring_up(ctx: InstallContext, system: System | None = None) -> None:
-    """Step: configure the answer-file NIC(s); record the one with an address."""
+def bring_up(args: BootArgs, storage: Sequence[str] = (), system: System | None = None) -> Nic:
+    """Step: configure the answer-file NIC(s); the one that got an address is returned."""
     host = system or System()
-    nics = wait_for_link(select_nics(ctx, list_nics(host.sys_net)), host)
-    config = ctx.args.network_config
+    nics = wait_for_link(
+        select_nics(args.answerfile_device, list_nics(host.sys_net), storage), host
+    )
+    config = args.network_config
     if config.mode is NetworkMode.STATIC:
         chosen = nics[0]  # boot arguments allow static only with one NIC
         static(chosen, config, host)
@@ -148,5 +149,5 @@ def bring_up(ctx: InstallContext, system: System | None = None) -> None:
         if leased is None:
             raise NetinstallError(f"no DHCP lease on {_names(nics)}: the network is not up")
         chosen = leased
-    ctx.admin_mac, ctx.admin_interface = chosen.mac, chosen.name
     log.info("network: %s (%s) is up (%s)", chosen.name, chosen.mac, config)
+    return chosen

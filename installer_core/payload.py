@@ -14,16 +14,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from lxml import etree
 
-from answerfile.model import Source
 from common.errors import NetinstallError, SourceError
-from installer_core.context import InstallContext
-from installer_core.mounts import DEFAULT_RUNNER, Runner, chroot_env, chroot_mounts
+from common.process import CommandRunner, run
+from installer_core.mounts import chroot_env, chroot_mounts
+from installer_core.plan import PackSource
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ IN_TARGET = PurePosixPath("/tmp/netinstall-packs")  # noqa: S108 - inside the ne
 _COMPRESSION = {".zst": "--zstd", ".gz": "--gzip", ".xz": "--xz", ".bz2": "--bzip2"}
 
 
-def rootfs_archive(payload: dict[str, Path]) -> Path:
+def rootfs_archive(payload: Mapping[str, Path]) -> Path:
     """The dom0 root archive among the downloaded payload files."""
     if ROOTFS_KEY in payload:
         return payload[ROOTFS_KEY]
@@ -61,18 +61,19 @@ def extract_command(archive: Path, target: Path) -> list[str]:
     ]
 
 
-def extract_root(ctx: InstallContext, runner: Runner = DEFAULT_RUNNER) -> None:
-    archive = rootfs_archive(ctx.payload)
-    log.info("extracting %s into %s", archive.name, ctx.target)
-    runner(extract_command(archive, ctx.target), timeout=3600)
+def extract_root(files: Mapping[str, Path], target: Path, runner: CommandRunner = run) -> None:
+    """Step: the dom0 root archive unpacked onto the mounted target."""
+    archive = rootfs_archive(files)
+    log.info("extracting %s into %s", archive.name, target)
+    runner(extract_command(archive, target), timeout=3600)
 
 
-def install_boot_files(ctx: InstallContext) -> None:
-    """The payload's verified Xen, kernel and initrd, over whatever the archive had."""
-    boot = ctx.target / "boot"
+def install_boot_files(files: Mapping[str, Path], target: Path) -> None:
+    """Step: the payload's verified Xen, kernel and initrd, over whatever the archive had."""
+    boot = target / "boot"
     boot.mkdir(parents=True, exist_ok=True)
     for key, name in BOOT_FILES.items():
-        source = ctx.payload.get(key)
+        source = files.get(key)
         if source is None:
             raise NetinstallError(f"the payload has no {key}")
         destination = boot / name
@@ -179,19 +180,13 @@ def packs_at(base: str, fetcher: Fetcher, *, optional_list: bool) -> list[Pack]:
     return packs
 
 
-def _source_url(source: Source, server: str | None) -> str:
-    from installer_core.fetch import repository_url  # noqa: PLC0415 - see default_fetcher
-
-    return repository_url(source, server)
-
-
 def _verify(path: Path, entry: PackFile, pack: Pack) -> None:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if path.stat().st_size != entry.size or digest != entry.sha256:
         raise SourceError(f"pack {pack.name}: {entry.file} does not match its size and sha256")
 
 
-def apply_pack(pack: Pack, target: Path, fetcher: Fetcher, runner: Runner) -> None:
+def apply_pack(pack: Pack, target: Path, fetcher: Fetcher, runner: CommandRunner) -> None:
     """Download, verify and apply one pack: debs and tarballs in order, then its scripts."""
     staging = target / IN_TARGET.relative_to("/") / pack.name
     staging.mkdir(parents=True, exist_ok=True)
@@ -227,33 +222,26 @@ def apply_pack(pack: Pack, target: Path, fetcher: Fetcher, runner: Runner) -> No
 
 
 def install_packs(
-    ctx: InstallContext, runner: Runner = DEFAULT_RUNNER, fetcher: Fetcher | None = None
+    sources: Sequence[PackSource],
+    target: Path,
+    runner: CommandRunner = run,
+    fetcher: Fetcher | None = None,
 ) -> None:
-    """The repository's packs, then each driver-source's, in answer-file order."""
-    if ctx.answer is None:
-        raise NetinstallError("install_packs ran before the answer file was read")
+    """Step: the repository's packs, then each driver source's, in answer-file order."""
     fetcher = fetcher or default_fetcher()
     packs: list[Pack] = []
-    if ctx.repo_url:
-        packs += packs_at(_slash(ctx.repo_url), fetcher, optional_list=True)
-    for source in ctx.answer.driver_sources:
-        packs += packs_at(
-            _slash(_source_url(source, ctx.args.server)), fetcher, optional_list=False
-        )
+    for source in sources:
+        packs += packs_at(source.url, fetcher, optional_list=source.optional_list)
     if not packs:
         return
-    no_services = ctx.target / "usr/sbin/policy-rc.d"  # no daemon starts inside the target
+    no_services = target / "usr/sbin/policy-rc.d"  # no daemon starts inside the target
     no_services.parent.mkdir(parents=True, exist_ok=True)
     no_services.write_text("#!/bin/sh\nexit 101\n")
     no_services.chmod(0o755)
     try:
         for pack in packs:
-            apply_pack(pack, ctx.target, fetcher, runner)
+            apply_pack(pack, target, fetcher, runner)
     finally:
         no_services.unlink(missing_ok=True)
-        shutil.rmtree(ctx.target / IN_TARGET.relative_to("/"), ignore_errors=True)
+        shutil.rmtree(target / IN_TARGET.relative_to("/"), ignore_errors=True)
     log.info("supplemental packs installed: %s", ", ".join(p.name for p in packs))
-
-
-def _slash(url: str) -> str:
-    return url if url.endswith("/") else url + "/"

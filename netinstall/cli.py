@@ -173,6 +173,9 @@ def bootargs_parse(cmdline: str) -> None:
 from netinstall.cli_partition import partition  # noqa: E402
 
 main.add_command(partition)
+from netinstall.cli_plan import plan  # noqa: E402
+
+main.add_command(plan)
 
 
 # -- supplemental packs -----------------------------------------------------------

@@ -12,14 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from answerfile.bootargs import parse_cmdline
 from common.errors import SourceError
-from common.firmware import Firmware
 from hypervisor_payload import treeinfo as writer
-from installer_core.context import InstallContext
-from installer_core.download import download_payload
+from installer_core.download import Payload, download_payload, learn_payload
 from installer_core.fetch import Transport
-from installer_core.report import NullReporter
+from installer_core.plan import FetchPlan, Staging, StagingPlace
 
 pytestmark = pytest.mark.integration
 
@@ -108,40 +105,27 @@ def repo(tmp_path: Path) -> Iterator[Repo]:
     thread.join(timeout=10)
 
 
-def _ctx(tmp_path: Path, repo_url: str) -> InstallContext:
-    ctx = InstallContext(
-        args=parse_cmdline("install"),
-        reporter=NullReporter(),
-        firmware=Firmware.BIOS,
-        work=tmp_path / "work",
-        target=tmp_path / "target",
-        log_file=tmp_path / "work/install.log",
-    )
-    ctx.repo_url = repo_url
-    return ctx
-
-
-def _download(ctx: InstallContext, tmp_path: Path) -> None:
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal: 8000000 kB\nMemAvailable: 4000000 kB\n")
-    download_payload(ctx, Transport(sleep=lambda _s: None, timeout=10), meminfo)
+def _download(tmp_path: Path, repo_url: str) -> Payload:
+    """What the plan learns (.treeinfo, the sizes), then the download step into RAM."""
+    io = Transport(sleep=lambda _s: None, timeout=10)
+    info, files = learn_payload(repo_url, io)
+    staging = Staging(StagingPlace.RAM, tmp_path / "work/payload")
+    return download_payload(FetchPlan(repo_url, info, files, ()), staging, transport=io)
 
 
 def test_the_payload_downloads_and_verifies(tmp_path: Path, repo: Repo) -> None:
-    ctx = _ctx(tmp_path, repo.url)
-    _download(ctx, tmp_path)
-    assert ctx.payload_version == "0.9.1"
+    got = _download(tmp_path, repo.url)
+    assert got.version == "0.9.1"
     for name, data in FILES.items():
-        assert ctx.payload[name].read_bytes() == data
+        assert got.files[name].read_bytes() == data
 
 
 def test_a_truncated_file_resumes_with_a_range_request(tmp_path: Path, repo: Repo) -> None:
-    ctx = _ctx(tmp_path, repo.url)
-    partial = ctx.work / "payload/dom0-rootfs.tar.zst"
+    partial = tmp_path / "work/payload/dom0-rootfs.tar.zst"
     partial.parent.mkdir(parents=True)
     data = FILES["dom0-rootfs.tar.zst"]
     partial.write_bytes(data[:1_000_000])
-    _download(ctx, tmp_path)
+    _download(tmp_path, repo.url)
     assert partial.read_bytes() == data
     gets = [(path, wanted) for path, wanted in repo.ranges if path.endswith("rootfs.tar.zst")]
     assert ("/repo/dom0-rootfs.tar.zst", "bytes=1000000-") in gets
@@ -153,10 +137,8 @@ def test_a_corrupted_file_fails_with_the_mismatch_message(tmp_path: Path, repo: 
     served.write_bytes(b"corrupted" + FILES["boot/initrd.img"][9:])
     got = hashlib.sha256(served.read_bytes()).hexdigest()
     expected = hashlib.sha256(FILES["boot/initrd.img"]).hexdigest()
-    ctx = _ctx(tmp_path, repo.url)
     with pytest.raises(SourceError) as caught:
-        _download(ctx, tmp_path)
+        _download(tmp_path, repo.url)
     assert str(caught.value) == (
         f"sha256 mismatch for boot/initrd.img: expected {expected}, got {got}"
     )
-    assert "boot/initrd.img" not in ctx.payload

@@ -16,16 +16,17 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from answerfile.bootargs import BootArgs
-from answerfile.model import AnswerFile, Disk, PasswordType, PrimaryDisk, RootPassword
-from common.firmware import Firmware
-from installer_core import bootloader, configure, disk, mounts, payload
-from installer_core.context import InstallContext
-from partitioning.model import GiB
+from answerfile.model import Disk, PasswordType, PrimaryDisk, RootPassword
+from common.process import run
+from installer_core import bootloader, configure, disk, mounts, payload, planning
+from installer_core.network import Nic
+from partitioning import facts
+from partitioning.model import GiB, Use
+from tests.unit.test_installer_fakes import answer_for, make_plan
 
 pytestmark = [
     pytest.mark.integration,
@@ -39,14 +40,6 @@ pytestmark = [
 DOM0 = Path(__file__).resolve().parents[2] / "hypervisor_payload" / "dom0"
 SHADOW = "root:*:19500:0:99999:7:::\ndaemon:*:19500:0:99999:7:::\n"
 PASSWD = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
-
-
-class Quiet:
-    def event(self, state: str, **kwargs: Any) -> None:
-        pass
-
-    def upload_logs(self, bundle: Path) -> None:
-        pass
 
 
 def _out(*argv: str) -> str:
@@ -93,62 +86,61 @@ def test_fresh_bios_install_on_a_loop_device(
     for key in payload.BOOT_FILES:
         boot_files[key] = stage / Path(key).name
         boot_files[key].write_text(f"payload {key}\n")
-    answer = AnswerFile(
+    answer = answer_for(
         primary_disk=PrimaryDisk(Disk(loop)),
         hostname="xen-loop",
         timezone="Europe/London",
         root_password=RootPassword(PasswordType.PLAINTEXT, "loop-secret"),
     )
-    ctx = InstallContext(
-        BootArgs(server="http://10.0.2.2:8080", token="t0k", bootif="52:54:00:12:34:56"),
-        Quiet(),
-        Firmware.BIOS,
-        work=tmp_path / "work",
-        target=tmp_path / "target",
-        log_file=tmp_path / "work/install.log",
-        answer=answer,
-        payload={**boot_files, "dom0-rootfs.tar.zst": fake_rootfs(tmp_path)},
-        payload_version="9.9.9",
+    args = BootArgs(server="http://10.0.2.2:8080", token="t0k", bootif="52:54:00:12:34:56")
+    eth0 = Nic("eth0", "52:54:00:12:34:56")
+    plan = make_plan(
+        tmp_path,
+        answer,
+        args=args,
+        disk=planning.DiskFound(Path(loop), facts.read_facts(loop, sr_has_vms=False)),
+        network=planning.NetworkFound(fetched_by=eth0, nics=(eth0,)),
     )
-    ctx.admin_interface = "eth0"
-    ctx.log_file.parent.mkdir(parents=True)
-    ctx.log_file.write_text("install log line\n")
+    files = {**boot_files, "dom0-rootfs.tar.zst": fake_rootfs(tmp_path)}
+    paths = plan.paths
+    paths.log_file.parent.mkdir(parents=True)
+    paths.log_file.write_text("install log line\n")
     try:
-        disk.partition(ctx)
-        disk.make_filesystems(ctx)
-        disk.mount_target(ctx)
-        payload.extract_root(ctx)
-        payload.install_boot_files(ctx)
-        payload.install_packs(ctx)  # no repository, no driver source: nothing to do
-        configure.configure_system(ctx)
+        disk.partition(plan.disk)
+        made = disk.make_filesystems(plan.disk)
+        disk.mount_target(paths.target, plan.disk)
+        payload.extract_root(files, paths.target)
+        payload.install_boot_files(files, paths.target)
+        payload.install_packs((), paths.target)  # no repository, no driver source: nothing
+        configure.configure_system(plan, "9.9.9", made)
         if (bootloader.GRUB_LIB / "i386-pc").is_dir():
-            bootloader.install_bootloader(ctx)
+            bootloader.install_bootloader(plan.bootloader, paths.target, made.uuids[Use.ROOT])
         else:
             print("grub-install skipped: /usr/lib/grub/i386-pc is missing (grub-pc-bin)")
-            bootloader.write_grub_config(ctx.target, ctx.uuids["root"], bootloader.DEFAULT_RUNNER)
-        assert mounts.mounts_under(ctx.target) == [ctx.target / "var/log", ctx.target]
+            bootloader.write_grub_config(paths.target, made.uuids[Use.ROOT], run)
+        assert mounts.mounts_under(paths.target) == [paths.target / "var/log", paths.target]
     finally:
-        disk.unmount_target(ctx)
-    assert mounts.mounts_under(ctx.target) == []
-    disk.unmount_target(ctx)  # idempotent
-    disk.write_install_log(ctx)
+        disk.unmount_target(paths.target, plan.staging)
+    assert mounts.mounts_under(paths.target) == []
+    disk.unmount_target(paths.target, plan.staging)  # idempotent
+    disk.write_install_log(paths.log_file, plan.disk, paths.work)
 
     table = json.loads(_out("sfdisk", "-J", loop))["partitiontable"]
     assert table["label"] == "gpt"
     assert len(table["partitions"]) == 6
-    parts = ctx.partitions
-    assert parts["root"] == Path(f"{loop}p1")
-    for use, uuid in ctx.uuids.items():
+    parts = plan.disk.partitions
+    assert parts[Use.ROOT] == Path(f"{loop}p1")
+    for use, uuid in made.uuids.items():
         assert (
             _out("blkid", "-c", "/dev/null", "-s", "UUID", "-o", "value", str(parts[use])).strip()
             == uuid
         )
 
-    root = parts["root"]
+    root = parts[Use.ROOT]
     fstab = debugfs_cat(root, "/etc/fstab")
-    assert f"UUID={ctx.uuids['root']}\t/\text4" in fstab
-    assert f"UUID={ctx.uuids['logs']}\t/var/log\text4" in fstab
-    assert f"UUID={ctx.uuids['swap']}\tnone\tswap" in fstab
+    assert f"UUID={made.uuids[Use.ROOT]}\t/\text4" in fstab
+    assert f"UUID={made.uuids[Use.LOGS]}\t/var/log\text4" in fstab
+    assert f"UUID={made.uuids[Use.SWAP]}\tnone\tswap" in fstab
     shadow = debugfs_cat(root, "/etc/shadow")
     assert shadow.startswith("root:$6$")
     assert "loop-secret" not in shadow
@@ -156,7 +148,7 @@ def test_fresh_bios_install_on_a_loop_device(
     assert debugfs_cat(root, "/etc/hostname") == "xen-loop\n"
     assert debugfs_cat(root, "/boot/vmlinuz") == "payload boot/vmlinuz\n"
     grub_cfg = debugfs_cat(root, "/boot/grub/grub.cfg")
-    assert f"search --no-floppy --fs-uuid --set=root {ctx.uuids['root']}" in grub_cfg
+    assert f"search --no-floppy --fs-uuid --set=root {made.uuids[Use.ROOT]}" in grub_cfg
     assert debugfs_cat(root, "/boot/grub/grubenv").startswith("# GRUB Environment Block")
     assert "bridge_ports eth0" in debugfs_cat(root, "/etc/network/interfaces.d/xenbr0")
 
@@ -169,10 +161,10 @@ def test_fresh_bios_install_on_a_loop_device(
         sys.path.remove(str(DOM0))
     config = parse_firstboot(firstboot, json.loads(firstboot.read_text()))
     assert config.sr is not None
-    assert config.sr.devices == (f"/dev/disk/by-partuuid/{ctx.partuuids['sr']}",)
+    assert config.sr.devices == (f"/dev/disk/by-partuuid/{made.sr_partuuid}",)
     assert config.mac == "52:54:00:12:34:56"
     assert config.payload_version == "9.9.9"
 
-    logs = parts["logs"]
+    logs = parts[Use.LOGS]
     assert debugfs_cat(logs, "/README") == "logs\n"  # the archive's var/log went to logs
     assert debugfs_cat(logs, "/netinstall/install.log") == "install log line\n"

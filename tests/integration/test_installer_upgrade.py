@@ -25,13 +25,16 @@ from pathlib import Path
 
 import pytest
 
-from answerfile.bootargs import parse_cmdline
 from answerfile.model import AnswerFile, Disk, Mode, PrimaryDisk, Source, SourceType
 from common.firmware import Firmware
-from installer_core import backup, bootloader, carry, disk, existing, mounts, payload
-from installer_core.context import InstallContext
-from partitioning.model import GiB, MiB
-from tests.integration.test_installer_target import Quiet, _out
+from common.process import run
+from installer_core import backup, bootloader, carry, disk, existing, mounts, payload, planning
+from installer_core.network import Nic
+from installer_core.plan import InstallPlan
+from partitioning import facts
+from partitioning.model import GiB, MiB, Use
+from tests.integration.test_installer_target import _out
+from tests.unit.test_installer_fakes import answer_for, make_plan
 from tests.unit.test_installer_upgrade import write
 
 pytestmark = [
@@ -115,7 +118,7 @@ def payload_archive(tmp_path: Path) -> dict[str, Path]:
 @contextmanager
 def looking_at(device: Path, where: Path) -> Iterator[Path]:
     """``device`` mounted read-only at ``where`` for a check."""
-    with mounts.mounted(disk.DEFAULT_RUNNER, device, where, fstype="ext4", options="ro") as top:
+    with mounts.mounted(run, device, where, fstype="ext4", options="ro") as top:
         yield top
 
 
@@ -128,25 +131,34 @@ def uuid_of(device: Path) -> str:
     return _out("blkid", "-c", "/dev/null", "-s", "UUID", "-o", "value", str(device)).strip()
 
 
-def context(tmp_path: Path, answer: AnswerFile, name: str) -> InstallContext:
-    ctx = InstallContext(
-        parse_cmdline(CMDLINE),
-        Quiet(),
-        Firmware.BIOS,
-        work=tmp_path / name / "work",
-        target=tmp_path / name / "target",
-        log_file=tmp_path / name / "work/install.log",
-        answer=answer,
-    )
-    ctx.log_file.parent.mkdir(parents=True)
-    ctx.log_file.write_text(f"{name} log\n")
-    return ctx
+ETH0 = Nic("eth0", "52:54:00:12:34:56")
 
 
-def cleanup(*ctxs: InstallContext) -> None:
-    for ctx in ctxs:
-        disk.unmount_target(ctx)
-        mounts.unmount_all(disk.DEFAULT_RUNNER, ctx.work)
+def planned(
+    tmp_path: Path, answer: AnswerFile, name: str, found: planning.DiskFound
+) -> InstallPlan:
+    """The run's plan, its files under ``tmp_path/name``, its log started."""
+    network = planning.NetworkFound(fetched_by=ETH0, nics=(ETH0,))
+    plan = make_plan(tmp_path / name, answer, args=CMDLINE, disk=found, network=network)
+    plan.paths.log_file.parent.mkdir(parents=True, exist_ok=True)
+    plan.paths.log_file.write_text(f"{name} log\n")
+    return plan
+
+
+def kept(answer: AnswerFile, tmp_path: Path, name: str) -> planning.DiskFound:
+    """What the plan step reads for an upgrade or a restore: the disk, read-only."""
+    work = tmp_path / name / "work"
+    if answer.mode is Mode.UPGRADE:
+        found = existing.find_installation(answer.existing_installation, Firmware.BIOS, work)
+    else:
+        found = existing.find_backup(answer.backup_disk, Firmware.BIOS, work)
+    return planning.DiskFound(found.device, found.facts, None, found.table, found.existing)
+
+
+def cleanup(tmp_path: Path) -> None:
+    for name in ("fresh", "upgrade", "restore"):
+        disk.unmount_target(tmp_path / name / "target", None)
+        mounts.unmount_all(run, tmp_path / name / "work")
 
 
 def test_upgrade_then_restore_on_a_loop_device(
@@ -156,25 +168,25 @@ def test_upgrade_then_restore_on_a_loop_device(
     with image.open("wb") as out:
         out.truncate(50 * GiB)
     loop = Path(attach(image, read_only=False))
-    fresh = context(
-        tmp_path, AnswerFile(primary_disk=PrimaryDisk(Disk(str(loop))), timezone="UTC"), "fresh"
-    )
+    fresh_answer = answer_for(primary_disk=PrimaryDisk(Disk(str(loop))), timezone="UTC")
+    blank = planning.DiskFound(loop, facts.read_facts(loop, sr_has_vms=False))
+    fresh = planned(tmp_path, fresh_answer, "fresh", blank)
     upgrade_answer = AnswerFile(
         mode=Mode.UPGRADE,
         existing_installation=Disk(str(loop)),
         sources=(Source(SourceType.URL, "http://repo.invalid/"),),
     )
-    up = context(tmp_path, upgrade_answer, "upgrade")
-    down = context(tmp_path, AnswerFile(mode=Mode.RESTORE, backup_disk=Disk(str(loop))), "restore")
+    restore_answer = AnswerFile(mode=Mode.RESTORE, backup_disk=Disk(str(loop)))
     checks = tmp_path / "checks"
     try:
         # A fresh install's partition and mkfs steps, then netinstall 0.1.0 on root.
-        disk.partition(fresh)
-        disk.make_filesystems(fresh)
-        parts = fresh.partitions
-        root_uuid = fresh.uuids["root"]
-        with mounts.mounted(disk.DEFAULT_RUNNER, parts["root"], checks, fstype="ext4") as top:
-            device_node = old_installation(top, fresh.partuuids["sr"], root_uuid)
+        disk.partition(fresh.disk)
+        made = disk.make_filesystems(fresh.disk)
+        parts = {use.value: device for use, device in fresh.disk.partitions.items()}
+        root_uuid = made.uuids[Use.ROOT]
+        assert made.sr_partuuid is not None
+        with mounts.mounted(run, parts["root"], checks, fstype="ext4") as top:
+            device_node = old_installation(top, made.sr_partuuid, root_uuid)
         marker = tmp_path / "sr-marker"
         marker.write_bytes(b"netinstall SR marker: VMs live here\n" * 100)
         subprocess.run(
@@ -184,23 +196,24 @@ def test_upgrade_then_restore_on_a_loop_device(
         )
         sr_before = sr_digest(parts["sr"])
 
-        # The upgrade: every step but network, download, packs and grub-install.
-        existing.find_installation(up)
+        # The upgrade: its plan read from the disk, then every step but network, download,
+        # packs and grub-install.
+        up = planned(tmp_path, upgrade_answer, "upgrade", kept(upgrade_answer, tmp_path, "upgrade"))
         assert up.existing is not None
         assert (up.existing.version, up.existing.sr_uuid) == ("0.1.0", SR_UUID)
-        up.payload = payload_archive(tmp_path)
-        up.payload_version = "0.2.0"
-        existing.check_layout(up)
-        backup.backup_root(up)
-        carry.save_settings(up)
-        backup.make_root(up)
-        disk.mount_target(up)
-        payload.extract_root(up)
-        payload.install_boot_files(up)
-        carry.carry_settings(up)
-        bootloader.write_grub_config(up.target, up.uuids["root"], disk.DEFAULT_RUNNER)
-        disk.unmount_target(up)
-        disk.write_install_log(up)
+        files = payload_archive(tmp_path)
+        target, work = up.paths.target, up.paths.work
+        existing.check_layout(up.disk, up.firmware)
+        backup.backup_root(up.disk, up.existing, work)
+        saved = carry.save_settings(up.disk, work)
+        new_uuid = backup.make_root(up.disk, up.existing, upgrade=True)
+        disk.mount_target(target, up.disk)
+        payload.extract_root(files, target)
+        payload.install_boot_files(files, target)
+        carry.carry_settings(up, saved, "0.2.0")
+        bootloader.write_grub_config(target, new_uuid, run)
+        disk.unmount_target(target, up.staging)
+        disk.write_install_log(up.paths.log_file, up.disk, work)
         assert mounts.mounts_under(tmp_path) == []
 
         assert uuid_of(parts["root"]) == root_uuid
@@ -237,25 +250,28 @@ def test_upgrade_then_restore_on_a_loop_device(
             assert state == {"sr_uuid": SR_UUID, "done": False}
             first = json.loads((top / existing.FIRSTBOOT).read_text())
             assert (first["payload_version"], first["token"]) == ("0.2.0", "t0k-new")
-            assert first["sr"]["devices"] == [f"/dev/disk/by-partuuid/{fresh.partuuids['sr']}"]
+            assert first["sr"]["devices"] == [f"/dev/disk/by-partuuid/{made.sr_partuuid}"]
             assert not (top / carry.AGENT_CONFIG).exists()
             assert not (top / carry.FIRSTBOOT_DONE).exists()
             grub = (top / "boot/grub/grub.cfg").read_text()
             assert f"--set=root {root_uuid}" in grub
         with looking_at(parts["logs"], checks) as top:
             assert (top / "netinstall/install.log").read_text() == "upgrade log\n"
-            assert not (top / disk.STAGING_DIR).exists()
+            assert not (top / planning.STAGING_DIR).exists()
 
         # The restore brings 0.1.0 back onto root, same UUID; the backup stays.
-        existing.find_backup(down)
+        down = planned(
+            tmp_path, restore_answer, "restore", kept(restore_answer, tmp_path, "restore")
+        )
         assert down.existing is not None
         assert down.existing.version == "0.1.0"
-        backup.make_root(down)
-        backup.restore_root(down)
-        disk.mount_target(down)
+        target, work = down.paths.target, down.paths.work
+        restored_uuid = backup.make_root(down.disk, down.existing, upgrade=False)
+        backup.restore_root(down.disk, down.existing, work)
+        disk.mount_target(target, down.disk)
         carry.restore_settings(down)
-        bootloader.write_grub_config(down.target, down.uuids["root"], disk.DEFAULT_RUNNER)
-        disk.unmount_target(down)
+        bootloader.write_grub_config(target, restored_uuid, run)
+        disk.unmount_target(target, down.staging)
         assert mounts.mounts_under(tmp_path) == []
 
         assert uuid_of(parts["root"]) == root_uuid
@@ -275,6 +291,6 @@ def test_upgrade_then_restore_on_a_loop_device(
         with looking_at(parts["backup"], checks) as top:
             assert json.loads((top / existing.MARKER).read_text())["version"] == "0.1.0"
     finally:
-        cleanup(fresh, up, down)
-        mounts.unmount_all(disk.DEFAULT_RUNNER, checks)
+        cleanup(tmp_path)
+        mounts.unmount_all(run, checks)
     assert mounts.mounts_under(tmp_path) == []

@@ -133,7 +133,7 @@ def fake_install(walk: Walk) -> None:
         credential,
         json={"running_version": "0.1.0", "message": f"agent {credential}"},
     )
-    assert "unknown field" in checkin
+    assert "field 'message' is not part of protocol version 1" in checkin  # refused, by name
     walk.request(
         "POST", f"/api/v1/hosts/{CLI_MAC}/checkin", credential, json={"running_version": "0.1.0"}
     )

@@ -8,14 +8,13 @@ from typing import Any
 
 import pytest
 
-from answerfile.bootargs import BootArgs
-from answerfile.model import AnswerFile, Bootloader, Disk, PrimaryDisk
+from answerfile.model import Bootloader
 from common.firmware import Firmware
 from common.process import Completed
-from installer_core import bootloader
-from installer_core.context import InstallContext
-from partitioning import planner
-from partitioning.model import DiskFacts, GiB, Options
+from installer_core import bootloader, planning
+from installer_core.plan import BootloaderPlan
+from partitioning.model import DiskFacts, GiB
+from tests.unit.test_installer_fakes import answer_for, make_plan
 
 OVMF = "".join(
     line + "\n"
@@ -44,14 +43,6 @@ class FakeRunner:
         args = tuple(str(a) for a in argv)
         self.calls.append(args)
         return Completed(args, 0, self.respond(args), "")
-
-
-class Quiet:
-    def event(self, state: str, **kwargs: Any) -> None:
-        pass
-
-    def upload_logs(self, bundle: Path) -> None:
-        pass
 
 
 def test_grub_cfg_text() -> None:
@@ -152,20 +143,20 @@ def test_write_boot_entry_replaces_an_old_one() -> None:
     ]  # fmt: skip
 
 
-def _ctx(tmp_path: Path, firmware: Firmware, write_entry: bool = True) -> InstallContext:
-    answer = AnswerFile(
-        primary_disk=PrimaryDisk(Disk("vda")), bootloader=Bootloader(write_boot_entry=write_entry)
-    )
-    ctx = InstallContext(BootArgs(), Quiet(), firmware, target=tmp_path, answer=answer)
-    ctx.disk = Path("/dev/vda")
-    ctx.uuids = {"root": ROOT}
-    ctx.plan = planner.plan(DiskFacts(size=60 * GiB), Options(firmware=Firmware(firmware)))
-    return ctx
+def _boot(tmp_path: Path, firmware: Firmware, write_entry: bool = True) -> BootloaderPlan:
+    """The plan's boot loader for a 60 GiB /dev/vda."""
+    answer = answer_for("vda", bootloader=Bootloader(write_boot_entry=write_entry))
+    disk = planning.DiskFound(Path("/dev/vda"), DiskFacts(size=60 * GiB))
+    return make_plan(tmp_path, answer, firmware=firmware, disk=disk).bootloader
+
+
+def _install(tmp_path: Path, boot: BootloaderPlan, runner: FakeRunner) -> None:
+    bootloader.install_bootloader(boot, tmp_path, ROOT, runner)
 
 
 def test_install_bootloader_bios(tmp_path: Path) -> None:
     runner = FakeRunner()
-    bootloader.install_bootloader(_ctx(tmp_path, Firmware.BIOS), runner)
+    _install(tmp_path, _boot(tmp_path, Firmware.BIOS), runner)
     assert runner.calls[0][:2] == ("grub-install", "--target=i386-pc")
     assert runner.calls[1] == ("grub-editenv", str(tmp_path / "boot/grub/grubenv"), "create")
     assert len(runner.calls) == 2
@@ -178,7 +169,7 @@ def test_install_bootloader_uefi_without_efivars_boots_the_removable_path(
     monkeypatch.setattr(bootloader, "EFIVARS", tmp_path / "no-efi/efivars")
     runner = FakeRunner()
     caplog.set_level("INFO")
-    bootloader.install_bootloader(_ctx(tmp_path, Firmware.UEFI), runner)
+    _install(tmp_path, _boot(tmp_path, Firmware.UEFI), runner)
     assert [c[0] for c in runner.calls] == ["grub-install", "grub-editenv"]
     assert "EFI variables are not available" in caplog.text
 
@@ -192,7 +183,7 @@ def test_install_bootloader_uefi_writes_the_entry(
     monkeypatch.setattr(bootloader, "EFIVARS", efivars)
     created = OVMF.replace("Boot0004* EFI", "Boot0005* netinstall\tHD(4)\nBoot0004* EFI")
     runner = FakeRunner(lambda argv: created if argv == ("efibootmgr", "-v") else "")
-    bootloader.install_bootloader(_ctx(tmp_path, Firmware.UEFI), runner)
+    _install(tmp_path, _boot(tmp_path, Firmware.UEFI), runner)
     assert ("efibootmgr", "-q", "-c", "-d", "/dev/vda", "-p", "4", "-L", "netinstall", "-l",
             "\\EFI\\BOOT\\BOOTX64.EFI") in runner.calls  # fmt: skip
     assert runner.calls[-1] == ("efibootmgr", "-q", "-o", "0001,0002,0005,0003,0000,0004")
@@ -200,5 +191,5 @@ def test_install_bootloader_uefi_writes_the_entry(
 
 def test_install_bootloader_uefi_write_boot_entry_false(tmp_path: Path) -> None:
     runner = FakeRunner()
-    bootloader.install_bootloader(_ctx(tmp_path, Firmware.UEFI, write_entry=False), runner)
+    _install(tmp_path, _boot(tmp_path, Firmware.UEFI, write_entry=False), runner)
     assert not any(c[0] == "efibootmgr" for c in runner.calls)

@@ -23,20 +23,15 @@ from answerfile.model import (
     SrType,
 )
 from common.errors import InputError
-from common.firmware import Firmware
-from installer_core import configure
-from installer_core.context import InstallContext
+from installer_core import configure, planning
+from installer_core.disk import Filesystems
+from installer_core.network import Nic
+from installer_core.plan import InstallPlan
+from partitioning.model import Use
+from tests.unit.test_installer_fakes import answer_for, make_plan
 
 DOM0 = Path(__file__).resolve().parents[2] / "hypervisor_payload" / "dom0"
 SHADOW = "root:*:19500:0:99999:7:::\ndaemon:*:19500:0:99999:7:::\nnobody:!:19500::::::\n"
-
-
-class Quiet:
-    def event(self, state: str, **kwargs: Any) -> None:
-        pass
-
-    def upload_logs(self, bundle: Path) -> None:
-        pass
 
 
 @pytest.fixture
@@ -174,18 +169,6 @@ def test_open_vswitch_enabled_again_for_an_ovs_stanza(root: Path) -> None:
     assert _ovs_enabled(root) == (True, True)
 
 
-def test_admin_nic_by_mac(tmp_path: Path) -> None:
-    for name, mac in (("eth0", "52:54:00:00:00:01"), ("eth1", "52:54:00:00:00:02")):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "address").write_text(mac + "\n")
-    ctx = InstallContext(BootArgs(bootif="52:54:00:00:00:02"), Quiet(), Firmware.BIOS)
-    assert configure.admin_nic(ctx, None, tmp_path) == "eth1"
-    by_hwaddr = AdminInterface(Proto.DHCP, hwaddr="52:54:00:00:00:01")
-    assert configure.admin_nic(ctx, by_hwaddr, tmp_path) == "eth0"
-    with pytest.raises(InputError, match="no network interface has MAC"):
-        configure.admin_nic(ctx, AdminInterface(Proto.DHCP, hwaddr="52:54:00:00:00:09"), tmp_path)
-
-
 def test_dns_static_and_dhcp(root: Path) -> None:
     configure.write_dns(root, ("10.0.0.53", "10.0.0.54"), Proto.STATIC)
     assert (root / "etc/resolv.conf").read_text() == "nameserver 10.0.0.53\nnameserver 10.0.0.54\n"
@@ -242,30 +225,29 @@ def test_root_password_hash_with_colon_refused(root: Path) -> None:
 
 
 def test_fstab_by_uuid() -> None:
-    uuids = {"root": "R", "backup": "B", "logs": "L", "esp": "E", "swap": "S"}
+    uuids = {Use.ROOT: "R", Use.BACKUP: "B", Use.LOGS: "L", Use.ESP: "E", Use.SWAP: "S"}
     assert configure.fstab_text(uuids).splitlines()[1:] == [
         "UUID=R\t/\text4\terrors=remount-ro\t0 1",
         "UUID=L\t/var/log\text4\tdefaults,x-systemd.device-timeout=5min\t0 2",
         "UUID=E\t/boot/efi\tvfat\tumask=0077,x-systemd.device-timeout=5min\t0 1",
         "UUID=S\tnone\tswap\tsw,x-systemd.device-timeout=5min\t0 0",
     ]
-    assert len(configure.fstab_text({"root": "R", "backup": "B"}).splitlines()) == 2
+    assert len(configure.fstab_text({Use.ROOT: "R", Use.BACKUP: "B"}).splitlines()) == 2
 
 
-def _ctx(tmp_path: Path, root: Path, answer: AnswerFile) -> InstallContext:
-    args = BootArgs(server="http://10.0.2.2:8080", token="tok-123", bootif="52:54:00:AA:BB:CC")
-    ctx = InstallContext(args, Quiet(), Firmware.BIOS, target=root, answer=answer)
-    ctx.admin_interface = "eth0"
-    ctx.payload_version = "1.2.3"
-    ctx.uuids = {"root": "R", "logs": "L", "swap": "S", "backup": "B"}
-    ctx.partitions = {"root": tmp_path / "sda1", "sr": Path("/dev/sda3")}
-    ctx.partuuids = {"sr": "1234-abcd"}
-    return ctx
+MADE = Filesystems({Use.ROOT: "R", Use.LOGS: "L", Use.SWAP: "S", Use.BACKUP: "B"}, "1234-abcd")
+ARGS = BootArgs(server="http://10.0.2.2:8080", token="tok-123", bootif="52:54:00:AA:BB:CC")
+
+
+def _plan(tmp_path: Path, root: Path, answer: AnswerFile, args: BootArgs = ARGS) -> InstallPlan:
+    """/dev/sda planned; the answer file fetched through eth0 (the BOOTIF NIC)."""
+    eth0 = Nic("eth0", "52:54:00:aa:bb:cc")
+    network = planning.NetworkFound(fetched_by=eth0, nics=(eth0,))
+    return make_plan(tmp_path, answer, args=args, network=network, target=root)
 
 
 def test_configure_system_writes_everything(tmp_path: Path, root: Path) -> None:
-    answer = AnswerFile(
-        primary_disk=PrimaryDisk(Disk("sda")),
+    answer = answer_for(
         guest_disks=(Disk("/dev/disk/by-id/wwn-0x5000"),),
         sr_type=SrType.EXT,
         hostname="xen01",
@@ -275,7 +257,7 @@ def test_configure_system_writes_everything(tmp_path: Path, root: Path) -> None:
         ntp_servers=("10.0.0.1",),
         root_password=RootPassword(PasswordType.PLAINTEXT, "hunter2"),
     )
-    configure.configure_system(_ctx(tmp_path, root, answer))
+    configure.configure_system(_plan(tmp_path, root, answer), "1.2.3", MADE)
     assert "hunter2" not in (root / "etc/shadow").read_text()
     assert (root / "etc/machine-id").read_text() == ""
     assert (root / "etc/fstab").read_text().count("UUID=") == 3
@@ -303,15 +285,13 @@ def test_configure_system_writes_everything(tmp_path: Path, root: Path) -> None:
 
 
 def test_firstboot_without_sr(tmp_path: Path, root: Path) -> None:
-    answer = AnswerFile(
+    answer = answer_for(
         primary_disk=PrimaryDisk(Disk("sda"), guest_storage=False),
         admin_interface=AdminInterface(
             Proto.STATIC, name="eth0", ipaddr="10.0.0.5", subnet="255.255.255.0"
         ),
     )
-    ctx = _ctx(tmp_path, root, answer)
-    del ctx.partitions["sr"]
-    configure.configure_system(ctx)
+    configure.configure_system(_plan(tmp_path, root, answer), "1.2.3", MADE)
     config = parse_firstboot(root / "etc/netinstall/firstboot.json")
     assert config.sr is None
     assert config.admin_interface["ipaddr"] == "10.0.0.5"
@@ -331,9 +311,9 @@ def test_stable_device_prefers_a_by_id_name(tmp_path: Path) -> None:
 
 def test_firstboot_data_without_a_server(tmp_path: Path, root: Path) -> None:
     """Installed from an answer file of some other web server: the SR, no report."""
-    ctx = _ctx(tmp_path, root, AnswerFile(primary_disk=PrimaryDisk(Disk("sda"))))
-    ctx.args = BootArgs(bootif="52:54:00:AA:BB:CC")
-    configure.configure_system(ctx)
+    answer = answer_for()
+    plan = _plan(tmp_path, root, answer, BootArgs(bootif="52:54:00:AA:BB:CC"))
+    configure.configure_system(plan, "1.2.3", MADE)
     config = parse_firstboot(root / "etc/netinstall/firstboot.json")
     assert (config.server, config.token) == (None, None)
     assert config.sr is not None

@@ -11,25 +11,15 @@ from typing import Any
 
 import pytest
 
-from answerfile.bootargs import BootArgs
-from answerfile.model import (
-    AnswerFile,
-    Disk,
-    DiskKind,
-    Mode,
-    PreserveFirstPartition,
-    PrimaryDisk,
-    Source,
-    SourceType,
-)
-from common.errors import InputError, NetinstallError, SourceError
+from common.errors import NetinstallError, SourceError
 from common.firmware import Firmware
 from common.process import Completed
-from installer_core import disk, mounts, payload
-from installer_core.context import InstallContext
+from installer_core import disk, mounts, payload, planning
 from installer_core.fetch import Permanent
-from partitioning import mkfs, planner
-from partitioning.model import DiskFacts, GiB, Preserve, Use
+from installer_core.plan import DiskPlan, PackSource, Staging, StagingPlace
+from partitioning import apply, mkfs
+from partitioning.model import DiskFacts, GiB, Use
+from tests.unit.test_installer_fakes import make_plan
 
 
 class FakeRunner:
@@ -47,113 +37,78 @@ class FakeRunner:
         return Completed(args, 0, self.respond(args), "")
 
 
-class Quiet:
-    def event(self, state: str, **kwargs: Any) -> None:
-        pass
-
-    def upload_logs(self, bundle: Path) -> None:
-        pass
-
-
-def context(tmp_path: Path, answer: AnswerFile | None = None, **kw: Any) -> InstallContext:
-    ctx = InstallContext(
-        args=kw.pop("args", BootArgs()),
-        reporter=Quiet(),
-        firmware=kw.pop("firmware", Firmware.BIOS),
-        work=tmp_path / "work",
-        target=tmp_path / "target",
-        log_file=tmp_path / "work/install.log",
-        answer=answer or AnswerFile(primary_disk=PrimaryDisk(Disk("sda"))),
-    )
-    for key, value in kw.items():
-        setattr(ctx, key, value)
-    return ctx
-
-
-def planned(ctx: InstallContext, size: int = 60 * GiB, name: str = "/dev/loop7") -> None:
-    ctx.plan = planner.plan(DiskFacts(size=size), disk.plan_options(ctx))
-    ctx.disk = Path(name)
-    ctx.partitions = disk.partition_map(ctx.plan, ctx.disk)
+def planned(
+    tmp_path: Path,
+    size: int = 60 * GiB,
+    name: str = "/dev/loop7",
+    firmware: Firmware = Firmware.BIOS,
+    args: str = "install",
+) -> DiskPlan:
+    """The plan's disk: partitioning's layout for a blank disk ``name`` of ``size``."""
+    found = planning.DiskFound(Path(name), DiskFacts(size=size))
+    return make_plan(tmp_path, args=args, firmware=firmware, disk=found).disk
 
 
 # --- partition --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("answer", "words"),
-    [
-        (AnswerFile(mode=Mode.UPGRADE), "mode upgrade keeps its partition table"),
-        (AnswerFile(mode=Mode.RESTORE), "mode restore keeps its partition table"),
-        (AnswerFile(), "needs <primary-disk>"),
-        (
-            AnswerFile(primary_disk=PrimaryDisk(Disk("iscsi:ibft", DiskKind.IBFT))),
-            "an iSCSI disk needs use_ibft",
-        ),
-        (AnswerFile(primary_disk=PrimaryDisk(Disk("nosuchdisk9"))), "is not a disk"),
-    ],
-)
-def test_primary_disk_refusals(answer: AnswerFile, words: str, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=words):
-        disk.primary_disk(context(tmp_path, answer))
-
-
-def test_plan_options_follow_answer_and_boot_args(tmp_path: Path) -> None:
-    answer = AnswerFile(
-        primary_disk=PrimaryDisk(
-            Disk("sda"), guest_storage=False, preserve_first_partition=PreserveFirstPartition.TRUE
-        ),
-        zap_utility_partitions=False,
-    )
-    ctx = context(tmp_path, answer, firmware=Firmware.UEFI, args=BootArgs(disable_gpt=True))
-    options = disk.plan_options(ctx)
-    assert options.firmware.value == "uefi"
-    assert options.disable_gpt
-    assert not options.guest_storage
-    assert options.preserve_first_partition is Preserve.TRUE
-
-
 def test_partition_map_names_loop_and_sd_partitions(tmp_path: Path) -> None:
-    ctx = context(tmp_path)
-    planned(ctx)
-    assert ctx.partitions == {
-        "logs": Path("/dev/loop7p5"),
-        "backup": Path("/dev/loop7p2"),
-        "root": Path("/dev/loop7p1"),
-        "bios-boot": Path("/dev/loop7p4"),
-        "swap": Path("/dev/loop7p6"),
-        "sr": Path("/dev/loop7p3"),
+    found = planned(tmp_path)
+    assert found.partitions == {
+        Use.LOGS: Path("/dev/loop7p5"),
+        Use.BACKUP: Path("/dev/loop7p2"),
+        Use.ROOT: Path("/dev/loop7p1"),
+        Use.BIOS_BOOT: Path("/dev/loop7p4"),
+        Use.SWAP: Path("/dev/loop7p6"),
+        Use.SR: Path("/dev/loop7p3"),
     }
-    assert ctx.plan is not None
-    assert disk.partition_map(ctx.plan, Path("/dev/sda"))["root"] == Path("/dev/sda1")
+    assert disk.partition_map(found.table, Path("/dev/sda"))[Use.ROOT] == Path("/dev/sda1")
+
+
+def test_partition_writes_the_planned_table_against_the_facts_it_was_made_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found = planned(tmp_path)
+    written: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(
+        apply,
+        "apply_plan",
+        lambda plan, target, facts_before: written.append((plan, target, facts_before)),
+    )
+    monkeypatch.setattr(mkfs, "ensure_nodes", lambda d, numbers: written.append((d, numbers)))
+    monkeypatch.setattr(disk.shutil, "which", lambda name: None)  # no udevadm here
+    disk.partition(found, FakeRunner())
+    assert written == [
+        (found.table, found.device, found.facts),  # the planner is not asked again
+        ("/dev/loop7", [5, 2, 1, 4, 6, 3]),
+    ]
 
 
 def test_make_filesystems_reads_uuids_and_sr_partuuid(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx = context(tmp_path, firmware=Firmware.UEFI)
-    planned(ctx)
+    found = planned(tmp_path, firmware=Firmware.UEFI)
     monkeypatch.setattr(mkfs, "make_filesystems", lambda plan, target: ["made"])
     runner = FakeRunner(lambda argv: f"{argv[4]}-of-{Path(argv[-1]).name}\n")
-    disk.make_filesystems(ctx, runner)
-    assert ctx.uuids == {
-        "logs": "UUID-of-loop7p5",
-        "backup": "UUID-of-loop7p2",
-        "root": "UUID-of-loop7p1",
-        "esp": "UUID-of-loop7p4",
-        "swap": "UUID-of-loop7p6",
+    made = disk.make_filesystems(found, runner)
+    assert made.uuids == {
+        Use.LOGS: "UUID-of-loop7p5",
+        Use.BACKUP: "UUID-of-loop7p2",
+        Use.ROOT: "UUID-of-loop7p1",
+        Use.ESP: "UUID-of-loop7p4",
+        Use.SWAP: "UUID-of-loop7p6",
     }
-    assert ctx.partuuids == {"sr": "PARTUUID-of-loop7p3"}
+    assert made.sr_partuuid == "PARTUUID-of-loop7p3"
     assert all(call[:3] == ("blkid", "-c", "/dev/null") for call in runner.calls)
 
 
 def test_mount_target_mounts_root_first_then_logs_and_esp(tmp_path: Path) -> None:
-    ctx = context(tmp_path, firmware=Firmware.UEFI)
-    planned(ctx)
+    found = planned(tmp_path, firmware=Firmware.UEFI)
     runner = FakeRunner()
-    disk.mount_target(ctx, runner)
-    target = str(ctx.target)
+    target = tmp_path / "target"
+    disk.mount_target(target, found, runner)
     assert runner.calls == [
-        ("mount", "-t", "ext4", "/dev/loop7p1", target),
+        ("mount", "-t", "ext4", "/dev/loop7p1", str(target)),
         ("mount", "-t", "ext4", "/dev/loop7p5", f"{target}/var/log"),
         ("mount", "-t", "vfat", "/dev/loop7p4", f"{target}/boot/efi"),
     ]
@@ -182,9 +137,8 @@ def test_unmount_all_goes_deepest_first_and_only_under_target(tmp_path: Path) ->
 
 def test_unmount_target_is_idempotent(tmp_path: Path) -> None:
     runner = FakeRunner()
-    ctx = context(tmp_path)
-    disk.unmount_target(ctx, runner)
-    disk.unmount_target(ctx, runner)
+    disk.unmount_target(tmp_path / "target", None, runner)
+    disk.unmount_target(tmp_path / "target", None, runner)
     assert runner.calls == [("sync",), ("sync",)]  # nothing of tmp_path is mounted
 
 
@@ -192,15 +146,16 @@ def test_unmount_target_is_idempotent(tmp_path: Path) -> None:
     ("disable_gpt", "where"), [(False, "netinstall"), (True, "var/log/netinstall")]
 )
 def test_write_install_log(tmp_path: Path, disable_gpt: bool, where: str) -> None:
-    ctx = context(tmp_path, args=BootArgs(disable_gpt=disable_gpt))
-    planned(ctx, size=20 * GiB if disable_gpt else 60 * GiB)
-    ctx.log_file.parent.mkdir(parents=True)
-    ctx.log_file.write_text("the log\n")
+    args = "install disable-gpt" if disable_gpt else "install"
+    found = planned(tmp_path, size=20 * GiB if disable_gpt else 60 * GiB, args=args)
+    log_file, work = tmp_path / "work/install.log", tmp_path / "work"
+    log_file.parent.mkdir(parents=True)
+    log_file.write_text("the log\n")
     runner = FakeRunner()
-    disk.write_install_log(ctx, runner)
-    device = ctx.partitions["root" if disable_gpt else "logs"]
-    assert runner.calls[0] == ("mount", "-t", "ext4", str(device), str(ctx.work / "logs-mount"))
-    copied = ctx.work / "logs-mount" / where / "install.log"
+    disk.write_install_log(log_file, found, work, runner)
+    device = found.partitions[Use.ROOT if disable_gpt else Use.LOGS]
+    assert runner.calls[0] == ("mount", "-t", "ext4", str(device), str(work / "logs-mount"))
+    copied = work / "logs-mount" / where / "install.log"
     assert copied.read_text() == "the log\n"
     assert copied.stat().st_mode & 0o777 == 0o600
 
@@ -209,9 +164,9 @@ def test_write_install_log(tmp_path: Path, disable_gpt: bool, where: str) -> Non
 
 
 def test_extract_command_keeps_owners_xattrs_and_acls(tmp_path: Path) -> None:
-    ctx = context(tmp_path, payload={"dom0-rootfs.tar.zst": Path("/stage/dom0-rootfs.tar.zst")})
+    files = {"dom0-rootfs.tar.zst": Path("/stage/dom0-rootfs.tar.zst")}
     runner = FakeRunner()
-    payload.extract_root(ctx, runner)
+    payload.extract_root(files, tmp_path / "target", runner)
     assert runner.calls == [
         (
             "tar",
@@ -223,7 +178,7 @@ def test_extract_command_keeps_owners_xattrs_and_acls(tmp_path: Path) -> None:
             "-xpf",
             "/stage/dom0-rootfs.tar.zst",
             "-C",
-            str(ctx.target),
+            str(tmp_path / "target"),
         )
     ]
 
@@ -234,12 +189,12 @@ def test_install_boot_files_replaces_the_archives(tmp_path: Path) -> None:
         files[key] = tmp_path / "stage" / key
         files[key].parent.mkdir(parents=True, exist_ok=True)
         files[key].write_bytes(key.encode())
-    ctx = context(tmp_path, payload=files)
-    (ctx.target / "boot").mkdir(parents=True)
-    (ctx.target / "boot/vmlinuz").symlink_to("vmlinuz-6.12")
-    payload.install_boot_files(ctx)
+    target = tmp_path / "target"
+    (target / "boot").mkdir(parents=True)
+    (target / "boot/vmlinuz").symlink_to("vmlinuz-6.12")
+    payload.install_boot_files(files, target)
     for key, name in payload.BOOT_FILES.items():
-        installed = ctx.target / "boot" / name
+        installed = target / "boot" / name
         assert not installed.is_symlink()
         assert installed.read_bytes() == key.encode()
 
@@ -266,6 +221,9 @@ def _pack_repository() -> dict[str, bytes]:
     }
 
 
+REPOSITORY = (PackSource("http://repo/", optional_list=True),)
+
+
 def _fetcher(served: dict[str, bytes]) -> payload.Fetcher:
     def read(url: str) -> bytes:
         if url not in served:
@@ -279,10 +237,9 @@ def _fetcher(served: dict[str, bytes]) -> payload.Fetcher:
 
 
 def test_install_packs_applies_tar_then_script_in_the_target(tmp_path: Path) -> None:
-    ctx = context(tmp_path, repo_url="http://repo")
     runner = FakeRunner()
-    payload.install_packs(ctx, runner, _fetcher(_pack_repository()))
-    target = str(ctx.target)
+    target = str(tmp_path / "target")
+    payload.install_packs(REPOSITORY, Path(target), runner, _fetcher(_pack_repository()))
     work = [c for c in runner.calls if c[0] in ("tar", "chroot")]
     assert work[0][:3] == ("tar", "--numeric-owner", "-xpf")
     assert work[0][-2:] == ("-C", target)
@@ -291,24 +248,22 @@ def test_install_packs_applies_tar_then_script_in_the_target(tmp_path: Path) -> 
     assert script_env["NETINSTALL_PACK"] == "example"
     assert runner.calls[0][0] == "mount"  # /dev, /proc, /sys for the chroot ...
     assert runner.calls[-1][0] == "umount"  # ... and gone again
-    assert not (ctx.target / "usr/sbin/policy-rc.d").exists()
-    assert not (ctx.target / "tmp/netinstall-packs").exists()
+    assert not Path(target, "usr/sbin/policy-rc.d").exists()
+    assert not Path(target, "tmp/netinstall-packs").exists()
 
 
 def test_install_packs_refuses_a_file_that_does_not_match(tmp_path: Path) -> None:
     served = _pack_repository()
     served["http://repo/packages.example/install.sh"] = b"#!/bin/sh\nevil\n"
-    ctx = context(tmp_path, repo_url="http://repo/")
     runner = FakeRunner()
     with pytest.raises(SourceError, match=r"install\.sh does not match"):
-        payload.install_packs(ctx, runner, _fetcher(served))
+        payload.install_packs(REPOSITORY, tmp_path / "target", runner, _fetcher(served))
     assert not any(c[0] in ("tar", "chroot") for c in runner.calls)
 
 
 def test_repository_without_pack_list_has_no_packs(tmp_path: Path) -> None:
-    ctx = context(tmp_path, repo_url="http://repo/")
     runner = FakeRunner()
-    payload.install_packs(ctx, runner, _fetcher({}))
+    payload.install_packs(REPOSITORY, tmp_path / "target", runner, _fetcher({}))
     assert runner.calls == []
 
 
@@ -318,21 +273,16 @@ def test_driver_source_may_be_a_pack_directory_itself(tmp_path: Path) -> None:
         for k, v in _pack_repository().items()
         if "packages.example" in k
     }
-    answer = AnswerFile(
-        primary_disk=PrimaryDisk(Disk("sda")),
-        driver_sources=(Source(SourceType.URL, "http://drivers"),),
-    )
-    ctx = context(tmp_path, answer)
+    sources = (*REPOSITORY, PackSource("http://drivers/", optional_list=False))
     runner = FakeRunner()
-    payload.install_packs(ctx, runner, _fetcher(served))
-    assert ("chroot", str(ctx.target), "/tmp/netinstall-packs/example/install.sh") in runner.calls
+    payload.install_packs(sources, tmp_path / "target", runner, _fetcher(served))
+    target = str(tmp_path / "target")
+    assert ("chroot", target, "/tmp/netinstall-packs/example/install.sh") in runner.calls
 
 
 def test_planned_partition_uses_cover_the_layout(tmp_path: Path) -> None:
-    ctx = context(tmp_path, firmware=Firmware.UEFI)
-    planned(ctx)
-    assert ctx.plan is not None
-    assert {p.use for p in ctx.plan.partitions} == {
+    found = planned(tmp_path, firmware=Firmware.UEFI)
+    assert {p.use for p in found.table.partitions} == {
         Use.LOGS,
         Use.BACKUP,
         Use.ROOT,
@@ -345,93 +295,58 @@ def test_planned_partition_uses_cover_the_layout(tmp_path: Path) -> None:
 # -- staging the payload on the disk (SPEC §7) ---------------------------------------
 
 
-def test_disk_staging_partitions_early_and_mounts_the_backup_partition(
+def _staging(tmp_path: Path, place: StagingPlace, device: str) -> Staging:
+    mount = tmp_path / "work/staging-disk"
+    directory = mount / ("payload" if place is StagingPlace.BACKUP else "netinstall-staging")
+    return Staging(place, directory, Path(device), mount)
+
+
+def test_disk_staging_mounts_the_partition_and_unmount_removes_the_payload(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx = context(tmp_path, AnswerFile(primary_disk=PrimaryDisk(Disk("sda"))))
-    done: list[str] = []
-
-    def fake_partition(c: InstallContext, runner: object = None) -> None:
-        done.append("partition")
-        c.partitions = {"root": Path("/dev/sda1"), "backup": Path("/dev/sda2")}
-
-    monkeypatch.setattr(disk, "partition", fake_partition)
-    monkeypatch.setattr(disk, "make_filesystems", lambda c, runner=None: done.append("mkfs"))
+    staging = _staging(tmp_path, StagingPlace.BACKUP, "/dev/sda2")
     runner = FakeRunner()
-    where = disk.staging_on_disk(ctx, 10, runner)
-    assert done == ["partition", "mkfs"]
-    assert ctx.disk_ready
-    assert where == ctx.work / "staging-disk" / "payload"
-    assert ("mount", "-t", "ext4", "/dev/sda2", str(ctx.work / "staging-disk")) in runner.calls
-    # The later steps see the disk is ready and leave it alone.
-    monkeypatch.undo()
-    disk.partition(ctx, runner)
-    disk.make_filesystems(ctx, runner)
-    assert ctx.partitions["backup"] == Path("/dev/sda2")
-    # Unmounting the target removes the staged payload and unmounts the partition.
-    ctx.staging = where
-    where.mkdir(parents=True)
-    (where / "xen.gz").write_bytes(b"x")
+    disk.mount_staging(staging, 10, runner)
+    assert runner.calls == [("mount", "-t", "ext4", "/dev/sda2", str(staging.mount))]
+    staging.directory.mkdir(parents=True)
+    (staging.directory / "xen.gz").write_bytes(b"x")
     unmounted: list[Path] = []
     monkeypatch.setattr(disk, "unmount_all", lambda r, top: unmounted.append(top) or [])
-    disk.unmount_target(ctx, runner)
-    assert not where.exists()
-    assert unmounted == [ctx.work / "staging-disk", ctx.target]
-    assert ctx.staging_mount is None
+    disk.unmount_target(tmp_path / "target", staging, runner)
+    assert not staging.directory.exists()
+    assert unmounted == [staging.mount, tmp_path / "target"]
 
 
 def test_an_upgrade_stages_on_its_logs_partition_and_cleans_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx = context(tmp_path, AnswerFile(mode=Mode.UPGRADE))
-    ctx.partitions = {"root": Path("/dev/sda1"), "logs": Path("/dev/sda5")}
+    staging = _staging(tmp_path, StagingPlace.LOGS, "/dev/sda5")
+    assert staging.mount is not None
+    staging.directory.mkdir(parents=True)
+    (staging.directory / "xen.gz").write_bytes(b"a failed run's")
     runner = FakeRunner()
-    where = disk.staging_on_disk(ctx, 10, runner)
-    mountpoint = ctx.work / "staging-disk"
-    assert where == mountpoint / disk.STAGING_DIR
-    assert runner.calls == [("mount", "-t", "ext4", "/dev/sda5", str(mountpoint))]
-    assert not ctx.disk_ready  # nothing was partitioned or formatted
-    assert ctx.staging == where  # known before the download: removed even if it fails
-    where.mkdir(parents=True)
-    (where / "xen.gz").write_bytes(b"partial")
-    (mountpoint / "syslog").write_text("the installation's own log\n")
+    disk.mount_staging(staging, 10, runner)
+    assert not staging.directory.exists()  # a failed run's leftovers go first
+    staging.directory.mkdir(parents=True)
+    (staging.directory / "xen.gz").write_bytes(b"partial")
+    (staging.mount / "syslog").write_text("the installation's own log\n")
     monkeypatch.setattr(disk, "unmount_all", lambda r, top: [])
-    disk.unmount_target(ctx, runner)
-    assert not where.exists()
-    assert (mountpoint / "syslog").exists()  # the logs themselves stay
+    disk.unmount_target(tmp_path / "target", staging, runner)
+    assert not staging.directory.exists()
+    assert (staging.mount / "syslog").exists()  # the logs themselves stay
 
 
-def test_an_upgrade_without_a_logs_partition_cannot_stage_on_disk(tmp_path: Path) -> None:
-    ctx = context(tmp_path, AnswerFile(mode=Mode.UPGRADE))
-    ctx.partitions = {"root": Path("/dev/sda1"), "backup": Path("/dev/sda2")}
-    runner = FakeRunner()
-    with pytest.raises(NetinstallError, match="has no logs partition to stage it on"):
-        disk.staging_on_disk(ctx, 3 << 30, runner)
-    assert runner.calls == []
-
-
-def test_an_upgrade_needs_room_on_the_logs_partition(tmp_path: Path) -> None:
-    ctx = context(tmp_path, AnswerFile(mode=Mode.UPGRADE))
-    ctx.partitions = {"logs": Path("/dev/sda5")}
-    with pytest.raises(NetinstallError, match=r"the logs partition /dev/sda5 has \d+ MiB free"):
-        disk.staging_on_disk(ctx, 1 << 60, FakeRunner())
-
-
-def test_a_restore_never_stages_a_payload(tmp_path: Path) -> None:
-    ctx = context(tmp_path, AnswerFile(mode=Mode.RESTORE))
-    with pytest.raises(NetinstallError, match="a restore does not download one"):
-        disk.staging_on_disk(ctx, 10, FakeRunner())
-
-
-def test_disk_staging_needs_room_on_the_backup_partition(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("place", "device"), [(StagingPlace.LOGS, "/dev/sda5"), (StagingPlace.BACKUP, "/dev/sda2")]
+)
+def test_disk_staging_needs_room_on_its_partition(
+    tmp_path: Path, place: StagingPlace, device: str
 ) -> None:
-    ctx = context(tmp_path, AnswerFile(primary_disk=PrimaryDisk(Disk("sda"))))
+    staging = _staging(tmp_path, place, device)
+    with pytest.raises(NetinstallError, match=rf"{place.value} {device} has \d+ MiB free"):
+        disk.mount_staging(staging, 1 << 60, FakeRunner())
 
-    def fake_partition(c: InstallContext, runner: object = None) -> None:
-        c.partitions = {"backup": Path("/dev/sda2")}
 
-    monkeypatch.setattr(disk, "partition", fake_partition)
-    monkeypatch.setattr(disk, "make_filesystems", lambda c, runner=None: None)
-    with pytest.raises(NetinstallError, match=r"the backup partition /dev/sda2 has \d+ MiB free"):
-        disk.staging_on_disk(ctx, 1 << 60, FakeRunner())
+def test_ram_staging_mounts_nothing(tmp_path: Path) -> None:
+    with pytest.raises(NetinstallError, match="names no partition"):
+        disk.mount_staging(Staging(StagingPlace.RAM, tmp_path), 10, FakeRunner())

@@ -1,5 +1,6 @@
 """installer_core.treeinfo and .download: the builder's .treeinfo read back, Range resume,
-sha256 verification before any disk is touched, the staging choice."""
+sha256 verification before any disk is touched; .treeinfo and the sizes learnt while
+planning."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ import requests
 
 from common.errors import SourceError
 from hypervisor_payload import treeinfo as writer
-from installer_core import download
-from installer_core.download import choose_staging, download_file, download_payload
+from installer_core import download, planning
+from installer_core.download import download_file, download_payload, learn_payload
+from installer_core.plan import FetchPlan, Staging, StagingPlace
 from installer_core.treeinfo import parse_treeinfo
+from partitioning.model import MiB
 from tests.unit.test_installer_fakes import (
     FakeResponse,
     FakeSession,
     file_server,
-    make_ctx,
     sha,
     transport,
 )
@@ -45,12 +47,6 @@ def treeinfo_text(files: dict[str, bytes] = FILES, **changes: object) -> str:
     }
     fields.update(changes)
     return writer.render_treeinfo(writer.TreeInfo(**fields))  # type: ignore[arg-type]
-
-
-def meminfo(tmp_path: Path, available_kib: int) -> Path:
-    path = tmp_path / "meminfo"
-    path.write_text(f"MemTotal: 9999999 kB\nMemAvailable:   {available_kib} kB\n")
-    return path
 
 
 def test_the_builders_treeinfo_is_read_back() -> None:
@@ -164,73 +160,80 @@ def test_a_sha256_mismatch_names_the_file_and_both_digests(tmp_path: Path) -> No
     )
 
 
+def _repo(**changes: bytes) -> dict[str, bytes]:
+    repo = {f"repo/{name}": data for name, data in FILES.items()}
+    repo["repo/.treeinfo"] = treeinfo_text().encode()
+    repo.update({f"repo/{name}": data for name, data in changes.items()})
+    return repo
+
+
+def _fetch_plan(session: FakeSession) -> FetchPlan:
+    info, files = learn_payload("http://s/repo/", transport(session))
+    return FetchPlan("http://s/repo/", info, files, ())
+
+
+def test_planning_learns_treeinfo_and_every_size_without_downloading(tmp_path: Path) -> None:
+    session = FakeSession(file_server(_repo()))
+    plan = _fetch_plan(session)
+    assert plan.treeinfo is not None
+    assert plan.treeinfo.version == "0.3.0"
+    assert [f.name for f in plan.files] == list(plan.treeinfo.files())
+    assert {f.name: f.size for f in plan.files} == {n: len(d) for n, d in FILES.items()}
+    assert plan.size == sum(len(d) for d in FILES.values())
+    assert plan.files[0].url == "http://s/repo/boot/xen.gz"
+    assert [m for m, _u, _k in session.calls] == ["GET"] + ["HEAD"] * len(FILES)
+    assert session.calls[0][1] == "http://s/repo/.treeinfo"
+
+
 def test_staging_is_ram_when_the_payload_fits_with_256_mib_to_spare_else_disk(
     tmp_path: Path,
 ) -> None:
-    ctx = make_ctx(tmp_path)
-    need = 100 * download.MiB
-    asked: list[int] = []
+    from tests.unit.test_installer_fakes import make_plan, payload_found
 
-    def on_disk(_: object, total: int) -> Path:
-        asked.append(total)
-        return tmp_path / "backup" / "payload"
-
-    fits = choose_staging(ctx, need, meminfo(tmp_path, 357 * 1024), on_disk)
-    assert fits == ctx.work / "payload"
-    assert asked == []
-    short = choose_staging(ctx, need, meminfo(tmp_path, 356 * 1024), on_disk)
-    assert short == tmp_path / "backup" / "payload"
-    assert asked == [need]
+    need = 100 * MiB
+    sizes = {"dom0-rootfs.tar.zst": need - 30 * MiB}  # the other three: 10 MiB each
+    fits = make_plan(
+        tmp_path,
+        memory=planning.MemoryFound(available=357 * MiB),
+        payload=payload_found(sizes),
+    )
+    assert fits.staging is not None
+    assert fits.staging.place is StagingPlace.RAM
+    assert fits.staging.directory == tmp_path / "work/payload"
+    short = make_plan(
+        tmp_path,
+        memory=planning.MemoryFound(available=356 * MiB),
+        payload=payload_found(sizes),
+    )
+    assert short.staging is not None
+    assert short.staging.place is StagingPlace.BACKUP
+    assert short.staging.device == Path("/dev/sda2")
+    assert short.staging.directory == tmp_path / "work/staging-disk/payload"
 
 
 def test_download_payload_stages_and_verifies_everything(tmp_path: Path) -> None:
-    events: list[tuple[str, str | None, str | None]] = []
-
-    class Recorder:
-        def event(self, state: str, **kw: object) -> None:
-            events.append((state, kw.get("step"), kw.get("message")))  # type: ignore[arg-type]
-
-        def upload_logs(self, bundle: Path) -> None: ...
-
-    repo = {f"repo/{name}": data for name, data in FILES.items()}
-    repo["repo/.treeinfo"] = treeinfo_text().encode()
-    session = FakeSession(file_server(repo))
-    ctx = make_ctx(tmp_path, reporter=Recorder())
-    ctx.repo_url = "http://s/repo/"
-    download_payload(ctx, transport(session), meminfo(tmp_path, 4 * 1024 * 1024))
-    assert ctx.payload_version == "0.3.0"
-    assert ctx.treeinfo is not None
-    assert ctx.treeinfo.xen == "boot/xen.gz"
-    assert set(ctx.payload) == set(FILES)
+    messages: list[str] = []
+    session = FakeSession(file_server(_repo()))
+    staging = Staging(StagingPlace.RAM, tmp_path / "work/payload")
+    got = download_payload(_fetch_plan(session), staging, messages.append, transport(session))
+    assert got.version == "0.3.0"
+    assert set(got.files) == set(FILES)
     for name, data in FILES.items():
-        assert ctx.payload[name] == tmp_path / "work/payload" / name
-        assert ctx.payload[name].read_bytes() == data
-    assert ("installing", "download", "boot/xen.gz 100%") in events
-    assert [m for _s, _st, m in events if m and m.startswith("boot/xen.gz")] == ["boot/xen.gz 100%"]
-    assert ctx.staging == tmp_path / "work/payload"
+        assert got.files[name] == tmp_path / "work/payload" / name
+        assert got.files[name].read_bytes() == data
+    assert [m for m in messages if m.startswith("boot/xen.gz")] == ["boot/xen.gz 100%"]
 
 
 def test_a_corrupt_payload_fails_the_download_step(tmp_path: Path) -> None:
-    repo = {f"repo/{name}": data for name, data in FILES.items()}
-    repo["repo/.treeinfo"] = treeinfo_text().encode()
-    repo["repo/boot/vmlinuz"] = b"not the kernel"
-    ctx = make_ctx(tmp_path)
-    ctx.repo_url = "http://s/repo/"
-    io = transport(FakeSession(file_server(repo)))
+    session = FakeSession(file_server(_repo(**{"boot/vmlinuz": b"not the kernel"})))
+    staging = Staging(StagingPlace.RAM, tmp_path / "work/payload")
     with pytest.raises(SourceError, match="sha256 mismatch for boot/vmlinuz: expected"):
-        download_payload(ctx, io, meminfo(tmp_path, 4 * 1024 * 1024))
+        download_payload(_fetch_plan(session), staging, transport=transport(session))
 
 
-def test_progress_is_reported_every_ten_percent(tmp_path: Path) -> None:
+def test_progress_is_reported_every_ten_percent() -> None:
     seen: list[str] = []
-
-    class Recorder:
-        def event(self, state: str, **kw: object) -> None:
-            seen.append(str(kw["message"]))
-
-        def upload_logs(self, bundle: Path) -> None: ...
-
-    percent = download._Percent(make_ctx(tmp_path, reporter=Recorder()), "f")
+    percent = download._Percent(seen.append, "f")
     for value in (1, 5, 10, 11, 19, 35, 36, 99, 100):
         percent(value)
     assert seen == ["f 10%", "f 35%", "f 99%", "f 100%"]

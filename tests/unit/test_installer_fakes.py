@@ -1,5 +1,5 @@
-"""Fakes the installer tests share (an HTTP session, a command runner, a context), and
-the tests that keep the fakes honest."""
+"""Fakes the installer tests share (an HTTP session, a command runner, plans made by the
+planner from made-up machine facts), and the tests that keep the fakes honest."""
 
 from __future__ import annotations
 
@@ -13,12 +13,17 @@ from typing import Any
 import pytest
 import requests
 
-from answerfile.bootargs import parse_cmdline
+from answerfile.bootargs import BootArgs, parse_cmdline
+from answerfile.model import AnswerFile, Disk, PrimaryDisk, Source, SourceType
 from common.errors import CommandError
 from common.firmware import Firmware
 from common.process import Completed
-from installer_core.context import InstallContext
+from installer_core import planning
 from installer_core.fetch import Transport
+from installer_core.network import Nic
+from installer_core.plan import InstallPlan, Paths, PayloadFile
+from installer_core.treeinfo import TreeInfo
+from partitioning.model import DiskFacts, GiB
 
 TOKEN = "tok-SECRET-1234"
 PASSWORD = "pw-SECRET-5678"
@@ -146,16 +151,78 @@ def transport(session: FakeSession | None = None, runner: FakeRunner | None = No
     )
 
 
-def make_ctx(tmp_path: Path, cmdline: str = "install", reporter: Any = None) -> InstallContext:
-    from installer_core.report import NullReporter
+MAC = "52:54:00:12:34:56"
+ETH0 = Nic("eth0", MAC)
+REPO = "http://10.0.2.2:8080/repo/"
+TREEINFO = TreeInfo(
+    version="1.2.3",
+    build="b7",
+    xen="boot/xen.gz",
+    kernel="boot/vmlinuz",
+    initrd="boot/initrd.img",
+    archive="dom0-rootfs.tar.zst",
+    compression="zstd",
+    checksums={
+        "boot/xen.gz": "a" * 64,
+        "boot/vmlinuz": "b" * 64,
+        "boot/initrd.img": "c" * 64,
+        "dom0-rootfs.tar.zst": "d" * 64,
+    },
+)
 
-    return InstallContext(
-        args=parse_cmdline(cmdline),
-        reporter=reporter or NullReporter(),
-        firmware=Firmware.BIOS,
+
+def paths_in(tmp_path: Path, target: Path | None = None) -> Paths:
+    return Paths(
         work=tmp_path / "work",
-        target=tmp_path / "target",
+        target=target or tmp_path / "target",
         log_file=tmp_path / "work" / "install.log",
+    )
+
+
+def payload_found(sizes: dict[str, int] | None = None) -> planning.PayloadFound:
+    """``TREEINFO``'s files in ``REPO``; each 10 MiB unless ``sizes`` says otherwise."""
+    files = tuple(
+        PayloadFile(name, REPO + name, TREEINFO.checksums[name], (sizes or {}).get(name, 10 << 20))
+        for name in TREEINFO.files()
+    )
+    return planning.PayloadFound(TREEINFO, files)
+
+
+def answer_for(device: str = "sda", **fields: Any) -> AnswerFile:
+    """A fresh install's answer file onto ``device`` from ``REPO``."""
+    return AnswerFile(
+        **{
+            "primary_disk": PrimaryDisk(Disk(device)),
+            "sources": (Source(SourceType.URL, REPO),),
+            **fields,
+        }
+    )
+
+
+def make_plan(
+    tmp_path: Path,
+    answer: AnswerFile | None = None,
+    *,
+    args: BootArgs | str = "install",
+    firmware: Firmware = Firmware.BIOS,
+    disk: planning.DiskFound | None = None,
+    network: planning.NetworkFound | None = None,
+    memory: planning.MemoryFound | None = None,
+    payload: planning.PayloadFound | None = None,
+    target: Path | None = None,
+) -> InstallPlan:
+    """The planner's plan for made-up facts: by default a fresh BIOS install onto a 60 GiB
+    /dev/sda, the answer file fetched through eth0, 8 GiB of RAM for the payload."""
+    boot = parse_cmdline(args) if isinstance(args, str) else args
+    return planning.make_plan(
+        boot,
+        firmware,
+        answer or answer_for(),
+        disk=disk or planning.DiskFound(Path("/dev/sda"), DiskFacts(size=60 * GiB)),
+        network=network or planning.NetworkFound(fetched_by=ETH0, nics=(ETH0,)),
+        memory=memory or planning.MemoryFound(available=8 * GiB),
+        learn_payload=lambda _repository: payload or payload_found(),
+        paths=paths_in(tmp_path, target),
     )
 
 

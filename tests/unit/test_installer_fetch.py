@@ -8,17 +8,23 @@ from pathlib import Path
 import pytest
 import requests
 
+from answerfile.bootargs import parse_cmdline
 from answerfile.model import Source, SourceType
 from common.errors import AnswerFileError, InputError, SourceError
 from installer_core import fetch
-from installer_core.fetch import Transport, fetch_answerfile, fetch_text, validate_answerfile
+from installer_core.fetch import (
+    Transport,
+    fetch_answerfile,
+    fetch_text,
+    repository_url,
+    validate_answerfile,
+)
 from tests.unit.test_installer_fakes import (
     TOKEN,
     FakeResponse,
     FakeRunner,
     FakeSession,
     file_server,
-    make_ctx,
     transport,
 )
 
@@ -120,46 +126,39 @@ def test_nfs_mounts_read_only_reads_and_unmounts(tmp_path: Path, url: str, expor
 
 def test_fetch_answerfile_reads_the_url(tmp_path: Path) -> None:
     session = FakeSession(file_server({"answerfile/m": EXAMPLE.encode()}))
-    ctx = make_ctx(tmp_path, f"install answerfile=http://srv/answerfile/m?token={TOKEN}")
-    fetch_answerfile(ctx, transport(session))
-    assert ctx.answer_text == EXAMPLE
+    args = parse_cmdline(f"install answerfile=http://srv/answerfile/m?token={TOKEN}")
+    assert fetch_answerfile(args, tmp_path, transport(session)) == EXAMPLE
 
 
 def test_the_generator_must_start_with_a_shebang_and_its_stdout_is_the_answer(
     tmp_path: Path,
 ) -> None:
-    ctx = make_ctx(tmp_path, "install answerfile_generator=http://srv/gen")
+    args = parse_cmdline("install answerfile_generator=http://srv/gen")
     runner = FakeRunner({"answerfile-generator": "<installation/>\n"})
     io: Transport = transport(FakeSession(file_server({"gen": b"#!/bin/sh\necho hi\n"})), runner)
-    fetch_answerfile(ctx, io)
-    assert ctx.answer_text == "<installation/>\n"
-    assert runner.calls == [[str(ctx.work / "answerfile-generator")]]
-    assert (ctx.work / "answerfile-generator").stat().st_mode & 0o777 == 0o755
+    assert fetch_answerfile(args, tmp_path, io) == "<installation/>\n"
+    assert runner.calls == [[str(tmp_path / "answerfile-generator")]]
+    assert (tmp_path / "answerfile-generator").stat().st_mode & 0o777 == 0o755
     io = transport(FakeSession(file_server({"gen": b"echo no shebang\n"})), runner)
     with pytest.raises(SourceError, match="does not start with #!"):
-        fetch_answerfile(ctx, io)
+        fetch_answerfile(args, tmp_path, io)
 
 
 def test_no_answer_file_on_the_command_line_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="answerfile=URL"):
-        fetch_answerfile(make_ctx(tmp_path, "install"), transport())
+        fetch_answerfile(parse_cmdline("install"), tmp_path, transport())
 
 
-def test_validate_sets_the_model_and_the_repository(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path)
-    ctx.answer_text = EXAMPLE
-    validate_answerfile(ctx)
-    assert ctx.answer is not None
-    assert ctx.repo_url == "http://192.168.77.1:8080/repo/"
+def test_validate_gives_the_model() -> None:
+    answer = validate_answerfile(EXAMPLE)
+    assert answer.sources[0].location == "http://192.168.77.1:8080/repo/"
+    assert repository_url(answer.sources[0], None) == "http://192.168.77.1:8080/repo/"
 
 
-def test_validate_refuses_a_bad_answer_file_with_every_problem(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path)
-    ctx.answer_text = "<installation><bogus/></installation>"
+def test_validate_refuses_a_bad_answer_file_with_every_problem() -> None:
     with pytest.raises(AnswerFileError) as caught:
-        validate_answerfile(ctx)
+        validate_answerfile("<installation><bogus/></installation>")
     assert caught.value.problems
-    assert ctx.answer is None
 
 
 @pytest.mark.parametrize(

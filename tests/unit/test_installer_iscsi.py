@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from answerfile.bootargs import parse_cmdline
 from answerfile.locations import parse_disk
-from answerfile.model import AdminInterface, AnswerFile, Disk, DiskKind, Mode, PrimaryDisk, Proto
-from common.errors import InputError, NetinstallError
-from installer_core import checks, iscsi, network
-from installer_core.install import Runner, Step, steps_for
-from tests.unit.test_installer_fakes import FakeRunner, make_ctx
+from answerfile.model import AdminInterface, Disk, DiskKind, PrimaryDisk, Proto
+from common.errors import InputError
+from installer_core import iscsi, network, planning
+from installer_core.install import steps_of
+from tests.unit.test_installer_fakes import FakeRunner, answer_for
 
 TARGET = "iqn.2026-12.org.netinstall:lab"
 INITIATOR = "iqn.2010-04.org.ipxe:lab01"
@@ -123,18 +124,17 @@ def test_attach_brings_up_the_storage_nic_and_logs_in(tmp_path: Path) -> None:
     system = sysfs(tmp_path)
     ibft_tree(system.ibft)
     add_session(system.sessions, luns={0: "sdz", 1: "sdb"})  # LUN 0: tgtd's controller-less disk
-    ctx = make_ctx(tmp_path, "install use_ibft")
-    iscsi.attach_ibft(ctx, system)
+    san = iscsi.attach_ibft(False, system)
     assert system.runner.calls == [  # type: ignore[attr-defined]
         ["ip", "link", "set", "dev", "eth1", "up"],
         ["ip", "addr", "replace", "192.168.78.50/24", "dev", "eth1"],
         ["iscsistart", "-i", INITIATOR, "-t", TARGET, "-g", "1", "-a", "192.168.78.1",
          "-p", "3260"],
     ]  # fmt: skip
-    assert ctx.san is not None
-    assert ctx.san.storage_nic == "eth1"
-    assert ctx.san.storage_macs == (STORAGE_MAC,)
-    assert ctx.san.disks == {"iscsi:ibft": Path("/dev/sdb")}
+    assert san is not None
+    assert san.storage_nic == "eth1"
+    assert san.storage_macs == (STORAGE_MAC,)
+    assert san.disks == {"iscsi:ibft": Path("/dev/sdb")}
 
 
 def test_a_target_beyond_the_subnet_gets_a_route_through_the_gateway(tmp_path: Path) -> None:
@@ -142,7 +142,7 @@ def test_a_target_beyond_the_subnet_gets_a_route_through_the_gateway(tmp_path: P
     ibft_tree(system.ibft, gateway="192.168.78.254")
     (system.ibft / "target0/ip-addr").write_text("10.9.0.5\n")
     add_session(system.sessions)
-    iscsi.attach_ibft(make_ctx(tmp_path, "install use_ibft"), system)
+    iscsi.attach_ibft(False, system)
     assert ["ip", "route", "replace", "10.9.0.5/32", "via", "192.168.78.254", "dev", "eth1"] in (
         system.runner.calls  # type: ignore[attr-defined]
     )
@@ -152,9 +152,8 @@ def test_a_refused_login_names_target_and_reason(tmp_path: Path) -> None:
     system = sysfs(tmp_path)
     ibft_tree(system.ibft)
     system.runner = FakeRunner(results={"iscsistart": 19})
-    ctx = make_ctx(tmp_path, "install use_ibft")
     with pytest.raises(InputError) as caught:
-        iscsi.attach_ibft(ctx, system)
+        iscsi.attach_ibft(False, system)
     message = str(caught.value)
     assert message.startswith(f"iSCSI login to {TARGET} at 192.168.78.1:3260 as {INITIATOR}")
     assert "iscsistart broke" in message
@@ -166,20 +165,19 @@ def test_a_missing_lun_is_reported_with_what_the_target_shows(tmp_path: Path) ->
     ibft_tree(system.ibft, lun="02000000")
     add_session(system.sessions, luns={1: "sda"})
     with pytest.raises(InputError, match=r"has no LUN 2 \(it shows LUN 1 \(sda\)\)"):
-        iscsi.attach_ibft(make_ctx(tmp_path, "install use_ibft"), system)
+        iscsi.attach_ibft(False, system)
 
 
 def test_an_rfc4173_disk_logs_in_over_the_storage_nic(tmp_path: Path) -> None:
     system = sysfs(tmp_path)
     ibft_tree(system.ibft)
     add_session(system.sessions)
-    ctx = make_ctx(tmp_path, "install use_ibft")
-    iscsi.attach_ibft(ctx, system)
+    san = iscsi.attach_ibft(False, system)
     other = "iqn.2026-12.org.netinstall:other"
     add_session(system.sessions, target=other, luns={3: "sdc"})
     disk = parse_disk(f"iscsi:192.168.78.1::3260:3:{other}")
     assert isinstance(disk, Disk)
-    assert iscsi.san_device(ctx, disk, "primary-disk", system) == Path("/dev/sdc")
+    assert iscsi.san_device(san, disk, "primary-disk", system) == Path("/dev/sdc")
     assert system.runner.calls[-1][:5] == ["iscsistart", "-i", INITIATOR, "-t", other]  # type: ignore[attr-defined]
 
 
@@ -204,12 +202,11 @@ def test_with_multipath_the_installer_logs_in_over_every_path(tmp_path: Path) ->
     add_path(system.ibft, 2, "192.168.78.3", lun="02000000")  # another LUN: not a path
     add_session(system.sessions, luns={1: "sda"})
     add_session(system.sessions, luns={1: "sdb"})
-    ctx = make_ctx(tmp_path, "install use_ibft device_mapper_multipath=yes")
-    iscsi.attach_ibft(ctx, system)
+    san = iscsi.attach_ibft(True, system)
     assert _login_portals(system) == ["192.168.78.1", "192.168.78.2"]
-    assert ctx.san is not None
-    assert [t for t, _a, _p in ctx.san.logged_in] == [TARGET, TARGET]
-    assert ctx.san.disks == {"iscsi:ibft": Path("/dev/sda")}
+    assert san is not None
+    assert [t for t, _a, _p in san.logged_in] == [TARGET, TARGET]
+    assert san.disks == {"iscsi:ibft": Path("/dev/sda")}
 
 
 def test_every_path_must_show_the_lun(tmp_path: Path) -> None:
@@ -217,9 +214,8 @@ def test_every_path_must_show_the_lun(tmp_path: Path) -> None:
     ibft_tree(system.ibft)
     add_path(system.ibft, 1, "192.168.78.2")
     add_session(system.sessions, luns={1: "sda"})  # the second session shows no disk
-    ctx = make_ctx(tmp_path, "install use_ibft device_mapper_multipath=yes")
     with pytest.raises(InputError, match=r"has no LUN 1 on 2 paths \(it shows LUN 1 \(sda\)\)"):
-        iscsi.attach_ibft(ctx, system)
+        iscsi.attach_ibft(True, system)
 
 
 def test_one_path_down_of_two_is_a_warning(
@@ -230,11 +226,10 @@ def test_one_path_down_of_two_is_a_warning(
     ibft_tree(system.ibft)
     add_path(system.ibft, 1, "192.168.78.2")
     add_session(system.sessions, luns={1: "sdb"})  # the one session that came up
-    ctx = make_ctx(tmp_path, "install use_ibft device_mapper_multipath=yes")
-    iscsi.attach_ibft(ctx, system)
-    assert ctx.san is not None
-    assert ctx.san.disks == {"iscsi:ibft": Path("/dev/sdb")}
-    assert ctx.san.logged_in == [(TARGET, "192.168.78.2", 3260)]
+    san = iscsi.attach_ibft(True, system)
+    assert san is not None
+    assert san.disks == {"iscsi:ibft": Path("/dev/sdb")}
+    assert san.logged_in == [(TARGET, "192.168.78.2", 3260)]
     assert "path 192.168.78.1:3260 is down, going on without it" in caplog.text
 
 
@@ -243,9 +238,8 @@ def test_every_path_down_is_the_first_path_s_error(tmp_path: Path) -> None:
     system.runner = FakeRunner(results={"iscsistart": 8})
     ibft_tree(system.ibft)
     add_path(system.ibft, 1, "192.168.78.2")
-    ctx = make_ctx(tmp_path, "install use_ibft device_mapper_multipath=yes")
     with pytest.raises(InputError, match=f"iSCSI login to {TARGET} at 192.168.78.1:3260"):
-        iscsi.attach_ibft(ctx, system)
+        iscsi.attach_ibft(True, system)
 
 
 def test_without_multipath_only_the_first_path_is_used(
@@ -255,7 +249,7 @@ def test_without_multipath_only_the_first_path_is_used(
     ibft_tree(system.ibft)
     add_path(system.ibft, 1, "192.168.78.2")
     add_session(system.sessions)
-    iscsi.attach_ibft(make_ctx(tmp_path, "install use_ibft"), system)
+    iscsi.attach_ibft(False, system)
     assert _login_portals(system) == ["192.168.78.1"]
     assert "names 2 paths to the boot LUN, but device_mapper_multipath is off" in caplog.text
 
@@ -275,39 +269,41 @@ def test_two_fabrics_bring_up_both_storage_nics(tmp_path: Path) -> None:
     add_path(system.ibft, 1, "192.168.79.1", nic=1)
     add_session(system.sessions, luns={1: "sda"})
     add_session(system.sessions, luns={1: "sdb"})
-    ctx = make_ctx(tmp_path, "install use_ibft device_mapper_multipath=yes")
-    iscsi.attach_ibft(ctx, system)
+    san = iscsi.attach_ibft(True, system)
     calls = system.runner.calls  # type: ignore[attr-defined]
     assert ["ip", "addr", "replace", "192.168.79.50/24", "dev", "eth2"] in calls
     assert _login_portals(system) == ["192.168.78.1", "192.168.79.1"]
-    assert ctx.san is not None
-    assert ctx.san.storage_nics == {0: "eth1", 1: "eth2"}
-    with pytest.raises(InputError, match="eth2 is the iSCSI storage NIC"):
-        iscsi.check_storage_nic(ctx, ["eth2"], "admin-interface")
+    assert san is not None
+    assert san.storage_nics == {0: "eth1", 1: "eth2"}
+    found = planning.NetworkFound(storage_names=san.storage_names, storage_macs=san.storage_macs)
+    answer = answer_for(admin_interface=AdminInterface(name="eth2", proto=Proto.DHCP))
+    with pytest.raises(InputError, match="admin-interface eth2 is the iSCSI storage NIC"):
+        planning.plan_network(parse_cmdline("install use_ibft"), answer, found)
 
 
-def test_an_iscsi_disk_without_use_ibft_is_refused(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path)
+def test_an_iscsi_disk_without_use_ibft_is_refused() -> None:
     with pytest.raises(InputError, match="an iSCSI disk needs use_ibft"):
-        iscsi.san_device(ctx, Disk("iscsi:ibft", DiskKind.IBFT), "primary-disk")
+        iscsi.san_device(None, Disk("iscsi:ibft", DiskKind.IBFT), "primary-disk")
+    answer = answer_for(primary_disk=PrimaryDisk(Disk("iscsi:ibft", DiskKind.IBFT)))
+    with pytest.raises(InputError, match="an iSCSI disk needs use_ibft"):
+        planning.check_options(parse_cmdline("install"), answer)  # refused while planning
 
 
-def _attached(tmp_path: Path, cmdline: str = "install use_ibft") -> tuple[object, iscsi.System]:
+def _attached(tmp_path: Path) -> tuple[iscsi.SanState, iscsi.System]:
     system = sysfs(tmp_path)
     ibft_tree(system.ibft)
     add_session(system.sessions)
-    ctx = make_ctx(tmp_path, cmdline)
-    iscsi.attach_ibft(ctx, system)
-    return ctx, system
+    return iscsi.attach_ibft(False, system), system
 
 
 def test_the_storage_nic_never_fetches_the_answer_file(tmp_path: Path) -> None:
-    ctx, system = _attached(tmp_path)
+    san, system = _attached(tmp_path)
     nics = network.list_nics(system.sys_net)
-    assert [n.name for n in network.select_nics(ctx, nics)] == ["eth0"]  # type: ignore[arg-type]
-    boot_storage, _ = _attached(tmp_path / "b", "install use_ibft BOOTIF=01-52-54-00-78-00-01")
+    every = parse_cmdline("install use_ibft").answerfile_device
+    assert [n.name for n in network.select_nics(every, nics, san.storage_macs)] == ["eth0"]
+    boot = parse_cmdline("install use_ibft BOOTIF=01-52-54-00-78-00-01").answerfile_device
     with pytest.raises(InputError, match="BOOTIF=52:54:00:78:00:01 is the iSCSI storage NIC"):
-        network.select_nics(boot_storage, nics)  # type: ignore[arg-type]
+        network.select_nics(boot, nics, san.storage_macs)
 
 
 @pytest.mark.parametrize(
@@ -320,52 +316,23 @@ def test_the_storage_nic_never_fetches_the_answer_file(tmp_path: Path) -> None:
 def test_the_storage_nic_is_never_the_management_interface(
     tmp_path: Path, admin: AdminInterface
 ) -> None:
-    ctx, _ = _attached(tmp_path)
-    ctx.answer = AnswerFile(  # type: ignore[attr-defined]
+    san, system = _attached(tmp_path)
+    found = planning.NetworkFound(
+        fetched_by=network.Nic("eth0", ADMIN_MAC),
+        nics=tuple(network.list_nics(system.sys_net)),
+        storage_names=san.storage_names,
+        storage_macs=san.storage_macs,
+    )
+    answer = answer_for(
         primary_disk=PrimaryDisk(Disk("iscsi:ibft", DiskKind.IBFT)), admin_interface=admin
     )
     with pytest.raises(InputError, match="is the iSCSI storage NIC named by the iBFT"):
-        checks.check_storage_nic(ctx)  # type: ignore[arg-type]
+        planning.plan_network(parse_cmdline("install use_ibft"), answer, found)
+    plan = planning.plan_network(parse_cmdline("install use_ibft"), answer_for(), found)
+    assert (plan.admin_name, plan.storage_nics) == ("eth0", ("eth1",))
 
 
 def test_use_ibft_puts_the_iscsi_step_before_the_network() -> None:
-    names = [s.name for s in steps_for(Mode.FRESH, use_ibft=True)]
+    names = [name for name, _weight in steps_of(parse_cmdline("install use_ibft"))]
     assert names[:2] == ["iscsi", "network"]
-    assert "iscsi" not in [s.name for s in steps_for(Mode.FRESH)]
-
-
-def test_an_early_failure_brings_the_network_up_to_report_it(tmp_path: Path) -> None:
-    reached: list[str] = []
-
-    def fail(_ctx: object) -> None:
-        raise InputError("use_ibft: the iBFT names no target; nothing was written")
-
-    runner = Runner(
-        steps=[Step("iscsi", fail, 1)],
-        bundle=lambda _ctx: tmp_path / "bundle",
-        finish_scripts=lambda _ctx, _arg: None,
-        reach_server=lambda _ctx: reached.append("network"),
-    )
-    ctx = make_ctx(tmp_path, "install use_ibft")
-    ctx.reporter.upload_logs = lambda _bundle: None  # type: ignore[method-assign]
-    assert runner.run(ctx) == 1
-    assert reached == ["network"]
-    assert ctx.failed_reason == "use_ibft: the iBFT names no target; nothing was written"
-
-
-def test_a_failure_after_the_network_does_not_bring_it_up_again(tmp_path: Path) -> None:
-    def fail(_ctx: object) -> None:
-        raise NetinstallError("boom")
-
-    def never(_ctx: object) -> None:
-        raise AssertionError("the network is up already")
-
-    runner = Runner(
-        steps=[Step("download", fail, 1)],
-        bundle=lambda _ctx: tmp_path / "bundle",
-        finish_scripts=lambda _ctx, _arg: None,
-        reach_server=never,
-    )
-    ctx = make_ctx(tmp_path)
-    ctx.reporter.upload_logs = lambda _bundle: None  # type: ignore[method-assign]
-    assert runner.run(ctx) == 1
+    assert "iscsi" not in [name for name, _weight in steps_of(parse_cmdline("install"))]

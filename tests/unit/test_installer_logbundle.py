@@ -5,9 +5,10 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
+from answerfile.bootargs import parse_cmdline
 from installer_core import logbundle
 from installer_core.fetch import fetch_text
-from tests.unit.test_installer_fakes import PASSWORD, TOKEN, FakeRunner, make_ctx
+from tests.unit.test_installer_fakes import PASSWORD, TOKEN, FakeRunner
 
 SSH = "ssh-SECRET-9999"
 ANSWER = (Path(logbundle.__file__).parents[1] / "answerfile/examples/fresh.xml").read_text()
@@ -26,21 +27,23 @@ def test_the_bundle_holds_everything_with_secrets_redacted(tmp_path: Path) -> No
         f"install answerfile=http://s/answerfile/m?token={TOKEN} "
         f"netinstall.server=http://s netinstall.token={TOKEN} sshpassword={SSH}"
     )
-    ctx = make_ctx(tmp_path, cmdline)
-    ctx.answer_text = ANSWER.replace("change-me", PASSWORD)
-    import answerfile
-
-    ctx.answer = answerfile.parse(ctx.answer_text).model
-    ctx.log_file.parent.mkdir(parents=True)
-    ctx.log_file.write_text(f"fetched with {TOKEN}; root password {PASSWORD}\n")
+    secrets = logbundle.Secrets(parse_cmdline(cmdline))
+    answer_text = ANSWER.replace("change-me", PASSWORD)
+    secrets.learn_answer(answer_text)
+    work = tmp_path / "work"
+    log_file = work / "install.log"
+    log_file.parent.mkdir(parents=True)
+    log_file.write_text(f"fetched with {TOKEN}; root password {PASSWORD}\n")
     proc_cmdline = tmp_path / "cmdline"
     proc_cmdline.write_text(cmdline + "\n")
-    ctx.failed_reason = f"cannot read http://s/x?token={TOKEN}"
+    reason = f"cannot read http://s/x?token={TOKEN}"
     runner = FakeRunner(
         {"dmesg": "[0.1] booted\n", "ip": f"inet 10.0.0.5 {PASSWORD}\n", "blkid": 2}
     )
-    bundle = logbundle.make_bundle(ctx, runner, proc_cmdline)
-    assert bundle == ctx.work / "support.tar.bz2"
+    bundle = logbundle.make_bundle(
+        log_file, work, answer_text, reason, secrets, runner=runner, proc_cmdline=proc_cmdline
+    )
+    assert bundle == work / "support.tar.bz2"
     members = _members(bundle)
     assert set(members) == {
         f"support/{name}"
@@ -65,11 +68,19 @@ def test_the_bundle_holds_everything_with_secrets_redacted(tmp_path: Path) -> No
     assert "netinstall.token=REDACTED sshpassword=REDACTED" in members["support/cmdline.txt"]
 
 
-def test_the_root_password_element_is_redacted_even_unparsed(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path)
-    ctx.answer_text = f"<installation><root-password>{PASSWORD}</root-password><bad/>"
-    assert PASSWORD in logbundle.secrets_of(ctx)
-    assert PASSWORD not in logbundle.scrub(f"log says {PASSWORD}", logbundle.secrets_of(ctx))
+def test_the_root_password_element_is_redacted_even_unparsed() -> None:
+    secrets = logbundle.Secrets(parse_cmdline("install"))
+    secrets.learn_answer(f"<installation><root-password>{PASSWORD}</root-password><bad/>")
+    assert PASSWORD in secrets.known()
+    assert PASSWORD not in secrets.scrub(f"log says {PASSWORD}")
+
+
+def test_a_parsed_password_is_a_secret_too() -> None:
+    secrets = logbundle.Secrets(parse_cmdline(f"install netinstall.token={TOKEN}"))
+    secrets.add("p&w")  # the element said p&amp;w
+    secrets.add(None)
+    assert secrets.known() == [TOKEN, "p&w"]
+    assert secrets.scrub(f"{TOKEN} p&w") == "REDACTED REDACTED"
 
 
 def test_scrub_leaves_other_text_alone() -> None:

@@ -10,7 +10,6 @@ import pytest
 from common.firmware import Firmware
 from installer_core import __main__ as core_main
 from installer_core import install
-from installer_core.context import InstallContext
 from installer_core.report import NullReporter, ServerReporter
 from tests.unit.test_installer_fakes import TOKEN
 
@@ -43,10 +42,10 @@ def test_a_malformed_command_line_prints_every_problem(
 def test_install_runs_with_the_server_reporter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, efi: bool, firmware: Firmware
 ) -> None:
-    seen: list[InstallContext] = []
+    seen: list[install.Boot] = []
 
-    def fake_run(ctx: InstallContext, *args: Any, **kwargs: Any) -> int:
-        seen.append(ctx)
+    def fake_run(boot: install.Boot, *args: Any, **kwargs: Any) -> int:
+        seen.append(boot)
         return 1
 
     monkeypatch.setattr(install, "run_install", fake_run)
@@ -56,18 +55,19 @@ def test_install_runs_with_the_server_reporter(
         f"netinstall.token={TOKEN} BOOTIF=01-52-54-00-12-34-56"
     )
     assert core_main.from_cmdline(_cmdline(tmp_path, line), tmp_path / "efi") == 1
-    (ctx,) = seen
-    assert ctx.firmware is firmware
-    assert isinstance(ctx.reporter, ServerReporter)
-    assert ctx.reporter.mac == "52:54:00:12:34:56"
-    assert ctx.reporter.server == "http://s:8080"
+    (boot,) = seen
+    assert boot.firmware is firmware
+    assert boot.args.answerfile == "http://s/a"
+    assert isinstance(boot.reporter, ServerReporter)
+    assert boot.reporter.mac == "52:54:00:12:34:56"
+    assert boot.reporter.server == "http://s:8080"
 
 
 def test_without_a_server_there_is_no_server_reporter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seen: list[InstallContext] = []
-    monkeypatch.setattr(install, "run_install", lambda ctx: seen.append(ctx) or 0)
+    seen: list[install.Boot] = []
+    monkeypatch.setattr(install, "run_install", lambda boot: seen.append(boot) or 0)
     line = f"install answerfile=http://s/a?token={TOKEN} netinstall.token={TOKEN}"
     assert core_main.from_cmdline(_cmdline(tmp_path, line), tmp_path / "no-efi") == 0
     assert isinstance(seen[0].reporter, NullReporter)

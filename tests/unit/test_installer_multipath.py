@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from answerfile.model import Mode
+from answerfile.bootargs import parse_cmdline
+from answerfile.model import AnswerFile, Disk, Mode
 from common.cpio import read_members
 from common.errors import InputError, NetinstallError
-from installer_core import multipath
-from installer_core.install import steps_for
+from installer_core import multipath, planning
+from installer_core.install import steps_of
 from partitioning.mkfs import partition_device
-from tests.unit.test_installer_fakes import FakeRunner, make_ctx
+from tests.unit.test_installer_fakes import FakeRunner
 
 WWID = "3500c50015ea71ac0"
 
@@ -48,24 +49,22 @@ def test_a_path_device_resolves_to_its_map(tmp_path: Path) -> None:
 
 def test_disk_for_follows_the_boot_argument(tmp_path: Path) -> None:
     block = sysfs(tmp_path / "block")
-    plain = make_ctx(tmp_path)
-    assert multipath.disk_for(plain, Path("/dev/sda"), "primary-disk", block) == Path("/dev/sda")
-    ctx = make_ctx(tmp_path, "install device_mapper_multipath=yes")
-    assert multipath.disk_for(ctx, Path("/dev/sda"), "primary-disk", block) == Path(
-        "/dev/mapper/mpatha"
-    )
-    assert ctx.multipath is not None
+    plain = multipath.disk_for(Path("/dev/sda"), "primary-disk", False, block)
+    assert plain == (Path("/dev/sda"), None)
+    device, found = multipath.disk_for(Path("/dev/sda"), "primary-disk", True, block)
+    assert device == Path("/dev/mapper/mpatha")
+    assert found is not None
+    assert found.name == "mpatha"
     with pytest.raises(InputError, match=r"no multipath device holds it \(maps: mpatha over"):
-        multipath.disk_for(ctx, Path("/dev/vda"), "primary-disk", block)
+        multipath.disk_for(Path("/dev/vda"), "primary-disk", True, block)
 
 
 def test_no_map_at_all_is_one_sentence(tmp_path: Path) -> None:
     runner = FakeRunner()
     system = multipath.System(runner=runner, sys_block=sysfs(tmp_path / "b", maps=False),
                               etc=tmp_path / "etc")  # fmt: skip
-    ctx = make_ctx(tmp_path, "install device_mapper_multipath=yes")
     with pytest.raises(InputError, match="multipath found no multipath device"):
-        multipath.start(ctx, system)
+        multipath.start(system)
     assert runner.names()[:2] == ["multipath", "multipathd"]
     assert "find_multipaths greedy" in (tmp_path / "etc/multipath.conf").read_text()
 
@@ -74,17 +73,16 @@ def test_the_maps_are_built_and_logged(tmp_path: Path, caplog: pytest.LogCapture
     system = multipath.System(runner=FakeRunner(), sys_block=sysfs(tmp_path / "b"),
                               etc=tmp_path / "etc")  # fmt: skip
     caplog.set_level("INFO")
-    multipath.start(make_ctx(tmp_path, "install device_mapper_multipath=yes"), system)
+    assert [m.name for m in multipath.start(system)] == ["mpatha"]
     assert "multipath maps: mpatha over sda, sdb" in caplog.text
 
 
 def test_dom0_gets_the_wwid_and_the_name_in_root_and_initramfs(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path, "install device_mapper_multipath=yes")
-    ctx.multipath = multipath.MultipathMap("mpatha", f"mpath-{WWID}", ("sda", "sdb"))
+    found = multipath.MultipathMap("mpatha", f"mpath-{WWID}", ("sda", "sdb"))
     initrd = tmp_path / "root/boot/initrd.img"
     initrd.parent.mkdir(parents=True)
     initrd.write_bytes(b"\x28\xb5\x2f\xfd compressed")  # 15 bytes: padded to 16
-    multipath.write_dom0_config(ctx, tmp_path / "root")
+    multipath.write_dom0_config(found, tmp_path / "root")
     assert f"/{WWID}/" in (tmp_path / "root/etc/multipath/wwids").read_text()
     assert f"mpatha {WWID}" in (tmp_path / "root/etc/multipath/bindings").read_text()
     data = initrd.read_bytes()
@@ -97,10 +95,11 @@ def test_dom0_gets_the_wwid_and_the_name_in_root_and_initramfs(tmp_path: Path) -
 
 
 def test_without_its_initramfs_dom0_would_not_find_the_map(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path, "install device_mapper_multipath=yes")
-    ctx.multipath = multipath.MultipathMap("mpatha", f"mpath-{WWID}", ("sda",))
+    found = multipath.MultipathMap("mpatha", f"mpath-{WWID}", ("sda",))
     with pytest.raises(NetinstallError, match=r"initrd\.img is missing"):
-        multipath.write_dom0_config(ctx, tmp_path / "root")
+        multipath.write_dom0_config(found, tmp_path / "root")
+    multipath.write_dom0_config(None, tmp_path / "plain")  # no map: nothing to write
+    assert not (tmp_path / "plain").exists()
 
 
 def test_map_partitions_are_named_as_kpartx_names_them() -> None:
@@ -109,15 +108,18 @@ def test_map_partitions_are_named_as_kpartx_names_them() -> None:
 
 
 def test_multipath_runs_after_iscsi_and_before_the_network() -> None:
-    names = [s.name for s in steps_for(Mode.FRESH, use_ibft=True, multipath=True)]
+    args = parse_cmdline("install use_ibft device_mapper_multipath=yes")
+    names = [name for name, _weight in steps_of(args)]
     assert names[:3] == ["iscsi", "multipath", "network"]
 
 
-def test_an_upgrade_on_a_multipath_device_is_refused_before_anything(tmp_path: Path) -> None:
-    from answerfile.model import AnswerFile, Disk
-    from installer_core import checks
-
-    ctx = make_ctx(tmp_path, "install device_mapper_multipath=yes")
-    ctx.answer = AnswerFile(mode=Mode.UPGRADE, existing_installation=Disk("sda"))
+@pytest.mark.parametrize(
+    "answer",
+    [
+        AnswerFile(mode=Mode.UPGRADE, existing_installation=Disk("sda")),
+        AnswerFile(mode=Mode.RESTORE, backup_disk=Disk("sda")),
+    ],
+)
+def test_an_upgrade_on_a_multipath_device_is_refused_before_anything(answer: AnswerFile) -> None:
     with pytest.raises(InputError, match="on a multipath device is not supported yet"):
-        checks.check_disk(ctx, checks.Machine(runner=FakeRunner()))
+        planning.check_options(parse_cmdline("install device_mapper_multipath=yes"), answer)

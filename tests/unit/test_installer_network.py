@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from answerfile.bootargs import parse_cmdline
 from common.errors import InputError, NetinstallError
 from installer_core.network import System, bring_up, list_nics
-from tests.unit.test_installer_fakes import FakeRunner, make_ctx
+from tests.unit.test_installer_fakes import FakeRunner
 
 NICS = {
     "eth0": ("52:54:00:00:00:01", "1", "1"),
@@ -45,10 +46,11 @@ def test_only_ethernet_nics_are_listed(tmp_path: Path) -> None:
 
 def test_dhcp_on_the_bootif_nic(tmp_path: Path) -> None:
     runner = FakeRunner()
-    ctx = make_ctx(tmp_path, "install BOOTIF=01-52-54-00-00-00-02")
-    bring_up(ctx, _system(tmp_path, runner))
+    nic = bring_up(
+        parse_cmdline("install BOOTIF=01-52-54-00-00-00-02"), (), _system(tmp_path, runner)
+    )
     assert runner.calls == [["ip", "link", "set", "dev", "eth1", "up"], _dhclient("eth1")]
-    assert (ctx.admin_mac, ctx.admin_interface) == ("52:54:00:00:00:02", "eth1")
+    assert (nic.mac, nic.name) == ("52:54:00:00:00:02", "eth1")
 
 
 def test_all_nics_come_up_and_the_first_with_a_lease_wins(tmp_path: Path) -> None:
@@ -63,51 +65,50 @@ def test_all_nics_come_up_and_the_first_with_a_lease_wins(tmp_path: Path) -> Non
         return result
 
     runner = FakeRunner({"dhclient": dhclient})
-    ctx = make_ctx(tmp_path, "install")
-    bring_up(ctx, _system(tmp_path, runner))
+    nic = bring_up(parse_cmdline("install"), (), _system(tmp_path, runner))
     assert runner.calls == [
         ["ip", "link", "set", "dev", "eth0", "up"],
         ["ip", "link", "set", "dev", "eth1", "up"],
         _dhclient("eth0"),
         _dhclient("eth1"),
     ]
-    assert ctx.admin_mac == "52:54:00:00:00:02"
+    assert nic.mac == "52:54:00:00:00:02"
 
 
 def test_no_lease_anywhere_fails_the_step(tmp_path: Path) -> None:
     runner = FakeRunner({"dhclient": 2})
     with pytest.raises(NetinstallError, match="no DHCP lease on eth0, eth1"):
-        bring_up(make_ctx(tmp_path, "install"), _system(tmp_path, runner))
+        bring_up(parse_cmdline("install"), (), _system(tmp_path, runner))
 
 
 def test_static_configuration(tmp_path: Path) -> None:
     runner = FakeRunner()
-    ctx = make_ctx(
-        tmp_path,
+    args = parse_cmdline(
         "install answerfile_device=eth0 "
         "network_config=static:ip=10.0.0.5;netmask=255.255.255.0;gateway=10.0.0.1;dns=10.0.0.2,10.0.0.3",
     )
     system = _system(tmp_path, runner)
-    bring_up(ctx, system)
+    nic = bring_up(args, (), system)
     assert runner.calls == [
         ["ip", "link", "set", "dev", "eth0", "up"],
         ["ip", "addr", "add", "10.0.0.5/24", "dev", "eth0"],
         ["ip", "route", "add", "default", "via", "10.0.0.1", "dev", "eth0"],
     ]
     assert system.resolv_conf.read_text() == "nameserver 10.0.0.2\nnameserver 10.0.0.3\n"
-    assert ctx.admin_mac == "52:54:00:00:00:01"
+    assert nic.mac == "52:54:00:00:00:01"
 
 
 def test_a_device_by_mac_and_a_missing_device(tmp_path: Path) -> None:
     runner = FakeRunner()
-    ctx = make_ctx(tmp_path, "install answerfile_device=52-54-00-00-00-02")
     system = _system(tmp_path, runner)
-    bring_up(ctx, system)
-    assert ctx.admin_interface == "eth1"
+    assert (
+        bring_up(parse_cmdline("install answerfile_device=52-54-00-00-00-02"), (), system).name
+        == "eth1"
+    )
     with pytest.raises(InputError, match=r"answerfile_device=eth7: no such interface \(found eth0"):
-        bring_up(make_ctx(tmp_path, "install answerfile_device=eth7"), system)
+        bring_up(parse_cmdline("install answerfile_device=eth7"), (), system)
     with pytest.raises(InputError, match="BOOTIF=aa:bb:cc:dd:ee:ff: no such interface"):
-        bring_up(make_ctx(tmp_path, "install BOOTIF=aa:bb:cc:dd:ee:ff"), system)
+        bring_up(parse_cmdline("install BOOTIF=aa:bb:cc:dd:ee:ff"), (), system)
 
 
 def test_no_carrier_is_waited_for_then_tried_anyway(tmp_path: Path) -> None:
@@ -115,6 +116,6 @@ def test_no_carrier_is_waited_for_then_tried_anyway(tmp_path: Path) -> None:
     runner = FakeRunner()
     system = _system(tmp_path, runner, {"eth0": ("52:54:00:00:00:01", "1", "0")})
     system.sleep = slept.append
-    bring_up(make_ctx(tmp_path, "install"), system)
+    bring_up(parse_cmdline("install"), (), system)
     assert sum(slept) == pytest.approx(30.0)
     assert runner.calls[-1] == _dhclient("eth0")

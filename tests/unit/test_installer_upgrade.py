@@ -7,17 +7,18 @@ point as the test filled it, and ``cp`` is a Python copy.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from answerfile.bootargs import parse_cmdline
 from answerfile.model import (
     AdminInterface,
     AnswerFile,
@@ -31,14 +32,14 @@ from answerfile.model import (
 )
 from common.errors import InputError, NetinstallError
 from common.firmware import Firmware
-from installer_core import backup, carry, checks, configure, existing, fetch, install
-from installer_core.context import Existing, InstallContext
-from installer_core.install import Runner, Step
+from installer_core import backup, carry, configure, existing, install, planning
+from installer_core.disk import partition_map
+from installer_core.network import Nic
+from installer_core.plan import Existing, InstallPlan
 from partitioning import planner
 from partitioning.detect import detect_installation
-from partitioning.model import DiskFacts, ExistingPartition, GiB, Label, Options
-from tests.unit.test_installer_fakes import TOKEN, FakeRunner, make_ctx
-from tests.unit.test_installer_steps import Recorder
+from partitioning.model import DiskFacts, ExistingPartition, GiB, Label, Options, Use
+from tests.unit.test_installer_fakes import TOKEN, FakeRunner, make_plan
 
 CMDLINE = f"install netinstall.server=http://10.0.2.2:8080 netinstall.token={TOKEN} " + (
     "BOOTIF=01-52-54-00-12-34-56"
@@ -173,24 +174,36 @@ def new_payload(root: Path) -> Path:
     return root
 
 
-def upgrade_ctx(tmp_path: Path, answer: AnswerFile | None = None, **kw: Any) -> InstallContext:
-    ctx = make_ctx(tmp_path, CMDLINE)
-    ctx.answer = answer or AnswerFile(
-        mode=Mode.UPGRADE,
-        existing_installation=Disk("sda"),
-        sources=(Source(SourceType.URL, "http://repo/"),),
+def upgrade_answer(**fields: Any) -> AnswerFile:
+    return AnswerFile(
+        **{
+            "mode": Mode.UPGRADE,
+            "existing_installation": Disk("sda"),
+            "sources": (Source(SourceType.URL, "http://repo/"),),
+            **fields,
+        }
     )
-    for key, value in kw.items():
-        setattr(ctx, key, value)
-    return ctx
 
 
-def found_ctx(tmp_path: Path, answer: AnswerFile | None = None) -> InstallContext:
-    """An upgrade after find-installation (BIOS, the new GPT layout on /dev/sda)."""
-    ctx = upgrade_ctx(tmp_path, answer)
-    old_system(ctx.work / "old-root")
-    existing.find_installation(ctx, probe(runner()))
-    return ctx
+def found_plan(
+    tmp_path: Path,
+    answer: AnswerFile | None = None,
+    *,
+    cmdline: str = CMDLINE,
+    firmware: Firmware = Firmware.BIOS,
+) -> InstallPlan:
+    """An upgrade planned after its installation was found (BIOS, the new GPT layout on
+    /dev/sda), the answer file fetched through the BOOTIF NIC."""
+    answer = answer or upgrade_answer()
+    work = tmp_path / "work"
+    old_system(work / "old-root")
+    found = existing.find_installation(
+        answer.existing_installation, firmware, work, probe(runner())
+    )
+    disk = planning.DiskFound(found.device, found.facts, None, found.table, found.existing)
+    eth0 = Nic("eth0", "52:54:00:12:34:56")
+    network = planning.NetworkFound(fetched_by=eth0, nics=(eth0, Nic("eth1", "52:54:00:12:34:57")))
+    return make_plan(tmp_path, answer, args=cmdline, firmware=firmware, disk=disk, network=network)
 
 
 def written(fake: FakeRunner) -> list[list[str]]:
@@ -200,15 +213,13 @@ def written(fake: FakeRunner) -> list[list[str]]:
 # --- the steps of the mode --------------------------------------------------------
 
 
-def test_each_mode_has_its_steps_after_the_shared_ones() -> None:
-    shared = [s.name for s in install.SHARED]
-    assert shared == ["network", "fetch-answerfile", "validate-answerfile"]
-    upgrade = [s.name for s in install.steps_for(Mode.UPGRADE)]
+def test_each_mode_has_its_steps_after_the_plan(tmp_path: Path) -> None:
+    args = parse_cmdline("install")
+    before = ["network", "fetch-answerfile", "validate-answerfile", "plan"]
+    upgrade = [name for name, _ in install.steps_of(args, found_plan(tmp_path))]
     assert upgrade == [
-        *shared,
+        *before,
         "installation-start-scripts",
-        "hardware-checks",
-        "find-installation",
         "download",
         "layout",
         "backup-root",
@@ -225,14 +236,12 @@ def test_each_mode_has_its_steps_after_the_shared_ones() -> None:
         "write-install-log",
         "installation-complete-scripts",
     ]
-    assert install.steps_for(Mode.FRESH) == install.STEPS
-    for mode in Mode:
-        steps = install.steps_for(mode)
-        assert len({s.name for s in steps}) == len(steps)
-        assert all(s.weight > 0 for s in steps)
+    for steps in (install.FRESH, install.FRESH_STAGED_ON_DISK, install.UPGRADE, install.RESTORE):
+        assert len(set(steps)) == len(steps)
+        assert all(install.WEIGHTS[name] > 0 for name in steps)
     # Nothing is written before the payload has verified; settings saved before root goes.
     for first, then in (
-        ("find-installation", "download"),
+        ("plan", "download"),
         ("download", "backup-root"),
         ("backup-root", "make-root"),
         ("save-settings", "make-root"),
@@ -242,78 +251,43 @@ def test_each_mode_has_its_steps_after_the_shared_ones() -> None:
         assert upgrade.index(first) < upgrade.index(then)
 
 
-def test_the_steps_are_chosen_by_the_answer_files_mode(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path)
-    assert install.choose_steps(ctx) == install.STEPS  # not validated yet: a fresh install's
-    ctx.answer = AnswerFile(mode=Mode.UPGRADE)
-    assert install.choose_steps(ctx) == install.steps_for(Mode.UPGRADE)
-    ctx.answer = AnswerFile(mode=Mode.RESTORE)
-    assert install.choose_steps(ctx) == install.steps_for(Mode.RESTORE)
-
-
-def test_the_runner_numbers_the_chosen_steps(tmp_path: Path) -> None:
-    done: list[str] = []
-
-    def step(name: str, weight: float = 1) -> Step:
-        def action(ctx: InstallContext) -> None:
-            done.append(name)
-            if name == "validate":
-                ctx.answer = AnswerFile(mode=Mode.UPGRADE)
-
-        return Step(name, action, weight)
-
-    shared = [step("fetch"), step("validate")]
-    rest = [step("find"), step("download"), step("backup", 6)]
-    out = io.StringIO()
-    runner = Runner(
-        out=out,
-        choose=lambda ctx: shared + (rest if ctx.answer else rest[:1]),
-        clock=iter(range(1000)).__next__,  # type: ignore[arg-type]
-    )
-    reporter = Recorder()
-    assert runner.run(make_ctx(tmp_path, reporter=reporter)) == 0
-    assert done == ["fetch", "validate", "find", "download", "backup"]
-    progress = [e["progress"] for e in reporter.events if e["state"] == "installing"]
-    # The work grew after validation (2 of 3, then 2 of 10): progress holds, never goes back.
-    assert progress == [0.0, 1 / 3, 1 / 3, 1 / 3, 0.4]
-    numbered = [line for line in out.getvalue().splitlines() if line.endswith(")")]
-    assert numbered == [
-        "netinstall: step fetch (1/3)",
-        "netinstall: step validate (2/3)",
-        "netinstall: step find (3/5)",
-        "netinstall: step download (4/5)",
-        "netinstall: step backup (5/5)",
-    ]
-
-
-def test_an_upgrade_answer_file_is_checked_on_its_disk(tmp_path: Path) -> None:
+def test_an_upgrade_answer_file_is_checked_on_its_disk() -> None:
     answer = AnswerFile(mode=Mode.UPGRADE, existing_installation=Disk("sdb"))
-    assert checks.install_disk(answer) == (Disk("sdb"), "the disk of the existing installation")
+    assert planning.disk_element(answer) == (Disk("sdb"), "the disk of the existing installation")
     with pytest.raises(InputError, match="no <existing-installation>"):
-        checks.install_disk(AnswerFile(mode=Mode.UPGRADE))
+        planning.disk_element(AnswerFile(mode=Mode.UPGRADE))
 
 
-def test_validation_reads_the_upgrades_repository(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path)
-    ctx.answer_text = (
-        '<installation mode="reinstall"><existing-installation>sda</existing-installation>'
-        '<source type="url">http://repo.example/v2</source></installation>'
+def test_the_upgrades_plan_reads_its_repository(tmp_path: Path) -> None:
+    plan = found_plan(
+        tmp_path, upgrade_answer(sources=(Source(SourceType.URL, "http://repo.example/v2"),))
     )
-    fetch.validate_answerfile(ctx)
-    assert ctx.answer is not None
-    assert ctx.answer.mode is Mode.UPGRADE
-    assert ctx.repo_url == "http://repo.example/v2/"
+    assert plan.mode is Mode.UPGRADE
+    assert plan.fetch is not None
+    assert plan.fetch.repository == "http://repo.example/v2/"
+    assert plan.existing is not None
+    assert plan.existing.version == "0.1.0"
+    assert all(p.keep for p in plan.disk.table.partitions)
+    assert plan.network.admin_name is None  # the installation keeps its own
 
 
 # --- find-installation ------------------------------------------------------------
 
 
+def _find(
+    tmp_path: Path,
+    fake: FakeRunner,
+    facts: DiskFacts | None = None,
+    firmware: Firmware = Firmware.BIOS,
+) -> existing.Found:
+    return existing.find_installation(Disk("sda"), firmware, tmp_path / "work", probe(fake, facts))
+
+
 def test_find_installation_reads_version_uuid_and_first_boot(tmp_path: Path) -> None:
-    ctx = upgrade_ctx(tmp_path)
-    old_system(ctx.work / "old-root")
+    old_system(tmp_path / "work/old-root")
     fake = runner()
-    existing.find_installation(ctx, probe(fake))
-    assert ctx.existing == Existing(
+    found = _find(tmp_path, fake)
+    assert found.existing == Existing(
         version="0.1.0",
         build="b1",
         root_uuid=ROOT_UUID,
@@ -321,15 +295,14 @@ def test_find_installation_reads_version_uuid_and_first_boot(tmp_path: Path) -> 
         firstboot=OLD_FIRSTBOOT,
         sr_uuid=SR_UUID,
     )
-    assert ctx.disk == Path("/dev/sda")
-    assert ctx.uuids == {"root": ROOT_UUID}
-    assert ctx.partitions["root"] == Path("/dev/sda1")
-    assert ctx.partitions["backup"] == Path("/dev/sda2")
-    assert ctx.partitions["sr"] == Path("/dev/sda3")
-    assert ctx.partitions["logs"] == Path("/dev/sda5")
-    assert ctx.plan is not None
-    assert all(p.keep for p in ctx.plan.partitions)
-    mount = ["mount", "-t", "ext4", "-o", "ro", "/dev/sda1", str(ctx.work / "old-root")]
+    assert found.device == Path("/dev/sda")
+    parts = partition_map(found.table, found.device, kept=True)
+    assert parts[Use.ROOT] == Path("/dev/sda1")
+    assert parts[Use.BACKUP] == Path("/dev/sda2")
+    assert parts[Use.SR] == Path("/dev/sda3")
+    assert parts[Use.LOGS] == Path("/dev/sda5")
+    assert all(p.keep for p in found.table.partitions)
+    mount = ["mount", "-t", "ext4", "-o", "ro", "/dev/sda1", str(tmp_path / "work/old-root")]
     assert mount in fake.calls
     assert written(fake) == []
 
@@ -346,42 +319,37 @@ def test_find_installation_reads_version_uuid_and_first_boot(tmp_path: Path) -> 
 def test_find_installation_refuses_layouts_it_cannot_keep(
     tmp_path: Path, facts: DiskFacts, firmware: Firmware, words: str
 ) -> None:
-    ctx = upgrade_ctx(tmp_path, firmware=firmware)
-    old_system(ctx.work / "old-root")
+    old_system(tmp_path / "work/old-root")
     fake = runner()
     with pytest.raises(InputError, match=words) as caught:
-        existing.find_installation(ctx, probe(fake, facts))
+        _find(tmp_path, fake, facts, firmware)
     assert "nothing was written" in str(caught.value)
     assert written(fake) == []
-    assert ctx.existing is None
 
 
 def test_a_disk_without_netinstall_release_is_refused(tmp_path: Path) -> None:
-    ctx = upgrade_ctx(tmp_path)
-    old_system(ctx.work / "old-root")
-    (ctx.work / "old-root" / existing.RELEASE).unlink()
+    old_system(tmp_path / "work/old-root")
+    (tmp_path / "work/old-root" / existing.RELEASE).unlink()
     fake = runner()
     with pytest.raises(
         InputError,
         match=r"^no netinstall installation on /dev/sda: its root partition /dev/sda1 has no "
         r"VERSION in /etc/netinstall-release; nothing was written$",
     ):
-        existing.find_installation(ctx, probe(fake))
+        _find(tmp_path, fake)
     assert written(fake) == []
 
 
 def test_a_root_partition_without_a_filesystem_is_refused(tmp_path: Path) -> None:
-    ctx = upgrade_ctx(tmp_path)
     fake = runner(blkid=blkid(uuid=2))
     with pytest.raises(InputError, match="/dev/sda1 holds no filesystem"):
-        existing.find_installation(ctx, probe(fake))
+        _find(tmp_path, fake)
     assert fake.names() == ["blkid"]
 
 
 def test_a_root_that_cannot_be_mounted_is_refused(tmp_path: Path) -> None:
-    ctx = upgrade_ctx(tmp_path)
     with pytest.raises(InputError, match=r"/dev/sda1 cannot be mounted \(mount exited"):
-        existing.find_installation(ctx, probe(runner(mount=32)))
+        _find(tmp_path, runner(mount=32))
 
 
 @pytest.mark.parametrize(
@@ -395,18 +363,14 @@ def test_a_root_that_cannot_be_mounted_is_refused(tmp_path: Path) -> None:
 def test_an_sr_that_cannot_be_kept_safely_is_refused(
     tmp_path: Path, firstboot: dict[str, Any] | None, state: dict[str, Any] | None, words: str
 ) -> None:
-    ctx = upgrade_ctx(tmp_path)
-    old_system(ctx.work / "old-root", firstboot=firstboot, state=state)
+    old_system(tmp_path / "work/old-root", firstboot=firstboot, state=state)
     with pytest.raises(InputError, match=words):
-        existing.find_installation(ctx, probe(runner()))
+        _find(tmp_path, runner())
 
 
 def test_first_boot_that_never_ran_needs_no_sr_uuid(tmp_path: Path) -> None:
-    ctx = upgrade_ctx(tmp_path)
-    old_system(ctx.work / "old-root", state={"done": False})
-    existing.find_installation(ctx, probe(runner()))
-    assert ctx.existing is not None
-    assert ctx.existing.sr_uuid is None
+    old_system(tmp_path / "work/old-root", state={"done": False})
+    assert _find(tmp_path, runner()).existing.sr_uuid is None
 
 
 def test_release_files_are_read_like_os_release() -> None:
@@ -418,20 +382,20 @@ def test_release_files_are_read_like_os_release() -> None:
     }
 
 
-# --- layout -----------------------------------------------------------------------
+# --- layout ---------------------------------------------------------------------
 
 
 def test_the_layout_step_keeps_the_table_and_the_sr(tmp_path: Path) -> None:
-    ctx = found_ctx(tmp_path)
+    plan = found_plan(tmp_path)
     fake = runner()
-    existing.check_layout(ctx, probe(fake))
+    existing.check_layout(plan.disk, plan.firmware, probe(fake))
     assert written(fake) == []
 
 
 def test_the_layout_step_refuses_a_table_that_changed(tmp_path: Path) -> None:
-    ctx = found_ctx(tmp_path)
+    plan = found_plan(tmp_path)
     with pytest.raises(NetinstallError, match="changed during the install"):
-        existing.check_layout(ctx, probe(runner(), table(size=80 * GiB)))
+        existing.check_layout(plan.disk, plan.firmware, probe(runner(), table(size=80 * GiB)))
 
 
 def test_a_plan_that_moves_the_sr_is_refused() -> None:
@@ -446,23 +410,23 @@ def test_a_plan_that_moves_the_sr_is_refused() -> None:
 
 
 def test_backup_root_copies_root_and_marks_what_it_holds(tmp_path: Path) -> None:
-    ctx = found_ctx(tmp_path)
+    plan = found_plan(tmp_path)
+    assert plan.existing is not None
     fake = runner()
     when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-    backup.backup_root(ctx, fake, now=lambda: when)
-    copy = ctx.work / "backup"
+    work = tmp_path / "work"
+    backup.backup_root(plan.disk, plan.existing, work, fake, now=lambda: when)
+    copy = work / "backup"
     assert written(fake) == [
         ["mkfs.ext4", "-F", "-q", "-L", "backup", "/dev/sda2"],
-        ["cp", "--archive", "--one-file-system", f"{ctx.work / 'old-root'}/.", f"{copy}/"],
+        ["cp", "--archive", "--one-file-system", f"{work / 'old-root'}/.", f"{copy}/"],
     ]
     mounts = [call[-2:] for call in fake.calls if call[0] == "mount"]
     assert mounts[-2:] == [
-        ["/dev/sda1", str(ctx.work / "old-root")],
+        ["/dev/sda1", str(work / "old-root")],
         ["/dev/sda2", str(copy)],
     ]
-    assert ["mount", "-t", "ext4", "-o", "ro", "/dev/sda1", str(ctx.work / "old-root")] in (
-        fake.calls
-    )
+    assert ["mount", "-t", "ext4", "-o", "ro", "/dev/sda1", str(work / "old-root")] in (fake.calls)
     assert json.loads((copy / existing.MARKER).read_text()) == {
         "version": "0.1.0",
         "build": "b1",
@@ -477,45 +441,51 @@ def test_backup_root_copies_root_and_marks_what_it_holds(tmp_path: Path) -> None
 
 
 def test_nothing_formats_the_sr_partition(tmp_path: Path) -> None:
-    ctx = found_ctx(tmp_path)
-    ctx.partitions["backup"] = ctx.partitions["sr"]
+    plan = found_plan(tmp_path)
+    assert plan.existing is not None
+    parts = dict(plan.disk.partitions)
     fake = runner()
+    bad = replace(plan.disk, partitions={**parts, Use.BACKUP: parts[Use.SR]})
     with pytest.raises(NetinstallError, match="/dev/sda3: it is the local SR partition"):
-        backup.backup_root(ctx, fake)
-    ctx.partitions["root"] = ctx.partitions["sr"]
+        backup.backup_root(bad, plan.existing, tmp_path / "work", fake)
+    bad = replace(plan.disk, partitions={**parts, Use.ROOT: parts[Use.SR]})
     with pytest.raises(NetinstallError, match="it is the local SR partition"):
-        backup.make_root(ctx, fake)
+        backup.make_root(bad, plan.existing, upgrade=True, runner=fake)
     assert written(fake) == []
 
 
 def test_make_root_keeps_the_filesystem_uuid_and_label(tmp_path: Path) -> None:
-    ctx = found_ctx(tmp_path)
+    plan = found_plan(tmp_path)
+    assert plan.existing is not None
     fake = runner()
-    backup.make_root(ctx, fake)
+    assert backup.make_root(plan.disk, plan.existing, upgrade=True, runner=fake) == ROOT_UUID
     assert written(fake) == [
         ["mkfs.ext4", "-F", "-q", "-L", "root", "-U", ROOT_UUID, "/dev/sda1"],
     ]
-    assert ctx.uuids["root"] == ROOT_UUID
 
 
 def test_make_root_checks_the_uuid_it_got(tmp_path: Path) -> None:
-    ctx = found_ctx(tmp_path)
+    plan = found_plan(tmp_path)
+    assert plan.existing is not None
     with pytest.raises(NetinstallError, match="gave /dev/sda1 the UUID other, not"):
-        backup.make_root(ctx, runner(blkid=blkid(uuid="other")))
+        backup.make_root(
+            plan.disk, plan.existing, upgrade=True, runner=runner(blkid=blkid(uuid="other"))
+        )
 
 
 # --- save-settings and carry-settings ---------------------------------------------
 
 
-def carried(tmp_path: Path, answer: AnswerFile | None = None) -> InstallContext:
+def carried(
+    tmp_path: Path, answer: AnswerFile | None = None, cmdline: str = CMDLINE
+) -> InstallPlan:
     """An upgrade up to carry-settings: found, settings saved, payload 0.2.0 laid down."""
-    ctx = found_ctx(tmp_path, answer)
-    carry.save_settings(ctx, runner())
-    shutil.rmtree(ctx.work / "old-root")  # root is re-created: only the saved copy is left
-    new_payload(ctx.target)
-    ctx.payload_version = "0.2.0"
-    carry.carry_settings(ctx)
-    return ctx
+    plan = found_plan(tmp_path, answer, cmdline=cmdline)
+    saved = carry.save_settings(plan.disk, tmp_path / "work", runner())
+    shutil.rmtree(tmp_path / "work/old-root")  # root is re-created: only the saved copy is left
+    new_payload(plan.paths.target)
+    carry.carry_settings(plan, saved, "0.2.0")
+    return plan
 
 
 def firstboot_of(root: Path) -> dict[str, Any]:
@@ -524,8 +494,7 @@ def firstboot_of(root: Path) -> dict[str, Any]:
 
 
 def test_the_settings_are_carried_over_the_new_payload(tmp_path: Path) -> None:
-    ctx = carried(tmp_path)
-    root = ctx.target
+    root = carried(tmp_path).paths.target
     assert (root / "etc/hostname").read_text() == "xen-old\n"
     assert (root / "etc/hosts").read_text().endswith("127.0.1.1\txen-old\n")
     assert (root / "etc/network/interfaces.d/xenbr0").read_text() == "iface xenbr0 inet static\n"
@@ -549,8 +518,7 @@ def test_the_settings_are_carried_over_the_new_payload(tmp_path: Path) -> None:
 
 
 def test_first_boot_is_armed_again_for_the_new_version(tmp_path: Path) -> None:
-    ctx = carried(tmp_path)
-    root = ctx.target
+    root = carried(tmp_path).paths.target
     assert firstboot_of(root) == {
         "server": "http://10.0.2.2:8080",
         "mac": "52:54:00:12:34:56",
@@ -568,10 +536,7 @@ def test_first_boot_is_armed_again_for_the_new_version(tmp_path: Path) -> None:
 
 
 def test_the_upgrades_answer_file_wins_over_the_carried_settings(tmp_path: Path) -> None:
-    answer = AnswerFile(
-        mode=Mode.UPGRADE,
-        existing_installation=Disk("sda"),
-        sources=(Source(SourceType.URL, "http://repo/"),),
+    answer = upgrade_answer(
         hostname="xen-new",
         admin_interface=AdminInterface(Proto.DHCP, name="eth1"),
         name_servers=("198.51.100.1",),
@@ -579,8 +544,7 @@ def test_the_upgrades_answer_file_wins_over_the_carried_settings(tmp_path: Path)
         keymap="de",
         root_password=RootPassword(PasswordType.HASH, "$6$new$hash"),
     )
-    ctx = carried(tmp_path, answer)
-    root = ctx.target
+    root = carried(tmp_path, answer).paths.target
     assert (root / "etc/hostname").read_text() == "xen-new\n"
     assert "bridge_ports eth1" in (root / "etc/network/interfaces.d/xenbr0").read_text()
     assert "198.51.100.1" in (root / "etc/dhcp/dhclient.conf").read_text()  # DHCP now
@@ -594,22 +558,16 @@ def test_the_upgrades_answer_file_wins_over_the_carried_settings(tmp_path: Path)
 
 
 def test_without_a_server_first_boot_reports_to_nobody(tmp_path: Path) -> None:
-    ctx = found_ctx(tmp_path)
-    ctx.args = make_ctx(tmp_path, "install").args
-    carry.save_settings(ctx, runner())
-    new_payload(ctx.target)
-    ctx.payload_version = "0.2.0"
-    carry.carry_settings(ctx)
-    data = firstboot_of(ctx.target)
+    plan = carried(tmp_path, cmdline="install")
+    data = firstboot_of(plan.paths.target)
     assert (data["server"], data["token"]) == (None, None)
-    assert data["mac"] == OLD_FIRSTBOOT["mac"]
+    assert data["mac"] == "52:54:00:12:34:56"  # the NIC that fetched the answer file
 
 
 def test_carrying_needs_the_saved_settings(tmp_path: Path) -> None:
-    ctx = found_ctx(tmp_path)
-    ctx.payload_version = "0.2.0"
+    plan = found_plan(tmp_path)
     with pytest.raises(NetinstallError, match="were not saved"):
-        carry.carry_settings(ctx)
+        carry.carry_settings(plan, tmp_path / "work/carried", "0.2.0")
 
 
 def test_copies_keep_owners_modes_and_symlinks(tmp_path: Path) -> None:

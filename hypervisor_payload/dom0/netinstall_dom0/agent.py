@@ -24,7 +24,7 @@ from pathlib import Path
 import requests
 
 from common.errors import NetinstallError
-from common.process import Runner, run
+from common.process import CommandRunner, run
 from common.protocol.messages import AgentState, Checkin, CheckinReply, RebootPolicy
 
 from .config import AgentConfig, load_agent
@@ -51,7 +51,7 @@ class Outcome(enum.Enum):
 class Agent:
     config: AgentConfig
     client: ServerClient
-    runner: Runner
+    runner: CommandRunner
     layout: Layout
 
     def running_version(self) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import NetinstallError
-from common.process import Runner
+from common.process import CommandRunner
 from common.protocol.messages import Address, MultipathMap, PathState, RunningFacts, SrType
 
 from .layout import Layout
@@ -95,7 +95,7 @@ def parse_multipath(text: str) -> tuple[MultipathMap, ...]:
     return tuple(found)
 
 
-def multipath_maps(runner: Runner) -> tuple[MultipathMap, ...]:
+def multipath_maps(runner: CommandRunner) -> tuple[MultipathMap, ...]:
     """The multipath maps and their paths; none when multipathd is not running."""
     try:
         return parse_multipath(runner(MULTIPATH_MAPS).stdout)
@@ -113,7 +113,7 @@ def read_payload_version(path: Path) -> str | None:
 
 
 def gather(
-    runner: Runner,
+    runner: CommandRunner,
     layout: Layout,
     *,
     sr_uuid: str | None,

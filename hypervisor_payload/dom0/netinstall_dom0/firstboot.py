@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from common.errors import NetinstallError
-from common.process import Runner, run
+from common.process import CommandRunner, run
 
 from .config import AgentConfig, load_firstboot, remove_token, save_agent
 from .errors import ConfigError, Unauthorized
@@ -41,7 +41,7 @@ def _new_uuid() -> str:
 
 def firstboot(
     layout: Layout,
-    runner: Runner,
+    runner: CommandRunner,
     session: HttpSession,
     *,
     sleep: Callable[[float], None] = time.sleep,

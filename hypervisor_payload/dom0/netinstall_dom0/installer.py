@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 from common.errors import NetinstallError
-from common.process import Runner
+from common.process import CommandRunner
 from common.protocol.messages import Action, CheckinReply, RebootPolicy
 
 from .errors import ServerError
@@ -110,7 +110,7 @@ def grub_entry(boot_fs_uuid: str, directory: str, xen_cmdline: str, kernel_cmdli
     )
 
 
-def boot_location(runner: Runner) -> tuple[str, str]:
+def boot_location(runner: CommandRunner) -> tuple[str, str]:
     """The uuid of /boot's file system and where the installer directory is inside it."""
     out = runner(["findmnt", "-n", "-o", "UUID,TARGET", "-T", "/boot"]).stdout.split()
     if len(out) != 2:
@@ -121,7 +121,11 @@ def boot_location(runner: Runner) -> tuple[str, str]:
 
 
 def stage(
-    assignment: Assignment, client: ServerClient, credential: str, runner: Runner, layout: Layout
+    assignment: Assignment,
+    client: ServerClient,
+    credential: str,
+    runner: CommandRunner,
+    layout: Layout,
 ) -> None:
     """Download the installer and write its menu entry (not yet selected)."""
     layout.installer_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from common.process import Runner
+from common.process import CommandRunner
 from common.protocol.messages import SrType
 
 from .config import SrConfig
@@ -59,7 +59,7 @@ class SrPlan:
     mount: tuple[str, ...] | None = None  # ext: the mount command, when not mounted
 
 
-def probe(runner: Runner, sr_uuid: str, resolve: Resolve = os.path.realpath) -> SrFacts:
+def probe(runner: CommandRunner, sr_uuid: str, resolve: Resolve = os.path.realpath) -> SrFacts:
     pvs = runner(["pvs", "--noheadings", "--separator", "|", "-o", "pv_name,vg_name"])
     pv_vgs: dict[str, str] = {}
     for line in pvs.stdout.splitlines():
@@ -118,7 +118,7 @@ def plan(sr: SrConfig, sr_uuid: str, facts: SrFacts, resolve: Resolve = os.path.
     return SrPlan(vg, tuple(commands), fstab_line, mount)
 
 
-def apply(sr_plan: SrPlan, sr_uuid: str, runner: Runner, layout: Layout) -> None:
+def apply(sr_plan: SrPlan, sr_uuid: str, runner: CommandRunner, layout: Layout) -> None:
     for argv in sr_plan.commands:
         log.info("local SR: %s", " ".join(argv))
         runner(argv)
@@ -151,7 +151,7 @@ def add_fstab_entry(layout: Layout, line: str) -> None:
 def ensure_sr(
     sr: SrConfig,
     sr_uuid: str,
-    runner: Runner,
+    runner: CommandRunner,
     layout: Layout,
     resolve: Resolve = os.path.realpath,
 ) -> SrPlan:
