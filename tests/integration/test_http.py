@@ -242,8 +242,15 @@ def test_answer_file_needs_the_hosts_token(start: Start) -> None:
     assert requests.get(url, timeout=10).status_code == 403
     dashes = requests.get(f"{env.base}/answerfile/{DASHES}", params={"token": token}, timeout=10)
     assert dashes.status_code == 200
+    # An unknown MAC gets what a wrong token gets: the route does not tell who is registered.
     unknown = requests.get(f"{env.base}/answerfile/52:54:00:00:00:01?token=x", timeout=10)
-    assert unknown.status_code == 404
+    wrong = requests.get(url.replace(MAC, DASHES), params={"token": "x"}, timeout=10)
+    assert unknown.status_code == wrong.status_code == 403
+    assert unknown.json()["error"].replace("52:54:00:00:00:01", MAC) == wrong.json()["error"]
+    other = requests.get(
+        f"{env.base}/answerfile/52:54:00:00:00:01", params={"token": token}, timeout=10
+    )
+    assert other.status_code == 403  # a host's token opens its own answer file only
     assert requests.get(f"{env.base}/answerfile/nonsense?token=x", timeout=10).status_code == 400
 
 
