@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from common.errors import SourceError
-from hypervisor_payload import treeinfo as writer
 from installer_core.download import Payload, download_payload, learn_payload
 from installer_core.fetch import Transport
 from installer_core.plan import FetchPlan, Staging, StagingPlace
+from tests.repository import write_repository
 
 pytestmark = pytest.mark.integration
 
@@ -82,20 +82,7 @@ class Repo:
 @pytest.fixture
 def repo(tmp_path: Path) -> Iterator[Repo]:
     root = tmp_path / "served"
-    for name, data in FILES.items():
-        (root / "repo" / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / "repo" / name).write_bytes(data)
-    info = writer.TreeInfo(
-        version="0.9.1",
-        build="feedbeef",
-        kernel="boot/vmlinuz",
-        initrd="boot/initrd.img",
-        xen="boot/xen.gz",
-        archive="dom0-rootfs.tar.zst",
-        compression="zstd",
-        checksums={name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()},
-    )
-    (root / "repo/.treeinfo").write_text(writer.render_treeinfo(info))
+    write_repository(root / "repo", FILES, "0.9.1", "feedbeef")
     served = Repo(root)
     thread = threading.Thread(target=served.server.serve_forever, daemon=True)
     thread.start()

@@ -12,7 +12,6 @@ anything), so the first test can fail.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import threading
@@ -27,13 +26,14 @@ import pytest
 from answerfile.bootargs import parse_cmdline
 from common.errors import NetinstallError
 from common.firmware import Firmware
-from hypervisor_payload import treeinfo as writer
+from common.protocol.codec import VERSION
 from installer_core import disk, install, network, survey
 from installer_core.fetch import Transport
 from installer_core.plan import Paths
 from installer_core.report import ServerReporter
 from partitioning import facts
 from partitioning.model import GiB
+from tests.repository import treeinfo_text
 from tests.unit.test_installer_fakes import FakeRunner
 
 pytestmark = pytest.mark.integration
@@ -66,18 +66,8 @@ class Server:
         self.requests: list[tuple[str, str]] = []  # (method, path) in arrival order
         self.events: list[dict[str, Any]] = []
         served = self
-        info = writer.TreeInfo(
-            version="0.9.2",
-            build="plan1",
-            kernel="boot/vmlinuz",
-            initrd="boot/initrd.img",
-            xen="boot/xen.gz",
-            archive="dom0-rootfs.tar.zst",
-            compression="zstd",
-            checksums={name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()},
-        )
         self.files = {f"/repo/{name}": data for name, data in FILES.items()}
-        self.files["/repo/.treeinfo"] = writer.render_treeinfo(info).encode()
+        self.files["/repo/.treeinfo"] = treeinfo_text(FILES, "0.9.2", "plan1").encode()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -196,7 +186,8 @@ def test_a_disk_too_small_fails_before_any_payload_request(tmp_path: Path, serve
     assert code == 1
     assert took < 30
     sentence = f"the primary disk {DISK} has 8 GiB; netinstall needs at least 12 GiB"
-    assert server.events[-1] == {"state": "failed", "step": "plan", "message": sentence}
+    failed = {"protocol": VERSION, "state": "failed", "step": "plan", "message": sentence}
+    assert server.events[-1] == failed
     assert [e.get("step") for e in server.events if e["state"] == "installing"] == [
         "network",
         "fetch-answerfile",
@@ -225,6 +216,7 @@ def test_a_disk_big_enough_gets_its_payload_asked_for(
     code, out, _took = _run(tmp_path, server, 60 * GiB)
     assert code == 1
     assert server.events[-1] == {
+        "protocol": VERSION,
         "state": "failed",
         "step": "partition",
         "message": "this test writes no disk",

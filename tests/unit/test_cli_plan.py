@@ -3,13 +3,12 @@ anything; a bad answer file or a disk too small is one sentence and exit status 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from click.testing import CliRunner
 
-from hypervisor_payload import treeinfo as writer
 from netinstall.cli import main
+from tests.repository import write_repository
 
 ANSWER = """<installation mode="fresh" srtype="ext">
   <primary-disk>sda</primary-disk>
@@ -39,21 +38,7 @@ def _answer(tmp_path: Path, repo: str = "http://10.0.0.1:8080/repo/") -> Path:
 
 def _repository(tmp_path: Path) -> str:
     """A repository as a local directory: .treeinfo and its files."""
-    root = tmp_path / "repo"
-    for name, data in FILES.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    info = writer.TreeInfo(
-        version="2.0.1",
-        build="cli",
-        kernel="boot/vmlinuz",
-        initrd="boot/initrd.img",
-        xen="boot/xen.gz",
-        archive="dom0-rootfs.tar.zst",
-        compression="zstd",
-        checksums={name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()},
-    )
-    (root / ".treeinfo").write_text(writer.render_treeinfo(info))
+    root = write_repository(tmp_path / "repo", FILES, "2.0.1", "cli")
     return f"file://{root}/"
 
 
