@@ -72,4 +72,4 @@ generated: setup
 	$(BIN)/python -m pxe_server.protocol_doc docs/protocol.md
 
 clean:
-	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache .import_linter_cache
