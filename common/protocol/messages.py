@@ -161,7 +161,8 @@ class PathState(Message):
         metadata=rule("the path's device, e.g. sda", printable=True, max_length=MAX_WORD)
     )
     state: str = field(
-        metadata=rule("multipathd's path checker state (chk_st), e.g. ready, faulty",
+        metadata=rule("multipathd's path checker state (chk_st), e.g. ready, faulty; "
+                      "failed once the kernel failed the path (dm_st)",
                       printable=True, max_length=MAX_WORD)
     )  # fmt: skip
 

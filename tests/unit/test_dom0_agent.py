@@ -192,6 +192,8 @@ MAPS = json.dumps({
         "path_groups": [{"paths": [
             {"dev": "sda", "dm_st": "active", "chk_st": "ready"},
             {"dev": "sdb", "dm_st": "failed", "chk_st": "faulty"},
+            {"dev": "sdc", "dm_st": "failed", "chk_st": "ready"},  # checker not yet run
+            {"dev": "sdd", "dm_st": "active", "chk_st": "ghost"},
         ]}],
     }],
 })  # fmt: skip
@@ -205,7 +207,12 @@ def test_a_san_host_reports_its_paths(layout: Layout) -> None:
         {
             "name": "mpatha",
             "wwid": "3500c50015ea71ac0",
-            "paths": [{"device": "sda", "state": "ready"}, {"device": "sdb", "state": "faulty"}],
+            "paths": [
+                {"device": "sda", "state": "ready"},
+                {"device": "sdb", "state": "failed"},
+                {"device": "sdc", "state": "failed"},
+                {"device": "sdd", "state": "ghost"},
+            ],
         }
     ]
     assert runner.queries == [MULTIPATH_MAPS]

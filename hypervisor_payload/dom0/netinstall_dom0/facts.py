@@ -73,6 +73,16 @@ def parse_addresses(text: str) -> tuple[tuple[str, str], ...]:
 MULTIPATH_MAPS = ("multipathd", "show", "maps", "json")
 
 
+def path_state(path: dict[str, object]) -> str:
+    """A path's state as reported: ``failed`` once the kernel has failed it (dm_st), else
+    its checker's state (chk_st). multipathd's checker runs every few seconds, so for a
+    while after a path is lost its chk_st may still say ``ready`` of a path that the
+    kernel no longer sends I/O to."""
+    if path.get("dm_st") == "failed":
+        return "failed"
+    return str(path.get("chk_st", path.get("dm_st")))
+
+
 def parse_multipath(text: str) -> tuple[MultipathMap, ...]:
     """Each map of ``multipathd show maps json``: its name, WWID and paths with their states."""
     try:
@@ -85,7 +95,7 @@ def parse_multipath(text: str) -> tuple[MultipathMap, ...]:
         if not isinstance(entry, dict):
             continue
         paths = tuple(
-            PathState(str(path.get("dev")), str(path.get("chk_st", path.get("dm_st"))))
+            PathState(str(path.get("dev")), path_state(path))
             for group in entry.get("path_groups") or []
             if isinstance(group, dict)
             for path in group.get("paths") or []
