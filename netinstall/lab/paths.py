@@ -8,9 +8,11 @@ After the host installed onto its two-path LUN booted and reported running:
    multipath, take the target's second portal off the storage network
    (``san.Target.drop_portal``: its session hears nothing more, as when a SAN
    switch fails);
-3. wait until dom0's multipath shows one working path, write and fsync a file on
-   the root filesystem (I/O goes on through the other path), and make the agent
-   check in now, so the host reports its paths to the server;
+3. wait until dom0's multipathd shows one working path (``multipathd show topology``:
+   the daemon's own view, which the agent reports; ``multipath -ll`` runs a checker
+   of its own and may see the loss up to a polling interval before the daemon does),
+   write and fsync a file on the root filesystem (I/O goes on through the other
+   path), and make the agent check in now, so the host reports its paths to the server;
 4. the server's record of the host names the map with one working path left;
 5. reboot with the path still gone (the firmware boots over the one left: iPXE
    tries every sanboot URI, the iBFT still names both portals and dom0's
@@ -38,7 +40,7 @@ from netinstall.lab.shell import SerialShell
 from pxe_server.checkin import WORKING_PATH_STATES
 from pxe_server.registry import Registry
 
-# multipath -ll: "|- 2:0:0:1 sda 8:0 active ready running"
+# multipath -ll, multipathd show topology: "|- 2:0:0:1 sda 8:0 active ready running"
 _PATH_LINE = re.compile(r"\d+:\d+:\d+:\d+\s+(sd[a-z]+)\s+\d+:\d+\s+(\S+)\s+(\S+)")
 LOSS_TIMEOUT = 300.0  # a silent iSCSI portal: the session's recovery timeout, then the checker
 REPORT_TIMEOUT = 120.0
@@ -122,7 +124,7 @@ def lose_a_path(
         checks.append(remove())
         tracker.reached["path removed"] = follower.now()
         deadline = time.monotonic() + LOSS_TIMEOUT
-        while len(after := map_paths(shell.check("multipath -ll"))) != 1:
+        while len(after := map_paths(shell.check("multipathd show topology"))) != 1:
             if time.monotonic() > deadline:
                 return f"a path is gone, but dom0's map still lists {after} as working"
             time.sleep(2)
