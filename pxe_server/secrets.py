@@ -27,13 +27,18 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag  # and cryptography, for sealing
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from common.errors import NetinstallError
 from common.jsonable import REDACTED as LISTED_REDACTED
 
 REDACTED = "REDACTED"
 SHOWN_REDACTED = LISTED_REDACTED  # how listings (CLI, API) show a password variable's value
 API_TOKEN_FILE = "api-token"  # noqa: S105 - in the server directory: the operator's copy
 KEY_BYTES = 32
-_NONCE_BYTES = 16
+_NONCE_BYTES = 12  # AES-GCM's
+_SEALED = b"netinstall sealed token"  # associated data: what a sealed text is
 TOKEN_LENGTH = 32  # characters of new_token()
 # A word that may be a token: a maximal run of url-safe characters, as long as one.
 _TOKEN_WORD = re.compile(rf"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{{{TOKEN_LENGTH}}}(?![A-Za-z0-9_-])")
@@ -65,16 +70,17 @@ class Purpose(enum.StrEnum):
 class Keyring:
     """The registry's secret key and what it does: keyed hashes, sealing.
 
-    ``hash`` is HMAC-SHA256 over the purpose and the value (hex). ``seal`` encrypts
-    a short text with a keystream of HMAC-SHA256 blocks over a fresh random nonce
-    (a PRF in counter mode); ``unseal`` inverts it. Sealed text is
-    ``base64url(nonce || ciphertext)``.
+    ``hash`` is HMAC-SHA256 over the purpose and the value (hex). ``seal`` encrypts a
+    short text with AES-256-GCM (the ``cryptography`` package) under a key derived
+    from the registry's for sealing alone, with a fresh random nonce; ``unseal``
+    checks and inverts it. Sealed text is ``base64url(nonce || ciphertext || tag)``.
     """
 
     def __init__(self, key: bytes) -> None:
         if len(key) != KEY_BYTES:
             raise ValueError(f"a registry key has {KEY_BYTES} bytes, not {len(key)}")
         self._key = key
+        self._sealer = AESGCM(hmac.new(key, b"seal", hashlib.sha256).digest())
 
     def __repr__(self) -> str:
         return "Keyring(<redacted>)"
@@ -87,25 +93,21 @@ class Keyring:
         """Whether ``given`` is the secret whose keyed hash is ``stored`` (constant time)."""
         return stored is not None and hmac.compare_digest(self.hash(purpose, given), stored)
 
-    def _keystream(self, nonce: bytes, length: int) -> bytes:
-        blocks = []
-        for counter in range(-(-length // hashlib.sha256().digest_size)):
-            block = b"seal\0" + nonce + counter.to_bytes(4, "big")
-            blocks.append(hmac.new(self._key, block, hashlib.sha256).digest())
-        return b"".join(blocks)[:length]
-
     def seal(self, value: str) -> str:
         nonce = secrets.token_bytes(_NONCE_BYTES)
-        data = value.encode("utf-8")
-        stream = self._keystream(nonce, len(data))
-        sealed = nonce + bytes(a ^ b for a, b in zip(data, stream, strict=True))
+        sealed = nonce + self._sealer.encrypt(nonce, value.encode("utf-8"), _SEALED)
         return base64.urlsafe_b64encode(sealed).decode("ascii")
 
     def unseal(self, sealed: str) -> str:
-        raw = base64.urlsafe_b64decode(sealed.encode("ascii"))
-        nonce, data = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
-        stream = self._keystream(nonce, len(data))
-        return bytes(a ^ b for a, b in zip(data, stream, strict=True)).decode("utf-8")
+        try:
+            raw = base64.urlsafe_b64decode(sealed.encode("ascii"))
+            nonce, data = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
+            return self._sealer.decrypt(nonce, data, _SEALED).decode("utf-8")
+        except (ValueError, InvalidTag) as exc:  # binascii.Error is a ValueError
+            raise NetinstallError(
+                "a sealed token in the registry does not open with the registry's key "
+                "(the file was changed, or its secrets table comes from another registry)"
+            ) from exc
 
 
 def redact(text: str, secret_values: Iterable[str | None]) -> str:

@@ -3,9 +3,11 @@ redaction of secrets known only by their hash, hashing passwords on the way in."
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from common.errors import InputError
+from common.errors import InputError, NetinstallError
 from pxe_server.passwords import is_sha512_crypt, password_hash, sha512_crypt
 from pxe_server.registry_input import check_profile, hashed_template, variables_of
 from pxe_server.secrets import (
@@ -126,3 +128,13 @@ def test_sshpassword_in_a_profile_is_refused_without_echoing_it() -> None:
             check_profile(Profile("lab", TEMPLATE, **{field: "a=1 sshpassword=hunter2"}))
         assert f"profile lab: {field} may not carry sshpassword=" in str(refused.value)
         assert "hunter2" not in str(refused.value)
+
+
+def test_a_changed_or_foreign_sealed_token_is_refused_in_one_sentence() -> None:
+    sealed = KEYS.seal(new_token())
+    raw = bytearray(base64.urlsafe_b64decode(sealed))
+    raw[-1] ^= 1
+    changed = base64.urlsafe_b64encode(bytes(raw)).decode("ascii")
+    for bad in (changed, Keyring(new_key()).seal("x" * 32), "not base64!"):
+        with pytest.raises(NetinstallError, match="does not open with the registry's key"):
+            KEYS.unseal(bad)
