@@ -54,11 +54,6 @@ def new_key() -> bytes:
     return secrets.token_bytes(KEY_BYTES)
 
 
-def same_token(given: str, stored: str) -> bool:
-    """Constant-time comparison (``hmac.compare_digest``) of a presented token."""
-    return hmac.compare_digest(given.encode("utf-8"), stored.encode("utf-8"))
-
-
 class Purpose(enum.StrEnum):
     """What a keyed hash is of: each kind of secret hashes apart from the others."""
 
