@@ -407,9 +407,9 @@ def host_show(mac: str, directory: str, as_json: bool) -> None:
 @dir_option
 def host_remove(mac: str, directory: str) -> None:
     """Forget MAC and its events."""
-    from pxe_server.model import normalise_mac
+    from pxe_server.model import mac_syntax
 
-    mac = normalise_mac(mac)
+    mac = mac_syntax(mac)  # a record made before group addresses were refused, too
     with open_registry(Path(directory)) as registry:
         registry.delete_host(mac)
     click.echo(f"removed {mac}")

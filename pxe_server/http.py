@@ -44,7 +44,14 @@ from common.errors import InputError, NetinstallError
 from pxe_server import http_api, http_edge, http_files, render
 from pxe_server.decide import Action
 from pxe_server.http_files import CONTEXT, Context, blocking, context, error
-from pxe_server.model import Host, Profile, ServerSettings, UnknownPolicy, normalise_mac
+from pxe_server.model import (
+    BadMac,
+    Host,
+    Profile,
+    ServerSettings,
+    UnknownPolicy,
+    normalise_mac,
+)
 from pxe_server.registry import Registry
 from pxe_server.secrets import REDACTED
 
@@ -157,6 +164,8 @@ async def _config(request: web.Request, path: str) -> web.StreamResponse:
         return error(400, f"path {loggable(path)!r} refused: it would leave the config tree")
     try:
         text = await blocking(boot_config, ctx.registry, path, ctx.settings)
+    except BadMac as exc:  # the path names no machine: the client's mistake
+        return error(400, f"{loggable(path)}: {exc}")
     except (InputError, jinja2.TemplateError) as exc:
         return error(500, f"the boot config {path} cannot be rendered: {exc}")
     if text is None:
@@ -166,7 +175,11 @@ async def _config(request: web.Request, path: str) -> web.StreamResponse:
 
 async def ipxe_script(request: web.Request) -> web.StreamResponse:
     """``GET /ipxe/<mac>``: the iPXE script (fetching an install script signals the host)."""
-    return await _config(request, f"ipxe/{request.match_info['mac']}")
+    try:
+        mac = normalise_mac(request.match_info["mac"])
+    except InputError as exc:
+        return error(400, str(exc))
+    return await _config(request, f"ipxe/{mac}")
 
 
 async def boot_config_file(request: web.Request) -> web.StreamResponse:

@@ -37,6 +37,7 @@ __all__ = [
     "REBOOT_REQUIRED",
     "REPORTABLE",
     "STATE_ORDER",
+    "BadMac",
     "BootChain",
     "Event",
     "Host",
@@ -53,6 +54,7 @@ __all__ = [
     "event_record",
     "host_record",
     "mac_dashes",
+    "mac_syntax",
     "normalise_mac",
     "reported_from",
     "transition_allowed",
@@ -112,13 +114,37 @@ class UnknownPolicy(enum.StrEnum):
 _MAC = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}$")
 
 
-def normalise_mac(text: str) -> str:
-    """``AA-BB-...``/``aabb...``/``aa:bb:...`` -> ``aa:bb:cc:dd:ee:ff``; InputError otherwise."""
+class BadMac(InputError):
+    """Not the MAC address of one machine's NIC (a 400 over HTTP, exit 2 in the CLI)."""
+
+
+def mac_syntax(text: str) -> str:
+    """``AA-BB-...``/``aabb...``/``aa:bb:...`` -> ``aa:bb:cc:dd:ee:ff``; BadMac otherwise.
+
+    Any address of the right shape, group addresses included: for finding a record made
+    before ``normalise_mac`` refused those (``host remove`` can still remove it)."""
     lowered = text.strip().lower()
     if not _MAC.match(lowered):
-        raise InputError(f"{text!r} is not a MAC address; expected e.g. 52:54:00:12:34:56")
+        raise BadMac(f"{text!r} is not a MAC address; expected e.g. 52:54:00:12:34:56")
     digits = re.sub(r"[:-]", "", lowered)
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def normalise_mac(text: str) -> str:
+    """A machine's MAC, normalised (``mac_syntax``); BadMac for anything else, and for
+    the addresses no NIC has: all zeros, broadcast and every multicast address (the low
+    bit of the first octet set), which would otherwise name many machines or none."""
+    mac = mac_syntax(text)
+    if mac == "00:00:00:00:00:00":
+        raise BadMac(f"{text.strip()!r} is the all-zero MAC, not a machine's MAC address")
+    if mac == "ff:ff:ff:ff:ff:ff":
+        raise BadMac(f"{text.strip()!r} is the broadcast address, not a machine's MAC address")
+    if int(mac[:2], 16) & 1:
+        raise BadMac(
+            f"{text.strip()!r} is a multicast address (the low bit of its first octet is set), "
+            "not a machine's MAC address"
+        )
+    return mac
 
 
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$")

@@ -46,6 +46,7 @@ from pxe_server.model import (
     State,
     Work,
     check_version,
+    mac_syntax,
     normalise_mac,
     reported_from,
     transition_allowed,
@@ -426,8 +427,9 @@ class Registry:
             )
 
     def delete_host(self, mac: str) -> None:
-        """Forget a host and its events."""
-        mac = normalise_mac(mac)
+        """Forget a host and its events (any MAC of the right shape: a record made before
+        group addresses were refused can still go)."""
+        mac = mac_syntax(mac)
         with self._write() as conn:
             self._load(conn, mac)
             conn.execute("DELETE FROM events WHERE mac = ?", (mac,))

@@ -31,7 +31,7 @@ from common.errors import InputError
 from pxe_server import grub_image
 from pxe_server.dnsmasq import Dnsmasq, DnsmasqConfig
 from pxe_server.http import HttpServer, boot_config
-from pxe_server.model import ServerSettings, UnknownPolicy
+from pxe_server.model import BadMac, ServerSettings, UnknownPolicy
 from pxe_server.registry import Registry
 from pxe_server.tftp import TftpServer
 
@@ -218,6 +218,8 @@ class Server:
             return self._proxy_grub
         try:
             text = boot_config(registry, name, settings)
+        except BadMac:  # names no machine (a group address, a malformed MAC): not found
+            return None
         except (InputError, jinja2.TemplateError) as exc:
             log.warning("tftp %s for %s: cannot render it: %s", name, client[0], exc)
             return None

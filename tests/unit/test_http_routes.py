@@ -311,3 +311,83 @@ def test_answer_file_of_an_upgrade_is_the_built_in_one(repos_context: Context) -
     registry.assign_work(MAC, "restore")
     status, text = answer(repos_context)
     assert (status, "<backup-disk>sda</backup-disk>" in text) == (200, True)
+
+
+# -- MACs that name no machine ------------------------------------------------------------
+
+GROUP_MACS = {
+    "ff:ff:ff:ff:ff:ff": "is the broadcast address",
+    "FF-FF-FF-FF-FF-FF": "is the broadcast address",
+    "00:00:00:00:00:00": "is the all-zero MAC",
+    "000000000000": "is the all-zero MAC",
+    "01:00:5e:00:00:fb": "is a multicast address",
+    "33-33-00-00-00-01": "is a multicast address",
+    "03:00:00:00:00:00": "is a multicast address",
+}
+
+
+@pytest.mark.parametrize(("mac", "words"), GROUP_MACS.items())
+def test_group_and_zero_macs_are_refused_with_a_sentence(mac: str, words: str) -> None:
+    from pxe_server.model import BadMac, mac_syntax, normalise_mac
+
+    with pytest.raises(BadMac, match=words):
+        normalise_mac(mac)
+    mac_syntax(mac)  # the shape is right: a record made before can still be found
+    assert normalise_mac("02:00:00:00:00:01") == "02:00:00:00:00:01"  # locally administered
+
+
+@pytest.mark.parametrize(("mac", "words"), GROUP_MACS.items())
+def test_group_macs_are_refused_in_every_url_and_by_the_api(
+    repos_context: Context, mac: str, words: str
+) -> None:
+    from pxe_server.model import mac_syntax
+
+    dashes = mac_syntax(mac).replace(":", "-")  # pxelinux and GRUB names have dashes
+    token = repos_context.registry.get_host(MAC).token  # type: ignore[union-attr]
+    for target in (
+        f"/ipxe/{mac}",
+        f"/config/pxelinux.cfg/01-{dashes}",
+        f"/config/grub/grub.cfg-01-{dashes}",
+        f"/config/xen-efi/{dashes}.cfg",
+        f"/answerfile/{mac}?token={token}",
+    ):
+        status, body, _ = request(repos_context, target)
+        assert status == 400, target
+        assert words in body.decode(), target
+    api = (repos_context.registry_dir / "api-token").read_text().strip()
+
+    async def api_calls() -> list[tuple[int, str]]:
+        bearer = {"Authorization": f"Bearer {api}"}
+        async with TestClient(TestServer(make_app(repos_context))) as client:
+            made = await client.post("/api/v1/hosts", json={"mac": mac}, headers=bearer)
+            shown = await client.get(f"/api/v1/hosts/{mac}", headers=bearer)
+            return [(made.status, await made.text()), (shown.status, await shown.text())]
+
+    for status, text in asyncio.run(api_calls()):
+        assert (status, words in text) == (400, True), text
+    assert [h.mac for h in repos_context.registry.list_hosts()] == [MAC]
+
+
+def test_the_cli_refuses_group_macs_and_removes_an_old_record_of_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pxe_server import registry as registry_module
+    from pxe_server.model import mac_syntax
+
+    directory = tmp_path / "srv"
+    with Registry.open(directory) as registry:
+        registry.add_profile(default_profile())
+    added = CliRunner().invoke(main, ["host", "add", "01:00:5e:00:00:fb", "--dir", str(directory)])
+    assert added.exit_code == 2
+    assert "'01:00:5e:00:00:fb' is a multicast address" in added.output
+    assert "Traceback" not in added.output
+    # A registry written before group MACs were refused may hold one: it can still go.
+    with monkeypatch.context() as patch, Registry.open(directory) as registry:
+        patch.setattr(registry_module, "normalise_mac", mac_syntax)
+        registry.add_host("ff:ff:ff:ff:ff:ff")
+    removed = CliRunner().invoke(
+        main, ["host", "remove", "ff:ff:ff:ff:ff:ff", "--dir", str(directory)]
+    )
+    assert removed.exit_code == 0, removed.output
+    with Registry.open(directory) as registry:
+        assert registry.list_hosts() == []
