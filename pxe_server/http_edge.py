@@ -92,7 +92,12 @@ def bearer(request: web.Request) -> str | None:
 def _refused(caller: Caller, wrong: bool) -> web.Response:
     if caller is Caller.OPERATOR:
         if wrong:
-            return error(403, "wrong API token; the server directory's api-token file holds it")
+            return error(
+                403,
+                "wrong API token; the server directory's api-token file holds it (if that "
+                "copy is lost, `netinstall server init DIR` writes a new one: restart the "
+                "server then)",
+            )
         return error(
             401, "this call needs Authorization: Bearer <the server's API token>", **_CHALLENGE
         )

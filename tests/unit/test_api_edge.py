@@ -359,3 +359,25 @@ def test_openapi_is_the_only_route_without_a_caller() -> None:
     open_routes = [r.path for r in http_api.API if r.caller is Caller.ANYONE]
     assert open_routes == ["/api/v1/openapi.json"]
     assert isinstance(make_app(context_stub()), web.Application)
+
+
+def test_the_403_names_a_command_that_exists(registry: Registry) -> None:
+    import click
+
+    from netinstall.cli import main
+
+    status, reply, _ = send(
+        context(registry), "GET", "/api/v1/hosts", Authorization="Bearer not-the-token"
+    )
+    assert status == 403
+    commands = re.findall(r"`netinstall ([^`]+)`", reply["error"])
+    assert commands, reply["error"]  # it tells the operator what to run
+    for command in commands:
+        group: click.Command = main
+        words = [w for w in command.split() if w.isalpha() and w.islower()]
+        for word in words:
+            assert isinstance(group, click.Group), command
+            found = group.get_command(click.Context(group), word)
+            assert found is not None, f"`netinstall {command}`: no command {word!r}"
+            group = found
+        assert not isinstance(group, click.Group), f"`netinstall {command}` is a group"
