@@ -14,6 +14,7 @@ modules directory).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
 import logging
@@ -21,6 +22,8 @@ import signal
 import socket
 import struct
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, cast
@@ -99,6 +102,34 @@ def advertised_address(bind: str, interface: str | None, advertise: str | None) 
     )
 
 
+class PortUnavailable(InputError):
+    """The server cannot listen where it was told to: one sentence, what to do about it."""
+
+
+@contextmanager
+def listening(what: str, proto: str, bind: str, port: int, option: str) -> Iterator[None]:
+    """Turn a failure to bind ``bind:port`` into one sentence naming them and the way out."""
+    try:
+        yield
+    except OSError as exc:
+        where = f"{_url_host(bind or '0.0.0.0')}:{port}/{proto}"  # noqa: S104 - only shown
+        if exc.errno == errno.EADDRINUSE:
+            why = (
+                "something else listens there already (another `netinstall server run`? "
+                f"see `ss -lnp sport = :{port}`); stop it or choose another port with {option}"
+            )
+        elif exc.errno == errno.EACCES:
+            why = (
+                "permission denied: ports below 1024 need root (or CAP_NET_BIND_SERVICE); "
+                f"run as root or choose a port of 1024 or more with {option}"
+            )
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            why = "this machine has no such address; give one of its own with --bind"
+        else:
+            why = f"{exc.strerror or exc}"
+        raise PortUnavailable(f"cannot serve {what} on {where}: {why}") from None
+
+
 class Server:
     """TFTP + HTTP (+ dnsmasq) on one registry directory. ``start()``/``stop()`` or ``with``."""
 
@@ -164,15 +195,16 @@ class Server:
             ) from None
         address = advertised_address(self.bind, self.interface, values.get("advertise"))
         provisional = ServerSettings(http_base="", tftp_address=address, unknown_policy=policy)
-        self.http = HttpServer(
-            self.directory,
-            provisional,
-            netboot,
-            repo,
-            host=self.bind,
-            port=self._http_port,
-            repo_url=repo_value if remote else None,
-        )
+        with listening("HTTP", "tcp", self.bind, self._http_port, "--http-port"):
+            self.http = HttpServer(
+                self.directory,
+                provisional,
+                netboot,
+                repo,
+                host=self.bind,
+                port=self._http_port,
+                repo_url=repo_value if remote else None,
+            )
         settings = self.settings = ServerSettings(
             http_base=f"http://{_url_host(address)}:{self.http.port}",
             tftp_address=address,
@@ -192,7 +224,8 @@ class Server:
         if self.dhcp == "proxy":
             self._build_proxy_grub(values.get("grub_modules"), address)
         self.tftp = TftpServer(root, self._resolve, host=self.bind, port=self._tftp_port)
-        self.tftp.start()
+        with listening("TFTP", "udp", self.bind, self._tftp_port, "--tftp-port"):
+            self.tftp.start()
         self.http.start()
         if self.dhcp != "off":
             self._start_dnsmasq(registry, settings)

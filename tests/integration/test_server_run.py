@@ -96,3 +96,29 @@ def test_wildcard_bind_needs_an_address_to_advertise(directory: Path) -> None:
     with Server(directory, bind="127.0.0.1", tftp_port=0, http_port=0) as server:
         assert server.settings is not None
         assert server.settings.http_base == f"http://192.0.2.7:{server.http_port}"
+
+
+@pytest.mark.parametrize("kind", ["http", "tftp"])
+def test_a_port_in_use_is_one_sentence_naming_it(directory: Path, kind: str) -> None:
+    """``server run`` on a port something else holds: exit 2, one line naming the address,
+    the port and the option to change it; no traceback, no "internal error"."""
+    family = socket.SOCK_STREAM if kind == "http" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, family) as holder:
+        holder.bind(("127.0.0.1", 0))
+        if kind == "http":
+            holder.listen()
+        port = holder.getsockname()[1]
+        ports = {"http": ("--http-port", str(port)), "tftp": ("--tftp-port", str(port))}
+        other = {"http": ("--tftp-port", "0"), "tftp": ("--http-port", "0")}
+        done = netinstall(
+            "server", "run", str(directory), "--bind", "127.0.0.1", *ports[kind], *other[kind],
+            timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    proto = "tcp" if kind == "http" else "udp"
+    lines = [line for line in done.stderr.splitlines() if line.startswith("netinstall:")]
+    assert len(lines) == 1, done.stderr
+    assert f"cannot serve {kind.upper()} on 127.0.0.1:{port}/{proto}" in lines[0]
+    assert f"choose another port with --{kind}-port" in lines[0]
+    assert "Traceback" not in done.stderr
+    assert "internal error" not in done.stderr
