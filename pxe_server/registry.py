@@ -34,6 +34,7 @@ from typing import Any, Literal
 from common.errors import InputError, NetinstallError
 from pxe_server import migrations as schema
 from pxe_server.checkin import Reported, apply_checkin, reported_state
+from pxe_server.limits import MAX_EVENT_MESSAGE
 from pxe_server.model import (
     AGENT_WORK,
     REPORTABLE,
@@ -119,6 +120,17 @@ def _new_work(
         assigned_version=assigned_version,
         reboot_policy=reboot_policy,
     )
+
+
+def capped_message(message: str) -> str:
+    """``message`` as stored: at most ``MAX_EVENT_MESSAGE`` UTF-8 bytes, the cut marked
+    with how much was cut (a failure's reason is kept, its start first, not refused)."""
+    data = message.encode("utf-8")
+    if len(data) <= MAX_EVENT_MESSAGE:
+        return message
+    marker = f" [... {len(data)} bytes; cut at {MAX_EVENT_MESSAGE}]"
+    head = data[: MAX_EVENT_MESSAGE - len(marker)].decode("utf-8", errors="ignore")
+    return head + marker
 
 
 class Registry:
@@ -330,6 +342,7 @@ class Registry:
             secret += [v for h in hosts for k, v in h.variables if is_password_variable(k)]
             message = redact(message, secret)
             message = redact_tokens(message, lambda word: self._is_secret(word, hosts))
+            message = capped_message(message)  # after redaction: no secret is cut in half
         conn.execute(
             "INSERT INTO events (time, mac, state, step, progress, message) "
             "VALUES (?, ?, ?, ?, ?, ?)",

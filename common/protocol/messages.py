@@ -78,11 +78,19 @@ class Presence(enum.StrEnum):
 
 # -- the installer and first boot: events -----------------------------------------------
 
+# What a host may make the server store, at most (characters): every string a host
+# reports is bounded here, so a host cannot grow the registry by what it says (an
+# event's free-text message is cut to 4 KiB by the server, not refused: see the README).
+MAX_WORD = 128  # a name, a version, a state, a device
+MAX_LINE = 4096  # a command line
+
 
 @dataclass(frozen=True)
 class Address(Message):
-    interface: str = field(metadata=rule("the interface, e.g. xenbr0"))
-    address: str = field(metadata=rule("its IPv4 address with prefix, e.g. 192.168.77.50/24"))
+    interface: str = field(metadata=rule("the interface, e.g. xenbr0", max_length=MAX_WORD))
+    address: str = field(
+        metadata=rule("its IPv4 address with prefix, e.g. 192.168.77.50/24", max_length=MAX_WORD)
+    )
 
 
 @dataclass(frozen=True)
@@ -91,17 +99,26 @@ class RunningFacts(Message):
 
     OMIT_NONE: ClassVar[bool] = True
 
-    xen_version: str | None = field(default=None, metadata=rule("from `xl info`"))
+    xen_version: str | None = field(
+        default=None, metadata=rule("from `xl info`", max_length=MAX_WORD)
+    )
     host_memory_mib: int | None = field(
         default=None, metadata=rule("host memory as Xen reports it", minimum=0)
     )
-    cmdline: str | None = field(default=None, metadata=rule("dom0's own /proc/cmdline"))
-    payload_version: str | None = field(
-        default=None, metadata=rule("the payload version of the installed system's files")
+    cmdline: str | None = field(
+        default=None, metadata=rule("dom0's own /proc/cmdline", max_length=MAX_LINE)
     )
-    sr_uuid: str | None = field(default=None, metadata=rule("the local SR's uuid"))
+    payload_version: str | None = field(
+        default=None,
+        metadata=rule("the payload version of the installed system's files", max_length=MAX_WORD),
+    )
+    sr_uuid: str | None = field(
+        default=None, metadata=rule("the local SR's uuid", max_length=MAX_WORD)
+    )
     sr_type: SrType | None = field(default=None, metadata=rule("the local SR's type"))
-    hostname: str | None = field(default=None, metadata=rule("the kernel's host name"))
+    hostname: str | None = field(
+        default=None, metadata=rule("the kernel's host name", max_length=MAX_WORD * 2)
+    )
     addresses: tuple[Address, ...] | None = field(
         default=None, metadata=rule("global IPv4 addresses", max_items=256)
     )
@@ -115,11 +132,16 @@ class Event(Message):
     OMIT_NONE: ClassVar[bool] = True
 
     state: State = field(metadata=rule("the host's new state", choices=REPORTABLE))
-    step: str | None = field(default=None, metadata=rule("the install step, e.g. partition"))
+    step: str | None = field(
+        default=None, metadata=rule("the install step, e.g. partition", max_length=MAX_WORD)
+    )
     progress: float | None = field(
         default=None, metadata=rule("how far the install is", minimum=0, maximum=1)
     )
-    message: str | None = field(default=None, metadata=rule("one sentence for the operator"))
+    message: str | None = field(
+        default=None,
+        metadata=rule("one sentence for the operator; the server keeps its first 4 KiB"),
+    )
     facts: RunningFacts | None = field(default=None, metadata=rule("with `running` only"))
 
 
@@ -150,7 +172,6 @@ class LogStored(Message):
 
 # -- the dom0 agent: check-ins ----------------------------------------------------------
 
-MAX_WORD = 128
 MAX_MAPS = 64
 MAX_PATHS = 64
 

@@ -19,8 +19,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from common.protocol.codec import REF
 from pxe_server import http_api
 from pxe_server.http import make_app
-from pxe_server.http_edge import MAX_BODY, ROUTES, Caller
+from pxe_server.http_edge import ROUTES, Caller
 from pxe_server.http_files import Context
+from pxe_server.limits import MAX_BODY
 from pxe_server.model import ServerSettings, State
 from pxe_server.registry import Registry, default_profile
 from pxe_server.secrets import API_TOKEN_FILE
@@ -58,6 +59,9 @@ Reply = tuple[int, dict[str, Any], dict[str, str]]
 
 
 def send(ctx: Context, method: str, path: str, body: bytes | None = None, **headers: str) -> Reply:
+    if body is not None and "Content-Type" not in headers:
+        headers["Content-Type"] = "application/json"  # as requests' json= sends it
+
     async def go() -> Reply:
         async with TestClient(TestServer(make_app(ctx))) as client:
             reply = await client.request(method, path, data=body, headers=headers)
@@ -381,3 +385,69 @@ def test_the_403_names_a_command_that_exists(registry: Registry) -> None:
             assert found is not None, f"`netinstall {command}`: no command {word!r}"
             group = found
         assert not isinstance(group, click.Group), f"`netinstall {command}` is a group"
+
+
+# -- what a host makes the server store is bounded ---------------------------------------
+
+
+def test_event_messages_are_cut_to_4_kib_with_a_marker_after_redaction(
+    registry: Registry,
+) -> None:
+    from pxe_server.limits import MAX_EVENT_MESSAGE
+
+    token = secret_for(registry, Caller.HOST)
+    ctx = context(registry)
+    events = f"/api/v1/hosts/{KNOWN}/events"
+    # The token straddles the cut: redacted first, so not even half of it is kept.
+    message = "é" * 2000 + "x" * (MAX_EVENT_MESSAGE - 4030) + token + "y" * 50_000
+    for _ in range(20):
+        body = json.dumps({"state": "installing", "message": message}).encode()
+        assert len(body) < MAX_BODY
+        status, _, _ = send(ctx, "POST", events, body, Authorization=f"Bearer {token}")
+        assert status == 200
+    stored = [e.message for e in registry.events(KNOWN) if e.message and "é" in e.message]
+    assert len(stored) == 20
+    for text in stored:
+        assert len(text.encode("utf-8")) <= MAX_EVENT_MESSAGE
+        assert text.startswith("é" * 2000)
+        assert text.endswith(f" bytes; cut at {MAX_EVENT_MESSAGE}]")
+        assert token[:8] not in text
+    status, listed, _ = send(ctx, "GET", events, Authorization=f"Bearer {api_token(registry)}")
+    assert status == 200
+    sizes = [len(json.dumps(e, ensure_ascii=False).encode()) for e in listed["events"]]
+    assert max(sizes) < MAX_EVENT_MESSAGE + 200
+
+
+@pytest.mark.parametrize(
+    ("event", "words"),
+    [
+        ({"state": "installing", "step": "s" * 129}, "field 'step' must be a string of 128"),
+        (
+            {"state": "running", "facts": {"cmdline": "c" * 4097}},
+            "field 'facts.cmdline' must be a string of 4096",
+        ),
+        (
+            {"state": "running", "facts": {"hostname": "h" * 257}},
+            "field 'facts.hostname' must be a string of 256",
+        ),
+        (
+            {
+                "state": "running",
+                "facts": {"addresses": [{"interface": "i" * 129, "address": "a"}]},
+            },
+            "field 'facts.addresses[0].interface' must be a string of 128",
+        ),
+    ],
+)
+def test_other_strings_a_host_reports_are_bounded(
+    registry: Registry, event: dict[str, object], words: str
+) -> None:
+    token = secret_for(registry, Caller.HOST)
+    status, reply, _ = send(
+        context(registry),
+        "POST",
+        f"/api/v1/hosts/{KNOWN}/events",
+        json.dumps(event).encode(),
+        Authorization=f"Bearer {token}",
+    )
+    assert (status, words in reply["error"]) == (400, True), reply
