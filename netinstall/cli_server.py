@@ -27,6 +27,7 @@ from netinstall.cli_options import (
     table,
     when,
 )
+from pxe_server.limits import UNKNOWN_LIMIT, UNKNOWN_RATE
 from pxe_server.secrets import API_TOKEN_FILE, shown_variables
 
 if TYPE_CHECKING:
@@ -153,6 +154,12 @@ def _port(option: str, text: str) -> int:
     return int(text)
 
 
+def _count(option: str, text: str) -> int:
+    if not text.isdigit() or int(text) > 1_000_000:
+        raise InputError(f"{option} {text!r} is not a count (0 to 1000000)")
+    return int(text)
+
+
 def _ip(option: str, text: str) -> str:
     try:
         return str(ipaddress.ip_address(text))
@@ -181,6 +188,20 @@ def _dhcp_range(text: str) -> tuple[str, str]:
 @click.option("--dhcp", default="off", show_default=True, help="off, full or proxy (dnsmasq).")
 @click.option("--interface", help="The interface dnsmasq serves (with --dhcp full|proxy).")
 @click.option("--range", "dhcp_range", help="FIRST,LAST addresses to lease (--dhcp full).")
+@click.option(
+    "--unknown-limit",
+    default=str(UNKNOWN_LIMIT),
+    show_default=True,
+    help="unknown_policy install: at most this many machines registered as unknown MACs "
+    "and not running yet (more get 503 and no host record).",
+)
+@click.option(
+    "--unknown-rate",
+    default=str(UNKNOWN_RATE),
+    show_default=True,
+    help="unknown_policy install: at most this many unknown MACs registered a minute, "
+    "in bursts of as many (more get 429).",
+)
 def server_run(
     positional: str | None,
     directory: str,
@@ -191,6 +212,8 @@ def server_run(
     dhcp: str,
     interface: str | None,
     dhcp_range: str | None,
+    unknown_limit: str,
+    unknown_rate: str,
 ) -> None:
     """Serve TFTP, HTTP (boot files, repository, answer files, API) and optionally DHCP."""
     where = server_directory(directory, positional)
@@ -210,9 +233,20 @@ def server_run(
     if dhcp == "full" and not dhcp_range:
         raise InputError("--dhcp full needs --range FIRST,LAST (the addresses to lease)")
     parsed = _dhcp_range(dhcp_range) if dhcp_range else None
+    from pxe_server.admission import UnknownLimits
     from pxe_server.server import run_server
 
-    run_server(where, dhcp=dhcp, interface=interface, dhcp_range=parsed, **options)
+    limits = UnknownLimits(
+        _count("--unknown-limit", unknown_limit), _count("--unknown-rate", unknown_rate)
+    )
+    run_server(
+        where,
+        dhcp=dhcp,
+        interface=interface,
+        dhcp_range=parsed,
+        unknown_limits=limits,
+        **options,
+    )
 
 
 # -- hosts -----------------------------------------------------------------------

@@ -39,11 +39,14 @@ from typing import Any
 import jinja2
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from common.errors import InputError, NetinstallError
 from pxe_server import http_api, http_edge, http_files, render
+from pxe_server.admission import RegistrationRefused, UnknownGate, UnknownLimits
 from pxe_server.decide import Action
 from pxe_server.http_files import CONTEXT, Context, blocking, context, error
+from pxe_server.limits import HEADER_TIMEOUT, LINGER
 from pxe_server.model import (
     BadMac,
     Host,
@@ -84,24 +87,18 @@ class _AccessLog(AbstractAccessLogger):
 Lookup = Callable[[str], tuple[Host | None, Profile | None]]
 
 
-def lookup_for(registry: Registry, settings: ServerSettings) -> Lookup:
+def lookup_for(registry: Registry, settings: ServerSettings, unknown: UnknownGate) -> Lookup:
     """``render.config_for_path``'s lookup: the host and its profile.
 
     An unknown MAC is registered with the default profile when the operator chose
-    ``unknown_policy = install`` (it then has a token to fetch its answer file with).
+    ``unknown_policy = install`` (it then has a token to fetch its answer file with), as
+    far as ``unknown`` and its count limit let it (``admission``: RegistrationRefused).
     """
 
     def lookup(mac: str) -> tuple[Host | None, Profile | None]:
         host = registry.get_host(mac)
         if host is None and settings.unknown_policy is UnknownPolicy.INSTALL:
-            try:
-                host = registry.add_host(mac)
-            except InputError as exc:  # no default profile, or added meanwhile
-                host = registry.get_host(mac)
-                if host is None:
-                    log.warning("cannot register unknown host %s: %s", mac, exc)
-                    return None, None
-            log.info("registered unknown host %s (unknown_policy install)", host.mac)
+            host = _register_unknown(registry, mac, unknown)
         if host is None:
             return None, None
         return host, registry.get_profile(host.profile)
@@ -109,14 +106,40 @@ def lookup_for(registry: Registry, settings: ServerSettings) -> Lookup:
     return lookup
 
 
-def boot_config(registry: Registry, path: str, settings: ServerSettings) -> str | None:
+def _register_unknown(registry: Registry, mac: str, unknown: UnknownGate) -> Host:
+    unknown.take(mac)
+    limit = unknown.limits.count
+    try:
+        host, waiting = registry.add_unknown_host(mac, limit)
+    except InputError as exc:  # no default profile
+        unknown.refuse(RegistrationRefused(f"{mac} is not registered: {exc}", 503, 60))
+    if host is None:
+        unknown.refuse(
+            RegistrationRefused(
+                f"{mac} is not registered: {waiting} machines registered as unknown MACs have "
+                f"not reported running, the most allowed (server run --unknown-limit {limit}); "
+                "see `netinstall host list` and remove the stale ones with "
+                "`netinstall host remove MAC`",
+                503,
+                60,
+            )
+        )
+    log.info("registered unknown host %s (unknown_policy install)", host.mac)
+    return host
+
+
+def boot_config(
+    registry: Registry, path: str, settings: ServerSettings, unknown: UnknownGate
+) -> str | None:
     """The boot config for a TFTP/HTTP ``path``, or None if ``path`` names none.
 
     Serving an install config (``decide`` said install: a registered host whose
     netboot is armed, with a profile and a token) marks the host signalled. The
-    decision is made once, by the renderer, and comes back with the text.
+    decision is made once, by the renderer, and comes back with the text. An unknown
+    MAC that may not be registered now raises RegistrationRefused.
     """
-    result = render.config_for_path(path.lstrip("/"), lookup_for(registry, settings), settings)
+    lookup = lookup_for(registry, settings, unknown)
+    result = render.config_for_path(path.lstrip("/"), lookup, settings)
     if result is None:
         return None
     if result.mac is not None and result.action is Action.INSTALL:
@@ -163,9 +186,11 @@ async def _config(request: web.Request, path: str) -> web.StreamResponse:
     if ".." in path or "\0" in path:
         return error(400, f"path {loggable(path)!r} refused: it would leave the config tree")
     try:
-        text = await blocking(boot_config, ctx.registry, path, ctx.settings)
+        text = await blocking(boot_config, ctx.registry, path, ctx.settings, ctx.unknown)
     except BadMac as exc:  # the path names no machine: the client's mistake
         return error(400, f"{loggable(path)}: {exc}")
+    except RegistrationRefused as exc:  # logged once a burst by the gate
+        return error(exc.status, str(exc), **{"Retry-After": str(exc.retry_after)})
     except (InputError, jinja2.TemplateError) as exc:
         return error(500, f"the boot config {path} cannot be rendered: {exc}")
     if text is None:
@@ -211,10 +236,43 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error(500, "internal error; the server's log has the details")
 
 
+class _OneLine(logging.Filter):
+    """aiohttp's own refusals (a malformed request line or header, a client gone before its
+    reply) as one line each, not a traceback: on a shared network they are routine."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError | ConnectionError):
+            said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            record.msg = f"{record.getMessage()}: {said}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_protocol_log = logging.getLogger("netinstall.http.protocol")
+_protocol_log.addFilter(_OneLine())
+
+# What every connection of the server gets (aiohttp's RequestHandler arguments). Why the
+# keep-alive timeout: aiohttp has no header timeout of its own, but it arms its keep-alive
+# timer when a connection opens and after each reply, and on expiry closes a connection
+# that has not finished sending the next request's line and headers; at HEADER_TIMEOUT it
+# is the header timeout too, with no wrapper of our own around aiohttp's protocol.
+HANDLER_ARGS = {
+    "keepalive_timeout": HEADER_TIMEOUT,
+    "lingering_time": LINGER,
+    "auto_decompress": False,  # bodies as sent: http_edge refuses a Content-Encoding
+    "logger": _protocol_log,
+}
+
+
 def make_app(ctx: Context) -> web.Application:
     """The server's routes; every ``/api/v1`` one declared in ``http_api.API`` and its
     caller checked by ``http_edge.authenticate`` before its handler runs."""
-    app = web.Application(middlewares=[json_errors, http_edge.authenticate])
+    app = web.Application(
+        middlewares=[json_errors, http_edge.authenticate], handler_args=HANDLER_ARGS
+    )
     app[CONTEXT] = ctx
     http_files.add_routes(app)
     http_edge.add_routes(app, http_api.API)
@@ -238,9 +296,12 @@ class HttpServer:
         host: str,
         port: int,
         repo_url: str | None = None,
+        unknown: UnknownGate | None = None,
     ) -> None:
         """``repo_url``: the repository's URL for answer files when ``repo`` is not served
-        here (the operator named a URL); default ``<http_base>/repo/``."""
+        here (the operator named a URL); default ``<http_base>/repo/``. ``unknown``: the
+        gate of unknown-MAC registrations, shared with TFTP (default: the default limits)."""
+        self.unknown = unknown or UnknownGate(UnknownLimits())
         self.registry_dir = Path(registry_dir)
         self.repo_url = repo_url
         self.netboot = netboot
@@ -283,6 +344,7 @@ class HttpServer:
             netboot=self.netboot,
             repo=self.repo,
             repo_url=self.repo_url,
+            unknown=self.unknown,
         )
         self._runner = web.AppRunner(
             make_app(self._ctx), access_log_class=_AccessLog, access_log=log, shutdown_timeout=2.0

@@ -16,8 +16,12 @@ Errors are ``{"protocol": 2, "error": "<one sentence>"}``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import secrets
+import time
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,14 +48,19 @@ from common.protocol.messages import (
 )
 from pxe_server import openapi
 from pxe_server.checkin import checkin_reply
-from pxe_server.http_edge import Call, Caller, Route
+from pxe_server.http_edge import Call, Caller, Route, body_chunks, check_not_encoded
 from pxe_server.http_files import Context, blocking, error
+from pxe_server.limits import (
+    LOG_BUNDLES_KEPT,
+    LOG_BYTES_KEPT,
+    LOG_WRITE_CHUNK,
+    MAX_LOG_BUNDLE,
+    STALE_PART,
+)
 from pxe_server.model import Host, event_record, host_record, mac_dashes, normalise_mac
 from pxe_server.registry import UnknownHost
 
 log = logging.getLogger("netinstall.http")
-
-MAX_LOG_BUNDLE = 64 * 1024 * 1024
 
 
 def log_dir(registry_dir: Path, mac: str) -> Path:
@@ -177,32 +186,91 @@ async def checkin(call: Call[Checkin]) -> CheckinReply | web.Response:
         return error(500, message)
 
 
-def _store_bundle(directory: Path, data: bytes) -> Path:
-    """Write the bundle whole under a temporary name, then rename: never a half file."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    target = directory / f"{stamp}.tar.bz2"
-    part = directory / f".{stamp}.part"
-    part.write_bytes(data)
-    os.replace(part, target)
-    return target
+class _Bundle:
+    """One upload on its way to ``DIR/logs/<mac>/``: a hidden ``.part`` file (0600, in a
+    0700 directory) that becomes ``<UTC time>.tar.bz2`` by a rename once whole; any
+    failure removes it. Its methods block (file I/O): call them through ``blocking``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        for made in (directory.parent, directory):  # DIR/logs and DIR/logs/<mac>
+            made.mkdir(mode=0o700, exist_ok=True)
+            made.chmod(0o700)  # mkdir's mode passes through the umask; this does not
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        self.target = directory / f"{stamp}.tar.bz2"
+        self.part = directory / f".{stamp}.{secrets.token_hex(4)}.part"
+        fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)
+        self._file = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+
+    def commit(self) -> Path:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.part, self.target)
+        prune_bundles(self.directory)
+        return self.target
+
+    def discard(self) -> None:
+        self._file.close()
+        self.part.unlink(missing_ok=True)
+
+
+def prune_bundles(directory: Path) -> list[Path]:
+    """Keep a host's newest ``LOG_BUNDLES_KEPT`` bundles, and of those only as many of the
+    newest as fit in ``LOG_BYTES_KEPT`` (the newest always stays); remove the rest, and
+    ``.part`` files untouched for ``STALE_PART`` seconds (an interrupted server's). The
+    removed files, oldest first."""
+    bundles = sorted(directory.glob("*.tar.bz2"), key=lambda p: p.name, reverse=True)
+    kept_bytes, removed = 0, []
+    for index, bundle in enumerate(bundles):
+        size = bundle.stat().st_size
+        if index and (index >= LOG_BUNDLES_KEPT or kept_bytes + size > LOG_BYTES_KEPT):
+            removed.append(bundle)
+        else:
+            kept_bytes += size
+    now = time.time()
+    for part in directory.glob(".*.part"):
+        with suppress(FileNotFoundError):  # another upload's, finished meanwhile
+            if now - part.stat().st_mtime > STALE_PART:
+                removed.append(part)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return sorted(removed, key=lambda p: p.name)
+
+
+async def _stream(request: web.Request, bundle: _Bundle) -> int:
+    """The body into ``bundle``, ``LOG_WRITE_CHUNK`` bytes at a time; its size."""
+    size, pending = 0, bytearray()
+    async for chunk in body_chunks(request, MAX_LOG_BUNDLE, "a log bundle"):
+        pending += chunk
+        if len(pending) >= LOG_WRITE_CHUNK:
+            await blocking(bundle.write, bytes(pending))
+            size += len(pending)
+            pending.clear()
+    await blocking(bundle.write, bytes(pending))
+    return size + len(pending)
 
 
 async def put_logs(call: Call[NoBody]) -> LogStored | web.Response:
-    """The installer's support.tar.bz2 (at most 64 MiB), kept under DIR/logs/<mac>/."""
+    """The installer's support.tar.bz2 (at most 64 MiB), streamed to DIR/logs/<mac>/."""
     request, ctx, mac = call.request, call.ctx, call.mac
+    check_not_encoded(request)
     if (request.content_length or 0) > MAX_LOG_BUNDLE:
         return error(413, f"a log bundle may have at most {MAX_LOG_BUNDLE} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(1 << 16):
-        size += len(chunk)
-        if size > MAX_LOG_BUNDLE:
-            return error(413, f"a log bundle may have at most {MAX_LOG_BUNDLE} bytes")
-        chunks.append(chunk)
-    if not size:
+    bundle = await blocking(_Bundle, log_dir(ctx.registry_dir, mac))
+    try:
+        size = await _stream(request, bundle)
+        target = await blocking(bundle.commit) if size else None
+    except BaseException:  # too large, too slow, the client gone, cancelled: no half file
+        await asyncio.shield(blocking(bundle.discard))
+        raise
+    if target is None:
+        await blocking(bundle.discard)
         return error(400, "the log bundle is empty")
-    target = await blocking(_store_bundle, log_dir(ctx.registry_dir, mac), b"".join(chunks))
     return LogStored(str(target.relative_to(ctx.registry_dir)), size)
 
 

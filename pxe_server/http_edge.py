@@ -15,24 +15,31 @@ table.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from common.errors import InputError
 from common.protocol.codec import decode, encode
 from common.protocol.messages import NoBody
 from pxe_server.http_files import Context, blocking, context, error
+from pxe_server.limits import BODY_GRACE, BODY_IDLE_TIMEOUT, BODY_MIN_RATE, MAX_BODY
 from pxe_server.model import Host, normalise_mac
 from pxe_server.registry import Registry, TransitionRefused, UnknownHost
 
 B = TypeVar("B")
 
-MAX_BODY = 64 * 1024  # a JSON request body; log bundles have their own limit
+log = logging.getLogger("netinstall.http")
+
+JSON_TYPE = "application/json"
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -152,15 +159,99 @@ async def authenticate(
     return await handler(request)
 
 
+def _check_media_type(request: web.Request) -> None:
+    """A body sent as JSON, or with no Content-Type at all (read as JSON); InputError for
+    any other media type or a charset other than UTF-8 (RFC 8259: JSON is UTF-8)."""
+    if "Content-Type" not in request.headers:
+        return
+    media = request.content_type
+    kind, _, subtype = media.partition("/")
+    if not (media == "application/json" or (kind == "application" and subtype.endswith("+json"))):
+        shown = media[:64] + ("..." if len(media) > 64 else "")
+        raise InputError(f"the request body must be JSON (Content-Type: {JSON_TYPE}), not {shown}")
+    charset = request.charset
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        raise InputError(f"the request body must be UTF-8 JSON, not charset {charset[:32]}")
+
+
+def check_not_encoded(request: web.Request) -> None:
+    """No Content-Encoding: the server reads bodies as sent (``make_app`` turns aiohttp's
+    own decompression off), so nothing inflates past the limits and no codec fails."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise InputError(
+            f"request bodies are read as sent: no Content-Encoding, not {encoding[:32]!r}"
+        )
+
+
+class BodyTooLarge(Exception):
+    """A request body over its route's limit (413)."""
+
+    def __init__(self, limit: int, what: str = "a request body") -> None:
+        super().__init__(f"{what} may have at most {limit} bytes")
+        self.limit = limit
+
+
+class SlowBody(Exception):
+    """A body that stopped coming or came too slowly (408; the connection is closed)."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(
+            f"the request body came too slowly ({received} bytes; at least one byte every "
+            f"{BODY_IDLE_TIMEOUT:g} s and {BODY_MIN_RATE} bytes a second after the first "
+            f"{BODY_GRACE:g} s); it was dropped"
+        )
+        self.received = received
+
+
+class ClientGone(Exception):
+    """The client closed its connection (or broke its framing) before its body was in."""
+
+    def __init__(self, received: int, why: BaseException) -> None:
+        said = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
+        super().__init__(f"the client went away after {received} bytes of its body ({said})")
+        self.received = received
+
+
+async def body_chunks(
+    request: web.Request, limit: int, what: str = "a request body"
+) -> AsyncIterator[bytes]:
+    """The request body as it arrives, never more than ``limit`` bytes in all.
+
+    BodyTooLarge past ``limit`` (at once when Content-Length says so); SlowBody when no
+    byte came for ``BODY_IDLE_TIMEOUT`` or, after ``BODY_GRACE``, fewer than
+    ``BODY_MIN_RATE`` bytes a second on average; ClientGone when the connection ends first.
+    """
+    if (request.content_length or 0) > limit:
+        raise BodyTooLarge(limit, what)
+    loop = asyncio.get_running_loop()
+    start, received = loop.time(), 0
+    while True:
+        # The latest moment the bytes so far still meet the average rate.
+        due = start + BODY_GRACE + received / BODY_MIN_RATE
+        wait = max(0.0, min(BODY_IDLE_TIMEOUT, due - loop.time()))
+        try:
+            async with asyncio.timeout(wait):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise SlowBody(received) from None
+        except (ConnectionError, HttpProcessingError, RequestPayloadError) as exc:
+            raise ClientGone(received, exc) from None
+        if not chunk:
+            return
+        received += len(chunk)
+        if received > limit:
+            raise BodyTooLarge(limit, what)
+        yield chunk
+
+
 async def read_json(request: web.Request) -> object:
     """The request body parsed as JSON, at most ``MAX_BODY`` bytes; InputError otherwise."""
-    if (request.content_length or 0) > MAX_BODY:
-        raise BodyTooLarge
+    _check_media_type(request)
+    check_not_encoded(request)
     data = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 14):
+    async for chunk in body_chunks(request, MAX_BODY):
         data += chunk
-        if len(data) > MAX_BODY:
-            raise BodyTooLarge
     if not data.strip():
         return None
     try:
@@ -169,10 +260,6 @@ async def read_json(request: web.Request) -> object:
         raise InputError("the request body nests too deeply") from None
     except ValueError:  # JSONDecodeError, UnicodeDecodeError, an integer too long
         raise InputError("the request body is not JSON") from None
-
-
-class BodyTooLarge(Exception):
-    """A request body over ``MAX_BODY`` bytes (413)."""
 
 
 def _no_constant(name: str) -> object:
@@ -197,8 +284,18 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
                 body = decode(route.body, await read_json(request))
             call = Call(request, context(request), body, request.get(CALLER))
             result = await route.handler(call)
-        except BodyTooLarge:
-            return error(413, f"a request body may have at most {MAX_BODY} bytes")
+        except BodyTooLarge as exc:
+            return error(413, str(exc))
+        except SlowBody as exc:
+            log.info("%s %s from %s: %s", request.method, request.path, request.remote, exc)
+            reply = error(408, str(exc))
+            reply.force_close()  # what else it sends is not read
+            return reply
+        except ClientGone as exc:  # nobody to answer: one line, no traceback
+            log.info("%s %s from %s: %s", request.method, request.path, request.remote, exc)
+            reply = error(400, str(exc))
+            reply.force_close()
+            return reply
         except InputError as exc:
             return refusal(exc)
         if isinstance(result, web.StreamResponse):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,6 +21,7 @@ from aiohttp import web
 from common.protocol.codec import encode
 from common.protocol.messages import ErrorReply
 from pxe_server import decide
+from pxe_server.admission import UnknownGate, UnknownLimits
 from pxe_server.model import Host, Profile, ServerSettings
 from pxe_server.registry import Registry
 
@@ -48,6 +49,8 @@ class Context:
     netboot: Path | None
     repo: Path | None
     repo_url: str | None = None  # the repository's URL when it is not served here
+    # unknown-MAC registrations (unknown_policy install): their rate, shared with TFTP
+    unknown: UnknownGate = field(default_factory=lambda: UnknownGate(UnknownLimits()))
 
     @property
     def files(self) -> Path:

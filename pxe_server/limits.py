@@ -31,6 +31,9 @@ HEADER_TIMEOUT = 10.0  # seconds
 BODY_IDLE_TIMEOUT = 10.0  # seconds
 BODY_GRACE = 10.0  # seconds
 BODY_MIN_RATE = 32 * KIB  # bytes per second
+# After a refusal (413, 408, ...) the rest of a body is read and thrown away this long at
+# most, so that the client can read the reply, then the connection is closed.
+LINGER = 2.0  # seconds
 
 # -- machines the registry does not know (unknown_policy install) ------------------------
 UNKNOWN_LIMIT = 64  # hosts registered that way and not yet running, at most (503 past it)

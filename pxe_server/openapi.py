@@ -16,7 +16,8 @@ from common import __version__
 from common.protocol import codec
 from common.protocol.codec import REF, VERSION, VERSION_FIELD, json_schema, nested
 from common.protocol.messages import ErrorReply, NoBody
-from pxe_server.http_edge import MAX_BODY, Caller, Route
+from pxe_server.http_edge import Caller, Route
+from pxe_server.limits import MAX_BODY
 
 SECURITY: dict[Caller, list[dict[str, list[str]]]] = {
     Caller.ANYONE: [],

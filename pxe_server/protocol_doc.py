@@ -21,7 +21,8 @@ from common.protocol import codec
 from common.protocol.codec import Absent, Rule, describe, fields_of, message_name, nested
 from common.protocol.messages import ErrorReply, NoBody
 from pxe_server.http_api import API
-from pxe_server.http_edge import MAX_BODY, Caller, Route
+from pxe_server.http_edge import Caller, Route
+from pxe_server.limits import MAX_BODY
 
 MARKER = (
     "<!-- Generated from pxe_server/http_api.py and common/protocol/messages.py by "

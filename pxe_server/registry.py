@@ -77,6 +77,8 @@ log = logging.getLogger("netinstall.registry")
 REGISTRY_FILE = "registry.sqlite"
 BUSY_TIMEOUT_MS = 10_000
 CHECKIN_INTERVAL = 300  # seconds between agent check-ins, handed out with the credential
+# The first event of a host registered by unknown_policy install: how they are counted.
+UNKNOWN_REGISTERED = "registered as an unknown MAC (unknown_policy install)"
 
 
 class UnknownHost(InputError):
@@ -378,6 +380,38 @@ class Registry:
             conn.execute(schema.INSERT_HOST, schema.host_row(host, self._keys))
             self._log(conn, host, "added to the registry", None)
         return host
+
+    def add_unknown_host(self, mac: str, limit: int) -> tuple[Host | None, int]:
+        """Register an unknown MAC with the default profile (``unknown_policy install``)
+        unless ``limit`` hosts registered so are not running yet; atomic, so concurrent
+        requests never pass the limit. (The host, or the one made meanwhile; None if the
+        limit refused it), and how many such hosts wait now."""
+        mac = normalise_mac(mac)
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM hosts WHERE mac = ?", (mac,)).fetchone():
+                return self._load(conn, mac), self._unknown_waiting(conn)
+            waiting = self._unknown_waiting(conn)
+            if waiting >= limit:
+                return None, waiting
+            host = Host(
+                mac=mac,
+                assigned_version=self._assigned_version(conn, "default"),
+                token=new_token(),
+                work=Work.INSTALL,
+            )
+            self._check_san(conn, host)
+            conn.execute(schema.INSERT_HOST, schema.host_row(host, self._keys))
+            self._log(conn, host, UNKNOWN_REGISTERED, None)
+        return host, waiting + 1
+
+    @staticmethod
+    def _unknown_waiting(conn: sqlite3.Connection) -> int:
+        """Hosts registered as unknown MACs that have not reported running (yet)."""
+        sql = (
+            "SELECT COUNT(*) FROM hosts WHERE state != ? "
+            "AND mac IN (SELECT mac FROM events WHERE message = ?)"
+        )
+        return int(conn.execute(sql, (State.RUNNING.value, UNKNOWN_REGISTERED)).fetchone()[0])
 
     def get_host(self, mac: str) -> Host | None:
         rows = self._query(f"{schema.SELECT_HOSTS} WHERE mac = ?", (normalise_mac(mac),))

@@ -32,6 +32,7 @@ import jinja2
 
 from common.errors import InputError
 from pxe_server import grub_image
+from pxe_server.admission import RegistrationRefused, UnknownGate, UnknownLimits
 from pxe_server.dnsmasq import Dnsmasq, DnsmasqConfig
 from pxe_server.http import HttpServer, boot_config
 from pxe_server.model import BadMac, ServerSettings, UnknownPolicy
@@ -143,6 +144,7 @@ class Server:
         dhcp: str = "off",
         interface: str | None = None,
         dhcp_range: tuple[str, str] | None = None,
+        unknown_limits: UnknownLimits | None = None,
     ) -> None:
         if dhcp not in DHCP_MODES:
             raise InputError(f"--dhcp {dhcp!r} is not one of {', '.join(DHCP_MODES)}")
@@ -155,6 +157,7 @@ class Server:
         self.dhcp = dhcp
         self.interface = interface
         self.dhcp_range = dhcp_range
+        self.unknown = UnknownGate(unknown_limits or UnknownLimits())  # TFTP's and HTTP's
         self._tftp_port = tftp_port
         self._http_port = http_port
         self.registry: Registry | None = None
@@ -204,6 +207,7 @@ class Server:
                 host=self.bind,
                 port=self._http_port,
                 repo_url=repo_value if remote else None,
+                unknown=self.unknown,
             )
         settings = self.settings = ServerSettings(
             http_base=f"http://{_url_host(address)}:{self.http.port}",
@@ -250,9 +254,9 @@ class Server:
         if self._proxy_grub is not None and name == "grubx64.efi":
             return self._proxy_grub
         try:
-            text = boot_config(registry, name, settings)
-        except BadMac:  # names no machine (a group address, a malformed MAC): not found
-            return None
+            text = boot_config(registry, name, settings, self.unknown)
+        except (BadMac, RegistrationRefused):  # names no machine, or may not become one now
+            return None  # (refusals are logged once a burst by the gate)
         except (InputError, jinja2.TemplateError) as exc:
             log.warning("tftp %s for %s: cannot render it: %s", name, client[0], exc)
             return None
@@ -332,6 +336,7 @@ def run_server(
     dhcp: str,
     interface: str | None,
     dhcp_range: tuple[str, str] | None,
+    unknown_limits: UnknownLimits | None = None,
 ) -> None:
     """``netinstall server run``: serve until SIGINT or SIGTERM, then stop cleanly."""
     if not logging.getLogger().handlers:  # the request log and where things listen, on stderr
@@ -352,6 +357,7 @@ def run_server(
             dhcp=dhcp,
             interface=interface,
             dhcp_range=dhcp_range,
+            unknown_limits=unknown_limits,
         ):
             while not stopping.wait(1.0):
                 pass

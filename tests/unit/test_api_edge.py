@@ -387,6 +387,47 @@ def test_the_403_names_a_command_that_exists(registry: Registry) -> None:
         assert not isinstance(group, click.Group), f"`netinstall {command}` is a group"
 
 
+@pytest.mark.parametrize(
+    ("content_type", "status", "words"),
+    [
+        ("text/plain", 400, "must be JSON (Content-Type: application/json), not text/plain"),
+        ("application/x-www-form-urlencoded", 400, "not application/x-www-form-urlencoded"),
+        ("multipart/form-data; boundary=x", 400, "not multipart/form-data"),
+        ("application/octet-stream", 400, "not application/octet-stream"),
+        ("application/json; charset=latin-1", 400, "must be UTF-8 JSON, not charset latin-1"),
+        ("application/json", 200, ""),
+        ("application/json; charset=UTF-8", 200, ""),
+        ("application/vnd.netinstall+json", 200, ""),
+        (None, 200, ""),  # no Content-Type at all: read as JSON, as before
+    ],
+)
+def test_a_body_of_another_media_type_is_a_400_naming_it(
+    registry: Registry, content_type: str | None, status: int, words: str
+) -> None:
+    token = secret_for(registry, Caller.HOST)
+
+    async def go() -> tuple[int, dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {token}"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        async with TestClient(TestServer(make_app(context(registry)))) as client:
+            reply = await client.post(
+                f"/api/v1/hosts/{KNOWN}/events",
+                data=b'{"state": "installing"}',
+                headers=headers,
+                skip_auto_headers=("Content-Type",),  # else bytes go as octet-stream
+            )
+            return reply.status, await reply.json()
+
+    got, reply = asyncio.run(go())
+    assert got == status, reply
+    if words:
+        assert words in reply["error"]
+        assert registry.get_host(KNOWN).state is State.PENDING  # type: ignore[union-attr]
+    else:
+        assert registry.get_host(KNOWN).state is State.INSTALLING  # type: ignore[union-attr]
+
+
 # -- what a host makes the server store is bounded ---------------------------------------
 
 

@@ -4,10 +4,16 @@ and ``/files/`` through aiohttp's in-process test client (no process, loopback o
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import shutil
-from collections.abc import Iterator
+import stat
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -21,7 +27,7 @@ from netinstall.cli import main
 from pxe_server.http import loggable, make_app
 from pxe_server.http_api import log_dir
 from pxe_server.http_files import Context, safe_path
-from pxe_server.model import Host, ServerSettings, host_record
+from pxe_server.model import Host, ServerSettings, State, host_record
 from pxe_server.registry import Registry, default_profile
 from pxe_server.server import advertised_address
 
@@ -391,3 +397,177 @@ def test_the_cli_refuses_group_macs_and_removes_an_old_record_of_one(
     assert removed.exit_code == 0, removed.output
     with Registry.open(directory) as registry:
         assert registry.list_hosts() == []
+
+
+# -- log bundles: streamed to disk, private, a quota per host -----------------------------
+
+
+def put_bundle(ctx: Context, chunks: list[bytes], **headers: str) -> tuple[int, dict[str, Any]]:
+    """PUT ``chunks`` as one chunked body (no Content-Length) with the host's token."""
+    token = ctx.registry.get_host(MAC).token  # type: ignore[union-attr]
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    async def send() -> tuple[int, dict[str, Any]]:
+        async with TestClient(TestServer(make_app(ctx))) as client:
+            reply = await client.put(
+                f"/api/v1/hosts/{MAC}/logs",
+                data=body(),
+                headers={"Authorization": f"Bearer {token}", **headers},
+            )
+            return reply.status, await reply.json()
+
+    return asyncio.run(send())
+
+
+def test_a_bundle_is_stored_whole_and_private(repos_context: Context) -> None:
+    chunks = [bytes([i]) * 700_000 for i in range(5)]  # several LOG_WRITE_CHUNKs
+    status, reply = put_bundle(repos_context, chunks)
+    assert status == 201, reply
+    logs = repos_context.registry_dir / "logs"
+    stored = repos_context.registry_dir / reply["stored"]
+    assert stored.parent == log_dir(repos_context.registry_dir, MAC)
+    assert stored.read_bytes() == b"".join(chunks)
+    assert reply["bytes"] == 3_500_000
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert stat.S_IMODE(stored.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(logs.stat().st_mode) == 0o700
+    assert [p.name for p in stored.parent.iterdir()] == [stored.name]  # no .part left
+
+
+@pytest.mark.parametrize(
+    ("chunks", "headers", "status", "words"),
+    [
+        ([b"x" * (1 << 20)] * 65, {}, 413, "a log bundle may have at most 67108864 bytes"),
+        ([b""], {}, 400, "the log bundle is empty"),
+        ([b"BZh9" * 10], {"Content-Encoding": "gzip"}, 400, "no Content-Encoding, not 'gzip'"),
+    ],
+)
+def test_a_refused_bundle_leaves_no_file(
+    repos_context: Context,
+    chunks: list[bytes],
+    headers: dict[str, str],
+    status: int,
+    words: str,
+) -> None:
+    got, reply = put_bundle(repos_context, chunks, **headers)
+    assert (got, words in reply["error"]) == (status, True), reply
+    directory = log_dir(repos_context.registry_dir, MAC)
+    assert not directory.exists() or list(directory.iterdir()) == []
+
+
+def test_the_quota_keeps_the_newest_bundles_of_a_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pxe_server import http_api
+
+    monkeypatch.setattr(http_api, "LOG_BUNDLES_KEPT", 3)
+    monkeypatch.setattr(http_api, "LOG_BYTES_KEPT", 250)
+    sizes = {"20260101T000001": 10, "20260101T000002": 10, "20260101T000003": 100,
+             "20260101T000004": 100, "20260101T000005": 100, "20260101T000006": 300}  # fmt: skip
+    for stamp, size in sizes.items():
+        (tmp_path / f"{stamp}.000000Z.tar.bz2").write_bytes(b"x" * size)
+    (tmp_path / ".20260101T000007.000000Z.ab.part").write_bytes(b"in flight")
+    old = tmp_path / ".20250101T000000.000000Z.cd.part"
+    old.write_bytes(b"a crash's")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    removed = http_api.prune_bundles(tmp_path)
+    # The newest stays even past the byte quota; then as many as fit, 3 at most.
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == [".20260101T000007.000000Z.ab.part", "20260101T000006.000000Z.tar.bz2"]
+    assert len(removed) == 6
+    (tmp_path / "20260101T000006.000000Z.tar.bz2").unlink()
+    for stamp in list(sizes)[:5]:
+        (tmp_path / f"{stamp}.000000Z.tar.bz2").write_bytes(b"x" * sizes[stamp])
+    http_api.prune_bundles(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.tar.bz2")) == [
+        "20260101T000004.000000Z.tar.bz2",
+        "20260101T000005.000000Z.tar.bz2",
+    ]  # 3 would be 300 bytes: past LOG_BYTES_KEPT
+
+
+# -- unknown MACs (unknown_policy install): a rate and a count ------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_gate_admits_a_burst_then_the_rate_and_logs_one_line_a_burst(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from pxe_server.admission import RegistrationRefused, UnknownGate, UnknownLimits
+    from pxe_server.limits import UNKNOWN_QUIET
+
+    clock = Clock()
+    gate = UnknownGate(UnknownLimits(count=100, per_minute=6), clock)
+    caplog.set_level(logging.INFO, logger="netinstall.server")
+    for _ in range(6):
+        gate.take(MAC)  # a burst of a minute's worth
+    for _ in range(500):
+        with pytest.raises(RegistrationRefused, match="at most 6 a minute") as refused:
+            gate.take(MAC)
+        assert (refused.value.status, refused.value.retry_after) == (429, 11)
+    clock.now += 10.0  # one a 10 s
+    gate.take(MAC)
+    with pytest.raises(RegistrationRefused):
+        gate.take(MAC)
+    lines = [r.getMessage() for r in caplog.records if "refusing unknown MACs" in r.getMessage()]
+    assert len(lines) == 1  # 501 refusals, one burst
+    clock.now += UNKNOWN_QUIET + 1  # quiet: the next refusal starts a new burst
+    for _ in range(7):
+        with suppress(RegistrationRefused):
+            gate.take(MAC)
+    lines = [r.getMessage() for r in caplog.records if "refusing unknown MACs" in r.getMessage()]
+    assert len(lines) == 2
+    assert "(501 refused in the burst before)" in lines[1]
+
+
+def test_unknown_registrations_stop_at_the_count_of_hosts_not_yet_running(
+    tmp_path: Path,
+) -> None:
+    with Registry.open(tmp_path) as registry:
+        registry.add_profile(default_profile())
+        registry.add_host("52:54:00:00:00:01")  # the operator's: never counted
+        made = [registry.add_unknown_host(f"52:54:00:00:01:{i:02x}", 3) for i in range(5)]
+        assert [h is not None for h, _ in made] == [True, True, True, False, False]
+        assert [n for _, n in made] == [1, 2, 3, 3, 3]
+        again, _ = registry.add_unknown_host("52:54:00:00:01:00", 3)  # known now: returned
+        assert again is not None
+        registry.record_event("52:54:00:00:01:00", State.INSTALLED)
+        assert registry.add_unknown_host("52:54:00:00:01:03", 3)[0] is None  # not running yet
+        registry.record_event("52:54:00:00:01:00", State.RUNNING)
+        host, waiting = registry.add_unknown_host("52:54:00:00:01:03", 3)
+        assert (host is not None, waiting) == (True, 3)
+        assert len(registry.list_hosts()) == 5
+
+
+def test_over_the_limits_no_host_is_made_and_http_says_why(repos_context: Context) -> None:
+    from pxe_server.admission import UnknownGate, UnknownLimits
+    from pxe_server.model import UnknownPolicy
+
+    ctx = replace(
+        repos_context,
+        settings=replace(repos_context.settings, unknown_policy=UnknownPolicy.INSTALL),
+        unknown=UnknownGate(UnknownLimits(count=2, per_minute=1000)),
+    )
+    statuses = []
+    for i in range(4):
+        status, body, headers = request(ctx, f"/config/pxelinux.cfg/01-52-54-00-00-02-{i:02x}")
+        statuses.append(status)
+    assert statuses == [200, 200, 503, 503]
+    assert b"--unknown-limit 2" in body
+    assert headers["Retry-After"] == "60"
+    assert len(repos_context.registry.list_hosts()) == 3  # MAC and the two admitted
+    ctx = replace(ctx, unknown=UnknownGate(UnknownLimits(count=100, per_minute=1)))
+    assert request(ctx, "/ipxe/52:54:00:00:03:01")[0] == 200
+    status, body, headers = request(ctx, "/ipxe/52:54:00:00:03:02")
+    assert (status, 0 < int(headers["Retry-After"]) <= 61) == (429, True)
+    assert b"at most 1 a minute" in body
+    assert len(repos_context.registry.list_hosts()) == 4
