@@ -278,3 +278,31 @@ def test_no_boot_or_file_request_is_ever_a_5xx(
     status, reply, content_type = harness.send(method, target + query, None, {})
     check(status, reply, content_type, f"{method} {target}{query}")
     assert not harness.tracebacks, [r.getMessage() for r in harness.tracebacks]
+
+
+# -- what the fuzzer found, kept as plain cases ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        # Found: aiohttp's parser refused an encoding it cannot decode with its own text/plain
+        # 400 and a traceback in the log, per request (before auto_decompress was turned off).
+        ({"Content-Encoding": "br"}, b'{"state": "installing"}'),
+        # ... and a gzip body that is no gzip stream failed inside aiohttp's decoder alike.
+        ({"Content-Encoding": "gzip", "Content-Type": "application/json"}, b"not gzip"),
+    ],
+)
+def test_found_an_encoded_body_is_a_400_sentence(
+    harness: Harness, headers: dict[str, str], body: bytes
+) -> None:
+    token = harness.secret(Caller.HOST)
+    status, reply, content_type = harness.send(
+        "POST",
+        f"/api/v1/hosts/{KNOWN}/events",
+        body,
+        {**headers, "Authorization": f"Bearer {token}"},
+    )
+    assert (status, content_type) == (400, "application/json")
+    assert "no Content-Encoding" in json.loads(reply)["error"]
+    assert not harness.tracebacks
