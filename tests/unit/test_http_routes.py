@@ -138,13 +138,13 @@ def files_context(server_dir: Path) -> Iterator[Context]:
 
 
 def request(
-    ctx: Context, target: str, method: str = "GET"
+    ctx: Context, target: str, method: str = "GET", **headers: str
 ) -> tuple[int, bytes, CIMultiDictProxy[str]]:
     """``method target`` sent as given (percent escapes and all) to an app serving ``ctx``."""
 
     async def send() -> tuple[int, bytes, CIMultiDictProxy[str]]:
         async with TestClient(TestServer(make_app(ctx))) as client:
-            reply = await client.request(method, URL(target, encoded=True))
+            reply = await client.request(method, URL(target, encoded=True), headers=headers)
             return reply.status, await reply.read(), reply.headers
 
     return asyncio.run(send())
@@ -276,9 +276,13 @@ def test_a_vanished_repository_says_how_to_fix_it(repos_context: Context, tmp_pa
 
 
 def answer(ctx: Context) -> tuple[int, str]:
+    """The answer file as the host's installer gets it: after enrolling its key."""
     host = ctx.registry.get_host(MAC)
     assert host is not None
-    status, body, _ = request(ctx, f"/answerfile/{MAC}?token={host.token}")
+    assert host.token is not None
+    key = "answer-file-test-key-0123456789abcdefgh"
+    ctx.registry.enrol(MAC, host.token, key, "192.0.2.50")
+    status, body, _ = request(ctx, f"/answerfile/{MAC}", Authorization=f"Bearer {key}")
     return status, body.decode()
 
 
