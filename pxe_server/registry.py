@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from common.errors import InputError, NetinstallError
 from pxe_server import migrations as schema
-from pxe_server.checkin import Reported, apply_checkin, reported_state
+from pxe_server.checkin import OFFERED, Reported, apply_checkin, reported_state
 from pxe_server.model import (
     AGENT_WORK,
     REPORTABLE,
@@ -152,13 +152,16 @@ def _when(epoch: float | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def issue_ticket(host: Host, now: float, ttl: int) -> Host:
+def issue_ticket(host: Host, now: float, ttl: int, *, renew: bool = False) -> Host:
     """``host`` after its install token was handed to one of its boots (an install
     config fetched while armed, agent work in a check-in reply): the ticket is issued
-    now, and expires ``ttl`` seconds after its first hand-out."""
+    now, and expires ``ttl`` seconds after its first hand-out (after this one, with
+    ``renew``)."""
     if not host.token:
         return host
-    expires = host.token_expires if host.token_expires is not None else now + ttl
+    expires = host.token_expires
+    if expires is None or renew:
+        expires = now + ttl
     return replace(host, ticket_issued_at=now, token_expires=expires)
 
 
@@ -712,8 +715,11 @@ class Registry:
             old = self._load(conn, mac)
             now = time.time()
             host, message = apply_checkin(old, running_version, state, now, multipath)
-            if host.work in AGENT_WORK and host.state in (State.PENDING, State.SIGNALLED):
-                host = issue_ticket(host, now, ttl)  # the reply hands the installer the token
+            if host.work in AGENT_WORK and host.state in OFFERED:
+                # The reply hands the agent the installer and its token (over the agent's
+                # credential): a new boot of the installer may enrol, and the token lives
+                # on while the host waits for its reboot.
+                host = issue_ticket(host, now, ttl, renew=True)
             self._store(conn, host)
             if message is not None:
                 self._log(conn, host, message, old)

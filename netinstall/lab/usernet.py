@@ -8,8 +8,8 @@ lab fetches from our server's operator route ``/api/v1/boot-configs/`` (with the
 server directory's API token) whenever the host's state changes (``Export.refresh``).
 Our HTTP server runs on this machine's loopback; the guest reaches it as ``10.0.2.2``
 (slirp forwards that address to the host). So this checks the installer, the
-install and the first boot, not DHCP nor our TFTP server; and the host is marked signalled when the lab exports its install
-config, not when the machine reads it.
+install and the first boot, not DHCP nor our TFTP server; and the host is marked
+signalled when the lab exports its install config, not when the machine reads it.
 """
 
 from __future__ import annotations
