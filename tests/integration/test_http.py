@@ -3,12 +3,11 @@ path escapes, answer files and tokens, the install events flow, the JSON API, lo
 
 from __future__ import annotations
 
-import secrets
-
 import hashlib
 import json
 import logging
 import os
+import secrets
 import socket
 import sys
 import time
@@ -347,7 +346,9 @@ def test_unknown_mac_boots_locally_and_is_not_registered(start: Start) -> None:
     # the route is the operator's: without the API token, nothing
     unauthenticated = f"{env.base}/api/v1/boot-configs/pxelinux.cfg/01-{DASHES}"
     assert requests.get(unauthenticated, timeout=10).status_code == 401
-    assert requests.get(f"{env.base}/config/pxelinux.cfg/01-{DASHES}", timeout=10).status_code == 404
+    assert (
+        requests.get(f"{env.base}/config/pxelinux.cfg/01-{DASHES}", timeout=10).status_code == 404
+    )
 
 
 # -- the JSON API ------------------------------------------------------------------------
