@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from common.errors import InputError
 from common.protocol.messages import (
@@ -223,6 +223,20 @@ class Host:
         if self.san is not None and self.san.initiator:
             return self.san.initiator
         return DEFAULT_INITIATOR_PREFIX + self.mac.replace(":", "")
+
+
+def install_done(host: Host) -> Host:
+    """``host`` once its new system runs: the install token and the enrolled key are dead;
+    a conflict stays for the operator (rearm or new work clears it)."""
+    return replace(
+        host,
+        token=None,
+        install_key_hash=None,
+        enrolled_from=None,
+        enrolled_at=None,
+        ticket_issued_at=None,
+        token_expires=None,
+    )
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from pxe_server.model import (
     State,
     Work,
     check_version,
+    install_done,
     normalise_mac,
     reported_from,
     transition_allowed,
@@ -551,7 +552,7 @@ class Registry:
                 if old.state is not State.RUNNING:
                     credential = new_token()  # handed out here once; only its hash is kept
                     digest = self._keys.hash(Purpose.AGENT_CREDENTIAL, credential)
-                    host = replace(host, token=None, agent_credential_hash=digest, **NOT_ENROLLED)
+                    host = replace(install_done(host), agent_credential_hash=digest)
                     reply = {"agent_credential": credential, "checkin_interval": CHECKIN_INTERVAL}
             self._store(conn, host)
             self._log(conn, host, message, old)
@@ -645,7 +646,8 @@ class Registry:
     def rearm(self, mac: str) -> Host:
         """New network-install work: state pending, netboot armed, a new install token.
 
-        The agent credential (if any) stays valid until the new system reports running.
+        The agent credential (if any) stays valid until the new system reports running,
+        unless the host had an enrolment conflict (then it is revoked at once).
         """
         mac = normalise_mac(mac)
         with self._write() as conn:
@@ -656,6 +658,8 @@ class Registry:
                 netboot_armed=True,
                 assigned_version=self._assigned_version(conn, old.profile),
             )
+            if old.conflict:  # whoever won that enrolment may hold the agent credential
+                host = replace(host, agent_credential_hash=None)
             self._store(conn, host)
             self._log(conn, host, "rearmed: new install work", old)
         return host
