@@ -195,7 +195,7 @@ def rearm_first_boot(
         {
             "server": plan.args.server,
             "mac": mac.lower() if mac else None,
-            "token": plan.args.token,
+            "token": plan.install_key,  # the enrolled key, never the install token
             "payload_version": version,
             "sr": existing.firstboot.get("sr"),
             "admin_interface": admin,

@@ -321,7 +321,7 @@ def firstboot_data(
     return {
         "server": plan.args.server,
         "mac": mac,
-        "token": plan.args.token,
+        "token": plan.install_key,  # the enrolled key, never the install token
         "payload_version": version,
         "sr": sr_config(plan.disk, made, plan.answer),
         "admin_interface": admin_description(plan.answer.admin_interface, nic),

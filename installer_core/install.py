@@ -54,7 +54,7 @@ from installer_core import (
 )
 from installer_core.install_log import install_logging
 from installer_core.plan import Existing, InstallPlan, Paths, Staging
-from installer_core.report import ServerReporter
+from installer_core.report import KeyRefused, ServerReporter
 from installer_core.steps import Listed, Reporter, StepFailed, StepWalker, failure_reason, listed
 from partitioning.model import Use
 
@@ -334,6 +334,7 @@ def run_install(boot: Boot, out: TextIO | None = None, host: Host | None = None)
     """The whole run, logged to the install log and the console; 0 or 1."""
     out = out or sys.stdout
     secrets = logbundle.Secrets(boot.args)
+    secrets.add(boot.reporter.install_key)
     with install_logging(boot.paths.log_file, out, secrets):
         walk = StepWalker(out, boot.reporter, secrets, steps_of(boot.args))
         return _run(boot, host or Host(), walk, secrets)
@@ -366,6 +367,9 @@ def _run(boot: Boot, host: Host, walk: StepWalker, secrets: logbundle.Secrets) -
             nic = bring_up_network(args, boot.reporter, reached.storage, host)
         reached = replace(reached, network_up=True)
         with walk.step("fetch-answerfile"):
+            # The install token's one use: enrol this install's key, which the answer
+            # file's fetch and every later call then carry (docs/protocol.md).
+            boot.reporter.enrol(host.transport.session)
             text = fetch.fetch_answerfile(args, paths.work, host.transport)
         secrets.learn_answer(text)
         reached = replace(reached, answer_text=text)
@@ -383,6 +387,7 @@ def _run(boot: Boot, host: Host, walk: StepWalker, secrets: logbundle.Secrets) -
                 paths=paths,
                 machine=host.machine,
                 transport=host.transport,
+                install_key=boot.reporter.install_key,
             )
         reached = replace(reached, plan=plan)
         walk.expect(steps_of(args, plan))
@@ -390,8 +395,12 @@ def _run(boot: Boot, host: Host, walk: StepWalker, secrets: logbundle.Secrets) -
     except StepFailed as failure:
         _fail(failure, reached, boot=boot, host=host, walk=walk, secrets=secrets)
         return 1
+    try:
+        boot.reporter.event("installed")
+    except KeyRefused as exc:  # another boot of this host enrolled: this install is not it
+        walk.say(f"result failed: {exc}")
+        return 1
     walk.say(f"result installed in {walk.clock() - started:.1f}s")
-    boot.reporter.event("installed")
     return 0
 
 
@@ -437,7 +446,10 @@ def _fail(
 
     _best_effort("upload the log bundle", upload)
     walk.say(f"result failed: {failure.reason}")
-    boot.reporter.event("failed", step=failure.step, message=failure.reason)
+    _best_effort(
+        "report the failure",
+        lambda: boot.reporter.event("failed", step=failure.step, message=failure.reason),
+    )
 
 
 def _storage_macs(host: Host) -> tuple[str, ...]:

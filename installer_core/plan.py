@@ -167,6 +167,9 @@ class InstallPlan:
     paths: Paths = Paths()
     host_memory_mib: int | None = None  # as Xen reports it; None outside Xen's dom0
     notes: tuple[str, ...] = ()
+    # The key this install enrolled with the server (None: no server); first boot's
+    # ``running`` report proves it (firstboot.json), docs/protocol.md "Install tokens".
+    install_key: str | None = field(default=None, repr=False)
 
 
 def _size(size: int | None) -> str:

@@ -22,10 +22,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from common.errors import InputError, NetinstallError
 from installer_core.logbundle import Secrets
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,12 @@ Listed = tuple[tuple[str, float], ...]  # the run's steps: (name, weight) in ord
 
 class Reporter(Protocol):
     """Where step progress goes: the server (SPEC §9) or nowhere."""
+
+    @property
+    def install_key(self) -> str | None:
+        """The key this install enrols with the server (None: no server)."""
+
+    def enrol(self, session: requests.Session) -> None: ...
 
     def event(
         self,
@@ -101,9 +110,10 @@ class StepWalker:
         self._progress = max(self._progress, self._done / total)
         self._number += 1
         self.say(f"step {name} ({self._number}/{len(self.steps)})")
-        self.reporter.event("installing", step=name, progress=self._progress)
         began = self.clock()
         try:
+            # In the try: a server that refuses this install's key fails the step.
+            self.reporter.event("installing", step=name, progress=self._progress)
             _check_listed(name, self._number, names)
             yield
         except Exception as exc:

@@ -17,7 +17,7 @@ import logging
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from answerfile.bootargs import BootArgs
@@ -144,8 +144,10 @@ def plan_install(
     paths: Paths,
     machine: Machine | None = None,
     transport: Transport | None = None,
+    install_key: str | None = None,
 ) -> InstallPlan:
-    """Step: the run's plan, every refusal it knows raised before any download or write."""
+    """Step: the run's plan, every refusal it knows raised before any download or write.
+    ``install_key``: the key this install enrolled, for first boot's report."""
     machine = machine or Machine()
     io = transport or Transport()
     planning.check_options(args, answer)  # before the disk is looked at
@@ -168,6 +170,7 @@ def plan_install(
         learn_payload=learn,
         paths=paths,
     )
+    plan = replace(plan, install_key=install_key)
     for line in describe(plan):
         log.info("plan: %s", line)
     return plan

@@ -79,6 +79,12 @@ def _netboot_setting(value: str) -> str:
     help="What a MAC not in the registry gets: boot from its disk (the default: an "
     "unknown machine is never wiped) or install with the default profile.",
 )
+@click.option(
+    "--token-ttl",
+    type=click.IntRange(min=60, max=90 * 24 * 3600),
+    help="Seconds a host's install token may enrol an installer, counted from its first "
+    "hand-out to a boot (default 86400: a day). Every server sharing the registry uses it.",
+)
 def server_init(
     positional: str | None,
     *,
@@ -87,10 +93,11 @@ def server_init(
     netboot: str | None,
     advertise: str | None,
     unknown_policy: str | None,
+    token_ttl: int | None,
 ) -> None:
     """Create the server directory: registry, API token, the default profile. Idempotent."""
     from pxe_server.http_files import FILES_DIR
-    from pxe_server.registry import REGISTRY_FILE, Registry, default_profile
+    from pxe_server.registry import REGISTRY_FILE, TOKEN_TTL_SETTING, Registry, default_profile
 
     where = server_directory(directory, positional)
     if where.exists() and not where.is_dir():
@@ -130,6 +137,9 @@ def server_init(
         elif "unknown_policy" not in current:
             registry.set_setting("unknown_policy", "local")  # unknown MACs boot locally
         click.echo(f"unknown MACs: {registry.settings()['unknown_policy']}")
+        if token_ttl is not None:
+            registry.set_setting(TOKEN_TTL_SETTING, str(token_ttl))
+        click.echo(f"install tokens enrol for {registry.token_ttl()} s after their first hand-out")
         if advertised is not None and advertised != current.get("advertise"):
             registry.set_setting("advertise", advertised)
             click.echo(f"advertise: {advertised}")
@@ -283,6 +293,14 @@ def _host_json(item: Host, events: Sequence[Event]) -> dict[str, object]:
     return {**record, "last_event": _event_json(events[-1] if events else None)}
 
 
+def _token_text(item: Host) -> str:
+    if not item.token:
+        return "none"
+    if item.token_expires is None:
+        return "set (not handed out yet)"
+    return f"set, enrols until {when(item.token_expires)}"
+
+
 def _san_text(item: Host) -> str:
     if item.san is None:
         return "-"
@@ -380,14 +398,20 @@ def host_list(directory: str, as_json: bool) -> None:
     lines: list[tuple[str, ...]] = [
         ("MAC", "NAME", "PROFILE", "STATE", "STEP", "WORK", "ASSIGNED", "RUNNING", "LAST EVENT")
     ]
+    conflicts = []
     for item, last in rows:
         event = f"{when(last[0].time)} {last[0].message or ''}".rstrip() if last else "-"
         state = item.state.value + ("" if item.netboot_armed else " (disarmed)")
+        if item.conflict:
+            state += " CONFLICT"
+            conflicts.append(f"{item.mac}: {item.conflict}")
         work = (item.step, item.work, item.assigned_version, item.running_version)
         lines.append(
             (item.mac, item.name or "-", item.profile, state, *(w or "-" for w in work), event)
         )
     click.echo(table(lines))
+    for line in conflicts:  # never silent: a second installer presented a host's token
+        click.echo(f"CONFLICT {line}; see `netinstall host show MAC`, rearm to start afresh")
 
 
 @host.command("show")
@@ -421,7 +445,9 @@ def host_show(mac: str, directory: str, as_json: bool) -> None:
         ("running version", item.running_version or "-"),
         ("root LUN", _san_text(item)),
         ("last check-in", when(item.last_checkin) if item.last_checkin else "-"),
-        ("install token", "set" if item.token else "none"),
+        ("install token", _token_text(item)),
+        ("installer key", f"enrolled from {item.enrolled_from}" if item.enrolled_from else "none"),
+        ("conflict", item.conflict or "-"),
         ("agent credential", "set" if item.agent_credential_hash else "none"),
         (
             "variables",

@@ -41,6 +41,7 @@ from pxe_server.model import (
     State,
     Work,
     awaiting_reboot,
+    install_done,
     mac_dashes,
 )
 
@@ -137,7 +138,7 @@ def _apply_work(
             and not awaiting_reboot(host)
         ):
             after = replace(
-                after, state=State.RUNNING, step=None, progress=None, work=None, token=None
+                install_done(after), state=State.RUNNING, step=None, progress=None, work=None
             )
             return after, f"running {version}: the {work} is done (reported by the agent)"
     if host.last_checkin is None:

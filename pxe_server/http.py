@@ -42,6 +42,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 from common.errors import InputError, NetinstallError
+from common.protocol.messages import NoBody
 from pxe_server import http_api, http_edge, http_files, render
 from pxe_server.admission import RegistrationRefused, UnknownGate, UnknownLimits
 from pxe_server.decide import Action
@@ -151,18 +152,24 @@ def boot_config(
 
 
 async def answer_file(request: web.Request) -> web.StreamResponse:
-    """``GET /answerfile/<mac>?token=T``: the host's rendered answer file."""
+    """``GET /answerfile/<mac>`` with ``Authorization: Bearer <install key>``: the host's
+    rendered answer file, for the installer that enrolled that key (docs/protocol.md)."""
     ctx = context(request)
     try:
         mac = normalise_mac(request.match_info["mac"])
     except InputError as exc:
         return error(400, str(exc))
-    # The token first, by its keyed hash: an unknown MAC and a wrong token get the same
+    # The key first, by its keyed hash: an unknown MAC and a wrong key get the same
     # answer, so the route does not tell who is registered.
-    given = request.query.get("token", "")
-    host = await blocking(ctx.registry.host_by_token, given) if given else None
+    given = http_edge.bearer(request)
+    host = await blocking(ctx.registry.host_by_install_key, given) if given else None
     if host is None or host.mac != mac:
-        return error(403, f"wrong or expired token for the answer file of {mac}")
+        return error(
+            401,
+            f"the answer file of {mac} needs Authorization: Bearer <the install key its "
+            f"installer enrolled with POST /api/v1/hosts/{mac}/enrol>",
+            **{"WWW-Authenticate": "Bearer"},
+        )
     profile = await blocking(ctx.registry.get_profile, host.profile)
     if profile is None:
         return error(500, f"host {mac} has profile {host.profile!r}, which does not exist")
@@ -208,8 +215,24 @@ async def ipxe_script(request: web.Request) -> web.StreamResponse:
 
 
 async def boot_config_file(request: web.Request) -> web.StreamResponse:
-    """``GET /config/<path>``: the boot configs TFTP serves, for GRUB and iPXE over HTTP."""
+    """``GET /config/<path>``: the boot configs TFTP serves, for boot loaders that read
+    them over HTTP (iPXE's SAN chain loads ``xen-efi/<mac>.cfg`` so). Anyone may read a
+    boot config, as over TFTP: the install token in it only enrols a key."""
     return await _config(request, request.match_info["path"])
+
+
+async def operator_boot_config(call: http_edge.Call[NoBody]) -> web.StreamResponse:
+    """A boot config as TFTP serves it (a host's install config carries its install
+    token), for tools that stand in for the firmware: the lab's user-mode network."""
+    return await _config(call.request, call.request.match_info["path"])
+
+
+# The API routes declared here rather than in ``http_api`` (they render boot configs).
+BOOT_API = (
+    http_edge.Route("GET", "/api/v1/boot-configs/{path:.+}", operator_boot_config,
+                    http_edge.Caller.OPERATOR, "a boot config as TFTP serves it",
+                    raw_reply="text/plain", refusals=(404,)),
+)  # fmt: skip
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -275,7 +298,7 @@ def make_app(ctx: Context) -> web.Application:
     )
     app[CONTEXT] = ctx
     http_files.add_routes(app)
-    http_edge.add_routes(app, http_api.API)
+    http_edge.add_routes(app, http_api.API + BOOT_API)
     app.router.add_get("/answerfile/{mac}", answer_file)
     app.router.add_get("/ipxe/{mac}", ipxe_script)
     app.router.add_get("/config/{path:.+}", boot_config_file)

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import secrets
+import string
 import time
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -30,9 +31,13 @@ from aiohttp import web
 from common.errors import InputError
 from common.protocol.codec import ABSENT, decode, encode
 from common.protocol.messages import (
+    MAX_KEY,
+    MIN_KEY,
     Checkin,
     CheckinReply,
     Deleted,
+    Enrolled,
+    Enrolment,
     Event,
     EventList,
     EventReply,
@@ -48,7 +53,15 @@ from common.protocol.messages import (
 )
 from pxe_server import openapi
 from pxe_server.checkin import checkin_reply
-from pxe_server.http_edge import Call, Caller, Route, body_chunks, check_not_encoded
+from pxe_server.http_edge import (
+    ROUTES,
+    Call,
+    Caller,
+    Route,
+    bearer,
+    body_chunks,
+    check_not_encoded,
+)
 from pxe_server.http_files import Context, blocking, error
 from pxe_server.limits import (
     LOG_BUNDLES_KEPT,
@@ -61,6 +74,8 @@ from pxe_server.model import Host, event_record, host_record, mac_dashes, normal
 from pxe_server.registry import UnknownHost
 
 log = logging.getLogger("netinstall.http")
+
+_KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
 
 
 def log_dir(registry_dir: Path, mac: str) -> Path:
@@ -153,6 +168,20 @@ async def list_events(call: Call[NoBody]) -> EventList:
 
 
 # -- the installer, first boot and the agent -------------------------------------------------
+
+
+async def enrol(call: Call[Enrolment]) -> Enrolled:
+    """The installer's first call: its own key, enrolled with the install token."""
+    key = call.body.key
+    if not MIN_KEY <= len(key) <= MAX_KEY or not key.isascii() or not _KEY_CHARS.issuperset(key):
+        raise InputError(
+            f"enrolment: field key: {MIN_KEY} to {MAX_KEY} URL-safe base64 characters expected"
+        )
+    address = call.request.remote or "an unknown address"
+    _, outcome = await blocking(
+        call.ctx.registry.enrol, call.mac, bearer(call.request) or "", key, address
+    )
+    return Enrolled(outcome)
 
 
 async def post_event(call: Call[Event]) -> EventReply:
@@ -276,7 +305,8 @@ async def put_logs(call: Call[NoBody]) -> LogStored | web.Response:
 
 async def openapi_document(call: Call[NoBody]) -> web.Response:
     """This API described as OpenAPI 3 (paths, methods, messages, who may call what)."""
-    return web.json_response(openapi.document(API, call.ctx.settings.http_base))
+    routes = tuple(call.request.app[ROUTES].values())  # API and the routes declared elsewhere
+    return web.json_response(openapi.document(routes, call.ctx.settings.http_base))
 
 
 # -- the route table ---------------------------------------------------------------------
@@ -296,6 +326,9 @@ API: tuple[Route, ...] = (
           reply=Deleted, refusals=(404,)),
     Route("GET", f"{HOST}/events", list_events, OPERATOR, "a host's events, oldest first",
           reply=EventList, refusals=(404,)),
+    Route("POST", f"{HOST}/enrol", enrol, Caller.TICKET,
+          "the installer enrols its own key with the install token", Enrolment, Enrolled,
+          refusals=(409,)),
     Route("POST", f"{HOST}/events", post_event, HOST_SECRET,
           "report an install step, its end or the first boot", Event, EventReply,
           refusals=(409,)),

@@ -19,6 +19,7 @@ import asyncio
 import enum
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -33,7 +34,7 @@ from common.protocol.messages import NoBody
 from pxe_server.http_files import Context, blocking, context, error
 from pxe_server.limits import BODY_GRACE, BODY_IDLE_TIMEOUT, BODY_MIN_RATE, MAX_BODY
 from pxe_server.model import Host, normalise_mac
-from pxe_server.registry import Registry, TransitionRefused, UnknownHost
+from pxe_server.registry import EnrolRefused, Registry, TransitionRefused, UnknownHost
 
 B = TypeVar("B")
 
@@ -48,7 +49,8 @@ class Caller(enum.Enum):
 
     ANYONE = "anyone"
     OPERATOR = "operator"  # the server's API token (missing: 401, wrong: 403)
-    HOST = "host"  # the host's install token or its agent credential (401)
+    TICKET = "ticket"  # the host's install token: enrolment only (401)
+    HOST = "host"  # the install key its installer enrolled, or its agent credential (401)
     AGENT = "agent"  # the host's agent credential only (401)
 
 
@@ -84,7 +86,13 @@ class Route:
     reply: type | None = None  # the reply's message (None: a document of its own)
     status: int = 200
     raw_body: str | None = None  # the media type of a body the handler reads itself
+    raw_reply: str | None = None  # the media type of a reply the handler writes itself
     refusals: tuple[int, ...] = ()  # statuses besides 400, 401/403 and 500
+
+    @property
+    def template(self) -> str:
+        """The path as OpenAPI writes it: ``{name}`` without aiohttp's ``:regex``."""
+        return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", self.path)
 
 
 ROUTES = web.AppKey("api_routes", dict[web.AbstractRoute, Route])
@@ -108,22 +116,28 @@ def _refused(caller: Caller, wrong: bool) -> web.Response:
         return error(
             401, "this call needs Authorization: Bearer <the server's API token>", **_CHALLENGE
         )
-    needs = (
-        "the host's agent credential"
-        if caller is Caller.AGENT
-        else "the host's install token or agent credential"
-    )
-    said = (
-        "wrong or revoked agent credential" if caller is Caller.AGENT else "wrong or expired token"
-    )
+    needs, said = _NEEDS[caller]
     prefix = f"{said}; " if wrong else ""
     return error(401, f"{prefix}this call needs Authorization: Bearer <{needs}>", **_CHALLENGE)
 
 
+_NEEDS = {  # what a host route's bearer must be, and what a wrong one is called
+    Caller.TICKET: ("the host's install token", "wrong or dead install token"),
+    Caller.HOST: (
+        "the install key this host's installer enrolled, or its agent credential",
+        "wrong or retired install key or credential",
+    ),
+    Caller.AGENT: ("the host's agent credential", "wrong or revoked agent credential"),
+}
+
+
 def host_of_secret(registry: Registry, caller: Caller, given: str) -> Host | None:
-    """The host whose install token (HOST routes) or agent credential this is. Blocks."""
+    """The host whose install token (TICKET routes), enrolled install key or agent
+    credential (HOST routes) or agent credential (AGENT routes) this is. Blocks."""
+    if caller is Caller.TICKET:
+        return registry.host_by_token(given)
     if caller is Caller.HOST:
-        found = registry.host_by_token(given)
+        found = registry.host_by_install_key(given)
         if found is not None:
             return found
     return registry.host_by_agent_credential(given)
@@ -271,6 +285,8 @@ def refusal(exc: InputError) -> web.Response:
     message = " ".join(exc.problems)
     if isinstance(exc, UnknownHost):
         return error(404, message)
+    if isinstance(exc, EnrolRefused):
+        return error(exc.status, message, **(_CHALLENGE if exc.status == 401 else {}))
     if isinstance(exc, TransitionRefused):
         return error(409, message)
     return error(400, message)

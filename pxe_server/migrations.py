@@ -221,6 +221,18 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # 5: no secret in clear (the module docstring).
     _hash_secrets,
+    # 6: install tokens become enrolment tickets (docs/protocol.md, "Install tokens"):
+    # the key an installer enrolled, where from and when; when the token was last handed
+    # to a boot, when it expires, and the conflict an operator must see.
+    (
+        "ALTER TABLE hosts ADD COLUMN install_key_hash TEXT",
+        "CREATE UNIQUE INDEX hosts_by_install_key ON hosts (install_key_hash)",
+        "ALTER TABLE hosts ADD COLUMN enrolled_from TEXT",
+        "ALTER TABLE hosts ADD COLUMN enrolled_at REAL",
+        "ALTER TABLE hosts ADD COLUMN ticket_issued_at REAL",
+        "ALTER TABLE hosts ADD COLUMN token_expires REAL",
+        "ALTER TABLE hosts ADD COLUMN conflict TEXT",
+    ),
 )
 
 LATEST = len(MIGRATIONS)
@@ -279,6 +291,12 @@ HOST_COLUMNS = (
     "reboot_policy",
     "last_checkin",
     "san",
+    "install_key_hash",
+    "enrolled_from",
+    "enrolled_at",
+    "ticket_issued_at",
+    "token_expires",
+    "conflict",
 )
 PROFILE_COLUMNS = (
     "name",
@@ -330,6 +348,12 @@ def host_row(host: Host, keys: Keyring) -> Row:
         RebootPolicy(host.reboot_policy).value,
         host.last_checkin,
         None if host.san is None else json.dumps(asdict(host.san), sort_keys=True),
+        host.install_key_hash,
+        host.enrolled_from,
+        host.enrolled_at,
+        host.ticket_issued_at,
+        host.token_expires,
+        host.conflict,
     )
 
 
@@ -353,6 +377,12 @@ def host_from(row: sqlite3.Row, keys: Keyring) -> Host:
         reboot_policy=RebootPolicy(row["reboot_policy"]),
         last_checkin=row["last_checkin"],
         san=_san(row["san"]),
+        install_key_hash=row["install_key_hash"],
+        enrolled_from=row["enrolled_from"],
+        enrolled_at=row["enrolled_at"],
+        ticket_issued_at=row["ticket_issued_at"],
+        token_expires=row["token_expires"],
+        conflict=row["conflict"],
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from common.errors import InputError
 from common.protocol.messages import (
@@ -232,12 +232,37 @@ class Host:
     reboot_policy: RebootPolicy = RebootPolicy.AUTO
     last_checkin: float | None = None  # seconds since the epoch: the agent's last check-in
     san: SanTarget | None = None  # its root LUN, for a profile with san_boot
+    # Enrolment (docs/protocol.md, "Install tokens"): the install token is a ticket that
+    # lets one installer enrol a key of its own; later calls of that install prove the key.
+    install_key_hash: str | None = field(default=None, repr=False)  # its keyed hash
+    enrolled_from: str | None = None  # the address the key was enrolled from
+    enrolled_at: float | None = None  # when (seconds since the epoch)
+    # When the token was last handed to a boot of this host (a boot config of an armed
+    # host fetched, agent work handed out in a check-in reply): a later enrolment
+    # replaces the key (a power cut, a retry); without one it is a conflict.
+    ticket_issued_at: float | None = None
+    token_expires: float | None = None  # set at the first hand-out: TTL from then
+    conflict: str | None = None  # a second installer presented the token; shown to operators
 
     def initiator(self) -> str:
         """The IQN the host logs in to its SAN with."""
         if self.san is not None and self.san.initiator:
             return self.san.initiator
         return DEFAULT_INITIATOR_PREFIX + self.mac.replace(":", "")
+
+
+def install_done(host: Host) -> Host:
+    """``host`` once its new system runs: the install token and the enrolled key are dead;
+    a conflict stays for the operator (rearm or new work clears it)."""
+    return replace(
+        host,
+        token=None,
+        install_key_hash=None,
+        enrolled_from=None,
+        enrolled_at=None,
+        ticket_issued_at=None,
+        token_expires=None,
+    )
 
 
 @dataclass(frozen=True)
@@ -293,6 +318,10 @@ def host_record(host: Host) -> HostRecord:
         else SanRecord(san.root_path, san.address, san.gateway, san.initiator, san.paths),
         token=Presence.SET if host.token else Presence.NONE,
         agent_credential=Presence.SET if host.agent_credential_hash else Presence.NONE,
+        install_key=Presence.SET if host.install_key_hash else Presence.NONE,
+        enrolled_from=host.enrolled_from,
+        token_expires=host.token_expires,
+        conflict=host.conflict,
     )
 
 

@@ -22,12 +22,15 @@ from pxe_server.limits import MAX_BODY
 SECURITY: dict[Caller, list[dict[str, list[str]]]] = {
     Caller.ANYONE: [],
     Caller.OPERATOR: [{"apiToken": []}],
-    Caller.HOST: [{"installToken": []}, {"agentCredential": []}],
+    Caller.TICKET: [{"installToken": []}],
+    Caller.HOST: [{"installKey": []}, {"agentCredential": []}],
     Caller.AGENT: [{"agentCredential": []}],
 }
 SCHEMES = {
     "apiToken": "the server's API token (the server directory's api-token file)",
-    "installToken": "the host's install token (netinstall.token= of its boot config)",
+    "installToken": "the host's install token (netinstall.token= of its boot config): "
+    "it only enrols an install key",
+    "installKey": "the key the host's installer enrolled (POST /api/v1/hosts/{mac}/enrol)",
     "agentCredential": "the host's agent credential (the reply to its running event)",
 }
 STATUS_WORDS = {
@@ -42,6 +45,10 @@ STATUS_WORDS = {
     500: "the server cannot answer (its own configuration)",
 }
 ENVELOPE = "Envelope"
+PARAMETERS = {
+    "mac": "the host's MAC: colons, dashes or none, any case",
+    "path": "a boot config's path as TFTP serves it, e.g. pxelinux.cfg/01-52-54-00-12-34-56",
+}
 
 
 def _reply(cls: type | None) -> dict[str, object]:
@@ -65,7 +72,9 @@ def _refusals(route: Route) -> list[int]:
 
 def operation(route: Route) -> dict[str, object]:
     """One route as an OpenAPI operation."""
-    content = {"application/json": {"schema": _reply(route.reply)}}
+    content: dict[str, object] = {"application/json": {"schema": _reply(route.reply)}}
+    if route.raw_reply:
+        content = {route.raw_reply: {"schema": {"type": "string"}}}
     responses: dict[str, object] = {
         str(route.status): {"description": STATUS_WORDS[route.status], "content": content}
     }
@@ -80,14 +89,14 @@ def operation(route: Route) -> dict[str, object]:
         "security": SECURITY[route.caller],
         "responses": responses,
     }
-    names = re.findall(r"\{(\w+)\}", route.path)
+    names = re.findall(r"\{(\w+)", route.path)
     if names:
         op["parameters"] = [
             {
                 "name": name,
                 "in": "path",
                 "required": True,
-                "description": "the host's MAC: colons, dashes or none, any case",
+                "description": PARAMETERS.get(name, name),
                 "schema": {"type": "string"},
             }
             for name in names
@@ -130,7 +139,7 @@ def document(routes: Iterable[Route], server_url: str | None = None) -> dict[str
     table = list(routes)
     paths: dict[str, dict[str, object]] = {}
     for route in table:
-        paths.setdefault(route.path, {})[route.method.lower()] = operation(route)
+        paths.setdefault(route.template, {})[route.method.lower()] = operation(route)
     versions = ", ".join(str(v) for v in codec.SUPPORTED)
     doc: dict[str, object] = {
         "openapi": "3.1.0",

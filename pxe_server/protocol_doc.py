@@ -20,6 +20,7 @@ from typing import Any
 from common.protocol import codec
 from common.protocol.codec import Absent, Rule, describe, fields_of, message_name, nested
 from common.protocol.messages import ErrorReply, NoBody
+from pxe_server.http import BOOT_API
 from pxe_server.http_api import API
 from pxe_server.http_edge import Caller, Route
 from pxe_server.limits import MAX_BODY
@@ -31,7 +32,8 @@ MARKER = (
 CALLERS = {
     Caller.ANYONE: "anyone",
     Caller.OPERATOR: "API token",
-    Caller.HOST: "install token or agent credential",
+    Caller.TICKET: "install token",
+    Caller.HOST: "install key or agent credential",
     Caller.AGENT: "agent credential",
 }
 
@@ -94,7 +96,7 @@ def _messages(routes: Sequence[Route]) -> list[type]:
     return list(found)
 
 
-def reference(routes: Sequence[Route] = API) -> str:
+def reference(routes: Sequence[Route] = API + BOOT_API) -> str:
     versions = ", ".join(str(v) for v in codec.SUPPORTED)
     lines = [
         MARKER,
@@ -117,8 +119,10 @@ def reference(routes: Sequence[Route] = API) -> str:
         if route.raw_body:
             body = f"`{route.raw_body}`"
         reply = "OpenAPI document" if route.reply is None else _link(route.reply)
+        if route.raw_reply:
+            reply = f"`{route.raw_reply}`"
         lines.append(
-            f"| {route.method} | `{route.path}` | {CALLERS[route.caller]} | {body} "
+            f"| {route.method} | `{route.template}` | {CALLERS[route.caller]} | {body} "
             f"| {route.status} {reply} |"
         )
     secrets = [

@@ -18,6 +18,7 @@ a migration that removed clear text the file is vacuumed and its WAL truncated.
 from __future__ import annotations
 
 import enum
+import hmac
 import logging
 import os
 import sqlite3
@@ -33,7 +34,7 @@ from typing import Any, Literal
 
 from common.errors import InputError, NetinstallError
 from pxe_server import migrations as schema
-from pxe_server.checkin import Reported, apply_checkin, reported_state
+from pxe_server.checkin import OFFERED, Reported, apply_checkin, reported_state
 from pxe_server.limits import MAX_EVENT_MESSAGE
 from pxe_server.model import (
     AGENT_WORK,
@@ -47,6 +48,7 @@ from pxe_server.model import (
     State,
     Work,
     check_version,
+    install_done,
     mac_syntax,
     normalise_mac,
     reported_from,
@@ -79,6 +81,29 @@ BUSY_TIMEOUT_MS = 10_000
 CHECKIN_INTERVAL = 300  # seconds between agent check-ins, handed out with the credential
 # The first event of a host registered by unknown_policy install: how they are counted.
 UNKNOWN_REGISTERED = "registered as an unknown MAC (unknown_policy install)"
+
+
+# A host's enrolment fields when its install token is new (or dead): nothing enrolled,
+# nothing handed out, no conflict. ``_new_work`` and ``running`` reset them.
+NOT_ENROLLED: dict[str, Any] = {
+    "install_key_hash": None,
+    "enrolled_from": None,
+    "enrolled_at": None,
+    "ticket_issued_at": None,
+    "token_expires": None,
+    "conflict": None,
+}
+DEFAULT_TOKEN_TTL = 24 * 3600  # seconds an install token enrols, from its first hand-out
+TOKEN_TTL_SETTING = "install_token_ttl"  # noqa: S105 - a setting's name
+
+
+class EnrolRefused(InputError):
+    """An enrolment the registry refuses: ``status`` 401 (dead or expired token) or 409
+    (another installer holds the enrolment: a conflict, recorded for the operator)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class UnknownHost(InputError):
@@ -121,6 +146,7 @@ def _new_work(
         netboot_armed=netboot_armed,
         assigned_version=assigned_version,
         reboot_policy=reboot_policy,
+        **NOT_ENROLLED,
     )
 
 
@@ -133,6 +159,26 @@ def capped_message(message: str) -> str:
     marker = f" [... {len(data)} bytes; cut at {MAX_EVENT_MESSAGE}]"
     head = data[: MAX_EVENT_MESSAGE - len(marker)].decode("utf-8", errors="ignore")
     return head + marker
+
+
+def _when(epoch: float | None) -> str:
+    """``epoch`` as an ISO UTC time for messages."""
+    if epoch is None:
+        return "an unknown time"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def issue_ticket(host: Host, now: float, ttl: int, *, renew: bool = False) -> Host:
+    """``host`` after its install token was handed to one of its boots (an install
+    config fetched while armed, agent work in a check-in reply): the ticket is issued
+    now, and expires ``ttl`` seconds after its first hand-out (after this one, with
+    ``renew``)."""
+    if not host.token:
+        return host
+    expires = host.token_expires
+    if expires is None or renew:
+        expires = now + ttl
+    return replace(host, ticket_issued_at=now, token_expires=expires)
 
 
 class Registry:
@@ -495,6 +541,10 @@ class Registry:
         """The host whose live install token this is (its keyed hash, an indexed column)."""
         return self._by_secret("token_hash", Purpose.INSTALL_TOKEN, token)
 
+    def host_by_install_key(self, key: str) -> Host | None:
+        """The host whose enrolled install key this is (its keyed hash, an indexed column)."""
+        return self._by_secret("install_key_hash", Purpose.INSTALL_KEY, key)
+
     def host_by_agent_credential(self, credential: str) -> Host | None:
         """The host whose agent credential this is (its keyed hash, an indexed column)."""
         return self._by_secret("agent_credential_hash", Purpose.AGENT_CREDENTIAL, credential)
@@ -551,27 +601,102 @@ class Registry:
                 if old.state is not State.RUNNING:
                     credential = new_token()  # handed out here once; only its hash is kept
                     digest = self._keys.hash(Purpose.AGENT_CREDENTIAL, credential)
-                    host = replace(host, token=None, agent_credential_hash=digest)
+                    host = replace(install_done(host), agent_credential_hash=digest)
                     reply = {"agent_credential": credential, "checkin_interval": CHECKIN_INTERVAL}
             self._store(conn, host)
             self._log(conn, host, message, old)
         return host, reply
 
+    def token_ttl(self) -> int:
+        """Seconds an install token enrols, counted from its first hand-out to a boot."""
+        found = self._query("SELECT value FROM settings WHERE key = ?", (TOKEN_TTL_SETTING,))
+        return int(found[0][0]) if found else DEFAULT_TOKEN_TTL
+
     def mark_signalled(self, mac: str) -> Host:
-        """A boot config (or the installer) was fetched: pending -> signalled, else unchanged."""
+        """An install config was fetched: pending -> signalled, and the install token was
+        handed to a boot of the host (a later enrolment replaces the key; the token's
+        lifetime starts at the first hand-out)."""
         mac = normalise_mac(mac)
+        ttl = self.token_ttl()
         with self._write() as conn:
             host = self._load(conn, mac)
-            if host.state is State.PENDING:
+            if host.netboot_armed:
+                host = issue_ticket(host, time.time(), ttl)
+            logged = host.state is State.PENDING
+            if logged:
                 host = replace(host, state=State.SIGNALLED, step=None, progress=None)
+            if host.netboot_armed or logged:
                 self._store(conn, host)
+            if logged:
                 self._log(conn, host, "fetched its boot configuration", None)
         return host
+
+    def enrol(self, mac: str, token: str, key: str, address: str) -> tuple[Host, str]:
+        """Enrol the installer ``key`` with the host's install ``token`` (docs/protocol.md,
+        "Install tokens"); the host and "new", "again" or "replaced".
+
+        The first key is taken; the same key again is a retry. Another key replaces it
+        only after the token was handed to a new boot of the host since (a power cut, a
+        retry: the old key is retired); from another address that is also recorded as a
+        conflict. Without a new boot it is refused (409) and recorded as a conflict, never
+        silent. A dead or expired token: 401.
+        """
+        mac = normalise_mac(mac)
+        now = time.time()
+        digest = self._keys.hash(Purpose.INSTALL_KEY, key)
+        refused: EnrolRefused | None = None
+        with self._write() as conn:
+            host = self._load(conn, mac)
+            if not host.token or not hmac.compare_digest(host.token.encode(), token.encode()):
+                raise EnrolRefused(401, f"wrong or dead install token for host {mac}")
+            if host.token_expires is not None and now > host.token_expires:
+                raise EnrolRefused(
+                    401,
+                    f"the install token of host {mac} expired at {_when(host.token_expires)}; "
+                    f"rearm the host (`netinstall host rearm {mac}`) for a new one",
+                )
+            if host.install_key_hash == digest:
+                return host, "again"
+            outcome, message = "new", f"installer enrolled from {address}"
+            if host.install_key_hash is not None:
+                earlier = f"the key enrolled from {host.enrolled_from} at {_when(host.enrolled_at)}"
+                fresh_boot = (host.ticket_issued_at or 0) > (host.enrolled_at or 0)
+                if not fresh_boot:
+                    conflict = (
+                        f"{_when(now)}: an installer at {address} presented the install token "
+                        f"while {earlier} is live; refused"
+                    )
+                    host = replace(host, conflict=conflict)
+                    self._store(conn, host)
+                    self._log(conn, host, f"enrolment refused: {conflict}", None)
+                    log.warning("host %s: %s", mac, conflict)
+                    refused = EnrolRefused(
+                        409,
+                        f"host {mac} has an installer enrolled already and was not booted "
+                        "since; the operator is told",
+                    )
+                else:
+                    outcome = "replaced"
+                    message = f"a new boot enrolled from {address}; {earlier} is retired"
+                    if address != host.enrolled_from:
+                        conflict = f"{_when(now)}: {message} (another address)"
+                        host = replace(host, conflict=conflict)
+                        log.warning("host %s: %s", mac, conflict)
+            if refused is None:
+                host = replace(
+                    host, install_key_hash=digest, enrolled_from=address, enrolled_at=now
+                )
+                self._store(conn, host)
+                self._log(conn, host, message, None)
+        if refused is not None:
+            raise refused
+        return host, outcome
 
     def rearm(self, mac: str) -> Host:
         """New network-install work: state pending, netboot armed, a new install token.
 
-        The agent credential (if any) stays valid until the new system reports running.
+        The agent credential (if any) stays valid until the new system reports running,
+        unless the host had an enrolment conflict (then it is revoked at once).
         """
         mac = normalise_mac(mac)
         with self._write() as conn:
@@ -582,6 +707,8 @@ class Registry:
                 netboot_armed=True,
                 assigned_version=self._assigned_version(conn, old.profile),
             )
+            if old.conflict:  # whoever won that enrolment may hold the agent credential
+                host = replace(host, agent_credential_hash=None)
             self._store(conn, host)
             self._log(conn, host, "rearmed: new install work", old)
         return host
@@ -636,9 +763,16 @@ class Registry:
         """Record an agent check-in (``checkin.apply_checkin``); the host after it."""
         mac = normalise_mac(mac)
         state = reported_state(reported)
+        ttl = self.token_ttl()
         with self._write() as conn:
             old = self._load(conn, mac)
-            host, message = apply_checkin(old, running_version, state, time.time(), multipath)
+            now = time.time()
+            host, message = apply_checkin(old, running_version, state, now, multipath)
+            if host.work in AGENT_WORK and host.state in OFFERED:
+                # The reply hands the agent the installer and its token (over the agent's
+                # credential): a new boot of the installer may enrol, and the token lives
+                # on while the host waits for its reboot.
+                host = issue_ticket(host, now, ttl, renew=True)
             self._store(conn, host)
             if message is not None:
                 self._log(conn, host, message, old)

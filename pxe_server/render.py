@@ -10,7 +10,7 @@ the install and the local-boot variant.
 Install entries carry, after the profile's ``kernel_args`` (so its last
 ``console=``, ``hvc0`` by default, stays last and owns /dev/console)::
 
-    answerfile=<http_base>/answerfile/<mac>?token=<token> install
+    answerfile=<http_base>/answerfile/<mac> install
     netinstall.server=<http_base> netinstall.token=<token> BOOTIF=<boot NIC>
 
 The per-host configs need a host record (its token). An unknown machine gets the
@@ -90,8 +90,8 @@ def check_profile_args(profile: Profile) -> None:
 
 
 def answerfile_url(host: Host, settings: ServerSettings) -> str:
-    """Where the installer fetches ``host``'s answer file (with its token)."""
-    return f"{settings.http_base}/answerfile/{host.mac}?token={host.token}"
+    """Where the installer fetches ``host``'s answer file (with the key it enrolled)."""
+    return f"{settings.http_base}/answerfile/{host.mac}"
 
 
 def san_words(profile: Profile) -> list[str]:

@@ -58,6 +58,7 @@ class Purpose(enum.StrEnum):
     """What a keyed hash is of: each kind of secret hashes apart from the others."""
 
     INSTALL_TOKEN = "install-token"  # noqa: S105 - names, not secrets
+    INSTALL_KEY = "install-key"  # the key an installer enrolled with the install token
     AGENT_CREDENTIAL = "agent-credential"
     API_TOKEN = "api-token"  # noqa: S105
 

@@ -170,6 +170,35 @@ class LogStored(Message):
     bytes: int = field(metadata=rule("its size"))
 
 
+# -- the installer: enrolment ------------------------------------------------------------
+
+MIN_KEY, MAX_KEY = 32, 128  # characters of an install key
+
+
+@dataclass(frozen=True)
+class Enrolment(Message):
+    """``POST .../enrol`` with the install token: the installer's own key for this install."""
+
+    NAME: ClassVar[str] = "enrolment"
+
+    key: str = field(
+        repr=False,
+        metadata=rule(
+            f"{MIN_KEY} to {MAX_KEY} URL-safe base64 characters the installer drew at start; "
+            "every later call of this install carries it as its bearer",
+            max_length=MAX_KEY,
+            secret=True,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Enrolled(Message):
+    """The reply to an enrolment."""
+
+    enrolled: str = field(metadata=rule("new, again (the same key) or replaced (a new boot)"))
+
+
 # -- the dom0 agent: check-ins ----------------------------------------------------------
 
 MAX_MAPS = 64
@@ -332,6 +361,20 @@ class HostRecord(Message):
     san: SanRecord | None = field(metadata=rule("its root LUN (SAN boot)"))
     token: Presence = field(metadata=rule("whether it holds a live install token"))
     agent_credential: Presence = field(metadata=rule("whether its agent has a credential"))
+    install_key: Presence = field(
+        default=Presence.NONE, metadata=rule("whether an installer enrolled its key")
+    )
+    enrolled_from: str | None = field(
+        default=None, metadata=rule("the address its installer enrolled from")
+    )
+    token_expires: float | None = field(
+        default=None,
+        metadata=rule("when its install token stops enrolling (epoch s); null: not yet handed out"),
+    )
+    conflict: str | None = field(
+        default=None,
+        metadata=rule("a second installer presented its install token: what and from where"),
+    )
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         children.append(services.start_server(server_argv, workdir))
         export = None
         if user is not None:
-            export = usernet.Export(user, options.netboot, mac)
+            export = usernet.Export(user, options.netboot, mac, server_dir)
             export.refresh("pending")
         start = time.monotonic()
         vm_argv = qemu.argv(machine)

@@ -4,12 +4,12 @@ This is NOT the real chain. QEMU's built-in DHCP and TFTP server (slirp) answer
 the firmware instead of our dnsmasq and TFTP server: the firmware gets
 ``bootfile`` from QEMU, and reads every TFTP file from an export directory that
 holds the netboot tree (symbolic links) and the host's boot configs, which the
-lab fetches from our server's ``/config/`` route whenever the host's state
-changes (``Export.refresh``). Our HTTP server runs on this machine's loopback;
-the guest reaches it as ``10.0.2.2`` (slirp forwards that address to the host).
-So this checks the installer, the install and the first boot, not DHCP nor our
-TFTP server; and the host is marked signalled when the lab exports its install
-config, not when the machine reads it.
+lab fetches from our server's operator route ``/api/v1/boot-configs/`` (with the
+server directory's API token) whenever the host's state changes (``Export.refresh``).
+Our HTTP server runs on this machine's loopback; the guest reaches it as ``10.0.2.2``
+(slirp forwards that address to the host). So this checks the installer, the
+install and the first boot, not DHCP nor our TFTP server; and the host is marked
+signalled when the lab exports its install config, not when the machine reads it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import requests
 from common.errors import NetinstallError
 from netinstall.lab import services
 from pxe_server.model import mac_dashes
+from pxe_server.secrets import API_TOKEN_FILE
 
 log = logging.getLogger("netinstall.lab")
 
@@ -95,9 +96,10 @@ def config_paths(mac: str) -> list[str]:
 class Export:
     """QEMU's TFTP root: the netboot tree linked in, the host's configs refreshed."""
 
-    def __init__(self, net: UserNetwork, netboot: Path, mac: str) -> None:
+    def __init__(self, net: UserNetwork, netboot: Path, mac: str, server_dir: Path) -> None:
         self.net = net
         self.mac = mac
+        self.server_dir = server_dir
         self.last_state: str | None = None
         net.export.mkdir(parents=True, exist_ok=True)
         for item in sorted(netboot.resolve().iterdir()):
@@ -109,10 +111,12 @@ class Export:
         """Fetch the host's configs again when its state changed since the last refresh."""
         if state == self.last_state:
             return
-        base = f"http://127.0.0.1:{self.net.http_port}/config/"
+        base = f"http://127.0.0.1:{self.net.http_port}/api/v1/boot-configs/"
+        token = (self.server_dir / API_TOKEN_FILE).read_text("utf-8").strip()
+        auth = {"Authorization": f"Bearer {token}"}
         for path in config_paths(self.mac):
             try:
-                reply = requests.get(base + path, timeout=10)
+                reply = requests.get(base + path, headers=auth, timeout=10)
             except requests.RequestException as exc:
                 raise NetinstallError(f"cannot read {path} from the lab's server: {exc}") from exc
             if reply.status_code != 200:

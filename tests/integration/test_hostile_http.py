@@ -68,11 +68,15 @@ class Running:
         return int(found[1]) * 1024
 
     def token(self, mac: str) -> str:
+        """The key an installer of ``mac`` enrolled with its install token (enrolled now,
+        or again: the same key each time)."""
+        key = f"hostile-http-key-{mac.replace(':', '')}-0123456789ab"
         with Registry.open(self.directory) as registry:
             host = registry.get_host(mac)
             assert host is not None
             assert host.token is not None
-            return host.token
+            registry.enrol(mac, host.token, key, "127.0.0.1")
+        return key
 
 
 Start = Callable[..., Running]

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import socket
 import sys
 import time
@@ -46,6 +47,27 @@ class Env:
             assert host is not None
             assert host.token is not None
             return host.token
+
+    def enrol(self, mac: str = MAC, key: str | None = None) -> str:
+        """Enrol an installer key for ``mac`` with its install token, as the installer
+        does first; the key."""
+        key = key or secrets.token_urlsafe(32)
+        reply = requests.post(
+            f"{self.base}/api/v1/hosts/{mac}/enrol",
+            json={"protocol": 2, "key": key},
+            headers={"Authorization": f"Bearer {self.host_token(mac)}"},
+            timeout=30,
+        )
+        assert reply.status_code == 200, reply.text
+        return key
+
+    def answer(self, key: str, mac: str = MAC) -> requests.Response:
+        headers = {"Authorization": f"Bearer {key}"}
+        return requests.get(f"{self.base}/answerfile/{mac}", headers=headers, timeout=30)
+
+    def config(self, path: str) -> requests.Response:
+        """A boot config as TFTP serves it (the operator route the lab's user mode reads)."""
+        return self.api("GET", f"/api/v1/boot-configs/{path}")
 
     def api(self, method: str, path: str, **kwargs: object) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.api_token}"}
@@ -230,28 +252,30 @@ def test_fifty_concurrent_clients_get_exact_bytes(
 # -- answer files, boot configs and the install flow -----------------------------------
 
 
-def test_answer_file_needs_the_hosts_token(start: Start) -> None:
+def test_answer_file_needs_the_key_the_installer_enrolled(start: Start) -> None:
     env = start()
     token = env.host_token()
     url = f"{env.base}/answerfile/{MAC}"
-    good = requests.get(url, params={"token": token}, timeout=10)
+    # The install token alone opens nothing: it only enrols a key.
+    as_token = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert as_token.status_code == 401
+    assert requests.get(url, params={"token": token}, timeout=10).status_code == 401
+    key = env.enrol()
+    good = env.answer(key)
     assert good.status_code == 200
     assert "<installation" in good.text
     assert "http://192.0.2.1:8080/repo/" in good.text
-    assert requests.get(url, params={"token": "x" + token}, timeout=10).status_code == 403
-    assert requests.get(url, timeout=10).status_code == 403
-    dashes = requests.get(f"{env.base}/answerfile/{DASHES}", params={"token": token}, timeout=10)
-    assert dashes.status_code == 200
-    # An unknown MAC gets what a wrong token gets: the route does not tell who is registered.
-    unknown = requests.get(f"{env.base}/answerfile/52:54:00:00:00:01?token=x", timeout=10)
-    wrong = requests.get(url.replace(MAC, DASHES), params={"token": "x"}, timeout=10)
-    assert unknown.status_code == wrong.status_code == 403
+    assert env.answer("x" + key).status_code == 401
+    assert requests.get(url, timeout=10).status_code == 401
+    assert env.answer(key, DASHES).status_code == 200
+    # An unknown MAC gets what a wrong key gets: the route does not tell who is registered.
+    unknown = env.answer("x", "52:54:00:00:00:01")
+    wrong = env.answer("x", DASHES)
+    assert unknown.status_code == wrong.status_code == 401
     assert unknown.json()["error"].replace("52:54:00:00:00:01", MAC) == wrong.json()["error"]
-    other = requests.get(
-        f"{env.base}/answerfile/52:54:00:00:00:01", params={"token": token}, timeout=10
-    )
-    assert other.status_code == 403  # a host's token opens its own answer file only
-    assert requests.get(f"{env.base}/answerfile/nonsense?token=x", timeout=10).status_code == 400
+    other = env.answer(key, "52:54:00:00:00:01")
+    assert other.status_code == 401  # a host's key opens its own answer file only
+    assert env.answer("x", "nonsense").status_code == 400
 
 
 def test_broken_template_is_a_500_naming_the_problem(start: Start) -> None:
@@ -259,10 +283,7 @@ def test_broken_template_is_a_500_naming_the_problem(start: Start) -> None:
     with env.registry() as registry:
         registry.add_profile(Profile(name="broken", template="<installation>{{ nope }}"))
         registry.add_host("52:54:00:00:00:02", profile="broken")
-        token = registry.get_host("52:54:00:00:00:02").token  # type: ignore[union-attr]
-    reply = requests.get(
-        f"{env.base}/answerfile/52:54:00:00:00:02", params={"token": token}, timeout=10
-    )
+    reply = env.answer(env.enrol("52:54:00:00:00:02"), "52:54:00:00:00:02")
     assert reply.status_code == 500
     assert "nope" in reply.json()["error"]
 
@@ -270,31 +291,33 @@ def test_broken_template_is_a_500_naming_the_problem(start: Start) -> None:
 def test_install_flow_events_and_rearm(start: Start) -> None:
     env = start()
     token = env.host_token()
-    config = f"{env.base}/config/pxelinux.cfg/01-{DASHES}"
-    first = requests.get(config, timeout=10)
+    config = f"pxelinux.cfg/01-{DASHES}"
+    first = env.config(config)
     assert first.status_code == 200
     assert f"token={token}" in first.text
     with env.registry() as registry:
         assert registry.get_host(MAC).state is State.SIGNALLED  # type: ignore[union-attr]
     assert env.event("wrong", {"state": "installing"}).status_code == 401
+    assert env.event(token, {"state": "installing"}).status_code == 401  # a ticket only
+    key = env.enrol()
+    assert key not in first.text
     assert env.event(
-        token, {"state": "installing", "step": "partition", "progress": 0.35}
+        key, {"state": "installing", "step": "partition", "progress": 0.35}
     ).json() == {"protocol": 2}
-    assert env.event(token, {"state": "bogus"}).status_code == 400
-    assert env.event(token, {"state": "installing", "progress": "half"}).status_code == 400
-    assert env.event(token, {"state": "installed"}).status_code == 200
-    local = requests.get(config, timeout=10)
+    assert env.event(key, {"state": "bogus"}).status_code == 400
+    assert env.event(key, {"state": "installing", "progress": "half"}).status_code == 400
+    assert env.event(key, {"state": "installed"}).status_code == 200
+    local = env.config(config)
     assert "localboot 0" in local.text
     assert token not in local.text
     assert token not in requests.get(f"{env.base}/ipxe/{MAC}", timeout=10).text
-    assert env.event(token, {"state": "installing"}).status_code in (400, 409)
-    running = env.event(token, {"state": "running", "facts": {"payload_version": "0.1.0"}})
+    assert env.event(key, {"state": "installing"}).status_code in (400, 409)
+    running = env.event(key, {"state": "running", "facts": {"payload_version": "0.1.0"}})
     assert running.status_code == 200
     credential = running.json()["agent_credential"]
     assert running.json()["checkin_interval"] > 0
-    assert env.event(token, {"state": "running"}).status_code == 401  # the install token died
-    answer = requests.get(f"{env.base}/answerfile/{MAC}", params={"token": token}, timeout=10)
-    assert answer.status_code == 403
+    assert env.event(key, {"state": "running"}).status_code == 401  # the key died with it
+    assert env.answer(key).status_code == 401
     assert env.event(credential, {"state": "running"}).json() == {"protocol": 2}
     assert env.event(credential, {"state": "installing"}).status_code in (400, 409)
     shown = env.api("GET", f"/api/v1/hosts/{MAC}").json()
@@ -306,7 +329,7 @@ def test_install_flow_events_and_rearm(start: Start) -> None:
     new_token = env.host_token()
     assert new_token != token
     assert new_token not in rearmed.text
-    again = requests.get(config, timeout=10)
+    again = env.config(config)
     assert f"token={new_token}" in again.text
     states = [e["state"] for e in env.api("GET", f"/api/v1/hosts/{MAC}/events").json()["events"]]
     assert "installed" in states
@@ -315,11 +338,17 @@ def test_install_flow_events_and_rearm(start: Start) -> None:
 
 def test_unknown_mac_boots_locally_and_is_not_registered(start: Start) -> None:
     env = start()
-    reply = requests.get(f"{env.base}/config/pxelinux.cfg/01-52-54-00-aa-bb-cc", timeout=10)
+    reply = env.config("pxelinux.cfg/01-52-54-00-aa-bb-cc")
     assert reply.status_code == 200
     assert "localboot" in reply.text
     assert env.api("GET", "/api/v1/hosts/52:54:00:aa:bb:cc").status_code == 404
-    assert requests.get(f"{env.base}/config/nothing/here", timeout=10).status_code == 404
+    assert env.config("nothing/here").status_code == 404
+    # the route is the operator's: without the API token, nothing
+    unauthenticated = f"{env.base}/api/v1/boot-configs/pxelinux.cfg/01-{DASHES}"
+    assert requests.get(unauthenticated, timeout=10).status_code == 401
+    # ... while boot loaders read the same over HTTP, as over TFTP
+    public = requests.get(f"{env.base}/config/pxelinux.cfg/01-{DASHES}", timeout=10)
+    assert public.text == env.config(f"pxelinux.cfg/01-{DASHES}").text
 
 
 # -- the JSON API ------------------------------------------------------------------------
@@ -381,7 +410,7 @@ def test_api_hosts_crud_and_errors(start: Start) -> None:
 
 def test_log_bundle_upload(start: Start) -> None:
     env = start()
-    token = env.host_token()
+    token = env.enrol()  # the installer's key
     url = f"{env.base}/api/v1/hosts/{MAC}/logs"
     bundle = os.urandom(300_000)
     assert requests.put(url, data=bundle, timeout=10).status_code == 401
@@ -405,14 +434,19 @@ def test_request_log_has_no_secrets(start: Start, caplog: pytest.LogCaptureFixtu
     env = start()
     token = env.host_token()
     requests.get(f"{env.base}/answerfile/{MAC}", params={"token": token}, timeout=10)
-    env.event(token, {"state": "installing", "message": f"token {token}"})
+    key = env.enrol()
+    env.answer(key)
+    env.event(key, {"state": "installing", "message": f"token {token} key {key}"})
     env.api("GET", "/api/v1/hosts")
     deadline = time.monotonic() + 5
-    while caplog.text.count("\n") < 3 and time.monotonic() < deadline:
+    while caplog.text.count("\n") < 5 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert f"GET /answerfile/{MAC}?token=REDACTED 200" in caplog.text
+    assert f"GET /answerfile/{MAC}?token=REDACTED 401" in caplog.text
+    assert f"GET /answerfile/{MAC} 200" in caplog.text
+    assert f"POST /api/v1/hosts/{MAC}/enrol 200" in caplog.text
     assert f"POST /api/v1/hosts/{MAC}/events 200" in caplog.text
     assert token not in caplog.text
+    assert key not in caplog.text
     assert env.api_token not in caplog.text
 
 
@@ -474,9 +508,9 @@ def installer_tree(tmp_path: Path) -> Path:
 
 def running_with_agent(env: Env) -> str:
     """Install and first boot reported; the agent credential the first boot was given."""
-    token = env.host_token()
-    assert env.event(token, {"state": "installed"}).status_code == 200
-    reply = env.event(token, {"state": "running", "facts": {"payload_version": "0.1.0"}})
+    key = env.enrol()
+    assert env.event(key, {"state": "installed"}).status_code == 200
+    reply = env.event(key, {"state": "running", "facts": {"payload_version": "0.1.0"}})
     return str(reply.json()["agent_credential"])
 
 
@@ -501,7 +535,8 @@ def test_the_dom0_agent_upgrades_through_this_server(
     assert (staged / "xen.gz").read_bytes() == b"xen.gz bytes"  # fetched from /boot/
     assert (staged / "initrd.img").read_bytes() == b"install.img bytes"
     entry = agent.layout.grub_entry.read_text()
-    assert f"answerfile={env.base}/answerfile/{MAC}?token={token}" in entry
+    assert f"answerfile={env.base}/answerfile/{MAC} " in entry
+    assert f"netinstall.token={token} " in entry
     assert calls[-2:] == [("grub-reboot", "netinstall-installer"), ("systemctl", "reboot")]
     with Registry.open(env.directory) as registry:
         reported = registry.get_host(MAC)
@@ -512,15 +547,17 @@ def test_the_dom0_agent_upgrades_through_this_server(
         assert host is not None
         assert (host.state, host.netboot_armed) == (State.SIGNALLED, False)
 
-    # The installer boots once, fetches the built-in upgrade answer file, reports.
-    answer = requests.get(f"{env.base}/answerfile/{MAC}", params={"token": token}, timeout=10)
+    # The installer boots once, enrols its key, fetches the built-in upgrade answer file,
+    # reports.
+    key = env.enrol()
+    answer = env.answer(key)
     assert answer.status_code == 200
     assert '<installation mode="upgrade">' in answer.text
     assert f"{env.base}/repo/0.2.0/" in answer.text
     for body in ({"state": "installing", "step": "partition"}, {"state": "installed"}):
-        assert env.event(token, body).status_code == 200
+        assert env.event(key, body).status_code == 200
     # The upgraded system's first boot reports running 0.2.0 and gets a new credential.
-    reply = env.event(token, {"state": "running", "facts": {"payload_version": "0.2.0"}})
+    reply = env.event(key, {"state": "running", "facts": {"payload_version": "0.2.0"}})
     new_credential = reply.json()["agent_credential"]
     assert new_credential != credential
     with env.registry() as registry:
@@ -555,12 +592,12 @@ def test_the_dom0_agent_waits_for_a_manual_reboot_to_restore(
         "signalled: the agent fetched the installer",
         "installed (reboot required)",
     ]
-    # The operator reboots: the restore runs and reports with the install token.
-    token = env.host_token()
-    answer = requests.get(f"{env.base}/answerfile/{MAC}", params={"token": token}, timeout=10)
+    # The operator reboots: the restore enrols its key with the install token and reports.
+    key = env.enrol()
+    answer = env.answer(key)
     assert "<backup-disk>sda</backup-disk>" in answer.text
-    assert env.event(token, {"state": "installing", "step": "restore"}).status_code == 200
-    assert env.event(token, {"state": "installed"}).status_code == 200
+    assert env.event(key, {"state": "installing", "step": "restore"}).status_code == 200
+    assert env.event(key, {"state": "installed"}).status_code == 200
     # A restored system whose agent checks in first ends the work itself.
     restored, _ = dom0_agent(env, tmp_path / "restored", credential)
     assert restored.checkin_once() is Outcome.IDLE

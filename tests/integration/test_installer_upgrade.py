@@ -34,7 +34,7 @@ from installer_core.plan import InstallPlan
 from partitioning import facts
 from partitioning.model import GiB, MiB, Use
 from tests.integration.test_installer_target import _out
-from tests.unit.test_installer_fakes import answer_for, make_plan
+from tests.unit.test_installer_fakes import INSTALL_KEY, answer_for, make_plan
 from tests.unit.test_installer_upgrade import write
 
 pytestmark = [
@@ -249,7 +249,7 @@ def test_upgrade_then_restore_on_a_loop_device(
             state = json.loads((top / existing.STATE).read_text())
             assert state == {"sr_uuid": SR_UUID, "done": False}
             first = json.loads((top / existing.FIRSTBOOT).read_text())
-            assert (first["payload_version"], first["token"]) == ("0.2.0", "t0k-new")
+            assert (first["payload_version"], first["token"]) == ("0.2.0", INSTALL_KEY)
             assert first["sr"]["devices"] == [f"/dev/disk/by-partuuid/{made.sr_partuuid}"]
             assert not (top / carry.AGENT_CONFIG).exists()
             assert not (top / carry.FIRSTBOOT_DONE).exists()
@@ -283,7 +283,7 @@ def test_upgrade_then_restore_on_a_loop_device(
             assert (top / "srv/owned").stat().st_ino == (top / "srv/hardlink").stat().st_ino
             assert os.getxattr(top / "srv/owned", ACL) == acl_bytes(1234)
             first = json.loads((top / existing.FIRSTBOOT).read_text())
-            assert (first["payload_version"], first["token"]) == ("0.1.0", "t0k-new")
+            assert (first["payload_version"], first["token"]) == ("0.1.0", INSTALL_KEY)
             state = json.loads((top / existing.STATE).read_text())
             assert state == {"sr_uuid": SR_UUID, "done": False}
             assert not (top / carry.AGENT_CONFIG).exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +40,7 @@ API_PASSWORD = "api-Root-Password-c41d2"
 SETTINGS = ServerSettings(http_base="http://192.0.2.1:8080", tftp_address="192.0.2.1")
 # Routes whose reply is a host's boot config: the protocol hands the install token of the
 # host named in the path to that host there (docs/protocol.md, "Secrets").
-BOOT_CONFIG_ROUTES = {"/ipxe/{mac}", "/config/{path}"}
+BOOT_CONFIG_ROUTES = {"/ipxe/{mac}", "/config/{path}", "/api/v1/boot-configs/{path}"}
 _TOKEN_WORD = re.compile(r"netinstall\.token=(\S+)")
 
 
@@ -98,7 +99,7 @@ def walk(tmp_path: Path) -> Iterator[Walk]:
 
 def boot_token(walk: Walk, mac: str) -> str:
     """The install token from the host's own boot config (the protocol's hand-out)."""
-    config = walk.request("GET", f"/config/pxelinux.cfg/01-{mac_dashes(mac)}")
+    config = walk.request("GET", f"/api/v1/boot-configs/pxelinux.cfg/01-{mac_dashes(mac)}")
     found = _TOKEN_WORD.search(config)
     assert found is not None, config
     return found[1]
@@ -114,15 +115,19 @@ def fake_install(walk: Walk) -> None:
     assert '"root_password": "<redacted>"' in created
     token = boot_token(walk, CLI_MAC)
     walk.tokens[CLI_MAC].add(token)
+    key = secrets.token_urlsafe(32)  # the installer's own, enrolled with the token
+    walk.credentials.append(key)
+    enrolled = walk.request("POST", f"/api/v1/hosts/{CLI_MAC}/enrol", token, json={"key": key})
+    assert '"enrolled": "new"' in enrolled
     for state in ("installing", "installed"):
-        walk.request("POST", f"/api/v1/hosts/{CLI_MAC}/events", token, json={"state": state})
-    answer = walk.request("GET", f"/answerfile/{CLI_MAC}?token={token}")
+        walk.request("POST", f"/api/v1/hosts/{CLI_MAC}/events", key, json={"state": state})
+    answer = walk.request("GET", f"/answerfile/{CLI_MAC}", key)
     assert '<root-password type="hash">$6$' in answer
     assert CLI_PASSWORD not in answer
     running = requests.post(
         f"{walk.base}/api/v1/hosts/{CLI_MAC}/events",
         json={"state": "running", "facts": {"payload_version": "0.1.0"}},
-        headers={"Authorization": f"Bearer {token}"},
+        headers={"Authorization": f"Bearer {key}"},
         timeout=30,
     )
     credential = running.json()["agent_credential"]  # the protocol's hand-out

@@ -59,23 +59,34 @@ def test_tftp_config_signals_then_installed_boots_locally(directory: Path, tmp_p
         assert state(directory) is State.PENDING
         config = tftp_get(server.tftp_port, f"pxelinux.cfg/01-{DASHES}", tmp_path / "c1").decode()
         assert "mboot.c32" in config
-        assert f"answerfile={server.settings.http_base}/answerfile/{MAC}?token=" in config
+        assert f"answerfile={server.settings.http_base}/answerfile/{MAC} " in config
         assert state(directory) is State.SIGNALLED
         assert tftp_get(server.tftp_port, "pxelinux.0", tmp_path / "p") == b"\x7fpxelinux" * 1000
         with Registry.open(directory) as registry:
             token = registry.get_host(MAC).token  # type: ignore[union-attr]
+        key = "test-installer-key-0123456789abcdefghij"
+        enrolled = requests.post(
+            f"{server.settings.http_base}/api/v1/hosts/{MAC}/enrol",
+            json={"key": key},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert enrolled.json() == {"protocol": 2, "enrolled": "new"}
         reply = requests.post(
             f"{server.settings.http_base}/api/v1/hosts/{MAC}/events",
             json={"state": "installed"},
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {key}"},
             timeout=10,
         )
         assert reply.status_code == 200
         config = tftp_get(server.tftp_port, f"pxelinux.cfg/01-{DASHES}", tmp_path / "c2").decode()
         assert "localboot 0" in config
         assert str(token) not in config
+        api_token = (directory / "api-token").read_text("utf-8").strip()
         over_http = requests.get(
-            f"{server.settings.http_base}/config/pxelinux.cfg/01-{DASHES}", timeout=10
+            f"{server.settings.http_base}/api/v1/boot-configs/pxelinux.cfg/01-{DASHES}",
+            headers={"Authorization": f"Bearer {api_token}"},
+            timeout=10,
         )
         assert "localboot 0" in over_http.text
         ports = (server.tftp_port, server.http_port)

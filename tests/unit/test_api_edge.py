@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from common.protocol.codec import REF
 from pxe_server import http_api
-from pxe_server.http import make_app
+from pxe_server.http import BOOT_API, make_app
 from pxe_server.http_edge import ROUTES, Caller
 from pxe_server.http_files import Context
 from pxe_server.limits import MAX_BODY
@@ -80,6 +80,20 @@ def api_token(registry: Registry | Spy) -> str:
     return (Path(registry.path).parent / API_TOKEN_FILE).read_text("utf-8").strip()
 
 
+def enrolled_key(registry: Registry, mac: str = KNOWN) -> str:
+    """A key enrolled for ``mac`` with its install token, as its installer does first."""
+    token = registry.get_host(mac).token  # type: ignore[union-attr]
+    assert token is not None
+    key = f"{mac.replace(':', '')}-installer-key-0123456789abcdef"
+    registry.enrol(mac, token, key, "192.0.2.50")
+    return key
+
+
+def at(path: str, mac: str) -> str:
+    """A route's path with its parameters filled in."""
+    return path.format(mac=mac, path=f"pxelinux.cfg/01-{mac.replace(':', '-')}")
+
+
 def api_routes() -> list[tuple[str, str, Caller]]:
     """Every /api route of the application, taken from its router."""
     app = make_app(context_stub())
@@ -97,8 +111,9 @@ def context_stub() -> Context:
 
 def test_the_router_holds_every_declared_route_and_no_other() -> None:
     routes = api_routes()
-    assert len(routes) == len(http_api.API) == 13
-    assert {(m, p) for m, p, _ in routes} == {(r.method, r.path) for r in http_api.API}
+    declared = http_api.API + BOOT_API
+    assert len(routes) == len(declared) == 15
+    assert {(m, p) for m, p, _ in routes} == {(r.method, r.template) for r in declared}
 
 
 @pytest.mark.parametrize(("method", "path", "caller"), api_routes())
@@ -109,14 +124,14 @@ def test_every_route_refuses_a_caller_without_a_secret_before_looking_anything_u
     ctx = context(spy)
     body = b'{"state": "installing"}'
     if caller is Caller.ANYONE:
-        status, reply, _ = send(ctx, method, path.format(mac=KNOWN))
+        status, reply, _ = send(ctx, method, at(path, KNOWN))
         assert status == 200
         assert reply["openapi"].startswith("3.")
         return
     replies = []
     for mac in (KNOWN, UNKNOWN, "not-a-mac"):
         spy.calls.clear()
-        status, reply, headers = send(ctx, method, path.format(mac=mac), body)
+        status, reply, headers = send(ctx, method, at(path, mac), body)
         assert status == 401, (method, path, mac)
         assert headers["WWW-Authenticate"] == "Bearer"
         assert spy.calls == []  # nothing looked up for a caller without a secret
@@ -145,11 +160,12 @@ def test_every_route_refuses_a_wrong_secret_alike_for_every_mac(
         for mac in (KNOWN, UNKNOWN):
             spy.calls.clear()
             status, reply, _ = send(
-                ctx, method, path.format(mac=mac), b"{}", Authorization=f"Bearer {secret}"
+                ctx, method, at(path, mac), b"{}", Authorization=f"Bearer {secret}"
             )
             assert status == expected, (method, path, mac)
             assert set(spy.calls) <= {
                 "host_by_token",
+                "host_by_install_key",
                 "host_by_agent_credential",
                 "api_token_matches",
             }
@@ -189,7 +205,7 @@ def secret_for(registry: Registry, caller: Caller) -> str:
         return credential
     token = registry.get_host(KNOWN).token  # type: ignore[union-attr]
     assert token is not None
-    return token
+    return token if caller is Caller.TICKET else enrolled_key(registry)
 
 
 BAD_BODIES = [
@@ -292,9 +308,7 @@ def test_version_1_bodies_byte_for_byte_still_work(registry: Registry) -> None:
     assert (host.state, host.step) == (State.INSTALLED, "reboot-required")
     assert host.facts["multipath"][0]["paths"][1] == {"device": "sdb", "state": "faulty"}
 
-    other = registry.get_host(OTHER)
-    assert other is not None
-    bearer = {"Authorization": f"Bearer {other.token}"}
+    bearer = {"Authorization": f"Bearer {enrolled_key(registry, OTHER)}"}
     status, _, _ = send(ctx, "POST", f"/api/v1/hosts/{OTHER}/events", V1_FAILED, **bearer)
     assert status == 200
     assert registry.get_host(OTHER).state is State.FAILED  # type: ignore[union-attr]
@@ -331,7 +345,8 @@ def test_openapi_describes_every_route_with_its_caller_and_messages(registry: Re
         expected = {
             Caller.ANYONE: set(),
             Caller.OPERATOR: {"apiToken"},
-            Caller.HOST: {"installToken", "agentCredential"},
+            Caller.TICKET: {"installToken"},
+            Caller.HOST: {"installKey", "agentCredential"},
             Caller.AGENT: {"agentCredential"},
         }[caller]
         assert schemes == expected, path
@@ -339,6 +354,8 @@ def test_openapi_describes_every_route_with_its_caller_and_messages(registry: Re
             assert "401" in op["responses"]
         if "{mac}" in path:
             assert [p["name"] for p in op["parameters"]] == ["mac"]
+        if "{path}" in path:
+            assert [p["name"] for p in op["parameters"]] == ["path"]
     checkin = doc["paths"]["/api/v1/hosts/{mac}/checkin"]["post"]
     request = checkin["requestBody"]["content"]["application/json"]["schema"]
     assert request == {"$ref": REF + "Checkin"}
@@ -352,6 +369,7 @@ def test_openapi_describes_every_route_with_its_caller_and_messages(registry: Re
     assert set(doc["components"]["securitySchemes"]) == {
         "apiToken",
         "installToken",
+        "installKey",
         "agentCredential",
     }
     text = json.dumps(doc)

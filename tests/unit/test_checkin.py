@@ -164,11 +164,11 @@ def test_upgrade_reply_carries_the_installer_and_its_command_lines() -> None:
     assert isinstance(cmdline, dict)
     assert cmdline["xen"] == " ".join(PROFILE.xen_args.split())
     assert cmdline["kernel"] == (
-        f"console=hvc0 answerfile={BASE}/answerfile/{MAC}?token={TOKEN} install "
+        f"console=hvc0 answerfile={BASE}/answerfile/{MAC} install "
         f"netinstall.server={BASE} netinstall.token={TOKEN} BOOTIF=01-52-54-00-12-34-56"
     )
     args = parse_cmdline(cmdline["kernel"])  # as the installer will read it
-    assert args.answerfile == f"{BASE}/answerfile/{MAC}?token={TOKEN}"
+    assert args.answerfile == f"{BASE}/answerfile/{MAC}"
     assert args.install
     assignment = parse_checkin_reply(as_agent_reads(typed))  # as the dom0 agent will read it
     assert assignment is not None

@@ -526,7 +526,7 @@ def test_gives_up_after_ten_tries_and_keeps_the_token(layout: Layout) -> None:
 def test_a_refused_token_is_not_retried(layout: Layout) -> None:
     write_config(layout, base_config(None))
     session = FakeSession([FakeResponse(401, {"error": "bad token"})])
-    with pytest.raises(Unauthorized, match="refused the install token"):
+    with pytest.raises(Unauthorized, match="refused the install key"):
         go(layout, FakeRunner(), session)
     assert len(session.posts) == 1
 

@@ -57,10 +57,14 @@ class Harness:
         if host is not None:
             self.registry.delete_host(KNOWN)
         self.registry.add_host(KNOWN)
-        if caller is Caller.HOST:
-            token = self.registry.get_host(KNOWN).token  # type: ignore[union-attr]
-            assert token is not None
+        token = self.registry.get_host(KNOWN).token  # type: ignore[union-attr]
+        assert token is not None
+        if caller is Caller.TICKET:
             return token
+        if caller is Caller.HOST:  # the key an installer enrolled with that token
+            key = "fuzz-installer-key-0123456789abcdefghijk"
+            self.registry.enrol(KNOWN, token, key, "192.0.2.50")
+            return key
         self.registry.record_event(KNOWN, State.INSTALLED)
         _, reply = self.registry.record_event(KNOWN, State.RUNNING)
         credential = reply["agent_credential"]

@@ -144,13 +144,13 @@ def files_context(server_dir: Path) -> Iterator[Context]:
 
 
 def request(
-    ctx: Context, target: str, method: str = "GET"
+    ctx: Context, target: str, method: str = "GET", **headers: str
 ) -> tuple[int, bytes, CIMultiDictProxy[str]]:
     """``method target`` sent as given (percent escapes and all) to an app serving ``ctx``."""
 
     async def send() -> tuple[int, bytes, CIMultiDictProxy[str]]:
         async with TestClient(TestServer(make_app(ctx))) as client:
-            reply = await client.request(method, URL(target, encoded=True))
+            reply = await client.request(method, URL(target, encoded=True), headers=headers)
             return reply.status, await reply.read(), reply.headers
 
     return asyncio.run(send())
@@ -281,10 +281,20 @@ def test_a_vanished_repository_says_how_to_fix_it(repos_context: Context, tmp_pa
     assert b"server repo add DIR --replace" in body
 
 
-def answer(ctx: Context) -> tuple[int, str]:
+def enrolled(ctx: Context) -> str:
+    """The key the host's installer enrolled (enrolled now if none was)."""
     host = ctx.registry.get_host(MAC)
     assert host is not None
-    status, body, _ = request(ctx, f"/answerfile/{MAC}?token={host.token}")
+    assert host.token is not None
+    key = "answer-file-test-key-0123456789abcdefgh"
+    ctx.registry.enrol(MAC, host.token, key, "192.0.2.50")
+    return key
+
+
+def answer(ctx: Context) -> tuple[int, str]:
+    """The answer file as the host's installer gets it: after enrolling its key."""
+    key = enrolled(ctx)
+    status, body, _ = request(ctx, f"/answerfile/{MAC}", Authorization=f"Bearer {key}")
     return status, body.decode()
 
 
@@ -403,8 +413,8 @@ def test_the_cli_refuses_group_macs_and_removes_an_old_record_of_one(
 
 
 def put_bundle(ctx: Context, chunks: list[bytes], **headers: str) -> tuple[int, dict[str, Any]]:
-    """PUT ``chunks`` as one chunked body (no Content-Length) with the host's token."""
-    token = ctx.registry.get_host(MAC).token  # type: ignore[union-attr]
+    """PUT ``chunks`` as one chunked body (no Content-Length) with the host's key."""
+    token = enrolled(ctx)
 
     async def body() -> AsyncIterator[bytes]:
         for chunk in chunks:

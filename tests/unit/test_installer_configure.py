@@ -28,7 +28,7 @@ from installer_core.disk import Filesystems
 from installer_core.network import Nic
 from installer_core.plan import InstallPlan
 from partitioning.model import Use
-from tests.unit.test_installer_fakes import answer_for, make_plan
+from tests.unit.test_installer_fakes import INSTALL_KEY, answer_for, make_plan
 
 DOM0 = Path(__file__).resolve().parents[2] / "hypervisor_payload" / "dom0"
 SHADOW = "root:*:19500:0:99999:7:::\ndaemon:*:19500:0:99999:7:::\nnobody:!:19500::::::\n"
@@ -266,7 +266,7 @@ def test_configure_system_writes_everything(tmp_path: Path, root: Path) -> None:
     config = parse_firstboot(firstboot)
     assert config.server == "http://10.0.2.2:8080"
     assert config.mac == "52:54:00:aa:bb:cc"
-    assert config.token == "tok-123"
+    assert config.token == INSTALL_KEY  # the key the installer enrolled, never the token
     assert config.payload_version == "1.2.3"
     assert config.sr.type.value == "ext"
     assert config.sr.devices == ("/dev/disk/by-partuuid/1234-abcd", "/dev/disk/by-id/wwn-0x5000")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from installer_core.treeinfo import TreeInfo
 from partitioning.model import DiskFacts, GiB
 
 TOKEN = "tok-SECRET-1234"
+INSTALL_KEY = "key-ENROLLED-5678"  # what the installer enrolled with TOKEN (make_plan)
 PASSWORD = "pw-SECRET-5678"
 
 
@@ -212,9 +213,10 @@ def make_plan(
     target: Path | None = None,
 ) -> InstallPlan:
     """The planner's plan for made-up facts: by default a fresh BIOS install onto a 60 GiB
-    /dev/sda, the answer file fetched through eth0, 8 GiB of RAM for the payload."""
+    /dev/sda, the answer file fetched through eth0, 8 GiB of RAM for the payload; with a
+    netinstall.token=, the key ``INSTALL_KEY`` enrolled."""
     boot = parse_cmdline(args) if isinstance(args, str) else args
-    return planning.make_plan(
+    plan = planning.make_plan(
         boot,
         firmware,
         answer or answer_for(),
@@ -224,6 +226,7 @@ def make_plan(
         learn_payload=lambda _repository: payload or payload_found(),
         paths=paths_in(tmp_path, target),
     )
+    return replace(plan, install_key=INSTALL_KEY if boot.token else None)
 
 
 def sha(data: bytes) -> str:

@@ -1,5 +1,6 @@
-"""installer_core.report: event bodies and headers per docs/protocol.md; an unreachable
-server never fails the install; the token never reaches a log."""
+"""installer_core.report: the enrolment (the install token's one use), event bodies and
+headers per docs/protocol.md; an unreachable server never fails the install; a refused
+key stops it; neither token nor key reaches a log."""
 
 from __future__ import annotations
 
@@ -11,21 +12,66 @@ import requests
 
 from common.protocol.codec import decode
 from common.protocol.messages import Event, State
-from installer_core.report import NullReporter, ServerReporter, event_body
+from installer_core.report import KeyRefused, NullReporter, ServerReporter, event_body
 from tests.unit.test_installer_fakes import TOKEN, FakeResponse, FakeSession
 
 MAC = "52:54:00:12:34:56"
 EVENTS = "http://srv:8080/api/v1/hosts/52-54-00-12-34-56/events"
+ENROL = EVENTS.replace("/events", "/enrol")
 
 
-def reporter(session: FakeSession, mac: str | None = MAC) -> ServerReporter:
-    return ServerReporter(
+def reporter(session: FakeSession, mac: str | None = MAC, *, enrol: bool = True) -> ServerReporter:
+    """A reporter; enrolled (its first call, then forgotten) unless ``enrol`` is false."""
+    report = ServerReporter(
         "http://srv:8080/",
         mac,
         TOKEN,
         session,
         sleep=lambda _s: None,  # type: ignore[arg-type]
     )
+    if enrol and mac is not None:
+        report.enrol(requests.Session())
+        assert session.calls.pop(0)[1] == ENROL
+    return report
+
+
+def test_the_token_enrols_the_installers_own_key_once() -> None:
+    session = FakeSession(lambda *_: FakeResponse(200, b'{"enrolled": "new"}'))
+    report = reporter(session, enrol=False)
+    report.event("installing", step="network", progress=0.0)
+    assert session.calls == []  # nothing but the enrolment goes out before it
+    fetches = requests.Session()
+    report.enrol(fetches)
+    method, url, kwargs = session.calls[0]
+    assert (method, url) == ("POST", ENROL)
+    assert kwargs["headers"] == {"Authorization": f"Bearer {TOKEN}"}
+    key = kwargs["json"]["key"]
+    assert key == report.install_key
+    assert len(key) >= 32
+    assert key != TOKEN
+    # the queued event follows, proving the key; the token is never sent again
+    assert session.calls[1][1] == EVENTS
+    assert session.calls[1][2]["headers"] == {"Authorization": f"Bearer {key}"}
+    # the answer file's session proves the key to the server's address only
+    ours = fetches.prepare_request(requests.Request("GET", f"http://srv:8080/answerfile/{MAC}"))
+    elsewhere = fetches.prepare_request(requests.Request("GET", "http://mirror:8080/repo/x"))
+    assert ours.headers["Authorization"] == f"Bearer {key}"
+    assert "Authorization" not in elsewhere.headers
+    report.enrol(requests.Session())
+    assert len(session.calls) == 2  # enrolled once
+    assert key not in repr(report)
+    assert ServerReporter("http://srv:8080", MAC, TOKEN).install_key != key  # drawn per run
+
+
+@pytest.mark.parametrize("status", [401, 409])
+def test_a_refused_enrolment_stops_the_install(status: int) -> None:
+    session = FakeSession(lambda *_: FakeResponse(status, f"no {TOKEN}".encode()))
+    report = reporter(session, enrol=False)
+    with pytest.raises(KeyRefused, match=f"HTTP {status}") as refused:
+        report.enrol(requests.Session())
+    assert TOKEN not in str(refused.value)
+    report.event("failed", step="fetch-answerfile")  # nothing more is sent, nothing raised
+    assert len(session.calls) == 1
 
 
 def test_events_are_posted_with_the_bearer_token() -> None:
@@ -44,7 +90,7 @@ def test_events_are_posted_with_the_bearer_token() -> None:
     ]  # fmt: skip
     # What the server makes of them: the same declaration, decoded.
     assert decode(Event, bodies[0]) == Event(State.INSTALLING, step="partition", progress=0.35)
-    assert session.calls[0][2]["headers"] == {"Authorization": f"Bearer {TOKEN}"}
+    assert session.calls[0][2]["headers"] == {"Authorization": f"Bearer {report.install_key}"}
     assert TOKEN not in repr(report)
 
 
@@ -53,8 +99,16 @@ def test_an_unreachable_server_is_retried_logged_and_never_raises(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     url_with_token = f"http://srv:8080/x?token={TOKEN}"
-    session = FakeSession(lambda *_: requests.ConnectionError(f"refused {url_with_token}"))
+    down = {"now": False}
+
+    def handle(*_: object) -> FakeResponse | Exception:
+        if down["now"]:
+            return requests.ConnectionError(f"refused {url_with_token}")
+        return FakeResponse(200, b"{}")
+
+    session = FakeSession(handle)
     report = reporter(session)
+    down["now"] = True
     report.event("installing", step="network", progress=0.0)
     assert len(session.calls) == 3
     assert "wait for the server" in caplog.text
@@ -68,7 +122,9 @@ def test_waiting_events_go_out_in_order_once_the_server_answers() -> None:
         return FakeResponse(200, b"{}") if up["now"] else requests.ConnectionError("down")
 
     session = FakeSession(handle)
+    up["now"] = True
     report = reporter(session)
+    up["now"] = False
     report.event("installing", step="network", progress=0.0)
     up["now"] = True
     report.event("installing", step="fetch-answerfile", progress=0.05)
@@ -83,28 +139,44 @@ def test_events_wait_for_the_mac_when_there_was_no_bootif() -> None:
     assert session.calls == []
     report.mac = MAC
     report.flush()
-    assert [u for _m, u, _ in session.calls] == [EVENTS]
+    assert session.calls == []  # not before the enrolment
+    report.enrol(requests.Session())
+    assert [u for _m, u, _ in session.calls] == [ENROL, EVENTS]
 
 
 def test_a_refusal_is_logged_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
-    session = FakeSession(lambda *_: FakeResponse(401, f"bad token {TOKEN}".encode()))
+    session = FakeSession(lambda *_: FakeResponse(200, b"{}"))
     report = reporter(session)
+    session.handler = lambda *_: FakeResponse(409, f"bad state {TOKEN}".encode())
     report.event("installed")
     report.event("installed")
     assert len(session.calls) == 2  # not retried, not kept
-    assert "HTTP 401" in caplog.text
+    assert "HTTP 409" in caplog.text
     assert TOKEN not in caplog.text
+
+
+def test_a_retired_key_stops_the_install_once(caplog: pytest.LogCaptureFixture) -> None:
+    session = FakeSession(lambda *_: FakeResponse(200, b"{}"))
+    report = reporter(session)
+    session.handler = lambda *_: FakeResponse(401, b"wrong or retired install key")
+    with pytest.raises(KeyRefused, match="HTTP 401"):
+        report.event("installing", step="partition")
+    report.event("failed", step="partition")  # after that: nothing sent, nothing raised
+    report.upload_logs(Path("/nonexistent"))
+    assert len(session.calls) == 1
+    assert report.install_key not in caplog.text
 
 
 def test_the_log_bundle_is_put(tmp_path: Path) -> None:
     bundle = tmp_path / "support.tar.bz2"
     bundle.write_bytes(b"BZh9...")
     session = FakeSession(lambda *_: FakeResponse(201, b"{}"))
-    reporter(session).upload_logs(bundle)
+    report = reporter(session)
+    report.upload_logs(bundle)
     method, url, kwargs = session.calls[0]
     assert (method, url) == ("PUT", EVENTS.replace("/events", "/logs"))
     assert kwargs["data"] == b"BZh9..."
-    assert kwargs["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    assert kwargs["headers"]["Authorization"] == f"Bearer {report.install_key}"
 
 
 def test_progress_is_clamped_and_an_unknown_state_is_a_bug() -> None:

@@ -15,7 +15,7 @@ from common.firmware import Firmware
 from installer_core import backup, carry, existing, fetch, install, planning
 from installer_core.network import Nic
 from installer_core.plan import InstallPlan
-from tests.unit.test_installer_fakes import TOKEN, make_plan
+from tests.unit.test_installer_fakes import INSTALL_KEY, make_plan
 from tests.unit.test_installer_upgrade import (
     CMDLINE,
     OLD_FIRSTBOOT,
@@ -150,7 +150,7 @@ def test_the_restored_system_reports_running_again(tmp_path: Path) -> None:
     assert data == {
         "server": "http://10.0.2.2:8080",
         "mac": "52:54:00:12:34:56",
-        "token": TOKEN,
+        "token": INSTALL_KEY,  # the enrolled key, never the token
         "payload_version": "0.1.0",
         "sr": OLD_FIRSTBOOT["sr"],
         "admin_interface": OLD_FIRSTBOOT["admin_interface"],

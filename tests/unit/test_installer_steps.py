@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from answerfile.bootargs import parse_cmdline
 from answerfile.model import Script, ScriptStage, Source, SourceType
@@ -39,6 +40,7 @@ from installer_core import (
     survey,
 )
 from installer_core.plan import InstallPlan
+from installer_core.report import KeyRefused
 from installer_core.steps import StepFailed, StepWalker, failure_reason
 from partitioning.model import MiB, Use
 from tests.unit.test_installer_fakes import (
@@ -54,9 +56,18 @@ from tests.unit.test_installer_fakes import (
 
 
 class Recorder:
-    def __init__(self) -> None:
+    install_key = "recorded-install-key-0123456789abcdef0123"
+
+    def __init__(self, refuse: str | None = None) -> None:
         self.events: list[dict[str, Any]] = []
         self.uploads: list[Path] = []
+        self.enrolled: list[object] = []
+        self.refuse = refuse
+
+    def enrol(self, session: object) -> None:
+        if self.refuse:
+            raise KeyRefused(self.refuse)
+        self.enrolled.append(session)
 
     def event(self, state: str, **fields: Any) -> None:
         self.events.append({"state": state, **{k: v for k, v in fields.items() if v is not None}})
@@ -469,6 +480,7 @@ def test_no_secret_reaches_the_log_the_console_the_events_or_the_bundle(
     for seen in (log_text, out, str(reporter.events)):
         assert TOKEN not in seen
         assert PASSWORD not in seen
+        assert Recorder.install_key not in seen
     assert reporter.events[-1]["message"] == "cannot read it: REDACTED REDACTED"
     (bundle,) = reporter.uploads
     with tarfile.open(bundle) as tar:
@@ -499,7 +511,25 @@ def test_the_network_step_gives_the_reporter_the_mac_without_bootif(
     host = install.Host(runner=FakeRunner())
     assert install.bring_up_network(parse_cmdline("install"), reporter, (), host) == ETH0
     assert reporter.mac == MAC
-    assert [u for _m, u, _k in session.calls] == ["http://s/api/v1/hosts/52-54-00-12-34-56/events"]
+    assert session.calls == []  # the events wait for the enrolment
+    reporter.enrol(requests.Session())
+    assert [u for _m, u, _k in session.calls] == [
+        "http://s/api/v1/hosts/52-54-00-12-34-56/enrol",
+        "http://s/api/v1/hosts/52-54-00-12-34-56/events",
+    ]
+
+
+def test_a_refused_enrolment_fails_the_fetch_step_before_anything_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faked = Faked(monkeypatch, make_plan(tmp_path))
+    reporter = Recorder(refuse="the server refused this install: HTTP 409 enrolled already")
+    code, out = faked.run(f"install netinstall.token={TOKEN}", reporter)
+    assert code == 1
+    assert "fetch.fetch_answerfile" not in faked.calls
+    assert "step fetch-answerfile FAILED" in out
+    assert reporter.events[-1]["state"] == "failed"
+    assert "HTTP 409" in reporter.events[-1]["message"]
 
 
 def test_scripts_of_the_answer_file_run_at_their_stage(

@@ -39,7 +39,7 @@ from installer_core.plan import Existing, InstallPlan
 from partitioning import planner
 from partitioning.detect import detect_installation
 from partitioning.model import DiskFacts, ExistingPartition, GiB, Label, Options, Use
-from tests.unit.test_installer_fakes import TOKEN, FakeRunner, make_plan
+from tests.unit.test_installer_fakes import INSTALL_KEY, TOKEN, FakeRunner, make_plan
 
 CMDLINE = f"install netinstall.server=http://10.0.2.2:8080 netinstall.token={TOKEN} " + (
     "BOOTIF=01-52-54-00-12-34-56"
@@ -522,7 +522,7 @@ def test_first_boot_is_armed_again_for_the_new_version(tmp_path: Path) -> None:
     assert firstboot_of(root) == {
         "server": "http://10.0.2.2:8080",
         "mac": "52:54:00:12:34:56",
-        "token": TOKEN,
+        "token": INSTALL_KEY,  # the enrolled key, never the token
         "payload_version": "0.2.0",
         "sr": OLD_FIRSTBOOT["sr"],
         "admin_interface": OLD_FIRSTBOOT["admin_interface"],

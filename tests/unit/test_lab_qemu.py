@@ -145,7 +145,7 @@ def test_user_mode_export_links_the_netboot_tree(tmp_path: Path) -> None:
     (netboot / "pxelinux.0").write_bytes(b"pxe")
     user = usernet.new_user_network(tmp_path, "uefi")
     assert user.boot_file == "grubx64.efi"
-    usernet.Export(user, netboot, "52:54:00:77:00:02")
+    usernet.Export(user, netboot, "52:54:00:77:00:02", tmp_path / "server")
     assert (user.export / "pxelinux.0").read_bytes() == b"pxe"
     assert usernet.config_paths("52:54:00:77:00:02")[:2] == [
         "pxelinux.cfg/01-52-54-00-77-00-02",

@@ -41,7 +41,11 @@ def test_keyed_hashes_depend_on_the_key_and_the_purpose() -> None:
         Keyring(b"short")
 
 
-@pytest.mark.parametrize("value", ["", "t", new_token(), "ä" * 40, "x" * 100])
+@pytest.mark.parametrize(
+    "value",
+    ["", "t", new_token(), "ä" * 40, "x" * 100],
+    ids=["empty", "one", "token", "utf8", "long"],
+)
 def test_sealing_round_trips_with_a_fresh_nonce_each_time(value: str) -> None:
     first, second = KEYS.seal(value), KEYS.seal(value)
     assert first != second

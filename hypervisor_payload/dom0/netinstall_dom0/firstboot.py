@@ -3,8 +3,9 @@
 Runs once, from netinstall-firstboot.service, on the installed system's first
 boot (SPEC §8). Every step is safe to repeat: a power loss at any point and a
 re-run on the next boot finish the job without destroying anything. The
-install token is used once and removed; neither it nor the agent credential
-reaches a log.
+install key (firstboot.json's ``token``: the key its installer enrolled with the
+install token, docs/protocol.md) is used once and removed; neither it nor the agent
+credential reaches a log.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ def firstboot(
             reply = report_running(client, config.token, facts, sleep=sleep, delays=delays)
         except Unauthorized as exc:
             raise Unauthorized(
-                "the server refused the install token (401): it is wrong or was already "
-                "used; the host needs new work assigned on the server",
+                "the server refused the install key (401): it was already used, or another "
+                "boot of this host enrolled since (see `netinstall host show` on the "
+                "server); the host needs new work assigned on the server",
                 401,
             ) from exc
         agent = AgentConfig(

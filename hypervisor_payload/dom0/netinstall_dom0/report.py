@@ -1,4 +1,4 @@
-"""The ``running`` report: first boot's last use of the install token.
+"""The ``running`` report: first boot's last use of the install key.
 
 The network may come up late, so the report is retried with a growing pause
 (10 tries over about five minutes by default). A refusal (4xx) is not retried.
