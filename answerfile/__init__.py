@@ -39,9 +39,18 @@ def _schema_problems(data: bytes) -> list[Problem]:
     ]
 
 
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from JSON "\ud800"
+        line = text.count("\n", 0, exc.start) + 1
+        problem = f"line {line}: XML: not text: character {exc.start + 1} is a lone surrogate"
+        raise AnswerFileError(problem) from exc
+
+
 def parse(data: bytes | str) -> Result:
     """Parse and validate an answer file; every problem is reported at once."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    raw = _utf8(data) if isinstance(data, str) else data
     if len(raw) > limits.MAX_BYTES:
         raise AnswerFileError(limits.size_problem(len(raw)))
     root, problems = read(raw)
