@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import threading
 import time
 import tracemalloc
@@ -20,8 +21,11 @@ from click.testing import CliRunner
 from answerfile import limits
 from answerfile.bootargs import parse_cmdline
 from common.errors import SourceError
+from installer_core.download import check_payload, download_payload, learn_payload
 from installer_core.fetch import Transport, fetch_answerfile
+from installer_core.plan import FetchPlan, Staging, StagingPlace
 from netinstall.cli import main
+from tests.repository import treeinfo_text
 
 pytestmark = pytest.mark.integration
 
@@ -269,3 +273,110 @@ def test_validate_lists_at_most_the_bound_for_1_mib_of_unknown_elements(tmp_path
     assert code == 2
     assert len(lines) == limits.MAX_PROBLEMS + 1
     assert seconds < 1.0
+
+
+# --- payload downloads that survive a cut ------------------------------------------------
+
+PAYLOAD = {
+    "boot/xen.gz": b"X" * 50_000,
+    "boot/vmlinuz": bytes(range(256)) * 1000,
+    "boot/initrd.img": b"I" * 80_000,
+    "dom0-rootfs.tar.zst": bytes(range(255, -1, -1)) * 8000,  # 2 MB
+}
+ROOTFS = "/repo/dom0-rootfs.tar.zst"
+
+
+def _file(data: bytes, *, cut_first_after: int | None = None, ranges: bool = True) -> Answer:
+    """Serve ``data``; the first GET is cut after ``cut_first_after`` bytes; Range is
+    honoured unless ``ranges`` is False (then every answer is the whole file, 200)."""
+    gets: list[int] = []
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        wanted = handler.headers.get("Range", "")
+        start = int(wanted[6:].rstrip("-")) if ranges and wanted.startswith("bytes=") else 0
+        handler.send_response(206 if start else 200)
+        if start:
+            handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        handler.send_header("Content-Length", str(len(data) - start))
+        handler.end_headers()
+        if handler.command == "HEAD":
+            return
+        gets.append(start)
+        body = data[start:]
+        if cut_first_after is not None and len(gets) == 1:
+            handler.wfile.write(body[:cut_first_after])
+            handler.wfile.flush()
+            handler.close_connection = True
+            handler.connection.shutdown(2)  # the cable is pulled mid-file
+            return
+        handler.wfile.write(body)
+
+    return answer
+
+
+def _serve_repository(server: Server, files: dict[str, bytes], **rootfs: object) -> str:
+    server.routes["/repo/.treeinfo"] = lambda h: (
+        _headers(h, Content_Length=str(len(text))),
+        None if h.command == "HEAD" else h.wfile.write(text),
+    )
+    text = treeinfo_text(PAYLOAD, "0.9.1", "feedbeef").encode()
+    for name, data in files.items():
+        options = rootfs if "/" + name == ROOTFS.removeprefix("/repo") else {}
+        server.routes[f"/repo/{name}"] = _file(data, **options)  # type: ignore[arg-type]
+    return server.url("/repo/")
+
+
+def _download_into(tmp_path: Path, repo_url: str) -> dict[str, bytes]:
+    io = Transport(sleep=lambda _s: None, timeout=10)
+    info, files = learn_payload(repo_url, io)
+    staging = Staging(StagingPlace.RAM, tmp_path / "payload")
+    got = download_payload(FetchPlan(repo_url, info, files, ()), staging, transport=io)
+    return {name: path.read_bytes() for name, path in got.files.items()}
+
+
+def test_a_download_cut_mid_file_resumes_with_a_range_request(
+    server: Server, tmp_path: Path
+) -> None:
+    url = _serve_repository(server, PAYLOAD, cut_first_after=700_000)
+    assert _download_into(tmp_path, url) == PAYLOAD
+    asked = [wanted for path, wanted in server.requests if path == ROOTFS]
+    assert asked[0] is None  # the HEAD for the size
+    assert asked[1] is None  # the first GET, cut
+    assert asked[2] is not None
+    resumed_at = int(asked[2][6:].rstrip("-"))
+    assert 0 < resumed_at <= 700_000  # what arrived before the cut was kept
+    assert len(asked) == 3
+
+
+def test_a_server_that_ignores_range_gets_a_full_download(server: Server, tmp_path: Path) -> None:
+    url = _serve_repository(server, PAYLOAD, cut_first_after=700_000, ranges=False)
+    assert _download_into(tmp_path, url) == PAYLOAD
+    asked = [wanted for path, wanted in server.requests if path == ROOTFS]
+    assert len(asked) == 3
+    assert asked[2] is not None  # asked to resume, answered 200 with the whole file:
+    assert asked[2].startswith("bytes=")  # written from the start, not appended
+    assert (tmp_path / "payload/dom0-rootfs.tar.zst").stat().st_size == len(
+        PAYLOAD["dom0-rootfs.tar.zst"]
+    )
+
+
+def test_a_corrupted_payload_is_refused_before_any_disk_write(
+    server: Server, tmp_path: Path
+) -> None:
+    bad = bytearray(PAYLOAD["dom0-rootfs.tar.zst"])
+    bad[1_000_000] ^= 0x01  # one bit of one byte
+    url = _serve_repository(server, {**PAYLOAD, "dom0-rootfs.tar.zst": bytes(bad)})
+    io = Transport(sleep=lambda _s: None, timeout=10)
+    info, files = learn_payload(url, io)
+    expected = info.checksums["dom0-rootfs.tar.zst"]
+    got = hashlib.sha256(bad).hexdigest()
+    # staged on disk: checked as served, before the partition step, nothing kept
+    with pytest.raises(SourceError) as caught:
+        check_payload(FetchPlan(url, info, files, ()), io)
+    assert str(caught.value) == (
+        f"sha256 mismatch for dom0-rootfs.tar.zst: expected {expected}, got {got}"
+    )
+    assert list(tmp_path.iterdir()) == []
+    # in RAM (the usual case): the download step itself refuses it, before partition
+    with pytest.raises(SourceError, match=r"sha256 mismatch for dom0-rootfs\.tar\.zst"):
+        _download_into(tmp_path, url)
