@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from answerfile import schema
+from answerfile import limits, schema
 from answerfile.build import build
 from answerfile.model import AnswerFile
 from answerfile.problems import Problem, Severity
@@ -39,9 +39,20 @@ def _schema_problems(data: bytes) -> list[Problem]:
     ]
 
 
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from JSON "\ud800"
+        line = text.count("\n", 0, exc.start) + 1
+        problem = f"line {line}: XML: not text: character {exc.start + 1} is a lone surrogate"
+        raise AnswerFileError(problem) from exc
+
+
 def parse(data: bytes | str) -> Result:
     """Parse and validate an answer file; every problem is reported at once."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    raw = _utf8(data) if isinstance(data, str) else data
+    if len(raw) > limits.MAX_BYTES:
+        raise AnswerFileError(limits.size_problem(len(raw)))
     root, problems = read(raw)
     model = None
     if root is not None:
@@ -60,7 +71,9 @@ def parse(data: bytes | str) -> Result:
 
 
 def parse_file(path: str | Path) -> Result:
-    return parse(Path(path).read_bytes())
+    """``parse`` of a file, read in chunks and never past ``limits.MAX_BYTES``."""
+    with Path(path).open("rb") as stream:
+        return parse(limits.read_bounded(stream))
 
 
 __all__ = ["AnswerFile", "AnswerFileError", "Problem", "Result", "parse", "parse_file", "render"]

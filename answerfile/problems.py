@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from answerfile.limits import MAX_SHOWN_CHARS
+
 
 class Severity(enum.Enum):
     ERROR = "error"
@@ -20,7 +22,12 @@ class Problem:
 
     def __str__(self) -> str:
         prefix = "warning: " if self.severity is Severity.WARNING else ""
-        return f"line {self.line}: {self.where}: {prefix}{self.message}"
+        return f"line {self.line}: {_cut(self.where)}: {prefix}{_cut(self.message)}"
+
+
+def _cut(text: str) -> str:
+    """``text`` as shown: a value quoted from a huge file does not make a huge message."""
+    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 3] + "..."
 
 
 def tag(name: str, attr: str | None = None, value: str | None = None) -> str:

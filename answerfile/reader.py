@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from answerfile import limits
 from answerfile.problems import Problem, Severity, tag
 from answerfile.spec import ROOTS, Attr, Element, Text, all_names
 
@@ -85,15 +86,45 @@ def _line(element: etree._Element) -> int:
     return line if isinstance(line, int) else 0
 
 
+class _TooManyProblems(Exception):
+    """The walk stops: ``limits.MAX_PROBLEMS`` are listed already."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+def _too_many(line: int) -> Problem:
+    return Problem(
+        line,
+        "answer file",
+        f"more than {limits.MAX_PROBLEMS} problems; the first {limits.MAX_PROBLEMS} are"
+        " listed: fix them and validate again",
+    )
+
+
+def _over_bound(spec: Element) -> str:
+    together = " (its other spellings count with it)" if spec.tally else ""
+    return (
+        f"one too many: an answer file takes at most {spec.at_most}"
+        f" <{spec.counted_as}> elements{together}"
+    )
+
+
 class _Walker:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
 
+    def add(self, problem: Problem) -> None:
+        if len(self.problems) >= limits.MAX_PROBLEMS:
+            raise _TooManyProblems(problem.line)
+        self.problems.append(problem)
+
     def error(self, line: int, where: str, message: str) -> None:
-        self.problems.append(Problem(line, where, message))
+        self.add(Problem(line, where, message))
 
     def warn(self, line: int, where: str, message: str) -> None:
-        self.problems.append(Problem(line, where, message, Severity.WARNING))
+        self.add(Problem(line, where, message, Severity.WARNING))
 
     def attrs(self, element: etree._Element, node: Node) -> None:
         spec, name, line = node.spec, node.written, node.line
@@ -153,9 +184,16 @@ class _Walker:
         if not spec.children:
             return node
         seen: dict[str, int] = {}
+        counts: dict[str, int] = {}
         for child in element:
             child_name, line = _name(child), _line(child)
             child_spec = spec.child(child_name)
+            if child_spec is not None and child_spec.repeatable:
+                count = counts[child_spec.counted_as] = counts.get(child_spec.counted_as, 0) + 1
+                if count > child_spec.at_most:  # reported once; the rest are not looked at
+                    if count == child_spec.at_most + 1:
+                        self.error(line, tag(child_name), _over_bound(child_spec))
+                    continue
             if _NAMESPACED in child_name:
                 self.error(line, tag(child_name), _NAMESPACE_PROBLEM)
             elif child_spec is None:
@@ -220,7 +258,10 @@ def read(data: bytes) -> tuple[Node | None, list[Problem]]:
     for spec in ROOTS:
         if name == spec.name:
             walker = _Walker()
-            node = walker.walk(root, spec)
+            try:
+                node = walker.walk(root, spec)
+            except _TooManyProblems as stop:
+                return None, [*walker.problems, _too_many(stop.line)]
             return node, walker.problems
     expected = " or ".join(f"<{r.name}>" for r in ROOTS)
     return None, [Problem(_line(root), tag(name), f"unknown root element; expected {expected}")]

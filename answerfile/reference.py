@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from answerfile import limits
 from answerfile.spec import ROOTS, Attr, Element, Text
 
 
@@ -35,7 +36,9 @@ def _row(element: Element, depth: int) -> str:
             element.text
         ]
     attrs = "<br>".join(_attr(a) for a in element.attrs) or "-"
-    times = "repeatable" if element.repeatable else "once"
+    times = f"at most {element.at_most}" if element.repeatable else "once"
+    if element.tally:
+        times += f" (with `<{element.tally}>`)"
     return f"| {indent}{names} | {what} | {text} | {attrs} | {times} |"
 
 
@@ -79,6 +82,10 @@ def generate() -> str:
         "- `hostname` is a host name, not an FQDN; `timezone` is a tz database name;",
         '  `root-password type="hash"` is a crypt(3) hash.',
         "- A disk is named once: a `guest-disk` equal to the primary disk is refused.",
+        f"- An answer file holds at most {limits.MAX_BYTES} bytes (1 MiB), however it is",
+        "  fetched (an HTTP body that inflates past it is refused too), read or rendered;",
+        "  a repeatable element appears at most as often as its *times* column says.",
+        f"  At most {limits.MAX_PROBLEMS} problems are listed for one file.",
         "",
     ]
     return "\n".join(lines)

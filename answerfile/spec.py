@@ -12,6 +12,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from answerfile import limits
+
 
 class Text(enum.Enum):
     """What an element's text may be."""
@@ -44,6 +46,8 @@ class Element:
     text: Text = Text.REQUIRED
     text_values: tuple[str, ...] = ()  # a closed set for the text; empty means free text
     repeatable: bool = False
+    at_most: int = 1  # how often it may appear (limits.py); counted under ``tally``
+    tally: str = ""  # the element whose count it adds to (default: its own name)
     children: tuple[Element, ...] = ()
     legacy: str | None = None  # accepted with this warning, content ignored
     refused: str | None = None  # never accepted; the reason
@@ -51,6 +55,10 @@ class Element:
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+    @property
+    def counted_as(self) -> str:
+        return self.tally or self.name
 
     def attr(self, name: str) -> Attr | None:
         for attr in self.attrs:
@@ -70,13 +78,14 @@ SOURCE_TYPES = ("url", "nfs", "local")
 STAGES = ("installation-start", "filesystem-populated", "installation-complete")
 
 
-def _source(name: str, doc: str) -> Element:
+def _source(name: str, doc: str, at_most: int) -> Element:
     return Element(
         name,
         doc,
         attrs=(Attr("type", SOURCE_TYPES, required=True, doc="where the location points"),),
         text=Text.OPTIONAL,
         repeatable=True,
+        at_most=at_most,
     )
 
 
@@ -86,6 +95,8 @@ def _legacy_script(name: str, stage: str) -> Element:
         f"the script's location (legacy spelling of a {stage} `<script>`)",
         attrs=(Attr("type", SOURCE_TYPES, doc="default: url (nfs for an nfs:// URL)"),),
         repeatable=True,
+        at_most=limits.MAX_SCRIPTS,
+        tally="script",
     )
 
 
@@ -124,7 +135,12 @@ INSTALLATION_CHILDREN: tuple[Element, ...] = (
             ),
         ),
     ),
-    Element("guest-disk", "a disk that joins the local SR", repeatable=True),
+    Element(
+        "guest-disk",
+        "a disk that joins the local SR",
+        repeatable=True,
+        at_most=limits.MAX_GUEST_DISKS,
+    ),
     Element("zap-utility-partitions", "do not keep a utility partition", text=Text.EMPTY),
     Element("keymap", "a console keymap name such as us (the default)"),
     Element(
@@ -132,8 +148,8 @@ INSTALLATION_CHILDREN: tuple[Element, ...] = (
         "the root password (absent: set at first boot)",
         attrs=(Attr("type", ("plaintext", "hash"), doc="default plaintext"),),
     ),
-    _source("source", "the install repository"),
-    _source("driver-source", "a supplemental pack with drivers"),
+    _source("source", "the install repository", limits.MAX_SOURCES),
+    _source("driver-source", "a supplemental pack with drivers", limits.MAX_DRIVER_SOURCES),
     Element(
         "script",
         "a script run at a stage of the install",
@@ -142,13 +158,26 @@ INSTALLATION_CHILDREN: tuple[Element, ...] = (
             Attr("type", SOURCE_TYPES, required=True),
         ),
         repeatable=True,
+        at_most=limits.MAX_SCRIPTS,
     ),
     _legacy_script("post-install-script", "filesystem-populated"),
     _legacy_script("install-failed-script", "installation-complete"),
     ADMIN_INTERFACE,
-    Element("name-server", "a DNS server address", aliases=("nameserver",), repeatable=True),
+    Element(
+        "name-server",
+        "a DNS server address",
+        aliases=("nameserver",),
+        repeatable=True,
+        at_most=limits.MAX_NAME_SERVERS,
+    ),
     Element("hostname", "a host name (not an FQDN)"),
-    Element("ntp-server", "an NTP server", aliases=("ntp-servers",), repeatable=True),
+    Element(
+        "ntp-server",
+        "an NTP server",
+        aliases=("ntp-servers",),
+        repeatable=True,
+        at_most=limits.MAX_NTP_SERVERS,
+    ),
     Element("timezone", "a tz database name, e.g. Europe/London"),
     Element(
         "network-backend",
@@ -171,6 +200,7 @@ INSTALLATION_CHILDREN: tuple[Element, ...] = (
         "legacy",
         text=Text.OPTIONAL,
         repeatable=True,
+        at_most=limits.MAX_LEGACY_REPEATS,
         legacy="is no longer used and is ignored: time is set with <ntp-server>",
     ),
     Element(
@@ -178,6 +208,7 @@ INSTALLATION_CHILDREN: tuple[Element, ...] = (
         "legacy",
         text=Text.OPTIONAL,
         repeatable=True,
+        at_most=limits.MAX_LEGACY_REPEATS,
         legacy="is no longer used and is ignored: the install is unattended",
     ),
     Element(

@@ -12,6 +12,12 @@ in a directory of its own on the existing logs partition.
 HTTP downloads resume with ``Range`` requests (a partial file is continued, not
 restarted; a server that answers 200 instead of 206 restarts it); other schemes
 are copied whole.
+
+Staged on disk, the payload can only be written after the partition step. So that a
+payload that does not verify still fails the install before any disk is touched,
+``check_payload`` first streams every file through sha256 without keeping it (the
+``check-payload`` step, before ``partition``): the price is reading the payload
+twice, only on machines too small to hold it in RAM.
 """
 
 from __future__ import annotations
@@ -132,6 +138,39 @@ def download_file(
             raise SourceError(f"sha256 mismatch for {name}: expected {expected}, got {got}")
         log.warning("%s does not verify after resuming: downloading it again", name)
         dest.unlink()
+
+
+def _digest_attempt(url: str, io: Transport) -> str:
+    digest = hashlib.sha256()
+    with io.session.get(url, headers=IDENTITY, stream=True, timeout=io.timeout) as response:
+        check_status(response)
+        for chunk in response.raw.stream(CHUNK, decode_content=False):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def remote_sha256(url: str, io: Transport, *, retries: int = 5, backoff: float = 1.0) -> str:
+    """The sha256 of what ``url`` serves, streamed and kept nowhere (HTTP only)."""
+    return with_retries(
+        url, lambda: _digest_attempt(url, io), retries=retries, backoff=backoff, transport=io
+    )
+
+
+def check_payload(
+    fetch: FetchPlan, io: Transport | None = None, report: Callable[[str], None] = lambda _m: None
+) -> None:
+    """Step (``FRESH_STAGED_ON_DISK``, before ``partition``): every file's sha256 checked as
+    served, nothing written; a mismatch is the download step's message. Files over other
+    schemes than HTTP are left to the download's own check."""
+    io = io or Transport()
+    for item in fetch.files:
+        if urlsplit(item.url).scheme not in ("http", "https"):
+            continue
+        report(f"checking {item.name}")
+        got = remote_sha256(item.url, io)
+        if got != item.sha256:
+            raise SourceError(f"sha256 mismatch for {item.name}: expected {item.sha256}, got {got}")
+        log.info("checked %s as served (sha256 %s)", item.name, got)
 
 
 class _Percent:

@@ -5,6 +5,13 @@ and ``nfs://server:/dir/file`` or ``nfs://server/dir/file`` (the directory is
 mounted read-only for the read, then unmounted). Transient failures are retried
 with exponential backoff; the final ``SourceError`` names the URL and the last
 error with passwords and ``token=`` values redacted.
+
+What is read into memory (``fetch_bytes``, ``fetch_text``) is bounded: at most
+``limit`` bytes after an HTTP ``Content-Encoding`` is undone (``TEXT_LIMIT``, the
+answer file ``answerfile.limits.MAX_BYTES``), inflated here chunk by chunk so a
+small gzip body cannot grow past the limit in memory; read as it arrives (what
+one receive brings), each read within ``Transport.timeout`` and the whole body
+within ``Transport.deadline``. Files (``fetch_file``) stream to disk.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import logging
 import shutil
 import time
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +33,7 @@ import requests
 import urllib3
 
 import answerfile
+from answerfile import limits
 from answerfile.bootargs import BootArgs, redact_url
 from answerfile.model import AnswerFile, Source, SourceType
 from common.errors import CommandError, InputError, NetinstallError, SourceError
@@ -36,6 +45,9 @@ CHUNK = 1 << 20
 _TRANSIENT_HTTP = (408, 429)
 T = TypeVar("T")
 GENERATOR_TIMEOUT = 600  # seconds
+TEXT_LIMIT = 16 << 20  # bytes: anything else read into memory whole (scripts, .treeinfo, packs)
+BODY_DEADLINE = 120.0  # seconds for a whole in-memory read, however slowly it trickles
+READ_SIZE = 64 << 10  # the most one read asks for
 
 
 @dataclass
@@ -48,6 +60,8 @@ class Transport:
     urlopen: Callable[..., Any] = urllib.request.urlopen
     mount_base: Path = Path("/run")  # nfs mounts go to <mount_base>/netinstall-nfs-N
     timeout: float = 30.0  # seconds per connection attempt / read
+    deadline: float = BODY_DEADLINE  # seconds for a whole in-memory read (fetch_bytes)
+    clock: Callable[[], float] = time.monotonic
 
 
 class Permanent(NetinstallError):
@@ -93,18 +107,30 @@ def with_retries(
 
 
 def fetch_bytes(
-    url: str, *, retries: int = 5, backoff: float = 1.0, transport: Transport | None = None
+    url: str,
+    *,
+    retries: int = 5,
+    backoff: float = 1.0,
+    transport: Transport | None = None,
+    limit: int = TEXT_LIMIT,
 ) -> bytes:
-    """The whole content of ``url``."""
+    """The whole content of ``url``: at most ``limit`` bytes, within the transport's deadline."""
     io = transport or Transport()
-    return with_retries(url, lambda: _read(url, io), retries=retries, backoff=backoff, transport=io)
+    return with_retries(
+        url, lambda: _read(url, io, limit), retries=retries, backoff=backoff, transport=io
+    )
 
 
 def fetch_text(
-    url: str, *, retries: int = 5, backoff: float = 1.0, transport: Transport | None = None
+    url: str,
+    *,
+    retries: int = 5,
+    backoff: float = 1.0,
+    transport: Transport | None = None,
+    limit: int = TEXT_LIMIT,
 ) -> str:
-    """The content of ``url`` as UTF-8 text."""
-    data = fetch_bytes(url, retries=retries, backoff=backoff, transport=transport)
+    """The content of ``url`` as UTF-8 text (at most ``limit`` bytes)."""
+    data = fetch_bytes(url, retries=retries, backoff=backoff, transport=transport, limit=limit)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -129,23 +155,108 @@ def fetch_file(
     with_retries(url, attempt, retries=retries, backoff=backoff, transport=io)
 
 
-def _read(url: str, io: Transport) -> bytes:
-    with _open(url, io, decode=True) as stream:
-        return stream.read()
-
-
 IDENTITY = {"Accept-Encoding": "identity"}  # files are checksummed as stored: no gzip on the way
+COMPRESSED = {"Accept-Encoding": "gzip, deflate"}  # text: inflated here, within the limit
+
+
+class TooLarge(Permanent):
+    """A body past the limit of what is read into memory: not retried."""
+
+
+class TooSlow(Permanent):
+    """A body still arriving at the deadline: a server that trickles is not waited for again."""
+
+
+def _read(url: str, io: Transport, limit: int) -> bytes:
+    """One try of ``fetch_bytes``: the body, bounded (see the module docstring)."""
+    started = io.clock()
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        with _open(url, io) as stream:
+            return _bounded(_reader(stream), _Inflater(""), limit, io, started)
+    with io.session.get(url, headers=COMPRESSED, timeout=io.timeout, stream=True) as response:
+        check_status(response)
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        length = response.headers.get("Content-Length", "")
+        identity = encoding in ("", "identity")
+        if identity and length.isdigit() and int(length) > limit:
+            raise TooLarge(f"the server announces {length} bytes; at most {limit} are read here")
+        response.raw.decode_content = False
+        body = _bounded(_reader(response.raw), _Inflater(encoding), limit, io, started)
+        if identity and length.isdigit() and len(body) != int(length):
+            raise SourceError(f"the connection closed after {len(body)} of {length} bytes")
+        return body
+
+
+def _reader(stream: Any) -> Callable[[int], bytes]:
+    """``read1`` of ``stream``: what one receive brought, so a trickle cannot hold a read
+    for ever (urllib3 1.x, Debian's, has no ``read1``; the http.client response it wraps has)."""
+    for candidate in (stream, getattr(stream, "_fp", None)):
+        read1 = getattr(candidate, "read1", None)
+        if callable(read1):
+            return cast(Callable[[int], bytes], read1)
+    return cast(Callable[[int], bytes], stream.read)
+
+
+class _Inflater:
+    """Undoes a Content-Encoding chunk by chunk, never past what the limit leaves room for."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+        if encoding in ("", "identity"):
+            self.zlib = None
+        elif encoding in ("gzip", "x-gzip"):
+            self.zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self.zlib = zlib.decompressobj(zlib.MAX_WBITS)  # zlib-wrapped (RFC 9110 8.4.1.2)
+        else:
+            raise Permanent(f"the server sent Content-Encoding {encoding!r}; expected gzip")
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        """``data`` inflated: at most ``room + 1`` bytes (one more than fits says enough)."""
+        if self.zlib is None:
+            return data
+        try:
+            return self.zlib.decompress(data, room + 1)
+        except zlib.error as exc:
+            raise SourceError(f"the {self.encoding} body does not inflate: {exc}") from exc
+
+    def end(self) -> bytes:
+        if self.zlib is None:
+            return b""
+        if not self.zlib.eof:
+            raise SourceError(f"the {self.encoding} body ends early")
+        return self.zlib.flush()
+
+
+def _bounded(
+    read1: Callable[[int], bytes], inflater: _Inflater, limit: int, io: Transport, started: float
+) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        if io.clock() - started > io.deadline:
+            raise TooSlow(f"still arriving after {io.deadline:g} s (got {size} bytes)")
+        data = read1(READ_SIZE)
+        more = inflater.feed(data, limit - size) if data else inflater.end()
+        size += len(more)
+        if size > limit:
+            inflated = f" once its {inflater.encoding} is undone" if inflater.zlib else ""
+            raise TooLarge(
+                f"the body is larger than {limit} bytes{inflated}; at most {limit} are read here"
+            )
+        parts.append(more)
+        if not data:
+            return b"".join(parts)
 
 
 @contextmanager
-def _open(url: str, io: Transport, *, decode: bool = False) -> Iterator[IO[bytes]]:
-    """A byte stream of ``url``; ``decode`` undoes an HTTP Content-Encoding (text only)."""
+def _open(url: str, io: Transport) -> Iterator[IO[bytes]]:
+    """A byte stream of ``url``, as stored (no HTTP Content-Encoding)."""
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):
-        headers = {} if decode else IDENTITY
-        with io.session.get(url, headers=headers, timeout=io.timeout, stream=True) as response:
+        with io.session.get(url, headers=IDENTITY, timeout=io.timeout, stream=True) as response:
             check_status(response)
-            response.raw.decode_content = decode
+            response.raw.decode_content = False
             yield cast(IO[bytes], response.raw)
     elif scheme == "ftp":
         with io.urlopen(url, timeout=io.timeout) as stream:
@@ -259,7 +370,7 @@ def fetch_answerfile(args: BootArgs, work: Path, transport: Transport | None = N
     if args.answerfile_generator:
         return run_generator(args.answerfile_generator, work, io)
     if args.answerfile:
-        return fetch_text(args.answerfile, transport=io)
+        return fetch_text(args.answerfile, transport=io, limit=limits.MAX_BYTES)
     raise InputError(
         "the kernel command line names no answer file: give answerfile=URL "
         "or answerfile_generator=URL"

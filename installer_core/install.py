@@ -68,6 +68,7 @@ WEIGHTS = {  # each step's share of a run, relative to the others
     "validate-answerfile": 0.5,
     "plan": 1,
     "installation-start-scripts": 1,
+    "check-payload": 10,
     "download": 25,
     "partition": 2,
     "make-filesystems": 3,
@@ -110,6 +111,7 @@ FRESH = (
 )
 FRESH_STAGED_ON_DISK = (  # a payload too big for RAM goes to the new backup partition
     "installation-start-scripts",
+    "check-payload",  # its checksums, streamed: nothing is written before they match
     "partition",
     "make-filesystems",
     "download",
@@ -186,6 +188,8 @@ def fresh(plan: InstallPlan, host: Host, walk: StepWalker) -> None:
         _scripts(plan.answer, ScriptStage.INSTALLATION_START, None, plan, host)
     staging = _staging(plan)
     if staging.on_disk:  # too big for RAM (SPEC §7): the new backup partition holds it
+        with walk.step("check-payload"):
+            _check_payload(plan, host, walk.reporter)
         made = _make_disk(plan, host, walk)
         with walk.step("download"):
             got = _download(plan, staging, host, walk.reporter)
@@ -302,6 +306,16 @@ def _download(
         reporter.event("installing", step="download", message=message)
 
     return download.download_payload(plan.fetch, staging, report, host.transport, host.runner)
+
+
+def _check_payload(plan: InstallPlan, host: Host, reporter: Reporter) -> None:
+    if plan.fetch is None:
+        raise NetinstallError("the plan downloads nothing")
+
+    def report(message: str) -> None:
+        reporter.event("installing", step="check-payload", message=message)
+
+    download.check_payload(plan.fetch, host.transport, report)
 
 
 def _staging(plan: InstallPlan) -> Staging:

@@ -87,7 +87,7 @@ def answerfile_validate(files: tuple[str, ...], as_json: bool) -> None:
     reports: list[dict[str, Any]] = []
     for name in files:
         try:
-            result = af.parse(Path(name).read_bytes())
+            result = af.parse_file(name)  # streamed: never more than the size cap
         except OSError as exc:
             failed = True
             message = f"cannot read the file: {exc.strerror}"

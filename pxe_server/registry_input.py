@@ -19,11 +19,14 @@ from typing import TypeVar
 
 import jinja2
 
+from answerfile import limits
 from answerfile.locations import parse_iscsi
 from answerfile.model import IscsiTarget
 from common.errors import InputError
+from pxe_server.boot_words import ipxe_word
 from pxe_server.model import BootChain, Profile, SanTarget
 from pxe_server.passwords import password_hash
+from pxe_server.render import check_profile_args
 from pxe_server.secrets import SHOWN_REDACTED, is_password_variable
 
 # Template variables the renderer provides itself; a host variable may not shadow them
@@ -42,7 +45,14 @@ Variables = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 def check_template(template: str) -> None:
-    """InputError unless ``template`` parses as jinja2."""
+    """InputError unless ``template`` parses as jinja2 and fits ``answerfile.limits.MAX_BYTES``
+    (a template at the cap renders a file at the cap or past it)."""
+    size = len(template.encode("utf-8", "surrogatepass"))
+    if size > limits.MAX_BYTES:
+        raise InputError(
+            f"the template is {size} bytes; an answer-file template may hold at most"
+            f" {limits.MAX_BYTES} bytes (1 MiB)"
+        )
     try:
         jinja2.Environment(autoescape=True).parse(template)
     except jinja2.TemplateSyntaxError as exc:
@@ -69,6 +79,7 @@ def check_profile(profile: Profile) -> None:
                 "set the root password with the host variable root_password instead, "
                 "which is stored only as a SHA-512 crypt hash"
             )
+    check_profile_args(profile)  # what a boot loader would misread, refused now, not at boot
     check_template(profile.template)
 
 
@@ -192,6 +203,11 @@ def san_target(san: SanTarget | None) -> SanTarget | None:
             problems.append(f"storage gateway {san.gateway!r} must be an IPv4 address")
     if san.initiator is not None and not _IQN.match(san.initiator):
         problems.append(f"initiator {san.initiator!r} is not an iqn. or eui. name")
+    for value in (*san.root_paths, san.initiator or "iqn."):  # as iPXE scripts carry them
+        try:
+            ipxe_word(value)
+        except InputError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise InputError(problems)
     return san

@@ -1,11 +1,14 @@
 """Boot configs and answer files as text (SPEC §3, §9): pure functions over model values.
 
 Boot configs come from the jinja2 templates in ``pxe_server/templates/``
-(StrictUndefined, no autoescaping); answer files from each profile's own template
-(or, while a host's work is an upgrade or a restore, the built-in one next to
-``default_profile.xml.j2``), rendered in a sandbox and validated with
-``answerfile.parse`` before anyone gets them. ``decide.explain`` chooses between
-the install and the local-boot variant.
+(StrictUndefined), every value written through its loader's filter
+(``pxe_server.boot_words``: GRUB quotes, iPXE, pxelinux and Xen's EFI config refuse
+what they cannot carry); answer files from each profile's own template (or, while
+a host's work is an upgrade or a restore, the built-in one next to
+``default_profile.xml.j2``), rendered in a sandbox with XML autoescaping (a host
+variable is text, never markup), at most ``answerfile.limits.MAX_BYTES``, and
+validated with ``answerfile.parse`` before anyone gets them. ``decide.explain``
+chooses between the install and the local-boot variant.
 
 Install entries carry, after the profile's ``kernel_args`` (so its last
 ``console=``, ``hvc0`` by default, stays last and owns /dev/console)::
@@ -33,19 +36,21 @@ import jinja2
 import jinja2.sandbox
 
 import answerfile
+from answerfile import limits
 from common.errors import AnswerFileError, InputError
 from pxe_server import passwords
+from pxe_server.boot_words import grub_word, ipxe_word, pxelinux_word, xen_cfg_word
 from pxe_server.decide import IPXE_PREFIX, Action, Decision, explain
 from pxe_server.model import Host, Profile, ServerSettings, Work, mac_dashes, normalise_mac
 from pxe_server.secrets import is_password_variable
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
-# Words GRUB reads as one literal word; anything else is single-quoted.
-_GRUB_BARE = re.compile(r"[A-Za-z0-9_.,:=/+%@~^!-]+")
 # What no loader can carry in a boot argument: quotes and backslashes (GRUB
 # escapes them, pxelinux and iPXE pass them on), iPXE's ${...} expansion.
 _UNCARRIABLE = re.compile(r"[\"'\\]|\$\{")
+# Words iPXE reads as the end of a command (boot_words.ipxe_word refuses them too).
+_IPXE_ENDS = ("||", "&&", ";")
 # Words that ``render`` writes itself after the profile's kernel arguments.
 _OURS = ("answerfile=", "netinstall.server=", "netinstall.token=", "BOOTIF=")
 _ANSWER_VARIABLES = ("mac", "name", "server", "repo_url", "root_password_hash")
@@ -55,13 +60,6 @@ Lookup = Callable[[str], tuple[Host | None, Profile | None]]
 
 
 # --- boot arguments -----------------------------------------------------------------
-
-
-def grub_word(word: str) -> str:
-    """``word`` as one literal GRUB script word: bare when safe, else single-quoted."""
-    if _GRUB_BARE.fullmatch(word):
-        return word
-    return "'" + word.replace("'", "'\\''") + "'"
 
 
 def check_profile_args(profile: Profile) -> None:
@@ -78,10 +76,11 @@ def check_profile_args(profile: Profile) -> None:
                 problems.append(f"{where} is mboot.c32's module separator")
             elif not (word.isascii() and word.isprintable()):
                 problems.append(f"{where} holds a character that is not printable ASCII")
-            elif _UNCARRIABLE.search(word) or word.startswith("#"):
+            elif _UNCARRIABLE.search(word) or word.startswith("#") or word in _IPXE_ENDS:
                 problems.append(
                     f"{where} cannot be passed through pxelinux, GRUB and iPXE alike"
-                    " (no quotes, backslashes or '${', no leading '#')"
+                    " (no quotes, backslashes or '${', no leading '#', no word"
+                    " '||', '&&' or ';', which end an iPXE command)"
                 )
             elif field == "kernel_args" and (word == "install" or word.startswith(_OURS)):
                 problems.append(f"{where} is written by the server itself; remove it")
@@ -138,6 +137,9 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["grub_word"] = grub_word
+    env.filters["ipxe_word"] = ipxe_word
+    env.filters["pxelinux_word"] = pxelinux_word
+    env.filters["xen_cfg_word"] = xen_cfg_word
     env.filters["oneline"] = _oneline
     return env
 
@@ -158,7 +160,8 @@ def san_boot(host: Host | None, profile: Profile | None) -> dict[str, str] | Non
     """
     if host is None or host.san is None or profile is None or not profile.san_boot:
         return None
-    san = {"nic": profile.storage_nic, "root_path": " ".join(host.san.root_paths)}
+    paths = " ".join(ipxe_word(path) for path in host.san.root_paths)  # one token each
+    san = {"nic": profile.storage_nic, "root_path": paths}
     san["initiator"] = host.initiator()
     if host.san.address is not None:
         interface = ipaddress.IPv4Interface(host.san.address)
@@ -312,9 +315,24 @@ def answer_variables(host: Host, settings: ServerSettings, repo_url: str) -> dic
 def _sandbox() -> jinja2.sandbox.SandboxedEnvironment:
     return jinja2.sandbox.SandboxedEnvironment(
         undefined=jinja2.StrictUndefined,
-        autoescape=False,  # XML, not HTML: a template escapes with |e where it must
+        autoescape=True,  # every value is XML text: a host variable cannot become an element
         keep_trailing_newline=True,
     )
+
+
+def _bounded_render(template: jinja2.Template, variables: Mapping[str, str], what: str) -> str:
+    """The template's output, streamed and stopped past ``limits.MAX_BYTES``."""
+    parts: list[str] = []
+    size = 0
+    for part in template.generate(variables):
+        size += len(part.encode("utf-8"))
+        if size > limits.MAX_BYTES:
+            raise InputError(
+                f"{what}: the answer file it renders is larger than {limits.MAX_BYTES} bytes"
+                " (1 MiB), the most an answer file may hold"
+            )
+        parts.append(part)
+    return "".join(parts)
 
 
 def _compile(template: str, what: str) -> jinja2.Template:
@@ -356,7 +374,7 @@ def answer_file(host: Host, profile: Profile, settings: ServerSettings, repo_url
         template, what = profile.template, f"profile {profile.name}"
     variables = answer_variables(host, settings, repo_url)
     try:
-        text = _compile(template, what).render(variables)
+        text = _bounded_render(_compile(template, what), variables, what)
     except jinja2.UndefinedError as error:
         raise InputError(_undefined(what, host, error, variables)) from error
     except jinja2.TemplateError as error:

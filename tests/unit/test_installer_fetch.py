@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import requests
 
+import answerfile.limits
 from answerfile.bootargs import parse_cmdline
 from answerfile.model import Source, SourceType
 from common.errors import AnswerFileError, InputError, SourceError
@@ -189,3 +191,58 @@ def test_an_error_reply_says_why() -> None:
     io = transport(FakeSession(lambda *_: html))
     with pytest.raises(SourceError, match=r"HTTP 404 Not Found: <html> <b>Not here</b> x+\.\.\.$"):
         fetch_text("http://srv/a.xml", transport=io)
+
+
+def test_what_is_read_into_memory_stops_at_its_limit_and_is_not_retried() -> None:
+    session = FakeSession(file_server({"s.sh": b"#!/bin/sh\n" + b"#" * fetch.TEXT_LIMIT}))
+    with pytest.raises(SourceError, match=r"\(1 attempt\): the server announces 16777226 bytes"):
+        fetch.fetch_bytes("http://srv/s.sh", transport=transport(session))
+    unannounced = FakeResponse(200, b"x" * (fetch.TEXT_LIMIT + 1))
+    del unannounced.headers["Content-Length"]
+    with pytest.raises(SourceError, match=r"the body is larger than 16777216 bytes; at most"):
+        fetch.fetch_bytes(
+            "http://srv/s.sh", transport=transport(FakeSession(lambda *_: unannounced))
+        )
+    assert fetch.fetch_bytes("http://srv/s.sh", transport=transport(session), limit=1 << 25)
+
+
+def test_the_answer_file_limit_is_the_validators(tmp_path: Path) -> None:
+    body = EXAMPLE.encode() + b" " * (answerfile.limits.MAX_BYTES - len(EXAMPLE) + 1)
+    args = parse_cmdline("install answerfile=http://srv/a")
+    with pytest.raises(SourceError, match=r"announces 1048577 bytes; at most 1048576 are read"):
+        fetch_answerfile(args, tmp_path, transport(FakeSession(file_server({"a": body}))))
+    trimmed = FakeSession(file_server({"a": body[:-1]}))
+    assert fetch_answerfile(args, tmp_path, transport(trimmed)) == body[:-1].decode()
+
+
+def test_a_deflate_body_is_inflated_and_an_unknown_encoding_refused() -> None:
+    packed = zlib.compress(EXAMPLE.encode())
+    deflate = FakeSession(lambda *_: FakeResponse(200, packed, {"Content-Encoding": "deflate"}))
+    assert fetch_text("http://srv/a", transport=transport(deflate)) == EXAMPLE
+    assert deflate.calls[0][2]["headers"] == {"Accept-Encoding": "gzip, deflate"}
+    brotli = FakeSession(lambda *_: FakeResponse(200, b"??", {"Content-Encoding": "br"}))
+    with pytest.raises(SourceError, match=r"\(1 attempt\): the server sent Content-Encoding 'br'"):
+        fetch_text("http://srv/a", transport=transport(brotli))
+    cut = FakeSession(lambda *_: FakeResponse(200, packed[:-8], {"Content-Encoding": "deflate"}))
+    with pytest.raises(SourceError, match=r"\(5 attempts\): the deflate body ends early"):
+        fetch_text("http://srv/a", transport=transport(cut))
+
+
+def test_the_deadline_counts_from_the_request_on_the_transports_clock() -> None:
+    now = [0.0]
+
+    class Slow(FakeResponse):
+        def __init__(self) -> None:
+            super().__init__(200, b"x" * 10_000)
+            read1 = self.raw.read1
+
+            def tick(size: int = -1) -> bytes:
+                now[0] += 10.0  # each read takes ten seconds
+                return read1(100)
+
+            self.raw.read1 = tick  # type: ignore[method-assign]
+
+    io = transport(FakeSession(lambda *_: Slow()))
+    io.clock = lambda: now[0]
+    with pytest.raises(SourceError, match=r"\(1 attempt\): still arriving after 120 s \(got 1300"):
+        fetch_text("http://srv/a", transport=io)

@@ -171,6 +171,7 @@ class Faked:
             (fetch, "validate_answerfile"): plan.answer,
             (survey, "plan_install"): plan,
             (download, "download_payload"): PAYLOAD,
+            (download, "check_payload"): None,
             (disk, "make_filesystems"): MADE,
             (carry, "save_settings"): SAVED,
             (backup, "make_root"): "ROOT-UUID",
@@ -286,8 +287,9 @@ def test_a_payload_too_big_for_ram_is_staged_on_the_new_backup_partition(
     faked = Faked(monkeypatch, plan)
     code, _out = faked.run()
     assert code == 0
-    assert faked.calls[len(BEFORE) : len(BEFORE) + 4] == [
+    assert faked.calls[len(BEFORE) : len(BEFORE) + 5] == [
         "scripts.run_scripts installation-start None",
+        "download.check_payload",  # checksums as served, before the disk is touched
         "disk.partition",
         "disk.make_filesystems",
         "download.download_payload",
