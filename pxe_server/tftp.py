@@ -170,7 +170,6 @@ class TftpServer:
             self._service.loop.call_soon_threadsafe(self._service.loop.stop)
             self._thread.join()
             self._thread = None
-            self._service.opener.shutdown(wait=True, cancel_futures=True)
         if self._sock is not None:
             self._sock.close()
 
@@ -195,6 +194,10 @@ class _Service:
         finally:
             for slot in list(self.slots.values()):
                 self._end(slot, "server stopped")
+            # Opens under way end too; what they opened is closed by the callbacks they
+            # scheduled (run here) or, once the loop is closed, by _opened_threadsafe.
+            self.opener.shutdown(wait=True, cancel_futures=True)
+            loop.run_until_complete(asyncio.sleep(0))
             loop.remove_reader(sock.fileno())
             loop.close()
 

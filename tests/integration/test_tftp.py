@@ -449,3 +449,26 @@ def test_symlink_loops_and_fifos_get_an_error_at_once_and_leak_nothing(
     assert lines[0].endswith("loop-a: refused (cannot read it: Too many levels of symbolic links)")
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
     assert fetch(server, "pxelinux.0") == (tree / "pxelinux.0").read_bytes()
+
+
+def test_stop_while_files_are_being_opened_leaks_nothing(tree: Path) -> None:
+    gate = threading.Event()
+
+    def slow(path: str, client: tuple[str, int]) -> bytes | None:
+        gate.wait(5)  # a registry that takes its time
+        return None
+
+    before = len(os.listdir("/proc/self/fd"))
+    srv = TftpServer(tree, slow, host=HOST, port=0)
+    srv.start()
+    socks = [bound_socket(f"127.0.4.{i + 1}") for i in range(5)]
+    for sock in socks:
+        sock.sendto(rrq(b"pxelinux.0"), (HOST, srv.port))
+    time.sleep(0.2)
+    assert srv.transfers == 5
+    threading.Timer(0.3, gate.set).start()
+    srv.stop()
+    for sock in socks:
+        sock.close()
+    assert len(os.listdir("/proc/self/fd")) <= before
+    assert not [t for t in threading.enumerate() if t.name.startswith("netinstall-tftp")]
