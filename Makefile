@@ -5,6 +5,7 @@
 #   make test      the CI suite: set-up, check, images, integration and end-to-end tests
 #   make test-all  everything, the end-to-end scenarios that do not fit CI included
 #   make demo      PXE-install a QEMU machine and boot it into Xen + dom0
+#   make bench     TFTP throughput, ours against the peers installed here (not part of make test)
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +13,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup host-packages check lint typecheck imports unit images test test-all demo generated clean
+.PHONY: setup host-packages check lint typecheck imports unit images test test-all demo bench generated clean
 
 setup: host-packages $(STAMP)
 
@@ -64,6 +65,10 @@ test-all: check images
 demo: setup
 	$(BIN)/netinstall demo --firmware uefi
 	@echo "BIOS too: .venv/bin/netinstall demo --firmware bios"
+
+# Our TFTP server against its peers on loopback, in one run (benchmarks/tftp_throughput.py).
+bench: setup
+	$(BIN)/python benchmarks/tftp_throughput.py
 
 # Regenerate the committed generated files (tests fail when they are stale).
 generated: setup

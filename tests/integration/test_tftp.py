@@ -1,12 +1,15 @@
-"""The read-only TFTP server on loopback, against tftpy's client and a raw UDP client."""
+"""The read-only TFTP server on loopback, against curl (a real client) and a raw UDP client."""
 
 from __future__ import annotations
 
 import hashlib
-import io
+import itertools
+import logging
 import os
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -14,11 +17,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import tftpy
 
-from pxe_server.tftp import TftpServer
+from pxe_server.tftp import (
+    DEFAULT_TIMEOUT,
+    MAX_PER_ADDRESS,
+    MAX_RETRIES,
+    MAX_TRANSFERS,
+    TftpServer,
+)
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("curl") is None, reason="curl (the TFTP client) is missing"),
+]
 
 HOST = "127.0.0.1"
 CONFIG = "pxelinux.cfg/01-52-54-00-12-34-56"
@@ -66,11 +77,25 @@ def server(tree: Path, resolver: Resolver) -> Iterator[TftpServer]:
     srv.stop()
 
 
-def fetch(server: TftpServer, name: str, **options: int) -> bytes:
-    out = io.BytesIO()
-    client = tftpy.TftpClient(HOST, server.port, options=dict(options))
-    client.download(name, out, timeout=5)
-    return out.getvalue()
+class CurlFailed(Exception):
+    def __init__(self, code: int, stderr: str) -> None:
+        super().__init__(f"curl exit {code}: {stderr}")
+        self.code = code
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
+    argv = ["curl", "-sS", "--max-time", "30", *args]
+    return subprocess.run(argv, capture_output=True, timeout=40, check=False)
+
+
+def fetch(server: TftpServer, name: str, blksize: int = 512, source: str = HOST) -> bytes:
+    """NAME as curl (a real TFTP client: it asks tsize, blksize and timeout) gets it, from
+    the address SOURCE."""
+    url = f"tftp://{HOST}:{server.port}/{name}"
+    done = curl("--interface", source, "--tftp-blksize", str(blksize), url)
+    if done.returncode != 0:
+        raise CurlFailed(done.returncode, done.stderr.decode(errors="replace"))
+    return done.stdout
 
 
 def raw_exchange(port: int, packet: bytes) -> tuple[bytes, tuple[str, int]]:
@@ -127,7 +152,7 @@ def test_file_from_root_is_byte_exact(server: TftpServer, tree: Path) -> None:
 
 def test_blksize_and_tsize_are_negotiated(server: TftpServer, tree: Path) -> None:
     initrd = (tree / "boot" / "initrd.img").read_bytes()
-    assert fetch(server, "boot/initrd.img", blksize=1468, tsize=0) == initrd
+    assert fetch(server, "boot/initrd.img", blksize=1468) == initrd
     data, options, _ = raw_get(
         server.port, rrq(b"boot/initrd.img", b"blksize", b"1468", b"tsize", b"0")
     )
@@ -162,8 +187,8 @@ def test_write_requests_are_refused_and_nothing_is_written(
         assert (code, message) == (2, b"read-only server")
     source = tmp_path / "payload"
     source.write_bytes(b"x" * 5000)
-    with pytest.raises(tftpy.TftpException):
-        tftpy.TftpClient(HOST, server.port).upload("upload.bin", str(source), timeout=2)
+    uploaded = curl("-T", str(source), f"tftp://{HOST}:{server.port}/upload.bin")
+    assert uploaded.returncode != 0
     source.unlink()
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert (tree / "pxelinux.0").stat().st_size == 42_000
@@ -214,9 +239,10 @@ def test_unacknowledged_packets_are_resent_and_strangers_refused(server: TftpSer
         assert sock.recvfrom(65536)[0][:4] == b"\0\x03\0\x01"  # the stranger changed nothing
 
 
-def test_file_not_found_reaches_tftpy_client(server: TftpServer) -> None:
-    with pytest.raises(tftpy.TftpFileNotFoundError):
+def test_file_not_found_reaches_a_real_client(server: TftpServer) -> None:
+    with pytest.raises(CurlFailed) as failed:
         fetch(server, "missing")
+    assert failed.value.code == 68  # curl: "TFTP: File Not Found"
 
 
 def test_fifty_concurrent_clients(server: TftpServer, tree: Path) -> None:
@@ -224,8 +250,9 @@ def test_fifty_concurrent_clients(server: TftpServer, tree: Path) -> None:
     large = hashlib.sha256((tree / "boot" / "initrd.img").read_bytes()).hexdigest()
 
     def client(index: int) -> tuple[str, str, int]:
-        boot = fetch(server, "pxelinux.0")
-        initrd = fetch(server, "boot/initrd.img", blksize=1468, tsize=0)
+        address = f"127.0.1.{index + 1}"  # fifty hosts
+        boot = fetch(server, "pxelinux.0", source=address)
+        initrd = fetch(server, "boot/initrd.img", blksize=1468, source=address)
         return (
             hashlib.sha256(boot).hexdigest(),
             hashlib.sha256(initrd).hexdigest(),
@@ -270,3 +297,178 @@ def test_stop_drops_a_running_transfer(tree: Path, resolver: Resolver) -> None:
         assert time.monotonic() - start < 2
     assert not any(t.name == "netinstall-tftp" for t in threading.enumerate())
     assert os.path.exists(tree / "boot" / "initrd.img")
+
+
+# -- keyed transfers and the server's limits -----------------------------------------------
+
+
+def bound_socket(address: str = HOST) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((address, 0))
+    sock.settimeout(5)
+    return sock
+
+
+def silent_for(
+    sock: socket.socket, seconds: float, expect: tuple[bytes, tuple[str, int]] | None = None
+) -> bool:
+    """Whether SOCK receives nothing for SECONDS (if it does, that is EXPECT when given)."""
+    sock.settimeout(seconds)
+    try:
+        received = sock.recvfrom(65536)
+    except TimeoutError:
+        return True
+    finally:
+        sock.settimeout(5)
+    assert expect is None or received == expect
+    return False
+
+
+def test_a_repeated_request_never_starts_a_second_transfer(server: TftpServer, tree: Path) -> None:
+    initrd = (tree / "boot" / "initrd.img").read_bytes()
+    boot = (tree / "pxelinux.0").read_bytes()
+    with bound_socket() as sock, bound_socket() as other:
+        sock.sendto(rrq(b"boot/initrd.img"), (HOST, server.port))
+        other.sendto(rrq(b"pxelinux.0"), (HOST, server.port))
+        first, peer = sock.recvfrom(65536)
+        assert first == b"\0\x03\0\x01" + initrd[:512]
+        for _ in range(3):  # the same (address, port) asks again, for this file or another
+            sock.sendto(rrq(b"boot/initrd.img"), (HOST, server.port))
+            sock.sendto(rrq(b"pxelinux.0"), (HOST, server.port))
+        assert silent_for(sock, 0.5)  # no second OACK/DATA stream, and nothing of pxelinux.0
+        assert server.transfers == 2
+        sock.sendto(struct.pack("!HH", 4, 1), peer)
+        assert sock.recvfrom(65536) == (b"\0\x03\0\x02" + initrd[512:1024], peer)
+        other_first, other_peer = other.recvfrom(65536)
+        assert other_first == b"\0\x03\0\x01" + boot[:512]
+        assert other_peer != peer  # a socket (TID) of its own
+
+
+def test_the_clients_timeout_is_bounded_and_abandoned_transfers_reclaimed(
+    server: TftpServer,
+) -> None:
+    with bound_socket() as sock:
+        sock.sendto(
+            rrq(b"pxelinux.0", b"timeout", b"255", b"blksize", b"1024"), (HOST, server.port)
+        )
+        start = time.monotonic()
+        oack, peer = sock.recvfrom(65536)
+        assert oack == b"\0\x06blksize\x001024\0"  # 255 s is not acknowledged: ours is used
+        sends = [time.monotonic() - start]
+        while not silent_for(sock, DEFAULT_TIMEOUT + 1, expect=(oack, peer)):
+            sends.append(time.monotonic() - start)
+        assert len(sends) == 1 + MAX_RETRIES
+        gaps = [later - earlier for earlier, later in itertools.pairwise(sends)]
+        assert all(DEFAULT_TIMEOUT - 0.2 < gap < DEFAULT_TIMEOUT + 0.5 for gap in gaps), gaps
+        assert server.transfers == 0
+        sock.sendto(struct.pack("!HH", 4, 0), peer)  # too late: the transfer's socket is gone
+        assert silent_for(sock, 0.3)
+
+
+def test_one_address_gets_its_share_and_no_more(server: TftpServer, tree: Path) -> None:
+    socks = [bound_socket("127.0.2.1") for _ in range(MAX_PER_ADDRESS + 1)]
+    try:
+        for sock in socks[:MAX_PER_ADDRESS]:
+            sock.sendto(rrq(b"pxelinux.0"), (HOST, server.port))
+            assert sock.recvfrom(65536)[0][:4] == b"\0\x03\0\x01"
+        extra = socks[MAX_PER_ADDRESS]
+        extra.sendto(rrq(b"pxelinux.0"), (HOST, server.port))
+        reply, _ = extra.recvfrom(65536)  # all eight busy, none has missed an ACK yet
+        assert as_error(reply) == (0, b"too many transfers from your address")
+        assert server.transfers == MAX_PER_ADDRESS
+        assert fetch(server, "pxelinux.0", source="127.0.2.2") == (tree / "pxelinux.0").read_bytes()
+        time.sleep(DEFAULT_TIMEOUT + 0.3)  # now the first has missed one: it gives way
+        extra.sendto(rrq(b"pxelinux.0"), (HOST, server.port))
+        assert extra.recvfrom(65536)[0][:4] == b"\0\x03\0\x01"
+        evicted = [s for s in socks[:MAX_PER_ADDRESS] if b"server busy" in drain_all(s)]
+        assert len(evicted) == 1
+        assert server.transfers == MAX_PER_ADDRESS
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def drain_all(sock: socket.socket) -> bytes:
+    """What SOCK has received so far (loopback delivers as it sends)."""
+    received = b""
+    sock.setblocking(False)
+    try:
+        while True:
+            received += sock.recv(65536)
+    except BlockingIOError:
+        return received
+    finally:
+        sock.settimeout(5)
+
+
+def test_a_full_server_evicts_the_longest_waiting_transfer_for_a_new_client(
+    server: TftpServer, tree: Path
+) -> None:
+    socks = [bound_socket(f"127.0.{3 + i // 250}.{i % 250 + 1}") for i in range(MAX_TRANSFERS)]
+    try:
+        for sock in socks:
+            sock.sendto(rrq(b"pxelinux.0"), (HOST, server.port))
+        for sock in socks:
+            assert sock.recvfrom(65536)[0][:4] == b"\0\x03\0\x01"
+        assert server.transfers == MAX_TRANSFERS
+        # A new client is served in full; each of its requests evicts one of the oldest.
+        assert (
+            fetch(server, "boot/initrd.img", source="127.0.9.9")
+            == (tree / "boot" / "initrd.img").read_bytes()
+        )
+        evicted = [i for i, s in enumerate(socks) if b"server busy" in drain_all(s)]
+        assert evicted == [0]  # the first asked, so it has waited longest
+        assert server.transfers == MAX_TRANSFERS - 1
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_symlink_loops_and_fifos_get_an_error_at_once_and_leak_nothing(
+    server: TftpServer, tree: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="netinstall.tftp")
+    (tree / "loop-a").symlink_to("loop-b")
+    (tree / "loop-b").symlink_to("loop-a")
+    (tree / "boot" / "grubx64.efi").symlink_to("grubx64.efi")
+    os.mkfifo(tree / "fifo")
+    names = [b"loop-a", b"loop-b/pxelinux.0", b"boot/grubx64.efi", b"fifo"]
+    expected = {b"loop-a": 2, b"loop-b/pxelinux.0": 2, b"boot/grubx64.efi": 2, b"fifo": 1}
+    fetch(server, "pxelinux.0")  # the server's lazily made descriptors exist before counting
+    before = len(os.listdir("/proc/self/fd"))
+    start = time.monotonic()
+    for _ in range(50):
+        for name in names:
+            reply, _ = raw_exchange(server.port, rrq(name))
+            assert as_error(reply)[0] == expected[name]
+    assert time.monotonic() - start < 10
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert server.transfers == 0
+    lines = [r.getMessage() for r in caplog.records if "loop-a:" in r.getMessage()]
+    assert len(lines) == 50
+    assert lines[0].endswith("loop-a: refused (cannot read it: Too many levels of symbolic links)")
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
+    assert fetch(server, "pxelinux.0") == (tree / "pxelinux.0").read_bytes()
+
+
+def test_stop_while_files_are_being_opened_leaks_nothing(tree: Path) -> None:
+    gate = threading.Event()
+
+    def slow(path: str, client: tuple[str, int]) -> bytes | None:
+        gate.wait(5)  # a registry that takes its time
+        return None
+
+    before = len(os.listdir("/proc/self/fd"))
+    srv = TftpServer(tree, slow, host=HOST, port=0)
+    srv.start()
+    socks = [bound_socket(f"127.0.4.{i + 1}") for i in range(5)]
+    for sock in socks:
+        sock.sendto(rrq(b"pxelinux.0"), (HOST, srv.port))
+    time.sleep(0.2)
+    assert srv.transfers == 5
+    threading.Timer(0.3, gate.set).start()
+    srv.stop()
+    for sock in socks:
+        sock.close()
+    assert len(os.listdir("/proc/self/fd")) <= before
+    assert not [t for t in threading.enumerate() if t.name.startswith("netinstall-tftp")]

@@ -1,13 +1,16 @@
-"""The TFTP server's pure parts: path normalisation, request parsing, option negotiation."""
+"""TFTP's pure parts: path normalisation, request parsing, option negotiation."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from pxe_server.tftp import (
+from pxe_server.tftp import MAX_TIMEOUT, open_file
+from pxe_server.tftp_protocol import (
     ACCESS_VIOLATION,
+    FILE_NOT_FOUND,
     ILLEGAL_OPERATION,
     MAX_BLKSIZE,
     PathRefused,
@@ -117,12 +120,21 @@ def test_parse_request_refuses_malformed_requests(packet: bytes) -> None:
 
 
 def test_negotiate_clamps_blksize_and_reports_the_size() -> None:
-    assert negotiate({"blksize": "1468", "tsize": "0"}, 1234) == {"blksize": 1468, "tsize": 1234}
-    assert negotiate({"blksize": "70000"}, 1) == {"blksize": MAX_BLKSIZE}
-    assert negotiate({"blksize": "4"}, 1) == {}
-    assert negotiate({"blksize": "x", "windowsize": "8"}, 1) == {}
-    assert negotiate({"timeout": "3"}, 1) == {"timeout": 3}
-    assert negotiate({"timeout": "0"}, 1) == {}
+    assert negotiate({"blksize": "1468", "tsize": "0"}, 1234, 3) == {"blksize": 1468, "tsize": 1234}
+    assert negotiate({"blksize": "70000"}, 1, 3) == {"blksize": MAX_BLKSIZE}
+    assert negotiate({"blksize": "4"}, 1, 3) == {}
+    assert negotiate({"blksize": "x", "windowsize": "8"}, 1, 3) == {}
+    assert negotiate({"blksize": "-9", "tsize": " 1", "timeout": "\u0661"}, 1, 3) == {}
+    assert negotiate({"blksize": "9" * 40}, 1, 3) == {}
+
+
+def test_negotiate_grants_a_timeout_only_up_to_the_servers_bound() -> None:
+    assert MAX_TIMEOUT == 3
+    assert negotiate({"timeout": "1"}, 1, MAX_TIMEOUT) == {"timeout": 1}
+    assert negotiate({"timeout": "3"}, 1, MAX_TIMEOUT) == {"timeout": 3}
+    assert negotiate({"timeout": "4"}, 1, MAX_TIMEOUT) == {}  # not acknowledged: ours is used
+    assert negotiate({"timeout": "255"}, 1, MAX_TIMEOUT) == {}
+    assert negotiate({"timeout": "0"}, 1, MAX_TIMEOUT) == {}
 
 
 def test_loggable_drops_query_strings_and_control_characters() -> None:
@@ -133,3 +145,27 @@ def test_loggable_drops_query_strings_and_control_characters() -> None:
 
 def test_error_packet_layout() -> None:
     assert error_packet(2, "read-only server") == b"\0\x05\0\x02read-only server\0"
+
+
+def test_open_file_refuses_loops_fifos_and_directories_in_one_sentence(tmp_path: Path) -> None:
+    (tmp_path / "loop-a").symlink_to("loop-b")
+    (tmp_path / "loop-b").symlink_to("loop-a")
+    (tmp_path / "dangling").symlink_to("nowhere")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_bytes(b"12345")
+    expected = {
+        "loop-a": (ACCESS_VIOLATION, "cannot read it: Too many levels of symbolic links"),
+        "loop-b/x": (ACCESS_VIOLATION, "cannot read it: Too many levels of symbolic links"),
+        "dangling": (FILE_NOT_FOUND, "no such regular file"),
+        "fifo": (FILE_NOT_FOUND, "no such regular file"),
+        "dir": (FILE_NOT_FOUND, "no such regular file"),
+        "file/x": (FILE_NOT_FOUND, "no such regular file"),
+    }
+    for name, (code, reason) in expected.items():
+        with pytest.raises(Refusal) as refused:
+            open_file(tmp_path, name)
+        assert (refused.value.code, refused.value.reason) == (code, reason), name
+    source = open_file(tmp_path, "file")
+    assert (source.size, source.read(1, 3)) == (5, b"234")
+    source.close()

@@ -1,0 +1,268 @@
+"""TFTP without sockets: datagrams parsed and built, options negotiated, one read transfer's
+state (RFC 1350, 2347 option negotiation, 2348 blksize, 2349 tsize and timeout).
+
+Everything here is pure: a `Transfer` takes the client's datagrams and the clock and gives the
+datagrams to send, so the server (`tftp.py`) only moves bytes and a test drives a transfer
+without a network. Its send side keeps a window of blocks in flight (`window`, 1 today:
+lockstep, as RFC 1350 has it); RFC 7440's windowsize only has to negotiate a larger one.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6
+NOT_DEFINED, FILE_NOT_FOUND, ACCESS_VIOLATION, ILLEGAL_OPERATION, UNKNOWN_TID = 0, 1, 2, 4, 5
+DEFAULT_BLKSIZE = 512  # RFC 1350
+MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464  # RFC 2348
+MIN_TIMEOUT = 1  # RFC 2349; the largest one acknowledged is the server's bound (tftp.py)
+MODES = ("octet", "netascii")  # both served byte for byte, as boot loaders expect
+
+
+class PathRefused(ValueError):
+    """A requested name that could reach outside the root."""
+
+
+class Refusal(Exception):
+    """A request answered with a TFTP ERROR packet: CODE and MESSAGE go to the client,
+    REASON (the message unless given) to the log."""
+
+    def __init__(self, code: int, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.reason = code, message, reason or message
+
+
+def normalise_path(name: str) -> str:
+    """NAME relative to the root ('/' and '.' runs dropped); PathRefused for '..',
+    control characters (NUL too), backslashes and names that end up empty."""
+    if "\\" in name or any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
+        raise PathRefused("control character or backslash in the name")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise PathRefused("'..' in the name")
+    if not parts:
+        raise PathRefused("empty name")
+    return "/".join(parts)
+
+
+def locate(root: Path, relative: str) -> Path:
+    """The file RELATIVE names under ROOT, symlinks resolved; PathRefused if that is
+    outside ROOT, FileNotFoundError if it is no regular file, OSError if it cannot be
+    resolved (a symlink loop: ELOOP)."""
+    base = Path(os.path.realpath(root, strict=True))
+    target = Path(os.path.realpath(base / relative, strict=True))
+    if not target.is_relative_to(base):
+        raise PathRefused("resolves outside the root")
+    if not target.is_file():
+        raise FileNotFoundError(relative)
+    return target
+
+
+def loggable(name: str) -> str:
+    """NAME safe for a log line: no query string, no control characters, bounded."""
+    name = name.split("?", 1)[0]
+    return "".join(char if char.isprintable() else "?" for char in name)[:200]
+
+
+def error_packet(code: int, message: str) -> bytes:
+    return struct.pack("!HH", ERROR, code) + message.encode("ascii", "replace") + b"\0"
+
+
+def oack_packet(options: Mapping[str, int]) -> bytes:
+    return struct.pack("!H", OACK) + b"".join(
+        f"{key}\0{value}\0".encode("ascii") for key, value in options.items()
+    )
+
+
+@dataclass(frozen=True)
+class Request:
+    filename: str
+    mode: str
+    options: dict[str, str]
+
+
+def parse_request(data: bytes) -> Request:
+    """A read request, or Refusal (a write request is always refused)."""
+    opcode = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
+    if opcode == WRQ:
+        raise Refusal(ACCESS_VIOLATION, "read-only server")
+    if opcode != RRQ:
+        raise Refusal(ILLEGAL_OPERATION, "illegal TFTP operation")
+    fields = data[2:].split(b"\0")
+    if len(fields) < 3 or fields[-1] != b"":
+        raise Refusal(ILLEGAL_OPERATION, "malformed request")
+    try:
+        name, mode, *rest = (item.decode("utf-8") for item in fields[:-1])
+    except UnicodeDecodeError:
+        raise Refusal(ACCESS_VIOLATION, "bad file name") from None
+    if mode.lower() not in MODES:
+        raise Refusal(ILLEGAL_OPERATION, "unsupported transfer mode")
+    options = {key.lower(): value for key, value in zip(rest[0::2], rest[1::2], strict=False)}
+    return Request(name, mode.lower(), options)
+
+
+def negotiate(requested: Mapping[str, str], size: int, max_timeout: int) -> dict[str, int]:
+    """The options to acknowledge: blksize (clamped), tsize (the size, unless it is 0),
+    timeout (from MIN_TIMEOUT to MAX_TIMEOUT seconds: a larger one is not acknowledged and
+    the server's is used)."""
+    accepted: dict[str, int] = {}
+    for key, text in requested.items():
+        if not (text.isascii() and text.isdigit() and len(text) <= 10):
+            continue
+        value = int(text)
+        if key == "blksize" and value >= MIN_BLKSIZE:
+            accepted[key] = min(value, MAX_BLKSIZE)
+        elif key == "tsize" and size > 0:  # curl refuses an OACK with tsize 0 (an empty file)
+            accepted[key] = size
+        elif key == "timeout" and MIN_TIMEOUT <= value <= max_timeout:
+            accepted[key] = value
+    return accepted
+
+
+class Source(Protocol):
+    """What a transfer sends: SIZE bytes, read by offset."""
+
+    size: int
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class MemorySource:
+    """Bytes made by the server (a rendered boot config)."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content = memoryview(content)
+        self.size = len(content)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return bytes(self._content[offset : offset + length])
+
+    def close(self) -> None:
+        self._content.release()
+
+
+class FileSource:
+    """An open regular file, read with pread (no shared offset); a file that shrinks
+    while it is served raises OSError rather than sending a short block as if it ended."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = os.pread(self.fd, length, offset)
+        if len(data) < min(length, self.size - offset):
+            raise OSError("the file shrank while it was served")
+        return data
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Transfer:
+    """One read transfer: blocks sent and acknowledged, retransmission, the end.
+
+    Blocks are counted from 1 without bound; the wire carries them modulo 65536 (rolling
+    over to 0, as curl, GRUB and pxelinux expect). Up to WINDOW blocks are in flight; an
+    ACK of block k (any of those in flight) moves the window to k + 1. A duplicate or
+    stale ACK is never answered (RFC 1350's Sorcerer's Apprentice): only the timer resends.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        options: Mapping[str, int],
+        *,
+        timeout: float,
+        retries: int,
+        now: float,
+        window: int = 1,
+    ) -> None:
+        self.source = source
+        self.blksize = options.get("blksize", DEFAULT_BLKSIZE)
+        self.timeout = float(options.get("timeout", timeout))
+        self.retries = retries
+        self.window = window
+        self.blocks = source.size // self.blksize + 1  # the last one is short, maybe empty
+        self._oack = oack_packet(options) if options else None
+        self.acked = 0  # blocks the client acknowledged
+        self.sent = 0  # the highest block sent
+        self.tries = 0  # resends of what is in flight
+        self.waiting_since = now  # when what is in flight was first sent
+        self.deadline = now + self.timeout
+        self.done = False
+        self.error: str | None = None  # why it ended early
+
+    @property
+    def delivered(self) -> int:
+        return min(self.acked * self.blksize, self.source.size)
+
+    def start(self, now: float) -> list[bytes]:
+        """The first datagrams: the OACK, or the first blocks when no option was taken."""
+        if self._oack is not None:
+            self._wait(now)
+            return [self._oack]
+        return self._advance(0, now)
+
+    def receive(self, data: bytes, now: float) -> list[bytes]:
+        """The datagrams to send for one datagram from the client."""
+        opcode = int.from_bytes(data[:2], "big") if len(data) >= 2 else -1
+        if opcode == ACK and len(data) >= 4:
+            number = int.from_bytes(data[2:4], "big")
+            if self._oack is not None and self.sent == 0:
+                return self._advance(0, now) if number == 0 else []
+            for block in range(self.sent, self.acked, -1):
+                if block & 0xFFFF == number:
+                    return self._advance(block, now)
+            return []
+        self.done = True
+        if opcode == ERROR:
+            message = data[4:].split(b"\0", 1)[0].decode("ascii", "replace")
+            self.error = f"the client ended it: {loggable(message) or 'error'}"
+            return []
+        self.error = "illegal TFTP operation from the client"
+        return [error_packet(ILLEGAL_OPERATION, "illegal TFTP operation")]
+
+    def expire(self, now: float) -> list[bytes] | None:
+        """What to send again when the ACK is overdue ([] when it is not); None once the
+        retries are spent: the transfer is abandoned."""
+        if now < self.deadline:
+            return []
+        self.tries += 1
+        if self.tries > self.retries:
+            self.done = True
+            self.error = f"no ACK after {self.retries} retransmissions, {self.timeout:g}s apart"
+            return None
+        self.deadline = now + self.timeout
+        if self._oack is not None and self.sent == 0:
+            return [self._oack]
+        return [self._block(number) for number in range(self.acked + 1, self.sent + 1)]
+
+    def _advance(self, acked: int, now: float) -> list[bytes]:
+        self.acked = acked
+        if acked >= self.blocks:
+            self.done = True
+            return []
+        last = min(acked + self.window, self.blocks)
+        packets = [self._block(number) for number in range(acked + 1, last + 1)]
+        self.sent = last
+        self._wait(now)
+        return packets
+
+    def _wait(self, now: float) -> None:
+        self.tries = 0
+        self.waiting_since = now
+        self.deadline = now + self.timeout
+
+    def _block(self, number: int) -> bytes:
+        data = self.source.read((number - 1) * self.blksize, self.blksize)
+        return struct.pack("!HH", DATA, number & 0xFFFF) + data
