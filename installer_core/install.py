@@ -434,11 +434,20 @@ def _fail(
             "unmount the target",
             lambda: disk.unmount_target(paths.target, plan.staging, host.runner),
         )
-    if failure.step in EARLY and not reached.network_up:
+    network_up = reached.network_up
+    if failure.step in EARLY and not network_up:
         storage = reached.storage or _storage_macs(host)
         _best_effort(
             "bring up the network to report the failure",
             lambda: bring_up_network(boot.args, boot.reporter, storage, host),
+        )
+        network_up = True
+    if network_up:
+        # A failure before the answer file was fetched: enrol now, so that the failure
+        # reaches the server (which then disarms netboot). Enrolled already: nothing sent.
+        _best_effort(
+            "enrol with the server to report the failure",
+            lambda: boot.reporter.enrol(host.transport.session),
         )
     if answer is not None:
         stage = ScriptStage.INSTALLATION_COMPLETE

@@ -443,6 +443,7 @@ def test_an_early_failure_brings_the_network_up_to_report_it(
         "logbundle.make_bundle",
     ]
     assert faked.handed["network.bring_up"][1] == ("52:54:00:78:00:01",)
+    assert len(reporter.enrolled) == 1  # enrolled so that the failure reaches the server
     assert reporter.events[-1]["message"] == (
         "use_ibft: the iBFT names no target; nothing was written"
     )
