@@ -105,12 +105,18 @@ class SerialShell:
         tag = secrets.token_hex(4)
         begin, end = f"<<{tag}-begin>>", f"<<{tag}-end:"
         offset = self._log_size()
-        self._type(f"echo '<<{tag}-'begin'>>'; {command}; echo '<<{tag}-end:'$?'>>'\r")
+        # The end tag twice: under load the emulated UART now and then drops a character
+        # of what the machine prints, and one intact copy is enough to go on.
+        self._type(
+            f"echo '<<{tag}-'begin'>>'; {command}; s=$?; "
+            f"echo '<<{tag}-end:'$s'>>'; echo '<<{tag}-end:'$s'>>'\r"
+        )
         text = self._wait(offset, re.compile(re.escape(end) + r"(\d+)>>"), timeout)
         after = text.split(begin, 1)[-1]
         output, _, rest = after.partition(end)
         status = int(rest.split(">>", 1)[0])
-        return Result(status, output.strip("\n"))
+        kept = [line for line in output.strip("\n").split("\n") if f"<<{tag}" not in line]
+        return Result(status, "\n".join(kept))  # without a damaged copy of the end tag
 
     def check(self, command: str, timeout: float = 300) -> str:
         """``run`` that must succeed; its output."""
