@@ -15,6 +15,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,9 @@ from common.errors import NetinstallError
 from netinstall.lab.console import clean
 
 PROMPT = re.compile(r"root@[\w-]+:[^\n]*# ?$")
+TYPE_CHUNK, TYPE_PAUSE = 8, 0.02  # bytes typed at once, seconds between (see _type)
+CONTINUATION = re.compile(r"(^|\n)> ?$")  # the shell's PS2: a typed line lost a character
+STUCK = 5.0  # seconds at the PS2 prompt before a command line is given up as damaged
 
 
 @dataclass
@@ -57,7 +61,13 @@ class SerialShell:
         self._reader.join(timeout=5)
 
     def _type(self, text: str) -> None:
-        self.sock.sendall(text.encode())
+        """Type ``text`` a few characters at a time: the emulated UART's receive FIFO holds
+        16 bytes, and a guest slowed by software emulation under load does not always
+        empty it in time, so a whole line sent at once could lose a character."""
+        data = text.encode()
+        for start in range(0, len(data), TYPE_CHUNK):
+            self.sock.sendall(data[start : start + TYPE_CHUNK])
+            time.sleep(TYPE_PAUSE)
 
     def _log_size(self) -> int:
         try:
@@ -70,12 +80,27 @@ class SerialShell:
             stream.seek(offset)
             return stream.read().decode("utf-8", "replace").replace("\r", "")
 
-    def _wait(self, offset: int, pattern: re.Pattern[str], timeout: float) -> str:
+    def _wait(
+        self,
+        offset: int,
+        pattern: re.Pattern[str],
+        timeout: float,
+        stuck: Callable[[str], bool] = lambda _text: False,
+    ) -> str:
+        """The log since ``offset`` once it shows ``pattern``; NetinstallError after
+        ``timeout`` seconds, or after 5 s of ``stuck(text)`` holding."""
         deadline = time.monotonic() + timeout
+        stuck_since = None
         while time.monotonic() < deadline:
             text = self._since(offset)
             if pattern.search(text):
                 return text
+            if not stuck(text):
+                stuck_since = None
+            elif stuck_since is None:
+                stuck_since = time.monotonic()
+            elif time.monotonic() - stuck_since > STUCK:
+                break
             time.sleep(0.5)
         tail = " | ".join(clean(line) for line in self._since(offset).splitlines()[-5:])
         raise NetinstallError(f"the console did not show {pattern.pattern!r}: {tail}")
@@ -101,7 +126,21 @@ class SerialShell:
         self.run("stty -echo; export PS1='# ' TERM=dumb", timeout=60)
 
     def run(self, command: str, timeout: float = 300) -> Result:
-        """Run ``command`` (one line of shell); its output and exit status."""
+        """Run ``command`` (one line of shell); its output and exit status. A line that
+        lost a quote on the way leaves the shell asking for more (``> ``) and ran
+        nothing: it is interrupted and typed once more."""
+        offset = self._log_size()
+        try:
+            return self._run(command, timeout)
+        except NetinstallError:
+            seen = self._since(offset)
+            if "-begin>>" in seen or not CONTINUATION.search(seen):
+                raise
+        self._type("\x03")
+        time.sleep(1)
+        return self._run(command, timeout)
+
+    def _run(self, command: str, timeout: float) -> Result:
         tag = secrets.token_hex(4)
         begin, end = f"<<{tag}-begin>>", f"<<{tag}-end:"
         offset = self._log_size()
@@ -111,7 +150,12 @@ class SerialShell:
             f"echo '<<{tag}-'begin'>>'; {command}; s=$?; "
             f"echo '<<{tag}-end:'$s'>>'; echo '<<{tag}-end:'$s'>>'\r"
         )
-        text = self._wait(offset, re.compile(re.escape(end) + r"(\d+)>>"), timeout)
+        text = self._wait(
+            offset,
+            re.compile(re.escape(end) + r"(\d+)>>"),
+            timeout,
+            stuck=lambda seen: begin not in seen and bool(CONTINUATION.search(seen)),
+        )
         after = text.split(begin, 1)[-1]
         output, _, rest = after.partition(end)
         status = int(rest.split(">>", 1)[0])

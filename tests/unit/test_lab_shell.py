@@ -8,6 +8,9 @@ import socket
 import threading
 from pathlib import Path
 
+import pytest
+
+from netinstall.lab import shell as shell_module
 from netinstall.lab.shell import SerialShell
 
 
@@ -48,3 +51,45 @@ def test_a_command_is_read_back_with_its_status(tmp_path: Path) -> None:
             shell.close()
         served.join(timeout=10)
         assert (result.status, result.output) == (3, "hello"), drop
+
+
+def test_a_line_that_lost_a_quote_is_typed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shell_module, "STUCK", 0.5)
+    path, log = tmp_path / "serial.sock", tmp_path / "serial.log"
+    log.write_text("# ")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    lines: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        pending = b""
+        while len(lines) < 3:
+            pending += conn.recv(4096)
+            while b"\r" in pending or b"\x03" in pending:
+                cut = min(i for i in (pending.find(b"\r"), pending.find(b"\x03")) if i >= 0)
+                lines.append(pending[: cut + 1])
+                pending = pending[cut + 1 :]
+                if len(lines) == 1:  # a quote lost: the shell waits for the rest
+                    with log.open("a") as out:
+                        out.write("\r\n> ")
+                elif lines[-1].endswith(b"\r"):  # typed again, whole this time
+                    name = re.search(rb"<<(\w+)-", lines[-1])[1].decode()  # type: ignore[index]
+                    with log.open("a") as out:
+                        out.write(f"\r\n<<{name}-begin>>\r\nok\r\n<<{name}-end:0>>\r\n# ")
+        conn.close()
+        server.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    shell = SerialShell(path, log)
+    try:
+        result = shell.run("true", timeout=30)
+    finally:
+        shell.close()
+    thread.join(timeout=10)
+    assert (result.status, result.output) == (0, "ok")
+    assert lines[1] == b"\x03"  # interrupted before it was typed again
