@@ -59,6 +59,21 @@ class Scenario:
     # SAN: the target's portals, each a path to the LUN (2 with multipath: iSCSI multipath,
     # where a path is lost by taking a portal off the storage network).
     portals: int = 1
+    # A vendor utility partition (lab/utility.py) as partition 1 of the disk before the
+    # install: kept byte for byte, and every partition of ours numbered one higher.
+    utility: bool = False
+    disk_size: int | None = None  # bytes; None: qemu.DISK_SIZE
+    # A power cut during the install (lab/powercut.py: the cut point's name), then power on.
+    cut: str | None = None
+
+    @property
+    def root_partition(self) -> int:
+        """The installed root's partition number (SPEC §6: a kept partition 1 shifts it)."""
+        return 2 if self.utility else 1
+
+    @property
+    def backup_partition(self) -> int:
+        return self.root_partition + 1
 
     @property
     def qemu_paths(self) -> bool:
@@ -128,7 +143,12 @@ LOW_MEMORY = Scenario(
     installer_xen_args="dom0_max_vcpus=1-2 dom0_mem=768M,max:768M com1=115200,8n1 console=com1,vga",
     expect_log="staging the payload on the backup partition",
 )
-UPGRADE = Scenario("upgrade to B through the agent, then restore A", srtype="ext", upgrade=True)
+UPGRADE = Scenario(
+    "upgrade to B through the agent, then restore A; a utility partition kept",
+    srtype="ext",
+    upgrade=True,
+    utility=True,
+)
 ISCSI = Scenario("iSCSI root LUN named by the iBFT, diskless", srtype="lvm", san=True)
 ISCSI_REFUSED = Scenario(
     "the iSCSI target refuses the installer's login",
