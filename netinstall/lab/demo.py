@@ -29,7 +29,18 @@ from common.errors import InputError, NetinstallError
 from common.firmware import Firmware
 from common.process import run
 from hypervisor_payload.treeinfo import parse_treeinfo
-from netinstall.lab import console, netns, paths, qemu, san, services, upgrade, usernet, utility
+from netinstall.lab import (
+    console,
+    netns,
+    paths,
+    powercut,
+    qemu,
+    san,
+    services,
+    upgrade,
+    usernet,
+    utility,
+)
 from netinstall.lab.console import Tracker
 from netinstall.lab.diskview import mounted, read_only_disk
 from netinstall.lab.follow import Follower, Say
@@ -192,8 +203,17 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             if reason is None:
                 target.refuse_login()
                 tracker.reached["target refuses the host"] = follower.now()
+        cut = None
+        if reason is None and options.chosen.cut is not None:
+            tracker, cut, reason = powercut.cut_and_power_on(
+                follower, tracker, powercut.cut_point(options.chosen.cut),
+                disk=machine.disk, archive=_archive(options.repo), workdir=workdir,
+            )  # fmt: skip
+            vm = follower.vm
         if reason is None:
             reason = follower.follow(tracker, options.until, options.timeout)
+        if reason is None and cut is not None:
+            reason = powercut.after_the_cut(tracker, cut, checks)
         if reason is None and options.chosen.upgrade:
             reason = upgrade.upgrade_and_restore(
                 follower,
@@ -249,6 +269,11 @@ def _path_remover(machine: qemu.Machine, target: san.Target | None) -> Callable[
 
 def _version(repo: Path) -> str:
     return parse_treeinfo((repo / ".treeinfo").read_text("utf-8")).version
+
+
+def _archive(repo: Path) -> str:
+    """The dom0 root archive's path in the repository (the download's biggest file)."""
+    return parse_treeinfo((repo / ".treeinfo").read_text("utf-8")).archive
 
 
 def verify(
