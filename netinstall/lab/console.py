@@ -89,7 +89,7 @@ class Tracker:
         """
         installed = INSTALLED in self.reached
         keep = (INSTALLED, REBOOT) if installed else ()
-        after = Tracker(installing=not installed)
+        after = Tracker(installing=not installed, markers=list(self.markers))
         for name, when in self.reached.items():
             after.reached[name if name in keep else f"before the cut: {name}"] = when
         after.reached[label] = at

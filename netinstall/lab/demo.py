@@ -13,6 +13,7 @@ expected message and the disk was never written (``verify_failure``).
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import shutil
 import signal
@@ -365,7 +366,10 @@ def _check_address(
 def _check_disk(
     disk: Path, scenario: Scenario, booted: str | None, checks: list[str]
 ) -> str | None:
-    """Partition 1's UUID is the one dom0 booted with; the scenario's files are on it."""
+    """Root's UUID is the one dom0 booted with; the scenario's files are on it; the DOS
+    layout when the scenario asked for it."""
+    if scenario.dos and (why := _check_dos(disk, checks)) is not None:
+        return why
     try:
         with read_only_disk(disk) as loop:
             number = scenario.root_partition
@@ -385,6 +389,36 @@ def _check_disk(
             checks.append(f"on the installed root: {', '.join(wanted)}")
     except NetinstallError as exc:
         return f"the disk could not be read back: {exc}"
+    return None
+
+
+DOS_ROOT = DOS_BACKUP = 4 * 2**30  # SPEC §6's legacy DOS layout: 1 root, 2 backup, 3 SR
+
+
+def _check_dos(disk: Path, checks: list[str]) -> str | None:
+    """The image holds SPEC §6's DOS layout: root 4 GiB, backup 4 GiB, the SR on the rest."""
+    try:
+        table = json.loads(run(["sfdisk", "--json", str(disk)]).stdout)["partitiontable"]
+    except (NetinstallError, ValueError, KeyError) as exc:
+        return f"the disk's table could not be read: {exc}"
+    sector = int(table.get("sectorsize", 512))
+    found = [(p.get("type"), int(p.get("size", 0)) * sector) for p in table.get("partitions", [])]
+    sizes = [size for _, size in found]
+    wanted = ["83", "83", "8e"]
+    if (
+        table.get("label") != "dos"
+        or [t for t, _ in found] != wanted
+        or sizes[:2]
+        != [
+            DOS_ROOT,
+            DOS_BACKUP,
+        ]
+    ):
+        return f"the disk is not the DOS layout: a {table.get('label')} label with {found}"
+    checks.append(
+        f"DOS layout: root {sizes[0] // 2**30} GiB (83), backup {sizes[1] // 2**30} GiB (83), "
+        f"SR {sizes[2] / 2**30:.1f} GiB (8e)"
+    )
     return None
 
 

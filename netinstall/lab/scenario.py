@@ -67,6 +67,11 @@ class Scenario:
     cut: str | None = None
 
     @property
+    def dos(self) -> bool:
+        """The legacy DOS layout (SPEC §6), asked for on the installer's command line."""
+        return "disable-gpt" in (self.installer_kernel_args or "").split()
+
+    @property
     def root_partition(self) -> int:
         """The installed root's partition number (SPEC §6: a kept partition 1 shifts it)."""
         return 2 if self.utility else 1
@@ -171,6 +176,28 @@ NO_IBFT = Scenario(
     installer_kernel_args="xencons=hvc console=tty0 console=hvc0 net.ifnames=0 use_ibft",
     expect_failure="the firmware published no iSCSI Boot Firmware Table",
 )
+# Power cuts (lab/powercut.py): the plug pulled at one install step, then power on again.
+# The BIOS ones install the legacy DOS layout (disable-gpt) on a small disk (SPEC §6).
+CUT_NAMES = ("before-partition", "download", "extract", "bootloader", "first-boot")
+SMALL_DISK = 16 * 2**30
+DOS_KERNEL_ARGS = "xencons=hvc console=tty0 console=hvc0 net.ifnames=0 disable-gpt"
+
+
+def power_cut(cut: str, *, dos: bool = False) -> Scenario:
+    """The scenario that cuts the power at ``cut`` (a ``powercut.CUT_POINTS`` name)."""
+    if dos:
+        return Scenario(
+            f"power cut: {cut}; DOS layout on a 16 GiB disk",
+            srtype="lvm",
+            cut=cut,
+            installer_kernel_args=DOS_KERNEL_ARGS,
+            disk_size=SMALL_DISK,
+        )
+    return Scenario(f"power cut: {cut}", srtype="ext", cut=cut)
+
+
+# make test folds one cut into the UEFI install (test_network_boot), the rest is test-all.
+CI_CUT = "extract"
 BAD_ANSWER_FILE = Scenario(
     "bad answer file",
     timezone="Europe/Londen",
@@ -241,13 +268,22 @@ NAMED: dict[str, Scenario] = {
     "no-ibft": NO_IBFT,
     "iscsi-refused": ISCSI_REFUSED,
 }
-NAMES = ("install", *NAMED)
+DOS = Scenario("DOS layout on a 16 GiB disk", installer_kernel_args=DOS_KERNEL_ARGS,
+               disk_size=SMALL_DISK)  # fmt: skip
+CUT_PREFIX = "power-cut-"
+NAMES = ("install", *NAMED, "dos", *(CUT_PREFIX + cut for cut in CUT_NAMES))
 
 
 def scenario_for(firmware: str, name: str) -> Scenario:
     """The scenario ``netinstall demo --scenario NAME`` runs on ``firmware``."""
     if name == "install":
         return SCENARIOS[firmware]
+    if name == "dos":
+        if firmware != "bios":
+            raise InputError("the DOS layout (disable-gpt) is for BIOS machines only (SPEC §6)")
+        return DOS
+    if name.startswith(CUT_PREFIX) and name.removeprefix(CUT_PREFIX) in CUT_NAMES:
+        return power_cut(name.removeprefix(CUT_PREFIX), dos=firmware == "bios")
     if name not in NAMED:
         raise InputError(f"unknown scenario {name!r}; expected {', '.join(NAMES)}")
     return NAMED[name]

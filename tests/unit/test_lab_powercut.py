@@ -165,3 +165,16 @@ def test_the_installer_after_a_first_boot_cut_is_a_failure() -> None:
     after.line(XEN, 160.0)
     after.line("netinstall-init: starting", 170.0)
     assert after.failure == "after the reboot the machine booted the installer again"
+
+
+def test_the_scenarios_name_every_cut_point() -> None:
+    from netinstall.lab import scenario
+
+    assert tuple(CUT_POINTS) == scenario.CUT_NAMES
+    bios = scenario.scenario_for("bios", "power-cut-bootloader")
+    assert (bios.cut, bios.dos, bios.disk_size) == ("bootloader", True, scenario.SMALL_DISK)
+    uefi = scenario.scenario_for("uefi", "power-cut-bootloader")
+    assert (uefi.cut, uefi.dos, uefi.disk_size) == ("bootloader", False, None)
+    assert scenario.scenario_for("bios", "dos").dos
+    with pytest.raises(InputError, match="BIOS machines only"):
+        scenario.scenario_for("uefi", "dos")
