@@ -368,7 +368,7 @@ def _check_disk(
 ) -> str | None:
     """Root's UUID is the one dom0 booted with; the scenario's files are on it; the DOS
     layout when the scenario asked for it."""
-    if scenario.dos and (why := _check_dos(disk, checks)) is not None:
+    if scenario.dos and (why := check_dos(disk, checks)) is not None:
         return why
     try:
         with read_only_disk(disk) as loop:
@@ -395,7 +395,7 @@ def _check_disk(
 DOS_ROOT = DOS_BACKUP = 4 * 2**30  # SPEC §6's legacy DOS layout: 1 root, 2 backup, 3 SR
 
 
-def _check_dos(disk: Path, checks: list[str]) -> str | None:
+def check_dos(disk: Path, checks: list[str]) -> str | None:
     """The image holds SPEC §6's DOS layout: root 4 GiB, backup 4 GiB, the SR on the rest."""
     try:
         table = json.loads(run(["sfdisk", "--json", str(disk)]).stdout)["partitiontable"]

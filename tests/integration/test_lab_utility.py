@@ -1,14 +1,17 @@
-"""The lab's utility partition written to a real (sparse) image with sgdisk, then read back
-the way the planner and the lab do (netinstall.lab.utility)."""
+"""The lab's disk checks on real (sparse) images: the utility partition written with sgdisk
+and read back the way the planner and the lab do (netinstall.lab.utility), and the DOS
+layout check (netinstall.lab.demo)."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from netinstall.lab import utility
+from netinstall.lab import demo, utility
+from netinstall.lab.scenario import SMALL_DISK
 from partitioning.facts import read_facts
 
 pytestmark = pytest.mark.skipif(shutil.which("sgdisk") is None, reason="sgdisk is missing")
@@ -31,3 +34,22 @@ def test_the_utility_partition_is_what_the_planner_keeps(tmp_path: Path) -> None
         stream.seek(kept.offset + kept.size - 1)
         stream.write(b"\0" if last != b"\0" else b"\1")
     assert utility.partition_digest(disk, kept) != kept.sha256
+
+
+def _sfdisk(disk: Path, script: str) -> None:
+    subprocess.run(["sfdisk", "--quiet", str(disk)], input=script, text=True, check=True)
+
+
+@pytest.mark.skipif(shutil.which("sfdisk") is None, reason="sfdisk is missing")
+def test_the_dos_layout_check_reads_the_image(tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    with disk.open("wb") as stream:
+        stream.truncate(SMALL_DISK)
+    _sfdisk(disk, "label: dos\n,4GiB,83\n,4GiB,83\n,,8e\n")
+    checks: list[str] = []
+    assert demo.check_dos(disk, checks) is None
+    assert checks == ["DOS layout: root 4 GiB (83), backup 4 GiB (83), SR 8.0 GiB (8e)"]
+    _sfdisk(disk, "label: dos\n,4GiB,83\n,3GiB,83\n,,8e\n")  # a backup of the wrong size
+    assert "not the DOS layout" in (demo.check_dos(disk, []) or "")
+    _sfdisk(disk, "label: gpt\n,4GiB\n,4GiB\n,,\n")
+    assert "a gpt label" in (demo.check_dos(disk, []) or "")
