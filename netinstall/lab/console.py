@@ -24,6 +24,7 @@ XEN_DISK = "Xen from disk"
 DOM0_DISK = "dom0 up from disk"
 SAN_LOGIN = "dom0 logged in to the SAN"  # its initramfs, from the iBFT (SAN scenarios)
 SR_CREATED = "SR created"
+SR_COMMAND = "SR being made"  # first boot's first LVM command (pvcreate, vgcreate, ...)
 RUNNING = "running"
 FAILED = "failed"
 
@@ -42,6 +43,7 @@ _ROOT_UUID = re.compile(r"\broot=UUID=([0-9A-Fa-f-]+)")
 # the kernel's line for the session's SCSI host.
 _SAN_LOGIN = re.compile(r"Connection\d+:\d+ to \[target: .*operational|iSCSI Initiator over TCP/IP")
 _SR = re.compile(r"local SR: (\S+) on .*, uuid ([0-9a-f-]{36})")
+_SR_COMMAND = re.compile(r"local SR: (pvcreate|vgcreate|vgextend|lvcreate|mkfs\.ext4) ")
 _MARKER = re.compile(r"netinstall-lab-marker: (.*)")  # the lab's scripts (lab/scenario.py)
 _SECRET = re.compile(r"(token=)[^\s&]+")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
@@ -63,7 +65,9 @@ class Tracker:
     # system, so booting it (a dom0 command line with root=UUID) before a new ``installed``
     # is a failure.
     installing: bool = False
-    step: str | None = None  # the install step in progress on the console, if any
+    # The install step in progress on the console, if any; during first boot, the last
+    # command it ran to make the SR ("first boot: pvcreate").
+    step: str | None = None
     downloaded: dict[str, int] = field(default_factory=dict)  # file -> percent reported
     _rebooted: bool = False  # a reboot after the installer came up
     _xen_after_reboot: bool = False
@@ -140,6 +144,9 @@ class Tracker:
             self.facts.setdefault("sr_type", match.group(1))
             self.facts.setdefault("sr_uuid", match.group(2))
             self._reach(SR_CREATED, at)
+        if match := _SR_COMMAND.search(text):
+            self._reach(SR_COMMAND, at)
+            self.step = f"first boot: {match.group(1)}"
 
     def event(self, state: str, step: str | None, message: str | None, at: float) -> None:
         """One registry event (its state, step and message) seen ``at`` seconds in."""

@@ -53,8 +53,8 @@ class CutPoint:
 
     def reached(self, tracker: Tracker, archive: str) -> bool:
         """Is it time to cut? (pure)"""
-        if self.step is None:  # first boot: its SR line says it is at work
-            return console.INSTALLED in tracker.reached and console.SR_CREATED in tracker.reached
+        if self.step is None:  # first boot, once it runs its first command to make the SR
+            return console.INSTALLED in tracker.reached and console.SR_COMMAND in tracker.reached
         if console.step_milestone(self.step) not in tracker.reached:
             return False
         return not self.download or tracker.downloaded.get(archive, 0) >= DOWNLOAD_PERCENT
@@ -156,6 +156,8 @@ def _where_it_fell(tracker: Tracker, cut: Cut) -> str | None:
     if point.step is None:
         if console.RUNNING in tracker.reached:
             return "the running report was made before the cut: first boot was over"
+        if not (cut.step or "").startswith("first boot: "):
+            return "the cut meant during first boot came before it made its SR"
         return None
     if console.INSTALLED in tracker.reached:
         return f"the cut meant {point.title} came after installed"

@@ -59,10 +59,15 @@ def test_the_download_cut_waits_for_the_root_archive_part_way() -> None:
 def test_the_first_boot_cut_waits_for_the_installed_system_at_work() -> None:
     first_boot = CUT_POINTS["first-boot"]
     tracker = Tracker()
-    tracker.line(f"netinstall-firstboot: local SR: lvm on ['/dev/vda3'], uuid {SR}", 5.0)
+    tracker.line("netinstall_dom0.sr: local SR: pvcreate --yes /dev/vda3", 5.0)
     assert not first_boot.reached(tracker, ARCHIVE)  # not installed: an old disk's line
     tracker = _installed_and_first_boot()
     assert first_boot.reached(tracker, ARCHIVE)
+    assert tracker.step == "first boot: pvcreate"
+    before = _installer_until("bootloader")
+    before.event("installed", None, None, 100.0)
+    before.line(f"netinstall-firstboot: local SR: lvm on ['/dev/vda3'], uuid {SR}", 150.0)
+    assert not first_boot.reached(before, ARCHIVE)  # the SR named, nothing made yet
 
 
 def _installed_and_first_boot() -> Tracker:
@@ -72,6 +77,7 @@ def _installed_and_first_boot() -> Tracker:
     tracker.line(XEN, 110.0)
     tracker.line(f"[    0.000000] Command line: root=UUID={ROOT} ro console=hvc0", 111.0)
     tracker.line(f"netinstall-firstboot: local SR: lvm on ['/dev/vda3'], uuid {SR}", 150.0)
+    tracker.line("netinstall_dom0.sr: local SR: pvcreate --yes /dev/vda3", 151.0)
     return tracker
 
 
@@ -83,12 +89,14 @@ def _installed_and_first_boot() -> Tracker:
         ("bootloader", None, 2**30, "came during step (none)"),
         ("before-partition", "download", 0, None),
         ("before-partition", "download", 4096, "after the disk was written (4096 B)"),
+        ("first-boot", "first boot: vgcreate", 2**30, None),
+        ("first-boot", None, 2**30, "came before it made its SR"),
     ],
 )
 def test_a_cut_must_fall_where_it_was_meant(
     name: str, step: str | None, written: int, why: str | None
 ) -> None:
-    tracker = _installer_until(step or "configure")
+    tracker = _installed_and_first_boot() if name == "first-boot" else _installer_until("x")
     tracker.step = step
     found = powercut._where_it_fell(tracker, Cut(CUT_POINTS[name], 50.0, step, written))
     assert found == why or (why is not None and found is not None and why in found)
@@ -135,7 +143,7 @@ def test_without_the_installer_again_a_cut_before_installed_fails() -> None:
 
 def test_after_a_first_boot_cut_the_disk_boots_and_keeps_its_sr() -> None:
     before = _installed_and_first_boot()
-    cut = Cut(CUT_POINTS["first-boot"], 151.0, None, 2**31, before.facts["sr_uuid"])
+    cut = Cut(CUT_POINTS["first-boot"], 151.0, before.step, 2**31, before.facts["sr_uuid"])
     after = before.after_power_cut(cut.label, cut.at)
     assert not after.installing
     assert after.reached[console.INSTALLED] == 100.0  # kept: the disk is whole
