@@ -17,7 +17,9 @@ from common.firmware import Firmware
 
 # The scenario names without importing the lab (and its server) for --help.
 SCENARIO_NAMES = ("install", "upgrade", "iscsi", "multipath", "iscsi-multipath", "low-memory",
-                  "bad-answer-file", "no-ibft", "iscsi-refused")  # fmt: skip
+                  "bad-answer-file", "no-ibft", "iscsi-refused", "dos",
+                  "power-cut-before-partition", "power-cut-download", "power-cut-extract",
+                  "power-cut-bootloader", "power-cut-first-boot")  # fmt: skip
 
 MILESTONES = {"installer": "installer up", "running": "running"}
 
@@ -47,7 +49,10 @@ MILESTONES = {"installer": "installer up", "running": "running"}
     "installer's dom0 gets 768 MiB, so the payload is staged on the disk. bad-answer-file: the "
     "install must fail cleanly (failed reported with the message, the disk untouched). "
     "no-ibft: use_ibft on a machine whose firmware published no iBFT must fail as cleanly; "
-    "iscsi-refused: so must an installer whose iSCSI login the target refuses.",
+    "iscsi-refused: so must an installer whose iSCSI login the target refuses. dos (BIOS): "
+    "the legacy DOS layout (disable-gpt) on a 16 GiB disk. power-cut-POINT: the plug pulled "
+    "at that install step (before-partition, download, extract, bootloader, first-boot), "
+    "then power on: the host must reach running on its own (on BIOS with the DOS layout).",
 )
 @click.option(
     "--network",

@@ -24,12 +24,15 @@ XEN_DISK = "Xen from disk"
 DOM0_DISK = "dom0 up from disk"
 SAN_LOGIN = "dom0 logged in to the SAN"  # its initramfs, from the iBFT (SAN scenarios)
 SR_CREATED = "SR created"
+SR_COMMAND = "SR being made"  # first boot's first LVM command (pvcreate, vgcreate, ...)
 RUNNING = "running"
 FAILED = "failed"
 
 _XEN = re.compile(r"Xen version 4\.\d+")
 _INIT = re.compile(r"netinstall-init: |installer_core: ")
 _STEP = re.compile(r"netinstall: step (\S+) \((\d+)/(\d+)\)")
+_STEP_END = re.compile(r"netinstall: step (\S+) (?:done in|FAILED after)")
+_PERCENT = re.compile(r"^(\S+) (\d+)%$")  # a download progress message: "<file> <n>%"
 _EXIT = re.compile(r"netinstall-init: the installer exited with status (\d+)")
 _REBOOT = re.compile(
     r"netinstall-init: reboot\b|reboot: Restarting system|Hardware Dom0 shutdown: rebooting"
@@ -40,6 +43,7 @@ _ROOT_UUID = re.compile(r"\broot=UUID=([0-9A-Fa-f-]+)")
 # the kernel's line for the session's SCSI host.
 _SAN_LOGIN = re.compile(r"Connection\d+:\d+ to \[target: .*operational|iSCSI Initiator over TCP/IP")
 _SR = re.compile(r"local SR: (\S+) on .*, uuid ([0-9a-f-]{36})")
+_SR_COMMAND = re.compile(r"local SR: (pvcreate|vgcreate|vgextend|lvcreate|mkfs\.ext4) ")
 _MARKER = re.compile(r"netinstall-lab-marker: (.*)")  # the lab's scripts (lab/scenario.py)
 _SECRET = re.compile(r"(token=)[^\s&]+")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
@@ -57,6 +61,14 @@ class Tracker:
     facts: dict[str, str] = field(default_factory=dict)
     failure: str | None = None
     markers: list[str] = field(default_factory=list)  # the lab scripts' marker lines
+    # After a power cut during an install (lab/powercut.py): the disk holds a half-installed
+    # system, so booting it (a dom0 command line with root=UUID) before a new ``installed``
+    # is a failure.
+    installing: bool = False
+    # The install step in progress on the console, if any; during first boot, the last
+    # command it ran to make the SR ("first boot: pvcreate").
+    step: str | None = None
+    downloaded: dict[str, int] = field(default_factory=dict)  # file -> percent reported
     _rebooted: bool = False  # a reboot after the installer came up
     _xen_after_reboot: bool = False
 
@@ -69,6 +81,24 @@ class Tracker:
     def _fail(self, why: str) -> None:
         if self.failure is None:
             self.failure = why
+
+    def after_power_cut(self, label: str, at: float) -> Tracker:
+        """The tracker to follow the machine with once its power came back after a cut.
+
+        The milestones before the cut stay in the table, prefixed ``before the cut:``,
+        with the cut itself (``label``). A cut after ``installed`` keeps ``installed`` and
+        the reboot as they were (the disk boots next and must reach ``running`` from
+        there); a cut before it leaves a half-installed disk, which must not boot
+        (``installing``).
+        """
+        installed = INSTALLED in self.reached
+        keep = (INSTALLED, REBOOT) if installed else ()
+        after = Tracker(installing=not installed, markers=list(self.markers))
+        for name, when in self.reached.items():
+            after.reached[name if name in keep else f"before the cut: {name}"] = when
+        after.reached[label] = at
+        after._rebooted = installed and REBOOT in self.reached
+        return after
 
     def line(self, text: str, at: float) -> None:
         """One console line seen ``at`` seconds after the start."""
@@ -86,6 +116,9 @@ class Tracker:
             self._reach(INSTALLER_UP, at)
         if match := _STEP.search(text):
             self._reach(step_milestone(match.group(1)), at)
+            self.step = match.group(1)
+        if (match := _STEP_END.search(text)) and match.group(1) == self.step:
+            self.step = None
         if match := _MARKER.search(text):
             self.markers.append(f"netinstall-lab-marker: {match.group(1)}")
         if match := _EXIT.search(text):
@@ -93,6 +126,13 @@ class Tracker:
         if _REBOOT.search(text) and INSTALLER_UP in self.reached and not self._rebooted:
             self._rebooted = True
             self._reach(REBOOT, at)
+        if (
+            self.installing
+            and INSTALLED not in self.reached
+            and (match := _CMDLINE.search(text))
+            and _ROOT_UUID.search(match.group(1) or match.group(2) or "")
+        ):
+            self._fail("the machine booted its half-installed disk before a new `installed`")
         if (match := _CMDLINE.search(text)) and XEN_DISK in self.reached:
             cmdline = match.group(1) or match.group(2) or ""
             if root := _ROOT_UUID.search(cmdline):
@@ -104,6 +144,9 @@ class Tracker:
             self.facts.setdefault("sr_type", match.group(1))
             self.facts.setdefault("sr_uuid", match.group(2))
             self._reach(SR_CREATED, at)
+        if match := _SR_COMMAND.search(text):
+            self._reach(SR_COMMAND, at)
+            self.step = f"first boot: {match.group(1)}"
 
     def event(self, state: str, step: str | None, message: str | None, at: float) -> None:
         """One registry event (its state, step and message) seen ``at`` seconds in."""
@@ -111,6 +154,13 @@ class Tracker:
             self._reach(NETWORK_BOOT, at)  # a later state implies the boot config was fetched
         if state == "installing" and step:
             self._reach(step_milestone(step), at)
+        if (
+            state == "installing"
+            and step == "download"
+            and (match := _PERCENT.match(message or ""))
+        ):
+            name, percent = match.group(1), int(match.group(2))
+            self.downloaded[name] = max(self.downloaded.get(name, 0), percent)
         if state == INSTALLED:
             self._reach(INSTALLED, at)
         if state == RUNNING and INSTALLED in self.reached:  # not an agent's earlier check-in

@@ -13,6 +13,7 @@ expected message and the disk was never written (``verify_failure``).
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import shutil
 import signal
@@ -29,7 +30,18 @@ from common.errors import InputError, NetinstallError
 from common.firmware import Firmware
 from common.process import run
 from hypervisor_payload.treeinfo import parse_treeinfo
-from netinstall.lab import console, netns, paths, qemu, san, services, upgrade, usernet
+from netinstall.lab import (
+    console,
+    netns,
+    paths,
+    powercut,
+    qemu,
+    san,
+    services,
+    upgrade,
+    usernet,
+    utility,
+)
 from netinstall.lab.console import Tracker
 from netinstall.lab.diskview import mounted, read_only_disk
 from netinstall.lab.follow import Follower, Say
@@ -151,7 +163,10 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         local_disk=storage is None,  # a SAN machine is diskless: the image is its LUN
         multipath=options.chosen.qemu_paths,
     )
-    qemu.make_disk(machine.disk)
+    qemu.make_disk(machine.disk, options.chosen.disk_size or qemu.DISK_SIZE)
+    kept = utility.make_utility_partition(machine.disk) if options.chosen.utility else None
+    if kept is not None:
+        say(f"lab: utility partition 1 written, {kept.size} bytes, sha256 {kept.sha256}")
     if machine.ovmf_vars is not None:
         qemu.copy_ovmf_vars(machine.ovmf_vars)
     machine.serial.unlink(missing_ok=True)
@@ -189,8 +204,17 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             if reason is None:
                 target.refuse_login()
                 tracker.reached["target refuses the host"] = follower.now()
+        cut = None
+        if reason is None and options.chosen.cut is not None:
+            tracker, cut, reason = powercut.cut_and_power_on(
+                follower, tracker, powercut.cut_point(options.chosen.cut),
+                disk=machine.disk, archive=_archive(options.repo), workdir=workdir,
+            )  # fmt: skip
+            vm = follower.vm
         if reason is None:
             reason = follower.follow(tracker, options.until, options.timeout)
+        if reason is None and cut is not None:
+            reason = powercut.after_the_cut(tracker, cut, checks)
         if reason is None and options.chosen.upgrade:
             reason = upgrade.upgrade_and_restore(
                 follower,
@@ -200,6 +224,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
                 target=_version(options.upgrade_repo) if options.upgrade_repo else None,
                 server_dir=server_dir,
                 checks=checks,
+                kept=kept,
             )
         if reason is None and options.chosen.multipath:
             reason = paths.lose_a_path(
@@ -218,7 +243,11 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         if net is not None:
             netns.destroy(net.namespace)  # raises if the namespace is still there
     if reason is None and options.chosen.upgrade:
-        reason = upgrade.check_backup(machine.disk, _version(options.repo), checks)
+        reason = upgrade.check_backup(
+            machine.disk, _version(options.repo), checks, options.chosen.backup_partition
+        )
+    if reason is None and kept is not None:
+        reason = _check_utility(machine.disk, kept, checks)
     if reason is None and options.until == console.RUNNING:
         reason = verify(
             tracker, options, server, server_dir=server_dir, mac=mac, disk=machine.disk,
@@ -241,6 +270,11 @@ def _path_remover(machine: qemu.Machine, target: san.Target | None) -> Callable[
 
 def _version(repo: Path) -> str:
     return parse_treeinfo((repo / ".treeinfo").read_text("utf-8")).version
+
+
+def _archive(repo: Path) -> str:
+    """The dom0 root archive's path in the repository (the download's biggest file)."""
+    return parse_treeinfo((repo / ".treeinfo").read_text("utf-8")).archive
 
 
 def verify(
@@ -332,24 +366,70 @@ def _check_address(
 def _check_disk(
     disk: Path, scenario: Scenario, booted: str | None, checks: list[str]
 ) -> str | None:
-    """Partition 1's UUID is the one dom0 booted with; the scenario's files are on it."""
+    """Root's UUID is the one dom0 booted with; the scenario's files are on it; the DOS
+    layout when the scenario asked for it."""
+    if scenario.dos and (why := check_dos(disk, checks)) is not None:
+        return why
     try:
         with read_only_disk(disk) as loop:
-            found = run(["blkid", "-s", "UUID", "-o", "value", f"{loop}p1"], ok_codes=(0, 2))
+            number = scenario.root_partition
+            root = f"{loop}p{number}"
+            found = run(["blkid", "-s", "UUID", "-o", "value", root], ok_codes=(0, 2))
             on_disk = found.stdout.strip().lower() or None
             if on_disk != booted:
-                return f"dom0 booted root=UUID={booted}, partition 1 has UUID {on_disk}"
-            checks.append(f"root UUID {booted} == partition 1 of the disk")
+                return f"dom0 booted root=UUID={booted}, partition {number} has UUID {on_disk}"
+            checks.append(f"root UUID {booted} == partition {number} of the disk")
             wanted = scenario.disk_files()
             if not wanted:
                 return None
-            with mounted(f"{loop}p1") as root:
-                missing = [name for name in wanted if not (root / name).is_file()]
+            with mounted(root) as where:
+                missing = [name for name in wanted if not (where / name).is_file()]
             if missing:
                 return f"the installed root lacks {', '.join(missing)}"
             checks.append(f"on the installed root: {', '.join(wanted)}")
     except NetinstallError as exc:
         return f"the disk could not be read back: {exc}"
+    return None
+
+
+DOS_ROOT = DOS_BACKUP = 4 * 2**30  # SPEC §6's legacy DOS layout: 1 root, 2 backup, 3 SR
+
+
+def check_dos(disk: Path, checks: list[str]) -> str | None:
+    """The image holds SPEC §6's DOS layout: root 4 GiB, backup 4 GiB, the SR on the rest."""
+    try:
+        table = json.loads(run(["sfdisk", "--json", str(disk)]).stdout)["partitiontable"]
+    except (NetinstallError, ValueError, KeyError) as exc:
+        return f"the disk's table could not be read: {exc}"
+    sector = int(table.get("sectorsize", 512))
+    found = [(p.get("type"), int(p.get("size", 0)) * sector) for p in table.get("partitions", [])]
+    sizes = [size for _, size in found]
+    wanted = ["83", "83", "8e"]
+    if (
+        table.get("label") != "dos"
+        or [t for t, _ in found] != wanted
+        or sizes[:2]
+        != [
+            DOS_ROOT,
+            DOS_BACKUP,
+        ]
+    ):
+        return f"the disk is not the DOS layout: a {table.get('label')} label with {found}"
+    checks.append(
+        f"DOS layout: root {sizes[0] // 2**30} GiB (83), backup {sizes[1] // 2**30} GiB (83), "
+        f"SR {sizes[2] / 2**30:.1f} GiB (8e)"
+    )
+    return None
+
+
+def _check_utility(disk: Path, kept: utility.Utility, checks: list[str]) -> str | None:
+    """After the run, from the image: the utility partition's table entry and bytes held."""
+    if (why := utility.check_table_entry(disk, checks, "at the end")) is not None:
+        return why
+    found = utility.partition_digest(disk, kept)
+    if found != kept.sha256:
+        return f"the utility partition changed: sha256 {found}, written {kept.sha256}"
+    checks.append(f"at the end: utility partition 1 byte for byte as written (sha256 {found})")
     return None
 
 

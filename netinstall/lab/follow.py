@@ -34,6 +34,7 @@ class Follower:
     prefix: str = ""  # put before each milestone announced (the phase's name)
     serial: console.SerialLog = field(init=False)
     seen_events: int = 0
+    interval: float = 0.5  # seconds between two looks at the console and the registry
 
     def __post_init__(self) -> None:
         self.serial = console.SerialLog(vm_serial(self.vm))
@@ -46,9 +47,15 @@ class Follower:
     def now(self) -> float:
         return time.monotonic() - self.start
 
-    def follow(self, tracker: Tracker, until: str, timeout: float) -> str | None:
-        """Follow until ``until`` (None) or a failure, QEMU or the server ending, the
-        time limit (``timeout`` seconds from now): why not."""
+    def follow(
+        self,
+        tracker: Tracker,
+        until: str,
+        timeout: float,
+        stop: Callable[[Tracker], bool] | None = None,
+    ) -> str | None:
+        """Follow until ``until`` (None), or until ``stop`` holds (None too), or a failure,
+        QEMU or the server ending, the time limit (``timeout`` seconds from now): why not."""
         announced: set[str] = set(tracker.reached)
         deadline = time.monotonic() + timeout
         with Registry.open(self.server_dir) as registry:
@@ -72,6 +79,8 @@ class Follower:
                     if until == console.RUNNING:
                         _drain(self.serial, tracker, self.start)
                     return None
+                if stop is not None and stop(tracker):
+                    return None
                 if tracker.failure is not None:
                     return tracker.failure
                 if (code := self.vm.exited()) is not None:
@@ -80,7 +89,7 @@ class Follower:
                     return f"the server exited with status {code} (see {self.server.log_path})"
                 if time.monotonic() > deadline:
                     return f"no {until!r} within {timeout:g} s"
-                time.sleep(0.5)
+                time.sleep(self.interval)
 
 
 def vm_serial(vm: services.Child) -> Path:

@@ -59,6 +59,26 @@ class Scenario:
     # SAN: the target's portals, each a path to the LUN (2 with multipath: iSCSI multipath,
     # where a path is lost by taking a portal off the storage network).
     portals: int = 1
+    # A vendor utility partition (lab/utility.py) as partition 1 of the disk before the
+    # install: kept byte for byte, and every partition of ours numbered one higher.
+    utility: bool = False
+    disk_size: int | None = None  # bytes; None: qemu.DISK_SIZE
+    # A power cut during the install (lab/powercut.py: the cut point's name), then power on.
+    cut: str | None = None
+
+    @property
+    def dos(self) -> bool:
+        """The legacy DOS layout (SPEC §6), asked for on the installer's command line."""
+        return "disable-gpt" in (self.installer_kernel_args or "").split()
+
+    @property
+    def root_partition(self) -> int:
+        """The installed root's partition number (SPEC §6: a kept partition 1 shifts it)."""
+        return 2 if self.utility else 1
+
+    @property
+    def backup_partition(self) -> int:
+        return self.root_partition + 1
 
     @property
     def qemu_paths(self) -> bool:
@@ -128,7 +148,12 @@ LOW_MEMORY = Scenario(
     installer_xen_args="dom0_max_vcpus=1-2 dom0_mem=768M,max:768M com1=115200,8n1 console=com1,vga",
     expect_log="staging the payload on the backup partition",
 )
-UPGRADE = Scenario("upgrade to B through the agent, then restore A", srtype="ext", upgrade=True)
+UPGRADE = Scenario(
+    "upgrade to B through the agent, then restore A; a utility partition kept",
+    srtype="ext",
+    upgrade=True,
+    utility=True,
+)
 ISCSI = Scenario("iSCSI root LUN named by the iBFT, diskless", srtype="lvm", san=True)
 ISCSI_REFUSED = Scenario(
     "the iSCSI target refuses the installer's login",
@@ -151,6 +176,28 @@ NO_IBFT = Scenario(
     installer_kernel_args="xencons=hvc console=tty0 console=hvc0 net.ifnames=0 use_ibft",
     expect_failure="the firmware published no iSCSI Boot Firmware Table",
 )
+# Power cuts (lab/powercut.py): the plug pulled at one install step, then power on again.
+# The BIOS ones install the legacy DOS layout (disable-gpt) on a small disk (SPEC §6).
+CUT_NAMES = ("before-partition", "download", "extract", "bootloader", "first-boot")
+SMALL_DISK = 16 * 2**30
+DOS_KERNEL_ARGS = "xencons=hvc console=tty0 console=hvc0 net.ifnames=0 disable-gpt"
+
+
+def power_cut(cut: str, *, dos: bool = False) -> Scenario:
+    """The scenario that cuts the power at ``cut`` (a ``powercut.CUT_POINTS`` name)."""
+    if dos:
+        return Scenario(
+            f"power cut: {cut}; DOS layout on a 16 GiB disk",
+            srtype="lvm",
+            cut=cut,
+            installer_kernel_args=DOS_KERNEL_ARGS,
+            disk_size=SMALL_DISK,
+        )
+    return Scenario(f"power cut: {cut}", srtype="ext", cut=cut)
+
+
+# make test folds one cut into the UEFI install (test_network_boot), the rest is test-all.
+CI_CUT = "extract"
 BAD_ANSWER_FILE = Scenario(
     "bad answer file",
     timezone="Europe/Londen",
@@ -221,13 +268,22 @@ NAMED: dict[str, Scenario] = {
     "no-ibft": NO_IBFT,
     "iscsi-refused": ISCSI_REFUSED,
 }
-NAMES = ("install", *NAMED)
+DOS = Scenario("DOS layout on a 16 GiB disk", installer_kernel_args=DOS_KERNEL_ARGS,
+               disk_size=SMALL_DISK)  # fmt: skip
+CUT_PREFIX = "power-cut-"
+NAMES = ("install", *NAMED, "dos", *(CUT_PREFIX + cut for cut in CUT_NAMES))
 
 
 def scenario_for(firmware: str, name: str) -> Scenario:
     """The scenario ``netinstall demo --scenario NAME`` runs on ``firmware``."""
     if name == "install":
         return SCENARIOS[firmware]
+    if name == "dos":
+        if firmware != "bios":
+            raise InputError("the DOS layout (disable-gpt) is for BIOS machines only (SPEC §6)")
+        return DOS
+    if name.startswith(CUT_PREFIX) and name.removeprefix(CUT_PREFIX) in CUT_NAMES:
+        return power_cut(name.removeprefix(CUT_PREFIX), dos=firmware == "bios")
     if name not in NAMED:
         raise InputError(f"unknown scenario {name!r}; expected {', '.join(NAMES)}")
     return NAMED[name]

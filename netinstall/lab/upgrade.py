@@ -24,7 +24,7 @@ from pathlib import Path
 
 from common.errors import NetinstallError
 from common.process import run
-from netinstall.lab import console, qemu, services
+from netinstall.lab import console, qemu, services, utility
 from netinstall.lab.console import Tracker
 from netinstall.lab.diskview import mounted, read_only_disk
 from netinstall.lab.follow import Follower
@@ -33,6 +33,7 @@ from netinstall.lab.shell import SerialShell
 from pxe_server.registry import Registry
 
 NEW_HOST_NAME = "lab01b"
+DISK = "vda"  # the lab disk in dom0 (scenario.Scenario.variables)
 MARKER = "netinstall-lab-marker"
 PHASE_TIMEOUT = 1800.0
 
@@ -79,12 +80,34 @@ def _release_version(shell: SerialShell) -> str:
     return shell.check(". /etc/netinstall-release && echo $VERSION").strip().splitlines()[-1]
 
 
-def _check_system(
-    shell: SerialShell, version: str, marker: tuple[str, str], checks: list[str], when: str
+def check_utility(
+    shell: SerialShell, kept: utility.Utility | None, checks: list[str], when: str
 ) -> str | None:
-    """Log in again: ``version`` runs, the SR marker (read command, token) and host name held."""
+    """From dom0: the utility partition (partition 1 of the disk) hashes as written."""
+    if kept is None:
+        return None
+    found = shell.check(utility.dom0_hash_command(DISK)).split()
+    if kept.sha256 not in found:
+        return f"{when}: the utility partition hashes {found[:1]}, written {kept.sha256}"
+    checks.append(f"{when}: utility partition /dev/{DISK}1 byte for byte as written (dom0)")
+    return None
+
+
+def _check_system(
+    shell: SerialShell,
+    version: str,
+    marker: tuple[str, str],
+    checks: list[str],
+    when: str,
+    *,
+    kept: utility.Utility | None,
+) -> str | None:
+    """Log in again: ``version`` runs, the SR marker (read command, token) and host name
+    held, the utility partition (``kept``) untouched."""
     read_marker, token = marker
     shell.login(ROOT_PASSWORD)
+    if why := check_utility(shell, kept, checks, when):
+        return why
     found = _release_version(shell)
     if found != version:
         return f"{when}: /etc/netinstall-release says {found!r}, expected {version!r}"
@@ -107,8 +130,10 @@ def upgrade_and_restore(
     target: str | None,
     server_dir: Path,
     checks: list[str],
+    kept: utility.Utility | None = None,
 ) -> str | None:
-    """Steps 1 to 4 of the module docstring; None when all of it held, else why not."""
+    """Steps 1 to 4 of the module docstring; None when all of it held, else why not.
+    ``kept``: the disk's utility partition, hashed from dom0 after each phase."""
     if target is None or machine.console is None:
         raise NetinstallError("the upgrade scenario needs a target version and a console socket")
     mac = follower.mac
@@ -120,6 +145,8 @@ def upgrade_and_restore(
     shell = SerialShell(machine.console, machine.serial)
     try:
         shell.login(ROOT_PASSWORD)
+        if why := check_utility(shell, kept, checks, f"after installing {start_version}"):
+            return why
         shell.check(write_marker)
         shell.check(f"echo {NEW_HOST_NAME} > /etc/hostname && hostname {NEW_HOST_NAME}")
         first.reached["marker and host name written"] = follower.now()
@@ -133,7 +160,8 @@ def upgrade_and_restore(
             return f"upgrade to {target}: {reason}"
         if (running := _running_version(server_dir, mac)) != target:
             return f"after the upgrade the host reports {running!r}, expected {target!r}"
-        if why := _check_system(shell, target, (read_marker, token), checks, "after the upgrade"):
+        marker = (read_marker, token)
+        if why := _check_system(shell, target, marker, checks, "after the upgrade", kept=kept):
             return why
 
         follower.skip_events()
@@ -144,17 +172,15 @@ def upgrade_and_restore(
             return f"restore: {reason}"
         if (running := _running_version(server_dir, mac)) != start_version:
             return f"after the restore the host reports {running!r}, expected {start_version!r}"
-        return _check_system(
-            shell, start_version, (read_marker, token), checks, "after the restore"
-        )
+        return _check_system(shell, start_version, marker, checks, "after the restore", kept=kept)
     finally:
         shell.close()
 
 
-def check_backup(disk: Path, version: str, checks: list[str]) -> str | None:
-    """After the run (the VM stopped): the backup partition holds ``version``."""
+def check_backup(disk: Path, version: str, checks: list[str], number: int = 2) -> str | None:
+    """After the run (the VM stopped): the backup partition (``number``) holds ``version``."""
     try:
-        with read_only_disk(disk) as loop, mounted(f"{loop}p2") as backup:
+        with read_only_disk(disk) as loop, mounted(f"{loop}p{number}") as backup:
             marker = backup / ".netinstall-backup.json"
             if not marker.is_file():
                 return "the backup partition has no .netinstall-backup.json"

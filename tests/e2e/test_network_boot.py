@@ -6,18 +6,21 @@ which reports failed with the answer file's mistake and never writes the disk.
 ``test_install_and_boot_from_disk``: the whole flow, until the installed system
 reports ``running`` after its reboot with facts that match the disk; between them
 the two firmwares' scenarios (netinstall/lab/scenario.py) prove a static admin
-address, both SR types, a script at each stage and a supplemental pack.
+address, both SR types, a script at each stage and a supplemental pack. The UEFI one
+also has its power cut during extract (``scenario.CI_CUT``, lab/powercut.py): make test's
+one power cut; the other cut points are tests/e2e/test_power_cut.py (test-all).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from common.firmware import Firmware
 from netinstall.lab import console
-from netinstall.lab.scenario import BAD_ANSWER_FILE, LOW_MEMORY, SCENARIOS
+from netinstall.lab.scenario import BAD_ANSWER_FILE, CI_CUT, LOW_MEMORY, SCENARIOS
 from tests.e2e.conftest import FIRMWARES, SERVER, run_scenario
 
 pytestmark = pytest.mark.e2e
@@ -42,6 +45,8 @@ def test_a_bad_answer_file_fails_cleanly(built: Path, firmware: Firmware, tmp_pa
 @pytest.mark.parametrize("firmware", FIRMWARES)
 def test_install_and_boot_from_disk(built: Path, firmware: Firmware, tmp_path: Path) -> None:
     scenario = SCENARIOS[firmware]
+    if firmware == "uefi":
+        scenario = replace(scenario, name=f"{scenario.name}, power cut: {CI_CUT}", cut=CI_CUT)
     result = run_scenario(built, firmware, console.RUNNING, 1800, tmp_path, scenario=scenario)
     reached = result.tracker.reached
     # Milestones seen in the same poll share a timestamp: the order is what counts.
@@ -56,6 +61,9 @@ def test_install_and_boot_from_disk(built: Path, firmware: Firmware, tmp_path: P
         assert "script markers on the console" in checked
     if scenario.pack:
         assert "var/lib/netinstall/packs/example.installed" in checked
+    if scenario.cut is not None:
+        assert f"power cut {scenario.cut}: running" in checked
+        assert "never its half-installed disk" in checked
 
 
 @pytest.mark.slow  # make test-all: the fallback, not the real chain

@@ -1,6 +1,7 @@
 """The upgrade scenario end to end (netinstall/lab/upgrade.py): install A, upgrade to B
 through the dom0 agent, restore A; the SR marker and the changed host name survive,
-the backup partition holds A. UEFI in make test; BIOS (slower under TCG) in test-all."""
+the backup partition holds A, and the utility partition the lab put first on the disk
+is kept byte for byte throughout. UEFI in make test; BIOS (slower under TCG) in test-all."""
 
 from __future__ import annotations
 
@@ -32,3 +33,8 @@ def test_upgrade_then_restore(built: Path, firmware: Firmware, tmp_path: Path) -
     assert "after the upgrade: release" in checked
     assert "after the restore: release" in checked
     assert f"the backup partition holds {start}" in checked
+    # The disk's first partition is a vendor utility partition (lab/utility.py): the same
+    # bytes after the install, the upgrade and the restore (from dom0), and in the image.
+    for when in (f"after installing {start}", "after the upgrade", "after the restore"):
+        assert f"{when}: utility partition /dev/vda1 byte for byte as written" in checked
+    assert "at the end: utility partition 1 byte for byte as written" in checked
