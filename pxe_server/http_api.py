@@ -188,6 +188,7 @@ async def post_event(call: Call[Event]) -> EventReply:
     """An installer, first-boot or agent report (docs/protocol.md)."""
     event = call.body
     facts = None if event.facts is None else encode(event.facts, envelope=False)
+    by_key = await blocking(call.ctx.registry.host_by_install_key, bearer(call.request) or "")
     _, reply = await blocking(
         call.ctx.registry.record_event,
         call.mac,
@@ -196,6 +197,7 @@ async def post_event(call: Call[Event]) -> EventReply:
         progress=event.progress,
         message=event.message,
         facts=facts,
+        by_install_key=by_key is not None and by_key.mac == call.mac,
     )
     return decode(EventReply, reply, strict=False)
 

@@ -252,12 +252,13 @@ class Host:
 
 
 def install_done(host: Host) -> Host:
-    """``host`` once its new system runs: the install token and the enrolled key are dead;
-    a conflict stays for the operator (rearm or new work clears it)."""
+    """``host`` once its new system runs: the install token is dead; the enrolled key
+    lives on until the agent's first check-in (a first boot cut off before it saved its
+    credential may report ``running`` again with it); a conflict stays for the operator
+    (rearm or new work clears it)."""
     return replace(
         host,
         token=None,
-        install_key_hash=None,
         enrolled_from=None,
         enrolled_at=None,
         ticket_issued_at=None,

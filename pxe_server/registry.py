@@ -560,12 +560,15 @@ class Registry:
         progress: float | None = None,
         message: str | None = None,
         facts: Mapping[str, object] | None = None,
+        by_install_key: bool = False,
     ) -> tuple[Host, dict[str, object]]:
         """Apply a reported event; the host after it and the reply body for the client.
 
         Repeating the current state keeps step/progress that are not given; a new
         state replaces them. ``installed``/``failed`` disarm netboot. The first
-        ``running`` kills the install token and hands out the agent credential.
+        ``running`` kills the install token and hands out the agent credential; a
+        ``running`` again ``by_install_key`` before the agent's first check-in hands out a
+        new one (first boot lost the reply: a power cut before it saved it).
         """
         mac = normalise_mac(mac)
         try:
@@ -598,7 +601,11 @@ class Registry:
                 version = (facts or {}).get("payload_version")
                 if isinstance(version, str) and version:
                     host = replace(host, running_version=version)
-                if old.state is not State.RUNNING:
+                # The first running hands out the credential; a running again with the
+                # install key, before the agent ever checked in, means first boot lost
+                # the reply (a power cut before it saved it): a new one replaces it.
+                again = by_install_key and old.install_key_hash is not None
+                if old.state is not State.RUNNING or again:
                     credential = new_token()  # handed out here once; only its hash is kept
                     digest = self._keys.hash(Purpose.AGENT_CREDENTIAL, credential)
                     host = replace(install_done(host), agent_credential_hash=digest)
@@ -768,6 +775,8 @@ class Registry:
             old = self._load(conn, mac)
             now = time.time()
             host, message = apply_checkin(old, running_version, state, now, multipath)
+            if host.state is State.RUNNING:  # the agent holds its credential: the key is spent
+                host = replace(host, install_key_hash=None)
             if host.work in AGENT_WORK and host.state in OFFERED:
                 # The reply hands the agent the installer and its token (over the agent's
                 # credential): a new boot of the installer may enrol, and the token lives

@@ -442,7 +442,10 @@ def test_symlink_loops_and_fifos_get_an_error_at_once_and_leak_nothing(
             reply, _ = raw_exchange(server.port, rrq(name))
             assert as_error(reply)[0] == expected[name]
     assert time.monotonic() - start < 10
-    assert len(os.listdir("/proc/self/fd")) == before
+    # 200 refused requests: a descriptor kept per request would show 200 more; the
+    # process's own (a lazily made loop or executor descriptor, another test's socket
+    # still closing) may move the count by one or two.
+    assert len(os.listdir("/proc/self/fd")) - before < 10
     assert server.transfers == 0
     lines = [r.getMessage() for r in caplog.records if "loop-a:" in r.getMessage()]
     assert len(lines) == 50

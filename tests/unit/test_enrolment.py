@@ -113,11 +113,35 @@ def test_a_disarmed_host_hands_out_no_new_ticket(reg: Registry) -> None:
     with pytest.raises(EnrolRefused) as refused:
         reg.enrol(MAC, ticket, KEY_2, THIEF)
     assert refused.value.status == 409
-    host, reply = reg.record_event(MAC, State.RUNNING)
+    host, reply = reg.record_event(MAC, State.RUNNING, by_install_key=True)
     assert "agent_credential" in reply
-    assert (host.token, host.install_key_hash) == (None, None)
+    assert host.token is None
     assert host.conflict is not None  # it stays for the operator until rearm or new work
-    assert reg.host_by_install_key(KEY_1) is None  # the key died with running
+    reg.check_in(MAC, "0.1.0", "running")  # the agent holds its credential
+    assert reg.host_by_install_key(KEY_1) is None  # the key is spent
+
+
+def test_first_boot_that_lost_its_credential_gets_a_new_one_until_the_agent_checks_in(
+    reg: Registry,
+) -> None:
+    ticket = token(reg)
+    reg.mark_signalled(MAC)
+    reg.enrol(MAC, ticket, KEY_1, REAL)
+    reg.record_event(MAC, State.INSTALLED, by_install_key=True)
+    host, first = reg.record_event(MAC, State.RUNNING, by_install_key=True)
+    assert host.token is None
+    assert reg.host_by_agent_credential(str(first["agent_credential"])) is not None
+    # The power went before first boot saved the reply: it reports running again.
+    _, second = reg.record_event(MAC, State.RUNNING, by_install_key=True)
+    assert second["agent_credential"] != first["agent_credential"]
+    assert reg.host_by_agent_credential(str(first["agent_credential"])) is None  # replaced
+    agent = reg.host_by_agent_credential(str(second["agent_credential"]))
+    assert agent is not None
+    # A running by the agent's credential hands out nothing new.
+    assert reg.record_event(MAC, State.RUNNING)[1] == {}
+    reg.check_in(MAC, "0.1.0", "running")  # the agent checked in: the key is spent
+    assert reg.host_by_install_key(KEY_1) is None
+    assert reg.host_by_agent_credential(str(second["agent_credential"])) is not None
 
 
 def test_a_wrong_or_dead_token_enrols_nothing(reg: Registry) -> None:
