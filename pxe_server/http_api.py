@@ -72,6 +72,7 @@ from pxe_server.limits import (
 )
 from pxe_server.model import Host, event_record, host_record, mac_dashes, normalise_mac
 from pxe_server.registry import UnknownHost
+from pxe_server.secrets import Purpose
 
 log = logging.getLogger("netinstall.http")
 
@@ -188,7 +189,6 @@ async def post_event(call: Call[Event]) -> EventReply:
     """An installer, first-boot or agent report (docs/protocol.md)."""
     event = call.body
     facts = None if event.facts is None else encode(event.facts, envelope=False)
-    by_key = await blocking(call.ctx.registry.host_by_install_key, bearer(call.request) or "")
     _, reply = await blocking(
         call.ctx.registry.record_event,
         call.mac,
@@ -197,7 +197,7 @@ async def post_event(call: Call[Event]) -> EventReply:
         progress=event.progress,
         message=event.message,
         facts=facts,
-        by_install_key=by_key is not None and by_key.mac == call.mac,
+        by_install_key=call.proved is Purpose.INSTALL_KEY,
     )
     return decode(EventReply, reply, strict=False)
 

@@ -35,6 +35,7 @@ from pxe_server.http_files import Context, blocking, context, error
 from pxe_server.limits import BODY_GRACE, BODY_IDLE_TIMEOUT, BODY_MIN_RATE, MAX_BODY
 from pxe_server.model import Host, normalise_mac
 from pxe_server.registry import EnrolRefused, Registry, TransitionRefused, UnknownHost
+from pxe_server.secrets import Purpose
 
 B = TypeVar("B")
 
@@ -63,6 +64,7 @@ class Call(Generic[B]):
     ctx: Context
     body: B
     host: Host | None
+    proved: Purpose | None = None  # which of the host's secrets the request carried
 
     @property
     def mac(self) -> str:
@@ -97,6 +99,7 @@ class Route:
 
 ROUTES = web.AppKey("api_routes", dict[web.AbstractRoute, Route])
 CALLER = web.RequestKey("caller", Host)  # the host whose secret the request carries
+PROVED = web.RequestKey("proved", Purpose)  # and which secret of that host it was
 
 
 def bearer(request: web.Request) -> str | None:
@@ -131,16 +134,19 @@ _NEEDS = {  # what a host route's bearer must be, and what a wrong one is called
 }
 
 
-def host_of_secret(registry: Registry, caller: Caller, given: str) -> Host | None:
+def host_of_secret(registry: Registry, caller: Caller, given: str) -> tuple[Host, Purpose] | None:
     """The host whose install token (TICKET routes), enrolled install key or agent
-    credential (HOST routes) or agent credential (AGENT routes) this is. Blocks."""
+    credential (HOST routes) or agent credential (AGENT routes) this is, and which of
+    them it is. Blocks."""
     if caller is Caller.TICKET:
-        return registry.host_by_token(given)
+        found = registry.host_by_token(given)
+        return None if found is None else (found, Purpose.INSTALL_TOKEN)
     if caller is Caller.HOST:
         found = registry.host_by_install_key(given)
         if found is not None:
-            return found
-    return registry.host_by_agent_credential(given)
+            return found, Purpose.INSTALL_KEY
+    found = registry.host_by_agent_credential(given)
+    return None if found is None else (found, Purpose.AGENT_CREDENTIAL)
 
 
 def _path_mac(request: web.Request) -> str | None:
@@ -166,10 +172,10 @@ async def authenticate(
         if not ctx.registry.api_token_matches(given):
             return _refused(route.caller, wrong=True)
         return await handler(request)
-    host = await blocking(host_of_secret, ctx.registry, route.caller, given)
-    if host is None or host.mac != _path_mac(request):  # another host's secret is no better
+    found = await blocking(host_of_secret, ctx.registry, route.caller, given)
+    if found is None or found[0].mac != _path_mac(request):  # another host's is no better
         return _refused(route.caller, wrong=True)
-    request[CALLER] = host
+    request[CALLER], request[PROVED] = found
     return await handler(request)
 
 
@@ -298,7 +304,7 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
             body: object = NoBody()
             if route.body is not NoBody:
                 body = decode(route.body, await read_json(request))
-            call = Call(request, context(request), body, request.get(CALLER))
+            call = Call(request, context(request), body, request.get(CALLER), request.get(PROVED))
             result = await route.handler(call)
         except BodyTooLarge as exc:
             return error(413, str(exc))

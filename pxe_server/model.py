@@ -16,6 +16,7 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from common.errors import InputError
 from common.protocol.messages import (
@@ -256,14 +257,20 @@ def install_done(host: Host) -> Host:
     lives on until the agent's first check-in (a first boot cut off before it saved its
     credential may report ``running`` again with it); a conflict stays for the operator
     (rearm or new work clears it)."""
-    return replace(
-        host,
-        token=None,
-        enrolled_from=None,
-        enrolled_at=None,
-        ticket_issued_at=None,
-        token_expires=None,
-    )
+    return replace(host, token=None, **_TICKET_CLEARED)
+
+
+# What a dead or new install token leaves of a host's enrolment: where and when its key
+# was enrolled, when the token was handed out and when it expires.
+_TICKET_CLEARED: dict[str, Any] = {
+    "enrolled_from": None,
+    "enrolled_at": None,
+    "ticket_issued_at": None,
+    "token_expires": None,
+}
+# A host's enrolment when its install token is new: nothing enrolled, nothing handed out,
+# no conflict (``registry._new_work``).
+NOT_ENROLLED: dict[str, Any] = {**_TICKET_CLEARED, "install_key_hash": None, "conflict": None}
 
 
 @dataclass(frozen=True)

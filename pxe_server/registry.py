@@ -38,6 +38,7 @@ from pxe_server.checkin import OFFERED, Reported, apply_checkin, reported_state
 from pxe_server.limits import MAX_EVENT_MESSAGE
 from pxe_server.model import (
     AGENT_WORK,
+    NOT_ENROLLED,
     REPORTABLE,
     Event,
     Host,
@@ -83,16 +84,6 @@ CHECKIN_INTERVAL = 300  # seconds between agent check-ins, handed out with the c
 UNKNOWN_REGISTERED = "registered as an unknown MAC (unknown_policy install)"
 
 
-# A host's enrolment fields when its install token is new (or dead): nothing enrolled,
-# nothing handed out, no conflict. ``_new_work`` and ``running`` reset them.
-NOT_ENROLLED: dict[str, Any] = {
-    "install_key_hash": None,
-    "enrolled_from": None,
-    "enrolled_at": None,
-    "ticket_issued_at": None,
-    "token_expires": None,
-    "conflict": None,
-}
 DEFAULT_TOKEN_TTL = 24 * 3600  # seconds an install token enrols, from its first hand-out
 TOKEN_TTL_SETTING = "install_token_ttl"  # noqa: S105 - a setting's name
 
