@@ -47,6 +47,8 @@ Migration = tuple[str, ...] | Callable[[sqlite3.Connection, Path], None]
 KEY = "registry_key"
 API_TOKEN_HASH = "api_token_hash"  # noqa: S105 - a row name
 SCRUB_PENDING = "scrub_pending"
+# A new host revision: the next value of the counters row "revision" (SQLite 3.35+).
+NEXT_REVISION = "UPDATE counters SET value = value + 1 WHERE name = 'revision' RETURNING value"
 SELECT_SECRET = "SELECT value FROM secrets WHERE name = ?"  # noqa: S105 - SQL
 
 # The hosts table from migration 5 on: no secret in clear (see the module docstring).
@@ -233,6 +235,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE hosts ADD COLUMN token_expires REAL",
         "ALTER TABLE hosts ADD COLUMN conflict TEXT",
     ),
+    # 7: render caching (README "Fast request path"): each host's revision of what its
+    # renders read, new from the registry-wide counter with every write that changes it.
+    (
+        "ALTER TABLE hosts ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT INTO counters (name, value) VALUES ('revision', 0)",
+        "CREATE INDEX hosts_by_profile ON hosts (profile)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)
@@ -297,6 +307,7 @@ HOST_COLUMNS = (
     "ticket_issued_at",
     "token_expires",
     "conflict",
+    "revision",
 )
 PROFILE_COLUMNS = (
     "name",
@@ -354,6 +365,7 @@ def host_row(host: Host, keys: Keyring) -> Row:
         host.ticket_issued_at,
         host.token_expires,
         host.conflict,
+        host.revision,
     )
 
 
@@ -383,6 +395,7 @@ def host_from(row: sqlite3.Row, keys: Keyring) -> Host:
         ticket_issued_at=row["ticket_issued_at"],
         token_expires=row["token_expires"],
         conflict=row["conflict"],
+        revision=row["revision"],
     )
 
 

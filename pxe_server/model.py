@@ -12,6 +12,7 @@ module of pxe_server speaks in these types:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from collections.abc import Mapping
@@ -38,6 +39,7 @@ __all__ = [
     "REBOOT_REQUIRED",
     "REPORTABLE",
     "STATE_ORDER",
+    "UNRENDERED",
     "BadMac",
     "BootChain",
     "Event",
@@ -57,6 +59,7 @@ __all__ = [
     "mac_dashes",
     "mac_syntax",
     "normalise_mac",
+    "rendered_view",
     "reported_from",
     "transition_allowed",
 ]
@@ -244,12 +247,47 @@ class Host:
     ticket_issued_at: float | None = None
     token_expires: float | None = None  # set at the first hand-out: TTL from then
     conflict: str | None = None  # a second installer presented the token; shown to operators
+    # The registry's revision of what renderers read of this host (``UNRENDERED``: what
+    # they do not): a new one, unique in the registry, with each write that changes it.
+    revision: int = field(default=0, compare=False)
 
     def initiator(self) -> str:
         """The IQN the host logs in to its SAN with."""
         if self.san is not None and self.san.initiator:
             return self.san.initiator
         return DEFAULT_INITIATOR_PREFIX + self.mac.replace(":", "")
+
+
+# The fields of a Host no boot config, answer file or check-in reply is rendered from:
+# bookkeeping of the install's progress, the agent and the enrolment. A write that
+# changes only these keeps the host's revision, so its cached renders stay valid
+# (``render.RenderCache``); a write that changes any other field (a field added later
+# included) gives the host a new revision. A field a template reads must not be here.
+UNRENDERED = frozenset(
+    {
+        "step",
+        "progress",
+        "running_version",
+        "facts",
+        "last_checkin",
+        "agent_credential_hash",
+        "install_key_hash",
+        "enrolled_from",
+        "enrolled_at",
+        "ticket_issued_at",
+        "token_expires",
+        "conflict",
+        "revision",
+    }
+)
+
+
+_RENDERED = tuple(f.name for f in dataclasses.fields(Host) if f.name not in UNRENDERED)
+
+
+def rendered_view(host: Host) -> tuple[object, ...]:
+    """What renderers may read of ``host``: every field but ``UNRENDERED`` ones."""
+    return tuple(getattr(host, name) for name in _RENDERED)
 
 
 def install_done(host: Host) -> Host:

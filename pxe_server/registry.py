@@ -24,9 +24,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +52,7 @@ from pxe_server.model import (
     install_done,
     mac_syntax,
     normalise_mac,
+    rendered_view,
     reported_from,
     transition_allowed,
 )
@@ -64,6 +65,7 @@ from pxe_server.registry_input import (
     san_target,
     variables_of,
 )
+from pxe_server.render_cache import RenderCache
 from pxe_server.secrets import (
     API_TOKEN_FILE,
     Keyring,
@@ -103,6 +105,95 @@ class UnknownHost(InputError):
 
 class TransitionRefused(InputError):
     """An event that would move a host's state backwards or out of ``failed``."""
+
+
+def reportable(state: State | str) -> State:
+    """``state`` as an event may report it; InputError otherwise."""
+    try:
+        new = State(state)
+    except ValueError:
+        raise InputError(f"unknown state {state!r}") from None
+    if new not in REPORTABLE:
+        names = ", ".join(s.value for s in REPORTABLE)
+        raise InputError(f"state {new.value!r} cannot be reported; expected one of {names}")
+    return new
+
+
+def check_transition(host: Host, new: State) -> None:
+    """TransitionRefused unless an event may move ``host`` to ``new``."""
+    if not transition_allowed(reported_from(host), new):
+        raise TransitionRefused(
+            f"host {host.mac} is {host.state.value}; it cannot become {new.value} "
+            "(rearm it for new work)"
+        )
+
+
+PROGRESS_BATCH = 256  # progress events queued at most; the reporter that fills it flushes
+PROGRESS_DELAY = 0.05  # seconds a queued progress event waits at most before it is committed
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress event (``installing`` again: its step, its percent) not yet committed."""
+
+    mac: str
+    step: str | None
+    progress: float | None
+    message: str | None
+    time: float = field(default_factory=time.time)
+
+
+class ProgressQueue:
+    """Progress events waiting for one transaction: at most ``batch`` of them, each at
+    most ``delay`` seconds (a timer thread commits them with ``flush``); the registry
+    commits them before any other write and when it closes. Only progress is queued:
+    a report that changes a host's state is committed before its reply."""
+
+    def __init__(
+        self,
+        flush: Callable[[], None],
+        batch: int = PROGRESS_BATCH,
+        delay: float = PROGRESS_DELAY,
+    ) -> None:
+        self.batch, self.delay = batch, delay
+        self._flush = flush
+        self._events: list[Progress] = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._stopped = False
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def put(self, event: Progress) -> bool:
+        """Queue ``event``; True when the queue is full (the caller flushes it now)."""
+        with self._lock:
+            self._events.append(event)
+            if self._timer is None and not self._stopped:
+                self._timer = threading.Timer(self.delay, self._due)
+                self._timer.daemon = True
+                self._timer.start()
+            return len(self._events) >= self.batch
+
+    def take(self) -> list[Progress]:
+        with self._lock:
+            events, self._events = self._events, []
+            return events
+
+    def _due(self) -> None:
+        with self._lock:
+            self._timer = None
+        try:
+            self._flush()
+        except Exception:  # the timer's thread has no caller to tell; the next write retries
+            log.exception("committing %d queued progress events", len(self._events))
+
+    def stop(self) -> None:
+        """No more timers (the registry closes and commits what is queued itself)."""
+        with self._lock:
+            self._stopped, timer, self._timer = True, self._timer, None
+        if timer is not None:
+            timer.cancel()
 
 
 class _Keep(enum.Enum):
@@ -177,10 +268,15 @@ class Registry:
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the writer connection's
         self.path = path
         self._keys: Keyring  # set by open(), inside its first transaction
         self._api_token_hash: str | None = None
+        self._readers = threading.local()  # each thread's read connection
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._closed = False
+        self.progress = ProgressQueue(self.flush_progress)
+        self.renders = RenderCache()  # renders of this registry's hosts, by revision
 
     @classmethod
     def open(cls, directory: Path) -> Registry:
@@ -225,8 +321,17 @@ class Registry:
         return registry
 
     def close(self) -> None:
+        """Apply the queued progress events, then close every connection."""
+        self.progress.stop()
         with self._lock:
+            if self._closed:
+                return
+            with suppress(sqlite3.Error):
+                self.flush_progress()
+            self._closed = True
             self._conn.close()
+            for conn in self._reader_conns:
+                conn.close()
 
     def __enter__(self) -> Registry:
         return self
@@ -238,19 +343,62 @@ class Registry:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction, taken up front so that reads inside it stay valid."""
+        """One short write transaction, taken up front so that reads inside it stay valid.
+        The queued progress events are committed first, in a transaction of their own
+        (``ProgressQueue``): a host's reports are applied in the order they came, and a
+        write refused later does not take them back."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+            events = self.progress.take()
+            if events:
+                with self._transaction() as conn:
+                    self._apply_progress(conn, events)
+            with self._transaction() as conn:
+                yield conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection. In WAL mode a reader never waits for the writer
+        (ours or another process's) and sees every committed write, so reads need no lock
+        and may run on an event loop's thread."""
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA query_only = ON")
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    raise NetinstallError(f"the registry {self.path} is closed")
+                self._reader_conns.append(conn)
+            self._readers.conn = conn
+        return conn
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+        return self._reader().execute(sql, params).fetchall()
+
+    @staticmethod
+    def _next_revision(conn: sqlite3.Connection) -> int:
+        """A new host revision (inside a write): never one handed out before."""
+        return int(conn.execute(schema.NEXT_REVISION).fetchone()[0])
+
+    def _bump_hosts(self, conn: sqlite3.Connection, profile: str | None = None) -> None:
+        """Every host's revision (``profile``'s hosts only) is new: what their renders
+        read (a profile, a setting, the repositories) changed in this transaction."""
+        revision = self._next_revision(conn)
+        if profile is None:
+            conn.execute("UPDATE hosts SET revision = ?", (revision,))
+        else:
+            conn.execute("UPDATE hosts SET revision = ? WHERE profile = ?", (revision, profile))
 
     def _scrub(self) -> None:
         """Leave no page of the file or its WAL with text a migration removed: vacuum (no
@@ -307,6 +455,7 @@ class Registry:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+            self._bump_hosts(conn)  # renders read settings (the default payload version)
 
     # -- profiles --------------------------------------------------------------
 
@@ -329,6 +478,7 @@ class Registry:
             done = conn.execute(schema.UPDATE_PROFILE, (*row[1:], row[0]))
             if done.rowcount == 0:
                 raise InputError(f"no profile {profile.name!r}")
+            self._bump_hosts(conn, profile.name)
 
     def get_profile(self, name: str) -> Profile | None:
         rows = self._query("SELECT * FROM profiles WHERE name = ?", (name,))
@@ -358,9 +508,21 @@ class Registry:
             raise UnknownHost(f"no host {mac} in the registry")
         return schema.host_from(row, self._keys)
 
-    def _store(self, conn: sqlite3.Connection, host: Host) -> None:
+    def _store(self, conn: sqlite3.Connection, host: Host, before: Host) -> Host:
+        """Write ``host`` (read as ``before`` in this transaction); the host as stored: with
+        a new revision if a field its renders read changed (``model.UNRENDERED``)."""
+        revision = before.revision
+        if rendered_view(host) != rendered_view(before):
+            revision = self._next_revision(conn)
+        host = replace(host, revision=revision)
         row = schema.host_row(host, self._keys)
         conn.execute(schema.UPDATE_HOST, (*row[1:], row[0]))
+        return host
+
+    def _insert(self, conn: sqlite3.Connection, host: Host) -> Host:
+        host = replace(host, revision=self._next_revision(conn))
+        conn.execute(schema.INSERT_HOST, schema.host_row(host, self._keys))
+        return host
 
     def _is_secret(self, word: str, hosts: tuple[Host, ...]) -> bool:
         """Whether ``word`` is the API token or an agent credential of ``hosts``."""
@@ -376,17 +538,20 @@ class Registry:
         install tokens and password hashes by value, the API token and agent credentials
         (known only by their keyed hashes) by checking each token-shaped word."""
         if message is not None:
-            hosts = (host,) if old is None else (host, old)
-            secret = [h.token for h in hosts]
-            secret += [v for h in hosts for k, v in h.variables if is_password_variable(k)]
-            message = redact(message, secret)
-            message = redact_tokens(message, lambda word: self._is_secret(word, hosts))
-            message = capped_message(message)  # after redaction: no secret is cut in half
+            message = self._redacted(message, host, old)
         conn.execute(
             "INSERT INTO events (time, mac, state, step, progress, message) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (time.time(), host.mac, host.state.value, host.step, host.progress, message),
         )
+
+    def _redacted(self, message: str, host: Host, old: Host | None) -> str:
+        hosts = (host,) if old is None else (host, old)
+        secret = [h.token for h in hosts]
+        secret += [v for h in hosts for k, v in h.variables if is_password_variable(k)]
+        message = redact(message, secret)
+        message = redact_tokens(message, lambda word: self._is_secret(word, hosts))
+        return capped_message(message)  # after redaction: no secret is cut in half
 
     def add_host(
         self,
@@ -414,7 +579,7 @@ class Registry:
                 san=san,
             )
             self._check_san(conn, host)
-            conn.execute(schema.INSERT_HOST, schema.host_row(host, self._keys))
+            host = self._insert(conn, host)
             self._log(conn, host, "added to the registry", None)
         return host
 
@@ -437,7 +602,7 @@ class Registry:
                 work=Work.INSTALL,
             )
             self._check_san(conn, host)
-            conn.execute(schema.INSERT_HOST, schema.host_row(host, self._keys))
+            host = self._insert(conn, host)
             self._log(conn, host, UNKNOWN_REGISTERED, None)
         return host, waiting + 1
 
@@ -471,7 +636,7 @@ class Registry:
         assigned version (an installed host then shows assigned != running)."""
         mac = normalise_mac(mac)
         with self._write() as conn:
-            host = self._load(conn, mac)
+            host = old = self._load(conn, mac)
             if name is not KEEP:
                 host = replace(host, name=host_name(name))
             if profile is not KEEP:
@@ -482,7 +647,7 @@ class Registry:
             if san is not KEEP:
                 host = replace(host, san=san_target(san))
             self._check_san(conn, host)
-            self._store(conn, host)
+            host = self._store(conn, host, old)
         return host
 
     @classmethod
@@ -562,23 +727,13 @@ class Registry:
         new one (first boot lost the reply: a power cut before it saved it).
         """
         mac = normalise_mac(mac)
-        try:
-            new = State(state)
-        except ValueError:
-            raise InputError(f"unknown state {state!r}") from None
-        if new not in REPORTABLE:
-            names = ", ".join(s.value for s in REPORTABLE)
-            raise InputError(f"state {new.value!r} cannot be reported; expected one of {names}")
+        new = reportable(state)
         progress = progress_of(progress)
         reply: dict[str, object] = {}
         with self._write() as conn:
             old = self._load(conn, mac)
             current = reported_from(old)
-            if not transition_allowed(current, new):
-                raise TransitionRefused(
-                    f"host {mac} is {old.state.value}; it cannot become {new.value} "
-                    "(rearm it for new work)"
-                )
+            check_transition(old, new)
             if new is current:
                 step = old.step if step is None else step
                 progress = old.progress if progress is None else progress
@@ -601,32 +756,110 @@ class Registry:
                     digest = self._keys.hash(Purpose.AGENT_CREDENTIAL, credential)
                     host = replace(install_done(host), agent_credential_hash=digest)
                     reply = {"agent_credential": credential, "checkin_interval": CHECKIN_INTERVAL}
-            self._store(conn, host)
+            host = self._store(conn, host, old)
             self._log(conn, host, message, old)
         return host, reply
 
+    def queue_progress(
+        self,
+        seen: Host,
+        *,
+        step: str | None = None,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> bool:
+        """A progress event (``installing`` again, with its step and percent) of ``seen``,
+        the host as this request read it, queued rather than committed (``ProgressQueue``:
+        applied within ``PROGRESS_DELAY`` s, before any other write, at close). Never
+        blocks; True when the queue is full and the caller must ``flush_progress()``.
+        TransitionRefused unless ``seen`` is installing."""
+        if reported_from(seen) is not State.INSTALLING:
+            check_transition(seen, State.INSTALLING)
+            raise TransitionRefused(f"host {seen.mac} is not installing; report installing")
+        redacted = None if message is None else self._redacted(message, seen, None)
+        return self.progress.put(Progress(seen.mac, step, progress_of(progress), redacted))
+
+    def flush_progress(self) -> None:
+        """Apply the queued progress events now (one transaction)."""
+        with self._write():
+            pass
+
+    @staticmethod
+    def _apply_progress(conn: sqlite3.Connection, events: list[Progress]) -> None:
+        """Queued progress events, in the order they came, each applied only if its host
+        is still installing (a rearm or a failure since drops it)."""
+        for event in events:
+            row = conn.execute(
+                "UPDATE hosts SET step = COALESCE(?, step), progress = COALESCE(?, progress) "
+                "WHERE mac = ? AND state = ? RETURNING step, progress",
+                (event.step, event.progress, event.mac, State.INSTALLING.value),
+            ).fetchone()
+            if row is None:
+                log.info("host %s: a progress event dropped: no longer installing", event.mac)
+                continue
+            conn.execute(
+                "INSERT INTO events (time, mac, state, step, progress, message) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (event.time, event.mac, State.INSTALLING.value, row[0], row[1], event.message),
+            )
+
     def token_ttl(self) -> int:
         """Seconds an install token enrols, counted from its first hand-out to a boot."""
-        found = self._query("SELECT value FROM settings WHERE key = ?", (TOKEN_TTL_SETTING,))
-        return int(found[0][0]) if found else DEFAULT_TOKEN_TTL
+        return self._token_ttl(self._reader())
 
-    def mark_signalled(self, mac: str) -> Host:
+    @staticmethod
+    def _token_ttl(conn: sqlite3.Connection) -> int:
+        found = conn.execute("SELECT value FROM settings WHERE key = ?", (TOKEN_TTL_SETTING,))
+        row = found.fetchone()
+        return int(row[0]) if row else DEFAULT_TOKEN_TTL
+
+    def mark_signalled(self, mac: str, seen: Host | None = None) -> Host | None:
         """An install config was fetched: pending -> signalled, and the install token was
         handed to a boot of the host (a later enrolment replaces the key; the token's
-        lifetime starts at the first hand-out)."""
+        lifetime starts at the first hand-out).
+
+        With ``seen`` (the host as the request read it, its config rendered from that):
+        the host is not read again; the write applies only if the host's revision is
+        still ``seen``'s, else nothing is written and the result is None (the config was
+        rendered from a state that is gone: render it again)."""
         mac = normalise_mac(mac)
-        ttl = self.token_ttl()
         with self._write() as conn:
-            host = self._load(conn, mac)
+            ttl = self._token_ttl(conn)
+            if seen is not None:
+                return self._signalled(conn, seen, ttl)
+            host = old = self._load(conn, mac)
             if host.netboot_armed:
                 host = issue_ticket(host, time.time(), ttl)
             logged = host.state is State.PENDING
             if logged:
                 host = replace(host, state=State.SIGNALLED, step=None, progress=None)
             if host.netboot_armed or logged:
-                self._store(conn, host)
+                host = self._store(conn, host, old)
             if logged:
                 self._log(conn, host, "fetched its boot configuration", None)
+        return host
+
+    def _signalled(self, conn: sqlite3.Connection, seen: Host, ttl: int) -> Host | None:
+        """``mark_signalled`` of an armed host read as ``seen``: only the columns it
+        changes, and only at ``seen``'s revision (no other write changed what it read)."""
+        now = time.time()
+        pending = seen.state is State.PENDING
+        revision = self._next_revision(conn) if pending else seen.revision
+        done = conn.execute(
+            "UPDATE hosts SET ticket_issued_at = ?, token_expires = COALESCE(token_expires, ?), "
+            "state = ?, step = CASE WHEN ? THEN NULL ELSE step END, "
+            "progress = CASE WHEN ? THEN NULL ELSE progress END, revision = ? "
+            "WHERE mac = ? AND revision = ? AND netboot_armed AND token_hash IS NOT NULL "
+            "RETURNING token_expires",
+            (now, now + ttl, (State.SIGNALLED if pending else seen.state).value, pending,
+             pending, revision, seen.mac, seen.revision),
+        ).fetchone()  # fmt: skip
+        if done is None:
+            return None
+        host = replace(seen, ticket_issued_at=now, token_expires=done[0], revision=revision)
+        if pending:
+            host = replace(host, state=State.SIGNALLED, step=None, progress=None)
+            self._log(conn, host, "fetched its boot configuration", None)
         return host
 
     def enrol(self, mac: str, token: str, key: str, address: str) -> tuple[Host, str]:
@@ -644,7 +877,7 @@ class Registry:
         digest = self._keys.hash(Purpose.INSTALL_KEY, key)
         refused: EnrolRefused | None = None
         with self._write() as conn:
-            host = self._load(conn, mac)
+            host = loaded = self._load(conn, mac)
             if not host.token or not hmac.compare_digest(host.token.encode(), token.encode()):
                 raise EnrolRefused(401, f"wrong or dead install token for host {mac}")
             if host.token_expires is not None and now > host.token_expires:
@@ -664,8 +897,7 @@ class Registry:
                         f"{_when(now)}: an installer at {address} presented the install token "
                         f"while {earlier} is live; refused"
                     )
-                    host = replace(host, conflict=conflict)
-                    self._store(conn, host)
+                    host = self._store(conn, replace(host, conflict=conflict), loaded)
                     self._log(conn, host, f"enrolment refused: {conflict}", None)
                     log.warning("host %s: %s", mac, conflict)
                     refused = EnrolRefused(
@@ -684,7 +916,7 @@ class Registry:
                 host = replace(
                     host, install_key_hash=digest, enrolled_from=address, enrolled_at=now
                 )
-                self._store(conn, host)
+                host = self._store(conn, host, loaded)
                 self._log(conn, host, message, None)
         if refused is not None:
             raise refused
@@ -707,7 +939,7 @@ class Registry:
             )
             if old.conflict:  # whoever won that enrolment may hold the agent credential
                 host = replace(host, agent_credential_hash=None)
-            self._store(conn, host)
+            host = self._store(conn, host, old)
             self._log(conn, host, "rearmed: new install work", old)
         return host
 
@@ -747,7 +979,7 @@ class Registry:
             host = _new_work(
                 old, kind, netboot_armed=False, assigned_version=assigned, reboot_policy=policy
             )
-            self._store(conn, host)
+            host = self._store(conn, host, old)
             self._log(conn, host, f"assigned: {what} (reboot {policy.value})", old)
         return host
 
@@ -757,12 +989,38 @@ class Registry:
         running_version: str,
         reported: Reported | str,
         multipath: list[dict[str, object]] | None = None,
+        seen: Host | None = None,
     ) -> Host:
-        """Record an agent check-in (``checkin.apply_checkin``); the host after it."""
+        """Record an agent check-in (``checkin.apply_checkin``); the host after it.
+
+        With ``seen`` (the host as the request read it): a routine check-in (running, no
+        work, no storage paths, the version it reported last, the install key spent)
+        only writes its time, without reading the host again, provided nothing it
+        depends on changed since ``seen``; anything else is applied as without it."""
         mac = normalise_mac(mac)
         state = reported_state(reported)
-        ttl = self.token_ttl()
         with self._write() as conn:
+            routine = (
+                seen is not None
+                and state is Reported.RUNNING
+                and multipath is None
+                and seen.work is None
+                and seen.state is State.RUNNING
+                and seen.install_key_hash is None
+                and seen.last_checkin is not None
+                and seen.running_version == running_version
+            )
+            if routine and seen is not None:
+                now = time.time()
+                done = conn.execute(
+                    "UPDATE hosts SET last_checkin = ? WHERE mac = ? AND revision = ? "
+                    "AND running_version = ? AND install_key_hash IS NULL "
+                    "AND last_checkin IS NOT NULL",
+                    (now, seen.mac, seen.revision, running_version),
+                )
+                if done.rowcount:
+                    return replace(seen, last_checkin=now)
+            ttl = self._token_ttl(conn)
             old = self._load(conn, mac)
             now = time.time()
             host, message = apply_checkin(old, running_version, state, now, multipath)
@@ -773,7 +1031,7 @@ class Registry:
                 # credential): a new boot of the installer may enrol, and the token lives
                 # on while the host waits for its reboot.
                 host = issue_ticket(host, now, ttl, renew=True)
-            self._store(conn, host)
+            host = self._store(conn, host, old)
             if message is not None:
                 self._log(conn, host, message, old)
         return host
@@ -810,6 +1068,7 @@ class Registry:
                 "ON CONFLICT (version) DO UPDATE SET directory = excluded.directory",
                 (version, directory, time.time()),
             )
+            self._bump_hosts(conn)  # answer files name the registered repositories
         return "added" if found is None else "replaced"
 
     def repositories(self) -> list[Repository]:
@@ -828,6 +1087,14 @@ class Registry:
         sql = "SELECT * FROM events WHERE mac = ? ORDER BY id DESC LIMIT ?"
         rows = self._query(sql, (normalise_mac(mac), -1 if limit is None else max(limit, 0)))
         return [schema.event_from(row) for row in reversed(rows)]
+
+    def last_events(self) -> dict[str, Event]:
+        """Every host's latest event, by MAC: one query (the events index), not one a host."""
+        rows = self._query(
+            "SELECT events.* FROM events JOIN "
+            "(SELECT mac, MAX(id) AS id FROM events GROUP BY mac) AS latest USING (id)"
+        )
+        return {row["mac"]: schema.event_from(row) for row in rows}
 
     def last_event(self, mac: str) -> Event | None:
         found = self.events(mac, limit=1)

@@ -293,13 +293,14 @@ def test_a_lookup_among_many_hosts_reads_one_row(reg: Registry) -> None:
         steps[0] += 1
         return 0
 
-    reg._conn.set_trace_callback(statements.append)
-    reg._conn.set_progress_handler(step, 1)  # every SQLite VM instruction
+    reader = reg._reader()  # this thread's read connection
+    reader.set_trace_callback(statements.append)
+    reader.set_progress_handler(step, 1)  # every SQLite VM instruction
     try:
         assert reg.host_by_token(host.token) == host
     finally:
-        reg._conn.set_trace_callback(None)
-        reg._conn.set_progress_handler(None, 1)
+        reader.set_trace_callback(None)
+        reader.set_progress_handler(None, 1)
     assert len(statements) == 1
     assert "WHERE token_hash = '" in statements[0]  # the keyed hash, never the token
     assert steps[0] < 300  # a search of the index: a scan of 3,001 rows takes far more

@@ -1,0 +1,290 @@
+"""A fleet of simulated hosts through the whole protocol against one real server.
+
+    .venv/bin/python benchmarks/fleet.py [--hosts 1000] [--at-once 200] [--think 0.1]
+
+Makes a server directory (``netinstall server init``), registers ``--hosts`` hosts (each
+with a ``root_password``), starts ``netinstall server run`` in another process on
+loopback (SQLite registry, DHCP off), then runs ``--at-once`` hosts at a time, each
+one a machine's whole install, one request after another with ``--think`` seconds
+between them (a real install spends seconds to minutes there):
+
+    config-tftp / config-http  the install boot config (half the hosts over TFTP:
+                               pxelinux.cfg/01-<mac>; half over HTTP: /config/grub/...)
+    enrol                      the installer enrols its key with the install token
+    answerfile                 GET /answerfile/<mac> with the key (a root_password hash)
+    progress                   14 installing events (steps, download 10%..100%)
+    installed                  installed (netboot disarmed)
+    config-local               the boot config again: must now boot the local disk
+    running                    first boot's running (facts), the agent credential back
+    checkin                    3 agent check-ins
+
+and prints, per request kind, the count, errors and p50/p95/p99 latency, then the
+server's CPU seconds and peak RSS over the run. Every reply is checked (statuses, the
+token in the install config, the local config after installed, the credential).
+Not a test: nothing here is timed by the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.loadclient import (  # noqa: E402
+    Connection,
+    HttpError,
+    cpu_seconds,
+    peak_rss_mib,
+    percentile,
+    tftp_get,
+)
+
+HOST = "127.0.0.1"
+VERSION = "1.0"
+KINDS = (
+    "config-tftp",
+    "config-http",
+    "enrol",
+    "answerfile",
+    "progress",
+    "installed",
+    "config-local",
+    "running",
+    "checkin",
+)
+STEPS = (
+    ("plan", None),
+    ("partition", None),
+    *(("download", n / 10) for n in range(1, 11)),
+    ("extract-root", None),
+    ("bootloader", None),
+)
+CHECKINS = 3
+_TOKEN = re.compile(r"netinstall\.token=([A-Za-z0-9_-]+)")
+_SERVING = re.compile(r"serving: TFTP [^:]+:(\d+) .*HTTP [^:]+:(\d+)")
+NETINSTALL = Path(sys.executable).parent / "netinstall"
+
+
+def mac_of(index: int) -> str:
+    return "52:54:%02x:%02x:%02x:%02x" % tuple((index >> s) & 0xFF for s in (24, 16, 8, 0))
+
+
+def address_of(index: int) -> str:
+    """The loopback address host ``index`` speaks from (each host has its own)."""
+    return f"127.{1 + index // 62500}.{index // 250 % 250}.{index % 250 + 1}"
+
+
+def prepare(directory: Path, hosts: int) -> None:
+    """A server directory with ``hosts`` hosts of the default profile, each with a root
+    password (its hash given, so that setting up does not hash a thousand passwords)."""
+    from pxe_server.passwords import hash_password
+    from pxe_server.registry import Registry
+
+    netboot, repo = directory.parent / "netboot", directory.parent / "repo"
+    netboot.mkdir()
+    repo.mkdir()
+    (netboot / "pxelinux.0").write_bytes(b"\x7fpxelinux" * 100)
+    argv = [str(NETINSTALL), "server", "init", str(directory), "--netboot", str(netboot)]
+    subprocess.run([*argv, "--repo", str(repo)], check=True, stdout=subprocess.DEVNULL)
+    password = hash_password("fleet-password")
+    with Registry.open(directory) as registry:
+        for index in range(hosts):
+            variables = {"root_password": password}
+            registry.add_host(mac_of(index), name=f"host{index}", variables=variables)
+
+
+class Fleet:
+    def __init__(self, tftp_port: int, http_port: int, think: float) -> None:
+        self.tftp_port, self.http_port, self.think = tftp_port, http_port, think
+        self.latency: dict[str, list[float]] = collections.defaultdict(list)
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.first_error: dict[str, str] = {}
+        self.done = 0
+
+    async def timed(self, kind: str, coroutine: object) -> object:
+        start = time.perf_counter()
+        try:
+            result = await coroutine  # type: ignore[misc]
+        except (OSError, TimeoutError, HttpError, ValueError) as exc:
+            self.errors[kind] += 1
+            self.first_error.setdefault(kind, f"{type(exc).__name__}: {exc}")
+            raise
+        self.latency[kind].append(time.perf_counter() - start)
+        if self.think:
+            await asyncio.sleep(self.think)
+        return result
+
+    async def config(self, index: int, conn: Connection) -> str:
+        mac = mac_of(index)
+        if index % 2 == 0:
+            data = await tftp_get(
+                HOST,
+                self.tftp_port,
+                f"pxelinux.cfg/01-{mac.replace(':', '-')}",
+                source=address_of(index),
+            )
+            return data.decode()
+        reply = await conn.request("GET", f"/config/grub/grub.cfg-01-{mac.replace(':', '-')}")
+        if reply.status != 200:
+            raise HttpError(f"config {reply.status}: {reply.body[:200]!r}")
+        return reply.body.decode()
+
+    async def post(
+        self, conn: Connection, path: str, secret: str, body: dict[str, object]
+    ) -> dict[str, object]:
+        reply = await conn.request(
+            "POST",
+            path,
+            body={"protocol": 2, **body},
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        if reply.status != 200:
+            raise HttpError(f"POST {path}: {reply.status} {reply.body[:200]!r}")
+        return reply.json()
+
+    async def host(self, index: int) -> None:
+        mac = mac_of(index)
+        api = f"/api/v1/hosts/{mac}"
+        conn = Connection(HOST, self.http_port, source=address_of(index))
+        kind = "config-tftp" if index % 2 == 0 else "config-http"
+        try:
+            config = str(await self.timed(kind, self.config(index, conn)))
+            found = _TOKEN.search(config)
+            if found is None:
+                raise HttpError(f"{mac}: no install token in its config")
+            token, key = found[1], f"fleet-key-{index:08d}-0123456789abcdefghijklmn"
+            await self.timed("enrol", self.post(conn, f"{api}/enrol", token, {"key": key}))
+            answer = await self.timed("answerfile", self.answer(conn, mac, key))
+            if b'<root-password type="hash">$6$' not in answer:  # type: ignore[operator]
+                raise HttpError(f"{mac}: the answer file has no root password hash")
+            for step, progress in STEPS:
+                event = {"state": "installing", "step": step, "progress": progress}
+                await self.timed("progress", self.post(conn, f"{api}/events", key, event))
+            await self.timed(
+                "installed", self.post(conn, f"{api}/events", key, {"state": "installed"})
+            )
+            local = str(await self.timed("config-local", self.config(index, conn)))
+            if "netinstall.token=" in local:
+                raise HttpError(f"{mac}: an install config after installed")
+            facts = {"payload_version": VERSION, "hostname": f"host{index}"}
+            running = {"state": "running", "facts": facts}
+            reply = await self.timed("running", self.post(conn, f"{api}/events", key, running))
+            credential = str(reply["agent_credential"])  # type: ignore[index]
+            for _ in range(CHECKINS):
+                body = {"running_version": VERSION, "state": "running"}
+                await self.timed("checkin", self.post(conn, f"{api}/checkin", credential, body))
+            self.done += 1
+        except (OSError, TimeoutError, HttpError, ValueError, KeyError):
+            pass  # counted by timed(); the host's install stops there
+        finally:
+            conn.close()
+
+    async def answer(self, conn: Connection, mac: str, key: str) -> bytes:
+        reply = await conn.request(
+            "GET", f"/answerfile/{mac}", headers={"Authorization": f"Bearer {key}"}
+        )
+        if reply.status != 200:
+            raise HttpError(f"answer file {reply.status}: {reply.body[:200]!r}")
+        return reply.body
+
+    async def run(self, hosts: int, at_once: int) -> float:
+        queue = iter(range(hosts))
+
+        async def worker() -> None:
+            for index in queue:
+                await self.host(index)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(at_once)))
+        return time.perf_counter() - start
+
+
+def start_server(directory: Path, log: Path) -> tuple[subprocess.Popen[bytes], int, int]:
+    argv = [str(NETINSTALL), "server", "run", str(directory), "--bind", HOST]
+    with log.open("wb") as out:
+        child = subprocess.Popen([*argv, "--tftp-port", "0", "--http-port", "0"], stderr=out)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = _SERVING.search(log.read_text(errors="replace"))
+        if found:
+            return child, int(found[1]), int(found[2])
+        if child.poll() is not None:
+            raise SystemExit(f"the server stopped: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    child.kill()
+    raise SystemExit("the server did not start in 30 s")
+
+
+def report(fleet: Fleet, hosts: int, elapsed: float, cpu: float, rss: float) -> None:
+    total = sum(len(v) for v in fleet.latency.values())
+    errors = sum(fleet.errors.values())
+    print(f"{hosts} hosts, {fleet.done} completed, {errors} errors, {total} requests "
+          f"in {elapsed:.1f} s ({total / elapsed:.0f} requests/s)")  # fmt: skip
+    print(f"{'kind':14}{'count':>7}{'errors':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
+    for kind in KINDS:
+        values = fleet.latency.get(kind, [])
+        cells = [percentile(values, share) * 1000 for share in (0.5, 0.95, 0.99)]
+        print(f"{kind:14}{len(values):7}{fleet.errors[kind]:8}"
+              + "".join(f"{c:9.1f}" for c in cells))  # fmt: skip
+    for kind, said in fleet.first_error.items():
+        print(f"  first {kind} error: {said}")
+    print(f"server: {cpu:.1f} s CPU in {elapsed:.1f} s ({cpu / elapsed:.0%} of a core), "
+          f"peak RSS {rss:.0f} MiB")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--at-once", type=int, default=200)
+    parser.add_argument("--think", type=float, default=0.1, help="seconds between requests")
+    parser.add_argument("--keep", type=Path, help="keep the server directory and log here")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy record the server (collapsed stacks) into this file"
+    )
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="fleet-"))
+    directory, log = tmp / "server", tmp / "server.log"
+    spy = None
+    try:
+        prepare(directory, args.hosts)
+        child, tftp_port, http_port = start_server(directory, log)
+        try:
+            if args.profile:
+                py_spy = Path(sys.executable).parent / "py-spy"
+                spy = subprocess.Popen(
+                    [str(py_spy), "record", "-p", str(child.pid), "-o", str(args.profile),
+                     "--nonblocking", "-r", "200", "--format", "raw", "--threads"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            fleet = Fleet(tftp_port, http_port, args.think)
+            before = cpu_seconds(child.pid)
+            elapsed = asyncio.run(fleet.run(args.hosts, args.at_once))
+            cpu = cpu_seconds(child.pid) - before
+            rss = peak_rss_mib(child.pid)
+        finally:
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(timeout=60)
+            child.terminate()
+            child.wait(timeout=30)
+        report(fleet, args.hosts, elapsed, cpu, rss)
+    finally:
+        if args.keep:
+            shutil.copytree(tmp, args.keep, dirs_exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if sum(fleet.errors.values()):
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    main()
