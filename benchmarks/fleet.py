@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import collections
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -40,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.loadclient import (  # noqa: E402
+from benchmarks.loadclient import (
     Connection,
     HttpError,
     cpu_seconds,
@@ -76,7 +77,12 @@ NETINSTALL = Path(sys.executable).parent / "netinstall"
 
 
 def mac_of(index: int) -> str:
-    return "52:54:%02x:%02x:%02x:%02x" % tuple((index >> s) & 0xFF for s in (24, 16, 8, 0))
+    return "52:54:" + ":".join(f"{(index >> s) & 0xFF:02x}" for s in (24, 16, 8, 0))
+
+
+def check(condition: bool, problem: str) -> None:
+    if not condition:
+        raise HttpError(problem)
 
 
 def address_of(index: int) -> str:
@@ -87,8 +93,8 @@ def address_of(index: int) -> str:
 def prepare(directory: Path, hosts: int) -> None:
     """A server directory with ``hosts`` hosts of the default profile, each with a root
     password (its hash given, so that setting up does not hash a thousand passwords)."""
-    from pxe_server.passwords import hash_password
-    from pxe_server.registry import Registry
+    from pxe_server.passwords import hash_password  # noqa: PLC0415 - after sys.path
+    from pxe_server.registry import Registry  # noqa: PLC0415
 
     netboot, repo = directory.parent / "netboot", directory.parent / "repo"
     netboot.mkdir()
@@ -120,9 +126,14 @@ class Fleet:
             self.first_error.setdefault(kind, f"{type(exc).__name__}: {exc}")
             raise
         self.latency[kind].append(time.perf_counter() - start)
-        if self.think:
-            await asyncio.sleep(self.think)
+        await self.pause()
         return result
+
+    async def pause(self) -> None:
+        """A host's time between two requests: ``think`` on average, uniformly 0.5x to
+        1.5x (hosts do not move in step)."""
+        if self.think:
+            await asyncio.sleep(self.think * random.uniform(0.5, 1.5))  # noqa: S311
 
     async def config(self, index: int, conn: Connection) -> str:
         mac = mac_of(index)
@@ -160,13 +171,13 @@ class Fleet:
         try:
             config = str(await self.timed(kind, self.config(index, conn)))
             found = _TOKEN.search(config)
-            if found is None:
-                raise HttpError(f"{mac}: no install token in its config")
+            check(found is not None, f"{mac}: no install token in its config")
+            assert found is not None  # noqa: S101 - for the type checker
             token, key = found[1], f"fleet-key-{index:08d}-0123456789abcdefghijklmn"
             await self.timed("enrol", self.post(conn, f"{api}/enrol", token, {"key": key}))
             answer = await self.timed("answerfile", self.answer(conn, mac, key))
-            if b'<root-password type="hash">$6$' not in answer:  # type: ignore[operator]
-                raise HttpError(f"{mac}: the answer file has no root password hash")
+            hashed = b'<root-password type="hash">$6$' in answer  # type: ignore[operator]
+            check(hashed, f"{mac}: the answer file has no root password hash")
             for step, progress in STEPS:
                 event = {"state": "installing", "step": step, "progress": progress}
                 await self.timed("progress", self.post(conn, f"{api}/events", key, event))
@@ -174,8 +185,7 @@ class Fleet:
                 "installed", self.post(conn, f"{api}/events", key, {"state": "installed"})
             )
             local = str(await self.timed("config-local", self.config(index, conn)))
-            if "netinstall.token=" in local:
-                raise HttpError(f"{mac}: an install config after installed")
+            check("netinstall.token=" not in local, f"{mac}: an install config after installed")
             facts = {"payload_version": VERSION, "hostname": f"host{index}"}
             running = {"state": "running", "facts": facts}
             reply = await self.timed("running", self.post(conn, f"{api}/events", key, running))
@@ -201,6 +211,7 @@ class Fleet:
         queue = iter(range(hosts))
 
         async def worker() -> None:
+            await asyncio.sleep(random.uniform(0, self.think))  # noqa: S311 - staggered
             for index in queue:
                 await self.host(index)
 
@@ -225,7 +236,8 @@ def start_server(directory: Path, log: Path) -> tuple[subprocess.Popen[bytes], i
     raise SystemExit("the server did not start in 30 s")
 
 
-def report(fleet: Fleet, hosts: int, elapsed: float, cpu: float, rss: float) -> None:
+def report(fleet: Fleet, hosts: int, elapsed: float, usage: tuple[float, float, float]) -> None:
+    cpu, rss, client_cpu = usage
     total = sum(len(v) for v in fleet.latency.values())
     errors = sum(fleet.errors.values())
     print(f"{hosts} hosts, {fleet.done} completed, {errors} errors, {total} requests "
@@ -239,7 +251,7 @@ def report(fleet: Fleet, hosts: int, elapsed: float, cpu: float, rss: float) -> 
     for kind, said in fleet.first_error.items():
         print(f"  first {kind} error: {said}")
     print(f"server: {cpu:.1f} s CPU in {elapsed:.1f} s ({cpu / elapsed:.0%} of a core), "
-          f"peak RSS {rss:.0f} MiB")  # fmt: skip
+          f"peak RSS {rss:.0f} MiB; the clients: {client_cpu:.1f} s CPU")  # fmt: skip
 
 
 def main() -> None:
@@ -267,9 +279,10 @@ def main() -> None:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
             fleet = Fleet(tftp_port, http_port, args.think)
-            before = cpu_seconds(child.pid)
+            before, client_before = cpu_seconds(child.pid), cpu_seconds(os.getpid())
             elapsed = asyncio.run(fleet.run(args.hosts, args.at_once))
             cpu = cpu_seconds(child.pid) - before
+            client_cpu = cpu_seconds(os.getpid()) - client_before
             rss = peak_rss_mib(child.pid)
         finally:
             if spy is not None:
@@ -277,7 +290,7 @@ def main() -> None:
                 spy.wait(timeout=60)
             child.terminate()
             child.wait(timeout=30)
-        report(fleet, args.hosts, elapsed, cpu, rss)
+        report(fleet, args.hosts, elapsed, (cpu, rss, client_cpu))
     finally:
         if args.keep:
             shutil.copytree(tmp, args.keep, dirs_exist_ok=True)

@@ -388,7 +388,8 @@ def host_add(
 def host_list(directory: str, as_json: bool) -> None:
     """Every host: state, step, versions and its last event."""
     with open_registry(Path(directory)) as registry:
-        rows = [(h, registry.events(h.mac, limit=1)) for h in registry.list_hosts()]
+        latest = registry.last_events()  # one query, not one a host
+        rows = [(h, [latest[h.mac]] if h.mac in latest else []) for h in registry.list_hosts()]
     if as_json:
         echo_json([_host_json(item, last) for item, last in rows])
         return

@@ -31,7 +31,6 @@ from common.protocol.messages import (
     InstallerCmdline,
     InstallerFiles,
 )
-from pxe_server import render
 from pxe_server.model import (
     AGENT_WORK,
     REBOOT_REQUIRED,
@@ -168,6 +167,9 @@ def checkin_reply(host: Host, profile: Profile | None, settings: ServerSettings)
         return CheckinReply(Action.NONE)
     if profile is None:
         raise InputError(f"host {host.mac} has profile {host.profile!r}, which does not exist")
+    # Imported here: the registry imports this module, and its readers need no jinja2.
+    from pxe_server import render  # noqa: PLC0415
+
     bootif = f"01-{mac_dashes(host.mac)}"
     return CheckinReply(
         action=Action(work.value),

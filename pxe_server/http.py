@@ -31,8 +31,10 @@ import asyncio
 import logging
 import re
 import socket
+import sys
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +131,24 @@ def _register_unknown(registry: Registry, mac: str, unknown: UnknownGate) -> Hos
     return host
 
 
+# Seconds a thread holds the GIL at most while another waits for it (CPython's default:
+# 0.005): the event loop's wait after each socket call or registry read.
+SWITCH_INTERVAL = 0.0005
+
+# Times a boot config is rendered again when its host changed between the read it was
+# rendered from and the write that signals the host; then the host is signalled as it is.
+RENDER_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """A cached boot config: the MAC its path named (None: a catch-all path) and the
+    config. Cached under that host's revision (None: no such host)."""
+
+    mac: str | None
+    config: render.BootConfig
+
+
 def boot_config(
     registry: Registry, path: str, settings: ServerSettings, unknown: UnknownGate
 ) -> str | None:
@@ -138,14 +158,106 @@ def boot_config(
     netboot is armed, with a profile and a token) marks the host signalled. The
     decision is made once, by the renderer, and comes back with the text. An unknown
     MAC that may not be registered now raises RegistrationRefused.
+
+    Rendered once per host state: the config is cached (``registry.renders``) under
+    the path, the settings and the revision of the host the path names; each request
+    reads that host once, and serves the cached config only if the revision read is
+    the one it was rendered at. The signalling (and the ticket hand-out) happens on
+    every install config served, cached or not.
     """
-    lookup = lookup_for(registry, settings, unknown)
-    result = render.config_for_path(path.lstrip("/"), lookup, settings)
-    if result is None:
-        return None
-    if result.mac is not None and result.action is Action.INSTALL:
-        registry.mark_signalled(result.mac)
-    return result.text
+    relative = path.lstrip("/")
+    for attempt in range(RENDER_ATTEMPTS):
+        rendered, host = _cached_config(registry, relative, settings)
+        if rendered is None:
+            rendered, host = _render_config(registry, relative, settings, unknown, host)
+            if rendered is None:
+                return None
+        config = rendered.config
+        if config.mac is None or config.action is not Action.INSTALL or host is None:
+            return config.text
+        last = attempt == RENDER_ATTEMPTS - 1
+        if registry.mark_signalled(config.mac, None if last else host) is not None:
+            return config.text
+    raise AssertionError("unreachable: the last attempt signals unconditionally")
+
+
+def _cache_key(relative: str, settings: ServerSettings) -> tuple[object, ...]:
+    """What a boot config is cached under besides its host's revision: everything else
+    ``render.config_for_path`` reads (the path, the server's settings)."""
+    return ("boot-config", relative, settings)
+
+
+def _cached_config(
+    registry: Registry, relative: str, settings: ServerSettings
+) -> tuple[_Rendered | None, Host | None]:
+    """The cached config of ``relative`` if it was rendered at the revision its host has
+    now (one read of that host), else None; and that host as read (None: none)."""
+    host, found = None, registry.renders.peek(_cache_key(relative, settings))
+    if found is None:
+        return None, None
+    revision, rendered = found
+    if rendered.mac is not None:
+        host = registry.get_host(rendered.mac)
+    if revision != (None if host is None else host.revision):
+        return None, host
+    unknown = host is None and rendered.mac is not None  # an unknown MAC, to register?
+    if unknown and settings.unknown_policy is UnknownPolicy.INSTALL:
+        return None, None
+    return rendered, host
+
+
+def _render_config(
+    registry: Registry,
+    relative: str,
+    settings: ServerSettings,
+    unknown: UnknownGate,
+    host: Host | None,
+) -> tuple[_Rendered | None, Host | None]:
+    """``relative``'s config rendered now (``host``: the host it names, read already in
+    this request), and the host it was rendered from."""
+    looked: dict[str, Host | None] = {}
+    base = lookup_for(registry, settings, unknown)
+
+    def lookup(mac: str) -> tuple[Host | None, Profile | None]:
+        found: tuple[Host | None, Profile | None]
+        if host is not None and host.mac == mac:
+            found = host, registry.get_profile(host.profile)
+        else:
+            found = base(mac)
+        looked[mac] = found[0]
+        return found
+
+    config = render.config_for_path(relative, lookup, settings)
+    if config is None:
+        return None, None
+    mac = next(iter(looked), None)
+    rendered, used = _Rendered(mac, config), looked.get(mac) if mac is not None else None
+    revision = None if used is None else used.revision
+    registry.renders.put(_cache_key(relative, settings), revision, rendered)
+    return rendered, used
+
+
+async def boot_config_served(ctx: Context, path: str) -> str | None:
+    """``boot_config`` for the HTTP routes: the cached config's read on the loop's own
+    connection (WAL: it never waits for a writer), a render and the signalling write
+    on worker threads (writes on the one writer thread)."""
+    registry, settings, relative = ctx.registry, ctx.settings, path.lstrip("/")
+    for attempt in range(RENDER_ATTEMPTS):
+        rendered, host = _cached_config(registry, relative, settings)
+        if rendered is None:
+            rendered, host = await blocking(
+                _render_config, registry, relative, settings, ctx.unknown, host
+            )
+            if rendered is None:
+                return None
+        config = rendered.config
+        if config.mac is None or config.action is not Action.INSTALL or host is None:
+            return config.text
+        last = attempt == RENDER_ATTEMPTS - 1
+        seen = None if last else host
+        if await http_api.writing(ctx, registry.mark_signalled, config.mac, seen) is not None:
+            return config.text
+    raise AssertionError("unreachable: the last attempt signals unconditionally")
 
 
 # -- boot routes --------------------------------------------------------------------
@@ -162,7 +274,8 @@ async def answer_file(request: web.Request) -> web.StreamResponse:
     # The key first, by its keyed hash: an unknown MAC and a wrong key get the same
     # answer, so the route does not tell who is registered.
     given = http_edge.bearer(request)
-    host = await blocking(ctx.registry.host_by_install_key, given) if given else None
+    # One indexed read on this thread's connection (WAL: it never waits for a writer).
+    host = ctx.registry.host_by_install_key(given) if given else None
     if host is None or host.mac != mac:
         return error(
             401,
@@ -170,22 +283,33 @@ async def answer_file(request: web.Request) -> web.StreamResponse:
             f"installer enrolled with POST /api/v1/hosts/{mac}/enrol>",
             **{"WWW-Authenticate": "Bearer"},
         )
-    profile = await blocking(ctx.registry.get_profile, host.profile)
-    if profile is None:
-        return error(500, f"host {mac} has profile {host.profile!r}, which does not exist")
-    try:
-        repo_url = await blocking(ctx.repository_url_for, host, profile)
-        text = await blocking(render.answer_file, host, profile, ctx.settings, repo_url)
-    except InputError as exc:  # unregistered version, invalid answer file, missing variable
-        said = " ".join(exc.problems)
-        log.warning("answer file of %s cannot be served: %s", mac, said)
-        return error(500, said)
-    except jinja2.TemplateError as exc:
-        log.warning("answer file of %s (profile %s) cannot be rendered: %s", mac, profile.name, exc)
-        return error(
-            500, f"the answer-file template of profile {profile.name!r} does not work: {exc}"
-        )
+    # Rendered once per host state: everything else it reads (the profile, the settings
+    # and repositories in the registry) renews the host's revision when it changes.
+    key = ("answer-file", mac, ctx.settings, ctx.repo_url)
+    text = ctx.registry.renders.get(key, host.revision)
+    if text is None:
+        try:
+            text = await blocking(_answer_file, ctx, host)
+        except InputError as exc:  # unregistered version, invalid answer file, no profile
+            said = " ".join(exc.problems)
+            log.warning("answer file of %s cannot be served: %s", mac, said)
+            return error(500, said)
+        ctx.registry.renders.put(key, host.revision, text)
     return web.Response(text=text, content_type="application/xml")
+
+
+def _answer_file(ctx: Context, host: Host) -> str:
+    """``host``'s answer file rendered now (InputError naming what is wrong). Blocks."""
+    profile = ctx.registry.get_profile(host.profile)
+    if profile is None:
+        raise InputError(f"host {host.mac} has profile {host.profile!r}, which does not exist")
+    repo_url = ctx.repository_url_for(host, profile)
+    try:
+        return render.answer_file(host, profile, ctx.settings, repo_url)
+    except jinja2.TemplateError as exc:
+        raise InputError(
+            f"the answer-file template of profile {profile.name!r} does not work: {exc}"
+        ) from exc
 
 
 async def _config(request: web.Request, path: str) -> web.StreamResponse:
@@ -193,7 +317,7 @@ async def _config(request: web.Request, path: str) -> web.StreamResponse:
     if ".." in path or "\0" in path:
         return error(400, f"path {loggable(path)!r} refused: it would leave the config tree")
     try:
-        text = await blocking(boot_config, ctx.registry, path, ctx.settings, ctx.unknown)
+        text = await boot_config_served(ctx, path)
     except BadMac as exc:  # the path names no machine: the client's mistake
         return error(400, f"{loggable(path)}: {exc}")
     except RegistrationRefused as exc:  # logged once a burst by the gate
@@ -320,11 +444,15 @@ class HttpServer:
         port: int,
         repo_url: str | None = None,
         unknown: UnknownGate | None = None,
+        registry: Registry | None = None,
     ) -> None:
         """``repo_url``: the repository's URL for answer files when ``repo`` is not served
         here (the operator named a URL); default ``<http_base>/repo/``. ``unknown``: the
-        gate of unknown-MAC registrations, shared with TFTP (default: the default limits)."""
+        gate of unknown-MAC registrations, shared with TFTP (default: the default limits).
+        ``registry``: the open registry of ``registry_dir`` to share (its one writer, its
+        render cache) with the TFTP server; its owner closes it. Default: opened here."""
         self.unknown = unknown or UnknownGate(UnknownLimits())
+        self._shared = registry
         self.registry_dir = Path(registry_dir)
         self.repo_url = repo_url
         self.netboot = netboot
@@ -359,7 +487,11 @@ class HttpServer:
     def start(self) -> None:
         if self._sock is None:
             raise NetinstallError("this HTTP server was stopped; make a new one")
-        registry = Registry.open(self.registry_dir)
+        # The event loop's thread gives up the GIL at every socket call and registry read;
+        # with the writer and TFTP threads busy it would wait up to the default 5 ms to
+        # get it back, on every request. Process-wide, hence here: the server's process.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        registry = self._shared or Registry.open(self.registry_dir)
         self._ctx = Context(
             registry=registry,
             registry_dir=self.registry_dir,
@@ -379,7 +511,8 @@ class HttpServer:
             loop.run_until_complete(web.SockSite(runner, sock).start())
         except BaseException:
             loop.close()
-            registry.close()
+            if self._shared is None:
+                registry.close()
             raise
         self._thread = threading.Thread(
             target=loop.run_forever, name="netinstall-http", daemon=True
@@ -400,7 +533,8 @@ class HttpServer:
             loop.close()
         self._loop = self._runner = self._thread = None
         if self._ctx is not None:
-            self._ctx.registry.close()
+            if self._shared is None:
+                self._ctx.registry.close()
             self._ctx = None
         if self._sock is not None:
             self._sock.close()

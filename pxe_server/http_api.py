@@ -17,14 +17,17 @@ Errors are ``{"protocol": 2, "error": "<one sentence>"}``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
 import string
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -70,7 +73,16 @@ from pxe_server.limits import (
     MAX_LOG_BUNDLE,
     STALE_PART,
 )
-from pxe_server.model import Host, event_record, host_record, mac_dashes, normalise_mac
+from pxe_server.model import (
+    AGENT_WORK,
+    Host,
+    State,
+    event_record,
+    host_record,
+    mac_dashes,
+    normalise_mac,
+    reported_from,
+)
 from pxe_server.registry import UnknownHost
 from pxe_server.secrets import Purpose
 
@@ -79,13 +91,24 @@ log = logging.getLogger("netinstall.http")
 _KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
 
 
+T = TypeVar("T")
+
+
+async def writing(ctx: Context, func: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """Run ``func`` (a registry write) on the registry's one writer thread, off the loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        ctx.registry.writer(), functools.partial(func, *args, **kwargs)
+    )
+
+
 def log_dir(registry_dir: Path, mac: str) -> Path:
     """Where a host's uploaded log bundles go: ``DIR/logs/<mac with dashes>/``."""
     return registry_dir / "logs" / mac_dashes(normalise_mac(mac))
 
 
 async def _known(ctx: Context, mac: str) -> Host:
-    host = await blocking(ctx.registry.get_host, mac)
+    host = ctx.registry.get_host(mac)  # a read on this thread's connection: never waits
     if host is None:
         raise UnknownHost(f"no host {mac} in the registry")
     return host
@@ -101,7 +124,8 @@ async def list_hosts(call: Call[NoBody]) -> HostList:
 
 async def create_host(call: Call[HostCreate]) -> HostRecord:
     body = call.body
-    host = await blocking(
+    host = await writing(
+        call.ctx,
         call.ctx.registry.add_host,
         normalise_mac(body.mac),
         profile=body.profile,
@@ -125,26 +149,27 @@ async def edit_host(call: Call[HostEdit]) -> HostRecord:
     if body.variables is not ABSENT:
         changes["variables"] = dict(body.variables or {})
     await _known(ctx, mac)
-    return host_record(await blocking(ctx.registry.update_host, mac, **changes))
+    return host_record(await writing(ctx, ctx.registry.update_host, mac, **changes))
 
 
 async def delete_host(call: Call[NoBody]) -> Deleted:
     ctx, mac = call.ctx, call.mac
     await _known(ctx, mac)
-    await blocking(ctx.registry.delete_host, mac)
+    await writing(ctx, ctx.registry.delete_host, mac)
     return Deleted(mac)
 
 
 async def rearm_host(call: Call[NoBody]) -> HostRecord:
     ctx, mac = call.ctx, call.mac
     await _known(ctx, mac)
-    return host_record(await blocking(ctx.registry.rearm, mac))
+    return host_record(await writing(ctx, ctx.registry.rearm, mac))
 
 
 async def upgrade_host(call: Call[UpgradeRequest]) -> HostRecord:
     ctx, mac = call.ctx, call.mac
     await _known(ctx, mac)
-    host = await blocking(
+    host = await writing(
+        ctx,
         ctx.registry.assign_work,
         mac,
         Work.UPGRADE,
@@ -157,7 +182,7 @@ async def upgrade_host(call: Call[UpgradeRequest]) -> HostRecord:
 async def restore_host(call: Call[RestoreRequest]) -> HostRecord:
     ctx, mac = call.ctx, call.mac
     await _known(ctx, mac)
-    host = await blocking(ctx.registry.assign_work, mac, Work.RESTORE, reboot=call.body.reboot)
+    host = await writing(ctx, ctx.registry.assign_work, mac, Work.RESTORE, reboot=call.body.reboot)
     return host_record(host)
 
 
@@ -179,18 +204,36 @@ async def enrol(call: Call[Enrolment]) -> Enrolled:
             f"enrolment: field key: {MIN_KEY} to {MAX_KEY} URL-safe base64 characters expected"
         )
     address = call.request.remote or "an unknown address"
-    _, outcome = await blocking(
-        call.ctx.registry.enrol, call.mac, bearer(call.request) or "", key, address
+    _, outcome = await writing(
+        call.ctx, call.ctx.registry.enrol, call.mac, bearer(call.request) or "", key, address
     )
     return Enrolled(outcome)
 
 
 async def post_event(call: Call[Event]) -> EventReply:
-    """An installer, first-boot or agent report (docs/protocol.md)."""
-    event = call.body
+    """An installer, first-boot or agent report (docs/protocol.md).
+
+    A progress event (``installing`` again) of a host installing is queued and answered
+    at once (``Registry.queue_progress``: committed within ``PROGRESS_DELAY`` s, in order);
+    every other report is committed before its reply."""
+    event, registry, seen = call.body, call.ctx.registry, call.host
+    if (
+        seen is not None
+        and event.state is State.INSTALLING
+        and reported_from(seen) is State.INSTALLING
+        and event.facts is None
+    ):
+        progress = event.progress
+        full = registry.queue_progress(
+            seen, step=event.step, progress=progress, message=event.message
+        )
+        if full:  # the reporter that fills the queue waits for its commit
+            await writing(call.ctx, registry.flush_progress)
+        return EventReply()
     facts = None if event.facts is None else encode(event.facts, envelope=False)
-    _, reply = await blocking(
-        call.ctx.registry.record_event,
+    _, reply = await writing(
+        call.ctx,
+        registry.record_event,
         call.mac,
         event.state,
         step=event.step,
@@ -207,8 +250,9 @@ async def checkin(call: Call[Checkin]) -> CheckinReply | web.Response:
     ctx, mac, body = call.ctx, call.mac, call.body
     maps = None if body.multipath is None else [encode(m, envelope=False) for m in body.multipath]
     version = body.running_version.strip()
-    host = await blocking(ctx.registry.check_in, mac, version, body.state, maps)
-    profile = await blocking(ctx.registry.get_profile, host.profile)
+    host = await writing(ctx, ctx.registry.check_in, mac, version, body.state, maps, seen=call.host)
+    offered = host.work in AGENT_WORK
+    profile = ctx.registry.get_profile(host.profile) if offered else None
     try:
         return checkin_reply(host, profile, ctx.settings)
     except InputError as exc:  # the server's configuration, not the agent's request

@@ -31,7 +31,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from common.errors import InputError
 from common.protocol.codec import decode, encode
 from common.protocol.messages import NoBody
-from pxe_server.http_files import Context, blocking, context, error
+from pxe_server.http_files import Context, context, error
 from pxe_server.limits import BODY_GRACE, BODY_IDLE_TIMEOUT, BODY_MIN_RATE, MAX_BODY
 from pxe_server.model import Host, normalise_mac
 from pxe_server.registry import EnrolRefused, Registry, TransitionRefused, UnknownHost
@@ -172,7 +172,8 @@ async def authenticate(
         if not ctx.registry.api_token_matches(given):
             return _refused(route.caller, wrong=True)
         return await handler(request)
-    found = await blocking(host_of_secret, ctx.registry, route.caller, given)
+    # Indexed reads on this thread's registry connection (WAL: they never wait for a writer).
+    found = host_of_secret(ctx.registry, route.caller, given)
     if found is None or found[0].mac != _path_mac(request):  # another host's is no better
         return _refused(route.caller, wrong=True)
     request[CALLER], request[PROVED] = found

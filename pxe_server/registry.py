@@ -25,6 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -276,6 +277,8 @@ class Registry:
         self._reader_conns: list[sqlite3.Connection] = []
         self._closed = False
         self.progress = ProgressQueue(self.flush_progress)
+        # The one thread a server's writes run on (started at the first write through it).
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="registry-writer")
         self.renders = RenderCache()  # renders of this registry's hosts, by revision
 
     @classmethod
@@ -320,9 +323,15 @@ class Registry:
             raise
         return registry
 
+    def writer(self) -> ThreadPoolExecutor:
+        """The one thread a server's writes run on: they queue there, not on the writer
+        connection's lock, and leave the event loop alone."""
+        return self._writer
+
     def close(self) -> None:
         """Apply the queued progress events, then close every connection."""
         self.progress.stop()
+        self._writer.shutdown(wait=True)
         with self._lock:
             if self._closed:
                 return
@@ -1083,13 +1092,18 @@ class Registry:
     # -- events ----------------------------------------------------------------
 
     def events(self, mac: str, limit: int | None = None) -> list[Event]:
-        """The host's events, oldest first; with ``limit``, only the latest ``limit``."""
+        """The host's events, oldest first; with ``limit``, only the latest ``limit``
+        (the progress events queued in this process included: they are committed first)."""
+        if len(self.progress):
+            self.flush_progress()
         sql = "SELECT * FROM events WHERE mac = ? ORDER BY id DESC LIMIT ?"
         rows = self._query(sql, (normalise_mac(mac), -1 if limit is None else max(limit, 0)))
         return [schema.event_from(row) for row in reversed(rows)]
 
     def last_events(self) -> dict[str, Event]:
         """Every host's latest event, by MAC: one query (the events index), not one a host."""
+        if len(self.progress):
+            self.flush_progress()
         rows = self._query(
             "SELECT events.* FROM events JOIN "
             "(SELECT mac, MAX(id) AS id FROM events GROUP BY mac) AS latest USING (id)"

@@ -15,19 +15,19 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import jinja2
-
-from answerfile import limits
-from answerfile.locations import parse_iscsi
-from answerfile.model import IscsiTarget
 from common.errors import InputError
 from pxe_server.boot_words import ipxe_word
 from pxe_server.model import BootChain, Profile, SanTarget
 from pxe_server.passwords import password_hash
-from pxe_server.render import check_profile_args
 from pxe_server.secrets import SHOWN_REDACTED, is_password_variable
+
+if TYPE_CHECKING:
+    from answerfile.model import IscsiTarget
+
+# The renderer (jinja2) and the answer-file package (lxml) are imported by the checks
+# that use them, when they run: the registry's readers (``host list``) load neither.
 
 # Template variables the renderer provides itself; a host variable may not shadow them
 # (nor end in _hash when it names a password: the renderer gives a password variable
@@ -47,6 +47,10 @@ Variables = Mapping[str, str] | Iterable[tuple[str, str]]
 def check_template(template: str) -> None:
     """InputError unless ``template`` parses as jinja2 and fits ``answerfile.limits.MAX_BYTES``
     (a template at the cap renders a file at the cap or past it)."""
+    import jinja2  # noqa: PLC0415 - see the imports above
+
+    from answerfile import limits  # noqa: PLC0415
+
     size = len(template.encode("utf-8", "surrogatepass"))
     if size > limits.MAX_BYTES:
         raise InputError(
@@ -79,6 +83,8 @@ def check_profile(profile: Profile) -> None:
                 "set the root password with the host variable root_password instead, "
                 "which is stored only as a SHA-512 crypt hash"
             )
+    from pxe_server.render import check_profile_args  # noqa: PLC0415 - see the imports
+
     check_profile_args(profile)  # what a boot loader would misread, refused now, not at boot
     check_template(profile.template)
 
@@ -144,6 +150,8 @@ MAX_SAN_PATHS = 4  # iPXE's iBFT has room for as many targets; every SAN fabric 
 
 def _root_path(text: str, problems: list[str]) -> IscsiTarget | None:
     """``text`` parsed as an RFC 4173 root path with an IPv4 server and an IQN."""
+    from answerfile.locations import parse_iscsi  # noqa: PLC0415 - see the imports above
+
     target = parse_iscsi(text) if text.startswith("iscsi:") else None
     if target is None or isinstance(target, str):
         problems.append(

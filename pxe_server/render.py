@@ -130,11 +130,15 @@ def _oneline(text: str) -> str:
 
 @functools.cache
 def _environment() -> jinja2.Environment:
+    """The boot configs' environment, made once; each template is compiled once (the
+    templates are part of the package: no modification time is checked per render)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # noqa: S701 - boot configs and XML answer files, not HTML
         keep_trailing_newline=True,
+        auto_reload=False,
+        cache_size=-1,  # every template stays compiled
     )
     env.filters["grub_word"] = grub_word
     env.filters["ipxe_word"] = ipxe_word
@@ -335,9 +339,20 @@ def _bounded_render(template: jinja2.Template, variables: Mapping[str, str], wha
     return "".join(parts)
 
 
+# Answer-file templates kept compiled: a profile's changes when its text does.
+COMPILED_TEMPLATES = 256
+
+
+@functools.lru_cache(maxsize=COMPILED_TEMPLATES)
+def _compiled(template: str) -> jinja2.Template:
+    """``template`` compiled in the sandbox, cached by its text (looked up by the text's
+    hash): a profile's template is compiled once, not once per answer file."""
+    return _sandbox().from_string(template)
+
+
 def _compile(template: str, what: str) -> jinja2.Template:
     try:
-        return _sandbox().from_string(template)
+        return _compiled(template)
     except jinja2.TemplateSyntaxError as error:
         raise InputError(
             f"{what}: the answer-file template has a syntax error"

@@ -208,6 +208,7 @@ class Server:
                 port=self._http_port,
                 repo_url=repo_value if remote else None,
                 unknown=self.unknown,
+                registry=registry,  # one writer and one render cache for TFTP and HTTP
             )
         settings = self.settings = ServerSettings(
             http_base=f"http://{_url_host(address)}:{self.http.port}",

@@ -1,0 +1,347 @@
+"""The fast request path (README "Fast request path"): host revisions, the render cache,
+queued progress events, routine check-ins, one-query host listings, compiled templates."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from pxe_server import render
+from pxe_server.admission import UnknownGate, UnknownLimits
+from pxe_server.http import boot_config
+from pxe_server.model import UNRENDERED, Host, ServerSettings, State, rendered_view
+from pxe_server.registry import (
+    PROGRESS_BATCH,
+    PROGRESS_DELAY,
+    Progress,
+    ProgressQueue,
+    Registry,
+    TransitionRefused,
+    default_profile,
+)
+from pxe_server.render_cache import CACHE_ENTRIES, RenderCache
+
+MAC = "52:54:00:12:34:56"
+OTHER = "52:54:00:ab:cd:ef"
+SETTINGS = ServerSettings(http_base="http://192.168.77.1:8080", tftp_address="192.168.77.1")
+PATH = "pxelinux.cfg/01-52-54-00-12-34-56"
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Iterator[Registry]:
+    with Registry.open(tmp_path) as registry:
+        registry.add_profile(default_profile())
+        yield registry
+
+
+def revision(reg: Registry, mac: str = MAC) -> int:
+    host = reg.get_host(mac)
+    assert host is not None
+    return host.revision
+
+
+def config(reg: Registry) -> str:
+    text = boot_config(reg, PATH, SETTINGS, UnknownGate(UnknownLimits()))
+    assert text is not None
+    return text
+
+
+# -- revisions ----------------------------------------------------------------------
+
+
+def test_every_field_but_the_unrendered_ones_renews_the_revision() -> None:
+    host = Host(MAC)
+    assert rendered_view(replace(host, step="download", progress=0.5)) == rendered_view(host)
+    assert rendered_view(replace(host, state=State.INSTALLED)) != rendered_view(host)
+    assert rendered_view(replace(host, name="other")) != rendered_view(host)
+    assert "state" not in UNRENDERED
+    assert "token" not in UNRENDERED
+
+
+def test_writes_renew_the_revision_only_when_a_render_could_change(reg: Registry) -> None:
+    reg.add_host(MAC, variables={"root_password": "secret"})
+    first = revision(reg)
+    reg.record_event(MAC, State.INSTALLING, step="plan")
+    installing = revision(reg)
+    assert installing != first  # the state is rendered (the local config's reason)
+    reg.record_event(MAC, State.INSTALLING, step="download", progress=0.5)
+    assert revision(reg) == installing  # progress is not
+    reg.update_host(MAC, name="xenhost01")
+    assert revision(reg) != installing
+
+
+def test_a_profile_setting_or_repository_change_renews_the_hosts_that_read_it(
+    reg: Registry, tmp_path: Path
+) -> None:
+    reg.add_profile(replace(default_profile(), name="other"))
+    reg.add_host(MAC)
+    reg.add_host(OTHER, profile="other")
+    before = revision(reg), revision(reg, OTHER)
+    reg.update_profile(replace(default_profile(), xen_args="dom0_mem=1024M"))
+    assert revision(reg) != before[0]
+    assert revision(reg, OTHER) == before[1]
+    for change in (
+        lambda: reg.set_setting("payload_version", "2.0"),
+        lambda: reg.add_repository("2.0", str(tmp_path)),
+    ):
+        before = revision(reg), revision(reg, OTHER)
+        change()
+        assert revision(reg) != before[0]
+        assert revision(reg, OTHER) != before[1]
+
+
+def test_a_host_removed_and_added_again_never_gets_an_old_revision(reg: Registry) -> None:
+    seen = {reg.add_host(MAC).revision}
+    for _ in range(3):
+        reg.delete_host(MAC)
+        host = reg.add_host(MAC)
+        assert host.revision not in seen
+        seen.add(host.revision)
+
+
+def test_a_registry_of_schema_6_opens_and_its_hosts_get_revisions(tmp_path: Path) -> None:
+    with Registry.open(tmp_path) as registry:
+        registry.add_profile(default_profile())
+        registry.add_host(MAC)
+    conn = sqlite3.connect(tmp_path / "registry.sqlite")
+    with conn:  # back to what migration 6 left
+        conn.execute("DROP INDEX hosts_by_profile")
+        conn.execute("ALTER TABLE hosts DROP COLUMN revision")
+        conn.execute("DROP TABLE counters")
+        conn.execute("UPDATE schema_version SET version = 6")
+    conn.close()
+    with Registry.open(tmp_path) as registry:
+        assert revision(registry) == 0
+        registry.rearm(MAC)
+        assert revision(registry) == 1
+
+
+# -- the render cache ---------------------------------------------------------------
+
+
+def test_the_cache_serves_only_the_revision_it_was_given() -> None:
+    cache = RenderCache()
+    cache.put("key", 1, "text")
+    assert cache.get("key", 1) == "text"
+    assert cache.get("key", 2) is None
+    assert cache.get("other", 1) is None
+
+
+def test_the_cache_keeps_at_most_its_bound_and_drops_the_least_recent() -> None:
+    cache = RenderCache()
+    for index in range(CACHE_ENTRIES + 10):
+        cache.put(index, 0, str(index))
+        cache.get(0, 0)  # the first one stays in use
+    assert len(cache) == CACHE_ENTRIES
+    assert cache.get(0, 0) == "0"
+    assert cache.get(1, 0) is None  # the least recently used went
+    assert cache.get(CACHE_ENTRIES + 9, 0) == str(CACHE_ENTRIES + 9)
+
+
+def test_a_boot_config_is_rendered_once_per_host_state(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg.add_host(MAC)
+    renders = []
+    original = render.config_for_path
+    monkeypatch.setattr(render, "config_for_path", lambda *a: renders.append(a[0]) or original(*a))
+    first = config(reg)  # pending -> signalled: a new revision
+    for _ in range(5):
+        assert config(reg) == first
+    assert len(renders) == 2
+    host = reg.get_host(MAC)
+    assert host is not None
+    assert host.state is State.SIGNALLED
+    assert host.ticket_issued_at is not None  # handed out on every fetch, cached or not
+    issued = host.ticket_issued_at
+    time.sleep(0.01)
+    config(reg)
+    again = reg.get_host(MAC)
+    assert again is not None
+    assert again.ticket_issued_at is not None
+    assert again.ticket_issued_at > issued
+
+
+def test_another_connection_marking_the_host_installed_is_seen_by_the_next_fetch(
+    reg: Registry, tmp_path: Path
+) -> None:
+    """The unwanted reinstall: a cached install config served after boot once."""
+    reg.add_host(MAC)
+    assert "netinstall.token=" in config(reg)
+    assert "netinstall.token=" in config(reg)  # cached
+    with Registry.open(tmp_path) as other:  # the CLI, the lab, another server
+        other.record_event(MAC, State.INSTALLED)
+    local = config(reg)
+    assert "netinstall.token=" not in local
+    assert "localboot" in local
+
+
+def test_an_unknown_mac_registered_since_is_not_served_its_cached_catch_all(
+    reg: Registry,
+) -> None:
+    assert "netinstall.token=" not in config(reg)  # no such host: local
+    reg.add_host(MAC)
+    assert "netinstall.token=" in config(reg)
+
+
+def test_a_config_rendered_from_a_state_gone_by_its_write_is_rendered_again(
+    reg: Registry, tmp_path: Path
+) -> None:
+    reg.add_host(MAC)
+    seen = reg.get_host(MAC)
+    assert seen is not None
+    with Registry.open(tmp_path) as other:
+        other.record_event(MAC, State.FAILED, message="the disk is too small")
+    assert reg.mark_signalled(MAC, seen) is None  # nothing written
+    host = reg.get_host(MAC)
+    assert host is not None
+    assert host.state is State.FAILED
+    assert host.ticket_issued_at is None
+
+
+# -- queued progress ----------------------------------------------------------------
+
+
+def installing(reg: Registry) -> Host:
+    reg.add_host(MAC)
+    host, _ = reg.record_event(MAC, State.INSTALLING, step="plan")
+    return host
+
+
+def test_progress_is_committed_within_its_delay(reg: Registry, tmp_path: Path) -> None:
+    seen = installing(reg)
+    assert not reg.queue_progress(seen, step="download", progress=0.1)
+    with Registry.open(tmp_path) as other:  # what another process sees
+        deadline = time.monotonic() + PROGRESS_DELAY + 5
+        while (other.get_host(MAC) or seen).progress is None:
+            assert time.monotonic() < deadline, "the queued event was never committed"
+            time.sleep(PROGRESS_DELAY / 5)
+        assert other.get_host(MAC) == replace(seen, step="download", progress=0.1)
+
+
+def test_a_full_queue_makes_its_reporter_flush() -> None:
+    flushed = threading.Event()
+    queue = ProgressQueue(flushed.set, delay=3600)
+    full = [queue.put(Progress(MAC, "download", i / PROGRESS_BATCH, None)) for i in range(300)]
+    assert full.index(True) == PROGRESS_BATCH - 1
+    queue.stop()
+    assert not flushed.is_set()
+
+
+def test_progress_is_applied_before_the_state_change_that_follows_it(reg: Registry) -> None:
+    seen = installing(reg)
+    reg.progress.stop()  # no timer: only the next write commits them
+    for step in ("partition", "download"):
+        reg.queue_progress(seen, step=step, progress=0.5)
+    reg.record_event(MAC, State.INSTALLED)
+    states = [(e.state, e.step) for e in reg.events(MAC)][-4:]
+    assert states == [
+        (State.INSTALLING, "plan"),
+        (State.INSTALLING, "partition"),
+        (State.INSTALLING, "download"),
+        (State.INSTALLED, None),
+    ]
+
+
+def test_progress_queued_at_close_is_committed(tmp_path: Path) -> None:
+    with Registry.open(tmp_path) as reg:
+        reg.add_profile(default_profile())
+        seen = installing(reg)
+        reg.progress.stop()
+        reg.queue_progress(seen, step="extract-root", progress=0.9)
+    with Registry.open(tmp_path) as reg:
+        host = reg.get_host(MAC)
+        assert host is not None
+        assert (host.step, host.progress) == ("extract-root", 0.9)
+
+
+def test_progress_of_a_host_no_longer_installing_is_dropped(reg: Registry) -> None:
+    seen = installing(reg)
+    reg.progress.stop()
+    reg.queue_progress(seen, step="download", progress=0.3)
+    reg.rearm(MAC)  # committed after the queued event: that one applies first
+    reg.queue_progress(seen, step="download", progress=0.6)
+    reg.flush_progress()
+    host = reg.get_host(MAC)
+    assert host is not None
+    assert host.state is State.PENDING
+    assert host.progress is None
+
+
+def test_only_an_installing_host_may_queue_progress(reg: Registry) -> None:
+    host = reg.add_host(MAC)
+    with pytest.raises(TransitionRefused):
+        reg.queue_progress(replace(host, state=State.FAILED), step="download")
+
+
+# -- check-ins --------------------------------------------------------------------
+
+
+def running(reg: Registry) -> Host:
+    reg.add_host(MAC)
+    _host, _ = reg.record_event(MAC, State.RUNNING, facts={"payload_version": "1.0"})
+    return reg.check_in(MAC, "1.0", "running")
+
+
+def test_a_routine_check_in_writes_only_its_time(reg: Registry) -> None:
+    seen = running(reg)
+    statements: list[str] = []
+    reg._conn.set_trace_callback(statements.append)
+    try:
+        after = reg.check_in(MAC, "1.0", "running", seen=seen)
+    finally:
+        reg._conn.set_trace_callback(None)
+    assert not any(s.startswith("SELECT") for s in statements)  # the host is not read
+    assert after.last_checkin is not None
+    assert after.last_checkin >= (seen.last_checkin or 0)
+    assert reg.get_host(MAC) == after
+
+
+def test_a_check_in_from_a_stale_read_is_applied_in_full(reg: Registry) -> None:
+    seen = running(reg)
+    reg.assign_work(MAC, "restore")  # after the request read the host
+    after = reg.check_in(MAC, "1.0", "running", seen=seen)
+    assert after.work is not None
+    assert after.token_expires is not None
+
+
+# -- listings and templates ---------------------------------------------------------
+
+
+def test_every_host_s_last_event_is_one_query(reg: Registry) -> None:
+    for index in range(20):
+        reg.add_host(f"52:54:00:00:00:{index + 2:02x}")
+    reg.record_event("52:54:00:00:00:02", State.INSTALLING, step="plan")
+    statements: list[str] = []
+    reader = reg._reader()
+    reader.set_trace_callback(statements.append)
+    try:
+        latest = reg.last_events()
+    finally:
+        reader.set_trace_callback(None)
+    assert len(statements) == 1
+    assert len(latest) == 20
+    assert latest["52:54:00:00:00:02"].step == "plan"
+
+
+def test_an_answer_file_template_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled = []
+    original = jinja2.sandbox.SandboxedEnvironment.from_string
+
+    def counting(self: jinja2.Environment, source: str, *args: object) -> jinja2.Template:
+        compiled.append(source)
+        return original(self, source)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jinja2.sandbox.SandboxedEnvironment, "from_string", counting)
+    profile = replace(default_profile(), template=default_profile().template + "\n")
+    host = Host(MAC, token="t" * 32)
+    for _ in range(3):
+        render.answer_file(host, profile, SETTINGS, "http://192.168.77.1:8080/repo/")
+    assert compiled.count(profile.template) == 1
