@@ -5,7 +5,7 @@
 #   make test      the CI suite: set-up, check, images, integration and end-to-end tests
 #   make test-all  everything, the end-to-end scenarios that do not fit CI included
 #   make demo      PXE-install a QEMU machine and boot it into Xen + dom0
-#   make bench     TFTP throughput, ours against the peers installed here (not part of make test)
+#   make bench     TFTP throughput, HTTP against nginx, the fleet simulation (not part of make test)
 
 PYTHON ?= python3
 VENV := .venv
@@ -69,6 +69,8 @@ demo: setup
 # Our TFTP server against its peers on loopback, in one run (benchmarks/tftp_throughput.py).
 bench: setup
 	$(BIN)/python benchmarks/tftp_throughput.py
+	$(BIN)/python benchmarks/http_servers.py --suite big --suite small
+	$(BIN)/python benchmarks/fleet.py
 
 # Regenerate the committed generated files (tests fail when they are stale).
 generated: setup
