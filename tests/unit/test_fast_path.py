@@ -15,7 +15,7 @@ import pytest
 
 from pxe_server import render
 from pxe_server.admission import UnknownGate, UnknownLimits
-from pxe_server.http import boot_config
+from pxe_server.http import RENDER_ATTEMPTS, boot_config
 from pxe_server.model import UNRENDERED, Host, ServerSettings, State, rendered_view
 from pxe_server.registry import (
     PROGRESS_BATCH,
@@ -345,3 +345,30 @@ def test_an_answer_file_template_is_compiled_once(monkeypatch: pytest.MonkeyPatc
     for _ in range(3):
         render.answer_file(host, profile, SETTINGS, "http://192.168.77.1:8080/repo/")
     assert compiled.count(profile.template) == 1
+
+
+def test_compiled_answer_file_templates_are_bounded() -> None:
+    render._compiled.cache_clear()
+    for index in range(render.COMPILED_TEMPLATES + 5):
+        render._compiled(f"<installation>{index}</installation>")
+    assert render._compiled.cache_info().currsize == render.COMPILED_TEMPLATES
+
+
+def test_a_host_changing_under_every_attempt_is_signalled_as_it_is_at_the_last(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg.add_host(MAC)
+    calls: list[Host | None] = []
+    original = reg.mark_signalled
+
+    def always_stale(mac: str, seen: Host | None = None) -> Host | None:
+        calls.append(seen)
+        return None if seen is not None else original(mac)
+
+    monkeypatch.setattr(reg, "mark_signalled", always_stale)
+    assert "netinstall.token=" in config(reg)
+    assert len(calls) == RENDER_ATTEMPTS
+    assert calls[-1] is None
+    host = reg.get_host(MAC)
+    assert host is not None
+    assert host.state is State.SIGNALLED
