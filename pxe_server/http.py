@@ -130,17 +130,22 @@ def _register_unknown(registry: Registry, mac: str, unknown: UnknownGate) -> Hos
 
 
 def boot_config(
-    registry: Registry, path: str, settings: ServerSettings, unknown: UnknownGate
+    registry: Registry,
+    path: str,
+    settings: ServerSettings,
+    unknown: UnknownGate,
+    via: render.Via = "tftp",
 ) -> str | None:
     """The boot config for a TFTP/HTTP ``path``, or None if ``path`` names none.
 
     Serving an install config (``decide`` said install: a registered host whose
     netboot is armed, with a profile and a token) marks the host signalled. The
     decision is made once, by the renderer, and comes back with the text. An unknown
-    MAC that may not be registered now raises RegistrationRefused.
+    MAC that may not be registered now raises RegistrationRefused. ``via``: how the
+    boot loader asked for it (``render.boot_files``).
     """
     lookup = lookup_for(registry, settings, unknown)
-    result = render.config_for_path(path.lstrip("/"), lookup, settings)
+    result = render.config_for_path(path.lstrip("/"), lookup, settings, via)
     if result is None:
         return None
     if result.mac is not None and result.action is Action.INSTALL:
@@ -188,12 +193,12 @@ async def answer_file(request: web.Request) -> web.StreamResponse:
     return web.Response(text=text, content_type="application/xml")
 
 
-async def _config(request: web.Request, path: str) -> web.StreamResponse:
+async def _config(request: web.Request, path: str, via: render.Via = "tftp") -> web.StreamResponse:
     ctx = context(request)
     if ".." in path or "\0" in path:
         return error(400, f"path {loggable(path)!r} refused: it would leave the config tree")
     try:
-        text = await blocking(boot_config, ctx.registry, path, ctx.settings, ctx.unknown)
+        text = await blocking(boot_config, ctx.registry, path, ctx.settings, ctx.unknown, via)
     except BadMac as exc:  # the path names no machine: the client's mistake
         return error(400, f"{loggable(path)}: {exc}")
     except RegistrationRefused as exc:  # logged once a burst by the gate
@@ -203,6 +208,27 @@ async def _config(request: web.Request, path: str) -> web.StreamResponse:
     if text is None:
         return error(404, f"{path} is not a boot config this server renders")
     return web.Response(text=text, content_type="text/plain")
+
+
+async def boot_tree_config(request: web.Request) -> web.StreamResponse:
+    """``GET /boot/pxelinux.cfg/<name>``, ``/boot/grub/<name>``: the boot configs of loaders
+    that came over HTTP (pxelinux.0 by URL through iPXE, UEFI HTTP Boot's GRUB), which look
+    for them beside themselves; rendered with HTTP URLs (``render.boot_files``). A name that
+    is no config is a file of the netboot tree, as under the rest of ``/boot/``."""
+    response = await _config(request, request.match_info["path"], "http")
+    return await http_files.boot_file(request) if response.status == 404 else response
+
+
+async def http_boot_loader(request: web.Request) -> web.StreamResponse:
+    """``GET /http-boot/grubx64.efi``: UEFI HTTP Boot's GRUB (``grub_image.build_http_grub``)."""
+    loader = context(request).http_boot_loader
+    if loader is None or not loader.is_file():
+        return error(
+            404,
+            "this server offers no UEFI HTTP Boot: it builds the loader only with --dhcp full"
+            " and GRUB's modules (registry setting grub_modules)",
+        )
+    return web.FileResponse(loader)
 
 
 async def ipxe_script(request: web.Request) -> web.StreamResponse:
@@ -297,6 +323,9 @@ def make_app(ctx: Context) -> web.Application:
         middlewares=[json_errors, http_edge.authenticate], handler_args=HANDLER_ARGS
     )
     app[CONTEXT] = ctx
+    # Before /boot/{path}: aiohttp takes the first route that matches.
+    app.router.add_get(r"/boot/{path:(?:pxelinux\.cfg|grub)/[^/]+}", boot_tree_config)
+    app.router.add_get("/http-boot/grubx64.efi", http_boot_loader)
     http_files.add_routes(app)
     http_edge.add_routes(app, http_api.API + BOOT_API)
     app.router.add_get("/answerfile/{mac}", answer_file)
@@ -331,6 +360,7 @@ class HttpServer:
         self.repo = repo
         self.host = host
         self._settings = settings
+        self.http_boot_loader: Path | None = None  # UEFI HTTP Boot's GRUB, set before start
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock: socket.socket | None = socket.create_server(
             (host, port), family=family, backlog=256
@@ -368,6 +398,7 @@ class HttpServer:
             repo=self.repo,
             repo_url=self.repo_url,
             unknown=self.unknown,
+            http_boot_loader=self.http_boot_loader,
         )
         self._runner = web.AppRunner(
             make_app(self._ctx), access_log_class=_AccessLog, access_log=log, shutdown_timeout=2.0

@@ -29,6 +29,11 @@ dhcp-match=set:efi64,option:client-arch,9
 dhcp-match=set:ipxe,175
 dhcp-userclass=set:ipxe,iPXE
 """
+# boot transport http (the default): iPXE on BIOS gets pxelinux.0 by URL.
+HTTP_PXELINUX = """\
+tag-if=set:http-pxelinux,tag:bios,tag:ipxe,tag:!chain-ipxe,tag:!load-ipxe
+dhcp-boot=tag:http-pxelinux,http://192.168.77.1:8080/boot/pxelinux.0
+"""
 
 
 def full(**changes: Any) -> DnsmasqConfig:
@@ -52,11 +57,48 @@ def proxy(**changes: Any) -> DnsmasqConfig:
 
 
 def test_full_mode() -> None:
-    assert full().render() == FULL_HEAD + (
+    assert full().render() == FULL_HEAD + HTTP_PXELINUX + (
+        "dhcp-range=192.168.77.10,192.168.77.200,1h\n"
+        "dhcp-boot=tag:bios,tag:!chain-ipxe,tag:!http-pxelinux,pxelinux.0,,192.168.77.1\n"
+        "dhcp-boot=tag:efi64,tag:!chain-ipxe,grubx64.efi,,192.168.77.1\n"
+    )
+
+
+def test_tftp_transport_gives_every_pxe_stack_the_tftp_loaders() -> None:
+    assert full(boot_transport="tftp").render() == FULL_HEAD + (
         "dhcp-range=192.168.77.10,192.168.77.200,1h\n"
         "dhcp-boot=tag:bios,tag:!chain-ipxe,pxelinux.0,,192.168.77.1\n"
         "dhcp-boot=tag:efi64,tag:!chain-ipxe,grubx64.efi,,192.168.77.1\n"
     )
+    text = proxy(boot_transport="tftp").render()
+    assert "http-pxelinux" not in text
+    assert 'pxe-service=tag:!chain-ipxe,x86PC,"netinstall",pxelinux,192.168.77.1' in text
+
+
+def test_uefi_http_boot_gets_its_url_and_option_60_in_full_mode_only() -> None:
+    url = "http://192.168.77.1:8080/http-boot/grubx64.efi"
+    lines = full(http_boot_url=url).render().splitlines()
+    assert lines[-3:] == [
+        "dhcp-vendorclass=set:httpclient,HTTPClient",
+        f"dhcp-boot=tag:httpclient,{url}",
+        "dhcp-option-force=tag:httpclient,60,HTTPClient",
+    ]
+    assert "HTTPClient" not in proxy(http_boot_url=url).render()  # dnsmasq's proxy: PXEClient
+    assert "HTTPClient" not in full().render()  # no loader built: no offer
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"boot_transport": "ftp"}, "boot_transport 'ftp' is neither"),
+        ({"boot_transport": "http", "http_base": ""}, "boot_transport http needs http_base"),
+        ({"http_boot_url": "tftp://x/grubx64.efi"}, "is not an http:// URL"),
+        ({"http_boot_url": "http://x/" + "a" * 120}, "longer than 127 bytes"),
+    ],
+)
+def test_transport_settings_are_checked(changes: dict[str, Any], problem: str) -> None:
+    with pytest.raises(InputError, match=problem):
+        full(**changes)
 
 
 def test_full_mode_with_subnet_ipxe_hosts_and_ra() -> None:
@@ -75,8 +117,9 @@ def test_full_mode_with_subnet_ipxe_hosts_and_ra() -> None:
         "tag-if=set:chain-ipxe,tag:ipxe,tag:ipxe-host-525400000002\n"
         "dhcp-boot=tag:chain-ipxe,tag:ipxe-host-525400000002,"
         "http://192.168.77.1:8080/ipxe/52:54:00:00:00:02\n"
-        "dhcp-range=192.168.77.10,192.168.77.200,255.255.255.0,12h\n"
-        "dhcp-boot=tag:bios,tag:!chain-ipxe,pxelinux.0,,192.168.77.1\n"
+        + HTTP_PXELINUX
+        + "dhcp-range=192.168.77.10,192.168.77.200,255.255.255.0,12h\n"
+        "dhcp-boot=tag:bios,tag:!chain-ipxe,tag:!http-pxelinux,pxelinux.0,,192.168.77.1\n"
         "dhcp-boot=tag:efi64,tag:!chain-ipxe,grubx64.efi,,192.168.77.1\n"
         "enable-ra\n"
         "dhcp-range=fd77::,ra-only\n"
@@ -100,8 +143,8 @@ def test_proxy_mode_gives_san_hosts_ipxe_first() -> None:
     config = proxy(ipxe_hosts=["52:54:00:00:00:01"], load_ipxe_hosts=["52:54:00:00:00:01"])
     lines = config.render().splitlines()
     assert (
-        'pxe-service=tag:!chain-ipxe,tag:!load-ipxe,x86PC,"netinstall",pxelinux,192.168.77.1'
-        in (lines)
+        'pxe-service=tag:!chain-ipxe,tag:!load-ipxe,tag:!http-pxelinux,x86PC,"netinstall",'
+        "pxelinux,192.168.77.1" in (lines)
     )
     assert 'pxe-service=tag:load-ipxe,x86PC,"netinstall iPXE",undionly.kpxe,192.168.77.1' in lines
     assert 'pxe-service=tag:load-ipxe,X86-64_EFI,"netinstall iPXE",ipxe.efi,192.168.77.1' in lines
@@ -109,11 +152,13 @@ def test_proxy_mode_gives_san_hosts_ipxe_first() -> None:
 
 def test_proxy_mode() -> None:
     text = proxy().render()
-    assert text == FULL_HEAD + (
+    assert text == FULL_HEAD + HTTP_PXELINUX + (
         "dhcp-range=192.168.77.0,proxy\n"
-        'pxe-service=tag:!chain-ipxe,x86PC,"netinstall",pxelinux,192.168.77.1\n'
-        'pxe-service=tag:!chain-ipxe,BC_EFI,"netinstall",grubx64.efi,192.168.77.1\n'
-        'pxe-service=tag:!chain-ipxe,X86-64_EFI,"netinstall",grubx64.efi,192.168.77.1\n'
+        'pxe-service=tag:!chain-ipxe,tag:!http-pxelinux,x86PC,"netinstall",pxelinux,192.168.77.1\n'
+        'pxe-service=tag:!chain-ipxe,tag:!http-pxelinux,BC_EFI,"netinstall",grubx64.efi,'
+        "192.168.77.1\n"
+        'pxe-service=tag:!chain-ipxe,tag:!http-pxelinux,X86-64_EFI,"netinstall",grubx64.efi,'
+        "192.168.77.1\n"
     )
     assert "enable-tftp" not in text
     assert "dhcp-boot=tag:bios" not in text
@@ -129,10 +174,13 @@ def test_proxy_mode_with_subnet_ipxe_host_and_ra() -> None:
         "tag-if=set:chain-ipxe,tag:ipxe,tag:ipxe-host-525400000001\n"
         "dhcp-boot=tag:chain-ipxe,tag:ipxe-host-525400000001,"
         "http://192.168.77.1:8080/ipxe/52:54:00:00:00:01\n"
-        "dhcp-range=192.168.77.0,proxy,255.255.255.0\n"
-        'pxe-service=tag:!chain-ipxe,x86PC,"netinstall",pxelinux,192.168.77.1\n'
-        'pxe-service=tag:!chain-ipxe,BC_EFI,"netinstall",grubx64.efi,192.168.77.1\n'
-        'pxe-service=tag:!chain-ipxe,X86-64_EFI,"netinstall",grubx64.efi,192.168.77.1\n'
+        + HTTP_PXELINUX
+        + "dhcp-range=192.168.77.0,proxy,255.255.255.0\n"
+        'pxe-service=tag:!chain-ipxe,tag:!http-pxelinux,x86PC,"netinstall",pxelinux,192.168.77.1\n'
+        'pxe-service=tag:!chain-ipxe,tag:!http-pxelinux,BC_EFI,"netinstall",grubx64.efi,'
+        "192.168.77.1\n"
+        'pxe-service=tag:!chain-ipxe,tag:!http-pxelinux,X86-64_EFI,"netinstall",grubx64.efi,'
+        "192.168.77.1\n"
         "enable-ra\n"
         "dhcp-range=fd77::,ra-only\n"
     )
