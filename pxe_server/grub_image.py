@@ -10,9 +10,11 @@ after ``netinstall images build``), whose directory the caller passes.
 
 UEFI HTTP Boot loads GRUB by URL and the client never touches TFTP, so its GRUB image
 has its prefix on our HTTP server: ``(http,ADDR:PORT)/boot/grub``, where the server
-renders ``grub.cfg-01-<mac>`` (``render.grub_http_device``; GRUB 2.06 reads the port
-after a colon). Its embedded early config brings the network up with GRUB's own DHCP
-when the firmware handed GRUB none (``HTTP_BOOT_EARLY``).
+renders its configs (``render.grub_http_device``; GRUB 2.06 reads the port after a
+colon). GRUB takes its address from the firmware's HTTP boot (in the lab, OVMF's: it
+fetched its prefix's files at once, with no DHCP of its own), but searches no per-MAC
+config when its prefix is not on TFTP: the ``grub.cfg`` it reads there names it
+(``render.config_for_path``).
 """
 
 from __future__ import annotations
@@ -25,33 +27,20 @@ from common.process import run
 from images.netboot import GRUB_MODULES
 from pxe_server.render import grub_http_device
 
-HTTP_BOOT_PREFIX = "/boot/grub"  # on the HTTP server: where GRUB looks for grub.cfg-01-<mac>
-# UEFI HTTP Boot's GRUB, before its prefix is read: edk2's HTTP boot has no PXE base code
-# for GRUB to take the DHCP reply from, so GRUB asks DHCP itself if it has no address.
-HTTP_BOOT_EARLY = """\
-if [ -z "$net_default_ip" ]; then
-  net_bootp
-fi
-"""
+HTTP_BOOT_PREFIX = "/boot/grub"  # on the HTTP server: where GRUB reads its grub.cfg
 
 
 def grub_mkimage_argv(
-    module_dir: Path,
-    server_address: str,
-    out: Path,
-    *,
-    prefix: str | None = None,
-    config: Path | None = None,
+    module_dir: Path, server_address: str, out: Path, *, prefix: str | None = None
 ) -> list[str]:
     """``grub-mkimage`` argv for an x86_64-efi image whose prefix is ``(tftp,SERVER)/grub``
-    (or ``prefix``), with ``config`` embedded as its early config if given."""
+    (or ``prefix``)."""
     if prefix is None:
         try:
             server = ipaddress.IPv4Address(server_address)
         except ValueError:
             raise InputError(f"server address {server_address!r} is not an IPv4 address") from None
         prefix = f"(tftp,{server})/grub"
-    embedded = ["--config", str(config)] if config is not None else []
     return [
         "grub-mkimage",
         "--directory",
@@ -60,7 +49,6 @@ def grub_mkimage_argv(
         "x86_64-efi",
         "--prefix",
         prefix,
-        *embedded,
         "--output",
         str(out),
         *GRUB_MODULES,
@@ -75,11 +63,7 @@ def build_proxy_grub(module_dir: Path, server_address: str, out: Path) -> Path:
 def build_http_grub(module_dir: Path, http_base: str, out: Path) -> Path:
     """Write ``out``: UEFI HTTP Boot's GRUB, prefix ``(http,ADDR:PORT)/boot/grub``."""
     prefix = grub_http_device(http_base) + HTTP_BOOT_PREFIX
-    out.parent.mkdir(parents=True, exist_ok=True)
-    early = out.with_name(out.name + ".early.cfg")
-    early.write_text(HTTP_BOOT_EARLY)
-    argv = grub_mkimage_argv(module_dir, "", out, prefix=prefix, config=early)
-    return _build(module_dir, argv, out)
+    return _build(module_dir, grub_mkimage_argv(module_dir, "", out, prefix=prefix), out)
 
 
 def _build(module_dir: Path, argv: list[str], out: Path) -> Path:

@@ -456,7 +456,10 @@ def _undefined(
 # --- paths --------------------------------------------------------------------------
 
 _PXELINUX_MAC = re.compile(r"pxelinux\.cfg/01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
-_GRUB_MAC = re.compile(r"grub/grub\.cfg-01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
+# Dashes as GRUB asks over TFTP; colons as the HTTP chooser names it (${net_default_mac}).
+_GRUB_MAC = re.compile(
+    r"grub/grub\.cfg-01-([0-9a-fA-F]{2}(?:([:-])[0-9a-fA-F]{2}(?:\2[0-9a-fA-F]{2}){4}))"
+)
 _XEN_EFI_MAC = re.compile(r"xen-efi/([0-9a-fA-F]{2}(?:[:-][0-9a-fA-F]{2}){5})\.cfg")
 _BOOTIF: dict[str, Callable[[str], str]] = {
     "pxelinux": _bootif_dashes,
@@ -495,7 +498,10 @@ def config_for_path(
     if relative == "pxelinux.cfg/default":
         return BootConfig(pxelinux_config(None, None, settings, via), None, Action.LOCAL)
     if relative == "grub/grub.cfg":
-        return BootConfig(grub_config(None, None, settings, via), None, Action.LOCAL)
+        text = grub_config(None, None, settings, via)
+        if via == "http":  # UEFI HTTP Boot's GRUB: no per-MAC search of its own
+            text = _render("grub-http-chooser.cfg.j2") + text
+        return BootConfig(text, None, Action.LOCAL)
     loader, mac = _per_host(relative)
     if loader is None or mac is None:
         return None

@@ -231,6 +231,26 @@ def test_config_for_path_renders_by_the_transport_it_came_by() -> None:
     assert by_http.action is by_tftp.action is Action.INSTALL
 
 
+def test_http_boot_grub_cfg_names_the_per_mac_config() -> None:
+    def lookup(mac: str) -> tuple[Host | None, Profile | None]:
+        return (HOST, PROFILE) if mac == MAC else (None, None)
+
+    chooser = render.config_for_path("grub/grub.cfg", lookup, SETTINGS, via="http")
+    assert chooser is not None
+    assert chooser.text.startswith("# netinstall: the grub.cfg of a GRUB that came over HTTP")
+    assert "configfile ${prefix}/grub.cfg-01-${net_default_mac}\n" in chooser.text
+    assert chooser.text.endswith(render.grub_config(None, None, SETTINGS))  # then: local
+    over_tftp = render.config_for_path("grub/grub.cfg", lookup, SETTINGS)
+    assert over_tftp is not None
+    assert "configfile" not in over_tftp.text  # GRUB over TFTP searches per MAC itself
+    by_colons = render.config_for_path(f"grub/grub.cfg-01-{MAC}", lookup, SETTINGS, via="http")
+    assert by_colons is not None
+    assert by_colons.mac == MAC
+    assert by_colons.action is Action.INSTALL
+    mixed = "grub/grub.cfg-01-52:54-00:ab:cd:ef"
+    assert render.config_for_path(mixed, lookup, SETTINGS, via="http") is None
+
+
 @pytest.mark.parametrize(
     ("base", "device"),
     [
