@@ -17,7 +17,7 @@ from common.firmware import Firmware
 
 # The scenario names without importing the lab (and its server) for --help.
 SCENARIO_NAMES = ("install", "upgrade", "iscsi", "multipath", "iscsi-multipath", "low-memory",
-                  "bad-answer-file", "no-ibft", "iscsi-refused", "dos",
+                  "bad-answer-file", "no-ibft", "iscsi-refused", "tftp", "http-boot", "dos",
                   "power-cut-before-partition", "power-cut-download", "power-cut-extract",
                   "power-cut-bootloader", "power-cut-first-boot")  # fmt: skip
 
@@ -52,7 +52,9 @@ MILESTONES = {"installer": "installer up", "running": "running"}
     "iscsi-refused: so must an installer whose iSCSI login the target refuses. dos (BIOS): "
     "the legacy DOS layout (disable-gpt) on a 16 GiB disk. power-cut-POINT: the plug pulled "
     "at that install step (before-partition, download, extract, bootloader, first-boot), "
-    "then power on: the host must reach running on its own (on BIOS with the DOS layout).",
+    "then power on: the host must reach running on its own (on BIOS with the DOS layout). "
+    "tftp: the install with the server's --boot-transport tftp (no boot file over HTTP). "
+    "http-boot (UEFI): OVMF's HTTP boot loads GRUB by URL, nothing over TFTP.",
 )
 @click.option(
     "--network",

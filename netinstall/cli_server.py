@@ -212,6 +212,14 @@ def _dhcp_range(text: str) -> tuple[str, str]:
     help="unknown_policy install: at most this many unknown MACs registered a minute, "
     "in bursts of as many (more get 429).",
 )
+@click.option(
+    "--boot-transport",
+    type=click.Choice(["http", "tftp"]),
+    default="http",
+    show_default=True,
+    help="How boot loaders that can choose fetch Xen, the kernel and install.img: http "
+    "(GRUB's http module; pxelinux where iPXE is the PXE stack) or tftp only.",
+)
 def server_run(
     positional: str | None,
     directory: str,
@@ -224,6 +232,7 @@ def server_run(
     dhcp_range: str | None,
     unknown_limit: str,
     unknown_rate: str,
+    boot_transport: str,
 ) -> None:
     """Serve TFTP, HTTP (boot files, repository, answer files, API) and optionally DHCP."""
     where = server_directory(directory, positional)
@@ -255,6 +264,7 @@ def server_run(
         interface=interface,
         dhcp_range=parsed,
         unknown_limits=limits,
+        boot_transport="tftp" if boot_transport == "tftp" else "http",
         **options,
     )
 

@@ -11,6 +11,23 @@ server serves files). Two modes:
   client system type. GRUB ignores the proxy's server address, so the server
   builds its GRUB image with its address in the prefix (``grub_image``).
 
+Boot transport (README "Boot transport"). With ``boot_transport`` "http" (the default), a
+BIOS request that says user-class iPXE (option 175 or 77: QEMU's ROM, an iPXE-flashed
+NIC) gets ``<http_base>/boot/pxelinux.0`` as its boot file: iPXE fetches it over HTTP,
+and pxelinux takes the URL's directory as its path prefix, so ldlinux.c32, mboot.c32 and
+its config ``<http_base>/boot/pxelinux.cfg/01-<mac>`` come over HTTP through iPXE's PXE
+file API; the server renders configs asked for under ``/boot/`` with HTTP URLs for Xen,
+the kernel and install.img. That path is how dnsmasq's finding reaches the renderer. A
+plain PXE ROM (no user-class iPXE) keeps ``pxelinux.0`` over TFTP, and its config, asked
+for over TFTP, names TFTP files. With "tftp" every PXE request gets the TFTP loaders.
+
+UEFI HTTP Boot: a request whose vendor class holds ``HTTPClient`` gets ``http_boot_url``
+(the server's own GRUB image, its prefix on HTTP: ``grub_image.build_http_grub``) and
+option 60 ``HTTPClient``, which edk2 needs to take the offer as an HTTP boot offer; it
+never touches TFTP. Only in full mode: dnsmasq's proxy mode answers only requests whose
+vendor class is ``PXEClient`` (tests/integration/test_dnsmasq.py proves it gives an
+HTTPClient no offer).
+
 Hosts whose profile chose the iPXE chain get ``<http_base>/ipxe/<mac>`` as boot
 file, but only on requests that say user-class iPXE (option 175 or 77); their
 firmware's own request still gets the seed's loader. SAN hosts (``load_ipxe_hosts``)
@@ -37,6 +54,8 @@ from pxe_server.model import normalise_mac
 log = logging.getLogger("netinstall.dnsmasq")
 
 Mode = Literal["full", "proxy"]
+Transport = Literal["http", "tftp"]
+HTTP_CLIENT = "HTTPClient"  # the vendor class (option 60) of UEFI HTTP Boot, asked and answered
 PXE_TFTP_PORT = 69  # PXE ROMs and firmware only ever ask port 69
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 _URL = re.compile(r"^https?://[^\s,\"'#]+$")
@@ -65,6 +84,8 @@ class DnsmasqConfig:
     ipv6_ra_prefix: str | None = None  # e.g. "fd77::": RA only (the interface has such an address)
     log_dhcp: bool = True  # dnsmasq's per-request DHCP log (client-arch, tags, boot file)
     ping_check: bool = True  # ping a new address before offering it (delays a first offer 3 s)
+    boot_transport: Transport = "http"  # "http": iPXE BIOS clients get pxelinux.0 by URL
+    http_boot_url: str = ""  # UEFI HTTP Boot's loader URL (full mode); "": not offered
     ipxe_macs: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -114,6 +135,14 @@ class DnsmasqConfig:
             problems.append(f"http_base {self.http_base!r} is not an http:// URL")
         if self.ipxe_hosts and not self.http_base:
             problems.append("ipxe_hosts need http_base (their boot file is an HTTP URL)")
+        if self.boot_transport not in ("http", "tftp"):
+            problems.append(f"boot_transport {self.boot_transport!r} is neither 'http' nor 'tftp'")
+        if self.boot_transport == "http" and not self.http_base:
+            problems.append("boot_transport http needs http_base (pxelinux.0's URL)")
+        if self.http_boot_url and not _URL.match(self.http_boot_url):
+            problems.append(f"http_boot_url {self.http_boot_url!r} is not an http:// URL")
+        elif len(self.http_boot_url) > 127:  # the reply's file field: 128 bytes with its NUL
+            problems.append(f"http_boot_url {self.http_boot_url!r} is longer than 127 bytes")
         if not _LEASE.match(self.lease_time):
             problems.append(f"lease_time {self.lease_time!r} is not like 1h, 30m or infinite")
         if any(c in str(self.lease_file) for c in "\n\r"):
@@ -178,6 +207,14 @@ class DnsmasqConfig:
                     f"dhcp-boot=tag:load-ipxe,tag:bios,tag:{host},undionly.kpxe,,{server}",
                     f"dhcp-boot=tag:load-ipxe,tag:efi64,tag:{host},ipxe.efi,,{server}",
                 ]
+        http = ""
+        if self.boot_transport == "http":
+            # iPXE on BIOS (not a chained or SAN host): pxelinux.0 and all after it by URL.
+            lines += [
+                "tag-if=set:http-pxelinux,tag:bios,tag:ipxe,tag:!chain-ipxe,tag:!load-ipxe",
+                f"dhcp-boot=tag:http-pxelinux,{self.http_base.rstrip('/')}/boot/pxelinux.0",
+            ]
+            http = ",tag:!http-pxelinux"
         # tag:!chain-ipxe: the iPXE chain's URL must win whatever the line order (dnsmasq
         # takes the last matching dhcp-boot), and iPXE boots a PXE menu before any file.
         mask = [str(ipaddress.IPv4Network(self.subnet).netmask)] if self.subnet else []
@@ -186,11 +223,17 @@ class DnsmasqConfig:
             dhcp_range = [self.range_start, str(self.range_end), *mask, self.lease_time]
             lines += [
                 f"dhcp-range={','.join(dhcp_range)}",
-                f"dhcp-boot=tag:bios,tag:!chain-ipxe{load},pxelinux.0,,{server}",
+                f"dhcp-boot=tag:bios,tag:!chain-ipxe{load}{http},pxelinux.0,,{server}",
                 f"dhcp-boot=tag:efi64,tag:!chain-ipxe{load},grubx64.efi,,{server}",
             ]
+            if self.http_boot_url:
+                lines += [
+                    f"dhcp-vendorclass=set:httpclient,{HTTP_CLIENT}",  # a substring match
+                    f"dhcp-boot=tag:httpclient,{self.http_boot_url}",
+                    f"dhcp-option-force=tag:httpclient,60,{HTTP_CLIENT}",
+                ]
         else:
-            service = f"pxe-service=tag:!chain-ipxe{load}"
+            service = f"pxe-service=tag:!chain-ipxe{load}{http}"
             lines += [
                 f"dhcp-range={','.join([self.range_start, 'proxy', *mask])}",
                 # x86PC: dnsmasq/PXE append the layer suffix ".0"; names with a dot are kept.

@@ -28,6 +28,7 @@ Request log (logger ``netinstall.http``): one line per request,
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import re
@@ -151,26 +152,31 @@ class _Rendered:
 
 
 def boot_config(
-    registry: Registry, path: str, settings: ServerSettings, unknown: UnknownGate
+    registry: Registry,
+    path: str,
+    settings: ServerSettings,
+    unknown: UnknownGate,
+    via: render.Via = "tftp",
 ) -> str | None:
     """The boot config for a TFTP/HTTP ``path``, or None if ``path`` names none.
 
     Serving an install config (``decide`` said install: a registered host whose
     netboot is armed, with a profile and a token) marks the host signalled. The
     decision is made once, by the renderer, and comes back with the text. An unknown
-    MAC that may not be registered now raises RegistrationRefused.
+    MAC that may not be registered now raises RegistrationRefused. ``via``: how the
+    boot loader asked for it (``render.boot_files``).
 
     Rendered once per host state: the config is cached (``registry.renders``) under
-    the path, the settings and the revision of the host the path names; each request
+    the path, ``via``, the settings and the revision of the host the path names; each request
     reads that host once, and serves the cached config only if the revision read is
     the one it was rendered at. The signalling (and the ticket hand-out) happens on
     every install config served, cached or not.
     """
     relative = path.lstrip("/")
     for attempt in range(RENDER_ATTEMPTS):
-        rendered, host = _cached_config(registry, relative, settings)
+        rendered, host = _cached_config(registry, relative, settings, via)
         if rendered is None:
-            rendered, host = _render_config(registry, relative, settings, unknown, host)
+            rendered, host = _render_config(registry, relative, settings, unknown, host, via=via)
             if rendered is None:
                 return None
         config = rendered.config
@@ -182,18 +188,18 @@ def boot_config(
     raise AssertionError("unreachable: the last attempt signals unconditionally")
 
 
-def _cache_key(relative: str, settings: ServerSettings) -> tuple[object, ...]:
+def _cache_key(relative: str, settings: ServerSettings, via: render.Via) -> tuple[object, ...]:
     """What a boot config is cached under besides its host's revision: everything else
-    ``render.config_for_path`` reads (the path, the server's settings)."""
-    return ("boot-config", relative, settings)
+    ``render.config_for_path`` reads (the path, how it was asked for, the settings)."""
+    return ("boot-config", relative, via, settings)
 
 
 def _cached_config(
-    registry: Registry, relative: str, settings: ServerSettings
+    registry: Registry, relative: str, settings: ServerSettings, via: render.Via
 ) -> tuple[_Rendered | None, Host | None]:
     """The cached config of ``relative`` if it was rendered at the revision its host has
     now (one read of that host), else None; and that host as read (None: none)."""
-    host, found = None, registry.renders.peek(_cache_key(relative, settings))
+    host, found = None, registry.renders.peek(_cache_key(relative, settings, via))
     if found is None:
         return None, None
     revision, rendered = found
@@ -213,6 +219,8 @@ def _render_config(
     settings: ServerSettings,
     unknown: UnknownGate,
     host: Host | None,
+    *,
+    via: render.Via,
 ) -> tuple[_Rendered | None, Host | None]:
     """``relative``'s config rendered now (``host``: the host it names, read already in
     this request), and the host it was rendered from."""
@@ -228,26 +236,31 @@ def _render_config(
         looked[mac] = found[0]
         return found
 
-    config = render.config_for_path(relative, lookup, settings)
+    config = render.config_for_path(relative, lookup, settings, via)
     if config is None:
         return None, None
     mac = next(iter(looked), None)
     rendered, used = _Rendered(mac, config), looked.get(mac) if mac is not None else None
     revision = None if used is None else used.revision
-    registry.renders.put(_cache_key(relative, settings), revision, rendered)
+    registry.renders.put(_cache_key(relative, settings, via), revision, rendered)
     return rendered, used
 
 
-async def boot_config_served(ctx: Context, path: str) -> str | None:
+async def boot_config_served(ctx: Context, path: str, via: render.Via) -> str | None:
     """``boot_config`` for the HTTP routes: the cached config's read on the loop's own
     connection (WAL: it never waits for a writer), a render and the signalling write
     on worker threads (writes on the one writer thread)."""
     registry, settings, relative = ctx.registry, ctx.settings, path.lstrip("/")
     for attempt in range(RENDER_ATTEMPTS):
-        rendered, host = _cached_config(registry, relative, settings)
+        rendered, host = _cached_config(registry, relative, settings, via)
         if rendered is None:
             rendered, host = await blocking(
-                _render_config, registry, relative, settings, ctx.unknown, host
+                functools.partial(_render_config, via=via),
+                registry,
+                relative,
+                settings,
+                ctx.unknown,
+                host,
             )
             if rendered is None:
                 return None
@@ -313,12 +326,12 @@ def _answer_file(ctx: Context, host: Host) -> str:
         ) from exc
 
 
-async def _config(request: web.Request, path: str) -> web.StreamResponse:
+async def _config(request: web.Request, path: str, via: render.Via = "tftp") -> web.StreamResponse:
     ctx = context(request)
     if ".." in path or "\0" in path:
         return error(400, f"path {loggable(path)!r} refused: it would leave the config tree")
     try:
-        text = await boot_config_served(ctx, path)
+        text = await boot_config_served(ctx, path, via)
     except BadMac as exc:  # the path names no machine: the client's mistake
         return error(400, f"{loggable(path)}: {exc}")
     except RegistrationRefused as exc:  # logged once a burst by the gate
@@ -328,6 +341,27 @@ async def _config(request: web.Request, path: str) -> web.StreamResponse:
     if text is None:
         return error(404, f"{path} is not a boot config this server renders")
     return web.Response(text=text, content_type="text/plain")
+
+
+async def boot_tree_config(request: web.Request) -> web.StreamResponse:
+    """``GET /boot/pxelinux.cfg/<name>``, ``/boot/grub/<name>``: the boot configs of loaders
+    that came over HTTP (pxelinux.0 by URL through iPXE, UEFI HTTP Boot's GRUB), which look
+    for them beside themselves; rendered with HTTP URLs (``render.boot_files``). A name that
+    is no config is a file of the netboot tree, as under the rest of ``/boot/``."""
+    response = await _config(request, request.match_info["path"], "http")
+    return await http_files.boot_file(request) if response.status == 404 else response
+
+
+async def http_boot_loader(request: web.Request) -> web.StreamResponse:
+    """``GET /http-boot/grubx64.efi``: UEFI HTTP Boot's GRUB (``grub_image.build_http_grub``)."""
+    loader = context(request).http_boot_loader
+    if loader is None or not loader.is_file():
+        return error(
+            404,
+            "this server offers no UEFI HTTP Boot: it builds the loader only with --dhcp full"
+            " and GRUB's modules (registry setting grub_modules)",
+        )
+    return web.FileResponse(loader)
 
 
 async def ipxe_script(request: web.Request) -> web.StreamResponse:
@@ -422,6 +456,9 @@ def make_app(ctx: Context) -> web.Application:
         middlewares=[json_errors, http_edge.authenticate], handler_args=HANDLER_ARGS
     )
     app[CONTEXT] = ctx
+    # Before /boot/{path}: aiohttp takes the first route that matches.
+    app.router.add_get(r"/boot/{path:(?:pxelinux\.cfg|grub)/[^/]+}", boot_tree_config)
+    app.router.add_get("/http-boot/grubx64.efi", http_boot_loader)
     http_files.add_routes(app)
     http_edge.add_routes(app, http_api.API + BOOT_API)
     app.router.add_get("/answerfile/{mac}", answer_file)
@@ -460,6 +497,7 @@ class HttpServer:
         self.repo = repo
         self.host = host
         self._settings = settings
+        self.http_boot_loader: Path | None = None  # UEFI HTTP Boot's GRUB, set before start
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock: socket.socket | None = socket.create_server(
             (host, port), family=family, backlog=256
@@ -505,6 +543,7 @@ class HttpServer:
             repo=self.repo,
             repo_url=self.repo_url,
             unknown=self.unknown,
+            http_boot_loader=self.http_boot_loader,
         )
         self._runner = web.AppRunner(
             make_app(self._ctx), access_log_class=_AccessLog, access_log=log, shutdown_timeout=2.0

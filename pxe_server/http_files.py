@@ -51,6 +51,7 @@ class Context:
     repo_url: str | None = None  # the repository's URL when it is not served here
     # unknown-MAC registrations (unknown_policy install): their rate, shared with TFTP
     unknown: UnknownGate = field(default_factory=lambda: UnknownGate(UnknownLimits()))
+    http_boot_loader: Path | None = None  # UEFI HTTP Boot's GRUB image, if this server has one
 
     @property
     def files(self) -> Path:

@@ -17,7 +17,7 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from common.errors import InputError
 from common.protocol.messages import (
@@ -329,6 +329,10 @@ class Event:
     message: str | None = None
 
 
+BootTransport = Literal["http", "tftp"]
+BOOT_TRANSPORTS: tuple[BootTransport, ...] = ("http", "tftp")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What renderers need to know about this server."""
@@ -336,6 +340,9 @@ class ServerSettings:
     http_base: str  # e.g. "http://192.168.77.1:8080" (no trailing slash)
     tftp_address: str  # e.g. "192.168.77.1"
     unknown_policy: UnknownPolicy = UnknownPolicy.LOCAL
+    # How boot loaders that may choose fetch Xen, the kernel and install.img: "http"
+    # (GRUB's http module, pxelinux over iPXE) or "tftp" (server run --boot-transport).
+    boot_transport: BootTransport = "http"
 
 
 # -- as the protocol shows them (common.protocol): one serialiser each ------------------

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import jinja2
 import jinja2.sandbox
@@ -55,8 +56,13 @@ _IPXE_ENDS = ("||", "&&", ";")
 _OURS = ("answerfile=", "netinstall.server=", "netinstall.token=", "BOOTIF=")
 _ANSWER_VARIABLES = ("mac", "name", "server", "repo_url", "root_password_hash")
 _UNDEFINED = re.compile(r"^'([^']+)' is undefined$")
+# An http_base GRUB's http device can name, bare (no GRUB quoting needed): host and port.
+_HTTP_BASE = re.compile(r"http://(?P<host>[A-Za-z0-9.-]{1,253})(?::(?P<port>[0-9]{1,5}))?/?")
 
 Lookup = Callable[[str], tuple[Host | None, Profile | None]]
+# How a boot loader fetched its config: over TFTP, or over HTTP under ``/boot/`` (a loader
+# that came over HTTP: pxelinux.0 through iPXE, GRUB booted by UEFI HTTP Boot).
+Via = Literal["tftp", "http"]
 
 
 # --- boot arguments -----------------------------------------------------------------
@@ -175,6 +181,34 @@ def san_boot(host: Host | None, profile: Profile | None) -> dict[str, str] | Non
     return san
 
 
+def grub_http_device(http_base: str) -> str:
+    """GRUB's device for our HTTP server: ``(http,ADDR:PORT)`` (GRUB 2.06 reads the port
+    after a colon; a bare ``(http,ADDR)`` would ask port 80)."""
+    match = _HTTP_BASE.fullmatch(http_base)
+    if match is None:
+        raise InputError(
+            f"http_base {http_base!r} cannot be written in a GRUB config as an http device"
+            " (expected http://ADDR[:PORT], ADDR an IPv4 address or a host name)"
+        )
+    return f"(http,{match['host']}:{match['port'] or 80})"
+
+
+def boot_files(loader: str, settings: ServerSettings, via: Via = "tftp") -> str:
+    """Where ``loader``'s install config takes xen.gz, vmlinuz and install.img from: the
+    prefix written before their names ("" for the TFTP root the loader came from).
+
+    pxelinux: HTTP URLs (``<http_base>/boot/``) when its config came over HTTP (iPXE is
+    its PXE stack: iPXE's PXE file API opens URLs), else TFTP names. GRUB: its own http
+    module (``(http,ADDR:PORT)/boot``) unless ``settings.boot_transport`` is "tftp"; a
+    GRUB that came over HTTP (UEFI HTTP Boot) has no TFTP to fall back to: HTTP always.
+    """
+    if loader == "pxelinux" and via == "http":
+        return f"{settings.http_base}/boot/"
+    if loader == "grub" and (via == "http" or settings.boot_transport == "http"):
+        return f"{grub_http_device(settings.http_base)}/boot"
+    return ""
+
+
 def _local(
     loader: str,
     host: Host | None,
@@ -198,8 +232,10 @@ def _config(
     profile: Profile | None,
     settings: ServerSettings,
     bootif: Callable[[str], str],
+    *,
+    via: Via = "tftp",
 ) -> str:
-    return _decided(loader, host, profile, settings, bootif)[0]
+    return _decided(loader, host, profile, settings, bootif, via=via)[0]
 
 
 def _decided(
@@ -208,6 +244,8 @@ def _decided(
     profile: Profile | None,
     settings: ServerSettings,
     bootif: Callable[[str], str],
+    *,
+    via: Via = "tftp",
 ) -> tuple[str, Decision]:
     """The config text and the decision it carries out (made here, once)."""
     if host is None:
@@ -222,6 +260,7 @@ def _decided(
         mac=host.mac,
         reason=decision.reason,
         http_base=settings.http_base,
+        files=boot_files(loader, settings, via),
         xen_args=profile.xen_args.split(),
         dom0_args=installer_args(host, profile, settings, bootif(host.mac)),
         san=san_boot(host, profile),
@@ -232,27 +271,33 @@ def _bootif_dashes(mac: str) -> str:
     return f"01-{mac_dashes(mac)}"
 
 
-def pxelinux_config(host: Host | None, profile: Profile | None, settings: ServerSettings) -> str:
+def pxelinux_config(
+    host: Host | None, profile: Profile | None, settings: ServerSettings, via: Via = "tftp"
+) -> str:
     """``pxelinux.cfg/01-<mac>`` (``host`` None: ``pxelinux.cfg/default``, local boot).
 
     Install: ``mboot.c32`` with ``xen.gz --- vmlinuz ... --- install.img`` from the
-    TFTP root, ``ipappend 2`` kept. Local: ``localboot 0``.
+    TFTP root, or (``via`` "http": pxelinux.0 came over HTTP through iPXE) from
+    ``<http_base>/boot/``; ``ipappend 2`` kept. Local: ``localboot 0``.
     """
-    return _config("pxelinux", host, profile, settings, _bootif_dashes)
+    return _config("pxelinux", host, profile, settings, _bootif_dashes, via=via)
 
 
-def grub_config(host: Host | None, profile: Profile | None, settings: ServerSettings) -> str:
+def grub_config(
+    host: Host | None, profile: Profile | None, settings: ServerSettings, via: Via = "tftp"
+) -> str:
     """``grub/grub.cfg-01-<mac>`` (``host`` None: ``grub/grub.cfg``, local boot).
 
-    Install: ``multiboot2 /xen.gz`` and two ``module2`` from GRUB's root, the TFTP
-    server it booted from; ``BOOTIF`` in GRUB's colon form; words GRUB would
+    Install: ``multiboot2 xen.gz`` and two ``module2`` from our HTTP server's ``/boot/``
+    (``(http,ADDR:PORT)/boot``, ``boot_files``), or with ``boot_transport`` "tftp" from
+    GRUB's root, the TFTP server it booted from; ``BOOTIF`` in GRUB's colon form; words GRUB would
     misread are single-quoted. ``install.img`` is loaded ``--nounzip``: the kernel
     unpacks its initrd itself, and GRUB cannot unpack every compression.
     ``vmlinuz`` after the path is the conventional first word of a module's command
     line (Xen leaves it to the installer, which ignores it). Local: chainload the
     disk's ``/EFI/BOOT/BOOTX64.EFI``, never ``exit`` (TESTING.md "Boot once").
     """
-    return _config("grub", host, profile, settings, lambda mac: mac)
+    return _config("grub", host, profile, settings, lambda mac: mac, via=via)
 
 
 def ipxe_script(host: Host | None, profile: Profile | None, settings: ServerSettings) -> str:
@@ -426,7 +471,10 @@ def _undefined(
 # --- paths --------------------------------------------------------------------------
 
 _PXELINUX_MAC = re.compile(r"pxelinux\.cfg/01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
-_GRUB_MAC = re.compile(r"grub/grub\.cfg-01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
+# Dashes as GRUB asks over TFTP; colons as the HTTP chooser names it (${net_default_mac}).
+_GRUB_MAC = re.compile(
+    r"grub/grub\.cfg-01-([0-9a-fA-F]{2}(?:([:-])[0-9a-fA-F]{2}(?:\2[0-9a-fA-F]{2}){4}))"
+)
 _XEN_EFI_MAC = re.compile(r"xen-efi/([0-9a-fA-F]{2}(?:[:-][0-9a-fA-F]{2}){5})\.cfg")
 _BOOTIF: dict[str, Callable[[str], str]] = {
     "pxelinux": _bootif_dashes,
@@ -445,7 +493,9 @@ class BootConfig:
     action: Action
 
 
-def config_for_path(path: str, lookup: Lookup, settings: ServerSettings) -> BootConfig | None:
+def config_for_path(
+    path: str, lookup: Lookup, settings: ServerSettings, via: Via = "tftp"
+) -> BootConfig | None:
     """A TFTP or HTTP path -> its config (the text, the MAC of the known host it is for or
     None, and the decision it carries out: the caller marks an install signalled).
 
@@ -454,20 +504,24 @@ def config_for_path(path: str, lookup: Lookup, settings: ServerSettings) -> Boot
     gets the catch-all config with None, as do ``pxelinux.cfg/default`` and
     ``grub/grub.cfg``. Leading slashes are ignored. Any other path (hex-IP and
     UUID configs, boot files) gives None: not a config, look for a file. A path
-    holding ``..`` anywhere raises InputError.
+    holding ``..`` anywhere raises InputError. ``via``: how the loader fetched it
+    (``boot_files``: "http" for the configs HTTP serves under ``/boot/``).
     """
     if ".." in path:
         raise InputError(f"path {path!r} refused: it climbs out of the root with '..'")
     relative = path.lstrip("/")
     if relative == "pxelinux.cfg/default":
-        return BootConfig(pxelinux_config(None, None, settings), None, Action.LOCAL)
+        return BootConfig(pxelinux_config(None, None, settings, via), None, Action.LOCAL)
     if relative == "grub/grub.cfg":
-        return BootConfig(grub_config(None, None, settings), None, Action.LOCAL)
+        text = grub_config(None, None, settings, via)
+        if via == "http":  # UEFI HTTP Boot's GRUB: no per-MAC search of its own
+            text = _render("grub-http-chooser.cfg.j2") + text
+        return BootConfig(text, None, Action.LOCAL)
     loader, mac = _per_host(relative)
     if loader is None or mac is None:
         return None
     host, profile = lookup(mac)
-    text, decision = _decided(loader, host, profile, settings, _BOOTIF[loader])
+    text, decision = _decided(loader, host, profile, settings, _BOOTIF[loader], via=via)
     return BootConfig(text, None if host is None else host.mac, decision.action)
 
 

@@ -8,8 +8,13 @@ Registry settings read at start (``netinstall server init`` writes them):
 ``netboot`` (the netboot tree: TFTP root and ``/boot/``), ``repo`` (``/repo/``),
 ``unknown_policy`` (``local`` or ``install``), ``advertise`` (the address clients
 reach this server at, used in every URL handed out; needed when the server binds
-0.0.0.0 without ``--interface``) and ``grub_modules`` (proxy-DHCP mode's GRUB
-modules directory).
+0.0.0.0 without ``--interface``) and ``grub_modules`` (the GRUB modules directory of
+proxy-DHCP mode's and UEFI HTTP Boot's GRUB images).
+
+``boot_transport`` (``server run --boot-transport``): "http" (default) or "tftp", how
+boot loaders that can choose fetch Xen, the kernel and install.img (README "Boot
+transport"). With ``--dhcp full`` the server builds UEFI HTTP Boot's GRUB image
+(``grub_image.build_http_grub``) and dnsmasq offers it to HTTPClient requests.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pxe_server import grub_image
 from pxe_server.admission import RegistrationRefused, UnknownGate, UnknownLimits
 from pxe_server.dnsmasq import Dnsmasq, DnsmasqConfig
 from pxe_server.http import HttpServer, boot_config
-from pxe_server.model import BadMac, ServerSettings, UnknownPolicy
+from pxe_server.model import BOOT_TRANSPORTS, BadMac, BootTransport, ServerSettings, UnknownPolicy
 from pxe_server.registry import Registry
 from pxe_server.tftp import TftpServer
 
@@ -145,7 +150,12 @@ class Server:
         interface: str | None = None,
         dhcp_range: tuple[str, str] | None = None,
         unknown_limits: UnknownLimits | None = None,
+        boot_transport: BootTransport = "http",
     ) -> None:
+        if boot_transport not in BOOT_TRANSPORTS:
+            raise InputError(
+                f"--boot-transport {boot_transport!r} is not one of {', '.join(BOOT_TRANSPORTS)}"
+            )
         if dhcp not in DHCP_MODES:
             raise InputError(f"--dhcp {dhcp!r} is not one of {', '.join(DHCP_MODES)}")
         if dhcp != "off" and not interface:
@@ -157,6 +167,7 @@ class Server:
         self.dhcp = dhcp
         self.interface = interface
         self.dhcp_range = dhcp_range
+        self.boot_transport = boot_transport
         self.unknown = UnknownGate(unknown_limits or UnknownLimits())  # TFTP's and HTTP's
         self._tftp_port = tftp_port
         self._http_port = http_port
@@ -214,6 +225,7 @@ class Server:
             http_base=f"http://{_url_host(address)}:{self.http.port}",
             tftp_address=address,
             unknown_policy=policy,
+            boot_transport=self.boot_transport,
         )
         self.http.settings = settings
         if netboot is None or not netboot.is_dir():
@@ -228,6 +240,8 @@ class Server:
             root = netboot
         if self.dhcp == "proxy":
             self._build_proxy_grub(values.get("grub_modules"), address)
+        if self.dhcp == "full":
+            self.http.http_boot_loader = self._build_http_grub(values.get("grub_modules"))
         self.tftp = TftpServer(root, self._resolve, host=self.bind, port=self._tftp_port)
         with listening("TFTP", "udp", self.bind, self._tftp_port, "--tftp-port"):
             self.tftp.start()
@@ -271,6 +285,20 @@ class Server:
         self._proxy_grub = out.read_bytes()
         log.info("built %s with prefix (tftp,%s)/grub for proxy-DHCP", out, address)
 
+    def _build_http_grub(self, modules: str | None) -> Path | None:
+        """UEFI HTTP Boot's GRUB in the server directory; None (logged) without modules."""
+        settings = cast(ServerSettings, self.settings)
+        out = self.directory / "http-grub" / "grubx64.efi"
+        try:
+            grub_image.build_http_grub(
+                Path(modules) if modules else DEFAULT_GRUB_MODULES, settings.http_base, out
+            )
+        except InputError as exc:
+            log.warning("no UEFI HTTP Boot (HTTPClient requests get no offer): %s", exc)
+            return None
+        log.info("built %s for UEFI HTTP Boot (prefix on %s)", out, settings.http_base)
+        return out
+
     def _start_dnsmasq(self, registry: Registry, settings: ServerSettings) -> None:
         interface = cast(str, self.interface)
         network = interface_network(interface)
@@ -291,6 +319,12 @@ class Server:
             lease_file=self.directory / "dnsmasq.leases",
             subnet=str(network.network),
             ipv6_ra_prefix=interface_ra_prefix(interface),
+            boot_transport=self.boot_transport,
+            http_boot_url=(
+                f"{settings.http_base}/http-boot/grubx64.efi"
+                if self.http is not None and self.http.http_boot_loader is not None
+                else ""
+            ),
         )
         workdir = self.directory / "dnsmasq"
         workdir.mkdir(exist_ok=True)
@@ -338,6 +372,7 @@ def run_server(
     interface: str | None,
     dhcp_range: tuple[str, str] | None,
     unknown_limits: UnknownLimits | None = None,
+    boot_transport: BootTransport = "http",
 ) -> None:
     """``netinstall server run``: serve until SIGINT or SIGTERM, then stop cleanly."""
     if not logging.getLogger().handlers:  # the request log and where things listen, on stderr
@@ -359,6 +394,7 @@ def run_server(
             interface=interface,
             dhcp_range=dhcp_range,
             unknown_limits=unknown_limits,
+            boot_transport=boot_transport,
         ):
             while not stopping.wait(1.0):
                 pass

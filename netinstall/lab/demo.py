@@ -126,7 +126,8 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     else:
         net = netns.new_network()
         server = ipaddress.IPv4Interface(net.address)
-        server_argv = netns.netns_exec(net.namespace, services.server_argv(server_dir, net))
+        argv = services.server_argv(server_dir, net, options.chosen.boot_transport)
+        server_argv = netns.netns_exec(net.namespace, argv)
         where = f"namespace {net.namespace}"
     storage = None
     if options.chosen.san:
@@ -162,6 +163,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         storage_mac=san.storage_mac(qemu.MAC_SUFFIX[options.firmware]) if storage else None,
         local_disk=storage is None,  # a SAN machine is diskless: the image is its LUN
         multipath=options.chosen.qemu_paths,
+        http_boot=options.chosen.http_boot,
     )
     qemu.make_disk(machine.disk, options.chosen.disk_size or qemu.DISK_SIZE)
     kept = utility.make_utility_partition(machine.disk) if options.chosen.utility else None

@@ -9,6 +9,10 @@ NIC, 2 on the disk), as a real server set to network-first would:
   an empty ``romfile=`` so OVMF's own driver and PXE client load ``grubx64.efi``
   as real firmware would (an e1000 without its iPXE ROM has no EFI driver at all:
   OVMF skips the network); PXE over IPv6 is switched off (it would wait ~60 s).
+  ``http_boot``: OVMF's PXE over IPv4 is switched off too (fw_cfg
+  ``IPv4PXESupport``), so the NIC's first boot option is OVMF's HTTP boot
+  ("UEFI HTTPv4", HttpBootDxe, present in Debian's OVMF_CODE_4M.fd): it asks DHCP
+  with vendor class HTTPClient and loads the URL it is given, with no TFTP at all.
 
 No ``-no-reboot``: the installer reboots into the installed system. ``-accel tcg``
 always (KVM dies inside the firmware on these machines); the default CPU model.
@@ -57,6 +61,7 @@ class Machine:
     local_disk: bool = True
     multipath: bool = False  # the disk as two SCSI paths (PATHS) to one LUN, not virtio-blk
     memory_mib: int = MEMORY_MIB
+    http_boot: bool = False  # UEFI: boot the NIC by OVMF's HTTP boot, not its PXE client
     binary: str = "qemu-system-x86_64"
 
     def __post_init__(self) -> None:
@@ -64,6 +69,8 @@ class Machine:
             raise InputError(f"firmware {self.firmware!r} is not one of {', '.join(FIRMWARES)}")
         if self.firmware == "uefi" and self.ovmf_vars is None:
             raise InputError("a UEFI machine needs its own copy of the OVMF variable store")
+        if self.http_boot and self.firmware != "uefi":
+            raise InputError("UEFI HTTP Boot needs a UEFI machine (OVMF's HttpBootDxe)")
         if (self.storage_tap is None) != (self.storage_mac is None):
             raise InputError("a storage NIC needs both its tap and its MAC")
 
@@ -88,6 +95,8 @@ def argv(machine: Machine) -> list[str]:
             "-drive", f"if=pflash,format=raw,file={machine.ovmf_vars}",
             "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n",
         ]  # fmt: skip
+        if machine.http_boot:
+            args += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]
         nic += ",romfile="  # OVMF's own PXE client, not iPXE's EFI ROM
     if machine.tap is not None:
         args += ["-netdev", f"tap,id=n0,ifname={machine.tap},script=no,downscript=no"]

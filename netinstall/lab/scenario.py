@@ -65,6 +65,11 @@ class Scenario:
     disk_size: int | None = None  # bytes; None: qemu.DISK_SIZE
     # A power cut during the install (lab/powercut.py: the cut point's name), then power on.
     cut: str | None = None
+    # The server's --boot-transport: "http" (Xen, kernel and install.img over HTTP where
+    # the loader can) or "tftp" (TFTP only, the TFTP-only way kept proven).
+    boot_transport: str = "http"
+    # UEFI: the machine boots by OVMF's HTTP boot (DHCP vendor class HTTPClient), no TFTP.
+    http_boot: bool = False
 
     @property
     def dos(self) -> bool:
@@ -258,6 +263,8 @@ def prepare(
 
 
 # The scenarios ``netinstall demo --scenario NAME`` runs besides the firmware's own install.
+TFTP_ONLY = Scenario("TFTP only (server run --boot-transport tftp)", boot_transport="tftp")
+HTTP_BOOT = Scenario("UEFI HTTP Boot: GRUB by URL, no TFTP", srtype="ext", http_boot=True)
 NAMED: dict[str, Scenario] = {
     "upgrade": UPGRADE,
     "iscsi": ISCSI,
@@ -267,6 +274,8 @@ NAMED: dict[str, Scenario] = {
     "bad-answer-file": BAD_ANSWER_FILE,
     "no-ibft": NO_IBFT,
     "iscsi-refused": ISCSI_REFUSED,
+    "tftp": TFTP_ONLY,
+    "http-boot": HTTP_BOOT,
 }
 DOS = Scenario("DOS layout on a 16 GiB disk", installer_kernel_args=DOS_KERNEL_ARGS,
                disk_size=SMALL_DISK)  # fmt: skip
@@ -286,4 +295,6 @@ def scenario_for(firmware: str, name: str) -> Scenario:
         return power_cut(name.removeprefix(CUT_PREFIX), dos=firmware == "bios")
     if name not in NAMED:
         raise InputError(f"unknown scenario {name!r}; expected {', '.join(NAMES)}")
+    if NAMED[name].http_boot and firmware != "uefi":
+        raise InputError("UEFI HTTP Boot (http-boot) is for UEFI machines only")
     return NAMED[name]

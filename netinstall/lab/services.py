@@ -36,7 +36,7 @@ def netinstall_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from netinstall.cli import main; sys.exit(main())"]
 
 
-def server_argv(directory: Path, net: LabNetwork) -> list[str]:
+def server_argv(directory: Path, net: LabNetwork, boot_transport: str = "http") -> list[str]:
     """``netinstall server run`` with full DHCP on the bridge (pure)."""
     return [
         *netinstall_command(), "server", "run", str(directory),
@@ -46,6 +46,7 @@ def server_argv(directory: Path, net: LabNetwork) -> list[str]:
         "--dhcp", "full",
         "--interface", net.bridge,
         "--range", f"{net.range_start},{net.range_end}",
+        "--boot-transport", boot_transport,
     ]  # fmt: skip
 
 

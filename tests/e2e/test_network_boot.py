@@ -13,6 +13,7 @@ one power cut; the other cut points are tests/e2e/test_power_cut.py (test-all).
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +21,14 @@ import pytest
 
 from common.firmware import Firmware
 from netinstall.lab import console
-from netinstall.lab.scenario import BAD_ANSWER_FILE, CI_CUT, LOW_MEMORY, SCENARIOS
+from netinstall.lab.scenario import (
+    BAD_ANSWER_FILE,
+    CI_CUT,
+    HTTP_BOOT,
+    LOW_MEMORY,
+    SCENARIOS,
+    TFTP_ONLY,
+)
 from tests.e2e.conftest import FIRMWARES, SERVER, run_scenario
 
 pytestmark = pytest.mark.e2e
@@ -64,6 +72,39 @@ def test_install_and_boot_from_disk(built: Path, firmware: Firmware, tmp_path: P
     if scenario.cut is not None:
         assert f"power cut {scenario.cut}: running" in checked
         assert "never its half-installed disk" in checked
+    check_transport(tmp_path / "server.log", "http")
+
+
+# The server's request logs: HTTP "ADDR GET PATH STATUS ...", TFTP "tftp ADDR:PORT NAME: ...".
+_BY_HTTP = re.compile(r" GET /boot/install\.img 200 ")
+_BY_TFTP = re.compile(r"netinstall\.tftp: tftp \S+ /?install\.img: ")
+
+
+def check_transport(server_log: Path, transport: str) -> None:
+    """install.img came over ``transport`` only (README "Boot transport")."""
+    text = server_log.read_text(errors="replace")
+    by_http, by_tftp = bool(_BY_HTTP.search(text)), bool(_BY_TFTP.search(text))
+    assert (by_http, by_tftp) == (transport == "http", transport == "tftp"), (by_http, by_tftp)
+
+
+@pytest.mark.slow  # make test-all: the TFTP-only way (server run --boot-transport tftp)
+@pytest.mark.timeout(2400)
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_tftp_only_transport_installs(built: Path, firmware: Firmware, tmp_path: Path) -> None:
+    result = run_scenario(built, firmware, console.RUNNING, 1800, tmp_path, scenario=TFTP_ONLY)
+    assert "payload version" in "\n".join(result.checks)
+    check_transport(tmp_path / "server.log", "tftp")
+
+
+@pytest.mark.slow  # make test-all: OVMF's HTTP boot, no TFTP at all
+@pytest.mark.timeout(2400)
+def test_uefi_http_boot_installs_without_tftp(built: Path, tmp_path: Path) -> None:
+    result = run_scenario(built, "uefi", console.RUNNING, 1800, tmp_path, scenario=HTTP_BOOT)
+    assert "payload version" in "\n".join(result.checks)
+    log = (tmp_path / "server.log").read_text(errors="replace")
+    assert " GET /http-boot/grubx64.efi 200 " in log  # the loader by URL (vendor HTTPClient)
+    assert not re.search(r"netinstall\.tftp: tftp [0-9.]+:[0-9]+ ", log)  # no TFTP transfer
+    check_transport(tmp_path / "server.log", "http")
 
 
 @pytest.mark.slow  # make test-all: the fallback, not the real chain

@@ -32,17 +32,21 @@ pytestmark = pytest.mark.integration
 SERVER = "192.168.77.1"
 IPXE_MAC = "52:54:00:77:00:01"
 IPXE_URL = f"http://{SERVER}:8080/ipxe/{IPXE_MAC}"
+PXELINUX_URL = f"http://{SERVER}:8080/boot/pxelinux.0"  # boot transport http, iPXE on BIOS
+HTTP_BOOT_URL = f"http://{SERVER}:8080/http-boot/grubx64.efi"
+HTTP_BOOT_ARCH = 16  # x86-64 UEFI HTTP Boot (RFC 4578 registry)
 GRUB_MODULES = (
     Path.home() / ".cache/netinstall/work/netboot/grub-efi-amd64-bin/usr/lib/grub/x86_64-efi"
 )
 # A PXE client's two steps against a proxy-DHCP server: a DHCPDISCOVER (port 68 -> 67,
 # broadcast) and, as PXE does, a DHCPREQUEST to the boot server's port 4011 (with the first
 # item of the offer's PXE menu, option 43.9, layer 0, if it had one). Prints the replies as
-# JSON.
+# JSON. Its vendor class is PXEClient, or HTTPClient as UEFI HTTP Boot's (edk2) is; with
+# iPXE it adds option 175 and user class (77) "iPXE", as iPXE does. No reply: offer null.
 PXE_CLIENT = """
 import json, os, socket, struct, sys
 iface, mac, arch, ipxe = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-vendor = f"PXEClient:Arch:{arch:05d}:UNDI:002001".encode()
+vendor = f"{sys.argv[7]}:Arch:{arch:05d}:UNDI:003001".encode()
 opts = bytes([53, 1, 1, 60, len(vendor)]) + vendor + bytes([93, 2]) + arch.to_bytes(2, "big")
 opts += bytes([97, 17, 0]) + os.urandom(16) + bytes([94, 3, 1, 2, 1])
 opts += bytes([175, 3, 0x13, 1, 1, 77, 4]) + b"iPXE" if ipxe else b""
@@ -65,7 +69,9 @@ def exchange(packet, to):
     pxe_options = options(options(data[240:]).get(43, b""))
     menu = pxe_options.get(9, b"")  # items: type (2 bytes), length, description
     return {"siaddr": socket.inet_ntoa(data[20:24]), "menu": 9 in pxe_options,
-            "item": menu[:2].hex(), "file": data[108:236].split(bytes(1))[0].decode()}
+            "item": menu[:2].hex(), "file": data[108:236].split(bytes(1))[0].decode(),
+            "vendor": options(data[240:]).get(60, b"").decode(),
+            "yiaddr": socket.inet_ntoa(data[16:20])}
 
 def options(data):
     found, i = {}, 0
@@ -77,7 +83,11 @@ def options(data):
             i += 1
     return found
 
-offer = exchange(head + cookie + opts + bytes([255]), ("255.255.255.255", 67))
+try:
+    offer = exchange(head + cookie + opts + bytes([255]), ("255.255.255.255", 67))
+except socket.timeout:
+    print(json.dumps({"offer": None, "boot": None}))
+    sys.exit(0)
 chosen = bytes.fromhex(offer.pop("item") or "8000")  # the menu's first (only) item
 item = bytes([43, 7, 71, 4, *chosen, 0, 0, 255]) if offer["menu"] else b""
 request = head[:12] + socket.inet_aton(sys.argv[5]) + head[16:] + cookie
@@ -157,6 +167,7 @@ def config(net: Net, mode: str, **changes: object) -> DnsmasqConfig:
         "subnet": "192.168.77.0/24",
         "ipv6_ra_prefix": "fd77::",
         "ping_check": False,  # dnsmasq's ping of a new address delays each first offer 3 s
+        "http_boot_url": HTTP_BOOT_URL,
     }
     values.update(changes)
     return DnsmasqConfig(**values)  # type: ignore[arg-type]
@@ -209,7 +220,40 @@ def test_ipxe_chain_only_for_ipxe_requests_of_chosen_hosts(net: Net, full_dnsmas
     assert dhcp(net, IPXE_MAC, 0, ipxe=True)["boot_file"] == IPXE_URL
     assert dhcp(net, IPXE_MAC, 7, ipxe=True)["boot_file"] == IPXE_URL
     assert dhcp(net, IPXE_MAC, 0)["boot_file"] == "pxelinux.0"  # the firmware's own request
-    assert dhcp(net, "52:54:00:77:00:20", 0, ipxe=True)["boot_file"] == "pxelinux.0"
+    # Any other host's iPXE on BIOS: pxelinux.0 by URL (boot transport http).
+    assert dhcp(net, "52:54:00:77:00:20", 0, ipxe=True)["boot_file"] == PXELINUX_URL
+
+
+def test_bios_transport_follows_the_pxe_stack(net: Net, full_dnsmasq: Dnsmasq) -> None:
+    """A crafted PXE request with and without user-class iPXE (option 77, and 175)."""
+    mac = "52:54:00:77:00:21"
+    with_ipxe = pxe(net, mac, 0, ipxe=True)["offer"]
+    assert with_ipxe["file"] == PXELINUX_URL  # iPXE fetches it, and all after it, by HTTP
+    plain = pxe(net, mac, 0)["offer"]  # a plain PXE ROM: TFTP from our address
+    assert (plain["file"], plain["siaddr"]) == ("pxelinux.0", SERVER)
+    uefi = pxe(net, mac, 7, ipxe=True)["offer"]  # iPXE EFI: GRUB as before (TFTP)
+    assert uefi["file"] == "grubx64.efi"
+
+
+def test_tftp_transport_keeps_ipxe_on_tftp(net: Net, full_dnsmasq: Dnsmasq) -> None:
+    full_dnsmasq.stop()
+    tftp_only = config(net, "full", boot_transport="tftp")
+    try:
+        with Dnsmasq(tftp_only, net.workdir / "full-tftp", netns=net.server_ns):
+            got = pxe(net, "52:54:00:77:00:22", 0, ipxe=True)["offer"]
+            assert (got["file"], got["siaddr"]) == ("pxelinux.0", SERVER)
+            assert dhcp(net, IPXE_MAC, 0, ipxe=True)["boot_file"] == IPXE_URL  # chain kept
+    finally:
+        full_dnsmasq.start()
+
+
+def test_uefi_http_boot_client_gets_a_url_and_httpclient(net: Net, full_dnsmasq: Dnsmasq) -> None:
+    got = pxe(net, "52:54:00:77:00:23", HTTP_BOOT_ARCH, vendor="HTTPClient")["offer"]
+    assert got["file"] == HTTP_BOOT_URL  # no TFTP: the loader is a URL
+    assert got["vendor"] == "HTTPClient"  # edk2 takes only such an offer for HTTP boot
+    assert got["yiaddr"].startswith("192.168.77.")
+    pxe_client = pxe(net, "52:54:00:77:00:23", 7)["offer"]  # the same machine's PXE client
+    assert (pxe_client["file"], pxe_client["vendor"]) == ("grubx64.efi", "")  # no option 60
 
 
 @pytest.fixture
@@ -224,11 +268,13 @@ def proxy_dnsmasq(net: Net, full_dnsmasq: Dnsmasq) -> Iterator[Dnsmasq]:
         ip("-n", net.client_ns, "addr", "flush", "dev", "cli0")
 
 
-def pxe(net: Net, mac: str, arch: int, *, ipxe: bool = False) -> dict[str, Any]:
+def pxe(
+    net: Net, mac: str, arch: int, *, ipxe: bool = False, vendor: str = "PXEClient"
+) -> dict[str, Any]:
     script = net.workdir / "pxe_client.py"
     script.write_text(PXE_CLIENT)
     argv = ["ip", "netns", "exec", net.client_ns, sys.executable, str(script), "cli0", mac]
-    argv += [str(arch), "1" if ipxe else "0", "192.168.77.99", SERVER]
+    argv += [str(arch), "1" if ipxe else "0", "192.168.77.99", SERVER, vendor]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
@@ -254,10 +300,28 @@ def test_proxy_uefi_client_gets_grub(net: Net, proxy_dnsmasq: Dnsmasq, arch: int
     assert got["boot"]["siaddr"] == SERVER
 
 
+def test_proxy_bios_ipxe_gets_pxelinux_by_url(net: Net, proxy_dnsmasq: Dnsmasq) -> None:
+    got = pxe(net, "52:54:00:77:01:21", 0, ipxe=True)
+    # As for the iPXE chain: no menu (iPXE would boot its item), the URL in the offer.
+    assert got["offer"]["file"] == PXELINUX_URL
+    assert not got["offer"]["menu"]
+    assert pxe(net, "52:54:00:77:01:21", 0)["boot"]["file"] == "pxelinux.0"  # plain PXE
+
+
+def test_proxy_mode_does_not_answer_http_boot(net: Net, proxy_dnsmasq: Dnsmasq) -> None:
+    """dnsmasq's proxy-DHCP answers vendor class PXEClient only: an HTTPClient gets no offer
+    (edk2 would take a proxy offer with a URI and option 60 HTTPClient, were one sent)."""
+    got = pxe(net, "52:54:00:77:01:23", HTTP_BOOT_ARCH, vendor="HTTPClient")
+    assert got == {"offer": None, "boot": None}
+    assert "HTTPClient" not in proxy_dnsmasq.conf_path.read_text()  # not offered: see above
+    assert pxe(net, "52:54:00:77:01:23", 7)["boot"]["file"] == "grubx64.efi"  # PXE still is
+
+
 def test_proxy_ipxe_chain(net: Net, proxy_dnsmasq: Dnsmasq) -> None:
     got = pxe(net, IPXE_MAC, 0, ipxe=True)
     # No PXE menu: iPXE would boot the menu's entry before looking at the file name.
-    assert got["offer"] == {"siaddr": "0.0.0.0", "menu": False, "file": IPXE_URL}  # noqa: S104
+    offer = {k: got["offer"][k] for k in ("siaddr", "menu", "file")}
+    assert offer == {"siaddr": "0.0.0.0", "menu": False, "file": IPXE_URL}  # noqa: S104
     assert got["boot"] is None
     assert pxe(net, IPXE_MAC, 0)["boot"]["file"] == "pxelinux.0"
     assert proxy_dnsmasq.running

@@ -59,6 +59,16 @@ def test_uefi_machine_uses_ovmf_and_its_own_pxe_client(tmp_path: Path) -> None:
     assert nic.startswith("virtio-net-pci,")
     assert nic.endswith(",bootindex=1,romfile=")
     assert "name=opt/org.tianocore/IPv6PXESupport,string=n" in _value(argv, "-fw_cfg")
+    assert "name=opt/org.tianocore/IPv4PXESupport,string=n" not in _value(argv, "-fw_cfg")
+
+
+def test_uefi_http_boot_machine_has_no_ipv4_pxe(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    argv = qemu.argv(replace(_machine("uefi", tmp_path), http_boot=True))
+    assert "name=opt/org.tianocore/IPv4PXESupport,string=n" in _value(argv, "-fw_cfg")
+    with pytest.raises(InputError, match="needs a UEFI machine"):
+        replace(_machine("bios", tmp_path), http_boot=True)
 
 
 def test_uefi_machine_needs_a_vars_copy(tmp_path: Path) -> None:
@@ -114,7 +124,10 @@ def test_server_runs_in_the_namespace_with_full_dhcp(tmp_path: Path) -> None:
     assert argv[:4] == ["ip", "netns", "exec", "ni-lab-00"]
     text = " ".join(argv)
     assert f"server run {tmp_path} --bind 192.168.77.1 --tftp-port 69 --http-port 8080" in text
-    assert text.endswith("--dhcp full --interface br0 --range 192.168.77.100,192.168.77.200")
+    assert "--dhcp full --interface br0 --range 192.168.77.100,192.168.77.200" in text
+    assert text.endswith("--boot-transport http")
+    tftp_only = services.server_argv(tmp_path, net, "tftp")
+    assert tftp_only[-2:] == ["--boot-transport", "tftp"]
 
 
 # -- the user-mode fallback ----------------------------------------------------------

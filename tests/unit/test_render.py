@@ -54,6 +54,8 @@ UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 BASE = "http://192.168.77.1:8080"
 SETTINGS = ServerSettings(http_base=BASE, tftp_address="192.168.77.1")
+TFTP_ONLY = replace(SETTINGS, boot_transport="tftp")  # server run --boot-transport tftp
+GRUB_FILES = "(http,192.168.77.1:8080)/boot"  # GRUB's http device for BASE, and /boot/
 MAC = "52:54:00:ab:cd:ef"
 TOKEN = "tok3n-Abc_123.x~y"
 PASSWORD = "Secr3t-Pa55word"
@@ -167,21 +169,113 @@ def test_grub_install_is_multiboot2_with_two_modules() -> None:
     assert only_line(text, "set timeout") == "set timeout=0"
     assert only_line(text, "serial") == "serial --unit=0 --speed=115200"
     multiboot = grub_words(only_line(text, "multiboot2"))
-    assert multiboot == ["multiboot2", "/xen.gz", *PROFILE.xen_args.split()]
+    assert multiboot == ["multiboot2", f"{GRUB_FILES}/xen.gz", *PROFILE.xen_args.split()]
     modules = [grub_words(line) for line in text.splitlines() if line.strip().startswith("module2")]
     assert len(modules) == 2
     kernel, initrd = modules
-    assert kernel[:3] == ["module2", "/vmlinuz", "vmlinuz"]
+    assert kernel[:3] == ["module2", f"{GRUB_FILES}/vmlinuz", "vmlinuz"]
     args = parse_cmdline(" ".join(kernel[3:]))
     check_installer_args(args)  # BOOTIF in GRUB's colon form
-    assert initrd == ["module2", "--nounzip", "/install.img"]
+    assert initrd == ["module2", "--nounzip", f"{GRUB_FILES}/install.img"]
     assert f"answerfile={ANSWERFILE_URL}" in text
+
+
+# --- boot transport: big files over HTTP where the loader can, TFTP where it cannot ------
+
+
+def test_golden_transports() -> None:
+    check_golden("grub-install-tftp.txt", render.grub_config(HOST, PROFILE, TFTP_ONLY))
+    http = render.pxelinux_config(HOST, PROFILE, SETTINGS, via="http")
+    check_golden("pxelinux-install-http.txt", http)
+
+
+def test_grub_with_tftp_transport_loads_from_its_tftp_root() -> None:
+    text = render.grub_config(HOST, PROFILE, TFTP_ONLY)
+    assert grub_words(only_line(text, "multiboot2"))[1] == "/xen.gz"
+    modules = [grub_words(line) for line in text.splitlines() if line.strip().startswith("module2")]
+    assert [modules[0][1], modules[1][2]] == ["/vmlinuz", "/install.img"]
+    assert "(http," not in text
+    # A GRUB that came over HTTP (UEFI HTTP Boot) has no TFTP server: HTTP whatever the setting.
+    over_http = render.grub_config(HOST, PROFILE, TFTP_ONLY, via="http")
+    assert grub_words(only_line(over_http, "multiboot2"))[1] == f"{GRUB_FILES}/xen.gz"
+
+
+def test_pxelinux_fetched_over_http_loads_by_url_and_over_tftp_by_name() -> None:
+    over_http = render.pxelinux_config(HOST, PROFILE, SETTINGS, via="http")
+    line = parse_multiboot(only_line(over_http, "append").removeprefix("append "))
+    assert line.xen_image == f"{BASE}/boot/xen.gz"
+    assert line.kernel == f"{BASE}/boot/vmlinuz"
+    assert [m.path for m in line.modules] == [f"{BASE}/boot/install.img"]
+    check_installer_args(line.args)
+    assert only_line(over_http, "kernel") == "kernel mboot.c32"  # beside pxelinux.0, by HTTP
+    # Over TFTP (a plain PXE ROM, or no iPXE): TFTP names, whatever the server's transport.
+    for settings in (SETTINGS, TFTP_ONLY):
+        text = render.pxelinux_config(HOST, PROFILE, settings)
+        assert "http://" not in only_line(text, "append").split(" --- ")[0]
+        assert (
+            parse_multiboot(only_line(text, "append").removeprefix("append ")).kernel == "vmlinuz"
+        )
+
+
+def test_config_for_path_renders_by_the_transport_it_came_by() -> None:
+    def lookup(mac: str) -> tuple[Host | None, Profile | None]:
+        return (HOST, PROFILE) if mac == MAC else (None, None)
+
+    path = f"pxelinux.cfg/01-{MAC.replace(':', '-')}"
+    by_tftp = render.config_for_path(path, lookup, SETTINGS)
+    by_http = render.config_for_path(path, lookup, SETTINGS, via="http")
+    assert by_tftp is not None
+    assert by_http is not None
+    assert f"{BASE}/boot/install.img" in by_http.text
+    assert f"{BASE}/boot/" not in by_tftp.text
+    assert by_http.action is by_tftp.action is Action.INSTALL
+
+
+def test_http_boot_grub_cfg_names_the_per_mac_config() -> None:
+    def lookup(mac: str) -> tuple[Host | None, Profile | None]:
+        return (HOST, PROFILE) if mac == MAC else (None, None)
+
+    chooser = render.config_for_path("grub/grub.cfg", lookup, SETTINGS, via="http")
+    assert chooser is not None
+    assert chooser.text.startswith("# netinstall: the grub.cfg of a GRUB that came over HTTP")
+    assert "configfile ${prefix}/grub.cfg-01-${net_default_mac}\n" in chooser.text
+    assert chooser.text.endswith(render.grub_config(None, None, SETTINGS))  # then: local
+    over_tftp = render.config_for_path("grub/grub.cfg", lookup, SETTINGS)
+    assert over_tftp is not None
+    assert "configfile" not in over_tftp.text  # GRUB over TFTP searches per MAC itself
+    by_colons = render.config_for_path(f"grub/grub.cfg-01-{MAC}", lookup, SETTINGS, via="http")
+    assert by_colons is not None
+    assert by_colons.mac == MAC
+    assert by_colons.action is Action.INSTALL
+    mixed = "grub/grub.cfg-01-52:54-00:ab:cd:ef"
+    assert render.config_for_path(mixed, lookup, SETTINGS, via="http") is None
+
+
+@pytest.mark.parametrize(
+    ("base", "device"),
+    [
+        ("http://192.168.77.1:8080", "(http,192.168.77.1:8080)"),
+        ("http://netinstall.example", "(http,netinstall.example:80)"),
+        ("http://10.0.0.1:81/", "(http,10.0.0.1:81)"),
+    ],
+)
+def test_grub_http_device(base: str, device: str) -> None:
+    assert render.grub_http_device(base) == device
+
+
+@pytest.mark.parametrize(
+    "base",
+    ["https://10.0.0.1", "http://10.0.0.1:8080 rescue=1", "http://a)b", "http://[fd77::1]:80"],
+)
+def test_grub_http_device_refuses_what_grub_would_misread(base: str) -> None:
+    with pytest.raises(InputError, match="cannot be written in a GRUB config"):
+        render.grub_http_device(base)
 
 
 def test_grub_quotes_what_it_would_misread() -> None:
     profile = replace(PROFILE, kernel_args="a=x;y b=p&q c=x{1} d=$v e=x*y console=hvc0")
     text = render.grub_config(HOST, profile, SETTINGS)
-    kernel = grub_words(only_line(text, "module2 /vmlinuz"))
+    kernel = grub_words(only_line(text, f"module2 {GRUB_FILES}/vmlinuz"))
     assert kernel[3:8] == ["a=x;y", "b=p&q", "c=x{1}", "d=$v", "e=x*y"]
     assert "'a=x;y' 'b=p&q' 'c=x{1}' 'd=$v' 'e=x*y'" in text
     assert parse_cmdline(" ".join(kernel[3:])).consoles == ("hvc0",)
