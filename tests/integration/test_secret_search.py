@@ -40,7 +40,14 @@ API_PASSWORD = "api-Root-Password-c41d2"
 SETTINGS = ServerSettings(http_base="http://192.0.2.1:8080", tftp_address="192.0.2.1")
 # Routes whose reply is a host's boot config: the protocol hands the install token of the
 # host named in the path to that host there (docs/protocol.md, "Secrets").
-BOOT_CONFIG_ROUTES = {"/ipxe/{mac}", "/config/{path}", "/api/v1/boot-configs/{path}"}
+# The routes that hand an armed host its own boot config (with its install token);
+# /boot/{path} serves the configs of loaders that came over HTTP (pxelinux.0, HTTP Boot).
+BOOT_CONFIG_ROUTES = {
+    "/ipxe/{mac}",
+    "/config/{path}",
+    "/boot/{path}",
+    "/api/v1/boot-configs/{path}",
+}
 _TOKEN_WORD = re.compile(r"netinstall\.token=(\S+)")
 
 
