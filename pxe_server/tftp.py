@@ -15,17 +15,28 @@ gets "unknown transfer ID" and changes nothing. Files are opened, and resolve() 
 one worker thread so that a slow registry or file system never stalls the blocks of other
 transfers; the event loop only moves datagrams.
 
+Files are served from memory: the opener reads a file whole into a small cache keyed by its
+path, device, inode, size and modification time (a file replaced or rewritten is read
+anew), so a transfer never reads the file per block, and a file changed while it is served
+cannot corrupt the transfer (each transfer keeps the content it started with). Only a file
+too big for the cache is read per block (pread). A window of blocks (RFC 7440) leaves in
+one sendmsg() where the kernel can cut it into datagrams itself (Linux UDP GSO,
+UDP_SEGMENT); where it cannot (an old kernel, a device without checksum offload), the
+blocks go one sendto() each.
+
 Limits (README, "TFTP limits"), all chosen by the server:
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
 import stat
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -64,9 +75,18 @@ MAX_PER_ADDRESS = 8  # transfers at once from one client address (any port)
 DEFAULT_TIMEOUT = 1  # seconds before a block (or OACK) is sent again
 MAX_TIMEOUT = 3  # seconds: the largest timeout option acknowledged; above it, ours is used
 MAX_RETRIES = 4  # retransmissions of one block before the transfer is dropped
+MAX_WINDOWSIZE = 64  # blocks in flight at most (RFC 7440 windowsize; a larger ask gets this)
+CACHE_FILES = 32  # files held in memory at most (least recently served dropped first) ...
+CACHE_BYTES = 256 * 1024 * 1024  # ... and at most this many bytes of them; a bigger file
+# is read per block. Transfers running keep the content they started with.
 TICK = 0.1  # seconds between two looks at the retransmission deadlines
-BURST = 64  # datagrams read from one socket before the loop serves the others
+BURST = 64  # requests read from the listening socket before the loop serves the others
 DATAGRAM = 65536
+# Linux UDP GSO (udp(7), UDP_SEGMENT): one send of many equal datagrams (the last shorter)
+UDP_SEGMENT = 103
+GSO_SEGMENTS = 64  # datagrams per send at most (the kernel's UDP_MAX_SEGMENTS)
+GSO_BYTES = 65507  # bytes per send at most (the largest UDP payload over IPv4)
+GSO_UNSUPPORTED = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
 
 __doc__ += f"""
 * at most {MAX_TRANSFERS} transfers at once; a request that finds them all taken evicts
@@ -78,7 +98,10 @@ __doc__ += f"""
 * a block unacknowledged for the timeout ({DEFAULT_TIMEOUT} s, or the client's
   `timeout` option from 1 to {MAX_TIMEOUT} s; a larger one is not acknowledged) is sent
   again, at most {MAX_RETRIES} times; then the transfer is dropped and its socket and
-  file are closed.
+  file are closed;
+* at most {MAX_WINDOWSIZE} blocks in flight per transfer (a larger `windowsize` option is
+  acknowledged as {MAX_WINDOWSIZE}): a transfer's burst is bounded whatever it asks;
+* at most {CACHE_FILES} files, {CACHE_BYTES // 2**20} MiB, held in memory for serving.
 """
 
 
@@ -91,6 +114,9 @@ class Limits:
     timeout: int = DEFAULT_TIMEOUT
     max_timeout: int = MAX_TIMEOUT
     retries: int = MAX_RETRIES
+    max_windowsize: int = MAX_WINDOWSIZE
+    cache_files: int = CACHE_FILES
+    cache_bytes: int = CACHE_BYTES
 
 
 @dataclass(eq=False)
@@ -104,6 +130,8 @@ class _Slot:
     sock: socket.socket | None = None
     started: float = 0.0
     ended: bool = False
+    # how a window is sent: GSO ancillary data and datagrams per send, or None: one by one
+    gso: tuple[list[tuple[int, int, bytes]], int] | None = None
 
     def waiting_since(self) -> float:
         return self.admitted if self.transfer is None else self.transfer.waiting_since
@@ -181,6 +209,7 @@ class _Service:
         self.root, self.resolve, self.host, self.limits = root, resolve, host, limits
         self.loop = asyncio.new_event_loop()
         self.opener = ThreadPoolExecutor(1, thread_name_prefix="netinstall-tftp-open")
+        self.cache = FileCache(limits.cache_files, limits.cache_bytes)  # the opener's only
         self.slots: dict[Client, _Slot] = {}
 
     def run(self, sock: socket.socket, ready: threading.Event) -> None:
@@ -197,6 +226,7 @@ class _Service:
             # Opens under way end too; what they opened is closed by the callbacks they
             # scheduled (run here) or, once the loop is closed, by _opened_threadsafe.
             self.opener.shutdown(wait=True, cancel_futures=True)
+            self.cache.clear()
             loop.run_until_complete(asyncio.sleep(0))
             loop.remove_reader(sock.fileno())
             loop.close()
@@ -284,14 +314,18 @@ class _Service:
             self._drop_unopened(slot, Refusal(NOT_DEFINED, "server error", str(exc)))
             return
         now = self.loop.time()
-        options = negotiate(request.options, source.size, self.limits.max_timeout)
         limits = self.limits
+        options = negotiate(request.options, source.size, limits.max_timeout, limits.max_windowsize)
         transfer = Transfer(
             source, options, timeout=limits.timeout, retries=limits.retries, now=now
         )
         slot.transfer, slot.sock, slot.started = transfer, sock, now
+        segment = 4 + transfer.blksize
+        per_send = min(GSO_SEGMENTS, GSO_BYTES // segment)
+        if transfer.window > 1 and per_send > 1:
+            slot.gso = ([(socket.SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, "little"))], per_send)
         self.loop.add_reader(sock.fileno(), self._on_datagram, slot, sock, transfer)
-        self._step(slot, sock, transfer, lambda: transfer.start(now))
+        self._step(slot, sock, transfer, transfer.start(now))
 
     def _drop_unopened(self, slot: _Slot, refusal: Refusal) -> None:
         slot.ended = True
@@ -300,38 +334,67 @@ class _Service:
         self._refuse(slot.client, slot.name, refusal)
 
     def _on_datagram(self, slot: _Slot, sock: socket.socket, transfer: Transfer) -> None:
-        for _ in range(BURST):
-            if slot.ended:
-                return
-            try:
-                data, source = sock.recvfrom(DATAGRAM)
-            except OSError:
-                return
-            if (source[0], source[1]) != slot.client:  # RFC 1350: no effect on the transfer
-                self._send(sock, error_packet(UNKNOWN_TID, "unknown transfer ID"), source)
-                continue
-            now = self.loop.time()
-            self._step(slot, sock, transfer, lambda: transfer.receive(data, now))  # noqa: B023
-
-    def _step(
-        self,
-        slot: _Slot,
-        sock: socket.socket,
-        transfer: Transfer,
-        make: Callable[[], list[bytes] | None],
-    ) -> None:
-        """One step of SLOT's transfer: MAKE gives the datagrams (at once), sent here."""
+        # One datagram per call: a client sends one ACK per window, so a second read would
+        # almost always find nothing (a failed syscall and an exception per block); the
+        # loop calls again while the socket has more.
         try:
-            packets = make()
-        except OSError as exc:  # the file could not be read
-            self._send(sock, error_packet(NOT_DEFINED, "read error"), slot.client)
-            self._end(slot, f"read error: {exc.strerror or exc}")
+            data, source = sock.recvfrom(DATAGRAM)
+        except OSError:
             return
-        for packet in packets or ():
-            if not self._send(sock, packet, slot.client):
-                break  # the socket's buffer is full: the timer resends
+        if source != slot.client:  # RFC 1350: no effect on the transfer
+            self._send(sock, error_packet(UNKNOWN_TID, "unknown transfer ID"), source)
+            return
+        try:
+            packets = transfer.receive(data, self.loop.time())
+        except OSError as exc:  # the file could not be read
+            self._read_error(slot, sock, exc)
+            return
+        if packets:
+            if len(packets) == 1:  # lockstep, inline: suppress() costs a context per block
+                try:  # noqa: SIM105
+                    sock.sendto(packets[0], source)
+                except OSError:  # a full buffer, an ICMP report: the timer resends
+                    pass
+            else:
+                self._send_window(slot, sock, packets)
         if transfer.done:
             self._end(slot, transfer.error)
+
+    def _step(
+        self, slot: _Slot, sock: socket.socket, transfer: Transfer, packets: list[bytes] | None
+    ) -> None:
+        """Send PACKETS, SLOT's transfer's datagrams, and end it if it is done."""
+        if packets:
+            self._send_window(slot, sock, packets)
+        if transfer.done:
+            self._end(slot, transfer.error)
+
+    def _send_window(self, slot: _Slot, sock: socket.socket, packets: list[bytes]) -> None:
+        """Send PACKETS (blocks of one size but maybe the last, or one OACK or ERROR): with
+        GSO in as few sends as it allows, else one by one; stops at a full buffer."""
+        client, gso = slot.client, slot.gso
+        if gso is not None and len(packets) > 1:
+            ancillary, per_send = gso
+            for first in range(0, len(packets), per_send):
+                chunk = packets[first : first + per_send]
+                try:
+                    sock.sendmsg([b"".join(chunk)], ancillary, 0, client)
+                except (BlockingIOError, InterruptedError):
+                    return  # the socket's buffer is full: the timer resends
+                except OSError as exc:
+                    if exc.errno not in GSO_UNSUPPORTED:
+                        return  # unreachable, an ICMP report: the timer decides
+                    slot.gso = None  # this kernel or device cannot: one by one from now on
+                    self._send_window(slot, sock, packets[first:])
+                    return
+            return
+        for packet in packets:
+            if not self._send(sock, packet, client):
+                break  # the socket's buffer is full: the timer resends
+
+    def _read_error(self, slot: _Slot, sock: socket.socket, exc: OSError) -> None:
+        self._send(sock, error_packet(NOT_DEFINED, "read error"), slot.client)
+        self._end(slot, f"read error: {exc.strerror or exc}")
 
     def _tick(self) -> None:
         self.loop.call_later(TICK, self._tick)
@@ -340,7 +403,12 @@ class _Service:
             sock, transfer = slot.sock, slot.transfer
             if sock is None or transfer is None or slot.ended or now < transfer.deadline:
                 continue
-            self._step(slot, sock, transfer, lambda: transfer.expire(now))  # noqa: B023
+            try:
+                packets = transfer.expire(now)
+            except OSError as exc:
+                self._read_error(slot, sock, exc)
+                continue
+            self._step(slot, sock, transfer, packets)
 
     @staticmethod
     def _send(sock: socket.socket, packet: bytes, to: tuple[str, int]) -> bool:
@@ -401,12 +469,80 @@ class _Service:
             raise Refusal(NOT_DEFINED, "server error", "resolve failed") from None
         if content is not None:
             return MemorySource(content)
-        return open_file(self.root, relative)
+        return open_file(self.root, relative, self.cache)
 
 
-def open_file(root: Path, relative: str) -> FileSource:
-    """RELATIVE under ROOT, open for reading; Refusal (one sentence for the log) if it
-    escapes, is missing, is no regular file or cannot be read (a symlink loop, a FIFO)."""
+class FileCache:
+    """Files' contents held in memory, least recently served dropped first: at most FILES
+    of them and BYTES in all. An entry is valid while the file's path, device, inode, size
+    and modification time are those it was read with."""
+
+    def __init__(self, files: int, size: int) -> None:
+        self.files, self.bytes = files, size
+        self._entries: OrderedDict[str, tuple[tuple[int, ...], bytes]] = OrderedDict()
+        self._held = 0
+        self._lock = threading.Lock()
+
+    @property
+    def held(self) -> int:
+        """Bytes held."""
+        return self._held
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def source(self, path: str, fd: int) -> Source:
+        """The content of FD (open at PATH) to serve; FD is closed or kept by the source.
+        A file bigger than the cache, or one that changes while it is read, is served from
+        FD by pread."""
+        info = os.fstat(fd)
+        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is not None and entry[0] == key:
+                self._entries.move_to_end(path)
+                os.close(fd)
+                return MemorySource(entry[1])
+        if info.st_size > self.bytes:
+            return FileSource(fd)
+        content = _read_all(fd, info.st_size)
+        after = os.fstat(fd)
+        if content is None or key != (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns):
+            return FileSource(fd)  # it changed while read: per block, as it is now
+        os.close(fd)
+        with self._lock:
+            old = self._entries.pop(path, None)
+            if old is not None:
+                self._held -= len(old[1])
+            self._entries[path] = (key, content)
+            self._held += len(content)
+            while len(self._entries) > self.files or self._held > self.bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._held -= len(dropped)
+        return MemorySource(content)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._held = 0
+
+
+def _read_all(fd: int, size: int) -> bytes | None:
+    """SIZE bytes of FD from its start, or None if it has fewer."""
+    parts, offset = [], 0
+    while offset < size:
+        part = os.pread(fd, min(size - offset, 16 * 1024 * 1024), offset)
+        if not part:
+            return None
+        parts.append(part)
+        offset += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def open_file(root: Path, relative: str, cache: FileCache | None = None) -> Source:
+    """RELATIVE under ROOT, open for reading (from CACHE when it holds it); Refusal (one
+    sentence for the log) if it escapes, is missing, is no regular file or cannot be read
+    (a symlink loop, a FIFO)."""
     try:
         path = locate(root, relative)
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -424,7 +560,14 @@ def open_file(root: Path, relative: str) -> FileSource:
     if not regular:
         os.close(fd)
         raise Refusal(FILE_NOT_FOUND, "File not found", "no such regular file")
-    return FileSource(fd)
+    if cache is None:
+        return FileSource(fd)
+    try:
+        return cache.source(relative, fd)
+    except OSError as exc:
+        os.close(fd)  # raised before the source took it
+        reason = exc.strerror or type(exc).__name__
+        raise Refusal(ACCESS_VIOLATION, "access violation", f"cannot read it: {reason}") from None
 
 
 def _close_result(done: Future[Source]) -> None:
