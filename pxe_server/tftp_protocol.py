@@ -149,14 +149,14 @@ class MemorySource:
     file read per block; each block a view, copied once, into its datagram)."""
 
     def __init__(self, content: bytes) -> None:
-        self._content = memoryview(content)
+        self.view = memoryview(content)
         self.size = len(content)
 
     def read(self, offset: int, length: int) -> memoryview:
-        return self._content[offset : offset + length]
+        return self.view[offset : offset + length]
 
     def close(self) -> None:
-        self._content.release()
+        self.view.release()
 
 
 class FileSource:
@@ -208,6 +208,8 @@ class Transfer:
         self.retries = retries
         self.blocks = source.size // self.blksize + 1  # the last one is short, maybe empty
         self._oack = oack_packet(options) if options else None
+        # the content itself when it is in memory: blocks sliced without a call each
+        self._view = source.view if isinstance(source, MemorySource) else None
         self.acked = 0  # blocks the client acknowledged
         self.sent = 0  # the highest block sent
         self.tries = 0  # resends of what is in flight
@@ -285,8 +287,18 @@ class Transfer:
 
     def _blocks(self, first: int, last: int) -> list[bytes]:
         """Blocks FIRST to LAST as DATA datagrams (each block's bytes copied once)."""
-        blksize, read, pack = self.blksize, self.source.read, DATA_HEADER.pack
+        blksize, pack = self.blksize, DATA_HEADER.pack
+        view = self._view
+        if view is None:  # read from the file, per block
+            read = self.source.read
+            return [
+                pack(DATA, number & 0xFFFF) + read((number - 1) * blksize, blksize)
+                for number in range(first, last + 1)
+            ]
+        if first == last:  # lockstep: the common case, without a loop
+            offset = (first - 1) * blksize
+            return [pack(DATA, first & 0xFFFF) + view[offset : offset + blksize]]
         return [
-            pack(DATA, number & 0xFFFF) + read((number - 1) * blksize, blksize)
+            pack(DATA, number & 0xFFFF) + view[(number - 1) * blksize : number * blksize]
             for number in range(first, last + 1)
         ]
