@@ -15,8 +15,10 @@ The peers and atftp come from Debian's packages, unpacked into a cache (benchmar
 peers.py); nothing is installed. They listen on port 69 only, so the benchmark re-runs
 itself (as root) in a network namespace of its own (unshare --net), where port 69 is free
 and nothing outside can reach it; it starts each server there and stops it after its
-cases. Whether a server granted windowsize is read from its OACK, not from its docs. Not a
-test: nothing here is timed by the test suite.
+cases. Rounds go through every server in turn (the load of a shared machine drifts; a
+ratio is fair only between figures taken side by side). Whether a server granted
+windowsize is read from its OACK, not from its docs. Not a test: nothing here is timed by
+the test suite.
 """
 
 from __future__ import annotations
@@ -277,17 +279,22 @@ def main() -> None:
         for name, content in contents.items():
             (root / name).write_bytes(content)
         sizes = {name: len(content) for name, content in contents.items()}
-        rates: dict[tuple[str, str], float] = {}
+        runs: dict[tuple[str, str], list[float]] = {}
         notes: dict[tuple[str, str], str] = {}
-        for name, start in servers.items():
-            with start(root, tools):
-                for case in cases:
-                    runs = [measure(case, sizes, tools, work) for _ in range(args.rounds)]
-                    rates[name, case.key] = statistics.median(runs)
-                    notes[name, case.key] = window_note(case)
-                    print(f"  {name:10} {case.label}: {rates[name, case.key]:.1f} {case.unit}"
-                          f"{notes[name, case.key]}  (runs: {', '.join(f'{r:.1f}' for r in runs)})",
-                          flush=True)  # fmt: skip
+        # Round by round, every server in each: the load of this shared machine drifts
+        # over minutes, and a ratio is only fair between figures taken side by side.
+        for round_number in range(1, args.rounds + 1):
+            for name, start in servers.items():
+                with start(root, tools):
+                    for case in cases:
+                        rate = measure(case, sizes, tools, work)
+                        runs.setdefault((name, case.key), []).append(rate)
+                        if round_number == 1:
+                            notes[name, case.key] = window_note(case)
+                        print(f"  round {round_number} {name:10} {case.label}: "
+                              f"{rate:,.1f} {case.unit}{notes[name, case.key]}",
+                              flush=True)  # fmt: skip
+        rates = {key: statistics.median(values) for key, values in runs.items()}
     report(cases, list(servers), rates, notes, args)
 
 
