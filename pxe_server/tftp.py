@@ -1,6 +1,6 @@
 """The read-only TFTP server: rendered boot configs first, then the netboot tree.
 
-Our own server, on an asyncio event loop in one background thread. It replaced tftpy,
+Our own server, on an event loop of its own (epoll) in one background thread. It replaced tftpy,
 whose server we drove through its internals (contexts, states, retransmission) and still
 could not bound: its timeout came from the client (255 s was granted), its retries were
 spent all at once, a full server answered "server busy" to everyone, and it has one block
@@ -29,18 +29,21 @@ Limits (README, "TFTP limits"), all chosen by the server:
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import errno
 import logging
 import os
+import select
 import socket
 import stat
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pxe_server.tftp_protocol import (
     ACCESS_VIOLATION,
@@ -81,7 +84,8 @@ CACHE_BYTES = 256 * 1024 * 1024  # ... and at most this many bytes of them; a bi
 # is read per block. Transfers running keep the content they started with.
 TICK = 0.1  # seconds between two looks at the retransmission deadlines
 BURST = 64  # requests read from the listening socket before the loop serves the others
-DATAGRAM = 65536
+DATAGRAM = 65536  # bytes read of a request
+REPLY = 512  # bytes read of a datagram inside a transfer (an ACK has 4; an ERROR's text is cut)
 # Linux UDP GSO (udp(7), UDP_SEGMENT): one send of many equal datagrams (the last shorter)
 UDP_SEGMENT = 103
 GSO_SEGMENTS = 64  # datagrams per send at most (the kernel's UDP_MAX_SEGMENTS)
@@ -202,32 +206,102 @@ class TftpServer:
             self._sock.close()
 
 
+class _Loop:
+    """The TFTP thread's event loop: epoll (level-triggered), one callback per descriptor,
+    callbacks from other threads queued and signalled through an eventfd, one periodic tick.
+
+    Not asyncio's: the server pays the loop's dispatch once per block (lockstep) or per
+    window, and asyncio's costs 4.7 us per ready descriptor on this 2-core machine against
+    3.1 us for this one, 2.0 of which are the two syscalls of a datagram in and one out.
+    """
+
+    def __init__(self) -> None:
+        self.time = time.monotonic
+        self._epoll = select.epoll()
+        self._readers: dict[int, tuple[Callable[..., None], tuple[Any, ...]]] = {}
+        self._pending: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._running = False
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.add_reader(self._wake, self._run_pending)
+
+    def add_reader(self, fd: int, callback: Callable[..., None], *args: Any) -> None:
+        self._readers[fd] = (callback, args)
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def remove_reader(self, fd: int) -> None:
+        if self._readers.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+
+    def call_soon_threadsafe(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run CALLBACK(*ARGS) on the loop's thread; RuntimeError once the loop is closed."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the TFTP loop is closed")
+            self._pending.append((callback, args))
+            os.eventfd_write(self._wake, 1)
+
+    def stop(self) -> None:
+        self._running = False
+
+    def run_forever(self, tick: Callable[[], None], interval: float) -> None:
+        """Dispatch until stop(); TICK every INTERVAL seconds."""
+        self._running = True
+        readers, poll, clock = self._readers, self._epoll.poll, self.time
+        next_tick = clock() + interval
+        while self._running:
+            events = poll(max(0.0, next_tick - clock()))
+            try:
+                for fd, _ in events:
+                    entry = readers.get(fd)  # None: removed by a callback of this round
+                    if entry is not None:
+                        entry[0](*entry[1])
+                if clock() >= next_tick:
+                    next_tick = clock() + interval
+                    tick()
+            except Exception:  # a bug costs one callback, never the server
+                log.exception("tftp: unexpected error")
+
+    def _run_pending(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # none written since the last read
+            os.eventfd_read(self._wake)
+        while self._pending:
+            callback, args = self._pending.popleft()
+            callback(*args)
+
+    def close(self) -> None:
+        """Run what other threads queued, then close (later calls get RuntimeError)."""
+        with self._lock:
+            self._closed = True
+        self._run_pending()
+        self._epoll.close()
+        os.close(self._wake)
+
+
 class _Service:
     """Everything that runs on the event loop's thread: admission, limits, transfers."""
 
     def __init__(self, root: Path, resolve: Resolve, host: str, limits: Limits) -> None:
         self.root, self.resolve, self.host, self.limits = root, resolve, host, limits
-        self.loop = asyncio.new_event_loop()
+        self.loop = _Loop()
         self.opener = ThreadPoolExecutor(1, thread_name_prefix="netinstall-tftp-open")
         self.cache = FileCache(limits.cache_files, limits.cache_bytes)  # the opener's only
         self.slots: dict[Client, _Slot] = {}
 
     def run(self, sock: socket.socket, ready: threading.Event) -> None:
         loop = self.loop
-        asyncio.set_event_loop(loop)
         loop.add_reader(sock.fileno(), self._on_request, sock)
-        loop.call_later(TICK, self._tick)
-        loop.call_soon(ready.set)
+        ready.set()
         try:
-            loop.run_forever()
+            loop.run_forever(self._tick, TICK)
         finally:
             for slot in list(self.slots.values()):
                 self._end(slot, "server stopped")
             # Opens under way end too; what they opened is closed by the callbacks they
-            # scheduled (run here) or, once the loop is closed, by _opened_threadsafe.
+            # queued (run by close()) or, once the loop is closed, by _opened_threadsafe.
             self.opener.shutdown(wait=True, cancel_futures=True)
             self.cache.clear()
-            loop.run_until_complete(asyncio.sleep(0))
             loop.remove_reader(sock.fileno())
             loop.close()
 
@@ -338,7 +412,7 @@ class _Service:
         # almost always find nothing (a failed syscall and an exception per block); the
         # loop calls again while the socket has more.
         try:
-            data, source = sock.recvfrom(DATAGRAM)
+            data, source = sock.recvfrom(REPLY)  # not 64 KiB allocated and cut per ACK
         except OSError:
             return
         if source != slot.client:  # RFC 1350: no effect on the transfer
@@ -397,7 +471,6 @@ class _Service:
         self._end(slot, f"read error: {exc.strerror or exc}")
 
     def _tick(self) -> None:
-        self.loop.call_later(TICK, self._tick)
         now = self.loop.time()
         for slot in list(self.slots.values()):
             sock, transfer = slot.sock, slot.transfer
