@@ -14,11 +14,11 @@ the median of --rounds; each peer's is also given as a ratio to ours.
 The peers and atftp come from Debian's packages, unpacked into a cache (benchmarks/
 peers.py); nothing is installed. They listen on port 69 only, so the benchmark re-runs
 itself (as root) in a network namespace of its own (unshare --net), where port 69 is free
-and nothing outside can reach it; it starts each server there and stops it after its
-cases. Rounds go through every server in turn (the load of a shared machine drifts; a
-ratio is fair only between figures taken side by side). Whether a server granted
-windowsize is read from its OACK, not from its docs. Not a test: nothing here is timed by
-the test suite.
+and nothing outside can reach it; it starts each server there and stops it after each
+case. Each case runs on every server in turn, round after round (the load of a shared
+machine drifts; a ratio is fair only between figures taken side by side). Whether a
+server granted windowsize is read from its OACK, not from its docs. Not a test: nothing
+here is timed by the test suite.
 """
 
 from __future__ import annotations
@@ -281,19 +281,20 @@ def main() -> None:
         sizes = {name: len(content) for name, content in contents.items()}
         runs: dict[tuple[str, str], list[float]] = {}
         notes: dict[tuple[str, str], str] = {}
-        # Round by round, every server in each: the load of this shared machine drifts
-        # over minutes, and a ratio is only fair between figures taken side by side.
+        # Each case on every server in turn, round after round: the load of this shared
+        # machine drifts within seconds, and a ratio is fair only between figures taken
+        # side by side. Each server is started for its case and stopped after it.
         for round_number in range(1, args.rounds + 1):
-            for name, start in servers.items():
-                with start(root, tools):
-                    for case in cases:
+            for case in cases:
+                for name, start in servers.items():
+                    with start(root, tools):
                         rate = measure(case, sizes, tools, work)
-                        runs.setdefault((name, case.key), []).append(rate)
                         if round_number == 1:
                             notes[name, case.key] = window_note(case)
-                        print(f"  round {round_number} {name:10} {case.label}: "
-                              f"{rate:,.1f} {case.unit}{notes[name, case.key]}",
-                              flush=True)  # fmt: skip
+                    runs.setdefault((name, case.key), []).append(rate)
+                    print(f"  round {round_number} {name:10} {case.label}: "
+                          f"{rate:,.1f} {case.unit}{notes[name, case.key]}",
+                          flush=True)  # fmt: skip
         rates = {key: statistics.median(values) for key, values in runs.items()}
     report(cases, list(servers), rates, notes, args)
 

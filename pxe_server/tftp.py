@@ -67,6 +67,7 @@ from pxe_server.tftp_protocol import (
 )
 
 log = logging.getLogger("netinstall.tftp")
+_clock = time.monotonic  # the loop's time (_Loop.time)
 
 Client = tuple[str, int]
 Resolve = Callable[[str, Client], bytes | None]
@@ -216,7 +217,7 @@ class _Loop:
     """
 
     def __init__(self) -> None:
-        self.time = time.monotonic
+        self.time = _clock
         self._epoll = select.epoll()
         self._readers: dict[int, tuple[Callable[..., None], tuple[Any, ...]]] = {}
         self._pending: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
@@ -419,7 +420,7 @@ class _Service:
             self._send(sock, error_packet(UNKNOWN_TID, "unknown transfer ID"), source)
             return
         try:
-            packets = transfer.receive(data, self.loop.time())
+            packets = transfer.receive(data, _clock())
         except OSError as exc:  # the file could not be read
             self._read_error(slot, sock, exc)
             return

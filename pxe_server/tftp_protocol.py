@@ -24,7 +24,6 @@ MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464  # RFC 2348
 MIN_TIMEOUT = 1  # RFC 2349; the largest one acknowledged is the server's bound (tftp.py)
 MIN_WINDOWSIZE = 1  # RFC 7440; the largest one acknowledged is the server's bound (tftp.py)
 DATA_HEADER = struct.Struct("!HH")  # opcode DATA, block number
-ACK_OPCODE = ACK.to_bytes(2, "big")
 MODES = ("octet", "netascii")  # both served byte for byte, as boot loaders expect
 
 
@@ -236,13 +235,14 @@ class Transfer:
 
     def receive(self, data: bytes, now: float) -> list[bytes]:
         """The datagrams to send for one datagram from the client."""
-        if data[:2] == ACK_OPCODE and len(data) >= 4:
+        if len(data) >= 4 and data[1] == ACK and data[0] == 0:  # per block: no slice made
             number = (data[2] << 8) | data[3]
-            if self.sent == 0 and self._oack is not None:
-                return self._advance(0, now) if number == 0 else []
-            ahead = (number - self.acked) & 0xFFFF  # blocks past the last ACK (mod 65536)
-            if 0 < ahead <= self.sent - self.acked:  # one in flight (a window < 65536)
-                return self._advance(self.acked + ahead, now)
+            acked = self.acked
+            ahead = (number - acked) & 0xFFFF  # blocks past the last ACK (mod 65536)
+            if 0 < ahead <= self.sent - acked:  # one in flight (a window < 65536)
+                return self._advance(acked + ahead, now)
+            if self.sent == 0 and self._oack is not None and number == 0:
+                return self._advance(0, now)  # the OACK acknowledged
             return []
         opcode = int.from_bytes(data[:2], "big") if len(data) >= 2 else -1
         self.done = True
