@@ -26,11 +26,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -139,20 +141,26 @@ def wait_until_serving(name: str, process: subprocess.Popen[bytes] | None = None
 Server = Callable[[Path, peer_packages.Peers], AbstractContextManager[None]]
 
 
-@contextmanager
-def ours(root: Path, tools: peer_packages.Peers) -> Iterator[None]:
+def serve_ours(root: Path) -> None:
+    """Our server in this process until SIGTERM: a process of its own, as `netinstall
+    server run` is, and as each peer is."""
     small = (root / SMALL).read_bytes()
 
     def resolve(path: str, client: tuple[str, int]) -> bytes | None:
-        # a per-host boot config, made per request as the real server's resolve() gives it
+        # the per-host boot config, given by the callback as the real server's resolve()
+        # gives a rendered one (the peers serve the same bytes from a file)
         return small if path == SMALL else None
 
     server = TftpServer(root, resolve, host=HOST, port=PORT)
     server.start()
-    try:
-        yield
-    finally:
-        server.stop()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
+    stop.wait()
+    server.stop()
+
+
+def ours(root: Path, tools: peer_packages.Peers) -> AbstractContextManager[None]:
+    return spawned([sys.executable, __file__, "--serve-ours", str(root)], tools)
 
 
 @contextmanager
@@ -249,7 +257,11 @@ def main() -> None:
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--cases", default=",".join(case.key for case in CASES))
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--serve-ours", type=Path, help=argparse.SUPPRESS)  # ours, spawned
     args = parser.parse_args()
+    if args.serve_ours:
+        serve_ours(args.serve_ours)
+        return
     if shutil.which("curl") is None:
         raise SystemExit("curl (the TFTP client) is missing")
     tools = peer_packages.ensure()
