@@ -379,10 +379,10 @@ class _Service:
         except Exception as exc:  # noqa: BLE001 - a bug must cost one request, not the server
             self._drop_unopened(slot, Refusal(NOT_DEFINED, "server error", repr(exc)))
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # non-blocking from the start: no fcntl per transfer
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
         try:
             sock.bind((self.host, 0))
-            sock.setblocking(False)
         except OSError as exc:
             sock.close()
             source.close()
