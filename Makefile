@@ -5,7 +5,7 @@
 #   make test      the CI suite: set-up, check, images, integration and end-to-end tests
 #   make test-all  everything, the end-to-end scenarios that do not fit CI included
 #   make demo      PXE-install a QEMU machine and boot it into Xen + dom0
-#   make bench     TFTP throughput, HTTP against nginx, the fleet simulation (not part of make test)
+#   make bench     our servers against their peers (TFTP, HTTP, the fleet simulation), ratios printed
 
 PYTHON ?= python3
 VENV := .venv
@@ -66,7 +66,9 @@ demo: setup
 	$(BIN)/netinstall demo --firmware uefi
 	@echo "BIOS too: .venv/bin/netinstall demo --firmware bios"
 
-# Our TFTP server against its peers on loopback, in one run (benchmarks/tftp_throughput.py).
+# Our servers against their peers, one script a line (benchmarks/README.md has the last
+# results). TFTP: dnsmasq, tftpd-hpa and atftpd unpacked from Debian's packages into
+# ~/.cache/netinstall/bench-peers, run as root in a network namespace of the script's.
 bench: setup
 	$(BIN)/python benchmarks/tftp_throughput.py
 	$(BIN)/python benchmarks/http_servers.py --suite big --suite small

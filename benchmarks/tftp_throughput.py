@@ -1,140 +1,346 @@
-"""Throughput of pxe_server.tftp on loopback against its peers, measured in one run.
+"""Our TFTP server against dnsmasq, tftpd-hpa and atftpd, on loopback, in one run.
 
-    .venv/bin/python benchmarks/tftp_throughput.py [--mb 50] [--blksizes 512,1468]
-                                                   [--clients 10] [--rounds 3]
-    make bench
+    make bench                       # the whole matrix, medians of 5
+    .venv/bin/python benchmarks/tftp_throughput.py --rounds 1 --big-mb 20 --cases 1468,w16
 
-Serves one file of --mb MiB and fetches it with curl (the TFTP client of this machine),
-once per blksize with one client, then with --clients at once (blksize 1468, each client
-from an address of its own in 127.0.0.0/8, as hosts are); prints MB/s (the median of
---rounds) per server and each peer's ratio to ours. Our server runs in this process; the
-clients are separate processes.
+The matrix (issue 18): an install.img-size file (--big-mb, random bytes) to one client at
+blksize 512 and 1468 (curl), the same with windowsize 4 and 16 asked (atftp, the RFC 7440
+client), a vmlinuz-size file (--kernel-mb) to 10 and 50 clients at once (curl, aggregate
+MB/s, each client from an address of its own in 127.0.0.0/8 as hosts are) and a 1 KiB
+file fetched --small-count times, --small-parallel at once (fetches/s; ours serves it
+through its resolve() callback, as it serves each host's boot config). Every figure is
+the median of --rounds; each peer's is also given as a ratio to ours.
 
-Peers: dnsmasq's TFTP server when it is installed. It only listens on port 69, so as root
-the benchmark re-runs itself in a network namespace of its own (unshare --net), where
-port 69 is free and nothing outside can reach it; elsewhere it measures ours alone and
-says so. Not a test: nothing here is timed by the test suite.
+The peers and atftp come from Debian's packages, unpacked into a cache (benchmarks/
+peers.py); nothing is installed. They listen on port 69 only, so the benchmark re-runs
+itself (as root) in a network namespace of its own (unshare --net), where port 69 is free
+and nothing outside can reach it; it starts each server there and stops it after each
+case. Each case runs on every server in turn, round after round (the load of a shared
+machine drifts; a ratio is fair only between figures taken side by side). Whether a
+server granted windowsize is read from its OACK, not from its docs. Not a test: nothing
+here is timed by the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import peers as peer_packages  # benchmarks/ is no package
 
 from pxe_server.tftp import TftpServer
 
 NETNS_MARK = "NETINSTALL_TFTP_BENCH_NETNS"
+HOST, PORT = "127.0.0.1", 69
+BIG, KERNEL, SMALL = "install.img", "vmlinuz", "pxelinux.cfg/01-52-54-00-00-00-01"
 
 
-def fetch(port: int, blksize: int, index: int, out: Path) -> str:
-    address = f"127.0.{100 + index // 250}.{index % 250 + 1}"
-    subprocess.run(
-        ["curl", "-sS", "--max-time", "300", "--interface", address, "--tftp-blksize",
-         str(blksize), "-o", str(out), f"tftp://127.0.0.1:{port}/payload.bin"],
-        check=True,
-    )  # fmt: skip
-    return hashlib.sha256(out.read_bytes()).hexdigest()
+@dataclass(frozen=True)
+class Case:
+    key: str
+    label: str
+    name: str  # the file fetched
+    blksize: int
+    clients: int = 1  # at once
+    window: int = 0  # windowsize asked (atftp) or 0 (curl, lockstep)
+    count: int = 0  # fetches in all (the small-file rate); 0: one per client
+
+    @property
+    def unit(self) -> str:
+        return "fetches/s" if self.count else "MB/s"
 
 
-@contextmanager
-def ours(root: Path) -> Iterator[int]:
-    server = TftpServer(root, lambda path, client: None, host="127.0.0.1", port=0)
+CASES = [
+    Case("512", "install.img, blksize 512, 1 client (curl)", BIG, 512),
+    Case("1468", "install.img, blksize 1468, 1 client (curl)", BIG, 1468),
+    Case("w4", "install.img, blksize 1468, windowsize 4 asked (atftp)", BIG, 1468, window=4),
+    Case("w16", "install.img, blksize 1468, windowsize 16 asked (atftp)", BIG, 1468, window=16),
+    Case("c10", "vmlinuz, blksize 1468, 10 clients at once (curl)", KERNEL, 1468, clients=10),
+    Case("c50", "vmlinuz, blksize 1468, 50 clients at once (curl)", KERNEL, 1468, clients=50),
+    Case("small", "boot config (1 KiB) xN, M at once (curl)", SMALL, 1468, clients=30, count=600),
+]
+
+
+# -- clients ------------------------------------------------------------------------------
+
+
+def source_address(index: int) -> str:
+    return f"127.0.{100 + index // 250}.{index % 250 + 1}"
+
+
+def curl(names: list[str], blksize: int, index: int) -> list[int]:
+    """Fetch NAMES one after the other from one curl process; the sizes it got."""
+    argv = ["curl", "-sS", "--max-time", "300", "--interface", source_address(index)]
+    argv += ["--tftp-blksize", str(blksize), "-w", "%{size_download}\n"]
+    for name in names:
+        argv += ["-o", "/dev/null", f"tftp://{HOST}:{PORT}/{name}"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    return [int(line) for line in done.stdout.split()]
+
+
+def atftp(tools: peer_packages.Peers, name: str, blksize: int, window: int, out: Path) -> int:
+    argv = [tools.program("atftp"), "--option", f"blksize {blksize}"]
+    argv += ["--option", f"windowsize {window}", "-g", "-r", name, "-l", str(out), HOST, str(PORT)]
+    subprocess.run(argv, env=tools.env, capture_output=True, check=True, timeout=300)
+    size = out.stat().st_size
+    out.unlink()
+    return size
+
+
+def granted(name: str, options: dict[str, str]) -> dict[str, str]:
+    """The options a server acknowledges for NAME (its OACK), the transfer then cancelled."""
+    packet = b"\0\x01" + name.encode() + b"\0octet\0"
+    packet += b"".join(f"{key}\0{value}\0".encode() for key, value in options.items())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(3)
+        sock.sendto(packet, (HOST, PORT))
+        reply, peer = sock.recvfrom(65536)
+        sock.sendto(b"\0\x05\0\0cancelled\0", peer)
+    if reply[:2] != b"\0\x06":
+        return {}
+    items = reply[2:].split(b"\0")[:-1]
+    return {
+        key.decode(): value.decode() for key, value in zip(items[0::2], items[1::2], strict=False)
+    }
+
+
+def wait_until_serving(name: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Return once a server answers a request for NAME (PROCESS: the server, if it is one)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"{process.args!r} exited with {process.returncode}")
+        try:
+            granted(name, {"tsize": "0"})
+        except OSError:
+            time.sleep(0.1)
+        else:
+            return
+    raise SystemExit("the server did not answer within 10 s")
+
+
+# -- servers ------------------------------------------------------------------------------
+
+Server = Callable[[Path, peer_packages.Peers], AbstractContextManager[None]]
+
+
+def serve_ours(root: Path) -> None:
+    """Our server in this process until SIGTERM: a process of its own, as `netinstall
+    server run` is, and as each peer is."""
+    small = (root / SMALL).read_bytes()
+
+    def resolve(path: str, client: tuple[str, int]) -> bytes | None:
+        # the per-host boot config, given by the callback as the real server's resolve()
+        # gives a rendered one (the peers serve the same bytes from a file)
+        return small if path == SMALL else None
+
+    server = TftpServer(root, resolve, host=HOST, port=PORT)
     server.start()
-    try:
-        yield server.port
-    finally:
-        server.stop()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
+    stop.wait()
+    server.stop()
+
+
+def ours(root: Path, tools: peer_packages.Peers) -> AbstractContextManager[None]:
+    return spawned([sys.executable, __file__, "--serve-ours", str(root)], tools)
 
 
 @contextmanager
-def dnsmasq(root: Path) -> Iterator[int]:
-    argv = [
-        "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
-        "--pid-file=", "--user=root", "--bind-interfaces", "--listen-address=127.0.0.1",
-        "--enable-tftp", f"--tftp-root={root}", "--tftp-max=1000", "--log-facility=/dev/null",
-    ]  # fmt: skip
-    process = subprocess.Popen(argv)
+def spawned(argv: list[str], tools: peer_packages.Peers) -> Iterator[None]:
+    process = subprocess.Popen(argv, env=tools.env, stdout=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
-        if process.poll() is not None:
-            raise SystemExit(f"dnsmasq exited with {process.returncode}")
-        yield 69
+        wait_until_serving(BIG, process)
+        yield
     finally:
         process.terminate()
         process.wait()
 
 
-def measure(port: int, blksize: int, clients: int, *, work: Path, digest: str, size: int) -> float:
-    outs = [work / f"out-{index}" for index in range(clients)]
+def dnsmasq(root: Path, tools: peer_packages.Peers) -> AbstractContextManager[None]:
+    argv = [
+        tools.program("dnsmasq-base"), "--keep-in-foreground", "--conf-file=/dev/null",
+        "--port=0", "--pid-file=", "--user=root", "--bind-interfaces",
+        f"--listen-address={HOST}", "--enable-tftp", f"--tftp-root={root}", "--tftp-max=1000",
+        "--log-facility=/dev/null",
+    ]  # fmt: skip
+    return spawned(argv, tools)
+
+
+def tftpd_hpa(root: Path, tools: peer_packages.Peers) -> AbstractContextManager[None]:
+    # every address of the namespace (only loopback is up): its -a fails there (exit 66)
+    argv = [tools.program("tftpd-hpa"), "-L", "-u", "root", "-s", str(root)]
+    return spawned(argv, tools)
+
+
+def atftpd(root: Path, tools: peer_packages.Peers) -> AbstractContextManager[None]:
+    argv = [
+        tools.program("atftpd"), "--daemon", "--no-fork", "--user", "root.root",
+        "--bind-address", HOST, "--port", str(PORT), "--maxthread", "1000",
+        "--logfile", "/dev/null", "--verbose=0", str(root),
+    ]  # fmt: skip
+    return spawned(argv, tools)
+
+
+SERVERS: dict[str, Server] = {
+    "ours": ours,
+    "dnsmasq": dnsmasq,
+    "tftpd-hpa": tftpd_hpa,
+    "atftpd": atftpd,
+}
+
+
+# -- one measurement ----------------------------------------------------------------------
+
+
+def measure(case: Case, sizes: dict[str, int], tools: peer_packages.Peers, work: Path) -> float:
+    expected = sizes[case.name]
     start = time.monotonic()
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        digests = list(pool.map(lambda i: fetch(port, blksize, i, outs[i]), range(clients)))
+    if case.window:
+        got = [atftp(tools, case.name, case.blksize, case.window, work / "out")]
+    else:
+        total = case.count or case.clients
+        shares = [total // case.clients + (i < total % case.clients) for i in range(case.clients)]
+        with ThreadPoolExecutor(max_workers=case.clients) as pool:
+            runs = pool.map(
+                lambda i: curl([case.name] * shares[i], case.blksize, i), range(case.clients)
+            )
+            got = [size for run in runs for size in run]
     seconds = time.monotonic() - start
-    if any(got != digest for got in digests):
-        raise SystemExit("corrupt download")
-    for out in outs:
-        out.unlink()
-    return size * clients / 1e6 / seconds
+    if got != [expected] * len(got):
+        raise SystemExit(f"{case.label}: short download ({got[:3]}..., {expected} expected)")
+    return len(got) / seconds if case.count else expected * len(got) / 1e6 / seconds
+
+
+def window_note(case: Case) -> str:
+    if not case.window:
+        return ""
+    options = granted(case.name, {"blksize": str(case.blksize), "windowsize": str(case.window)})
+    return "" if options.get("windowsize") == str(case.window) else " (not granted)"
+
+
+def enter_namespace() -> None:
+    if os.environ.get(NETNS_MARK):
+        return
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        raise SystemExit("the benchmark needs root and unshare (it runs in a network namespace)")
+    os.environ[NETNS_MARK] = "1"
+    script = 'ip link set lo up && exec "$0" "$@"'
+    argv = ["unshare", "--net", "sh", "-c", script, sys.executable, *sys.argv]
+    os.execvp("unshare", argv)  # noqa: S606 - a fixed program, no shell of the caller's
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mb", type=int, default=50)
-    parser.add_argument("--blksizes", default="512,1468")
-    parser.add_argument("--clients", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--big-mb", type=float, default=72)
+    parser.add_argument("--kernel-mb", type=float, default=12)
+    parser.add_argument("--small-count", type=int, default=600)
+    parser.add_argument("--small-parallel", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--cases", default=",".join(case.key for case in CASES))
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--serve-ours", type=Path, help=argparse.SUPPRESS)  # ours, spawned
     args = parser.parse_args()
+    if args.serve_ours:
+        serve_ours(args.serve_ours)
+        return
     if shutil.which("curl") is None:
         raise SystemExit("curl (the TFTP client) is missing")
-    peers = {}
-    if shutil.which("dnsmasq") and os.environ.get(NETNS_MARK):
-        peers["dnsmasq"] = dnsmasq
-    elif shutil.which("dnsmasq") and os.geteuid() == 0 and shutil.which("unshare"):
-        os.environ[NETNS_MARK] = "1"
-        script = 'ip link set lo up && exec "$0" "$@"'
-        argv = ["unshare", "--net", "sh", "-c", script, sys.executable, *sys.argv]
-        os.execvp("unshare", argv)  # noqa: S606 - a fixed program, no shell of the caller's
-    else:
-        print("dnsmasq is not installed or this is not root: measuring ours alone")
-    cases = [(int(size), 1) for size in args.blksizes.split(",")] + [(1468, args.clients)]
+    tools = peer_packages.ensure()
+    enter_namespace()
+    servers = {name: SERVERS[name] for name in args.servers.split(",")}
+    keys = args.cases.split(",")
+    cases = []
+    for case in CASES:
+        if case.key not in keys:
+            continue
+        if case.count:
+            label = case.label.replace("xN", f"x{args.small_count}")
+            label = label.replace("M at", f"{args.small_parallel} at")
+            small = (args.small_parallel, 0, args.small_count)
+            cases.append(Case(case.key, label, case.name, case.blksize, *small))
+        else:
+            cases.append(case)
     with tempfile.TemporaryDirectory() as tmp:
         root, work = Path(tmp) / "root", Path(tmp) / "work"
-        root.mkdir(mode=0o755)
+        (root / "pxelinux.cfg").mkdir(parents=True)
         work.mkdir()
-        payload = os.urandom(args.mb * 1024 * 1024)
-        (root / "payload.bin").write_bytes(payload)
-        digest = hashlib.sha256(payload).hexdigest()
-        servers = {"ours": ours, **peers}
-        rates: dict[tuple[str, int, int], float] = {}
-        for name, start in servers.items():
-            with start(root) as port:
-                for blksize, clients in cases:
-                    runs = [
-                        measure(port, blksize, clients, work=work, digest=digest, size=len(payload))
-                        for _ in range(args.rounds)
-                    ]
-                    rates[name, blksize, clients] = statistics.median(runs)
-        print(f"TFTP, {args.mb} MiB, MB/s (median of {args.rounds}); peers as a ratio to ours")
-        for blksize, clients in cases:
-            base = rates["ours", blksize, clients]
-            row = f"  blksize {blksize:>5}, {clients:>2} client(s): ours {base:7.1f}"
-            for peer in peers:
-                rate = rates[peer, blksize, clients]
-                row += f"  {peer} {rate:7.1f} ({rate / base:.2f}x ours)"
-            print(row)
+        contents = {
+            BIG: os.urandom(int(args.big_mb * 1e6)),
+            KERNEL: os.urandom(int(args.kernel_mb * 1e6)),
+            SMALL: b"".join(b"# host 52:54:00:00:00:01, line %04d\n" % i for i in range(30))[:1024],
+        }
+        for name, content in contents.items():
+            (root / name).write_bytes(content)
+        sizes = {name: len(content) for name, content in contents.items()}
+        runs: dict[tuple[str, str], list[float]] = {}
+        notes: dict[tuple[str, str], str] = {}
+        # Each case on every server in turn, round after round: the load of this shared
+        # machine drifts within seconds, and a ratio is fair only between figures taken
+        # side by side. Each server is started for its case and stopped after it.
+        for round_number in range(1, args.rounds + 1):
+            for case in cases:
+                for name, start in servers.items():
+                    with start(root, tools):
+                        rate = measure(case, sizes, tools, work)
+                        if round_number == 1:
+                            notes[name, case.key] = window_note(case)
+                    runs.setdefault((name, case.key), []).append(rate)
+                    print(f"  round {round_number} {name:10} {case.label}: "
+                          f"{rate:,.1f} {case.unit}{notes[name, case.key]}",
+                          flush=True)  # fmt: skip
+        rates = {key: statistics.median(values) for key, values in runs.items()}
+    report(cases, list(servers), rates, notes, args)
+
+
+def report(
+    cases: list[Case],
+    names: list[str],
+    rates: dict[tuple[str, str], float],
+    notes: dict[tuple[str, str], str],
+    args: argparse.Namespace,
+) -> None:
+    print()
+    print(f"TFTP on loopback, median of {args.rounds}; install.img {args.big_mb:g} MB, "
+          f"vmlinuz {args.kernel_mb:g} MB; each peer also as a ratio to ours")  # fmt: skip
+    header = ["", *names]
+    rows = []
+    for case in cases:
+        row = [f"{case.label}, {case.unit}"]
+        for name in names:
+            rate = rates[name, case.key]
+            cell = f"{rate:,.1f}{notes[name, case.key]}"
+            if name != "ours" and "ours" in names:
+                cell += f" ({rate / rates['ours', case.key]:.2f}x)"
+            row.append(cell)
+        rows.append(row)
+    if args.markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
 if __name__ == "__main__":

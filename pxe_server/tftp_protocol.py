@@ -1,10 +1,11 @@
 """TFTP without sockets: datagrams parsed and built, options negotiated, one read transfer's
-state (RFC 1350, 2347 option negotiation, 2348 blksize, 2349 tsize and timeout).
+state (RFC 1350, 2347 option negotiation, 2348 blksize, 2349 tsize and timeout, 7440
+windowsize).
 
 Everything here is pure: a `Transfer` takes the client's datagrams and the clock and gives the
 datagrams to send, so the server (`tftp.py`) only moves bytes and a test drives a transfer
-without a network. Its send side keeps a window of blocks in flight (`window`, 1 today:
-lockstep, as RFC 1350 has it); RFC 7440's windowsize only has to negotiate a larger one.
+without a network. It sends a window of blocks (1 without the windowsize option: lockstep,
+as RFC 1350 has it) and waits for the ACK of the window's last block.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ NOT_DEFINED, FILE_NOT_FOUND, ACCESS_VIOLATION, ILLEGAL_OPERATION, UNKNOWN_TID = 
 DEFAULT_BLKSIZE = 512  # RFC 1350
 MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464  # RFC 2348
 MIN_TIMEOUT = 1  # RFC 2349; the largest one acknowledged is the server's bound (tftp.py)
+MIN_WINDOWSIZE = 1  # RFC 7440; the largest one acknowledged is the server's bound (tftp.py)
+DATA_HEADER = struct.Struct("!HH")  # opcode DATA, block number
 MODES = ("octet", "netascii")  # both served byte for byte, as boot loaders expect
 
 
@@ -106,10 +109,13 @@ def parse_request(data: bytes) -> Request:
     return Request(name, mode.lower(), options)
 
 
-def negotiate(requested: Mapping[str, str], size: int, max_timeout: int) -> dict[str, int]:
+def negotiate(
+    requested: Mapping[str, str], size: int, max_timeout: int, max_windowsize: int = 1
+) -> dict[str, int]:
     """The options to acknowledge: blksize (clamped), tsize (the size, unless it is 0),
     timeout (from MIN_TIMEOUT to MAX_TIMEOUT seconds: a larger one is not acknowledged and
-    the server's is used)."""
+    the server's is used), windowsize (clamped to MAX_WINDOWSIZE; 0 is not acknowledged,
+    nor any when that bound is 1: lockstep, without the OACK's round trip)."""
     accepted: dict[str, int] = {}
     for key, text in requested.items():
         if not (text.isascii() and text.isdigit() and len(text) <= 10):
@@ -121,36 +127,41 @@ def negotiate(requested: Mapping[str, str], size: int, max_timeout: int) -> dict
             accepted[key] = size
         elif key == "timeout" and MIN_TIMEOUT <= value <= max_timeout:
             accepted[key] = value
+        elif key == "windowsize" and max_windowsize > 1 and value >= MIN_WINDOWSIZE:
+            accepted[key] = min(value, max_windowsize)
     return accepted
 
 
 class Source(Protocol):
-    """What a transfer sends: SIZE bytes, read by offset."""
+    """What a transfer sends: SIZE bytes, read by offset (bytes, or a view of memory the
+    source holds, valid until it is closed)."""
 
     size: int
 
-    def read(self, offset: int, length: int) -> bytes: ...
+    def read(self, offset: int, length: int) -> bytes | memoryview: ...
 
     def close(self) -> None: ...
 
 
 class MemorySource:
-    """Bytes made by the server (a rendered boot config)."""
+    """Bytes in memory: a rendered boot config, or a file's content the server holds (no
+    file read per block; each block a view, copied once, into its datagram)."""
 
     def __init__(self, content: bytes) -> None:
-        self._content = memoryview(content)
+        self.view = memoryview(content)
         self.size = len(content)
 
-    def read(self, offset: int, length: int) -> bytes:
-        return bytes(self._content[offset : offset + length])
+    def read(self, offset: int, length: int) -> memoryview:
+        return self.view[offset : offset + length]
 
     def close(self) -> None:
-        self._content.release()
+        self.view.release()
 
 
 class FileSource:
-    """An open regular file, read with pread (no shared offset); a file that shrinks
-    while it is served raises OSError rather than sending a short block as if it ended."""
+    """An open regular file, read with pread (no shared offset): what is too big for the
+    server's cache. A file that shrinks while it is served raises OSError rather than
+    sending a short block as if it ended."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -169,12 +180,15 @@ class FileSource:
 
 
 class Transfer:
-    """One read transfer: blocks sent and acknowledged, retransmission, the end.
+    """One read transfer: windows of blocks sent and acknowledged, retransmission, the end.
 
     Blocks are counted from 1 without bound; the wire carries them modulo 65536 (rolling
-    over to 0, as curl, GRUB and pxelinux expect). Up to WINDOW blocks are in flight; an
-    ACK of block k (any of those in flight) moves the window to k + 1. A duplicate or
-    stale ACK is never answered (RFC 1350's Sorcerer's Apprentice): only the timer resends.
+    over to 0, as curl, GRUB and pxelinux expect). The window is the `windowsize` option
+    granted (RFC 7440), else 1. A window of blocks goes out at once; an ACK of any block k
+    in flight (the window's last one, or the last one the client got in order) means the
+    client has every block to k: the next window starts at k + 1 (so a gap is sent again at
+    once). A duplicate or stale ACK is never answered (RFC 1350's Sorcerer's Apprentice):
+    only the timer sends the blocks in flight again.
     """
 
     def __init__(
@@ -185,15 +199,16 @@ class Transfer:
         timeout: float,
         retries: int,
         now: float,
-        window: int = 1,
     ) -> None:
         self.source = source
         self.blksize = options.get("blksize", DEFAULT_BLKSIZE)
+        self.window = options.get("windowsize", 1)
         self.timeout = float(options.get("timeout", timeout))
         self.retries = retries
-        self.window = window
         self.blocks = source.size // self.blksize + 1  # the last one is short, maybe empty
         self._oack = oack_packet(options) if options else None
+        # the content itself when it is in memory: blocks sliced without a call each
+        self._view = source.view if isinstance(source, MemorySource) else None
         self.acked = 0  # blocks the client acknowledged
         self.sent = 0  # the highest block sent
         self.tries = 0  # resends of what is in flight
@@ -206,6 +221,11 @@ class Transfer:
     def delivered(self) -> int:
         return min(self.acked * self.blksize, self.source.size)
 
+    @property
+    def negotiating(self) -> bool:
+        """Whether the OACK is out and unacknowledged (no block sent yet)."""
+        return self._oack is not None and self.sent == 0
+
     def start(self, now: float) -> list[bytes]:
         """The first datagrams: the OACK, or the first blocks when no option was taken."""
         if self._oack is not None:
@@ -215,15 +235,16 @@ class Transfer:
 
     def receive(self, data: bytes, now: float) -> list[bytes]:
         """The datagrams to send for one datagram from the client."""
-        opcode = int.from_bytes(data[:2], "big") if len(data) >= 2 else -1
-        if opcode == ACK and len(data) >= 4:
-            number = int.from_bytes(data[2:4], "big")
-            if self._oack is not None and self.sent == 0:
-                return self._advance(0, now) if number == 0 else []
-            for block in range(self.sent, self.acked, -1):
-                if block & 0xFFFF == number:
-                    return self._advance(block, now)
+        if len(data) >= 4 and data[1] == ACK and data[0] == 0:  # per block: no slice made
+            number = (data[2] << 8) | data[3]
+            acked = self.acked
+            ahead = (number - acked) & 0xFFFF  # blocks past the last ACK (mod 65536)
+            if 0 < ahead <= self.sent - acked:  # one in flight (a window < 65536)
+                return self._advance(acked + ahead, now)
+            if self.sent == 0 and self._oack is not None and number == 0:
+                return self._advance(0, now)  # the OACK acknowledged
             return []
+        opcode = int.from_bytes(data[:2], "big") if len(data) >= 2 else -1
         self.done = True
         if opcode == ERROR:
             message = data[4:].split(b"\0", 1)[0].decode("ascii", "replace")
@@ -233,8 +254,8 @@ class Transfer:
         return [error_packet(ILLEGAL_OPERATION, "illegal TFTP operation")]
 
     def expire(self, now: float) -> list[bytes] | None:
-        """What to send again when the ACK is overdue ([] when it is not); None once the
-        retries are spent: the transfer is abandoned."""
+        """What to send again when the ACK is overdue ([] when it is not): the OACK, or the
+        blocks in flight; None once the retries are spent: the transfer is abandoned."""
         if now < self.deadline:
             return []
         self.tries += 1
@@ -245,7 +266,7 @@ class Transfer:
         self.deadline = now + self.timeout
         if self._oack is not None and self.sent == 0:
             return [self._oack]
-        return [self._block(number) for number in range(self.acked + 1, self.sent + 1)]
+        return self._blocks(self.acked + 1, self.sent)
 
     def _advance(self, acked: int, now: float) -> list[bytes]:
         self.acked = acked
@@ -253,16 +274,31 @@ class Transfer:
             self.done = True
             return []
         last = min(acked + self.window, self.blocks)
-        packets = [self._block(number) for number in range(acked + 1, last + 1)]
         self.sent = last
-        self._wait(now)
-        return packets
+        self.tries = 0
+        self.waiting_since = now
+        self.deadline = now + self.timeout
+        return self._blocks(acked + 1, last)
 
     def _wait(self, now: float) -> None:
         self.tries = 0
         self.waiting_since = now
         self.deadline = now + self.timeout
 
-    def _block(self, number: int) -> bytes:
-        data = self.source.read((number - 1) * self.blksize, self.blksize)
-        return struct.pack("!HH", DATA, number & 0xFFFF) + data
+    def _blocks(self, first: int, last: int) -> list[bytes]:
+        """Blocks FIRST to LAST as DATA datagrams (each block's bytes copied once)."""
+        blksize, pack = self.blksize, DATA_HEADER.pack
+        view = self._view
+        if view is None:  # read from the file, per block
+            read = self.source.read
+            return [
+                pack(DATA, number & 0xFFFF) + read((number - 1) * blksize, blksize)
+                for number in range(first, last + 1)
+            ]
+        if first == last:  # lockstep: the common case, without a loop
+            offset = (first - 1) * blksize
+            return [pack(DATA, first & 0xFFFF) + view[offset : offset + blksize]]
+        return [
+            pack(DATA, number & 0xFFFF) + view[(number - 1) * blksize : number * blksize]
+            for number in range(first, last + 1)
+        ]

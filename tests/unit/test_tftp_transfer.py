@@ -28,8 +28,8 @@ def data(block: int, payload: bytes) -> bytes:
     return struct.pack("!HH", 3, block) + payload
 
 
-def transfer(content: bytes, options: dict[str, int] | None = None, **kwargs: int) -> Transfer:
-    return Transfer(MemorySource(content), options or {}, timeout=1, retries=4, now=0.0, **kwargs)
+def transfer(content: bytes, options: dict[str, int] | None = None) -> Transfer:
+    return Transfer(MemorySource(content), options or {}, timeout=1, retries=4, now=0.0)
 
 
 def test_lockstep_without_options_ends_on_a_short_block() -> None:
@@ -84,8 +84,8 @@ def test_block_numbers_roll_over_to_zero() -> None:
 
 
 def test_a_window_keeps_several_blocks_in_flight_and_resends_from_the_ack() -> None:
-    t = transfer(bytes(range(10)), {"blksize": 2}, window=3)
-    assert t.start(0.0) == [b"\0\x06blksize\x002\0"]
+    t = transfer(bytes(range(10)), {"blksize": 2, "windowsize": 3})
+    assert t.start(0.0) == [b"\0\x06blksize\x002\0windowsize\x003\0"]
     assert t.receive(ack(0), 0.0) == [data(1, b"\0\1"), data(2, b"\2\3"), data(3, b"\4\5")]
     assert t.receive(ack(1), 0.0) == [data(2, b"\2\3"), data(3, b"\4\5"), data(4, b"\6\7")]
     assert t.receive(ack(4), 0.0) == [data(5, b"\x08\x09"), data(6, b"")]
@@ -146,8 +146,9 @@ def test_any_first_datagram_is_a_request_or_a_refusal(datagram: bytes) -> None:
     except Refusal as refusal:
         request = refusal.code
     if isinstance(request, Request):
-        accepted = negotiate(request.options, 1000, 3)
-        assert set(accepted) <= {"blksize", "tsize", "timeout"}
+        accepted = negotiate(request.options, 1000, 3, 64)
+        assert set(accepted) <= {"blksize", "tsize", "timeout", "windowsize"}
+        assert 1 <= accepted.get("windowsize", 1) <= 64
     else:
         assert request in (2, 4)
 
@@ -156,7 +157,7 @@ def test_any_first_datagram_is_a_request_or_a_refusal(datagram: bytes) -> None:
 @given(
     size=st.integers(0, 3000),
     blksize=st.sampled_from([8, 512, 1468]),
-    window=st.integers(1, 4),
+    window=st.integers(1, 8),
     datagrams=st.lists(
         st.one_of(st.integers(0, 65535).map(ack), st.binary(max_size=8)), max_size=30
     ),
@@ -165,8 +166,9 @@ def test_any_datagrams_in_a_transfer_give_only_the_files_bytes(
     size: int, blksize: int, window: int, datagrams: list[bytes]
 ) -> None:
     content = bytes(index % 251 for index in range(size))
-    t = transfer(content, {"blksize": blksize}, window=window)
+    t = transfer(content, {"blksize": blksize, "windowsize": window})
     t.start(0.0)
+    t.receive(ack(0), 0.0)  # the OACK acknowledged: windows from here
     for index, datagram in enumerate(datagrams):
         for packet in t.receive(datagram, float(index)) + (t.expire(float(index) + 1) or []):
             opcode, block = struct.unpack("!HH", packet[:4])
