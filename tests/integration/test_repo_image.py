@@ -138,6 +138,11 @@ def test_dom0_archive_holds_xen_tools_and_our_services(dom0_listing: set[str]) -
         "./etc/systemd/system/netinstall-firstboot.service",
         "./etc/systemd/system/multi-user.target.wants/netinstall-firstboot.service",
         "./etc/systemd/system/netinstall-ssh-keys.service",
+        # First boot without waiting for the network or for udev to settle (issue 18).
+        "./etc/systemd/system/xen.service",
+        "./etc/systemd/system/multi-user.target.wants/xen.service",
+        "./etc/systemd/system/ifupdown-pre.service.d/netinstall.conf",
+        "./usr/sbin/netinstall-wait-nics",
         "./etc/systemd/system.conf.d/netinstall.conf",
         "./etc/netinstall-release",
         "./usr/sbin/grub-install",

@@ -6,6 +6,11 @@ re-run on the next boot finish the job without destroying anything. The
 install key (firstboot.json's ``token``: the key its installer enrolled with the
 install token, docs/protocol.md) is used once and removed; neither it nor the agent
 credential reaches a log.
+
+The unit is not ordered after ``network-online.target``: the SR is made while the
+network comes up, then ``wait_for_network`` waits for that target (at most
+``NETWORK_WAIT`` seconds) before the facts, which name the host's addresses, are
+gathered and reported.
 """
 
 from __future__ import annotations
@@ -35,9 +40,26 @@ from .state import load_state, mark_done, save_state
 
 log = logging.getLogger(__name__)
 
+# The longest first boot waits for network-online.target before it reports anyway (the
+# report then retries on its own): networking.service's own start limit, 5 min, and a
+# little more.
+NETWORK_WAIT = 330
+NETWORK_ONLINE = ("timeout", str(NETWORK_WAIT), "systemctl", "start", "network-online.target")
+
 
 def _new_uuid() -> str:
     return str(uuid.uuid4())
+
+
+def wait_for_network(runner: CommandRunner) -> None:
+    """Block until network-online.target is reached (its boot job merges with this start);
+    a failure or ``NETWORK_WAIT`` passing is logged, and the report's retries go on."""
+    done = runner(NETWORK_ONLINE, ok_codes=range(256))
+    if done.returncode != 0:
+        log.warning(
+            "network-online.target was not reached (status %d): reporting anyway",
+            done.returncode,
+        )
 
 
 def firstboot(
@@ -80,6 +102,7 @@ def firstboot(
                 f"{layout.firstboot_config}: key 'token': missing, and there is no agent "
                 "credential yet; re-arm the host on the server and reinstall"
             )
+        wait_for_network(runner)
         facts = gather(
             runner,
             layout,
