@@ -143,6 +143,9 @@ def test_dom0_archive_holds_xen_tools_and_our_services(dom0_listing: set[str]) -
         "./etc/systemd/system/multi-user.target.wants/xen.service",
         "./etc/systemd/system/ifupdown-pre.service.d/netinstall.conf",
         "./usr/sbin/netinstall-wait-nics",
+        # Compiled at build time (checked-hash), not by the first boot.
+        "./usr/lib/netinstall/netinstall_dom0/__pycache__/firstboot.cpython-311.pyc",
+        "./usr/lib/netinstall/common/__pycache__/process.cpython-311.pyc",
         "./etc/systemd/system.conf.d/netinstall.conf",
         "./etc/netinstall-release",
         "./usr/sbin/grub-install",
