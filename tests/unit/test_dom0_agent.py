@@ -455,6 +455,10 @@ def test_units_name_the_files_the_code_uses() -> None:
     live = Layout()
     firstboot_unit = unit_settings("netinstall-firstboot.service")
     assert ("Type", "oneshot") in firstboot_unit
+    # Issue 18: made while the network and Xen come up, ahead of the rest for the CPU.
+    assert ("After", "local-fs.target") in firstboot_unit
+    assert ("Nice", "-10") in firstboot_unit
+    assert ("CPUWeight", "1000") in firstboot_unit
     assert ("ExecStart", "/usr/sbin/netinstall-firstboot") in firstboot_unit
     assert ("ConditionPathExists", str(live.firstboot_config)) in firstboot_unit
     assert ("ConditionPathExists", f"!{live.done_marker}") in firstboot_unit
