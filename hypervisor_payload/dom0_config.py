@@ -232,9 +232,25 @@ SYSTEM_CONF = """\
 DefaultDeviceTimeoutSec=5min
 """
 
+# The management bridge keeps the MAC of its port, as the kernel gives a bridge whose
+# address nobody set, instead of the one udev's default link policy (persistent) derives
+# from the machine-id: the host keeps the DHCP identity it is registered by (the NIC's
+# MAC) on every boot, and dhclient does not race udev changing the bridge's address
+# under it (issue 18: a second boot's DHCP went unanswered, then waited dhclient's 5 min
+# retry, and came back with another address).
+BRIDGE_LINK = """\
+# netinstall: xenbr* keep their port's MAC (no MACAddressPolicy=persistent).
+[Match]
+OriginalName=xenbr*
+
+[Link]
+MACAddressPolicy=none
+"""
+
 # Written in stage 2, next to the units.
 SYSTEM_FILES: dict[str, str] = {
     "etc/systemd/system.conf.d/netinstall.conf": SYSTEM_CONF,
+    "etc/systemd/network/10-netinstall-xenbr.link": BRIDGE_LINK,
 }
 
 # Written in stage 2: no host identity in the image.

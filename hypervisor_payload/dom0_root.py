@@ -44,6 +44,7 @@ _TAR_REPRODUCIBLE = (
     "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
 )
 _PRESEED = "/root/netinstall-preseed"
+COMPILE = ("python3", "-m", "compileall", "-q", "--invalidation-mode", "checked-hash")
 _UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".target", ".mount")
 
 
@@ -357,10 +358,14 @@ def finish_root(ctx: BuildContext, dom0: Dom0Root) -> None:
     root = dom0.path
     units = install_netinstall_files(dom0, ctx.payload_version)
     ctx.progress.step(TARGET, f"enabling {', '.join(units) or 'no units'}")
-    if units:
-        with debian.mounted(root):
+    with debian.mounted(root):
+        if units:
             debian.in_chroot(root, ["systemctl", "enable", *units])
-        release_mounts(root)
+        # Byte-code for first boot and the agent, compiled by dom0's own Python: an
+        # emulated first boot compiled them before it could make the SR. Hash-checked,
+        # so the archive's clamped mtimes do not make them stale.
+        debian.in_chroot(root, [*COMPILE, "/usr/lib/netinstall"])
+    release_mounts(root)
     strip_identity(root)
     _remove(root, "tmp/*")
     debian.allow_service_starts(root)

@@ -96,7 +96,10 @@ def overlay_files(repo: Path = REPO_ROOT, files: Path = FILES) -> dict[str, tupl
         for path in _package_files(repo / package):
             name = f"{PACKAGES_DIR}/{path.relative_to(repo).as_posix()}"
             found[name] = (path.read_bytes(), 0o644)
-    found["etc/netinstall/modules"] = (_module_list(installer_root.MODULES), 0o644)
+    found["etc/netinstall/modules"] = (_module_list(installer_root.EAGER_MODULES), 0o644)
+    hardware = _module_list(installer_root.HARDWARE_MODULES)
+    found["etc/netinstall/modules-hardware"] = (hardware, 0o644)
+    found["etc/netinstall/modules-san"] = (_module_list(installer_root.SAN_MODULES), 0o644)
     found["etc/netinstall/modules-xen"] = (_module_list(installer_root.XEN_MODULES), 0o644)
     return found
 

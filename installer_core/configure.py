@@ -202,8 +202,33 @@ def keyboard_text(keymap: str) -> str:
     )
 
 
+_KEYBOARD_KEYS = ("XKBMODEL", "XKBLAYOUT", "XKBVARIANT", "XKBOPTIONS", "BACKSPACE")
+
+
+def keyboard_settings(text: str) -> dict[str, str]:
+    """The settings of an /etc/default/keyboard text (comments and quotes dropped)."""
+    found = {}
+    for raw in text.splitlines():
+        key, sep, value = raw.split("#", 1)[0].strip().partition("=")
+        if sep and key in _KEYBOARD_KEYS:
+            found[key] = value.strip().strip('"')
+    return found
+
+
 def write_keyboard(root: Path, keymap: str) -> None:
-    _write(root / "etc/default/keyboard", keyboard_text(keymap))
+    """/etc/default/keyboard, left alone when it already holds these settings.
+
+    console-setup.service compiles the console keymap again (ckbcomp, seconds of Perl;
+    most of a minute of an emulated first boot) whenever this file is newer than its
+    cache, which the image ships built for its own file: rewriting the same settings
+    would only make the first boot slower.
+    """
+    path, text = root / "etc/default/keyboard", keyboard_text(keymap)
+    same = path.is_file() and not path.is_symlink()
+    if same and keyboard_settings(path.read_text(errors="replace")) == keyboard_settings(text):
+        log.info("keyboard %s: as in the image, its console cache kept", keymap)
+        return
+    _write(path, text)
 
 
 def hash_password(plaintext: str) -> str:

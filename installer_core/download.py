@@ -11,7 +11,8 @@ in a directory of its own on the existing logs partition.
 
 HTTP downloads resume with ``Range`` requests (a partial file is continued, not
 restarted; a server that answers 200 instead of 206 restarts it); other schemes
-are copied whole.
+are copied whole. An HTTP file is hashed as it arrives (a resumed try hashes the part
+it continues first), so the payload is not read a second time to be verified.
 
 Staged on disk, the payload can only be written after the partition step. So that a
 payload that does not verify still fails the install before any disk is touched,
@@ -71,38 +72,45 @@ def remote_size(url: str, io: Transport) -> int | None:
     return None
 
 
-def sha256_of(path: Path) -> str:
+def _hash_of(path: Path) -> hashlib._Hash:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for block in iter(lambda: stream.read(CHUNK), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return digest
 
 
-def _http_attempt(url: str, dest: Path, io: Transport, progress: Progress) -> None:
-    """One try: continue ``dest`` from its current size (206) or start over (200)."""
+def sha256_of(path: Path) -> str:
+    return _hash_of(path).hexdigest()
+
+
+def _http_attempt(url: str, dest: Path, io: Transport, progress: Progress) -> str | None:
+    """One try: continue ``dest`` from its current size (206) or start over (200); the
+    sha256 of the whole file once written, None when the server had nothing left (416)."""
     have = dest.stat().st_size if dest.exists() else 0
     headers = {**IDENTITY, "Range": f"bytes={have}-"} if have else IDENTITY
     with io.session.get(url, headers=headers, stream=True, timeout=io.timeout) as response:
         if have and response.status_code == 416:
-            return  # nothing left to fetch: the checksum decides
+            return None  # nothing left to fetch: the checksum of the file decides
         check_status(response)
         if response.status_code == 206:
             content_range = response.headers.get("Content-Range", "")
             if not content_range.startswith(f"bytes {have}-"):
                 raise SourceError(f"the server resumed at {content_range!r}, not at byte {have}")
-            mode = "ab"
+            mode, digest = "ab", _hash_of(dest)
         else:
-            have, mode = 0, "wb"
+            have, mode, digest = 0, "wb", hashlib.sha256()
         length = response.headers.get("Content-Length", "")
         total = have + int(length) if length.isdigit() else None
         done = have
         with dest.open(mode) as out:
             for chunk in response.raw.stream(CHUNK, decode_content=False):
                 out.write(chunk)
+                digest.update(chunk)
                 done += len(chunk)
                 if total:
                     progress(done * 100 // total)
+    return digest.hexdigest()
 
 
 def download_file(
@@ -121,8 +129,9 @@ def download_file(
     http = urlsplit(url).scheme in ("http", "https")
     resumed = http and dest.exists() and dest.stat().st_size > 0
     for last_try in (not resumed, True):
+        got = None
         if http:
-            with_retries(
+            got = with_retries(
                 url,
                 lambda: _http_attempt(url, dest, io, progress),
                 retries=retries,
@@ -131,7 +140,8 @@ def download_file(
             )
         else:
             fetch_file(url, dest, retries=retries, backoff=backoff, transport=io)
-        got = sha256_of(dest)
+        if got is None:
+            got = sha256_of(dest)
         if got == expected:
             return
         if last_try:

@@ -8,6 +8,7 @@ namespaces: QEMU's own DHCP and TFTP stand in for ours (``netinstall/lab/usernet
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -78,6 +79,14 @@ MILESTONES = {"installer": "installer up", "running": "running"}
     show_default=True,
 )
 @click.option("--no-build", is_flag=True, help="Use build/ as it is (no incremental build).")
+@click.option(
+    "--floor/--no-floor",
+    default=True,
+    show_default=True,
+    help="install scenario: measure the install's floor in the same run (dd of the disk in "
+    "the installer; once running, a reset and a boot with nothing left to do) and print it "
+    "with the ratio power-on to running / floor under the phase table.",
+)
 def demo(
     *,
     firmware: str,
@@ -89,6 +98,7 @@ def demo(
     out: str,
     cache: str,
     no_build: bool,
+    floor: bool,
 ) -> None:
     """PXE-install a QEMU machine and boot it into Xen + dom0 (needs root, ~15 min)."""
     from netinstall.lab import console
@@ -97,6 +107,8 @@ def demo(
 
     chosen = scenario_for(firmware, scenario)
     milestone = console.FAILED if chosen.expect_failure else MILESTONES[until]
+    if floor and scenario == "install" and milestone == console.RUNNING:
+        chosen = dataclasses.replace(chosen, floor=True)
 
     build_dir = Path(out)
     if not no_build:
@@ -129,6 +141,11 @@ def demo(
     result = run_lab(options, say=click.echo)
     click.echo("")
     click.echo(console.phase_table(result.tracker.reached))
+    if chosen.floor:
+        from netinstall.lab.floor import floor_lines
+
+        for line in floor_lines(result.floor, result.tracker.reached):
+            click.echo(line)
     for check in result.checks:
         click.echo(f"checked: {check}")
     if keep:

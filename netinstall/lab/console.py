@@ -5,7 +5,8 @@
 milestone was reached, facts seen on the way (root and SR UUIDs, the installer's
 exit status) and a failure reason when the run cannot succeed any more.
 ``SerialLog`` follows the file QEMU writes the serial console to. ``phase_table``
-formats the milestones for the end of a run.
+formats the milestones for the end of a run: each with its time, the time since the
+milestone before it and the time until the next (a step's own duration).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ SAN_LOGIN = "dom0 logged in to the SAN"  # its initramfs, from the iBFT (SAN sce
 SR_CREATED = "SR created"
 SR_COMMAND = "SR being made"  # first boot's first LVM command (pvcreate, vgcreate, ...)
 RUNNING = "running"
+FIRST_CHECKIN = "agent's first check-in"  # the dom0 agent, once first boot handed over
 FAILED = "failed"
 
 _XEN = re.compile(r"Xen version 4\.\d+")
+XEN_BANNER = _XEN  # Xen's first line on the console, from the network or the disk
 _INIT = re.compile(r"netinstall-init: |installer_core: ")
 _STEP = re.compile(r"netinstall: step (\S+) \((\d+)/(\d+)\)")
 _STEP_END = re.compile(r"netinstall: step (\S+) (?:done in|FAILED after)")
@@ -45,6 +48,8 @@ _SAN_LOGIN = re.compile(r"Connection\d+:\d+ to \[target: .*operational|iSCSI Ini
 _SR = re.compile(r"local SR: (\S+) on .*, uuid ([0-9a-f-]{36})")
 _SR_COMMAND = re.compile(r"local SR: (pvcreate|vgcreate|vgextend|lvcreate|mkfs\.ext4) ")
 _MARKER = re.compile(r"netinstall-lab-marker: (.*)")  # the lab's scripts (lab/scenario.py)
+# The lab's dd of the target disk before the install (lab/floor.py), dd's own summary line.
+DISK_RATE = re.compile(r"netinstall-lab-disk-rate: (\d+) bytes .*copied, ([0-9.]+) s")
 _SECRET = re.compile(r"(token=)[^\s&]+")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
 
@@ -121,6 +126,9 @@ class Tracker:
             self.step = None
         if match := _MARKER.search(text):
             self.markers.append(f"netinstall-lab-marker: {match.group(1)}")
+        if match := DISK_RATE.search(text):
+            self.facts.setdefault("disk_rate_bytes", match.group(1))
+            self.facts.setdefault("disk_rate_seconds", match.group(2))
         if match := _EXIT.search(text):
             self.facts.setdefault("installer_exit", match.group(1))
         if _REBOOT.search(text) and INSTALLER_UP in self.reached and not self._rebooted:
@@ -165,6 +173,8 @@ class Tracker:
             self._reach(INSTALLED, at)
         if state == RUNNING and INSTALLED in self.reached:  # not an agent's earlier check-in
             self._reach(RUNNING, at)
+            if (message or "").startswith("first check-in"):
+                self._reach(FIRST_CHECKIN, at)
         if state == FAILED:
             self._reach(FAILED, at)
             self._fail(f"the host reported failed: {message or '(no message)'}")
@@ -209,11 +219,19 @@ class SerialLog:
 
 
 def phase_table(reached: dict[str, float]) -> str:
-    """Milestone, seconds since the start, seconds since the previous milestone."""
-    rows = [("milestone", "at (s)", "phase (s)")]
+    """Milestone, seconds since the start, since the previous milestone and until the next.
+
+    A step's own duration is its "until next" (``step extract-root`` lasts until
+    ``step install-boot-files`` begins); "since previous" is what led up to a milestone
+    (``installer up``: from Xen's banner to the installer's first line).
+    """
+    ordered = sorted(reached.items(), key=lambda item: item[1])
+    rows = [("milestone", "at (s)", "since previous (s)", "until next (s)")]
     previous = 0.0
-    for name, at in sorted(reached.items(), key=lambda item: item[1]):
-        rows.append((name, f"{at:.1f}", f"{at - previous:.1f}"))
+    for index, (name, at) in enumerate(ordered):
+        following = ordered[index + 1][1] - at if index + 1 < len(ordered) else None
+        until = "-" if following is None else f"{following:.1f}"
+        rows.append((name, f"{at:.1f}", f"{at - previous:.1f}", until))
         previous = at
     width = max(len(row[0]) for row in rows)
-    return "\n".join(f"{a:<{width}}  {b:>8}  {c:>9}" for a, b, c in rows)
+    return "\n".join(f"{a:<{width}}  {b:>8}  {c:>18}  {d:>14}" for a, b, c, d in rows)

@@ -32,6 +32,7 @@ from common.process import run
 from hypervisor_payload.treeinfo import parse_treeinfo
 from netinstall.lab import (
     console,
+    floor,
     netns,
     paths,
     powercut,
@@ -77,6 +78,7 @@ class LabResult:
     console_tail: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)  # what verify compared
     namespace: str | None = None  # the run's network namespace (removed by then)
+    floor: floor.Floor | None = None  # measured when the scenario asks (lab/floor.py)
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -215,6 +217,8 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             vm = follower.vm
         if reason is None:
             reason = follower.follow(tracker, options.until, options.timeout)
+        if reason is None and options.chosen.floor and options.until == console.RUNNING:
+            reason = floor.floor_boot(follower, machine.monitor, tracker, options.timeout)
         if reason is None and cut is not None:
             reason = powercut.after_the_cut(tracker, cut, checks)
         if reason is None and options.chosen.upgrade:
@@ -260,7 +264,13 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             options.chosen, server_dir=server_dir, mac=mac, disk=machine.disk, checks=checks
         )
     namespace = net.namespace if net is not None else None
-    return LabResult(reason is None, reason or "ok", tracker, workdir, tail, checks, namespace)
+    measured = None
+    if options.chosen.floor:
+        payload = floor.payload_bytes(options.repo)
+        measured = floor.measure(tracker.reached, tracker.facts, payload)
+    return LabResult(
+        reason is None, reason or "ok", tracker, workdir, tail, checks, namespace, measured
+    )
 
 
 def _path_remover(machine: qemu.Machine, target: san.Target | None) -> Callable[[], str]:

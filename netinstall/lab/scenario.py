@@ -21,7 +21,7 @@ from pathlib import Path
 import hypervisor_payload
 from common.errors import InputError
 from common.process import run
-from netinstall.lab import san, services
+from netinstall.lab import floor, san, services
 
 FILES = Path(__file__).parent / "files"
 PACK_SOURCE = Path(hypervisor_payload.__file__).parent / "packs_example"
@@ -70,6 +70,9 @@ class Scenario:
     boot_transport: str = "http"
     # UEFI: the machine boots by OVMF's HTTP boot (DHCP vendor class HTTPClient), no TFTP.
     http_boot: bool = False
+    # Measure the floor (lab/floor.py): dd the blank disk at installation-start, and once
+    # running reset the machine to time a boot with nothing left to do.
+    floor: bool = False
 
     @property
     def dos(self) -> bool:
@@ -116,6 +119,8 @@ class Scenario:
             }
         if self.pack:
             found["driver_source"] = DRIVERS
+        if self.floor:
+            found["disk_rate"] = floor.RATE_SCRIPT
         return found
 
     def expected_markers(self) -> list[str]:
@@ -232,6 +237,9 @@ def prepare(
     scripts.mkdir(parents=True, exist_ok=True)
     for name in SCRIPTS:
         shutil.copy2(FILES / name, scripts / name)
+    if scenario.floor:
+        device = f"/dev/{scenario.variables(server)['disk']}"
+        (scripts / floor.RATE_SCRIPT).write_text(floor.rate_script(device))
     if scenario.pack:
         run([*cli, "pack", "build", str(PACK_SOURCE), "--into", str(files / DRIVERS)])
     xen = ["--xen-args", scenario.installer_xen_args] if scenario.installer_xen_args else []

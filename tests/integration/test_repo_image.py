@@ -138,6 +138,15 @@ def test_dom0_archive_holds_xen_tools_and_our_services(dom0_listing: set[str]) -
         "./etc/systemd/system/netinstall-firstboot.service",
         "./etc/systemd/system/multi-user.target.wants/netinstall-firstboot.service",
         "./etc/systemd/system/netinstall-ssh-keys.service",
+        # First boot without waiting for the network or for udev to settle (issue 18).
+        "./etc/systemd/system/xen.service",
+        "./etc/systemd/system/multi-user.target.wants/xen.service",
+        "./etc/systemd/system/ifupdown-pre.service.d/netinstall.conf",
+        "./etc/systemd/network/10-netinstall-xenbr.link",  # the bridge keeps its NIC's MAC
+        "./usr/sbin/netinstall-wait-nics",
+        # Compiled at build time (checked-hash), not by the first boot.
+        "./usr/lib/netinstall/netinstall_dom0/__pycache__/firstboot.cpython-311.pyc",
+        "./usr/lib/netinstall/common/__pycache__/process.cpython-311.pyc",
         "./etc/systemd/system.conf.d/netinstall.conf",
         "./etc/netinstall-release",
         "./usr/sbin/grub-install",
@@ -215,3 +224,9 @@ def test_packs_listed_in_repository_list_verify() -> None:
     assert (REPO / "XS-REPOSITORY-LIST").is_file()
     for pack in read_packs(REPO):
         assert pack.files
+
+
+def test_the_management_bridge_keeps_its_nics_mac(treeinfo: TreeInfo) -> None:
+    link = dom0_file(treeinfo, "./etc/systemd/network/10-netinstall-xenbr.link")
+    assert "OriginalName=xenbr*" in link
+    assert "MACAddressPolicy=none" in link

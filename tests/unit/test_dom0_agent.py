@@ -23,7 +23,7 @@ if str(DOM0) not in sys.path:
     sys.path.insert(0, str(DOM0))
 
 from netinstall_dom0 import agent as agent_module  # noqa: E402
-from netinstall_dom0.agent import EXIT_REVOKED, Agent, Outcome, serve  # noqa: E402
+from netinstall_dom0.agent import EXIT_REVOKED, RETRY_DELAYS, Agent, Outcome, serve  # noqa: E402
 from netinstall_dom0.config import AgentConfig  # noqa: E402
 from netinstall_dom0.errors import ConfigError, ServerError, Unauthorized  # noqa: E402
 from netinstall_dom0.facts import MULTIPATH_MAPS  # noqa: E402
@@ -323,7 +323,7 @@ def test_a_401_stops_the_agent(layout: Layout, caplog: pytest.LogCaptureFixture)
     assert "refused the agent credential (401): it was revoked; stopping" in caplog.text
 
 
-def test_network_errors_are_retried_at_the_next_interval(
+def test_network_errors_are_retried_sooner_than_the_interval(
     layout: Layout, caplog: pytest.LogCaptureFixture
 ) -> None:
     session = FakeSession(
@@ -333,9 +333,19 @@ def test_network_errors_are_retried_at_the_next_interval(
     with pytest.raises(Stop):
         serve(make_agent(layout, session, FakeRunner()), sleep=sleep)
     assert len(session.posts) == 3
-    assert sleeps == [300, 300, 300]
+    assert sleeps == [2, 5, 300]  # RETRY_DELAYS, then the interval once it went through
     assert "check-in failed: POST" in caplog.text
+    assert "next try in 2 s" in caplog.text
     assert "HTTP 502" in caplog.text
+
+
+def test_retries_end_at_the_interval_and_start_again_after_a_success(layout: Layout) -> None:
+    down = requests.ConnectionError("Network is unreachable")
+    session = FakeSession([*[down] * 9, NONE, down])
+    sleeps, sleep = sleeper(11)
+    with pytest.raises(Stop):
+        serve(make_agent(layout, session, FakeRunner()), sleep=sleep)
+    assert sleeps == [*RETRY_DELAYS, 300, 300, 300, 2]
 
 
 def test_once_returns_the_failure(layout: Layout) -> None:
@@ -445,6 +455,10 @@ def test_units_name_the_files_the_code_uses() -> None:
     live = Layout()
     firstboot_unit = unit_settings("netinstall-firstboot.service")
     assert ("Type", "oneshot") in firstboot_unit
+    # Issue 18: made while the network and Xen come up, ahead of the rest for the CPU.
+    assert ("After", "local-fs.target") in firstboot_unit
+    assert ("Nice", "-10") in firstboot_unit
+    assert ("CPUWeight", "1000") in firstboot_unit
     assert ("ExecStart", "/usr/sbin/netinstall-firstboot") in firstboot_unit
     assert ("ConditionPathExists", str(live.firstboot_config)) in firstboot_unit
     assert ("ConditionPathExists", f"!{live.done_marker}") in firstboot_unit

@@ -36,7 +36,7 @@ from netinstall_dom0.facts import (  # noqa: E402
     parse_release,
     parse_xl_info,
 )
-from netinstall_dom0.firstboot import firstboot  # noqa: E402
+from netinstall_dom0.firstboot import NETWORK_ONLINE, NETWORK_WAIT, firstboot  # noqa: E402
 from netinstall_dom0.layout import Layout  # noqa: E402
 from netinstall_dom0.sr import SrFacts, plan  # noqa: E402
 
@@ -102,8 +102,8 @@ class FakeRunner:
         return Completed(args, rc, out, "")
 
     def changes(self) -> list[tuple[str, ...]]:
-        """The calls that change something (everything but probes and xl info)."""
-        probes = {"pvs", "vgs", "lvs", "blkid", "findmnt", "xl", "ip"}
+        """The calls that change something (everything but probes, waits and xl info)."""
+        probes = {"pvs", "vgs", "lvs", "blkid", "findmnt", "xl", "ip", "udevadm", "timeout"}
         return [c for c in self.calls if c[0] not in probes]
 
 
@@ -277,11 +277,13 @@ def test_lvm_sr_on_a_fresh_system(layout: Layout) -> None:
     runner = FakeRunner()
     go(layout, runner, FakeSession([accepted()]))
     assert runner.calls == [
+        ("udevadm", "wait", "--timeout=300", PART3, GUEST),  # the links, before any probe
         ("pvs", "--noheadings", "--separator", "|", "-o", "pv_name,vg_name"),
         ("vgs", "--noheadings", "-o", "vg_name"),
         ("pvcreate", "--yes", PART3),
         ("pvcreate", "--yes", GUEST),
         ("vgcreate", VG, PART3, GUEST),
+        NETWORK_ONLINE,  # the SR is made while the network and Xen come up; facts wait
         ("xl", "info"),
         ADDRESSES,
     ]
@@ -401,6 +403,31 @@ def test_a_pv_of_another_volume_group_is_refused(layout: Layout) -> None:
     assert not layout.done_marker.exists()
 
 
+def test_an_sr_device_that_never_appears_stops_before_lvm(layout: Layout) -> None:
+    write_config(layout, base_config({"type": "lvm", "devices": [PART3]}))
+    runner = FakeRunner()
+    runner.fail = ("udevadm", "wait")  # udevadm wait gave up after DEVICE_WAIT seconds
+    session = FakeSession([accepted()])
+    with pytest.raises(CommandError, match="udevadm exited"):
+        go(layout, runner, session)
+    assert runner.calls == [("udevadm", "wait", "--timeout=300", PART3)]
+    assert session.posts == []
+    assert not layout.done_marker.exists()
+
+
+def test_a_network_that_is_not_online_in_time_still_reports(
+    layout: Layout, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_config(layout, base_config(None))
+    runner = FakeRunner({NETWORK_ONLINE: (124, "")})  # timeout(1) ran out
+    session = FakeSession([accepted()])
+    go(layout, runner, session)
+    assert NETWORK_ONLINE[:2] == ("timeout", str(NETWORK_WAIT))
+    assert len(session.posts) == 1
+    assert "network-online.target and xen.service not reached (status 124)" in caplog.text
+    assert layout.done_marker.exists()
+
+
 def test_a_foreign_file_system_on_our_lv_is_not_formatted() -> None:
     facts = SrFacts({"/dev/vda3": VG}, frozenset({VG}), lv_exists=True, fs_type="xfs")
     with pytest.raises(SrRefused, match="holds a xfs file system"):
@@ -491,7 +518,7 @@ def test_no_sr_and_no_release_file(layout: Layout) -> None:
     session = FakeSession([accepted()])
     runner = FakeRunner()
     go(layout, runner, session)
-    assert runner.calls == [("xl", "info"), ADDRESSES]
+    assert runner.calls == [NETWORK_ONLINE, ("xl", "info"), ADDRESSES]
     facts = session.posts[0][1]["facts"]
     assert (facts.get("sr_uuid"), facts.get("sr_type"), facts["payload_version"]) == (
         None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,46 @@ def test_timezone_and_keyboard(root: Path) -> None:
     assert (root / "etc/timezone").read_text() == "Asia/Tokyo\n"
     assert 'XKBLAYOUT="gb"' in configure.keyboard_text("uk")
     assert 'XKBLAYOUT="de"' in configure.keyboard_text("de-latin1")
+
+
+# Debian's own /etc/default/keyboard for the us layout, as the dom0 image holds it.
+IMAGE_KEYBOARD = """# KEYBOARD CONFIGURATION FILE
+
+# Consult the keyboard(5) manual page.
+
+XKBMODEL="pc105"
+XKBLAYOUT="us"
+XKBVARIANT=""
+XKBOPTIONS=""
+
+BACKSPACE="guess"
+"""
+
+
+def test_the_image_keyboard_is_kept_when_the_settings_are_the_same(root: Path) -> None:
+    keyboard = root / "etc/default/keyboard"
+    keyboard.parent.mkdir(parents=True, exist_ok=True)
+    keyboard.write_text(IMAGE_KEYBOARD)
+    os.utime(keyboard, (1_000_000, 1_000_000))  # older than the image's console cache
+    configure.write_keyboard(root, "us")
+    assert keyboard.read_text() == IMAGE_KEYBOARD
+    assert keyboard.stat().st_mtime == 1_000_000  # console-setup's cache stays valid
+    configure.write_keyboard(root, "de-latin1")
+    assert 'XKBLAYOUT="de"' in keyboard.read_text()
+    assert keyboard.stat().st_mtime > 1_000_000
+    configure.write_keyboard(root, "us")  # back from de: written again
+    assert configure.keyboard_settings(keyboard.read_text())["XKBLAYOUT"] == "us"
+
+
+def test_keyboard_written_when_there_is_none(root: Path) -> None:
+    configure.write_keyboard(root, "uk")
+    assert configure.keyboard_settings((root / "etc/default/keyboard").read_text()) == {
+        "XKBMODEL": "pc105",
+        "XKBLAYOUT": "gb",
+        "XKBVARIANT": "",
+        "XKBOPTIONS": "",
+        "BACKSPACE": "guess",
+    }
 
 
 def test_root_password_plaintext_is_hashed_and_never_written(root: Path) -> None:

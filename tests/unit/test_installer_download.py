@@ -113,6 +113,29 @@ def test_a_dropped_connection_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert session.calls[1][2]["headers"]["Range"] == f"bytes={1 << 20}-"
 
 
+def test_an_http_file_is_hashed_as_it_arrives_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = bytes(range(256)) * 20000  # several chunks
+    reads: list[str] = []
+    real_open = Path.open
+
+    def counting_open(self: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if "r" in mode:
+            reads.append(self.name)
+        return real_open(self, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    served = transport(FakeSession(file_server({"f": data})))
+    download_file("http://s/f", tmp_path / "f", sha(data), name="f", io=served)
+    assert reads == []  # verified from the bytes as they came
+    # A resumed try hashes the part it continues, once; the digest still decides.
+    (tmp_path / "g").write_bytes(data[:5000])
+    with pytest.raises(SourceError, match="sha256 mismatch"):
+        download_file("http://s/f", tmp_path / "g", "0" * 64, name="f", io=served)
+    assert reads[0] == "g"
+
+
 def test_a_server_without_ranges_restarts_the_file(tmp_path: Path) -> None:
     data = b"fresh content" * 10
     dest = tmp_path / "f"

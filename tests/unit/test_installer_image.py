@@ -99,6 +99,8 @@ def test_our_archive_is_byte_reproducible_and_owned_by_root() -> None:
         f"{site}/answerfile/examples/fresh.xml",
         f"{site}/partitioning/planner.py",
         "etc/netinstall/modules",
+        "etc/netinstall/modules-hardware",
+        "etc/netinstall/modules-san",
     ):
         assert name in members, name
     assert f"{site}/common/errors.py" in members
@@ -264,3 +266,26 @@ def test_remove_tree_refuses_a_tree_with_mounts(
     monkeypatch.setattr(installer_root, "_mounts_under", lambda _tree: [])
     installer_root.remove_tree(tree)
     assert not tree.exists()
+
+
+def test_init_loads_only_what_nothing_else_loads() -> None:
+    lists = (
+        installer_root.EAGER_MODULES,
+        installer_root.HARDWARE_MODULES,
+        installer_root.SAN_MODULES,
+        installer_root.ON_USE_MODULES,
+    )
+    assert sum(len(names) for names in lists) == len(set(installer_root.MODULES))  # disjoint
+    files = installer.overlay_files()
+    listed = {
+        name: set(files[f"etc/netinstall/{name}"][0].decode().split())
+        for name in ("modules", "modules-hardware", "modules-san")
+    }
+    assert listed["modules"] == set(installer_root.EAGER_MODULES)
+    assert listed["modules-san"] == {"iscsi_ibft", "iscsi_tcp", "dm_multipath", "dm_round_robin",
+                                     "dm_service_time", "scsi_dh_alua", "scsi_dh_rdac",
+                                     "scsi_dh_emc"}  # fmt: skip
+    assert not any("nfs" in name for names in listed.values() for name in names)
+    init = files["init"][0].decode()
+    assert '[ "$UDEV" = 1 ] || load_modules /etc/netinstall/modules-hardware' in init
+    assert '[ "$SAN" = 0 ] || load_modules /etc/netinstall/modules-san' in init

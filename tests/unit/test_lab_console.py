@@ -78,10 +78,36 @@ def test_a_reboot_before_the_installer_is_not_the_reboot_milestone() -> None:
 
 
 def test_the_phase_table_lists_milestones_by_time() -> None:
-    table = console.phase_table({"b": 30.0, "a": 10.5}).splitlines()
-    assert table[0].split() == ["milestone", "at", "(s)", "phase", "(s)"]
-    assert table[1].split() == ["a", "10.5", "10.5"]
-    assert table[2].split() == ["b", "30.0", "19.5"]
+    table = console.phase_table({"b": 30.0, "a": 10.5, "c": 31.0}).splitlines()
+    assert table[0].split() == ["milestone", "at", "(s)", "since", "previous", "(s)", "until",
+                                "next", "(s)"]  # fmt: skip
+    assert table[1].split() == ["a", "10.5", "10.5", "19.5"]
+    assert table[2].split() == ["b", "30.0", "19.5", "1.0"]  # b lasted 1.0 s, until c
+    assert table[3].split() == ["c", "31.0", "1.0", "-"]
+
+
+def test_the_lab_disk_rate_and_the_agents_first_check_in() -> None:
+    tracker = _full_run()
+    tracker.line(
+        "  INFO installer_core.scripts: netinstall-lab-disk-rate: 134217728 bytes (134 MB, "
+        "128 MiB) copied, 0.512 s, 262 MB/s",
+        45.0,
+    )
+    assert (tracker.facts["disk_rate_bytes"], tracker.facts["disk_rate_seconds"]) == (
+        "134217728",
+        "0.512",
+    )
+    tracker.event("running", None, "checked in: running 0.1.0", 252.0)
+    assert console.FIRST_CHECKIN not in tracker.reached  # not the first one
+    tracker.event("running", None, "first check-in: running 0.1.0", 256.0)
+    assert tracker.reached[console.FIRST_CHECKIN] == 256.0
+    assert tracker.reached[console.RUNNING] == 251.0
+
+
+def test_a_check_in_before_the_install_is_not_the_first_check_in() -> None:
+    tracker = Tracker()
+    tracker.event("running", None, "first check-in: running 0.1.0", 10.0)
+    assert console.FIRST_CHECKIN not in tracker.reached
 
 
 def test_serial_log_returns_complete_lines_and_keeps_a_tail(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ reports ``signalled`` and reboots, or, when the policy is ``manual``, reports
 marker on /run remembers that until then). With nothing assigned and nothing
 waiting, an installer left in /boot by an earlier boot is removed. A 401 stops
 the agent: its credential was revoked. Other failures are logged and retried
-next time.
+sooner than the interval (``RETRY_DELAYS``: a network that came up late at boot,
+dhclient still waiting for its lease, must not hold the first check-in back for a
+whole interval), then at the interval.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ from .server import ServerClient
 log = logging.getLogger(__name__)
 
 EXIT_REVOKED = Unauthorized.exit_code  # the unit does not restart on it
+# The pauses after 1, 2, ... failed check-ins in a row (each at most the interval); after
+# these, the interval. A check-in that succeeds starts the count again.
+RETRY_DELAYS: tuple[float, ...] = (2, 5, 10, 20, 40, 80, 160)
 
 
 class Outcome(enum.Enum):
@@ -102,7 +107,9 @@ class Agent:
 
 def serve(agent: Agent, *, once: bool = False, sleep: Callable[[float], None] = time.sleep) -> int:
     """Check in until told to stop; the exit code of the service."""
+    failures = 0
     while True:
+        pause: float = agent.config.checkin_interval
         try:
             outcome = agent.checkin_once()
         except Unauthorized:
@@ -112,13 +119,17 @@ def serve(agent: Agent, *, once: bool = False, sleep: Callable[[float], None] = 
             )
             return EXIT_REVOKED
         except NetinstallError as exc:
-            log.error("check-in failed: %s; next try in %d s", exc, agent.config.checkin_interval)  # noqa: TRY400
+            if failures < len(RETRY_DELAYS):
+                pause = min(pause, RETRY_DELAYS[failures])
+            failures += 1
+            log.error("check-in failed: %s; next try in %g s", exc, pause)  # noqa: TRY400
             if once:
                 return exc.exit_code
         else:
+            failures = 0
             if outcome is Outcome.REBOOTING or once:
                 return 0
-        sleep(agent.config.checkin_interval)
+        sleep(pause)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,6 +6,11 @@ re-run on the next boot finish the job without destroying anything. The
 install key (firstboot.json's ``token``: the key its installer enrolled with the
 install token, docs/protocol.md) is used once and removed; neither it nor the agent
 credential reaches a log.
+
+The unit is not ordered after ``network-online.target`` nor after ``xen.service``: the
+SR is made while the network and the Xen daemons come up, then ``wait_until_ready``
+waits for both (at most ``NETWORK_WAIT`` seconds) before the facts, which name the
+host's addresses and come from ``xl info``, are gathered and reported.
 """
 
 from __future__ import annotations
@@ -35,9 +40,29 @@ from .state import load_state, mark_done, save_state
 
 log = logging.getLogger(__name__)
 
+# The longest first boot waits for network-online.target (and xenstored) before it
+# reports anyway (the report then retries on its own): networking.service's own start
+# limit, 5 min, and a little more.
+NETWORK_WAIT = 330
+READY = ("network-online.target", "xen.service")  # their boot jobs merge with this start
+NETWORK_ONLINE = ("timeout", str(NETWORK_WAIT), "systemctl", "start", *READY)
+
 
 def _new_uuid() -> str:
     return str(uuid.uuid4())
+
+
+def wait_until_ready(runner: CommandRunner) -> None:
+    """Block until network-online.target and xen.service are up (their boot jobs merge with
+    this start); a failure or ``NETWORK_WAIT`` passing is logged, and the report's retries
+    go on."""
+    done = runner(NETWORK_ONLINE, ok_codes=range(256))
+    if done.returncode != 0:
+        log.warning(
+            "%s not reached (status %d): reporting anyway",
+            " and ".join(READY),
+            done.returncode,
+        )
 
 
 def firstboot(
@@ -80,6 +105,7 @@ def firstboot(
                 f"{layout.firstboot_config}: key 'token': missing, and there is no agent "
                 "credential yet; re-arm the host on the server and reinstall"
             )
+        wait_until_ready(runner)
         facts = gather(
             runner,
             layout,

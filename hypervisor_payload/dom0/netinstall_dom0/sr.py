@@ -6,6 +6,10 @@ ext4 on it, mounted at ``/var/run/sr-mount/<sr-uuid>`` and listed in fstab.
 Every step that is already done is skipped, so a re-run after a power loss
 finishes the job; a device that is a PV of another volume group is refused
 before anything is written.
+
+First boot starts once the local file systems are mounted, not after every device
+has settled: ``ensure_sr`` first waits (``udevadm wait``, at most ``DEVICE_WAIT``
+seconds) until udev has initialised each SR device and made its link.
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ from .layout import SR_MOUNT_BASE, Layout
 log = logging.getLogger(__name__)
 
 Resolve = Callable[[str], str]
+
+# How long first boot waits for an SR device (its udev link) to appear: systemd's own
+# wait for a device in this image (DefaultDeviceTimeoutSec, dom0_config.SYSTEM_CONF).
+DEVICE_WAIT = 300
+
+
+def wait_command(devices: tuple[str, ...]) -> tuple[str, ...]:
+    return ("udevadm", "wait", f"--timeout={DEVICE_WAIT}", *devices)
 
 
 def vg_name(sr_uuid: str) -> str:
@@ -156,6 +168,7 @@ def ensure_sr(
     resolve: Resolve = os.path.realpath,
 ) -> SrPlan:
     """Create what is missing of the local SR; returns the plan it applied."""
+    runner(wait_command(sr.devices))
     facts = probe(runner, sr_uuid, resolve)
     sr_plan = plan(sr, sr_uuid, facts, resolve)
     if not sr_plan.commands and sr_plan.mount is None:
