@@ -26,6 +26,8 @@ from netinstall.lab.console import clean
 PROMPT = re.compile(r"root@[\w-]+:[^\n]*# ?$")
 TYPE_CHUNK, TYPE_PAUSE = 8, 0.02  # bytes typed at once, seconds between (see _type)
 CONTINUATION = re.compile(r"(^|\n)> ?$")  # the shell's PS2: a typed line lost a character
+# Seconds to wait for the shell's prompt after logging in before pressing Enter again.
+PROMPT_WAIT = 10.0
 STUCK = 5.0  # seconds at the PS2 prompt before a command line is given up as damaged
 
 
@@ -122,7 +124,18 @@ class SerialShell:
         self._wait(offset, re.compile(r"Password: *$", re.MULTILINE), 60)
         offset = self._log_size()
         self._type(password + "\r")
-        self._wait(offset, re.compile(r"# *$", re.MULTILINE), 120)
+        # A kernel message printed just after the prompt ("ppdev: user-space parallel
+        # port driver") leaves it mid-log: an empty line brings a fresh one.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self._wait(offset, re.compile(r"# *$", re.MULTILINE), PROMPT_WAIT)
+                break
+            except NetinstallError:
+                if time.monotonic() > deadline:
+                    raise
+            offset = self._log_size()
+            self._type("\r")
         self.run("stty -echo; export PS1='# ' TERM=dumb", timeout=60)
 
     def run(self, command: str, timeout: float = 300) -> Result:

@@ -93,3 +93,54 @@ def test_a_line_that_lost_a_quote_is_typed_again(
     thread.join(timeout=10)
     assert (result.status, result.output) == (0, "ok")
     assert lines[1] == b"\x03"  # interrupted before it was typed again
+
+
+def test_a_kernel_message_after_the_prompt_gets_a_fresh_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The login's prompt followed by a kernel line is no prompt at the end of the log:
+    the shell presses Enter and goes on at the fresh prompt."""
+    monkeypatch.setattr(shell_module, "PROMPT_WAIT", 0.5)
+    path, log = tmp_path / "serial.sock", tmp_path / "serial.log"
+    log.write_text("")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    lines: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        pending = b""
+        while not (lines and b"<<" in lines[-1]):  # until the first command line
+            received = conn.recv(4096)
+            if not received:
+                break
+            pending += received
+            while b"\r" in pending:
+                line, pending = pending.split(b"\r", 1)
+                lines.append(line)
+                with log.open("a") as out:
+                    if line == b"" and len(lines) == 1:  # the getty woken
+                        out.write("\r\nlab01 login: ")
+                    elif line == b"root":
+                        out.write("root\r\nPassword: ")
+                    elif line == b"secret":
+                        out.write("\r\nroot@lab01:~# [   75.6] ppdev: user-space parallel port\r\n")
+                    elif line == b"":  # Enter at the shell: a fresh prompt
+                        out.write("\r\nroot@lab01:~# ")
+                    else:
+                        name = re.search(rb"<<(\w+)-", line)[1].decode()  # type: ignore[index]
+                        out.write(f"<<{name}-begin>>\r\n<<{name}-end:0>>\r\n# ")
+        conn.close()
+        server.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    shell = SerialShell(path, log)
+    try:
+        shell.login("secret", timeout=10)
+    finally:
+        shell.close()
+    thread.join(timeout=10)
+    assert lines[:3] == [b"", b"root", b"secret"]
+    assert b"" in lines[3:-1]  # Enter pressed once the prompt was lost under the kernel line
