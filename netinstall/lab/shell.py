@@ -26,7 +26,7 @@ from netinstall.lab.console import clean
 PROMPT = re.compile(r"root@[\w-]+:[^\n]*# ?$")
 TYPE_CHUNK, TYPE_PAUSE = 8, 0.02  # bytes typed at once, seconds between (see _type)
 CONTINUATION = re.compile(r"(^|\n)> ?$")  # the shell's PS2: a typed line lost a character
-# Seconds to wait for the shell's prompt after logging in before pressing Enter again.
+# Seconds to wait for the getty's or the shell's prompt before pressing Enter again.
 PROMPT_WAIT = 10.0
 STUCK = 5.0  # seconds at the PS2 prompt before a command line is given up as damaged
 
@@ -109,16 +109,9 @@ class SerialShell:
 
     def login(self, password: str, timeout: float = 300) -> None:
         """Wake the getty, log in as root and wait for the prompt."""
-        deadline = time.monotonic() + timeout
-        while True:
-            offset = self._log_size()
-            self._type("\r")
-            try:
-                self._wait(offset, re.compile(r"login: *$|# *$", re.MULTILINE), 10)
-                break
-            except NetinstallError:
-                if time.monotonic() > deadline:
-                    raise
+        offset = self._log_size()
+        self._type("\r")
+        self._press_enter_until(offset, re.compile(r"login: *$|# *$", re.MULTILINE), timeout)
         offset = self._log_size()
         self._type("root\r")
         self._wait(offset, re.compile(r"Password: *$", re.MULTILINE), 60)
@@ -126,17 +119,23 @@ class SerialShell:
         self._type(password + "\r")
         # A kernel message printed just after the prompt ("ppdev: user-space parallel
         # port driver") leaves it mid-log: an empty line brings a fresh one.
-        deadline = time.monotonic() + 120
+        self._press_enter_until(offset, re.compile(r"# *$", re.MULTILINE), 120)
+        self.run("stty -echo; export PS1='# ' TERM=dumb", timeout=60)
+
+    def _press_enter_until(self, offset: int, pattern: re.Pattern[str], timeout: float) -> None:
+        """Wait for ``pattern`` (a getty's or a shell's prompt), pressing Enter again after
+        each PROMPT_WAIT seconds without it; NetinstallError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                self._wait(offset, re.compile(r"# *$", re.MULTILINE), PROMPT_WAIT)
-                break
+                self._wait(offset, pattern, PROMPT_WAIT)
             except NetinstallError:
                 if time.monotonic() > deadline:
                     raise
+            else:
+                return
             offset = self._log_size()
             self._type("\r")
-        self.run("stty -echo; export PS1='# ' TERM=dumb", timeout=60)
 
     def run(self, command: str, timeout: float = 300) -> Result:
         """Run ``command`` (one line of shell); its output and exit status. A line that
