@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import pytest
 from common.errors import CommandError
 from pxe_server.dnsmasq import Dnsmasq, DnsmasqConfig
 from pxe_server.grub_image import build_proxy_grub
+from tests.integration.veth import ip, veth_pair
 
 pytestmark = pytest.mark.integration
 
@@ -101,10 +101,6 @@ SCRIPT = """#!/bin/sh
 """
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10)
-
-
 def _why_not() -> str | None:
     if os.geteuid() != 0:
         return "needs root (network namespaces)"
@@ -133,25 +129,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     if why:
         print(f"skipping dnsmasq integration tests: {why}")
         pytest.skip(why)
-    suffix = secrets.token_hex(4)
-    srv, cli = f"ni-srv-{suffix}", f"ni-cli-{suffix}"
-    created: list[str] = []
-    try:
-        for ns in (srv, cli):
-            ip("netns", "add", ns)
-            created.append(ns)
-            ip("-n", ns, "link", "set", "lo", "up")
-        ip("-n", srv, "link", "add", "srv0", "type", "veth", "peer", "name", "cli0", "netns", cli)
-        ip("-n", srv, "addr", "add", f"{SERVER}/24", "dev", "srv0")
-        ip("-n", srv, "addr", "add", "fd77::1/64", "dev", "srv0", "nodad")
-        ip("-n", srv, "link", "set", "srv0", "up")
-        ip("-n", cli, "link", "set", "cli0", "up")
-        yield Net(srv, cli, tmp_path_factory.mktemp("dnsmasq"))
-    finally:
-        for ns in created:
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
-        assert not {srv, cli} & {line.split()[0] for line in left.stdout.splitlines() if line}
+    with veth_pair("", (f"{SERVER}/24", "fd77::1/64")) as pair:
+        yield Net(pair.server_ns, pair.client_ns, tmp_path_factory.mktemp("dnsmasq"))
 
 
 def config(net: Net, mode: str, **changes: object) -> DnsmasqConfig:

@@ -29,7 +29,8 @@ import pytest
 
 from pxe_server.server import DEFAULT_GRUB_MODULES
 from tests.integration.conftest import netinstall
-from tests.integration.test_dnsmasq import PXE_CLIENT, ip
+from tests.integration.test_dnsmasq import PXE_CLIENT
+from tests.integration.veth import veth_pair
 
 pytestmark = pytest.mark.integration
 
@@ -63,24 +64,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     why = _why_not()
     if why:
         pytest.skip(why)
-    suffix = secrets.token_hex(4)
-    srv, cli = f"ni-tsrv-{suffix}", f"ni-tcli-{suffix}"
-    created: list[str] = []
-    try:
-        for ns in (srv, cli):
-            ip("netns", "add", ns)
-            created.append(ns)
-            ip("-n", ns, "link", "set", "lo", "up")
-        ip("-n", srv, "link", "add", "srv0", "type", "veth", "peer", "name", "cli0", "netns", cli)
-        ip("-n", srv, "addr", "add", f"{SERVER}/24", "dev", "srv0")
-        ip("-n", srv, "link", "set", "srv0", "up")
-        ip("-n", cli, "link", "set", "cli0", "address", MAC)
-        ip("-n", cli, "addr", "add", f"{CLIENT}/24", "dev", "cli0")
-        ip("-n", cli, "link", "set", "cli0", "up")
-        yield Lab(srv, cli, tmp_path_factory.mktemp("transport"))
-    finally:
-        for ns in created:
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+    with veth_pair("t", (f"{SERVER}/24",), client_mac=MAC, client_address=f"{CLIENT}/24") as pair:
+        yield Lab(pair.server_ns, pair.client_ns, tmp_path_factory.mktemp("transport"))
 
 
 @contextmanager
