@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,15 +15,31 @@ from netinstall.lab import shell as shell_module
 from netinstall.lab.shell import SerialShell
 
 
-def machine(socket_path: Path, log: Path, drop: bool) -> threading.Thread:
-    """A stand-in serial port: it reads one typed command line and "prints" its markers
-    to the log as the machine would, one end marker with a character lost if ``drop``."""
+def fake_port(socket_path: Path, talk: Callable[[socket.socket], None]) -> threading.Thread:
+    """A stand-in serial port on a unix socket: one connection, handed to ``talk``, which
+    reads what the shell types and writes the machine's answers to the console log."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(socket_path))
     server.listen(1)
 
     def serve() -> None:
         conn, _ = server.accept()
+        try:
+            talk(conn)
+        finally:
+            conn.close()
+            server.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def machine(socket_path: Path, log: Path, drop: bool) -> threading.Thread:
+    """A stand-in serial port: it reads one typed command line and "prints" its markers
+    to the log as the machine would, one end marker with a character lost if ``drop``."""
+
+    def talk(conn: socket.socket) -> None:
         typed = b""
         while not typed.endswith(b"\r"):
             typed += conn.recv(4096)
@@ -31,12 +48,8 @@ def machine(socket_path: Path, log: Path, drop: bool) -> threading.Thread:
         name = tag[1].decode()
         first = f"<<{name}end:3>>" if drop else f"<<{name}-end:3>>"
         log.write_text(f"<<{name}-begin>>\r\nhello\r\n{first}\r\n<<{name}-end:3>>\r\n# ")
-        conn.close()
-        server.close()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return thread
+    return fake_port(socket_path, talk)
 
 
 def test_a_command_is_read_back_with_its_status(tmp_path: Path) -> None:
@@ -59,13 +72,9 @@ def test_a_line_that_lost_a_quote_is_typed_again(
     monkeypatch.setattr(shell_module, "STUCK", 0.5)
     path, log = tmp_path / "serial.sock", tmp_path / "serial.log"
     log.write_text("# ")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(1)
     lines: list[bytes] = []
 
-    def serve() -> None:
-        conn, _ = server.accept()
+    def talk(conn: socket.socket) -> None:
         pending = b""
         while len(lines) < 3:
             pending += conn.recv(4096)
@@ -80,11 +89,8 @@ def test_a_line_that_lost_a_quote_is_typed_again(
                     name = re.search(rb"<<(\w+)-", lines[-1])[1].decode()  # type: ignore[index]
                     with log.open("a") as out:
                         out.write(f"\r\n<<{name}-begin>>\r\nok\r\n<<{name}-end:0>>\r\n# ")
-        conn.close()
-        server.close()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    thread = fake_port(path, talk)
     shell = SerialShell(path, log)
     try:
         result = shell.run("true", timeout=30)
@@ -103,13 +109,9 @@ def test_a_kernel_message_after_the_prompt_gets_a_fresh_prompt(
     monkeypatch.setattr(shell_module, "PROMPT_WAIT", 0.5)
     path, log = tmp_path / "serial.sock", tmp_path / "serial.log"
     log.write_text("")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(1)
     lines: list[bytes] = []
 
-    def serve() -> None:
-        conn, _ = server.accept()
+    def talk(conn: socket.socket) -> None:
         pending = b""
         while not (lines and b"<<" in lines[-1]):  # until the first command line
             received = conn.recv(4096)
@@ -131,11 +133,8 @@ def test_a_kernel_message_after_the_prompt_gets_a_fresh_prompt(
                     else:
                         name = re.search(rb"<<(\w+)-", line)[1].decode()  # type: ignore[index]
                         out.write(f"<<{name}-begin>>\r\n<<{name}-end:0>>\r\n# ")
-        conn.close()
-        server.close()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    thread = fake_port(path, talk)
     shell = SerialShell(path, log)
     try:
         shell.login("secret", timeout=10)
