@@ -20,6 +20,11 @@ STALE_PART = 600.0  # seconds: a half-written bundle untouched this long is an o
 
 # -- what hosts report, as stored -------------------------------------------------------
 MAX_EVENT_MESSAGE = 4 * KIB  # UTF-8 bytes of an event message kept; the rest is cut off
+# A host's newest events kept: an install writes about 30, an agent's work a few more, so
+# only a host that floods its reports reaches it. Past it by EVENTS_PRUNE_SLACK (counted in
+# the host's row, so that the check costs nothing), its oldest events are deleted.
+MAX_EVENTS_PER_HOST = 2000
+EVENTS_PRUNE_SLACK = 100
 
 # -- slow clients -----------------------------------------------------------------------
 # A connection must send a whole request line and headers within HEADER_TIMEOUT of being

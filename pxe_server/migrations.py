@@ -243,6 +243,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "INSERT INTO counters (name, value) VALUES ('revision', 0)",
         "CREATE INDEX hosts_by_profile ON hosts (profile)",
     ),
+    # 8: a bound on each host's events (limits.MAX_EVENTS_PER_HOST): their count, kept in
+    # the host's row by every write that adds one.
+    (
+        "ALTER TABLE hosts ADD COLUMN event_count INTEGER NOT NULL DEFAULT 0",
+        "UPDATE hosts SET event_count = (SELECT COUNT(*) FROM events WHERE events.mac = hosts.mac)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

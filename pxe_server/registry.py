@@ -36,7 +36,7 @@ from typing import Any, Literal
 from common.errors import InputError, NetinstallError
 from pxe_server import migrations as schema
 from pxe_server.checkin import OFFERED, Reported, apply_checkin, reported_state
-from pxe_server.limits import MAX_EVENT_MESSAGE
+from pxe_server.limits import EVENTS_PRUNE_SLACK, MAX_EVENT_MESSAGE, MAX_EVENTS_PER_HOST
 from pxe_server.model import (
     AGENT_WORK,
     NOT_ENROLLED,
@@ -242,6 +242,22 @@ def capped_message(message: str) -> str:
     marker = f" [... {len(data)} bytes; cut at {MAX_EVENT_MESSAGE}]"
     head = data[: MAX_EVENT_MESSAGE - len(marker)].decode("utf-8", errors="ignore")
     return head + marker
+
+
+def _bound_events(conn: sqlite3.Connection, mac: str, count: int) -> None:
+    """Keep ``mac``'s newest ``MAX_EVENTS_PER_HOST`` events once ``count`` (its events, as
+    its row counts them) passes that by ``EVENTS_PRUNE_SLACK``: a host that floods its
+    reports costs the registry a bounded number of rows, and a pruning every so often."""
+    if count <= MAX_EVENTS_PER_HOST + EVENTS_PRUNE_SLACK:
+        return
+    conn.execute(
+        "DELETE FROM events WHERE mac = ? AND id < "
+        "(SELECT id FROM events WHERE mac = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+        (mac, mac, MAX_EVENTS_PER_HOST - 1),
+    )
+    kept = conn.execute("SELECT COUNT(*) FROM events WHERE mac = ?", (mac,)).fetchone()[0]
+    conn.execute("UPDATE hosts SET event_count = ? WHERE mac = ?", (kept, mac))
+    log.warning("host %s: more than %d events; the oldest were deleted", mac, MAX_EVENTS_PER_HOST)
 
 
 def _when(epoch: float | None) -> str:
@@ -553,6 +569,12 @@ class Registry:
             "VALUES (?, ?, ?, ?, ?, ?)",
             (time.time(), host.mac, host.state.value, host.step, host.progress, message),
         )
+        count = conn.execute(
+            "UPDATE hosts SET event_count = event_count + 1 WHERE mac = ? RETURNING event_count",
+            (host.mac,),
+        ).fetchone()
+        if count is not None:
+            _bound_events(conn, host.mac, int(count[0]))
 
     def _redacted(self, message: str, host: Host, old: Host | None) -> str:
         hosts = (host,) if old is None else (host, old)
@@ -799,8 +821,9 @@ class Registry:
         is still installing (a rearm or a failure since drops it)."""
         for event in events:
             row = conn.execute(
-                "UPDATE hosts SET step = COALESCE(?, step), progress = COALESCE(?, progress) "
-                "WHERE mac = ? AND state = ? RETURNING step, progress",
+                "UPDATE hosts SET step = COALESCE(?, step), progress = COALESCE(?, progress), "
+                "event_count = event_count + 1 "
+                "WHERE mac = ? AND state = ? RETURNING step, progress, event_count",
                 (event.step, event.progress, event.mac, State.INSTALLING.value),
             ).fetchone()
             if row is None:
@@ -811,6 +834,7 @@ class Registry:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (event.time, event.mac, State.INSTALLING.value, row[0], row[1], event.message),
             )
+            _bound_events(conn, event.mac, int(row[2]))
 
     def token_ttl(self) -> int:
         """Seconds an install token enrols, counted from its first hand-out to a boot."""

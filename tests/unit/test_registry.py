@@ -15,6 +15,7 @@ import pytest
 import answerfile
 from common.errors import InputError, NetinstallError
 from pxe_server import migrations
+from pxe_server import registry as registry_module
 from pxe_server.model import BootChain, Profile, RebootPolicy, Repository, State, Work
 from pxe_server.passwords import is_sha512_crypt, sha512_crypt
 from pxe_server.registry import (
@@ -818,3 +819,49 @@ def test_check_in_records_time_and_logs_only_news(reg: Registry) -> None:
     ]
     with pytest.raises(UnknownHost):
         reg.check_in(OTHER, "0.1.0", "running")
+
+
+# -- a bound on each host's events (schema 8) -----------------------------------------
+
+
+def test_a_host_that_floods_its_reports_keeps_only_its_newest_events(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "MAX_EVENTS_PER_HOST", 20)
+    monkeypatch.setattr(registry_module, "EVENTS_PRUNE_SLACK", 5)
+    reg.add_host(MAC)
+    reg.add_host(OTHER)
+    reg.record_event(OTHER, State.INSTALLING, message="other's")
+    host, _ = reg.record_event(MAC, State.INSTALLING, message="first")
+    counts = []
+    for n in range(60):  # committed reports and queued progress, both counted
+        if n % 2:
+            reg.record_event(MAC, State.INSTALLING, message=f"report {n}")
+        else:
+            reg.queue_progress(host, message=f"progress {n}")
+            reg.flush_progress()
+        counts.append(len(reg.events(MAC)))
+    assert max(counts) <= 25
+    assert counts[-1] >= 20
+    messages = [event.message for event in reg.events(MAC)]
+    assert messages[-1] == "report 59"  # the newest kept, the oldest gone
+    assert "first" not in messages
+    assert [event.message for event in reg.events(OTHER)][-1] == "other's"  # others untouched
+
+
+def test_an_older_registry_counts_the_events_it_has(tmp_path: Path) -> None:
+    with Registry.open(tmp_path) as registry:
+        registry.add_profile(default_profile())
+        registry.add_host(MAC)
+        for _ in range(3):
+            registry.record_event(MAC, State.INSTALLING)
+        kept = len(registry.events(MAC))
+    conn = sqlite3.connect(tmp_path / REGISTRY_FILE)  # as schema 7 left it
+    conn.execute("ALTER TABLE hosts DROP COLUMN event_count")
+    conn.execute("UPDATE schema_version SET version = 7")
+    conn.commit()
+    conn.close()
+    with Registry.open(tmp_path):
+        pass
+    check = sqlite3.connect(tmp_path / REGISTRY_FILE)
+    assert check.execute("SELECT event_count FROM hosts").fetchall() == [(kept,)]
