@@ -114,6 +114,7 @@ def test_a_registry_of_schema_6_opens_and_its_hosts_get_revisions(tmp_path: Path
     with conn:  # back to what migration 6 left
         conn.execute("DROP INDEX hosts_by_profile")
         conn.execute("ALTER TABLE hosts DROP COLUMN revision")
+        conn.execute("ALTER TABLE hosts DROP COLUMN event_count")
         conn.execute("DROP TABLE counters")
         conn.execute("UPDATE schema_version SET version = 6")
     conn.close()
