@@ -24,9 +24,9 @@ for over TFTP, names TFTP files. With "tftp" every PXE request gets the TFTP loa
 UEFI HTTP Boot: a request whose vendor class holds ``HTTPClient`` gets ``http_boot_url``
 (the server's own GRUB image, its prefix on HTTP: ``grub_image.build_http_grub``) and
 option 60 ``HTTPClient``, which edk2 needs to take the offer as an HTTP boot offer; it
-never touches TFTP. Only in full mode: dnsmasq's proxy mode answers only requests whose
+never touches TFTP. That is full mode: dnsmasq's proxy mode answers only requests whose
 vendor class is ``PXEClient`` (tests/integration/test_dnsmasq.py proves it gives an
-HTTPClient no offer).
+HTTPClient no offer), so in proxy mode ``http_boot_proxy`` sends HTTP Boot's offers.
 
 Hosts whose profile chose the iPXE chain get ``<http_base>/ipxe/<mac>`` as boot
 file, but only on requests that say user-class iPXE (option 175 or 77); their

@@ -40,6 +40,7 @@ from pxe_server import grub_image
 from pxe_server.admission import RegistrationRefused, UnknownGate, UnknownLimits
 from pxe_server.dnsmasq import Dnsmasq, DnsmasqConfig
 from pxe_server.http import HttpServer, boot_config
+from pxe_server.http_boot_proxy import HttpBootProxy
 from pxe_server.model import BOOT_TRANSPORTS, BadMac, BootTransport, ServerSettings, UnknownPolicy
 from pxe_server.registry import Registry
 from pxe_server.tftp import TftpServer
@@ -176,6 +177,7 @@ class Server:
         self.tftp: TftpServer | None = None
         self.http: HttpServer | None = None
         self.dnsmasq: Dnsmasq | None = None
+        self.http_boot_proxy: HttpBootProxy | None = None
         self._proxy_grub: bytes | None = None
 
     @property
@@ -240,7 +242,7 @@ class Server:
             root = netboot
         if self.dhcp == "proxy":
             self._build_proxy_grub(values.get("grub_modules"), address)
-        if self.dhcp == "full":
+        if self.dhcp != "off":
             self.http.http_boot_loader = self._build_http_grub(values.get("grub_modules"))
         self.tftp = TftpServer(root, self._resolve, host=self.bind, port=self._tftp_port)
         with listening("TFTP", "udp", self.bind, self._tftp_port, "--tftp-port"):
@@ -248,6 +250,8 @@ class Server:
         self.http.start()
         if self.dhcp != "off":
             self._start_dnsmasq(registry, settings)
+        if self.dhcp == "proxy" and self.http.http_boot_loader is not None:
+            self._start_http_boot_proxy(settings)
         log.info(
             "serving: TFTP %s:%d (root %s), HTTP %s:%d (clients use %s), DHCP %s%s",
             self.bind,
@@ -331,16 +335,28 @@ class Server:
         self.dnsmasq = Dnsmasq(config, workdir)
         self.dnsmasq.start()
 
+    def _start_http_boot_proxy(self, settings: ServerSettings) -> None:
+        """Proxy offers for UEFI HTTP Boot (dnsmasq's proxy mode answers PXEClient only)."""
+        url = f"{settings.http_base}/http-boot/grubx64.efi"
+        try:
+            proxy = HttpBootProxy(cast(str, self.interface), settings.tftp_address, url)
+        except ValueError as exc:  # an IPv6 address or an over-long URL
+            log.warning("no UEFI HTTP Boot in proxy mode: %s", exc)
+            return
+        proxy.start()
+        self.http_boot_proxy = proxy
+
     def stop(self) -> None:
         """Stop everything that runs (in reverse order) and release the ports (HttpServer
         binds at construction: its stop releases the port even if it never started)."""
-        for part in (self.dnsmasq, self.http, self.tftp):
+        for part in (self.http_boot_proxy, self.dnsmasq, self.http, self.tftp):
             if part is not None:
                 try:
                     part.stop()
                 except Exception:
                     log.exception("stopping %s", type(part).__name__)
         self.dnsmasq = self.http = self.tftp = None
+        self.http_boot_proxy = None
         if self.registry is not None:
             self.registry.close()
             self.registry = None

@@ -71,6 +71,7 @@ def exchange(packet, to):
     return {"siaddr": socket.inet_ntoa(data[20:24]), "menu": 9 in pxe_options,
             "item": menu[:2].hex(), "file": data[108:236].split(bytes(1))[0].decode(),
             "vendor": options(data[240:]).get(60, b"").decode(),
+            "bootfile": options(data[240:]).get(67, b"").decode(),
             "yiaddr": socket.inet_ntoa(data[16:20])}
 
 def options(data):
@@ -92,7 +93,8 @@ chosen = bytes.fromhex(offer.pop("item") or "8000")  # the menu's first (only) i
 item = bytes([43, 7, 71, 4, *chosen, 0, 0, 255]) if offer["menu"] else b""
 request = head[:12] + socket.inet_aton(sys.argv[5]) + head[16:] + cookie
 request += bytes([53, 1, 3]) + opts[3:] + item + bytes([255])
-boot = exchange(request, (sys.argv[6], 4011)) if offer["menu"] or not offer["file"] else None
+pxe_step = (offer["menu"] or not offer["file"]) and offer["vendor"] != "HTTPClient"
+boot = exchange(request, (sys.argv[6], 4011)) if pxe_step else None
 print(json.dumps({"offer": offer, "boot": boot}))
 """
 SCRIPT = """#!/bin/sh

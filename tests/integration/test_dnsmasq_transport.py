@@ -69,7 +69,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 @contextmanager
-def _server(lab: Lab, transport: str) -> Iterator[Path]:
+def _server(lab: Lab, transport: str, dhcp: str = "full") -> Iterator[Path]:
     """``server run`` in the server namespace with one registered host; its directory."""
     where = lab.workdir / f"server-{transport}-{secrets.token_hex(2)}"
     netboot = lab.workdir / "netboot"
@@ -86,8 +86,9 @@ def _server(lab: Lab, transport: str) -> Iterator[Path]:
     log = where.with_suffix(".log")
     script = Path(sys.executable).with_name("netinstall")
     argv = ["ip", "netns", "exec", lab.server_ns, str(script), "server", "run", str(where)]
-    argv += ["--bind", SERVER, "--tftp-port", "69", "--http-port", "8080", "--dhcp", "full"]
-    argv += ["--interface", "srv0", "--range", "192.168.77.10,192.168.77.50"]
+    argv += ["--bind", SERVER, "--tftp-port", "69", "--http-port", "8080", "--dhcp", dhcp]
+    argv += ["--interface", "srv0"]
+    argv += ["--range", "192.168.77.10,192.168.77.50"] if dhcp == "full" else []
     argv += ["--boot-transport", transport]
     with log.open("w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
@@ -113,6 +114,13 @@ def http_server(lab: Lab) -> Iterator[Path]:
 @pytest.fixture
 def tftp_server(lab: Lab) -> Iterator[Path]:
     with _server(lab, "tftp") as where:
+        yield where
+
+
+@pytest.fixture
+def proxy_server(lab: Lab) -> Iterator[Path]:
+    """``--dhcp proxy``: another DHCP server leases (the client has its address already)."""
+    with _server(lab, "http", dhcp="proxy") as where:
         yield where
 
 
@@ -204,3 +212,25 @@ def test_tftp_transport_keeps_ipxe_and_grub_on_tftp(lab: Lab, tftp_server: Path)
     config = fetch(lab, f"tftp://{SERVER}/grub/grub.cfg-01-{DASHES}").decode()
     assert "multiboot2 /xen.gz " in config  # GRUB's root: the TFTP server
     assert "(http," not in config
+
+
+def test_proxy_mode_gives_uefi_http_boot_a_proxy_offer(lab: Lab, proxy_server: Path) -> None:
+    """dnsmasq's proxy mode answers PXEClient only; the server's own responder sends an
+    HTTPClient the proxy offer edk2 takes (no address, option 60, the URL in option 67),
+    and dnsmasq still gets every PXE request on the same port."""
+    if not (DEFAULT_GRUB_MODULES / "moddep.lst").is_file():
+        pytest.skip(f"no GRUB modules in {DEFAULT_GRUB_MODULES}: `netinstall images build`")
+    offer = ask(lab, 16, vendor="HTTPClient")
+    assert offer["yiaddr"] == "0.0.0.0"  # noqa: S104 - a proxy offer: no address
+    assert (offer["vendor"], offer["siaddr"]) == ("HTTPClient", SERVER)
+    assert offer["bootfile"] == f"{BASE}/http-boot/grubx64.efi"
+    image = fetch(lab, offer["bootfile"])
+    assert f"(http,{SERVER}:8080)/boot/grub".encode() in image
+    pxe_offer = ask(lab, 7)  # a PXE client: dnsmasq's proxy answer, as before
+    assert (pxe_offer["vendor"], pxe_offer["siaddr"], pxe_offer["bootfile"]) == (
+        "PXEClient",
+        SERVER,
+        "",
+    )
+    log = proxy_server.with_suffix(".log").read_text()
+    assert log.count("HTTP Boot proxy: offered") == 1, log  # none for the PXE request
