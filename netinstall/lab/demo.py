@@ -128,9 +128,12 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     else:
         net = netns.new_network()
         server = ipaddress.IPv4Interface(net.address)
-        argv = services.server_argv(server_dir, net, options.chosen.boot_transport)
+        chosen = options.chosen
+        argv = services.server_argv(server_dir, net, chosen.boot_transport, chosen.dhcp)
         server_argv = netns.netns_exec(net.namespace, argv)
         where = f"namespace {net.namespace}"
+    if options.chosen.dhcp == "proxy" and net is None:
+        raise InputError("the proxy-DHCP scenarios need the namespace network (--network netns)")
     storage = None
     if options.chosen.san:
         if net is None:
@@ -190,6 +193,14 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         if storage is not None:
             target = san.Target(storage, machine.disk, workdir)
         children.append(services.start_server(server_argv, workdir))
+        if net is not None and options.chosen.dhcp == "proxy":
+            site = services.Child(
+                "site DHCP",
+                netns.netns_exec(net.namespace, services.site_dhcp_argv(net, workdir)),
+                workdir / "site-dhcp.log",
+            )
+            children.append(site)  # after the server: children[0] is followed
+            site.wait_for(services.SITE_DHCP_READY, timeout=10)
         export = None
         if user is not None:
             export = usernet.Export(user, options.netboot, mac, server_dir)

@@ -70,6 +70,9 @@ class Scenario:
     boot_transport: str = "http"
     # UEFI: the machine boots by OVMF's HTTP boot (DHCP vendor class HTTPClient), no TFTP.
     http_boot: bool = False
+    # The server's --dhcp: "full", or "proxy" beside a site DHCP server of the lab's own (a
+    # plain dnsmasq that leases and says nothing of booting: services.site_dhcp_argv).
+    dhcp: str = "full"
     # Measure the floor (lab/floor.py): dd the blank disk at installation-start, and once
     # running reset the machine to time a boot with nothing left to do.
     floor: bool = False
@@ -273,6 +276,12 @@ def prepare(
 # The scenarios ``netinstall demo --scenario NAME`` runs besides the firmware's own install.
 TFTP_ONLY = Scenario("TFTP only (server run --boot-transport tftp)", boot_transport="tftp")
 HTTP_BOOT = Scenario("UEFI HTTP Boot: GRUB by URL, no TFTP", srtype="ext", http_boot=True)
+HTTP_BOOT_PROXY = Scenario(
+    "UEFI HTTP Boot beside another DHCP server (server run --dhcp proxy)",
+    srtype="ext",
+    http_boot=True,
+    dhcp="proxy",
+)
 NAMED: dict[str, Scenario] = {
     "upgrade": UPGRADE,
     "iscsi": ISCSI,
@@ -284,6 +293,7 @@ NAMED: dict[str, Scenario] = {
     "iscsi-refused": ISCSI_REFUSED,
     "tftp": TFTP_ONLY,
     "http-boot": HTTP_BOOT,
+    "http-boot-proxy": HTTP_BOOT_PROXY,
 }
 DOS = Scenario("DOS layout on a 16 GiB disk", installer_kernel_args=DOS_KERNEL_ARGS,
                disk_size=SMALL_DISK)  # fmt: skip
@@ -304,5 +314,5 @@ def scenario_for(firmware: str, name: str) -> Scenario:
     if name not in NAMED:
         raise InputError(f"unknown scenario {name!r}; expected {', '.join(NAMES)}")
     if NAMED[name].http_boot and firmware != "uefi":
-        raise InputError("UEFI HTTP Boot (http-boot) is for UEFI machines only")
+        raise InputError(f"UEFI HTTP Boot ({name}) is for UEFI machines only")
     return NAMED[name]

@@ -36,17 +36,37 @@ def netinstall_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from netinstall.cli import main; sys.exit(main())"]
 
 
-def server_argv(directory: Path, net: LabNetwork, boot_transport: str = "http") -> list[str]:
-    """``netinstall server run`` with full DHCP on the bridge (pure)."""
+def server_argv(
+    directory: Path, net: LabNetwork, boot_transport: str = "http", dhcp: str = "full"
+) -> list[str]:
+    """``netinstall server run`` with DHCP on the bridge (pure): ``full``, or ``proxy``
+    beside the lab's site DHCP server (``site_dhcp_argv``)."""
+    leases = ["--range", f"{net.range_start},{net.range_end}"] if dhcp == "full" else []
     return [
         *netinstall_command(), "server", "run", str(directory),
         "--bind", net.server_ip,
         "--tftp-port", "69",
         "--http-port", str(HTTP_PORT),
-        "--dhcp", "full",
+        "--dhcp", dhcp,
         "--interface", net.bridge,
-        "--range", f"{net.range_start},{net.range_end}",
+        *leases,
         "--boot-transport", boot_transport,
+    ]  # fmt: skip
+
+
+SITE_DHCP_READY = "DHCP, IP range"  # dnsmasq logs it once it listens
+
+
+def site_dhcp_argv(net: LabNetwork, workdir: Path) -> list[str]:
+    """A site's own DHCP server for the proxy-mode scenarios (pure): a plain dnsmasq that
+    leases the lab's range and says nothing of booting, so that every boot answer comes
+    from our server's proxy-DHCP."""
+    return [
+        "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--log-dhcp",
+        f"--interface={net.bridge}", "--bind-interfaces",
+        f"--dhcp-range={net.range_start},{net.range_end},1h",
+        f"--dhcp-leasefile={workdir / 'site-dhcp.leases'}",
+        f"--pid-file={workdir / 'site-dhcp.pid'}",
     ]  # fmt: skip
 
 

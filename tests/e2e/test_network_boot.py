@@ -25,9 +25,11 @@ from netinstall.lab.scenario import (
     BAD_ANSWER_FILE,
     CI_CUT,
     HTTP_BOOT,
+    HTTP_BOOT_PROXY,
     LOW_MEMORY,
     SCENARIOS,
     TFTP_ONLY,
+    Scenario,
 )
 from tests.e2e.conftest import FIRMWARES, SERVER, run_scenario
 
@@ -106,13 +108,22 @@ def test_tftp_only_transport_installs(built: Path, firmware: Firmware, tmp_path:
 
 @pytest.mark.slow  # make test-all: OVMF's HTTP boot, no TFTP at all
 @pytest.mark.timeout(2400)
-def test_uefi_http_boot_installs_without_tftp(built: Path, tmp_path: Path) -> None:
-    result = run_scenario(built, "uefi", console.RUNNING, 1800, tmp_path, scenario=HTTP_BOOT)
+@pytest.mark.parametrize("scenario", [HTTP_BOOT, HTTP_BOOT_PROXY], ids=["full", "proxy"])
+def test_uefi_http_boot_installs_without_tftp(
+    built: Path, tmp_path: Path, scenario: Scenario
+) -> None:
+    """Full DHCP, and proxy-DHCP beside the lab's site DHCP server (its lease, our proxy
+    offer's URL: pxe_server.http_boot_proxy)."""
+    result = run_scenario(built, "uefi", console.RUNNING, 1800, tmp_path, scenario=scenario)
     assert "payload version" in "\n".join(result.checks)
     log = (tmp_path / "server.log").read_text(errors="replace")
     assert " GET /http-boot/grubx64.efi 200 " in log  # the loader by URL (vendor HTTPClient)
     assert not re.search(r"netinstall\.tftp: tftp [0-9.]+:[0-9]+ ", log)  # no TFTP transfer
     check_transport(tmp_path / "server.log", "http")
+    if scenario.dhcp == "proxy":
+        assert "HTTP Boot proxy: offered" in log
+        site = (tmp_path / "site-dhcp.log").read_text(errors="replace")
+        assert "DHCPACK(br0)" in site  # the address came from the site's server
 
 
 @pytest.mark.slow  # make test-all: the fallback, not the real chain
