@@ -18,7 +18,7 @@ from common.firmware import Firmware
 
 # The scenario names without importing the lab (and its server) for --help.
 SCENARIO_NAMES = ("install", "upgrade", "iscsi", "multipath", "iscsi-multipath", "low-memory",
-                  "bad-answer-file", "no-ibft", "iscsi-refused", "tftp", "http-boot", "dos",
+                  "bad-answer-file", "no-ibft", "iscsi-refused", "tftp", "http-boot", "http-boot-proxy", "dos",
                   "power-cut-before-partition", "power-cut-download", "power-cut-extract",
                   "power-cut-bootloader", "power-cut-first-boot")  # fmt: skip
 
@@ -55,7 +55,8 @@ MILESTONES = {"installer": "installer up", "running": "running"}
     "at that install step (before-partition, download, extract, bootloader, first-boot), "
     "then power on: the host must reach running on its own (on BIOS with the DOS layout). "
     "tftp: the install with the server's --boot-transport tftp (no boot file over HTTP). "
-    "http-boot (UEFI): OVMF's HTTP boot loads GRUB by URL, nothing over TFTP.",
+    "http-boot (UEFI): OVMF's HTTP boot loads GRUB by URL, nothing over TFTP; "
+    "http-boot-proxy: the same with the server in proxy-DHCP mode beside a site DHCP server.",
 )
 @click.option(
     "--network",
