@@ -47,7 +47,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from common.errors import InputError, NetinstallError
 from common.protocol.messages import NoBody
-from pxe_server import http_api, http_edge, http_files, render
+from pxe_server import grub_tcp, http_api, http_edge, http_files, render
 from pxe_server.admission import RegistrationRefused, UnknownGate, UnknownLimits
 from pxe_server.decide import Action
 from pxe_server.http_files import CONTEXT, Context, blocking, context, error
@@ -503,6 +503,7 @@ class HttpServer:
             (host, port), family=family, backlog=256
         )
         self._port = int(self._sock.getsockname()[1])
+        grub_tcp.save_syns(self._sock)  # which connections named no MSS (GRUB's): grub_tcp.py
         self._ctx: Context | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None

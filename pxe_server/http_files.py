@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +21,13 @@ from aiohttp import web
 
 from common.protocol.codec import encode
 from common.protocol.messages import ErrorReply
-from pxe_server import decide
+from pxe_server import decide, grub_tcp
 from pxe_server.admission import UnknownGate, UnknownLimits
 from pxe_server.model import Host, Profile, ServerSettings
 from pxe_server.registry import Registry
 
 T = TypeVar("T")
+log = logging.getLogger("netinstall.http")
 
 NO_NETBOOT = (
     "no netboot tree configured: run `netinstall images build`, then "
@@ -52,6 +54,8 @@ class Context:
     # unknown-MAC registrations (unknown_policy install): their rate, shared with TFTP
     unknown: UnknownGate = field(default_factory=lambda: UnknownGate(UnknownLimits()))
     http_boot_loader: Path | None = None  # UEFI HTTP Boot's GRUB image, if this server has one
+    # GRUB's connections (their SYN named no MSS) get whole segments (grub_tcp.py)
+    segments: grub_tcp.WholeSegments = field(default_factory=grub_tcp.WholeSegments)
 
     @property
     def files(self) -> Path:
@@ -129,10 +133,15 @@ def _serve_file(
 
 
 async def boot_file(request: web.Request) -> web.StreamResponse:
-    """``GET/HEAD /boot/<file>``: a file of the netboot tree."""
-    return _serve_file(
-        context(request).netboot, request.match_info["path"], "netboot tree", NO_NETBOOT
-    )
+    """``GET/HEAD /boot/<file>``: a file of the netboot tree. GRUB's connection (no MSS in
+    its SYN) is first given whole segments (``grub_tcp``)."""
+    ctx = context(request)
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None:
+        outcome, mss = ctx.segments.apply(sock)
+        if outcome is grub_tcp.Outcome.RAISED:
+            log.debug("%s: no MSS in its SYN; segments of %d bytes", request.remote, mss)
+    return _serve_file(ctx.netboot, request.match_info["path"], "netboot tree", NO_NETBOOT)
 
 
 async def repo_file(request: web.Request) -> web.StreamResponse:
