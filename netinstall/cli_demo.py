@@ -18,7 +18,8 @@ from common.firmware import Firmware
 
 # The scenario names without importing the lab (and its server) for --help.
 SCENARIO_NAMES = ("install", "upgrade", "iscsi", "multipath", "iscsi-multipath", "low-memory",
-                  "bad-answer-file", "no-ibft", "iscsi-refused", "tftp", "http-boot", "http-boot-proxy", "dos",
+                  "bad-answer-file", "no-ibft", "iscsi-refused", "tftp", "http-boot",
+                  "http-boot-proxy", "dos",
                   "power-cut-before-partition", "power-cut-download", "power-cut-extract",
                   "power-cut-bootloader", "power-cut-first-boot")  # fmt: skip
 
