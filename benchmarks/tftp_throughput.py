@@ -171,7 +171,9 @@ def serve_ours(root: Path) -> None:
         # gives a rendered one (the peers serve the same bytes from a file)
         return small if path == SMALL else None
 
-    server = TftpServer(root, resolve, host=HOST, port=PORT)
+    # and, as the real server's resolve_now does for a config its render cache holds (there
+    # after one read of the host), answered on the loop's thread
+    server = TftpServer(root, resolve, host=HOST, port=PORT, resolve_now=resolve)
     server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
