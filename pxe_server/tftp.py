@@ -317,6 +317,7 @@ class _Service:
         self.opener = ThreadPoolExecutor(1, thread_name_prefix="netinstall-tftp-open")
         self.cache = FileCache(limits.cache_files, limits.cache_bytes)  # the opener's only
         self.slots: dict[Client, _Slot] = {}
+        self.per_address: dict[str, int] = {}  # slots by client address (none: absent)
 
     def run(self, sock: socket.socket, ready: threading.Event) -> None:
         loop = self.loop
@@ -363,6 +364,7 @@ class _Service:
             return
         slot = _Slot(client, name, self.loop.time())
         self.slots[client] = slot
+        self.per_address[client[0]] = self.per_address.get(client[0], 0) + 1
         content: bytes | Later | None = LATER
         if self.resolve_now is not None:
             try:
@@ -381,8 +383,8 @@ class _Service:
         """Whether a new request from ADDRESS can be admitted, evicting one transfer if need
         be: at its address's cap, that address's longest-waiting transfer if it has missed
         an ACK (else the request is refused); at the global cap, the longest-waiting of all."""
-        mine = [slot for slot in self.slots.values() if slot.client[0] == address]
-        if len(mine) >= self.limits.max_per_address:
+        if self.per_address.get(address, 0) >= self.limits.max_per_address:
+            mine = [slot for slot in self.slots.values() if slot.client[0] == address]
             stalled = min(mine, key=_Slot.waiting_since)
             transfer = stalled.transfer
             if transfer is None or transfer.tries == 0:
@@ -445,10 +447,20 @@ class _Service:
         self.loop.add_reader(sock.fileno(), self._on_datagram, slot, sock, transfer)
         self._step(slot, sock, transfer, transfer.start(now))
 
-    def _drop_unopened(self, slot: _Slot, refusal: Refusal) -> None:
-        slot.ended = True
+    def _forget(self, slot: _Slot) -> None:
+        """SLOT no longer counts against the limits."""
         if self.slots.get(slot.client) is slot:
             del self.slots[slot.client]
+            address = slot.client[0]
+            left = self.per_address[address] - 1
+            if left:
+                self.per_address[address] = left
+            else:
+                del self.per_address[address]
+
+    def _drop_unopened(self, slot: _Slot, refusal: Refusal) -> None:
+        slot.ended = True
+        self._forget(slot)
         self._refuse(slot.client, slot.name, refusal)
 
     def _on_datagram(self, slot: _Slot, sock: socket.socket, transfer: Transfer) -> None:
@@ -555,8 +567,7 @@ class _Service:
         if slot.ended:
             return
         slot.ended = True
-        if self.slots.get(slot.client) is slot:
-            del self.slots[slot.client]
+        self._forget(slot)
         if slot.sock is not None:
             self.loop.remove_reader(slot.sock.fileno())
             slot.sock.close()

@@ -390,6 +390,32 @@ def test_one_address_gets_its_share_and_no_more(server: TftpServer, tree: Path) 
             sock.close()
 
 
+def test_an_address_gets_its_share_again_however_its_transfers_ended(
+    server: TftpServer, tree: Path
+) -> None:
+    """The count of an address's transfers (the cap's bookkeeping) goes down on every end."""
+    address = "127.0.2.9"
+    for _ in range(MAX_PER_ADDRESS):
+        assert fetch(server, "pxelinux.0", source=address) == (tree / "pxelinux.0").read_bytes()
+        with pytest.raises(CurlFailed):  # admitted, then refused by the opener
+            fetch(server, "missing", source=address)
+        with bound_socket(address) as sock:  # cancelled by the client
+            sock.sendto(rrq(b"pxelinux.0"), (HOST, server.port))
+            peer = sock.recvfrom(65536)[1]
+            sock.sendto(b"\0\x05\0\0cancelled\0", peer)
+    deadline = time.monotonic() + 5
+    while server.transfers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    socks = [bound_socket(address) for _ in range(MAX_PER_ADDRESS)]
+    try:
+        for sock in socks:
+            sock.sendto(rrq(b"pxelinux.0"), (HOST, server.port))
+            assert sock.recvfrom(65536)[0][:4] == b"\0\x03\0\x01"  # its whole share again
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def drain_all(sock: socket.socket) -> bytes:
     """What SOCK has received so far (loopback delivers as it sends)."""
     received = b""
