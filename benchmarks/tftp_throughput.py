@@ -24,6 +24,7 @@ here is timed by the test suite.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -65,6 +66,11 @@ class Case:
     @property
     def unit(self) -> str:
         return "fetches/s" if self.count else "MB/s"
+
+    @property
+    def per(self) -> str:
+        """What the server's CPU is counted per."""
+        return "fetch" if self.count else "block"
 
 
 CASES = [
@@ -138,7 +144,25 @@ def wait_until_serving(name: str, process: subprocess.Popen[bytes] | None = None
 
 # -- servers ------------------------------------------------------------------------------
 
-Server = Callable[[Path, peer_packages.Peers], AbstractContextManager[None]]
+Running = AbstractContextManager["subprocess.Popen[bytes]"]  # a server, started till exit
+Server = Callable[[Path, peer_packages.Peers], Running]
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time of process PID: its live threads' (the scheduler's figure, in ns), its
+    ended threads' (atftpd runs one per transfer) and that of the children it has reaped,
+    in clock ticks. tftpd-hpa's children (one per transfer) are never counted: it lets
+    the kernel reap them."""
+    ran, live_ticks = 0, 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            ran += int((task / "schedstat").read_text().split()[0])
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            live_ticks += int(fields[11]) + int(fields[12])
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime: every thread, ended ones too
+    reaped = int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ran / 1e9 + (max(0, ticks - live_ticks) + reaped) / os.sysconf("SC_CLK_TCK")
 
 
 def serve_ours(root: Path) -> None:
@@ -151,7 +175,9 @@ def serve_ours(root: Path) -> None:
         # gives a rendered one (the peers serve the same bytes from a file)
         return small if path == SMALL else None
 
-    server = TftpServer(root, resolve, host=HOST, port=PORT)
+    # and, as the real server's resolve_now does for a config its render cache holds (there
+    # after one read of the host), answered on the loop's thread
+    server = TftpServer(root, resolve, host=HOST, port=PORT, resolve_now=resolve)
     server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
@@ -159,22 +185,22 @@ def serve_ours(root: Path) -> None:
     server.stop()
 
 
-def ours(root: Path, tools: peer_packages.Peers) -> AbstractContextManager[None]:
+def ours(root: Path, tools: peer_packages.Peers) -> Running:
     return spawned([sys.executable, __file__, "--serve-ours", str(root)], tools)
 
 
 @contextmanager
-def spawned(argv: list[str], tools: peer_packages.Peers) -> Iterator[None]:
+def spawned(argv: list[str], tools: peer_packages.Peers) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(argv, env=tools.env, stdout=subprocess.DEVNULL)
     try:
         wait_until_serving(BIG, process)
-        yield
+        yield process
     finally:
         process.terminate()
         process.wait()
 
 
-def dnsmasq(root: Path, tools: peer_packages.Peers) -> AbstractContextManager[None]:
+def dnsmasq(root: Path, tools: peer_packages.Peers) -> Running:
     argv = [
         tools.program("dnsmasq-base"), "--keep-in-foreground", "--conf-file=/dev/null",
         "--port=0", "--pid-file=", "--user=root", "--bind-interfaces",
@@ -184,13 +210,13 @@ def dnsmasq(root: Path, tools: peer_packages.Peers) -> AbstractContextManager[No
     return spawned(argv, tools)
 
 
-def tftpd_hpa(root: Path, tools: peer_packages.Peers) -> AbstractContextManager[None]:
+def tftpd_hpa(root: Path, tools: peer_packages.Peers) -> Running:
     # every address of the namespace (only loopback is up): its -a fails there (exit 66)
     argv = [tools.program("tftpd-hpa"), "-L", "-u", "root", "-s", str(root)]
     return spawned(argv, tools)
 
 
-def atftpd(root: Path, tools: peer_packages.Peers) -> AbstractContextManager[None]:
+def atftpd(root: Path, tools: peer_packages.Peers) -> Running:
     argv = [
         tools.program("atftpd"), "--daemon", "--no-fork", "--user", "root.root",
         "--bind-address", HOST, "--port", str(PORT), "--maxthread", "1000",
@@ -210,7 +236,10 @@ SERVERS: dict[str, Server] = {
 # -- one measurement ----------------------------------------------------------------------
 
 
-def measure(case: Case, sizes: dict[str, int], tools: peer_packages.Peers, work: Path) -> float:
+def measure(
+    case: Case, sizes: dict[str, int], tools: peer_packages.Peers, work: Path
+) -> tuple[float, int]:
+    """CASE's rate, and the datagrams of data it took (blocks; for the small file, fetches)."""
     expected = sizes[case.name]
     start = time.monotonic()
     if case.window:
@@ -226,7 +255,9 @@ def measure(case: Case, sizes: dict[str, int], tools: peer_packages.Peers, work:
     seconds = time.monotonic() - start
     if got != [expected] * len(got):
         raise SystemExit(f"{case.label}: short download ({got[:3]}..., {expected} expected)")
-    return len(got) / seconds if case.count else expected * len(got) / 1e6 / seconds
+    if case.count:
+        return len(got) / seconds, len(got)
+    return expected * len(got) / 1e6 / seconds, (expected // case.blksize + 1) * len(got)
 
 
 def window_note(case: Case) -> str:
@@ -292,6 +323,7 @@ def main() -> None:
             (root / name).write_bytes(content)
         sizes = {name: len(content) for name, content in contents.items()}
         runs: dict[tuple[str, str], list[float]] = {}
+        costs: dict[tuple[str, str], list[float]] = {}  # server CPU, us a block (or fetch)
         notes: dict[tuple[str, str], str] = {}
         # Each case on every server in turn, round after round: the load of this shared
         # machine drifts within seconds, and a ratio is fair only between figures taken
@@ -299,16 +331,26 @@ def main() -> None:
         for round_number in range(1, args.rounds + 1):
             for case in cases:
                 for name, start in servers.items():
-                    with start(root, tools):
-                        rate = measure(case, sizes, tools, work)
+                    with start(root, tools) as process:
+                        before = cpu_seconds(process.pid)
+                        rate, blocks = measure(case, sizes, tools, work)
+                        cost = (cpu_seconds(process.pid) - before) * 1e6 / blocks
                         if round_number == 1:
                             notes[name, case.key] = window_note(case)
                     runs.setdefault((name, case.key), []).append(rate)
+                    costs.setdefault((name, case.key), []).append(cost)
                     print(f"  round {round_number} {name:10} {case.label}: "
-                          f"{rate:,.1f} {case.unit}{notes[name, case.key]}",
+                          f"{rate:,.1f} {case.unit}{notes[name, case.key]}, "
+                          f"server CPU {cost:.2f} us a {case.per}",
                           flush=True)  # fmt: skip
         rates = {key: statistics.median(values) for key, values in runs.items()}
+        cpu = {key: statistics.median(values) for key, values in costs.items()}
     report(cases, list(servers), rates, notes, args)
+    print()
+    print("Server CPU (user and system, all threads and reaped children; not tftpd-hpa's "
+          "forked transfers), median, us a block (the small file: us a fetch); each peer "
+          "also as a ratio to ours")  # fmt: skip
+    report(cases, list(servers), cpu, {key: "" for key in cpu}, args, cpu=True)
 
 
 def report(
@@ -317,17 +359,21 @@ def report(
     rates: dict[tuple[str, str], float],
     notes: dict[tuple[str, str], str],
     args: argparse.Namespace,
+    *,
+    cpu: bool = False,
 ) -> None:
-    print()
-    print(f"TFTP on loopback, median of {args.rounds}; install.img {args.big_mb:g} MB, "
-          f"vmlinuz {args.kernel_mb:g} MB; each peer also as a ratio to ours")  # fmt: skip
+    """A table of RATES (CPU: of server CPU figures) by case and server."""
+    if not cpu:
+        print()
+        print(f"TFTP on loopback, median of {args.rounds}; install.img {args.big_mb:g} MB, "
+              f"vmlinuz {args.kernel_mb:g} MB; each peer also as a ratio to ours")  # fmt: skip
     header = ["", *names]
     rows = []
     for case in cases:
-        row = [f"{case.label}, {case.unit}"]
+        row = [f"{case.label}, {f'us a {case.per}' if cpu else case.unit}"]
         for name in names:
             rate = rates[name, case.key]
-            cell = f"{rate:,.1f}{notes[name, case.key]}"
+            cell = f"{rate:,.{2 if cpu else 1}f}{notes[name, case.key]}"
             if name != "ours" and "ours" in names:
                 cell += f" ({rate / rates['ours', case.key]:.2f}x)"
             row.append(cell)

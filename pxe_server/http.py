@@ -188,6 +188,22 @@ def boot_config(
     raise AssertionError("unreachable: the last attempt signals unconditionally")
 
 
+def boot_config_cached(
+    registry: Registry, path: str, settings: ServerSettings, via: render.Via = "tftp"
+) -> str | None:
+    """``boot_config``'s answer for ``path`` when the render cache holds it at its host's
+    revision and serving it writes nothing (no install config: that one signals its host):
+    one read of the host on the caller's own connection (WAL: never waits for a writer),
+    nothing rendered. None: ask ``boot_config``. (TFTP's loop answers with it itself.)"""
+    rendered, host = _cached_config(registry, path.lstrip("/"), settings, via)
+    if rendered is None:
+        return None
+    config = rendered.config
+    if config.mac is not None and config.action is Action.INSTALL and host is not None:
+        return None
+    return config.text
+
+
 def _cache_key(relative: str, settings: ServerSettings, via: render.Via) -> tuple[object, ...]:
     """What a boot config is cached under besides its host's revision: everything else
     ``render.config_for_path`` reads (the path, how it was asked for, the settings)."""

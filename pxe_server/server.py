@@ -39,11 +39,11 @@ from common.errors import InputError
 from pxe_server import grub_image
 from pxe_server.admission import RegistrationRefused, UnknownGate, UnknownLimits
 from pxe_server.dnsmasq import Dnsmasq, DnsmasqConfig
-from pxe_server.http import HttpServer, boot_config
+from pxe_server.http import HttpServer, boot_config, boot_config_cached
 from pxe_server.http_boot_proxy import HttpBootProxy
 from pxe_server.model import BOOT_TRANSPORTS, BadMac, BootTransport, ServerSettings, UnknownPolicy
 from pxe_server.registry import Registry
-from pxe_server.tftp import TftpServer
+from pxe_server.tftp import LATER, Later, TftpServer
 
 log = logging.getLogger("netinstall.server")
 
@@ -244,7 +244,9 @@ class Server:
             self._build_proxy_grub(values.get("grub_modules"), address)
         if self.dhcp != "off":
             self.http.http_boot_loader = self._build_http_grub(values.get("grub_modules"))
-        self.tftp = TftpServer(root, self._resolve, host=self.bind, port=self._tftp_port)
+        self.tftp = TftpServer(
+            root, self._resolve, host=self.bind, port=self._tftp_port, resolve_now=self._resolve_now
+        )
         with listening("TFTP", "udp", self.bind, self._tftp_port, "--tftp-port"):
             self.tftp.start()
         self.http.start()
@@ -280,6 +282,18 @@ class Server:
             log.warning("tftp %s for %s: cannot render it: %s", name, client[0], exc)
             return None
         return text.encode() if text is not None else None
+
+    def _resolve_now(self, path: str, client: tuple[str, int]) -> bytes | Later | None:
+        """_resolve's answer when the TFTP loop can give it without blocking (a config the
+        render cache holds and whose serving writes nothing), else LATER."""
+        registry, settings = self.registry, self.settings
+        if registry is None or settings is None:
+            return None
+        name = path.lstrip("/")
+        if self._proxy_grub is not None and name == "grubx64.efi":
+            return self._proxy_grub
+        text = boot_config_cached(registry, name, settings)
+        return LATER if text is None else text.encode()
 
     def _build_proxy_grub(self, modules: str | None, address: str) -> None:
         out = self.directory / "proxy-grub" / "grubx64.efi"

@@ -13,7 +13,10 @@ TID): a request repeated from the same (address, port) while its transfer runs i
 (the transfer's own timer resends), and a datagram from anyone else to a transfer's socket
 gets "unknown transfer ID" and changes nothing. Files are opened, and resolve() called, in
 one worker thread so that a slow registry or file system never stalls the blocks of other
-transfers; the event loop only moves datagrams.
+transfers; the event loop only moves datagrams. A server may also give `resolve_now`, which
+the loop calls itself and which must not block: what it answers at once (a boot config the
+render cache holds, or "no dynamic file here") saves the hand-off to the opener thread and
+back (a third of a small file's CPU); LATER sends the request on to resolve().
 
 Files are served from memory: the opener reads a file whole into a small cache keyed by its
 path, device, inode, size and modification time (a file replaced or rewritten is read
@@ -30,6 +33,7 @@ Limits (README, "TFTP limits"), all chosen by the server:
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import logging
 import os
@@ -71,6 +75,16 @@ _clock = time.monotonic  # the loop's time (_Loop.time)
 
 Client = tuple[str, int]
 Resolve = Callable[[str, Client], bytes | None]
+
+
+class Later(enum.Enum):
+    """resolve_now's answer when only resolve() (on the opener thread) can tell."""
+
+    LATER = "later"
+
+
+LATER = Later.LATER
+ResolveNow = Callable[[str, Client], bytes | Later | None]
 
 # The server's bounds. An abandoned transfer is reclaimed after (MAX_RETRIES + 1) timeouts:
 # 5 s at the default timeout, 15 s when the client asked for MAX_TIMEOUT.
@@ -143,7 +157,9 @@ class _Slot:
 
 
 class TftpServer:
-    """Serves resolve(path, client) when it gives bytes, else files under ROOT; never writes."""
+    """Serves resolve(path, client) when it gives bytes, else files under ROOT; never writes.
+    RESOLVE_NOW(path, client), if given, is asked first, on the loop's thread: bytes to
+    serve, None (no dynamic file: the tree), or LATER (ask resolve())."""
 
     def __init__(
         self,
@@ -153,9 +169,11 @@ class TftpServer:
         host: str = "0.0.0.0",  # noqa: S104 - a PXE server answers on every interface by default
         port: int = 69,
         limits: Limits | None = None,
+        resolve_now: ResolveNow | None = None,
     ) -> None:
         self.root = Path(root)
         self._resolve = resolve
+        self._resolve_now = resolve_now
         self._host = host
         self._requested_port = port
         self._limits = limits or Limits()
@@ -185,7 +203,9 @@ class TftpServer:
             raise
         sock.setblocking(False)
         self._sock = sock
-        service = self._service = _Service(self.root, self._resolve, self._host, self._limits)
+        service = self._service = _Service(
+            self.root, self._resolve, self._host, self._limits, self._resolve_now
+        )
         ready = threading.Event()
         self._thread = threading.Thread(
             target=service.run, args=(sock, ready), name="netinstall-tftp", daemon=True
@@ -283,12 +303,21 @@ class _Loop:
 class _Service:
     """Everything that runs on the event loop's thread: admission, limits, transfers."""
 
-    def __init__(self, root: Path, resolve: Resolve, host: str, limits: Limits) -> None:
+    def __init__(
+        self,
+        root: Path,
+        resolve: Resolve,
+        host: str,
+        limits: Limits,
+        resolve_now: ResolveNow | None = None,
+    ) -> None:
         self.root, self.resolve, self.host, self.limits = root, resolve, host, limits
+        self.resolve_now = resolve_now
         self.loop = _Loop()
         self.opener = ThreadPoolExecutor(1, thread_name_prefix="netinstall-tftp-open")
         self.cache = FileCache(limits.cache_files, limits.cache_bytes)  # the opener's only
         self.slots: dict[Client, _Slot] = {}
+        self.per_address: dict[str, int] = {}  # slots by client address (none: absent)
 
     def run(self, sock: socket.socket, ready: threading.Event) -> None:
         loop = self.loop
@@ -335,15 +364,27 @@ class _Service:
             return
         slot = _Slot(client, name, self.loop.time())
         self.slots[client] = slot
-        future = self.opener.submit(self._open, relative, client)
+        self.per_address[client[0]] = self.per_address.get(client[0], 0) + 1
+        content: bytes | Later | None = LATER
+        if self.resolve_now is not None:
+            try:
+                content = self.resolve_now(relative, client)
+            except Exception:
+                log.exception("tftp resolve_now failed for %s", name)
+                self._drop_unopened(slot, Refusal(NOT_DEFINED, "server error", "resolve failed"))
+                return
+        if isinstance(content, bytes):
+            self._start(slot, request, MemorySource(content))
+            return
+        future = self.opener.submit(self._open, relative, client, content is LATER)
         future.add_done_callback(lambda done: self._opened_threadsafe(slot, request, done))
 
     def _make_room(self, address: str) -> bool:
         """Whether a new request from ADDRESS can be admitted, evicting one transfer if need
         be: at its address's cap, that address's longest-waiting transfer if it has missed
         an ACK (else the request is refused); at the global cap, the longest-waiting of all."""
-        mine = [slot for slot in self.slots.values() if slot.client[0] == address]
-        if len(mine) >= self.limits.max_per_address:
+        if self.per_address.get(address, 0) >= self.limits.max_per_address:
+            mine = [slot for slot in self.slots.values() if slot.client[0] == address]
             stalled = min(mine, key=_Slot.waiting_since)
             transfer = stalled.transfer
             if transfer is None or transfer.tries == 0:
@@ -379,6 +420,10 @@ class _Service:
         except Exception as exc:  # noqa: BLE001 - a bug must cost one request, not the server
             self._drop_unopened(slot, Refusal(NOT_DEFINED, "server error", repr(exc)))
             return
+        self._start(slot, request, source)
+
+    def _start(self, slot: _Slot, request: Request, source: Source) -> None:
+        """Send SOURCE to SLOT's client from a socket of its own."""
         # non-blocking from the start: no fcntl per transfer
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
         try:
@@ -402,10 +447,20 @@ class _Service:
         self.loop.add_reader(sock.fileno(), self._on_datagram, slot, sock, transfer)
         self._step(slot, sock, transfer, transfer.start(now))
 
-    def _drop_unopened(self, slot: _Slot, refusal: Refusal) -> None:
-        slot.ended = True
+    def _forget(self, slot: _Slot) -> None:
+        """SLOT no longer counts against the limits."""
         if self.slots.get(slot.client) is slot:
             del self.slots[slot.client]
+            address = slot.client[0]
+            left = self.per_address[address] - 1
+            if left:
+                self.per_address[address] = left
+            else:
+                del self.per_address[address]
+
+    def _drop_unopened(self, slot: _Slot, refusal: Refusal) -> None:
+        slot.ended = True
+        self._forget(slot)
         self._refuse(slot.client, slot.name, refusal)
 
     def _on_datagram(self, slot: _Slot, sock: socket.socket, transfer: Transfer) -> None:
@@ -512,8 +567,7 @@ class _Service:
         if slot.ended:
             return
         slot.ended = True
-        if self.slots.get(slot.client) is slot:
-            del self.slots[slot.client]
+        self._forget(slot)
         if slot.sock is not None:
             self.loop.remove_reader(slot.sock.fileno())
             slot.sock.close()
@@ -534,10 +588,11 @@ class _Service:
 
     # -- the opener's thread ---------------------------------------------------------------
 
-    def _open(self, relative: str, client: Client) -> Source:
-        """resolve() first, then the tree; Refusal for anything that cannot be served."""
+    def _open(self, relative: str, client: Client, ask: bool = True) -> Source:
+        """resolve() first (unless not ASK: resolve_now said there is no dynamic file), then
+        the tree; Refusal for anything that cannot be served."""
         try:
-            content = self.resolve(relative, client)
+            content = self.resolve(relative, client) if ask else None
         except Exception:
             log.exception("tftp resolve failed for %s", loggable(relative))
             raise Refusal(NOT_DEFINED, "server error", "resolve failed") from None

@@ -11,6 +11,7 @@ as RFC 1350 has it) and waits for the ACK of the window's last block.
 from __future__ import annotations
 
 import os
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464  # RFC 2348
 MIN_TIMEOUT = 1  # RFC 2349; the largest one acknowledged is the server's bound (tftp.py)
 MIN_WINDOWSIZE = 1  # RFC 7440; the largest one acknowledged is the server's bound (tftp.py)
 DATA_HEADER = struct.Struct("!HH")  # opcode DATA, block number
+LOGGED_NAME = 200  # characters of a requested name that reach a log line at most
 MODES = ("octet", "netascii")  # both served byte for byte, as boot loaders expect
+_REFUSED_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters, backslash
 
 
 class PathRefused(ValueError):
@@ -43,7 +46,7 @@ class Refusal(Exception):
 def normalise_path(name: str) -> str:
     """NAME relative to the root ('/' and '.' runs dropped); PathRefused for '..',
     control characters (NUL too), backslashes and names that end up empty."""
-    if "\\" in name or any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
+    if _REFUSED_CHARACTERS.search(name):
         raise PathRefused("control character or backslash in the name")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
@@ -69,7 +72,9 @@ def locate(root: Path, relative: str) -> Path:
 def loggable(name: str) -> str:
     """NAME safe for a log line: no query string, no control characters, bounded."""
     name = name.split("?", 1)[0]
-    return "".join(char if char.isprintable() else "?" for char in name)[:200]
+    if name.isprintable() and len(name) <= LOGGED_NAME:  # the usual name, as it is
+        return name
+    return "".join(char if char.isprintable() else "?" for char in name)[:LOGGED_NAME]
 
 
 def error_packet(code: int, message: str) -> bytes:
@@ -96,11 +101,11 @@ def parse_request(data: bytes) -> Request:
         raise Refusal(ACCESS_VIOLATION, "read-only server")
     if opcode != RRQ:
         raise Refusal(ILLEGAL_OPERATION, "illegal TFTP operation")
-    fields = data[2:].split(b"\0")
-    if len(fields) < 3 or fields[-1] != b"":
+    body = data[2:]
+    if body[-1:] != b"\0" or body.count(b"\0") < 2:
         raise Refusal(ILLEGAL_OPERATION, "malformed request")
-    try:
-        name, mode, *rest = (item.decode("utf-8") for item in fields[:-1])
+    try:  # at once: a NUL is never part of another character in UTF-8
+        name, mode, *rest = body[:-1].decode("utf-8").split("\0")
     except UnicodeDecodeError:
         raise Refusal(ACCESS_VIOLATION, "bad file name") from None
     if mode.lower() not in MODES:

@@ -20,9 +20,11 @@ import pytest
 
 from pxe_server.tftp import (
     DEFAULT_TIMEOUT,
+    LATER,
     MAX_PER_ADDRESS,
     MAX_RETRIES,
     MAX_TRANSFERS,
+    Later,
     TftpServer,
 )
 
@@ -388,6 +390,32 @@ def test_one_address_gets_its_share_and_no_more(server: TftpServer, tree: Path) 
             sock.close()
 
 
+def test_an_address_gets_its_share_again_however_its_transfers_ended(
+    server: TftpServer, tree: Path
+) -> None:
+    """The count of an address's transfers (the cap's bookkeeping) goes down on every end."""
+    address = "127.0.2.9"
+    for _ in range(MAX_PER_ADDRESS):
+        assert fetch(server, "pxelinux.0", source=address) == (tree / "pxelinux.0").read_bytes()
+        with pytest.raises(CurlFailed):  # admitted, then refused by the opener
+            fetch(server, "missing", source=address)
+        with bound_socket(address) as sock:  # cancelled by the client
+            sock.sendto(rrq(b"pxelinux.0"), (HOST, server.port))
+            peer = sock.recvfrom(65536)[1]
+            sock.sendto(b"\0\x05\0\0cancelled\0", peer)
+    deadline = time.monotonic() + 5
+    while server.transfers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    socks = [bound_socket(address) for _ in range(MAX_PER_ADDRESS)]
+    try:
+        for sock in socks:
+            sock.sendto(rrq(b"pxelinux.0"), (HOST, server.port))
+            assert sock.recvfrom(65536)[0][:4] == b"\0\x03\0\x01"  # its whole share again
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def drain_all(sock: socket.socket) -> bytes:
     """What SOCK has received so far (loopback delivers as it sends)."""
     received = b""
@@ -475,3 +503,55 @@ def test_stop_while_files_are_being_opened_leaks_nothing(tree: Path) -> None:
         sock.close()
     assert len(os.listdir("/proc/self/fd")) <= before
     assert not [t for t in threading.enumerate() if t.name.startswith("netinstall-tftp")]
+
+
+# -- resolve_now: answered on the loop's thread, without the opener ----------------------
+
+
+class ResolveNow:
+    """A resolve_now callback: CONFIG at once, "no dynamic file" for pxelinux.0, LATER for
+    the rest; it records the thread that asked."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def __call__(self, path: str, client: tuple[str, int]) -> bytes | Later | None:
+        self.threads.append(threading.current_thread().name)
+        if path == "boom":
+            raise RuntimeError("a bug in resolve_now")
+        if path == CONFIG:
+            return b"from resolve_now\n"
+        return None if path == "pxelinux.0" else LATER
+
+
+@pytest.fixture
+def quick_server(tree: Path, resolver: Resolver) -> Iterator[tuple[TftpServer, ResolveNow]]:
+    now = ResolveNow()
+    srv = TftpServer(tree, resolver, host=HOST, port=0, resolve_now=now)
+    srv.start()
+    yield srv, now
+    srv.stop()
+
+
+def test_resolve_now_answers_on_the_loop_and_resolve_is_not_asked(
+    quick_server: tuple[TftpServer, ResolveNow], resolver: Resolver, tree: Path
+) -> None:
+    server, now = quick_server
+    assert fetch(server, CONFIG) == b"from resolve_now\n"
+    assert now.threads == ["netinstall-tftp"]  # the loop's own thread
+    assert fetch(server, "pxelinux.0") == (tree / "pxelinux.0").read_bytes()  # None: the tree
+    assert resolver.calls == []  # neither went to the opener's resolve()
+    assert fetch(server, "boot/initrd.img") == (tree / "boot/initrd.img").read_bytes()
+    assert [path for path, _ in resolver.calls] == ["boot/initrd.img"]  # LATER: resolve()
+    assert server.transfers == 0
+
+
+def test_resolve_now_failing_costs_its_request_only(
+    quick_server: tuple[TftpServer, ResolveNow], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = quick_server
+    reply, _ = raw_exchange(server.port, rrq(b"boom"))
+    assert as_error(reply) == (0, b"server error")
+    assert "resolve_now failed for boom" in caplog.text
+    assert fetch(server, CONFIG) == b"from resolve_now\n"
+    assert server.transfers == 0
