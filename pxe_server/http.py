@@ -35,10 +35,10 @@ import re
 import socket
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 from aiohttp import web
@@ -151,6 +151,47 @@ class _Rendered:
     config: render.BootConfig
 
 
+@dataclass(frozen=True)
+class _Render:
+    """A step of ``_serving``: render the config now (``host``: read in this request)."""
+
+    host: Host | None
+
+
+@dataclass(frozen=True)
+class _Signal:
+    """A step of ``_serving``: mark ``mac`` signalled, if it is still as ``seen`` (None:
+    as it is); what ``Registry.mark_signalled`` returns is sent back."""
+
+    mac: str
+    seen: Host | None
+
+
+Serving = Generator[_Render | _Signal, Any, str | None]
+
+
+def _serving(
+    registry: Registry, relative: str, settings: ServerSettings, via: render.Via
+) -> Serving:
+    """How a boot config is served, once for both callers (``boot_config`` on TFTP's
+    opener thread, ``boot_config_served`` on the event loop): the cached config's read
+    here, and each render and signalling write a step the caller does its own way and
+    sends the result of back."""
+    for attempt in range(RENDER_ATTEMPTS):
+        rendered, host = _cached_config(registry, relative, settings, via)
+        if rendered is None:
+            rendered, host = yield _Render(host)
+            if rendered is None:
+                return None
+        config = rendered.config
+        if config.mac is None or config.action is not Action.INSTALL or host is None:
+            return config.text
+        last = attempt == RENDER_ATTEMPTS - 1
+        if (yield _Signal(config.mac, None if last else host)) is not None:
+            return config.text
+    raise AssertionError("unreachable: the last attempt signals unconditionally")
+
+
 def boot_config(
     registry: Registry,
     path: str,
@@ -158,7 +199,7 @@ def boot_config(
     unknown: UnknownGate,
     via: render.Via = "tftp",
 ) -> str | None:
-    """The boot config for a TFTP/HTTP ``path``, or None if ``path`` names none.
+    """The boot config for a TFTP/HTTP ``path``, or None if ``path`` names none. Blocks.
 
     Serving an install config (``decide`` said install: a registered host whose
     netboot is armed, with a profile and a token) marks the host signalled. The
@@ -173,19 +214,17 @@ def boot_config(
     every install config served, cached or not.
     """
     relative = path.lstrip("/")
-    for attempt in range(RENDER_ATTEMPTS):
-        rendered, host = _cached_config(registry, relative, settings, via)
-        if rendered is None:
-            rendered, host = _render_config(registry, relative, settings, unknown, host, via=via)
-            if rendered is None:
-                return None
-        config = rendered.config
-        if config.mac is None or config.action is not Action.INSTALL or host is None:
-            return config.text
-        last = attempt == RENDER_ATTEMPTS - 1
-        if registry.mark_signalled(config.mac, None if last else host) is not None:
-            return config.text
-    raise AssertionError("unreachable: the last attempt signals unconditionally")
+    steps = _serving(registry, relative, settings, via)
+    result: object = None  # what the last step gave, sent back to _serving
+    while True:
+        try:
+            step = steps.send(result)
+        except StopIteration as done:
+            return cast("str | None", done.value)
+        if isinstance(step, _Render):
+            result = _render_config(registry, relative, settings, unknown, step.host, via=via)
+        else:
+            result = registry.mark_signalled(step.mac, step.seen)
 
 
 def _cache_key(relative: str, settings: ServerSettings, via: render.Via) -> tuple[object, ...]:
@@ -248,30 +287,27 @@ def _render_config(
 
 async def boot_config_served(ctx: Context, path: str, via: render.Via) -> str | None:
     """``boot_config`` for the HTTP routes: the cached config's read on the loop's own
-    connection (WAL: it never waits for a writer), a render and the signalling write
-    on worker threads (writes on the one writer thread)."""
+    connection (WAL: it never waits for a writer), a render on a worker thread and the
+    signalling write on the writer thread."""
     registry, settings, relative = ctx.registry, ctx.settings, path.lstrip("/")
-    for attempt in range(RENDER_ATTEMPTS):
-        rendered, host = _cached_config(registry, relative, settings, via)
-        if rendered is None:
-            rendered, host = await blocking(
+    steps = _serving(registry, relative, settings, via)
+    result: object = None  # what the last step gave, sent back to _serving
+    while True:
+        try:
+            step = steps.send(result)
+        except StopIteration as done:
+            return cast("str | None", done.value)
+        if isinstance(step, _Render):
+            result = await blocking(
                 functools.partial(_render_config, via=via),
                 registry,
                 relative,
                 settings,
                 ctx.unknown,
-                host,
+                step.host,
             )
-            if rendered is None:
-                return None
-        config = rendered.config
-        if config.mac is None or config.action is not Action.INSTALL or host is None:
-            return config.text
-        last = attempt == RENDER_ATTEMPTS - 1
-        seen = None if last else host
-        if await http_api.writing(ctx, registry.mark_signalled, config.mac, seen) is not None:
-            return config.text
-    raise AssertionError("unreachable: the last attempt signals unconditionally")
+        else:
+            result = await http_api.writing(ctx, registry.mark_signalled, step.mac, step.seen)
 
 
 # -- boot routes --------------------------------------------------------------------
