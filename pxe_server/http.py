@@ -435,7 +435,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Router refusals as ``{"error": ...}``; an unexpected exception is a logged 500."""
+    """Router refusals as ``{"error": ...}``; an unexpected exception is a logged 500.
+
+    A request whose client has gone already (it gave up waiting and closed the
+    connection) is not served: nobody would read the reply, and a client that gave up
+    sends the request again. (A client that goes later cancels its handler:
+    ``HttpServer`` runs aiohttp with ``handler_cancellation``, so registry work still
+    queued for it is never done.)"""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        log.info("%s %s: not served, its client went away", request.method, loggable(request.path))
+        return error(503, "not served: the client went away")
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -581,8 +591,16 @@ class HttpServer:
             unknown=self.unknown,
             http_boot_loader=self.http_boot_loader,
         )
+        # handler_cancellation: a client that closes its connection cancels its request's
+        # handler, and with it the registry work still queued for it (the writer thread's
+        # queue under load): work done for a client that gave up is done twice once it
+        # asks again (``json_errors``).
         self._runner = web.AppRunner(
-            make_app(self._ctx), access_log_class=_AccessLog, access_log=log, shutdown_timeout=2.0
+            make_app(self._ctx),
+            access_log_class=_AccessLog,
+            access_log=log,
+            shutdown_timeout=2.0,
+            handler_cancellation=True,
         )
         loop = self._loop = asyncio.new_event_loop()
         sock, runner = self._sock, self._runner
