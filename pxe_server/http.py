@@ -457,7 +457,16 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status == 404:
             return error(404, f"no such resource: {loggable(request.path)}")
         raise
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
+        transport = request.transport
+        if transport is None or transport.is_closing():  # handler_cancellation: one line
+            log.info(
+                "%s %s: dropped, its client went away before its reply",
+                request.method,
+                loggable(request.path),
+            )
+        raise
+    except ConnectionResetError:
         raise
     except Exception:
         log.exception("internal error serving %s %s", request.method, loggable(request.raw_path))
