@@ -70,6 +70,8 @@ _TOKEN_QUERY = re.compile(r"(?i)([?&](?:token|netinstall\.token)=)[^&#]*")
 
 def loggable(raw_path: str) -> str:
     """The request target with every ``token=`` query value replaced by ``REDACTED``."""
+    if "=" not in raw_path:  # no query value at all (nearly every request): no regex
+        return raw_path
     return _TOKEN_QUERY.sub(rf"\g<1>{REDACTED}", raw_path)
 
 
