@@ -235,6 +235,28 @@ def test_a_full_queue_makes_its_reporter_flush() -> None:
     assert not flushed.is_set()
 
 
+def test_one_flusher_thread_commits_batch_after_batch() -> None:
+    """Each batch is committed within the delay by the same thread: none is started per
+    batch (a thread start costs the event loop, which queues the events, a wait)."""
+    flushes: list[str] = []
+    committed = threading.Semaphore(0)
+
+    def flush() -> None:
+        flushes.append(threading.current_thread().name)
+        queue.take()
+        committed.release()
+
+    queue = ProgressQueue(flush, delay=0.01)
+    before = threading.active_count()
+    for batch in range(5):
+        queue.put(Progress(MAC, "download", batch / 10, None))
+        assert committed.acquire(timeout=10), f"batch {batch} was never committed"
+        assert threading.active_count() == before + 1  # the flusher, and only it
+    queue.stop()
+    assert flushes == ["registry-progress"] * 5
+    assert threading.active_count() == before  # stopped: its thread is gone
+
+
 def test_progress_is_applied_before_the_state_change_that_follows_it(reg: Registry) -> None:
     seen = installing(reg)
     reg.progress.stop()  # no timer: only the next write commits them
