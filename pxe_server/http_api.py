@@ -83,7 +83,7 @@ from pxe_server.model import (
     normalise_mac,
     reported_from,
 )
-from pxe_server.registry import UnknownHost
+from pxe_server.registry import UnknownHost, WouldWait
 from pxe_server.secrets import Purpose
 
 log = logging.getLogger("netinstall.http")
@@ -95,11 +95,14 @@ T = TypeVar("T")
 
 
 async def writing(ctx: Context, func: Callable[..., T], *args: object, **kwargs: object) -> T:
-    """Run ``func`` (a registry write) on the registry's one writer thread, off the loop."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        ctx.registry.writer(), functools.partial(func, *args, **kwargs)
-    )
+    """Run ``func`` (a registry write) now on the loop's thread if it can start without
+    waiting (``Registry.write_now``), else on the registry's one writer thread."""
+    call = functools.partial(func, *args, **kwargs)
+    try:
+        return ctx.registry.write_now(call)
+    except WouldWait:  # another writer, of ours or another process's: not on the loop
+        pass
+    return await asyncio.get_running_loop().run_in_executor(ctx.registry.writer(), call)
 
 
 def log_dir(registry_dir: Path, mac: str) -> Path:

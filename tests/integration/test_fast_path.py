@@ -128,8 +128,13 @@ def test_a_write_queued_for_a_client_that_went_away_is_never_done(directory: Pat
     body = json.dumps({"protocol": 2, "name": "renamed"}).encode()
     with Server(directory, bind="127.0.0.1", tftp_port=0, http_port=0) as server:
         assert server.registry is not None
-        busy = threading.Event()
-        server.registry.writer().submit(busy.wait, 30)  # the writer thread is busy
+        registry, busy = server.registry, threading.Event()
+
+        def write_long() -> None:  # the writer thread busy with a write (its lock held)
+            with registry._write():
+                busy.wait(30)
+
+        registry.writer().submit(write_long)
         with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as client:
             client.sendall(
                 f"PATCH /api/v1/hosts/{MAC} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
