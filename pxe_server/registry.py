@@ -144,6 +144,10 @@ def check_transition(host: Host, new: State) -> None:
 
 PROGRESS_BATCH = 256  # progress events queued at most; the reporter that fills it flushes
 PROGRESS_DELAY = 0.05  # seconds a queued progress event waits at most before it is committed
+# The flusher looks at the queue every PROGRESS_DELAY while progress comes (no wake-up
+# from the reporter, the event loop, per batch); after this many looks in a row found
+# nothing it sleeps until the next event wakes it.
+PROGRESS_IDLE_LOOKS = 20
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,10 @@ class ProgressQueue:
 
     One thread for the queue's life, not a timer thread per batch: starting a thread
     costs the reporter's thread (the event loop) a hand-off and a wait for it to run,
-    twenty times a second under a steady stream of progress."""
+    twenty times a second under a steady stream of progress. And while progress comes
+    the flusher looks every ``delay`` by itself: the reporter wakes it only after
+    ``PROGRESS_IDLE_LOOKS`` empty looks (a wake-up is a system call made with the GIL
+    held, which on a busy machine often hands the core to the woken thread)."""
 
     def __init__(
         self,
@@ -180,6 +187,7 @@ class ProgressQueue:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._flusher: threading.Thread | None = None
+        self._asleep = False  # the flusher waits for put() to wake it
         self._stopped = False
 
     def __len__(self) -> int:
@@ -195,7 +203,7 @@ class ProgressQueue:
                         target=self._run, name="registry-progress", daemon=True
                     )
                     self._flusher.start()
-                else:
+                elif self._asleep:  # else it looks again within `delay` by itself
                     self._wake.notify()
             return len(self._events) >= self.batch
 
@@ -211,15 +219,23 @@ class ProgressQueue:
 
     def _run(self) -> None:
         """The flusher: wait for an event, give it ``delay`` seconds, commit the queue."""
+        idle = 0  # looks in a row that found nothing
         while True:
             with self._lock:
-                while not self._events and not self._stopped:
-                    self._wake.wait()
+                if not self._events and idle >= PROGRESS_IDLE_LOOKS:
+                    self._asleep = True  # until put() wakes it
+                    while not self._events and not self._stopped:
+                        self._wake.wait()
+                    self._asleep, idle = False, 0
                 if self._stopped:
                     return
                 self._wake.wait(self.delay)  # stop() cuts it short
                 if self._stopped:
                     return
+                if not self._events:
+                    idle += 1
+                    continue
+                idle = 0
             try:
                 self._flush()
             except Exception:  # this thread has no caller to tell; the next write retries

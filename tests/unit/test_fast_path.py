@@ -259,6 +259,30 @@ def test_one_flusher_thread_commits_batch_after_batch() -> None:
     assert threading.active_count() == before  # stopped: its thread is gone
 
 
+def test_the_flusher_is_woken_only_after_an_idle_spell() -> None:
+    """While progress comes the flusher looks by itself; the reporter (the event loop)
+    wakes it only once it has slept after PROGRESS_IDLE_LOOKS empty looks."""
+    committed = threading.Semaphore(0)
+    queue = ProgressQueue(lambda: (queue.take(), committed.release()), delay=0.01)
+    woken: list[int] = []
+    notify = queue._wake.notify
+    queue._wake.notify = lambda n=1: (woken.append(n), notify(n))  # type: ignore[method-assign]
+    try:
+        for batch in range(10):  # a steady stream: one event a batch
+            queue.put(Progress(MAC, "download", batch / 10, None))
+            assert committed.acquire(timeout=10)
+        assert woken == []
+        deadline = time.monotonic() + 10
+        while not queue._asleep:  # idle: it goes to sleep
+            assert time.monotonic() < deadline, "the flusher never slept"
+            time.sleep(0.01)
+        queue.put(Progress(MAC, "download", 1.0, None))
+        assert committed.acquire(timeout=10)
+        assert woken == [1]
+    finally:
+        queue.stop()
+
+
 def test_progress_is_applied_before_the_state_change_that_follows_it(reg: Registry) -> None:
     seen = installing(reg)
     reg.progress.stop()  # no timer: only the next write commits them
