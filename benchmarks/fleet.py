@@ -141,8 +141,11 @@ def route_of_path(path: str) -> str | None:
 
 
 class Fleet:
-    def __init__(self, tftp_port: int, http_port: int, think: float) -> None:
+    def __init__(
+        self, tftp_port: int, http_port: int, think: float, http_timeout: float = HTTP_TIMEOUT
+    ) -> None:
         self.tftp_port, self.http_port, self.think = tftp_port, http_port, think
+        self.http_timeout = http_timeout
         self.latency: dict[str, list[float]] = collections.defaultdict(list)
         self.errors: collections.Counter[str] = collections.Counter()
         self.first_error: dict[str, str] = {}
@@ -234,7 +237,7 @@ class Fleet:
     async def host(self, index: int) -> None:
         mac = mac_of(index)
         api = f"/api/v1/hosts/{mac}"
-        conn = Connection(HOST, self.http_port, timeout=HTTP_TIMEOUT, source=address_of(index))
+        conn = Connection(HOST, self.http_port, timeout=self.http_timeout, source=address_of(index))
         kind = "config-tftp" if index % 2 == 0 else "config-http"
         try:
             config = str(await self.timed(kind, self.config(index, conn), index))
@@ -370,6 +373,12 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--at-once", type=int, default=200)
     parser.add_argument("--think", type=float, default=0.1, help="seconds between requests")
+    parser.add_argument(
+        "--http-timeout",
+        type=float,
+        default=HTTP_TIMEOUT,
+        help="seconds an HTTP attempt waits for its reply (the installer's: 10)",
+    )
     parser.add_argument("--keep", type=Path, help="keep the server directory and log here")
     parser.add_argument(
         "--profile", type=Path, help="py-spy record the server (collapsed stacks) into this file"
@@ -393,7 +402,7 @@ def main() -> None:
                      *(["--gil"] if args.gil else [])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
-            fleet = Fleet(tftp_port, http_port, args.think)
+            fleet = Fleet(tftp_port, http_port, args.think, args.http_timeout)
             before, client_before = cpu_split(child.pid), sum(cpu_split(os.getpid()))
             elapsed = asyncio.run(fleet.run(args.hosts, args.at_once))
             after = cpu_split(child.pid)
