@@ -309,7 +309,7 @@ async def boot_config_served(ctx: Context, path: str, via: render.Via) -> str | 
                 step.host,
             )
         else:
-            result = await http_api.writing(ctx, registry.mark_signalled, step.mac, step.seen)
+            result = await http_api.host_writing(ctx, registry.mark_signalled, step.mac, step.seen)
 
 
 # -- boot routes --------------------------------------------------------------------
