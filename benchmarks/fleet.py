@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.loadclient import (
     Connection,
     HttpError,
-    cpu_seconds,
+    Reply,
+    cpu_split,
     peak_rss_mib,
     percentile,
     tftp_get,
@@ -71,6 +73,18 @@ STEPS = (
     ("bootloader", None),
 )
 CHECKINS = 3
+# The installer's HTTP client (installer_core.report.ServerReporter): a request that gets
+# no reply within HTTP_TIMEOUT, a broken connection or a 5xx is sent again on a new
+# connection after 0.5 s, then 1 s: HTTP_ATTEMPTS in all.
+HTTP_TIMEOUT = 10.0
+HTTP_ATTEMPTS = 3
+HTTP_BACKOFF = 0.5
+# Server work by route, as the server's log names it (its request log, its TFTP log).
+ROUTES = ("config", "enrol", "answerfile", "events", "checkin")
+_ACCESS = re.compile(r"netinstall\.http: (\S+) (?:GET|POST) (\S+) (\d{3}) ")
+_TFTP_START = re.compile(
+    r"netinstall\.tftp: tftp (\S+):\d+ pxelinux\.cfg/\S+: (?:\d+ bytes in|failed)"
+)
 _TOKEN = re.compile(r"netinstall\.token=([A-Za-z0-9_-]+)")
 _SERVING = re.compile(r"serving: TFTP [^:]+:(\d+) .*HTTP [^:]+:(\d+)")
 NETINSTALL = Path(sys.executable).parent / "netinstall"
@@ -109,15 +123,42 @@ def prepare(directory: Path, hosts: int) -> None:
             registry.add_host(mac_of(index), name=f"host{index}", variables=variables)
 
 
+def route_of(kind: str) -> str:
+    """The server route a request kind is served by (``ROUTES``)."""
+    if kind.startswith("config"):
+        return "config"
+    return {"progress": "events", "installed": "events", "running": "events"}.get(kind, kind)
+
+
+def route_of_path(path: str) -> str | None:
+    """The route (``ROUTES``) a request path of the server's log is, None if none."""
+    if path.startswith("/config/"):
+        return "config"
+    if path.startswith("/answerfile/"):
+        return "answerfile"
+    last = path.rsplit("/", 1)[-1]
+    return last if path.startswith("/api/v1/hosts/") and last in ROUTES else None
+
+
 class Fleet:
-    def __init__(self, tftp_port: int, http_port: int, think: float) -> None:
+    def __init__(
+        self, tftp_port: int, http_port: int, think: float, http_timeout: float = HTTP_TIMEOUT
+    ) -> None:
         self.tftp_port, self.http_port, self.think = tftp_port, http_port, think
+        self.http_timeout = http_timeout
         self.latency: dict[str, list[float]] = collections.defaultdict(list)
         self.errors: collections.Counter[str] = collections.Counter()
         self.first_error: dict[str, str] = {}
         self.done = 0
+        # Requests the hosts meant to make, per (address, route): what the server should
+        # have done once each; and the attempts past the first (timeouts, 5xx, resends).
+        self.meant: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.retried: collections.Counter[str] = collections.Counter()
+        self.shed: collections.Counter[str] = collections.Counter()
+        self.tftp_resent = [0]
 
-    async def timed(self, kind: str, coroutine: object) -> object:
+    async def timed(self, kind: str, coroutine: object, index: int) -> object:
+        self.meant[address_of(index), route_of(kind)] += 1
         start = time.perf_counter()
         try:
             result = await coroutine  # type: ignore[misc]
@@ -143,9 +184,11 @@ class Fleet:
                 self.tftp_port,
                 f"pxelinux.cfg/01-{mac.replace(':', '-')}",
                 source=address_of(index),
+                resent=self.tftp_resent,
             )
             return data.decode()
-        reply = await conn.request("GET", f"/config/grub/grub.cfg-01-{mac.replace(':', '-')}")
+        path = f"/config/grub/grub.cfg-01-{mac.replace(':', '-')}"
+        reply = await self.call(conn, "config", "GET", path)
         if reply.status != 200:
             raise HttpError(f"config {reply.status}: {reply.body[:200]!r}")
         return reply.body.decode()
@@ -153,46 +196,78 @@ class Fleet:
     async def post(
         self, conn: Connection, path: str, secret: str, body: dict[str, object]
     ) -> dict[str, object]:
-        reply = await conn.request(
-            "POST",
-            path,
-            body={"protocol": 2, **body},
-            headers={"Authorization": f"Bearer {secret}"},
+        headers = {"Authorization": f"Bearer {secret}"}
+        route = path.rsplit("/", 1)[1]  # enrol, events, checkin
+        reply = await self.call(
+            conn, route, "POST", path, body={"protocol": 2, **body}, headers=headers
         )
         if reply.status != 200:
             raise HttpError(f"POST {path}: {reply.status} {reply.body[:200]!r}")
         return reply.json()
 
+    async def call(
+        self,
+        conn: Connection,
+        route: str,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        """One request as the installer sends it: ``HTTP_ATTEMPTS`` attempts, each on a
+        new connection after a timeout, a broken connection or a 5xx; the last reply."""
+        for attempt in range(HTTP_ATTEMPTS):
+            if attempt:
+                self.retried[route] += 1
+                await asyncio.sleep(HTTP_BACKOFF * 2 ** (attempt - 1))
+            try:
+                reply = await conn.request(method, path, body=body, headers=headers)
+            except (OSError, TimeoutError, HttpError, ValueError):
+                conn.close()
+                if attempt == HTTP_ATTEMPTS - 1:
+                    raise
+                continue
+            if reply.status < 500 or attempt == HTTP_ATTEMPTS - 1:
+                return reply
+            if reply.status == 503:
+                self.shed[route] += 1
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     async def host(self, index: int) -> None:
         mac = mac_of(index)
         api = f"/api/v1/hosts/{mac}"
-        conn = Connection(HOST, self.http_port, source=address_of(index))
+        conn = Connection(HOST, self.http_port, timeout=self.http_timeout, source=address_of(index))
         kind = "config-tftp" if index % 2 == 0 else "config-http"
         try:
-            config = str(await self.timed(kind, self.config(index, conn)))
+            config = str(await self.timed(kind, self.config(index, conn), index))
             found = _TOKEN.search(config)
             check(found is not None, f"{mac}: no install token in its config")
             assert found is not None  # noqa: S101 - for the type checker
             token, key = found[1], f"fleet-key-{index:08d}-0123456789abcdefghijklmn"
-            await self.timed("enrol", self.post(conn, f"{api}/enrol", token, {"key": key}))
-            answer = await self.timed("answerfile", self.answer(conn, mac, key))
+            await self.timed("enrol", self.post(conn, f"{api}/enrol", token, {"key": key}), index)
+            answer = await self.timed("answerfile", self.answer(conn, mac, key), index)
             hashed = b'<root-password type="hash">$6$' in answer  # type: ignore[operator]
             check(hashed, f"{mac}: the answer file has no root password hash")
             for step, progress in STEPS:
                 event = {"state": "installing", "step": step, "progress": progress}
-                await self.timed("progress", self.post(conn, f"{api}/events", key, event))
+                await self.timed("progress", self.post(conn, f"{api}/events", key, event), index)
             await self.timed(
-                "installed", self.post(conn, f"{api}/events", key, {"state": "installed"})
+                "installed", self.post(conn, f"{api}/events", key, {"state": "installed"}), index
             )
-            local = str(await self.timed("config-local", self.config(index, conn)))
+            local = str(await self.timed("config-local", self.config(index, conn), index))
             check("netinstall.token=" not in local, f"{mac}: an install config after installed")
             facts = {"payload_version": VERSION, "hostname": f"host{index}"}
             running = {"state": "running", "facts": facts}
-            reply = await self.timed("running", self.post(conn, f"{api}/events", key, running))
+            reply = await self.timed(
+                "running", self.post(conn, f"{api}/events", key, running), index
+            )
             credential = str(reply["agent_credential"])  # type: ignore[index]
             for _ in range(CHECKINS):
                 body = {"running_version": VERSION, "state": "running"}
-                await self.timed("checkin", self.post(conn, f"{api}/checkin", credential, body))
+                await self.timed(
+                    "checkin", self.post(conn, f"{api}/checkin", credential, body), index
+                )
             self.done += 1
         except (OSError, TimeoutError, HttpError, ValueError, KeyError):
             pass  # counted by timed(); the host's install stops there
@@ -200,9 +275,8 @@ class Fleet:
             conn.close()
 
     async def answer(self, conn: Connection, mac: str, key: str) -> bytes:
-        reply = await conn.request(
-            "GET", f"/answerfile/{mac}", headers={"Authorization": f"Bearer {key}"}
-        )
+        headers = {"Authorization": f"Bearer {key}"}
+        reply = await self.call(conn, "answerfile", "GET", f"/answerfile/{mac}", headers=headers)
         if reply.status != 200:
             raise HttpError(f"answer file {reply.status}: {reply.body[:200]!r}")
         return reply.body
@@ -236,8 +310,32 @@ def start_server(directory: Path, log: Path) -> tuple[subprocess.Popen[bytes], i
     raise SystemExit("the server did not start in 30 s")
 
 
-def report(fleet: Fleet, hosts: int, elapsed: float, usage: tuple[float, float, float]) -> None:
-    cpu, rss, client_cpu = usage
+def server_work(log: Path) -> collections.Counter[tuple[str, str]]:
+    """What the server did, per (client address, route), from its log: every request it
+    answered with other than 503 (a 503 is a refusal that did no work), and every TFTP
+    transfer of a boot config it started (ended sent, or failed)."""
+    done: collections.Counter[tuple[str, str]] = collections.Counter()
+    with log.open(errors="replace") as lines:
+        for line in lines:
+            if (found := _ACCESS.search(line)) is not None:
+                route = route_of_path(found[2])
+                if route is not None and found[3] != "503":
+                    done[found[1], route] += 1
+            elif (found := _TFTP_START.search(line)) is not None:
+                done[found[1], "config"] += 1
+    return done
+
+
+@dataclass(frozen=True)
+class Usage:
+    user: float  # the server's CPU seconds over the run
+    system: float
+    rss: float  # its peak RSS, MiB
+    client: float  # the clients' CPU seconds (this process)
+
+
+def report(fleet: Fleet, hosts: int, elapsed: float, usage: Usage, log: Path) -> int:
+    """Print the run's figures; the count of requests the server did more than once."""
     total = sum(len(v) for v in fleet.latency.values())
     errors = sum(fleet.errors.values())
     print(f"{hosts} hosts, {fleet.done} completed, {errors} errors, {total} requests "
@@ -250,8 +348,24 @@ def report(fleet: Fleet, hosts: int, elapsed: float, usage: tuple[float, float, 
               + "".join(f"{c:9.1f}" for c in cells))  # fmt: skip
     for kind, said in fleet.first_error.items():
         print(f"  first {kind} error: {said}")
-    print(f"server: {cpu:.1f} s CPU in {elapsed:.1f} s ({cpu / elapsed:.0%} of a core), "
-          f"peak RSS {rss:.0f} MiB; the clients: {client_cpu:.1f} s CPU")  # fmt: skip
+    done = server_work(log)
+    extra: collections.Counter[str] = collections.Counter()
+    for (address, route), count in done.items():
+        extra[route] += max(0, count - fleet.meant[address, route])
+    print(f"{'route':14}{'meant':>7}{'served':>8}{'twice':>7}{'retried':>9}{'shed':>6}")
+    for route in ROUTES:
+        meant = sum(n for (_, r), n in fleet.meant.items() if r == route)
+        served = sum(n for (_, r), n in done.items() if r == route)
+        print(f"{route:14}{meant:7}{served:8}{extra[route]:7}{fleet.retried[route]:9}"
+              f"{fleet.shed[route]:6}")  # fmt: skip
+    print(f"duplicated work: {sum(extra.values())} requests served or TFTP transfers started "
+          f"more than once; TFTP packets resent by clients: {fleet.tftp_resent[0]}")  # fmt: skip
+    cpu = usage.user + usage.system
+    print(f"server: {cpu:.1f} s CPU ({usage.user:.1f} user, {usage.system:.1f} system) in "
+          f"{elapsed:.1f} s ({cpu / elapsed:.0%} of a core), "
+          f"{cpu / max(total, 1) * 1e6:.0f} us a request, peak RSS {usage.rss:.0f} MiB; "
+          f"the clients: {usage.client:.1f} s CPU")  # fmt: skip
+    return sum(extra.values())
 
 
 def main() -> None:
@@ -259,9 +373,18 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--at-once", type=int, default=200)
     parser.add_argument("--think", type=float, default=0.1, help="seconds between requests")
+    parser.add_argument(
+        "--http-timeout",
+        type=float,
+        default=HTTP_TIMEOUT,
+        help="seconds an HTTP attempt waits for its reply (the installer's: 10)",
+    )
     parser.add_argument("--keep", type=Path, help="keep the server directory and log here")
     parser.add_argument(
         "--profile", type=Path, help="py-spy record the server (collapsed stacks) into this file"
+    )
+    parser.add_argument(
+        "--gil", action="store_true", help="profile only the threads holding the GIL (CPU)"
     )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fleet-"))
@@ -275,27 +398,32 @@ def main() -> None:
                 py_spy = Path(sys.executable).parent / "py-spy"
                 spy = subprocess.Popen(
                     [str(py_spy), "record", "-p", str(child.pid), "-o", str(args.profile),
-                     "--nonblocking", "-r", "200", "--format", "raw", "--threads"],
+                     "--nonblocking", "-r", "200", "--format", "raw", "--threads",
+                     *(["--gil"] if args.gil else [])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
-            fleet = Fleet(tftp_port, http_port, args.think)
-            before, client_before = cpu_seconds(child.pid), cpu_seconds(os.getpid())
+            fleet = Fleet(tftp_port, http_port, args.think, args.http_timeout)
+            before, client_before = cpu_split(child.pid), sum(cpu_split(os.getpid()))
             elapsed = asyncio.run(fleet.run(args.hosts, args.at_once))
-            cpu = cpu_seconds(child.pid) - before
-            client_cpu = cpu_seconds(os.getpid()) - client_before
-            rss = peak_rss_mib(child.pid)
+            after = cpu_split(child.pid)
+            usage = Usage(
+                after[0] - before[0],
+                after[1] - before[1],
+                peak_rss_mib(child.pid),
+                sum(cpu_split(os.getpid())) - client_before,
+            )
         finally:
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(timeout=60)
             child.terminate()
             child.wait(timeout=30)
-        report(fleet, args.hosts, elapsed, (cpu, rss, client_cpu))
+        twice = report(fleet, args.hosts, elapsed, usage, log)
     finally:
         if args.keep:
             shutil.copytree(tmp, args.keep, dirs_exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
-    if sum(fleet.errors.values()):
+    if sum(fleet.errors.values()) or twice:
         os._exit(1)
 
 

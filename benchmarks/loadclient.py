@@ -101,11 +101,25 @@ class Connection:
         return reply
 
 
+# A PXE ROM's TFTP client resends its last packet (the read request, or its last ACK) from
+# the same port when nothing came back: after these timeouts, one after the other, then
+# it gives up (iPXE and pxelinux back off from under a second to a few seconds).
+TFTP_TIMEOUTS = (1.0, 2.0, 4.0, 8.0)
+
+
 async def tftp_get(
-    host: str, port: int, name: str, timeout: float = 5.0, source: str | None = None
+    host: str,
+    port: int,
+    name: str,
+    *,
+    timeouts: tuple[float, ...] = TFTP_TIMEOUTS,
+    source: str | None = None,
+    resent: list[int] | None = None,
 ) -> bytes:
     """A file over TFTP (RFC 1350, blksize 512, no options), as a PXE ROM asks for it,
-    from the address ``source`` (a host's own: servers limit transfers per address)."""
+    from the address ``source`` (a host's own: servers limit transfers per address).
+    A packet unanswered for ``timeouts[i]`` is sent again from the same port (so the
+    server can tell it is the same request); ``resent[0]`` counts those resends."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
 
@@ -115,22 +129,32 @@ async def tftp_get(
 
     transport, _ = await loop.create_datagram_endpoint(Protocol, local_addr=(source or host, 0))
     try:
-        request = b"\0\1" + name.encode() + b"\0octet\0"
-        transport.sendto(request, (host, port))
-        data, expected, peer = bytearray(), 1, None
+        last: tuple[bytes, tuple[str, int]] = (b"\0\1" + name.encode() + b"\0octet\0", (host, port))
+        transport.sendto(*last)
+        data, expected, peer, tries = bytearray(), 1, None, 0
         while True:
-            async with asyncio.timeout(timeout):
-                packet, addr = await queue.get()
+            try:
+                async with asyncio.timeout(timeouts[tries]):
+                    packet, addr = await queue.get()
+            except TimeoutError:
+                tries += 1
+                if tries == len(timeouts):
+                    raise
+                transport.sendto(*last)
+                if resent is not None:
+                    resent[0] += 1
+                continue
             opcode, block = struct.unpack("!HH", packet[:4])
             if opcode == 5:
                 raise HttpError(f"TFTP error {block}: {packet[4:-1].decode(errors='replace')}")
             if opcode != 3 or (peer is not None and addr != peer):
                 continue
-            peer = addr
+            peer, tries = addr, 0
             if block == expected:
                 data += packet[4:]
                 expected = (expected + 1) % 65536
-            transport.sendto(struct.pack("!HH", 4, block), addr)
+            last = (struct.pack("!HH", 4, block), addr)
+            transport.sendto(*last)
             if block == (expected - 1) % 65536 and len(packet) - 4 < 512:
                 return bytes(data)
     finally:
@@ -148,8 +172,13 @@ def percentile(values: list[float], share: float) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` and its threads so far."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of process ``pid`` and its threads so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -35,10 +35,10 @@ import re
 import socket
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 from aiohttp import web
@@ -70,6 +70,8 @@ _TOKEN_QUERY = re.compile(r"(?i)([?&](?:token|netinstall\.token)=)[^&#]*")
 
 def loggable(raw_path: str) -> str:
     """The request target with every ``token=`` query value replaced by ``REDACTED``."""
+    if "=" not in raw_path:  # no query value at all (nearly every request): no regex
+        return raw_path
     return _TOKEN_QUERY.sub(rf"\g<1>{REDACTED}", raw_path)
 
 
@@ -151,6 +153,47 @@ class _Rendered:
     config: render.BootConfig
 
 
+@dataclass(frozen=True)
+class _Render:
+    """A step of ``_serving``: render the config now (``host``: read in this request)."""
+
+    host: Host | None
+
+
+@dataclass(frozen=True)
+class _Signal:
+    """A step of ``_serving``: mark ``mac`` signalled, if it is still as ``seen`` (None:
+    as it is); what ``Registry.mark_signalled`` returns is sent back."""
+
+    mac: str
+    seen: Host | None
+
+
+Serving = Generator[_Render | _Signal, Any, str | None]
+
+
+def _serving(
+    registry: Registry, relative: str, settings: ServerSettings, via: render.Via
+) -> Serving:
+    """How a boot config is served, once for both callers (``boot_config`` on TFTP's
+    opener thread, ``boot_config_served`` on the event loop): the cached config's read
+    here, and each render and signalling write a step the caller does its own way and
+    sends the result of back."""
+    for attempt in range(RENDER_ATTEMPTS):
+        rendered, host = _cached_config(registry, relative, settings, via)
+        if rendered is None:
+            rendered, host = yield _Render(host)
+            if rendered is None:
+                return None
+        config = rendered.config
+        if config.mac is None or config.action is not Action.INSTALL or host is None:
+            return config.text
+        last = attempt == RENDER_ATTEMPTS - 1
+        if (yield _Signal(config.mac, None if last else host)) is not None:
+            return config.text
+    raise AssertionError("unreachable: the last attempt signals unconditionally")
+
+
 def boot_config(
     registry: Registry,
     path: str,
@@ -158,7 +201,7 @@ def boot_config(
     unknown: UnknownGate,
     via: render.Via = "tftp",
 ) -> str | None:
-    """The boot config for a TFTP/HTTP ``path``, or None if ``path`` names none.
+    """The boot config for a TFTP/HTTP ``path``, or None if ``path`` names none. Blocks.
 
     Serving an install config (``decide`` said install: a registered host whose
     netboot is armed, with a profile and a token) marks the host signalled. The
@@ -173,19 +216,17 @@ def boot_config(
     every install config served, cached or not.
     """
     relative = path.lstrip("/")
-    for attempt in range(RENDER_ATTEMPTS):
-        rendered, host = _cached_config(registry, relative, settings, via)
-        if rendered is None:
-            rendered, host = _render_config(registry, relative, settings, unknown, host, via=via)
-            if rendered is None:
-                return None
-        config = rendered.config
-        if config.mac is None or config.action is not Action.INSTALL or host is None:
-            return config.text
-        last = attempt == RENDER_ATTEMPTS - 1
-        if registry.mark_signalled(config.mac, None if last else host) is not None:
-            return config.text
-    raise AssertionError("unreachable: the last attempt signals unconditionally")
+    steps = _serving(registry, relative, settings, via)
+    result: object = None  # what the last step gave, sent back to _serving
+    while True:
+        try:
+            step = steps.send(result)
+        except StopIteration as done:
+            return cast("str | None", done.value)
+        if isinstance(step, _Render):
+            result = _render_config(registry, relative, settings, unknown, step.host, via=via)
+        else:
+            result = registry.mark_signalled(step.mac, step.seen)
 
 
 def boot_config_cached(
@@ -264,30 +305,27 @@ def _render_config(
 
 async def boot_config_served(ctx: Context, path: str, via: render.Via) -> str | None:
     """``boot_config`` for the HTTP routes: the cached config's read on the loop's own
-    connection (WAL: it never waits for a writer), a render and the signalling write
-    on worker threads (writes on the one writer thread)."""
+    connection (WAL: it never waits for a writer), a render on a worker thread and the
+    signalling write on the writer thread."""
     registry, settings, relative = ctx.registry, ctx.settings, path.lstrip("/")
-    for attempt in range(RENDER_ATTEMPTS):
-        rendered, host = _cached_config(registry, relative, settings, via)
-        if rendered is None:
-            rendered, host = await blocking(
+    steps = _serving(registry, relative, settings, via)
+    result: object = None  # what the last step gave, sent back to _serving
+    while True:
+        try:
+            step = steps.send(result)
+        except StopIteration as done:
+            return cast("str | None", done.value)
+        if isinstance(step, _Render):
+            result = await blocking(
                 functools.partial(_render_config, via=via),
                 registry,
                 relative,
                 settings,
                 ctx.unknown,
-                host,
+                step.host,
             )
-            if rendered is None:
-                return None
-        config = rendered.config
-        if config.mac is None or config.action is not Action.INSTALL or host is None:
-            return config.text
-        last = attempt == RENDER_ATTEMPTS - 1
-        seen = None if last else host
-        if await http_api.writing(ctx, registry.mark_signalled, config.mac, seen) is not None:
-            return config.text
-    raise AssertionError("unreachable: the last attempt signals unconditionally")
+        else:
+            result = await http_api.host_writing(ctx, registry.mark_signalled, step.mac, step.seen)
 
 
 # -- boot routes --------------------------------------------------------------------
@@ -415,7 +453,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Router refusals as ``{"error": ...}``; an unexpected exception is a logged 500."""
+    """Router refusals as ``{"error": ...}``; an unexpected exception is a logged 500.
+
+    A request whose client has gone already (it gave up waiting and closed the
+    connection) is not served: nobody would read the reply, and a client that gave up
+    sends the request again. (A client that goes later cancels its handler:
+    ``HttpServer`` runs aiohttp with ``handler_cancellation``, so registry work still
+    queued for it is never done.)"""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        log.info("%s %s: not served, its client went away", request.method, loggable(request.path))
+        return error(503, "not served: the client went away")
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -427,7 +475,16 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status == 404:
             return error(404, f"no such resource: {loggable(request.path)}")
         raise
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
+        transport = request.transport
+        if transport is None or transport.is_closing():  # handler_cancellation: one line
+            log.info(
+                "%s %s: dropped, its client went away before its reply",
+                request.method,
+                loggable(request.path),
+            )
+        raise
+    except ConnectionResetError:
         raise
     except Exception:
         log.exception("internal error serving %s %s", request.method, loggable(request.raw_path))
@@ -562,8 +619,16 @@ class HttpServer:
             unknown=self.unknown,
             http_boot_loader=self.http_boot_loader,
         )
+        # handler_cancellation: a client that closes its connection cancels its request's
+        # handler, and with it the registry work still queued for it (the writer thread's
+        # queue under load): work done for a client that gave up is done twice once it
+        # asks again (``json_errors``).
         self._runner = web.AppRunner(
-            make_app(self._ctx), access_log_class=_AccessLog, access_log=log, shutdown_timeout=2.0
+            make_app(self._ctx),
+            access_log_class=_AccessLog,
+            access_log=log,
+            shutdown_timeout=2.0,
+            handler_cancellation=True,
         )
         loop = self._loop = asyncio.new_event_loop()
         sock, runner = self._sock, self._runner

@@ -83,7 +83,7 @@ from pxe_server.model import (
     normalise_mac,
     reported_from,
 )
-from pxe_server.registry import UnknownHost
+from pxe_server.registry import UnknownHost, WouldWait
 from pxe_server.secrets import Purpose
 
 log = logging.getLogger("netinstall.http")
@@ -95,11 +95,22 @@ T = TypeVar("T")
 
 
 async def writing(ctx: Context, func: Callable[..., T], *args: object, **kwargs: object) -> T:
-    """Run ``func`` (a registry write) on the registry's one writer thread, off the loop."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        ctx.registry.writer(), functools.partial(func, *args, **kwargs)
-    )
+    """Run ``func`` (a registry write) on the registry's one writer thread, off the loop:
+    the operator's writes (one may renew every host's revision)."""
+    call = functools.partial(func, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(ctx.registry.writer(), call)
+
+
+async def host_writing(ctx: Context, func: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """Run ``func``, one of a host's own short writes (its boot config's signal, its
+    enrolment, its events, its check-ins), now on the loop's thread if it can start
+    without waiting (``Registry.write_now``), else on the registry's writer thread."""
+    call = functools.partial(func, *args, **kwargs)
+    try:
+        return ctx.registry.write_now(call)
+    except WouldWait:  # another writer, of ours or another process's: not on the loop
+        pass
+    return await asyncio.get_running_loop().run_in_executor(ctx.registry.writer(), call)
 
 
 def log_dir(registry_dir: Path, mac: str) -> Path:
@@ -204,7 +215,7 @@ async def enrol(call: Call[Enrolment]) -> Enrolled:
             f"enrolment: field key: {MIN_KEY} to {MAX_KEY} URL-safe base64 characters expected"
         )
     address = call.request.remote or "an unknown address"
-    _, outcome = await writing(
+    _, outcome = await host_writing(
         call.ctx, call.ctx.registry.enrol, call.mac, bearer(call.request) or "", key, address
     )
     return Enrolled(outcome)
@@ -228,10 +239,10 @@ async def post_event(call: Call[Event]) -> EventReply:
             seen, step=event.step, progress=progress, message=event.message
         )
         if full:  # the reporter that fills the queue waits for its commit
-            await writing(call.ctx, registry.flush_progress)
+            await host_writing(call.ctx, registry.flush_progress)
         return EventReply()
     facts = None if event.facts is None else encode(event.facts, envelope=False)
-    _, reply = await writing(
+    _, reply = await host_writing(
         call.ctx,
         registry.record_event,
         call.mac,
@@ -250,7 +261,9 @@ async def checkin(call: Call[Checkin]) -> CheckinReply | web.Response:
     ctx, mac, body = call.ctx, call.mac, call.body
     maps = None if body.multipath is None else [encode(m, envelope=False) for m in body.multipath]
     version = body.running_version.strip()
-    host = await writing(ctx, ctx.registry.check_in, mac, version, body.state, maps, seen=call.host)
+    host = await host_writing(
+        ctx, ctx.registry.check_in, mac, version, body.state, maps, seen=call.host
+    )
     offered = host.work in AGENT_WORK
     profile = ctx.registry.get_profile(host.profile) if offered else None
     try:

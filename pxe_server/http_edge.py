@@ -245,6 +245,17 @@ async def body_chunks(
     """
     if (request.content_length or 0) > limit:
         raise BodyTooLarge(limit, what)
+    content = request.content
+    if content.is_eof():  # all of it is in (a small body comes with its headers): no wait
+        try:
+            whole = content.read_nowait()
+        except (ConnectionError, HttpProcessingError, RequestPayloadError) as exc:
+            raise ClientGone(0, exc) from None
+        if len(whole) > limit:
+            raise BodyTooLarge(limit, what)
+        if whole:
+            yield whole
+        return
     loop = asyncio.get_running_loop()
     start, received = loop.time(), 0
     while True:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from common.errors import InputError, NetinstallError
 from pxe_server import migrations as schema
@@ -80,8 +80,15 @@ from pxe_server.secrets import (
 
 log = logging.getLogger("netinstall.registry")
 
+T = TypeVar("T")
+
 REGISTRY_FILE = "registry.sqlite"
 BUSY_TIMEOUT_MS = 10_000
+# Writes done at once on the caller's thread (``Registry.write_now``: the event loop's)
+# never checkpoint the WAL themselves (a checkpoint syncs the file: milliseconds, more on
+# a busy disk); after this many of them the writer thread checkpoints (PASSIVE), which
+# keeps the WAL as small as SQLite's own automatic checkpoint (1,000 pages) would.
+NOW_CHECKPOINT = 256
 CHECKIN_INTERVAL = 300  # seconds between agent check-ins, handed out with the credential
 # The first event of a host registered by unknown_policy install: how they are counted.
 UNKNOWN_REGISTERED = "registered as an unknown MAC (unknown_policy install)"
@@ -102,6 +109,12 @@ class EnrolRefused(InputError):
 
 class UnknownHost(InputError):
     """No host with this MAC is registered (the HTTP API answers 404)."""
+
+
+class WouldWait(Exception):
+    """``Registry.write_now`` could not start its write without waiting (another thread
+    of ours, or another process, is writing): nothing was written; write it on the
+    writer thread."""
 
 
 class TransitionRefused(InputError):
@@ -131,6 +144,10 @@ def check_transition(host: Host, new: State) -> None:
 
 PROGRESS_BATCH = 256  # progress events queued at most; the reporter that fills it flushes
 PROGRESS_DELAY = 0.05  # seconds a queued progress event waits at most before it is committed
+# The flusher looks at the queue every PROGRESS_DELAY while progress comes (no wake-up
+# from the reporter, the event loop, per batch); after this many looks in a row found
+# nothing it sleeps until the next event wakes it.
+PROGRESS_IDLE_LOOKS = 20
 
 
 @dataclass(frozen=True)
@@ -146,9 +163,17 @@ class Progress:
 
 class ProgressQueue:
     """Progress events waiting for one transaction: at most ``batch`` of them, each at
-    most ``delay`` seconds (a timer thread commits them with ``flush``); the registry
-    commits them before any other write and when it closes. Only progress is queued:
-    a report that changes a host's state is committed before its reply."""
+    most ``delay`` seconds (one flusher thread, started at the first event and kept,
+    commits them with ``flush``); the registry commits them before any other write and
+    when it closes. Only progress is queued: a report that changes a host's state is
+    committed before its reply.
+
+    One thread for the queue's life, not a timer thread per batch: starting a thread
+    costs the reporter's thread (the event loop) a hand-off and a wait for it to run,
+    twenty times a second under a steady stream of progress. And while progress comes
+    the flusher looks every ``delay`` by itself: the reporter wakes it only after
+    ``PROGRESS_IDLE_LOOKS`` empty looks (a wake-up is a system call made with the GIL
+    held, which on a busy machine often hands the core to the woken thread)."""
 
     def __init__(
         self,
@@ -160,7 +185,9 @@ class ProgressQueue:
         self._flush = flush
         self._events: list[Progress] = []
         self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
+        self._wake = threading.Condition(self._lock)
+        self._flusher: threading.Thread | None = None
+        self._asleep = False  # the flusher waits for put() to wake it
         self._stopped = False
 
     def __len__(self) -> int:
@@ -170,10 +197,14 @@ class ProgressQueue:
         """Queue ``event``; True when the queue is full (the caller flushes it now)."""
         with self._lock:
             self._events.append(event)
-            if self._timer is None and not self._stopped:
-                self._timer = threading.Timer(self.delay, self._due)
-                self._timer.daemon = True
-                self._timer.start()
+            if len(self._events) == 1 and not self._stopped:
+                if self._flusher is None:
+                    self._flusher = threading.Thread(
+                        target=self._run, name="registry-progress", daemon=True
+                    )
+                    self._flusher.start()
+                elif self._asleep:  # else it looks again within `delay` by itself
+                    self._wake.notify()
             return len(self._events) >= self.batch
 
     def take(self) -> list[Progress]:
@@ -181,20 +212,43 @@ class ProgressQueue:
             events, self._events = self._events, []
             return events
 
-    def _due(self) -> None:
+    def give_back(self, events: list[Progress]) -> None:
+        """``events`` taken but not committed, first again (before any queued since)."""
         with self._lock:
-            self._timer = None
-        try:
-            self._flush()
-        except Exception:  # the timer's thread has no caller to tell; the next write retries
-            log.exception("committing %d queued progress events", len(self._events))
+            self._events[:0] = events
+
+    def _run(self) -> None:
+        """The flusher: wait for an event, give it ``delay`` seconds, commit the queue."""
+        idle = 0  # looks in a row that found nothing
+        while True:
+            with self._lock:
+                if not self._events and idle >= PROGRESS_IDLE_LOOKS:
+                    self._asleep = True  # until put() wakes it
+                    while not self._events and not self._stopped:
+                        self._wake.wait()
+                    self._asleep, idle = False, 0
+                if self._stopped:
+                    return
+                self._wake.wait(self.delay)  # stop() cuts it short
+                if self._stopped:
+                    return
+                if not self._events:
+                    idle += 1
+                    continue
+                idle = 0
+            try:
+                self._flush()
+            except Exception:  # this thread has no caller to tell; the next write retries
+                log.exception("committing %d queued progress events", len(self._events))
 
     def stop(self) -> None:
-        """No more timers (the registry closes and commits what is queued itself)."""
+        """No more flushes by the flusher (the registry closes and commits what is queued
+        itself); its thread ends."""
         with self._lock:
-            self._stopped, timer, self._timer = True, self._timer, None
-        if timer is not None:
-            timer.cancel()
+            self._stopped, flusher = True, self._flusher
+            self._wake.notify_all()
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join(timeout=10)
 
 
 class _Keep(enum.Enum):
@@ -291,7 +345,11 @@ class Registry:
         self._api_token_hash: str | None = None
         self._readers = threading.local()  # each thread's read connection
         self._reader_conns: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()  # _reader_conns'
         self._closed = False
+        self._now: sqlite3.Connection | None = None  # write_now's connection, while it writes
+        self._now_conn: sqlite3.Connection | None = None  # opened at the first write_now
+        self._now_commits = 0  # write_now calls since the last checkpoint
         self.progress = ProgressQueue(self.flush_progress)
         # The one thread a server's writes run on (started at the first write through it).
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="registry-writer")
@@ -344,6 +402,55 @@ class Registry:
         connection's lock, and leave the event loop alone."""
         return self._writer
 
+    def write_now(self, call: Callable[[], T]) -> T:
+        """``call()`` (one of the write methods) on this thread if it can write without
+        waiting, else WouldWait with nothing written.
+
+        For the event loop: a write that would hop to the writer thread and back costs
+        two thread wake-ups, each with the GIL held, more than the write itself. It never
+        waits: not for the writer lock (another thread of ours writing: WouldWait), not
+        for SQLite's (another process writing: its own connection with no busy timeout,
+        WouldWait), and never for a checkpoint (its connection does none; the writer
+        thread does one every ``NOW_CHECKPOINT`` of these writes)."""
+        if not self._lock.acquire(blocking=False):
+            raise WouldWait
+        try:
+            if self._closed:
+                raise NetinstallError(f"the registry {self.path} is closed")
+            self._now = self._now_conn or self._open_now()
+            try:
+                result = call()
+            finally:
+                self._now = None
+            self._now_commits += 1
+            if self._now_commits >= NOW_CHECKPOINT:
+                self._now_commits = 0
+                self._writer.submit(self._checkpoint)
+            return result
+        finally:
+            self._lock.release()
+
+    def _open_now(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        for pragma in (
+            "busy_timeout = 0",  # another process writing: SQLITE_BUSY at once, no wait
+            "wal_autocheckpoint = 0",  # checkpoints on the writer thread (NOW_CHECKPOINT)
+            "synchronous = NORMAL",
+            "foreign_keys = ON",
+            "secure_delete = ON",
+        ):
+            conn.execute(f"PRAGMA {pragma}")
+        self._now_conn = conn
+        return conn
+
+    def _checkpoint(self) -> None:
+        """A PASSIVE checkpoint (it waits for no reader or writer) on the writer thread."""
+        with self._lock:
+            if not self._closed:
+                with suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def close(self) -> None:
         """Apply the queued progress events, then close every connection."""
         self.progress.stop()
@@ -353,10 +460,13 @@ class Registry:
                 return
             with suppress(sqlite3.Error):
                 self.flush_progress()
-            self._closed = True
             self._conn.close()
-            for conn in self._reader_conns:
-                conn.close()
+            if self._now_conn is not None:
+                self._now_conn.close()
+            with self._readers_lock:
+                self._closed = True
+                for conn in self._reader_conns:
+                    conn.close()
 
     def __enter__(self) -> Registry:
         return self
@@ -375,20 +485,30 @@ class Registry:
         with self._lock:
             events = self.progress.take()
             if events:
-                with self._transaction() as conn:
-                    self._apply_progress(conn, events)
+                try:
+                    with self._transaction() as conn:
+                        self._apply_progress(conn, events)
+                except WouldWait:
+                    self.progress.give_back(events)  # for the writer thread, in order
+                    raise
             with self._transaction() as conn:
                 yield conn
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
+        conn = self._now or self._conn
         try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if conn is self._now and exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                raise WouldWait from None
             raise
-        self._conn.execute("COMMIT")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def _reader(self) -> sqlite3.Connection:
         """This thread's read connection. In WAL mode a reader never waits for the writer
@@ -400,7 +520,7 @@ class Registry:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA query_only = ON")
-            with self._lock:
+            with self._readers_lock:  # not the writer's lock: a read never waits for a write
                 if self._closed:
                     conn.close()
                     raise NetinstallError(f"the registry {self.path} is closed")

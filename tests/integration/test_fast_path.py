@@ -4,8 +4,12 @@ and ``host list`` loads no server stack."""
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +119,36 @@ def test_host_list_loads_no_server_stack(directory: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert MAC in done.stdout
     assert "LOADED []" in done.stdout
+
+
+def test_a_write_queued_for_a_client_that_went_away_is_never_done(directory: Path) -> None:
+    """Under load a client gives up and asks again: the work queued for the request it
+    gave up (here a write behind a busy writer thread) must not be done as well."""
+    token = (directory / "api-token").read_text().strip()
+    body = json.dumps({"protocol": 2, "name": "renamed"}).encode()
+    with Server(directory, bind="127.0.0.1", tftp_port=0, http_port=0) as server:
+        assert server.registry is not None
+        registry, busy = server.registry, threading.Event()
+
+        def write_long() -> None:  # the writer thread busy with a write (its lock held)
+            with registry._write():
+                busy.wait(30)
+
+        registry.writer().submit(write_long)
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as client:
+            client.sendall(
+                f"PATCH /api/v1/hosts/{MAC} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                f"{token}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+                "\r\n\r\n".encode()
+                + body
+            )
+            deadline = time.monotonic() + 10  # until its write waits behind the busy one
+            while server.registry.writer()._work_queue.qsize() < 1:
+                assert time.monotonic() < deadline, "the request never reached the writer"
+                time.sleep(0.01)
+        time.sleep(0.2)  # the server sees the connection close
+        busy.set()
+        server.registry.writer().submit(lambda: None).result(timeout=10)  # the queue drained
+        host = server.registry.get_host(MAC)
+        assert host is not None
+        assert host.name != "renamed"

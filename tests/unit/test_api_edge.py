@@ -11,15 +11,17 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.streams import StreamReader
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from common.protocol.codec import REF
 from pxe_server import http_api
 from pxe_server.http import BOOT_API, make_app
-from pxe_server.http_edge import ROUTES, Caller
+from pxe_server.http_edge import ROUTES, BodyTooLarge, Caller, body_chunks
 from pxe_server.http_files import Context
 from pxe_server.limits import MAX_BODY
 from pxe_server.model import ServerSettings, State
@@ -510,3 +512,24 @@ def test_other_strings_a_host_reports_are_bounded(
         Authorization=f"Bearer {token}",
     )
     assert (status, words in reply["error"]) == (400, True), reply
+
+
+@pytest.mark.parametrize("size", [0, 1, MAX_BODY, MAX_BODY + 1])
+def test_a_body_all_in_already_is_read_at_once_and_still_bounded(size: int) -> None:
+    """A chunked body (no Content-Length to refuse it by) that is all in before its
+    handler reads it is taken in one piece, and refused past the limit all the same."""
+
+    async def read() -> list[bytes]:
+        content = StreamReader(
+            mock.Mock(_reading_paused=False), 2**16, loop=asyncio.get_running_loop()
+        )
+        content.feed_data(b"x" * size)
+        content.feed_eof()
+        request = make_mocked_request("POST", "/", payload=content)
+        return [chunk async for chunk in body_chunks(request, MAX_BODY)]
+
+    if size > MAX_BODY:
+        with pytest.raises(BodyTooLarge):
+            asyncio.run(read())
+    else:
+        assert asyncio.run(read()) == ([b"x" * size] if size else [])

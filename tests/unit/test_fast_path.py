@@ -18,12 +18,14 @@ from pxe_server.admission import UnknownGate, UnknownLimits
 from pxe_server.http import RENDER_ATTEMPTS, boot_config
 from pxe_server.model import UNRENDERED, Host, ServerSettings, State, rendered_view
 from pxe_server.registry import (
+    NOW_CHECKPOINT,
     PROGRESS_BATCH,
     PROGRESS_DELAY,
     Progress,
     ProgressQueue,
     Registry,
     TransitionRefused,
+    WouldWait,
     default_profile,
 )
 from pxe_server.render_cache import CACHE_ENTRIES, RenderCache
@@ -236,6 +238,52 @@ def test_a_full_queue_makes_its_reporter_flush() -> None:
     assert not flushed.is_set()
 
 
+def test_one_flusher_thread_commits_batch_after_batch() -> None:
+    """Each batch is committed within the delay by the same thread: none is started per
+    batch (a thread start costs the event loop, which queues the events, a wait)."""
+    flushes: list[str] = []
+    committed = threading.Semaphore(0)
+
+    def flush() -> None:
+        flushes.append(threading.current_thread().name)
+        queue.take()
+        committed.release()
+
+    queue = ProgressQueue(flush, delay=0.01)
+    before = threading.active_count()
+    for batch in range(5):
+        queue.put(Progress(MAC, "download", batch / 10, None))
+        assert committed.acquire(timeout=10), f"batch {batch} was never committed"
+        assert threading.active_count() == before + 1  # the flusher, and only it
+    queue.stop()
+    assert flushes == ["registry-progress"] * 5
+    assert threading.active_count() == before  # stopped: its thread is gone
+
+
+def test_the_flusher_is_woken_only_after_an_idle_spell() -> None:
+    """While progress comes the flusher looks by itself; the reporter (the event loop)
+    wakes it only once it has slept after PROGRESS_IDLE_LOOKS empty looks."""
+    committed = threading.Semaphore(0)
+    queue = ProgressQueue(lambda: (queue.take(), committed.release()), delay=0.01)
+    woken: list[int] = []
+    notify = queue._wake.notify
+    queue._wake.notify = lambda n=1: (woken.append(n), notify(n))  # type: ignore[method-assign]
+    try:
+        for batch in range(10):  # a steady stream: one event a batch
+            queue.put(Progress(MAC, "download", batch / 10, None))
+            assert committed.acquire(timeout=10)
+        assert woken == []
+        deadline = time.monotonic() + 10
+        while not queue._asleep:  # idle: it goes to sleep
+            assert time.monotonic() < deadline, "the flusher never slept"
+            time.sleep(0.01)
+        queue.put(Progress(MAC, "download", 1.0, None))
+        assert committed.acquire(timeout=10)
+        assert woken == [1]
+    finally:
+        queue.stop()
+
+
 def test_progress_is_applied_before_the_state_change_that_follows_it(reg: Registry) -> None:
     seen = installing(reg)
     reg.progress.stop()  # no timer: only the next write commits them
@@ -373,3 +421,118 @@ def test_a_host_changing_under_every_attempt_is_signalled_as_it_is_at_the_last(
     host = reg.get_host(MAC)
     assert host is not None
     assert host.state is State.SIGNALLED
+
+
+# -- writes done at once on the event loop's thread -----------------------------------
+
+
+def test_a_write_now_is_done_on_the_calling_thread(reg: Registry) -> None:
+    reg.add_host(MAC)
+    threads: list[str] = []
+
+    def rename() -> Host:
+        threads.append(threading.current_thread().name)
+        return reg.update_host(MAC, name="now")
+
+    assert reg.write_now(rename).name == "now"
+    assert threads == [threading.current_thread().name]
+    assert (reg.get_host(MAC) or reg.add_host(MAC)).name == "now"
+
+
+def test_a_write_now_never_waits_for_another_thread_of_ours(reg: Registry) -> None:
+    reg.add_host(MAC)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with reg._write():  # another thread writing (its transaction open)
+            holding.set()
+            release.wait(10)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    try:
+        assert holding.wait(10)
+        began = time.monotonic()
+        with pytest.raises(WouldWait):
+            reg.write_now(lambda: reg.update_host(MAC, name="waited"))
+        assert time.monotonic() - began < 1
+    finally:
+        release.set()
+        other.join()
+    assert (reg.get_host(MAC) or reg.add_host(MAC)).name != "waited"  # nothing written
+
+
+def test_a_write_now_never_waits_for_another_process_and_keeps_queued_progress(
+    reg: Registry, tmp_path: Path
+) -> None:
+    """Another process's write transaction: SQLite's lock, which the writer thread would
+    wait BUSY_TIMEOUT_MS for; the loop's write gives up at once, and the progress events
+    it took to commit first stay queued, in order, for the writer thread."""
+    seen = installing(reg)
+    reg.progress.stop()
+    for step in ("partition", "download"):
+        reg.queue_progress(seen, step=step, progress=0.5)
+    other = sqlite3.connect(tmp_path / "registry.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        began = time.monotonic()
+        with pytest.raises(WouldWait):
+            reg.write_now(lambda: reg.record_event(MAC, State.INSTALLED))
+        assert time.monotonic() - began < 1
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert len(reg.progress) == 2
+    reg.record_event(MAC, State.INSTALLED)  # as the writer thread then does
+    steps = [(e.state, e.step) for e in reg.events(MAC)][-3:]
+    assert steps == [
+        (State.INSTALLING, "partition"),
+        (State.INSTALLING, "download"),
+        (State.INSTALLED, None),
+    ]
+
+
+def test_writes_now_leave_the_checkpoints_to_the_writer_thread(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg.add_host(MAC)
+    done: list[str] = []
+    monkeypatch.setattr(reg, "_checkpoint", lambda: done.append(threading.current_thread().name))
+    for index in range(NOW_CHECKPOINT):
+        reg.write_now(lambda i=index: reg.update_host(MAC, name=f"n{i}"))
+    reg.writer().submit(lambda: None).result(timeout=10)
+    assert done == ["registry-writer_0"]
+    assert reg._now_conn is not None
+    assert reg._now_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+
+
+def test_a_threads_first_read_never_waits_for_a_write(reg: Registry) -> None:
+    """The read connection a thread opens at its first read is registered under a lock
+    of its own, not the writer's: the event loop's first request after a start never
+    waits for a write in progress."""
+    reg.add_host(MAC)
+    holding, release = threading.Event(), threading.Event()
+    read: list[float] = []
+
+    def hold() -> None:
+        with reg._write():
+            holding.set()
+            release.wait(10)
+
+    def first_read() -> None:
+        began = time.monotonic()
+        assert reg.get_host(MAC) is not None
+        read.append(time.monotonic() - began)
+
+    writer = threading.Thread(target=hold)
+    writer.start()
+    try:
+        assert holding.wait(10)
+        reader = threading.Thread(target=first_read)
+        reader.start()
+        reader.join(5)
+        assert len(read) == 1, "the first read waited for the write"
+        assert read[0] < 1
+    finally:
+        release.set()
+        writer.join()

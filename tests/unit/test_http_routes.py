@@ -14,9 +14,11 @@ from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from click.testing import CliRunner
 from multidict import CIMultiDictProxy
 from yarl import URL
@@ -24,7 +26,7 @@ from yarl import URL
 from common.errors import InputError
 from common.protocol.codec import encode
 from netinstall.cli import main
-from pxe_server.http import loggable, make_app
+from pxe_server.http import json_errors, loggable, make_app
 from pxe_server.http_api import log_dir
 from pxe_server.http_files import Context, safe_path
 from pxe_server.model import Host, ServerSettings, State, host_record
@@ -581,3 +583,19 @@ def test_over_the_limits_no_host_is_made_and_http_says_why(repos_context: Contex
     assert (status, 0 < int(headers["Retry-After"]) <= 61) == (429, True)
     assert b"at most 1 a minute" in body
     assert len(repos_context.registry.list_hosts()) == 4
+
+
+@pytest.mark.parametrize("gone", [True, False])
+def test_a_request_whose_client_went_away_is_not_served(gone: bool) -> None:
+    """A client that gave up closed its connection: its request is not handled (it will
+    be sent again), and the refusal is a 503 that did no work."""
+    transport = mock.Mock(is_closing=lambda: gone)
+    request = make_mocked_request("POST", "/api/v1/hosts/x/events", transport=transport)
+    handled: list[object] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        handled.append(request)
+        return web.Response(status=204)
+
+    reply = asyncio.run(json_errors(request, handler))
+    assert (reply.status, len(handled)) == ((503, 0) if gone else (204, 1))
