@@ -52,7 +52,7 @@ def test_grub_cfg_text() -> None:
         "menuentry 'netinstall Xen' --id netinstall-xen {\n"
         "  insmod multiboot2\n"
         "  insmod gzio\n"
-        "  multiboot2 /boot/xen.gz dom0_mem=1024M,max:1024M dom0_max_vcpus=1-2 "
+        "  multiboot2 /boot/xen.gz dom0_mem=1024M,max:1024M dom0_max_vcpus=1-2 bootscrub=1 "
         "com1=115200,8n1 console=com1,vga\n"
         f"  module2 /boot/vmlinuz root=UUID={ROOT} ro console=hvc0 net.ifnames=0\n"
         "  module2 /boot/initrd.img\n"

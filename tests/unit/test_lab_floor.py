@@ -76,3 +76,31 @@ def test_a_floor_scenario_runs_the_rate_script_first() -> None:
     assert "disk_rate" not in plain.variables(server)
     measured = type(plain)(**{**plain.__dict__, "floor": True})
     assert measured.variables(server)["disk_rate"] == floor.RATE_SCRIPT
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_quiesce_sends_sync_then_remount_and_waits_for_the_console() -> None:
+    sent: list[str] = []
+    console_lines = [[], ["sysrq: Emergency Sync"], ["Emergency Remount complete"]]
+    clock = _Clock()
+    done = floor.quiesce(sent.append, lambda: console_lines.pop(0), clock=clock, sleep=clock.sleep)
+    assert done
+    assert sent == ["sendkey alt-sysrq-s", "sendkey alt-sysrq-u"]
+    assert clock.now == 1.0  # two looks at the console before the third found it
+
+
+def test_quiesce_gives_up_after_its_timeout() -> None:
+    clock = _Clock()
+    done = floor.quiesce(lambda command: None, lambda: [], clock=clock, sleep=clock.sleep)
+    assert not done
+    assert floor.QUIESCE_TIMEOUT <= clock.now < floor.QUIESCE_TIMEOUT + 1
