@@ -266,14 +266,24 @@ class Server:
             f" on {self.interface}" if self.interface and self.dhcp != "off" else "",
         )
 
-    def _resolve(self, path: str, client: tuple[str, int]) -> bytes | None:
-        """TFTP's dynamic files: proxy mode's GRUB image, then rendered boot configs."""
+    def _dynamic(self, path: str) -> tuple[Registry, ServerSettings, str] | bytes | None:
+        """What TFTP's ``path`` is: proxy mode's GRUB image (its bytes), a name to look up
+        among the boot configs (with the registry and settings to render it from), or
+        nothing while the server is not serving."""
         registry, settings = self.registry, self.settings
         if registry is None or settings is None:
             return None
         name = path.lstrip("/")
         if self._proxy_grub is not None and name == "grubx64.efi":
             return self._proxy_grub
+        return registry, settings, name
+
+    def _resolve(self, path: str, client: tuple[str, int]) -> bytes | None:
+        """TFTP's dynamic files: proxy mode's GRUB image, then rendered boot configs."""
+        found = self._dynamic(path)
+        if not isinstance(found, tuple):
+            return found
+        registry, settings, name = found
         try:
             text = boot_config(registry, name, settings, self.unknown)
         except (BadMac, RegistrationRefused):  # names no machine, or may not become one now
@@ -286,12 +296,10 @@ class Server:
     def _resolve_now(self, path: str, client: tuple[str, int]) -> bytes | Later | None:
         """_resolve's answer when the TFTP loop can give it without blocking (a config the
         render cache holds and whose serving writes nothing), else LATER."""
-        registry, settings = self.registry, self.settings
-        if registry is None or settings is None:
-            return None
-        name = path.lstrip("/")
-        if self._proxy_grub is not None and name == "grubx64.efi":
-            return self._proxy_grub
+        found = self._dynamic(path)
+        if not isinstance(found, tuple):
+            return found
+        registry, settings, name = found
         text = boot_config_cached(registry, name, settings)
         return LATER if text is None else text.encode()
 
