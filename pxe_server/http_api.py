@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import secrets
@@ -57,6 +58,7 @@ from common.protocol.messages import (
 from pxe_server import openapi
 from pxe_server.checkin import checkin_reply
 from pxe_server.http_edge import (
+    JSON_TYPE,
     ROUTES,
     Call,
     Caller,
@@ -221,7 +223,11 @@ async def enrol(call: Call[Enrolment]) -> Enrolled:
     return Enrolled(outcome)
 
 
-async def post_event(call: Call[Event]) -> EventReply:
+# The reply to a progress event, encoded once: progress is most of what hosts send.
+_PROGRESS_REPLY = json.dumps(encode(EventReply())).encode()
+
+
+async def post_event(call: Call[Event]) -> EventReply | web.Response:
     """An installer, first-boot or agent report (docs/protocol.md).
 
     A progress event (``installing`` again) of a host installing is queued and answered
@@ -240,7 +246,7 @@ async def post_event(call: Call[Event]) -> EventReply:
         )
         if full:  # the reporter that fills the queue waits for its commit
             await host_writing(call.ctx, registry.flush_progress)
-        return EventReply()
+        return web.Response(body=_PROGRESS_REPLY, content_type=JSON_TYPE, charset="utf-8")
     facts = None if event.facts is None else encode(event.facts, envelope=False)
     _, reply = await host_writing(
         call.ctx,
