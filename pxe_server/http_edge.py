@@ -33,7 +33,14 @@ from common.errors import InputError
 from common.protocol.codec import decode, encode
 from common.protocol.messages import NoBody
 from pxe_server.http_files import Context, context, error
-from pxe_server.limits import BODY_GRACE, BODY_IDLE_TIMEOUT, BODY_MIN_RATE, MAX_BODY
+from pxe_server.limits import (
+    BODY_GRACE,
+    BODY_IDLE_TIMEOUT,
+    BODY_MIN_RATE,
+    DECODED_BODIES,
+    DECODED_BODY_BYTES,
+    MAX_BODY,
+)
 from pxe_server.model import Host, normalise_mac
 from pxe_server.registry import EnrolRefused, Registry, TransitionRefused, UnknownHost
 from pxe_server.secrets import Purpose
@@ -93,6 +100,9 @@ class Route:
     status: int = 200
     raw_body: str | None = None  # the media type of a body the handler reads itself
     raw_reply: str | None = None  # the media type of a reply the handler writes itself
+    # Bodies many hosts send byte for byte alike, with no secret in them (progress events,
+    # check-ins): each distinct one decoded once (``DecodedBodies``).
+    alike: bool = False
     refusals: tuple[int, ...] = ()  # statuses besides 400, 401/403 and 500
 
     @property
@@ -285,11 +295,19 @@ async def body_chunks(
 
 async def read_json(request: web.Request) -> object:
     """The request body parsed as JSON, at most ``MAX_BODY`` bytes; InputError otherwise."""
+    return parse_json(await read_body(request))
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body of a JSON request, at most ``MAX_BODY`` bytes, as sent (its media
+    type and encoding checked: InputError)."""
     _check_media_type(request)
     check_not_encoded(request)
-    data = bytearray()
-    async for chunk in body_chunks(request, MAX_BODY):
-        data += chunk
+    return b"".join([chunk async for chunk in body_chunks(request, MAX_BODY)])
+
+
+def parse_json(data: bytes) -> object:
+    """``data`` parsed as JSON (None when blank); InputError otherwise."""
     if not data.strip():
         return None
     try:
@@ -307,6 +325,37 @@ def _no_constant(name: str) -> object:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+class DecodedBodies:
+    """The decoded message of each distinct body of routes whose hosts send alike bodies
+    (``Route.alike``): 14 of an install's 23 requests are progress events, and hosts that
+    run one installer send them byte for byte the same. At most ``DECODED_BODIES``
+    bodies of at most ``DECODED_BODY_BYTES`` each, the oldest dropped first. Messages are
+    frozen: one decoded message serves every request that sent its body."""
+
+    def __init__(self, entries: int = DECODED_BODIES, longest: int = DECODED_BODY_BYTES) -> None:
+        self.entries, self.longest = entries, longest
+        self._decoded: dict[tuple[type, bytes], object] = {}
+
+    def __len__(self) -> int:
+        return len(self._decoded)
+
+    def decode(self, kind: type[B], data: bytes) -> B:
+        """``data`` decoded as ``kind`` (``common.protocol.codec.decode``), once per body."""
+        if len(data) > self.longest:
+            return decode(kind, parse_json(data))
+        key = (kind, data)
+        found = self._decoded.get(key)
+        if found is None:
+            found = decode(kind, parse_json(data))  # a refusal raises: nothing kept
+            if len(self._decoded) >= self.entries:
+                del self._decoded[next(iter(self._decoded))]
+            self._decoded[key] = found
+        return found  # type: ignore[return-value]
+
+
+DECODED = DecodedBodies()
 
 
 def refusal(exc: InputError) -> web.Response:
@@ -333,7 +382,9 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
         host, proved = (None, None) if checked is None else checked
         try:
             body: object = NoBody()
-            if route.body is not NoBody:
+            if route.alike:
+                body = DECODED.decode(route.body, await read_body(request))
+            elif route.body is not NoBody:
                 body = decode(route.body, await read_json(request))
             result = await route.handler(Call(request, ctx, body, host, proved))
         except BodyTooLarge as exc:
