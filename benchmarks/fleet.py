@@ -446,9 +446,12 @@ def load_lines(result: Result) -> list[str]:
     # last hosts' tail alone cost a run about 10%), or the server's Python, one core's
     # worth under the GIL, was nearly always busy.
     saturated = rate < SERVED_SHARE * result.offered or usage.cpu >= BUSY_SHARE * result.elapsed
+    full = usage.machine >= BUSY_SHARE
     verdict = (
         "saturated (served under 80% of the most offered, or the server at 90% of a core "
-        "or more): these latencies are mostly time spent queueing"
+        "or more"
+        + ("; the machine's cores were full too" if full else "")
+        + "): these latencies are mostly time spent queueing"
         if saturated
         else "not saturated: these latencies are service times, not a queue"
     )
