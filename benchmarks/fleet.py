@@ -1,6 +1,7 @@
 """A fleet of simulated hosts through the whole protocol against one real server.
 
     .venv/bin/python benchmarks/fleet.py [--hosts 1000] [--at-once 200] [--think 0.1]
+    .venv/bin/python benchmarks/fleet.py --think 0,0.1,0.2,0.4   (or --sweep)
 
 Makes a server directory (``netinstall server init``), registers ``--hosts`` hosts (each
 with a ``root_password``), starts ``netinstall server run`` in another process on
@@ -19,7 +20,13 @@ between them (a real install spends seconds to minutes there):
     checkin                    3 agent check-ins
 
 and prints, per request kind, the count, errors and p50/p95/p99 latency, then the
-server's CPU seconds and peak RSS over the run. Every reply is checked (statuses, the
+server's CPU seconds and peak RSS over the run, and the load it measured: the requests a
+second the hosts offered at most (``--at-once`` / ``--think``) and how many were served,
+the server's busy share of a core (and its event loop thread's), the machine's, and
+whether the server kept up (then the latencies are service times) or not (then they
+are mostly queueing). Several ``--think`` values (``--sweep``) run one after the other,
+each with a fresh server, and end with p99 per kind at each pacing; ``--think 0``
+(hosts back to back) measures capacity. Every reply is checked (statuses, the
 token in the install config, the local config after installed, the credential).
 Not a test: nothing here is timed by the test suite.
 """
@@ -37,12 +44,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.loadclient import (
+    CLOCK_TICKS,
     Connection,
     HttpError,
     Reply,
@@ -176,7 +185,9 @@ class Fleet:
         if self.think:
             await asyncio.sleep(self.think * random.uniform(0.5, 1.5))  # noqa: S311
 
-    async def config(self, index: int, conn: Connection) -> str:
+    async def config(self, index: int) -> str:
+        """The boot config as the boot loader fetches it: TFTP, or HTTP on a connection of
+        its own (GRUB's http module opens one per file)."""
         mac = mac_of(index)
         if index % 2 == 0:
             data = await tftp_get(
@@ -188,13 +199,17 @@ class Fleet:
             )
             return data.decode()
         path = f"/config/grub/grub.cfg-01-{mac.replace(':', '-')}"
-        reply = await self.call(conn, "config", "GET", path)
+        conn = self.connection(index)
+        try:
+            reply = await self.call(conn, "config", "GET", path)
+        finally:
+            conn.close()
         if reply.status != 200:
             raise HttpError(f"config {reply.status}: {reply.body[:200]!r}")
         return reply.body.decode()
 
     async def post(
-        self, conn: Connection, path: str, secret: str, body: dict[str, object]
+        self, conn: Connection, path: str, secret: str, body: Mapping[str, object]
     ) -> dict[str, object]:
         headers = {"Authorization": f"Bearer {secret}"}
         route = path.rsplit("/", 1)[1]  # enrol, events, checkin
@@ -234,19 +249,28 @@ class Fleet:
                 self.shed[route] += 1
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    def connection(self, index: int) -> Connection:
+        return Connection(HOST, self.http_port, timeout=self.http_timeout, source=address_of(index))
+
     async def host(self, index: int) -> None:
+        """One machine's install, each client on connections of its own as the real ones:
+        the boot loader opens one per file (GRUB); the installer's reporter keeps one
+        (enrolment, progress, installed: seconds apart, within the server's keep-alive)
+        and its fetcher another (the answer file); first boot opens its own (running),
+        and the agent a new one per check-in (300 s apart: the server has closed the
+        last one after 10 s idle)."""
         mac = mac_of(index)
         api = f"/api/v1/hosts/{mac}"
-        conn = Connection(HOST, self.http_port, timeout=self.http_timeout, source=address_of(index))
+        conn = self.connection(index)  # the installer's reporter
         kind = "config-tftp" if index % 2 == 0 else "config-http"
         try:
-            config = str(await self.timed(kind, self.config(index, conn), index))
+            config = str(await self.timed(kind, self.config(index), index))
             found = _TOKEN.search(config)
             check(found is not None, f"{mac}: no install token in its config")
             assert found is not None  # noqa: S101 - for the type checker
             token, key = found[1], f"fleet-key-{index:08d}-0123456789abcdefghijklmn"
             await self.timed("enrol", self.post(conn, f"{api}/enrol", token, {"key": key}), index)
-            answer = await self.timed("answerfile", self.answer(conn, mac, key), index)
+            answer = await self.timed("answerfile", self.answer(index, mac, key), index)
             hashed = b'<root-password type="hash">$6$' in answer  # type: ignore[operator]
             check(hashed, f"{mac}: the answer file has no root password hash")
             for step, progress in STEPS:
@@ -255,28 +279,38 @@ class Fleet:
             await self.timed(
                 "installed", self.post(conn, f"{api}/events", key, {"state": "installed"}), index
             )
-            local = str(await self.timed("config-local", self.config(index, conn), index))
+            conn.close()  # the installer is done
+            local = str(await self.timed("config-local", self.config(index), index))
             check("netinstall.token=" not in local, f"{mac}: an install config after installed")
             facts = {"payload_version": VERSION, "hostname": f"host{index}"}
             running = {"state": "running", "facts": facts}
+            conn = self.connection(index)  # first boot's
             reply = await self.timed(
                 "running", self.post(conn, f"{api}/events", key, running), index
             )
+            conn.close()
             credential = str(reply["agent_credential"])  # type: ignore[index]
             for _ in range(CHECKINS):
                 body = {"running_version": VERSION, "state": "running"}
+                conn = self.connection(index)  # the agent's, one per check-in
                 await self.timed(
                     "checkin", self.post(conn, f"{api}/checkin", credential, body), index
                 )
+                conn.close()
             self.done += 1
         except (OSError, TimeoutError, HttpError, ValueError, KeyError):
             pass  # counted by timed(); the host's install stops there
         finally:
             conn.close()
 
-    async def answer(self, conn: Connection, mac: str, key: str) -> bytes:
+    async def answer(self, index: int, mac: str, key: str) -> bytes:
         headers = {"Authorization": f"Bearer {key}"}
-        reply = await self.call(conn, "answerfile", "GET", f"/answerfile/{mac}", headers=headers)
+        conn = self.connection(index)  # the installer's fetcher
+        try:
+            path = f"/answerfile/{mac}"
+            reply = await self.call(conn, "answerfile", "GET", path, headers=headers)
+        finally:
+            conn.close()
         if reply.status != 200:
             raise HttpError(f"answer file {reply.status}: {reply.body[:200]!r}")
         return reply.body
@@ -332,6 +366,96 @@ class Usage:
     system: float
     rss: float  # its peak RSS, MiB
     client: float  # the clients' CPU seconds (this process)
+    busiest: float  # CPU seconds of the server's busiest thread (its event loop's)
+    machine: float  # share of all the machine's cores busy over the run (anyone's work)
+
+    @property
+    def cpu(self) -> float:
+        return self.user + self.system
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of process ``pid`` so far."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found[int(task.name)] = sum(cpu_split_of(task / "stat"))
+        except (OSError, ValueError):  # a thread that ended meanwhile
+            continue
+    return found
+
+
+def cpu_split_of(stat: Path) -> tuple[float, float]:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def machine_ticks() -> tuple[int, int]:
+    """The machine's CPU ticks so far, all cores: (busy, all)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return sum(values) - idle, sum(values)
+
+
+SERVED_SHARE = 0.8  # served under this share of the most offered: saturated
+BUSY_SHARE = 0.9  # or the server's CPU at this share of a core or more
+
+
+@dataclass(frozen=True)
+class Result:
+    """One run's figures, for the sweep's summary."""
+
+    think: float
+    at_once: int
+    requests: int
+    elapsed: float
+    usage: Usage
+    p99: dict[str, float]  # ms, per kind
+    errors: int
+    twice: int
+
+    @property
+    def offered(self) -> float:
+        """The most requests a second the hosts would send: each sends its next one
+        ``think`` seconds (on average) after its last reply; inf without think time."""
+        return self.at_once / self.think if self.think else float("inf")
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.elapsed
+
+
+def load_lines(result: Result) -> list[str]:
+    """What load the run offered and how busy the server was: read the latencies with it."""
+    usage, rate = result.usage, result.rate
+    cpu_each = usage.cpu / max(result.requests, 1)
+    if result.think:
+        offered = (f"{result.at_once} hosts, each sending its next request {result.think:g} s "
+                   f"(0.5-1.5x) after its last reply: at most {result.offered:,.0f} requests/s "
+                   f"offered, {rate:,.0f} served ({rate / result.offered:.0%})")  # fmt: skip
+    else:
+        offered = (f"{result.at_once} hosts sending back to back (no think time): as much "
+                   f"as the server takes; {rate:,.0f} requests/s served")  # fmt: skip
+    busy = (f"server busy: {usage.cpu:.1f} s CPU in {result.elapsed:.1f} s = "
+            f"{usage.cpu / result.elapsed:.0%} of a core; its event loop's thread "
+            f"{usage.busiest / result.elapsed:.0%}; the machine's {os.cpu_count()} cores "
+            f"{usage.machine:.0%} busy (server, clients and anything else running)")  # fmt: skip
+    capacity = (f"capacity at {cpu_each * 1e6:.0f} us of server CPU a request: about "
+                f"{1 / cpu_each:,.0f} requests/s on one core")  # fmt: skip
+    # Saturated: the hosts got well under the most they would send (the ramp-up and the
+    # last hosts' tail alone cost a run about 10%), or the server's Python, one core's
+    # worth under the GIL, was nearly always busy.
+    saturated = rate < SERVED_SHARE * result.offered or usage.cpu >= BUSY_SHARE * result.elapsed
+    full = usage.machine >= BUSY_SHARE
+    verdict = (
+        "saturated (served under 80% of the most offered, or the server at 90% of a core "
+        "or more"
+        + ("; the machine's cores were full too" if full else "")
+        + "): these latencies are mostly time spent queueing"
+        if saturated
+        else "not saturated: these latencies are service times, not a queue"
+    )
+    return [offered, busy, capacity, verdict]
 
 
 def report(fleet: Fleet, hosts: int, elapsed: float, usage: Usage, log: Path) -> int:
@@ -360,7 +484,7 @@ def report(fleet: Fleet, hosts: int, elapsed: float, usage: Usage, log: Path) ->
               f"{fleet.shed[route]:6}")  # fmt: skip
     print(f"duplicated work: {sum(extra.values())} requests served or TFTP transfers started "
           f"more than once; TFTP packets resent by clients: {fleet.tftp_resent[0]}")  # fmt: skip
-    cpu = usage.user + usage.system
+    cpu = usage.cpu
     print(f"server: {cpu:.1f} s CPU ({usage.user:.1f} user, {usage.system:.1f} system) in "
           f"{elapsed:.1f} s ({cpu / elapsed:.0%} of a core), "
           f"{cpu / max(total, 1) * 1e6:.0f} us a request, peak RSS {usage.rss:.0f} MiB; "
@@ -368,25 +492,8 @@ def report(fleet: Fleet, hosts: int, elapsed: float, usage: Usage, log: Path) ->
     return sum(extra.values())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hosts", type=int, default=1000)
-    parser.add_argument("--at-once", type=int, default=200)
-    parser.add_argument("--think", type=float, default=0.1, help="seconds between requests")
-    parser.add_argument(
-        "--http-timeout",
-        type=float,
-        default=HTTP_TIMEOUT,
-        help="seconds an HTTP attempt waits for its reply (the installer's: 10)",
-    )
-    parser.add_argument("--keep", type=Path, help="keep the server directory and log here")
-    parser.add_argument(
-        "--profile", type=Path, help="py-spy record the server (collapsed stacks) into this file"
-    )
-    parser.add_argument(
-        "--gil", action="store_true", help="profile only the threads holding the GIL (CPU)"
-    )
-    args = parser.parse_args()
+def run_once(args: argparse.Namespace, think: float) -> Result:
+    """One run at ``think``: a fresh server directory and server; its report printed."""
     tmp = Path(tempfile.mkdtemp(prefix="fleet-"))
     directory, log = tmp / "server", tmp / "server.log"
     spy = None
@@ -402,15 +509,23 @@ def main() -> None:
                      *(["--gil"] if args.gil else [])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
-            fleet = Fleet(tftp_port, http_port, args.think, args.http_timeout)
+            fleet = Fleet(tftp_port, http_port, think, args.http_timeout)
             before, client_before = cpu_split(child.pid), sum(cpu_split(os.getpid()))
+            threads_before, machine_before = thread_cpu(child.pid), machine_ticks()
             elapsed = asyncio.run(fleet.run(args.hosts, args.at_once))
-            after = cpu_split(child.pid)
+            after, threads_after, machine_after = (
+                cpu_split(child.pid),
+                thread_cpu(child.pid),
+                machine_ticks(),
+            )
+            busy, ticks = (a - b for a, b in zip(machine_after, machine_before, strict=True))
             usage = Usage(
                 after[0] - before[0],
                 after[1] - before[1],
                 peak_rss_mib(child.pid),
                 sum(cpu_split(os.getpid())) - client_before,
+                max(t - threads_before.get(tid, 0.0) for tid, t in threads_after.items()),
+                busy / max(ticks, 1),
             )
         finally:
             if spy is not None:
@@ -418,12 +533,79 @@ def main() -> None:
                 spy.wait(timeout=60)
             child.terminate()
             child.wait(timeout=30)
+        print(f"-- think {think:g} s")
         twice = report(fleet, args.hosts, elapsed, usage, log)
+        p99 = {k: percentile(fleet.latency.get(k, []), 0.99) * 1000 for k in KINDS}
+        total = sum(len(v) for v in fleet.latency.values())
+        result = Result(think, args.at_once, total, elapsed, usage, p99,
+                        sum(fleet.errors.values()), twice)  # fmt: skip
+        for line in load_lines(result):
+            print(line)
+        return result
     finally:
         if args.keep:
-            shutil.copytree(tmp, args.keep, dirs_exist_ok=True)
+            shutil.copytree(tmp, args.keep / f"think-{think:g}", dirs_exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
-    if sum(fleet.errors.values()) or twice:
+
+
+def summary(results: list[Result]) -> None:
+    """The sweep: p99 per kind at each pacing, with the load offered and served."""
+    short = {"config-tftp": "cfg-tftp", "config-http": "cfg-http", "answerfile": "answer",
+             "progress": "progr", "installed": "instd", "config-local": "cfg-loc"}  # fmt: skip
+    print("\nsweep: p99 ms per kind at each pacing (offered: the most the hosts would send)")
+    head = f"{'think s':>8}{'offered/s':>10}{'served/s':>9}{'core':>6}{'us/req':>7}"
+    print(head + "".join(f"{short.get(k, k):>9}" for k in KINDS))
+    for r in results:
+        offered = f"{r.offered:,.0f}" if r.think else "max"
+        row = (f"{r.think:8g}{offered:>10}{r.rate:9,.0f}{r.usage.cpu / r.elapsed:6.0%}"
+               f"{r.usage.cpu / max(r.requests, 1) * 1e6:7.0f}")  # fmt: skip
+        print(row + "".join(f"{r.p99[k]:9.1f}" for k in KINDS))
+
+
+def thinks(text: str) -> list[float]:
+    """``--think``: one pacing or several, comma-separated (a sweep)."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds, e.g. 0.1 or 0.1,0.2,0.4") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: one or more seconds >= 0")
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--at-once", type=int, default=200)
+    parser.add_argument(
+        "--think",
+        type=thinks,
+        default=[0.1],
+        help="seconds between a host's requests; several, comma-separated, run one after "
+        "the other and summed up (a sweep: e.g. 0,0.1,0.2,0.4; 0 measures capacity)",
+    )
+    parser.add_argument(
+        "--sweep", action="store_const", const=[0.0, 0.1, 0.2, 0.4], dest="think",
+        help="--think 0,0.1,0.2,0.4",
+    )  # fmt: skip
+    parser.add_argument(
+        "--http-timeout",
+        type=float,
+        default=HTTP_TIMEOUT,
+        help="seconds an HTTP attempt waits for its reply (the installer's: 10)",
+    )
+    parser.add_argument("--keep", type=Path, help="keep the server directory and log here")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy record the server (collapsed stacks) into this file"
+    )
+    parser.add_argument(
+        "--gil", action="store_true", help="profile only the threads holding the GIL (CPU)"
+    )
+    args = parser.parse_args()
+    results = [run_once(args, think) for think in args.think]
+    if len(results) > 1:
+        summary(results)
+    if any(r.errors or r.twice for r in results):
         os._exit(1)
 
 

@@ -524,10 +524,8 @@ HANDLER_ARGS = {
 
 def make_app(ctx: Context) -> web.Application:
     """The server's routes; every ``/api/v1`` one declared in ``http_api.API`` and its
-    caller checked by ``http_edge.authenticate`` before its handler runs."""
-    app = web.Application(
-        middlewares=[json_errors, http_edge.authenticate], handler_args=HANDLER_ARGS
-    )
+    caller checked by its own wrapper (``http_edge.caller_check``) before its handler runs."""
+    app = web.Application(middlewares=[json_errors], handler_args=HANDLER_ARGS)
     app[CONTEXT] = ctx
     # Before /boot/{path}: aiohttp takes the first route that matches.
     app.router.add_get(r"/boot/{path:(?:pxelinux\.cfg|grub)/[^/]+}", boot_tree_config)

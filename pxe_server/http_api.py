@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import secrets
@@ -57,6 +58,7 @@ from common.protocol.messages import (
 from pxe_server import openapi
 from pxe_server.checkin import checkin_reply
 from pxe_server.http_edge import (
+    JSON_TYPE,
     ROUTES,
     Call,
     Caller,
@@ -221,7 +223,11 @@ async def enrol(call: Call[Enrolment]) -> Enrolled:
     return Enrolled(outcome)
 
 
-async def post_event(call: Call[Event]) -> EventReply:
+# The reply to a progress event, encoded once: progress is most of what hosts send.
+_PROGRESS_REPLY = json.dumps(encode(EventReply())).encode()
+
+
+async def post_event(call: Call[Event]) -> EventReply | web.Response:
     """An installer, first-boot or agent report (docs/protocol.md).
 
     A progress event (``installing`` again) of a host installing is queued and answered
@@ -240,7 +246,7 @@ async def post_event(call: Call[Event]) -> EventReply:
         )
         if full:  # the reporter that fills the queue waits for its commit
             await host_writing(call.ctx, registry.flush_progress)
-        return EventReply()
+        return web.Response(body=_PROGRESS_REPLY, content_type=JSON_TYPE, charset="utf-8")
     facts = None if event.facts is None else encode(event.facts, envelope=False)
     _, reply = await host_writing(
         call.ctx,
@@ -390,7 +396,7 @@ API: tuple[Route, ...] = (
           refusals=(409,)),
     Route("POST", f"{HOST}/events", post_event, HOST_SECRET,
           "report an install step, its end or the first boot", Event, EventReply,
-          refusals=(409,)),
+          refusals=(409,), alike=True),
     Route("POST", f"{HOST}/rearm", rearm_host, OPERATOR, "new network-install work",
           reply=HostRecord, refusals=(404,)),
     Route("POST", f"{HOST}/upgrade", upgrade_host, OPERATOR,
@@ -399,7 +405,7 @@ API: tuple[Route, ...] = (
           "the agent restores the host's backup partition", RestoreRequest, HostRecord,
           refusals=(404,)),
     Route("POST", f"{HOST}/checkin", checkin, AGENT, "the agent's check-in", Checkin,
-          CheckinReply),
+          CheckinReply, alike=True),
     Route("PUT", f"{HOST}/logs", put_logs, HOST_SECRET, "upload the installer's log bundle",
           reply=LogStored, status=201, raw_body="application/x-bzip2", refusals=(413,)),
     Route("GET", "/api/v1/openapi.json", openapi_document, Caller.ANYONE,

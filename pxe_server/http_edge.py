@@ -2,10 +2,11 @@
 
     Route(method, path, handler, caller, summary, body=Event, reply=EventReply)
 
-``add_routes`` registers a table of ``Route``s; ``authenticate`` (one aiohttp
-middleware) checks each request's caller against its route's ``caller`` before any
-handler runs, so a request without the right secret gets 401 whatever the MAC in
-its path: it never learns whether that host exists. Then the route's wrapper reads
+``add_routes`` registers a table of ``Route``s, each behind one wrapper of its own (no
+middleware: a layer of aiohttp's per request costs every route, API or not). The wrapper
+checks the request's caller against its route's ``caller`` (``caller_check``) before
+anything is looked up, so a request without the right secret gets 401 whatever the MAC
+in its path: it never learns whether that host exists. Then it reads
 the body (``MAX_BODY`` bytes at most), decodes it into the route's declared message
 (``common.protocol``: a wrong type, a missing field or a field the message's version
 does not know is a 400 naming the field) and calls the handler with a typed ``Call``;
@@ -32,7 +33,14 @@ from common.errors import InputError
 from common.protocol.codec import decode, encode
 from common.protocol.messages import NoBody
 from pxe_server.http_files import Context, context, error
-from pxe_server.limits import BODY_GRACE, BODY_IDLE_TIMEOUT, BODY_MIN_RATE, MAX_BODY
+from pxe_server.limits import (
+    BODY_GRACE,
+    BODY_IDLE_TIMEOUT,
+    BODY_MIN_RATE,
+    DECODED_BODIES,
+    DECODED_BODY_BYTES,
+    MAX_BODY,
+)
 from pxe_server.model import Host, normalise_mac
 from pxe_server.registry import EnrolRefused, Registry, TransitionRefused, UnknownHost
 from pxe_server.secrets import Purpose
@@ -68,7 +76,10 @@ class Call(Generic[B]):
 
     @property
     def mac(self) -> str:
-        """The path's MAC, normalised (InputError, a 400, when it is none)."""
+        """The path's MAC, normalised (InputError, a 400, when it is none): the caller's
+        own on host and agent routes (``caller_check`` found it is the path's)."""
+        if self.host is not None:
+            return self.host.mac
         return normalise_mac(self.request.match_info["mac"])
 
 
@@ -89,6 +100,9 @@ class Route:
     status: int = 200
     raw_body: str | None = None  # the media type of a body the handler reads itself
     raw_reply: str | None = None  # the media type of a reply the handler writes itself
+    # Bodies many hosts send byte for byte alike, with no secret in them (progress events,
+    # check-ins): each distinct one decoded once (``DecodedBodies``).
+    alike: bool = False
     refusals: tuple[int, ...] = ()  # statuses besides 400, 401/403 and 500
 
     @property
@@ -98,8 +112,6 @@ class Route:
 
 
 ROUTES = web.AppKey("api_routes", dict[web.AbstractRoute, Route])
-CALLER = web.RequestKey("caller", Host)  # the host whose secret the request carries
-PROVED = web.RequestKey("proved", Purpose)  # and which secret of that host it was
 
 
 def bearer(request: web.Request) -> str | None:
@@ -156,28 +168,32 @@ def _path_mac(request: web.Request) -> str | None:
         return None
 
 
-@web.middleware
-async def authenticate(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Check the caller of every declared API route before its handler looks anything up."""
-    route = request.app[ROUTES].get(request.match_info.route)
-    if route is None or route.caller is Caller.ANYONE:
-        return await handler(request)  # not an API route (files, boot configs), or public
+def _is_path_mac(request: web.Request, mac: str) -> bool:
+    """Whether the request's path names ``mac`` (normalised). Cheap when the path spells
+    it normalised or with dashes, as clients do; any other spelling is normalised."""
+    said = request.match_info.get("mac", "")
+    return said in (mac, mac.replace(":", "-")) or _path_mac(request) == mac
+
+
+def caller_check(
+    route: Route, request: web.Request, ctx: Context
+) -> web.Response | tuple[Host, Purpose] | None:
+    """The caller of ``route`` checked before its handler looks anything up: the refusal
+    (401/403), or the host whose secret the request carries and which secret it is (None:
+    an operator's or a public route). Indexed reads on this thread's registry connection
+    (WAL: they never wait for a writer)."""
+    caller = route.caller
+    if caller is Caller.ANYONE:
+        return None
     given = bearer(request)
     if given is None:
-        return _refused(route.caller, wrong=False)
-    ctx = context(request)
-    if route.caller is Caller.OPERATOR:
-        if not ctx.registry.api_token_matches(given):
-            return _refused(route.caller, wrong=True)
-        return await handler(request)
-    # Indexed reads on this thread's registry connection (WAL: they never wait for a writer).
-    found = host_of_secret(ctx.registry, route.caller, given)
-    if found is None or found[0].mac != _path_mac(request):  # another host's is no better
-        return _refused(route.caller, wrong=True)
-    request[CALLER], request[PROVED] = found
-    return await handler(request)
+        return _refused(caller, wrong=False)
+    if caller is Caller.OPERATOR:
+        return None if ctx.registry.api_token_matches(given) else _refused(caller, wrong=True)
+    found = host_of_secret(ctx.registry, caller, given)
+    if found is None or not _is_path_mac(request, found[0].mac):  # another host's: no better
+        return _refused(caller, wrong=True)
+    return found
 
 
 def _check_media_type(request: web.Request) -> None:
@@ -279,15 +295,25 @@ async def body_chunks(
 
 async def read_json(request: web.Request) -> object:
     """The request body parsed as JSON, at most ``MAX_BODY`` bytes; InputError otherwise."""
+    return parse_json(await read_body(request))
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body of a JSON request, at most ``MAX_BODY`` bytes, as sent (its media
+    type and encoding checked: InputError)."""
     _check_media_type(request)
     check_not_encoded(request)
-    data = bytearray()
-    async for chunk in body_chunks(request, MAX_BODY):
-        data += chunk
+    return b"".join([chunk async for chunk in body_chunks(request, MAX_BODY)])
+
+
+def parse_json(data: bytes) -> object:
+    """``data`` parsed as JSON (None when blank); InputError otherwise."""
     if not data.strip():
         return None
     try:
-        return json.loads(bytes(data), parse_constant=_no_constant)
+        # As json.loads reads bytes, with one decoder made once (json.loads with an
+        # argument makes a new decoder, and its scanner, per call).
+        return _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except RecursionError:
         raise InputError("the request body nests too deeply") from None
     except ValueError:  # JSONDecodeError, UnicodeDecodeError, an integer too long
@@ -296,6 +322,40 @@ async def read_json(request: web.Request) -> object:
 
 def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+class DecodedBodies:
+    """The decoded message of each distinct body of routes whose hosts send alike bodies
+    (``Route.alike``): 14 of an install's 23 requests are progress events, and hosts that
+    run one installer send them byte for byte the same. At most ``DECODED_BODIES``
+    bodies of at most ``DECODED_BODY_BYTES`` each, the oldest dropped first. Messages are
+    frozen: one decoded message serves every request that sent its body."""
+
+    def __init__(self, entries: int = DECODED_BODIES, longest: int = DECODED_BODY_BYTES) -> None:
+        self.entries, self.longest = entries, longest
+        self._decoded: dict[tuple[type, bytes], object] = {}
+
+    def __len__(self) -> int:
+        return len(self._decoded)
+
+    def decode(self, kind: type[B], data: bytes) -> B:
+        """``data`` decoded as ``kind`` (``common.protocol.codec.decode``), once per body."""
+        if len(data) > self.longest:
+            return decode(kind, parse_json(data))
+        key = (kind, data)
+        found = self._decoded.get(key)
+        if found is None:
+            found = decode(kind, parse_json(data))  # a refusal raises: nothing kept
+            if len(self._decoded) >= self.entries:
+                del self._decoded[next(iter(self._decoded))]
+            self._decoded[key] = found
+        return found  # type: ignore[return-value]
+
+
+DECODED = DecodedBodies()
 
 
 def refusal(exc: InputError) -> web.Response:
@@ -311,13 +371,22 @@ def refusal(exc: InputError) -> web.Response:
 
 
 def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The one wrapper of an API route: its caller checked (``caller_check``), its body
+    read and decoded, its handler called, the reply encoded."""
+
     async def serve(request: web.Request) -> web.StreamResponse:
+        ctx = context(request)
+        checked = caller_check(route, request, ctx)
+        if isinstance(checked, web.Response):
+            return checked
+        host, proved = (None, None) if checked is None else checked
         try:
             body: object = NoBody()
-            if route.body is not NoBody:
+            if route.alike:
+                body = DECODED.decode(route.body, await read_body(request))
+            elif route.body is not NoBody:
                 body = decode(route.body, await read_json(request))
-            call = Call(request, context(request), body, request.get(CALLER), request.get(PROVED))
-            result = await route.handler(call)
+            result = await route.handler(Call(request, ctx, body, host, proved))
         except BodyTooLarge as exc:
             return error(413, str(exc))
         except SlowBody as exc:
@@ -341,7 +410,8 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
 
 
 def add_routes(app: web.Application, routes: tuple[Route, ...]) -> None:
-    """Register ``routes``; ``authenticate`` finds each one's declaration by its route."""
+    """Register ``routes``, each with its own wrapper (``_wrap``); ``ROUTES`` keeps each
+    one's declaration by its registered route (``openapi``)."""
     table = {}
     for route in routes:
         registered = app.router.add_route(route.method, route.path, _wrap(route))

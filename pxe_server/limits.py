@@ -18,6 +18,10 @@ LOG_BYTES_KEPT = 256 * MIB  # ... and at most this much of them per host
 LOG_WRITE_CHUNK = 1 * MIB  # bytes of a bundle held in memory before they are written
 STALE_PART = 600.0  # seconds: a half-written bundle untouched this long is an old crash's
 
+# -- bodies many hosts send alike (progress events, check-ins): decoded once --------------
+DECODED_BODIES = 256  # distinct bodies kept with their decoded message (oldest out first)
+DECODED_BODY_BYTES = 512  # only bodies at most this long are kept
+
 # -- what hosts report, as stored -------------------------------------------------------
 MAX_EVENT_MESSAGE = 4 * KIB  # UTF-8 bytes of an event message kept; the rest is cut off
 # A host's newest events kept: an install writes about 30, an agent's work a few more, so

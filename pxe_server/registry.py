@@ -939,22 +939,28 @@ class Registry:
     def _apply_progress(conn: sqlite3.Connection, events: list[Progress]) -> None:
         """Queued progress events, in the order they came, each applied only if its host
         is still installing (a rearm or a failure since drops it)."""
+        insert = (
+            "INSERT INTO events (time, mac, state, step, progress, message) "
+            "VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        installing = State.INSTALLING.value
+        rows: list[tuple[object, ...]] = []  # the events' rows, inserted in one call
         for event in events:
             row = conn.execute(
                 "UPDATE hosts SET step = COALESCE(?, step), progress = COALESCE(?, progress), "
                 "event_count = event_count + 1 "
                 "WHERE mac = ? AND state = ? RETURNING step, progress, event_count",
-                (event.step, event.progress, event.mac, State.INSTALLING.value),
+                (event.step, event.progress, event.mac, installing),
             ).fetchone()
             if row is None:
                 log.info("host %s: a progress event dropped: no longer installing", event.mac)
                 continue
-            conn.execute(
-                "INSERT INTO events (time, mac, state, step, progress, message) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (event.time, event.mac, State.INSTALLING.value, row[0], row[1], event.message),
-            )
-            _bound_events(conn, event.mac, int(row[2]))
+            rows.append((event.time, event.mac, installing, row[0], row[1], event.message))
+            if int(row[2]) > MAX_EVENTS_PER_HOST + EVENTS_PRUNE_SLACK:  # its rows in first
+                conn.executemany(insert, rows)
+                rows.clear()
+                _bound_events(conn, event.mac, int(row[2]))
+        conn.executemany(insert, rows)
 
     def token_ttl(self) -> int:
         """Seconds an install token enrols, counted from its first hand-out to a boot."""

@@ -18,12 +18,14 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
+from common.errors import InputError
 from common.protocol.codec import REF
-from pxe_server import http_api
+from common.protocol.messages import Event
+from pxe_server import http_api, http_edge
 from pxe_server.http import BOOT_API, make_app
-from pxe_server.http_edge import ROUTES, BodyTooLarge, Caller, body_chunks
+from pxe_server.http_edge import DECODED, ROUTES, BodyTooLarge, Caller, DecodedBodies, body_chunks
 from pxe_server.http_files import Context
-from pxe_server.limits import MAX_BODY
+from pxe_server.limits import DECODED_BODIES, DECODED_BODY_BYTES, MAX_BODY
 from pxe_server.model import ServerSettings, State
 from pxe_server.registry import Registry, default_profile
 from pxe_server.secrets import API_TOKEN_FILE
@@ -533,3 +535,45 @@ def test_a_body_all_in_already_is_read_at_once_and_still_bounded(size: int) -> N
             asyncio.run(read())
     else:
         assert asyncio.run(read()) == ([b"x" * size] if size else [])
+
+
+# -- bodies many hosts send alike: decoded once, a bounded number of them ------------------
+
+
+def test_alike_bodies_are_decoded_once_per_body_and_shared() -> None:
+    bodies = DecodedBodies(entries=4, longest=200)
+    data = b'{"protocol": 2, "state": "installing", "step": "download", "progress": 0.5}'
+    with mock.patch("pxe_server.http_edge.decode", wraps=http_edge.decode) as decoded:
+        first, second = bodies.decode(Event, data), bodies.decode(Event, bytes(data))
+    assert first is second
+    assert (first.step, first.progress) == ("download", 0.5)
+    assert decoded.call_count == 1
+
+
+def test_alike_bodies_are_bounded_oldest_out_first() -> None:
+    """``DECODED_BODIES`` distinct bodies at most: a host sending a new body each time
+    costs the server no more than that."""
+    bodies = DecodedBodies(entries=3, longest=200)
+    for index in range(10):
+        bodies.decode(Event, b'{"protocol": 2, "state": "installing", "step": "s%d"}' % index)
+        assert len(bodies) == min(index + 1, 3)
+    with mock.patch("pxe_server.http_edge.decode", wraps=http_edge.decode) as decoded:
+        bodies.decode(Event, b'{"protocol": 2, "state": "installing", "step": "s9"}')
+        bodies.decode(Event, b'{"protocol": 2, "state": "installing", "step": "s0"}')
+    assert decoded.call_count == 1  # s9 kept, s0 dropped long ago
+    assert (DECODED.entries, DECODED.longest) == (DECODED_BODIES, DECODED_BODY_BYTES)
+
+
+def test_alike_bodies_keep_no_refused_and_no_long_body() -> None:
+    bodies = DecodedBodies(entries=8, longest=64)
+    with pytest.raises(InputError, match="state"):
+        bodies.decode(Event, b'{"protocol": 2, "state": "exploded"}')
+    long = b'{"protocol": 2, "state": "installing", "message": "%s"}' % (b"x" * 64)
+    assert bodies.decode(Event, long).message == "x" * 64
+    assert len(bodies) == 0
+
+
+def test_only_bodies_without_secrets_are_kept() -> None:
+    """The enrolment carries the installer's key: its body is never kept."""
+    alike = {route.path.rsplit("/", 1)[-1] for route in http_api.API if route.alike}
+    assert alike == {"events", "checkin"}
