@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,8 @@ _SR_COMMAND = re.compile(r"local SR: (pvcreate|vgcreate|vgextend|lvcreate|mkfs\.
 _MARKER = re.compile(r"netinstall-lab-marker: (.*)")  # the lab's scripts (lab/scenario.py)
 # The lab's dd of the target disk before the install (lab/floor.py), dd's own summary line.
 DISK_RATE = re.compile(r"netinstall-lab-disk-rate: (\d+) bytes .*copied, ([0-9.]+) s")
+TIMED_LOG = "serial-timed.log"  # beside serial.log: each line after the lab's seconds
+TIMED_FORMAT = "{:8.1f} {}\n"
 _SECRET = re.compile(r"(token=)[^\s&]+")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
 
@@ -191,13 +194,27 @@ def clean(text: str) -> str:
 
 
 class SerialLog:
-    """Follows the serial console file: ``read()`` returns the lines completed since."""
+    """Follows the serial console file: ``read()`` returns the lines completed since.
 
-    def __init__(self, path: Path, keep: int = 40) -> None:
+    With ``timed`` and ``clock``, each line read is also appended to ``timed`` after the
+    lab's seconds when it was read (``TIMED_FORMAT``): the console's own timestamps are
+    each kernel's or none (firmware, GRUB, Xen), so a reboot's gaps show only here. The
+    lab reads every ``Follower.interval`` (0.5 s), its resolution.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        keep: int = 40,
+        timed: Path | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.path = path
         self._offset = 0
         self._partial = b""
         self.tail: deque[str] = deque(maxlen=keep)
+        self.timed = timed if clock is not None else None
+        self.clock = clock
 
     def read(self) -> list[str]:
         try:
@@ -210,6 +227,10 @@ class SerialLog:
         *complete, self._partial = (self._partial + data).split(b"\n")
         lines = [clean(raw.decode("utf-8", "replace")) for raw in complete]
         self.tail.extend(lines)
+        if lines and self.timed is not None and self.clock is not None:
+            at = self.clock()
+            with self.timed.open("a", encoding="utf-8") as stream:
+                stream.writelines(TIMED_FORMAT.format(at, redact(line)) for line in lines)
         return lines
 
     def last_lines(self) -> list[str]:

@@ -177,6 +177,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     if machine.ovmf_vars is not None:
         qemu.copy_ovmf_vars(machine.ovmf_vars)
     machine.serial.unlink(missing_ok=True)
+    machine.serial.with_name(console.TIMED_LOG).unlink(missing_ok=True)
     machine.monitor.unlink(missing_ok=True)
     tracker = Tracker()
     checks: list[str] = []
@@ -230,6 +231,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             reason = follower.follow(tracker, options.until, options.timeout)
         if reason is None and options.chosen.floor and options.until == console.RUNNING:
             reason = floor.floor_boot(follower, machine.monitor, tracker, options.timeout)
+            vm = follower.vm  # a new QEMU process since its power cycle
         if reason is None and cut is not None:
             reason = powercut.after_the_cut(tracker, cut, checks)
         if reason is None and options.chosen.upgrade:

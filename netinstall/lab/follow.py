@@ -37,7 +37,10 @@ class Follower:
     interval: float = 0.5  # seconds between two looks at the console and the registry
 
     def __post_init__(self) -> None:
-        self.serial = console.SerialLog(vm_serial(self.vm))
+        serial = vm_serial(self.vm)
+        self.serial = console.SerialLog(
+            serial, timed=serial.with_name(console.TIMED_LOG), clock=self.now
+        )
 
     def skip_events(self) -> None:
         """Ignore the events logged so far (a new phase starts from here)."""

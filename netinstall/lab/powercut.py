@@ -146,7 +146,9 @@ def cut_and_power_on(
     serial = follower.serial.path
     serial.replace(workdir / BEFORE_CUT_LOG)  # QEMU starts the console file afresh
     follower.vm = services.Child("qemu", vm.argv, workdir / "qemu-after-cut.log")
-    follower.serial = console.SerialLog(serial)
+    follower.serial = console.SerialLog(
+        serial, timed=serial.with_name(console.TIMED_LOG), clock=follower.now
+    )
     return tracker.after_power_cut(cut.label, at), cut, None
 
 

@@ -122,6 +122,21 @@ def test_serial_log_returns_complete_lines_and_keeps_a_tail(tmp_path: Path) -> N
     assert serial.last_lines() == ["two", "three", "fou"]
 
 
+def test_serial_log_writes_each_line_after_the_time_it_was_read(tmp_path: Path) -> None:
+    path, timed = tmp_path / "serial.log", tmp_path / console.TIMED_LOG
+    times = iter([1.25, 7.5])
+    serial = console.SerialLog(path, timed=timed, clock=lambda: next(times))
+    path.write_bytes(b"(XEN) Xen version 4.17\nnetinstall.token=abc\npart")
+    serial.read()
+    assert serial.read() == []  # nothing new: no time taken, nothing written
+    with path.open("ab") as stream:
+        stream.write(b"ial\n")
+    serial.read()
+    assert timed.read_text() == (
+        "     1.2 (XEN) Xen version 4.17\n     1.2 netinstall.token=<redacted>\n     7.5 partial\n"
+    )
+
+
 def test_the_console_tail_hides_install_tokens(tmp_path: Path) -> None:
     path = tmp_path / "serial.log"
     path.write_bytes(b"Command line: answerfile=http://s/a?token=abc123 netinstall.token=abc123\n")

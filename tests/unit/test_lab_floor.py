@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
-from netinstall.lab import console, floor
+import pytest
+
+from netinstall.lab import console, floor, services
+from netinstall.lab.follow import Follower
 from netinstall.lab.scenario import SCENARIOS
 
 RATE_FACTS = {"disk_rate_bytes": "134217728", "disk_rate_seconds": "0.5"}
@@ -104,3 +109,44 @@ def test_quiesce_gives_up_after_its_timeout() -> None:
     done = floor.quiesce(lambda command: None, lambda: [], clock=clock, sleep=clock.sleep)
     assert not done
     assert floor.QUIESCE_TIMEOUT <= clock.now < floor.QUIESCE_TIMEOUT + 1
+
+
+def test_the_power_on_adds_mem_prealloc_once() -> None:
+    argv = ["qemu-system-x86_64", "-m", "3072"]
+    assert floor.power_on_argv(argv) == [*argv, "-mem-prealloc"]
+    assert floor.power_on_argv(floor.power_on_argv(argv)) == [*argv, "-mem-prealloc"]
+    assert argv == ["qemu-system-x86_64", "-m", "3072"]  # not changed in place
+
+
+class _Machine:
+    """A QEMU process as ``services.Child`` stands for one, without a process."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.argv, self.log_path, self.quit = argv, log_path, False
+
+
+def test_a_power_cycle_starts_a_new_process_and_keeps_the_console_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old QEMU quits, its console is kept, a fresh one follows the same file."""
+    monkeypatch.setattr(services, "Child", _Machine)
+    monkeypatch.setattr(services, "quit_qemu", lambda vm, monitor: setattr(vm, "quit", True))
+    serial, timed = tmp_path / "serial.log", tmp_path / console.TIMED_LOG
+    serial.write_text("before the power cycle\n")
+    old = _Machine("qemu", ["qemu-system-x86_64", "-m", "3072"], tmp_path / "qemu.log")
+    follower = SimpleNamespace(
+        vm=old, serial=console.SerialLog(serial, timed=timed, clock=lambda: 5.0)
+    )
+    follower.serial.read()
+    floor.power_cycle(cast(Follower, follower), tmp_path / "monitor.sock")
+    assert old.quit
+    assert follower.vm is not old
+    assert follower.vm.argv == ["qemu-system-x86_64", "-m", "3072", "-mem-prealloc"]
+    assert follower.vm.log_path == tmp_path / "qemu-floor.log"
+    assert (tmp_path / floor.BEFORE_FLOOR_LOG).read_text() == "before the power cycle\n"
+    serial.write_text("(XEN) Xen version 4.17.7\n")  # the new QEMU's console, from its start
+    assert follower.serial.read() == ["(XEN) Xen version 4.17.7"]
+    assert timed.read_text().splitlines() == [
+        "     5.0 before the power cycle",
+        "     5.0 (XEN) Xen version 4.17.7",
+    ]
