@@ -9,14 +9,20 @@ needs a send loop that keeps several. The protocol itself is pure (`tftp_protoco
 this module owns the sockets and the limits.
 
 Every transfer is keyed by the client's (address, port) and has a socket of its own (its
-TID): a request repeated from the same (address, port) while its transfer runs is ignored
-(the transfer's own timer resends), and a datagram from anyone else to a transfer's socket
-gets "unknown transfer ID" and changes nothing. Files are opened, and resolve() called, in
-one worker thread so that a slow registry or file system never stalls the blocks of other
-transfers; the event loop only moves datagrams. A server may also give `resolve_now`, which
-the loop calls itself and which must not block: what it answers at once (a boot config the
-render cache holds, or "no dynamic file here") saves the hand-off to the opener thread and
-back (a third of a small file's CPU); LATER sends the request on to resolve().
+TID) while it runs. The sockets are kept for the next transfers (at most SPARE_SOCKETS of
+them idle): bound and registered with the loop once, not made, bound, registered,
+unregistered and closed per transfer (5 of a small file's 10 system calls); the next
+transfer takes the one idle longest, never one whose last transfer was the same client's
+(address, port), so a late datagram of the previous transfer can never pass for its
+client's next one's. A request repeated from the same (address, port) while its transfer
+runs is ignored (the transfer's own timer resends), and a datagram from anyone else to a
+transfer's socket gets "unknown transfer ID" and changes nothing. Files are opened, and
+resolve() called, in one worker thread so that a slow registry or file system never stalls
+the blocks of other transfers; the event loop only moves datagrams. A server may also give
+`resolve_now`, which the loop calls itself and which must not block: what it answers at
+once (a boot config the render cache holds, or "no dynamic file here") saves the hand-off
+to the opener thread and back (a third of a small file's CPU); LATER sends the request on
+to resolve().
 
 Files are served from memory: the opener reads a file whole into a small cache keyed by its
 path, device, inode, size and modification time (a file replaced or rewritten is read
@@ -88,7 +94,8 @@ ResolveNow = Callable[[str, Client], bytes | Later | None]
 
 # The server's bounds. An abandoned transfer is reclaimed after (MAX_RETRIES + 1) timeouts:
 # 5 s at the default timeout, 15 s when the client asked for MAX_TIMEOUT.
-MAX_TRANSFERS = 256  # transfers at once, all clients; when full, a new request evicts one
+MAX_TRANSFERS = 256  # transfers at once, all clients; see _make_room for a request past it
+SPARE_SOCKETS = 64  # transfer sockets kept idle, bound, for the next transfers at most
 MAX_PER_ADDRESS = 8  # transfers at once from one client address (any port)
 DEFAULT_TIMEOUT = 1  # seconds before a block (or OACK) is sent again
 MAX_TIMEOUT = 3  # seconds: the largest timeout option acknowledged; above it, ours is used
@@ -134,8 +141,21 @@ class Limits:
     max_timeout: int = MAX_TIMEOUT
     retries: int = MAX_RETRIES
     max_windowsize: int = MAX_WINDOWSIZE
+    spare_sockets: int = SPARE_SOCKETS
     cache_files: int = CACHE_FILES
     cache_bytes: int = CACHE_BYTES
+
+
+@dataclass(eq=False)
+class _Channel:
+    """A transfer's socket (its TID), registered with the loop for as long as it is open:
+    serving SLOT's TRANSFER, or idle (both None) after serving LAST, the client of its last
+    transfer."""
+
+    sock: socket.socket
+    slot: _Slot | None = None
+    transfer: Transfer | None = None
+    last: Client | None = None
 
 
 @dataclass(eq=False)
@@ -147,6 +167,7 @@ class _Slot:
     admitted: float
     transfer: Transfer | None = None
     sock: socket.socket | None = None
+    channel: _Channel | None = None
     started: float = 0.0
     ended: bool = False
     # how a window is sent: GSO ancillary data and datagrams per send, or None: one by one
@@ -318,6 +339,7 @@ class _Service:
         self.cache = FileCache(limits.cache_files, limits.cache_bytes)  # the opener's only
         self.slots: dict[Client, _Slot] = {}
         self.per_address: dict[str, int] = {}  # slots by client address (none: absent)
+        self.spare: deque[_Channel] = deque()  # idle transfer sockets, the longest idle first
 
     def run(self, sock: socket.socket, ready: threading.Event) -> None:
         loop = self.loop
@@ -332,6 +354,8 @@ class _Service:
             # queued (run by close()) or, once the loop is closed, by _opened_threadsafe.
             self.opener.shutdown(wait=True, cancel_futures=True)
             self.cache.clear()
+            while self.spare:
+                self._close_channel(self.spare.popleft())
             loop.remove_reader(sock.fileno())
             loop.close()
 
@@ -424,28 +448,59 @@ class _Service:
 
     def _start(self, slot: _Slot, request: Request, source: Source) -> None:
         """Send SOURCE to SLOT's client from a socket of its own."""
-        # non-blocking from the start: no fcntl per transfer
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
         try:
-            sock.bind((self.host, 0))
+            channel = self._channel(slot.client)
         except OSError as exc:
-            sock.close()
             source.close()
             self._drop_unopened(slot, Refusal(NOT_DEFINED, "server error", str(exc)))
             return
+        sock = channel.sock
         now = self.loop.time()
         limits = self.limits
         options = negotiate(request.options, source.size, limits.max_timeout, limits.max_windowsize)
         transfer = Transfer(
             source, options, timeout=limits.timeout, retries=limits.retries, now=now
         )
-        slot.transfer, slot.sock, slot.started = transfer, sock, now
+        slot.transfer, slot.sock, slot.channel, slot.started = transfer, sock, channel, now
+        channel.slot, channel.transfer = slot, transfer
         segment = 4 + transfer.blksize
         per_send = min(GSO_SEGMENTS, GSO_BYTES // segment)
         if transfer.window > 1 and per_send > 1:
             slot.gso = ([(socket.SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, "little"))], per_send)
-        self.loop.add_reader(sock.fileno(), self._on_datagram, slot, sock, transfer)
         self._step(slot, sock, transfer, transfer.start(now))
+
+    def _channel(self, client: Client) -> _Channel:
+        """A socket to serve CLIENT from: the one idle longest (or the one idle least, if
+        that one last served CLIENT's address and port), else a new one; OSError if none
+        can be made."""
+        spare = self.spare
+        if spare:
+            if spare[0].last != client:
+                return spare.popleft()
+            if spare[-1].last != client:
+                return spare.pop()
+        # non-blocking from the start: no fcntl
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        try:
+            sock.bind((self.host, 0))
+        except OSError:
+            sock.close()
+            raise
+        channel = _Channel(sock)
+        self.loop.add_reader(sock.fileno(), self._on_datagram, channel)
+        return channel
+
+    def _release(self, channel: _Channel, client: Client) -> None:
+        """CHANNEL's transfer (CLIENT's) is over: keep it for the next one, or close it."""
+        channel.slot, channel.transfer, channel.last = None, None, client
+        if len(self.spare) < self.limits.spare_sockets:
+            self.spare.append(channel)
+        else:
+            self._close_channel(channel)
+
+    def _close_channel(self, channel: _Channel) -> None:
+        self.loop.remove_reader(channel.sock.fileno())
+        channel.sock.close()
 
     def _forget(self, slot: _Slot) -> None:
         """SLOT no longer counts against the limits."""
@@ -463,14 +518,18 @@ class _Service:
         self._forget(slot)
         self._refuse(slot.client, slot.name, refusal)
 
-    def _on_datagram(self, slot: _Slot, sock: socket.socket, transfer: Transfer) -> None:
+    def _on_datagram(self, channel: _Channel) -> None:
         # One datagram per call: a client sends one ACK per window, so a second read would
         # almost always find nothing (a failed syscall and an exception per block); the
         # loop calls again while the socket has more.
+        sock = channel.sock
         try:
             data, source = sock.recvfrom(REPLY)  # not 64 KiB allocated and cut per ACK
         except OSError:
             return
+        slot, transfer = channel.slot, channel.transfer
+        if slot is None or transfer is None:  # a late datagram of an ended transfer: as to
+            return  # a closed port
         if source != slot.client:  # RFC 1350: no effect on the transfer
             self._send(sock, error_packet(UNKNOWN_TID, "unknown transfer ID"), source)
             return
@@ -568,9 +627,8 @@ class _Service:
             return
         slot.ended = True
         self._forget(slot)
-        if slot.sock is not None:
-            self.loop.remove_reader(slot.sock.fileno())
-            slot.sock.close()
+        if slot.channel is not None:
+            self._release(slot.channel, slot.client)
         transfer = slot.transfer
         if transfer is not None:
             transfer.source.close()
