@@ -95,6 +95,8 @@ ResolveNow = Callable[[str, Client], bytes | Later | None]
 # The server's bounds. An abandoned transfer is reclaimed after (MAX_RETRIES + 1) timeouts:
 # 5 s at the default timeout, 15 s when the client asked for MAX_TIMEOUT.
 MAX_TRANSFERS = 256  # transfers at once, all clients; see _make_room for a request past it
+UNANSWERED_LOG = 1.0  # seconds: requests left unanswered (the server full) are logged as a
+# count at most this often, not a line each
 SPARE_SOCKETS = 64  # transfer sockets kept idle, bound, for the next transfers at most
 MAX_PER_ADDRESS = 8  # transfers at once from one client address (any port)
 DEFAULT_TIMEOUT = 1  # seconds before a block (or OACK) is sent again
@@ -116,8 +118,12 @@ GSO_UNSUPPORTED = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP,
 
 __doc__ += f"""
 * at most {MAX_TRANSFERS} transfers at once; a request that finds them all taken evicts
-  the transfer that has waited longest for an ACK (an abandoned one first), so a new client
-  is always served and a flood only ever crowds out itself;
+  the transfer that has waited longest for an ACK among those that have missed one (their
+  timer fired: abandoned ones, or a client that lost a packet), so a flood of abandoned
+  transfers only ever crowds out itself; when none has missed one, the request is left
+  unanswered (its client asks again after its own timeout: a PXE ROM, GRUB and curl
+  resend a request, where an ERROR ends their boot), so no transfer that is going well is
+  ever given up and started again, and a new client waits a timeout at most per try;
 * at most {MAX_PER_ADDRESS} at once from one address (a boot loader fetches one file at a
   time): beyond, that address's longest-waiting transfer goes if it has missed an ACK,
   else the new request is refused with "too many transfers from your address";
@@ -340,6 +346,11 @@ class _Service:
         self.slots: dict[Client, _Slot] = {}
         self.per_address: dict[str, int] = {}  # slots by client address (none: absent)
         self.spare: deque[_Channel] = deque()  # idle transfer sockets, the longest idle first
+        # transfers that missed an ACK at the last tick, the longest waiting last (maybe
+        # ended or going again since: looked at when taken)
+        self.stalled: list[_Slot] = []
+        self.unanswered = 0  # requests left unanswered, the server full, not yet logged
+        self.unanswered_logged = 0.0  # when they were last logged
 
     def run(self, sock: socket.socket, ready: threading.Event) -> None:
         loop = self.loop
@@ -381,10 +392,7 @@ class _Service:
         except PathRefused as refused:
             self._refuse(client, name, Refusal(ACCESS_VIOLATION, "access violation", str(refused)))
             return
-        if not self._make_room(client[0]):
-            cap = self.limits.max_per_address
-            busy = Refusal(NOT_DEFINED, "too many transfers from your address", f"{cap} running")
-            self._refuse(client, name, busy)
+        if not self._make_room(client, name):
             return
         slot = _Slot(client, name, self.loop.time())
         self.slots[client] = slot
@@ -403,20 +411,35 @@ class _Service:
         future = self.opener.submit(self._open, relative, client, content is LATER)
         future.add_done_callback(lambda done: self._opened_threadsafe(slot, request, done))
 
-    def _make_room(self, address: str) -> bool:
-        """Whether a new request from ADDRESS can be admitted, evicting one transfer if need
-        be: at its address's cap, that address's longest-waiting transfer if it has missed
-        an ACK (else the request is refused); at the global cap, the longest-waiting of all."""
+    def _make_room(self, client: Client, name: str) -> bool:
+        """Whether a new request (for NAME) from CLIENT can be admitted, evicting a transfer
+        that has missed an ACK if need be. At its address's cap: that address's longest-
+        waiting transfer if it has, else the request is refused ("too many transfers from
+        your address"). At the server's cap: the longest-waiting transfer that had missed
+        one at the last tick, else the request is left unanswered (its client resends it)."""
+        address = client[0]
         if self.per_address.get(address, 0) >= self.limits.max_per_address:
             mine = [slot for slot in self.slots.values() if slot.client[0] == address]
             stalled = min(mine, key=_Slot.waiting_since)
             transfer = stalled.transfer
             if transfer is None or transfer.tries == 0:
+                cap = self.limits.max_per_address
+                busy = Refusal(
+                    NOT_DEFINED, "too many transfers from your address", f"{cap} running"
+                )
+                self._refuse(client, name, busy)
                 return False
             self._evict(stalled, "its address's transfer cap")
         elif len(self.slots) >= self.limits.max_transfers:
-            oldest = min(self.slots.values(), key=_Slot.waiting_since)
-            self._evict(oldest, "the server is full")
+            stalled_slots = self.stalled
+            while stalled_slots:
+                slot = stalled_slots.pop()
+                transfer = slot.transfer
+                if not slot.ended and transfer is not None and transfer.tries:
+                    self._evict(slot, "the server is full")
+                    return True
+            self.unanswered += 1
+            return False
         return True
 
     def _evict(self, slot: _Slot, reason: str) -> None:
@@ -587,16 +610,30 @@ class _Service:
 
     def _tick(self) -> None:
         now = self.loop.time()
+        stalled = []
         for slot in list(self.slots.values()):
             sock, transfer = slot.sock, slot.transfer
-            if sock is None or transfer is None or slot.ended or now < transfer.deadline:
+            if sock is None or transfer is None or slot.ended:
                 continue
-            try:
-                packets = transfer.expire(now)
-            except OSError as exc:
-                self._read_error(slot, sock, exc)
-                continue
-            self._step(slot, sock, transfer, packets)
+            if now >= transfer.deadline:
+                try:
+                    packets = transfer.expire(now)
+                except OSError as exc:
+                    self._read_error(slot, sock, exc)
+                    continue
+                self._step(slot, sock, transfer, packets)
+            if transfer.tries and not slot.ended:
+                stalled.append(slot)
+        stalled.sort(key=_Slot.waiting_since, reverse=True)  # the longest waiting last
+        self.stalled = stalled
+        if self.unanswered and now - self.unanswered_logged >= UNANSWERED_LOG:
+            log.info(
+                "tftp: %d requests left unanswered: %d transfers running, none has missed "
+                "an ACK (their clients ask again)",
+                self.unanswered,
+                len(self.slots),
+            )
+            self.unanswered, self.unanswered_logged = 0, now
 
     @staticmethod
     def _send(sock: socket.socket, packet: bytes, to: tuple[str, int]) -> bool:
