@@ -133,7 +133,8 @@ __doc__ += f"""
   file are closed;
 * at most {MAX_WINDOWSIZE} blocks in flight per transfer (a larger `windowsize` option is
   acknowledged as {MAX_WINDOWSIZE}): a transfer's burst is bounded whatever it asks;
-* at most {CACHE_FILES} files, {CACHE_BYTES // 2**20} MiB, held in memory for serving.
+* at most {CACHE_FILES} files, {CACHE_BYTES // 2**20} MiB, held in memory for serving;
+* at most {SPARE_SOCKETS} transfer sockets kept idle, bound, for the next transfers.
 """
 
 
