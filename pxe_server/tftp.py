@@ -123,7 +123,8 @@ __doc__ += f"""
   transfers only ever crowds out itself; when none has missed one, the request is left
   unanswered (its client asks again after its own timeout: a PXE ROM, GRUB and curl
   resend a request, where an ERROR ends their boot), so no transfer that is going well is
-  ever given up and started again, and a new client waits a timeout at most per try;
+  ever given up and started again; a new client is served once a transfer has ended or
+  missed an ACK;
 * at most {MAX_PER_ADDRESS} at once from one address (a boot loader fetches one file at a
   time): beyond, that address's longest-waiting transfer goes if it has missed an ACK,
   else the new request is refused with "too many transfers from your address";
