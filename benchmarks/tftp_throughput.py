@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -167,7 +168,11 @@ def cpu_seconds(pid: int) -> float:
 
 def serve_ours(root: Path) -> None:
     """Our server in this process until SIGTERM: a process of its own, as `netinstall
-    server run` is, and as each peer is."""
+    server run` is, and as each peer is; logging a line per transfer as it does (into
+    /dev/null, as dnsmasq's log goes here)."""
+    logging.basicConfig(
+        level=logging.INFO, filename=os.devnull, format="%(asctime)s %(name)s: %(message)s"
+    )
     small = (root / SMALL).read_bytes()
 
     def resolve(path: str, client: tuple[str, int]) -> bytes | None:

@@ -9,14 +9,20 @@ needs a send loop that keeps several. The protocol itself is pure (`tftp_protoco
 this module owns the sockets and the limits.
 
 Every transfer is keyed by the client's (address, port) and has a socket of its own (its
-TID): a request repeated from the same (address, port) while its transfer runs is ignored
-(the transfer's own timer resends), and a datagram from anyone else to a transfer's socket
-gets "unknown transfer ID" and changes nothing. Files are opened, and resolve() called, in
-one worker thread so that a slow registry or file system never stalls the blocks of other
-transfers; the event loop only moves datagrams. A server may also give `resolve_now`, which
-the loop calls itself and which must not block: what it answers at once (a boot config the
-render cache holds, or "no dynamic file here") saves the hand-off to the opener thread and
-back (a third of a small file's CPU); LATER sends the request on to resolve().
+TID) while it runs. The sockets are kept for the next transfers (at most SPARE_SOCKETS of
+them idle): bound and registered with the loop once, not made, bound, registered,
+unregistered and closed per transfer (5 of a small file's 10 system calls); the next
+transfer takes the one idle longest, never one whose last transfer was the same client's
+(address, port), so a late datagram of the previous transfer can never pass for its
+client's next one's. A request repeated from the same (address, port) while its transfer
+runs is ignored (the transfer's own timer resends), and a datagram from anyone else to a
+transfer's socket gets "unknown transfer ID" and changes nothing. Files are opened, and
+resolve() called, in one worker thread so that a slow registry or file system never stalls
+the blocks of other transfers; the event loop only moves datagrams. A server may also give
+`resolve_now`, which the loop calls itself and which must not block: what it answers at
+once (a boot config the render cache holds, or "no dynamic file here") saves the hand-off
+to the opener thread and back (a third of a small file's CPU); LATER sends the request on
+to resolve().
 
 Files are served from memory: the opener reads a file whole into a small cache keyed by its
 path, device, inode, size and modification time (a file replaced or rewritten is read
@@ -88,7 +94,10 @@ ResolveNow = Callable[[str, Client], bytes | Later | None]
 
 # The server's bounds. An abandoned transfer is reclaimed after (MAX_RETRIES + 1) timeouts:
 # 5 s at the default timeout, 15 s when the client asked for MAX_TIMEOUT.
-MAX_TRANSFERS = 256  # transfers at once, all clients; when full, a new request evicts one
+MAX_TRANSFERS = 256  # transfers at once, all clients; see _make_room for a request past it
+UNANSWERED_LOG = 1.0  # seconds: requests left unanswered (the server full) are logged as a
+# count at most this often, not a line each
+SPARE_SOCKETS = 64  # transfer sockets kept idle, bound, for the next transfers at most
 MAX_PER_ADDRESS = 8  # transfers at once from one client address (any port)
 DEFAULT_TIMEOUT = 1  # seconds before a block (or OACK) is sent again
 MAX_TIMEOUT = 3  # seconds: the largest timeout option acknowledged; above it, ours is used
@@ -109,8 +118,13 @@ GSO_UNSUPPORTED = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP,
 
 __doc__ += f"""
 * at most {MAX_TRANSFERS} transfers at once; a request that finds them all taken evicts
-  the transfer that has waited longest for an ACK (an abandoned one first), so a new client
-  is always served and a flood only ever crowds out itself;
+  the transfer that has waited longest for an ACK among those that have missed one (their
+  timer fired: abandoned ones, or a client that lost a packet), so a flood of abandoned
+  transfers only ever crowds out itself; when none has missed one, the request is left
+  unanswered (its client asks again after its own timeout: a PXE ROM, GRUB and curl
+  resend a request, where an ERROR ends their boot), so no transfer that is going well is
+  ever given up and started again; a new client is served once a transfer has ended or
+  missed an ACK;
 * at most {MAX_PER_ADDRESS} at once from one address (a boot loader fetches one file at a
   time): beyond, that address's longest-waiting transfer goes if it has missed an ACK,
   else the new request is refused with "too many transfers from your address";
@@ -120,7 +134,8 @@ __doc__ += f"""
   file are closed;
 * at most {MAX_WINDOWSIZE} blocks in flight per transfer (a larger `windowsize` option is
   acknowledged as {MAX_WINDOWSIZE}): a transfer's burst is bounded whatever it asks;
-* at most {CACHE_FILES} files, {CACHE_BYTES // 2**20} MiB, held in memory for serving.
+* at most {CACHE_FILES} files, {CACHE_BYTES // 2**20} MiB, held in memory for serving;
+* at most {SPARE_SOCKETS} transfer sockets kept idle, bound, for the next transfers.
 """
 
 
@@ -134,8 +149,21 @@ class Limits:
     max_timeout: int = MAX_TIMEOUT
     retries: int = MAX_RETRIES
     max_windowsize: int = MAX_WINDOWSIZE
+    spare_sockets: int = SPARE_SOCKETS
     cache_files: int = CACHE_FILES
     cache_bytes: int = CACHE_BYTES
+
+
+@dataclass(eq=False)
+class _Channel:
+    """A transfer's socket (its TID), registered with the loop for as long as it is open:
+    serving SLOT's TRANSFER, or idle (both None) after serving LAST, the client of its last
+    transfer."""
+
+    sock: socket.socket
+    slot: _Slot | None = None
+    transfer: Transfer | None = None
+    last: Client | None = None
 
 
 @dataclass(eq=False)
@@ -147,6 +175,7 @@ class _Slot:
     admitted: float
     transfer: Transfer | None = None
     sock: socket.socket | None = None
+    channel: _Channel | None = None
     started: float = 0.0
     ended: bool = False
     # how a window is sent: GSO ancillary data and datagrams per send, or None: one by one
@@ -225,6 +254,39 @@ class TftpServer:
             self._thread = None
         if self._sock is not None:
             self._sock.close()
+
+
+class _LineLog:
+    """LOGGER's INFO lines from one thread (the loop's: a line per transfer), each record a
+    copy of one made once on that thread, with its time and message set. Logger.info makes
+    a LogRecord per line (the caller's frame looked up, the thread's, process's and
+    module's names): about half of the 13 us a line cost the loop here. Levels, filters,
+    handlers and format are the logger's as for any other record."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._template: dict[str, Any] | None = None
+
+    def __call__(self, message: str, *args: object) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        template = self._template
+        if template is None:
+            made = logger.makeRecord(logger.name, logging.INFO, __file__, 0, "", (), None)
+            template = self._template = dict(made.__dict__)
+        record = logging.LogRecord.__new__(logging.LogRecord)
+        fields = record.__dict__
+        fields.update(template)
+        now = time.time()
+        fields["created"] = now
+        fields["msecs"] = int((now - int(now)) * 1000) + 0.0  # as LogRecord counts them
+        fields["relativeCreated"] = template["relativeCreated"] + (now - template["created"]) * 1000
+        fields["msg"], fields["args"] = message, args
+        logger.handle(record)
+
+
+_line = _LineLog(log)
 
 
 class _Loop:
@@ -318,6 +380,12 @@ class _Service:
         self.cache = FileCache(limits.cache_files, limits.cache_bytes)  # the opener's only
         self.slots: dict[Client, _Slot] = {}
         self.per_address: dict[str, int] = {}  # slots by client address (none: absent)
+        self.spare: deque[_Channel] = deque()  # idle transfer sockets, the longest idle first
+        # transfers that missed an ACK at the last tick, the longest waiting last (maybe
+        # ended or going again since: looked at when taken)
+        self.stalled: list[_Slot] = []
+        self.unanswered = 0  # requests left unanswered, the server full, not yet logged
+        self.unanswered_logged = 0.0  # when they were last logged
 
     def run(self, sock: socket.socket, ready: threading.Event) -> None:
         loop = self.loop
@@ -332,6 +400,8 @@ class _Service:
             # queued (run by close()) or, once the loop is closed, by _opened_threadsafe.
             self.opener.shutdown(wait=True, cancel_futures=True)
             self.cache.clear()
+            while self.spare:
+                self._close_channel(self.spare.popleft())
             loop.remove_reader(sock.fileno())
             loop.close()
 
@@ -357,10 +427,7 @@ class _Service:
         except PathRefused as refused:
             self._refuse(client, name, Refusal(ACCESS_VIOLATION, "access violation", str(refused)))
             return
-        if not self._make_room(client[0]):
-            cap = self.limits.max_per_address
-            busy = Refusal(NOT_DEFINED, "too many transfers from your address", f"{cap} running")
-            self._refuse(client, name, busy)
+        if not self._make_room(client, name):
             return
         slot = _Slot(client, name, self.loop.time())
         self.slots[client] = slot
@@ -379,20 +446,35 @@ class _Service:
         future = self.opener.submit(self._open, relative, client, content is LATER)
         future.add_done_callback(lambda done: self._opened_threadsafe(slot, request, done))
 
-    def _make_room(self, address: str) -> bool:
-        """Whether a new request from ADDRESS can be admitted, evicting one transfer if need
-        be: at its address's cap, that address's longest-waiting transfer if it has missed
-        an ACK (else the request is refused); at the global cap, the longest-waiting of all."""
+    def _make_room(self, client: Client, name: str) -> bool:
+        """Whether a new request (for NAME) from CLIENT can be admitted, evicting a transfer
+        that has missed an ACK if need be. At its address's cap: that address's longest-
+        waiting transfer if it has, else the request is refused ("too many transfers from
+        your address"). At the server's cap: the longest-waiting transfer that had missed
+        one at the last tick, else the request is left unanswered (its client resends it)."""
+        address = client[0]
         if self.per_address.get(address, 0) >= self.limits.max_per_address:
             mine = [slot for slot in self.slots.values() if slot.client[0] == address]
             stalled = min(mine, key=_Slot.waiting_since)
             transfer = stalled.transfer
             if transfer is None or transfer.tries == 0:
+                cap = self.limits.max_per_address
+                busy = Refusal(
+                    NOT_DEFINED, "too many transfers from your address", f"{cap} running"
+                )
+                self._refuse(client, name, busy)
                 return False
             self._evict(stalled, "its address's transfer cap")
         elif len(self.slots) >= self.limits.max_transfers:
-            oldest = min(self.slots.values(), key=_Slot.waiting_since)
-            self._evict(oldest, "the server is full")
+            stalled_slots = self.stalled
+            while stalled_slots:
+                slot = stalled_slots.pop()
+                transfer = slot.transfer
+                if not slot.ended and transfer is not None and transfer.tries:
+                    self._evict(slot, "the server is full")
+                    return True
+            self.unanswered += 1
+            return False
         return True
 
     def _evict(self, slot: _Slot, reason: str) -> None:
@@ -424,28 +506,59 @@ class _Service:
 
     def _start(self, slot: _Slot, request: Request, source: Source) -> None:
         """Send SOURCE to SLOT's client from a socket of its own."""
-        # non-blocking from the start: no fcntl per transfer
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
         try:
-            sock.bind((self.host, 0))
+            channel = self._channel(slot.client)
         except OSError as exc:
-            sock.close()
             source.close()
             self._drop_unopened(slot, Refusal(NOT_DEFINED, "server error", str(exc)))
             return
+        sock = channel.sock
         now = self.loop.time()
         limits = self.limits
         options = negotiate(request.options, source.size, limits.max_timeout, limits.max_windowsize)
         transfer = Transfer(
             source, options, timeout=limits.timeout, retries=limits.retries, now=now
         )
-        slot.transfer, slot.sock, slot.started = transfer, sock, now
+        slot.transfer, slot.sock, slot.channel, slot.started = transfer, sock, channel, now
+        channel.slot, channel.transfer = slot, transfer
         segment = 4 + transfer.blksize
         per_send = min(GSO_SEGMENTS, GSO_BYTES // segment)
         if transfer.window > 1 and per_send > 1:
             slot.gso = ([(socket.SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, "little"))], per_send)
-        self.loop.add_reader(sock.fileno(), self._on_datagram, slot, sock, transfer)
         self._step(slot, sock, transfer, transfer.start(now))
+
+    def _channel(self, client: Client) -> _Channel:
+        """A socket to serve CLIENT from: the one idle longest (or the one idle least, if
+        that one last served CLIENT's address and port), else a new one; OSError if none
+        can be made."""
+        spare = self.spare
+        if spare:
+            if spare[0].last != client:
+                return spare.popleft()
+            if spare[-1].last != client:
+                return spare.pop()
+        # non-blocking from the start: no fcntl
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        try:
+            sock.bind((self.host, 0))
+        except OSError:
+            sock.close()
+            raise
+        channel = _Channel(sock)
+        self.loop.add_reader(sock.fileno(), self._on_datagram, channel)
+        return channel
+
+    def _release(self, channel: _Channel, client: Client) -> None:
+        """CHANNEL's transfer (CLIENT's) is over: keep it for the next one, or close it."""
+        channel.slot, channel.transfer, channel.last = None, None, client
+        if len(self.spare) < self.limits.spare_sockets:
+            self.spare.append(channel)
+        else:
+            self._close_channel(channel)
+
+    def _close_channel(self, channel: _Channel) -> None:
+        self.loop.remove_reader(channel.sock.fileno())
+        channel.sock.close()
 
     def _forget(self, slot: _Slot) -> None:
         """SLOT no longer counts against the limits."""
@@ -463,14 +576,18 @@ class _Service:
         self._forget(slot)
         self._refuse(slot.client, slot.name, refusal)
 
-    def _on_datagram(self, slot: _Slot, sock: socket.socket, transfer: Transfer) -> None:
+    def _on_datagram(self, channel: _Channel) -> None:
         # One datagram per call: a client sends one ACK per window, so a second read would
         # almost always find nothing (a failed syscall and an exception per block); the
         # loop calls again while the socket has more.
+        sock = channel.sock
         try:
             data, source = sock.recvfrom(REPLY)  # not 64 KiB allocated and cut per ACK
         except OSError:
             return
+        slot, transfer = channel.slot, channel.transfer
+        if slot is None or transfer is None:  # a late datagram of an ended transfer: as to
+            return  # a closed port
         if source != slot.client:  # RFC 1350: no effect on the transfer
             self._send(sock, error_packet(UNKNOWN_TID, "unknown transfer ID"), source)
             return
@@ -528,16 +645,30 @@ class _Service:
 
     def _tick(self) -> None:
         now = self.loop.time()
+        stalled = []
         for slot in list(self.slots.values()):
             sock, transfer = slot.sock, slot.transfer
-            if sock is None or transfer is None or slot.ended or now < transfer.deadline:
+            if sock is None or transfer is None or slot.ended:
                 continue
-            try:
-                packets = transfer.expire(now)
-            except OSError as exc:
-                self._read_error(slot, sock, exc)
-                continue
-            self._step(slot, sock, transfer, packets)
+            if now >= transfer.deadline:
+                try:
+                    packets = transfer.expire(now)
+                except OSError as exc:
+                    self._read_error(slot, sock, exc)
+                    continue
+                self._step(slot, sock, transfer, packets)
+            if transfer.tries and not slot.ended:
+                stalled.append(slot)
+        stalled.sort(key=_Slot.waiting_since, reverse=True)  # the longest waiting last
+        self.stalled = stalled
+        if self.unanswered and now - self.unanswered_logged >= UNANSWERED_LOG:
+            _line(
+                "tftp: %d requests left unanswered: %d transfers running, none has missed "
+                "an ACK (their clients ask again)",
+                self.unanswered,
+                len(self.slots),
+            )
+            self.unanswered, self.unanswered_logged = 0, now
 
     @staticmethod
     def _send(sock: socket.socket, packet: bytes, to: tuple[str, int]) -> bool:
@@ -557,26 +688,23 @@ class _Service:
                 sock.bind((self.host, 0))
                 sock.sendto(error_packet(refusal.code, refusal.message), client)
             except OSError as exc:
-                log.info(
-                    "tftp %s:%d %s: refused (%s), unsent: %s", *client, name, refusal.reason, exc
-                )
+                _line("tftp %s:%d %s: refused (%s), unsent: %s", *client, name, refusal.reason, exc)
                 return
-        log.info("tftp %s:%d %s: refused (%s)", *client, name, refusal.reason)
+        _line("tftp %s:%d %s: refused (%s)", *client, name, refusal.reason)
 
     def _end(self, slot: _Slot, error: str | None) -> None:
         if slot.ended:
             return
         slot.ended = True
         self._forget(slot)
-        if slot.sock is not None:
-            self.loop.remove_reader(slot.sock.fileno())
-            slot.sock.close()
+        if slot.channel is not None:
+            self._release(slot.channel, slot.client)
         transfer = slot.transfer
         if transfer is not None:
             transfer.source.close()
         if error is None and transfer is not None:
             seconds = self.loop.time() - slot.started
-            log.info(
+            _line(
                 "tftp %s:%d %s: %d bytes in %.2fs",
                 *slot.client,
                 slot.name,
@@ -584,7 +712,7 @@ class _Service:
                 seconds,
             )
         else:
-            log.info("tftp %s:%d %s: failed (%s)", *slot.client, slot.name, error)
+            _line("tftp %s:%d %s: failed (%s)", *slot.client, slot.name, error)
 
     # -- the opener's thread ---------------------------------------------------------------
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import logging
 import os
+import re
 import shutil
 import socket
 import struct
@@ -23,8 +25,10 @@ from pxe_server.tftp import (
     LATER,
     MAX_PER_ADDRESS,
     MAX_RETRIES,
+    MAX_TIMEOUT,
     MAX_TRANSFERS,
     Later,
+    Limits,
     TftpServer,
 )
 
@@ -429,7 +433,63 @@ def drain_all(sock: socket.socket) -> bytes:
         sock.settimeout(5)
 
 
-def test_a_full_server_evicts_the_longest_waiting_transfer_for_a_new_client(
+@pytest.fixture
+def patient_server(tree: Path, resolver: Resolver) -> Iterator[TftpServer]:
+    """A server whose transfers miss an ACK only after MAX_TIMEOUT: time to fill it."""
+    srv = TftpServer(tree, resolver, host=HOST, port=0, limits=Limits(timeout=MAX_TIMEOUT))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_a_full_server_gives_up_no_transfer_that_has_not_missed_an_ack(
+    patient_server: TftpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At MAX_TRANSFERS a new request evicts only a transfer whose timer fired; until one
+    has, it is left unanswered, and its client's resent request is then served."""
+    caplog.set_level(logging.INFO, logger="netinstall.tftp")
+    socks = [bound_socket(f"127.0.{3 + i // 250}.{i % 250 + 1}") for i in range(MAX_TRANSFERS)]
+    newcomer = bound_socket("127.0.9.9")
+    server = patient_server
+    with contextlib.ExitStack() as stack:
+        for sock in [*socks, newcomer]:
+            stack.callback(sock.close)
+        for sock in socks:
+            sock.sendto(rrq(b"pxelinux.0"), (HOST, server.port))
+        for sock in socks:
+            assert sock.recvfrom(65536)[0][:4] == b"\0\x03\0\x01"
+        assert server.transfers == MAX_TRANSFERS
+        # every one waits for its first ACK, none has missed one: none is given up, and
+        # the requests left unanswered over several ticks make one log line a second
+        for _ in range(3):
+            newcomer.sendto(rrq(b"boot/initrd.img"), (HOST, server.port))
+            assert silent_for(newcomer, 0.2)
+        assert not [i for i, s in enumerate(socks) if b"server busy" in drain_all(s)]
+        assert server.transfers == MAX_TRANSFERS
+        assert len(unanswered(caplog)) == 1
+        # the first asked misses its ACK first (its block is sent again): the newcomer's
+        # request, resent as a PXE ROM does, takes its place
+        assert socks[0].recvfrom(65536)[0][:4] == b"\0\x03\0\x01"
+        time.sleep(0.3)  # the next tick has seen it
+        newcomer.sendto(rrq(b"boot/initrd.img"), (HOST, server.port))
+        first = newcomer.recvfrom(65536)[0]
+        assert first[:4] == b"\0\x03\0\x01"
+        evicted = [i for i, s in enumerate(socks) if b"server busy" in drain_all(s)]
+        assert evicted == [0]
+        assert server.transfers == MAX_TRANSFERS
+        deadline = time.monotonic() + 3  # the rest is counted a second after the first line
+        while sum(unanswered(caplog)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert sum(unanswered(caplog)) == 3
+
+
+def unanswered(caplog: pytest.LogCaptureFixture) -> list[int]:
+    """The counts of the server's "requests left unanswered" lines so far."""
+    found = (re.search(r"(\d+) requests left unanswered", r.getMessage()) for r in caplog.records)
+    return [int(match[1]) for match in found if match]
+
+
+def test_a_full_server_evicts_an_abandoned_transfer_for_a_new_client(
     server: TftpServer, tree: Path
 ) -> None:
     socks = [bound_socket(f"127.0.{3 + i // 250}.{i % 250 + 1}") for i in range(MAX_TRANSFERS)]
@@ -439,15 +499,74 @@ def test_a_full_server_evicts_the_longest_waiting_transfer_for_a_new_client(
         for sock in socks:
             assert sock.recvfrom(65536)[0][:4] == b"\0\x03\0\x01"
         assert server.transfers == MAX_TRANSFERS
+        time.sleep(DEFAULT_TIMEOUT + 0.3)  # none ACKs: every one has missed an ACK
         # A new client is served in full; each of its requests evicts one of the oldest.
         assert (
             fetch(server, "boot/initrd.img", source="127.0.9.9")
             == (tree / "boot" / "initrd.img").read_bytes()
         )
         evicted = [i for i, s in enumerate(socks) if b"server busy" in drain_all(s)]
-        assert evicted == [0]  # the first asked, so it has waited longest
+        assert len(evicted) == 1
         assert server.transfers == MAX_TRANSFERS - 1
     finally:
+        for sock in socks:
+            sock.close()
+
+
+def lockstep_get(sock: socket.socket, port: int, name: bytes) -> tuple[bytes, tuple[str, int]]:
+    """NAME fetched from SOCK without options: the data and the server's TID."""
+    sock.sendto(rrq(name), (HOST, port))
+    data = b""
+    while True:
+        reply, peer = sock.recvfrom(65536)
+        assert reply[:2] == b"\0\x03", reply[:40]
+        data += reply[4:]
+        sock.sendto(b"\0\x04" + reply[2:4], peer)
+        if len(reply) < 4 + 512:
+            return data, peer
+
+
+def test_transfer_sockets_serve_again_but_never_the_same_client_twice_in_a_row(
+    server: TftpServer, tree: Path
+) -> None:
+    content = (tree / "pxelinux.0").read_bytes()
+    with bound_socket() as one, bound_socket() as other:
+        data, first = lockstep_get(one, server.port, b"pxelinux.0")
+        assert data == content
+        # the same address and port again: not the socket it was just served from, so a
+        # late ACK of the first transfer cannot pass for one of this one
+        data, second = lockstep_get(one, server.port, b"pxelinux.0")
+        assert data == content
+        assert second != first
+        data, third = lockstep_get(other, server.port, b"pxelinux.0")  # another client
+        assert data == content
+        assert third == first  # the socket idle longest, kept: no new socket made
+
+
+def test_idle_transfer_sockets_are_bounded(tree: Path, resolver: Resolver) -> None:
+    spare = 2
+    server = TftpServer(tree, resolver, host=HOST, port=0, limits=Limits(spare_sockets=spare))
+    server.start()
+    socks = [bound_socket(f"127.0.4.{i + 1}") for i in range(6)]
+    try:
+        fetch(server, "pxelinux.0")  # one transfer socket exists (and curl's is closed)
+        before = len(os.listdir("/proc/self/fd"))
+        peers = []
+        for sock in socks:
+            sock.sendto(rrq(b"pxelinux.0"), (HOST, server.port))
+            peers.append(sock.recvfrom(65536)[1])
+        assert len(set(peers)) == len(socks)  # a socket each at once
+        for sock, peer in zip(socks, peers, strict=True):
+            sock.sendto(b"\0\x05\0\0cancelled\0", peer)
+        deadline = time.monotonic() + 5
+        while server.transfers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.transfers == 0
+        # ours plus the server's: six made at most, all but SPARE closed again
+        after = len(os.listdir("/proc/self/fd"))
+        assert after - before == spare - 1
+    finally:
+        server.stop()
         for sock in socks:
             sock.close()
 
@@ -554,4 +673,7 @@ def test_resolve_now_failing_costs_its_request_only(
     assert as_error(reply) == (0, b"server error")
     assert "resolve_now failed for boom" in caplog.text
     assert fetch(server, CONFIG) == b"from resolve_now\n"
+    deadline = time.monotonic() + 5  # curl may exit before the server reads its last ACK
+    while server.transfers and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert server.transfers == 0
