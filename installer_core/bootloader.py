@@ -35,9 +35,9 @@ GRUB_LIB = Path("/usr/lib/grub")
 BIOS_MODULES = "part_gpt part_msdos ext2 multiboot2 gzio search search_fs_uuid serial"
 # bootscrub=1: Xen scrubs the free RAM before dom0 starts, not in the background (its
 # default, "idle"). Both keep a reboot's old memory from reaching a guest; the idle scrub
-# ran beside dom0's boot and, on the lab's BIOS machine, made the whole boot about 2-3x
-# slower (Xen's banner to the end of dom0's kernel init: 33.6 QEMU CPU-s, against 15.1
-# with the scrub done first; hypervisor_payload/dom0/README.md).
+# competes with dom0 for a CPU while dom0 brings the host up: on the lab's one-CPU BIOS
+# machine, dom0 up to its SR 103.6 s against 41.6, a normal boot to the agent's check-in
+# 172.2 s against 55-65 (hypervisor_payload/dom0/README.md).
 XEN_ARGS = (
     "dom0_mem=1024M,max:1024M dom0_max_vcpus=1-2 bootscrub=1 com1=115200,8n1 console=com1,vga"
 )
