@@ -6,7 +6,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,13 +33,6 @@ MAC = "52:54:00:12:34:56"
 OTHER = "52:54:00:ab:cd:ef"
 SETTINGS = ServerSettings(http_base="http://192.168.77.1:8080", tftp_address="192.168.77.1")
 PATH = "pxelinux.cfg/01-52-54-00-12-34-56"
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    with Registry.open(tmp_path) as registry:
-        registry.add_profile(default_profile())
-        yield registry
 
 
 def revision(reg: Registry, mac: str = MAC) -> int:

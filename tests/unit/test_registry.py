@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,13 +31,6 @@ from pxe_server.secrets import REDACTED, new_token, redact
 MAC = "52:54:00:12:34:56"
 OTHER = "52:54:00:ab:cd:ef"
 TEMPLATE = "<installation>{{ mac }}</installation>"
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    with Registry.open(tmp_path) as registry:
-        registry.add_profile(default_profile())
-        yield registry
 
 
 def api_token(directory: Path) -> str:

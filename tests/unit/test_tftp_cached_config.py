@@ -4,26 +4,16 @@ everything else goes on to `boot_config` on the opener thread."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from pxe_server.admission import UnknownGate, UnknownLimits
 from pxe_server.http import boot_config, boot_config_cached
 from pxe_server.model import ServerSettings, State
-from pxe_server.registry import Registry, default_profile
+from pxe_server.registry import Registry
 
 MAC = "52:54:00:12:34:56"
 SETTINGS = ServerSettings(http_base="http://192.168.77.1:8080", tftp_address="192.168.77.1")
 PATH = "pxelinux.cfg/01-52-54-00-12-34-56"
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    with Registry.open(tmp_path) as registry:
-        registry.add_profile(default_profile())
-        yield registry
 
 
 def rendered(reg: Registry) -> str:
