@@ -25,10 +25,9 @@ kernel: 9.1 s from a fresh QEMU (7 s of it the boot scrub, the host backing the 
 (the E820 map to the ACPI tables 0.3 -> 18.5 s, dom0's construction 0.15 -> 11.3 s);
 the dom0 kernel's own boot slowed the same way (to /init 6 -> 13 s). That
 made the floor boot 30-40 s slower than the install's first boot, an emulator cost
-with no counterpart on a real server. The fresh QEMU gets ``POWER_ON_ARGS``
-(``-mem-prealloc``): the host backs all its RAM before the firmware starts, as the
-first boot's RAM was (the installer had touched it); without it Xen's boot scrub took
-7 s, against 2 s.
+with no counterpart on a real server. Every power-on, the first one too, backs the
+machine's RAM up front (``-mem-prealloc``, in ``qemu.argv``), so both boots' scrubs see
+RAM the host already holds.
 
 ``floor_lines`` prints the floor and the ratio power-on to ``running`` / floor under
 the demo's phase table. The dd writes ``RATE_BYTES`` of zeros at ``RATE_OFFSET`` of
@@ -66,8 +65,6 @@ QUIESCE_TIMEOUT = 30.0
 REMOUNT_DONE = re.compile(r"Emergency Remount complete")
 FLOOR_QUIESCED = "floor boot: file systems read-only"
 FLOOR_RESET = "floor boot: power off and on"
-# Added to the machine's QEMU command line when the floor boot powers it on again.
-POWER_ON_ARGS = ("-mem-prealloc",)
 BEFORE_FLOOR_LOG = "serial-before-floor.log"  # the console up to the power cycle
 FLOOR_XEN = "floor boot: Xen from disk"
 FLOOR_CHECKIN = "floor boot: agent check-in"
@@ -164,11 +161,6 @@ def quiesce(
         sleep(interval)
 
 
-def power_on_argv(argv: list[str]) -> list[str]:
-    """The machine's QEMU command line for the floor boot's power-on (``POWER_ON_ARGS``)."""
-    return [*argv, *(arg for arg in POWER_ON_ARGS if arg not in argv)]
-
-
 def power_cycle(follower: Follower, monitor: Path) -> None:
     """QEMU quits (the machine off) and starts again with the same disk, firmware variables
     and console file (kept as ``BEFORE_FLOOR_LOG`` first): a fresh translation cache."""
@@ -177,9 +169,7 @@ def power_cycle(follower: Follower, monitor: Path) -> None:
     serial = follower.serial.path
     if serial.exists():
         serial.replace(serial.with_name(BEFORE_FLOOR_LOG))  # QEMU starts the file afresh
-    follower.vm = services.Child(
-        "qemu", power_on_argv(vm.argv), vm.log_path.with_name("qemu-floor.log")
-    )
+    follower.vm = services.Child("qemu", vm.argv, vm.log_path.with_name("qemu-floor.log"))
     follower.serial = console.SerialLog(
         serial, timed=follower.serial.timed, clock=follower.serial.clock
     )

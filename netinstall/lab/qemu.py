@@ -16,6 +16,12 @@ NIC, 2 on the disk), as a real server set to network-first would:
 
 No ``-no-reboot``: the installer reboots into the installed system. ``-accel tcg``
 always (KVM dies inside the firmware on these machines); the default CPU model.
+
+``-mem-prealloc``: QEMU backs all the machine's RAM before the firmware starts, as real
+RAM is there at power-on. Without it the first touch of each guest page costs a host page
+fault under TCG, and Xen's boot scrub (``bootscrub=1``) of the RAM the installer never
+touched took 12.5 s on the BIOS machine's first boot from disk, against 0.5 s on a
+power-on with the RAM backed (measured on the console's timed log, one install).
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ def argv(machine: Machine) -> list[str]:
         machine.binary,
         "-accel", "tcg",
         "-m", str(machine.memory_mib),
+        "-mem-prealloc",  # the host backs the RAM before the firmware starts (see below)
         "-smp", "1",
         "-display", "none",
         *_serial(machine),

@@ -36,6 +36,7 @@ def test_bios_machine_boots_the_nic_first_with_the_ipxe_rom(tmp_path: Path) -> N
     argv = qemu.argv(_machine("bios", tmp_path))
     assert argv[:3] == ["qemu-system-x86_64", "-accel", "tcg"]
     assert _value(argv, "-m") == ["3072"]
+    assert "-mem-prealloc" in argv  # RAM backed at power-on, as a real machine's is
     devices = _value(argv, "-device")
     assert devices[0] == "e1000,netdev=n0,mac=52:54:00:77:00:01,bootindex=1"  # default ROM
     assert devices[1] == "virtio-blk-pci,drive=d0,bootindex=2"
