@@ -183,6 +183,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     checks: list[str] = []
     children: list[services.Child] = []
     vm: services.Child | None = None
+    follower: Follower | None = None
     target: san.Target | None = None
     say(
         f"lab: {options.firmware} machine {mac} on {where}, "
@@ -226,12 +227,10 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
                 follower, tracker, powercut.cut_point(options.chosen.cut),
                 disk=machine.disk, archive=_archive(options.repo), workdir=workdir,
             )  # fmt: skip
-            vm = follower.vm
         if reason is None:
             reason = follower.follow(tracker, options.until, options.timeout)
         if reason is None and options.chosen.floor and options.until == console.RUNNING:
             reason = floor.floor_boot(follower, machine.monitor, tracker, options.timeout)
-            vm = follower.vm  # a new QEMU process since its power cycle
         if reason is None and cut is not None:
             reason = powercut.after_the_cut(tracker, cut, checks)
         if reason is None and options.chosen.upgrade:
@@ -253,6 +252,8 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         follower.serial.read()
         tail = follower.serial.last_lines()
     finally:
+        if follower is not None:
+            vm = follower.vm  # the QEMU of the last power-on (reboots, cuts, the floor boot)
         if vm is not None:
             services.quit_qemu(vm, machine.monitor)
         for child in reversed(children):

@@ -169,7 +169,7 @@ def power_cycle(follower: Follower, monitor: Path) -> None:
     serial = follower.serial.path
     if serial.exists():
         serial.replace(serial.with_name(BEFORE_FLOOR_LOG))  # QEMU starts the file afresh
-    follower.vm = services.Child("qemu", vm.argv, vm.log_path.with_name("qemu-floor.log"))
+    follower.power_on(vm.log_path.with_name("qemu-floor.log"))
     follower.serial = console.SerialLog(
         serial, timed=follower.serial.timed, clock=follower.serial.clock
     )

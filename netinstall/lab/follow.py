@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from netinstall.lab.console import Tracker
 from pxe_server.registry import Registry
 
 Say = Callable[[str], None]
+REBOOT_ACTION = "reboot=shutdown"  # on QEMU's command line: a guest reboot ends QEMU
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Follower:
     serial: console.SerialLog = field(init=False)
     seen_events: int = 0
     interval: float = 0.5  # seconds between two looks at the console and the registry
+    power_ons: int = 0  # QEMU started again after a guest reboot or by the lab
 
     def __post_init__(self) -> None:
         serial = vm_serial(self.vm)
@@ -46,6 +50,16 @@ class Follower:
         """Ignore the events logged so far (a new phase starts from here)."""
         with Registry.open(self.server_dir) as registry:
             self.seen_events = len(registry.events(self.mac))
+
+    def power_on(self, log_path: Path | None = None) -> None:
+        """Start the machine's QEMU again, the same command line (its disk, firmware
+        variables and console file): a power-on after QEMU ended. Its output goes to
+        ``log_path``, else it is appended to the last QEMU's."""
+        vm = self.vm
+        path = vm.log_path if log_path is None else log_path
+        self.vm = services.Child("qemu", vm.argv, path, append=log_path is None)
+        self.power_ons += 1
+        log.info("QEMU powered on again (%d): %s", self.power_ons, path)
 
     def now(self) -> float:
         return time.monotonic() - self.start
@@ -87,6 +101,9 @@ class Follower:
                 if tracker.failure is not None:
                     return tracker.failure
                 if (code := self.vm.exited()) is not None:
+                    if code == 0 and REBOOT_ACTION in self.vm.argv:
+                        self.power_on()  # the guest rebooted: a power cycle (qemu.py)
+                        continue
                     return f"QEMU exited with status {code}: {self.vm.output().strip()[-500:]}"
                 if (code := self.server.exited()) is not None:
                     return f"the server exited with status {code} (see {self.server.log_path})"
@@ -100,6 +117,8 @@ def vm_serial(vm: services.Child) -> Path:
     for arg in vm.argv:
         if arg.startswith("file:"):
             return Path(arg.removeprefix("file:"))
+        if arg.startswith("file,id=con0,") and (path := re.search(r"path=([^,]+)", arg)):
+            return Path(path.group(1))
         if arg.startswith("socket,id=con0,") and (log_file := re.search(r"logfile=([^,]+)", arg)):
             return Path(log_file.group(1))
     raise ValueError("QEMU has no serial file")

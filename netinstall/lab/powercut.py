@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import InputError
-from netinstall.lab import console, services
+from netinstall.lab import console
 from netinstall.lab.console import Tracker
 from netinstall.lab.follow import Follower
 
@@ -145,7 +145,7 @@ def cut_and_power_on(
         return tracker, cut, why
     serial = follower.serial.path
     serial.replace(workdir / BEFORE_CUT_LOG)  # QEMU starts the console file afresh
-    follower.vm = services.Child("qemu", vm.argv, workdir / "qemu-after-cut.log")
+    follower.power_on(workdir / "qemu-after-cut.log")
     follower.serial = console.SerialLog(
         serial, timed=serial.with_name(console.TIMED_LOG), clock=follower.now
     )

@@ -17,6 +17,13 @@ NIC, 2 on the disk), as a real server set to network-first would:
 No ``-no-reboot``: the installer reboots into the installed system. ``-accel tcg``
 always (KVM dies inside the firmware on these machines); the default CPU model.
 
+A reboot is a power cycle (``-action reboot=shutdown``): when the guest resets the
+machine QEMU exits, and the lab (``Follower``) starts the same command line again, with
+the console file appended to. A reset inside one QEMU keeps TCG's translation cache, and
+the next boot pays for every cached block it writes over (``floor.py`` has the figures);
+a real server's reboot carries nothing over. The multipath machine keeps resets: its
+scenario unplugs a path on the monitor, which a new QEMU would plug back in.
+
 ``-mem-prealloc``: QEMU backs all the machine's RAM before the firmware starts, as real
 RAM is there at power-on. Without it the first touch of each guest page costs a host page
 fault under TCG, and Xen's boot scrub (``bootscrub=1``) of the RAM the installer never
@@ -80,6 +87,12 @@ class Machine:
         if (self.storage_tap is None) != (self.storage_mac is None):
             raise InputError("a storage NIC needs both its tap and its MAC")
 
+    @property
+    def reboot_power_cycles(self) -> bool:
+        """A guest reboot ends QEMU, and the lab powers the machine on again (not multipath:
+        a new QEMU would bring back the path its scenario unplugged)."""
+        return not self.multipath
+
 
 def argv(machine: Machine) -> list[str]:
     """The QEMU command line for ``machine`` (pure)."""
@@ -94,6 +107,8 @@ def argv(machine: Machine) -> list[str]:
         "-monitor", f"unix:{machine.monitor},server=on,wait=off",
         "-name", f"netinstall-lab-{machine.firmware}",
     ]  # fmt: skip
+    if machine.reboot_power_cycles:
+        args += ["-action", "reboot=shutdown"]
     nic = f"{NIC[machine.firmware]},netdev=n0,mac={machine.mac},bootindex=1"
     if machine.firmware == "uefi":
         args += [
@@ -150,8 +165,11 @@ def multipath_disk(disk: Path) -> list[str]:
 
 def _serial(machine: Machine) -> list[str]:
     """The serial port: a log file, or a socket to type on that logs to the same file."""
-    if machine.console is None:
-        return ["-serial", f"file:{machine.serial}"]
+    if machine.console is None:  # appended to: a power-cycled machine's console goes on
+        return [
+            "-chardev", f"file,id=con0,path={machine.serial},append=on",
+            "-serial", "chardev:con0",
+        ]  # fmt: skip
     return [
         "-chardev",
         f"socket,id=con0,path={machine.console},server=on,wait=off,"

@@ -73,12 +73,14 @@ def site_dhcp_argv(net: LabNetwork, workdir: Path) -> list[str]:
 class Child:
     """One child process with its output in ``log_path``."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], log_path: Path, *, append: bool = False
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
         log.info("starting %s: %s", name, " ".join(self.argv))
-        with log_path.open("wb") as out:
+        with log_path.open("ab" if append else "wb") as out:
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from pathlib import Path
 from types import SimpleNamespace
@@ -114,8 +115,8 @@ def test_quiesce_gives_up_after_its_timeout() -> None:
 class _Machine:
     """A QEMU process as ``services.Child`` stands for one, without a process."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
-        self.argv, self.log_path, self.quit = argv, log_path, False
+    def __init__(self, name: str, argv: list[str], log_path: Path, append: bool = False) -> None:
+        self.argv, self.log_path, self.quit, self.append = argv, log_path, False, append
 
 
 def test_a_power_cycle_starts_a_new_process_and_keeps_the_console_before_it(
@@ -128,14 +129,16 @@ def test_a_power_cycle_starts_a_new_process_and_keeps_the_console_before_it(
     serial.write_text("before the power cycle\n")
     old = _Machine("qemu", ["qemu-system-x86_64", "-m", "3072"], tmp_path / "qemu.log")
     follower = SimpleNamespace(
-        vm=old, serial=console.SerialLog(serial, timed=timed, clock=lambda: 5.0)
+        vm=old, serial=console.SerialLog(serial, timed=timed, clock=lambda: 5.0), power_ons=0
     )
+    follower.power_on = functools.partial(Follower.power_on, follower)
     follower.serial.read()
     floor.power_cycle(cast(Follower, follower), tmp_path / "monitor.sock")
     assert old.quit
     assert follower.vm is not old
     assert follower.vm.argv == ["qemu-system-x86_64", "-m", "3072"]  # the same machine
     assert follower.vm.log_path == tmp_path / "qemu-floor.log"
+    assert not follower.vm.append
     assert (tmp_path / floor.BEFORE_FLOOR_LOG).read_text() == "before the power cycle\n"
     serial.write_text("(XEN) Xen version 4.17.7\n")  # the new QEMU's console, from its start
     assert follower.serial.read() == ["(XEN) Xen version 4.17.7"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
 from common.errors import InputError, NetinstallError
 from common.firmware import Firmware
-from netinstall.lab import netns, qemu, services
+from netinstall.lab import follow, netns, qemu, services
 
 
 def _machine(firmware: Firmware, tmp_path: Path) -> qemu.Machine:
@@ -43,7 +46,12 @@ def test_bios_machine_boots_the_nic_first_with_the_ipxe_rom(tmp_path: Path) -> N
     assert "-machine" not in argv
     assert "if=pflash" not in " ".join(argv)
     assert _value(argv, "-netdev") == ["tap,id=n0,ifname=tap0,script=no,downscript=no"]
-    assert _value(argv, "-serial") == [f"file:{tmp_path / 'serial.log'}"]
+    assert _value(argv, "-serial") == ["chardev:con0"]
+    assert _value(argv, "-chardev") == [f"file,id=con0,path={tmp_path / 'serial.log'},append=on"]
+    assert follow.vm_serial(cast(services.Child, SimpleNamespace(argv=argv))) == (
+        tmp_path / "serial.log"
+    )
+    assert _value(argv, "-action") == ["reboot=shutdown"]  # a reboot is a power cycle
     assert _value(argv, "-monitor") == [f"unix:{tmp_path / 'monitor.sock'},server=on,wait=off"]
     assert "-no-reboot" not in argv  # the installer reboots into the installed system
     assert "-cpu" not in argv
@@ -70,6 +78,14 @@ def test_uefi_http_boot_machine_has_no_ipv4_pxe(tmp_path: Path) -> None:
     assert "name=opt/org.tianocore/IPv4PXESupport,string=n" in _value(argv, "-fw_cfg")
     with pytest.raises(InputError, match="needs a UEFI machine"):
         replace(_machine("bios", tmp_path), http_boot=True)
+
+
+def test_only_the_multipath_machine_keeps_resets(tmp_path: Path) -> None:
+    """Its scenario unplugs a path on the monitor: a new QEMU would plug it back in."""
+    machine = replace(_machine("bios", tmp_path), multipath=True)
+    assert not machine.reboot_power_cycles
+    assert "-action" not in qemu.argv(machine)
+    assert _machine("uefi", tmp_path).reboot_power_cycles
 
 
 def test_uefi_machine_needs_a_vars_copy(tmp_path: Path) -> None:
