@@ -54,6 +54,7 @@ from pxe_server.model import normalise_mac
 log = logging.getLogger("netinstall.dnsmasq")
 
 Mode = Literal["full", "proxy"]
+IPXE_NO_PXEDHCP = 176  # iPXE's encapsulated option (in 175): do not wait for ProxyDHCP
 Transport = Literal["http", "tftp"]
 HTTP_CLIENT = "HTTPClient"  # the vendor class (option 60) of UEFI HTTP Boot, asked and answered
 PXE_TFTP_PORT = 69  # PXE ROMs and firmware only ever ask port 69
@@ -223,6 +224,10 @@ class DnsmasqConfig:
             dhcp_range = [self.range_start, str(self.range_end), *mask, self.lease_time]
             lines += [
                 f"dhcp-range={','.join(dhcp_range)}",
+                # iPXE's "no-pxedhcp" (175.176): this offer is the whole answer. Without it
+                # iPXE waits for ProxyDHCP offers that never come before it requests (3 s on
+                # every boot of the lab's ROM, the install's and each reboot's).
+                f"dhcp-option=tag:ipxe,encap:175,{IPXE_NO_PXEDHCP},1",
                 f"dhcp-boot=tag:bios,tag:!chain-ipxe{load}{http},pxelinux.0,,{server}",
                 f"dhcp-boot=tag:efi64,tag:!chain-ipxe{load},grubx64.efi,,{server}",
             ]

@@ -42,14 +42,15 @@ GRUB_MODULES = (
 # broadcast) and, as PXE does, a DHCPREQUEST to the boot server's port 4011 (with the first
 # item of the offer's PXE menu, option 43.9, layer 0, if it had one). Prints the replies as
 # JSON. Its vendor class is PXEClient, or HTTPClient as UEFI HTTP Boot's (edk2) is; with
-# iPXE it adds option 175 and user class (77) "iPXE", as iPXE does. No reply: offer null.
+# iPXE it adds option 175, user class (77) "iPXE" and asks for option 175 back (55), as
+# iPXE does; the offer's iPXE no-pxedhcp (175.176) is read back. No reply: offer null.
 PXE_CLIENT = """
 import json, os, socket, struct, sys
 iface, mac, arch, ipxe = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 vendor = f"{sys.argv[7]}:Arch:{arch:05d}:UNDI:003001".encode()
 opts = bytes([53, 1, 1, 60, len(vendor)]) + vendor + bytes([93, 2]) + arch.to_bytes(2, "big")
 opts += bytes([97, 17, 0]) + os.urandom(16) + bytes([94, 3, 1, 2, 1])
-opts += bytes([175, 3, 0x13, 1, 1, 77, 4]) + b"iPXE" if ipxe else b""
+opts += bytes([175, 3, 0x13, 1, 1, 77, 4]) + b"iPXE" + bytes([55, 1, 175]) if ipxe else b""
 xid = os.urandom(4)
 head = struct.pack("!BBBB4sHH16s16s", 1, 1, 6, 0, xid, 0, 0x8000, bytes(16),
                    bytes.fromhex(mac.replace(":", "")) + bytes(10))
@@ -72,6 +73,7 @@ def exchange(packet, to):
             "item": menu[:2].hex(), "file": data[108:236].split(bytes(1))[0].decode(),
             "vendor": options(data[240:]).get(60, b"").decode(),
             "bootfile": options(data[240:]).get(67, b"").decode(),
+            "no_pxedhcp": options(options(data[240:]).get(175, b"")).get(176, b"").hex(),
             "yiaddr": socket.inet_ntoa(data[16:20])}
 
 def options(data):
@@ -210,8 +212,11 @@ def test_bios_transport_follows_the_pxe_stack(net: Net, full_dnsmasq: Dnsmasq) -
     mac = "52:54:00:77:00:21"
     with_ipxe = pxe(net, mac, 0, ipxe=True)["offer"]
     assert with_ipxe["file"] == PXELINUX_URL  # iPXE fetches it, and all after it, by HTTP
+    # The whole answer: iPXE need not wait for ProxyDHCP offers (its no-pxedhcp, 175.176).
+    assert with_ipxe["no_pxedhcp"] == "01"
     plain = pxe(net, mac, 0)["offer"]  # a plain PXE ROM: TFTP from our address
     assert (plain["file"], plain["siaddr"]) == ("pxelinux.0", SERVER)
+    assert plain["no_pxedhcp"] == ""  # a plain PXE ROM's request does not get it
     uefi = pxe(net, mac, 7, ipxe=True)["offer"]  # iPXE EFI: GRUB as before (TFTP)
     assert uefi["file"] == "grubx64.efi"
 
@@ -286,6 +291,7 @@ def test_proxy_bios_ipxe_gets_pxelinux_by_url(net: Net, proxy_dnsmasq: Dnsmasq) 
     # As for the iPXE chain: no menu (iPXE would boot its item), the URL in the offer.
     assert got["offer"]["file"] == PXELINUX_URL
     assert not got["offer"]["menu"]
+    assert got["offer"]["no_pxedhcp"] == ""  # a proxy: the site's offer is not the whole answer
     assert pxe(net, "52:54:00:77:01:21", 0)["boot"]["file"] == "pxelinux.0"  # plain PXE
 
 

@@ -59,6 +59,7 @@ def proxy(**changes: Any) -> DnsmasqConfig:
 def test_full_mode() -> None:
     assert full().render() == FULL_HEAD + HTTP_PXELINUX + (
         "dhcp-range=192.168.77.10,192.168.77.200,1h\n"
+        "dhcp-option=tag:ipxe,encap:175,176,1\n"
         "dhcp-boot=tag:bios,tag:!chain-ipxe,tag:!http-pxelinux,pxelinux.0,,192.168.77.1\n"
         "dhcp-boot=tag:efi64,tag:!chain-ipxe,grubx64.efi,,192.168.77.1\n"
     )
@@ -67,6 +68,7 @@ def test_full_mode() -> None:
 def test_tftp_transport_gives_every_pxe_stack_the_tftp_loaders() -> None:
     assert full(boot_transport="tftp").render() == FULL_HEAD + (
         "dhcp-range=192.168.77.10,192.168.77.200,1h\n"
+        "dhcp-option=tag:ipxe,encap:175,176,1\n"
         "dhcp-boot=tag:bios,tag:!chain-ipxe,pxelinux.0,,192.168.77.1\n"
         "dhcp-boot=tag:efi64,tag:!chain-ipxe,grubx64.efi,,192.168.77.1\n"
     )
@@ -119,6 +121,7 @@ def test_full_mode_with_subnet_ipxe_hosts_and_ra() -> None:
         "http://192.168.77.1:8080/ipxe/52:54:00:00:00:02\n"
         + HTTP_PXELINUX
         + "dhcp-range=192.168.77.10,192.168.77.200,255.255.255.0,12h\n"
+        + "dhcp-option=tag:ipxe,encap:175,176,1\n"
         "dhcp-boot=tag:bios,tag:!chain-ipxe,tag:!http-pxelinux,pxelinux.0,,192.168.77.1\n"
         "dhcp-boot=tag:efi64,tag:!chain-ipxe,grubx64.efi,,192.168.77.1\n"
         "enable-ra\n"
