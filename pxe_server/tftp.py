@@ -107,7 +107,6 @@ CACHE_FILES = 32  # files held in memory at most (least recently served dropped 
 CACHE_BYTES = 256 * 1024 * 1024  # ... and at most this many bytes of them; a bigger file
 # is read per block. Transfers running keep the content they started with.
 TICK = 0.1  # seconds between two looks at the retransmission deadlines
-BURST = 64  # requests read from the listening socket before the loop serves the others
 DATAGRAM = 65536  # bytes read of a request
 REPLY = 512  # bytes read of a datagram inside a transfer (an ACK has 4; an ERROR's text is cut)
 # Linux UDP GSO (udp(7), UDP_SEGMENT): one send of many equal datagrams (the last shorter)
@@ -115,6 +114,7 @@ UDP_SEGMENT = 103
 GSO_SEGMENTS = 64  # datagrams per send at most (the kernel's UDP_MAX_SEGMENTS)
 GSO_BYTES = 65507  # bytes per send at most (the largest UDP payload over IPv4)
 GSO_UNSUPPORTED = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
+_ERROR_OPCODE = ERROR.to_bytes(2, "big")
 
 __doc__ += f"""
 * at most {MAX_TRANSFERS} transfers at once; a request that finds them all taken evicts
@@ -154,7 +154,7 @@ class Limits:
     cache_bytes: int = CACHE_BYTES
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Channel:
     """A transfer's socket (its TID), registered with the loop for as long as it is open:
     serving SLOT's TRANSFER, or idle (both None) after serving LAST, the client of its last
@@ -166,7 +166,7 @@ class _Channel:
     last: Client | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Slot:
     """One admitted request: opening (transfer None), then sending from a socket of its own."""
 
@@ -406,15 +406,18 @@ class _Service:
             loop.close()
 
     def _on_request(self, sock: socket.socket) -> None:
-        for _ in range(BURST):
-            try:
-                data, client = sock.recvfrom(DATAGRAM)
-            except OSError:  # nothing more to read (or an ICMP error report): wait for more
-                return
-            self._admit(data, (client[0], client[1]))
+        # One request per call, as _on_datagram reads one ACK: requests mostly come one at
+        # a time, and a second read would find none (a failed syscall and an exception per
+        # request); while more wait, the loop calls again, each round with the ACKs of the
+        # transfers running.
+        try:
+            data, client = sock.recvfrom(DATAGRAM)  # an IPv4 socket's (address, port)
+        except OSError:  # read meanwhile (or an ICMP error report): wait for more
+            return
+        self._admit(data, client)
 
     def _admit(self, data: bytes, client: Client) -> None:
-        if client in self.slots or data[:2] == ERROR.to_bytes(2, "big"):
+        if client in self.slots or data[:2] == _ERROR_OPCODE:
             return  # a repeated request of a running transfer, or an error: never answered
         name = "?"
         try:
@@ -427,11 +430,16 @@ class _Service:
         except PathRefused as refused:
             self._refuse(client, name, Refusal(ACCESS_VIOLATION, "access violation", str(refused)))
             return
-        if not self._make_room(client, name):
+        slots, per_address, limits = self.slots, self.per_address, self.limits
+        address = client[0]
+        mine = per_address.get(address, 0)
+        if not (
+            mine < limits.max_per_address and len(slots) < limits.max_transfers
+        ) and not self._make_room(client, name):
             return
         slot = _Slot(client, name, self.loop.time())
-        self.slots[client] = slot
-        self.per_address[client[0]] = self.per_address.get(client[0], 0) + 1
+        slots[client] = slot
+        per_address[address] = per_address.get(address, 0) + 1  # _make_room may evict
         content: bytes | Later | None = LATER
         if self.resolve_now is not None:
             try:
@@ -521,11 +529,19 @@ class _Service:
         )
         slot.transfer, slot.sock, slot.channel, slot.started = transfer, sock, channel, now
         channel.slot, channel.transfer = slot, transfer
-        segment = 4 + transfer.blksize
-        per_send = min(GSO_SEGMENTS, GSO_BYTES // segment)
-        if transfer.window > 1 and per_send > 1:
-            slot.gso = ([(socket.SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, "little"))], per_send)
-        self._step(slot, sock, transfer, transfer.start(now))
+        if transfer.window > 1:
+            segment = 4 + transfer.blksize
+            per_send = min(GSO_SEGMENTS, GSO_BYTES // segment)
+            if per_send > 1:
+                gso = [(socket.SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, "little"))]
+                slot.gso = (gso, per_send)
+        packets = transfer.start(now)
+        if len(packets) == 1:  # an OACK, or lockstep's first block: no window to cut
+            self._send(sock, packets[0], slot.client)
+            if transfer.done:
+                self._end(slot, transfer.error)
+            return
+        self._step(slot, sock, transfer, packets)
 
     def _channel(self, client: Client) -> _Channel:
         """A socket to serve CLIENT from: the one idle longest (or the one idle least, if

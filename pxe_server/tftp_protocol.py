@@ -14,9 +14,8 @@ import os
 import re
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6
 NOT_DEFINED, FILE_NOT_FOUND, ACCESS_VIOLATION, ILLEGAL_OPERATION, UNKNOWN_TID = 0, 1, 2, 4, 5
@@ -82,36 +81,41 @@ def error_packet(code: int, message: str) -> bytes:
 
 
 def oack_packet(options: Mapping[str, int]) -> bytes:
-    return struct.pack("!H", OACK) + b"".join(
-        f"{key}\0{value}\0".encode("ascii") for key, value in options.items()
-    )
+    return _OACK + "".join([f"{key}\0{value}\0" for key, value in options.items()]).encode("ascii")
 
 
-@dataclass(frozen=True)
-class Request:
+_OACK = OACK.to_bytes(2, "big")
+
+
+class Request(NamedTuple):
+    """A read request: the name as sent, the mode (lower case) and the options (names in
+    lower case). A tuple: made once per request, on the loop's thread."""
+
     filename: str
     mode: str
     options: dict[str, str]
 
 
+_RRQ, _WRQ = RRQ.to_bytes(2, "big"), WRQ.to_bytes(2, "big")
+
+
 def parse_request(data: bytes) -> Request:
     """A read request, or Refusal (a write request is always refused)."""
-    opcode = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
-    if opcode == WRQ:
-        raise Refusal(ACCESS_VIOLATION, "read-only server")
-    if opcode != RRQ:
+    if data[:2] != _RRQ:
+        if data[:2] == _WRQ:
+            raise Refusal(ACCESS_VIOLATION, "read-only server")
         raise Refusal(ILLEGAL_OPERATION, "illegal TFTP operation")
-    body = data[2:]
-    if body[-1:] != b"\0" or body.count(b"\0") < 2:
+    if data[-1:] != b"\0" or data.count(b"\0", 2) < 2:
         raise Refusal(ILLEGAL_OPERATION, "malformed request")
     try:  # at once: a NUL is never part of another character in UTF-8
-        name, mode, *rest = body[:-1].decode("utf-8").split("\0")
+        name, mode, *rest = data[2:-1].decode("utf-8").split("\0")
     except UnicodeDecodeError:
         raise Refusal(ACCESS_VIOLATION, "bad file name") from None
-    if mode.lower() not in MODES:
+    mode = mode.lower()
+    if mode not in MODES:
         raise Refusal(ILLEGAL_OPERATION, "unsupported transfer mode")
     options = {key.lower(): value for key, value in zip(rest[0::2], rest[1::2], strict=False)}
-    return Request(name, mode.lower(), options)
+    return Request(name, mode, options)
 
 
 def negotiate(
@@ -196,6 +200,24 @@ class Transfer:
     only the timer sends the blocks in flight again.
     """
 
+    __slots__ = (
+        "_oack",
+        "_view",
+        "acked",
+        "blksize",
+        "blocks",
+        "deadline",
+        "done",
+        "error",
+        "retries",
+        "sent",
+        "source",
+        "timeout",
+        "tries",
+        "waiting_since",
+        "window",
+    )  # fmt: skip
+
     def __init__(
         self,
         source: Source,
@@ -278,11 +300,16 @@ class Transfer:
         if acked >= self.blocks:
             self.done = True
             return []
-        last = min(acked + self.window, self.blocks)
+        last = acked + self.window
+        last = min(last, self.blocks)
         self.sent = last
         self.tries = 0
         self.waiting_since = now
         self.deadline = now + self.timeout
+        view = self._view
+        if last == acked + 1 and view is not None:  # lockstep from memory: one block, inline
+            offset = acked * self.blksize
+            return [DATA_HEADER.pack(DATA, last & 0xFFFF) + view[offset : offset + self.blksize]]
         return self._blocks(acked + 1, last)
 
     def _wait(self, now: float) -> None:
@@ -300,9 +327,6 @@ class Transfer:
                 pack(DATA, number & 0xFFFF) + read((number - 1) * blksize, blksize)
                 for number in range(first, last + 1)
             ]
-        if first == last:  # lockstep: the common case, without a loop
-            offset = (first - 1) * blksize
-            return [pack(DATA, first & 0xFFFF) + view[offset : offset + blksize]]
         return [
             pack(DATA, number & 0xFFFF) + view[(number - 1) * blksize : number * blksize]
             for number in range(first, last + 1)
