@@ -36,6 +36,7 @@ from typing import Literal, cast
 import jinja2
 
 from common.errors import InputError
+from common.logformat import SecondFormatter
 from pxe_server import grub_image
 from pxe_server.admission import RegistrationRefused, UnknownGate, UnknownLimits
 from pxe_server.dnsmasq import Dnsmasq, DnsmasqConfig
@@ -414,7 +415,9 @@ def run_server(
 ) -> None:
     """``netinstall server run``: serve until SIGINT or SIGTERM, then stop cleanly."""
     if not logging.getLogger().handlers:  # the request log and where things listen, on stderr
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        handler = logging.StreamHandler()
+        handler.setFormatter(SecondFormatter("%(asctime)s %(name)s: %(message)s"))
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
