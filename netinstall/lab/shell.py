@@ -29,6 +29,7 @@ CONTINUATION = re.compile(r"(^|\n)> ?$")  # the shell's PS2: a typed line lost a
 # Seconds to wait for the getty's or the shell's prompt before pressing Enter again.
 PROMPT_WAIT = 10.0
 STUCK = 5.0  # seconds at the PS2 prompt before a command line is given up as damaged
+RECONNECT_WAIT = 30.0  # seconds for a power-cycled machine's new console socket
 
 
 @dataclass
@@ -41,13 +42,35 @@ class SerialShell:
     """Log in on the serial console and run commands; ``close`` when done."""
 
     def __init__(self, socket_path: Path, log_path: Path) -> None:
+        self.socket_path = socket_path
         self.log_path = log_path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(str(socket_path))
+        self._connect()
+
+    def _connect(self, timeout: float = 0) -> None:
+        """Connect to the console socket, trying for ``timeout`` seconds (a QEMU that has
+        just been started may not listen yet)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.socket_path))
+                break
+            except OSError:
+                sock.close()
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+        self.sock = sock
         # What QEMU sends us must be read at once, all the time: a full socket would
         # stall the serial port, and the machine with it. The log file has it all.
         self._reader = threading.Thread(target=self._discard, name="lab-console", daemon=True)
         self._reader.start()
+
+    def _reconnect(self) -> None:
+        """The machine was powered off and on (a reboot is a power cycle in the lab): its
+        new QEMU has a new console socket at the same path."""
+        self.close()
+        self._connect(timeout=RECONNECT_WAIT)
 
     def _discard(self) -> None:
         try:
@@ -68,7 +91,12 @@ class SerialShell:
         empty it in time, so a whole line sent at once could lose a character."""
         data = text.encode()
         for start in range(0, len(data), TYPE_CHUNK):
-            self.sock.sendall(data[start : start + TYPE_CHUNK])
+            chunk = data[start : start + TYPE_CHUNK]
+            try:
+                self.sock.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                self._reconnect()
+                self.sock.sendall(chunk)
             time.sleep(TYPE_PAUSE)
 
     def _log_size(self) -> int:

@@ -143,3 +143,28 @@ def test_a_kernel_message_after_the_prompt_gets_a_fresh_prompt(
     thread.join(timeout=10)
     assert lines[:3] == [b"", b"root", b"secret"]
     assert b"" in lines[3:-1]  # Enter pressed once the prompt was lost under the kernel line
+
+
+def test_typing_goes_on_through_a_power_cycle(tmp_path: Path) -> None:
+    """The lab powers a rebooting machine off and on: its new QEMU listens on a new console
+    socket at the same path, and the shell connects to it for what it types next."""
+    path, log = tmp_path / "serial.sock", tmp_path / "serial.log"
+    log.write_text("")
+    first_seen: list[bytes] = []
+
+    def first(conn: socket.socket) -> None:
+        first_seen.append(conn.recv(64))  # then the machine goes: its socket closes
+
+    old = fake_port(path, first)
+    shell = SerialShell(path, log)
+    try:
+        shell._type("a\r")
+        old.join(timeout=10)
+        path.unlink()  # QEMU's next start binds the path again
+        served = machine(path, log, drop=False)  # the new QEMU
+        result = shell.run("echo hello; false", timeout=10)
+    finally:
+        shell.close()
+    served.join(timeout=10)
+    assert first_seen == [b"a\r"]
+    assert (result.status, result.output) == (3, "hello")
