@@ -11,10 +11,12 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 
 import pytest
 
 from common.cpio import Member, read_members
+from images import installer
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -122,3 +124,12 @@ def test_init_is_valid_posix_shell() -> None:
     argv = ["busybox", "sh", "-n"] if shells[0] == "busybox" else ["dash", "-n"]
     done = subprocess.run([*argv, str(init)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_image_carries_our_byte_code(members: dict[str, Member]) -> None:
+    sources = [n for n in members if n.startswith(f"{SITE}/installer_core/") and n.endswith(".py")]
+    assert sources
+    if sys.implementation.cache_tag != installer.IMAGE_CACHE_TAG:
+        pytest.skip("built by a python3 that does not write the image's byte-code")
+    missing = [n for n in sources if installer.pyc_name(n) not in members]
+    assert not missing, f"no byte-code for {missing}"

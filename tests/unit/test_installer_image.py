@@ -106,9 +106,20 @@ def test_our_archive_is_byte_reproducible_and_owned_by_root() -> None:
     assert f"{site}/common/errors.py" in members
     assert f"{site}/common/process.py" in members
     assert not any(n.startswith(f"{site}/netinstall/") for n in members)  # the CLI stays out
-    assert not any("__pycache__" in name for name in members)
+    assert not any("__pycache__" in name for name in members)  # write_overlay adds them
     names = list(members)
     assert names.index(f"{site}/answerfile") < names.index(f"{site}/answerfile/answerfile.rng")
+
+
+def test_byte_code_goes_where_the_images_python_looks() -> None:
+    site = installer.PACKAGES_DIR
+    assert installer.pyc_name(f"{site}/common/errors.py") == (
+        f"{site}/common/__pycache__/errors.cpython-311.pyc"
+    )
+    sources = installer.package_sources()
+    assert f"{site}/installer_core/__main__.py" in sources
+    assert all(name.endswith(".py") for name in sources)
+    assert not any(name.startswith(f"{site}/netinstall/") for name in sources)
 
 
 def test_epoch_follows_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
