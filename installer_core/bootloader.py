@@ -28,7 +28,6 @@ our grub.cfg never loads: serial and text console) are left out.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -52,10 +51,6 @@ GRUB_LIB = Path("/usr/lib/grub")
 # layout. grub.cfg loads the rest (multiboot2, gzio, search, serial) from there.
 CORE_MODULES = "part_gpt part_msdos ext2"
 PLATFORMS = {Firmware.BIOS: "i386-pc", Firmware.UEFI: "x86_64-efi"}
-# First on grub-install's PATH: a udevadm that answers GRUB's one question (a device's
-# sysfs path) from sysfs, without loading the real one's libraries (about 8 runs, 0.3-0.5 s
-# each of the lab machine's CPU; images/installer_files/usr/lib/netinstall/grub-path).
-GRUB_PATH = Path("/usr/lib/netinstall/grub-path")
 # bootscrub=1: Xen scrubs the free RAM before dom0 starts, not in the background (its
 # default, "idle"). Both keep a reboot's old memory from reaching a guest; the idle scrub
 # competes with dom0 for a CPU while dom0 brings the host up: on the lab's one-CPU BIOS
@@ -243,8 +238,7 @@ def install_bootloader(
     """Step: GRUB for the firmware the installer booted with, our grub.cfg, the EFI entry."""
     if boot.location is BootloaderLocation.PARTITION:
         log.warning("bootloader location=partition is not supported: GRUB goes to the disk")
-    env = {**os.environ, "PATH": f"{GRUB_PATH}:{os.environ.get('PATH', os.defpath)}"}
-    runner(grub_install_command(boot.firmware, target, boot.disk), timeout=600, env=env)
+    runner(grub_install_command(boot.firmware, target, boot.disk), timeout=600)
     copied = copy_modules(boot.firmware, target)
     log.info("copied %d more GRUB modules to /boot/grub/%s", copied, PLATFORMS[boot.firmware])
     write_grub_config(target, root_uuid, runner)
