@@ -104,6 +104,14 @@ def test_image_holds_the_kernel_modules_and_their_index(members: dict[str, Membe
     assert f"{base}/modules.alias" in members
     found = {name.rsplit("/", 1)[-1].split(".ko")[0] for name in members if name.startswith(base)}
     assert set(MODULES) <= found, set(MODULES) - found
+    # What /init loads at every boot is stored uncompressed, the rest as Debian ships it.
+    suffixes = {
+        name.rsplit("/", 1)[-1].split(".ko")[0]: name.split(".ko", 1)[1]
+        for name in members
+        if name.startswith(f"{base}/kernel/")
+    }
+    assert {suffixes[m] for m in ("ext4", "jbd2", "dm-mod", "loop", "xen-evtchn")} == {""}
+    assert {suffixes[m] for m in ("nfsv4", "e1000", "vfat")} == {".xz"}
 
 
 def test_image_is_trimmed_and_carries_no_build_host_or_per_build_state(

@@ -279,6 +279,20 @@ def test_remove_tree_refuses_a_tree_with_mounts(
     assert not tree.exists()
 
 
+def test_prune_keeps_the_newest_cache_files(tmp_path: Path) -> None:
+    names = [f"installer-base-{n}.cpio.zst" for n in "abcde"]
+    for age, name in enumerate(names):  # a is the oldest
+        (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, (1000 + age, 1000 + age))
+    (tmp_path / "installer-f.tar").write_bytes(b"")  # another pattern: never touched
+    keep = tmp_path / names[0]  # the one just built or used, whatever its age
+    installer_root._prune(tmp_path, "installer-base-*.cpio.zst", keep, 3)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [names[0], names[3], names[4], "installer-f.tar"]
+    installer_root._prune(tmp_path, "installer-base-*.cpio.zst", keep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [names[0], "installer-f.tar"]
+
+
 def test_init_loads_only_what_nothing_else_loads() -> None:
     lists = (
         installer_root.EAGER_MODULES,
@@ -297,6 +311,12 @@ def test_init_loads_only_what_nothing_else_loads() -> None:
                                      "dm_service_time", "scsi_dh_alua", "scsi_dh_rdac",
                                      "scsi_dh_emc"}  # fmt: skip
     assert not any("nfs" in name for names in listed.values() for name in names)
+    # The ESP's and EFI variables' modules load when mounted: a BIOS install never does.
+    assert not {"vfat", "nls_cp437", "efivarfs"} & set().union(*listed.values())
+    assert {"vfat", "nls_ascii", "nls_cp437", "efivarfs"} <= set(installer_root.ON_USE_MODULES)
     init = files["init"][0].decode()
+    assert "modprobe -q -a $modules && return 0" in init  # one modprobe a list
+    assert "udevadm trigger --type=devices --action=add" in init
+    assert "--type=subsystems" not in init  # no rule of use to the installer needs it
     assert '[ "$UDEV" = 1 ] || load_modules /etc/netinstall/modules-hardware' in init
     assert '[ "$SAN" = 0 ] || load_modules /etc/netinstall/modules-san' in init
