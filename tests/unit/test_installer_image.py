@@ -6,6 +6,7 @@ import io
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,6 +121,27 @@ def test_byte_code_goes_where_the_images_python_looks() -> None:
     assert f"{site}/installer_core/__main__.py" in sources
     assert all(name.endswith(".py") for name in sources)
     assert not any(name.startswith(f"{site}/netinstall/") for name in sources)
+
+
+def test_byte_compile_runs_a_fresh_bounded_interpreter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_run(argv: list[str], **kwargs: Any) -> None:
+        seen.update(argv=argv, **kwargs)
+        (Path(argv[-1]) / "x/__pycache__").mkdir(parents=True)
+        (Path(argv[-1]) / f"x/__pycache__/a.{installer.IMAGE_CACHE_TAG}.pyc").write_bytes(b"pyc")
+
+    monkeypatch.setattr(installer, "run", fake_run)
+    monkeypatch.setattr(installer.sys.implementation, "cache_tag", installer.IMAGE_CACHE_TAG)
+    compiled = installer.byte_compile({"x/a.py": tmp_path / "a.py"})
+    assert compiled == {f"x/__pycache__/a.{installer.IMAGE_CACHE_TAG}.pyc": b"pyc"}
+    assert seen["timeout"] == installer.BYTE_COMPILE_TIMEOUT == 300.0
+    assert seen["env"]["PYTHONHASHSEED"] == "0"
+    assert seen["argv"][1:4] == ["-S", "-s", "-B"]
+    monkeypatch.setattr(installer.sys.implementation, "cache_tag", "cpython-399")
+    assert installer.byte_compile({"x/a.py": tmp_path / "a.py"}) == {}  # compiled at boot
 
 
 def test_epoch_follows_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
