@@ -9,8 +9,8 @@
    cached, as it only changes with the Debian inputs;
 2. ours: ``/init``, the files of ``images/installer_files``, the module lists
    and our Python packages (common, answerfile, partitioning and
-   installer_core). Byte-reproducible: sorted names, owner root, one
-   fixed mtime (``SOURCE_DATE_EPOCH`` when set).
+   installer_core) with their byte-code (``byte_compile``). Byte-reproducible:
+   sorted names, owner root, one fixed mtime (``SOURCE_DATE_EPOCH`` when set).
 
 ``vmlinuz`` is ``linux-image-6.12-amd64`` of bookworm-security, downloaded and
 unpacked (never installed on the build host).
@@ -18,12 +18,16 @@ unpacked (never installed on the build host).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 from common import cpio
 from common.cpio import Entry
+from common.process import run
 from images import debian, installer_root
 from images.context import REPO_ROOT, BuildContext
 
@@ -65,6 +69,28 @@ DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z, when SOURCE_DATE_EPOCH is un
 FILES = Path(__file__).resolve().parent / "installer_files"
 PACKAGES_DIR = "usr/lib/python3/dist-packages"
 OUR_PACKAGES = ("common", "answerfile", "partitioning", "installer_core")
+# The byte-code file name bookworm's python3 (3.11) looks for in __pycache__.
+IMAGE_CACHE_TAG = "cpython-311"
+BYTE_COMPILE_TIMEOUT = 300.0  # seconds; the four packages compile in about one
+
+# The byte-compiler, run in a fresh interpreter: marshal's output depends on the
+# compiling process's state (reference counts decide which objects it shares, the
+# string hash seed the order of frozenset constants), so a fixed start (-S, hash seed
+# 0) keeps the archive byte-reproducible. Each .pyc is hash-checked (PEP 552): the
+# image's importer checks it against the source's hash, not an mtime, and compiles
+# the source itself when they differ. Reads [[source, name in the image, .pyc], ...]
+# as JSON on stdin and writes each .pyc under the directory given as its argument.
+_COMPILER = """
+import importlib.util, json, marshal, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+for source, name, pyc in json.load(sys.stdin):
+    text = Path(source).read_bytes()
+    code = compile(text, name, "exec", dont_inherit=True)
+    header = importlib.util.MAGIC_NUMBER + (0b11).to_bytes(4, "little")
+    (out / pyc).parent.mkdir(parents=True, exist_ok=True)
+    (out / pyc).write_bytes(header + importlib.util.source_hash(text) + marshal.dumps(code))
+"""
 
 
 def epoch() -> int:
@@ -104,6 +130,40 @@ def overlay_files(repo: Path = REPO_ROOT, files: Path = FILES) -> dict[str, tupl
     return found
 
 
+def package_sources(repo: Path = REPO_ROOT) -> dict[str, Path]:
+    """The Python files of our packages: {name in the image: source file}."""
+    return {
+        f"{PACKAGES_DIR}/{path.relative_to(repo).as_posix()}": path
+        for package in OUR_PACKAGES
+        for path in _package_files(repo / package)
+        if path.suffix == ".py"
+    }
+
+
+def pyc_name(name: str) -> str:
+    """Where the image's python3 looks for the byte-code of ``name`` (a .py in the image)."""
+    directory, _, file = name.rpartition("/")
+    return f"{directory}/__pycache__/{file.removesuffix('.py')}.{IMAGE_CACHE_TAG}.pyc"
+
+
+def byte_compile(sources: dict[str, Path]) -> dict[str, bytes]:
+    """{.pyc name in the image: its bytes} for {.py name in the image: its source file}.
+
+    Without byte-code the installer compiled its own packages at every boot (the root is
+    in RAM): about a third of its Python start-up on the emulated lab machine. Only a
+    build host whose python3 writes the image's byte-code (``IMAGE_CACHE_TAG``) makes
+    them; elsewhere the image compiles at boot as before.
+    """
+    if sys.implementation.cache_tag != IMAGE_CACHE_TAG or not sources:
+        return {}
+    jobs = [[str(path), f"/{name}", pyc_name(name)] for name, path in sorted(sources.items())]
+    with tempfile.TemporaryDirectory(prefix="netinstall-pyc-") as out:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": "0"}
+        argv = [sys.executable, "-S", "-s", "-B", "-c", _COMPILER, out]
+        run(argv, input_text=json.dumps(jobs), env=env, timeout=BYTE_COMPILE_TIMEOUT)
+        return {pyc: (Path(out) / pyc).read_bytes() for _, _, pyc in jobs}
+
+
 def overlay_entries(files: dict[str, tuple[bytes, int]], mtime: int) -> list[Entry]:
     """Archive entries for ``files`` with their parent directories and /dev/console."""
     directories = {"dev"}
@@ -117,9 +177,11 @@ def overlay_entries(files: dict[str, tuple[bytes, int]], mtime: int) -> list[Ent
 
 
 def write_overlay(path: Path, mtime: int) -> int:
-    """Our archive, uncompressed, at ``path``; returns its size."""
+    """Our archive with our packages' byte-code, uncompressed, at ``path``; returns its size."""
+    files = overlay_files()
+    files.update((name, (code, 0o644)) for name, code in byte_compile(package_sources()).items())
     with path.open("wb") as stream:
-        return cpio.write(overlay_entries(overlay_files(), mtime), stream)
+        return cpio.write(overlay_entries(files, mtime), stream)
 
 
 def kernel_deb(ctx: BuildContext) -> Path:

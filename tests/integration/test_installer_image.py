@@ -11,10 +11,12 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 
 import pytest
 
 from common.cpio import Member, read_members
+from images import installer
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -102,6 +104,14 @@ def test_image_holds_the_kernel_modules_and_their_index(members: dict[str, Membe
     assert f"{base}/modules.alias" in members
     found = {name.rsplit("/", 1)[-1].split(".ko")[0] for name in members if name.startswith(base)}
     assert set(MODULES) <= found, set(MODULES) - found
+    # What /init loads at every boot is stored uncompressed, the rest as Debian ships it.
+    suffixes = {
+        name.rsplit("/", 1)[-1].split(".ko")[0]: name.split(".ko", 1)[1]
+        for name in members
+        if name.startswith(f"{base}/kernel/") and ".ko" in name
+    }
+    assert {suffixes[m] for m in ("ext4", "jbd2", "dm-mod", "loop", "xen-evtchn")} == {""}
+    assert {suffixes[m] for m in ("nfsv4", "e1000", "vfat")} == {".xz"}
 
 
 def test_image_is_trimmed_and_carries_no_build_host_or_per_build_state(
@@ -122,3 +132,12 @@ def test_init_is_valid_posix_shell() -> None:
     argv = ["busybox", "sh", "-n"] if shells[0] == "busybox" else ["dash", "-n"]
     done = subprocess.run([*argv, str(init)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_image_carries_our_byte_code(members: dict[str, Member]) -> None:
+    sources = [n for n in members if n.startswith(f"{SITE}/installer_core/") and n.endswith(".py")]
+    assert sources
+    if sys.implementation.cache_tag != installer.IMAGE_CACHE_TAG:
+        pytest.skip("built by a python3 that does not write the image's byte-code")
+    missing = [n for n in sources if installer.pyc_name(n) not in members]
+    assert not missing, f"no byte-code for {missing}"

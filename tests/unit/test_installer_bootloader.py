@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from answerfile.model import Bootloader
+from common.errors import NetinstallError
 from common.firmware import Firmware
 from common.process import Completed
 from installer_core import bootloader, planning
@@ -79,12 +80,18 @@ def test_grub_cfg_text() -> None:
 
 def test_grub_install_commands() -> None:
     bios = bootloader.grub_install_command(Firmware.BIOS, Path("/mnt/t"), Path("/dev/sda"))
+    lean = [
+        "--modules=part_gpt part_msdos ext2",
+        "--install-modules=part_gpt part_msdos ext2",
+        "--locales=",
+        "--fonts=",
+    ]
     assert bios == [
         "grub-install",
         "--target=i386-pc",
         "--directory=/usr/lib/grub/i386-pc",
         "--boot-directory=/mnt/t/boot",
-        "--modules=part_gpt part_msdos ext2 multiboot2 gzio search search_fs_uuid serial",
+        *lean,
         "/dev/sda",
     ]
     uefi = bootloader.grub_install_command(Firmware.UEFI, Path("/mnt/t"), Path("/dev/sda"))
@@ -92,11 +99,56 @@ def test_grub_install_commands() -> None:
         "grub-install",
         "--target=x86_64-efi",
         "--directory=/usr/lib/grub/x86_64-efi",
-        "--efi-directory=/mnt/t/boot/efi",
         "--boot-directory=/mnt/t/boot",
+        *lean,
+        "--efi-directory=/mnt/t/boot/efi",
         "--removable",
         "--no-nvram",
     ]
+
+
+@pytest.fixture
+def grub_lib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A platform directory of each firmware: three modules and a non-module file."""
+    lib = tmp_path / "lib/grub"
+    for platform in bootloader.PLATFORMS.values():
+        (lib / platform).mkdir(parents=True)
+        for name in ("ext2.mod", "gzio.mod", "multiboot2.mod", "kernel.img"):
+            (lib / platform / name).write_text(f"{platform}/{name}")
+    monkeypatch.setattr(bootloader, "GRUB_LIB", lib)
+    return lib
+
+
+def _grub_install(target: Path) -> Callable[[tuple[str, ...]], str]:
+    """What a fake grub-install leaves: the platform directory with the core's modules."""
+
+    def respond(argv: tuple[str, ...]) -> str:
+        if argv[0] == "grub-install":
+            platform = argv[1].removeprefix("--target=")
+            (target / "boot/grub" / platform).mkdir(parents=True)
+            (target / "boot/grub" / platform / "ext2.mod").write_text("from grub-install")
+        return ""
+
+    return respond
+
+
+@pytest.mark.parametrize("firmware", [Firmware.BIOS, Firmware.UEFI])
+def test_copy_modules_adds_what_grub_install_left_out(
+    tmp_path: Path, grub_lib: Path, firmware: Firmware
+) -> None:
+    target = tmp_path / "target"
+    _grub_install(target)(("grub-install", f"--target={bootloader.PLATFORMS[firmware]}"))
+    into = target / "boot/grub" / bootloader.PLATFORMS[firmware]
+    assert bootloader.copy_modules(firmware, target) == 2
+    assert sorted(p.name for p in into.iterdir()) == ["ext2.mod", "gzio.mod", "multiboot2.mod"]
+    assert (into / "ext2.mod").read_text() == "from grub-install"  # not copied again
+    assert (into / "gzio.mod").read_text() == f"{bootloader.PLATFORMS[firmware]}/gzio.mod"
+    assert bootloader.copy_modules(firmware, target) == 0
+
+
+def test_copy_modules_needs_grub_installs_directory(tmp_path: Path, grub_lib: Path) -> None:
+    with pytest.raises(NetinstallError, match=r"grub-install made no .*i386-pc"):
+        bootloader.copy_modules(Firmware.BIOS, tmp_path)
 
 
 def test_parse_efibootmgr() -> None:
@@ -154,20 +206,34 @@ def _install(tmp_path: Path, boot: BootloaderPlan, runner: FakeRunner) -> None:
     bootloader.install_bootloader(boot, tmp_path, ROOT, runner)
 
 
-def test_install_bootloader_bios(tmp_path: Path) -> None:
-    runner = FakeRunner()
+def _runner(target: Path, respond: Callable[[tuple[str, ...]], str] | None = None) -> FakeRunner:
+    grub_install = _grub_install(target)
+
+    def both(argv: tuple[str, ...]) -> str:
+        grub_install(argv)
+        return respond(argv) if respond else ""
+
+    return FakeRunner(both)
+
+
+def test_install_bootloader_bios(tmp_path: Path, grub_lib: Path) -> None:
+    runner = _runner(tmp_path)
     _install(tmp_path, _boot(tmp_path, Firmware.BIOS), runner)
     assert runner.calls[0][:2] == ("grub-install", "--target=i386-pc")
     assert runner.calls[1] == ("grub-editenv", str(tmp_path / "boot/grub/grubenv"), "create")
     assert len(runner.calls) == 2
     assert (tmp_path / "boot/grub/grub.cfg").read_text() == bootloader.grub_cfg(ROOT)
+    assert (tmp_path / "boot/grub/i386-pc/multiboot2.mod").is_file()
 
 
 def test_install_bootloader_uefi_without_efivars_boots_the_removable_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    grub_lib: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(bootloader, "EFIVARS", tmp_path / "no-efi/efivars")
-    runner = FakeRunner()
+    runner = _runner(tmp_path)
     caplog.set_level("INFO")
     _install(tmp_path, _boot(tmp_path, Firmware.UEFI), runner)
     assert [c[0] for c in runner.calls] == ["grub-install", "grub-editenv"]
@@ -175,21 +241,21 @@ def test_install_bootloader_uefi_without_efivars_boots_the_removable_path(
 
 
 def test_install_bootloader_uefi_writes_the_entry(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, grub_lib: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     efivars = tmp_path / "efi/efivars"
     efivars.mkdir(parents=True)
     (efivars / "BootOrder-8be4df61").write_bytes(b"")
     monkeypatch.setattr(bootloader, "EFIVARS", efivars)
     created = OVMF.replace("Boot0004* EFI", "Boot0005* netinstall\tHD(4)\nBoot0004* EFI")
-    runner = FakeRunner(lambda argv: created if argv == ("efibootmgr", "-v") else "")
+    runner = _runner(tmp_path, lambda argv: created if argv == ("efibootmgr", "-v") else "")
     _install(tmp_path, _boot(tmp_path, Firmware.UEFI), runner)
     assert ("efibootmgr", "-q", "-c", "-d", "/dev/vda", "-p", "4", "-L", "netinstall", "-l",
             "\\EFI\\BOOT\\BOOTX64.EFI") in runner.calls  # fmt: skip
     assert runner.calls[-1] == ("efibootmgr", "-q", "-o", "0001,0002,0005,0003,0000,0004")
 
 
-def test_install_bootloader_uefi_write_boot_entry_false(tmp_path: Path) -> None:
-    runner = FakeRunner()
+def test_install_bootloader_uefi_write_boot_entry_false(tmp_path: Path, grub_lib: Path) -> None:
+    runner = _runner(tmp_path)
     _install(tmp_path, _boot(tmp_path, Firmware.UEFI, write_entry=False), runner)
     assert not any(c[0] == "efibootmgr" for c in runner.calls)

@@ -6,6 +6,7 @@ import io
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,9 +107,41 @@ def test_our_archive_is_byte_reproducible_and_owned_by_root() -> None:
     assert f"{site}/common/errors.py" in members
     assert f"{site}/common/process.py" in members
     assert not any(n.startswith(f"{site}/netinstall/") for n in members)  # the CLI stays out
-    assert not any("__pycache__" in name for name in members)
+    assert not any("__pycache__" in name for name in members)  # write_overlay adds them
     names = list(members)
     assert names.index(f"{site}/answerfile") < names.index(f"{site}/answerfile/answerfile.rng")
+
+
+def test_byte_code_goes_where_the_images_python_looks() -> None:
+    site = installer.PACKAGES_DIR
+    assert installer.pyc_name(f"{site}/common/errors.py") == (
+        f"{site}/common/__pycache__/errors.cpython-311.pyc"
+    )
+    sources = installer.package_sources()
+    assert f"{site}/installer_core/__main__.py" in sources
+    assert all(name.endswith(".py") for name in sources)
+    assert not any(name.startswith(f"{site}/netinstall/") for name in sources)
+
+
+def test_byte_compile_runs_a_fresh_bounded_interpreter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_run(argv: list[str], **kwargs: Any) -> None:
+        seen.update(argv=argv, **kwargs)
+        (Path(argv[-1]) / "x/__pycache__").mkdir(parents=True)
+        (Path(argv[-1]) / f"x/__pycache__/a.{installer.IMAGE_CACHE_TAG}.pyc").write_bytes(b"pyc")
+
+    monkeypatch.setattr(installer, "run", fake_run)
+    monkeypatch.setattr(installer.sys.implementation, "cache_tag", installer.IMAGE_CACHE_TAG)
+    compiled = installer.byte_compile({"x/a.py": tmp_path / "a.py"})
+    assert compiled == {f"x/__pycache__/a.{installer.IMAGE_CACHE_TAG}.pyc": b"pyc"}
+    assert seen["timeout"] == installer.BYTE_COMPILE_TIMEOUT == 300.0
+    assert seen["env"]["PYTHONHASHSEED"] == "0"
+    assert seen["argv"][1:4] == ["-S", "-s", "-B"]
+    monkeypatch.setattr(installer.sys.implementation, "cache_tag", "cpython-399")
+    assert installer.byte_compile({"x/a.py": tmp_path / "a.py"}) == {}  # compiled at boot
 
 
 def test_epoch_follows_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -268,6 +301,20 @@ def test_remove_tree_refuses_a_tree_with_mounts(
     assert not tree.exists()
 
 
+def test_prune_keeps_the_newest_cache_files(tmp_path: Path) -> None:
+    names = [f"installer-base-{n}.cpio.zst" for n in "abcde"]
+    for age, name in enumerate(names):  # a is the oldest
+        (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, (1000 + age, 1000 + age))
+    (tmp_path / "installer-f.tar").write_bytes(b"")  # another pattern: never touched
+    keep = tmp_path / names[0]  # the one just built or used, whatever its age
+    installer_root._prune(tmp_path, "installer-base-*.cpio.zst", keep, 3)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [names[0], names[3], names[4], "installer-f.tar"]
+    installer_root._prune(tmp_path, "installer-base-*.cpio.zst", keep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [names[0], "installer-f.tar"]
+
+
 def test_init_loads_only_what_nothing_else_loads() -> None:
     lists = (
         installer_root.EAGER_MODULES,
@@ -286,6 +333,12 @@ def test_init_loads_only_what_nothing_else_loads() -> None:
                                      "dm_service_time", "scsi_dh_alua", "scsi_dh_rdac",
                                      "scsi_dh_emc"}  # fmt: skip
     assert not any("nfs" in name for names in listed.values() for name in names)
+    # The ESP's and EFI variables' modules load when mounted: a BIOS install never does.
+    assert not {"vfat", "nls_cp437", "efivarfs"} & set().union(*listed.values())
+    assert {"vfat", "nls_ascii", "nls_cp437", "efivarfs"} <= set(installer_root.ON_USE_MODULES)
     init = files["init"][0].decode()
+    assert "modprobe -q -a $modules && return 0" in init  # one modprobe a list
+    assert "udevadm trigger --type=devices --action=add" in init
+    assert "--type=subsystems" not in init  # no rule of use to the installer needs it
     assert '[ "$UDEV" = 1 ] || load_modules /etc/netinstall/modules-hardware' in init
     assert '[ "$SAN" = 0 ] || load_modules /etc/netinstall/modules-san' in init
