@@ -26,4 +26,6 @@ class SecondFormatter(logging.Formatter):
         if second != self._second:
             self._text = self.formatTime(record, self.default_time_format)
             self._second = second
+        if self.default_msec_format is None:
+            return self._text
         return self.default_msec_format % (self._text, record.msecs)

@@ -415,9 +415,9 @@ def run_server(
 ) -> None:
     """``netinstall server run``: serve until SIGINT or SIGTERM, then stop cleanly."""
     if not logging.getLogger().handlers:  # the request log and where things listen, on stderr
-        handler = logging.StreamHandler()
-        handler.setFormatter(SecondFormatter("%(asctime)s %(name)s: %(message)s"))
-        logging.basicConfig(level=logging.INFO, handlers=[handler])
+        stderr = logging.StreamHandler()
+        stderr.setFormatter(SecondFormatter("%(asctime)s %(name)s: %(message)s"))
+        logging.basicConfig(level=logging.INFO, handlers=[stderr])
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
