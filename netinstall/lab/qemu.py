@@ -38,7 +38,10 @@ OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 DISK_SIZE = 60 * 2**30  # sparse
 MEMORY_MIB = 3072  # the installer boots with dom0_mem=2048M
-# The machine's emulated CPUs (``-smp``): TCG runs one host thread per vCPU.
+# The machine's emulated CPUs (``-smp``). TCG runs one host thread per vCPU, but two made
+# the BIOS demo slower in every phase on this 2-core host (installer up 58.7 s against
+# 20.7-40.6, the bootloader step 16.7 s against 8.6-9.1, dom0 up to SR created 111 s against
+# 43-51; extract-root no faster, 23.8 s against 22.3): see the README's install-time lines.
 CPUS = 1
 BASE_MAC = "52:54:00:77:00:"
 MAC_SUFFIX = {"bios": "01", "uefi": "02"}  # two machines may run side by side
