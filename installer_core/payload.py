@@ -93,8 +93,9 @@ def run_pipeline(
     producer: list[str], consumer: list[str], *, pipe_bytes: int, timeout: float
 ) -> None:
     """``producer | consumer`` with a pipe of ``pipe_bytes`` (where the kernel allows it),
-    no shell; ``CommandError`` of the command that failed (the producer's when both did,
-    unless the consumer's failure killed it by SIGPIPE)."""
+    no shell; ``CommandError`` of the command that failed: the producer's when both did,
+    unless the consumer's failure killed it by SIGPIPE. A consumer that stopped reading
+    early (the producer killed by SIGPIPE) fails it too: the data was not all used."""
     read_end, write_end = os.pipe()
     try:
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, pipe_bytes)
@@ -121,9 +122,8 @@ def run_pipeline(
             except subprocess.TimeoutExpired as exc:
                 raise CommandError(argv, -1, "", f"timed out after {timeout} s") from exc
         first, second = procs
-        if first.returncode not in (0, -signal.SIGPIPE) or (
-            first.returncode != 0 and second.returncode == 0
-        ):
+        killed_by_consumer = first.returncode == -signal.SIGPIPE and second.returncode != 0
+        if first.returncode != 0 and not killed_by_consumer:
             raise CommandError(producer, first.returncode, "", _stderr(errors[0]))
         if second.returncode != 0:
             raise CommandError(consumer, second.returncode, "", _stderr(errors[1]))

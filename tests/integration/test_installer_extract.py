@@ -75,6 +75,12 @@ def test_a_tar_that_fails_is_named_even_when_zstd_dies_of_the_broken_pipe(tmp_pa
     assert "no-such-target" in caught.value.stderr
 
 
+def test_a_consumer_that_stops_reading_early_fails_the_pipeline() -> None:
+    with pytest.raises(CommandError, match=r"^yes exited with status -13") as caught:
+        payload.run_pipeline(["yes"], ["head", "-c", "10"], pipe_bytes=1 << 16, timeout=30)
+    assert caught.value.argv == ("yes",)
+
+
 def test_a_missing_command_is_status_127() -> None:
     with pytest.raises(CommandError, match="command not found") as caught:
         payload.run_pipeline(["no-such-command-x4"], ["cat"], pipe_bytes=1 << 16, timeout=5)
