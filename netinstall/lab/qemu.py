@@ -45,6 +45,11 @@ OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 DISK_SIZE = 60 * 2**30  # sparse
 MEMORY_MIB = 3072  # the installer boots with dom0_mem=2048M
+# The machine's emulated CPUs (``-smp``). TCG runs one host thread per vCPU, but two made
+# the BIOS demo slower in every phase on this 2-core host (installer up 58.7 s against
+# 20.7-40.6, the bootloader step 16.7 s against 8.6-9.1, dom0 up to SR created 111 s against
+# 43-51; extract-root no faster, 23.8 s against 22.3): see the README's install-time lines.
+CPUS = 1
 BASE_MAC = "52:54:00:77:00:"
 MAC_SUFFIX = {"bios": "01", "uefi": "02"}  # two machines may run side by side
 # OVMF has a driver of its own for virtio-net, none for e1000 (whose EFI driver is iPXE's).
@@ -74,6 +79,7 @@ class Machine:
     local_disk: bool = True
     multipath: bool = False  # the disk as two SCSI paths (PATHS) to one LUN, not virtio-blk
     memory_mib: int = MEMORY_MIB
+    cpus: int = CPUS
     http_boot: bool = False  # UEFI: boot the NIC by OVMF's HTTP boot, not its PXE client
     binary: str = "qemu-system-x86_64"
 
@@ -84,6 +90,8 @@ class Machine:
             raise InputError("a UEFI machine needs its own copy of the OVMF variable store")
         if self.http_boot and self.firmware != "uefi":
             raise InputError("UEFI HTTP Boot needs a UEFI machine (OVMF's HttpBootDxe)")
+        if self.cpus < 1:
+            raise InputError(f"a machine needs at least one CPU, not {self.cpus}")
         if (self.storage_tap is None) != (self.storage_mac is None):
             raise InputError("a storage NIC needs both its tap and its MAC")
 
@@ -101,7 +109,7 @@ def argv(machine: Machine) -> list[str]:
         "-accel", "tcg",
         "-m", str(machine.memory_mib),
         "-mem-prealloc",  # the host backs the RAM before the firmware starts (see below)
-        "-smp", "1",
+        "-smp", str(machine.cpus),
         "-display", "none",
         *_serial(machine),
         "-monitor", f"unix:{machine.monitor},server=on,wait=off",

@@ -164,9 +164,9 @@ def test_write_install_log(tmp_path: Path, disable_gpt: bool, where: str) -> Non
 
 
 def test_extract_command_keeps_owners_xattrs_and_acls(tmp_path: Path) -> None:
-    files = {"dom0-rootfs.tar.zst": Path("/stage/dom0-rootfs.tar.zst")}
+    files = {"dom0-rootfs.tar.gz": Path("/stage/dom0-rootfs.tar.gz")}
     runner = FakeRunner()
-    payload.extract_root(files, tmp_path / "target", runner)
+    payload.extract_root(files, tmp_path / "target", runner)  # not zstd: tar's own gzip
     assert runner.calls == [
         (
             "tar",
@@ -174,13 +174,21 @@ def test_extract_command_keeps_owners_xattrs_and_acls(tmp_path: Path) -> None:
             "--xattrs-include=*",
             "--acls",
             "--numeric-owner",
-            "--zstd",
+            "--gzip",
             "-xpf",
-            "/stage/dom0-rootfs.tar.zst",
+            "/stage/dom0-rootfs.tar.gz",
             "-C",
             str(tmp_path / "target"),
         )
     ]
+
+
+def test_the_zstd_tar_reads_one_mib_records_from_standard_input(tmp_path: Path) -> None:
+    argv = payload.extract_command(None, tmp_path)
+    assert argv[-6:] == ["-b", "2048", "-xpf", "-", "-C", str(tmp_path)]
+    assert "--zstd" not in argv
+    assert {"--xattrs", "--acls", "--numeric-owner"} <= set(argv)
+    assert payload.RECORD_BLOCKS * 512 == payload.PIPE_BYTES == 1 << 20
 
 
 def test_install_boot_files_replaces_the_archives(tmp_path: Path) -> None:

@@ -88,6 +88,15 @@ def test_only_the_multipath_machine_keeps_resets(tmp_path: Path) -> None:
     assert _machine("uefi", tmp_path).reboot_power_cycles
 
 
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+def test_the_machine_has_the_cpus_it_is_given(firmware: Firmware, tmp_path: Path) -> None:
+    machine = _machine(firmware, tmp_path)
+    assert _value(qemu.argv(machine), "-smp") == [str(qemu.CPUS)]
+    assert _value(qemu.argv(replace(machine, cpus=3)), "-smp") == ["3"]
+    with pytest.raises(InputError, match="at least one CPU, not 0"):
+        replace(machine, cpus=0)
+
+
 def test_uefi_machine_needs_a_vars_copy(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="OVMF variable store"):
         qemu.Machine("uefi", "52:54:00:77:00:02", tmp_path, tmp_path, tmp_path)
