@@ -26,7 +26,7 @@ kernel: 9.1 s from a fresh QEMU (7 s of it the boot scrub, the host backing the 
 the dom0 kernel's own boot slowed the same way (to /init 6 -> 13 s). That
 made the floor boot 30-40 s slower than the install's first boot, an emulator cost
 with no counterpart on a real server. Every power-on, the first one too, backs the
-machine's RAM up front (``-mem-prealloc``, in ``qemu.argv``), so both boots' scrubs see
+machine's RAM up front (``prealloc=on``, in ``qemu.argv``), so both boots' scrubs see
 RAM the host already holds.
 
 ``floor_lines`` prints the floor and the ratio power-on to ``running`` / floor under

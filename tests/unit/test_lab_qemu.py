@@ -39,11 +39,14 @@ def test_bios_machine_boots_the_nic_first_with_the_ipxe_rom(tmp_path: Path) -> N
     argv = qemu.argv(_machine("bios", tmp_path))
     assert argv[:3] == ["qemu-system-x86_64", "-accel", "tcg"]
     assert _value(argv, "-m") == ["3072"]
-    assert "-mem-prealloc" in argv  # RAM backed at power-on, as a real machine's is
+    # RAM backed at power-on, as a real machine's is
+    assert _value(argv, "-object") == [
+        "memory-backend-ram,id=ram0,size=3072M,prealloc=on,prealloc-threads=2"
+    ]
     devices = _value(argv, "-device")
     assert devices[0] == "e1000,netdev=n0,mac=52:54:00:77:00:01,bootindex=1"  # default ROM
     assert devices[1] == "virtio-blk-pci,drive=d0,bootindex=2"
-    assert "-machine" not in argv
+    assert _value(argv, "-machine") == ["pc,memory-backend=ram0"]
     assert "if=pflash" not in " ".join(argv)
     assert _value(argv, "-netdev") == ["tap,id=n0,ifname=tap0,script=no,downscript=no"]
     assert _value(argv, "-serial") == ["chardev:con0"]
@@ -59,7 +62,7 @@ def test_bios_machine_boots_the_nic_first_with_the_ipxe_rom(tmp_path: Path) -> N
 
 def test_uefi_machine_uses_ovmf_and_its_own_pxe_client(tmp_path: Path) -> None:
     argv = qemu.argv(_machine("uefi", tmp_path))
-    assert _value(argv, "-machine") == ["q35"]
+    assert _value(argv, "-machine") == ["q35,memory-backend=ram0"]
     drives = _value(argv, "-drive")
     assert drives[0] == f"if=pflash,format=raw,readonly=on,file={qemu.OVMF_CODE}"
     assert drives[1] == f"if=pflash,format=raw,file={tmp_path / 'vars.fd'}"
