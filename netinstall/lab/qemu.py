@@ -28,8 +28,9 @@ The RAM is a ``memory-backend-ram`` with ``prealloc=on``: QEMU backs all of it b
 firmware starts, as real RAM is there at power-on (in 0.2 s, with transparent huge pages;
 the older ``-mem-prealloc`` took 3.3-4.1 s at every power-on here). Without it the first
 touch of each guest page costs a host page fault under TCG, and Xen's boot scrub
-(``bootscrub=1``) of the RAM the installer never touched took 12.5 s on the BIOS machine's first boot from disk, against 0.5 s on a
-power-on with the RAM backed (measured on the console's timed log, one install).
+(``bootscrub=1``) of the RAM the installer never touched took 12.5 s on the BIOS
+machine's first boot from disk, against 0.5 s on a power-on with the RAM backed
+(measured on the console's timed log, one install).
 """
 
 from __future__ import annotations
