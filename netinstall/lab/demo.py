@@ -213,6 +213,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             "qemu",
             netns.netns_exec(net.namespace, vm_argv) if net is not None else vm_argv,
             workdir / "qemu.log",
+            before=qemu.no_huge_pages,
         )
         follower = Follower(vm, children[0], server_dir, mac, start, say, export)
         reason = None

@@ -57,7 +57,7 @@ class Follower:
         ``log_path``, else it is appended to the last QEMU's."""
         vm = self.vm
         path = vm.log_path if log_path is None else log_path
-        self.vm = services.Child("qemu", vm.argv, path, append=log_path is None)
+        self.vm = services.Child("qemu", vm.argv, path, append=log_path is None, before=vm.before)
         self.power_ons += 1
         log.info("QEMU powered on again (%d): %s", self.power_ons, path)
 

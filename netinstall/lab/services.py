@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from common.errors import NetinstallError
@@ -74,15 +74,26 @@ class Child:
     """One child process with its output in ``log_path``."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], log_path: Path, *, append: bool = False
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        append: bool = False,
+        before: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
+        self.before = before  # run in the child before it executes argv (kept for a restart)
         log.info("starting %s: %s", name, " ".join(self.argv))
         with log_path.open("ab" if append else "wb") as out:
             self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=before,  # noqa: PLW1509 - one prctl, no locks taken
             )
 
     def exited(self) -> int | None:

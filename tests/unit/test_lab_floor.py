@@ -115,8 +115,16 @@ def test_quiesce_gives_up_after_its_timeout() -> None:
 class _Machine:
     """A QEMU process as ``services.Child`` stands for one, without a process."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, append: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        append: bool = False,
+        before: object = None,
+    ) -> None:
         self.argv, self.log_path, self.quit, self.append = argv, log_path, False, append
+        self.before = before
 
 
 def test_a_power_cycle_starts_a_new_process_and_keeps_the_console_before_it(

@@ -16,8 +16,16 @@ class _Process:
 
     started: ClassVar[list[_Process]] = []
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, append: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        append: bool = False,
+        before: object = None,
+    ) -> None:
         self.argv, self.log_path, self.append = argv, log_path, append
+        self.before = before
         self.status: int | None = None
         _Process.started.append(self)
 
