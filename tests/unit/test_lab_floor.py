@@ -13,6 +13,7 @@ import pytest
 from netinstall.lab import console, floor, services
 from netinstall.lab.follow import Follower
 from netinstall.lab.scenario import SCENARIOS
+from tests.unit.test_lab_follow import FakeChild
 
 RATE_FACTS = {"disk_rate_bytes": "134217728", "disk_rate_seconds": "0.5"}
 
@@ -112,30 +113,15 @@ def test_quiesce_gives_up_after_its_timeout() -> None:
     assert floor.QUIESCE_TIMEOUT <= clock.now < floor.QUIESCE_TIMEOUT + 1
 
 
-class _Machine:
-    """A QEMU process as ``services.Child`` stands for one, without a process."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: list[str],
-        log_path: Path,
-        append: bool = False,
-        before: object = None,
-    ) -> None:
-        self.argv, self.log_path, self.quit, self.append = argv, log_path, False, append
-        self.before = before
-
-
 def test_a_power_cycle_starts_a_new_process_and_keeps_the_console_before_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The old QEMU quits, its console is kept, a fresh one follows the same file."""
-    monkeypatch.setattr(services, "Child", _Machine)
+    monkeypatch.setattr(services, "Child", FakeChild)
     monkeypatch.setattr(services, "quit_qemu", lambda vm, monitor: setattr(vm, "quit", True))
     serial, timed = tmp_path / "serial.log", tmp_path / console.TIMED_LOG
     serial.write_text("before the power cycle\n")
-    old = _Machine("qemu", ["qemu-system-x86_64", "-m", "3072"], tmp_path / "qemu.log")
+    old = FakeChild("qemu", ["qemu-system-x86_64", "-m", "3072"], tmp_path / "qemu.log")
     follower = SimpleNamespace(
         vm=old, serial=console.SerialLog(serial, timed=timed, clock=lambda: 5.0), power_ons=0
     )

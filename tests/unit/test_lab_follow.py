@@ -11,10 +11,11 @@ from netinstall.lab import console, follow, services
 from netinstall.lab.follow import Follower
 
 
-class _Process:
-    """A QEMU process as ``services.Child`` stands for one: its exit status on demand."""
+class FakeChild:
+    """A process as ``services.Child`` stands for one, without a process: its exit status on
+    demand (the floor's tests use it too)."""
 
-    started: ClassVar[list[_Process]] = []
+    started: ClassVar[list[FakeChild]] = []
 
     def __init__(
         self,
@@ -27,7 +28,7 @@ class _Process:
         self.argv, self.log_path, self.append = argv, log_path, append
         self.before = before
         self.status: int | None = None
-        _Process.started.append(self)
+        FakeChild.started.append(self)
 
     def exited(self) -> int | None:
         return self.status
@@ -39,9 +40,9 @@ class _Process:
 def _follower(tmp_path: Path, argv: list[str]) -> tuple[Follower, Path]:
     serial = tmp_path / "serial.log"
     serial.write_text("")
-    vm = _Process("qemu", [*argv, "-chardev", f"file,id=con0,path={serial},append=on"],
+    vm = FakeChild("qemu", [*argv, "-chardev", f"file,id=con0,path={serial},append=on"],
                   tmp_path / "qemu.log")  # fmt: skip
-    server = _Process("server", ["netinstall"], tmp_path / "server.log")
+    server = FakeChild("server", ["netinstall"], tmp_path / "server.log")
     follower = Follower(
         cast(services.Child, vm), cast(services.Child, server), tmp_path,
         "52:54:00:77:00:01", 0.0, lambda text: None, interval=0.01,
@@ -52,11 +53,11 @@ def _follower(tmp_path: Path, argv: list[str]) -> tuple[Follower, Path]:
 def test_a_guest_reboot_powers_the_machine_on_again_and_the_console_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(services, "Child", _Process)
-    _Process.started = []
+    monkeypatch.setattr(services, "Child", FakeChild)
+    FakeChild.started = []
     follower, serial = _follower(tmp_path, ["qemu-system-x86_64", "-action", "reboot=shutdown"])
     first = follower.vm
-    cast(_Process, first).status = 0  # the guest reset the machine: QEMU ended
+    cast(FakeChild, first).status = 0  # the guest reset the machine: QEMU ended
     with serial.open("a") as out:
         out.write("netinstall: step bootloader (14/18)\n")
 
@@ -70,22 +71,22 @@ def test_a_guest_reboot_powers_the_machine_on_again_and_the_console_goes_on(
     assert follower.follow(tracker, console.RUNNING, timeout=10, stop=rebooted) is None
     assert follower.vm is not first
     assert follower.power_ons == 1
-    assert _Process.started[-1].argv == first.argv
-    assert _Process.started[-1].log_path == first.log_path
-    assert _Process.started[-1].append
+    assert FakeChild.started[-1].argv == first.argv
+    assert FakeChild.started[-1].log_path == first.log_path
+    assert FakeChild.started[-1].append
 
 
 def test_qemu_ending_otherwise_is_a_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No reboot action on the command line (the multipath machine), or a non-zero status."""
-    monkeypatch.setattr(services, "Child", _Process)
+    monkeypatch.setattr(services, "Child", FakeChild)
     for argv, status in (
         (["qemu-system-x86_64"], 0),
         (["qemu-system-x86_64", "-action", "reboot=shutdown"], 1),
     ):
         follower, _ = _follower(tmp_path, argv)
-        cast(_Process, follower.vm).status = status
+        cast(FakeChild, follower.vm).status = status
         why = follower.follow(console.Tracker(), console.RUNNING, timeout=10)
         assert why is not None
         assert why.startswith(f"QEMU exited with status {status}")
@@ -99,5 +100,6 @@ def test_the_console_file_is_found_on_every_kind_of_command_line() -> None:
         ("socket,id=con0,path=/lab/con.sock,server=on,logfile=/lab/s.log,logappend=on",
          "/lab/s.log"),
     ):  # fmt: skip
-        vm = cast(services.Child, _Process("qemu", ["qemu-system-x86_64", "-chardev", arg], Path()))
+        child = FakeChild("qemu", ["qemu-system-x86_64", "-chardev", arg], Path())
+        vm = cast(services.Child, child)
         assert follow.vm_serial(vm) == Path(path)
