@@ -11,24 +11,17 @@ pack's other files, with ``NETINSTALL_PACK=<name>``.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
-import os
 import shutil
-import signal
-import subprocess
-import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
 
 from lxml import etree
 
-from common.errors import CommandError, NetinstallError, SourceError
-from common.process import CommandRunner, run
+from common.errors import NetinstallError, SourceError
+from common.process import CommandRunner, run, run_pipeline
 from installer_core.mounts import chroot_env, chroot_mounts
 from installer_core.plan import PackSource
 
@@ -82,61 +75,6 @@ def extract_command(archive: Path | None, target: Path) -> list[str]:
 
 def decompress_command(archive: Path) -> list[str]:
     return ["zstd", "-q", "-d", "-c", "--no-progress", str(archive)]
-
-
-def _stderr(stream: IO[bytes]) -> str:
-    stream.seek(0)
-    return stream.read().decode("utf-8", "replace")
-
-
-def run_pipeline(
-    producer: list[str], consumer: list[str], *, pipe_bytes: int, timeout: float
-) -> None:
-    """``producer | consumer`` with a pipe of ``pipe_bytes`` (where the kernel allows it),
-    no shell; ``CommandError`` of the command that failed: the producer's when both did,
-    unless the consumer's failure killed it by SIGPIPE. A consumer that stopped reading
-    early (the producer killed by SIGPIPE) fails it too: the data was not all used."""
-    read_end, write_end = os.pipe()
-    try:
-        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, pipe_bytes)
-    except OSError as exc:  # above /proc/sys/fs/pipe-max-size: the default size works too
-        log.info("pipe of %d bytes refused (%s): the default size", pipe_bytes, exc)
-    procs: list[subprocess.Popen[bytes]] = []
-    errors = [tempfile.TemporaryFile(), tempfile.TemporaryFile()]  # noqa: SIM115 - closed below
-    try:
-        for argv, stdin, stdout, err in (
-            (producer, subprocess.DEVNULL, write_end, errors[0]),
-            (consumer, read_end, subprocess.DEVNULL, errors[1]),
-        ):
-            try:
-                procs.append(subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=err))
-            except FileNotFoundError as exc:
-                raise CommandError(argv, 127, "", f"{argv[0]}: command not found") from exc
-        os.close(write_end)
-        os.close(read_end)
-        write_end = read_end = -1
-        deadline = time.monotonic() + timeout
-        for proc, argv in reversed(list(zip(procs, (producer, consumer), strict=True))):
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired as exc:
-                raise CommandError(argv, -1, "", f"timed out after {timeout} s") from exc
-        first, second = procs
-        killed_by_consumer = first.returncode == -signal.SIGPIPE and second.returncode != 0
-        if first.returncode != 0 and not killed_by_consumer:
-            raise CommandError(producer, first.returncode, "", _stderr(errors[0]))
-        if second.returncode != 0:
-            raise CommandError(consumer, second.returncode, "", _stderr(errors[1]))
-    finally:
-        for end in (read_end, write_end):
-            if end >= 0:
-                os.close(end)
-        for proc in procs:
-            if proc.returncode is None:
-                proc.kill()
-                proc.wait()
-        for err in errors:
-            err.close()
 
 
 def extract_root(files: Mapping[str, Path], target: Path, runner: CommandRunner = run) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from common import process
 from common.errors import CommandError
 from installer_core import payload
 
@@ -52,9 +53,9 @@ def _python(code: str) -> list[str]:
 
 def test_the_pipe_between_the_two_has_the_size_asked() -> None:
     check = "import fcntl, sys; sys.exit(fcntl.fcntl(1, fcntl.F_GETPIPE_SZ) != 1 << 20)"
-    payload.run_pipeline(_python(check), ["cat"], pipe_bytes=1 << 20, timeout=30)
+    process.run_pipeline(_python(check), ["cat"], pipe_bytes=1 << 20, timeout=30)
     with pytest.raises(CommandError):  # the default 64 KiB pipe fails the same check
-        payload.run_pipeline(_python(check), ["cat"], pipe_bytes=1 << 16, timeout=30)
+        process.run_pipeline(_python(check), ["cat"], pipe_bytes=1 << 16, timeout=30)
 
 
 @needs_tools
@@ -77,20 +78,20 @@ def test_a_tar_that_fails_is_named_even_when_zstd_dies_of_the_broken_pipe(tmp_pa
 
 def test_a_consumer_that_stops_reading_early_fails_the_pipeline() -> None:
     with pytest.raises(CommandError, match=r"^yes exited with status -13") as caught:
-        payload.run_pipeline(["yes"], ["head", "-c", "10"], pipe_bytes=1 << 16, timeout=30)
+        process.run_pipeline(["yes"], ["head", "-c", "10"], pipe_bytes=1 << 16, timeout=30)
     assert caught.value.argv == ("yes",)
 
 
 def test_a_missing_command_is_status_127() -> None:
     with pytest.raises(CommandError, match="command not found") as caught:
-        payload.run_pipeline(["no-such-command-x4"], ["cat"], pipe_bytes=1 << 16, timeout=5)
+        process.run_pipeline(["no-such-command-x4"], ["cat"], pipe_bytes=1 << 16, timeout=5)
     assert caught.value.returncode == 127
 
 
 def test_the_pipeline_is_killed_at_its_timeout() -> None:
     started = time.monotonic()
     with pytest.raises(CommandError, match=r"timed out after 0\.3 s"):
-        payload.run_pipeline(
+        process.run_pipeline(
             _python("import time; time.sleep(30)"), ["cat"], pipe_bytes=1 << 16, timeout=0.3
         )
     assert time.monotonic() - started < 10
