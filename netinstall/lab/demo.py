@@ -247,8 +247,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             )
         if reason is None and options.chosen.multipath:
             reason = paths.lose_a_path(
-                follower, machine, tracker, server_dir=server_dir, checks=checks,
-                remove=_path_remover(machine, target),
+                follower, machine, tracker, checks=checks, remove=_path_remover(machine, target),
             )  # fmt: skip
         follower.serial.read()
         tail = follower.serial.last_lines()

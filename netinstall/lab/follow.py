@@ -64,6 +64,16 @@ class Follower:
     def now(self) -> float:
         return time.monotonic() - self.start
 
+    def revive(self) -> str | None:
+        """Power the machine on again if its QEMU ended because the guest rebooted (a
+        reboot is a power cycle in the lab, qemu.py); why not, if QEMU ended otherwise."""
+        if (code := self.vm.exited()) is None:
+            return None
+        if code == 0 and REBOOT_ACTION in self.vm.argv:
+            self.power_on()
+            return None
+        return f"QEMU exited with status {code}: {self.vm.output().strip()[-500:]}"
+
     def follow(
         self,
         tracker: Tracker,
@@ -100,11 +110,8 @@ class Follower:
                     return None
                 if tracker.failure is not None:
                     return tracker.failure
-                if (code := self.vm.exited()) is not None:
-                    if code == 0 and REBOOT_ACTION in self.vm.argv:
-                        self.power_on()  # the guest rebooted: a power cycle (qemu.py)
-                        continue
-                    return f"QEMU exited with status {code}: {self.vm.output().strip()[-500:]}"
+                if (why := self.revive()) is not None:
+                    return why
                 if (code := self.server.exited()) is not None:
                     return f"the server exited with status {code} (see {self.server.log_path})"
                 if time.monotonic() > deadline:

@@ -88,12 +88,15 @@ def remove_qemu_path(machine: qemu.Machine) -> str:
 
 
 def _wait_reported(
-    server_dir: Path, mac: str, since: float, timeout: float
+    follower: Follower, since: float, timeout: float
 ) -> tuple[dict[str, list[str]] | None, str | None]:
-    """Wait for a check-in after ``since`` that reports a map with one working path."""
+    """Wait for a check-in after ``since`` that reports a map with one working path,
+    powering the machine on again when its reboot ended QEMU (``Follower.revive``)."""
     deadline = time.monotonic() + timeout
     while True:
-        reported, checked_in = _host(server_dir, mac)
+        if (why := follower.revive()) is not None:
+            return None, why
+        reported, checked_in = _host(follower.server_dir, follower.mac)
         if checked_in > since and reported and any(len(p) == 1 for p in reported.values()):
             return reported, None
         if time.monotonic() > deadline:
@@ -106,7 +109,6 @@ def lose_a_path(
     machine: qemu.Machine,
     tracker: Tracker,
     *,
-    server_dir: Path,
     checks: list[str],
     remove: Callable[[], str],
 ) -> str | None:
@@ -134,25 +136,25 @@ def lose_a_path(
         checks.append(f"after losing a path: map on {', '.join(after)}, a write on root synced")
         since = time.time()
         shell.check("systemctl restart netinstall-agent")  # check in now, not in 5 minutes
-        reported, why = _wait_reported(server_dir, follower.mac, since, REPORT_TIMEOUT)
+        reported, why = _wait_reported(follower, since, REPORT_TIMEOUT)
         if why is not None:
             return why
         tracker.reached["lost path reported"] = follower.now()
         checks.append(f"the host reported its paths: {reported}")
-        return _reboot_on_one_path(follower, shell, tracker, server_dir, checks)
+        return _reboot_on_one_path(follower, shell, tracker, checks)
     finally:
         shell.close()
 
 
 def _reboot_on_one_path(
-    follower: Follower, shell: SerialShell, tracker: Tracker, server_dir: Path, checks: list[str]
+    follower: Follower, shell: SerialShell, tracker: Tracker, checks: list[str]
 ) -> str | None:
     """Step 5: reboot with one path present; dom0's root is on the map, over that path."""
     since = time.time()
     with contextlib.suppress(NetinstallError):  # the console may go before the end tag
         shell.run("systemctl reboot", timeout=60)
     tracker.reached["reboot on one path"] = follower.now()
-    reported, why = _wait_reported(server_dir, follower.mac, since, BOOT_TIMEOUT)
+    reported, why = _wait_reported(follower, since, BOOT_TIMEOUT)
     if why is not None:
         return f"after the reboot on one path: {why}"
     tracker.reached["one path: checked in"] = follower.now()

@@ -30,6 +30,8 @@ CONTINUATION = re.compile(r"(^|\n)> ?$")  # the shell's PS2: a typed line lost a
 PROMPT_WAIT = 10.0
 STUCK = 5.0  # seconds at the PS2 prompt before a command line is given up as damaged
 RECONNECT_WAIT = 30.0  # seconds for a power-cycled machine's new console socket
+PASSWORD_WAIT = 30.0  # seconds for the password prompt after the user name (see login)
+LOGIN_TRIES = 3
 
 
 @dataclass
@@ -136,13 +138,22 @@ class SerialShell:
         raise NetinstallError(f"the console did not show {pattern.pattern!r}: {tail}")
 
     def login(self, password: str, timeout: float = 300) -> None:
-        """Wake the getty, log in as root and wait for the prompt."""
-        offset = self._log_size()
-        self._type("\r")
-        self._press_enter_until(offset, re.compile(r"login: *$|# *$", re.MULTILINE), timeout)
-        offset = self._log_size()
-        self._type("root\r")
-        self._wait(offset, re.compile(r"Password: *$", re.MULTILINE), 60)
+        """Wake the getty, log in as root and wait for the prompt. A user name typed while
+        the getty starts again (systemd restarts ``serial-getty@hvc0`` as dom0 finishes
+        its boot) is lost: with no password prompt within ``PASSWORD_WAIT`` the getty is
+        woken and the name typed again, ``LOGIN_TRIES`` times at most."""
+        for tries in range(1, LOGIN_TRIES + 1):
+            offset = self._log_size()
+            self._type("\r")
+            self._press_enter_until(offset, re.compile(r"login: *$|# *$", re.MULTILINE), timeout)
+            offset = self._log_size()
+            self._type("root\r")
+            try:
+                self._wait(offset, re.compile(r"Password: *$", re.MULTILINE), PASSWORD_WAIT)
+                break
+            except NetinstallError:
+                if tries == LOGIN_TRIES:
+                    raise
         offset = self._log_size()
         self._type(password + "\r")
         # A kernel message printed just after the prompt ("ppdev: user-space parallel

@@ -103,3 +103,28 @@ def test_the_console_file_is_found_on_every_kind_of_command_line() -> None:
         child = FakeChild("qemu", ["qemu-system-x86_64", "-chardev", arg], Path())
         vm = cast(services.Child, child)
         assert follow.vm_serial(vm) == Path(path)
+
+
+def test_revive_powers_on_after_a_reboot_and_names_any_other_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``revive`` is what scenarios that wait on the registry (not ``follow``) call while the
+    machine reboots: the multipath scenario's reboot on one path."""
+    monkeypatch.setattr(services, "Child", FakeChild)
+    FakeChild.started = []
+    follower, _ = _follower(tmp_path, ["qemu-system-x86_64", "-action", "reboot=shutdown"])
+    first = follower.vm
+    assert follower.revive() is None
+    assert follower.vm is first
+    cast(FakeChild, first).status = 0
+    assert follower.revive() is None
+    assert follower.vm is not first
+    assert follower.power_ons == 1
+    cast(FakeChild, follower.vm).status = 1
+    assert follower.revive() == (
+        "QEMU exited with status 1: qemu-system-x86_64: terminating on signal 15"
+    )
+    plain, _ = _follower(tmp_path, ["qemu-system-x86_64"])  # resets inside QEMU
+    cast(FakeChild, plain.vm).status = 0
+    assert plain.revive() is not None
+    assert plain.power_ons == 0

@@ -168,3 +168,48 @@ def test_typing_goes_on_through_a_power_cycle(tmp_path: Path) -> None:
     served.join(timeout=10)
     assert first_seen == [b"a\r"]
     assert (result.status, result.output) == (3, "hello")
+
+
+def test_a_user_name_lost_to_a_restarting_getty_is_typed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd restarts the serial getty late in dom0's boot: the first ``root`` typed
+    there gets no password prompt. The shell wakes the getty and types the name again."""
+    monkeypatch.setattr(shell_module, "PROMPT_WAIT", 0.5)
+    monkeypatch.setattr(shell_module, "PASSWORD_WAIT", 1.0)
+    path, log = tmp_path / "serial.sock", tmp_path / "serial.log"
+    log.write_text("")
+    lines: list[bytes] = []
+
+    def talk(conn: socket.socket) -> None:
+        pending = b""
+        while not (lines and b"<<" in lines[-1]):  # until the first command line
+            received = conn.recv(4096)
+            if not received:
+                break
+            pending += received
+            while b"\r" in pending:
+                line, pending = pending.split(b"\r", 1)
+                lines.append(line)
+                with log.open("a") as out:
+                    if line == b"":  # the getty woken (again)
+                        out.write("\r\nlab01 login: ")
+                    elif line == b"root" and lines.count(b"root") == 1:
+                        out.write("\r\n[   80.1] the getty starts again\r\n")  # name lost
+                    elif line == b"root":
+                        out.write("root\r\nPassword: ")
+                    elif line == b"secret":
+                        out.write("\r\nroot@lab01:~# ")
+                    else:
+                        name = re.search(rb"<<(\w+)-", line)[1].decode()  # type: ignore[index]
+                        out.write(f"<<{name}-begin>>\r\n<<{name}-end:0>>\r\n# ")
+
+    thread = fake_port(path, talk)
+    shell = SerialShell(path, log)
+    try:
+        shell.login("secret", timeout=10)
+    finally:
+        shell.close()
+    thread.join(timeout=10)
+    assert lines.count(b"root") == 2
+    assert lines.index(b"secret") > lines.index(b"root") + 1  # the second name got it
