@@ -261,6 +261,11 @@ def unit(
             f"--user {user!r}: expected a user name (letters, digits, _ and -; at most 31), "
             "not root (leave --user out to run as root)"
         )
+    if user == "nobody":  # systemd: "Special user nobody configured, this is not safe!"
+        raise InputError(
+            "--user nobody: nobody is shared by other daemons; give the server a user of its "
+            "own (adduser --system --group netinstall)"
+        )
     extra: list[str] = []
     for text in extra_args:
         try:

@@ -149,7 +149,11 @@ def test_bad_extra_args_get_one_sentence(directory: Path, extra: str, message: s
 
 @pytest.mark.parametrize(
     ("user", "message"),
-    [("root", "leave --user out to run as root"), ("bad user", "expected a user name")],
+    [
+        ("root", "leave --user out to run as root"),
+        ("bad user", "expected a user name"),
+        ("nobody", "give the server a user of its own"),
+    ],
 )
 def test_bad_user_refused(directory: Path, user: str, message: str) -> None:
     result = invoke(str(directory), "--user", user)
