@@ -39,8 +39,9 @@ from installer_core.fetch import (
     IDENTITY,
     Transport,
     check_status,
+    fetch_bytes,
     fetch_file,
-    fetch_text,
+    split_pin,
     with_retries,
 )
 from installer_core.plan import FetchPlan, PayloadFile, Staging
@@ -200,8 +201,23 @@ class _Percent:
 def learn_payload(
     repository: str, io: Transport, retries: int = 5
 ) -> tuple[TreeInfo, tuple[PayloadFile, ...]]:
-    """``.treeinfo`` and every file it lists, with its size where the server says it."""
-    text = fetch_text(join(repository, ".treeinfo"), retries=retries, transport=io)
+    """``.treeinfo`` and every file it lists, with its size where the server says it.
+
+    ``repository`` may end in ``#sha256=HEX`` (``split_pin``): then ``.treeinfo`` must be
+    byte for byte the one the answer file names, or the repository is refused before
+    anything is downloaded; every file it lists is checked against it as usual."""
+    repository, pin = split_pin(repository)
+    url = join(repository, ".treeinfo")
+    data = fetch_bytes(url, retries=retries, transport=io)
+    if pin is not None and (got := hashlib.sha256(data).hexdigest()) != pin:
+        raise SourceError(
+            f"{redact_url(url)} has sha256 {got}, not {pin} as the answer file's source "
+            "says: this repository serves another payload (a stale or altered copy); refused"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{redact_url(url)} is not UTF-8 text: {exc}") from exc
     info = parse_treeinfo(text)
     log.info("payload %s (build %s): %d files", info.version, info.build, len(info.checksums))
     files = tuple(

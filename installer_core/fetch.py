@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 import urllib.request
@@ -48,6 +49,7 @@ GENERATOR_TIMEOUT = 600  # seconds
 TEXT_LIMIT = 16 << 20  # bytes: anything else read into memory whole (scripts, .treeinfo, packs)
 BODY_DEADLINE = 120.0  # seconds for a whole in-memory read, however slowly it trickles
 READ_SIZE = 64 << 10  # the most one read asks for
+_PIN = re.compile(r"sha256=([0-9a-fA-F]{64})")  # a repository URL's pin of its .treeinfo
 
 
 @dataclass
@@ -385,8 +387,25 @@ def validate_answerfile(text: str) -> AnswerFile:
     return result.model
 
 
+def split_pin(repository: str) -> tuple[str, str | None]:
+    """``URL#sha256=HEX`` -> (URL, HEX): the sha256 of the ``.treeinfo`` the answer file
+    vouches for (a mirror's copy must be byte for byte that one); (URL, None) without a
+    ``#``. InputError for any other text after ``#``."""
+    base, sep, fragment = repository.partition("#")
+    if not sep:
+        return repository, None
+    match = _PIN.fullmatch(fragment)
+    if match is None:
+        raise InputError(
+            f"the repository URL {redact_url(repository)} ends in #{fragment}; after # only "
+            "sha256=<the 64 hex digits of its .treeinfo's sha256> is understood"
+        )
+    return base, match.group(1).lower()
+
+
 def repository_url(source: Source, server: str | None) -> str:
-    """The repository URL, ending in "/": a url, ``nfs://server:/path``, or the server's."""
+    """The repository URL, ending in "/": a url, ``nfs://server:/path``, or the server's;
+    a url's ``#sha256=`` pin (``split_pin``) is kept after the "/"."""
     if source.type is SourceType.LOCAL:
         if not server:
             raise InputError(
@@ -397,4 +416,5 @@ def repository_url(source: Source, server: str | None) -> str:
     if not source.location:
         raise InputError(f"the answer file's {source.type.value} source has no location")
     base = source.location if source.type is SourceType.URL else f"nfs://{source.location}"
-    return base.rstrip("/") + "/"
+    base, pin = split_pin(base)
+    return base.rstrip("/") + "/" + (f"#sha256={pin}" if pin else "")

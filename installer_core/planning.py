@@ -29,7 +29,7 @@ from answerfile.bootargs import BootArgs
 from answerfile.model import AnswerFile, Disk, DiskKind, Mode
 from common.errors import InputError, PlanError
 from common.firmware import Firmware
-from installer_core.fetch import repository_url
+from installer_core.fetch import repository_url, split_pin
 from installer_core.multipath import MultipathMap
 from installer_core.network import Nic
 from installer_core.plan import (
@@ -262,9 +262,9 @@ def plan_sources(args: BootArgs, answer: AnswerFile) -> tuple[str, tuple[PackSou
     if not answer.sources:
         raise InputError("the answer file names no <source> for the install repository")
     repository = repository_url(answer.sources[0], args.server)
-    packs = [PackSource(repository, optional_list=True)]
+    packs = [PackSource(split_pin(repository)[0], optional_list=True)]  # packs: XS-PACKAGES
     packs += [
-        PackSource(repository_url(source, args.server), optional_list=False)
+        PackSource(split_pin(repository_url(source, args.server))[0], optional_list=False)
         for source in answer.driver_sources
     ]
     return repository, tuple(packs)

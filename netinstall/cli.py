@@ -242,9 +242,11 @@ main.add_command(demo)
 
 from netinstall.cli_profile import profile  # noqa: E402
 from netinstall.cli_server import host, server  # noqa: E402
+from netinstall.cli_unit import unit  # noqa: E402
 from netinstall.cli_work import host_rearm, host_restore, host_upgrade, repo  # noqa: E402
 
 server.add_command(repo)
+server.add_command(unit)
 for command in (host_rearm, host_upgrade, host_restore):
     host.add_command(command)
 main.add_command(server)
