@@ -23,6 +23,7 @@ import json
 import socket
 import ssl
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -124,10 +125,10 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     """Verifying, TLS 1.2 at least: the system's CAs, or ``--ca-file`` alone."""
     try:
         context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except ssl.SSLError as exc:  # an OSError too: first
+        raise InputError(f"--ca-file {ca_file}: no PEM certificate in it ({exc.reason})") from None
     except OSError as exc:
         raise InputError(f"--ca-file {ca_file}: cannot read it ({exc.strerror})") from None
-    except ssl.SSLError as exc:
-        raise InputError(f"--ca-file {ca_file}: no PEM certificate in it ({exc.reason})") from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
@@ -208,6 +209,9 @@ class ApiClient:
         try:
             conn.connect()
             deadline = time.monotonic() + self.reply_timeout
+            # The reply reads this socket even after the connection lets go of it.
+            sock = typing.cast(socket.socket, conn.sock)
+            sock.settimeout(self.reply_timeout)
             headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
             if data is not None:
                 headers["Content-Type"] = "application/json"
@@ -218,8 +222,7 @@ class ApiClient:
                 raise RemoteError(self._too_large())
             chunks, size = [], 0
             while True:
-                if conn.sock is not None:
-                    conn.sock.settimeout(_remaining(deadline))
+                sock.settimeout(_remaining(deadline))
                 chunk = response.read1(READ_CHUNK)
                 if not chunk:
                     break
