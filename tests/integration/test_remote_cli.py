@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -320,8 +321,6 @@ def test_bad_tls_files_stop_server_run_before_anything_listens(twins: Twins) -> 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
 def test_the_tls_listener_speaks_tls_1_2_at_least(twins: Twins) -> None:
-    import ssl
-
     old = ssl.create_default_context(cafile=str(twins.pki.ca))
     old.minimum_version = ssl.TLSVersion.TLSv1
     old.maximum_version = ssl.TLSVersion.TLSv1_1
@@ -356,3 +355,21 @@ def test_token_rotate_replaces_the_api_token(twins: Twins) -> None:
     with Registry.open(twins.local) as registry:
         assert registry.api_token_matches(new)
         assert not registry.api_token_matches(old)
+
+
+def test_the_client_gives_up_on_a_server_that_never_shakes_hands() -> None:
+    from common.protocol.messages import HostList
+
+    with socket.socket() as sock:  # the kernel completes the TCP handshake; nobody accepts
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        url = f"https://127.0.0.1:{sock.getsockname()[1]}"
+        client = ApiClient(endpoint(url), "token", ssl_context(), connect_timeout=0.5)
+        began = time.monotonic()
+        with pytest.raises(RemoteError, match=r"did not answer within 0\.5 s to connect"):
+            client.call("GET", "hosts", HostList)
+        assert time.monotonic() - began < 2
+
+
+def ssl_context() -> ssl.SSLContext:
+    return ssl.create_default_context()

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from common.errors import InputError
-from netinstall.api_client import endpoint, read_token, tls_context
+from netinstall.api_client import MAX_TOKEN_FILE, endpoint, read_token, tls_context
 from pxe_server.http import make_app
 from pxe_server.http_files import Context
 from pxe_server.http_tls import MAX_PEM_BYTES, MINIMUM_VERSION, check_pair, server_context
@@ -113,6 +113,9 @@ def test_the_token_comes_from_the_file_or_the_environment(tmp_path: Path) -> Non
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(InputError, match="no API token in it"):
         read_token(tmp_path / "empty", None)
+    (tmp_path / "huge").write_text("t" * (MAX_TOKEN_FILE + 1))
+    with pytest.raises(InputError, match="no API token in it"):
+        read_token(tmp_path / "huge", None)
 
 
 def test_a_ca_file_that_is_no_certificate_is_refused(tmp_path: Path, pki: Pki) -> None:
