@@ -128,7 +128,7 @@ def answerfile_validate(
     """Validate answer FILES (or a host's: --host MAC); exit 2 if any is invalid."""
     import answerfile as af
     from common.jsonable import to_jsonable
-    from pxe_server.operator_view import summary
+    from pxe_server.answer_check import summary
 
     if host_mac is not None:
         if files:

@@ -184,9 +184,9 @@ class LocalFleet:
         )
         repo = values.get("repo") or ""
         default_url = repo if "://" in repo else f"{settings.http_base}/repo/"
-        return operator_view.check_answer_file(
-            self.registry, normalise_mac(mac), settings, default_url
-        )
+        from pxe_server.answer_check import check_answer_file  # noqa: PLC0415 - jinja2, lxml
+
+        return check_answer_file(self.registry, normalise_mac(mac), settings, default_url)
 
 
 def _mac(mac: str) -> str:

@@ -61,7 +61,7 @@ from common.protocol.messages import (
     UpgradeRequest,
     Work,
 )
-from pxe_server import openapi, operator_view
+from pxe_server import answer_check, openapi, operator_view
 from pxe_server.checkin import checkin_reply
 from pxe_server.http_edge import (
     JSON_TYPE,
@@ -269,7 +269,7 @@ async def check_answer_file(call: Call[NoBody]) -> AnswerFileCheck:
     """The host's answer file rendered and validated now; the host is not signalled."""
     ctx = call.ctx
     return await blocking(
-        operator_view.check_answer_file,
+        answer_check.check_answer_file,
         ctx.registry,
         call.mac,
         ctx.settings,
