@@ -16,6 +16,7 @@ import click
 
 from common.errors import InputError, NetinstallError
 from netinstall import __version__
+from netinstall.cli_options import dir_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,8 +49,34 @@ class _Group(click.Group):
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="netinstall")
-def main() -> None:
+@click.option(
+    "--server",
+    envvar="NETINSTALL_SERVER",
+    metavar="URL",
+    help="Work on this server over its API (https://HOST:PORT) instead of a local server "
+    "directory: host, profile, server repo list, pool and answerfile validate --host.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --server: a file holding the API token (else $NETINSTALL_TOKEN).",
+)
+@click.option(
+    "--ca-file",
+    envvar="NETINSTALL_CA_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --server: the CA certificate (PEM) that signed the server's (default: the "
+    "system's CAs).",
+)
+@click.pass_context
+def main(
+    ctx: click.Context, server: str | None, token_file: Path | None, ca_file: Path | None
+) -> None:
     """Unattended network installs of Xen hypervisor hosts."""
+    from netinstall.cli_options import Remote
+
+    if server:
+        ctx.obj = Remote(server, token_file, ca_file)
 
 
 # -- answer files -----------------------------------------------------------
@@ -60,28 +87,56 @@ def answerfile() -> None:
     """Validate answer files and print examples."""
 
 
-def _summary(model: Any) -> str:
-    from answerfile.model import Mode
+def _validate_host(mac: str, directory: str, as_json: bool) -> None:
+    """``answerfile validate --host MAC``: the host's answer file as the server renders it
+    now, validated (nothing else done); exit 2 if it is invalid."""
+    from common.protocol.codec import encode
+    from netinstall.cli_options import echo_json, open_fleet
+    from pxe_server.model import normalise_mac
 
-    if model.mode is Mode.RESTORE:
-        return f"restore from the backup partition on {model.backup_disk.spec}"
-    if model.mode is Mode.FRESH:
-        what = f"fresh install onto {model.primary_disk.disk.spec}"
+    with open_fleet(directory) as fleet:
+        check = fleet.check_answer_file(normalise_mac(mac))
+    name = f"host {check.mac}"
+    if as_json:
+        echo_json(encode(check, envelope=False))
+    elif check.valid:
+        count = len(check.warnings)
+        plural = "warning" if count == 1 else "warnings"
+        click.echo(f"{name}: valid: {check.summary}; {count} {plural}")
+        for warning in check.warnings:
+            click.echo(f"{name}: {warning}")
     else:
-        what = f"upgrade of {model.existing_installation.spec}"
-    sources = ", ".join(
-        f"{s.type.value} {s.location}" if s.location else s.type.value for s in model.sources
-    )
-    return f"{what}; source {sources}"
+        for problem in check.problems:
+            click.echo(f"{name}: {problem}", err=True)
+    sys.exit(0 if check.valid else 2)
 
 
 @answerfile.command("validate")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the model of each file as JSON.")
-def answerfile_validate(files: tuple[str, ...], as_json: bool) -> None:
-    """Validate answer FILES; exit 2 if any is invalid."""
+@click.option(
+    "--host",
+    "host_mac",
+    metavar="MAC",
+    help="Validate the answer file the server renders for host MAC now (with --server: over "
+    "its API), instead of FILES; the host is not signalled.",
+)
+@dir_option
+def answerfile_validate(
+    files: tuple[str, ...], as_json: bool, host_mac: str | None, directory: str
+) -> None:
+    """Validate answer FILES (or a host's: --host MAC); exit 2 if any is invalid."""
     import answerfile as af
     from common.jsonable import to_jsonable
+    from pxe_server.answer_check import summary
+
+    if host_mac is not None:
+        if files:
+            raise InputError("give answer FILES or --host MAC, not both")
+        _validate_host(host_mac, directory, as_json)
+        return
+    if not files:
+        raise InputError("give answer FILES to validate, or --host MAC")
 
     failed = False
     reports: list[dict[str, Any]] = []
@@ -109,7 +164,7 @@ def answerfile_validate(files: tuple[str, ...], as_json: bool) -> None:
         if not as_json:
             count = len(warnings)
             plural = "warning" if count == 1 else "warnings"
-            click.echo(f"{name}: valid: {_summary(result.model)}; {count} {plural}")
+            click.echo(f"{name}: valid: {summary(result.model)}; {count} {plural}")
             for warning in warnings:
                 click.echo(f"{name}: {warning}")
     if as_json:
@@ -240,8 +295,9 @@ main.add_command(demo)
 
 # -- provisioning server ------------------------------------------------------------
 
+from netinstall.cli_host import host  # noqa: E402
 from netinstall.cli_profile import profile  # noqa: E402
-from netinstall.cli_server import host, server  # noqa: E402
+from netinstall.cli_server import server  # noqa: E402
 from netinstall.cli_unit import unit  # noqa: E402
 from netinstall.cli_work import host_rearm, host_restore, host_upgrade, repo  # noqa: E402
 

@@ -1,18 +1,19 @@
 """``netinstall pool upgrade``: a rolling upgrade, the master first (``pxe_server.pool``).
 
 Polls the registry directly (safe beside the running server, which records the
-hosts' reports); the server must be running for the agents to hear of their work.
+hosts' reports), or the server over the API (``netinstall --server URL``): one body over
+``netinstall.fleet.PoolOverFleet``. The server must be running for the agents to hear of
+their work.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
 from common.errors import InputError, NetinstallError
-from netinstall.cli_options import dir_option, open_registry
+from netinstall.cli_options import dir_option, open_fleet
 
 
 class PoolStopped(NetinstallError):
@@ -45,6 +46,7 @@ def pool_upgrade(
     members: tuple[str, ...], directory: str, *, version: str, master: str, timeout: str, poll: str
 ) -> None:
     """Upgrade the master, then each MAC in turn, each after the previous one runs VERSION."""
+    from netinstall.fleet import PoolOverFleet
     from pxe_server.pool import Pace, plan_pool, rolling_upgrade
 
     limit, interval = _seconds("--timeout", timeout), _seconds("--poll", poll)
@@ -53,7 +55,8 @@ def pool_upgrade(
     def say(line: str) -> None:
         click.echo(f"[{time.monotonic() - began:6.0f} s] {line}")
 
-    with open_registry(Path(directory)) as registry:
+    with open_fleet(directory) as fleet:
+        registry = PoolOverFleet(fleet)
         plan = plan_pool(registry, version, master, members)
         order = ", ".join(plan.hosts)
         say(f"upgrading {len(plan.hosts)} host(s) to {version}, one at a time: {order}")

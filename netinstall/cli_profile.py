@@ -1,21 +1,21 @@
 """``netinstall profile``: answer-file templates, boot parameters and SAN settings (SPEC §9).
 
-Like every registry command, each takes ``--dir`` and opens the registry directly.
+Like every registry command, each takes ``--dir`` (the server directory's registry) or
+works over the API (``netinstall --server URL``): one body over ``netinstall.fleet``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import click
 
 from common.errors import InputError
-from common.jsonable import to_jsonable
-from netinstall.cli_options import dir_option, echo_json, open_registry, table
+from netinstall.cli_options import dir_option, echo_json, open_fleet, table
 
 if TYPE_CHECKING:
-    from pxe_server.model import Profile
+    from common.protocol.messages import ProfileRecord
 
 
 @click.group("profile")
@@ -23,8 +23,25 @@ def profile() -> None:
     """Answer-file templates and boot parameters that hosts install with."""
 
 
-def _profile_json(item: Profile, hosts: int) -> dict[str, object]:
-    return {**cast(dict[str, object], to_jsonable(item)), "hosts": hosts}
+def _profile_json(item: ProfileRecord) -> dict[str, object]:
+    from common.protocol.codec import encode
+
+    return encode(item, envelope=False)
+
+
+def _template(template_file: str) -> str:
+    try:
+        return Path(template_file).read_text("utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read the template {template_file}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"the template {template_file} is not UTF-8 text") from exc
+
+
+def _chain(chain: str) -> str:
+    if chain not in ("seed", "ipxe"):
+        raise InputError(f"--chain {chain!r}: expected seed or ipxe")
+    return chain
 
 
 @profile.command("add")
@@ -59,34 +76,79 @@ def profile_add(
     update: bool,
 ) -> None:
     """Add profile NAME whose answer file is the jinja2 template FILE."""
-    from pxe_server.model import BootChain, Profile
+    from common.protocol.messages import ProfileSpec
 
-    if chain not in tuple(BootChain):
-        raise InputError(f"--chain {chain!r}: expected seed or ipxe")
-    try:
-        text = Path(template_file).read_text("utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read the template {template_file}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"the template {template_file} is not UTF-8 text") from exc
-    extra = {"xen_args": xen_args, "kernel_args": kernel_args}
-    item = Profile(
+    spec = ProfileSpec(
         name=name,
-        template=text,
-        boot_chain=BootChain(chain),
+        template=_template(template_file),
+        boot_chain=_chain(chain),
+        xen_args=xen_args,
+        kernel_args=kernel_args,
         payload_version=payload_version,
         san_boot=san_boot,
         multipath=multipath,
         storage_nic=storage_nic,
-        **{k: v for k, v in extra.items() if v is not None},
     )
-    with open_registry(Path(directory)) as registry:
-        if update and registry.get_profile(name) is not None:
-            registry.update_profile(item)
+    with open_fleet(directory) as fleet:
+        if update and fleet.find_profile(name) is not None:
+            fleet.replace_profile(spec)
             click.echo(f"updated profile {name} (chain {chain})")
         else:
-            registry.add_profile(item)
+            fleet.add_profile(spec)
             click.echo(f"added profile {name} (chain {chain})")
+
+
+@profile.command("edit")
+@click.argument("name")
+@dir_option
+@click.option("--template", "template_file", help="A new answer-file template.")
+@click.option("--chain", help="Boot chain: seed or ipxe.")
+@click.option("--xen-args", help="Xen command line for the installer.")
+@click.option("--kernel-args", help="Installer kernel command line (before the answerfile=...).")
+@click.option("--payload-version", help="Payload version; '' for the server's default.")
+@click.option("--san-boot/--no-san-boot", default=None, help="Hosts boot from an iSCSI LUN.")
+@click.option("--multipath/--no-multipath", default=None, help="device_mapper_multipath=yes.")
+@click.option("--storage-nic", help="iPXE's storage NIC.")
+def profile_edit(
+    name: str,
+    directory: str,
+    *,
+    template_file: str | None,
+    chain: str | None,
+    xen_args: str | None,
+    kernel_args: str | None,
+    payload_version: str | None,
+    san_boot: bool | None,
+    multipath: bool | None,
+    storage_nic: str | None,
+) -> None:
+    """Change what is given of profile NAME; the rest stays (its hosts' renders renew)."""
+    import dataclasses
+
+    from common.protocol.messages import ProfileSpec
+
+    changes: dict[str, object] = {
+        "template": None if template_file is None else _template(template_file),
+        "boot_chain": None if chain is None else _chain(chain),
+        "xen_args": xen_args,
+        "kernel_args": kernel_args,
+        "san_boot": san_boot,
+        "multipath": multipath,
+        "storage_nic": storage_nic,
+    }
+    given = {k: v for k, v in changes.items() if v is not None}
+    if payload_version is not None:
+        given["payload_version"] = payload_version or None
+    if not given:
+        raise InputError("nothing to change: give at least one option (see --help)")
+    with open_fleet(directory) as fleet:
+        current = fleet.find_profile(name)
+        if current is None:
+            raise InputError(f"no profile {name!r}; see `netinstall profile list`")
+        fields = {f.name for f in dataclasses.fields(ProfileSpec)}
+        spec = ProfileSpec(**{k: v for k, v in vars(current).items() if k in fields})
+        fleet.replace_profile(dataclasses.replace(spec, **given))  # type: ignore[arg-type]
+    click.echo(f"changed profile {name}: {', '.join(sorted(given))}")
 
 
 @profile.command("list")
@@ -94,19 +156,13 @@ def profile_add(
 @click.option("--json", "as_json", is_flag=True)
 def profile_list(directory: str, as_json: bool) -> None:
     """Every profile and how many hosts use it."""
-    with open_registry(Path(directory)) as registry:
-        items = registry.list_profiles()
-        counts = {p.name: 0 for p in items}
-        for item in registry.list_hosts():
-            counts[item.profile] = counts.get(item.profile, 0) + 1
+    with open_fleet(directory) as fleet:
+        items = fleet.profiles()
     if as_json:
-        echo_json([_profile_json(p, counts[p.name]) for p in items])
+        echo_json([_profile_json(p) for p in items])
         return
     lines = [("NAME", "CHAIN", "PAYLOAD", "HOSTS")]
-    lines += [
-        (p.name, p.boot_chain.value, p.payload_version or "(server)", str(counts[p.name]))
-        for p in items
-    ]
+    lines += [(p.name, p.boot_chain, p.payload_version or "(server)", str(p.hosts)) for p in items]
     click.echo(table(lines))
 
 
@@ -116,23 +172,22 @@ def profile_list(directory: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def profile_show(name: str, directory: str, as_json: bool) -> None:
     """One profile: boot parameters and the answer-file template."""
-    with open_registry(Path(directory)) as registry:
-        item = registry.get_profile(name)
-        if item is None:
-            raise InputError(f"no profile {name!r}; see `netinstall profile list`")
-        hosts = sum(1 for h in registry.list_hosts() if h.profile == name)
+    with open_fleet(directory) as fleet:
+        item = fleet.find_profile(name)
+    if item is None:
+        raise InputError(f"no profile {name!r}; see `netinstall profile list`")
     if as_json:
-        echo_json(_profile_json(item, hosts))
+        echo_json(_profile_json(item))
         return
     fields = [
         ("name", item.name),
-        ("boot chain", item.boot_chain.value),
+        ("boot chain", item.boot_chain),
         ("xen args", item.xen_args),
         ("kernel args", item.kernel_args),
         ("payload version", item.payload_version or "(the server repository)"),
         ("SAN boot", f"iSCSI via {item.storage_nic}" if item.san_boot else "no"),
         ("multipath", "yes" if item.multipath else "no"),
-        ("hosts", str(hosts)),
+        ("hosts", str(item.hosts)),
     ]
     for label, value in fields:
         click.echo(f"{label + ':':<17}{value}")

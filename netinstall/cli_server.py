@@ -1,7 +1,8 @@
-"""``netinstall server|host``: the provisioning server and its registry (SPEC §9).
+"""``netinstall server``: the provisioning server and its registry (SPEC §9).
 
-Assigning work (``host rearm|upgrade|restore``) and repositories (``server repo``)
-live in ``cli_work``, profiles in ``cli_profile``; ``cli.py`` attaches them.
+Hosts live in ``cli_host``, assigning work (``host rearm|upgrade|restore``) and
+repositories (``server repo``) in ``cli_work``, profiles in ``cli_profile``; ``cli.py``
+attaches them.
 
 Every command takes ``--dir`` (default ``NETINSTALL_DIR``, else /var/lib/netinstall)
 and opens the registry directly; that is safe beside a running server. No output
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,17 +21,16 @@ import click
 from common.errors import InputError
 from netinstall.cli_options import (
     dir_option,
-    echo_json,
     open_registry,
+    refuse_remote,
     server_directory,
-    table,
-    when,
 )
+from pxe_server.http_tls import DEFAULT_TLS_PORT
 from pxe_server.limits import UNKNOWN_LIMIT, UNKNOWN_RATE
-from pxe_server.secrets import API_TOKEN_FILE, shown_variables
+from pxe_server.secrets import API_TOKEN_FILE
 
 if TYPE_CHECKING:
-    from pxe_server.model import Event, Host
+    pass
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -158,6 +157,27 @@ def server_init(
         register_default(registry, current.get("repo"), explicit=repo is not None)
 
 
+@server.group("token")
+def token() -> None:
+    """The operator API token (``DIR/api-token``)."""
+
+
+@token.command("rotate")
+@click.argument("positional", required=False, metavar="[DIR]")
+@dir_option
+def token_rotate(positional: str | None, directory: str) -> None:
+    """Replace the API token: the new one goes to DIR/api-token (0600), the old one stops
+    working (in a running server at its restart)."""
+    refuse_remote("server token rotate", "the token's only copy is written on the server's disk")
+    where = server_directory(directory, positional)
+    with open_registry(where) as registry:
+        registry.new_api_token()
+    click.echo(
+        f"new API token in {where / API_TOKEN_FILE} (mode 0600); the old one is refused from "
+        "now on, except by a `netinstall server run` started before: restart it"
+    )
+
+
 def _port(option: str, text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise InputError(f"{option} {text!r} is not a port number (0-65535)")
@@ -220,10 +240,20 @@ def _dhcp_range(text: str) -> tuple[str, str]:
     help="How boot loaders that can choose fetch Xen, the kernel and install.img: http "
     "(GRUB's http module; pxelinux where iPXE is the PXE stack) or tftp only.",
 )
+@click.option("--tls-cert", help="TLS: the certificate (PEM) of the operator API's listener.")
+@click.option("--tls-key", help="TLS: its private key (PEM, unencrypted).")
+@click.option(
+    "--tls-port",
+    help=f"TLS: the operator API's port (default {DEFAULT_TLS_PORT}); the HTTP port then "
+    "serves the boot path only and refuses the API token.",
+)
 def server_run(
     positional: str | None,
     directory: str,
     *,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_port: str | None,
     bind: str,
     tftp_port: str,
     http_port: str,
@@ -253,7 +283,16 @@ def server_run(
         raise InputError("--dhcp full needs --range FIRST,LAST (the addresses to lease)")
     parsed = _dhcp_range(dhcp_range) if dhcp_range else None
     from pxe_server.admission import UnknownLimits
-    from pxe_server.server import run_server
+    from pxe_server.server import TlsFiles, run_server
+
+    tls = None
+    if (tls_cert is None) != (tls_key is None):
+        raise InputError("--tls-cert and --tls-key go together: give both, or neither")
+    if tls_cert is not None and tls_key is not None:
+        port = DEFAULT_TLS_PORT if tls_port is None else _port("--tls-port", tls_port)
+        tls = TlsFiles(Path(tls_cert), Path(tls_key), port)
+    elif tls_port is not None:
+        raise InputError("--tls-port needs --tls-cert and --tls-key")
 
     limits = UnknownLimits(
         _count("--unknown-limit", unknown_limit), _count("--unknown-rate", unknown_rate)
@@ -265,222 +304,6 @@ def server_run(
         dhcp_range=parsed,
         unknown_limits=limits,
         boot_transport="tftp" if boot_transport == "tftp" else "http",
+        tls=tls,
         **options,
     )
-
-
-# -- hosts -----------------------------------------------------------------------
-
-
-@click.group("host")
-def host() -> None:
-    """Register machines, follow their installs, assign them work."""
-
-
-def _variables(pairs: Sequence[str]) -> list[tuple[str, str]]:
-    result = []
-    for text in pairs:
-        key, sep, value = text.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--var {text!r} is not KEY=VALUE")
-        result.append((key.strip(), value))
-    return result
-
-
-def _event_json(event: Event | None) -> object:
-    from common.protocol.codec import encode
-    from pxe_server.model import event_record
-
-    return None if event is None else encode(event_record(event), envelope=False)
-
-
-def _host_json(item: Host, events: Sequence[Event]) -> dict[str, object]:
-    """The host as the API shows it (one serialiser: ``model.host_record``) and its last event."""
-    from common.protocol.codec import encode
-    from pxe_server.model import host_record
-
-    record = encode(host_record(item), envelope=False)
-    return {**record, "last_event": _event_json(events[-1] if events else None)}
-
-
-def _token_text(item: Host) -> str:
-    if not item.token:
-        return "none"
-    if item.token_expires is None:
-        return "set (not handed out yet)"
-    return f"set, enrols until {when(item.token_expires)}"
-
-
-def _san_text(item: Host) -> str:
-    if item.san is None:
-        return "-"
-    how = item.san.address or "DHCP"
-    paths = " + ".join(item.san.root_paths)
-    return f"{paths} (storage NIC {how}, initiator {item.initiator()})"
-
-
-def _fact_fields(facts: Mapping[str, object]) -> list[tuple[str, str]]:
-    """What ``host show`` prints of the last running report's facts."""
-    shown = []
-    addresses = facts.get("addresses")
-    if isinstance(addresses, list) and addresses:
-        text = ", ".join(
-            f"{a.get('address')} ({a.get('interface')})" for a in addresses if isinstance(a, dict)
-        )
-        shown.append(("addresses", text))
-    for key, label in (("xen_version", "xen"), ("sr_type", "SR type"), ("sr_uuid", "SR uuid")):
-        if facts.get(key):
-            shown.append((label, str(facts[key])))
-    maps = facts.get("multipath")
-    for entry in maps if isinstance(maps, list) else []:
-        if isinstance(entry, dict) and isinstance(entry.get("paths"), list):
-            paths = ", ".join(
-                f"{p.get('device')} {p.get('state')}" for p in entry["paths"] if isinstance(p, dict)
-            )
-            shown.append((f"multipath {entry.get('name')}", paths or "no path"))
-    return shown
-
-
-def _event_line(event: Event) -> str:
-    parts = [when(event.time), event.state.value]
-    parts += [event.step] if event.step else []
-    parts += [f"{event.progress:.0%}"] if event.progress is not None else []
-    parts += [event.message] if event.message else []
-    return "  ".join(parts)
-
-
-@host.command("add")
-@click.argument("mac")
-@dir_option
-@click.option("--profile", default="default", show_default=True)
-@click.option("--name", help="Host name (not an FQDN) for the answer file.")
-@click.option("--var", "variables", multiple=True, help="Template variable KEY=VALUE (repeat).")
-@click.option(
-    "--san-target",
-    "san_targets",
-    multiple=True,
-    help="SAN boot: the root LUN, iscsi:<server>::<port>:<lun>:<target IQN> (RFC 4173); "
-    "repeat for each further path to it (another portal: iSCSI multipath).",
-)
-@click.option("--san-address", help="SAN boot: the storage NIC's ADDRESS/PREFIX (default DHCP).")
-@click.option("--san-gateway", help="SAN boot: the storage network's gateway.")
-@click.option("--initiator", help="SAN boot: the host's initiator IQN (default: from its MAC).")
-def host_add(
-    mac: str,
-    directory: str,
-    profile: str,
-    name: str | None,
-    variables: tuple[str, ...],
-    *,
-    san_targets: tuple[str, ...],
-    **san: str | None,
-) -> None:
-    """Register MAC for a network install with PROFILE (netboot armed)."""
-    from pxe_server.model import SanTarget
-
-    pairs = _variables(variables)
-    if not san_targets and any(san.values()):
-        raise InputError("--san-address, --san-gateway and --initiator need --san-target")
-    root = None
-    if san_targets:
-        first, *more = san_targets
-        root = SanTarget(first, san["san_address"], san["san_gateway"], san["initiator"],
-                         paths=tuple(more))  # fmt: skip
-    with open_registry(Path(directory)) as registry:
-        item = registry.add_host(mac, profile=profile, name=name, variables=pairs, san=root)
-    lun = f", root LUN {' + '.join(item.san.root_paths)}" if item.san else ""
-    click.echo(f"added {item.mac}: profile {item.profile}{lun}, state pending, netboot armed")
-
-
-@host.command("list")
-@dir_option
-@click.option("--json", "as_json", is_flag=True)
-def host_list(directory: str, as_json: bool) -> None:
-    """Every host: state, step, versions and its last event."""
-    with open_registry(Path(directory)) as registry:
-        latest = registry.last_events()  # one query, not one a host
-        rows = [(h, [latest[h.mac]] if h.mac in latest else []) for h in registry.list_hosts()]
-    if as_json:
-        echo_json([_host_json(item, last) for item, last in rows])
-        return
-    if not rows:
-        click.echo("no hosts; add one with `netinstall host add MAC`")
-        return
-    lines: list[tuple[str, ...]] = [
-        ("MAC", "NAME", "PROFILE", "STATE", "STEP", "WORK", "ASSIGNED", "RUNNING", "LAST EVENT")
-    ]
-    conflicts = []
-    for item, last in rows:
-        event = f"{when(last[0].time)} {last[0].message or ''}".rstrip() if last else "-"
-        state = item.state.value + ("" if item.netboot_armed else " (disarmed)")
-        if item.conflict:
-            state += " CONFLICT"
-            conflicts.append(f"{item.mac}: {item.conflict}")
-        work = (item.step, item.work, item.assigned_version, item.running_version)
-        lines.append(
-            (item.mac, item.name or "-", item.profile, state, *(w or "-" for w in work), event)
-        )
-    click.echo(table(lines))
-    for line in conflicts:  # never silent: a second installer presented a host's token
-        click.echo(f"CONFLICT {line}; see `netinstall host show MAC`, rearm to start afresh")
-
-
-@host.command("show")
-@click.argument("mac")
-@dir_option
-@click.option("--json", "as_json", is_flag=True)
-def host_show(mac: str, directory: str, as_json: bool) -> None:
-    """One host's record and its events, oldest first."""
-    from pxe_server.model import normalise_mac
-    from pxe_server.registry import UnknownHost
-
-    mac = normalise_mac(mac)
-    with open_registry(Path(directory)) as registry:
-        item = registry.get_host(mac)
-        if item is None:
-            raise UnknownHost(f"no host {mac} in the registry")
-        events = registry.events(mac)
-    if as_json:
-        echo_json({**_host_json(item, events), "events": [_event_json(e) for e in events]})
-        return
-    fields = [
-        ("mac", item.mac),
-        ("name", item.name or "-"),
-        ("profile", item.profile),
-        ("state", f"{item.state.value}, netboot {'armed' if item.netboot_armed else 'disarmed'}"),
-        ("step", item.step or "-"),
-        ("progress", f"{item.progress:.0%}" if item.progress is not None else "-"),
-        ("work", item.work or "-"),
-        ("reboot policy", item.reboot_policy.value),
-        ("assigned version", item.assigned_version or "-"),
-        ("running version", item.running_version or "-"),
-        ("root LUN", _san_text(item)),
-        ("last check-in", when(item.last_checkin) if item.last_checkin else "-"),
-        ("install token", _token_text(item)),
-        ("installer key", f"enrolled from {item.enrolled_from}" if item.enrolled_from else "none"),
-        ("conflict", item.conflict or "-"),
-        ("agent credential", "set" if item.agent_credential_hash else "none"),
-        (
-            "variables",
-            ", ".join(f"{k}={v}" for k, v in shown_variables(item.variables).items()) or "-",
-        ),
-        *_fact_fields(item.facts),
-    ]
-    for label, value in fields:
-        click.echo(f"{label + ':':<18}{value}")
-    click.echo("events:")
-    for event in events:
-        click.echo(f"  {_event_line(event)}")
-
-
-@host.command("remove")
-@click.argument("mac")
-@dir_option
-def host_remove(mac: str, directory: str) -> None:
-    """Forget MAC and its events."""
-    from pxe_server.model import mac_syntax
-
-    mac = mac_syntax(mac)  # a record made before group addresses were refused, too
-    with open_registry(Path(directory)) as registry:
-        registry.delete_host(mac)
-    click.echo(f"removed {mac}")

@@ -18,10 +18,17 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from common.errors import InputError
-from netinstall.cli_options import dir_option, echo_json, open_registry, table
+from netinstall.cli_options import (
+    dir_option,
+    echo_json,
+    open_fleet,
+    open_registry,
+    refuse_remote,
+    table,
+)
 
 if TYPE_CHECKING:
-    from pxe_server.model import Host
+    from common.protocol.messages import HostRecord
     from pxe_server.registry import Registry
 
 REBOOT_HELP = "auto: the agent reboots into the installer at once; manual: the operator reboots."
@@ -45,14 +52,14 @@ def _reboot_option(func: Callable[..., Any]) -> Callable[..., Any]:
 @dir_option
 def host_rearm(mac: str, directory: str) -> None:
     """New network-install work for MAC: pending, netboot armed, a new install token."""
-    with open_registry(Path(directory)) as registry:
-        item = registry.rearm(mac)
+    with open_fleet(directory) as fleet:
+        item = fleet.rearm(mac)
     click.echo(
         f"rearmed {item.mac}: state {item.state.value}, netboot armed, new install token issued"
     )
 
 
-def _assigned(item: Host, what: str) -> None:
+def _assigned(item: HostRecord, what: str) -> None:
     click.echo(
         f"assigned {item.mac} {what} (reboot {item.reboot_policy.value}): state "
         f"{item.state.value}, new install token issued, netboot not armed; "
@@ -67,10 +74,10 @@ def _assigned(item: Host, what: str) -> None:
 @_reboot_option
 def host_upgrade(mac: str, directory: str, version: str, reboot: str) -> None:
     """Upgrade MAC in place to VERSION (a registered repository) through its dom0 agent."""
-    from pxe_server.model import Work
+    from common.protocol.messages import RebootPolicy, UpgradeRequest
 
-    with open_registry(Path(directory)) as registry:
-        item = registry.assign_work(mac, Work.UPGRADE, version=version, reboot=reboot)
+    with open_fleet(directory) as fleet:
+        item = fleet.upgrade(mac, UpgradeRequest(version, RebootPolicy(reboot)))
     _assigned(item, f"an upgrade to {version}")
 
 
@@ -80,10 +87,10 @@ def host_upgrade(mac: str, directory: str, version: str, reboot: str) -> None:
 @_reboot_option
 def host_restore(mac: str, directory: str, reboot: str) -> None:
     """Restore MAC from its backup partition (the system before its last upgrade)."""
-    from pxe_server.model import Work
+    from common.protocol.messages import RebootPolicy, RestoreRequest
 
-    with open_registry(Path(directory)) as registry:
-        item = registry.assign_work(mac, Work.RESTORE, reboot=reboot)
+    with open_fleet(directory) as fleet:
+        item = fleet.restore(mac, RestoreRequest(RebootPolicy(reboot)))
     _assigned(item, "a restore from its backup partition")
 
 
@@ -129,6 +136,11 @@ def repo() -> None:
 @click.option("--replace", is_flag=True, help="Serve the version from DIR if another holds it.")
 def repo_add(path: str, directory: str, replace: bool) -> None:
     """Register the repository DIR under the version its .treeinfo names."""
+    refuse_remote(
+        "server repo add",
+        "a repository is a directory tree on the server's disk, hundreds of megabytes; the "
+        "API neither uploads one nor lets a token holder name any directory to serve",
+    )
     where = Path(path)
     if not where.is_dir():
         raise InputError(f"{path}: no such directory")
@@ -143,34 +155,23 @@ def repo_add(path: str, directory: str, replace: bool) -> None:
     click.echo(f"{outcome} repository {version}: {where.resolve()} (served at /repo/{version}/)")
 
 
-def _file_count(directory: Path) -> int | None:
-    if not directory.is_dir():
-        return None
-    return sum(1 for path in directory.rglob("*") if path.is_file())
-
-
 @repo.command("list")
 @dir_option
 @click.option("--json", "as_json", is_flag=True)
 def repo_list(directory: str, as_json: bool) -> None:
     """Every registered repository: version, directory, file count, the default."""
-    with open_registry(Path(directory)) as registry:
-        items = registry.repositories()
-        default = registry.settings().get("payload_version")
-    rows = [(r, _file_count(Path(r.directory)), r.version == default) for r in items]
+    from common.protocol.codec import encode
+
+    with open_fleet(directory) as fleet:
+        rows = fleet.repositories()
     if as_json:
-        echo_json(
-            [
-                {"version": r.version, "directory": r.directory, "files": n, "default": d}
-                for r, n, d in rows
-            ]
-        )
+        echo_json([encode(r, envelope=False) for r in rows])
         return
     if not rows:
         click.echo("no repositories; add one with `netinstall server repo add DIR`")
         return
     lines = [("VERSION", "DIRECTORY", "FILES", "DEFAULT")]
-    for r, count, is_default in rows:
-        files = "missing" if count is None else str(count)
-        lines.append((r.version, r.directory, files, "yes" if is_default else ""))
+    for r in rows:
+        files = "missing" if r.files is None else str(r.files)
+        lines.append((r.version, r.directory, files, "yes" if r.default else ""))
     click.echo(table(lines))

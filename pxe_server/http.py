@@ -33,6 +33,7 @@ import gc
 import logging
 import re
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Generator
@@ -575,6 +576,8 @@ class HttpServer:
         )
         self._port = int(self._sock.getsockname()[1])
         grub_tcp.save_syns(self._sock)  # which connections named no MSS (GRUB's): grub_tcp.py
+        self._tls: tuple[socket.socket, ssl.SSLContext] | None = None  # listen_tls
+        self.operator_base: str | None = None  # the TLS listener's URL, set before start
         self._ctx: Context | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -583,6 +586,18 @@ class HttpServer:
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def tls_port(self) -> int | None:
+        """The TLS listener's port (None: no TLS)."""
+        return None if self._tls is None else int(self._tls[0].getsockname()[1])
+
+    def listen_tls(self, context: ssl.SSLContext, port: int) -> None:
+        """Bind the TLS listener (``http_tls``) on this server's address; it serves the
+        same routes once started, and operator routes only there (``operator_base``)."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.create_server((self.host, port), family=family, backlog=256)
+        self._tls = (sock, context)
 
     @property
     def settings(self) -> ServerSettings:
@@ -616,6 +631,7 @@ class HttpServer:
             repo_url=self.repo_url,
             unknown=self.unknown,
             http_boot_loader=self.http_boot_loader,
+            operator_base=self.operator_base if self._tls is not None else None,
         )
         # handler_cancellation: a client that closes its connection cancels its request's
         # handler, and with it the registry work still queued for it (the writer thread's
@@ -633,6 +649,10 @@ class HttpServer:
         try:
             loop.run_until_complete(runner.setup())
             loop.run_until_complete(web.SockSite(runner, sock).start())
+            if self._tls is not None:
+                tls_sock, tls_context = self._tls
+                site = web.SockSite(runner, tls_sock, ssl_context=tls_context)
+                loop.run_until_complete(site.start())
         except BaseException:
             loop.close()
             if self._shared is None:
@@ -663,6 +683,9 @@ class HttpServer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._tls is not None:
+            self._tls[0].close()
+            self._tls = None
 
     def __enter__(self) -> HttpServer:
         self.start()

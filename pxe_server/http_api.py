@@ -24,11 +24,12 @@ import os
 import secrets
 import string
 import time
+import typing
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -37,6 +38,7 @@ from common.protocol.codec import ABSENT, decode, encode
 from common.protocol.messages import (
     MAX_KEY,
     MIN_KEY,
+    AnswerFileCheck,
     Checkin,
     CheckinReply,
     Deleted,
@@ -51,11 +53,15 @@ from common.protocol.messages import (
     HostRecord,
     LogStored,
     NoBody,
+    ProfileList,
+    ProfileRecord,
+    ProfileSpec,
+    RepositoryList,
     RestoreRequest,
     UpgradeRequest,
     Work,
 )
-from pxe_server import openapi
+from pxe_server import answer_check, openapi, operator_view
 from pxe_server.checkin import checkin_reply
 from pxe_server.http_edge import (
     JSON_TYPE,
@@ -78,6 +84,7 @@ from pxe_server.limits import (
 from pxe_server.model import (
     AGENT_WORK,
     Host,
+    SanTarget,
     State,
     event_record,
     host_record,
@@ -85,7 +92,8 @@ from pxe_server.model import (
     normalise_mac,
     reported_from,
 )
-from pxe_server.registry import UnknownHost, WouldWait
+from pxe_server.operator_view import UnknownProfile
+from pxe_server.registry import Registry, UnknownHost, WouldWait
 from pxe_server.secrets import Purpose
 
 log = logging.getLogger("netinstall.http")
@@ -130,13 +138,21 @@ async def _known(ctx: Context, mac: str) -> Host:
 # -- operators ---------------------------------------------------------------------------
 
 
-async def list_hosts(call: Call[NoBody]) -> HostList:
-    hosts = await blocking(call.ctx.registry.list_hosts)
-    return HostList(tuple(host_record(h) for h in hosts))
+async def list_hosts(call: Call[NoBody]) -> web.Response:
+    """Every host with its latest event, encoded off the loop (10,000 hosts: megabytes)."""
+    hosts = await blocking(_encoded, operator_view.host_records, call.ctx.registry)
+    return web.Response(body=hosts, content_type=JSON_TYPE, charset="utf-8")
+
+
+def _encoded(func: Callable[[Registry], list[HostRecord]], registry: Registry) -> bytes:
+    return json.dumps(encode(HostList(tuple(func(registry))))).encode()
 
 
 async def create_host(call: Call[HostCreate]) -> HostRecord:
-    body = call.body
+    body, san = call.body, call.body.san
+    root = None
+    if san is not None:
+        root = SanTarget(san.root_path, san.address, san.gateway, san.initiator, san.paths)
     host = await writing(
         call.ctx,
         call.ctx.registry.add_host,
@@ -144,12 +160,13 @@ async def create_host(call: Call[HostCreate]) -> HostRecord:
         profile=body.profile,
         name=body.name,
         variables=dict(body.variables),
+        san=root,
     )
     return host_record(host)
 
 
 async def show_host(call: Call[NoBody]) -> HostRecord:
-    return host_record(await _known(call.ctx, call.mac))
+    return await blocking(operator_view.host_view, call.ctx.registry, call.mac)
 
 
 async def edit_host(call: Call[HostEdit]) -> HostRecord:
@@ -204,6 +221,60 @@ async def list_events(call: Call[NoBody]) -> EventList:
     await _known(ctx, mac)
     events = await blocking(ctx.registry.events, mac)
     return EventList(tuple(event_record(e) for e in events))
+
+
+# -- operators: profiles, repositories, answer files ---------------------------------------
+
+
+async def list_profiles(call: Call[NoBody]) -> ProfileList:
+    return ProfileList(tuple(await blocking(operator_view.profile_records, call.ctx.registry)))
+
+
+def _profile_name(call: Call[Any]) -> str:
+    return call.request.match_info["name"]
+
+
+async def show_profile(call: Call[NoBody]) -> ProfileRecord:
+    name = _profile_name(call)
+    found = await blocking(operator_view.find_profile, call.ctx.registry, name)
+    if found is None:
+        raise UnknownProfile(f"no profile {name!r}; see `netinstall profile list`")
+    return found
+
+
+async def create_profile(call: Call[ProfileSpec]) -> ProfileRecord:
+    ctx, profile = call.ctx, operator_view.profile_of(call.body)
+    await writing(ctx, ctx.registry.add_profile, profile)
+    found = await blocking(operator_view.find_profile, ctx.registry, profile.name)
+    return typing.cast(ProfileRecord, found)
+
+
+async def replace_profile(call: Call[ProfileSpec]) -> ProfileRecord:
+    ctx, name, profile = call.ctx, _profile_name(call), operator_view.profile_of(call.body)
+    if profile.name != name:
+        raise InputError(f"profile: field 'name' is {profile.name!r}, but the path names {name!r}")
+    if await blocking(ctx.registry.get_profile, name) is None:
+        raise UnknownProfile(f"no profile {name!r}; see `netinstall profile list`")
+    await writing(ctx, ctx.registry.update_profile, profile)
+    found = await blocking(operator_view.find_profile, ctx.registry, name)
+    return typing.cast(ProfileRecord, found)
+
+
+async def list_repositories(call: Call[NoBody]) -> RepositoryList:
+    found = await blocking(operator_view.repository_records, call.ctx.registry)
+    return RepositoryList(tuple(found))
+
+
+async def check_answer_file(call: Call[NoBody]) -> AnswerFileCheck:
+    """The host's answer file rendered and validated now; the host is not signalled."""
+    ctx = call.ctx
+    return await blocking(
+        answer_check.check_answer_file,
+        ctx.registry,
+        call.mac,
+        ctx.settings,
+        ctx.repository_url(),
+    )
 
 
 # -- the installer, first boot and the agent -------------------------------------------------
@@ -378,6 +449,8 @@ async def openapi_document(call: Call[NoBody]) -> web.Response:
 
 HOSTS = "/api/v1/hosts"
 HOST = "/api/v1/hosts/{mac}"
+PROFILES = "/api/v1/profiles"
+PROFILE = "/api/v1/profiles/{name}"
 OPERATOR, HOST_SECRET, AGENT = Caller.OPERATOR, Caller.HOST, Caller.AGENT
 
 API: tuple[Route, ...] = (
@@ -408,6 +481,18 @@ API: tuple[Route, ...] = (
           CheckinReply, alike=True),
     Route("PUT", f"{HOST}/logs", put_logs, HOST_SECRET, "upload the installer's log bundle",
           reply=LogStored, status=201, raw_body="application/x-bzip2", refusals=(413,)),
+    Route("GET", f"{HOST}/answerfile-check", check_answer_file, OPERATOR,
+          "render the host's answer file now and validate it (nothing else is done)",
+          reply=AnswerFileCheck, refusals=(404,)),
+    Route("GET", PROFILES, list_profiles, OPERATOR, "every profile", reply=ProfileList),
+    Route("POST", PROFILES, create_profile, OPERATOR, "add a profile", ProfileSpec,
+          ProfileRecord, status=201),
+    Route("GET", PROFILE, show_profile, OPERATOR, "one profile", reply=ProfileRecord,
+          refusals=(404,)),
+    Route("PUT", PROFILE, replace_profile, OPERATOR, "replace a profile", ProfileSpec,
+          ProfileRecord, refusals=(404,)),
+    Route("GET", "/api/v1/repositories", list_repositories, OPERATOR,
+          "every install repository", reply=RepositoryList),
     Route("GET", "/api/v1/openapi.json", openapi_document, Caller.ANYONE,
           "this description (OpenAPI 3)"),
 )  # fmt: skip

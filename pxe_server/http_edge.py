@@ -42,6 +42,7 @@ from pxe_server.limits import (
     MAX_BODY,
 )
 from pxe_server.model import Host, normalise_mac
+from pxe_server.operator_view import UnknownProfile
 from pxe_server.registry import EnrolRefused, Registry, TransitionRefused, UnknownHost
 from pxe_server.secrets import Purpose
 
@@ -119,14 +120,25 @@ def bearer(request: web.Request) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
+def plain_refusal(base: str, request: web.Request) -> web.Response:
+    """An operator route asked on the plain port of a server with TLS on: 403, whatever
+    the request carries (its token, if any, is not even looked at), naming the https URL."""
+    return error(
+        403,
+        f"this server serves its operator API over HTTPS only, so that the API token never "
+        f"crosses the network in clear: use {base}{request.rel_url.path} "
+        f"(netinstall --server {base})",
+    )
+
+
 def _refused(caller: Caller, wrong: bool) -> web.Response:
     if caller is Caller.OPERATOR:
         if wrong:
             return error(
                 403,
                 "wrong API token; the server directory's api-token file holds it (if that "
-                "copy is lost, `netinstall server init DIR` writes a new one: restart the "
-                "server then)",
+                "copy is lost or leaked, `netinstall server token rotate DIR` writes a new "
+                "one: restart the server then)",
             )
         return error(
             401, "this call needs Authorization: Bearer <the server's API token>", **_CHALLENGE
@@ -185,6 +197,8 @@ def caller_check(
     caller = route.caller
     if caller is Caller.ANYONE:
         return None
+    if caller is Caller.OPERATOR and ctx.operator_base is not None and not request.secure:
+        return plain_refusal(ctx.operator_base, request)
     given = bearer(request)
     if given is None:
         return _refused(caller, wrong=False)
@@ -361,7 +375,7 @@ DECODED = DecodedBodies()
 def refusal(exc: InputError) -> web.Response:
     """InputError as a reply: 404 for an unknown host, 409 for a refused transition, 400."""
     message = " ".join(exc.problems)
-    if isinstance(exc, UnknownHost):
+    if isinstance(exc, UnknownHost | UnknownProfile):
         return error(404, message)
     if isinstance(exc, EnrolRefused):
         return error(exc.status, message, **(_CHALLENGE if exc.status == 401 else {}))

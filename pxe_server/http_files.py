@@ -54,6 +54,9 @@ class Context:
     # unknown-MAC registrations (unknown_policy install): their rate, shared with TFTP
     unknown: UnknownGate = field(default_factory=lambda: UnknownGate(UnknownLimits()))
     http_boot_loader: Path | None = None  # UEFI HTTP Boot's GRUB image, if this server has one
+    # With TLS on (``http_tls``): the TLS listener's base URL, e.g. https://10.0.0.1:8443;
+    # operator routes are then refused on the plain port (``http_edge.caller_check``).
+    operator_base: str | None = None
     # GRUB's connections (their SYN named no MSS) get whole segments (grub_tcp.py)
     segments: grub_tcp.WholeSegments = field(default_factory=grub_tcp.WholeSegments)
 

@@ -38,8 +38,8 @@ STATUS_WORDS = {
     201: "created",
     400: "a malformed request: the error names the field",
     401: "no or a wrong secret for this route (whatever the MAC)",
-    403: "a wrong API token",
-    404: "no such host",
+    403: "a wrong API token, or any operator call on the HTTP port of a server with TLS on",
+    404: "no such host or profile",
     409: "a state change the host's state does not allow",
     413: "the body is too large",
     500: "the server cannot answer (its own configuration)",
@@ -47,6 +47,7 @@ STATUS_WORDS = {
 ENVELOPE = "Envelope"
 PARAMETERS = {
     "mac": "the host's MAC: colons, dashes or none, any case",
+    "name": "the profile's name",
     "path": "a boot config's path as TFTP serves it, e.g. pxelinux.cfg/01-52-54-00-12-34-56",
 }
 

@@ -11,6 +11,9 @@ reach this server at, used in every URL handed out; needed when the server binds
 0.0.0.0 without ``--interface``) and ``grub_modules`` (the GRUB modules directory of
 proxy-DHCP mode's and UEFI HTTP Boot's GRUB images).
 
+``tls`` (``server run --tls-cert/--tls-key/--tls-port``, ``http_tls``): a TLS listener
+for the operator API, which the plain HTTP port then refuses.
+
 ``boot_transport`` (``server run --boot-transport``): "http" (default) or "tftp", how
 boot loaders that can choose fetch Xen, the kernel and install.img (README "Boot
 transport"). With ``--dhcp full`` the server builds UEFI HTTP Boot's GRUB image
@@ -29,6 +32,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, cast
@@ -42,6 +46,7 @@ from pxe_server.admission import RegistrationRefused, UnknownGate, UnknownLimits
 from pxe_server.dnsmasq import Dnsmasq, DnsmasqConfig
 from pxe_server.http import HttpServer, boot_config, boot_config_cached
 from pxe_server.http_boot_proxy import HttpBootProxy
+from pxe_server.http_tls import DEFAULT_TLS_PORT, server_context
 from pxe_server.model import BOOT_TRANSPORTS, BadMac, BootTransport, ServerSettings, UnknownPolicy
 from pxe_server.registry import Registry
 from pxe_server.tftp import LATER, Later, TftpServer
@@ -138,6 +143,15 @@ def listening(what: str, proto: str, bind: str, port: int, option: str) -> Itera
         raise PortUnavailable(f"cannot serve {what} on {where}: {why}") from None
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """``server run --tls-cert FILE --tls-key FILE --tls-port N`` (``http_tls``)."""
+
+    cert: Path
+    key: Path
+    port: int = DEFAULT_TLS_PORT
+
+
 class Server:
     """TFTP + HTTP (+ dnsmasq) on one registry directory. ``start()``/``stop()`` or ``with``."""
 
@@ -153,6 +167,7 @@ class Server:
         dhcp_range: tuple[str, str] | None = None,
         unknown_limits: UnknownLimits | None = None,
         boot_transport: BootTransport = "http",
+        tls: TlsFiles | None = None,
     ) -> None:
         if boot_transport not in BOOT_TRANSPORTS:
             raise InputError(
@@ -170,6 +185,7 @@ class Server:
         self.interface = interface
         self.dhcp_range = dhcp_range
         self.boot_transport = boot_transport
+        self.tls = tls
         self.unknown = UnknownGate(unknown_limits or UnknownLimits())  # TFTP's and HTTP's
         self._tftp_port = tftp_port
         self._http_port = http_port
@@ -196,7 +212,14 @@ class Server:
             self.stop()
             raise
 
+    @property
+    def tls_port(self) -> int | None:
+        """The TLS listener's port (None: no TLS, or not started)."""
+        return self.http.tls_port if self.http else None
+
     def _start(self) -> None:
+        # The certificate and key first: a bad one is refused before anything listens.
+        tls_context = server_context(self.tls.cert, self.tls.key) if self.tls else None
         registry = self.registry = Registry.open(self.directory)
         values = registry.settings()
         netboot = Path(values["netboot"]) if values.get("netboot") else None
@@ -224,6 +247,10 @@ class Server:
                 unknown=self.unknown,
                 registry=registry,  # one writer and one render cache for TFTP and HTTP
             )
+        if self.tls is not None and tls_context is not None:
+            with listening("HTTPS", "tcp", self.bind, self.tls.port, "--tls-port"):
+                self.http.listen_tls(tls_context, self.tls.port)
+            self.http.operator_base = f"https://{_url_host(address)}:{self.http.tls_port}"
         settings = self.settings = ServerSettings(
             http_base=f"http://{_url_host(address)}:{self.http.port}",
             tftp_address=address,
@@ -266,6 +293,11 @@ class Server:
             self.dhcp,
             f" on {self.interface}" if self.interface and self.dhcp != "off" else "",
         )
+        if self.http.operator_base is not None:
+            log.info(
+                "operator API on %s only (TLS); the HTTP port refuses the API token",
+                self.http.operator_base,
+            )
 
     def _dynamic(self, path: str) -> tuple[Registry, ServerSettings, str] | bytes | None:
         """What TFTP's ``path`` is: proxy mode's GRUB image (its bytes), a name to look up
@@ -412,6 +444,7 @@ def run_server(
     dhcp_range: tuple[str, str] | None,
     unknown_limits: UnknownLimits | None = None,
     boot_transport: BootTransport = "http",
+    tls: TlsFiles | None = None,
 ) -> None:
     """``netinstall server run``: serve until SIGINT or SIGTERM, then stop cleanly."""
     if not logging.getLogger().handlers:  # the request log and where things listen, on stderr
@@ -436,6 +469,7 @@ def run_server(
             dhcp_range=dhcp_range,
             unknown_limits=unknown_limits,
             boot_transport=boot_transport,
+            tls=tls,
         ):
             while not stopping.wait(1.0):
                 pass

@@ -177,8 +177,7 @@ def _join(path: str, name: str) -> str:
 def _object(cls: type, data: object, path: str, *, version: int, strict: bool) -> object:
     if not isinstance(data, dict):
         raise _Fail(path, "must be an object")
-    specs = [s for s in fields_of(cls) if s.rule.since <= version]
-    known = {s.name for s in specs}
+    specs, known = _specs(cls, version)
     unknown = sorted(str(k) for k in data if k not in known)
     if unknown and strict:
         names = ", ".join(sorted(known)) or "none"
@@ -193,12 +192,28 @@ def _object(cls: type, data: object, path: str, *, version: int, strict: bool) -
             if spec.required:
                 raise _Fail(where, "is missing")
             continue  # the default
-        if data[spec.name] is None and not _nullable(spec.kind) and not spec.required:
+        if data[spec.name] is None and not _shape(spec.kind)[0] and not spec.required:
             continue  # null stands for the default, as absent does
         values[spec.name] = _value(
             spec.kind, spec.rule, data[spec.name], where, version=version, strict=strict
         )
     return cls(**values)
+
+
+@functools.cache
+def _specs(cls: type, version: int) -> tuple[tuple[FieldSpec, ...], frozenset[str]]:
+    """The fields of ``cls`` that protocol ``version`` knows, and their names (made once)."""
+    specs = tuple(s for s in fields_of(cls) if s.rule.since <= version)
+    return specs, frozenset(s.name for s in specs)
+
+
+@functools.cache
+def _shape(kind: Any) -> tuple[bool, Any, bool]:
+    """Whether ``kind`` allows null, its one other type, and whether it has more (a
+    declaration bug): worked out once a type, not once a value."""
+    union = [m for m in members(kind) if m is not Absent]
+    rest = [m for m in union if m is not type(None)]
+    return type(None) in union, rest[0], len(rest) > 1
 
 
 def _nullable(kind: Any) -> bool:
@@ -213,19 +228,27 @@ def members(kind: Any) -> tuple[Any, ...]:
 
 
 def _value(kind: Any, r: Rule, data: object, path: str, *, version: int, strict: bool) -> object:
-    union = [m for m in members(kind) if m is not Absent]
+    nullable, inner, more = _shape(kind)
     if data is None:
-        if type(None) in union:
+        if nullable:
             return None
         raise _Fail(path, f"must be {describe(kind, r)}")
-    (inner, *more) = [m for m in union if m is not type(None)]
     if more:
         raise TypeError(f"{path}: one type besides None, please")  # a declaration bug
     return _one(inner, r, data, path, version=version, strict=strict)
 
 
+@functools.cache
+def _members_of(kind: type[enum.Enum]) -> tuple[enum.Enum, ...]:
+    return tuple(kind)
+
+
+@functools.cache
+def _origin(kind: Any) -> Any:
+    return typing.get_origin(kind)
+
+
 def _one(kind: Any, r: Rule, data: object, path: str, *, version: int, strict: bool) -> object:
-    origin = typing.get_origin(kind)
     if kind is str:
         return _text(r, data, path)
     if kind is bool:
@@ -234,9 +257,9 @@ def _one(kind: Any, r: Rule, data: object, path: str, *, version: int, strict: b
         return data
     if kind in (int, float):
         return _number(kind, r, data, path)
+    origin = _origin(kind)
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
-        allowed = r.choices or tuple(kind)
-        for member in allowed:
+        for member in r.choices or _members_of(kind):
             if data == member.value:
                 return member
         raise _Fail(path, f"must be {describe(kind, r)}, not {_shown(data)}")
@@ -372,8 +395,20 @@ def encode(value: object, *, envelope: bool = True) -> dict[str, object]:
     return {VERSION_FIELD: VERSION, **fields} if envelope else fields
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.cache
+def _names(cls: type) -> tuple[tuple[str, ...], bool]:
+    """A message class's field names, in order, and its ``OMIT_NONE`` (made once)."""
+    return tuple(s.name for s in fields_of(cls)), bool(getattr(cls, "OMIT_NONE", False))
+
+
 def plain(value: object) -> object:
     """``value`` as JSON-ready data: enums as their values, messages as objects."""
+    kind = type(value)
+    if kind in _SCALARS:  # most values: no isinstance chain
+        return value
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, tuple | list):
@@ -381,13 +416,13 @@ def plain(value: object) -> object:
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        omit_none = getattr(value, "OMIT_NONE", False)
+        names, omit_none = _names(typing.cast(type, kind))
         result = {}
-        for spec in fields_of(type(value)):
-            item = getattr(value, spec.name)
+        for name in names:
+            item = getattr(value, name)
             if item is ABSENT or (item is None and omit_none):
                 continue
-            result[spec.name] = plain(item)
+            result[name] = item if type(item) in _SCALARS else plain(item)
         return result
     return value
 
@@ -469,6 +504,7 @@ def _schema_one(kind: Any, r: Rule) -> dict[str, Any]:
         if r.maximum is not None:
             schema["maximum"] = r.maximum
         return schema
+    origin = _origin(kind)
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         return {"type": "string", "enum": [m.value for m in (r.choices or tuple(kind))]}
     if dataclasses.is_dataclass(kind):

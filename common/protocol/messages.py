@@ -284,6 +284,15 @@ class CheckinReply(Message):
 
 
 @dataclass(frozen=True)
+class SanRecord(Message):
+    root_path: str = field(metadata=rule("the root LUN (RFC 4173)"))
+    address: str | None = field(metadata=rule("the storage NIC's address/prefix; null: DHCP"))
+    gateway: str | None = field(metadata=rule("the storage network's gateway"))
+    initiator: str | None = field(metadata=rule("the host's initiator IQN; null: from its MAC"))
+    paths: tuple[str, ...] = field(metadata=rule("further paths to the LUN (multipath)"))
+
+
+@dataclass(frozen=True)
 class HostCreate(Message):
     """A new host: ``POST /api/v1/hosts``."""
 
@@ -294,6 +303,9 @@ class HostCreate(Message):
     name: str | None = field(default=None, metadata=rule("its host name (not an FQDN)"))
     variables: dict[str, str] = field(
         default_factory=dict, metadata=rule("template variables of its answer file")
+    )
+    san: SanRecord | None = field(
+        default=None, metadata=rule("its root LUN, for a profile that boots from a SAN")
     )
 
 
@@ -330,12 +342,14 @@ class RestoreRequest(Message):
 
 
 @dataclass(frozen=True)
-class SanRecord(Message):
-    root_path: str = field(metadata=rule("the root LUN (RFC 4173)"))
-    address: str | None = field(metadata=rule("the storage NIC's address/prefix; null: DHCP"))
-    gateway: str | None = field(metadata=rule("the storage network's gateway"))
-    initiator: str | None = field(metadata=rule("the host's initiator IQN; null: from its MAC"))
-    paths: tuple[str, ...] = field(metadata=rule("further paths to the LUN (multipath)"))
+class EventRecord(Message):
+    """One logged event of a host."""
+
+    time: float = field(metadata=rule("seconds since the epoch"))
+    state: State = field(metadata=rule("the host's state after it"))
+    step: str | None = field(metadata=rule("the install step"))
+    progress: float | None = field(metadata=rule("0 to 1"))
+    message: str | None = field(metadata=rule("what happened (secrets redacted)"))
 
 
 @dataclass(frozen=True)
@@ -375,22 +389,14 @@ class HostRecord(Message):
         default=None,
         metadata=rule("a second installer presented its install token: what and from where"),
     )
+    last_event: EventRecord | None = field(
+        default=None, metadata=rule("its latest event (null: none, or not asked for)")
+    )
 
 
 @dataclass(frozen=True)
 class HostList(Message):
     hosts: tuple[HostRecord, ...]
-
-
-@dataclass(frozen=True)
-class EventRecord(Message):
-    """One logged event of a host."""
-
-    time: float = field(metadata=rule("seconds since the epoch"))
-    state: State = field(metadata=rule("the host's state after it"))
-    step: str | None = field(metadata=rule("the install step"))
-    progress: float | None = field(metadata=rule("0 to 1"))
-    message: str | None = field(metadata=rule("what happened (secrets redacted)"))
 
 
 @dataclass(frozen=True)
@@ -401,6 +407,81 @@ class EventList(Message):
 @dataclass(frozen=True)
 class Deleted(Message):
     deleted: str = field(metadata=rule("the MAC of the host removed"))
+
+
+# -- operators: profiles, repositories, answer files --------------------------------------
+
+
+@dataclass(frozen=True)
+class ProfileSpec(Message):
+    """A profile as the operator gives it: ``POST /api/v1/profiles`` (new) and
+    ``PUT /api/v1/profiles/<name>`` (replaced)."""
+
+    NAME: ClassVar[str] = "profile"
+
+    name: str = field(metadata=rule("its name", printable=True, max_length=MAX_WORD))
+    template: str = field(metadata=rule("the answer file's jinja2 template"))
+    boot_chain: str = field(default="seed", metadata=rule("seed or ipxe"))
+    xen_args: str | None = field(
+        default=None, metadata=rule("Xen's command line for the installer; null: the default")
+    )
+    kernel_args: str | None = field(
+        default=None, metadata=rule("the installer's kernel command line; null: the default")
+    )
+    payload_version: str | None = field(
+        default=None, metadata=rule("the payload version; null: the server's default")
+    )
+    san_boot: bool = field(default=False, metadata=rule("hosts boot from an iSCSI LUN"))
+    multipath: bool = field(default=False, metadata=rule("the installer multipaths its disk"))
+    storage_nic: str = field(default="net1", metadata=rule("iPXE's name of the storage NIC"))
+
+
+@dataclass(frozen=True)
+class ProfileRecord(Message):
+    """A profile as the API and ``profile list|show --json`` show it."""
+
+    name: str = field(metadata=rule("its name"))
+    template: str = field(metadata=rule("the answer file's jinja2 template"))
+    boot_chain: str = field(metadata=rule("seed or ipxe"))
+    xen_args: str = field(metadata=rule("Xen's command line for the installer"))
+    kernel_args: str = field(metadata=rule("the installer's kernel command line"))
+    payload_version: str | None = field(metadata=rule("null: the server's default"))
+    san_boot: bool = field(metadata=rule("hosts boot from an iSCSI LUN"))
+    multipath: bool = field(metadata=rule("the installer multipaths its disk"))
+    storage_nic: str = field(metadata=rule("iPXE's name of the storage NIC"))
+    hosts: int = field(metadata=rule("how many hosts use it"))
+
+
+@dataclass(frozen=True)
+class ProfileList(Message):
+    profiles: tuple[ProfileRecord, ...] = field(metadata=rule("by name"))
+
+
+@dataclass(frozen=True)
+class RepositoryRecord(Message):
+    """An install repository the server holds (``/repo/<version>/``)."""
+
+    version: str = field(metadata=rule("its payload version"))
+    directory: str = field(metadata=rule("where it lies on the server"))
+    files: int | None = field(metadata=rule("how many files it holds; null: it is missing"))
+    default: bool = field(metadata=rule("whether it is the server's default (also /repo/)"))
+
+
+@dataclass(frozen=True)
+class RepositoryList(Message):
+    repositories: tuple[RepositoryRecord, ...] = field(metadata=rule("by version"))
+
+
+@dataclass(frozen=True)
+class AnswerFileCheck(Message):
+    """A host's answer file rendered and validated now, nothing else done (its state, its
+    token and its render cache untouched); the file itself is not sent."""
+
+    mac: str = field(metadata=rule("the host"))
+    valid: bool = field(metadata=rule("whether it renders and validates"))
+    summary: str | None = field(metadata=rule("what it installs, when valid"))
+    problems: tuple[str, ...] = field(metadata=rule("why not, one sentence each"))
+    warnings: tuple[str, ...] = field(metadata=rule("the validator's warnings"))
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def enrolled_key(registry: Registry, mac: str = KNOWN) -> str:
 
 def at(path: str, mac: str) -> str:
     """A route's path with its parameters filled in."""
-    return path.format(mac=mac, path=f"pxelinux.cfg/01-{mac.replace(':', '-')}")
+    return path.format(mac=mac, path=f"pxelinux.cfg/01-{mac.replace(':', '-')}", name="default")
 
 
 def api_routes() -> list[tuple[str, str, Caller]]:
@@ -116,7 +116,7 @@ def context_stub() -> Context:
 def test_the_router_holds_every_declared_route_and_no_other() -> None:
     routes = api_routes()
     declared = http_api.API + BOOT_API
-    assert len(routes) == len(declared) == 15
+    assert len(routes) == len(declared) == 21
     assert {(m, p) for m, p, _ in routes} == {(r.method, r.template) for r in declared}
 
 
@@ -235,7 +235,7 @@ def test_malformed_bodies_are_refused_with_a_sentence_never_a_500(
     (method, path, caller), (body, status, words) = route, bad
     secret = secret_for(registry, caller)
     got, reply, _ = send(
-        context(registry), method, path.format(mac=KNOWN), body, Authorization=f"Bearer {secret}"
+        context(registry), method, at(path, KNOWN), body, Authorization=f"Bearer {secret}"
     )
     assert (got, words in reply["error"]) == (status, True), reply
 

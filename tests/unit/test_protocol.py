@@ -219,7 +219,7 @@ def test_schemas_follow_the_declarations() -> None:
     assert props["protocol"]["enum"] == [1, 2]
     record = json_schema(HostRecord)
     assert "additionalProperties" not in record  # replies may grow
-    assert [c.__name__ for c in nested(HostRecord)] == ["HostRecord", "SanRecord"]
+    assert [c.__name__ for c in nested(HostRecord)] == ["HostRecord", "SanRecord", "EventRecord"]
     json.dumps(record)  # plain JSON
 
 

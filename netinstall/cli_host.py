@@ -1,0 +1,288 @@
+"""``netinstall host add|list|show|set|remove``: the machines of the fleet (SPEC §9).
+
+Each command has one body over ``netinstall.fleet.Fleet``: the server directory's
+registry (``--dir``, safe beside a running server) or, with ``netinstall --server URL``,
+the operator API; the output is the same either way. Assigning work (``host
+rearm|upgrade|restore``) lives in ``cli_work``; ``cli.py`` attaches it. No output ever
+shows an install token, an agent credential, the API token or a password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import click
+
+from common.errors import InputError
+from netinstall.cli_options import dir_option, echo_json, open_fleet, table, when
+
+if TYPE_CHECKING:
+    from common.protocol.messages import EventRecord, HostRecord
+
+
+@click.group("host")
+def host() -> None:
+    """Register machines, follow their installs, assign them work."""
+
+
+def variables(pairs: Sequence[str]) -> list[tuple[str, str]]:
+    """``--var KEY=VALUE`` options as pairs; InputError for one without ``=``."""
+    result = []
+    for text in pairs:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--var {text!r} is not KEY=VALUE")
+        result.append((key.strip(), value))
+    return result
+
+
+def _event_json(event: EventRecord | None) -> object:
+    from common.protocol.codec import encode
+
+    return None if event is None else encode(event, envelope=False)
+
+
+def host_json(record: HostRecord) -> dict[str, object]:
+    """The host as the API shows it, its latest event included (``last_event``)."""
+    from common.protocol.codec import encode
+
+    return encode(record, envelope=False)
+
+
+def _token_text(item: HostRecord) -> str:
+    from common.protocol.messages import Presence
+
+    if item.token is not Presence.SET:
+        return "none"
+    if item.token_expires is None:
+        return "set (not handed out yet)"
+    return f"set, enrols until {when(item.token_expires)}"
+
+
+def _san_text(item: HostRecord) -> str:
+    from pxe_server.model import DEFAULT_INITIATOR_PREFIX
+
+    san = item.san
+    if san is None:
+        return "-"
+    how = san.address or "DHCP"
+    paths = " + ".join((san.root_path, *san.paths))
+    initiator = san.initiator or DEFAULT_INITIATOR_PREFIX + item.mac.replace(":", "")
+    return f"{paths} (storage NIC {how}, initiator {initiator})"
+
+
+def _fact_fields(facts: Mapping[str, object]) -> list[tuple[str, str]]:
+    """What ``host show`` prints of the last running report's facts."""
+    shown = []
+    addresses = facts.get("addresses")
+    if isinstance(addresses, list) and addresses:
+        text = ", ".join(
+            f"{a.get('address')} ({a.get('interface')})" for a in addresses if isinstance(a, dict)
+        )
+        shown.append(("addresses", text))
+    for key, label in (("xen_version", "xen"), ("sr_type", "SR type"), ("sr_uuid", "SR uuid")):
+        if facts.get(key):
+            shown.append((label, str(facts[key])))
+    maps = facts.get("multipath")
+    for entry in maps if isinstance(maps, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("paths"), list):
+            paths = ", ".join(
+                f"{p.get('device')} {p.get('state')}" for p in entry["paths"] if isinstance(p, dict)
+            )
+            shown.append((f"multipath {entry.get('name')}", paths or "no path"))
+    return shown
+
+
+def _event_line(event: EventRecord) -> str:
+    parts = [when(event.time), event.state.value]
+    parts += [event.step] if event.step else []
+    parts += [f"{event.progress:.0%}"] if event.progress is not None else []
+    parts += [event.message] if event.message else []
+    return "  ".join(parts)
+
+
+@host.command("add")
+@click.argument("mac")
+@dir_option
+@click.option("--profile", default="default", show_default=True)
+@click.option("--name", help="Host name (not an FQDN) for the answer file.")
+@click.option("--var", "pairs", multiple=True, help="Template variable KEY=VALUE (repeat).")
+@click.option(
+    "--san-target",
+    "san_targets",
+    multiple=True,
+    help="SAN boot: the root LUN, iscsi:<server>::<port>:<lun>:<target IQN> (RFC 4173); "
+    "repeat for each further path to it (another portal: iSCSI multipath).",
+)
+@click.option("--san-address", help="SAN boot: the storage NIC's ADDRESS/PREFIX (default DHCP).")
+@click.option("--san-gateway", help="SAN boot: the storage network's gateway.")
+@click.option("--initiator", help="SAN boot: the host's initiator IQN (default: from its MAC).")
+def host_add(
+    mac: str,
+    directory: str,
+    profile: str,
+    name: str | None,
+    pairs: tuple[str, ...],
+    *,
+    san_targets: tuple[str, ...],
+    **san: str | None,
+) -> None:
+    """Register MAC for a network install with PROFILE (netboot armed)."""
+    from common.protocol.messages import HostCreate, SanRecord
+
+    given: dict[str, str] = {}
+    for key, value in variables(pairs):
+        if key in given:
+            raise InputError(f"variable {key!r} is given twice")
+        given[key] = value
+    if not san_targets and any(san.values()):
+        raise InputError("--san-address, --san-gateway and --initiator need --san-target")
+    root = None
+    if san_targets:
+        first, *more = san_targets
+        root = SanRecord(first, san["san_address"], san["san_gateway"], san["initiator"],
+                         tuple(more))  # fmt: skip
+    request = HostCreate(mac, profile, name, given, root)
+    with open_fleet(directory) as fleet:
+        item = fleet.add_host(request)
+    lun = f", root LUN {' + '.join((item.san.root_path, *item.san.paths))}" if item.san else ""
+    click.echo(f"added {item.mac}: profile {item.profile}{lun}, state pending, netboot armed")
+
+
+@host.command("list")
+@dir_option
+@click.option("--json", "as_json", is_flag=True)
+def host_list(directory: str, as_json: bool) -> None:
+    """Every host: state, step, versions and its last event."""
+    with open_fleet(directory) as fleet:
+        rows = fleet.hosts()
+    if as_json:
+        echo_json([host_json(item) for item in rows])
+        return
+    if not rows:
+        click.echo("no hosts; add one with `netinstall host add MAC`")
+        return
+    lines: list[tuple[str, ...]] = [
+        ("MAC", "NAME", "PROFILE", "STATE", "STEP", "WORK", "ASSIGNED", "RUNNING", "LAST EVENT")
+    ]
+    conflicts = []
+    for item in rows:
+        last = item.last_event
+        event = f"{when(last.time)} {last.message or ''}".rstrip() if last else "-"
+        state = item.state.value + ("" if item.netboot_armed else " (disarmed)")
+        if item.conflict:
+            state += " CONFLICT"
+            conflicts.append(f"{item.mac}: {item.conflict}")
+        work = (item.step, item.work, item.assigned_version, item.running_version)
+        lines.append(
+            (item.mac, item.name or "-", item.profile, state, *(w or "-" for w in work), event)
+        )
+    click.echo(table(lines))
+    for line in conflicts:  # never silent: a second installer presented a host's token
+        click.echo(f"CONFLICT {line}; see `netinstall host show MAC`, rearm to start afresh")
+
+
+@host.command("show")
+@click.argument("mac")
+@dir_option
+@click.option("--json", "as_json", is_flag=True)
+def host_show(mac: str, directory: str, as_json: bool) -> None:
+    """One host's record and its events, oldest first."""
+    from pxe_server.model import normalise_mac
+
+    mac = normalise_mac(mac)
+    with open_fleet(directory) as fleet:
+        item = fleet.host(mac)
+        events = fleet.events(mac)
+    if as_json:
+        echo_json({**host_json(item), "events": [_event_json(e) for e in events]})
+        return
+    fields = [
+        ("mac", item.mac),
+        ("name", item.name or "-"),
+        ("profile", item.profile),
+        ("state", f"{item.state.value}, netboot {'armed' if item.netboot_armed else 'disarmed'}"),
+        ("step", item.step or "-"),
+        ("progress", f"{item.progress:.0%}" if item.progress is not None else "-"),
+        ("work", item.work or "-"),
+        ("reboot policy", item.reboot_policy.value),
+        ("assigned version", item.assigned_version or "-"),
+        ("running version", item.running_version or "-"),
+        ("root LUN", _san_text(item)),
+        ("last check-in", when(item.last_checkin) if item.last_checkin else "-"),
+        ("install token", _token_text(item)),
+        ("installer key", f"enrolled from {item.enrolled_from}" if item.enrolled_from else "none"),
+        ("conflict", item.conflict or "-"),
+        ("agent credential", item.agent_credential.value),
+        ("variables", ", ".join(f"{k}={v}" for k, v in item.variables.items()) or "-"),
+        *_fact_fields(item.facts),
+    ]
+    for label, value in fields:
+        click.echo(f"{label + ':':<18}{value}")
+    click.echo("events:")
+    for event in events:
+        click.echo(f"  {_event_line(event)}")
+
+
+@host.command("set")
+@click.argument("mac")
+@dir_option
+@click.option("--name", help="The host name (not an FQDN); '' for none.")
+@click.option("--profile", help="Its profile (the assigned payload version follows it).")
+@click.option("--var", "pairs", multiple=True, help="Set template variable KEY=VALUE (repeat).")
+@click.option("--unset", "unset", multiple=True, metavar="KEY", help="Remove a variable (repeat).")
+def host_set(
+    mac: str,
+    directory: str,
+    *,
+    name: str | None,
+    profile: str | None,
+    pairs: tuple[str, ...],
+    unset: tuple[str, ...],
+) -> None:
+    """Change MAC's name, profile or variables in place (its state and work unchanged).
+
+    --var and --unset change the variables named and keep the others (passwords too)."""
+    from common.protocol.codec import ABSENT
+    from common.protocol.messages import HostEdit
+    from pxe_server.model import normalise_mac
+
+    mac = normalise_mac(mac)
+    given = variables(pairs)
+    if name is None and profile is None and not given and not unset:
+        raise InputError("nothing to change: give --name, --profile, --var or --unset")
+    with open_fleet(directory) as fleet:
+        current = fleet.host(mac)
+        merged = None
+        if given or unset:
+            missing = sorted(set(unset) - set(current.variables))
+            if missing:
+                raise InputError(f"--unset {missing[0]}: host {mac} has no such variable")
+            # A password shows as <redacted>, which the registry reads as "keep the hash".
+            merged = {k: v for k, v in current.variables.items() if k not in unset}
+            merged.update(given)
+        edit = HostEdit(
+            name=ABSENT if name is None else (name or None),
+            profile=ABSENT if profile is None else profile,
+            variables=ABSENT if merged is None else merged,
+        )
+        item = fleet.edit_host(mac, edit)
+    variables_text = ", ".join(sorted(item.variables)) or "none"
+    click.echo(
+        f"changed {item.mac}: name {item.name or '-'}, profile {item.profile}, variables "
+        f"{variables_text}; state {item.state.value} (rearm to install with the changes)"
+    )
+
+
+@host.command("remove")
+@click.argument("mac")
+@dir_option
+def host_remove(mac: str, directory: str) -> None:
+    """Forget MAC and its events."""
+    from pxe_server.model import mac_syntax
+
+    mac = mac_syntax(mac)  # a record made before group addresses were refused, too
+    with open_fleet(directory) as fleet:
+        removed = fleet.remove_host(mac)
+    click.echo(f"removed {removed}")

@@ -1,0 +1,126 @@
+"""What an operator sees of the registry, as the protocol's records: once, for both ends.
+
+The API's handlers (``http_api``) and the CLI's local fleet (``netinstall.fleet``) call
+these same functions, so a command prints the same whether it runs on the server
+directory or over the API:
+
+    host_records(registry)              -> every host, each with its latest event
+    host_view(registry, mac)            -> one host with its latest event (UnknownHost)
+    profile_records(registry)           -> every profile with its host count
+    profile_of(spec)                    -> the registry's Profile of a ProfileSpec
+    repository_records(registry)        -> every repository, its file count, the default
+
+Nothing here writes. Every function blocks (registry reads, file counts). What renders
+(the answer-file check) is ``answer_check``: this module loads no jinja2 or lxml, so
+``host list`` stays quick to start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from common.errors import InputError
+from common.protocol.messages import (
+    HostRecord,
+    ProfileRecord,
+    ProfileSpec,
+    RepositoryRecord,
+)
+from pxe_server.model import BootChain, Profile, event_record, host_record
+from pxe_server.registry import Registry, UnknownHost
+
+
+class UnknownProfile(InputError):
+    """No profile of that name (a 404 over the API)."""
+
+
+def host_records(registry: Registry) -> list[HostRecord]:
+    """Every host by MAC, each with its latest event (two queries, not one a host)."""
+    latest = registry.last_events()
+    records = []
+    for host in registry.list_hosts():
+        event = latest.get(host.mac)
+        record = host_record(host)
+        if event is not None:
+            record = dataclasses.replace(record, last_event=event_record(event))
+        records.append(record)
+    return records
+
+
+def host_view(registry: Registry, mac: str) -> HostRecord:
+    """One host with its latest event; UnknownHost (a 404) if there is none."""
+    host = registry.get_host(mac)
+    if host is None:
+        raise UnknownHost(f"no host {mac} in the registry")
+    event = registry.last_event(host.mac)
+    record = host_record(host)
+    return record if event is None else dataclasses.replace(record, last_event=event_record(event))
+
+
+def profile_record(profile: Profile, hosts: int) -> ProfileRecord:
+    return ProfileRecord(
+        name=profile.name,
+        template=profile.template,
+        boot_chain=profile.boot_chain.value,
+        xen_args=profile.xen_args,
+        kernel_args=profile.kernel_args,
+        payload_version=profile.payload_version,
+        san_boot=profile.san_boot,
+        multipath=profile.multipath,
+        storage_nic=profile.storage_nic,
+        hosts=hosts,
+    )
+
+
+def profile_records(registry: Registry) -> list[ProfileRecord]:
+    """Every profile by name, with how many hosts use it."""
+    profiles = registry.list_profiles()
+    counts = {p.name: 0 for p in profiles}
+    for host in registry.list_hosts():
+        counts[host.profile] = counts.get(host.profile, 0) + 1
+    return [profile_record(p, counts[p.name]) for p in profiles]
+
+
+def find_profile(registry: Registry, name: str) -> ProfileRecord | None:
+    profile = registry.get_profile(name)
+    if profile is None:
+        return None
+    hosts = sum(1 for h in registry.list_hosts() if h.profile == name)
+    return profile_record(profile, hosts)
+
+
+def profile_of(spec: ProfileSpec) -> Profile:
+    """The registry's Profile of ``spec`` (InputError for an unknown boot chain); the
+    registry checks the rest when it stores it."""
+    if spec.boot_chain not in tuple(BootChain):
+        raise InputError(f"boot chain {spec.boot_chain!r}: expected seed or ipxe")
+    extra = {"xen_args": spec.xen_args, "kernel_args": spec.kernel_args}
+    return Profile(
+        name=spec.name,
+        template=spec.template,
+        boot_chain=BootChain(spec.boot_chain),
+        payload_version=spec.payload_version,
+        san_boot=spec.san_boot,
+        multipath=spec.multipath,
+        storage_nic=spec.storage_nic,
+        **{k: v for k, v in extra.items() if v is not None},
+    )
+
+
+def _file_count(directory: Path) -> int | None:
+    if not directory.is_dir():
+        return None
+    return sum(1 for path in directory.rglob("*") if path.is_file())
+
+
+def repository_records(registry: Registry) -> list[RepositoryRecord]:
+    """Every registered repository: version, directory, file count (None: missing) and
+    whether it is the default (``payload_version``)."""
+    default = registry.settings().get("payload_version")
+    return [
+        RepositoryRecord(
+            r.version, r.directory, _file_count(Path(r.directory)), r.version == default
+        )
+        for r in registry.repositories()
+    ]
