@@ -1,4 +1,4 @@
-"""How release-registry.sql and release-registry.json were made (tests/unit/test_registry_release.py).
+"""How release-registry.sql and .json were made (tests/unit/test_registry_release.py).
 
 Run once with the release's code, before the registry moved to SQLAlchemy and Alembic
 (commit 2d323c1, schema 8 of the hand-written migrations):
@@ -18,11 +18,12 @@ import dataclasses
 import json
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from pxe_server.model import Profile, SanTarget, State, Work
-from pxe_server.registry import TOKEN_TTL_SETTING, Registry, default_profile
+from pxe_server.registry import TOKEN_TTL_SETTING, EnrolRefused, Registry, default_profile
 
 
 def _value(value: Any) -> Any:
@@ -99,10 +100,8 @@ def main(directory: Path) -> None:
         conflicted = reg.add_host("52:54:00:00:01:09", name="conflict01")
         reg.mark_signalled(conflicted.mac)
         reg.enrol(conflicted.mac, conflicted.token or "", "install-key-a", "192.0.2.9")
-        try:
+        with suppress(EnrolRefused):  # refused and recorded as a conflict
             reg.enrol(conflicted.mac, conflicted.token or "", "install-key-b", "192.0.2.99")
-        except Exception:  # noqa: BLE001, S110 - the refusal is what we record
-            pass
         # a removed host (its events go too)
         reg.add_host("52:54:00:00:01:0a")
         reg.delete_host("52:54:00:00:01:0a")
