@@ -12,6 +12,8 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import insert, select, text, update
 
 import answerfile
@@ -31,8 +33,9 @@ from pxe_server.registry import (
 )
 from pxe_server.secrets import REDACTED, new_token, redact
 from pxe_server.store import rows
+from pxe_server.store.engine import Store
 from pxe_server.store.schema import ALEMBIC_MARK
-from pxe_server.store.tables import hosts, schema_version
+from pxe_server.store.tables import hosts, metadata, schema_version
 from tests.registry_engines import execute, sqlite_only
 
 MAC = "52:54:00:12:34:56"
@@ -90,6 +93,18 @@ def test_open_migrates_an_empty_file_and_keeps_the_secrets_private(tmp_path: Pat
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     stored = (directory / REGISTRY_FILE).read_bytes()
     assert api_token(directory).encode() not in stored
+
+
+def test_the_schema_alembic_made_is_the_tables_declared(registry_dir: Path) -> None:
+    """Alembic's revisions and tables.py describe one schema, on either engine."""
+    Registry.open(registry_dir).close()
+    store = Store(registry_dir)
+    try:
+        with store.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+    finally:
+        store.dispose()
 
 
 def test_a_new_api_token_replaces_the_old_one(registry_dir: Path) -> None:
