@@ -28,7 +28,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
@@ -40,7 +40,6 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy import (
     Connection,
     Executable,
-    Row,
     bindparam,
     delete,
     func,
@@ -119,6 +118,7 @@ REGISTRY_FILE = engine.REGISTRY_FILE
 DATABASE_URL_FILE = engine.DATABASE_URL_FILE
 BUSY_TIMEOUT_MS = engine.BUSY_TIMEOUT_MS
 WouldWait = engine.WouldWait
+has_registry = engine.has_registry
 
 # Writes done at once on the caller's thread (``Registry.write_now``: the event loop's)
 # never checkpoint the WAL themselves (a checkpoint syncs the file: milliseconds, more on
@@ -334,17 +334,9 @@ def _bound_events(conn: Connection, mac: str, count: int) -> None:
     reports costs the registry a bounded number of rows, and a pruning every so often."""
     if count <= MAX_EVENTS_PER_HOST + EVENTS_PRUNE_SLACK:
         return
-    oldest_kept = (
-        select(events.c.id)
-        .where(events.c.mac == mac)
-        .order_by(events.c.id.desc())
-        .limit(1)
-        .offset(MAX_EVENTS_PER_HOST - 1)
-        .scalar_subquery()
-    )
-    conn.execute(delete(events).where(events.c.mac == mac, events.c.id < oldest_kept))
-    kept = conn.execute(select(func.count()).where(events.c.mac == mac)).scalar_one()
-    conn.execute(update(hosts).where(hosts.c.mac == mac).values(event_count=kept))
+    conn.execute(_PRUNE_EVENTS, {"mac": mac, "keep": MAX_EVENTS_PER_HOST - 1})
+    kept = conn.execute(_COUNT_EVENTS, {"mac": mac}).scalar_one()
+    conn.execute(_SET_EVENT_COUNT, {"where_mac": mac, "n": kept})
     log.warning("host %s: more than %d events; the oldest were deleted", mac, MAX_EVENTS_PER_HOST)
 
 
@@ -438,12 +430,51 @@ _SIGNALLED = (
     )
     .returning(hosts.c.token_expires)
 )
-_ROUTINE_CHECKIN = update(hosts).where(
-    hosts.c.mac == bindparam("where_mac"),
-    hosts.c.revision == bindparam("seen_revision"),
-    hosts.c.running_version == bindparam("version"),
-    hosts.c.install_key_hash.is_(None),
-    hosts.c.last_checkin.is_not(None),
+_SIGNALLED_PENDING = _SIGNALLED.values(state=State.SIGNALLED.value, step=None, progress=None)
+_ROUTINE_CHECKIN = (
+    update(hosts)
+    .where(
+        hosts.c.mac == bindparam("where_mac"),
+        hosts.c.revision == bindparam("seen_revision"),
+        hosts.c.running_version == bindparam("version"),
+        hosts.c.install_key_hash.is_(None),
+        hosts.c.last_checkin.is_not(None),
+    )
+    .values(last_checkin=bindparam("now"))
+)
+_HOST_EXISTS = select(hosts.c.mac).where(hosts.c.mac == bindparam("mac"))
+_INSERT_HOST = insert(hosts)
+_ALL_HOSTS = _HOST.order_by(hosts.c.mac)
+_PROFILE_VERSION = select(profiles.c.payload_version).where(profiles.c.name == bindparam("name"))
+_PROFILE_SAN = select(profiles.c.san_boot, profiles.c.multipath).where(
+    profiles.c.name == bindparam("name")
+)
+_ALL_PROFILES = select(profiles).order_by(profiles.c.name)
+_ALL_SETTINGS = select(settings.c.key, settings.c.value)
+_REPOSITORY = select(repositories).where(repositories.c.version == bindparam("version"))
+_ALL_REPOSITORIES = select(repositories).order_by(repositories.c.added, repositories.c.version)
+_EVENTS = select(events).where(events.c.mac == bindparam("mac")).order_by(events.c.id.desc())
+_LATEST_EVENTS = _EVENTS.limit(bindparam("limit"))
+_LAST_IDS = select(func.max(events.c.id).label("id")).group_by(events.c.mac).subquery()
+_LAST_EVENTS = select(events).join(_LAST_IDS, events.c.id == _LAST_IDS.c.id)
+_UNKNOWN_WAITING = select(func.count()).where(
+    hosts.c.state != State.RUNNING.value,
+    hosts.c.mac.in_(select(events.c.mac).where(events.c.message == UNKNOWN_REGISTERED)),
+)
+_DELETE_EVENTS = delete(events).where(events.c.mac == bindparam("mac"))
+_DELETE_HOST = delete(hosts).where(hosts.c.mac == bindparam("mac"))
+_OLDEST_KEPT = (
+    select(events.c.id)
+    .where(events.c.mac == bindparam("mac"))
+    .order_by(events.c.id.desc())
+    .limit(1)
+    .offset(bindparam("keep"))
+    .scalar_subquery()
+)
+_PRUNE_EVENTS = delete(events).where(events.c.mac == bindparam("mac"), events.c.id < _OLDEST_KEPT)
+_COUNT_EVENTS = select(func.count()).where(events.c.mac == bindparam("mac"))
+_SET_EVENT_COUNT = (
+    update(hosts).where(hosts.c.mac == bindparam("where_mac")).values(event_count=bindparam("n"))
 )
 
 
@@ -629,20 +660,35 @@ class Registry:
             self._readers.conn = conn
         return conn
 
-    def _query(self, statement: Executable, params: dict[str, Any] | None = None) -> list[Row[Any]]:
-        return list(self._reader().execute(statement, params or {}).all())
+    def _query(
+        self, statement: Executable, params: dict[str, Any] | None = None
+    ) -> Sequence[Sequence[Any]]:
+        """Rows read on this thread's read connection (``_reader``)."""
+        return self._store.rows(self._reader(), statement, params)
 
-    @staticmethod
-    def _next_revision(conn: Connection) -> int:
+    def _first(
+        self, conn: Connection, statement: Executable, params: dict[str, Any] | None = None
+    ) -> Sequence[Any] | None:
+        """The first row a statement returns (inside a write), or None."""
+        found = self._store.rows(conn, statement, params)
+        return found[0] if found else None
+
+    def _scalar(
+        self, conn: Connection, statement: Executable, params: dict[str, Any] | None = None
+    ) -> Any:
+        """The first column of the first row (inside a write), or None."""
+        found = self._store.rows(conn, statement, params)
+        return found[0][0] if found else None
+
+    def _next_revision(self, conn: Connection) -> int:
         """A new host revision (inside a write): never one handed out before. Holds the
         counters row until the commit (lock order: after any host row)."""
-        return int(conn.execute(_NEXT_REVISION).scalar_one())
+        return int(self._scalar(conn, _NEXT_REVISION))
 
-    @staticmethod
-    def _serialise(conn: Connection) -> None:
+    def _serialise(self, conn: Connection) -> None:
         """Take the counters row first (inside a write): for writes that add rows no host
         row guards, so that two servers never both pass a check (exists? how many?)."""
-        conn.execute(_LOCK_COUNTERS).all()
+        self._store.rows(conn, _LOCK_COUNTERS)
 
     def _bump_hosts(self, conn: Connection, profile: str | None = None) -> None:
         """Every host's revision (``profile``'s hosts only) is new: what their renders
@@ -695,8 +741,8 @@ class Registry:
         return bool(given) and self._keys.matches(Purpose.API_TOKEN, given, self._api_token_hash)
 
     def settings(self) -> dict[str, str]:
-        found = self._query(select(settings.c.key, settings.c.value))
-        return {row.key: row.value for row in found}
+        found = self._query(_ALL_SETTINGS)
+        return {key: value for key, value in found}
 
     def set_setting(self, key: str, value: str) -> None:
         with self._write() as conn:
@@ -737,26 +783,24 @@ class Registry:
         return rows.profile_from(found[0]) if found else None
 
     def list_profiles(self) -> list[Profile]:
-        found = self._query(select(profiles).order_by(profiles.c.name))
+        found = self._query(_ALL_PROFILES)
         return [rows.profile_from(row) for row in found]
 
     # -- hosts -----------------------------------------------------------------
 
-    @staticmethod
-    def _assigned_version(conn: Connection, profile: str) -> str | None:
+    def _assigned_version(self, conn: Connection, profile: str) -> str | None:
         """The profile's payload version, else the server's ``payload_version`` setting."""
-        query = select(profiles.c.payload_version).where(profiles.c.name == profile)
-        row = conn.execute(query).first()
+        row = self._first(conn, _PROFILE_VERSION, {"name": profile})
         if row is None:
             raise InputError(f"no profile {profile!r}; see `netinstall profile list`")
         if row[0] is not None:
             return str(row[0])
-        found = conn.execute(_SETTING, {"key": "payload_version"}).scalar()
+        found = self._scalar(conn, _SETTING, {"key": "payload_version"})
         return None if found is None else str(found)
 
     def _load(self, conn: Connection, mac: str) -> Host:
         """The host (inside a write), its row locked until the commit."""
-        row = conn.execute(_HOST_FOR_UPDATE, {"mac": mac}).first()
+        row = self._first(conn, _HOST_FOR_UPDATE, {"mac": mac})
         if row is None:
             raise UnknownHost(f"no host {mac} in the registry")
         return rows.host_from(row, self._keys)
@@ -770,12 +814,12 @@ class Registry:
         host = replace(host, revision=revision)
         values = rows.host_values(host, self._keys)
         values["where_mac"] = values.pop("mac")
-        conn.execute(_UPDATE_HOST, values)
+        self._store.rowcount(conn, _UPDATE_HOST, values)
         return host
 
     def _insert(self, conn: Connection, host: Host) -> Host:
         host = replace(host, revision=self._next_revision(conn))
-        conn.execute(insert(hosts), rows.host_values(host, self._keys))
+        self._store.rowcount(conn, _INSERT_HOST, rows.host_values(host, self._keys))
         return host
 
     def _is_secret(self, word: str, hosts: tuple[Host, ...]) -> bool:
@@ -791,7 +835,8 @@ class Registry:
         (known only by their keyed hashes) by checking each token-shaped word."""
         if message is not None:
             message = self._redacted(message, host, old)
-        conn.execute(
+        self._store.rowcount(
+            conn,
             _INSERT_EVENT,
             {
                 "time": time.time(),
@@ -802,7 +847,7 @@ class Registry:
                 "message": message,
             },
         )
-        count = conn.execute(_COUNT_EVENT, {"where_mac": host.mac}).scalar()
+        count = self._scalar(conn, _COUNT_EVENT, {"where_mac": host.mac})
         if count is not None:
             _bound_events(conn, host.mac, int(count))
 
@@ -814,9 +859,8 @@ class Registry:
         message = redact_tokens(message, lambda word: self._is_secret(word, hosts))
         return capped_message(message)  # after redaction: no secret is cut in half
 
-    @staticmethod
-    def _exists(conn: Connection, mac: str) -> bool:
-        return conn.execute(select(hosts.c.mac).where(hosts.c.mac == mac)).first() is not None
+    def _exists(self, conn: Connection, mac: str) -> bool:
+        return self._first(conn, _HOST_EXISTS, {"mac": mac}) is not None
 
     def add_host(
         self,
@@ -873,21 +917,16 @@ class Registry:
             self._log(conn, host, UNKNOWN_REGISTERED, None)
         return host, waiting + 1
 
-    @staticmethod
-    def _unknown_waiting(conn: Connection) -> int:
+    def _unknown_waiting(self, conn: Connection) -> int:
         """Hosts registered as unknown MACs that have not reported running (yet)."""
-        registered = select(events.c.mac).where(events.c.message == UNKNOWN_REGISTERED)
-        query = select(func.count()).where(
-            hosts.c.state != State.RUNNING.value, hosts.c.mac.in_(registered)
-        )
-        return int(conn.execute(query).scalar_one())
+        return int(self._scalar(conn, _UNKNOWN_WAITING))
 
     def get_host(self, mac: str) -> Host | None:
         found = self._query(_HOST_BY_MAC, {"mac": normalise_mac(mac)})
         return rows.host_from(found[0], self._keys) if found else None
 
     def list_hosts(self) -> list[Host]:
-        found = self._query(_HOST.order_by(hosts.c.mac))
+        found = self._query(_ALL_HOSTS)
         return [rows.host_from(row, self._keys) for row in found]
 
     def update_host(
@@ -917,12 +956,10 @@ class Registry:
             host = self._store_host(conn, host, old)
         return host
 
-    @classmethod
-    def _check_san(cls, conn: Connection, host: Host) -> None:
-        query = select(profiles.c.san_boot, profiles.c.multipath)
-        row = conn.execute(query.where(profiles.c.name == host.profile)).first()
+    def _check_san(self, conn: Connection, host: Host) -> None:
+        row = self._first(conn, _PROFILE_SAN, {"name": host.profile})
         if row is not None:
-            cls._check_san_of(host, bool(row[0]), bool(row[1]))
+            self._check_san_of(host, bool(row[0]), bool(row[1]))
 
     @staticmethod
     def _check_san_of(host: Host, san_boot: bool, multipath: bool) -> None:
@@ -947,8 +984,8 @@ class Registry:
         mac = mac_syntax(mac)
         with self._write() as conn:
             self._load(conn, mac)
-            conn.execute(delete(events).where(events.c.mac == mac))
-            conn.execute(delete(hosts).where(hosts.c.mac == mac))
+            conn.execute(_DELETE_EVENTS, {"mac": mac})
+            conn.execute(_DELETE_HOST, {"mac": mac})
 
     def _by_secret(self, column: str, purpose: Purpose, given: str) -> Host | None:
         """One indexed lookup by keyed hash. The lookup's timing can only tell about the
@@ -1049,8 +1086,7 @@ class Registry:
         with self._write():
             pass
 
-    @staticmethod
-    def _apply_progress(conn: Connection, queued: list[Progress]) -> None:
+    def _apply_progress(self, conn: Connection, queued: list[Progress]) -> None:
         """Queued progress events, in the order they came, each applied only if its host
         is still installing (a rearm or a failure since drops it). Several hosts' rows
         are locked first, in MAC order (the registry's lock order)."""
@@ -1060,10 +1096,11 @@ class Registry:
         installing = State.INSTALLING.value
         added: list[dict[str, object]] = []  # the events' rows, inserted in one call
         for event in queued:
-            row = conn.execute(
+            row = self._first(
+                conn,
                 _PROGRESS,
                 {"where_mac": event.mac, "new_step": event.step, "new_progress": event.progress},
-            ).first()
+            )
             if row is None:
                 log.info("host %s: a progress event dropped: no longer installing", event.mac)
                 continue
@@ -1078,19 +1115,17 @@ class Registry:
                 }
             )
             if int(row[2]) > MAX_EVENTS_PER_HOST + EVENTS_PRUNE_SLACK:  # its rows in first
-                conn.execute(_INSERT_EVENT, added)
+                self._store.many(conn, _INSERT_EVENT, added)
                 added = []
                 _bound_events(conn, event.mac, int(row[2]))
-        if added:
-            conn.execute(_INSERT_EVENT, added)
+        self._store.many(conn, _INSERT_EVENT, added)
 
     def token_ttl(self) -> int:
         """Seconds an install token enrols, counted from its first hand-out to a boot."""
         return self._token_ttl(self._reader())
 
-    @staticmethod
-    def _token_ttl(conn: Connection) -> int:
-        found = conn.execute(_SETTING, {"key": TOKEN_TTL_SETTING}).scalar()
+    def _token_ttl(self, conn: Connection) -> int:
+        found = self._scalar(conn, _SETTING, {"key": TOKEN_TTL_SETTING})
         return int(found) if found is not None else DEFAULT_TOKEN_TTL
 
     def mark_signalled(self, mac: str, seen: Host | None = None) -> Host | None:
@@ -1134,12 +1169,12 @@ class Registry:
         }
         statement = _SIGNALLED
         if pending:
-            armed = conn.execute(_ARMED_AT, {"mac": seen.mac, "revision": seen.revision})
-            if armed.first() is None:
+            armed = self._first(conn, _ARMED_AT, {"mac": seen.mac, "revision": seen.revision})
+            if armed is None:
                 return None
             values["new_revision"] = self._next_revision(conn)
-            statement = _SIGNALLED.values(state=State.SIGNALLED.value, step=None, progress=None)
-        done = conn.execute(statement, values).first()
+            statement = _SIGNALLED_PENDING
+        done = self._first(conn, statement, values)
         if done is None:
             return None
         revision = int(values["new_revision"])  # type: ignore[call-overload]
@@ -1299,15 +1334,17 @@ class Registry:
             )
             if routine and seen is not None:
                 now = time.time()
-                done = conn.execute(
-                    _ROUTINE_CHECKIN.values(last_checkin=now),
+                done = self._store.rowcount(
+                    conn,
+                    _ROUTINE_CHECKIN,
                     {
+                        "now": now,
                         "where_mac": seen.mac,
                         "seen_revision": seen.revision,
                         "version": running_version,
                     },
                 )
-                if done.rowcount:
+                if done:
                     return replace(seen, last_checkin=now)
             ttl = self._token_ttl(conn)
             old = self._load(conn, mac)
@@ -1327,10 +1364,8 @@ class Registry:
 
     # -- repositories ----------------------------------------------------------
 
-    @staticmethod
-    def _registered(conn: Connection, version: str) -> Repository:
-        query = select(repositories).where(repositories.c.version == version)
-        row = conn.execute(query).first()
+    def _registered(self, conn: Connection, version: str) -> Repository:
+        row = self._first(conn, _REPOSITORY, {"version": version})
         if row is None:
             raise InputError(
                 f"version {version} is not registered; see `netinstall server repo list`, "
@@ -1366,12 +1401,10 @@ class Registry:
 
     def repositories(self) -> list[Repository]:
         """Every registered repository, oldest first."""
-        query = select(repositories).order_by(repositories.c.added, repositories.c.version)
-        return [rows.repository_from(row) for row in self._query(query)]
+        return [rows.repository_from(row) for row in self._query(_ALL_REPOSITORIES)]
 
     def repository(self, version: str) -> Repository | None:
-        query = select(repositories).where(repositories.c.version == version)
-        found = self._query(query)
+        found = self._query(_REPOSITORY, {"version": version})
         return rows.repository_from(found[0]) if found else None
 
     # -- events ----------------------------------------------------------------
@@ -1381,19 +1414,19 @@ class Registry:
         (the progress events queued in this process included: they are committed first)."""
         if len(self.progress):
             self.flush_progress()
-        query = select(events).where(events.c.mac == normalise_mac(mac))
-        query = query.order_by(events.c.id.desc())
-        if limit is not None:
-            query = query.limit(max(limit, 0))
-        return [rows.event_from(row) for row in reversed(self._query(query))]
+        mac = normalise_mac(mac)
+        if limit is None:
+            found = self._query(_EVENTS, {"mac": mac})
+        else:
+            found = self._query(_LATEST_EVENTS, {"mac": mac, "limit": max(limit, 0)})
+        return [rows.event_from(row) for row in reversed(found)]
 
     def last_events(self) -> dict[str, Event]:
         """Every host's latest event, by MAC: one query (the events index), not one a host."""
         if len(self.progress):
             self.flush_progress()
-        latest = select(func.max(events.c.id).label("id")).group_by(events.c.mac).subquery()
-        query = select(events).join(latest, events.c.id == latest.c.id)
-        return {row.mac: rows.event_from(row) for row in self._query(query)}
+        latest = (rows.event_from(row) for row in self._query(_LAST_EVENTS))
+        return {event.mac: event for event in latest}
 
     def last_event(self, mac: str) -> Event | None:
         found = self.events(mac, limit=1)

@@ -11,6 +11,7 @@ hand-written migrations) is marked ``sqlite_only`` and skipped on PostgreSQL.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,8 +51,17 @@ def execute(directory: Path, *statements: Executable) -> list[list[Row[Any]]]:
 
 @contextmanager
 def statements(conn: Connection) -> Iterator[list[str]]:
-    """The SQL sent on ``conn`` while the body runs (either engine)."""
+    """The SQL sent on ``conn`` while the body runs, on either engine (SQLite's as its
+    driver saw it: the registry runs its short statements on the driver directly)."""
     sent: list[str] = []
+    raw = conn.connection.dbapi_connection
+    if isinstance(raw, sqlite3.Connection):
+        raw.set_trace_callback(sent.append)
+        try:
+            yield sent
+        finally:
+            raw.set_trace_callback(None)
+        return
 
     def record(*args: Any) -> None:
         sent.append(str(args[2]))  # (conn, cursor, statement, parameters, context, many)

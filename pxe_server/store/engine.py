@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
-from sqlalchemy import URL, Connection, create_engine, event
+from sqlalchemy import URL, Connection, Executable, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 from common.errors import InputError, NetinstallError
 from pxe_server.secrets import write_secret_file
@@ -46,6 +49,9 @@ CONNECT_TIMEOUT = 10  # seconds to reach a PostgreSQL server before the open fai
 POSTGRESQL_DRIVER = "postgresql+psycopg"
 
 Role = Literal["writer", "reader", "now"]
+# A statement compiled for SQLite: its SQL, its parameters' names in order, their
+# values where the statement holds them (constants of the query).
+Prepared = tuple[str, tuple[str, ...], dict[str, Any]]
 
 
 class WouldWait(Exception):
@@ -74,8 +80,9 @@ def database_url(text: str) -> URL:
 
 
 def shown(url: URL) -> str:
-    """``url`` for messages and listings: its password hidden."""
-    return url.render_as_string(hide_password=True)
+    """``url`` for messages and listings, as an operator writes it: its password hidden."""
+    text = url.set(drivername="postgresql").render_as_string(hide_password=True)
+    return unquote(text)
 
 
 def recorded_url(directory: Path) -> URL | None:
@@ -153,6 +160,9 @@ class Store:
                 raise NetinstallError(why) from None
         self.sqlite = self.engine.dialect.name == "sqlite"
         self._begin = "BEGIN IMMEDIATE" if self.sqlite else "BEGIN"
+        # SQLite's compiled statements (``_prepared``), by statement and parameter names.
+        self._compiled: dict[tuple[int, tuple[str, ...]], Prepared | None] = {}
+        self._statements: dict[int, Executable] = {}
 
     def _prepare_file(self) -> None:
         """The SQLite file, created 0600 (dir 0700) before SQLite sees it: it holds tokens
@@ -197,7 +207,7 @@ class Store:
         """One write transaction on ``conn``; with ``now``, WouldWait (nothing begun) if
         another connection holds SQLite's write lock."""
         try:
-            conn.exec_driver_sql(self._begin)
+            self._control(conn, self._begin)
         except DBAPIError as exc:
             if now and self._busy(exc):
                 raise WouldWait from None
@@ -207,11 +217,25 @@ class Store:
             yield conn
         except BaseException as exc:
             with suppress(SQLAlchemyError):
-                conn.exec_driver_sql("ROLLBACK")
+                self._control(conn, "ROLLBACK")
             if isinstance(exc, DBAPIError):
                 self._recover(conn, exc)
             raise
-        conn.exec_driver_sql("COMMIT")
+        self._control(conn, "COMMIT")
+
+    def _control(self, conn: Connection, statement: str) -> None:
+        """BEGIN, COMMIT or ROLLBACK. SQLite's straight on its connection: SQLAlchemy's
+        statement machinery costs more than SQLite's own work here, twice a write on
+        the event loop's thread; on a failure the statement runs again through
+        SQLAlchemy, whose error (wrapped, with its SQL) is raised."""
+        if self.sqlite:
+            try:
+                conn.connection.dbapi_connection.execute(statement)  # type: ignore[union-attr]
+            except sqlite3.Error:
+                pass
+            else:
+                return
+        conn.exec_driver_sql(statement)
 
     @staticmethod
     def _busy(exc: DBAPIError) -> bool:
@@ -259,6 +283,74 @@ class Store:
     def truncate_wal(self, conn: Connection) -> None:
         if self.sqlite:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- running statements --------------------------------------------------------
+
+    def rows(
+        self, conn: Connection, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Sequence[Any]]:
+        """Every row ``statement`` returns (a SELECT, or a write's RETURNING), as tuples."""
+        prepared = self._prepared(statement, params or {})
+        if prepared is not None:
+            rows: list[tuple[Any, ...]] = self._run(conn, prepared, params or {}).fetchall()
+            return rows
+        return conn.execute(statement, params or {}).all()
+
+    def rowcount(
+        self, conn: Connection, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> int:
+        """How many rows a write without RETURNING changed."""
+        prepared = self._prepared(statement, params or {})
+        if prepared is not None:
+            return int(self._run(conn, prepared, params or {}).rowcount)
+        return int(conn.execute(statement, params or {}).rowcount)
+
+    def many(
+        self, conn: Connection, statement: Executable, params: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """One write for each of ``params`` (rows of an INSERT), in one call."""
+        if not params:
+            return
+        prepared = self._prepared(statement, params[0])
+        if prepared is None:
+            conn.execute(statement, list(params))
+            return
+        sql, names, defaults = prepared
+        rows = [tuple(p[n] if n in p else defaults[n] for n in names) for p in params]
+        conn.connection.dbapi_connection.executemany(sql, rows)  # type: ignore[union-attr]
+
+    @staticmethod
+    def _run(conn: Connection, prepared: Prepared, params: Mapping[str, Any]) -> Any:
+        sql, names, defaults = prepared
+        values = tuple(params[n] if n in params else defaults[n] for n in names)
+        return conn.connection.dbapi_connection.execute(sql, values)  # type: ignore[union-attr]
+
+    def _prepared(self, statement: Executable, params: Mapping[str, Any]) -> Prepared | None:
+        """SQLite: ``statement`` compiled once by SQLAlchemy for this engine's dialect, to be
+        run straight on the driver's connection (None: run it through SQLAlchemy; always
+        on PostgreSQL). SQLAlchemy's execution machinery costs more than SQLite's own
+        work for the registry's short statements, several of them a request; the SQL is
+        what SQLAlchemy would send, and the values need no conversion (text, numbers,
+        None; booleans are integers to sqlite3). A statement with a list parameter
+        (IN ...) is expanded by SQLAlchemy at each run, so it goes through SQLAlchemy."""
+        if not self.sqlite:
+            return None
+        key = (id(statement), tuple(params))
+        try:
+            return self._compiled[key]
+        except KeyError:
+            pass
+        if not isinstance(statement, ClauseElement):
+            return None
+        compiled = statement.compile(dialect=self.engine.dialect, column_keys=list(params))
+        found: Prepared | None = None
+        binds = compiled.binds if isinstance(compiled, SQLCompiler) else None
+        if binds is not None and not any(bind.expanding for bind in binds.values()):
+            defaults = {n: b.effective_value for n, b in binds.items() if n not in params}
+            found = (str(compiled), tuple(getattr(compiled, "positiontup", None) or ()), defaults)
+        self._compiled[key] = found
+        self._statements[id(statement)] = statement  # its id() stays its own while cached
+        return found
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Column, Row
+from sqlalchemy import Column
 
 from pxe_server.model import (
     BootChain,
@@ -25,7 +25,12 @@ from pxe_server.model import (
     Work,
 )
 from pxe_server.secrets import Keyring, Purpose
-from pxe_server.store.tables import hosts
+from pxe_server.store.tables import events, hosts, profiles, repositories
+
+# The positional readers below follow the tables' column order (a test checks it).
+PROFILE_ORDER = [c.name for c in profiles.c]
+EVENT_ORDER = [c.name for c in events.c]
+REPOSITORY_ORDER = [c.name for c in repositories.c]
 
 # A host's columns, in the order host_from reads them (event_count is the registry's own).
 HOST_COLUMNS: tuple[Column[Any], ...] = tuple(c for c in hosts.c if c.name != "event_count")
@@ -154,33 +159,31 @@ def profile_values(profile: Profile) -> dict[str, Any]:
     }
 
 
-def profile_from(row: Row[Any]) -> Profile:
-    value = row._mapping
+def profile_from(row: Sequence[Any]) -> Profile:
+    """A profile from a row of the profiles table, its columns in their order."""
+    (name, template, boot_chain, xen_args, kernel_args, version, san_boot, multipath, nic) = row
     return Profile(
-        name=value["name"],
-        template=value["template"],
-        boot_chain=BootChain(value["boot_chain"]),
-        xen_args=value["xen_args"],
-        kernel_args=value["kernel_args"],
-        payload_version=value["payload_version"],
-        san_boot=bool(value["san_boot"]),
-        multipath=bool(value["multipath"]),
-        storage_nic=value["storage_nic"],
+        name=name,
+        template=template,
+        boot_chain=BootChain(boot_chain),
+        xen_args=xen_args,
+        kernel_args=kernel_args,
+        payload_version=version,
+        san_boot=bool(san_boot),
+        multipath=bool(multipath),
+        storage_nic=nic,
     )
 
 
-def event_from(row: Row[Any]) -> Event:
-    value = row._mapping
+def event_from(row: Sequence[Any]) -> Event:
+    """An event from a row of the events table, its columns in their order."""
+    _id, time, mac, state, step, progress, message = row
     return Event(
-        time=value["time"],
-        mac=value["mac"],
-        state=State(value["state"]),
-        step=value["step"],
-        progress=value["progress"],
-        message=value["message"],
+        time=time, mac=mac, state=State(state), step=step, progress=progress, message=message
     )
 
 
-def repository_from(row: Row[Any]) -> Repository:
-    value = row._mapping
-    return Repository(version=value["version"], directory=value["directory"])
+def repository_from(row: Sequence[Any]) -> Repository:
+    """A repository from a row of the repositories table, its columns in their order."""
+    version, directory, _added = row
+    return Repository(version=version, directory=directory)

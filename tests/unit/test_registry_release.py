@@ -19,8 +19,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from common.errors import NetinstallError
-from pxe_server.model import State
+from pxe_server.model import Event, Host, Profile, State
 from pxe_server.registry import REGISTRY_FILE, Registry
+from pxe_server.store import rows
 from pxe_server.store.schema import ALEMBIC_MARK, BASELINE
 from pxe_server.store.tables import metadata
 
@@ -144,3 +145,13 @@ def test_a_registry_with_a_foreign_schema_is_refused(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE something (x)")
     with pytest.raises(NetinstallError, match="not a netinstall registry"):
         Registry.open(tmp_path)
+
+
+def test_rows_are_read_in_the_tables_column_order() -> None:
+    """rows.py reads profiles, events and repositories by position."""
+    assert list(Profile.__dataclass_fields__) == rows.PROFILE_ORDER
+    assert ["id", *Event.__dataclass_fields__] == rows.EVENT_ORDER
+    assert rows.REPOSITORY_ORDER == ["version", "directory", "added"]
+    fields = [f for f in Host.__dataclass_fields__ if f != "token"]
+    expected = [*fields[:10], "token_sealed", "token_hash", *fields[10:]]
+    assert [c.name for c in rows.HOST_COLUMNS] == expected
