@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 from common.errors import NetinstallError
 from pxe_server.model import Event, Host, Profile, State
 from pxe_server.registry import REGISTRY_FILE, Registry
 from pxe_server.store import rows
-from pxe_server.store.schema import ALEMBIC_MARK, BASELINE
+from pxe_server.store.schema import ALEMBIC_MARK, BASELINE, HEAD, SCRIPTS
 from pxe_server.store.tables import metadata
 
 DATA = Path(__file__).parents[1] / "data" / "registry"
@@ -155,3 +156,9 @@ def test_rows_are_read_in_the_tables_column_order() -> None:
     fields = [f for f in Host.__dataclass_fields__ if f != "token"]
     expected = [*fields[:10], "token_sealed", "token_hash", *fields[10:]]
     assert [c.name for c in rows.HOST_COLUMNS] == expected
+
+
+def test_head_is_the_newest_revision_shipped() -> None:
+    """schema.HEAD lets an up-to-date registry open without Alembic: it must be the
+    head of migrations/versions."""
+    assert ScriptDirectory(str(SCRIPTS)).get_heads() == [HEAD]
