@@ -25,11 +25,15 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 START_TIMEOUT = 60  # seconds for initdb and the server's start on a busy 2-core machine
 SYSTEM_USER = "postgres"
 SUPERUSER = "postgres"
 MAX_CONNECTIONS = 300  # race tests open a reader connection per thread per registry
+# A role that must give its password (scram-sha-256); every other role is trusted on the
+# cluster's socket (only its owner reaches the socket's directory).
+PASSWORD_USER = "netinstall_pw"
 
 
 class Unavailable(Exception):
@@ -67,6 +71,26 @@ class Cluster:
         return psycopg.connect(
             host=str(self.socket_dir), dbname=database, user=SUPERUSER, autocommit=True
         )
+
+    def password_role(self, database: str, password: str) -> str:
+        """``PASSWORD_USER`` with ``password``, made the owner of ``database``; a URL of
+        that database as that role, without the password."""
+        role = sql.Identifier(PASSWORD_USER)
+        with self.connect() as conn:
+            if conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (PASSWORD_USER,)
+            ).fetchone():
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(password))
+                )
+            else:
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(password))
+                )
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(database), role)
+            )
+        return self.url(database, PASSWORD_USER)
 
     def create_database(self) -> str:
         """A new, empty database; its name."""
@@ -141,6 +165,8 @@ def cluster() -> Iterator[Cluster]:
         )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
+        hba = data / "pg_hba.conf"
+        hba.write_text(f"local all {PASSWORD_USER} scram-sha-256\nlocal all all trust\n", "utf-8")
         log = (root / "postgres.log").open("wb")
         process = subprocess.Popen(
             _as_owner(
