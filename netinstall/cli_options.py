@@ -49,9 +49,9 @@ def server_directory(directory: str, positional: str | None) -> Path:
 
 @contextmanager
 def open_registry(directory: Path) -> Iterator[Registry]:
-    from pxe_server.registry import REGISTRY_FILE, Registry
+    from pxe_server.registry import Registry, has_registry
 
-    if not (directory / REGISTRY_FILE).is_file():
+    if not has_registry(directory):
         raise InputError(
             f"{directory} holds no registry; create it with `netinstall server init {directory}`"
         )

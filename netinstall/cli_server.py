@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from common.errors import InputError
+from common.errors import InputError, NetinstallError
 from netinstall.cli_options import (
     dir_option,
     open_registry,
@@ -84,6 +84,14 @@ def _netboot_setting(value: str) -> str:
     help="Seconds a host's install token may enrol an installer, counted from its first "
     "hand-out to a boot (default 86400: a day). Every server sharing the registry uses it.",
 )
+@click.option(
+    "--db",
+    "db_url",
+    metavar="URL",
+    help="Keep the registry in this PostgreSQL database (postgresql://USER@/DB?host=/SOCKET/DIR "
+    "or postgresql://USER:PASSWORD@HOST/DB), recorded in DIR/database-url (0600). "
+    "Default: SQLite, DIR/registry.sqlite.",
+)
 def server_init(
     positional: str | None,
     *,
@@ -93,10 +101,11 @@ def server_init(
     advertise: str | None,
     unknown_policy: str | None,
     token_ttl: int | None,
+    db_url: str | None,
 ) -> None:
     """Create the server directory: registry, API token, the default profile. Idempotent."""
     from pxe_server.http_files import FILES_DIR
-    from pxe_server.registry import REGISTRY_FILE, TOKEN_TTL_SETTING, Registry, default_profile
+    from pxe_server.registry import TOKEN_TTL_SETTING, Registry, default_profile, has_registry
 
     where = server_directory(directory, positional)
     if where.exists() and not where.is_dir():
@@ -104,7 +113,7 @@ def server_init(
     files = where / FILES_DIR
     if files.exists() and not files.is_dir():
         raise InputError(f"{files} exists and is not a directory (it holds the files for /files/)")
-    existed = (where / REGISTRY_FILE).is_file()
+    existed = has_registry(where)
     settings = {
         "repo": _repo_setting(repo) if repo is not None else None,
         "netboot": _netboot_setting(netboot) if netboot is not None else None,
@@ -112,11 +121,20 @@ def server_init(
     advertised = _ip("--advertise", advertise) if advertise is not None else None
     if not where.exists():
         where.mkdir(mode=0o700, parents=True)
-    with Registry.open(where) as registry:
+    recorded = _record_database(where, db_url) if db_url is not None else None
+    try:
+        registry = Registry.open(where)
+    except NetinstallError:
+        if recorded is not None:
+            recorded.unlink()  # this run wrote it: leave no directory that cannot open
+        raise
+    if recorded is not None:
+        click.echo(f"registry database: {registry.where} (recorded in {recorded}, 0600)")
+    with registry:
         if existed:
             click.echo(f"{where} is already initialised: nothing rotated or replaced")
         else:
-            click.echo(f"initialised {where}: registry {registry.path}")
+            click.echo(f"initialised {where}: registry {registry.where}")
         state = "written, mode 0600" if not existed else "kept"
         if existed and not (where / API_TOKEN_FILE).is_file():
             # The registry keeps only the token's keyed hash: a lost copy is replaced.
@@ -176,6 +194,36 @@ def token_rotate(positional: str | None, directory: str) -> None:
         f"new API token in {where / API_TOKEN_FILE} (mode 0600); the old one is refused from "
         "now on, except by a `netinstall server run` started before: restart it"
     )
+
+
+def _record_database(where: Path, text: str) -> Path | None:
+    """Record the PostgreSQL URL ``text`` as ``where``'s registry (``DIR/database-url``);
+    the file if this run wrote it. A directory with another registry already is refused."""
+    from pxe_server.store.engine import (
+        DATABASE_URL_FILE,
+        REGISTRY_FILE,
+        database_url,
+        record_url,
+        recorded_url,
+        shown,
+    )
+
+    url = database_url(text)
+    if (where / REGISTRY_FILE).is_file():
+        raise InputError(
+            f"{where} has a SQLite registry already ({REGISTRY_FILE}); --db is for a new "
+            "server directory"
+        )
+    current = recorded_url(where)
+    if current is not None:
+        if current != url:
+            raise InputError(
+                f"{where} records another registry database already ({shown(current)}); "
+                f"edit or remove {where / DATABASE_URL_FILE} to change it"
+            )
+        return None
+    record_url(where, url)
+    return where / DATABASE_URL_FILE
 
 
 def _port(option: str, text: str) -> int:

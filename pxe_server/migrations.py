@@ -1,9 +1,16 @@
-"""The registry's schema: numbered migrations, and rows <-> model values (SPEC §9).
+"""The registry's hand-written SQLite migrations, 1..8: history, never changed (SPEC §9).
+
+Registries made before the registry moved to SQLAlchemy and Alembic have a
+``schema_version`` row and were migrated by these; ``pxe_server.store.schema`` still
+brings such a registry to schema 8 with them, on the SQLite connection inside the
+registry's write transaction, and then hands it to Alembic, whose baseline revision is
+schema 8. New schema changes are Alembic revisions (``pxe_server/store/migrations``),
+never new entries here. They are SQLite's own (``sqlite3``): no other engine ever had a
+registry of these schemas.
 
 Migration N takes a registry from schema version N-1 to N. Each is a list of
 statements, or a function of the connection and the server directory, run inside the
-caller's transaction (never ``executescript``, which commits on its own). Append new
-migrations; never edit one that has shipped.
+caller's transaction (never ``executescript``, which commits on its own).
 
 Secrets (migration 5, docs/protocol.md "Secrets"): the registry's key (``Keyring``)
 is a row of ``secrets``; install tokens are stored sealed with their keyed hash,
@@ -17,21 +24,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 from common.errors import NetinstallError
-from pxe_server.model import (
-    BootChain,
-    Event,
-    Host,
-    Profile,
-    RebootPolicy,
-    Repository,
-    SanTarget,
-    State,
-    Work,
-)
 from pxe_server.passwords import password_hash
 from pxe_server.registry_input import hashed_template
 from pxe_server.secrets import (
@@ -47,8 +42,6 @@ Migration = tuple[str, ...] | Callable[[sqlite3.Connection, Path], None]
 KEY = "registry_key"
 API_TOKEN_HASH = "api_token_hash"  # noqa: S105 - a row name
 SCRUB_PENDING = "scrub_pending"
-# A new host revision: the next value of the counters row "revision" (SQLite 3.35+).
-NEXT_REVISION = "UPDATE counters SET value = value + 1 WHERE name = 'revision' RETURNING value"
 SELECT_SECRET = "SELECT value FROM secrets WHERE name = ?"  # noqa: S105 - SQL
 
 # The hosts table from migration 5 on: no secret in clear (see the module docstring).
@@ -284,184 +277,3 @@ def migrate(conn: sqlite3.Connection, directory: Path) -> int:
     elif current < LATEST:
         conn.execute("UPDATE schema_version SET version = ?", (LATEST,))
     return LATEST
-
-
-# -- rows <-> values ------------------------------------------------------------
-
-HOST_COLUMNS = (
-    "mac",
-    "name",
-    "profile",
-    "variables",
-    "netboot_armed",
-    "state",
-    "step",
-    "progress",
-    "assigned_version",
-    "running_version",
-    "token_sealed",
-    "token_hash",
-    "agent_credential_hash",
-    "facts",
-    "work",
-    "reboot_policy",
-    "last_checkin",
-    "san",
-    "install_key_hash",
-    "enrolled_from",
-    "enrolled_at",
-    "ticket_issued_at",
-    "token_expires",
-    "conflict",
-    "revision",
-)
-PROFILE_COLUMNS = (
-    "name",
-    "template",
-    "boot_chain",
-    "xen_args",
-    "kernel_args",
-    "payload_version",
-    "san_boot",
-    "multipath",
-    "storage_nic",
-)
-# Statements built from the constant column lists above (no user text reaches them).
-SELECT_HOSTS = f"SELECT {', '.join(HOST_COLUMNS)} FROM hosts"  # noqa: S608
-_PLACEHOLDERS = ", ".join("?" * len(HOST_COLUMNS))
-INSERT_HOST = f"INSERT INTO hosts ({', '.join(HOST_COLUMNS)}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
-UPDATE_HOST = f"UPDATE hosts SET {', '.join(f'{c} = ?' for c in HOST_COLUMNS[1:])} WHERE mac = ?"  # noqa: S608
-INSERT_PROFILE = (
-    f"INSERT INTO profiles ({', '.join(PROFILE_COLUMNS)}) "  # noqa: S608
-    f"VALUES ({', '.join('?' * len(PROFILE_COLUMNS))})"
-)
-UPDATE_PROFILE = (
-    f"UPDATE profiles SET {', '.join(f'{c} = ?' for c in PROFILE_COLUMNS[1:])} WHERE name = ?"  # noqa: S608
-)
-
-Row = tuple[str | int | float | None, ...]
-
-
-def host_row(host: Host, keys: Keyring) -> Row:
-    """``host`` as values in ``HOST_COLUMNS`` order (variables as a JSON object; the
-    install token sealed afresh, with its keyed hash)."""
-    token = host.token
-    return (
-        host.mac,
-        host.name,
-        host.profile,
-        json.dumps(dict(host.variables)),
-        int(host.netboot_armed),
-        host.state.value,
-        host.step,
-        host.progress,
-        host.assigned_version,
-        host.running_version,
-        keys.seal(token) if token else None,
-        keys.hash(Purpose.INSTALL_TOKEN, token) if token else None,
-        host.agent_credential_hash,
-        json.dumps(dict(host.facts), sort_keys=True),
-        None if host.work is None else Work(host.work).value,
-        RebootPolicy(host.reboot_policy).value,
-        host.last_checkin,
-        None if host.san is None else json.dumps(asdict(host.san), sort_keys=True),
-        host.install_key_hash,
-        host.enrolled_from,
-        host.enrolled_at,
-        host.ticket_issued_at,
-        host.token_expires,
-        host.conflict,
-        host.revision,
-    )
-
-
-def host_from(row: sqlite3.Row, keys: Keyring) -> Host:
-    sealed = row["token_sealed"]
-    return Host(
-        mac=row["mac"],
-        name=row["name"],
-        profile=row["profile"],
-        variables=tuple(json.loads(row["variables"]).items()),
-        netboot_armed=bool(row["netboot_armed"]),
-        state=State(row["state"]),
-        step=row["step"],
-        progress=row["progress"],
-        assigned_version=row["assigned_version"],
-        running_version=row["running_version"],
-        token=None if sealed is None else keys.unseal(sealed),
-        agent_credential_hash=row["agent_credential_hash"],
-        facts=_facts(row["facts"]),
-        work=None if row["work"] is None else Work(row["work"]),
-        reboot_policy=RebootPolicy(row["reboot_policy"]),
-        last_checkin=row["last_checkin"],
-        san=_san(row["san"]),
-        install_key_hash=row["install_key_hash"],
-        enrolled_from=row["enrolled_from"],
-        enrolled_at=row["enrolled_at"],
-        ticket_issued_at=row["ticket_issued_at"],
-        token_expires=row["token_expires"],
-        conflict=row["conflict"],
-        revision=row["revision"],
-    )
-
-
-def _san(text: str | None) -> SanTarget | None:
-    if text is None:
-        return None
-    value = json.loads(text)
-    fields = {k: v for k, v in value.items() if k in SanTarget.__dataclass_fields__}
-    fields["paths"] = tuple(fields.get("paths") or ())  # stored as a JSON list
-    return SanTarget(**fields)
-
-
-def _facts(text: str) -> dict[str, object]:
-    """The stored facts; a damaged value reads as none rather than breaking every listing."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def profile_row(profile: Profile) -> Row:
-    """``profile`` as values in ``PROFILE_COLUMNS`` order."""
-    return (
-        profile.name,
-        profile.template,
-        BootChain(profile.boot_chain).value,
-        profile.xen_args,
-        profile.kernel_args,
-        profile.payload_version,
-        int(profile.san_boot),
-        int(profile.multipath),
-        profile.storage_nic,
-    )
-
-
-def profile_from(row: sqlite3.Row) -> Profile:
-    return Profile(
-        name=row["name"],
-        template=row["template"],
-        boot_chain=BootChain(row["boot_chain"]),
-        xen_args=row["xen_args"],
-        kernel_args=row["kernel_args"],
-        payload_version=row["payload_version"],
-        san_boot=bool(row["san_boot"]),
-        multipath=bool(row["multipath"]),
-        storage_nic=row["storage_nic"],
-    )
-
-
-def event_from(row: sqlite3.Row) -> Event:
-    return Event(
-        time=row["time"],
-        mac=row["mac"],
-        state=State(row["state"]),
-        step=row["step"],
-        progress=row["progress"],
-        message=row["message"],
-    )
-
-
-def repository_from(row: sqlite3.Row) -> Repository:
-    return Repository(version=row["version"], directory=row["directory"])

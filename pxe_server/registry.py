@@ -1,11 +1,17 @@
-"""The registry: hosts, profiles, events, repositories and settings in SQLite (SPEC §9).
+"""The registry: hosts, profiles, events, repositories and settings (SPEC §9).
 
-One file, ``DIR/registry.sqlite``, shared by the running server and the CLI: WAL
-mode (readers never block the writer), a busy timeout, and short transactions
-(``BEGIN IMMEDIATE`` for every read-modify-write, so two writers never lose an
-update). A ``Registry`` may be used from several threads; it serialises its own
-calls. Install tokens live from the assignment of the work until ``running``;
-every stored event message has the host's secrets replaced by ``REDACTED``.
+SQLite, one file ``DIR/registry.sqlite`` (the default), or a PostgreSQL database the
+server directory records (``pxe_server.store.engine``), shared by the running servers
+and the CLI; one set of tables and queries (SQLAlchemy Core, ``pxe_server.store``).
+Short transactions: every read-modify-write of a host is one transaction that locks
+its row (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` holds its one
+write lock), so no two writers, threads, processes or servers, lose an update. Lock
+order, so that PostgreSQL never deadlocks: host rows (several in MAC order), then the
+counters row (host revisions); a write that adds a row no host row guards (a host, a
+profile, a setting, a repository) takes the counters row first. A ``Registry`` may be
+used from several threads; it serialises its own writes. Install tokens live from the
+assignment of the work until ``running``; every stored event message has the host's
+secrets replaced by ``REDACTED``.
 
 No secret is stored in clear (docs/protocol.md, "Secrets"): install tokens are
 sealed under the registry's key and found by their keyed hash, agent credentials
@@ -20,11 +26,9 @@ from __future__ import annotations
 import enum
 import hmac
 import logging
-import os
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
@@ -33,10 +37,23 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
+from sqlalchemy import (
+    Connection,
+    Executable,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
 from common.errors import InputError, NetinstallError
-from pxe_server import migrations as schema
 from pxe_server.checkin import OFFERED, Reported, apply_checkin, reported_state
 from pxe_server.limits import EVENTS_PRUNE_SLACK, MAX_EVENT_MESSAGE, MAX_EVENTS_PER_HOST
+from pxe_server.migrations import API_TOKEN_HASH, SCRUB_PENDING
+from pxe_server.migrations import KEY as REGISTRY_KEY
 from pxe_server.model import (
     AGENT_WORK,
     NOT_ENROLLED,
@@ -72,18 +89,37 @@ from pxe_server.secrets import (
     Keyring,
     Purpose,
     is_password_variable,
+    new_key,
     new_token,
     redact,
     redact_tokens,
     write_secret_file,
+)
+from pxe_server.store import engine, rows
+from pxe_server.store import schema as store_schema
+from pxe_server.store.engine import Store
+from pxe_server.store.tables import (
+    counters,
+    events,
+    hosts,
+    profiles,
+    repositories,
+    secrets,
+    settings,
 )
 
 log = logging.getLogger("netinstall.registry")
 
 T = TypeVar("T")
 
-REGISTRY_FILE = "registry.sqlite"
-BUSY_TIMEOUT_MS = 10_000
+# Where the registry lives, and write_now's refusal (pxe_server.store.engine), as its
+# users have always imported them from here.
+REGISTRY_FILE = engine.REGISTRY_FILE
+DATABASE_URL_FILE = engine.DATABASE_URL_FILE
+BUSY_TIMEOUT_MS = engine.BUSY_TIMEOUT_MS
+WouldWait = engine.WouldWait
+has_registry = engine.has_registry
+
 # Writes done at once on the caller's thread (``Registry.write_now``: the event loop's)
 # never checkpoint the WAL themselves (a checkpoint syncs the file: milliseconds, more on
 # a busy disk); after this many of them the writer thread checkpoints (PASSIVE), which
@@ -109,12 +145,6 @@ class EnrolRefused(InputError):
 
 class UnknownHost(InputError):
     """No host with this MAC is registered (the HTTP API answers 404)."""
-
-
-class WouldWait(Exception):
-    """``Registry.write_now`` could not start its write without waiting (another thread
-    of ours, or another process, is writing): nothing was written; write it on the
-    writer thread."""
 
 
 class TransitionRefused(InputError):
@@ -298,19 +328,15 @@ def capped_message(message: str) -> str:
     return head + marker
 
 
-def _bound_events(conn: sqlite3.Connection, mac: str, count: int) -> None:
+def _bound_events(conn: Connection, mac: str, count: int) -> None:
     """Keep ``mac``'s newest ``MAX_EVENTS_PER_HOST`` events once ``count`` (its events, as
     its row counts them) passes that by ``EVENTS_PRUNE_SLACK``: a host that floods its
     reports costs the registry a bounded number of rows, and a pruning every so often."""
     if count <= MAX_EVENTS_PER_HOST + EVENTS_PRUNE_SLACK:
         return
-    conn.execute(
-        "DELETE FROM events WHERE mac = ? AND id < "
-        "(SELECT id FROM events WHERE mac = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-        (mac, mac, MAX_EVENTS_PER_HOST - 1),
-    )
-    kept = conn.execute("SELECT COUNT(*) FROM events WHERE mac = ?", (mac,)).fetchone()[0]
-    conn.execute("UPDATE hosts SET event_count = ? WHERE mac = ?", (kept, mac))
+    conn.execute(_PRUNE_EVENTS, {"mac": mac, "keep": MAX_EVENTS_PER_HOST - 1})
+    kept = conn.execute(_COUNT_EVENTS, {"mac": mac}).scalar_one()
+    conn.execute(_SET_EVENT_COUNT, {"where_mac": mac, "n": kept})
     log.warning("host %s: more than %d events; the oldest were deleted", mac, MAX_EVENTS_PER_HOST)
 
 
@@ -334,21 +360,142 @@ def issue_ticket(host: Host, now: float, ttl: int, *, renew: bool = False) -> Ho
     return replace(host, ticket_issued_at=now, token_expires=expires)
 
 
-class Registry:
-    """The registry file of one server directory. Open with ``Registry.open(directory)``."""
+# Statements built once (SQLAlchemy caches their compiled forms); the request path's
+# reads and writes use these.
+_HOST = select(*rows.HOST_COLUMNS)
+_HOST_BY_MAC = _HOST.where(hosts.c.mac == bindparam("mac"))
+_HOST_FOR_UPDATE = _HOST_BY_MAC.with_for_update()
+_HOST_BY_SECRET = {
+    name: _HOST.where(hosts.c[name] == bindparam("digest"))
+    for name in ("token_hash", "install_key_hash", "agent_credential_hash")
+}
+_UPDATE_HOST = update(hosts).where(hosts.c.mac == bindparam("where_mac"))
+_NEXT_REVISION = (
+    update(counters)
+    .where(counters.c.name == "revision")
+    .values(value=counters.c.value + 1)
+    .returning(counters.c.value)
+)
+_LOCK_COUNTERS = select(counters.c.value).where(counters.c.name == "revision").with_for_update()
+_SECRET = select(secrets.c.value).where(secrets.c.name == bindparam("name"))
+_SETTING = select(settings.c.value).where(settings.c.key == bindparam("key"))
+_PROFILE = select(profiles).where(profiles.c.name == bindparam("name"))
+_INSERT_EVENT = insert(events)
+_COUNT_EVENT = (
+    update(hosts)
+    .where(hosts.c.mac == bindparam("where_mac"))
+    .values(event_count=hosts.c.event_count + 1)
+    .returning(hosts.c.event_count)
+)
+_PROGRESS = (
+    update(hosts)
+    .where(hosts.c.mac == bindparam("where_mac"), hosts.c.state == State.INSTALLING.value)
+    .values(
+        step=func.coalesce(bindparam("new_step", type_=hosts.c.step.type), hosts.c.step),
+        progress=func.coalesce(
+            bindparam("new_progress", type_=hosts.c.progress.type), hosts.c.progress
+        ),
+        event_count=hosts.c.event_count + 1,
+    )
+    .returning(hosts.c.step, hosts.c.progress, hosts.c.event_count)
+)
+_LOCK_HOSTS = (
+    select(hosts.c.mac)
+    .where(hosts.c.mac.in_(bindparam("macs", expanding=True)))
+    .order_by(hosts.c.mac)
+    .with_for_update()
+)
+_ARMED_AT = (
+    select(hosts.c.mac)
+    .where(
+        hosts.c.mac == bindparam("mac"),
+        hosts.c.revision == bindparam("revision"),
+        hosts.c.netboot_armed,
+        hosts.c.token_hash.is_not(None),
+    )
+    .with_for_update()
+)
+_SIGNALLED = (
+    update(hosts)
+    .where(
+        hosts.c.mac == bindparam("where_mac"),
+        hosts.c.revision == bindparam("seen_revision"),
+        hosts.c.netboot_armed,
+        hosts.c.token_hash.is_not(None),
+    )
+    .values(
+        ticket_issued_at=bindparam("now"),
+        token_expires=func.coalesce(hosts.c.token_expires, bindparam("expires")),
+        revision=bindparam("new_revision"),
+    )
+    .returning(hosts.c.token_expires)
+)
+_SIGNALLED_PENDING = _SIGNALLED.values(state=State.SIGNALLED.value, step=None, progress=None)
+_ROUTINE_CHECKIN = (
+    update(hosts)
+    .where(
+        hosts.c.mac == bindparam("where_mac"),
+        hosts.c.revision == bindparam("seen_revision"),
+        hosts.c.running_version == bindparam("version"),
+        hosts.c.install_key_hash.is_(None),
+        hosts.c.last_checkin.is_not(None),
+    )
+    .values(last_checkin=bindparam("now"))
+)
+_HOST_EXISTS = select(hosts.c.mac).where(hosts.c.mac == bindparam("mac"))
+_INSERT_HOST = insert(hosts)
+_ALL_HOSTS = _HOST.order_by(hosts.c.mac)
+_PROFILE_VERSION = select(profiles.c.payload_version).where(profiles.c.name == bindparam("name"))
+_PROFILE_SAN = select(profiles.c.san_boot, profiles.c.multipath).where(
+    profiles.c.name == bindparam("name")
+)
+_ALL_PROFILES = select(profiles).order_by(profiles.c.name)
+_ALL_SETTINGS = select(settings.c.key, settings.c.value)
+_REPOSITORY = select(repositories).where(repositories.c.version == bindparam("version"))
+_ALL_REPOSITORIES = select(repositories).order_by(repositories.c.added, repositories.c.version)
+_EVENTS = select(events).where(events.c.mac == bindparam("mac")).order_by(events.c.id.desc())
+_LATEST_EVENTS = _EVENTS.limit(bindparam("limit"))
+_LAST_IDS = select(func.max(events.c.id).label("id")).group_by(events.c.mac).subquery()
+_LAST_EVENTS = select(events).join(_LAST_IDS, events.c.id == _LAST_IDS.c.id)
+_UNKNOWN_WAITING = select(func.count()).where(
+    hosts.c.state != State.RUNNING.value,
+    hosts.c.mac.in_(select(events.c.mac).where(events.c.message == UNKNOWN_REGISTERED)),
+)
+_DELETE_EVENTS = delete(events).where(events.c.mac == bindparam("mac"))
+_DELETE_HOST = delete(hosts).where(hosts.c.mac == bindparam("mac"))
+_OLDEST_KEPT = (
+    select(events.c.id)
+    .where(events.c.mac == bindparam("mac"))
+    .order_by(events.c.id.desc())
+    .limit(1)
+    .offset(bindparam("keep"))
+    .scalar_subquery()
+)
+_PRUNE_EVENTS = delete(events).where(events.c.mac == bindparam("mac"), events.c.id < _OLDEST_KEPT)
+_COUNT_EVENTS = select(func.count()).where(events.c.mac == bindparam("mac"))
+_SET_EVENT_COUNT = (
+    update(hosts).where(hosts.c.mac == bindparam("where_mac")).values(event_count=bindparam("n"))
+)
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self._conn = conn
+
+class Registry:
+    """The registry of one server directory. Open with ``Registry.open(directory)``."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._conn = store.connect("writer")
         self._lock = threading.RLock()  # the writer connection's
-        self.path = path
+        self.path = store.path  # DIR/registry.sqlite, or DIR/database-url (PostgreSQL)
+        self.directory = store.directory
+        self.where = store.where  # for messages: the file, or the URL without its password
         self._keys: Keyring  # set by open(), inside its first transaction
         self._api_token_hash: str | None = None
         self._readers = threading.local()  # each thread's read connection
-        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_conns: list[Connection] = []
         self._readers_lock = threading.Lock()  # _reader_conns'
         self._closed = False
-        self._now: sqlite3.Connection | None = None  # write_now's connection, while it writes
-        self._now_conn: sqlite3.Connection | None = None  # opened at the first write_now
+        self._now: Connection | None = None  # write_now's connection, while it writes
+        self._now_conn: Connection | None = None  # opened at the first write_now
         self._now_commits = 0  # write_now calls since the last checkpoint
         self.progress = ProgressQueue(self.flush_progress)
         # The one thread a server's writes run on (started at the first write through it).
@@ -357,45 +504,45 @@ class Registry:
 
     @classmethod
     def open(cls, directory: Path) -> Registry:
-        """Open ``directory/registry.sqlite``, creating it (0600, dir 0700) or migrating it."""
-        path = Path(directory) / REGISTRY_FILE
+        """Open the registry of ``directory``: its recorded PostgreSQL database, else
+        ``directory/registry.sqlite`` (created 0600, dir 0700); create or migrate its
+        schema. A database that cannot be reached or used: NetinstallError, one sentence."""
+        store = Store(Path(directory))
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # Created 0600 before SQLite sees it: it holds tokens (WAL files copy the mode).
-            # Only when missing: closing any descriptor of a file drops every POSIX lock
-            # this process holds on it, and a connection of ours without its shared lock
-            # lets another process's close delete the WAL under us (split registries).
-            if not path.exists():
-                with suppress(FileExistsError):
-                    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
-            raise NetinstallError(f"cannot open the registry {path}: {exc}") from exc
-        conn.row_factory = sqlite3.Row
-        registry = cls(conn, path)
+            registry = cls(store)
+        except SQLAlchemyError as exc:
+            store.dispose()
+            raise store.error(exc) from None
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA secure_delete = ON")
-            with registry._write():
-                schema.migrate(conn, path.parent)
-                registry._keys = schema.keyring(conn)
-                found = conn.execute(schema.SELECT_SECRET, (schema.API_TOKEN_HASH,)).fetchone()
+            with registry._write() as conn:
+                done = store_schema.migrate(conn, store)
+                registry._keys = registry._keyring(conn)
+                found = conn.execute(_SECRET, {"name": API_TOKEN_HASH}).scalar()
                 if found is None:
                     registry._issue_api_token(conn)
                 else:
-                    registry._api_token_hash = str(found[0])
-                scrub = conn.execute(schema.SELECT_SECRET, (schema.SCRUB_PENDING,)).fetchone()
+                    registry._api_token_hash = str(found)
+                scrub = conn.execute(_SECRET, {"name": SCRUB_PENDING}).scalar()
+            if done is not None:
+                log.info("registry %s: %s", store.where, done)
             if scrub is not None:
                 registry._scrub()
         except BaseException as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise NetinstallError(f"cannot open the registry {path}: {exc}") from exc
+            registry._close_connections()
+            if isinstance(exc, SQLAlchemyError):
+                raise store.error(exc) from None
             raise
         return registry
+
+    @staticmethod
+    def _keyring(conn: Connection) -> Keyring:
+        """The registry's key, made the first time it is asked for (inside a write)."""
+        found = conn.execute(_SECRET, {"name": REGISTRY_KEY}).scalar()
+        if found is None:
+            key = new_key()
+            conn.execute(insert(secrets).values(name=REGISTRY_KEY, value=key.hex()))
+            return Keyring(key)
+        return Keyring(bytes.fromhex(found))
 
     def writer(self) -> ThreadPoolExecutor:
         """The one thread a server's writes run on: they queue there, not on the writer
@@ -411,13 +558,19 @@ class Registry:
         waits: not for the writer lock (another thread of ours writing: WouldWait), not
         for SQLite's (another process writing: its own connection with no busy timeout,
         WouldWait), and never for a checkpoint (its connection does none; the writer
-        thread does one every ``NOW_CHECKPOINT`` of these writes)."""
+        thread does one every ``NOW_CHECKPOINT`` of these writes). On PostgreSQL always
+        WouldWait: a write there waits for the network and may wait for another server's
+        row lock, which the event loop must never do."""
+        if not self._store.writes_now:
+            raise WouldWait
         if not self._lock.acquire(blocking=False):
             raise WouldWait
         try:
             if self._closed:
-                raise NetinstallError(f"the registry {self.path} is closed")
-            self._now = self._now_conn or self._open_now()
+                raise NetinstallError(f"the registry {self.where} is closed")
+            if self._now_conn is None:
+                self._now_conn = self._store.connect("now")
+            self._now = self._now_conn
             try:
                 result = call()
             finally:
@@ -430,26 +583,11 @@ class Registry:
         finally:
             self._lock.release()
 
-    def _open_now(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        for pragma in (
-            "busy_timeout = 0",  # another process writing: SQLITE_BUSY at once, no wait
-            "wal_autocheckpoint = 0",  # checkpoints on the writer thread (NOW_CHECKPOINT)
-            "synchronous = NORMAL",
-            "foreign_keys = ON",
-            "secure_delete = ON",
-        ):
-            conn.execute(f"PRAGMA {pragma}")
-        self._now_conn = conn
-        return conn
-
     def _checkpoint(self) -> None:
         """A PASSIVE checkpoint (it waits for no reader or writer) on the writer thread."""
         with self._lock:
             if not self._closed:
-                with suppress(sqlite3.Error):
-                    self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self._store.checkpoint(self._conn)
 
     def close(self) -> None:
         """Apply the queued progress events, then close every connection."""
@@ -458,15 +596,20 @@ class Registry:
         with self._lock:
             if self._closed:
                 return
-            with suppress(sqlite3.Error):
+            with suppress(SQLAlchemyError, NetinstallError):
                 self.flush_progress()
-            self._conn.close()
-            if self._now_conn is not None:
-                self._now_conn.close()
+            self._close_connections()
+
+    def _close_connections(self) -> None:
+        with self._lock:
+            conns = [self._conn, *([self._now_conn] if self._now_conn is not None else [])]
             with self._readers_lock:
                 self._closed = True
-                for conn in self._reader_conns:
+                conns += self._reader_conns
+            for conn in conns:
+                with suppress(SQLAlchemyError):
                     conn.close()
+            self._store.dispose()
 
     def __enter__(self) -> Registry:
         return self
@@ -477,7 +620,7 @@ class Registry:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[Connection]:
         """One short write transaction, taken up front so that reads inside it stay valid.
         The queued progress events are committed first, in a transaction of their own
         (``ProgressQueue``): a host's reports are applied in the order they came, and a
@@ -488,95 +631,102 @@ class Registry:
                 try:
                     with self._transaction() as conn:
                         self._apply_progress(conn, events)
-                except WouldWait:
+                except BaseException:
                     self.progress.give_back(events)  # for the writer thread, in order
                     raise
             with self._transaction() as conn:
                 yield conn
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[Connection]:
+        if self._closed:
+            raise NetinstallError(f"the registry {self.where} is closed")
         conn = self._now or self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if conn is self._now and exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
-                raise WouldWait from None
-            raise
-        try:
+        with self._store.transaction(conn, now=conn is self._now) as conn:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
-    def _reader(self) -> sqlite3.Connection:
-        """This thread's read connection. In WAL mode a reader never waits for the writer
-        (ours or another process's) and sees every committed write, so reads need no lock
-        and may run on an event loop's thread."""
-        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+    def _reader(self) -> Connection:
+        """This thread's read connection. It sees every committed write; on SQLite (WAL)
+        a read never waits for the writer (ours or another process's), so reads need no
+        lock and may run on an event loop's thread."""
+        conn: Connection | None = getattr(self._readers, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA query_only = ON")
+            conn = self._store.connect("reader")
             with self._readers_lock:  # not the writer's lock: a read never waits for a write
                 if self._closed:
                     conn.close()
-                    raise NetinstallError(f"the registry {self.path} is closed")
+                    raise NetinstallError(f"the registry {self.where} is closed")
                 self._reader_conns.append(conn)
             self._readers.conn = conn
         return conn
 
-    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        return self._reader().execute(sql, params).fetchall()
+    def _query(
+        self, statement: Executable, params: dict[str, Any] | None = None
+    ) -> Sequence[Sequence[Any]]:
+        """Rows read on this thread's read connection (``_reader``)."""
+        return self._store.rows(self._reader(), statement, params)
 
-    @staticmethod
-    def _next_revision(conn: sqlite3.Connection) -> int:
-        """A new host revision (inside a write): never one handed out before."""
-        return int(conn.execute(schema.NEXT_REVISION).fetchone()[0])
+    def _first(
+        self, conn: Connection, statement: Executable, params: dict[str, Any] | None = None
+    ) -> Sequence[Any] | None:
+        """The first row a statement returns (inside a write), or None."""
+        found = self._store.rows(conn, statement, params)
+        return found[0] if found else None
 
-    def _bump_hosts(self, conn: sqlite3.Connection, profile: str | None = None) -> None:
+    def _scalar(
+        self, conn: Connection, statement: Executable, params: dict[str, Any] | None = None
+    ) -> Any:
+        """The first column of the first row (inside a write), or None."""
+        found = self._store.rows(conn, statement, params)
+        return found[0][0] if found else None
+
+    def _next_revision(self, conn: Connection) -> int:
+        """A new host revision (inside a write): never one handed out before. Holds the
+        counters row until the commit (lock order: after any host row)."""
+        return int(self._scalar(conn, _NEXT_REVISION))
+
+    def _serialise(self, conn: Connection) -> None:
+        """Take the counters row first (inside a write): for writes that add rows no host
+        row guards, so that two servers never both pass a check (exists? how many?)."""
+        self._store.rows(conn, _LOCK_COUNTERS)
+
+    def _bump_hosts(self, conn: Connection, profile: str | None = None) -> None:
         """Every host's revision (``profile``'s hosts only) is new: what their renders
-        read (a profile, a setting, the repositories) changed in this transaction."""
-        revision = self._next_revision(conn)
-        if profile is None:
-            conn.execute("UPDATE hosts SET revision = ?", (revision,))
-        else:
-            conn.execute("UPDATE hosts SET revision = ? WHERE profile = ?", (revision, profile))
+        read (a profile, a setting, the repositories) changes in this transaction. Their
+        rows are locked first, in MAC order, then the counters row."""
+        which = select(hosts.c.mac).order_by(hosts.c.mac).with_for_update()
+        bump = update(hosts)
+        if profile is not None:
+            which = which.where(hosts.c.profile == profile)
+            bump = bump.where(hosts.c.profile == profile)
+        conn.execute(which).all()
+        conn.execute(bump.values(revision=self._next_revision(conn)))
 
     def _scrub(self) -> None:
-        """Leave no page of the file or its WAL with text a migration removed: vacuum (no
-        free pages), then checkpoint and truncate the WAL. While another connection's
-        reads hold the WAL the truncation waits (the busy timeout); if it cannot finish,
-        ``scrub_pending`` stays and the next open tries again."""
+        """Leave no page of the file or its WAL with text a migration removed (SQLite:
+        ``Store.scrub``). While another connection's reads hold the WAL the truncation
+        waits (the busy timeout); if it cannot finish, ``scrub_pending`` stays and the
+        next open tries again."""
         with self._lock:
-            try:
-                self._conn.execute("VACUUM")
-                busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-            except sqlite3.OperationalError as exc:
-                busy, why = 1, str(exc)
-            else:
-                why = "the WAL is in use by another connection"
-            if busy:
-                log.warning("registry %s: clean-up after migration postponed: %s", self.path, why)
+            why = self._store.scrub(self._conn)
+            if why is not None:
+                log.warning("registry %s: clean-up after migration postponed: %s", self.where, why)
                 return
             with self._write() as conn:
-                conn.execute("DELETE FROM secrets WHERE name = ?", (schema.SCRUB_PENDING,))
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.execute(delete(secrets).where(secrets.c.name == SCRUB_PENDING))
+            self._store.truncate_wal(self._conn)
 
     # -- server settings -------------------------------------------------------
 
-    def _issue_api_token(self, conn: sqlite3.Connection) -> str:
+    def _issue_api_token(self, conn: Connection) -> str:
         """A new API token: its keyed hash stored, the token written to ``DIR/api-token``."""
         token = new_token()
-        write_secret_file(self.path.parent / API_TOKEN_FILE, token + "\n")
+        write_secret_file(self.directory / API_TOKEN_FILE, token + "\n")
         self._api_token_hash = self._keys.hash(Purpose.API_TOKEN, token)
-        conn.execute(
-            "INSERT INTO secrets (name, value) VALUES (?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (schema.API_TOKEN_HASH, self._api_token_hash),
-        )
+        values = {"value": self._api_token_hash}
+        done = conn.execute(update(secrets).where(secrets.c.name == API_TOKEN_HASH), values)
+        if done.rowcount == 0:
+            conn.execute(insert(secrets).values(name=API_TOKEN_HASH, **values))
         return token
 
     def new_api_token(self) -> None:
@@ -591,82 +741,85 @@ class Registry:
         return bool(given) and self._keys.matches(Purpose.API_TOKEN, given, self._api_token_hash)
 
     def settings(self) -> dict[str, str]:
-        return {row["key"]: row["value"] for row in self._query("SELECT key, value FROM settings")}
+        found = self._query(_ALL_SETTINGS)
+        return {key: value for key, value in found}
 
     def set_setting(self, key: str, value: str) -> None:
         with self._write() as conn:
-            conn.execute(
-                "INSERT INTO settings (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
             self._bump_hosts(conn)  # renders read settings (the default payload version)
+            done = conn.execute(update(settings).where(settings.c.key == key).values(value=value))
+            if done.rowcount == 0:
+                conn.execute(insert(settings).values(key=key, value=value))
 
     # -- profiles --------------------------------------------------------------
 
     def add_profile(self, profile: Profile) -> None:
         profile = profile_input(profile)
         with self._write() as conn:
-            if conn.execute("SELECT 1 FROM profiles WHERE name = ?", (profile.name,)).fetchone():
+            self._serialise(conn)
+            if conn.execute(_PROFILE, {"name": profile.name}).first() is not None:
                 raise InputError(f"profile {profile.name!r} exists already")
-            conn.execute(schema.INSERT_PROFILE, schema.profile_row(profile))
+            conn.execute(insert(profiles).values(rows.profile_values(profile)))
 
     def update_profile(self, profile: Profile) -> None:
         """Replace a profile; refused when a host of it would no longer fit (``_check_san``)."""
         profile = profile_input(profile)
         with self._write() as conn:
-            hosts = conn.execute(f"{schema.SELECT_HOSTS} WHERE profile = ?", (profile.name,))
-            for host_row in hosts.fetchall():
-                host = schema.host_from(host_row, self._keys)
+            mine = _HOST.where(hosts.c.profile == profile.name).order_by(hosts.c.mac)
+            for host_row in conn.execute(mine.with_for_update()).all():
+                host = rows.host_from(host_row, self._keys)
                 self._check_san_of(host, profile.san_boot, profile.multipath)
-            row = schema.profile_row(profile)
-            done = conn.execute(schema.UPDATE_PROFILE, (*row[1:], row[0]))
+            values = rows.profile_values(profile)
+            del values["name"]
+            done = conn.execute(
+                update(profiles).where(profiles.c.name == profile.name).values(values)
+            )
             if done.rowcount == 0:
                 raise InputError(f"no profile {profile.name!r}")
             self._bump_hosts(conn, profile.name)
 
     def get_profile(self, name: str) -> Profile | None:
-        rows = self._query("SELECT * FROM profiles WHERE name = ?", (name,))
-        return schema.profile_from(rows[0]) if rows else None
+        found = self._query(_PROFILE, {"name": name})
+        return rows.profile_from(found[0]) if found else None
 
     def list_profiles(self) -> list[Profile]:
-        return [schema.profile_from(r) for r in self._query("SELECT * FROM profiles ORDER BY name")]
+        found = self._query(_ALL_PROFILES)
+        return [rows.profile_from(row) for row in found]
 
     # -- hosts -----------------------------------------------------------------
 
-    @staticmethod
-    def _assigned_version(conn: sqlite3.Connection, profile: str) -> str | None:
+    def _assigned_version(self, conn: Connection, profile: str) -> str | None:
         """The profile's payload version, else the server's ``payload_version`` setting."""
-        found = conn.execute("SELECT payload_version FROM profiles WHERE name = ?", (profile,))
-        row = found.fetchone()
+        row = self._first(conn, _PROFILE_VERSION, {"name": profile})
         if row is None:
             raise InputError(f"no profile {profile!r}; see `netinstall profile list`")
-        if row[0] is None:
-            row = conn.execute(
-                "SELECT value FROM settings WHERE key = 'payload_version'"
-            ).fetchone()
-        return None if row is None else str(row[0])
+        if row[0] is not None:
+            return str(row[0])
+        found = self._scalar(conn, _SETTING, {"key": "payload_version"})
+        return None if found is None else str(found)
 
-    def _load(self, conn: sqlite3.Connection, mac: str) -> Host:
-        row = conn.execute(f"{schema.SELECT_HOSTS} WHERE mac = ?", (mac,)).fetchone()
+    def _load(self, conn: Connection, mac: str) -> Host:
+        """The host (inside a write), its row locked until the commit."""
+        row = self._first(conn, _HOST_FOR_UPDATE, {"mac": mac})
         if row is None:
             raise UnknownHost(f"no host {mac} in the registry")
-        return schema.host_from(row, self._keys)
+        return rows.host_from(row, self._keys)
 
-    def _store(self, conn: sqlite3.Connection, host: Host, before: Host) -> Host:
+    def _store_host(self, conn: Connection, host: Host, before: Host) -> Host:
         """Write ``host`` (read as ``before`` in this transaction); the host as stored: with
         a new revision if a field its renders read changed (``model.UNRENDERED``)."""
         revision = before.revision
         if rendered_view(host) != rendered_view(before):
             revision = self._next_revision(conn)
         host = replace(host, revision=revision)
-        row = schema.host_row(host, self._keys)
-        conn.execute(schema.UPDATE_HOST, (*row[1:], row[0]))
+        values = rows.host_values(host, self._keys)
+        values["where_mac"] = values.pop("mac")
+        self._store.rowcount(conn, _UPDATE_HOST, values)
         return host
 
-    def _insert(self, conn: sqlite3.Connection, host: Host) -> Host:
+    def _insert(self, conn: Connection, host: Host) -> Host:
         host = replace(host, revision=self._next_revision(conn))
-        conn.execute(schema.INSERT_HOST, schema.host_row(host, self._keys))
+        self._store.rowcount(conn, _INSERT_HOST, rows.host_values(host, self._keys))
         return host
 
     def _is_secret(self, word: str, hosts: tuple[Host, ...]) -> bool:
@@ -676,25 +829,27 @@ class Registry:
             found |= self._keys.matches(Purpose.AGENT_CREDENTIAL, word, host.agent_credential_hash)
         return found
 
-    def _log(
-        self, conn: sqlite3.Connection, host: Host, message: str | None, old: Host | None
-    ) -> None:
+    def _log(self, conn: Connection, host: Host, message: str | None, old: Host | None) -> None:
         """Store an event from the host's fields; its secrets (and ``old``'s) become REDACTED:
         install tokens and password hashes by value, the API token and agent credentials
         (known only by their keyed hashes) by checking each token-shaped word."""
         if message is not None:
             message = self._redacted(message, host, old)
-        conn.execute(
-            "INSERT INTO events (time, mac, state, step, progress, message) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (time.time(), host.mac, host.state.value, host.step, host.progress, message),
+        self._store.rowcount(
+            conn,
+            _INSERT_EVENT,
+            {
+                "time": time.time(),
+                "mac": host.mac,
+                "state": host.state.value,
+                "step": host.step,
+                "progress": host.progress,
+                "message": message,
+            },
         )
-        count = conn.execute(
-            "UPDATE hosts SET event_count = event_count + 1 WHERE mac = ? RETURNING event_count",
-            (host.mac,),
-        ).fetchone()
+        count = self._scalar(conn, _COUNT_EVENT, {"where_mac": host.mac})
         if count is not None:
-            _bound_events(conn, host.mac, int(count[0]))
+            _bound_events(conn, host.mac, int(count))
 
     def _redacted(self, message: str, host: Host, old: Host | None) -> str:
         hosts = (host,) if old is None else (host, old)
@@ -703,6 +858,9 @@ class Registry:
         message = redact(message, secret)
         message = redact_tokens(message, lambda word: self._is_secret(word, hosts))
         return capped_message(message)  # after redaction: no secret is cut in half
+
+    def _exists(self, conn: Connection, mac: str) -> bool:
+        return self._first(conn, _HOST_EXISTS, {"mac": mac}) is not None
 
     def add_host(
         self,
@@ -717,7 +875,8 @@ class Registry:
         mac = normalise_mac(mac)
         pairs, name, san = variables_of(variables), host_name(name), san_target(san)
         with self._write() as conn:
-            if conn.execute("SELECT 1 FROM hosts WHERE mac = ?", (mac,)).fetchone():
+            self._serialise(conn)
+            if self._exists(conn, mac):
                 raise InputError(f"host {mac} exists already; see `netinstall host show {mac}`")
             host = Host(
                 mac=mac,
@@ -737,11 +896,12 @@ class Registry:
     def add_unknown_host(self, mac: str, limit: int) -> tuple[Host | None, int]:
         """Register an unknown MAC with the default profile (``unknown_policy install``)
         unless ``limit`` hosts registered so are not running yet; atomic, so concurrent
-        requests never pass the limit. (The host, or the one made meanwhile; None if the
-        limit refused it), and how many such hosts wait now."""
+        requests (of any server) never pass the limit. (The host, or the one made
+        meanwhile; None if the limit refused it), and how many such hosts wait now."""
         mac = normalise_mac(mac)
         with self._write() as conn:
-            if conn.execute("SELECT 1 FROM hosts WHERE mac = ?", (mac,)).fetchone():
+            self._serialise(conn)
+            if self._exists(conn, mac):
                 return self._load(conn, mac), self._unknown_waiting(conn)
             waiting = self._unknown_waiting(conn)
             if waiting >= limit:
@@ -757,22 +917,17 @@ class Registry:
             self._log(conn, host, UNKNOWN_REGISTERED, None)
         return host, waiting + 1
 
-    @staticmethod
-    def _unknown_waiting(conn: sqlite3.Connection) -> int:
+    def _unknown_waiting(self, conn: Connection) -> int:
         """Hosts registered as unknown MACs that have not reported running (yet)."""
-        sql = (
-            "SELECT COUNT(*) FROM hosts WHERE state != ? "
-            "AND mac IN (SELECT mac FROM events WHERE message = ?)"
-        )
-        return int(conn.execute(sql, (State.RUNNING.value, UNKNOWN_REGISTERED)).fetchone()[0])
+        return int(self._scalar(conn, _UNKNOWN_WAITING))
 
     def get_host(self, mac: str) -> Host | None:
-        rows = self._query(f"{schema.SELECT_HOSTS} WHERE mac = ?", (normalise_mac(mac),))
-        return schema.host_from(rows[0], self._keys) if rows else None
+        found = self._query(_HOST_BY_MAC, {"mac": normalise_mac(mac)})
+        return rows.host_from(found[0], self._keys) if found else None
 
     def list_hosts(self) -> list[Host]:
-        rows = self._query(f"{schema.SELECT_HOSTS} ORDER BY mac")
-        return [schema.host_from(row, self._keys) for row in rows]
+        found = self._query(_ALL_HOSTS)
+        return [rows.host_from(row, self._keys) for row in found]
 
     def update_host(
         self,
@@ -798,16 +953,13 @@ class Registry:
             if san is not KEEP:
                 host = replace(host, san=san_target(san))
             self._check_san(conn, host)
-            host = self._store(conn, host, old)
+            host = self._store_host(conn, host, old)
         return host
 
-    @classmethod
-    def _check_san(cls, conn: sqlite3.Connection, host: Host) -> None:
-        row = conn.execute(
-            "SELECT san_boot, multipath FROM profiles WHERE name = ?", (host.profile,)
-        ).fetchone()
+    def _check_san(self, conn: Connection, host: Host) -> None:
+        row = self._first(conn, _PROFILE_SAN, {"name": host.profile})
         if row is not None:
-            cls._check_san_of(host, bool(row[0]), bool(row[1]))
+            self._check_san_of(host, bool(row[0]), bool(row[1]))
 
     @staticmethod
     def _check_san_of(host: Host, san_boot: bool, multipath: bool) -> None:
@@ -832,17 +984,16 @@ class Registry:
         mac = mac_syntax(mac)
         with self._write() as conn:
             self._load(conn, mac)
-            conn.execute("DELETE FROM events WHERE mac = ?", (mac,))
-            conn.execute("DELETE FROM hosts WHERE mac = ?", (mac,))
+            conn.execute(_DELETE_EVENTS, {"mac": mac})
+            conn.execute(_DELETE_HOST, {"mac": mac})
 
     def _by_secret(self, column: str, purpose: Purpose, given: str) -> Host | None:
         """One indexed lookup by keyed hash. The lookup's timing can only tell about the
         hash, which nobody without the registry's key can compute for a guess."""
         if not given:
             return None
-        sql = f"{schema.SELECT_HOSTS} WHERE {column} = ?"
-        rows = self._query(sql, (self._keys.hash(purpose, given),))
-        return schema.host_from(rows[0], self._keys) if rows else None
+        found = self._query(_HOST_BY_SECRET[column], {"digest": self._keys.hash(purpose, given)})
+        return rows.host_from(found[0], self._keys) if found else None
 
     def host_by_token(self, token: str) -> Host | None:
         """The host whose live install token this is (its keyed hash, an indexed column)."""
@@ -907,7 +1058,7 @@ class Registry:
                     digest = self._keys.hash(Purpose.AGENT_CREDENTIAL, credential)
                     host = replace(install_done(host), agent_credential_hash=digest)
                     reply = {"agent_credential": credential, "checkin_interval": CHECKIN_INTERVAL}
-            host = self._store(conn, host, old)
+            host = self._store_host(conn, host, old)
             self._log(conn, host, message, old)
         return host, reply
 
@@ -935,42 +1086,47 @@ class Registry:
         with self._write():
             pass
 
-    @staticmethod
-    def _apply_progress(conn: sqlite3.Connection, events: list[Progress]) -> None:
+    def _apply_progress(self, conn: Connection, queued: list[Progress]) -> None:
         """Queued progress events, in the order they came, each applied only if its host
-        is still installing (a rearm or a failure since drops it)."""
-        insert = (
-            "INSERT INTO events (time, mac, state, step, progress, message) "
-            "VALUES (?, ?, ?, ?, ?, ?)"
-        )
+        is still installing (a rearm or a failure since drops it). Several hosts' rows
+        are locked first, in MAC order (the registry's lock order)."""
+        macs = sorted({event.mac for event in queued})
+        if len(macs) > 1:
+            conn.execute(_LOCK_HOSTS, {"macs": macs}).all()
         installing = State.INSTALLING.value
-        rows: list[tuple[object, ...]] = []  # the events' rows, inserted in one call
-        for event in events:
-            row = conn.execute(
-                "UPDATE hosts SET step = COALESCE(?, step), progress = COALESCE(?, progress), "
-                "event_count = event_count + 1 "
-                "WHERE mac = ? AND state = ? RETURNING step, progress, event_count",
-                (event.step, event.progress, event.mac, installing),
-            ).fetchone()
+        added: list[dict[str, object]] = []  # the events' rows, inserted in one call
+        for event in queued:
+            row = self._first(
+                conn,
+                _PROGRESS,
+                {"where_mac": event.mac, "new_step": event.step, "new_progress": event.progress},
+            )
             if row is None:
                 log.info("host %s: a progress event dropped: no longer installing", event.mac)
                 continue
-            rows.append((event.time, event.mac, installing, row[0], row[1], event.message))
+            added.append(
+                {
+                    "time": event.time,
+                    "mac": event.mac,
+                    "state": installing,
+                    "step": row[0],
+                    "progress": row[1],
+                    "message": event.message,
+                }
+            )
             if int(row[2]) > MAX_EVENTS_PER_HOST + EVENTS_PRUNE_SLACK:  # its rows in first
-                conn.executemany(insert, rows)
-                rows.clear()
+                self._store.many(conn, _INSERT_EVENT, added)
+                added = []
                 _bound_events(conn, event.mac, int(row[2]))
-        conn.executemany(insert, rows)
+        self._store.many(conn, _INSERT_EVENT, added)
 
     def token_ttl(self) -> int:
         """Seconds an install token enrols, counted from its first hand-out to a boot."""
         return self._token_ttl(self._reader())
 
-    @staticmethod
-    def _token_ttl(conn: sqlite3.Connection) -> int:
-        found = conn.execute("SELECT value FROM settings WHERE key = ?", (TOKEN_TTL_SETTING,))
-        row = found.fetchone()
-        return int(row[0]) if row else DEFAULT_TOKEN_TTL
+    def _token_ttl(self, conn: Connection) -> int:
+        found = self._scalar(conn, _SETTING, {"key": TOKEN_TTL_SETTING})
+        return int(found) if found is not None else DEFAULT_TOKEN_TTL
 
     def mark_signalled(self, mac: str, seen: Host | None = None) -> Host | None:
         """An install config was fetched: pending -> signalled, and the install token was
@@ -993,28 +1149,35 @@ class Registry:
             if logged:
                 host = replace(host, state=State.SIGNALLED, step=None, progress=None)
             if host.netboot_armed or logged:
-                host = self._store(conn, host, old)
+                host = self._store_host(conn, host, old)
             if logged:
                 self._log(conn, host, "fetched its boot configuration", None)
         return host
 
-    def _signalled(self, conn: sqlite3.Connection, seen: Host, ttl: int) -> Host | None:
+    def _signalled(self, conn: Connection, seen: Host, ttl: int) -> Host | None:
         """``mark_signalled`` of an armed host read as ``seen``: only the columns it
-        changes, and only at ``seen``'s revision (no other write changed what it read)."""
+        changes, and only at ``seen``'s revision (no other write changed what it read).
+        A new revision (pending -> signalled) is taken after the host's row is locked."""
         now = time.time()
         pending = seen.state is State.PENDING
-        revision = self._next_revision(conn) if pending else seen.revision
-        done = conn.execute(
-            "UPDATE hosts SET ticket_issued_at = ?, token_expires = COALESCE(token_expires, ?), "
-            "state = ?, step = CASE WHEN ? THEN NULL ELSE step END, "
-            "progress = CASE WHEN ? THEN NULL ELSE progress END, revision = ? "
-            "WHERE mac = ? AND revision = ? AND netboot_armed AND token_hash IS NOT NULL "
-            "RETURNING token_expires",
-            (now, now + ttl, (State.SIGNALLED if pending else seen.state).value, pending,
-             pending, revision, seen.mac, seen.revision),
-        ).fetchone()  # fmt: skip
+        values: dict[str, object] = {
+            "where_mac": seen.mac,
+            "seen_revision": seen.revision,
+            "now": now,
+            "expires": now + ttl,
+            "new_revision": seen.revision,
+        }
+        statement = _SIGNALLED
+        if pending:
+            armed = self._first(conn, _ARMED_AT, {"mac": seen.mac, "revision": seen.revision})
+            if armed is None:
+                return None
+            values["new_revision"] = self._next_revision(conn)
+            statement = _SIGNALLED_PENDING
+        done = self._first(conn, statement, values)
         if done is None:
             return None
+        revision = int(values["new_revision"])  # type: ignore[call-overload]
         host = replace(seen, ticket_issued_at=now, token_expires=done[0], revision=revision)
         if pending:
             host = replace(host, state=State.SIGNALLED, step=None, progress=None)
@@ -1056,7 +1219,7 @@ class Registry:
                         f"{_when(now)}: an installer at {address} presented the install token "
                         f"while {earlier} is live; refused"
                     )
-                    host = self._store(conn, replace(host, conflict=conflict), loaded)
+                    host = self._store_host(conn, replace(host, conflict=conflict), loaded)
                     self._log(conn, host, f"enrolment refused: {conflict}", None)
                     log.warning("host %s: %s", mac, conflict)
                     refused = EnrolRefused(
@@ -1075,7 +1238,7 @@ class Registry:
                 host = replace(
                     host, install_key_hash=digest, enrolled_from=address, enrolled_at=now
                 )
-                host = self._store(conn, host, loaded)
+                host = self._store_host(conn, host, loaded)
                 self._log(conn, host, message, None)
         if refused is not None:
             raise refused
@@ -1098,7 +1261,7 @@ class Registry:
             )
             if old.conflict:  # whoever won that enrolment may hold the agent credential
                 host = replace(host, agent_credential_hash=None)
-            host = self._store(conn, host, old)
+            host = self._store_host(conn, host, old)
             self._log(conn, host, "rearmed: new install work", old)
         return host
 
@@ -1138,7 +1301,7 @@ class Registry:
             host = _new_work(
                 old, kind, netboot_armed=False, assigned_version=assigned, reboot_policy=policy
             )
-            host = self._store(conn, host, old)
+            host = self._store_host(conn, host, old)
             self._log(conn, host, f"assigned: {what} (reboot {policy.value})", old)
         return host
 
@@ -1171,13 +1334,17 @@ class Registry:
             )
             if routine and seen is not None:
                 now = time.time()
-                done = conn.execute(
-                    "UPDATE hosts SET last_checkin = ? WHERE mac = ? AND revision = ? "
-                    "AND running_version = ? AND install_key_hash IS NULL "
-                    "AND last_checkin IS NOT NULL",
-                    (now, seen.mac, seen.revision, running_version),
+                done = self._store.rowcount(
+                    conn,
+                    _ROUTINE_CHECKIN,
+                    {
+                        "now": now,
+                        "where_mac": seen.mac,
+                        "seen_revision": seen.revision,
+                        "version": running_version,
+                    },
                 )
-                if done.rowcount:
+                if done:
                     return replace(seen, last_checkin=now)
             ttl = self._token_ttl(conn)
             old = self._load(conn, mac)
@@ -1190,54 +1357,55 @@ class Registry:
                 # credential): a new boot of the installer may enrol, and the token lives
                 # on while the host waits for its reboot.
                 host = issue_ticket(host, now, ttl, renew=True)
-            host = self._store(conn, host, old)
+            host = self._store_host(conn, host, old)
             if message is not None:
                 self._log(conn, host, message, old)
         return host
 
     # -- repositories ----------------------------------------------------------
 
-    @staticmethod
-    def _registered(conn: sqlite3.Connection, version: str) -> Repository:
-        row = conn.execute("SELECT * FROM repositories WHERE version = ?", (version,)).fetchone()
+    def _registered(self, conn: Connection, version: str) -> Repository:
+        row = self._first(conn, _REPOSITORY, {"version": version})
         if row is None:
             raise InputError(
                 f"version {version} is not registered; see `netinstall server repo list`, "
                 "add it with `netinstall server repo add DIR`"
             )
-        return schema.repository_from(row)
+        return rows.repository_from(row)
 
     def add_repository(self, version: str, directory: str, *, replace: bool = False) -> str:
         """Register ``directory`` as the repository of ``version``: "added", "unchanged"
         or "replaced". InputError if another directory holds it and not ``replace``."""
         check_version(version)
         with self._write() as conn:
-            found = conn.execute(
-                "SELECT directory FROM repositories WHERE version = ?", (version,)
-            ).fetchone()
-            if found is not None and found[0] == directory:
+            self._serialise(conn)
+            which = repositories.c.version == version
+            found = conn.execute(select(repositories.c.directory).where(which)).scalar()
+            if found is not None and found == directory:
                 return "unchanged"
             if found is not None and not replace:
                 raise InputError(
-                    f"version {version} is registered to {found[0]} already; "
+                    f"version {version} is registered to {found} already; "
                     "give --replace to serve it from the new directory"
                 )
-            conn.execute(
-                "INSERT INTO repositories (version, directory, added) VALUES (?, ?, ?) "
-                "ON CONFLICT (version) DO UPDATE SET directory = excluded.directory",
-                (version, directory, time.time()),
-            )
             self._bump_hosts(conn)  # answer files name the registered repositories
+            if found is None:
+                conn.execute(
+                    insert(repositories).values(
+                        version=version, directory=directory, added=time.time()
+                    )
+                )
+            else:
+                conn.execute(update(repositories).where(which).values(directory=directory))
         return "added" if found is None else "replaced"
 
     def repositories(self) -> list[Repository]:
         """Every registered repository, oldest first."""
-        rows = self._query("SELECT * FROM repositories ORDER BY added, version")
-        return [schema.repository_from(row) for row in rows]
+        return [rows.repository_from(row) for row in self._query(_ALL_REPOSITORIES)]
 
     def repository(self, version: str) -> Repository | None:
-        rows = self._query("SELECT * FROM repositories WHERE version = ?", (version,))
-        return schema.repository_from(rows[0]) if rows else None
+        found = self._query(_REPOSITORY, {"version": version})
+        return rows.repository_from(found[0]) if found else None
 
     # -- events ----------------------------------------------------------------
 
@@ -1246,19 +1414,19 @@ class Registry:
         (the progress events queued in this process included: they are committed first)."""
         if len(self.progress):
             self.flush_progress()
-        sql = "SELECT * FROM events WHERE mac = ? ORDER BY id DESC LIMIT ?"
-        rows = self._query(sql, (normalise_mac(mac), -1 if limit is None else max(limit, 0)))
-        return [schema.event_from(row) for row in reversed(rows)]
+        mac = normalise_mac(mac)
+        if limit is None:
+            found = self._query(_EVENTS, {"mac": mac})
+        else:
+            found = self._query(_LATEST_EVENTS, {"mac": mac, "limit": max(limit, 0)})
+        return [rows.event_from(row) for row in reversed(found)]
 
     def last_events(self) -> dict[str, Event]:
         """Every host's latest event, by MAC: one query (the events index), not one a host."""
         if len(self.progress):
             self.flush_progress()
-        rows = self._query(
-            "SELECT events.* FROM events JOIN "
-            "(SELECT mac, MAX(id) AS id FROM events GROUP BY mac) AS latest USING (id)"
-        )
-        return {row["mac"]: schema.event_from(row) for row in rows}
+        latest = (rows.event_from(row) for row in self._query(_LAST_EVENTS))
+        return {event.mac: event for event in latest}
 
     def last_event(self, mac: str) -> Event | None:
         found = self.events(mac, limit=1)

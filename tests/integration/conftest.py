@@ -1,4 +1,5 @@
-"""Integration fixtures: loop devices (with a skip that says why) and the console script."""
+"""Integration fixtures: loop devices (with a skip that says why), the console script, and
+the registry on PostgreSQL (a throwaway cluster per session, a database per test)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests import postgres
 
 Attach = Callable[..., str]
 
@@ -56,3 +59,21 @@ def netinstall(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
         check=False,
         stdin=subprocess.DEVNULL,
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[postgres.Cluster]:
+    """One throwaway PostgreSQL cluster for the session (tests/postgres.py)."""
+    try:
+        postgres.binaries()
+    except postgres.Unavailable as exc:
+        pytest.fail(str(exc))  # make setup installs it: a missing server is a broken set-up
+    with postgres.cluster() as running:
+        yield running
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: postgres.Cluster) -> Iterator[str]:
+    """A fresh database of the session's cluster, dropped after the test; its URL."""
+    with postgres_cluster.database() as url:
+        yield url

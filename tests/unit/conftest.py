@@ -1,15 +1,17 @@
-"""Unit tests are pure: a test that starts a subprocess fails (as curtin's test base does)."""
+"""Unit tests are pure: a test that starts a subprocess fails (as curtin's test base does).
+The registry's engine here is SQLite (tests/registry_engines.py)."""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
-from pxe_server.registry import Registry, default_profile
+from tests.registry_engines import reg
+
+__all__ = ["reg"]
 
 
 @pytest.fixture(autouse=True)
@@ -21,8 +23,12 @@ def _no_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    """A registry of its own with the default profile (a test file may define its own)."""
-    with Registry.open(tmp_path) as registry:
-        registry.add_profile(default_profile())
-        yield registry
+def engine() -> str:
+    """The registry's engine under test: SQLite here, PostgreSQL in tests/integration."""
+    return "sqlite"
+
+
+@pytest.fixture
+def registry_dir(tmp_path: Path) -> Path:
+    """A server directory whose registry is SQLite (``DIR/registry.sqlite``)."""
+    return tmp_path

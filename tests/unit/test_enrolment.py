@@ -26,8 +26,8 @@ REAL, THIEF = "192.0.2.10", "192.0.2.66"
 
 
 @pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    with Registry.open(tmp_path) as registry:
+def reg(registry_dir: Path) -> Iterator[Registry]:
+    with Registry.open(registry_dir) as registry:
         registry.add_profile(default_profile())
         registry.add_host(MAC)
         yield registry

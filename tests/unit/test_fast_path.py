@@ -28,6 +28,7 @@ from pxe_server.registry import (
     default_profile,
 )
 from pxe_server.render_cache import CACHE_ENTRIES, RenderCache
+from tests.registry_engines import sqlite_only, statements
 
 MAC = "52:54:00:12:34:56"
 OTHER = "52:54:00:ab:cd:ef"
@@ -100,6 +101,7 @@ def test_a_host_removed_and_added_again_never_gets_an_old_revision(reg: Registry
         seen.add(host.revision)
 
 
+@sqlite_only
 def test_a_registry_of_schema_6_opens_and_its_hosts_get_revisions(tmp_path: Path) -> None:
     with Registry.open(tmp_path) as registry:
         registry.add_profile(default_profile())
@@ -111,6 +113,7 @@ def test_a_registry_of_schema_6_opens_and_its_hosts_get_revisions(tmp_path: Path
         conn.execute("ALTER TABLE hosts DROP COLUMN event_count")
         conn.execute("DROP TABLE counters")
         conn.execute("UPDATE schema_version SET version = 6")
+        conn.execute("DROP TABLE alembic_version")  # as the release before Alembic left it
     conn.close()
     with Registry.open(tmp_path) as registry:
         assert revision(registry) == 0
@@ -165,13 +168,13 @@ def test_a_boot_config_is_rendered_once_per_host_state(
 
 
 def test_another_connection_marking_the_host_installed_is_seen_by_the_next_fetch(
-    reg: Registry, tmp_path: Path
+    reg: Registry, registry_dir: Path
 ) -> None:
     """The unwanted reinstall: a cached install config served after boot once."""
     reg.add_host(MAC)
     assert "netinstall.token=" in config(reg)
     assert "netinstall.token=" in config(reg)  # cached
-    with Registry.open(tmp_path) as other:  # the CLI, the lab, another server
+    with Registry.open(registry_dir) as other:  # the CLI, the lab, another server
         other.record_event(MAC, State.INSTALLED)
     local = config(reg)
     assert "netinstall.token=" not in local
@@ -210,10 +213,10 @@ def installing(reg: Registry) -> Host:
     return host
 
 
-def test_progress_is_committed_within_its_delay(reg: Registry, tmp_path: Path) -> None:
+def test_progress_is_committed_within_its_delay(reg: Registry, registry_dir: Path) -> None:
     seen = installing(reg)
     assert not reg.queue_progress(seen, step="download", progress=0.1)
-    with Registry.open(tmp_path) as other:  # what another process sees
+    with Registry.open(registry_dir) as other:  # what another process sees
         deadline = time.monotonic() + PROGRESS_DELAY + 5
         while (other.get_host(MAC) or seen).progress is None:
             assert time.monotonic() < deadline, "the queued event was never committed"
@@ -291,13 +294,13 @@ def test_progress_is_applied_before_the_state_change_that_follows_it(reg: Regist
     ]
 
 
-def test_progress_queued_at_close_is_committed(tmp_path: Path) -> None:
-    with Registry.open(tmp_path) as reg:
+def test_progress_queued_at_close_is_committed(registry_dir: Path) -> None:
+    with Registry.open(registry_dir) as reg:
         reg.add_profile(default_profile())
         seen = installing(reg)
         reg.progress.stop()
         reg.queue_progress(seen, step="extract-root", progress=0.9)
-    with Registry.open(tmp_path) as reg:
+    with Registry.open(registry_dir) as reg:
         host = reg.get_host(MAC)
         assert host is not None
         assert (host.step, host.progress) == ("extract-root", 0.9)
@@ -333,13 +336,10 @@ def running(reg: Registry) -> Host:
 
 def test_a_routine_check_in_writes_only_its_time(reg: Registry) -> None:
     seen = running(reg)
-    statements: list[str] = []
-    reg._conn.set_trace_callback(statements.append)
-    try:
+    with statements(reg._conn) as sent:
         after = reg.check_in(MAC, "1.0", "running", seen=seen)
-    finally:
-        reg._conn.set_trace_callback(None)
-    assert not any(s.startswith("SELECT") for s in statements)  # the host is not read
+    assert sent
+    assert not any(s.startswith("SELECT") for s in sent)  # the host is not read
     assert after.last_checkin is not None
     assert after.last_checkin >= (seen.last_checkin or 0)
     assert reg.get_host(MAC) == after
@@ -360,14 +360,9 @@ def test_every_host_s_last_event_is_one_query(reg: Registry) -> None:
     for index in range(20):
         reg.add_host(f"52:54:00:00:00:{index + 2:02x}")
     reg.record_event("52:54:00:00:00:02", State.INSTALLING, step="plan")
-    statements: list[str] = []
-    reader = reg._reader()
-    reader.set_trace_callback(statements.append)
-    try:
+    with statements(reg._reader()) as sent:
         latest = reg.last_events()
-    finally:
-        reader.set_trace_callback(None)
-    assert len(statements) == 1
+    assert len(sent) == 1
     assert len(latest) == 20
     assert latest["52:54:00:00:00:02"].step == "plan"
 
@@ -418,6 +413,7 @@ def test_a_host_changing_under_every_attempt_is_signalled_as_it_is_at_the_last(
 # -- writes done at once on the event loop's thread -----------------------------------
 
 
+@sqlite_only
 def test_a_write_now_is_done_on_the_calling_thread(reg: Registry) -> None:
     reg.add_host(MAC)
     threads: list[str] = []
@@ -454,6 +450,7 @@ def test_a_write_now_never_waits_for_another_thread_of_ours(reg: Registry) -> No
     assert (reg.get_host(MAC) or reg.add_host(MAC)).name != "waited"  # nothing written
 
 
+@sqlite_only
 def test_a_write_now_never_waits_for_another_process_and_keeps_queued_progress(
     reg: Registry, tmp_path: Path
 ) -> None:
@@ -484,6 +481,7 @@ def test_a_write_now_never_waits_for_another_process_and_keeps_queued_progress(
     ]
 
 
+@sqlite_only
 def test_writes_now_leave_the_checkpoints_to_the_writer_thread(
     reg: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -495,7 +493,7 @@ def test_writes_now_leave_the_checkpoints_to_the_writer_thread(
     reg.writer().submit(lambda: None).result(timeout=10)
     assert done == ["registry-writer_0"]
     assert reg._now_conn is not None
-    assert reg._now_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    assert reg._now_conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
 
 
 def test_a_threads_first_read_never_waits_for_a_write(reg: Registry) -> None:

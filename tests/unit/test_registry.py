@@ -1,4 +1,6 @@
-"""The registry on SQLite files under tmp_path: schema, contracts, token lifecycle, locking."""
+"""The registry: schema, contracts, token lifecycle, locking. On SQLite here; the same
+tests run on PostgreSQL from tests/integration/test_registry_postgresql.py
+(tests/registry_engines.py: ``registry_dir``, ``reg``, ``sqlite_only``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import insert, select, text, update
 
 import answerfile
 from common.errors import InputError, NetinstallError
@@ -27,6 +32,11 @@ from pxe_server.registry import (
     default_profile,
 )
 from pxe_server.secrets import REDACTED, new_token, redact
+from pxe_server.store import rows
+from pxe_server.store.engine import Store
+from pxe_server.store.schema import ALEMBIC_MARK
+from pxe_server.store.tables import hosts, metadata, schema_version
+from tests.registry_engines import execute, sqlite_only
 
 MAC = "52:54:00:12:34:56"
 OTHER = "52:54:00:ab:cd:ef"
@@ -46,27 +56,32 @@ def advance(reg: Registry, *states: State) -> None:
 # -- schema ---------------------------------------------------------------------
 
 
-def test_open_creates_the_schema_and_reopens_without_migrating_again(tmp_path: Path) -> None:
-    with Registry.open(tmp_path) as first:
-        token = api_token(tmp_path)
+def test_open_creates_the_schema_and_reopens_without_migrating_again(
+    registry_dir: Path, engine: str
+) -> None:
+    with Registry.open(registry_dir) as first:
+        token = api_token(registry_dir)
         assert first.api_token_matches(token)
         first.set_setting("repo", "/srv/repo")
-    with Registry.open(tmp_path) as second:
-        assert api_token(tmp_path) == token
+    with Registry.open(registry_dir) as second:
+        assert api_token(registry_dir) == token
         assert second.api_token_matches(token)
         assert not second.api_token_matches(token[:-1])
         assert not second.api_token_matches("")
         assert second.settings() == {"repo": "/srv/repo"}
-    conn = sqlite3.connect(tmp_path / REGISTRY_FILE)
-    try:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
-            (migrations.LATEST,)
-        ]
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    finally:
-        conn.close()
+    versions, alembic = execute(
+        registry_dir,
+        select(schema_version.c.version),
+        text("SELECT version_num FROM alembic_version"),
+    )
+    assert [tuple(row) for row in versions] == [(ALEMBIC_MARK,)]
+    assert [tuple(row) for row in alembic] == [("0008",)]
+    if engine == "sqlite":
+        with sqlite3.connect(registry_dir / REGISTRY_FILE) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+@sqlite_only
 def test_open_migrates_an_empty_file_and_keeps_the_secrets_private(tmp_path: Path) -> None:
     directory = tmp_path / "new" / "dir"
     (tmp_path / "new").mkdir()
@@ -80,28 +95,45 @@ def test_open_migrates_an_empty_file_and_keeps_the_secrets_private(tmp_path: Pat
     assert api_token(directory).encode() not in stored
 
 
-def test_a_new_api_token_replaces_the_old_one(tmp_path: Path) -> None:
-    with Registry.open(tmp_path) as reg:
-        old = api_token(tmp_path)
+def test_the_schema_alembic_made_is_the_tables_declared(registry_dir: Path) -> None:
+    """Alembic's revisions and tables.py describe one schema, on either engine."""
+    Registry.open(registry_dir).close()
+    store = Store(registry_dir)
+    try:
+        with store.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+    finally:
+        store.dispose()
+
+
+def test_a_new_api_token_replaces_the_old_one(registry_dir: Path) -> None:
+    with Registry.open(registry_dir) as reg:
+        old = api_token(registry_dir)
         reg.new_api_token()
-        new = api_token(tmp_path)
+        new = api_token(registry_dir)
         assert new != old
         assert reg.api_token_matches(new)
         assert not reg.api_token_matches(old)
-    with Registry.open(tmp_path) as again:
+    with Registry.open(registry_dir) as again:
         assert again.api_token_matches(new)
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    Registry.open(tmp_path).close()
-    conn = sqlite3.connect(tmp_path / REGISTRY_FILE)
-    conn.execute("UPDATE schema_version SET version = 999")
-    conn.commit()
-    conn.close()
-    with pytest.raises(NetinstallError, match="schema version 999"):
-        Registry.open(tmp_path)
+def test_a_newer_schema_is_refused(registry_dir: Path) -> None:
+    Registry.open(registry_dir).close()
+    execute(registry_dir, update(schema_version).values(version=999))
+    with pytest.raises(NetinstallError, match="schema version 999, newer than this netinstall"):
+        Registry.open(registry_dir)
 
 
+def test_a_newer_alembic_revision_is_refused(registry_dir: Path) -> None:
+    Registry.open(registry_dir).close()
+    execute(registry_dir, text("UPDATE alembic_version SET version_num = 'f00dfeed'"))
+    with pytest.raises(NetinstallError, match="schema revision f00dfeed, newer than this"):
+        Registry.open(registry_dir)
+
+
+@sqlite_only
 def test_a_file_that_is_not_sqlite_is_reported(tmp_path: Path) -> None:
     (tmp_path / REGISTRY_FILE).write_bytes(b"not a database, not at all" * 100)
     with pytest.raises(NetinstallError, match="cannot open the registry"):
@@ -244,6 +276,7 @@ def test_delete_host_forgets_its_events(reg: Registry) -> None:
         reg.delete_host(MAC)
 
 
+@sqlite_only
 def test_host_by_token_is_one_indexed_lookup_by_keyed_hash(reg: Registry) -> None:
     first = reg.add_host(MAC)
     second = reg.add_host(OTHER)
@@ -271,14 +304,16 @@ def test_host_by_token_is_one_indexed_lookup_by_keyed_hash(reg: Registry) -> Non
     assert second.token not in text
 
 
+@sqlite_only
 def test_a_lookup_among_many_hosts_reads_one_row(reg: Registry) -> None:
     host = reg.add_host(MAC)
     assert host.token is not None
     with reg._write() as conn:  # 3,000 more hosts, written in one go
+        many = []
         for i in range(3000):
             mac = f"52:54:01:00:{i >> 8:02x}:{i & 0xFF:02x}"
-            other = replace(host, mac=mac, token=new_token())
-            conn.execute(migrations.INSERT_HOST, migrations.host_row(other, reg._keys))
+            many.append(rows.host_values(replace(host, mac=mac, token=new_token()), reg._keys))
+        conn.execute(insert(hosts), many)
     statements: list[str] = []
     steps = [0]
 
@@ -286,7 +321,8 @@ def test_a_lookup_among_many_hosts_reads_one_row(reg: Registry) -> None:
         steps[0] += 1
         return 0
 
-    reader = reg._reader()  # this thread's read connection
+    reader = reg._reader().connection.dbapi_connection  # this thread's read connection
+    assert isinstance(reader, sqlite3.Connection)
     reader.set_trace_callback(statements.append)
     reader.set_progress_handler(step, 1)  # every SQLite VM instruction
     try:
@@ -295,7 +331,7 @@ def test_a_lookup_among_many_hosts_reads_one_row(reg: Registry) -> None:
         reader.set_trace_callback(None)
         reader.set_progress_handler(None, 1)
     assert len(statements) == 1
-    assert "WHERE token_hash = '" in statements[0]  # the keyed hash, never the token
+    assert "WHERE hosts.token_hash = '" in statements[0]  # the keyed hash, never the token
     assert steps[0] < 300  # a search of the index: a scan of 3,001 rows takes far more
 
 
@@ -435,6 +471,7 @@ def test_facts_are_kept_from_the_last_running_report(reg: Registry) -> None:
     assert host.facts == facts
 
 
+@sqlite_only
 def test_a_version_1_registry_gains_the_facts_column(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / REGISTRY_FILE)
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
@@ -456,7 +493,7 @@ def test_a_version_1_registry_gains_the_facts_column(tmp_path: Path) -> None:
         assert host is not None
         assert host.facts == {}
     check = sqlite3.connect(tmp_path / REGISTRY_FILE)
-    assert check.execute("SELECT version FROM schema_version").fetchone() == (migrations.LATEST,)
+    assert check.execute("SELECT version FROM schema_version").fetchone() == (ALEMBIC_MARK,)
 
 
 def test_rearm_is_new_work_with_a_new_token(reg: Registry) -> None:
@@ -483,12 +520,12 @@ def test_rearm_is_new_work_with_a_new_token(reg: Registry) -> None:
     assert host.state is State.INSTALLING
 
 
-def test_stored_messages_have_secrets_redacted(reg: Registry, tmp_path: Path) -> None:
+def test_stored_messages_have_secrets_redacted(reg: Registry, registry_dir: Path) -> None:
     host = reg.add_host(MAC, variables={"root_password": "hunter2-secret"})
     token = host.token
     assert token is not None
     stored_hash = dict(host.variables)["root_password"]
-    api = api_token(tmp_path)
+    api = api_token(registry_dir)
     message = f"GET /answerfile?token={token} pw={stored_hash} api={api}"
     reg.record_event(MAC, State.INSTALLING, message=message)
     advance(reg, State.INSTALLED)
@@ -568,9 +605,9 @@ def test_events_limit_keeps_the_latest_oldest_first(reg: Registry) -> None:
 
 
 def test_two_registries_on_one_file_write_alternately_without_locking_errors(
-    tmp_path: Path,
+    registry_dir: Path,
 ) -> None:
-    with Registry.open(tmp_path) as setup:
+    with Registry.open(registry_dir) as setup:
         setup.add_profile(default_profile())
         macs = [f"52:54:00:00:00:{i:02x}" for i in range(2)]
         for mac in macs:
@@ -580,7 +617,7 @@ def test_two_registries_on_one_file_write_alternately_without_locking_errors(
 
     def worker(mac: str) -> None:
         try:
-            with Registry.open(tmp_path) as own:
+            with Registry.open(registry_dir) as own:
                 for i in range(rounds):
                     own.record_event(mac, State.INSTALLING, step=str(i), progress=i / rounds)
                     own.set_setting(f"last-{mac}", str(i))
@@ -594,7 +631,7 @@ def test_two_registries_on_one_file_write_alternately_without_locking_errors(
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    with Registry.open(tmp_path) as check:
+    with Registry.open(registry_dir) as check:
         for mac in macs:
             assert len(check.events(mac)) == rounds + 1
             host = check.get_host(mac)
@@ -650,6 +687,7 @@ def version_2_registry(directory: Path) -> None:
     conn.close()
 
 
+@sqlite_only
 def test_a_version_2_registry_gains_repositories_and_work(tmp_path: Path) -> None:
     version_2_registry(tmp_path)
     with Registry.open(tmp_path) as registry:
@@ -667,9 +705,10 @@ def test_a_version_2_registry_gains_repositories_and_work(tmp_path: Path) -> Non
         registry.add_repository("0.2.0", "/srv/repo-0.2.0")
         assert registry.assign_work(MAC, Work.UPGRADE, version="0.2.0").work is Work.UPGRADE
     check = sqlite3.connect(tmp_path / REGISTRY_FILE)
-    assert check.execute("SELECT version FROM schema_version").fetchone() == (migrations.LATEST,)
+    assert check.execute("SELECT version FROM schema_version").fetchone() == (ALEMBIC_MARK,)
 
 
+@sqlite_only
 def test_a_version_2_registry_with_a_repository_url_registers_none(tmp_path: Path) -> None:
     version_2_registry(tmp_path)
     conn = sqlite3.connect(tmp_path / REGISTRY_FILE)
@@ -841,6 +880,7 @@ def test_a_host_that_floods_its_reports_keeps_only_its_newest_events(
     assert [event.message for event in reg.events(OTHER)][-1] == "other's"  # others untouched
 
 
+@sqlite_only
 def test_an_older_registry_counts_the_events_it_has(tmp_path: Path) -> None:
     with Registry.open(tmp_path) as registry:
         registry.add_profile(default_profile())
@@ -851,6 +891,7 @@ def test_an_older_registry_counts_the_events_it_has(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / REGISTRY_FILE)  # as schema 7 left it
     conn.execute("ALTER TABLE hosts DROP COLUMN event_count")
     conn.execute("UPDATE schema_version SET version = 7")
+    conn.execute("DROP TABLE alembic_version")  # as the release before Alembic left it
     conn.commit()
     conn.close()
     with Registry.open(tmp_path):

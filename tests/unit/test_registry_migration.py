@@ -15,6 +15,7 @@ from pxe_server import migrations, render
 from pxe_server.model import ServerSettings, State
 from pxe_server.passwords import is_sha512_crypt, sha512_crypt
 from pxe_server.registry import REGISTRY_FILE, Registry
+from pxe_server.store.schema import ALEMBIC_MARK
 
 SCHEMA_V4 = Path(__file__).parents[1] / "data" / "registry" / "schema-v4.sql"
 INSTALLED = "52:54:00:00:00:01"  # installed, not booted yet: reports running with its token
@@ -141,8 +142,9 @@ def test_migration_leaves_no_secret_in_the_file_or_its_wal(directory: Path) -> N
     assert not wal.exists() or wal.stat().st_size == 0
     conn = sqlite3.connect(directory / REGISTRY_FILE)
     try:
-        assert conn.execute("SELECT version FROM schema_version").fetchone() == (migrations.LATEST,)
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (ALEMBIC_MARK,)
         names = {row[0] for row in conn.execute("SELECT name FROM secrets")}
+        assert migrations.LATEST < ALEMBIC_MARK
         assert names == {"registry_key", "api_token_hash"}  # no scrub left pending
         assert conn.execute("PRAGMA freelist_count").fetchone() == (0,)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(hosts)")}

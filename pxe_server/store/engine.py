@@ -1,0 +1,356 @@
+"""Where a registry lives, its engine and connections, and what only one engine has.
+
+A server directory's registry is SQLite, ``DIR/registry.sqlite`` (the default), unless
+the directory records a PostgreSQL URL in ``DIR/database-url`` (0600: a URL may hold a
+password; ``netinstall server init --db URL`` writes it). Queries are the same on both
+(SQLAlchemy Core); only the set-up here differs:
+
+* Every connection is in the driver's autocommit mode and ``Store.transaction`` opens
+  each write transaction itself: ``BEGIN IMMEDIATE`` on SQLite (the write lock taken up
+  front, so a read-modify-write never fails half-way on a lock another writer took),
+  ``BEGIN`` (read committed) on PostgreSQL, where the registry locks the rows it
+  changes (``SELECT ... FOR UPDATE``, which SQLite's compiler leaves out: its one
+  write lock is held already). Reads outside a write see every committed write.
+* SQLite: WAL (readers never block the writer), a busy timeout, foreign keys,
+  ``secure_delete`` on every connection; a reader connection is ``query_only``; the
+  event loop's ``write_now`` connection waits for no lock (busy timeout 0) and never
+  checkpoints (the writer thread does); ``scrub`` vacuums and truncates the WAL.
+* PostgreSQL (psycopg 3): a connect timeout, and a lock timeout equal to SQLite's busy
+  timeout (a write waits for another server's row lock as long as a SQLite write waits
+  for another process). No ``write_now`` connection: the event loop must never wait for
+  the network or another server's lock, so every write goes to the writer thread
+  (``WouldWait``). No checkpoints or vacuum: PostgreSQL's own autovacuum does that.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote
+
+from sqlalchemy import URL, Connection, Executable, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
+
+from common.errors import InputError, NetinstallError
+from pxe_server.secrets import write_secret_file
+
+REGISTRY_FILE = "registry.sqlite"
+DATABASE_URL_FILE = "database-url"  # the PostgreSQL registry's URL (0600), if not SQLite
+BUSY_TIMEOUT_MS = 10_000  # a write waits this long for another writer's lock (both engines)
+CONNECT_TIMEOUT = 10  # seconds to reach a PostgreSQL server before the open fails
+POSTGRESQL_DRIVER = "postgresql+psycopg"
+
+Role = Literal["writer", "reader", "now"]
+# A statement compiled for SQLite: its SQL, its parameters' names in order, their
+# values where the statement holds them (constants of the query).
+Prepared = tuple[str, tuple[str, ...], dict[str, Any]]
+
+
+class WouldWait(Exception):
+    """``Registry.write_now`` could not start its write without waiting (another thread
+    of ours, or another process, is writing; on PostgreSQL always): nothing was written;
+    write it on the writer thread."""
+
+
+def database_url(text: str) -> URL:
+    """``text`` as a PostgreSQL URL for psycopg; InputError saying why not."""
+    try:
+        url = make_url(text.strip())
+    except ArgumentError:
+        raise InputError(
+            f"--db {text!r} is not a database URL; expected postgresql://USER@/DBNAME"
+            "?host=/SOCKET/DIR or postgresql://USER:PASSWORD@HOST/DBNAME"
+        ) from None
+    if url.drivername not in ("postgresql", "postgres", POSTGRESQL_DRIVER):
+        raise InputError(
+            f"--db {shown(url)}: only PostgreSQL URLs (postgresql://...) are understood; "
+            "without --db the registry is SQLite in the server directory"
+        )
+    if not url.database:
+        raise InputError(f"--db {shown(url)} names no database (postgresql://USER@HOST/DBNAME)")
+    return url.set(drivername=POSTGRESQL_DRIVER)
+
+
+def shown(url: URL) -> str:
+    """``url`` for messages and listings, as an operator writes it: its password hidden."""
+    text = url.set(drivername="postgresql").render_as_string(hide_password=True)
+    return unquote(text)
+
+
+def recorded_url(directory: Path) -> URL | None:
+    """The PostgreSQL URL ``directory`` records; None for a SQLite registry."""
+    where = Path(directory) / DATABASE_URL_FILE
+    try:
+        text = where.read_text("utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise NetinstallError(f"cannot read {where}: {exc.strerror}") from None
+    try:
+        return database_url(text)
+    except InputError as exc:
+        raise NetinstallError(f"{where}: {exc}") from None
+
+
+def record_url(directory: Path, url: URL) -> None:
+    """Record ``url`` as ``directory``'s registry (0600: it may hold a password)."""
+    text = url.render_as_string(hide_password=False)
+    write_secret_file(Path(directory) / DATABASE_URL_FILE, text + "\n")
+
+
+def has_registry(directory: Path) -> bool:
+    """Whether ``directory`` has a registry (a SQLite file or a recorded URL)."""
+    directory = Path(directory)
+    return (directory / DATABASE_URL_FILE).is_file() or (directory / REGISTRY_FILE).is_file()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        f"busy_timeout = {BUSY_TIMEOUT_MS}",
+        "synchronous = NORMAL",
+        "foreign_keys = ON",
+        "secure_delete = ON",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+class Store:
+    """One registry's engine: its connections, transactions, and SQLite's extras."""
+
+    def __init__(self, directory: Path, url: URL | None = None) -> None:
+        self.directory = Path(directory)
+        url = url if url is not None else recorded_url(self.directory)
+        if url is None:
+            self.path = self.directory / REGISTRY_FILE
+            self.where = str(self.path)
+            self._prepare_file()
+            self.engine = create_engine(
+                URL.create("sqlite+pysqlite", database=str(self.path)),
+                poolclass=NullPool,  # the registry keeps its connections itself
+                isolation_level="AUTOCOMMIT",
+                connect_args={"check_same_thread": False},
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.path = self.directory / DATABASE_URL_FILE
+            self.where = shown(url)
+            try:
+                self.engine = create_engine(
+                    url,
+                    poolclass=NullPool,
+                    isolation_level="AUTOCOMMIT",
+                    connect_args={
+                        "connect_timeout": CONNECT_TIMEOUT,
+                        "options": f"-c lock_timeout={BUSY_TIMEOUT_MS}",
+                        "application_name": "netinstall",
+                    },
+                )
+            except (ArgumentError, NoSuchModuleError) as exc:
+                why = f"cannot use the registry database {self.where}: {exc}"
+                raise NetinstallError(why) from None
+        self.sqlite = self.engine.dialect.name == "sqlite"
+        self._begin = "BEGIN IMMEDIATE" if self.sqlite else "BEGIN"
+        # SQLite's compiled statements (``_prepared``), by statement and parameter names.
+        self._compiled: dict[tuple[int, tuple[str, ...]], Prepared | None] = {}
+        self._statements: dict[int, Executable] = {}
+
+    def _prepare_file(self) -> None:
+        """The SQLite file, created 0600 (dir 0700) before SQLite sees it: it holds tokens
+        (WAL files copy the mode). Only when missing: closing any descriptor of a file
+        drops every POSIX lock this process holds on it, and a connection of ours without
+        its shared lock lets another process's close delete the WAL under us."""
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.path.exists():
+                with suppress(FileExistsError):
+                    os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as exc:
+            raise NetinstallError(f"cannot open the registry {self.path}: {exc}") from exc
+
+    def error(self, exc: SQLAlchemyError) -> NetinstallError:
+        """``exc`` (the database refused or could not be reached) as one sentence."""
+        detail = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        lines = [line.strip() for line in str(detail).splitlines() if line.strip()]
+        why = lines[0] if lines else type(detail).__name__
+        return NetinstallError(f"cannot open the registry {self.where}: {why}")
+
+    def connect(self, role: Role) -> Connection:
+        """A new connection for ``role``: the writer's, a thread's reads, ``write_now``'s."""
+        conn = self.engine.connect()
+        if self.sqlite:
+            if role == "writer":
+                conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+            elif role == "reader":
+                conn.exec_driver_sql("PRAGMA query_only = ON")
+            else:
+                conn.exec_driver_sql("PRAGMA busy_timeout = 0")  # BUSY at once, no wait
+                conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 0")  # the writer thread's
+        return conn
+
+    @property
+    def writes_now(self) -> bool:
+        """Whether ``write_now`` may write on the caller's thread (SQLite only)."""
+        return self.sqlite
+
+    @contextmanager
+    def transaction(self, conn: Connection, *, now: bool = False) -> Iterator[Connection]:
+        """One write transaction on ``conn``; with ``now``, WouldWait (nothing begun) if
+        another connection holds SQLite's write lock."""
+        try:
+            self._control(conn, self._begin)
+        except DBAPIError as exc:
+            if now and self._busy(exc):
+                raise WouldWait from None
+            self._recover(conn, exc)
+            raise
+        try:
+            yield conn
+        except BaseException as exc:
+            with suppress(SQLAlchemyError):
+                self._control(conn, "ROLLBACK")
+            if isinstance(exc, DBAPIError):
+                self._recover(conn, exc)
+            raise
+        self._control(conn, "COMMIT")
+
+    def _control(self, conn: Connection, statement: str) -> None:
+        """BEGIN, COMMIT or ROLLBACK. SQLite's straight on its connection: SQLAlchemy's
+        statement machinery costs more than SQLite's own work here, twice a write on
+        the event loop's thread; on a failure the statement runs again through
+        SQLAlchemy, whose error (wrapped, with its SQL) is raised."""
+        if self.sqlite:
+            try:
+                conn.connection.dbapi_connection.execute(statement)  # type: ignore[union-attr]
+            except sqlite3.Error:
+                pass
+            else:
+                return
+        conn.exec_driver_sql(statement)
+
+    @staticmethod
+    def _busy(exc: DBAPIError) -> bool:
+        orig = exc.orig
+        return isinstance(orig, sqlite3.OperationalError) and (
+            orig.sqlite_errorcode == sqlite3.SQLITE_BUSY
+        )
+
+    @staticmethod
+    def _recover(conn: Connection, exc: DBAPIError) -> None:
+        """After a lost connection (a PostgreSQL server restarted): the next use connects
+        again instead of failing for ever."""
+        if exc.connection_invalidated:
+            with suppress(SQLAlchemyError):
+                conn.rollback()
+
+    def lock_schema(self, conn: Connection) -> None:
+        """Inside a write transaction: no other server migrates or initialises the
+        registry at the same time (SQLite's write lock does that already)."""
+        if not self.sqlite:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7471320019)")
+
+    def checkpoint(self, conn: Connection) -> None:
+        """A PASSIVE WAL checkpoint (it waits for no reader or writer); SQLite only."""
+        if self.sqlite:
+            with suppress(SQLAlchemyError):
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def scrub(self, conn: Connection) -> str | None:
+        """Leave no page of the file or its WAL with text a migration removed: vacuum
+        (no free pages), then checkpoint and truncate the WAL; why not, if it could not
+        finish (another connection's reads hold the WAL). Only SQLite registries have
+        such migrations (the hand-written ones)."""
+        if not self.sqlite:
+            return None
+        try:
+            conn.exec_driver_sql("VACUUM")
+            row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except DBAPIError as exc:
+            return str(exc.orig)
+        if row is None or row[0]:
+            return "the WAL is in use by another connection"
+        return None
+
+    def truncate_wal(self, conn: Connection) -> None:
+        if self.sqlite:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- running statements --------------------------------------------------------
+
+    def rows(
+        self, conn: Connection, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Sequence[Any]]:
+        """Every row ``statement`` returns (a SELECT, or a write's RETURNING), as tuples."""
+        prepared = self._prepared(statement, params or {})
+        if prepared is not None:
+            rows: list[tuple[Any, ...]] = self._run(conn, prepared, params or {}).fetchall()
+            return rows
+        return conn.execute(statement, params or {}).all()
+
+    def rowcount(
+        self, conn: Connection, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> int:
+        """How many rows a write without RETURNING changed."""
+        prepared = self._prepared(statement, params or {})
+        if prepared is not None:
+            return int(self._run(conn, prepared, params or {}).rowcount)
+        return int(conn.execute(statement, params or {}).rowcount)
+
+    def many(
+        self, conn: Connection, statement: Executable, params: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """One write for each of ``params`` (rows of an INSERT), in one call."""
+        if not params:
+            return
+        prepared = self._prepared(statement, params[0])
+        if prepared is None:
+            conn.execute(statement, list(params))
+            return
+        sql, names, defaults = prepared
+        rows = [tuple(p[n] if n in p else defaults[n] for n in names) for p in params]
+        conn.connection.dbapi_connection.executemany(sql, rows)  # type: ignore[union-attr]
+
+    @staticmethod
+    def _run(conn: Connection, prepared: Prepared, params: Mapping[str, Any]) -> Any:
+        sql, names, defaults = prepared
+        values = tuple(params[n] if n in params else defaults[n] for n in names)
+        return conn.connection.dbapi_connection.execute(sql, values)  # type: ignore[union-attr]
+
+    def _prepared(self, statement: Executable, params: Mapping[str, Any]) -> Prepared | None:
+        """SQLite: ``statement`` compiled once by SQLAlchemy for this engine's dialect, to be
+        run straight on the driver's connection (None: run it through SQLAlchemy; always
+        on PostgreSQL). SQLAlchemy's execution machinery costs more than SQLite's own
+        work for the registry's short statements, several of them a request; the SQL is
+        what SQLAlchemy would send, and the values need no conversion (text, numbers,
+        None; booleans are integers to sqlite3). A statement with a list parameter
+        (IN ...) is expanded by SQLAlchemy at each run, so it goes through SQLAlchemy."""
+        if not self.sqlite:
+            return None
+        key = (id(statement), tuple(params))
+        try:
+            return self._compiled[key]
+        except KeyError:
+            pass
+        if not isinstance(statement, ClauseElement):
+            return None
+        compiled = statement.compile(dialect=self.engine.dialect, column_keys=list(params))
+        found: Prepared | None = None
+        binds = compiled.binds if isinstance(compiled, SQLCompiler) else None
+        if binds is not None and not any(bind.expanding for bind in binds.values()):
+            defaults = {n: b.effective_value for n, b in binds.items() if n not in params}
+            found = (str(compiled), tuple(getattr(compiled, "positiontup", None) or ()), defaults)
+        self._compiled[key] = found
+        self._statements[id(statement)] = statement  # its id() stays its own while cached
+        return found
+
+    def dispose(self) -> None:
+        self.engine.dispose()

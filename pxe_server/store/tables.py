@@ -1,0 +1,128 @@
+"""The registry's tables, declared once for SQLite and PostgreSQL (SQLAlchemy Core).
+
+Schema 8 of the hand-written SQLite migrations (``pxe_server.migrations``) is Alembic's
+baseline (``migrations/versions/baseline_schema_8.py``); a later revision changes both
+this file and a new revision. JSON values (variables, facts, a SAN target) are text;
+times are seconds since the epoch (double precision); revisions and event ids 64-bit
+on PostgreSQL (SQLite's INTEGER is 64-bit already).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    false,
+)
+
+metadata = MetaData()
+
+# The hand-written migrations' version (1..8); 9 once Alembic manages the registry, so
+# that a release from before reads "a newer schema" and refuses it rather than misread it.
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, nullable=False),
+)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Server secrets: the registry's key, the API token's keyed hash; never in settings().
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("template", Text, nullable=False),
+    Column("boot_chain", Text, nullable=False),
+    Column("xen_args", Text, nullable=False),
+    Column("kernel_args", Text, nullable=False),
+    Column("payload_version", Text),
+    Column("san_boot", Boolean, nullable=False, server_default=false()),
+    Column("multipath", Boolean, nullable=False, server_default=false()),
+    Column("storage_nic", Text, nullable=False, server_default="net1"),
+)
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("mac", Text, primary_key=True),
+    Column("name", Text),
+    Column("profile", Text, ForeignKey("profiles.name"), nullable=False),
+    Column("variables", Text, nullable=False, server_default="{}"),
+    Column("netboot_armed", Boolean, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("step", Text),
+    Column("progress", Float),
+    Column("assigned_version", Text),
+    Column("running_version", Text),
+    Column("token_sealed", Text),
+    Column("token_hash", Text, unique=True),
+    Column("agent_credential_hash", Text, unique=True),
+    Column("facts", Text, nullable=False, server_default="{}"),
+    Column("work", Text),
+    Column("reboot_policy", Text, nullable=False, server_default="auto"),
+    Column("last_checkin", Float),
+    Column("san", Text),
+    Column("install_key_hash", Text),
+    Column("enrolled_from", Text),
+    Column("enrolled_at", Float),
+    Column("ticket_issued_at", Float),
+    Column("token_expires", Float),
+    Column("conflict", Text),
+    Column("revision", BigInteger, nullable=False, server_default="0"),
+    Column("event_count", Integer, nullable=False, server_default="0"),
+    Index("hosts_by_install_key", "install_key_hash", unique=True),
+    Index("hosts_by_profile", "profile"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    # INTEGER PRIMARY KEY AUTOINCREMENT on SQLite (ids never reused), BIGSERIAL-like on
+    # PostgreSQL: a host's events are ordered by id.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("time", Float, nullable=False),
+    Column("mac", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("step", Text),
+    Column("progress", Float),
+    Column("message", Text),
+    Index("events_by_mac", "mac", "id"),
+    sqlite_autoincrement=True,
+)
+
+repositories = Table(
+    "repositories",
+    metadata,
+    Column("version", Text, primary_key=True),
+    Column("directory", Text, nullable=False),
+    Column("added", Float, nullable=False),
+)
+
+# Registry-wide counters; "revision": the last host revision handed out.
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)

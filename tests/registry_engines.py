@@ -1,0 +1,73 @@
+"""The registry's engine under test, shared by the unit and the integration suites.
+
+The registry's tests take ``registry_dir`` (a server directory whose registry is the
+engine under test) and ``reg`` (a registry there with the default profile), never
+``tmp_path`` for a registry. tests/unit/conftest.py makes them SQLite (``make check``);
+tests/integration/conftest.py makes them PostgreSQL, on the session's throwaway cluster
+(tests/postgres.py), and tests/integration/test_registry_postgresql.py collects the
+same test functions there. A test about SQLite's own file (its WAL, pragmas, the
+hand-written migrations) is marked ``sqlite_only`` and skipped on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Executable, Row, event
+
+from pxe_server.registry import Registry, default_profile
+from pxe_server.store.engine import Store
+
+sqlite_only = pytest.mark.sqlite_only
+
+
+@pytest.fixture
+def reg(registry_dir: Path) -> Iterator[Registry]:
+    """A registry of its own with the default profile (a test file may define its own)."""
+    with Registry.open(registry_dir) as registry:
+        registry.add_profile(default_profile())
+        yield registry
+
+
+def execute(directory: Path, *statements: Executable) -> list[list[Row[Any]]]:
+    """Run ``statements`` (SQLAlchemy Core) on the registry of ``directory`` as another
+    program would, outside any Registry, each committed at once; their rows."""
+    store = Store(directory)
+    found: list[list[Row[Any]]] = []
+    try:
+        with store.engine.connect() as conn:
+            for statement in statements:
+                result = conn.execute(statement)
+                found.append(list(result.all()) if result.returns_rows else [])
+    finally:
+        store.dispose()
+    return found
+
+
+@contextmanager
+def statements(conn: Connection) -> Iterator[list[str]]:
+    """The SQL sent on ``conn`` while the body runs, on either engine (SQLite's as its
+    driver saw it: the registry runs its short statements on the driver directly)."""
+    sent: list[str] = []
+    raw = conn.connection.dbapi_connection
+    if isinstance(raw, sqlite3.Connection):
+        raw.set_trace_callback(sent.append)
+        try:
+            yield sent
+        finally:
+            raw.set_trace_callback(None)
+        return
+
+    def record(*args: Any) -> None:
+        sent.append(str(args[2]))  # (conn, cursor, statement, parameters, context, many)
+
+    event.listen(conn, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(conn, "before_cursor_execute", record)
