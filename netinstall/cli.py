@@ -302,6 +302,10 @@ from netinstall.cli_unit import unit  # noqa: E402
 from netinstall.cli_work import host_rearm, host_restore, host_upgrade, repo  # noqa: E402
 
 server.add_command(repo)
+from netinstall.cli_backup import server_backup, server_migrate, server_restore  # noqa: E402
+
+for command in (server_backup, server_restore, server_migrate):
+    server.add_command(command)
 server.add_command(unit)
 for command in (host_rearm, host_upgrade, host_restore):
     host.add_command(command)
