@@ -78,9 +78,9 @@ def _refuse_content(conn: Connection, what: str, advice: str) -> None:
 
 
 @contextmanager
-def _writing(store: Store) -> Iterator[Connection]:
-    """A write transaction on ``store``'s registry; a database that cannot be reached
-    or refuses: one sentence."""
+def _writing(store: Store, doing: str) -> Iterator[Connection]:
+    """A write transaction on ``store``'s registry; a database that cannot be reached,
+    or refuses a statement (all rolled back): one sentence."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
@@ -91,7 +91,13 @@ def _writing(store: Store) -> Iterator[Connection]:
         with store.transaction(conn):
             yield conn
     except SQLAlchemyError as exc:
-        raise store.error(exc) from None
+        from sqlalchemy.exc import DBAPIError
+
+        detail = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        why = next((line.strip() for line in str(detail).splitlines() if line.strip()), "")
+        raise NetinstallError(
+            f"cannot {doing} {store.where}: {why or type(detail).__name__}; nothing was changed"
+        ) from None
     finally:
         with suppress(SQLAlchemyError):
             conn.close()
@@ -188,7 +194,7 @@ def server_restore(
             where.mkdir(mode=0o700, parents=True)
         store = Store(where, url)
         try:
-            with _writing(store) as conn:
+            with _writing(store, "restore into") as conn:
                 if not replace:
                     _refuse_content(
                         conn,
@@ -278,7 +284,10 @@ def server_migrate(positional: str | None, directory: str, target: str) -> None:
     source = Store(where)
     destination = Store(where, url)
     try:
-        with snapshot(source, exclusive=True) as read, _writing(destination) as conn:
+        with (
+            snapshot(source, exclusive=True) as read,
+            _writing(destination, "migrate into") as conn,
+        ):
             _refuse_content(
                 conn, f"the database {destination.where}", "migrate into an empty database"
             )
