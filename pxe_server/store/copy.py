@@ -244,6 +244,7 @@ def load(
                 f"revision {rev} of the registry's table {given.name} has no column {unknown[0]!r}"
             )
         done[given.name] = _insert(conn, table, given, progress)
+        progress(f"{given.name}: {done[given.name]} rows copied")
         if done[given.name] != given.expected:
             raise BackupError(
                 f"table {given.name}: {done[given.name]} rows read, the source has {given.expected}"
