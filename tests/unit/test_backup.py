@@ -487,3 +487,57 @@ def test_remote_is_refused(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "works on the server's own directory only" in result.stderr
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@pytest.fixture(scope="module")
+def good_backup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = tmp_path_factory.mktemp("fuzz")
+    make_fleet(where / "source", where / "repo")
+    code, _, err = run("server", "backup", str(where / "source"), "--to", str(where / "b.zip"))
+    assert code == 0, err
+    return where / "b.zip"
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_changed_manifest_field_is_a_backup_error_or_good(
+    tmp_path: Path, good_backup: Path, data: st.DataObject
+) -> None:
+    """A valid manifest with one field, anywhere in it, replaced by any JSON value."""
+    found = members(good_backup)
+    manifest = json.loads(found[copy.MANIFEST])
+    parent: Any = manifest
+    while True:
+        keys = list(parent) if isinstance(parent, dict) else list(range(len(parent)))
+        if not keys:
+            break
+        key = data.draw(st.sampled_from(keys))
+        if isinstance(parent[key], dict | list) and data.draw(st.booleans()):
+            parent = parent[key]
+            continue
+        parent[key] = data.draw(_JSON)
+        break
+    found[copy.MANIFEST] = json.dumps(manifest).encode()
+    path = tmp_path / f"m{data.draw(st.integers(0, 10**9))}.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in found.items():
+            archive.writestr(name, content)
+    try:
+        with copy.Backup(path) as opened:
+            opened.verify()
+            for table in opened.rows():
+                for _row in table.rows:
+                    pass
+    except copy.BackupError:
+        pass
