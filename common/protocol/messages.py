@@ -579,9 +579,7 @@ class PoolUpgradeRequest(Message):
     NAME: ClassVar[str] = "pool upgrade"
 
     version: str = field(metadata=rule("a registered repository's version", max_length=MAX_WORD))
-    pool: str | None = field(
-        default=None, metadata=rule("a named pool", max_length=MAX_POOL_NAME)
-    )
+    pool: str | None = field(default=None, metadata=rule("a named pool", max_length=MAX_POOL_NAME))
     master: str | None = field(
         default=None, metadata=rule("the master's MAC (without pool)", max_length=MAX_WORD)
     )
