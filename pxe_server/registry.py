@@ -1694,6 +1694,8 @@ class Registry:
         PostgreSQL ``FOR UPDATE SKIP LOCKED``, and the condition checked again on the row
         it locked, so two servers never both take one job). None: nothing to take."""
         params = {"now": now, "holder": holder, "until": now + lease}
+        if not self._query(_ANY_CLAIMABLE, {"now": now}):  # idle: a read, no write lock
+            return None
         with self._write() as conn:
             row = conn.execute(_CLAIM, params).first()
         return None if row is None else _job(row)
@@ -1831,6 +1833,7 @@ _CLAIMABLE = or_(
     jobs.c.state == JobState.QUEUED.value,
     and_(jobs.c.state == JobState.RUNNING.value, jobs.c.lease_until <= bindparam("now")),
 )
+_ANY_CLAIMABLE = select(jobs.c.id).where(_CLAIMABLE).limit(1)
 _CLAIM = (
     update(jobs)
     .where(

@@ -603,6 +603,19 @@ class PoolUpgradeRequest(Message):
 
 
 @dataclass(frozen=True)
+class JobCancel(Message):
+    """``POST /api/v1/jobs/<id>/cancel``."""
+
+    NAME: ClassVar[str] = "job cancel"
+
+    by: str | None = field(
+        default=None,
+        metadata=rule("who cancels it, as the client names them",
+                      printable=True, max_length=MAX_WORD),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class JobHostRecord(Message):
     mac: str = field(metadata=rule("the host"))
     state: JobHostState = field(metadata=rule("where the job stands with it"))
