@@ -79,9 +79,12 @@ def follow(
         sleep(FOLLOW_POLL)
 
 
-def follow_to_end(fleet: Fleet, job_id: int) -> JobRecord:
-    """``follow``; on Ctrl-C, say the job goes on and how to find it again (exit 130)."""
+def follow_to_end(fleet: Fleet, job_id: int, intro: str | None = None) -> JobRecord:
+    """``intro`` printed, then ``follow``; on Ctrl-C, say the job goes on and how to find
+    it again (exit 130)."""
     try:
+        if intro is not None:
+            click.echo(intro)
         return follow(fleet, job_id)
     except KeyboardInterrupt:
         click.echo(

@@ -188,9 +188,9 @@ def pool_upgrade(
             click.echo(job.id)
             return
         what = f"pool {name}" if name else f"{len(job.hosts)} host(s)"
-        click.echo(
+        intro = (
             f"job {job.id}: upgrade of {what} to {target} queued; Ctrl-C stops following, "
             f"not the job (`netinstall job follow {job.id}`)"
         )
-        record = follow_to_end(fleet, job.id)
+        record = follow_to_end(fleet, job.id, intro)
     ended(record, "pool upgrade")
