@@ -171,8 +171,30 @@ def test_every_operator_command_says_the_same_here_and_over_the_api(
         "has never reported running"
         in same("pool", "upgrade", "--version", "1.0", "--master", MAC).err
     )
+    # named pools and jobs (no host has an agent: the upgrade is refused before a job)
+    assert same("pool", "create", "rack1", "--master", MAC).out == (
+        f"created pool rack1: 1 host(s), master {MAC}\n"
+    )
+    assert "is in pool rack1 already" in same("pool", "create", "rack2", "--master", MAC).err
+    assert "pool name" in same("pool", "create", "a b", "--master", MAC).err
+    same("pool", "list")
+    same("pool", "list", "--json")
+    same("pool", "show", "rack1")
+    assert "no pool 'nope'" in same("pool", "show", "nope").err
+    assert "no agent to upgrade it" in same("pool", "upgrade", "rack1", "1.0").err
+    assert "no pool 'nope'" in same("pool", "upgrade", "nope", "1.0").err
+    assert "field 'timeout'" in same("pool", "upgrade", "rack1", "1.0", "--timeout", "1e9").err
+    assert "is the master of pool rack1" in same("host", "remove", MAC).err
+    assert same("job", "list").out == "no jobs\n"
+    assert "no job 7" in same("job", "show", "7").err
+    assert "no job 7" in same("job", "cancel", "7").err
+    assert "a job is named by its number" in same("job", "follow", "x").err
+    assert same("pool", "delete", "rack1").out == "deleted pool rack1\n"
+    assert "profile 'p2' is used by 1 host(s)" in same("profile", "remove", "p2").err
     assert same("host", "remove", MAC).out == f"removed {MAC}\n"
     assert "no host" in same("host", "remove", MAC).err
+    assert same("profile", "remove", "p2").out == "removed profile p2\n"
+    assert "no profile 'p2'" in same("profile", "remove", "p2").err
 
 
 def test_checking_an_answer_file_over_the_api_signals_nothing(twins: Twins) -> None:
@@ -373,3 +395,47 @@ def test_the_client_gives_up_on_a_server_that_never_shakes_hands() -> None:
 
 def ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context()
+
+
+def test_a_pool_upgrade_over_the_api_is_run_by_the_server(twins: Twins, tmp_path: Path) -> None:
+    """The server's job runner runs it; the CLI follows it over HTTPS; the hosts are played
+    by a fake agent (a host given the upgrade reports running the new version)."""
+    from pxe_server.model import State, Work
+    from pxe_server.registry import Registry
+
+    files = {name: name.encode() for name in PAYLOAD}
+    write_repository(tmp_path / "repo-2", files, "2.0", "b2")
+    macs = [MAC, "52:54:00:00:00:02"]
+    with Registry.open(twins.remote) as registry:
+        registry.add_repository("2.0", str(tmp_path / "repo-2"))
+        for mac in macs:
+            registry.add_host(mac)
+            registry.record_event(mac, State.INSTALLED)
+            registry.record_event(mac, State.RUNNING, facts={"payload_version": "1.0"})
+        registry.create_pool("rack1", macs[1], [macs[0]])
+        stop = threading.Event()
+
+        def agents() -> None:
+            while not stop.wait(0.05):
+                for host in registry.list_hosts():
+                    if host.work is Work.UPGRADE and host.state is State.PENDING:
+                        registry.record_event(host.mac, State.INSTALLED)
+                        facts = {"payload_version": "2.0"}
+                        registry.record_event(host.mac, State.RUNNING, facts=facts)
+
+        player = threading.Thread(target=agents)
+        player.start()
+        try:
+            done = twins.over_api("pool", "upgrade", "rack1", "2.0", "--poll", "0.1")
+        finally:
+            stop.set()
+            player.join(timeout=30)
+    assert done.code == 0, done
+    lines = done.out.splitlines()
+    assert lines[0].startswith("job 1: upgrade of pool rack1 to 2.0 queued")
+    assert lines[-1].endswith("] pool upgraded: 2 host(s) run 2.0")
+    assert any(line.endswith(f"] started by {twins.server.jobs.holder}") for line in lines)  # type: ignore[union-attr]
+    shown = twins.over_api("job", "show", "1", "--json").out
+    assert '"state": "done"' in shown
+    assert "(API, from 127.0.0.1)" in shown
+    assert twins.over_api("job", "cancel", "1").err.strip() == "netinstall: job 1 is done already"
