@@ -27,6 +27,7 @@ import enum
 import hmac
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -517,7 +518,8 @@ class Registry:
         self.where = store.where  # for messages: the file, or the URL without its password
         self._keys: Keyring  # set by open(), inside its first transaction
         self._api_token_hash: str | None = None
-        self._api_token_read = time.monotonic()  # when the stored hash was last read
+        self._api_token_read = -math.inf  # when the stored hash was last read again
+        self.api_token_clock: Callable[[], float] = time.monotonic  # (tests give theirs)
         self._readers = threading.local()  # each thread's read connection
         self._reader_conns: list[Connection] = []
         self._readers_lock = threading.Lock()  # _reader_conns'
@@ -774,7 +776,7 @@ class Registry:
             return False
         if self._keys.matches(Purpose.API_TOKEN, given, self._api_token_hash):
             return True
-        now = time.monotonic()
+        now = self.api_token_clock()
         if now - self._api_token_read < API_TOKEN_RELOAD:
             return False
         self._api_token_read = now
@@ -1536,11 +1538,19 @@ class Registry:
         found = self._query(_POOL_OF, {"mac": normalise_mac(mac)})
         return str(found[0][0]) if found else None
 
-    def _lock_pool_hosts(self, conn: Connection, macs: Sequence[str]) -> None:
+    def _lock_pool_hosts(
+        self, conn: Connection, macs: Sequence[str], new_pool: str | None = None
+    ) -> None:
         """``macs`` exist (InputError naming every missing one) and are in no pool (Conflict
-        naming it); their rows locked in MAC order, then the counters row."""
+        naming it), and no pool is called ``new_pool``; their rows locked in MAC order,
+        then the counters row."""
         locked = {row[0] for row in conn.execute(_LOCK_HOSTS, {"macs": sorted(macs)}).all()}
         self._serialise(conn)
+        if (
+            new_pool is not None
+            and conn.execute(select(pools.c.name).where(pools.c.name == new_pool)).first()
+        ):
+            raise Conflict(f"pool {new_pool} exists already; see `netinstall pool show {new_pool}`")
         missing = [f"no host {mac} in the registry" for mac in macs if mac not in locked]
         if missing:
             raise InputError(missing)
@@ -1574,9 +1584,7 @@ class Registry:
             raise InputError(problems)
         pool_size(len(macs))
         with self._write() as conn:
-            self._lock_pool_hosts(conn, macs)
-            if conn.execute(select(pools.c.name).where(pools.c.name == name)).first():
-                raise Conflict(f"pool {name} exists already; see `netinstall pool show {name}`")
+            self._lock_pool_hosts(conn, macs, new_pool=name)
             conn.execute(insert(pools).values(name=name, created=time.time()))
             rows_ = [{"mac": m, "pool": name, "position": i} for i, m in enumerate(macs)]
             conn.execute(insert(pool_hosts), rows_)

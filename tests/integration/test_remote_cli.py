@@ -439,3 +439,50 @@ def test_a_pool_upgrade_over_the_api_is_run_by_the_server(twins: Twins, tmp_path
     assert '"state": "done"' in shown
     assert "(API, from 127.0.0.1)" in shown
     assert twins.over_api("job", "cancel", "1").err.strip() == "netinstall: job 1 is done already"
+
+
+def test_bad_pool_and_job_requests_get_a_4xx_and_one_sentence(twins: Twins) -> None:
+    from common.protocol.messages import (
+        JobCancel,
+        JobRecord,
+        PoolMember,
+        PoolRecord,
+        PoolSpec,
+        PoolUpgradeRequest,
+        Removed,
+    )
+    from netinstall.api_client import Refused, read_token, tls_context
+
+    token = read_token(twins.remote / "api-token", None)
+    client = ApiClient(endpoint(twins.url), token, tls_context(twins.pki.ca))
+    assert twins.over_api("host", "add", MAC).code == 0
+
+    def refused(status: int, method: str, path: str, body: object = None) -> str:
+        with pytest.raises(Refused) as caught:
+            client.call(method, path, JobRecord, body)
+        assert caught.value.status == status, caught.value
+        (sentence,) = caught.value.problems
+        assert "\n" not in sentence
+        return sentence
+
+    upgrade = PoolUpgradeRequest("1.0", pool="rack1", master=MAC)
+    assert "a named pool or a master" in refused(400, "POST", "jobs/pool-upgrade", upgrade)
+    assert "no pool 'nope'" in refused(404, "POST", "jobs/pool-upgrade",
+                                       PoolUpgradeRequest("1.0", pool="nope"))  # fmt: skip
+    assert "field 'poll'" in refused(400, "POST", "jobs/pool-upgrade",
+                                     PoolUpgradeRequest("1.0", master=MAC, poll=0))  # fmt: skip
+    assert "no agent to upgrade it" in refused(400, "POST", "jobs/pool-upgrade",
+                                               PoolUpgradeRequest("1.0", master=MAC))  # fmt: skip
+    assert "a job is named by its number" in refused(400, "GET", "jobs/abc")
+    assert "no job 99" in refused(404, "GET", "jobs/99")
+    assert "log_after" in refused(400, "GET", "jobs/99?log_after=x")
+    assert "no job 99" in refused(404, "POST", "jobs/99/cancel", JobCancel("bob"))
+    assert "pool name" in refused(400, "POST", "pools", PoolSpec("a b", MAC))
+    assert client.call("POST", "pools", PoolRecord, PoolSpec("rack1", MAC)).master == MAC
+    assert "exists already" in refused(409, "POST", "pools", PoolSpec("rack1", MAC))
+    assert "no host" in refused(400, "POST", "pools/rack1/members", PoolMember("52:54:00:00:00:09"))
+    assert "is the master" in refused(409, "DELETE", f"pools/rack1/members/{MAC}")
+    assert "no pool 'x'" in refused(404, "DELETE", "pools/x")
+    assert "cannot be removed" in refused(409, "DELETE", "profiles/default")
+    assert "no profile 'nope'" in refused(404, "DELETE", "profiles/nope")
+    assert client.call("DELETE", "pools/rack1", Removed).removed == "rack1"

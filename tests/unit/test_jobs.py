@@ -367,3 +367,26 @@ def test_a_job_log_keeps_its_newest_lines(reg: Registry, monkeypatch: pytest.Mon
     assert len(job.log) == 5
     assert job.log[-1].n == job.log_count > 5
     assert job.log[-1].text == f"pool upgraded: 3 host(s) run {NEW}"
+
+
+def test_a_registry_at_revision_8_gets_pools_and_jobs(registry_dir: Path) -> None:
+    """Revision 0009 applies to a registry Alembic left at the baseline (either engine)."""
+    from sqlalchemy import text
+
+    from tests.registry_engines import execute
+
+    Registry.open(registry_dir).close()
+    execute(
+        registry_dir,
+        text("DROP TABLE pool_hosts"),
+        text("DROP TABLE pools"),
+        text("DROP TABLE jobs"),
+        text("UPDATE alembic_version SET version_num = '0008'"),
+    )
+    with Registry.open(registry_dir) as registry:
+        registry.add_profile(default_profile())
+        registry.add_host(MASTER)
+        assert registry.create_pool("rack1", MASTER).hosts == (MASTER,)
+        assert registry.jobs() == []
+    (version,) = execute(registry_dir, text("SELECT version_num FROM alembic_version"))[0]
+    assert tuple(version) == ("0009",)
