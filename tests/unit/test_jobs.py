@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import InputError
-from common.protocol.messages import JobHostState, JobState, PoolUpgradeRequest, Work
+from common.protocol.messages import JobHostState, JobKind, JobState, PoolUpgradeRequest, Work
 from pxe_server import jobs as jobs_module
 from pxe_server.job_runner import JobRunner, start_pool_upgrade
 from pxe_server.jobs import Conflict, LeaseLost, UnknownPool
@@ -390,3 +390,53 @@ def test_a_registry_at_revision_8_gets_pools_and_jobs(registry_dir: Path) -> Non
         assert registry.jobs() == []
     (version,) = execute(registry_dir, text("SELECT version_num FROM alembic_version"))[0]
     assert tuple(version) == ("0009",)
+
+
+def test_an_idle_runner_looks_for_a_job_every_job_poll_seconds(reg: Registry) -> None:
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        return len(waits) == 3  # the server stops at the third wait
+
+    runner = JobRunner(reg, "server-1", wait=wait)
+    runner._loop()
+    assert waits == [jobs_module.JOB_POLL] * 3
+    assert jobs_module.JOB_POLL == 2.0
+
+
+def test_following_a_job_polls_each_second_and_says_when_no_server_takes_it() -> None:
+    from common.protocol.messages import JobLine, JobRecord
+    from netinstall import cli_job
+
+    now = [0.0]
+    asked: list[tuple[int, float]] = []
+
+    class Fleet:
+        def job(self, job_id: int, log_after: int = 0) -> JobRecord:
+            asked.append((log_after, now[0]))
+            state = JobState.QUEUED if now[0] < 15 else JobState.DONE
+            lines = (JobLine(1, 20.0, "pool upgraded"),) if state is JobState.DONE else ()
+            return JobRecord(
+                id=job_id, kind=JobKind.POOL_UPGRADE, state=state, pool=None,
+                parameters={}, hosts=(), started_by="alice", created=0.0, started=None,
+                ended=None, reason=None, lease_holder=None, lease_until=None,
+                cancel_requested=None, log=lines,
+            )  # fmt: skip
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    said: list[tuple[float, str]] = []
+    record = cli_job.follow(
+        Fleet(),  # type: ignore[arg-type]
+        3,
+        echo=lambda line: said.append((now[0], line)),
+        sleep=sleep,
+        clock=lambda: now[0],
+    )
+    assert record.state is JobState.DONE
+    assert [t for _, t in asked] == [float(i) * cli_job.FOLLOW_POLL for i in range(16)]
+    notices = [t for t, line in said if "is still queued: no server has taken it" in line]
+    assert notices == [cli_job.QUEUED_NOTICE]  # once, QUEUED_NOTICE seconds in
+    assert said[-1] == (15.0, "[    20 s] pool upgraded")
