@@ -372,11 +372,18 @@ def test_token_rotate_replaces_the_api_token(twins: Twins) -> None:
     assert new not in done.out
     assert old not in done.out
     assert f"new API token in {file} (mode 0600)" in done.out
-    assert "restart it" in done.out
+    assert "a running server takes the new one within a second, no restart" in done.out
     assert oct(file.stat().st_mode & 0o777) == "0o600"
     with Registry.open(twins.local) as registry:
         assert registry.api_token_matches(new)
         assert not registry.api_token_matches(old)
+    # the running server's directory: the new token works at once, the old one is refused
+    before = (twins.remote / "api-token").read_text().strip()
+    assert invoke(["server", "token", "rotate", str(twins.remote)]).code == 0
+    assert twins.over_api("host", "list").code == 0  # reads the new api-token file
+    argv = ["--server", twins.url, "--ca-file", str(twins.pki.ca), "host", "list"]
+    stale = invoke(argv, env={"NETINSTALL_SERVER": None, "NETINSTALL_TOKEN": before})
+    one_line(stale, 2, "wrong API token", "within a second")
 
 
 def test_the_client_gives_up_on_a_server_that_never_shakes_hands() -> None:
