@@ -215,7 +215,7 @@ class ApiClient:
             headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
             if data is not None:
                 headers["Content-Type"] = "application/json"
-            conn.request(method, quote(target, safe="/:@!$&'()*+,;=-._~%"), data, headers)
+            conn.request(method, quote(target, safe="/:@!$&'()*+,;=-._~%?"), data, headers)
             response = conn.getresponse()
             length = response.getheader("Content-Length")
             if length is not None and length.isdigit() and int(length) > self.max_reply:

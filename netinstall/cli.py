@@ -315,6 +315,8 @@ main.add_command(profile)
 
 # -- pools --------------------------------------------------------------------------
 
+from netinstall.cli_job import job  # noqa: E402
 from netinstall.cli_pool import pool  # noqa: E402
 
 main.add_command(pool)
+main.add_command(job)

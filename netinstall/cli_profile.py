@@ -193,3 +193,13 @@ def profile_show(name: str, directory: str, as_json: bool) -> None:
         click.echo(f"{label + ':':<17}{value}")
     click.echo("template:")
     click.echo(item.template, nl=not item.template.endswith("\n"))
+
+
+@profile.command("remove")
+@click.argument("name")
+@dir_option
+def profile_remove(name: str, directory: str) -> None:
+    """Remove profile NAME; refused while hosts use it (it says how many)."""
+    with open_fleet(directory) as fleet:
+        fleet.remove_profile(name)
+    click.echo(f"removed profile {name}")

@@ -139,7 +139,7 @@ def server_init(
         if existed and not (where / API_TOKEN_FILE).is_file():
             # The registry keeps only the token's keyed hash: a lost copy is replaced.
             registry.new_api_token()
-            state = "missing, so a new one was written, mode 0600; restart a running server"
+            state = "missing, so a new one was written, mode 0600; a running server takes it"
         click.echo(f"API token: {where / API_TOKEN_FILE} ({state})")
         if not files.is_dir():
             files.mkdir()
@@ -185,14 +185,14 @@ def token() -> None:
 @dir_option
 def token_rotate(positional: str | None, directory: str) -> None:
     """Replace the API token: the new one goes to DIR/api-token (0600), the old one stops
-    working (in a running server at its restart)."""
+    working (a running server takes the new one at its first use, within a second)."""
     refuse_remote("server token rotate", "the token's only copy is written on the server's disk")
     where = server_directory(directory, positional)
     with open_registry(where) as registry:
         registry.new_api_token()
     click.echo(
         f"new API token in {where / API_TOKEN_FILE} (mode 0600); the old one is refused from "
-        "now on, except by a `netinstall server run` started before: restart it"
+        "now on (a running server takes the new one within a second, no restart)"
     )
 
 

@@ -3,7 +3,9 @@
     Fleet              the interface every operator command calls (one body a command)
     LocalFleet         over the server directory's ``Registry`` (no --server)
     RemoteFleet        over the operator API (``netinstall --server URL``, ``api_client``)
-    PoolOverFleet      ``pxe_server.pool``'s registry, over either
+
+Pools and jobs too: a ``pool upgrade`` is a job the server runs (``pxe_server.job_runner``);
+the CLI creates it here and follows it (``netinstall.cli_job``), either way.
 
 Both speak the protocol's records (``common.protocol.messages``), made by the same
 functions (``pxe_server.operator_view``) on the server and here, so a command prints
@@ -12,11 +14,10 @@ the same either way, errors included: the server's refusal is the registry's sen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import quote
 
-from common.protocol.codec import ABSENT
+from common.protocol.codec import ABSENT, decode, encode
 from common.protocol.messages import (
     AnswerFileCheck,
     Deleted,
@@ -26,11 +27,18 @@ from common.protocol.messages import (
     HostEdit,
     HostList,
     HostRecord,
-    Presence,
+    JobCancel,
+    JobList,
+    JobRecord,
+    PoolList,
+    PoolMember,
+    PoolRecord,
+    PoolSpec,
+    PoolUpgradeRequest,
     ProfileList,
     ProfileRecord,
     ProfileSpec,
-    RebootPolicy,
+    Removed,
     RepositoryList,
     RepositoryRecord,
     RestoreRequest,
@@ -39,10 +47,9 @@ from common.protocol.messages import (
 )
 from netinstall.api_client import ApiClient, NotFound
 from pxe_server import operator_view
+from pxe_server.job_runner import start_pool_upgrade
+from pxe_server.jobs import UnknownJob, job_record, pool_record
 from pxe_server.model import (
-    Event,
-    Host,
-    Repository,
     SanTarget,
     ServerSettings,
     event_record,
@@ -50,7 +57,7 @@ from pxe_server.model import (
     mac_syntax,
     normalise_mac,
 )
-from pxe_server.registry import Registry, UnknownHost
+from pxe_server.registry import Registry
 
 # What the local fleet renders a host's answer file for when it checks one: a server on
 # the registry's advertised address (else loopback) and the default HTTP port. The URLs in
@@ -90,6 +97,37 @@ class Fleet(Protocol):
     def repositories(self) -> list[RepositoryRecord]: ...
 
     def check_answer_file(self, mac: str) -> AnswerFileCheck: ...
+
+    def remove_profile(self, name: str) -> str: ...  # the name removed
+
+    def pools(self) -> list[PoolRecord]: ...
+
+    def pool(self, name: str) -> PoolRecord: ...  # UnknownPool
+
+    def create_pool(self, spec: PoolSpec) -> PoolRecord: ...
+
+    def delete_pool(self, name: str) -> str: ...
+
+    def add_to_pool(self, name: str, mac: str) -> PoolRecord: ...
+
+    def remove_from_pool(self, name: str, mac: str) -> PoolRecord: ...
+
+    def start_pool_upgrade(self, request: PoolUpgradeRequest) -> JobRecord: ...  # queued
+
+    def jobs(self) -> list[JobRecord]: ...  # newest first
+
+    def job(self, job_id: int, log_after: int = 0) -> JobRecord: ...  # UnknownJob
+
+    def cancel_job(self, job_id: int, by: str) -> JobRecord: ...
+
+
+M = TypeVar("M")
+
+
+def checked(request: M) -> M:
+    """``request`` as the server's API would decode it (ProtocolError naming the field):
+    the same bounds, and the same sentence, here as over the API."""
+    return decode(type(request), encode(request))
 
 
 def _san(request: HostCreate) -> SanTarget | None:
@@ -188,6 +226,50 @@ class LocalFleet:
 
         return check_answer_file(self.registry, normalise_mac(mac), settings, default_url)
 
+    def remove_profile(self, name: str) -> str:
+        self._profile(name)  # UnknownProfile, as the API says it
+        self.registry.delete_profile(name)
+        return name
+
+    def pools(self) -> list[PoolRecord]:
+        return operator_view.pool_records(self.registry)
+
+    def pool(self, name: str) -> PoolRecord:
+        return operator_view.pool_view(self.registry, name)
+
+    def create_pool(self, spec: PoolSpec) -> PoolRecord:
+        spec = checked(spec)
+        return pool_record(self.registry.create_pool(spec.name, spec.master, spec.members), None)
+
+    def delete_pool(self, name: str) -> str:
+        self.registry.delete_pool(name)
+        return name
+
+    def add_to_pool(self, name: str, mac: str) -> PoolRecord:
+        self.registry.add_to_pool(name, mac)
+        return self.pool(name)
+
+    def remove_from_pool(self, name: str, mac: str) -> PoolRecord:
+        self.registry.remove_from_pool(name, mac)
+        return self.pool(name)
+
+    def start_pool_upgrade(self, request: PoolUpgradeRequest) -> JobRecord:
+        request = checked(request)
+        by = f"{request.by or 'an operator'} (local)"
+        return job_record(start_pool_upgrade(self.registry, request, by))
+
+    def jobs(self) -> list[JobRecord]:
+        return [job_record(job) for job in self.registry.jobs()]
+
+    def job(self, job_id: int, log_after: int = 0) -> JobRecord:
+        found = self.registry.job(job_id)
+        if found is None:
+            raise UnknownJob(f"no job {job_id}; see `netinstall job list`")
+        return job_record(found, log_after)
+
+    def cancel_job(self, job_id: int, by: str) -> JobRecord:
+        return job_record(self.registry.cancel_job(job_id, f"{by} (local)"))
+
 
 def _mac(mac: str) -> str:
     return quote(normalise_mac(mac), safe="")
@@ -249,60 +331,37 @@ class RemoteFleet:
     def check_answer_file(self, mac: str) -> AnswerFileCheck:
         return self.client.call("GET", f"hosts/{_mac(mac)}/answerfile-check", AnswerFileCheck)
 
+    def remove_profile(self, name: str) -> str:
+        return self.client.call("DELETE", f"profiles/{quote(name, safe='')}", Removed).removed
 
-# -- pool upgrades over either ----------------------------------------------------------
+    def pools(self) -> list[PoolRecord]:
+        return list(self.client.call("GET", "pools", PoolList).pools)
 
+    def pool(self, name: str) -> PoolRecord:
+        return self.client.call("GET", f"pools/{quote(name, safe='')}", PoolRecord)
 
-@dataclass(frozen=True)
-class PoolOverFleet:
-    """``pxe_server.pool.PoolRegistry`` over a fleet: the rolling upgrade's one body for
-    both. Hosts come back as the registry's ``Host`` with what the pool reads of them
-    (its agent credential only as present or not)."""
+    def create_pool(self, spec: PoolSpec) -> PoolRecord:
+        return self.client.call("POST", "pools", PoolRecord, spec)
 
-    fleet: Fleet
+    def delete_pool(self, name: str) -> str:
+        return self.client.call("DELETE", f"pools/{quote(name, safe='')}", Removed).removed
 
-    def get_host(self, mac: str) -> Host | None:
-        try:
-            return host_of(self.fleet.host(mac))
-        except (UnknownHost, NotFound):
-            return None
+    def add_to_pool(self, name: str, mac: str) -> PoolRecord:
+        path = f"pools/{quote(name, safe='')}/members"
+        return self.client.call("POST", path, PoolRecord, PoolMember(mac))
 
-    def last_event(self, mac: str) -> Event | None:
-        record = self.fleet.host(mac).last_event
-        if record is None:
-            return None
-        return Event(record.time, normalise_mac(mac), record.state, record.step,
-                     record.progress, record.message)  # fmt: skip
+    def remove_from_pool(self, name: str, mac: str) -> PoolRecord:
+        path = f"pools/{quote(name, safe='')}/members/{_mac(mac)}"
+        return self.client.call("DELETE", path, PoolRecord)
 
-    def repository(self, version: str) -> Repository | None:
-        for item in self.fleet.repositories():
-            if item.version == version:
-                return Repository(item.version, item.directory)
-        return None
+    def start_pool_upgrade(self, request: PoolUpgradeRequest) -> JobRecord:
+        return self.client.call("POST", "jobs/pool-upgrade", JobRecord, request)
 
-    def assign_work(
-        self, mac: str, work: Work, *, version: str | None, reboot: RebootPolicy
-    ) -> Host:
-        if work is Work.UPGRADE and version is not None:
-            return host_of(self.fleet.upgrade(mac, UpgradeRequest(version, reboot)))
-        return host_of(self.fleet.restore(mac, RestoreRequest(reboot)))
+    def jobs(self) -> list[JobRecord]:
+        return list(self.client.call("GET", "jobs", JobList).jobs)
 
+    def job(self, job_id: int, log_after: int = 0) -> JobRecord:
+        return self.client.call("GET", f"jobs/{job_id}?log_after={log_after}", JobRecord)
 
-def host_of(record: HostRecord) -> Host:
-    """The registry's ``Host`` of what ``record`` shows (no secret: the agent credential's
-    hash only marked present, for ``pool.plan_pool``)."""
-    return Host(
-        mac=record.mac,
-        name=record.name,
-        profile=record.profile,
-        netboot_armed=record.netboot_armed,
-        state=record.state,
-        step=record.step,
-        progress=record.progress,
-        assigned_version=record.assigned_version,
-        running_version=record.running_version,
-        agent_credential_hash="present" if record.agent_credential is Presence.SET else None,
-        work=record.work,
-        reboot_policy=record.reboot_policy,
-        last_checkin=record.last_checkin,
-    )
+    def cancel_job(self, job_id: int, by: str) -> JobRecord:
+        return self.client.call("POST", f"jobs/{job_id}/cancel", JobRecord, JobCancel(by))

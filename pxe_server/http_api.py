@@ -51,11 +51,20 @@ from common.protocol.messages import (
     HostEdit,
     HostList,
     HostRecord,
+    JobCancel,
+    JobList,
+    JobRecord,
     LogStored,
     NoBody,
+    PoolList,
+    PoolMember,
+    PoolRecord,
+    PoolSpec,
+    PoolUpgradeRequest,
     ProfileList,
     ProfileRecord,
     ProfileSpec,
+    Removed,
     RepositoryList,
     RestoreRequest,
     UpgradeRequest,
@@ -74,6 +83,8 @@ from pxe_server.http_edge import (
     check_not_encoded,
 )
 from pxe_server.http_files import Context, blocking, error
+from pxe_server.job_runner import start_pool_upgrade
+from pxe_server.jobs import UnknownJob, job_record, pool_record
 from pxe_server.limits import (
     LOG_BUNDLES_KEPT,
     LOG_BYTES_KEPT,
@@ -258,6 +269,99 @@ async def replace_profile(call: Call[ProfileSpec]) -> ProfileRecord:
     await writing(ctx, ctx.registry.update_profile, profile)
     found = await blocking(operator_view.find_profile, ctx.registry, name)
     return typing.cast(ProfileRecord, found)
+
+
+async def remove_profile(call: Call[NoBody]) -> Removed:
+    """Refused (409, naming how many) while hosts use the profile."""
+    ctx, name = call.ctx, _profile_name(call)
+    if await blocking(ctx.registry.get_profile, name) is None:
+        raise UnknownProfile(f"no profile {name!r}; see `netinstall profile list`")
+    await writing(ctx, ctx.registry.delete_profile, name)
+    return Removed(name)
+
+
+# -- operators: pools and jobs ---------------------------------------------------------------
+
+
+def _pool_name(call: Call[Any]) -> str:
+    return call.request.match_info["name"]
+
+
+def requester(call: Call[Any], by: str | None) -> str:
+    """Who an API call is from, for a job's record: the name the client gave, and its
+    address (one API token: the server cannot tell operators apart)."""
+    return f"{by or 'an operator'} (API, from {call.request.remote or 'an unknown address'})"
+
+
+async def list_pools(call: Call[NoBody]) -> PoolList:
+    return PoolList(tuple(await blocking(operator_view.pool_records, call.ctx.registry)))
+
+
+async def show_pool(call: Call[NoBody]) -> PoolRecord:
+    return await blocking(operator_view.pool_view, call.ctx.registry, _pool_name(call))
+
+
+async def create_pool(call: Call[PoolSpec]) -> PoolRecord:
+    ctx, body = call.ctx, call.body
+    pool = await writing(ctx, ctx.registry.create_pool, body.name, body.master, body.members)
+    return pool_record(pool, None)
+
+
+async def delete_pool(call: Call[NoBody]) -> Removed:
+    ctx, name = call.ctx, _pool_name(call)
+    await writing(ctx, ctx.registry.delete_pool, name)
+    return Removed(name)
+
+
+async def add_pool_member(call: Call[PoolMember]) -> PoolRecord:
+    ctx, name = call.ctx, _pool_name(call)
+    await writing(ctx, ctx.registry.add_to_pool, name, call.body.mac)
+    return await blocking(operator_view.pool_view, ctx.registry, name)
+
+
+async def remove_pool_member(call: Call[NoBody]) -> PoolRecord:
+    ctx, name = call.ctx, _pool_name(call)
+    await writing(ctx, ctx.registry.remove_from_pool, name, call.mac)
+    return await blocking(operator_view.pool_view, ctx.registry, name)
+
+
+async def start_pool_upgrade_job(call: Call[PoolUpgradeRequest]) -> JobRecord:
+    """Checked at once (every problem named), then queued: a server's job runner runs it."""
+    ctx = call.ctx
+    by = requester(call, call.body.by)
+    job = await writing(ctx, start_pool_upgrade, ctx.registry, call.body, by)
+    return job_record(job)
+
+
+async def list_jobs(call: Call[NoBody]) -> JobList:
+    found = await blocking(call.ctx.registry.jobs)
+    return JobList(tuple(job_record(job) for job in found))
+
+
+def _job_id(call: Call[Any]) -> int:
+    text = call.request.match_info["id"]
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise InputError(f"job {text[:32]!r}: a job is named by its number")
+    return int(text)
+
+
+async def show_job(call: Call[NoBody]) -> JobRecord:
+    """``?log_after=N``: only the log's lines after line N (what a follower printed)."""
+    job_id = _job_id(call)
+    after = call.request.query.get("log_after", "0")
+    if not after.isascii() or not after.isdigit() or len(after) > 18:
+        raise InputError(f"log_after {after[:32]!r}: expected a line number (0 or more)")
+    job = await blocking(call.ctx.registry.job, job_id)
+    if job is None:
+        raise UnknownJob(f"no job {job_id}; see `netinstall job list`")
+    return job_record(job, int(after))
+
+
+async def cancel_job(call: Call[JobCancel]) -> JobRecord:
+    """A queued job ends at once; a running one stops before its next host."""
+    ctx = call.ctx
+    job = await writing(ctx, ctx.registry.cancel_job, _job_id(call), requester(call, call.body.by))
+    return job_record(job)
 
 
 async def list_repositories(call: Call[NoBody]) -> RepositoryList:
@@ -451,6 +555,10 @@ HOSTS = "/api/v1/hosts"
 HOST = "/api/v1/hosts/{mac}"
 PROFILES = "/api/v1/profiles"
 PROFILE = "/api/v1/profiles/{name}"
+POOLS = "/api/v1/pools"
+POOL = "/api/v1/pools/{name}"
+JOBS = "/api/v1/jobs"
+JOB = "/api/v1/jobs/{id}"
 OPERATOR, HOST_SECRET, AGENT = Caller.OPERATOR, Caller.HOST, Caller.AGENT
 
 API: tuple[Route, ...] = (
@@ -491,6 +599,27 @@ API: tuple[Route, ...] = (
           refusals=(404,)),
     Route("PUT", PROFILE, replace_profile, OPERATOR, "replace a profile", ProfileSpec,
           ProfileRecord, refusals=(404,)),
+    Route("DELETE", PROFILE, remove_profile, OPERATOR,
+          "remove a profile no host uses", reply=Removed, refusals=(404, 409)),
+    Route("GET", POOLS, list_pools, OPERATOR, "every named pool", reply=PoolList),
+    Route("POST", POOLS, create_pool, OPERATOR, "create a pool: a master and members",
+          PoolSpec, PoolRecord, status=201, refusals=(409,)),
+    Route("GET", POOL, show_pool, OPERATOR, "one pool", reply=PoolRecord, refusals=(404,)),
+    Route("DELETE", POOL, delete_pool, OPERATOR, "forget a pool (its hosts stay)",
+          reply=Removed, refusals=(404, 409)),
+    Route("POST", f"{POOL}/members", add_pool_member, OPERATOR, "a host joins the pool, last",
+          PoolMember, PoolRecord, refusals=(404, 409)),
+    Route("DELETE", f"{POOL}/members/{{mac}}", remove_pool_member, OPERATOR,
+          "a member leaves the pool", reply=PoolRecord, refusals=(404, 409)),
+    Route("POST", f"{JOBS}/pool-upgrade", start_pool_upgrade_job, OPERATOR,
+          "queue a rolling upgrade (a named pool, or a master and members) as a job",
+          PoolUpgradeRequest, JobRecord, status=201, refusals=(404, 409)),
+    Route("GET", JOBS, list_jobs, OPERATOR, "every job kept, newest first", reply=JobList),
+    Route("GET", JOB, show_job, OPERATOR, "one job (?log_after=N: its log after line N)",
+          reply=JobRecord, refusals=(404,)),
+    Route("POST", f"{JOB}/cancel", cancel_job, OPERATOR,
+          "cancel a job: it stops before its next host", JobCancel, JobRecord,
+          refusals=(404, 409)),
     Route("GET", "/api/v1/repositories", list_repositories, OPERATOR,
           "every install repository", reply=RepositoryList),
     Route("GET", "/api/v1/openapi.json", openapi_document, Caller.ANYONE,

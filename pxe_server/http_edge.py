@@ -33,6 +33,7 @@ from common.errors import InputError
 from common.protocol.codec import decode, encode
 from common.protocol.messages import NoBody
 from pxe_server.http_files import Context, context, error
+from pxe_server.jobs import Conflict, UnknownJob, UnknownPool
 from pxe_server.limits import (
     BODY_GRACE,
     BODY_IDLE_TIMEOUT,
@@ -138,7 +139,7 @@ def _refused(caller: Caller, wrong: bool) -> web.Response:
                 403,
                 "wrong API token; the server directory's api-token file holds it (if that "
                 "copy is lost or leaked, `netinstall server token rotate DIR` writes a new "
-                "one: restart the server then)",
+                "one, which a running server takes within a second)",
             )
         return error(
             401, "this call needs Authorization: Bearer <the server's API token>", **_CHALLENGE
@@ -375,8 +376,10 @@ DECODED = DecodedBodies()
 def refusal(exc: InputError) -> web.Response:
     """InputError as a reply: 404 for an unknown host, 409 for a refused transition, 400."""
     message = " ".join(exc.problems)
-    if isinstance(exc, UnknownHost | UnknownProfile):
+    if isinstance(exc, UnknownHost | UnknownProfile | UnknownPool | UnknownJob):
         return error(404, message)
+    if isinstance(exc, Conflict):
+        return error(409, message)
     if isinstance(exc, EnrolRefused):
         return error(exc.status, message, **(_CHALLENGE if exc.status == 401 else {}))
     if isinstance(exc, TransitionRefused):

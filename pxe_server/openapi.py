@@ -47,7 +47,8 @@ STATUS_WORDS = {
 ENVELOPE = "Envelope"
 PARAMETERS = {
     "mac": "the host's MAC: colons, dashes or none, any case",
-    "name": "the profile's name",
+    "name": "the profile's or the pool's name",
+    "id": "the job's number",
     "path": "a boot config's path as TFTP serves it, e.g. pxelinux.cfg/01-52-54-00-12-34-56",
 }
 
@@ -60,7 +61,7 @@ def _reply(cls: type | None) -> dict[str, object]:
 
 def _refusals(route: Route) -> list[int]:
     found = set(route.refusals) | {500}
-    if route.body is not NoBody or "{mac}" in route.path:
+    if route.body is not NoBody or "{mac}" in route.path or "{id}" in route.path:
         found.add(400)
     if route.caller is not Caller.ANYONE:
         found.add(401)

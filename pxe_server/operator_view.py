@@ -23,10 +23,12 @@ from pathlib import Path
 from common.errors import InputError
 from common.protocol.messages import (
     HostRecord,
+    PoolRecord,
     ProfileRecord,
     ProfileSpec,
     RepositoryRecord,
 )
+from pxe_server.jobs import UnknownPool, pool_record
 from pxe_server.model import BootChain, Profile, event_record, host_record
 from pxe_server.registry import Registry, UnknownHost
 
@@ -124,3 +126,22 @@ def repository_records(registry: Registry) -> list[RepositoryRecord]:
         )
         for r in registry.repositories()
     ]
+
+
+def _pool_jobs(registry: Registry) -> dict[str, int]:
+    """Each pool's queued or running job."""
+    return {job.pool: job.id for job in registry.jobs() if job.active and job.pool is not None}
+
+
+def pool_records(registry: Registry) -> list[PoolRecord]:
+    """Every pool by name, with its queued or running job."""
+    active = _pool_jobs(registry)
+    return [pool_record(pool, active.get(pool.name)) for pool in registry.pools()]
+
+
+def pool_view(registry: Registry, name: str) -> PoolRecord:
+    """One pool; UnknownPool (a 404) if there is none."""
+    pool = registry.get_pool(name)
+    if pool is None:
+        raise UnknownPool(f"no pool {name!r}; see `netinstall pool list`")
+    return pool_record(pool, _pool_jobs(registry).get(name))

@@ -8,7 +8,13 @@ the next one starts only after the previous one reported ``running`` with the ne
 version (and its work was cleared). The first host that reports ``failed``, runs
 another version, loses its work or times out stops the run; hosts not started yet
 are left alone. Hosts that already run the version with no work left are skipped,
-so a stopped run can simply be started again.
+and a host whose upgrade to the version is under way (assigned by an earlier run: a
+job taken over from a server that died) is followed, not assigned again, so a stopped
+run can simply be started again.
+
+A server-side job (``job_runner``) gives the run two more hooks in its ``Pace``: ``stop``,
+asked before each host is started (a reason to stop: the job was cancelled), and
+``mark``, told where the run stands with each host (the job's per-host progress).
 
 Clock, sleep and output are injected and the registry is a small protocol, so the
 sequencing is tested with a fake clock and a fake registry.
@@ -21,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from common.errors import InputError
+from common.protocol.messages import JobHostState
 from pxe_server.model import Event, Host, RebootPolicy, Repository, State, Work, normalise_mac
 
 
@@ -51,10 +58,11 @@ class PoolResult:
     stopped_at: str | None = None
     reason: str | None = None  # why it stopped: one sentence about ``stopped_at``
     not_started: tuple[str, ...] = field(default=())
+    cancelled: bool = False  # ``Pace.stop`` stopped it before ``not_started[0]``
 
     @property
     def ok(self) -> bool:
-        return self.stopped_at is None
+        return self.stopped_at is None and not self.cancelled
 
 
 def plan_pool(
@@ -102,6 +110,8 @@ class Pace:
     clock: Callable[[], float]
     sleep: Callable[[float], None]
     say: Callable[[str], None]
+    stop: Callable[[], str | None] = lambda: None  # before each host: a reason to stop
+    mark: Callable[[str, JobHostState, str | None], None] = lambda mac, state, note: None
 
 
 def _upgraded(host: Host, version: str) -> bool:
@@ -146,26 +156,57 @@ def wait_for_upgrade(registry: PoolRegistry, mac: str, version: str, pace: Pace)
         pace.sleep(pace.poll)
 
 
+def _under_way(host: Host, version: str) -> bool:
+    """Whether ``host``'s upgrade to ``version`` was assigned and has not ended."""
+    return (
+        host.work is Work.UPGRADE
+        and host.assigned_version == version
+        and host.state is not State.FAILED
+    )
+
+
 def rolling_upgrade(registry: PoolRegistry, plan: PoolPlan, pace: Pace) -> PoolResult:
     """Upgrade ``plan.hosts`` one at a time, master first; stop at the first failure."""
     done: list[str] = []
     for index, mac in enumerate(plan.hosts):
         role = " (master)" if index == 0 else ""
+        rest = plan.hosts[index + 1 :]
         host = registry.get_host(mac)
         if host is not None and _upgraded(host, plan.version):
             pace.say(f"{mac}{role}: already runs {plan.version}; skipped")
+            pace.mark(mac, JobHostState.SKIPPED, f"already ran {plan.version}")
             done.append(mac)
             continue
-        try:
-            registry.assign_work(mac, Work.UPGRADE, version=plan.version, reboot=RebootPolicy.AUTO)
-        except InputError as exc:  # changed since plan_pool checked it
-            reason = f"the upgrade could not be assigned: {' '.join(exc.problems)}"
-            return PoolResult(plan, tuple(done), mac, reason, plan.hosts[index + 1 :])
-        pace.say(f"{mac}{role}: upgrade to {plan.version} assigned")
+        if host is not None and _under_way(host, plan.version):
+            pace.say(f"{mac}{role}: its upgrade to {plan.version} is under way; following it")
+        else:
+            cancelled = pace.stop()
+            if cancelled is not None:
+                return PoolResult(plan, tuple(done), None, cancelled, plan.hosts[index:], True)
+            try:
+                registry.assign_work(
+                    mac, Work.UPGRADE, version=plan.version, reboot=RebootPolicy.AUTO
+                )
+            except InputError as exc:  # changed since plan_pool checked it
+                reason = f"the upgrade could not be assigned: {' '.join(exc.problems)}"
+                pace.mark(mac, JobHostState.FAILED, reason)
+                return PoolResult(plan, tuple(done), mac, reason, rest)
+            pace.say(f"{mac}{role}: upgrade to {plan.version} assigned")
+        pace.mark(mac, JobHostState.UPGRADING, None)
         why = wait_for_upgrade(registry, mac, plan.version, pace)
         if why is not None:
-            rest = plan.hosts[index + 1 :]
+            pace.mark(mac, JobHostState.FAILED, why)
             return PoolResult(plan, tuple(done), mac, why, rest)
         pace.say(f"{mac}{role}: runs {plan.version}")
+        pace.mark(mac, JobHostState.DONE, None)
         done.append(mac)
     return PoolResult(plan, tuple(done))
+
+
+def summary(result: PoolResult) -> str:
+    """Why a run stopped, as one sentence after "pool upgrade ": what was done and not."""
+    done = ", ".join(result.done) or "none"
+    rest = ", ".join(result.not_started) or "none"
+    if result.cancelled:
+        return f"{result.reason}; upgraded: {done}; not started: {rest}"
+    return f"stopped at {result.stopped_at}: {result.reason}; upgraded: {done}; not started: {rest}"

@@ -14,6 +14,10 @@ proxy-DHCP mode's and UEFI HTTP Boot's GRUB images).
 ``tls`` (``server run --tls-cert/--tls-key/--tls-port``, ``http_tls``): a TLS listener
 for the operator API, which the plain HTTP port then refuses.
 
+Every server runs a job runner (``job_runner``: a thread of its own, never the event
+loop): it claims queued jobs, or jobs whose server died, and drives them; at ``stop`` it
+gives its job's lease up so that any server (or this one, restarted) goes on at once.
+
 ``boot_transport`` (``server run --boot-transport``): "http" (default) or "tftp", how
 boot loaders that can choose fetch Xen, the kernel and install.img (README "Boot
 transport"). With ``--dhcp full`` the server builds UEFI HTTP Boot's GRUB image
@@ -47,6 +51,7 @@ from pxe_server.dnsmasq import Dnsmasq, DnsmasqConfig
 from pxe_server.http import HttpServer, boot_config, boot_config_cached
 from pxe_server.http_boot_proxy import HttpBootProxy
 from pxe_server.http_tls import DEFAULT_TLS_PORT, server_context
+from pxe_server.job_runner import JobRunner, holder_name
 from pxe_server.model import BOOT_TRANSPORTS, BadMac, BootTransport, ServerSettings, UnknownPolicy
 from pxe_server.registry import Registry
 from pxe_server.tftp import LATER, Later, TftpServer
@@ -168,6 +173,7 @@ class Server:
         unknown_limits: UnknownLimits | None = None,
         boot_transport: BootTransport = "http",
         tls: TlsFiles | None = None,
+        job_runner: bool = True,
     ) -> None:
         if boot_transport not in BOOT_TRANSPORTS:
             raise InputError(
@@ -196,6 +202,8 @@ class Server:
         self.dnsmasq: Dnsmasq | None = None
         self.http_boot_proxy: HttpBootProxy | None = None
         self._proxy_grub: bytes | None = None
+        self._run_jobs = job_runner
+        self.jobs: JobRunner | None = None  # claims and runs jobs (pxe_server.job_runner)
 
     @property
     def http_port(self) -> int:
@@ -282,6 +290,9 @@ class Server:
             self._start_dnsmasq(registry, settings)
         if self.dhcp == "proxy" and self.http.http_boot_loader is not None:
             self._start_http_boot_proxy(settings)
+        if self._run_jobs:
+            self.jobs = JobRunner(registry, holder_name(settings.http_base))
+            self.jobs.start()
         log.info(
             "serving: TFTP %s:%d (root %s), HTTP %s:%d (clients use %s), DHCP %s%s",
             self.bind,
@@ -404,14 +415,14 @@ class Server:
     def stop(self) -> None:
         """Stop everything that runs (in reverse order) and release the ports (HttpServer
         binds at construction: its stop releases the port even if it never started)."""
-        for part in (self.http_boot_proxy, self.dnsmasq, self.http, self.tftp):
+        for part in (self.jobs, self.http_boot_proxy, self.dnsmasq, self.http, self.tftp):
             if part is not None:
                 try:
                     part.stop()
                 except Exception:
                     log.exception("stopping %s", type(part).__name__)
         self.dnsmasq = self.http = self.tftp = None
-        self.http_boot_proxy = None
+        self.http_boot_proxy = self.jobs = None
         if self.registry is not None:
             self.registry.close()
             self.registry = None

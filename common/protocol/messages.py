@@ -494,3 +494,171 @@ class ErrorReply(Message):
 @dataclass(frozen=True)
 class NoBody(Message):
     """A request without a body."""
+
+
+# -- operators: named pools and server-side jobs ------------------------------------------
+
+MAX_POOL_HOSTS = 64  # hosts of a pool, master included (a XenServer pool's own limit)
+MAX_POOL_NAME = 64  # characters of a pool's name
+MAX_TIMEOUT = 7 * 24 * 3600.0  # seconds a job waits for one host, at most
+MAX_POLL = 600.0  # seconds between a job's looks at a host, at most
+
+
+class JobState(enum.StrEnum):
+    """A server-side job's state: queued until a server takes it, running while one holds
+    its lease, then done, failed or cancelled (the reason says why)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobKind(enum.StrEnum):
+    POOL_UPGRADE = "pool-upgrade"
+
+
+class JobHostState(enum.StrEnum):
+    """Where a job stands with one of its hosts."""
+
+    WAITING = "waiting"  # not started yet
+    UPGRADING = "upgrading"  # its work assigned, the job follows it
+    DONE = "done"  # it runs the version now
+    SKIPPED = "skipped"  # it ran the version already
+    FAILED = "failed"  # the job stopped at it
+    NOT_STARTED = "not-started"  # the job stopped before it
+
+
+@dataclass(frozen=True)
+class PoolSpec(Message):
+    """A new pool: ``POST /api/v1/pools``."""
+
+    NAME: ClassVar[str] = "pool"
+
+    name: str = field(
+        metadata=rule("letters, digits, '.', '_' and '-'", printable=True, max_length=MAX_POOL_NAME)
+    )
+    master: str = field(metadata=rule("the master's MAC: upgraded first", max_length=MAX_WORD))
+    members: tuple[str, ...] = field(
+        default=(),
+        metadata=rule("the other hosts' MACs, in the order they are upgraded",
+                      max_items=MAX_POOL_HOSTS - 1),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PoolMember(Message):
+    """``POST /api/v1/pools/<name>/members``: a host joins the pool, last."""
+
+    NAME: ClassVar[str] = "pool member"
+
+    mac: str = field(metadata=rule("the host's MAC", max_length=MAX_WORD))
+
+
+@dataclass(frozen=True)
+class PoolRecord(Message):
+    """A named pool: its master and members (in their upgrade order)."""
+
+    name: str = field(metadata=rule("its name"))
+    master: str = field(metadata=rule("the master's MAC"))
+    members: tuple[str, ...] = field(metadata=rule("the other hosts, in their upgrade order"))
+    job: int | None = field(metadata=rule("the pool's queued or running job; null: none"))
+
+
+@dataclass(frozen=True)
+class PoolList(Message):
+    pools: tuple[PoolRecord, ...] = field(metadata=rule("by name"))
+
+
+@dataclass(frozen=True)
+class PoolUpgradeRequest(Message):
+    """``POST /api/v1/jobs/pool-upgrade``: a rolling upgrade, as a job a server runs. Either
+    ``pool`` (a named pool) or ``master`` (and ``members``): the hosts given here."""
+
+    NAME: ClassVar[str] = "pool upgrade"
+
+    version: str = field(metadata=rule("a registered repository's version", max_length=MAX_WORD))
+    pool: str | None = field(default=None, metadata=rule("a named pool", max_length=MAX_POOL_NAME))
+    master: str | None = field(
+        default=None, metadata=rule("the master's MAC (without pool)", max_length=MAX_WORD)
+    )
+    members: tuple[str, ...] = field(
+        default=(), metadata=rule("the other hosts' MACs (without pool)",
+                                  max_items=MAX_POOL_HOSTS - 1)
+    )  # fmt: skip
+    timeout: float = field(
+        default=3600.0,
+        metadata=rule("seconds to wait for each host", minimum=1, maximum=MAX_TIMEOUT),
+    )
+    poll: float = field(
+        default=5.0,
+        metadata=rule("seconds between looks at the host", minimum=0.05, maximum=MAX_POLL),
+    )
+    by: str | None = field(
+        default=None,
+        metadata=rule("who starts it, as the client names them (user@machine)",
+                      printable=True, max_length=MAX_WORD),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class JobCancel(Message):
+    """``POST /api/v1/jobs/<id>/cancel``."""
+
+    NAME: ClassVar[str] = "job cancel"
+
+    by: str | None = field(
+        default=None,
+        metadata=rule("who cancels it, as the client names them",
+                      printable=True, max_length=MAX_WORD),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class JobHostRecord(Message):
+    mac: str = field(metadata=rule("the host"))
+    state: JobHostState = field(metadata=rule("where the job stands with it"))
+    note: str | None = field(metadata=rule("why it failed, or what else there is to say"))
+
+
+@dataclass(frozen=True)
+class JobLine(Message):
+    n: int = field(metadata=rule("the line's number in the job's log, from 1"))
+    time: float = field(metadata=rule("seconds since the epoch"))
+    text: str = field(metadata=rule("what the job did or saw"))
+
+
+@dataclass(frozen=True)
+class JobRecord(Message):
+    """A server-side job (docs/protocol.md, "Jobs")."""
+
+    id: int = field(metadata=rule("its number"))
+    kind: JobKind = field(metadata=rule("what it does"))
+    state: JobState = field(metadata=rule("queued, running, done, failed or cancelled"))
+    pool: str | None = field(metadata=rule("the named pool it works on; null: hosts given"))
+    parameters: JsonObject = field(metadata=rule("what it was asked (version, timeout, poll)"))
+    hosts: tuple[JobHostRecord, ...] = field(metadata=rule("its hosts, in their order"))
+    started_by: str = field(metadata=rule("who created it"))
+    created: float = field(metadata=rule("when it was created (epoch s)"))
+    started: float | None = field(metadata=rule("when a server first took it"))
+    ended: float | None = field(metadata=rule("when it ended"))
+    reason: str | None = field(metadata=rule("why it stopped (failed or cancelled)"))
+    lease_holder: str | None = field(metadata=rule("the server that runs or last ran it"))
+    lease_until: float | None = field(
+        metadata=rule("until when that server holds it; then any server may take it over")
+    )
+    cancel_requested: str | None = field(
+        metadata=rule("who asked to cancel it: it stops before its next host")
+    )
+    log: tuple[JobLine, ...] = field(metadata=rule("its log, oldest first (the newest kept)"))
+
+
+@dataclass(frozen=True)
+class JobList(Message):
+    jobs: tuple[JobRecord, ...] = field(metadata=rule("newest first"))
+
+
+@dataclass(frozen=True)
+class Removed(Message):
+    removed: str = field(metadata=rule("the name of what was removed"))

@@ -126,3 +126,48 @@ counters = Table(
     Column("name", Text, primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
+
+# -- revision 0009: named pools and server-side jobs -------------------------------------
+
+pools = Table(
+    "pools",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("created", Float, nullable=False),
+)
+
+# A pool's hosts, the master at position 0. A host is in one pool at most (its MAC is
+# the key); ``Registry.delete_host`` drops a member and refuses a master.
+pool_hosts = Table(
+    "pool_hosts",
+    metadata,
+    Column("mac", Text, ForeignKey("hosts.mac"), primary_key=True),
+    Column("pool", Text, ForeignKey("pools.name"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Index("pool_hosts_by_pool", "pool", "position", unique=True),
+)
+
+# Server-side jobs (``pxe_server.jobs``): parameters, per-host progress and the log are
+# JSON text; the lease (who runs it, until when) is what servers claim and renew.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("pool", Text),
+    Column("parameters", Text, nullable=False),
+    Column("hosts", Text, nullable=False),
+    Column("started_by", Text, nullable=False),
+    Column("created", Float, nullable=False),
+    Column("started", Float),
+    Column("ended", Float),
+    Column("reason", Text),
+    Column("lease_holder", Text),
+    Column("lease_until", Float),
+    Column("cancel_requested", Text),
+    Column("log", Text, nullable=False, server_default="[]"),
+    Column("log_count", Integer, nullable=False, server_default="0"),
+    Index("jobs_by_state", "state", "id"),
+    sqlite_autoincrement=True,
+)

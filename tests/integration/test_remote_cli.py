@@ -171,8 +171,30 @@ def test_every_operator_command_says_the_same_here_and_over_the_api(
         "has never reported running"
         in same("pool", "upgrade", "--version", "1.0", "--master", MAC).err
     )
+    # named pools and jobs (no host has an agent: the upgrade is refused before a job)
+    assert same("pool", "create", "rack1", "--master", MAC).out == (
+        f"created pool rack1: 1 host(s), master {MAC}\n"
+    )
+    assert "is in pool rack1 already" in same("pool", "create", "rack2", "--master", MAC).err
+    assert "pool name" in same("pool", "create", "a b", "--master", MAC).err
+    same("pool", "list")
+    same("pool", "list", "--json")
+    same("pool", "show", "rack1")
+    assert "no pool 'nope'" in same("pool", "show", "nope").err
+    assert "no agent to upgrade it" in same("pool", "upgrade", "rack1", "1.0").err
+    assert "no pool 'nope'" in same("pool", "upgrade", "nope", "1.0").err
+    assert "field 'timeout'" in same("pool", "upgrade", "rack1", "1.0", "--timeout", "1e9").err
+    assert "is the master of pool rack1" in same("host", "remove", MAC).err
+    assert same("job", "list").out == "no jobs\n"
+    assert "no job 7" in same("job", "show", "7").err
+    assert "no job 7" in same("job", "cancel", "7").err
+    assert "a job is named by its number" in same("job", "follow", "x").err
+    assert same("pool", "delete", "rack1").out == "deleted pool rack1\n"
+    assert "profile 'p2' is used by 1 host(s)" in same("profile", "remove", "p2").err
     assert same("host", "remove", MAC).out == f"removed {MAC}\n"
     assert "no host" in same("host", "remove", MAC).err
+    assert same("profile", "remove", "p2").out == "removed profile p2\n"
+    assert "no profile 'p2'" in same("profile", "remove", "p2").err
 
 
 def test_checking_an_answer_file_over_the_api_signals_nothing(twins: Twins) -> None:
@@ -350,11 +372,18 @@ def test_token_rotate_replaces_the_api_token(twins: Twins) -> None:
     assert new not in done.out
     assert old not in done.out
     assert f"new API token in {file} (mode 0600)" in done.out
-    assert "restart it" in done.out
+    assert "a running server takes the new one within a second, no restart" in done.out
     assert oct(file.stat().st_mode & 0o777) == "0o600"
     with Registry.open(twins.local) as registry:
         assert registry.api_token_matches(new)
         assert not registry.api_token_matches(old)
+    # the running server's directory: the new token works at once, the old one is refused
+    before = (twins.remote / "api-token").read_text().strip()
+    assert invoke(["server", "token", "rotate", str(twins.remote)]).code == 0
+    assert twins.over_api("host", "list").code == 0  # reads the new api-token file
+    argv = ["--server", twins.url, "--ca-file", str(twins.pki.ca), "host", "list"]
+    stale = invoke(argv, env={"NETINSTALL_SERVER": None, "NETINSTALL_TOKEN": before})
+    one_line(stale, 2, "wrong API token", "within a second")
 
 
 def test_the_client_gives_up_on_a_server_that_never_shakes_hands() -> None:
@@ -373,3 +402,94 @@ def test_the_client_gives_up_on_a_server_that_never_shakes_hands() -> None:
 
 def ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context()
+
+
+def test_a_pool_upgrade_over_the_api_is_run_by_the_server(twins: Twins, tmp_path: Path) -> None:
+    """The server's job runner runs it; the CLI follows it over HTTPS; the hosts are played
+    by a fake agent (a host given the upgrade reports running the new version)."""
+    from pxe_server.model import State, Work
+    from pxe_server.registry import Registry
+
+    files = {name: name.encode() for name in PAYLOAD}
+    write_repository(tmp_path / "repo-2", files, "2.0", "b2")
+    macs = [MAC, "52:54:00:00:00:02"]
+    with Registry.open(twins.remote) as registry:
+        registry.add_repository("2.0", str(tmp_path / "repo-2"))
+        for mac in macs:
+            registry.add_host(mac)
+            registry.record_event(mac, State.INSTALLED)
+            registry.record_event(mac, State.RUNNING, facts={"payload_version": "1.0"})
+        registry.create_pool("rack1", macs[1], [macs[0]])
+        stop = threading.Event()
+
+        def agents() -> None:
+            while not stop.wait(0.05):
+                for host in registry.list_hosts():
+                    if host.work is Work.UPGRADE and host.state is State.PENDING:
+                        registry.record_event(host.mac, State.INSTALLED)
+                        facts = {"payload_version": "2.0"}
+                        registry.record_event(host.mac, State.RUNNING, facts=facts)
+
+        player = threading.Thread(target=agents)
+        player.start()
+        try:
+            done = twins.over_api("pool", "upgrade", "rack1", "2.0", "--poll", "0.1")
+        finally:
+            stop.set()
+            player.join(timeout=30)
+    assert done.code == 0, done
+    lines = done.out.splitlines()
+    assert lines[0].startswith("job 1: upgrade of pool rack1 to 2.0 queued")
+    assert lines[-1].endswith("] pool upgraded: 2 host(s) run 2.0")
+    assert any(line.endswith(f"] started by {twins.server.jobs.holder}") for line in lines)  # type: ignore[union-attr]
+    shown = twins.over_api("job", "show", "1", "--json").out
+    assert '"state": "done"' in shown
+    assert "(API, from 127.0.0.1)" in shown
+    assert twins.over_api("job", "cancel", "1").err.strip() == "netinstall: job 1 is done already"
+
+
+def test_bad_pool_and_job_requests_get_a_4xx_and_one_sentence(twins: Twins) -> None:
+    from common.protocol.messages import (
+        JobCancel,
+        JobRecord,
+        PoolMember,
+        PoolRecord,
+        PoolSpec,
+        PoolUpgradeRequest,
+        Removed,
+    )
+    from netinstall.api_client import Refused, read_token, tls_context
+
+    token = read_token(twins.remote / "api-token", None)
+    client = ApiClient(endpoint(twins.url), token, tls_context(twins.pki.ca))
+    assert twins.over_api("host", "add", MAC).code == 0
+
+    def refused(status: int, method: str, path: str, body: object = None) -> str:
+        with pytest.raises(Refused) as caught:
+            client.call(method, path, JobRecord, body)
+        assert caught.value.status == status, caught.value
+        (sentence,) = caught.value.problems
+        assert "\n" not in sentence
+        return sentence
+
+    upgrade = PoolUpgradeRequest("1.0", pool="rack1", master=MAC)
+    assert "a named pool or a master" in refused(400, "POST", "jobs/pool-upgrade", upgrade)
+    assert "no pool 'nope'" in refused(404, "POST", "jobs/pool-upgrade",
+                                       PoolUpgradeRequest("1.0", pool="nope"))  # fmt: skip
+    assert "field 'poll'" in refused(400, "POST", "jobs/pool-upgrade",
+                                     PoolUpgradeRequest("1.0", master=MAC, poll=0))  # fmt: skip
+    assert "no agent to upgrade it" in refused(400, "POST", "jobs/pool-upgrade",
+                                               PoolUpgradeRequest("1.0", master=MAC))  # fmt: skip
+    assert "a job is named by its number" in refused(400, "GET", "jobs/abc")
+    assert "no job 99" in refused(404, "GET", "jobs/99")
+    assert "log_after" in refused(400, "GET", "jobs/99?log_after=x")
+    assert "no job 99" in refused(404, "POST", "jobs/99/cancel", JobCancel("bob"))
+    assert "pool name" in refused(400, "POST", "pools", PoolSpec("a b", MAC))
+    assert client.call("POST", "pools", PoolRecord, PoolSpec("rack1", MAC)).master == MAC
+    assert "exists already" in refused(409, "POST", "pools", PoolSpec("rack1", MAC))
+    assert "no host" in refused(400, "POST", "pools/rack1/members", PoolMember("52:54:00:00:00:09"))
+    assert "is the master" in refused(409, "DELETE", f"pools/rack1/members/{MAC}")
+    assert "no pool 'x'" in refused(404, "DELETE", "pools/x")
+    assert "cannot be removed" in refused(409, "DELETE", "profiles/default")
+    assert "no profile 'nope'" in refused(404, "DELETE", "profiles/nope")
+    assert client.call("DELETE", "pools/rack1", Removed).removed == "rack1"

@@ -7,6 +7,7 @@ import stat
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -467,6 +468,21 @@ def play_hosts(session: Session, outcomes: dict[str, str], stop: threading.Event
                 session.credentials.extend(str(c) for c in reply.values() if isinstance(c, str))
 
 
+@contextmanager
+def job_runner(session: Session) -> Iterator[None]:
+    """What every `server run` does beside its servers: run the jobs (pool upgrades)."""
+    from pxe_server.job_runner import JobRunner
+    from pxe_server.registry import Registry
+
+    with Registry.open(session.directory) as registry:
+        runner = JobRunner(registry, "the test's server", idle=0.1)
+        runner.start()
+        try:
+            yield
+        finally:
+            runner.stop()
+
+
 def rolling(
     tmp_path: Path, session: Session, outcomes: dict[str, str], *args: str
 ) -> tuple[int, str, str]:
@@ -475,8 +491,9 @@ def rolling(
     player = threading.Thread(target=play_hosts, args=(session, outcomes, stop))
     player.start()
     try:
-        process = pool_command(session, "--version", "0.2.0", "--poll", "0.1", *args)
-        out, err = process.communicate(timeout=120)
+        with job_runner(session):
+            process = pool_command(session, "--version", "0.2.0", "--poll", "0.1", *args)
+            out, err = process.communicate(timeout=120)
     finally:
         stop.set()
         player.join(timeout=30)
@@ -494,9 +511,10 @@ def test_pool_upgrade_master_first_then_one_at_a_time(tmp_path: Path, versions: 
         installed_and_running(versions, mac)
     code, out, err = rolling(tmp_path, versions, {}, "--master", POOL[2], *POOL[:2])
     assert code == 0, (out, err)
-    assert out.splitlines()[-1] == "pool upgraded: 3 host(s) run 0.2.0"
+    assert out.splitlines()[0].startswith("job 1: upgrade of 3 host(s) to 0.2.0 queued")
+    assert out.splitlines()[-1].endswith("] pool upgraded: 3 host(s) run 0.2.0")
     assigned = [
-        line.split()[3].rstrip(":")
+        line.split("] ")[1].split()[0].rstrip(":")
         for line in out.splitlines()
         if "upgrade to 0.2.0 assigned" in line
     ]
@@ -525,10 +543,11 @@ def test_pool_upgrade_times_out(tmp_path: Path, versions: Session) -> None:
     versions.run("host", "add", MAC)
     installed_and_running(versions, MAC)
     versions.run("server", "repo", "add", str(tmp_path / "repo-0.2.0"))
-    process = pool_command(
-        versions, "--version", "0.2.0", "--master", MAC, "--timeout", "1", "--poll", "0.2"
-    )
-    out, err = process.communicate(timeout=60)
+    with job_runner(versions):
+        process = pool_command(
+            versions, "--version", "0.2.0", "--master", MAC, "--timeout", "1", "--poll", "0.2"
+        )
+        out, err = process.communicate(timeout=60)
     assert process.returncode == 1, (out, err)
     assert f"pool upgrade stopped at {MAC}: it timed out after" in err
     assert "last state pending" in err
@@ -549,3 +568,101 @@ def test_pool_upgrade_checks_everything_first(tmp_path: Path, versions: Session)
         "pool", "upgrade", "--version", "0.1.0", "--master", MAC, "--poll", "0", expect="--poll '0'"
     )
     assert json.loads(versions.run("host", "show", MAC, "--json").stdout)["work"] == "install"
+
+
+def test_named_pools_and_their_upgrade_as_a_job(tmp_path: Path, versions: Session) -> None:
+    for mac in POOL:
+        versions.run("host", "add", mac)
+        installed_and_running(versions, mac)
+    versions.run("server", "repo", "add", str(tmp_path / "repo-0.2.0"))
+    created = versions.run("pool", "create", "rack1", "--master", POOL[1], POOL[0]).stdout
+    assert created.strip() == f"created pool rack1: 2 host(s), master {POOL[1]}"
+    versions.fails("pool", "create", "rack2", "--master", POOL[2], POOL[0],
+                   expect=f"host {POOL[0]} is in pool rack1 already")  # fmt: skip
+    shown = versions.run("pool", "add", "rack1", POOL[2]).stdout
+    assert shown.splitlines() == [
+        f"pool rack1: master {POOL[1]}",
+        f"  1. {POOL[0]}",
+        f"  2. {POOL[2]}",
+    ]
+    versions.run("pool", "remove", "rack1", POOL[2])
+    versions.fails("pool", "remove", "rack1", POOL[1], expect="is the master of pool rack1")
+    versions.fails("host", "remove", POOL[1], expect="is the master of pool rack1")
+    listed = versions.run("pool", "list").stdout.splitlines()
+    assert listed[1].split() == ["rack1", POOL[1], "1", "-"]
+    versions.fails("pool", "upgrade", "rack1", expect="give the version to upgrade pool rack1 to")
+    versions.fails("pool", "upgrade", "nope", "0.2.0", expect="no pool 'nope'")
+    versions.fails("pool", "upgrade", "rack1", "0.2.0", "--poll", "0.01",
+                   expect="field 'poll' must be a number between 0.05 and 600")  # fmt: skip
+    # queued (no server runs it yet): the job's number only, and one job per pool
+    job = versions.run("pool", "upgrade", "rack1", "0.2.0", "--no-follow").stdout.strip()
+    assert job == "1"
+    versions.fails(
+        "pool", "upgrade", "rack1", "0.2.0", expect="pool rack1 has job 1 queued already"
+    )
+    versions.fails("pool", "upgrade", "--version", "0.2.0", "--master", POOL[0],
+                   expect=f"host {POOL[0]} is in job 1 (queued) already")  # fmt: skip
+    versions.fails("pool", "delete", "rack1", expect="pool rack1 has job 1 queued; cancel it")
+    assert "rack1" in versions.run("job", "list").stdout
+    assert json.loads(versions.run("pool", "show", "rack1", "--json").stdout)["job"] == 1
+    # a server takes it; the hosts' agents report; `job follow` prints it to its end
+    stop = threading.Event()
+    player = threading.Thread(target=play_hosts, args=(versions, {}, stop))
+    player.start()
+    try:
+        with job_runner(versions):
+            followed = versions.run("job", "follow", "1").stdout.splitlines()
+    finally:
+        stop.set()
+        player.join(timeout=30)
+    assert followed[-1].endswith("] pool upgraded: 2 host(s) run 0.2.0")
+    document = json.loads(versions.run("job", "show", "1", "--json").stdout)
+    assert (document["state"], document["pool"]) == ("done", "rack1")
+    assert [(h["mac"], h["state"]) for h in document["hosts"]] == [
+        (POOL[1], "done"), (POOL[0], "done"),
+    ]  # fmt: skip
+    assert document["started_by"].endswith(" (local)")
+    shown = versions.run("job", "show", "1").stdout
+    assert "state:           done" in shown
+    versions.fails("job", "cancel", "1", expect="job 1 is done already")
+    versions.fails("job", "show", "9", expect="no job 9")
+    versions.fails("job", "show", "x", expect="a job is named by its number")
+    # a queued job cancelled never runs; the pool may go once no job works on it
+    versions.run("pool", "upgrade", "rack1", "0.2.0", "--no-follow")
+    assert versions.run("job", "cancel", "2").stdout.strip() == "job 2 cancelled"
+    versions.run("pool", "delete", "rack1")
+    versions.fails("pool", "show", "rack1", expect="no pool 'rack1'")
+
+
+def test_ctrl_c_stops_following_not_the_job(tmp_path: Path, versions: Session) -> None:
+    import signal
+
+    versions.run("host", "add", MAC)
+    installed_and_running(versions, MAC)
+    versions.run("server", "repo", "add", str(tmp_path / "repo-0.2.0"))
+    process = pool_command(versions, "--version", "0.2.0", "--master", MAC)
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    assert first.startswith("job 1: upgrade of 1 host(s) to 0.2.0 queued")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, (out, err)
+    assert err.strip() == (
+        "stopped following job 1; it goes on: `netinstall job follow 1`, `netinstall job cancel 1`"
+    )
+    assert json.loads(versions.run("job", "show", "1", "--json").stdout)["state"] == "queued"
+
+
+def test_a_profile_in_use_is_not_removed(tmp_path: Path, session: Session) -> None:
+    template = tmp_path / "t.xml.j2"
+    template.write_text("<installation/>")
+    session.run("profile", "add", "p2", "--template", str(template))
+    session.run("host", "add", MAC, "--profile", "p2")
+    session.fails("profile", "remove", "p2", expect="profile 'p2' is used by 1 host(s)")
+    session.fails("profile", "remove", "nope", expect="no profile 'nope'")
+    session.fails("profile", "remove", "default", expect="the default profile cannot be removed")
+    session.run("host", "remove", MAC)
+    assert session.run("profile", "remove", "p2").stdout.strip() == "removed profile p2"
+    assert [p["name"] for p in json.loads(session.run("profile", "list", "--json").stdout)] == [
+        "default"
+    ]

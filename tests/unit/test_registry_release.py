@@ -23,7 +23,7 @@ from common.errors import NetinstallError
 from pxe_server.model import Event, Host, Profile, State
 from pxe_server.registry import REGISTRY_FILE, Registry
 from pxe_server.store import rows
-from pxe_server.store.schema import ALEMBIC_MARK, BASELINE, HEAD, SCRIPTS
+from pxe_server.store.schema import ALEMBIC_MARK, HEAD, SCRIPTS
 from pxe_server.store.tables import metadata
 
 DATA = Path(__file__).parents[1] / "data" / "registry"
@@ -74,7 +74,7 @@ def test_every_record_reads_back_as_the_release_read_it(directory: Path) -> None
         assert {h.state for h in hosts} == set(State)
     with sqlite3.connect(directory / REGISTRY_FILE) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(ALEMBIC_MARK,)]
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(BASELINE,)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
 
 
 def test_the_secrets_the_release_handed_out_still_verify(directory: Path) -> None:
