@@ -18,15 +18,12 @@ from pxe_server.http import RENDER_ATTEMPTS, boot_config
 from pxe_server.model import UNRENDERED, Host, ServerSettings, State, rendered_view
 from pxe_server.registry import (
     NOW_CHECKPOINT,
-    PROGRESS_BATCH,
-    PROGRESS_DELAY,
-    Progress,
-    ProgressQueue,
     Registry,
     TransitionRefused,
     WouldWait,
     default_profile,
 )
+from pxe_server.registry_progress import PROGRESS_BATCH, PROGRESS_DELAY, Progress, ProgressQueue
 from pxe_server.render_cache import CACHE_ENTRIES, RenderCache
 from tests.registry_engines import sqlite_only, statements
 
