@@ -204,7 +204,7 @@ def test_one_job_per_pool_and_per_host(reg: Registry) -> None:
 def test_ended_jobs_beyond_jobs_kept_are_deleted(
     reg: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pxe_server.registry as registry_module
+    import pxe_server.registry_pools as registry_module
 
     monkeypatch.setattr(registry_module, "JOBS_KEPT", 2)
     made = []
