@@ -4,17 +4,27 @@ key, an agent credential, the API token, a second profile, settings, a repositor
 
 ``make_fleet`` fills a server directory's registry and returns the secrets handed out;
 ``records`` reads everything back as plain values (two registries with the same
-records compare equal); ``check_secrets`` proves every secret still verifies.
+records compare equal); ``check_secrets`` proves every secret still verifies;
+``as_revision_8`` turns a backup of the fleet into one a netinstall at revision 0008 wrote,
+``check_pools_and_jobs`` proves a registry has revision 0009's pools and jobs.
 """
 
 from __future__ import annotations
 
+import json
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, inspect
+
+from common.protocol.messages import JobKind
 from pxe_server.model import State, Work
 from pxe_server.registry import Registry, default_profile
+from pxe_server.store.schema import SCRIPTS
 
 PENDING = "52:54:00:00:10:01"
 SIGNALLED = "52:54:00:00:10:02"
@@ -110,3 +120,64 @@ def check_secrets(directory: Path, secrets: Secrets) -> None:
         reg.record_event(INSTALLING, State.INSTALLED, message="after the copy")
         assert reg.events(INSTALLING)[-1].message == "after the copy"
         assert reg.events(FAILED) == before
+
+
+def check_pools_and_jobs(directory: Path) -> None:
+    """The registry of ``directory`` (the fleet, no pools or jobs yet) takes a pool and a
+    job on it: revision 0009's tables are there and work."""
+    with Registry.open(directory) as reg:
+        pool = reg.create_pool("rack1", RUNNING, [UPGRADING])
+        job = reg.add_job(
+            JobKind.POOL_UPGRADE,
+            hosts=pool.hosts,
+            parameters={"version": "1.2.3"},
+            started_by="test",
+            pool=pool.name,
+        )
+        assert (reg.pools(), reg.jobs()) == ([pool], [job])
+
+
+# Revision 0009 added these tables (pools and jobs) and changed none of 0008's.
+ADDED_BY_0009 = ("pools", "pool_hosts", "jobs")
+
+
+def as_revision_8(backup: Path, target: Path) -> Path:
+    """``backup`` (a ``server backup`` at 0009 with no pools or jobs) as a netinstall at
+    Alembic revision 0008 wrote it: the same members without the tables 0009 added, the
+    manifest saying 0008. Today's ``server backup`` cannot write one: it brings the
+    registry up to date first. ``alembic_tables("0008")`` is what it must hold."""
+    with zipfile.ZipFile(backup) as archive:
+        found = {name: archive.read(name) for name in archive.namelist()}
+    manifest = json.loads(found["manifest.json"])
+    kept = []
+    for table in manifest["tables"]:
+        if table["name"] in ADDED_BY_0009:
+            assert table["rows"] == 0, f"a registry at 0008 has no {table['name']}"
+            del found[table["member"]]
+        else:
+            kept.append(table)
+    manifest |= {"tables": kept, "revision": "0008"}
+    found["manifest.json"] = json.dumps(manifest, indent=1).encode()
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in found.items():
+            archive.writestr(name, data)
+    return target
+
+
+def alembic_tables(revision: str, path: Path) -> dict[str, list[str]]:
+    """The tables, each with its sorted column names, that Alembic's revisions up to
+    ``revision`` create in a new SQLite file ``path`` (Alembic's own table left out)."""
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as conn:
+            config = Config(attributes={"connection": conn})
+            config.set_main_option("script_location", str(SCRIPTS))
+            command.upgrade(config, revision)
+            found = inspect(conn)
+            return {
+                table: sorted(column["name"] for column in found.get_columns(table))
+                for table in found.get_table_names()
+                if table != "alembic_version"
+            }
+    finally:
+        engine.dispose()

@@ -13,11 +13,20 @@ import sys
 import zipfile
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from pxe_server.registry import DATABASE_URL_FILE, REGISTRY_FILE, Registry
-from tests.fleet_records import check_secrets, make_fleet, records
+from pxe_server.store.schema import HEAD
+from tests.fleet_records import (
+    as_revision_8,
+    check_pools_and_jobs,
+    check_secrets,
+    make_fleet,
+    records,
+)
 from tests.integration.conftest import netinstall
+from tests.registry_engines import execute
 
 
 def refused(done: subprocess.CompletedProcess[str], *words: str) -> None:
@@ -158,3 +167,27 @@ def test_restore_into_postgresql_with_db_and_refused_beside_a_server(
         assert running.get_host(next(iter(before["hosts"])).mac) is not None
         done = netinstall("server", "restore", str(where), "--from", str(backup), "--replace")
         refused(done, "other netinstall connection(s) use the database", "stop every server")
+
+
+def test_a_backup_at_revision_8_restores_into_postgresql_and_ends_at_head(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A backup made before pools and jobs (Alembic 0008; its contents checked in
+    tests/unit/test_backup.py) restored into PostgreSQL: loaded at 0008, upgraded to
+    0009, every record and secret kept, pools and jobs usable."""
+    source = tmp_path / "source"
+    secrets = make_fleet(source, tmp_path / "repo")
+    before = records(source)
+    backup = tmp_path / "b.zip"
+    assert netinstall("server", "backup", str(source), "--to", str(backup)).returncode == 0
+    old = as_revision_8(backup, tmp_path / "at-0008.zip")
+    where = tmp_path / "pg"
+    done = netinstall("server", "restore", str(where), "--from", str(old), "--db", postgres_url)
+    assert done.returncode == 0, done.stderr
+    assert "revision 0008, from sqlite" in done.stderr
+    (found,) = execute(where, text("SELECT version_num FROM alembic_version"))
+    assert [tuple(row) for row in found] == [(HEAD,)]
+    assert HEAD == "0009"
+    assert records(where) == before
+    check_secrets(where, secrets)
+    check_pools_and_jobs(where)

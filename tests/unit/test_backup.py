@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import stat
 import zipfile
 from collections.abc import Callable
@@ -22,7 +23,15 @@ from netinstall.cli import main
 from pxe_server.registry import Registry
 from pxe_server.store import copy
 from pxe_server.store.schema import HEAD
-from tests.fleet_records import MACS, check_secrets, make_fleet, records
+from tests.fleet_records import (
+    MACS,
+    alembic_tables,
+    as_revision_8,
+    check_pools_and_jobs,
+    check_secrets,
+    make_fleet,
+    records,
+)
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -148,6 +157,47 @@ def test_progress_is_reported_every_progress_rows(
     code, _, err = run("server", "restore", str(tmp_path / "r"), "--from", str(tmp_path / "p.zip"))
     assert code == 0, err
     assert "  hosts: 6 of 7 rows" in err
+
+
+def test_a_backup_at_revision_8_is_restored_then_upgraded(tmp_path: Path) -> None:
+    """A backup made before pools and jobs (Alembic 0008) is loaded at its own revision,
+    then upgraded: the registry ends at 0009 with every record and every secret, and its
+    pools and jobs work."""
+    source = tmp_path / "source"
+    secrets = make_fleet(source, tmp_path / "repo")
+    assert run("server", "backup", str(source), "--to", str(tmp_path / "b.zip"))[0] == 0
+    old = as_revision_8(tmp_path / "b.zip", tmp_path / "at-0008.zip")
+    manifest = json.loads(members(old)[copy.MANIFEST])
+    # What a registry at 0008 holds: every table of Alembic's 0008, each column of it.
+    held = {table["name"]: sorted(table["columns"]) for table in manifest["tables"]}
+    assert held == alembic_tables("0008", tmp_path / "at-0008.sqlite")
+    assert "pools" not in held
+
+    target = tmp_path / "restored"
+    code, out, err = run("server", "restore", str(target), "--from", str(old))
+    assert code == 0, err
+    assert "revision 0008, from sqlite" in err
+    assert "hosts 7" in out
+    with sqlite3.connect(target / "registry.sqlite") as conn:  # before any Registry.open
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
+    assert HEAD == "0009"
+    assert records(target) == records(source)
+    check_secrets(target, secrets)
+    check_pools_and_jobs(target)
+
+
+def test_a_backup_that_holds_tables_its_revision_lacks_is_refused(
+    tmp_path: Path, fleet: tuple[Path, Path]
+) -> None:
+    """Loaded at the revision it names: a table that revision has not is one sentence."""
+    _, backup = fleet
+    bad = rezip(
+        backup, tmp_path / "mislabelled.zip", edit_manifest(lambda m: m.update(revision="0008"))
+    )
+    code, _, err = run("server", "restore", str(tmp_path / "t"), "--from", str(bad))
+    assert code == 2
+    assert err.splitlines()[-1] == "netinstall: revision 0008 of the registry has no table 'jobs'"
+    assert not (tmp_path / "t").exists()
 
 
 def test_backup_never_overwrites(fleet: tuple[Path, Path]) -> None:
