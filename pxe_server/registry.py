@@ -64,11 +64,9 @@ from pxe_server.model import (
     Host,
     Profile,
     RebootPolicy,
-    Repository,
     SanTarget,
     State,
     Work,
-    check_version,
     install_done,
     mac_syntax,
     normalise_mac,
@@ -88,6 +86,7 @@ from pxe_server.registry_input import (
 )
 from pxe_server.registry_pools import PoolsAndJobs
 from pxe_server.registry_progress import Progress, ProgressQueue
+from pxe_server.registry_repositories import Repositories
 from pxe_server.render_cache import RenderCache
 from pxe_server.secrets import (
     API_TOKEN_FILE,
@@ -109,7 +108,6 @@ from pxe_server.store.tables import (
     hosts,
     pool_hosts,
     profiles,
-    repositories,
     secrets,
     settings,
 )
@@ -345,8 +343,6 @@ _PROFILE_SAN = select(profiles.c.san_boot, profiles.c.multipath).where(
 )
 _ALL_PROFILES = select(profiles).order_by(profiles.c.name)
 _ALL_SETTINGS = select(settings.c.key, settings.c.value)
-_REPOSITORY = select(repositories).where(repositories.c.version == bindparam("version"))
-_ALL_REPOSITORIES = select(repositories).order_by(repositories.c.added, repositories.c.version)
 _EVENTS = select(events).where(events.c.mac == bindparam("mac")).order_by(events.c.id.desc())
 _LATEST_EVENTS = _EVENTS.limit(bindparam("limit"))
 _LAST_IDS = select(func.max(events.c.id).label("id")).group_by(events.c.mac).subquery()
@@ -372,7 +368,7 @@ _SET_EVENT_COUNT = (
 )
 
 
-class Registry(PoolsAndJobs):
+class Registry(PoolsAndJobs, Repositories):
     """The registry of one server directory. Open with ``Registry.open(directory)``."""
 
     def __init__(self, store: Store) -> None:
@@ -1293,51 +1289,6 @@ class Registry(PoolsAndJobs):
             if message is not None:
                 self._log(conn, host, message, old)
         return host
-
-    # -- repositories ----------------------------------------------------------
-
-    def _registered(self, conn: Connection, version: str) -> Repository:
-        row = self._first(conn, _REPOSITORY, {"version": version})
-        if row is None:
-            raise InputError(
-                f"version {version} is not registered; see `netinstall server repo list`, "
-                "add it with `netinstall server repo add DIR`"
-            )
-        return rows.repository_from(row)
-
-    def add_repository(self, version: str, directory: str, *, replace: bool = False) -> str:
-        """Register ``directory`` as the repository of ``version``: "added", "unchanged"
-        or "replaced". InputError if another directory holds it and not ``replace``."""
-        check_version(version)
-        with self._write() as conn:
-            self._serialise(conn)
-            which = repositories.c.version == version
-            found = conn.execute(select(repositories.c.directory).where(which)).scalar()
-            if found is not None and found == directory:
-                return "unchanged"
-            if found is not None and not replace:
-                raise InputError(
-                    f"version {version} is registered to {found} already; "
-                    "give --replace to serve it from the new directory"
-                )
-            self._bump_hosts(conn)  # answer files name the registered repositories
-            if found is None:
-                conn.execute(
-                    insert(repositories).values(
-                        version=version, directory=directory, added=time.time()
-                    )
-                )
-            else:
-                conn.execute(update(repositories).where(which).values(directory=directory))
-        return "added" if found is None else "replaced"
-
-    def repositories(self) -> list[Repository]:
-        """Every registered repository, oldest first."""
-        return [rows.repository_from(row) for row in self._query(_ALL_REPOSITORIES)]
-
-    def repository(self, version: str) -> Repository | None:
-        found = self._query(_REPOSITORY, {"version": version})
-        return rows.repository_from(found[0]) if found else None
 
     # -- events ----------------------------------------------------------------
 

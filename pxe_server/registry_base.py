@@ -1,5 +1,5 @@
 """What the parts of the registry (mixins ``registry.Registry`` inherits:
-registry_pools.py) call on it, and the statements they share with it.
+registry_pools.py, registry_repositories.py) call on it, and the statements they share with it.
 
 The calls are declared for the type checker only; ``Registry`` defines them (its
 transactions and reads: registry.py), so a part checks against the real signatures
@@ -28,7 +28,13 @@ class RegistryBase:
             self, statement: Executable, params: dict[str, Any] | None = None
         ) -> Sequence[Sequence[Any]]: ...
 
+        def _first(
+            self, conn: Connection, statement: Executable, params: dict[str, Any] | None = None
+        ) -> Sequence[Any] | None: ...
+
         def _serialise(self, conn: Connection) -> None: ...
+
+        def _bump_hosts(self, conn: Connection, profile: str | None = None) -> None: ...
 
 
 # Several hosts' rows locked in MAC order (the registry's lock order).
