@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,6 +40,7 @@ from common.protocol.messages import (
     JobState,
     PoolRecord,
 )
+from pxe_server.model import normalise_mac
 
 # The bounds and paces of jobs (README "Pools and jobs"; each proved by a test).
 LEASE_SECONDS = 30.0  # a job's lease: a server that stops renewing loses it after this
@@ -141,6 +142,25 @@ def pool_size(count: int) -> None:
         raise InputError(
             f"a pool has at most {MAX_POOL_HOSTS} hosts, master included; {count} given"
         )
+
+
+def pool_macs(master: str, members: Sequence[str], problems: list[str]) -> Iterator[str]:
+    """A pool's MACs normalised, the master first, each once, as they are given; one that
+    is not a MAC, or one given again (naming whether as the master or a member), is
+    appended to ``problems`` and skipped, so a caller lists every problem in order."""
+    macs: list[str] = []
+    for given in (master, *members):
+        try:
+            mac = normalise_mac(given)
+        except InputError as exc:
+            problems.extend(exc.problems)
+            continue
+        if mac in macs:
+            role = "the master" if mac == macs[0] else "a member"
+            problems.append(f"{mac} is given twice (already as {role})")
+            continue
+        macs.append(mac)
+        yield mac
 
 
 # -- rows --------------------------------------------------------------------------------

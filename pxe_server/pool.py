@@ -28,7 +28,8 @@ from typing import Protocol
 
 from common.errors import InputError
 from common.protocol.messages import JobHostState
-from pxe_server.model import Event, Host, RebootPolicy, Repository, State, Work, normalise_mac
+from pxe_server.jobs import pool_macs
+from pxe_server.model import Event, Host, RebootPolicy, Repository, State, Work
 
 
 class PoolRegistry(Protocol):
@@ -77,16 +78,7 @@ def plan_pool(
     if registry.repository(version) is None:
         problems.append(f"version {version} is not registered; see `netinstall server repo list`")
     macs: list[str] = []
-    for given in (master, *members):
-        try:
-            mac = normalise_mac(given)
-        except InputError as exc:
-            problems.extend(exc.problems)
-            continue
-        if mac in macs:
-            role = "the master" if mac == macs[0] else "a member"
-            problems.append(f"{mac} is given twice (already as {role})")
-            continue
+    for mac in pool_macs(master, members, problems):
         macs.append(mac)
         host = registry.get_host(mac)
         if host is None:

@@ -29,6 +29,7 @@ from pxe_server.jobs import (
     hosts_json,
     job_from,
     log_json,
+    pool_macs,
     pool_name,
     pool_size,
 )
@@ -95,18 +96,8 @@ class PoolsAndJobs(RegistryBase):
         """A new pool: ``master`` (upgraded first) and ``members`` in their order. Every
         host must exist and be in no other pool."""
         name = pool_name(name)
-        macs: list[str] = []
         problems: list[str] = []
-        for given in (master, *members):
-            try:
-                mac = normalise_mac(given)
-            except InputError as exc:
-                problems.extend(exc.problems)
-                continue
-            if mac in macs:
-                problems.append(f"{mac} is given twice")
-            else:
-                macs.append(mac)
+        macs = list(pool_macs(master, members, problems))
         if problems:
             raise InputError(problems)
         pool_size(len(macs))

@@ -113,7 +113,7 @@ def test_pool_refusals(reg: Registry) -> None:
     with pytest.raises(InputError) as caught:
         reg.create_pool("two", B, [B, "52:54:00:00:00:99", "x"])
     assert caught.value.problems == (
-        f"{B} is given twice",
+        f"{B} is given twice (already as the master)",
         "'x' is not a MAC address; expected e.g. 52:54:00:12:34:56",
     )
     with pytest.raises(InputError, match="no host 52:54:00:00:00:99 in the registry"):
