@@ -140,6 +140,13 @@ def server_init(
             # The registry keeps only the token's keyed hash: a lost copy is replaced.
             registry.new_api_token()
             state = "missing, so a new one was written, mode 0600; restart a running server"
+        elif not (where / API_TOKEN_FILE).is_file():
+            # A database another server directory made: one API token for the registry.
+            state = (
+                "not written: this directory shares the registry's API token with the server "
+                "directory that made the database; copy its api-token here (mode 0600) to "
+                "use the CLI on this machine"
+            )
         click.echo(f"API token: {where / API_TOKEN_FILE} ({state})")
         if not files.is_dir():
             files.mkdir()
