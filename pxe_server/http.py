@@ -487,7 +487,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         raise
     except ConnectionResetError:
         raise
-    except Exception:
+    except Exception as exc:
+        outage = http_edge.unavailable(request.method, loggable(request.raw_path), exc)
+        if outage is not None:
+            return outage
         log.exception("internal error serving %s %s", request.method, loggable(request.raw_path))
         return error(500, "internal error; the server's log has the details")
 

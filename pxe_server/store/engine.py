@@ -208,20 +208,26 @@ class Store:
         another connection holds SQLite's write lock."""
         try:
             self._control(conn, self._begin)
-        except DBAPIError as exc:
-            if now and self._busy(exc):
+        except SQLAlchemyError as exc:
+            if now and isinstance(exc, DBAPIError) and self._busy(exc):
                 raise WouldWait from None
-            self._recover(conn, exc)
-            raise
+            if not self._recover(conn):
+                raise
+            # The connection was lost before this transaction began (nothing of it was
+            # sent): begin once more on a new one.
+            self._control(conn, self._begin)
         try:
             yield conn
-        except BaseException as exc:
+        except BaseException:
             with suppress(SQLAlchemyError):
                 self._control(conn, "ROLLBACK")
-            if isinstance(exc, DBAPIError):
-                self._recover(conn, exc)
+            self._recover(conn)
             raise
-        self._control(conn, "COMMIT")
+        try:
+            self._control(conn, "COMMIT")
+        except SQLAlchemyError:
+            self._recover(conn)  # a lost connection: whether it committed is unknown
+            raise
 
     def _control(self, conn: Connection, statement: str) -> None:
         """BEGIN, COMMIT or ROLLBACK. SQLite's straight on its connection: SQLAlchemy's
@@ -245,12 +251,15 @@ class Store:
         )
 
     @staticmethod
-    def _recover(conn: Connection, exc: DBAPIError) -> None:
-        """After a lost connection (a PostgreSQL server restarted): the next use connects
-        again instead of failing for ever."""
-        if exc.connection_invalidated:
-            with suppress(SQLAlchemyError):
-                conn.rollback()
+    def _recover(conn: Connection) -> bool:
+        """After a lost connection (a PostgreSQL server restarted, an administrator ended
+        it): reset it, so that its next use connects again instead of failing for ever.
+        Whether it was lost."""
+        if not conn.invalidated:
+            return False
+        with suppress(SQLAlchemyError):
+            conn.rollback()
+        return True
 
     def lock_schema(self, conn: Connection) -> None:
         """Inside a write transaction: no other server migrates or initialises the
