@@ -92,6 +92,13 @@ def _netboot_setting(value: str) -> str:
     "or postgresql://USER:PASSWORD@HOST/DB), recorded in DIR/database-url (0600). "
     "Default: SQLite, DIR/registry.sqlite.",
 )
+@click.option(
+    "--shared-dir",
+    metavar="PATH",
+    help="Keep what every server of a shared registry serves alike (uploaded log bundles, "
+    "the files at /files/) in PATH, a directory they all mount; recorded in DIR/shared-dir. "
+    "Default: the server directory.",
+)
 def server_init(
     positional: str | None,
     *,
@@ -102,15 +109,20 @@ def server_init(
     unknown_policy: str | None,
     token_ttl: int | None,
     db_url: str | None,
+    shared_dir: str | None,
 ) -> None:
     """Create the server directory: registry, API token, the default profile. Idempotent."""
+    from pxe_server import shared_dir as shared
     from pxe_server.http_files import FILES_DIR
     from pxe_server.registry import TOKEN_TTL_SETTING, Registry, default_profile, has_registry
 
     where = server_directory(directory, positional)
     if where.exists() and not where.is_dir():
         raise InputError(f"{where} exists and is not a directory")
-    files = where / FILES_DIR
+    if shared_dir is not None:
+        where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        click.echo(f"shared directory: {shared.record(where, shared_dir)}")
+    files = shared.shared(where) / FILES_DIR
     if files.exists() and not files.is_dir():
         raise InputError(f"{files} exists and is not a directory (it holds the files for /files/)")
     existed = has_registry(where)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.two_servers import VERSION, BootClient, Pair, two_servers
+from tests.integration.two_servers import VERSION, BootClient, Pair, request, two_servers
 from tests.pki import Pki, make_pki
 
 pytestmark = pytest.mark.integration
@@ -74,6 +74,28 @@ def test_a_host_installs_through_a_while_the_cli_follows_it_through_b(pair: Pair
         assert host.event(a, "installing", step=step).status == 200
         seen = shown(pair)
         assert (seen["state"], seen["step"]) == ("installing", step)
+    # A log bundle uploaded to A: listed and fetched through B (the shared directory).
+    bundle = b"BZh91AY&SY" + bytes(range(256)) * 40
+    stored = host.logs(a, bundle)
+    assert stored.status == 201, stored
+    listing = pair.api_b(f"/api/v1/hosts/{MAC}/logs")
+    assert listing.status == 200, listing
+    (only,) = listing.json()["bundles"]  # type: ignore[misc]
+    assert only["bytes"] == len(bundle)
+    assert stored.json()["stored"] == f"logs/{MAC.replace(':', '-')}/{only['name']}"
+    fetched = pair.api_b(f"/api/v1/hosts/{MAC}/logs/{only['name']}")
+    assert fetched.status == 200
+    assert fetched.body == bundle
+    assert fetched.headers["content-type"] == "application/x-bzip2"
+    assert pair.api_b(f"/api/v1/hosts/{MAC}/logs/20260101T000000.000000Z.tar.bz2").status == 404
+    assert pair.api_b(f"/api/v1/hosts/{MAC}/logs/..%2F..%2Fdatabase-url").status == 404
+    assert not (pair.a.directory / "logs").exists()
+    # The operator's files: one copy, served at /files/ by both.
+    shared_files = pair.a.directory.parent / "shared" / "files"
+    (shared_files / "post-install.sh").write_text("#!/bin/sh\necho both\n")
+    for port in (a, b):
+        served = request(port, "GET", "/files/post-install.sh")
+        assert (served.status, served.body) == (200, b"#!/bin/sh\necho both\n")
     assert host.event(a, "installed").status == 200
     seen = shown(pair)
     assert (seen["state"], seen["netboot_armed"]) == ("installed", False)
@@ -112,8 +134,6 @@ def test_a_host_installs_through_a_while_the_cli_follows_it_through_b(pair: Pair
 
 def test_the_operator_api_of_b_is_https_only(pair: Pair) -> None:
     token = pair.token_file.read_text().strip()
-    from tests.integration.two_servers import request
-
     plain = request(pair.b.http_port, "GET", "/api/v1/hosts", secret=token)
     assert plain.status == 403
     assert "HTTPS only" in plain.json()["error"]

@@ -13,6 +13,7 @@ import http.client
 import json
 import re
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -54,9 +55,11 @@ class Running:
         return self.log.read_text(errors="replace")
 
 
-def init(directory: Path, url: str, repo: Path, netboot: Path) -> subprocess.CompletedProcess[str]:
+def init(
+    directory: Path, url: str, repo: Path, netboot: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
     done = netinstall("server", "init", str(directory), "--db", url, "--repo", str(repo),
-                      "--netboot", str(netboot))  # fmt: skip
+                      "--netboot", str(netboot), *extra)  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done
 
@@ -98,6 +101,18 @@ class Pair:
     pki: Pki
     init_b: str  # what `server init` of the second directory said
 
+    def api_b(self, path: str) -> Reply:
+        """``GET path`` on B's HTTPS API with the API token, the test CA verifying it."""
+        context = ssl.create_default_context(cafile=str(self.pki.ca))
+        conn = http.client.HTTPSConnection("127.0.0.1", self.b.tls_port, context=context)
+        token = self.token_file.read_text().strip()
+        try:
+            conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+            got = conn.getresponse()
+            return Reply(got.status, got.read(), {k.lower(): v for k, v in got.getheaders()})
+        finally:
+            conn.close()
+
     def cli_b(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``netinstall --server https://B ... ARGS``: the operator over B's HTTPS API."""
         return netinstall("--server", self.b.url, "--ca-file", str(self.pki.ca),
@@ -111,8 +126,9 @@ def two_servers(tmp: Path, url: str, pki: Pki) -> Iterator[Pair]:
     netboot = tmp / "netboot"
     netboot.mkdir()
     (netboot / "pxelinux.0").write_bytes(b"\x7fpxelinux" * 10)
-    init(tmp / "a", url, repo, netboot)
-    said_b = init(tmp / "b", url, repo, netboot).stdout
+    shared = ("--shared-dir", str(tmp / "shared"))
+    init(tmp / "a", url, repo, netboot, *shared)
+    said_b = init(tmp / "b", url, repo, netboot, *shared).stdout
     tls = ("--tls-cert", str(pki.cert), "--tls-key", str(pki.key), "--tls-port", "0")
     with ExitStack() as stack:
         a = stack.enter_context(serving(tmp / "a", tmp / "a.log"))
