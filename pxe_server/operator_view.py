@@ -17,7 +17,6 @@ Nothing here writes. Every function blocks (registry reads, file counts). What r
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from common.errors import InputError
@@ -41,10 +40,7 @@ def host_records(registry: Registry) -> list[HostRecord]:
     records = []
     for host in registry.list_hosts():
         event = latest.get(host.mac)
-        record = host_record(host)
-        if event is not None:
-            record = dataclasses.replace(record, last_event=event_record(event))
-        records.append(record)
+        records.append(host_record(host, None if event is None else event_record(event)))
     return records
 
 
@@ -54,8 +50,7 @@ def host_view(registry: Registry, mac: str) -> HostRecord:
     if host is None:
         raise UnknownHost(f"no host {mac} in the registry")
     event = registry.last_event(host.mac)
-    record = host_record(host)
-    return record if event is None else dataclasses.replace(record, last_event=event_record(event))
+    return host_record(host, None if event is None else event_record(event))
 
 
 def profile_record(profile: Profile, hosts: int) -> ProfileRecord:
