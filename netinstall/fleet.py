@@ -13,7 +13,7 @@ the same either way, errors included: the server's refusal is the registry's sen
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
 from common.protocol.codec import ABSENT
@@ -50,7 +50,9 @@ from pxe_server.model import (
     mac_syntax,
     normalise_mac,
 )
-from pxe_server.registry import Registry, UnknownHost
+
+if TYPE_CHECKING:  # SQLAlchemy's import is a third of `host list` over the API's time
+    from pxe_server.registry import Registry
 
 # What the local fleet renders a host's answer file for when it checks one: a server on
 # the registry's advertised address (else loopback) and the default HTTP port. The URLs in
@@ -262,6 +264,8 @@ class PoolOverFleet:
     fleet: Fleet
 
     def get_host(self, mac: str) -> Host | None:
+        from pxe_server.registry import UnknownHost  # noqa: PLC0415 - see the imports
+
         try:
             return host_of(self.fleet.host(mac))
         except (UnknownHost, NotFound):

@@ -18,6 +18,7 @@ Nothing here writes. Every function blocks (registry reads, file counts). What r
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.errors import InputError
 from common.protocol.messages import (
@@ -27,7 +28,9 @@ from common.protocol.messages import (
     RepositoryRecord,
 )
 from pxe_server.model import BootChain, Profile, event_record, host_record
-from pxe_server.registry import Registry, UnknownHost
+
+if TYPE_CHECKING:  # the registry (and SQLAlchemy) only where a registry is opened: the
+    from pxe_server.registry import Registry  # CLI over the API starts without them
 
 
 class UnknownProfile(InputError):
@@ -48,6 +51,8 @@ def host_view(registry: Registry, mac: str) -> HostRecord:
     """One host with its latest event; UnknownHost (a 404) if there is none."""
     host = registry.get_host(mac)
     if host is None:
+        from pxe_server.registry import UnknownHost  # noqa: PLC0415 - see the imports
+
         raise UnknownHost(f"no host {mac} in the registry")
     event = registry.last_event(host.mac)
     return host_record(host, None if event is None else event_record(event))
