@@ -162,6 +162,16 @@ def decode(cls: type[M], data: object, *, strict: bool = True) -> M:
     what = message_name(cls)
     if not isinstance(data, dict):
         raise ProtocolError(f"{what}: the body must be a JSON object")
+    if _declared_depth(typing.cast(Any, cls)) <= MAX_DEPTH:
+        # The plain path first: what it accepts nests no deeper than the message's
+        # declaration allows (``_declared_depth``), so it needs no walk of the body for
+        # its depth; anything else goes the general way below, depth check first.
+        version = data.get(VERSION_FIELD, 1) if strict else VERSION
+        if type(version) is int and version in SUPPORTED:
+            body = {k: v for k, v in data.items() if k != VERSION_FIELD}
+            found = _plain_object(cls, body, version, strict)
+            if found is not _SLOW:
+                return typing.cast(M, found)
     if depth(data) > MAX_DEPTH:
         raise ProtocolError(f"{what}: the body nests deeper than {MAX_DEPTH} levels")
     version = version_of(data, what) if strict else VERSION
@@ -314,7 +324,8 @@ def _one_reader(kind: Any, r: Rule, version: int, strict: bool) -> Reader:
         return items
     if origin is dict:
         if typing.get_args(kind)[1] is object:  # a free object: its values any JSON
-            return lambda data: _plain_json(data) if type(data) is dict else _SLOW
+            levels = 1 + PLAIN_JSON_DEPTH
+            return lambda data: _plain_json(data, levels) if type(data) is dict else _SLOW
         text = _text_reader(Rule())
         value_kind = typing.get_args(kind)[1]
         read = text if value_kind is str else _one_reader(value_kind, Rule(), version, strict)
@@ -353,28 +364,59 @@ def _text_reader(r: Rule) -> Reader:
     )
 
 
-def _plain_json(data: object) -> object:
+# Levels of arrays and objects the plain path takes inside a free object's values.
+PLAIN_JSON_DEPTH = 8
+
+
+def _plain_json(data: object, levels: int) -> object:
     """A free JSON value as ``_json`` gives it, if it is plainly one: ASCII strings,
-    finite numbers, and arrays and objects of them."""
+    finite numbers, and arrays and objects of them, nesting ``levels`` deep at most."""
     kind = type(data)
     if kind is str:
         return data if data.isascii() else _SLOW  # type: ignore[attr-defined]
     if kind is dict:
+        if levels < 1:
+            return _SLOW
         result = {}
         for key, item in data.items():  # type: ignore[attr-defined]
-            value = _plain_json(item)
+            value = _plain_json(item, levels - 1)
             if type(key) is not str or not key.isascii() or value is _SLOW:
                 return _SLOW
             result[key] = value
         return result
     if kind is list:
-        values = [_plain_json(item) for item in data]  # type: ignore[attr-defined]
+        if levels < 1:
+            return _SLOW
+        values = [_plain_json(item, levels - 1) for item in data]  # type: ignore[attr-defined]
         return _SLOW if _SLOW in values else values
     if kind is float:
         return data if math.isfinite(data) else _SLOW  # type: ignore[arg-type]
     if kind is int or kind is bool or data is None:
         return data
     return _SLOW
+
+
+@functools.cache
+def _declared_depth(kind: Any, within: frozenset[Any] = frozenset()) -> int:
+    """How deeply arrays and objects can nest in what the plain path accepts for
+    ``kind`` (as ``depth`` counts them); past ``MAX_DEPTH`` for a message that holds
+    itself (the plain path then waits for the depth check)."""
+    if kind in within:
+        return MAX_DEPTH + 1
+    found = 0
+    for member in members(kind):
+        origin = _origin(member)
+        if dataclasses.is_dataclass(member):
+            specs = fields_of(typing.cast(type, member))
+            fields = [_declared_depth(s.kind, within | {kind}) for s in specs]
+            found = max(found, 1 + max(fields, default=0))
+        elif origin is tuple:
+            found = max(found, 1 + _declared_depth(typing.get_args(member)[0], within | {kind}))
+        elif origin is dict:
+            value = typing.get_args(member)[1]
+            inner = PLAIN_JSON_DEPTH if value is object else _declared_depth(value, within)
+            found = max(found, 1 + inner)
+    return found
 
 
 @functools.cache

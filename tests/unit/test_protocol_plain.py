@@ -122,9 +122,19 @@ def test_a_plain_host_list_takes_the_plain_path() -> None:
 # -- every field of every message, valid around it, set to each edge value in turn --------
 
 NO_RULE = codec.Rule()
+
+
+def nested(levels: int, leaf: object = 1) -> object:
+    """``levels`` arrays and objects around ``leaf``, taking turns."""
+    for level in range(levels):
+        leaf = [leaf] if level % 2 else {"k": leaf}
+    return leaf
+
+
 EDGES = [None, True, 0, 1, -1, 10**400, 0.5, 2.0, float("inf"), float("-inf"), float("nan"),
          "", " ", "ok", "é", "\ud800", "line\nbreak", "a" * 300,
-         [], ["ok"], {}, {"k": "v"}, {"é": 1}, {"\ud800": 1}, {"k": ["\ud800"]}]  # fmt: skip
+         [], ["ok"], {}, {"k": "v"}, {"é": 1}, {"\ud800": 1}, {"k": ["\ud800"]},
+         nested(8), nested(9), nested(10), nested(31), nested(40)]  # fmt: skip
 
 
 def base(kind: Any, r: codec.Rule = NO_RULE) -> object:
