@@ -43,6 +43,7 @@ from benchmarks.fleet import (
     KINDS,
     NETINSTALL,
     Fleet,
+    cpu_split_of,
     prepare,
     server_work,
     start_server,
@@ -57,6 +58,7 @@ class Served:
 
     cpu: float  # CPU seconds (user + system) over the run
     rss: float  # peak RSS, MiB
+    threads: dict[str, float]  # CPU seconds over the run by thread id
 
 
 @dataclass
@@ -76,6 +78,15 @@ class Outcome:
     @property
     def requests(self) -> int:
         return sum(len(v) for v in self.latency.values())
+
+
+def threads_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of process ``pid``, by thread id."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):  # a thread that ended meanwhile
+            found[task.name] = sum(cpu_split_of(task / "stat"))
+    return found
 
 
 def tree_cpu(pid: int) -> float:
@@ -130,13 +141,15 @@ def run_setup(
         fleet = Fleet(tftp, http, args.think, args.http_timeout,
                       more=tuple((t, h) for _, t, h in more))  # fmt: skip
         before = [sum(cpu_split(pid)) for pid, _, _ in running]
+        threads_before = [threads_cpu(pid) for pid, _, _ in running]
         postmaster = args.postmaster if database else None
         db_before = tree_cpu(postmaster) if postmaster else 0.0
         elapsed = asyncio.run(fleet.run(hosts, args.at_once))
-        used = [
-            Served(sum(cpu_split(pid)) - cpu, peak_rss_mib(pid))
-            for (pid, _, _), cpu in zip(running, before, strict=True)
-        ]
+        used = []
+        for (pid, _, _), cpu, threads in zip(running, before, threads_before, strict=True):
+            now = threads_cpu(pid)
+            spent = {name: now[name] - threads.get(name, 0.0) for name in now}
+            used.append(Served(sum(cpu_split(pid)) - cpu, peak_rss_mib(pid), spent))
         db_cpu = tree_cpu(postmaster) - db_before if postmaster else None
     done: collections.Counter[tuple[str, str]] = collections.Counter()
     for log in logs:
@@ -183,6 +196,12 @@ def side_by_side(hosts: int, args: argparse.Namespace, runs: list[Outcome], load
     for name, cells in rows.items():
         print(f"{name:13}" + "".join(f"| {c:<{width - 2}}" for c in cells))
     for run in runs:
+        for number, server in enumerate(run.servers, 1):
+            busiest = sorted(server.threads.values(), reverse=True)[:3]
+            print(f"  {run.title}, server {number}: its busiest threads (the event loop, "
+                  "the registry's writer, ...) "
+                  + ", ".join(f"{cpu / run.elapsed:.0%}" for cpu in busiest)
+                  + " of a core")  # fmt: skip
         for kind, said in run.first_error.items():
             print(f"  {run.title}: first {kind} error: {said}")
 
