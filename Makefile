@@ -69,10 +69,15 @@ demo: setup
 # Our servers against their peers, one script a line (benchmarks/README.md has the last
 # results). TFTP: dnsmasq, tftpd-hpa and atftpd unpacked from Debian's packages into
 # ~/.cache/netinstall/bench-peers, run as root in a network namespace of the script's.
+# The fleet on 2 servers sharing one PostgreSQL beside 1 on SQLite: make bench BENCH_HOSTS=1000,10000
+BENCH_HOSTS ?= 1000
+
 bench: setup
 	$(BIN)/python benchmarks/tftp_throughput.py
 	$(BIN)/python benchmarks/http_servers.py --suite big --suite small
 	$(BIN)/python benchmarks/fleet.py
+	$(BIN)/python benchmarks/fleet_multi.py --hosts $(BENCH_HOSTS)
+	$(BIN)/python benchmarks/host_list.py --hosts 10000 --runs 3
 
 # Regenerate the committed generated files (tests fail when they are stale).
 generated: setup

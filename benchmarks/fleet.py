@@ -113,9 +113,10 @@ def address_of(index: int) -> str:
     return f"127.{1 + index // 62500}.{index // 250 % 250}.{index % 250 + 1}"
 
 
-def prepare(directory: Path, hosts: int) -> None:
+def prepare(directory: Path, hosts: int, *init: str) -> None:
     """A server directory with ``hosts`` hosts of the default profile, each with a root
-    password (its hash given, so that setting up does not hash a thousand passwords)."""
+    password (its hash given, so that setting up does not hash a thousand passwords).
+    ``init``: more ``server init`` options (``--db URL``)."""
     from pxe_server.passwords import hash_password  # noqa: PLC0415 - after sys.path
     from pxe_server.registry import Registry  # noqa: PLC0415
 
@@ -124,7 +125,8 @@ def prepare(directory: Path, hosts: int) -> None:
     repo.mkdir()
     (netboot / "pxelinux.0").write_bytes(b"\x7fpxelinux" * 100)
     argv = [str(NETINSTALL), "server", "init", str(directory), "--netboot", str(netboot)]
-    subprocess.run([*argv, "--repo", str(repo)], check=True, stdout=subprocess.DEVNULL)
+    argv += ["--repo", str(repo), *init]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     password = hash_password("fleet-password")
     with Registry.open(directory) as registry:
         for index in range(hosts):
@@ -151,9 +153,18 @@ def route_of_path(path: str) -> str | None:
 
 class Fleet:
     def __init__(
-        self, tftp_port: int, http_port: int, think: float, http_timeout: float = HTTP_TIMEOUT
+        self,
+        tftp_port: int,
+        http_port: int,
+        think: float,
+        http_timeout: float = HTTP_TIMEOUT,
+        *,
+        more: tuple[tuple[int, int], ...] = (),
     ) -> None:
-        self.tftp_port, self.http_port, self.think = tftp_port, http_port, think
+        """``more``: the (TFTP, HTTP) ports of more servers of the same registry; host
+        ``index`` speaks to server ``index % (1 + len(more))`` for its whole install."""
+        self.servers = ((tftp_port, http_port), *more)
+        self.think = think
         self.http_timeout = http_timeout
         self.latency: dict[str, list[float]] = collections.defaultdict(list)
         self.errors: collections.Counter[str] = collections.Counter()
@@ -192,7 +203,7 @@ class Fleet:
         if index % 2 == 0:
             data = await tftp_get(
                 HOST,
-                self.tftp_port,
+                self.servers[index % len(self.servers)][0],
                 f"pxelinux.cfg/01-{mac.replace(':', '-')}",
                 source=address_of(index),
                 resent=self.tftp_resent,
@@ -250,7 +261,8 @@ class Fleet:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def connection(self, index: int) -> Connection:
-        return Connection(HOST, self.http_port, timeout=self.http_timeout, source=address_of(index))
+        port = self.servers[index % len(self.servers)][1]
+        return Connection(HOST, port, timeout=self.http_timeout, source=address_of(index))
 
     async def host(self, index: int) -> None:
         """One machine's install, each client on connections of its own as the real ones:

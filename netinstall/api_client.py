@@ -8,6 +8,10 @@ its own (leniently: a newer server may add fields). The bounds, here and in the 
     CONNECT_TIMEOUT  seconds to connect and finish the TLS handshake
     REPLY_TIMEOUT    seconds from the request sent to the last byte of its reply
     MAX_REPLY        bytes of a reply at most (10,000 hosts' list is about 10 MB)
+    UNAVAILABLE_RETRIES, MAX_RETRY_AFTER
+                     a GET answered 503 (the server's database busy or away for a
+                     moment: docs/deployment.md) is asked again that many times, after
+                     the reply's Retry-After, at most MAX_RETRY_AFTER seconds each
 
 Every failure is one sentence: the server unreachable, TLS verification failed, the
 reply too slow, too large or not a netinstall reply (``RemoteError``, exit 1), or the
@@ -37,6 +41,8 @@ REPLY_TIMEOUT = 60.0
 MAX_REPLY = 64 << 20
 READ_CHUNK = 1 << 16
 MAX_TOKEN_FILE = 4096  # bytes of a token file at most (a token is 32 characters)
+UNAVAILABLE_RETRIES = 2  # a GET's retries after a 503 (only GETs: they change nothing)
+MAX_RETRY_AFTER = 10.0  # seconds waited at most before one, whatever Retry-After says
 
 M = TypeVar("M")
 
@@ -165,7 +171,13 @@ class ApiClient:
         """``method path`` (``path`` under /api/v1/, its parts quoted by the caller) with
         ``body`` (a message), its reply decoded as ``reply``."""
         data = None if body is None else json.dumps(encode(body)).encode()
-        status, payload = self._exchange(method, f"/api/v1/{path}", data)
+        retries = UNAVAILABLE_RETRIES if method == "GET" else 0
+        while True:
+            status, payload, retry_after = self._exchange(method, f"/api/v1/{path}", data)
+            if status != 503 or retries == 0:
+                break
+            retries -= 1
+            time.sleep(retry_after)
         parsed = self._parsed(status, payload)
         if status >= 400:
             said = parsed.get("error") if isinstance(parsed, dict) else None
@@ -202,8 +214,9 @@ class ApiClient:
             )
         return http.client.HTTPConnection(where.host, where.port, timeout=self.connect_timeout)
 
-    def _exchange(self, method: str, target: str, data: bytes | None) -> tuple[int, bytes]:
-        """One request and its whole reply (status, body), inside the bounds."""
+    def _exchange(self, method: str, target: str, data: bytes | None) -> tuple[int, bytes, float]:
+        """One request and its whole reply (status, body, the seconds its Retry-After says,
+        within ``MAX_RETRY_AFTER``; 1 if none or not a number), inside the bounds."""
         url = self.where.url
         conn = self._connection()
         try:
@@ -230,7 +243,7 @@ class ApiClient:
                 if size > self.max_reply:
                     raise RemoteError(self._too_large())
                 chunks.append(chunk)
-            return response.status, b"".join(chunks)
+            return response.status, b"".join(chunks), _retry_after(response)
         except ssl.SSLCertVerificationError as exc:
             raise RemoteError(
                 f"{url} failed TLS verification ({exc.verify_message}); give the CA that "
@@ -266,3 +279,9 @@ class ApiClient:
 
     def _too_large(self) -> str:
         return f"{self.where.url} sent a reply over {self.max_reply} bytes; it was not read"
+
+
+def _retry_after(response: http.client.HTTPResponse) -> float:
+    said = (response.getheader("Retry-After") or "").strip()
+    seconds = float(said) if said.isdigit() else 1.0
+    return min(seconds, MAX_RETRY_AFTER)

@@ -92,6 +92,13 @@ def _netboot_setting(value: str) -> str:
     "or postgresql://USER:PASSWORD@HOST/DB), recorded in DIR/database-url (0600). "
     "Default: SQLite, DIR/registry.sqlite.",
 )
+@click.option(
+    "--shared-dir",
+    metavar="PATH",
+    help="Keep what every server of a shared registry serves alike (uploaded log bundles, "
+    "the files at /files/) in PATH, a directory they all mount; recorded in DIR/shared-dir. "
+    "Default: the server directory.",
+)
 def server_init(
     positional: str | None,
     *,
@@ -102,15 +109,20 @@ def server_init(
     unknown_policy: str | None,
     token_ttl: int | None,
     db_url: str | None,
+    shared_dir: str | None,
 ) -> None:
     """Create the server directory: registry, API token, the default profile. Idempotent."""
+    from pxe_server import shared_dir as shared
     from pxe_server.http_files import FILES_DIR
     from pxe_server.registry import TOKEN_TTL_SETTING, Registry, default_profile, has_registry
 
     where = server_directory(directory, positional)
     if where.exists() and not where.is_dir():
         raise InputError(f"{where} exists and is not a directory")
-    files = where / FILES_DIR
+    if shared_dir is not None:
+        where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        click.echo(f"shared directory: {shared.record(where, shared_dir)}")
+    files = shared.shared(where) / FILES_DIR
     if files.exists() and not files.is_dir():
         raise InputError(f"{files} exists and is not a directory (it holds the files for /files/)")
     existed = has_registry(where)
@@ -140,6 +152,13 @@ def server_init(
             # The registry keeps only the token's keyed hash: a lost copy is replaced.
             registry.new_api_token()
             state = "missing, so a new one was written, mode 0600; a running server takes it"
+        elif not (where / API_TOKEN_FILE).is_file():
+            # A database another server directory made: one API token for the registry.
+            state = (
+                "not written: this directory shares the registry's API token with the server "
+                "directory that made the database; copy its api-token here (mode 0600) to "
+                "use the CLI on this machine"
+            )
         click.echo(f"API token: {where / API_TOKEN_FILE} ({state})")
         if not files.is_dir():
             files.mkdir()

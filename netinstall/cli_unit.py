@@ -152,6 +152,7 @@ class UnitSpec:
     run_args: tuple[str, ...]  # after ``server run DIR``
     needs: tuple[Need, ...]
     user: str | None = None  # None: root, with a bounding set
+    shared: Path | None = None  # the shared directory DIR records (server init --shared-dir)
 
 
 def render_unit(spec: UnitSpec) -> str:
@@ -173,6 +174,11 @@ def render_unit(spec: UnitSpec) -> str:
         f"Description=netinstall provisioning server for {directory}",
         "Wants=network-online.target",
         "After=network-online.target",
+        *(
+            [f"RequiresMountsFor={plain_path('the shared directory', spec.shared)}"]
+            if spec.shared
+            else []
+        ),
         "",
         "[Service]",
         "Type=exec",
@@ -197,7 +203,8 @@ def render_unit(spec: UnitSpec) -> str:
         f"CapabilityBoundingSet={caps}",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
-        f"ReadWritePaths={directory}",
+        f"ReadWritePaths={directory}"
+        + (f" {plain_path('the shared directory', spec.shared)}" if spec.shared else ""),
         "ProtectHome=read-only",
         "PrivateTmp=yes",
         "PrivateDevices=yes",
@@ -224,10 +231,10 @@ def render_unit(spec: UnitSpec) -> str:
 
 def _notes(directory: Path, user: str | None) -> list[str]:
     """What would keep the unit from starting, said before it is installed."""
-    from pxe_server.registry import REGISTRY_FILE
+    from pxe_server.registry import has_registry
 
     notes = []
-    if not (directory / REGISTRY_FILE).is_file():
+    if not has_registry(directory):
         notes.append(f"{directory} holds no registry yet: run `netinstall server init {directory}`")
     if user is not None:
         try:
@@ -273,7 +280,10 @@ def unit(
         except ValueError as exc:
             raise InputError(f"--extra-args {text!r}: {exc}") from None
     options = run_options(where, extra)
-    spec = UnitSpec(where, netinstall_program(), tuple(extra), needed(options), user)
+    from pxe_server import shared_dir
+
+    shared = shared_dir.recorded(where)
+    spec = UnitSpec(where, netinstall_program(), tuple(extra), needed(options), user, shared)
     text = render_unit(spec)
     for note in _notes(where, user):
         click.echo(f"note: {note}", err=True)

@@ -14,7 +14,7 @@ the same either way, errors included: the server's refusal is the registry's sen
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 from urllib.parse import quote
 
 from common.protocol.codec import ABSENT, decode, encode
@@ -57,7 +57,9 @@ from pxe_server.model import (
     mac_syntax,
     normalise_mac,
 )
-from pxe_server.registry import Registry
+
+if TYPE_CHECKING:  # SQLAlchemy's import is a third of `host list` over the API's time
+    from pxe_server.registry import Registry
 
 # What the local fleet renders a host's answer file for when it checks one: a server on
 # the registry's advertised address (else loopback) and the default HTTP port. The URLs in

@@ -48,7 +48,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from common.errors import InputError, NetinstallError
 from common.protocol.messages import NoBody
-from pxe_server import grub_tcp, http_api, http_edge, http_files, render
+from pxe_server import grub_tcp, http_api, http_edge, http_files, render, shared_dir
 from pxe_server.admission import RegistrationRefused, UnknownGate, UnknownLimits
 from pxe_server.decide import Action
 from pxe_server.http_files import CONTEXT, Context, blocking, context, error
@@ -487,7 +487,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         raise
     except ConnectionResetError:
         raise
-    except Exception:
+    except Exception as exc:
+        outage = http_edge.unavailable(request.method, loggable(request.raw_path), exc)
+        if outage is not None:
+            return outage
         log.exception("internal error serving %s %s", request.method, loggable(request.raw_path))
         return error(500, "internal error; the server's log has the details")
 
@@ -621,6 +624,7 @@ class HttpServer:
         # kept out of the collector's full passes, which otherwise walk it all again and
         # again while requests wait (tens of milliseconds at a p99).
         gc.freeze()
+        shared = shared_dir.shared(self.registry_dir)  # before the registry: nothing to close
         registry = self._shared or Registry.open(self.registry_dir)
         self._ctx = Context(
             registry=registry,
@@ -632,6 +636,7 @@ class HttpServer:
             unknown=self.unknown,
             http_boot_loader=self.http_boot_loader,
             operator_base=self.operator_base if self._tls is not None else None,
+            shared_dir=shared,
         )
         # handler_cancellation: a client that closes its connection cancels its request's
         # handler, and with it the registry work still queued for it (the writer thread's

@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import os
+import re
 import secrets
 import string
 import time
@@ -54,6 +55,8 @@ from common.protocol.messages import (
     JobCancel,
     JobList,
     JobRecord,
+    LogBundle,
+    LogList,
     LogStored,
     NoBody,
     PoolList,
@@ -106,6 +109,7 @@ from pxe_server.model import (
 from pxe_server.operator_view import UnknownProfile
 from pxe_server.registry import Registry, UnknownHost, WouldWait
 from pxe_server.secrets import Purpose
+from pxe_server.shared_dir import LOGS_DIR
 
 log = logging.getLogger("netinstall.http")
 
@@ -134,9 +138,14 @@ async def host_writing(ctx: Context, func: Callable[..., T], *args: object, **kw
     return await asyncio.get_running_loop().run_in_executor(ctx.registry.writer(), call)
 
 
-def log_dir(registry_dir: Path, mac: str) -> Path:
-    """Where a host's uploaded log bundles go: ``DIR/logs/<mac with dashes>/``."""
-    return registry_dir / "logs" / mac_dashes(normalise_mac(mac))
+def log_dir(shared: Path, mac: str) -> Path:
+    """Where a host's uploaded log bundles go: ``<shared>/logs/<mac with dashes>/``, the
+    shared directory's (``pxe_server.shared_dir``; without one, the server directory's)."""
+    return shared / LOGS_DIR / mac_dashes(normalise_mac(mac))
+
+
+# The name a stored bundle has (``_Bundle``): its UTC time to the microsecond.
+_BUNDLE_NAME = re.compile(r"\d{8}T\d{6}\.\d{6}Z\.tar\.bz2")
 
 
 async def _known(ctx: Context, mac: str) -> Host:
@@ -530,7 +539,7 @@ async def put_logs(call: Call[NoBody]) -> LogStored | web.Response:
     check_not_encoded(request)
     if (request.content_length or 0) > MAX_LOG_BUNDLE:
         return error(413, f"a log bundle may have at most {MAX_LOG_BUNDLE} bytes")
-    bundle = await blocking(_Bundle, log_dir(ctx.registry_dir, mac))
+    bundle = await blocking(_Bundle, log_dir(ctx.shared, mac))
     try:
         size = await _stream(request, bundle)
         target = await blocking(bundle.commit) if size else None
@@ -540,7 +549,38 @@ async def put_logs(call: Call[NoBody]) -> LogStored | web.Response:
     if target is None:
         await blocking(bundle.discard)
         return error(400, "the log bundle is empty")
-    return LogStored(str(target.relative_to(ctx.registry_dir)), size)
+    return LogStored(str(target.relative_to(ctx.shared)), size)
+
+
+def _bundles(directory: Path) -> list[LogBundle]:
+    """The stored bundles in a host's log directory, oldest first (none: no directory)."""
+    found = []
+    with suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if _BUNDLE_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with suppress(FileNotFoundError):  # pruned meanwhile
+                    info = entry.stat(follow_symlinks=False)
+                    found.append(LogBundle(entry.name, info.st_size, info.st_mtime))
+    return sorted(found, key=lambda b: b.name)
+
+
+async def list_logs(call: Call[NoBody]) -> LogList:
+    """A host's kept log bundles, from the shared directory: any server lists what the
+    installer uploaded to any other."""
+    ctx, mac = call.ctx, call.mac
+    await _known(ctx, mac)
+    return LogList(tuple(await blocking(_bundles, log_dir(ctx.shared, mac))))
+
+
+async def get_log(call: Call[NoBody]) -> web.StreamResponse:
+    """One of a host's log bundles (``GET .../logs`` names them), as uploaded."""
+    ctx, mac, name = call.ctx, call.mac, call.request.match_info["name"]
+    await _known(ctx, mac)
+    path = log_dir(ctx.shared, mac) / name
+    if not _BUNDLE_NAME.fullmatch(name) or not await blocking(path.is_file):
+        return error(404, f"host {mac} has no log bundle {name[:64]!r}")
+    headers = {"Content-Type": "application/x-bzip2"}
+    return web.FileResponse(path, chunk_size=1 << 18, headers=headers)
 
 
 async def openapi_document(call: Call[NoBody]) -> web.Response:
@@ -589,6 +629,10 @@ API: tuple[Route, ...] = (
           CheckinReply, alike=True),
     Route("PUT", f"{HOST}/logs", put_logs, HOST_SECRET, "upload the installer's log bundle",
           reply=LogStored, status=201, raw_body="application/x-bzip2", refusals=(413,)),
+    Route("GET", f"{HOST}/logs", list_logs, OPERATOR,
+          "a host's kept log bundles, uploaded to any server", reply=LogList, refusals=(404,)),
+    Route("GET", f"{HOST}/logs/{{name}}", get_log, OPERATOR, "one of a host's log bundles",
+          raw_reply="application/x-bzip2", refusals=(404,)),
     Route("GET", f"{HOST}/answerfile-check", check_answer_file, OPERATOR,
           "render the host's answer file now and validate it (nothing else is done)",
           reply=AnswerFileCheck, refusals=(404,)),

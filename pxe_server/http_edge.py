@@ -46,6 +46,7 @@ from pxe_server.model import Host, normalise_mac
 from pxe_server.operator_view import UnknownProfile
 from pxe_server.registry import EnrolRefused, Registry, TransitionRefused, UnknownHost
 from pxe_server.secrets import Purpose
+from pxe_server.store import outage
 
 B = TypeVar("B")
 
@@ -371,6 +372,23 @@ class DecodedBodies:
 
 
 DECODED = DecodedBodies()
+
+
+# Seconds a client is told to wait (Retry-After) when the registry's database is in
+# trouble (``store.outage``): the installer, the agent and the CLI send the request again.
+DB_RETRY_AFTER = 5
+DB_UNAVAILABLE = "the registry's database is unavailable for a moment; send the request again"
+
+
+def unavailable(method: str, path: str, exc: BaseException) -> web.Response | None:
+    """A database outage met while serving ``method path`` (``store.outage.reason``): one
+    log line and a 503 with ``Retry-After``; None when ``exc`` is no outage (a bug: 500).
+    ``path`` as it may be logged (no token in it)."""
+    why = outage.reason(exc)
+    if why is None:
+        return None
+    log.warning("%s %s: 503, the registry's database: %s", method, path, why)
+    return error(503, DB_UNAVAILABLE, **{"Retry-After": str(DB_RETRY_AFTER)})
 
 
 def refusal(exc: InputError) -> web.Response:

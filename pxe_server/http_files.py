@@ -59,11 +59,19 @@ class Context:
     operator_base: str | None = None
     # GRUB's connections (their SYN named no MSS) get whole segments (grub_tcp.py)
     segments: grub_tcp.WholeSegments = field(default_factory=grub_tcp.WholeSegments)
+    # The directory of what every server of the registry serves alike (``shared_dir``):
+    # None, the server directory itself.
+    shared_dir: Path | None = None
+
+    @property
+    def shared(self) -> Path:
+        """Where the log bundles and the operator's files are (``pxe_server.shared_dir``)."""
+        return self.shared_dir or self.registry_dir
 
     @property
     def files(self) -> Path:
         """The operator's files (answer-file scripts, driver sources), served at ``/files/``."""
-        return self.registry_dir / FILES_DIR
+        return self.shared / FILES_DIR
 
     def repository_url(self) -> str:
         """The default repository's URL: ours (``<http_base>/repo/``) or the given URL."""

@@ -348,8 +348,9 @@ class ServerSettings:
 # -- as the protocol shows them (common.protocol): one serialiser each ------------------
 
 
-def host_record(host: Host) -> HostRecord:
-    """``host`` as the API and the CLI's ``--json`` show it: no secret, only whether it has one."""
+def host_record(host: Host, last_event: EventRecord | None = None) -> HostRecord:
+    """``host`` as the API and the CLI's ``--json`` show it: no secret, only whether it has
+    one; with its latest event if given."""
     san = host.san
     return HostRecord(
         mac=host.mac,
@@ -375,6 +376,7 @@ def host_record(host: Host) -> HostRecord:
         enrolled_from=host.enrolled_from,
         token_expires=host.token_expires,
         conflict=host.conflict,
+        last_event=last_event,
     )
 
 

@@ -17,8 +17,8 @@ Nothing here writes. Every function blocks (registry reads, file counts). What r
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.errors import InputError
 from common.protocol.messages import (
@@ -30,7 +30,9 @@ from common.protocol.messages import (
 )
 from pxe_server.jobs import UnknownPool, pool_record
 from pxe_server.model import BootChain, Profile, event_record, host_record
-from pxe_server.registry import Registry, UnknownHost
+
+if TYPE_CHECKING:  # the registry (and SQLAlchemy) only where a registry is opened: the
+    from pxe_server.registry import Registry  # CLI over the API starts without them
 
 
 class UnknownProfile(InputError):
@@ -43,10 +45,7 @@ def host_records(registry: Registry) -> list[HostRecord]:
     records = []
     for host in registry.list_hosts():
         event = latest.get(host.mac)
-        record = host_record(host)
-        if event is not None:
-            record = dataclasses.replace(record, last_event=event_record(event))
-        records.append(record)
+        records.append(host_record(host, None if event is None else event_record(event)))
     return records
 
 
@@ -54,10 +53,11 @@ def host_view(registry: Registry, mac: str) -> HostRecord:
     """One host with its latest event; UnknownHost (a 404) if there is none."""
     host = registry.get_host(mac)
     if host is None:
+        from pxe_server.registry import UnknownHost  # noqa: PLC0415 - see the imports
+
         raise UnknownHost(f"no host {mac} in the registry")
     event = registry.last_event(host.mac)
-    record = host_record(host)
-    return record if event is None else dataclasses.replace(record, last_event=event_record(event))
+    return host_record(host, None if event is None else event_record(event))
 
 
 def profile_record(profile: Profile, hosts: int) -> ProfileRecord:

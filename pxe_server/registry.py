@@ -24,6 +24,7 @@ a migration that removed clear text the file is vacuumed and its WAL truncated.
 from __future__ import annotations
 
 import enum
+import functools
 import hmac
 import logging
 import math
@@ -36,7 +37,7 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -48,7 +49,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import PendingRollbackError, SQLAlchemyError
 
 from common.errors import InputError, NetinstallError
 from pxe_server.checkin import OFFERED, Reported, apply_checkin, reported_state
@@ -99,7 +100,7 @@ from pxe_server.secrets import (
     redact_tokens,
     write_secret_file,
 )
-from pxe_server.store import engine, rows
+from pxe_server.store import engine, outage, rows
 from pxe_server.store import schema as store_schema
 from pxe_server.store.engine import Store
 from pxe_server.store.tables import (
@@ -115,6 +116,7 @@ from pxe_server.store.tables import (
 log = logging.getLogger("netinstall.registry")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # Where the registry lives, and write_now's refusal (pxe_server.store.engine), as its
 # users have always imported them from here.
@@ -368,6 +370,33 @@ _SET_EVENT_COUNT = (
 )
 
 
+def once_more_on_conflict(
+    method: Callable[Concatenate[Registry, P], T],
+) -> Callable[Concatenate[Registry, P], T]:
+    """A registry write run once more when PostgreSQL rolled its transaction back whole for
+    a serialization failure or a deadlock (``outage.conflicted``): nothing of it was
+    committed, and it reads what it decides on afresh inside its new transaction. Only
+    for writes whose every effect is inside their transaction. A second conflict is
+    raised (the request's client gets a 503 and asks again)."""
+
+    @functools.wraps(method)
+    def retried(self: Registry, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except SQLAlchemyError as exc:
+            if not outage.conflicted(exc):
+                raise
+            log.warning(
+                "registry %s: %s rolled back (%s); running it once more",
+                self.where,
+                method.__name__,
+                outage.reason(exc),
+            )
+        return method(self, *args, **kwargs)
+
+    return retried
+
+
 class Registry(PoolsAndJobs, Repositories):
     """The registry of one server directory. Open with ``Registry.open(directory)``."""
 
@@ -555,8 +584,26 @@ class Registry(PoolsAndJobs, Repositories):
     def _query(
         self, statement: Executable, params: dict[str, Any] | None = None
     ) -> Sequence[Sequence[Any]]:
-        """Rows read on this thread's read connection (``_reader``)."""
-        return self._store.rows(self._reader(), statement, params)
+        """Rows read on this thread's read connection (``_reader``). A connection the
+        database lost (restarted, or ended by an administrator) is reset and the read, which
+        changes nothing, asked once more on a new one; if that fails too, the error (an
+        outage: ``store.outage``) goes to the caller, and the next read connects again."""
+        conn = self._reader()
+        try:
+            return self._store.rows(conn, statement, params)
+        except SQLAlchemyError as exc:
+            if not (conn.invalidated or isinstance(exc, PendingRollbackError)):
+                raise
+            log.info("registry %s: a read connection was lost (%s)", self.where, outage.reason(exc))
+        with suppress(SQLAlchemyError):
+            conn.rollback()  # the next statement connects again
+        try:
+            return self._store.rows(conn, statement, params)
+        except SQLAlchemyError:
+            if conn.invalidated:
+                with suppress(SQLAlchemyError):
+                    conn.rollback()
+            raise
 
     def _first(
         self, conn: Connection, statement: Executable, params: dict[str, Any] | None = None
@@ -772,6 +819,7 @@ class Registry(PoolsAndJobs, Repositories):
     def _exists(self, conn: Connection, mac: str) -> bool:
         return self._first(conn, _HOST_EXISTS, {"mac": mac}) is not None
 
+    @once_more_on_conflict
     def add_host(
         self,
         mac: str,
@@ -803,6 +851,7 @@ class Registry(PoolsAndJobs, Repositories):
             self._log(conn, host, "added to the registry", None)
         return host
 
+    @once_more_on_conflict
     def add_unknown_host(self, mac: str, limit: int) -> tuple[Host | None, int]:
         """Register an unknown MAC with the default profile (``unknown_policy install``)
         unless ``limit`` hosts registered so are not running yet; atomic, so concurrent
@@ -839,6 +888,7 @@ class Registry(PoolsAndJobs, Repositories):
         found = self._query(_ALL_HOSTS)
         return [rows.host_from(row, self._keys) for row in found]
 
+    @once_more_on_conflict
     def update_host(
         self,
         mac: str,
@@ -888,6 +938,7 @@ class Registry(PoolsAndJobs, Repositories):
                 f"`netinstall profile add {host.profile} --update --multipath ...`"
             )
 
+    @once_more_on_conflict
     def delete_host(self, mac: str) -> None:
         """Forget a host and its events (any MAC of the right shape: a record made before
         group addresses were refused can still go). A pool member leaves its pool; a
@@ -932,6 +983,7 @@ class Registry(PoolsAndJobs, Repositories):
 
     # -- state -----------------------------------------------------------------
 
+    @once_more_on_conflict
     def record_event(
         self,
         mac: str,
@@ -1004,6 +1056,7 @@ class Registry(PoolsAndJobs, Repositories):
         redacted = None if message is None else self._redacted(message, seen, None)
         return self.progress.put(Progress(seen.mac, step, progress_of(progress), redacted))
 
+    @once_more_on_conflict
     def flush_progress(self) -> None:
         """Apply the queued progress events now (one transaction)."""
         with self._write():
@@ -1051,6 +1104,7 @@ class Registry(PoolsAndJobs, Repositories):
         found = self._scalar(conn, _SETTING, {"key": TOKEN_TTL_SETTING})
         return int(found) if found is not None else DEFAULT_TOKEN_TTL
 
+    @once_more_on_conflict
     def mark_signalled(self, mac: str, seen: Host | None = None) -> Host | None:
         """An install config was fetched: pending -> signalled, and the install token was
         handed to a boot of the host (a later enrolment replaces the key; the token's
@@ -1107,6 +1161,7 @@ class Registry(PoolsAndJobs, Repositories):
             self._log(conn, host, "fetched its boot configuration", None)
         return host
 
+    @once_more_on_conflict
     def enrol(self, mac: str, token: str, key: str, address: str) -> tuple[Host, str]:
         """Enrol the installer ``key`` with the host's install ``token`` (docs/protocol.md,
         "Install tokens"); the host and "new", "again" or "replaced".
@@ -1167,6 +1222,7 @@ class Registry(PoolsAndJobs, Repositories):
             raise refused
         return host, outcome
 
+    @once_more_on_conflict
     def rearm(self, mac: str) -> Host:
         """New network-install work: state pending, netboot armed, a new install token.
 
@@ -1188,6 +1244,7 @@ class Registry(PoolsAndJobs, Repositories):
             self._log(conn, host, "rearmed: new install work", old)
         return host
 
+    @once_more_on_conflict
     def assign_work(
         self,
         mac: str,
@@ -1233,6 +1290,7 @@ class Registry(PoolsAndJobs, Repositories):
         self._log(conn, host, f"assigned: {what} (reboot {policy.value})", old)
         return host
 
+    @once_more_on_conflict
     def check_in(
         self,
         mac: str,

@@ -54,7 +54,9 @@ from pxe_server.http_tls import DEFAULT_TLS_PORT, server_context
 from pxe_server.job_runner import JobRunner, holder_name
 from pxe_server.model import BOOT_TRANSPORTS, BadMac, BootTransport, ServerSettings, UnknownPolicy
 from pxe_server.registry import Registry
+from pxe_server.store import outage
 from pxe_server.tftp import LATER, Later, TftpServer
+from pxe_server.tftp_protocol import NOT_DEFINED, Refusal
 
 log = logging.getLogger("netinstall.server")
 
@@ -329,7 +331,8 @@ class Server:
             return found
         registry, settings, name = found
         try:
-            text = boot_config(registry, name, settings, self.unknown)
+            with _database_refusal():
+                text = boot_config(registry, name, settings, self.unknown)
         except (BadMac, RegistrationRefused):  # names no machine, or may not become one now
             return None  # (refusals are logged once a burst by the gate)
         except (InputError, jinja2.TemplateError) as exc:
@@ -344,7 +347,8 @@ class Server:
         if not isinstance(found, tuple):
             return found
         registry, settings, name = found
-        text = boot_config_cached(registry, name, settings)
+        with _database_refusal():
+            text = boot_config_cached(registry, name, settings)
         return LATER if text is None else text.encode()
 
     def _build_proxy_grub(self, modules: str | None, address: str) -> None:
@@ -438,6 +442,20 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@contextmanager
+def _database_refusal() -> Iterator[None]:
+    """The registry's database in trouble (``store.outage``) while a TFTP request is
+    served: a TFTP error naming it, logged as the transfer's one line, no traceback."""
+    try:
+        yield
+    except Exception as exc:
+        why = outage.reason(exc)
+        if why is None:
+            raise
+        said = f"the registry's database: {why}"
+        raise Refusal(NOT_DEFINED, "server busy, try again", said) from None
 
 
 def _url_host(address: str) -> str:

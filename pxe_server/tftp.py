@@ -444,6 +444,9 @@ class _Service:
         if self.resolve_now is not None:
             try:
                 content = self.resolve_now(relative, client)
+            except Refusal as refused:  # resolve_now's own (the registry unavailable)
+                self._drop_unopened(slot, refused)
+                return
             except Exception:
                 log.exception("tftp resolve_now failed for %s", name)
                 self._drop_unopened(slot, Refusal(NOT_DEFINED, "server error", "resolve failed"))
@@ -737,6 +740,8 @@ class _Service:
         the tree; Refusal for anything that cannot be served."""
         try:
             content = self.resolve(relative, client) if ask else None
+        except Refusal:  # resolve()'s own (the registry unavailable): logged with the transfer
+            raise
         except Exception:
             log.exception("tftp resolve failed for %s", loggable(relative))
             raise Refusal(NOT_DEFINED, "server error", "resolve failed") from None

@@ -66,8 +66,19 @@ def statements(conn: Connection) -> Iterator[list[str]]:
     def record(*args: Any) -> None:
         sent.append(str(args[2]))  # (conn, cursor, statement, parameters, context, many)
 
+    # PostgreSQL: what goes through SQLAlchemy (its events), and what the registry runs
+    # on the driver directly (``Store._driver``, every such statement on this connection).
+    driver = Store._driver
+
+    def direct(store: Store, on: Connection, sql: str, *args: Any, **kwargs: Any) -> Any:
+        if on is conn:
+            sent.append(sql)
+        return driver(store, on, sql, *args, **kwargs)
+
     event.listen(conn, "before_cursor_execute", record)
+    Store._driver = direct  # type: ignore[method-assign]
     try:
         yield sent
     finally:
         event.remove(conn, "before_cursor_execute", record)
+        Store._driver = driver  # type: ignore[method-assign]

@@ -129,14 +129,17 @@ class _Fail(Exception):
 
 
 def depth(value: object) -> int:
-    """How deeply arrays and objects nest in ``value`` (iteratively: any depth is safe)."""
-    deepest, stack = 0, [(value, 0)]
+    """How deeply arrays and objects nest in ``value`` (iteratively: any depth is safe).
+    Only arrays and objects are stacked: a message's scalars, nearly all its values,
+    are looked at once."""
+    if not isinstance(value, dict | list):
+        return 0
+    deepest, stack = 0, [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level + 1)
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
+        deepest = max(deepest, level)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
     return deepest
 
 
@@ -159,6 +162,16 @@ def decode(cls: type[M], data: object, *, strict: bool = True) -> M:
     what = message_name(cls)
     if not isinstance(data, dict):
         raise ProtocolError(f"{what}: the body must be a JSON object")
+    if _declared_depth(typing.cast(Any, cls)) <= MAX_DEPTH:
+        # The plain path first: what it accepts nests no deeper than the message's
+        # declaration allows (``_declared_depth``), so it needs no walk of the body for
+        # its depth; anything else goes the general way below, depth check first.
+        version = data.get(VERSION_FIELD, 1) if strict else VERSION
+        if type(version) is int and version in SUPPORTED:
+            body = {k: v for k, v in data.items() if k != VERSION_FIELD}
+            found = _plain_object(cls, body, version, strict)
+            if found is not _SLOW:
+                return typing.cast(M, found)
     if depth(data) > MAX_DEPTH:
         raise ProtocolError(f"{what}: the body nests deeper than {MAX_DEPTH} levels")
     version = version_of(data, what) if strict else VERSION
@@ -175,6 +188,10 @@ def _join(path: str, name: str) -> str:
 
 
 def _object(cls: type, data: object, path: str, *, version: int, strict: bool) -> object:
+    if type(data) is dict:
+        found = _plain_object(cls, data, version, strict)
+        if found is not _SLOW:
+            return found
     if not isinstance(data, dict):
         raise _Fail(path, "must be an object")
     specs, known = _specs(cls, version)
@@ -198,6 +215,208 @@ def _object(cls: type, data: object, path: str, *, version: int, strict: bool) -
             spec.kind, spec.rule, data[spec.name], where, version=version, strict=strict
         )
     return cls(**values)
+
+
+# -- the plain path: what nearly every message is, decoded without a path or a message --
+#
+# Each field gets a reader made once (``_reader``) that returns the decoded value of a
+# plainly valid JSON value (ASCII text within its rule, a number within its bounds, a
+# member of its enum, ...) and ``_SLOW`` for anything else. A message whose every field
+# reads plainly is made at once; otherwise the whole message goes the general way above
+# (``_value``), which decodes it the same or says what is wrong, naming the field. So
+# the plain path changes no result and no message, only the time: decoding 10,000 hosts
+# (``host list`` over the API) took 0.74 s the general way alone.
+
+_SLOW: Any = object()  # a reader's "not plainly valid: ask the general way"
+Reader = typing.Callable[[object], object]
+
+
+def _plain_object(cls: type, data: dict[str, object], version: int, strict: bool) -> object:
+    """``data`` as ``cls`` if every field of it reads plainly, else ``_SLOW``."""
+    plan, known = _plan(cls, version, strict)
+    if strict and not known.issuperset(data):
+        return _SLOW
+    values: dict[str, object] = {}
+    for name, required, null_is_default, read in plan:
+        item = data.get(name, _SLOW)
+        if item is _SLOW:
+            if required:
+                return _SLOW
+            continue
+        if item is None and null_is_default:
+            continue
+        value = read(item)
+        if value is _SLOW:
+            return _SLOW
+        values[name] = value
+    return cls(**values)
+
+
+@functools.cache
+def _plan(
+    cls: type, version: int, strict: bool
+) -> tuple[tuple[tuple[str, bool, bool, Reader], ...], frozenset[str]]:
+    """Each field's name, whether it is required, whether null stands for its default,
+    and its reader; and every field name (made once a message class and version)."""
+    specs, known = _specs(cls, version)
+    plan = tuple(
+        (
+            spec.name,
+            spec.required,
+            not _shape(spec.kind)[0] and not spec.required,
+            _reader(spec.kind, spec.rule, version, strict),
+        )
+        for spec in specs
+    )
+    return plan, known
+
+
+def _slow(data: object) -> object:
+    return _SLOW
+
+
+@functools.cache
+def _reader(kind: Any, r: Rule, version: int, strict: bool) -> Reader:
+    """The plain reader of a field of ``kind`` and ``r`` (see above)."""
+    nullable, inner, more = _shape(kind)
+    if more:
+        return _slow
+    read = _one_reader(inner, r, version, strict)
+    if not nullable:
+        return read
+    return lambda data: None if data is None else read(data)
+
+
+def _one_reader(kind: Any, r: Rule, version: int, strict: bool) -> Reader:
+    if kind is str:
+        return _text_reader(r)
+    if kind is bool:
+        return lambda data: data if type(data) is bool else _SLOW
+    if kind is int or kind is float:
+        low = r.minimum if r.minimum is not None else -math.inf
+        high = r.maximum if r.maximum is not None else math.inf
+        if kind is int:
+            return lambda data: data if type(data) is int and low <= data <= high else _SLOW
+        isfinite = math.isfinite  # a float field's integers go the general way
+        return lambda data: (
+            data if type(data) is float and isfinite(data) and low <= data <= high else _SLOW
+        )
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        members = {m.value: m for m in (r.choices or _members_of(kind)) if type(m.value) is str}
+        return lambda data: members.get(data, _SLOW) if type(data) is str else _SLOW
+    if dataclasses.is_dataclass(kind):
+        cls = typing.cast(type, kind)
+        return lambda data: (
+            _plain_object(cls, data, version, strict) if type(data) is dict else _SLOW
+        )
+    origin = _origin(kind)
+    if origin is tuple:
+        read = _one_reader(typing.get_args(kind)[0], dataclasses.replace(r, max_items=None),
+                           version, strict)  # fmt: skip
+        most = r.max_items if r.max_items is not None else math.inf
+
+        def items(data: object) -> object:
+            if type(data) is not list or len(data) > most:
+                return _SLOW
+            values = [read(item) for item in data]
+            return _SLOW if _SLOW in values else tuple(values)
+
+        return items
+    if origin is dict:
+        if typing.get_args(kind)[1] is object:  # a free object: its values any JSON
+            levels = 1 + PLAIN_JSON_DEPTH
+            return lambda data: _plain_json(data, levels) if type(data) is dict else _SLOW
+        text = _text_reader(Rule())
+        value_kind = typing.get_args(kind)[1]
+        read = text if value_kind is str else _one_reader(value_kind, Rule(), version, strict)
+
+        def entries(data: object) -> object:
+            if type(data) is not dict:
+                return _SLOW
+            result = {}
+            for key, item in data.items():
+                value = read(item)
+                if text(key) is _SLOW or value is _SLOW:
+                    return _SLOW
+                result[key] = value
+            return result
+
+        return entries
+    return _slow
+
+
+def _text_reader(r: Rule) -> Reader:
+    """ASCII text (which needs no check for lone surrogates) within ``r``'s length and,
+    if it says so, printable on one line."""
+    most = r.max_length if r.max_length is not None else math.inf
+    if r.printable:
+        return lambda data: (
+            data
+            if type(data) is str
+            and data.isascii()
+            and len(data) <= most
+            and data.isprintable()
+            and data.strip()
+            else _SLOW
+        )
+    return lambda data: (
+        data if type(data) is str and data.isascii() and len(data) <= most else _SLOW
+    )
+
+
+# Levels of arrays and objects the plain path takes inside a free object's values.
+PLAIN_JSON_DEPTH = 8
+
+
+def _plain_json(data: object, levels: int) -> object:
+    """A free JSON value as ``_json`` gives it, if it is plainly one: ASCII strings,
+    finite numbers, and arrays and objects of them, nesting ``levels`` deep at most."""
+    kind = type(data)
+    if kind is str:
+        return data if data.isascii() else _SLOW  # type: ignore[attr-defined]
+    if kind is dict:
+        if levels < 1:
+            return _SLOW
+        result = {}
+        for key, item in data.items():  # type: ignore[attr-defined]
+            value = _plain_json(item, levels - 1)
+            if type(key) is not str or not key.isascii() or value is _SLOW:
+                return _SLOW
+            result[key] = value
+        return result
+    if kind is list:
+        if levels < 1:
+            return _SLOW
+        values = [_plain_json(item, levels - 1) for item in data]  # type: ignore[attr-defined]
+        return _SLOW if _SLOW in values else values
+    if kind is float:
+        return data if math.isfinite(data) else _SLOW  # type: ignore[arg-type]
+    if kind is int or kind is bool or data is None:
+        return data
+    return _SLOW
+
+
+@functools.cache
+def _declared_depth(kind: Any, within: frozenset[Any] = frozenset()) -> int:
+    """How deeply arrays and objects can nest in what the plain path accepts for
+    ``kind`` (as ``depth`` counts them); past ``MAX_DEPTH`` for a message that holds
+    itself (the plain path then waits for the depth check)."""
+    if kind in within:
+        return MAX_DEPTH + 1
+    found = 0
+    for member in members(kind):
+        origin = _origin(member)
+        if dataclasses.is_dataclass(member):
+            specs = fields_of(typing.cast(type, member))
+            fields = [_declared_depth(s.kind, within | {kind}) for s in specs]
+            found = max(found, 1 + max(fields, default=0))
+        elif origin is tuple:
+            found = max(found, 1 + _declared_depth(typing.get_args(member)[0], within | {kind}))
+        elif origin is dict:
+            value = typing.get_args(member)[1]
+            inner = PLAIN_JSON_DEPTH if value is object else _declared_depth(value, within)
+            found = max(found, 1 + inner)
+    return found
 
 
 @functools.cache
@@ -406,24 +625,54 @@ def _names(cls: type) -> tuple[tuple[str, ...], bool]:
 
 def plain(value: object) -> object:
     """``value`` as JSON-ready data: enums as their values, messages as objects."""
-    kind = type(value)
+    kind: Any = type(value)
     if kind in _SCALARS:  # most values: no isinstance chain
         return value
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple | list):
-        return [plain(item) for item in value]
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        names, omit_none = _names(typing.cast(type, kind))
-        result = {}
-        for name in names:
-            item = getattr(value, name)
-            if item is ABSENT or (item is None and omit_none):
-                continue
-            result[name] = item if type(item) in _SCALARS else plain(item)
-        return result
+    return _plainer(kind)(value)
+
+
+@functools.cache
+def _plainer(kind: type) -> typing.Callable[[Any], object]:
+    """How ``plain`` turns a value of type ``kind`` into JSON-ready data: worked out once a
+    type (an enum, a list, a mapping, a message, anything else as it is), not once a value
+    (a 10,000-host list has 120,000 values that are not scalars)."""
+    if issubclass(kind, enum.Enum):
+        return _enum_value
+    if issubclass(kind, tuple | list):
+        return _plain_items
+    if issubclass(kind, Mapping):
+        return _plain_mapping
+    if dataclasses.is_dataclass(kind) and not issubclass(kind, type):
+        names, omit_none = _names(kind)
+        scalars = _SCALARS
+
+        def message(value: object) -> dict[str, object]:
+            result = {}
+            for name in names:
+                item = getattr(value, name)
+                if item is ABSENT or (item is None and omit_none):
+                    continue
+                item_kind: Any = type(item)
+                result[name] = item if item_kind in scalars else _plainer(item_kind)(item)
+            return result
+
+        return message
+    return _as_it_is
+
+
+def _enum_value(value: enum.Enum) -> object:
+    return value._value_
+
+
+def _plain_items(value: tuple[object, ...] | list[object]) -> list[object]:
+    return [plain(item) for item in value]
+
+
+def _plain_mapping(value: Mapping[object, object]) -> dict[str, object]:
+    return {str(k): plain(v) for k, v in value.items()}
+
+
+def _as_it_is(value: object) -> object:
     return value
 
 

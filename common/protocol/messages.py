@@ -166,8 +166,26 @@ class EventReply(Message):
 class LogStored(Message):
     """The reply to ``PUT .../logs``."""
 
-    stored: str = field(metadata=rule("the bundle's name in the server directory"))
+    stored: str = field(
+        metadata=rule("the bundle's name in the shared directory (else the server directory)")
+    )
     bytes: int = field(metadata=rule("its size"))
+
+
+@dataclass(frozen=True)
+class LogBundle(Message):
+    """One uploaded log bundle of a host, as ``GET .../logs`` lists it."""
+
+    name: str = field(metadata=rule("<UTC time>.tar.bz2: fetch it at .../logs/<name>"))
+    bytes: int = field(metadata=rule("its size"))
+    time: float = field(metadata=rule("when it was stored (seconds since the epoch)"))
+
+
+@dataclass(frozen=True)
+class LogList(Message):
+    """``GET .../logs``: a host's kept log bundles, whichever server they were uploaded to."""
+
+    bundles: tuple[LogBundle, ...] = field(metadata=rule("oldest first"))
 
 
 # -- the installer: enrolment ------------------------------------------------------------

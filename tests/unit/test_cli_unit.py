@@ -81,6 +81,15 @@ def test_root_unit_runs_the_installed_server_with_what_it_needs(directory: Path)
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
 
 
+def test_a_shared_directory_is_writable_and_mounted_first(directory: Path, tmp_path: Path) -> None:
+    from pxe_server import shared_dir
+
+    mount = shared_dir.record(directory, str(tmp_path / "shared"))
+    unit = unit_of(str(directory))
+    assert unit["Unit"]["RequiresMountsFor"] == [str(mount)]
+    assert unit["Service"]["ReadWritePaths"] == [f"{directory} {mount}"]
+
+
 def test_user_gets_the_same_capabilities_as_ambient_ones(directory: Path) -> None:
     service = unit_of(str(directory), "--user", "netinstall")["Service"]
     assert service["User"] == ["netinstall"]

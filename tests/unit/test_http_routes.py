@@ -4,6 +4,7 @@ and ``/files/`` through aiohttp's in-process test client (no process, loopback o
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -447,6 +448,33 @@ def test_a_bundle_is_stored_whole_and_private(repos_context: Context) -> None:
     assert stat.S_IMODE(stored.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(logs.stat().st_mode) == 0o700
     assert [p.name for p in stored.parent.iterdir()] == [stored.name]  # no .part left
+
+
+def test_bundles_go_to_the_shared_directory_and_are_listed_and_fetched(
+    repos_context: Context, tmp_path: Path
+) -> None:
+    ctx = replace(repos_context, shared_dir=tmp_path / "shared")
+    (tmp_path / "shared").mkdir()
+    status, reply = put_bundle(ctx, [b"BZh9 first"])
+    assert status == 201, reply
+    assert (tmp_path / "shared" / reply["stored"]).read_bytes() == b"BZh9 first"
+    assert not (repos_context.registry_dir / "logs").exists()
+    token = (repos_context.registry_dir / "api-token").read_text().strip()
+    name = Path(reply["stored"]).name
+
+    async def get(path: str) -> tuple[int, bytes]:
+        async with TestClient(TestServer(make_app(ctx))) as client:
+            got = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+            return got.status, await got.read()
+
+    status, body = asyncio.run(get(f"/api/v1/hosts/{MAC}/logs"))
+    listed = json.loads(body)["bundles"]
+    assert status == 200
+    assert [(b["name"], b["bytes"]) for b in listed] == [(name, 10)]
+    assert asyncio.run(get(f"/api/v1/hosts/{MAC}/logs/{name}")) == (200, b"BZh9 first")
+    for bad in ("20260101T000000.000000Z.tar.bz2", "..%2F..%2Fapi-token", ".part"):
+        assert asyncio.run(get(f"/api/v1/hosts/{MAC}/logs/{bad}"))[0] == 404
+    assert asyncio.run(get("/api/v1/hosts/52:54:00:99:99:99/logs"))[0] == 404
 
 
 @pytest.mark.parametrize(
