@@ -194,7 +194,13 @@ def walk_cli(walk: Walk) -> list[str]:
 
     collect(main, [])
     assert {" ".join(p) for p, _ in commands} >= {"host list", "host show", "profile show"}
-    fill = {"mac": [CLI_MAC, API_MAC], "name": ["default"]}
+    # A pool to show (`pool show default`); `job show ID` is not walked: a job needs a host
+    # that runs with an agent and a second registered version (tests/unit/test_jobs.py).
+    made = netinstall(
+        "pool", "create", "default", "--master", CLI_MAC, API_MAC, "--dir", str(walk.directory)
+    )
+    assert made.returncode == 0, made.stderr
+    fill = {"mac": [CLI_MAC, API_MAC], "name": ["default"], "job_id": []}
     for path, command in commands:
         arguments = [p.name for p in command.params if isinstance(p, click.Argument)]
         choices: list[list[str]] = [[]]
