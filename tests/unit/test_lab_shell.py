@@ -35,6 +35,33 @@ def fake_port(socket_path: Path, talk: Callable[[socket.socket], None]) -> threa
     return thread
 
 
+def login_machine(
+    socket_path: Path, log: Path, lines: list[bytes], answer: Callable[[bytes], str | None]
+) -> threading.Thread:
+    """A stand-in serial port for a login: each line typed goes to ``lines`` and gets
+    ``answer(line)`` in the log; a command line (``None`` from ``answer``) gets its markers
+    with status 0 and ends the talk."""
+
+    def talk(conn: socket.socket) -> None:
+        pending = b""
+        while not (lines and b"<<" in lines[-1]):  # until the first command line
+            received = conn.recv(4096)
+            if not received:
+                break
+            pending += received
+            while b"\r" in pending:
+                line, pending = pending.split(b"\r", 1)
+                lines.append(line)
+                text = answer(line)
+                if text is None:
+                    name = re.search(rb"<<(\w+)-", line)[1].decode()  # type: ignore[index]
+                    text = f"<<{name}-begin>>\r\n<<{name}-end:0>>\r\n# "
+                with log.open("a") as out:
+                    out.write(text)
+
+    return fake_port(socket_path, talk)
+
+
 def machine(socket_path: Path, log: Path, drop: bool) -> threading.Thread:
     """A stand-in serial port: it reads one typed command line and "prints" its markers
     to the log as the machine would, one end marker with a character lost if ``drop``."""
@@ -111,30 +138,18 @@ def test_a_kernel_message_after_the_prompt_gets_a_fresh_prompt(
     log.write_text("")
     lines: list[bytes] = []
 
-    def talk(conn: socket.socket) -> None:
-        pending = b""
-        while not (lines and b"<<" in lines[-1]):  # until the first command line
-            received = conn.recv(4096)
-            if not received:
-                break
-            pending += received
-            while b"\r" in pending:
-                line, pending = pending.split(b"\r", 1)
-                lines.append(line)
-                with log.open("a") as out:
-                    if line == b"" and len(lines) == 1:  # the getty woken
-                        out.write("\r\nlab01 login: ")
-                    elif line == b"root":
-                        out.write("root\r\nPassword: ")
-                    elif line == b"secret":
-                        out.write("\r\nroot@lab01:~# [   75.6] ppdev: user-space parallel port\r\n")
-                    elif line == b"":  # Enter at the shell: a fresh prompt
-                        out.write("\r\nroot@lab01:~# ")
-                    else:
-                        name = re.search(rb"<<(\w+)-", line)[1].decode()  # type: ignore[index]
-                        out.write(f"<<{name}-begin>>\r\n<<{name}-end:0>>\r\n# ")
+    def answer(line: bytes) -> str | None:
+        if line == b"" and len(lines) == 1:  # the getty woken
+            return "\r\nlab01 login: "
+        if line == b"root":
+            return "root\r\nPassword: "
+        if line == b"secret":
+            return "\r\nroot@lab01:~# [   75.6] ppdev: user-space parallel port\r\n"
+        if line == b"":  # Enter at the shell: a fresh prompt
+            return "\r\nroot@lab01:~# "
+        return None
 
-    thread = fake_port(path, talk)
+    thread = login_machine(path, log, lines, answer)
     shell = SerialShell(path, log)
     try:
         shell.login("secret", timeout=10)
@@ -181,30 +196,18 @@ def test_a_user_name_lost_to_a_restarting_getty_is_typed_again(
     log.write_text("")
     lines: list[bytes] = []
 
-    def talk(conn: socket.socket) -> None:
-        pending = b""
-        while not (lines and b"<<" in lines[-1]):  # until the first command line
-            received = conn.recv(4096)
-            if not received:
-                break
-            pending += received
-            while b"\r" in pending:
-                line, pending = pending.split(b"\r", 1)
-                lines.append(line)
-                with log.open("a") as out:
-                    if line == b"":  # the getty woken (again)
-                        out.write("\r\nlab01 login: ")
-                    elif line == b"root" and lines.count(b"root") == 1:
-                        out.write("\r\n[   80.1] the getty starts again\r\n")  # name lost
-                    elif line == b"root":
-                        out.write("root\r\nPassword: ")
-                    elif line == b"secret":
-                        out.write("\r\nroot@lab01:~# ")
-                    else:
-                        name = re.search(rb"<<(\w+)-", line)[1].decode()  # type: ignore[index]
-                        out.write(f"<<{name}-begin>>\r\n<<{name}-end:0>>\r\n# ")
+    def answer(line: bytes) -> str | None:
+        if line == b"":  # the getty woken (again)
+            return "\r\nlab01 login: "
+        if line == b"root" and lines.count(b"root") == 1:
+            return "\r\n[   80.1] the getty starts again\r\n"  # the name is lost
+        if line == b"root":
+            return "root\r\nPassword: "
+        if line == b"secret":
+            return "\r\nroot@lab01:~# "
+        return None
 
-    thread = fake_port(path, talk)
+    thread = login_machine(path, log, lines, answer)
     shell = SerialShell(path, log)
     try:
         shell.login("secret", timeout=10)
