@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import stat
 import subprocess
 import threading
@@ -437,6 +438,13 @@ def test_host_upgrade_and_restore(tmp_path: Path, versions: Session) -> None:
     assert json.loads(versions.run("host", "list", "--json").stdout)[0]["work"] == "install"
 
 
+def _operator_signals() -> None:
+    """In the child before exec: SIGINT as an operator's terminal has it. A test run
+    started in the background by a non-interactive shell (CI's) ignores SIGINT, every
+    child inherits that, and Python then installs no KeyboardInterrupt for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def pool_command(session: Session, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [str(NETINSTALL), "pool", "upgrade", "--dir", str(session.directory), *args],
@@ -444,6 +452,7 @@ def pool_command(session: Session, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         stdin=subprocess.DEVNULL,
+        preexec_fn=_operator_signals,  # noqa: PLW1509 - only a signal disposition, no threads' locks
     )
 
 
@@ -635,8 +644,6 @@ def test_named_pools_and_their_upgrade_as_a_job(tmp_path: Path, versions: Sessio
 
 
 def test_ctrl_c_stops_following_not_the_job(tmp_path: Path, versions: Session) -> None:
-    import signal
-
     versions.run("host", "add", MAC)
     installed_and_running(versions, MAC)
     versions.run("server", "repo", "add", str(tmp_path / "repo-0.2.0"))
