@@ -61,6 +61,11 @@ from pxe_server.tftp_protocol import NOT_DEFINED, Refusal
 log = logging.getLogger("netinstall.server")
 
 DHCP_MODES = ("off", "full", "proxy")
+# TFTP opener threads on a PostgreSQL registry: a boot config's reads and its signalling
+# write wait on the network there, and one thread would queue every other client's boot
+# config behind them (two servers' fleet at 1,000 hosts: a TFTP boot config's p99 1.2 s
+# with one, 0.15-0.34 s with four). On SQLite one: its reads never wait.
+TFTP_OPENERS = 4
 _SIOCGIFADDR, _SIOCGIFNETMASK = 0x8915, 0x891B
 DEFAULT_GRUB_MODULES = (
     Path.home() / ".cache/netinstall/work/netboot/grub-efi-amd64-bin/usr/lib/grub/x86_64-efi"
@@ -283,7 +288,12 @@ class Server:
         if self.dhcp != "off":
             self.http.http_boot_loader = self._build_http_grub(values.get("grub_modules"))
         self.tftp = TftpServer(
-            root, self._resolve, host=self.bind, port=self._tftp_port, resolve_now=self._resolve_now
+            root,
+            self._resolve,
+            host=self.bind,
+            port=self._tftp_port,
+            resolve_now=self._resolve_now,
+            openers=TFTP_OPENERS if registry.networked else 1,
         )
         with listening("TFTP", "udp", self.bind, self._tftp_port, "--tftp-port"):
             self.tftp.start()

@@ -17,7 +17,8 @@ transfer takes the one idle longest, never one whose last transfer was the same 
 client's next one's. A request repeated from the same (address, port) while its transfer
 runs is ignored (the transfer's own timer resends), and a datagram from anyone else to a
 transfer's socket gets "unknown transfer ID" and changes nothing. Files are opened, and
-resolve() called, in one worker thread so that a slow registry or file system never stalls
+resolve() called, in worker threads (one, or ``openers`` where resolve() waits on the
+network: a registry on PostgreSQL) so that a slow registry or file system never stalls
 the blocks of other transfers; the event loop only moves datagrams. A server may also give
 `resolve_now`, which the loop calls itself and which must not block: what it answers at
 once (a boot config the render cache holds, or "no dynamic file here") saves the hand-off
@@ -199,10 +200,12 @@ class TftpServer:
         port: int = 69,
         limits: Limits | None = None,
         resolve_now: ResolveNow | None = None,
+        openers: int = 1,
     ) -> None:
         self.root = Path(root)
         self._resolve = resolve
         self._resolve_now = resolve_now
+        self._openers = openers  # opener threads: resolves (and opens) under way at once
         self._host = host
         self._requested_port = port
         self._limits = limits or Limits()
@@ -233,7 +236,12 @@ class TftpServer:
         sock.setblocking(False)
         self._sock = sock
         service = self._service = _Service(
-            self.root, self._resolve, self._host, self._limits, self._resolve_now
+            self.root,
+            self._resolve,
+            self._host,
+            self._limits,
+            self._resolve_now,
+            openers=self._openers,
         )
         ready = threading.Event()
         self._thread = threading.Thread(
@@ -372,11 +380,13 @@ class _Service:
         host: str,
         limits: Limits,
         resolve_now: ResolveNow | None = None,
+        *,
+        openers: int = 1,
     ) -> None:
         self.root, self.resolve, self.host, self.limits = root, resolve, host, limits
         self.resolve_now = resolve_now
         self.loop = _Loop()
-        self.opener = ThreadPoolExecutor(1, thread_name_prefix="netinstall-tftp-open")
+        self.opener = ThreadPoolExecutor(openers, thread_name_prefix="netinstall-tftp-open")
         self.cache = FileCache(limits.cache_files, limits.cache_bytes)  # the opener's only
         self.slots: dict[Client, _Slot] = {}
         self.per_address: dict[str, int] = {}  # slots by client address (none: absent)

@@ -119,7 +119,9 @@ repositories = Table(
     Column("added", Float, nullable=False),
 )
 
-# Registry-wide counters; "revision": the last host revision handed out.
+# Registry-wide counters. The "revision" row is the lock a write that adds rows no host
+# row guards takes first (``Registry._serialise``); its value was the last host revision
+# handed out until revisions became random, and is no longer changed.
 counters = Table(
     "counters",
     metadata,

@@ -117,7 +117,7 @@ def test_a_registry_of_schema_6_opens_and_its_hosts_get_revisions(tmp_path: Path
     with Registry.open(tmp_path) as registry:
         assert revision(registry) == 0
         registry.rearm(MAC)
-        assert revision(registry) == 1
+        assert revision(registry) > 0
 
 
 # -- the render cache ---------------------------------------------------------------
