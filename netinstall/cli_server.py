@@ -284,6 +284,13 @@ def _dhcp_range(text: str) -> tuple[str, str]:
 @click.option("--http-port", default="8080", show_default=True)
 @click.option("--dhcp", default="off", show_default=True, help="off, full or proxy (dnsmasq).")
 @click.option("--interface", help="The interface dnsmasq serves (with --dhcp full|proxy).")
+@click.option(
+    "--advertise",
+    metavar="ADDR",
+    help="The address clients reach this server at, for this server only (several servers "
+    "on one registry: each its own); over the registry's `advertise` setting, --bind and "
+    "--interface.",
+)
 @click.option("--range", "dhcp_range", help="FIRST,LAST addresses to lease (--dhcp full).")
 @click.option(
     "--unknown-limit",
@@ -326,6 +333,7 @@ def server_run(
     http_port: str,
     dhcp: str,
     interface: str | None,
+    advertise: str | None,
     dhcp_range: str | None,
     unknown_limit: str,
     unknown_rate: str,
@@ -340,6 +348,8 @@ def server_run(
         "tftp_port": _port("--tftp-port", tftp_port),
         "http_port": _port("--http-port", http_port),
     }
+    if advertise is not None:
+        options["advertise"] = _ip("--advertise", advertise)
     if dhcp not in ("off", "full", "proxy"):
         raise InputError(f"--dhcp {dhcp!r}: expected off, full or proxy")
     if dhcp == "off" and (interface or dhcp_range):

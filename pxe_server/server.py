@@ -112,8 +112,9 @@ def interface_ra_prefix(interface: str, if_inet6: Path = Path("/proc/net/if_inet
 
 
 def advertised_address(bind: str, interface: str | None, advertise: str | None) -> str:
-    """The address put into URLs and boot configs: ``advertise``, else a specific bind
-    address, else ``interface``'s address; an InputError if none says it."""
+    """The address put into URLs and boot configs: ``advertise`` (``server run
+    --advertise``, else the registry's setting), else a specific bind address, else
+    ``interface``'s address; an InputError if none says it."""
     if advertise:
         return advertise
     if bind not in ("", "0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
@@ -122,8 +123,8 @@ def advertised_address(bind: str, interface: str | None, advertise: str | None) 
         return str(interface_network(interface).ip)
     raise InputError(
         f"the server listens on {bind or 'every address'}, so it cannot tell clients its address: "
-        "give --interface, bind one address, or set the registry setting `advertise` "
-        "(netinstall server init --advertise ADDR)"
+        "give --interface, bind one address, or --advertise ADDR (this server's), or set "
+        "the registry setting `advertise` (netinstall server init --advertise ADDR)"
     )
 
 
@@ -181,6 +182,7 @@ class Server:
         boot_transport: BootTransport = "http",
         tls: TlsFiles | None = None,
         job_runner: bool = True,
+        advertise: str | None = None,
     ) -> None:
         if boot_transport not in BOOT_TRANSPORTS:
             raise InputError(
@@ -196,6 +198,7 @@ class Server:
         self.bind = bind
         self.dhcp = dhcp
         self.interface = interface
+        self.advertise = advertise  # this server's own, over the registry's setting
         self.dhcp_range = dhcp_range
         self.boot_transport = boot_transport
         self.tls = tls
@@ -248,7 +251,9 @@ class Server:
                 f"registry setting unknown_policy is {values['unknown_policy']!r}; "
                 "expected local or install"
             ) from None
-        address = advertised_address(self.bind, self.interface, values.get("advertise"))
+        address = advertised_address(
+            self.bind, self.interface, self.advertise or values.get("advertise")
+        )
         provisional = ServerSettings(http_base="", tftp_address=address, unknown_policy=policy)
         with listening("HTTP", "tcp", self.bind, self._http_port, "--http-port"):
             self.http = HttpServer(
@@ -484,6 +489,7 @@ def run_server(
     unknown_limits: UnknownLimits | None = None,
     boot_transport: BootTransport = "http",
     tls: TlsFiles | None = None,
+    advertise: str | None = None,
 ) -> None:
     """``netinstall server run``: serve until SIGINT or SIGTERM, then stop cleanly."""
     if not logging.getLogger().handlers:  # the request log and where things listen, on stderr
@@ -509,6 +515,7 @@ def run_server(
             unknown_limits=unknown_limits,
             boot_transport=boot_transport,
             tls=tls,
+            advertise=advertise,
         ):
             while not stopping.wait(1.0):
                 pass

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.two_servers import VERSION, BootClient, Pair, request, two_servers
+from tests.integration.two_servers import (
+    B_ADDRESS,
+    VERSION,
+    BootClient,
+    Pair,
+    request,
+    two_servers,
+)
 from tests.pki import Pki, make_pki
 
 pytestmark = pytest.mark.integration
@@ -139,3 +146,16 @@ def test_the_operator_api_of_b_is_https_only(pair: Pair) -> None:
     assert "HTTPS only" in plain.json()["error"]
     # A has no TLS listener: its plain port serves the API (loopback here).
     assert request(pair.a.http_port, "GET", "/api/v1/hosts", secret=token).status == 200
+
+
+def test_each_server_advertises_its_own_address(pair: Pair) -> None:
+    """One registry, two addresses: B's --advertise is B's alone; A, without one, says the
+    address it binds."""
+    mac = "52:54:00:19:00:02"
+    assert pair.cli_b("host", "add", mac).returncode == 0
+    host = BootClient(mac)
+    b = host.boot_config(pair.b.http_port)
+    assert f"http://{B_ADDRESS}:{pair.b.http_port}/" in b, b
+    a = host.boot_config(pair.a.http_port)
+    assert f"http://127.0.0.1:{pair.a.http_port}/" in a, a
+    assert B_ADDRESS not in a

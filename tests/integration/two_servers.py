@@ -119,6 +119,9 @@ class Pair:
                           "--token-file", str(self.token_file), *args)  # fmt: skip
 
 
+B_ADDRESS = "127.0.0.2"  # what server B puts into its URLs (it listens on 127.0.0.1)
+
+
 @contextmanager
 def two_servers(tmp: Path, url: str, pki: Pki) -> Iterator[Pair]:
     files = {name: name.encode() for name in PAYLOAD}
@@ -132,7 +135,8 @@ def two_servers(tmp: Path, url: str, pki: Pki) -> Iterator[Pair]:
     tls = ("--tls-cert", str(pki.cert), "--tls-key", str(pki.key), "--tls-port", "0")
     with ExitStack() as stack:
         a = stack.enter_context(serving(tmp / "a", tmp / "a.log"))
-        b = stack.enter_context(serving(tmp / "b", tmp / "b.log", *tls))
+        # B advertises an address of its own (server run --advertise), over the registry's.
+        b = stack.enter_context(serving(tmp / "b", tmp / "b.log", *tls, "--advertise", B_ADDRESS))
         yield Pair(a, b, tmp / "a" / "api-token", pki, said_b)
 
 
