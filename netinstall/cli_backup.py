@@ -181,7 +181,7 @@ def server_restore(
         )
     if where.exists() and not where.is_dir():
         raise InputError(f"{where} exists and is not a directory")
-    with Backup(Path(source)) as backup:
+    with Backup(Path(source)) as backup, _unchanged(f"nothing was restored: {where} is as it was"):
         _progress(
             f"{source}: netinstall {backup.version}, revision {backup.revision}, from "
             f"{backup.engine}, {backup.created}"
@@ -229,6 +229,18 @@ def server_restore(
         click.echo(
             f"the backup carries no API token: `netinstall server token rotate {where}` makes one"
         )
+
+
+@contextmanager
+def _unchanged(said: str) -> Iterator[None]:
+    """A failure inside (all or nothing: the transaction rolled back, nothing written
+    before it) is said with ``said``, what was left as it was."""
+    try:
+        yield
+    except InputError as exc:
+        raise InputError([*exc.problems[:-1], f"{exc.problems[-1]}; {said}"]) from None
+    except NetinstallError as exc:
+        raise NetinstallError(f"{exc}; {said}") from None
 
 
 def _aside(where: Path) -> Path:
@@ -285,6 +297,7 @@ def server_migrate(positional: str | None, directory: str, target: str) -> None:
     destination = Store(where, url)
     try:
         with (
+            _unchanged(f"nothing was migrated: {where} keeps its SQLite registry"),
             snapshot(source, exclusive=True) as read,
             _writing(destination, "migrate into") as conn,
         ):

@@ -67,12 +67,21 @@ def build_http_grub(module_dir: Path, http_base: str, out: Path) -> Path:
 
 
 def _build(module_dir: Path, argv: list[str], out: Path) -> Path:
-    if not (module_dir / "moddep.lst").is_file():
+    try:
+        present = (module_dir / "moddep.lst").is_file()
+    except OSError as exc:  # unreadable (permissions): the operator's to fix
+        raise InputError(f"{module_dir}: GRUB's modules cannot be read ({exc.strerror})") from None
+    if not present:
         raise InputError(
             f"{module_dir} holds no GRUB x86_64-efi modules (no moddep.lst); "
             "run `netinstall images build --only netboot` or name the directory"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"{out.parent}: the GRUB image cannot be written there ({exc.strerror})"
+        ) from None
     run(argv, timeout=300)
     out.chmod(0o644)
     return out

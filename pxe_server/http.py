@@ -360,9 +360,16 @@ async def answer_file(request: web.Request) -> web.StreamResponse:
         try:
             text = await blocking(_answer_file, ctx, host)
         except InputError as exc:  # unregistered version, invalid answer file, no profile
+            # Not the installer's mistake, nor one that a retry cures: the operator's (a
+            # profile, a host's variables, a version not registered). A 409 names it, and
+            # the installer stops and reports it failed at once (4xx: no retries).
             said = " ".join(exc.problems)
             log.warning("answer file of %s cannot be served: %s", mac, said)
-            return error(500, said)
+            return error(
+                409,
+                f"the answer file of {mac} cannot be made: {said} (the operator's to fix: "
+                f"`netinstall answerfile validate --host {mac}` says the same)",
+            )
         ctx.registry.renders.put(key, host.revision, text)
     return web.Response(text=text, content_type="application/xml")
 
@@ -391,8 +398,8 @@ async def _config(request: web.Request, path: str, via: render.Via = "tftp") -> 
         return error(400, f"{loggable(path)}: {exc}")
     except RegistrationRefused as exc:  # logged once a burst by the gate
         return error(exc.status, str(exc), **{"Retry-After": str(exc.retry_after)})
-    except (InputError, jinja2.TemplateError) as exc:
-        return error(500, f"the boot config {path} cannot be rendered: {exc}")
+    except (InputError, jinja2.TemplateError) as exc:  # a profile's: the operator's to fix
+        return error(409, f"the boot config {path} cannot be rendered: {exc}")
     if text is None:
         return error(404, f"{path} is not a boot config this server renders")
     return web.Response(text=text, content_type="text/plain")

@@ -461,7 +461,7 @@ async def checkin(call: Call[Checkin]) -> CheckinReply | web.Response:
     except InputError as exc:  # the server's configuration, not the agent's request
         message = " ".join(exc.problems)
         log.warning("check-in of %s cannot be answered: %s", mac, message)
-        return error(500, message)
+        return error(409, f"the check-in of {mac} cannot be answered: {message}")
 
 
 class _Bundle:

@@ -196,7 +196,10 @@ def test_a_backup_that_holds_tables_its_revision_lacks_is_refused(
     )
     code, _, err = run("server", "restore", str(tmp_path / "t"), "--from", str(bad))
     assert code == 2
-    assert err.splitlines()[-1] == "netinstall: revision 0008 of the registry has no table 'jobs'"
+    assert err.splitlines()[-1] == (
+        "netinstall: revision 0008 of the registry has no table 'jobs'; nothing was restored: "
+        f"{tmp_path / 't'} is as it was"
+    )
     assert not (tmp_path / "t").exists()
 
 

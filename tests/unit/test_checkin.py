@@ -4,6 +4,8 @@ aiohttp's in-process test client, with the reply parsed by the dom0 agent's own 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -267,6 +269,20 @@ def test_checkin_route_says_restore(registry: Registry) -> None:
     assert status == 200
     status, reply = post(registry, CHECKIN, {"running_version": "0.1.0"}, credential(registry))
     assert (status, reply["action"], reply["reboot"]) == (200, "restore", "auto")
+
+
+def test_work_the_server_cannot_describe_is_a_409_naming_it(registry: Registry) -> None:
+    """The profile's arguments cannot be carried (the operator's to fix): 409, not 500;
+    the agent checks in again later. (The registry refuses such a profile now; one an
+    older release stored is written here straight into the file.)"""
+    status, _ = post(registry, f"/api/v1/hosts/{MAC}/restore", {}, api_token(registry))
+    assert status == 200
+    with contextlib.closing(sqlite3.connect(registry.path)) as conn, conn:
+        conn.execute("UPDATE profiles SET kernel_args = 'install' WHERE name = 'default'")
+    status, reply = post(registry, CHECKIN, {"running_version": "0.1.0"}, credential(registry))
+    assert status == 409
+    assert reply["error"].startswith(f"the check-in of {MAC} cannot be answered: ")
+    assert "written by the server itself" in reply["error"]
 
 
 @pytest.mark.parametrize("secret", [None, "wrong", "install-token"])

@@ -286,6 +286,10 @@ def test_grub_bad_inputs(tmp_path: Path) -> None:
         grub_mkimage_argv(tmp_path, "server", tmp_path / "g.efi")
     with pytest.raises(InputError, match="holds no GRUB x86_64-efi modules"):
         build_proxy_grub(tmp_path, "192.168.77.1", tmp_path / "g.efi")
+    (tmp_path / "moddep.lst").write_text("")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(InputError, match="the GRUB image cannot be written there"):
+        build_proxy_grub(tmp_path, "192.168.77.1", tmp_path / "a-file" / "g.efi")
 
 
 def test_http_boot_grub_has_its_prefix_on_http(tmp_path: Path) -> None:

@@ -314,7 +314,7 @@ def test_answer_file_repo_url_follows_the_assigned_version(repos_context: Contex
     assert "http://192.0.2.1:8080/repo/0.2.0/" in answer(repos_context)[1]
     registry.update_host(MAC, profile="v0.9.0")
     status, text = answer(repos_context)
-    assert status == 500
+    assert status == 409  # the operator's to fix, not a server error: no retries
     assert "payload version 0.9.0 is not registered" in text
 
 
