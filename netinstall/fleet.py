@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, TypeVar
 from urllib.parse import quote
 
-from common.protocol.codec import ABSENT, decode, encode
+from common.protocol.codec import decode, encode
 from common.protocol.messages import (
     AnswerFileCheck,
     Deleted,
@@ -165,13 +165,8 @@ class LocalFleet:
         return host_record(host)
 
     def edit_host(self, mac: str, edit: HostEdit) -> HostRecord:
-        changes: dict[str, object] = {}
-        for name in ("name", "profile", "variables"):
-            value = getattr(edit, name)
-            if value is not ABSENT:
-                changes[name] = dict(value or {}) if name == "variables" else value
         self.host(mac)  # UnknownHost, as the API says it
-        return host_record(self.registry.update_host(mac, **changes))  # type: ignore[arg-type]
+        return host_record(operator_view.edit_host(self.registry, normalise_mac(mac), edit))
 
     def remove_host(self, mac: str) -> str:
         mac = mac_syntax(mac)  # a record made before group addresses were refused, too

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from common.errors import InputError
-from common.protocol.codec import ABSENT, decode, encode
+from common.protocol.codec import decode, encode
 from common.protocol.messages import (
     MAX_KEY,
     MIN_KEY,
@@ -190,16 +190,11 @@ async def show_host(call: Call[NoBody]) -> HostRecord:
 
 
 async def edit_host(call: Call[HostEdit]) -> HostRecord:
-    ctx, mac, body = call.ctx, call.mac, call.body
-    changes: dict[str, object] = {}
-    if body.name is not ABSENT:
-        changes["name"] = body.name
-    if body.profile is not ABSENT:
-        changes["profile"] = body.profile
-    if body.variables is not ABSENT:
-        changes["variables"] = dict(body.variables or {})
+    """Variables set or unset by name are merged under the host row's lock: two operators
+    changing different ones at once both keep their change."""
+    ctx, mac = call.ctx, call.mac
     await _known(ctx, mac)
-    return host_record(await writing(ctx, ctx.registry.update_host, mac, **changes))
+    return host_record(await writing(ctx, operator_view.edit_host, ctx.registry, mac, call.body))
 
 
 async def delete_host(call: Call[NoBody]) -> Deleted:
