@@ -3,8 +3,9 @@ and with ``--server`` against that directory's API, served by the server's own a
 (``pxe_server.http.make_app``) from a thread of this process on loopback over plain HTTP
 (which the client allows to loopback only). No process is started.
 
-    serving(directory)   -> the API's base URL while the block runs
-    operator             a fixture: an ``Operator`` of a new server directory (default
+    serving(directory)        -> the API's base URL while the block runs
+    operator_of(directory, way) -> an ``Operator``, ``local`` or ``remote``
+    operator                  a fixture: an ``Operator`` of a new server directory (default
                          profile), once ``local`` and once ``remote``
 """
 
@@ -93,13 +94,21 @@ class Operator:
         return Result(done.exit_code, done.stdout, done.stderr, done.stdout_bytes)
 
 
+@contextmanager
+def operator_of(directory: Path, way: str) -> Iterator[Operator]:
+    """An operator of ``directory`` (a registry there), ``local`` or ``remote`` (its API
+    served while the block runs: a shared directory is read when it starts)."""
+    if way == "local":
+        yield Operator(directory, None)
+        return
+    with serving(directory) as url:
+        yield Operator(directory, url)
+
+
 @pytest.fixture(params=["local", "remote"])
 def operator(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Operator]:
     directory = tmp_path / "srv"
     with Registry.open(directory) as registry:
         registry.add_profile(default_profile())
-    if request.param == "local":
-        yield Operator(directory, None)
-        return
-    with serving(directory) as url:
-        yield Operator(directory, url)
+    with operator_of(directory, request.param) as made:
+        yield made
