@@ -6,7 +6,6 @@ tests/integration/test_registry_host_edit_postgresql.py."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from common.errors import InputError
 from pxe_server.passwords import is_sha512_crypt, sha512_crypt
 from pxe_server.registry import Registry, UnknownHost, default_profile
+from tests.registry_engines import together
 
 MAC = "52:54:00:12:34:56"
 PASSWORD = "hunter2-secret"
@@ -104,25 +104,14 @@ def test_concurrent_edits_of_different_variables_all_land(registry_dir: Path) ->
     with Registry.open(registry_dir) as setup:
         setup.add_profile(default_profile())
         setup.add_host(MAC, variables={f"{w}_gone_{i}": "x" for w in "ab" for i in range(rounds)})
-    start = threading.Barrier(2)
-    errors: list[BaseException] = []
 
     def writer(who: str) -> None:
-        try:
-            with Registry.open(registry_dir) as own:
-                start.wait(timeout=30)
-                for i in range(rounds):
-                    own.update_host(MAC, set_variables={f"{who}_{i}": str(i)},
-                                    unset_variables=[f"{who}_gone_{i}"])  # fmt: skip
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            errors.append(exc)
+        with Registry.open(registry_dir) as own:
+            for i in range(rounds):
+                own.update_host(MAC, set_variables={f"{who}_{i}": str(i)},
+                                unset_variables=[f"{who}_gone_{i}"])  # fmt: skip
 
-    threads = [threading.Thread(target=writer, args=(who,)) for who in "ab"]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert errors == []
+    together(writer, "ab", timeout=120)
     with Registry.open(registry_dir) as check:
         found = check.get_host(MAC)
         assert found is not None
