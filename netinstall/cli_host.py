@@ -26,14 +26,17 @@ def host() -> None:
     """Register machines, follow their installs, assign them work."""
 
 
-def variables(pairs: Sequence[str]) -> list[tuple[str, str]]:
-    """``--var KEY=VALUE`` options as pairs; InputError for one without ``=``."""
-    result = []
+def variables(pairs: Sequence[str]) -> dict[str, str]:
+    """``--var KEY=VALUE`` options as a dict; InputError for one without ``=`` and for a
+    KEY given twice."""
+    result: dict[str, str] = {}
     for text in pairs:
         key, sep, value = text.partition("=")
         if not sep or not key.strip():
             raise InputError(f"--var {text!r} is not KEY=VALUE")
-        result.append((key.strip(), value))
+        if key.strip() in result:
+            raise InputError(f"variable {key.strip()!r} is given twice")
+        result[key.strip()] = value
     return result
 
 
@@ -131,11 +134,7 @@ def host_add(
     """Register MAC for a network install with PROFILE (netboot armed)."""
     from common.protocol.messages import HostCreate, SanRecord
 
-    given: dict[str, str] = {}
-    for key, value in variables(pairs):
-        if key in given:
-            raise InputError(f"variable {key!r} is given twice")
-        given[key] = value
+    given = variables(pairs)
     if not san_targets and any(san.values()):
         raise InputError("--san-address, --san-gateway and --initiator need --san-target")
     root = None
@@ -243,7 +242,9 @@ def host_set(
 ) -> None:
     """Change MAC's name, profile or variables in place (its state and work unchanged).
 
-    --var and --unset change the variables named and keep the others (passwords too)."""
+    --var and --unset change the variables named and keep the others (passwords too); the
+    server merges them in the transaction that writes the host, so another operator's
+    change of other variables made meanwhile is kept. A password given is a new one."""
     from common.protocol.codec import ABSENT
     from common.protocol.messages import HostEdit
     from pxe_server.model import normalise_mac
@@ -252,21 +253,13 @@ def host_set(
     given = variables(pairs)
     if name is None and profile is None and not given and not unset:
         raise InputError("nothing to change: give --name, --profile, --var or --unset")
+    edit = HostEdit(
+        name=ABSENT if name is None else (name or None),
+        profile=ABSENT if profile is None else profile,
+        set_variables=given or ABSENT,
+        unset_variables=tuple(unset) or ABSENT,
+    )
     with open_fleet(directory) as fleet:
-        current = fleet.host(mac)
-        merged = None
-        if given or unset:
-            missing = sorted(set(unset) - set(current.variables))
-            if missing:
-                raise InputError(f"--unset {missing[0]}: host {mac} has no such variable")
-            # A password shows as <redacted>, which the registry reads as "keep the hash".
-            merged = {k: v for k, v in current.variables.items() if k not in unset}
-            merged.update(given)
-        edit = HostEdit(
-            name=ABSENT if name is None else (name or None),
-            profile=ABSENT if profile is None else profile,
-            variables=ABSENT if merged is None else merged,
-        )
         item = fleet.edit_host(mac, edit)
     variables_text = ", ".join(sorted(item.variables)) or "none"
     click.echo(

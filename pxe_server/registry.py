@@ -30,7 +30,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import replace
@@ -80,6 +80,7 @@ from pxe_server.registry_base import LOCK_HOSTS
 from pxe_server.registry_input import (
     Variables,
     choice,
+    edited_variables,
     host_name,
     profile_input,
     progress_of,
@@ -908,11 +909,22 @@ class Registry(PoolsAndJobs, Repositories):
         name: str | Literal[_Keep.KEEP] | None = KEEP,
         profile: str | Literal[_Keep.KEEP] = KEEP,
         variables: Variables | Literal[_Keep.KEEP] = KEEP,
+        set_variables: Variables | Literal[_Keep.KEEP] = KEEP,
+        unset_variables: Iterable[str] | Literal[_Keep.KEEP] = KEEP,
         san: SanTarget | Literal[_Keep.KEEP] | None = KEEP,
     ) -> Host:
         """Operator edits; a field left at ``KEEP`` is unchanged. A new profile sets the
-        assigned version (an installed host then shows assigned != running)."""
+        assigned version (an installed host then shows assigned != running).
+        ``variables`` replaces all of the host's variables; ``set_variables`` and
+        ``unset_variables`` change those named, merged with the stored ones under the
+        row's lock (``registry_input.edited_variables``), so that two operators changing
+        different variables at once both keep their change. Not both ways at once."""
         mac = normalise_mac(mac)
+        if variables is not KEEP and (set_variables is not KEEP or unset_variables is not KEEP):
+            raise InputError(
+                "host edit: field 'variables' replaces all of a host's variables and cannot "
+                "be combined with 'set_variables' or 'unset_variables'"
+            )
         with self._write() as conn:
             host = old = self._load(conn, mac)
             if name is not KEEP:
@@ -922,6 +934,11 @@ class Registry(PoolsAndJobs, Repositories):
                 host = replace(host, profile=profile, assigned_version=version)
             if variables is not KEEP:
                 host = replace(host, variables=variables_of(variables, host.variables))
+            if set_variables is not KEEP or unset_variables is not KEEP:
+                given = () if set_variables is KEEP else set_variables
+                unset = () if unset_variables is KEEP else unset_variables
+                merged = edited_variables(host.variables, mac, given, unset)
+                host = replace(host, variables=merged)
             if san is not KEEP:
                 host = replace(host, san=san_target(san))
             self._check_san(conn, host)

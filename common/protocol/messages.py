@@ -329,14 +329,35 @@ class HostCreate(Message):
 
 @dataclass(frozen=True)
 class HostEdit(Message):
-    """Changes to a host: ``PATCH /api/v1/hosts/<mac>``; a field left out stays as it is."""
+    """Changes to a host: ``PATCH /api/v1/hosts/<mac>``; a field left out stays as it is.
+
+    Its variables change either whole (``variables``) or by name (``set_variables``,
+    ``unset_variables``), merged with the stored ones in the transaction that writes the
+    host, so that edits of other variables made meanwhile are kept; not both ways at once."""
 
     NAME: ClassVar[str] = "host edit"
 
     name: str | Absent | None = field(default=ABSENT, metadata=rule("null: no name"))
     profile: str | Absent = field(default=ABSENT, metadata=rule("its profile"))
     variables: dict[str, str] | Absent | None = field(
-        default=ABSENT, metadata=rule("all its template variables; null: none")
+        default=ABSENT,
+        metadata=rule(
+            "all its template variables (a password as `<redacted>`: the stored one kept); "
+            "null: none; not with set_variables or unset_variables"
+        ),
+    )
+    set_variables: dict[str, str] | Absent = field(
+        default=ABSENT,
+        metadata=rule(
+            "template variables to add or replace, the others kept (a password's value is "
+            "the new password); not with variables"
+        ),
+    )
+    unset_variables: tuple[str, ...] | Absent = field(
+        default=ABSENT,
+        metadata=rule(
+            "names of template variables to remove, each one the host has; not with variables"
+        ),
     )
 
 
