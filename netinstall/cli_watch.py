@@ -56,7 +56,14 @@ def host_watch(
         else:
             view = watch_view.PlainView()
         try:
-            outcome = watch(fleet.hosts, chosen.macs, view, interval=pause, timeout=limit)
+            outcome = watch(
+                fleet.hosts,
+                chosen.macs,
+                view,
+                interval=pause,
+                timeout=limit,
+                warn=lambda line: click.echo(line, err=True),
+            )
         except KeyboardInterrupt:
             click.echo("stopped watching; the installs go on", err=True)
             raise SystemExit(INTERRUPTED) from None

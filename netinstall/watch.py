@@ -25,6 +25,7 @@ DEFAULT_INTERVAL = 2.0  # seconds between looks
 MIN_INTERVAL, MAX_INTERVAL = 0.2, 60.0
 DEFAULT_TIMEOUT = 7200.0  # seconds: two hours, longer than any install of the lab's
 MAX_TIMEOUT = 7 * 86400.0
+MAX_MISSES = 5  # looks in a row the fleet may fail (a server restarting) before the watch ends
 REMOVED = "removed from the registry"  # the message of a host that went while watched
 DONE = (State.RUNNING, State.FAILED)
 
@@ -206,16 +207,33 @@ def watch(
     timeout: float = DEFAULT_TIMEOUT,
     sleep: Callable[[float], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    warn: Callable[[str], None] = lambda line: None,
 ) -> Outcome:
     """Look at ``macs`` every ``interval`` seconds until each is running or failed, or
-    ``timeout`` seconds passed; the view is closed however it ends (Ctrl-C included)."""
+    ``timeout`` seconds passed; the view is closed however it ends (Ctrl-C included).
+
+    A look that fails (the server restarting, the registry busy: not a refusal, which is
+    the operator's to fix) is said through ``warn`` and tried again at the next one;
+    ``MAX_MISSES`` in a row end the watch with the last failure."""
     pause = time.sleep if sleep is None else sleep
     began = clock()
     board = Board(view, macs)
+    misses = 0
     try:
         while True:
             elapsed = clock() - began
-            board.look({r.mac: r for r in hosts()}, elapsed)
+            try:
+                found = hosts()
+            except InputError:
+                raise
+            except NetinstallError as exc:
+                misses += 1
+                if misses >= MAX_MISSES:
+                    raise
+                warn(f"no look at the hosts ({exc}); trying again in {interval:g} s")
+            else:
+                misses = 0
+                board.look({r.mac: r for r in found}, elapsed)
             if board.finished:
                 return Outcome(tuple(board.failed()), ())
             if elapsed >= timeout:

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from common.errors import InputError
+from common.protocol.messages import HostRecord
 from netinstall.cli import main
 from netinstall.fleet import LocalFleet
 from netinstall.watch import REMOVED, HostView, Outcome, select, watch
@@ -380,3 +381,35 @@ def test_pool_upgrade_elsewhere_prints_the_log_only(
     assert f"pool upgraded: 2 host(s) run {NEW}" in out
     assert "━" not in out
     assert "\x1b[" not in out
+
+
+def test_a_look_that_fails_is_tried_again_a_few_times(registry: Registry) -> None:
+    from common.errors import NetinstallError
+    from netinstall.watch import MAX_MISSES
+
+    fleet = LocalFleet(registry)
+    answers: list[object] = [NetinstallError("the server did not answer"), "hosts"]
+    answers += [NetinstallError("the server did not answer")] * MAX_MISSES
+
+    def hosts() -> list[HostRecord]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return fleet.hosts()
+
+    warned: list[str] = []
+    lines: list[str] = []
+    script = Script([])
+    with pytest.raises(NetinstallError, match="did not answer"):
+        watch(
+            hosts,
+            (ONE,),
+            PlainView(lines.append),
+            sleep=script.sleep,
+            clock=script.clock,
+            warn=warned.append,
+        )
+    assert lines == ["[    10 s] 52:54:00:00:00:01 (xenhost01): pending: added to the registry"]
+    assert len(warned) == 1 + MAX_MISSES - 1  # the last miss ends the watch instead
+    assert warned[0] == "no look at the hosts (the server did not answer); trying again in 2 s"
+    assert answers == []

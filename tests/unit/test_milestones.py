@@ -2,7 +2,8 @@
 fetched", recorded by the server once per install, and first boot's ``first-boot`` and
 ``sr-created`` (state ``installed`` with that step), which annotate an installed host and
 move no other. Driven through the HTTP app in-process (aiohttp's test client), as an
-installer and a first boot send them, over a real registry in a temporary directory."""
+installer and a first boot send them, over a real registry in a temporary directory
+(SQLite here; tests/integration/test_milestones_postgresql.py runs them on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -26,16 +27,16 @@ OTHER_KEY = "milestone-test-key-9876543210zyxwvutsrq"
 
 
 @pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[Context]:
+def ctx(tmp_path: Path, registry_dir: Path) -> Iterator[Context]:
     (tmp_path / "0.1.0").mkdir()
-    with Registry.open(tmp_path / "srv") as registry:
+    with Registry.open(registry_dir) as registry:
         registry.add_profile(default_profile())
         registry.set_setting("payload_version", "0.1.0")
         registry.add_repository("0.1.0", str(tmp_path / "0.1.0"))
         registry.add_host(MAC)
         yield Context(
             registry=registry,
-            registry_dir=tmp_path / "srv",
+            registry_dir=registry_dir,
             settings=ServerSettings(http_base="http://192.0.2.1:8080", tftp_address="192.0.2.1"),
             netboot=None,
             repo=tmp_path / "0.1.0",
