@@ -137,3 +137,56 @@ def test_a_watch_with_nothing_left_to_do_ends_at_once(server: Running) -> None:
     assert (
         done.stderr == "netinstall: no host 52:54:00:00:20:03 in the registry (see `host list`)\n"
     )
+
+
+def test_the_first_boot_service_s_milestones_reach_a_real_server(
+    server: Running, tmp_path: Path
+) -> None:
+    """dom0's own first-boot code (netinstall_dom0.firstboot, its HTTP through a real
+    requests session) against ``server run``: first-boot, sr-created and running arrive in
+    that order and the agent credential is stored. The LVM and Xen commands are the unit
+    suite's canned runner (no disks or Xen here)."""
+    import requests
+
+    from tests.unit import test_dom0_firstboot as dom0
+
+    host = BootClient(ONE)
+    port = server.http_port
+    token = host.token_of(host.boot_config(port))
+    assert token is not None
+    assert host.enrol(port, token).status == 200
+    assert host.answer_file(port).status == 200
+    assert host.event(port, "installed").status == 200
+    layout = dom0.Layout(tmp_path / "root")
+    for relative, text in (
+        ("proc/cmdline", dom0.CMDLINE + "\n"),
+        ("proc/sys/kernel/hostname", "xenhost01\n"),
+        ("etc/netinstall-release", 'NAME="netinstall"\nVERSION="1.0"\n'),
+        ("etc/fstab", "UUID=0b6e9d7c / ext4 errors=remount-ro 0 1\n"),
+    ):
+        (layout.root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (layout.root / relative).write_text(text)
+    config = dom0.base_config({"type": "lvm", "devices": [dom0.PART3]})
+    config |= {"server": f"http://127.0.0.1:{port}", "mac": ONE, "token": host.key}
+    dom0.write_config(layout, config)
+    with requests.Session() as session:
+        dom0.firstboot(
+            layout,
+            dom0.FakeRunner(),
+            session,
+            new_uuid=lambda: dom0.SR_UUID,
+            resolve=lambda dev: dom0.DEVICES.get(dev, dev),
+        )
+    assert layout.agent_config.exists()
+    shown = netinstall(*over_api(server, "host", "show", ONE, "--json"))
+    assert shown.returncode == 0, shown.stderr
+    record = json.loads(shown.stdout)
+    assert record["state"] == "running"
+    timeline = [(e["state"], e["step"]) for e in record["events"]]
+    assert timeline[-4:] == [
+        ("installed", None),
+        ("installed", "first-boot"),
+        ("installed", "sr-created"),
+        ("running", None),
+    ]
+    assert ("signalled", "answer-file") in timeline
