@@ -308,7 +308,9 @@ from netinstall.cli_backup import server_backup, server_migrate, server_restore 
 for command in (server_backup, server_restore, server_migrate):
     server.add_command(command)
 server.add_command(unit)
-for command in (host_rearm, host_upgrade, host_restore, host_logs):
+from netinstall.cli_watch import host_watch  # noqa: E402
+
+for command in (host_rearm, host_upgrade, host_restore, host_logs, host_watch):
     host.add_command(command)
 main.add_command(server)
 main.add_command(host)

@@ -32,6 +32,14 @@ class State(enum.StrEnum):
 # The states an installer or a first boot may report (``pending`` is the server's own).
 REPORTABLE = (State.SIGNALLED, State.INSTALLING, State.INSTALLED, State.RUNNING, State.FAILED)
 
+# Milestones carried as the step of an event (docs/protocol.md, "Milestones"). The server
+# records ANSWER_FILE_STEP itself when an install fetches its answer file; the first-boot
+# service reports the other two as steps of state ``installed``, before ``running``.
+ANSWER_FILE_STEP = "answer-file"
+FIRST_BOOT_STEP = "first-boot"  # the installed system's first boot began
+SR_CREATED_STEP = "sr-created"  # its first boot made (or found) the local SR
+FIRST_BOOT_STEPS = (FIRST_BOOT_STEP, SR_CREATED_STEP)
+
 
 class AgentState(enum.StrEnum):
     """The ``state`` a check-in carries: what the agent did with the work it was given."""
