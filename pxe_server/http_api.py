@@ -552,7 +552,7 @@ async def put_logs(call: Call[NoBody]) -> LogStored | web.Response:
     return LogStored(str(target.relative_to(ctx.shared)), size)
 
 
-def _bundles(directory: Path) -> list[LogBundle]:
+def stored_bundles(directory: Path) -> list[LogBundle]:
     """The stored bundles in a host's log directory, oldest first (none: no directory)."""
     found = []
     with suppress(FileNotFoundError):
@@ -569,7 +569,12 @@ async def list_logs(call: Call[NoBody]) -> LogList:
     installer uploaded to any other."""
     ctx, mac = call.ctx, call.mac
     await _known(ctx, mac)
-    return LogList(tuple(await blocking(_bundles, log_dir(ctx.shared, mac))))
+    return LogList(tuple(await blocking(stored_bundles, log_dir(ctx.shared, mac))))
+
+
+def is_bundle_name(name: str) -> bool:
+    """Whether ``name`` is the name of a stored log bundle (no path, no hidden file)."""
+    return _BUNDLE_NAME.fullmatch(name) is not None
 
 
 async def get_log(call: Call[NoBody]) -> web.StreamResponse:
@@ -577,7 +582,7 @@ async def get_log(call: Call[NoBody]) -> web.StreamResponse:
     ctx, mac, name = call.ctx, call.mac, call.request.match_info["name"]
     await _known(ctx, mac)
     path = log_dir(ctx.shared, mac) / name
-    if not _BUNDLE_NAME.fullmatch(name) or not await blocking(path.is_file):
+    if not is_bundle_name(name) or not await blocking(path.is_file):
         return error(404, f"host {mac} has no log bundle {name[:64]!r}")
     headers = {"Content-Type": "application/x-bzip2"}
     return web.FileResponse(path, chunk_size=1 << 18, headers=headers)
