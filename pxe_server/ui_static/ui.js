@@ -21,6 +21,9 @@
   window.addEventListener("pagehide", () => {
     leaving = true;
   });
+  window.addEventListener("pageshow", () => {
+    leaving = false;
+  });
 
   const rows = () => Array.from(live.querySelectorAll("[data-mac]"));
   const rowOf = (mac) => rows().find((row) => row.dataset.mac === mac);
