@@ -203,7 +203,8 @@ def test_the_console_follows_an_install_and_rearms_a_host(
     assert token not in browser.page_source
     cookies = browser.get_cookies()
     assert [c["name"] for c in cookies] == ["netinstall_session"]
-    assert cookies[0]["httpOnly"] and cookies[0]["secure"]
+    assert cookies[0]["httpOnly"]
+    assert cookies[0]["secure"]
     assert cookies[0]["sameSite"] == "Strict"
 
     # The fleet: every host, the failed one first.
