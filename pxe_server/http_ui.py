@@ -40,6 +40,7 @@ import jinja2
 from aiohttp import web
 
 from common.errors import InputError
+from common.protocol.codec import encode
 from pxe_server import http_api, http_edge, ui_view
 from pxe_server.http_files import Context, blocking, context, error
 from pxe_server.model import RebootPolicy, State, Work, normalise_mac
@@ -333,7 +334,7 @@ async def fleet_changes(request: web.Request, session: Session) -> web.StreamRes
     found = await blocking(
         functools.partial(ui_view.poll, full=full), context(request).registry, int(text), filters
     )
-    return web.json_response(found.as_json())
+    return web.json_response(encode(found.record(time.time())))
 
 
 def _mac(request: web.Request) -> str:

@@ -16,13 +16,13 @@ which also shows hosts removed or renamed (no event). Every function blocks.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from common.errors import InputError
+from common.protocol.messages import ConsoleChanges, ConsoleRow
 from pxe_server import timeline
 from pxe_server.jobs import Job
 from pxe_server.model import Event, Host, State, normalise_mac
@@ -124,24 +124,25 @@ class FleetRow:
         """The order within a rank: by name, then MAC."""
         return f"{self.rank}:{self.name.lower()}:{self.mac}"
 
-    def as_json(self) -> dict[str, object]:
-        return {
-            "mac": self.mac,
-            "name": self.name,
-            "state": self.state,
-            "step": self.step,
-            "progress": self.progress,
-            "assigned": self.assigned,
-            "running": self.running,
-            "last_checkin": self.last_checkin,
-            "work": self.work,
-            "profile": self.profile,
-            "pool": self.pool,
-            "conflict": self.conflict,
-            "key": self.key,
-            "label": self.label,
-            "percent": self.percent,
-        }
+    def record(self) -> ConsoleRow:
+        """The row as the poll sends it to the page's script."""
+        return ConsoleRow(
+            mac=self.mac,
+            label=self.label,
+            name=self.name,
+            state=self.state,
+            step=self.step,
+            progress=self.progress,
+            percent=self.percent,
+            assigned=self.assigned,
+            running=self.running,
+            last_checkin=self.last_checkin,
+            work=self.work,
+            profile=self.profile,
+            pool=self.pool,
+            conflict=self.conflict,
+            key=self.key,
+        )
 
 
 # An empty row: the page's pattern for rows the poll adds.
@@ -217,14 +218,15 @@ class Poll:
     rows: list[FleetRow]
     removed: list[str]
 
-    def as_json(self) -> dict[str, object]:
-        return {
-            "cursor": self.cursor,
-            "full": self.full,
-            "rows": [row.as_json() for row in self.rows],
-            "removed": self.removed,
-            "at": when(time.time()),
-        }
+    def record(self, now: float) -> ConsoleChanges:
+        """The answer as the poll sends it (``now``: when it was read)."""
+        return ConsoleChanges(
+            cursor=self.cursor,
+            full=self.full,
+            rows=tuple(row.record() for row in self.rows),
+            removed=tuple(self.removed),
+            at=when(now),
+        )
 
 
 def poll_after(cursor: int, overlap: int = OVERLAP) -> int:
