@@ -177,6 +177,18 @@ async def read_form(request: web.Request) -> dict[str, str]:
 Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
 
+def _session(request: web.Request, ctx: Context) -> Session | None:
+    """The request's live session; None without one, or when the API token was rotated
+    since its login (that ends it). One indexed read on this thread's registry connection
+    (WAL: it never waits for a writer), as the API's own token check."""
+    sessions, cookie = request.app[CONSOLE].sessions, request.cookies.get(COOKIE)
+    session = sessions.get(cookie)
+    if session is not None and not session.stamp_matches(ctx.registry.api_token_stamp()):
+        sessions.end(cookie)
+        return None
+    return session
+
+
 def guarded(
     handler: Handler, *, poll: bool = False
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -190,8 +202,7 @@ def guarded(
         ctx = context(request)
         if ctx.operator_base is not None and not request.secure:
             return _elsewhere(ctx.operator_base, request)
-        console = request.app[CONSOLE]
-        session = console.sessions.get(request.cookies.get(COOKIE))
+        session = _session(request, ctx)
         if session is None:
             if poll:
                 return _secured(error(401, "no session: log in at /ui/login"))
@@ -243,7 +254,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     if ctx.operator_base is not None and not request.secure:
         return _elsewhere(ctx.operator_base, request)
-    if request.app[CONSOLE].sessions.get(request.cookies.get(COOKIE)) is not None:
+    if _session(request, ctx) is not None:
         return see_other(_next_of(request.query.get("next")))
     return _page(request, "login.html.j2", next=_next_of(request.query.get("next")), said=None)
 
@@ -275,7 +286,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         said = "Wrong API token: the server directory's api-token file holds it."
         return _page(request, "login.html.j2", 403, next=target, said=said)
     console.throttle.succeeded(address)
-    session_id, _ = console.sessions.create()
+    stamp: str | None = await blocking(ctx.registry.api_token_stamp)
+    session_id, _ = console.sessions.create(stamp or "")
     reply = see_other(target)
     reply.set_cookie(COOKIE, session_id, path=UI, httponly=True, samesite="Strict",
                      secure=request.secure)  # fmt: skip

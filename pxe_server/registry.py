@@ -720,6 +720,12 @@ class Registry(PoolsAndJobs, Repositories):
         log.info("registry %s: the API token was rotated; the new one is in use", self.where)
         return self._keys.matches(Purpose.API_TOKEN, given, stored)
 
+    def api_token_stamp(self) -> str | None:
+        """The stored API token's keyed hash as it is now (one read, no cache): it changes
+        when the token is rotated, by any process (the web console's sessions end then)."""
+        found = self._query(_SECRET, {"name": API_TOKEN_HASH})
+        return str(found[0][0]) if found else None
+
     def settings(self) -> dict[str, str]:
         found = self._query(_ALL_SETTINGS)
         return {key: value for key, value in found}

@@ -3,8 +3,10 @@
 An operator logs in with the server's API token (``Registry.api_token_matches``) and
 gets a session id, 256 random bits, in an HttpOnly, SameSite=Strict cookie: the token
 itself never goes back to the browser. A session ends ``IDLE`` seconds after its last
-request, ``ABSOLUTE`` seconds after the login whatever happens, at logout, or when the
-server stops (sessions live in this process only: a restart logs everyone out). At most
+request, ``ABSOLUTE`` seconds after the login whatever happens, at logout, when the API
+token is rotated (the session keeps a digest of the token's stored hash at its login:
+``stamp``), or when the server stops (sessions live in this process only: a restart
+logs everyone out). At most
 ``MAX_SESSIONS`` live at once; a login past that ends the oldest one.
 
 Each session has a CSRF token of its own (another 256 random bits), which every
@@ -49,9 +51,14 @@ class Session:
     csrf: str
     created: float
     seen: float
+    stamp: str = ""  # a digest of the API token's stored hash at the login
 
     def csrf_matches(self, given: str | None) -> bool:
         return given is not None and hmac.compare_digest(given.encode(), self.csrf.encode())
+
+    def stamp_matches(self, stamp: str | None) -> bool:
+        """Whether the API token is still the one this session logged in with."""
+        return stamp is not None and hmac.compare_digest(_digest(stamp), self.stamp)
 
 
 @dataclass
@@ -67,14 +74,15 @@ class Sessions:
     def __len__(self) -> int:
         return len(self._live)
 
-    def create(self) -> tuple[str, Session]:
-        """A new session: its id (for the cookie, kept nowhere) and the session."""
+    def create(self, stamp: str = "") -> tuple[str, Session]:
+        """A new session: its id (for the cookie, kept nowhere) and the session.
+        ``stamp``: the API token's stored hash the login was checked against."""
         now = self.clock()
         self._expire(now)
         while len(self._live) >= self.most:
             self._live.popitem(last=False)  # the oldest login
         session_id = secrets.token_urlsafe(32)
-        session = Session(csrf=secrets.token_urlsafe(32), created=now, seen=now)
+        session = Session(secrets.token_urlsafe(32), now, now, _digest(stamp))
         self._live[_digest(session_id)] = session
         return session_id, session
 

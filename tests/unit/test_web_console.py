@@ -525,3 +525,18 @@ def test_a_session_is_per_server_process(fleet: Registry) -> None:
 
     browse(context(fleet), first)
     assert browse(context(fleet), second).status == 401
+
+
+def test_rotating_the_api_token_ends_every_session(fleet: Registry) -> None:
+    async def script(browser: Browser) -> tuple[Reply, Reply, Reply]:
+        await browser.login(api_token(fleet))
+        before = await browser.send("GET", "/ui/api/fleet?cursor=0")
+        fleet.new_api_token()  # as `server token rotate DIR` does, from any process
+        after = await browser.send("GET", "/ui/api/fleet?cursor=0")
+        page = await browser.send("GET", "/ui/")
+        return before, after, page
+
+    before, after, page = browse(context(fleet), script)
+    assert before.status == 200
+    assert after.status == 401
+    assert page.status == 303
