@@ -16,11 +16,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import update
 
+from common.protocol.messages import PoolUpgradeRequest
 from pxe_server.http import make_app
 from pxe_server.http_api import log_dir
 from pxe_server.http_files import Context
 from pxe_server.http_ui import COOKIE, SECURITY_HEADERS
-from pxe_server.model import ServerSettings, State
+from pxe_server.job_runner import start_pool_upgrade
+from pxe_server.model import RebootPolicy, ServerSettings, State, Work
 from pxe_server.registry import Registry
 from pxe_server.secrets import API_TOKEN_FILE
 from pxe_server.store.tables import hosts
@@ -71,6 +73,8 @@ class Browser:
             sent["Cookie"] = f"{COOKIE}={self.cookie}"
         if method == "POST":
             sent.setdefault("Origin", self.origin)
+        if not sent.get("Origin", True):  # Origin="": send none (an older browser's form)
+            del sent["Origin"]
         reply = await self.client.request(
             method, path, data=form, headers=sent, allow_redirects=False
         )
@@ -540,3 +544,99 @@ def test_rotating_the_api_token_ends_every_session(fleet: Registry) -> None:
     assert before.status == 200
     assert after.status == 401
     assert page.status == 303
+
+
+def _running(reg: Registry, *macs: str) -> None:
+    """``macs`` installed and running their system (their agents hold a credential)."""
+    for mac in macs:
+        reg.record_event(mac, State.INSTALLED)
+        reg.record_event(mac, State.RUNNING, facts={"payload_version": "0.1.0"})
+
+
+def test_a_confirmed_upgrade_and_restore_assign_the_agents_work(fleet: Registry) -> None:
+    fleet.add_repository("0.2.0", "/srv/repo-0.2.0")
+    _running(fleet, MAC, OTHER)
+
+    async def script(browser: Browser) -> list[Reply]:
+        await browser.login(api_token(fleet))
+        csrf = await browser.csrf()
+        confirm = await browser.send("GET", f"/ui/hosts/{MAC}/upgrade")
+        upgrade = {"csrf": csrf, "version": "0.2.0", "reboot": "manual"}
+        return [
+            confirm,
+            await browser.send("POST", f"/ui/hosts/{MAC}/upgrade", upgrade),
+            # The token in a header instead of the form, as a script would send it.
+            await browser.send("POST", f"/ui/hosts/{OTHER}/restore", {}, **{"X-CSRF-Token": csrf}),
+        ]
+
+    confirm, upgrade, restore = browse(context(fleet), script)
+    assert "<option>0.2.0</option>" in confirm.text
+    assert [upgrade.status, restore.status] == [303, 303]
+    upgraded, restored = fleet.get_host(MAC), fleet.get_host(OTHER)
+    assert upgraded is not None
+    assert restored is not None
+    assert (upgraded.work, upgraded.assigned_version) == (Work.UPGRADE, "0.2.0")
+    assert upgraded.reboot_policy is RebootPolicy.MANUAL
+    assert restored.work is Work.RESTORE
+    assert not upgraded.netboot_armed  # agent work never arms netboot
+
+
+def test_without_origin_the_referer_must_be_ours(fleet: Registry) -> None:
+    path = f"/ui/hosts/{MAC}/rearm"
+
+    async def script(browser: Browser) -> list[Reply]:
+        await browser.login(api_token(fleet))
+        csrf = await browser.csrf()
+        ours = f"{browser.origin}/ui/hosts/{MAC}/rearm"
+        return [
+            await browser.send("POST", path, {"csrf": csrf}, Origin="", Referer="http://x/ui/"),
+            await browser.send("POST", path, {"csrf": csrf}, Origin="", Referer=ours),
+        ]
+
+    replies = browse(context(fleet), script)
+    assert [r.status for r in replies] == [403, 303]
+
+
+def test_the_fleet_filters_show_only_their_hosts(fleet: Registry) -> None:
+    fleet.create_pool("rack-1", MAC, [])
+    fleet.record_event(OTHER, State.SIGNALLED)
+
+    async def script(browser: Browser) -> list[Reply]:
+        await browser.login(api_token(fleet))
+        return [
+            await browser.send("GET", "/ui/?pool=rack-1"),
+            await browser.send("GET", "/ui/?state=signalled"),
+            await browser.send("GET", "/ui/?profile=nothing-uses-it"),
+        ]
+
+    pool, signalled, nothing = browse(context(fleet), script)
+    assert f'data-mac="{MAC}"' in pool.text
+    assert f'data-mac="{OTHER}"' not in pool.text
+    assert 'data-poll="/ui/api/fleet?pool=rack-1"' in pool.text  # the poll keeps to it
+    assert f'data-mac="{OTHER}"' in signalled.text
+    assert f'data-mac="{MAC}"' not in signalled.text
+    assert "<option selected>signalled</option>" in signalled.text
+    assert 'data-mac="52' not in nothing.text
+
+
+def test_the_pools_page_shows_a_rolling_upgrade_host_by_host(fleet: Registry) -> None:
+    third = "52:54:00:12:34:58"
+    fleet.add_host(third, name="web-3")
+    fleet.add_repository("0.2.0", "/srv/repo-0.2.0")
+    _running(fleet, MAC, OTHER, third)
+    fleet.create_pool("rack-1", MAC, [OTHER, third])
+    request = PoolUpgradeRequest(pool="rack-1", version="0.2.0", poll=5.0, timeout=600.0)
+    job = start_pool_upgrade(fleet, request, "alice")
+
+    async def script(browser: Browser) -> Reply:
+        await browser.login(api_token(fleet))
+        return await browser.send("GET", "/ui/pools")
+
+    page = browse(context(fleet), script)
+    assert f"Job {job.id}: pool-upgrade" in page.text
+    assert "queued" in page.text
+    assert "alice" in page.text
+    steps = re.findall(
+        r'<li class="job-(\w[\w-]*)"><span class="mono">([0-9a-f:]+)</span>', page.text
+    )
+    assert steps == [("waiting", MAC), ("waiting", OTHER), ("waiting", third)]
