@@ -26,7 +26,6 @@
   });
 
   const rows = () => Array.from(live.querySelectorAll("[data-mac]"));
-  const rowOf = (mac) => rows().find((row) => row.dataset.mac === mac);
 
   function apply(element, data) {
     element.dataset.mac = data.mac;
@@ -78,9 +77,10 @@
 
   function update(reply) {
     const seen = new Set();
+    const byMac = new Map(rows().map((row) => [row.dataset.mac, row]));
     reply.rows.forEach((data) => {
       seen.add(data.mac);
-      const row = rowOf(data.mac);
+      const row = byMac.get(data.mac);
       if (row) {
         apply(row, data);
       } else {
