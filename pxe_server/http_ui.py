@@ -137,9 +137,12 @@ def _problem(
     return _page(request, "error.html.j2", status, message=message, session=session)
 
 
-def _elsewhere(base: str, request: web.Request) -> web.StreamResponse:
-    """The plain port of a server with TLS on: where the console is (403, nothing read)."""
-    target = f"{base}{UI}/"
+def _elsewhere(request: web.Request, ctx: Context) -> web.StreamResponse | None:
+    """On the plain port of a server with TLS on: where the console is (403, nothing of
+    the request read); None on the listener that serves the console."""
+    if ctx.operator_base is None or request.secure:
+        return None
+    target = f"{ctx.operator_base}{UI}/"
     text = (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         "<title>netinstall: use HTTPS</title></head><body><p>This server serves its web "
@@ -210,8 +213,9 @@ def guarded(
     @functools.wraps(handler)
     async def serve(request: web.Request) -> web.StreamResponse:
         ctx = context(request)
-        if ctx.operator_base is not None and not request.secure:
-            return _elsewhere(ctx.operator_base, request)
+        elsewhere = _elsewhere(request, ctx)
+        if elsewhere is not None:
+            return elsewhere
         session = _session(request, ctx)
         if session is None:
             if poll:
@@ -262,8 +266,9 @@ def _next_of(value: str | None) -> str:
 
 async def login_form(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
-    if ctx.operator_base is not None and not request.secure:
-        return _elsewhere(ctx.operator_base, request)
+    elsewhere = _elsewhere(request, ctx)
+    if elsewhere is not None:
+        return elsewhere
     if _session(request, ctx) is not None:
         return see_other(_next_of(request.query.get("next")))
     return _page(request, "login.html.j2", next=_next_of(request.query.get("next")), said=None)
@@ -272,8 +277,9 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     """The API token for a session: throttled per address, from our own form only."""
     ctx, console = context(request), request.app[CONSOLE]
-    if ctx.operator_base is not None and not request.secure:
-        return _elsewhere(ctx.operator_base, request)
+    elsewhere = _elsewhere(request, ctx)
+    if elsewhere is not None:
+        return elsewhere
     address = request.remote or "unknown"
     wait = console.throttle.wait(address)
     if wait > 0:
@@ -313,8 +319,9 @@ async def logout(request: web.Request, session: Session) -> web.StreamResponse:
 
 async def login_asset(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
-    if ctx.operator_base is not None and not request.secure:
-        return _elsewhere(ctx.operator_base, request)
+    elsewhere = _elsewhere(request, ctx)
+    if elsewhere is not None:
+        return elsewhere
     return _asset(LOGIN_ASSET, "text/css")
 
 
