@@ -226,14 +226,12 @@ def guarded(
             return see_other(f"{UI}/login?next={target}")
         try:
             if request.method == "POST":
+                if not same_origin(request):  # refused before its body is read
+                    return _problem(request, 403, NOT_OURS, session)
                 form = await read_form(request)
                 given = request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)
-                if not same_origin(request) or not session.csrf_matches(given):
-                    return _problem(
-                        request, 403, "Refused: the request did not come from this console's "
-                        "own page (origin or CSRF token); reload the page and try again.",
-                        session,
-                    )  # fmt: skip
+                if not session.csrf_matches(given):
+                    return _problem(request, 403, NOT_OURS, session)
                 request[FORM] = form
             return _secured(await handler(request, session))
         except http_edge.BodyTooLarge as exc:
@@ -252,6 +250,10 @@ def guarded(
 
 
 FORM = web.RequestKey("ui_form", dict)
+NOT_OURS = (
+    "Refused: the request did not come from this console's own page (its origin or CSRF "
+    "token); reload the page and try again."
+)
 
 
 # -- login -------------------------------------------------------------------------------
