@@ -29,6 +29,7 @@ timeout.
 from __future__ import annotations
 
 import functools
+import html
 import json
 import time
 import urllib.parse
@@ -39,6 +40,7 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+
 
 from common.errors import InputError
 from common.protocol.codec import encode
@@ -142,7 +144,7 @@ def _elsewhere(request: web.Request, ctx: Context) -> web.StreamResponse | None:
     the request read); None on the listener that serves the console."""
     if ctx.operator_base is None or request.secure:
         return None
-    target = f"{ctx.operator_base}{UI}/"
+    target = html.escape(f"{ctx.operator_base}{UI}/")
     text = (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         "<title>netinstall: use HTTPS</title></head><body><p>This server serves its web "
