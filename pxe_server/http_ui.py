@@ -41,7 +41,6 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-
 from common.errors import InputError
 from common.protocol.codec import encode
 from pxe_server import http_api, http_edge, ui_view
