@@ -262,7 +262,7 @@ NOT_OURS = (
 
 def _next_of(value: str | None) -> str:
     """Where to go after the login: a console path only (never another site)."""
-    if value and value.startswith(f"{UI}/") and not value.startswith("//") and "\\" not in value:
+    if value and value.startswith(f"{UI}/") and not any(s in value for s in ("\\", "..", "//")):
         return value
     return f"{UI}/"
 

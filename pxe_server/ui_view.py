@@ -323,6 +323,10 @@ class PoolView:
     rows: list[FleetRow]  # the master first, then the members in their upgrade order
     job: Job | None  # its latest job
 
+    def label(self, mac: str) -> str:
+        """What a host of the pool's job is called (its MAC if it left the pool)."""
+        return next((row.label for row in self.rows if row.mac == mac), mac)
+
 
 def pools_page(registry: Registry) -> list[PoolView]:
     """Every pool, its hosts in upgrade order and its latest job (pool upgrades)."""

@@ -282,6 +282,7 @@ def test_the_console_follows_an_install_and_rearms_a_host(
     wait.until(lambda _: cell(WATCHED, "state").text == "pending")
     problems = _problems(browser, origin)
     assert problems == [], problems
+    assert token not in running.log_text()  # the login's token is never logged
     for place in places:
         for name in ("fleet", "host", "pools"):
             assert (place / f"{name}.png").stat().st_size > 10_000

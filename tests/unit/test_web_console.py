@@ -636,7 +636,11 @@ def test_the_pools_page_shows_a_rolling_upgrade_host_by_host(fleet: Registry) ->
     assert f"Job {job.id}: pool-upgrade" in page.text
     assert "queued" in page.text
     assert "alice" in page.text
-    steps = re.findall(
-        r'<li class="job-(\w[\w-]*)"><span class="mono">([0-9a-f:]+)</span>', page.text
+    found = re.findall(
+        r'<li class="job-([\w-]+)"><a href="/ui/hosts/([0-9a-f:]+)">([^<]+)</a>', page.text
     )
-    assert steps == [("waiting", MAC), ("waiting", OTHER), ("waiting", third)]
+    assert found == [
+        ("waiting", MAC, "web-1"),
+        ("waiting", OTHER, "web-2"),
+        ("waiting", third, "web-3"),
+    ]
