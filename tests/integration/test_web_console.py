@@ -45,7 +45,10 @@ HOSTS = {  # MAC: name
     "52:54:00:0a:00:03": "db-01",
     "52:54:00:0a:00:04": "db-02",
     "52:54:00:0a:00:05": "cache-01",
+    "52:54:00:0a:00:06": "db-03",
 }
+POOL = ("52:54:00:0a:00:03", "52:54:00:0a:00:06", "52:54:00:0a:00:05")  # master first
+NEW_VERSION = "2.0"
 WATCHED = "52:54:00:0a:00:01"
 
 
@@ -72,10 +75,12 @@ def _server(tmp: Path) -> Iterator[tuple[Running, str]]:
     for mac, name in HOSTS.items():
         added = netinstall("host", "add", mac, "--dir", str(directory), "--name", name)
         assert added.returncode == 0, added.stderr
-    macs = list(HOSTS)
-    made = netinstall("pool", "create", "rack-a", *macs[3:], "--dir", str(directory),
-                      "--master", macs[2])  # fmt: skip
+    made = netinstall("pool", "create", "rack-a", *POOL[1:], "--dir", str(directory),
+                      "--master", POOL[0])  # fmt: skip
     assert made.returncode == 0, made.stderr
+    newer = write_repository(tmp / "repo2", {n: n.encode() for n in PAYLOAD}, NEW_VERSION, "b2")
+    added = netinstall("server", "repo", "add", str(newer), "--dir", str(directory))
+    assert added.returncode == 0, added.stderr
     tls = ("--tls-cert", str(pki.cert), "--tls-key", str(pki.key), "--tls-port", "0")
     with serving(directory, tmp / "server.log", *tls) as running:
         yield running, spki_hash(pki.cert)
@@ -192,6 +197,19 @@ def test_the_console_follows_an_install_and_rearms_a_host(
         assert installed.event(port, "installing", step=step, progress=progress).status == 200
     assert installed.logs(port, b"BZh9 the installer's logs").status == 201
     assert installed.event(port, "installed").status == 200
+    # The pool's hosts run 1.0, and a rolling upgrade to 2.0 starts: the server's job
+    # runner takes it and gives the master its upgrade first.
+    for mac in POOL:
+        member = BootClient(mac)
+        ticket = member.token_of(member.boot_config(port))
+        assert ticket is not None
+        assert member.enrol(port, ticket).status == 200
+        assert member.event(port, "installed").status == 200
+        facts = {"payload_version": VERSION}
+        assert member.event(port, "running", facts=facts).status == 200
+    upgrade = netinstall("pool", "upgrade", "rack-a", NEW_VERSION, "--no-follow",
+                         "--dir", str(running.directory))  # fmt: skip
+    assert upgrade.returncode == 0, upgrade.stderr
 
     # The plain port does not serve the console: it says where it is.
     browser.get(f"http://127.0.0.1:{port}/ui/")
@@ -272,9 +290,19 @@ def test_the_console_follows_an_install_and_rearms_a_host(
     link = browser.find_element(By.CSS_SELECTOR, "ul.logs a")
     assert link.get_attribute("href").startswith(f"{origin}/ui/hosts/{installed.mac}/logs/")
 
-    # The pools.
+    # The pools: rack-a's rolling upgrade, host by host (the master's under way).
     browser.find_element(By.LINK_TEXT, "Pools").click()
     wait.until(seen.text_to_be_present_in_element((By.TAG_NAME, "main"), "rack-a"))
+
+    def master_upgrading(_: object) -> bool:  # once a job runner took the job (2 s polls)
+        browser.refresh()
+        return "upgrading" in browser.find_element(By.CSS_SELECTOR, "ol.job-hosts li").text
+
+    wait.until(master_upgrading)
+    steps = browser.find_elements(By.CSS_SELECTOR, "ol.job-hosts li")
+    assert [s.find_element(By.TAG_NAME, "a").text for s in steps] == ["db-01", "db-03", "cache-01"]
+    assert "upgrading" in steps[0].text
+    assert all("waiting" in s.text for s in steps[1:])
     shot("pools")
 
     # Back to the fleet for a last look, then nothing went wrong on any page.
