@@ -116,7 +116,9 @@ def browser(tmp_path: Path, server: tuple[Running, str]) -> Iterator[Any]:
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    # The driver's log at WARNING: at INFO it records every command, the typed token too.
+    service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"),
+                      service_args=["--log-level=WARNING"])  # fmt: skip
     with ExitStack() as stack:
         driver = webdriver.Chrome(options=options, service=service)
         stack.callback(driver.quit)  # the browser and its driver, stopped
@@ -311,6 +313,7 @@ def test_the_console_follows_an_install_and_rearms_a_host(
     problems = _problems(browser, origin)
     assert problems == [], problems
     assert token not in running.log_text()  # the login's token is never logged
+    assert token not in (tmp_path / "chromedriver.log").read_text(errors="replace")
     for place in places:
         for name in ("fleet", "host", "pools"):
             assert (place / f"{name}.png").stat().st_size > 10_000
