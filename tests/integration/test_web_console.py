@@ -213,6 +213,7 @@ def test_the_console_follows_an_install_and_rearms_a_host(
                          "--dir", str(running.directory))  # fmt: skip
     assert upgrade.returncode == 0, upgrade.stderr
 
+    assert f"web console: {origin}/ui/" in running.log_text()  # server run says where
     # The plain port does not serve the console: it says where it is.
     browser.get(f"http://127.0.0.1:{port}/ui/")
     assert f"{origin}/ui/" in browser.page_source
