@@ -146,7 +146,8 @@ def _elsewhere(request: web.Request, ctx: Context) -> web.StreamResponse | None:
     target = html.escape(f"{ctx.operator_base}{UI}/")
     text = (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-        "<title>netinstall: use HTTPS</title></head><body><p>This server serves its web "
+        '<title>netinstall: use HTTPS</title><link rel="icon" href="data:,"></head>'
+        "<body><p>This server serves its web "
         "console over HTTPS only, so that the API token never crosses the network in clear: "
         f'<a href="{target}">{target}</a></p></body></html>'
     )
