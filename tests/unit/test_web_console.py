@@ -289,6 +289,15 @@ def test_an_upgrade_without_an_agent_is_one_sentence_and_changes_nothing(fleet: 
 
     replies = browse(context(fleet), script)
     assert [r.status for r in replies] == [400, 400, 404, 404, 400]
+
+    async def host_page(browser: Browser) -> Reply:
+        await browser.login(api_token(fleet))
+        return await browser.send("GET", f"/ui/hosts/{MAC}")
+
+    page = browse(context(fleet), host_page)
+    assert page.text.count("needs the host's agent") == 2  # upgrade and restore, no links
+    assert f'href="/ui/hosts/{MAC}/upgrade"' not in page.text
+    assert f'href="/ui/hosts/{MAC}/rearm"' in page.text
     assert "needs a version" in replies[0].text
     assert "has no agent to restore it" in replies[1].text
     assert "Traceback" not in "".join(r.text for r in replies)
@@ -571,6 +580,7 @@ def test_a_confirmed_upgrade_and_restore_assign_the_agents_work(fleet: Registry)
 
     confirm, upgrade, restore = browse(context(fleet), script)
     assert "<option>0.2.0</option>" in confirm.text
+    assert "needs the host's agent" not in confirm.text
     assert [upgrade.status, restore.status] == [303, 303]
     upgraded, restored = fleet.get_host(MAC), fleet.get_host(OTHER)
     assert upgraded is not None
