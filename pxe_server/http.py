@@ -15,7 +15,8 @@ through Python, which is what a netboot server does most. So: aiohttp.
 
 Layout: ``http_files`` (shared context, ``/boot/``, ``/repo/``), ``http_api``
 (``/api/v1/``: the route table and its handlers), ``http_edge`` (the API's
-authentication middleware and typed bodies), and here the boot routes, the request
+authentication middleware and typed bodies), ``http_ui`` (the web console, ``/ui/``),
+and here the boot routes, the request
 log and ``HttpServer``, which runs its event loop in a background thread. Registry
 and rendering calls run in the loop's thread pool (``http_files.blocking``), so a
 slow SQLite lock never stalls a file transfer.
@@ -48,7 +49,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from common.errors import InputError, NetinstallError
 from common.protocol.messages import NoBody
-from pxe_server import grub_tcp, http_api, http_edge, http_files, render, shared_dir
+from pxe_server import grub_tcp, http_api, http_edge, http_files, http_ui, render, shared_dir
 from pxe_server.admission import RegistrationRefused, UnknownGate, UnknownLimits
 from pxe_server.decide import Action
 from pxe_server.http_files import CONTEXT, Context, blocking, context, error
@@ -549,6 +550,7 @@ def make_app(ctx: Context) -> web.Application:
     app.router.add_get("/answerfile/{mac}", answer_file)
     app.router.add_get("/ipxe/{mac}", ipxe_script)
     app.router.add_get("/config/{path:.+}", boot_config_file)
+    http_ui.add_routes(app)  # the web console, /ui/
     return app
 
 

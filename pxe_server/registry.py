@@ -370,6 +370,17 @@ _ANSWER_FILE_NOTED = select(func.max(events.c.time)).where(
 ANSWER_FILE_FETCHED = "answer file fetched"
 _LAST_IDS = select(func.max(events.c.id).label("id")).group_by(events.c.mac).subquery()
 _LAST_EVENTS = select(events).join(_LAST_IDS, events.c.id == _LAST_IDS.c.id)
+# The web console's poll (``Registry.changed_since``): the newest event id, and the hosts
+# with events in an id range (the primary key's range; one row a host).
+_NEWEST_EVENT = select(func.max(events.c.id))
+_CHANGED = (
+    select(events.c.mac)
+    .where(events.c.id > bindparam("after"), events.c.id <= bindparam("upto"))
+    .group_by(events.c.mac)
+    .order_by(events.c.mac)
+    .limit(bindparam("most"))
+)
+_HOSTS_IN = _HOST.where(hosts.c.mac.in_(bindparam("macs", expanding=True))).order_by(hosts.c.mac)
 _UNKNOWN_WAITING = select(func.count()).where(
     hosts.c.state != State.RUNNING.value,
     hosts.c.mac.in_(select(events.c.mac).where(events.c.message == UNKNOWN_REGISTERED)),
@@ -731,6 +742,12 @@ class Registry(PoolsAndJobs, Repositories):
         self._api_token_hash = stored
         log.info("registry %s: the API token was rotated; the new one is in use", self.where)
         return self._keys.matches(Purpose.API_TOKEN, given, stored)
+
+    def api_token_stamp(self) -> str | None:
+        """The stored API token's keyed hash as it is now (one read, no cache): it changes
+        when the token is rotated, by any process (the web console's sessions end then)."""
+        found = self._query(_SECRET, {"name": API_TOKEN_HASH})
+        return str(found[0][0]) if found else None
 
     def settings(self) -> dict[str, str]:
         found = self._query(_ALL_SETTINGS)
@@ -1464,6 +1481,33 @@ class Registry(PoolsAndJobs, Repositories):
     def last_event(self, mac: str) -> Event | None:
         found = self.events(mac, limit=1)
         return found[0] if found else None
+
+    def newest_event_id(self) -> int:
+        """The highest event id (0: no event yet), the progress events queued in this
+        process committed first."""
+        if len(self.progress):
+            self.flush_progress()
+        newest = self._query(_NEWEST_EVENT)[0][0]
+        return int(newest) if newest is not None else 0
+
+    def changed_since(self, after: int, most: int) -> tuple[int, list[str] | None]:
+        """The newest event id now, and the MACs of the hosts with an event of an id above
+        ``after`` up to it (sorted; None: more than ``most`` of them, read them all). What
+        the web console polls with: every change of a host's state, step or work is an
+        event (the progress events queued in this process are committed first)."""
+        upto = self.newest_event_id()
+        if upto <= after:
+            return upto, []
+        found = self._query(_CHANGED, {"after": after, "upto": upto, "most": most + 1})
+        macs = [str(row[0]) for row in found]
+        return upto, None if len(macs) > most else macs
+
+    def hosts_of(self, macs: Sequence[str]) -> list[Host]:
+        """The registered hosts among ``macs`` (normalised), by MAC; one query."""
+        if not macs:
+            return []
+        found = self._query(_HOSTS_IN, {"macs": list(macs)})
+        return [rows.host_from(row, self._keys) for row in found]
 
     # -- profiles removed --------------------------------------------------------
 

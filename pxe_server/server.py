@@ -326,6 +326,8 @@ class Server:
                 "operator API on %s only (TLS); the HTTP port refuses the API token",
                 self.http.operator_base,
             )
+        console = self.http.operator_base or settings.http_base
+        log.info("web console: %s/ui/ (log in with the API token)", console)
 
     def _dynamic(self, path: str) -> tuple[Registry, ServerSettings, str] | bytes | None:
         """What TFTP's ``path`` is: proxy mode's GRUB image (its bytes), a name to look up

@@ -531,6 +531,41 @@ class AnswerFileCheck(Message):
     warnings: tuple[str, ...] = field(metadata=rule("the validator's warnings"))
 
 
+# -- the web console's live updates (pxe_server/http_ui.py to its ui_static/ui.js) --------
+
+
+@dataclass(frozen=True)
+class ConsoleRow(Message):
+    """One host as the web console's fleet shows it, every value as the page shows it."""
+
+    mac: str = field(metadata=rule("lowercase, colons"))
+    label: str = field(metadata=rule("its name, else its MAC"))
+    name: str = field(metadata=rule("its host name (empty: none)"))
+    state: str = field(metadata=rule("its state"))
+    step: str = field(metadata=rule("the install step last reported (empty: none)"))
+    progress: float | None = field(metadata=rule("percent, 0 to 100; null: none reported"))
+    percent: str = field(metadata=rule("the progress as text, e.g. `40 %`"))
+    assigned: str = field(metadata=rule("the payload version it is to run"))
+    running: str = field(metadata=rule("the payload version it reported"))
+    last_checkin: str = field(metadata=rule("its agent's last check-in, UTC (empty: never)"))
+    work: str = field(metadata=rule("its work (empty: none)"))
+    profile: str = field(metadata=rule("its profile"))
+    pool: str = field(metadata=rule("its pool (empty: none)"))
+    conflict: str = field(metadata=rule("an enrolment conflict (empty: none)"))
+    key: str = field(metadata=rule("the fleet's order: what needs attention first"))
+
+
+@dataclass(frozen=True)
+class ConsoleChanges(Message):
+    """``GET /ui/api/fleet?cursor=N``: the fleet's rows changed since the cursor."""
+
+    cursor: int = field(metadata=rule("the newest event id read: the next poll's cursor"))
+    full: bool = field(metadata=rule("rows is every row the filters keep: drop the others"))
+    rows: tuple[ConsoleRow, ...] = field(metadata=rule("the rows changed, by the fleet's order"))
+    removed: tuple[str, ...] = field(metadata=rule("MACs changed that the filters no longer keep"))
+    at: str = field(metadata=rule("when it was read, UTC"))
+
+
 @dataclass(frozen=True)
 class ErrorReply(Message):
     """Every refusal: 4xx or 5xx with one sentence."""

@@ -62,6 +62,18 @@ class Walk:
         self.tokens: dict[str, set[str]] = {CLI_MAC: set(), API_MAC: set()}
         self.credentials: list[str] = []
         self.replies: list[tuple[str, str, str]] = []  # (method, route, text) searched
+        # The web console's pages are searched too, through a session of its own (its
+        # cookie goes to /ui paths only): the login is the form's, with our origin.
+        self.browser = requests.Session()
+        login = self.browser.post(
+            f"{self.base}/ui/login",
+            data={"token": self.api_token},
+            headers={"Origin": self.base},
+            allow_redirects=False,
+            timeout=30,
+        )
+        assert login.status_code == 303, login.text
+        assert self.api_token not in login.text + json.dumps(dict(login.headers))
 
     def note_tokens(self) -> None:
         """Every live install token (the registry unseals them in memory)."""
@@ -72,7 +84,9 @@ class Walk:
 
     def request(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> str:
         headers = {"Authorization": f"Bearer {token or self.api_token}"}
-        reply = requests.request(method, self.base + path, headers=headers, timeout=30, **kwargs)
+        reply = self.browser.request(
+            method, self.base + path, headers=headers, timeout=30, **kwargs
+        )
         assert reply.status_code < 500, (method, path, reply.status_code, reply.text)
         return reply.text + "\n" + json.dumps(dict(reply.headers))
 
@@ -249,6 +263,13 @@ def test_no_secret_is_shown_or_stored_in_clear(
                     assert (method, route in own_config) == ("GET", True), (method, route)
                     handed_out += 1
     assert handed_out >= 2  # the search finds what is there: the pending hosts' configs
+    console = [
+        text
+        for method, route, text in walk.replies
+        if method == "GET" and route.startswith("/ui/hosts/{mac} of")
+    ]
+    assert console, "the console's host pages were not searched"
+    assert all("Install token" in text for text in console)  # a session's page, not the login
     everything = secrets + sorted(walk.all_tokens())
     for output in cli_outputs:
         for secret in everything:

@@ -5,9 +5,14 @@ server handed out work on the other, and what one server recorded the other acts
 
 from __future__ import annotations
 
+import http.client
 import json
+import ssl
+import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,3 +164,62 @@ def test_each_server_advertises_its_own_address(pair: Pair) -> None:
     a = host.boot_config(pair.a.http_port)
     assert f"http://127.0.0.1:{pair.a.http_port}/" in a, a
     assert B_ADDRESS not in a
+
+
+def _console_b(pair: Pair) -> tuple[http.client.HTTPSConnection, str]:
+    """A login to B's web console (HTTPS, the test CA): the connection and its cookie."""
+    context = ssl.create_default_context(cafile=str(pair.pki.ca))
+    conn = http.client.HTTPSConnection("127.0.0.1", pair.b.tls_port, context=context)
+    token = pair.token_file.read_text().strip()
+    body = urllib.parse.urlencode({"token": token, "next": "/ui/"})
+    origin = f"https://127.0.0.1:{pair.b.tls_port}"
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Origin": origin}
+    conn.request("POST", "/ui/login", body, headers)
+    reply = conn.getresponse()
+    reply.read()
+    assert reply.status == 303, reply.status
+    cookie = reply.getheader("Set-Cookie", "").split(";")[0]
+    assert cookie.startswith("netinstall_session=")
+    return conn, cookie
+
+
+def test_bs_console_follows_a_host_that_reports_to_a(pair: Pair) -> None:
+    """The console's poll reads the registry: a host installing through A shows on B."""
+    a = pair.a.http_port
+    assert pair.cli_b("host", "add", MAC, "--name", "web1").returncode == 0
+    conn, cookie = _console_b(pair)
+
+    def poll(cursor: int) -> Any:
+        conn.request("GET", f"/ui/api/fleet?cursor={cursor}", headers={"Cookie": cookie})
+        reply = conn.getresponse()
+        data = reply.read()
+        assert reply.status == 200, data[:300]
+        return json.loads(data)
+
+    try:
+        first = poll(0)
+        assert first["full"] is True
+        assert [r["state"] for r in first["rows"]] == ["pending"]
+        host = BootClient(MAC)
+        token = host.token_of(host.boot_config(a))
+        assert token is not None
+        assert host.enrol(a, token).status == 200
+        assert host.event(a, "installing", step="partition", progress=0.25).status == 200
+        cursor, row = first["cursor"], None
+        deadline = time.monotonic() + 10  # A commits a progress event within a moment
+        while time.monotonic() < deadline:
+            changed = poll(cursor)
+            rows = [r for r in changed["rows"] if r["mac"] == MAC]
+            if rows and rows[0]["step"] == "partition":
+                row = rows[0]
+                break
+            time.sleep(0.2)
+        assert row is not None, "B's console never saw A's progress event"
+        assert changed["full"] is False
+        assert (row["state"], row["progress"], row["label"]) == ("installing", 25.0, "web1")
+    finally:
+        conn.close()
+    # B's plain port serves no console: it names the https one.
+    plain = request(pair.b.http_port, "GET", "/ui/")
+    assert plain.status == 403
+    assert f"https://{B_ADDRESS}:{pair.b.tls_port}/ui/".encode() in plain.body
