@@ -295,6 +295,7 @@ main.add_command(demo)
 
 # -- provisioning server ------------------------------------------------------------
 
+from netinstall.cli_bmc import host_power  # noqa: E402
 from netinstall.cli_host import host  # noqa: E402
 from netinstall.cli_profile import profile  # noqa: E402
 from netinstall.cli_server import server  # noqa: E402
@@ -307,7 +308,7 @@ from netinstall.cli_backup import server_backup, server_migrate, server_restore 
 for command in (server_backup, server_restore, server_migrate):
     server.add_command(command)
 server.add_command(unit)
-for command in (host_rearm, host_upgrade, host_restore):
+for command in (host_rearm, host_upgrade, host_restore, host_power):
     host.add_command(command)
 main.add_command(server)
 main.add_command(host)

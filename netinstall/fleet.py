@@ -35,6 +35,8 @@ from common.protocol.messages import (
     PoolRecord,
     PoolSpec,
     PoolUpgradeRequest,
+    PowerReply,
+    PowerRequest,
     ProfileList,
     ProfileRecord,
     ProfileSpec,
@@ -83,6 +85,8 @@ class Fleet(Protocol):
     def remove_host(self, mac: str) -> str: ...  # the MAC removed
 
     def rearm(self, mac: str) -> HostRecord: ...
+
+    def power(self, mac: str, request: PowerRequest) -> PowerReply: ...  # through its BMC
 
     def upgrade(self, mac: str, request: UpgradeRequest) -> HostRecord: ...
 
@@ -155,23 +159,39 @@ class LocalFleet:
         return [event_record(e) for e in self.registry.events(normalise_mac(mac))]
 
     def add_host(self, request: HostCreate) -> HostRecord:
-        host = self.registry.add_host(
-            request.mac,
+        from pxe_server import bmc_control  # noqa: PLC0415 - cryptography, only when asked
+
+        mac = normalise_mac(request.mac)
+        bmc = None
+        if request.bmc is not None:  # the API's bounds on its fields, then checked and sealed
+            bmc = bmc_control.stored_bmc(self.registry, mac, checked(request.bmc))
+        self.registry.add_host(
+            mac,
             profile=request.profile,
             name=request.name,
             variables=dict(request.variables),
             san=_san(request),
         )
-        return host_record(host)
+        if bmc is not None:
+            self.registry.set_bmc(bmc)
+        return self.host(mac)
 
     def edit_host(self, mac: str, edit: HostEdit) -> HostRecord:
+        from pxe_server import bmc_control  # noqa: PLC0415 - cryptography, only when asked
+
         changes: dict[str, object] = {}
         for name in ("name", "profile", "variables"):
             value = getattr(edit, name)
             if value is not ABSENT:
                 changes[name] = dict(value or {}) if name == "variables" else value
+        mac = normalise_mac(mac)
         self.host(mac)  # UnknownHost, as the API says it
-        return host_record(self.registry.update_host(mac, **changes))  # type: ignore[arg-type]
+        if edit.bmc is not ABSENT:
+            spec = None if edit.bmc is None else checked(edit.bmc)
+            bmc_control.set_host_bmc(self.registry, mac, spec)
+        if changes:
+            self.registry.update_host(mac, **changes)  # type: ignore[arg-type]
+        return self.host(mac)
 
     def remove_host(self, mac: str) -> str:
         mac = mac_syntax(mac)  # a record made before group addresses were refused, too
@@ -180,6 +200,11 @@ class LocalFleet:
 
     def rearm(self, mac: str) -> HostRecord:
         return host_record(self.registry.rearm(mac))
+
+    def power(self, mac: str, request: PowerRequest) -> PowerReply:
+        from pxe_server import bmc_control  # noqa: PLC0415 - sushy, pyghmi: only when asked
+
+        return bmc_control.power(self.registry, normalise_mac(mac), checked(request))
 
     def upgrade(self, mac: str, request: UpgradeRequest) -> HostRecord:
         host = self.registry.assign_work(
@@ -305,6 +330,9 @@ class RemoteFleet:
 
     def rearm(self, mac: str) -> HostRecord:
         return self.client.call("POST", f"hosts/{_mac(mac)}/rearm", HostRecord)
+
+    def power(self, mac: str, request: PowerRequest) -> PowerReply:
+        return self.client.call("POST", f"hosts/{_mac(mac)}/power", PowerReply, request)
 
     def upgrade(self, mac: str, request: UpgradeRequest) -> HostRecord:
         return self.client.call("POST", f"hosts/{_mac(mac)}/upgrade", HostRecord, request)
