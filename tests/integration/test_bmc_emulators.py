@@ -13,11 +13,14 @@ not its "Once" (it reports every override as Continuous), so the target is what 
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -87,7 +90,9 @@ class Emulator:
             time.sleep(0.5)
 
 
-def _start_emulator(tmp_path: Path, tls: Pki | None) -> Iterator[Emulator]:
+def _start_emulator(
+    tmp_path: Path, tls: Pki | None, extra: tuple[str, ...] = ()
+) -> Iterator[Emulator]:
     port = free_port()
     users = tmp_path / "htpasswd"
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
@@ -102,6 +107,7 @@ def _start_emulator(tmp_path: Path, tls: Pki | None) -> Iterator[Emulator]:
         f"SUSHY_EMULATOR_AUTH_FILE = {str(users)!r}",
         # The fake driver keeps its systems in a database there (default: /tmp, shared).
         f"SUSHY_EMULATOR_STATE_DIR = {str(tmp_path / 'emulator-state')!r}",
+        *extra,
     ]
     if tls is not None:
         lines += [f"SUSHY_EMULATOR_SSL_CERT = {str(tls.cert)!r}",
@@ -138,6 +144,12 @@ def _start_emulator(tmp_path: Path, tls: Pki | None) -> Iterator[Emulator]:
 def emulator(tmp_path: Path) -> Iterator[Emulator]:
     """sushy-emulator on plain HTTP with basic auth."""
     yield from _start_emulator(tmp_path, None)
+
+
+@pytest.fixture
+def stubborn_emulator(tmp_path: Path) -> Iterator[Emulator]:
+    """sushy-emulator that refuses to power a system off (a BMC's refusal, its message)."""
+    yield from _start_emulator(tmp_path, None, ("SUSHY_EMULATOR_DISABLE_POWER_OFF = True",))
 
 
 @pytest.fixture
@@ -242,6 +254,68 @@ def test_redfish_over_tls_is_verified_with_the_ca_file_refused_without_or_insecu
     assert run("host", "power", MAC, "status", *where)[1] == f"{MAC}: power off\n"
     shown = run("host", "show", MAC, *where)[1]
     assert f"bmc:              {url}, password set, insecure: yes" in shown
+
+
+def test_an_action_the_redfish_bmc_refuses_is_its_own_message_cut_short(
+    stubborn_emulator: Emulator, server_dir: Path, tmp_path: Path
+) -> None:
+    url = f"redfish+http://{USER}@{stubborn_emulator.base.split('//')[1]}"
+    where = ("--dir", str(server_dir))
+    run("host", "add", MAC, *where, "--bmc", url, "--bmc-password-file", str(tmp_path / "pw"))
+    assert run("host", "power", MAC, "on", *where)[0] == 0
+    assert stubborn_emulator.wait_for(lambda s: s["PowerState"] == "On")["PowerState"] == "On"
+    code, out, err = run("host", "power", MAC, "off", *where)
+    assert (code, out) == (2, "")
+    (line,) = err.splitlines()
+    assert line.startswith(
+        f"netinstall: the Redfish BMC {url} refused to power the host off: Can not request "
+        "power off transition."
+    )
+    assert len(line) < 400
+    assert stubborn_emulator.system()["PowerState"] == "On"
+
+
+class _Wrong(http.server.BaseHTTPRequestHandler):
+    """A "BMC" whose every reply is ``body`` (JSON's content type, whatever it holds)."""
+
+    body = b""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the client stops reading a reply too large
+            self.wfile.write(self.body)
+
+    do_POST = do_GET
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"<html>a login page</html>", "Expecting value: line 1 column 1 (char 0)"),
+        (b'{"Name": "no service root"}', "The attribute Id is missing from the resource "
+         "/redfish/v1/"),
+        (b"[" * (5 << 20), "a reply of 5242880 bytes, more than 4194304"),
+    ],
+)  # fmt: skip
+def test_a_bmc_that_answers_wrongly_is_one_sentence(body: bytes, said: str) -> None:
+    handler = type("Wrong", (_Wrong,), {"body": body})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"redfish+http://{USER}@127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(BmcError) as caught, open_bmc(BmcAccess(parse_bmc_url(url), PASSWORD)):
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert caught.value.problems == (f"the Redfish BMC {url} gave a reply that is not "
+                                     f"Redfish's: {said}",)  # fmt: skip
 
 
 def test_a_bmc_that_never_answers_ends_in_the_timeouts_sentence_quickly() -> None:
@@ -420,3 +494,15 @@ def test_the_bmc_client_reports_power_states_directly(ipmi: LabIpmi) -> None:
         assert bmc.power(PowerAction.BOOT) is PowerState.ON
         assert bmc.power(PowerAction.STATUS) is PowerState.ON
     assert ipmi.state()["power"] == "on"
+
+
+def test_no_ipmi_bmc_on_the_port_is_one_sentence_quickly() -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    access = BmcAccess(parse_bmc_url(f"ipmi://{USER}@127.0.0.1:{port}"), PASSWORD, timeout=2.0)
+    started = time.monotonic()
+    with pytest.raises(BmcError) as caught, open_bmc(access):
+        pass
+    assert time.monotonic() - started < 10
+    (said,) = caught.value.problems
+    assert said.startswith(f"the IPMI BMC ipmi://{USER}@127.0.0.1:{port} did not ")
+    assert said.endswith(f"UDP port {port})")
