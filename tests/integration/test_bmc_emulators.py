@@ -351,6 +351,13 @@ def test_power_over_the_api_is_the_same_and_a_bmc_failure_is_a_502(
     assert added.code == 0, added.err
     status = twins.over_api("host", "power", MAC, "status")
     assert (status.code, status.out) == (0, f"{MAC}: power off\n"), status.err
+    rearmed = twins.over_api("host", "rearm", MAC, "--power")
+    assert rearmed.out.splitlines()[1:] == [
+        f"{MAC}: next boot set to the network, once",
+        f"{MAC}: was off: powered on",
+    ], rearmed.err
+    seen = emulator.wait_for(lambda s: s["PowerState"] == "On")
+    assert (seen["PowerState"], seen["Boot"]["BootSourceOverrideTarget"]) == ("On", "Pxe")
     shown = twins.over_api("host", "show", MAC, "--json")
     assert json.loads(shown.out)["bmc"] == {"url": url, "password": "set", "ca": False,
                                              "insecure": False}  # fmt: skip

@@ -6,6 +6,7 @@ tests/integration/test_jobs_postgresql.py runs the same functions on PostgreSQL.
 from __future__ import annotations
 
 import itertools
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,6 +241,31 @@ def test_the_runner_upgrades_master_first_then_one_at_a_time(reg: Registry) -> N
     assert reg.get_host(C).running_version == OLD  # type: ignore[union-attr]
     assert fleet.now - began >= 3 * fleet.takes
     assert runner.run_once() is None  # nothing left to claim
+
+
+def test_a_member_with_a_bmc_is_powered_on_for_its_upgrade_or_the_log_says_why_not(
+    reg: Registry,
+) -> None:
+    """A's BMC listens nowhere (a closed loopback port): the job's log says so in one
+    sentence and the upgrade goes on (the host may be on). A real BMC powering a host on
+    for its work: tests/integration/test_bmc_emulators.py."""
+    from common.protocol.messages import BmcSpec
+    from pxe_server.bmc_control import set_host_bmc
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"redfish+http://admin@127.0.0.1:{port}"
+    set_host_bmc(reg, A, BmcSpec(url, "bmc-password"))
+    upgrade(reg)
+    job = Fleet(reg).runner().run_once()
+    assert job is not None
+    assert job.state is JobState.DONE
+    texts = [line.text for line in job.log]
+    (said,) = [t for t in texts if "BMC" in t]
+    assert said.startswith(f"{A}: its BMC could not power it on: the Redfish BMC {url} cannot")
+    assert texts.index(said) == texts.index(f"{A}: upgrade to {NEW} assigned") - 1
+    assert all("bmc-password" not in t for t in texts)
 
 
 def test_the_first_failure_stops_the_job_and_names_the_rest(reg: Registry) -> None:
