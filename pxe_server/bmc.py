@@ -43,10 +43,13 @@ REDFISH_ATTEMPTS = 2  # a request the network lost (a timeout, a reset) is sent 
 REDFISH_RETRY_DELAY = 1  # seconds before it is
 IPMI_LOGIN_WAITS = 2  # an IPMI login ends within this many timeouts
 
-# sushy and pyghmi log at INFO and WARNING what they do (URLs, retries): not ours to
-# show, and a library's line is never where a secret may slip out.
-for _name in ("sushy", "pyghmi", "urllib3"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
+
+def _quiet_libraries() -> None:
+    """sushy and pyghmi log what they do and what failed (URLs, retries, "check
+    credentials"): our BmcError says it once, in a sentence, and a library's own line is
+    never where a secret may slip out."""
+    for name in ("sushy", "pyghmi", "urllib3"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ def _cut(text: str) -> str:
 def open_bmc(access: BmcAccess) -> Iterator[Bmc]:
     """A logged-in client of ``access``'s BMC, logged out afterwards; BmcError if it
     cannot be reached or refuses the login."""
+    _quiet_libraries()
     if access.url.redfish:
         with _ca_file(access.ca_pem) as ca_path:
             client = RedfishBmc(access, ca_path)
