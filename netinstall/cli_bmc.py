@@ -73,6 +73,11 @@ def _read_bounded(path: str, limit: int, option: str) -> str:
         raise InputError(f"{option} {path} is not UTF-8 text") from None
 
 
+def on_terminal() -> bool:
+    """Whether a password may be asked for: standard input is a terminal."""
+    return sys.stdin.isatty()
+
+
 def _password(url: str, password_file: str | None) -> str:
     if password_file is not None:
         text = _read_bounded(password_file, MAX_PASSWORD_FILE, "--bmc-password-file")
@@ -80,7 +85,7 @@ def _password(url: str, password_file: str | None) -> str:
         if not first:
             raise InputError(f"--bmc-password-file {password_file} has an empty first line")
         return first
-    if not sys.stdin.isatty():
+    if not on_terminal():
         raise InputError(
             "--bmc needs the BMC password: give --bmc-password-file FILE (there is no "
             "terminal to ask it on)"

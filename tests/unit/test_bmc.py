@@ -337,3 +337,20 @@ def test_a_backup_carries_the_bmc_and_its_key_and_the_restored_server_opens_it(
     with Registry.open(target) as registry:
         assert bmc_control.access(registry, MAC).password == PASSWORD
         assert str(registry.bmc_records()[MAC].url) == "ipmi://admin@10.0.0.6"
+
+
+def test_on_a_terminal_the_password_is_asked_for_and_not_echoed(
+    server: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import netinstall.cli_bmc
+
+    monkeypatch.setattr(netinstall.cli_bmc, "on_terminal", lambda: True)
+    done = CliRunner().invoke(
+        main, ["host", "add", MAC, "--dir", str(server), "--bmc", "ipmi://admin@10.0.0.6"],
+        input=PASSWORD + "\n",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    assert "password of ipmi://admin@10.0.0.6: " in done.stdout
+    assert PASSWORD not in done.stdout
+    with Registry.open(server) as registry:
+        assert bmc_control.access(registry, MAC).password == PASSWORD
