@@ -388,8 +388,10 @@ class PowerReply(Message):
     """What the BMC did and says now."""
 
     mac: str = field(metadata=rule("the host"))
-    state: PowerState = field(metadata=rule("its power now, as its BMC says it"))
-    was: PowerState = field(metadata=rule("its power before the action"))
+    state: PowerState = field(
+        metadata=rule("its power once the action is done (status: as its BMC says it now)")
+    )
+    was: PowerState = field(metadata=rule("its power before the action, as its BMC said it"))
     steps: tuple[str, ...] = field(metadata=rule("what was done, one sentence each"))
 
 
