@@ -193,7 +193,7 @@ class RedfishBmc:
         except sx.UnknownDefaultError:
             raise BmcError(
                 f"{where} does not manage exactly one system: name it in the URL "
-                f"(redfish://{self.url.user}@{self.url.host_port}/redfish/v1/Systems/ID)"
+                f"({self.url}/redfish/v1/Systems/ID)"
             ) from None
         except (sx.SushyError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BmcError(

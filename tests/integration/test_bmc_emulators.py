@@ -99,6 +99,10 @@ def _start_emulator(
     users.write_text(f"{USER}:{hashed}\n")
     systems = [{"uuid": SYSTEM, "name": "host1", "power_state": "Off",
                 "external_notifier": False, "nics": [{"mac": MAC, "ip": "127.0.0.1"}]}]  # fmt: skip
+    if "two systems" in extra:
+        extra = tuple(e for e in extra if e != "two systems")
+        systems.append({"uuid": "5f6a1c2e-0d43-4b8e-9a51-2c7be0a1d3f4", "name": "host2",
+                        "power_state": "Off", "external_notifier": False, "nics": []})  # fmt: skip
     lines = [
         "SUSHY_EMULATOR_FAKE_DRIVER = True",
         f"SUSHY_EMULATOR_FAKE_SYSTEMS = {systems!r}",
@@ -150,6 +154,12 @@ def emulator(tmp_path: Path) -> Iterator[Emulator]:
 def stubborn_emulator(tmp_path: Path) -> Iterator[Emulator]:
     """sushy-emulator that refuses to power a system off (a BMC's refusal, its message)."""
     yield from _start_emulator(tmp_path, None, ("SUSHY_EMULATOR_DISABLE_POWER_OFF = True",))
+
+
+@pytest.fixture
+def chassis_emulator(tmp_path: Path) -> Iterator[Emulator]:
+    """sushy-emulator managing two systems (a blade chassis' BMC, say)."""
+    yield from _start_emulator(tmp_path, None, ("two systems",))
 
 
 @pytest.fixture
@@ -273,6 +283,24 @@ def test_an_action_the_redfish_bmc_refuses_is_its_own_message_cut_short(
     )
     assert len(line) < 400
     assert stubborn_emulator.system()["PowerState"] == "On"
+
+
+def test_a_bmc_of_several_systems_needs_the_system_in_the_url(
+    chassis_emulator: Emulator, server_dir: Path, tmp_path: Path
+) -> None:
+    address = chassis_emulator.base.split("//")[1]
+    url = f"redfish+http://{USER}@{address}"
+    where = ("--dir", str(server_dir))
+    run("host", "add", MAC, *where, "--bmc", url, "--bmc-password-file", str(tmp_path / "pw"))
+    code, _, err = run("host", "power", MAC, "status", *where)
+    assert code == 2
+    assert err.splitlines() == [
+        f"netinstall: the Redfish BMC {url} does not manage exactly one system: name it in the "
+        f"URL ({url}/redfish/v1/Systems/ID)"
+    ]
+    named = f"{url}/redfish/v1/Systems/{SYSTEM}"
+    run("host", "set", MAC, *where, "--bmc", named, "--bmc-password-file", str(tmp_path / "pw"))
+    assert run("host", "power", MAC, "status", *where)[1] == f"{MAC}: power off\n"
 
 
 class _Wrong(http.server.BaseHTTPRequestHandler):
