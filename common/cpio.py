@@ -16,7 +16,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
@@ -79,7 +79,13 @@ def _header(entry: Entry, ino: int, nlink: int, size: int) -> bytes:
     return head + _pad(len(head))
 
 
-def write(entries: Iterable[Entry], stream: BinaryIO) -> int:
+class Sink(Protocol):
+    """Where an archive goes: a binary file, or one that counts what passes."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+def write(entries: Iterable[Entry], stream: Sink) -> int:
     """Write ``entries`` (in the order given) and the trailer; return the bytes written."""
     items = list(entries)
     group_size: dict[int, int] = {}

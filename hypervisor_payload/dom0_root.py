@@ -33,6 +33,7 @@ from common.process import run
 from hypervisor_payload import dom0_config as config
 from images import debian
 from images.context import REPO_ROOT, BuildContext
+from images.progress import size_text
 
 TARGET = "repo"
 DOM0_SOURCES = REPO_ROOT / "hypervisor_payload" / "dom0"
@@ -216,21 +217,21 @@ def build_stage1(ctx: BuildContext, root: Path) -> Dom0Root:
     """Debootstrap and the dom0 packages in ``root``, with the initramfs built."""
     progress = ctx.progress
     release_mounts(root)
-    progress.step(TARGET, f"debootstrap --variant={config.VARIANT} into {root}")
-    debian.debootstrap(root, ctx.mirror, include=(), variant=config.VARIANT)
+    with progress.long(TARGET, f"debootstrap --variant={config.VARIANT} into {root}"):
+        debian.debootstrap(root, ctx.mirror, include=(), variant=config.VARIANT)
     for relative, text in config.STAGE1_FILES.items():
         _write(root, relative, text)
     _write(root, _PRESEED.lstrip("/"), config.PRESEED)
     debian.prevent_service_starts(root)
     with debian.mounted(root):
         debian.in_chroot(root, ["debconf-set-selections", _PRESEED])
-        progress.step(TARGET, f"installing {len(config.DOM0_PACKAGES)} dom0 packages")
-        _install_packages(ctx, root)
+        with progress.long(TARGET, f"installing {len(config.DOM0_PACKAGES)} dom0 packages"):
+            _install_packages(ctx, root)
         for relative, text in config.STAGE1_LATE_FILES.items():
             _write(root, relative, text, 0o600 if "initiatorname" in relative else 0o644)
         kernel = _kernel_release(root)
-        progress.step(TARGET, f"update-initramfs for {kernel}")
-        debian.in_chroot(root, ["update-initramfs", "-c", "-k", kernel], timeout=1200)
+        with progress.long(TARGET, f"update-initramfs for {kernel}"):
+            debian.in_chroot(root, ["update-initramfs", "-c", "-k", kernel], timeout=1200)
         packages = _installed_packages(root)
     release_mounts(root)
     _report_drift(ctx, packages)
@@ -379,9 +380,14 @@ def pack_root(ctx: BuildContext, dom0: Dom0Root, target: Path) -> int:
     plain = ctx.work / "dom0-rootfs.tar"
     plain.unlink(missing_ok=True)
     argv = ["tar", *_TAR_COMMON, *_TAR_REPRODUCIBLE, f"--mtime=@{dom0.epoch}", "--clamp-mtime"]
-    run([*argv, "-C", str(dom0.path), "-cf", str(plain), "."], timeout=1800)
-    ctx.progress.step(TARGET, f"zstd -{ZSTD_LEVEL} of the dom0 root", plain.stat().st_size)
-    run(["zstd", "-q", "-f", "-T2", f"-{ZSTD_LEVEL}", str(plain), "-o", str(target)], timeout=1800)
+    with ctx.progress.long(TARGET, "writing the dom0 root's tar"):
+        run([*argv, "-C", str(dom0.path), "-cf", str(plain), "."], timeout=1800)
+    zstd = f"zstd -{ZSTD_LEVEL} of the dom0 root ({size_text(plain.stat().st_size)})"
+    with ctx.progress.long(TARGET, zstd):
+        run(
+            ["zstd", "-q", "-f", "-T2", f"-{ZSTD_LEVEL}", str(plain), "-o", str(target)],
+            timeout=1800,
+        )
     plain.unlink()
     return target.stat().st_size
 

@@ -188,7 +188,8 @@ def kernel_deb(ctx: BuildContext) -> Path:
     """The .deb of the real kernel package behind the ``linux-image-6.12-amd64`` metapackage."""
     real = debian.first_dependency(KERNEL, ctx.versions[KERNEL])
     version = debian.candidate_versions([real])[real]
-    deb = debian.download(real, version, ctx.cache)
+    with ctx.progress.long("installer", f"downloading {real} {version}"):
+        deb = debian.download(real, version, ctx.cache)
     ctx.progress.step("installer", f"kernel package {deb.name}", deb.stat().st_size)
     return deb
 

@@ -27,6 +27,7 @@ from common.errors import NetinstallError
 from common.process import run
 from images import debian
 from images.context import BuildContext
+from images.progress import Counted
 
 # Loaded by /init at every boot: what nothing else loads (the device nodes of loop and
 # device-mapper) and the file system every install mounts, with the checksum its metadata
@@ -173,19 +174,20 @@ def build_root(
     ctx: BuildContext, tree: Path, include: Sequence[str], extra: Sequence[str], tar: Path
 ) -> None:
     """debootstrap minbase into ``tree``, install ``extra`` with security updates, cache a tar."""
-    ctx.progress.step("installer", f"debootstrap minbase with {len(include)} packages")
     remove_tree(tree)
-    debian.debootstrap(tree, ctx.mirror, include, variant="minbase")
+    with ctx.progress.long("installer", f"debootstrap minbase with {len(include)} packages"):
+        debian.debootstrap(tree, ctx.mirror, include, variant="minbase")
     debian.prevent_service_starts(tree)
-    ctx.progress.step("installer", f"installing {', '.join(extra)} (with security updates)")
-    with debian.mounted(tree):
+    installing = f"installing {', '.join(extra)} (with security updates)"
+    with ctx.progress.long("installer", installing), debian.mounted(tree):
         debian.apt_install(tree, ctx.mirror, extra)
         debian.in_chroot(tree, ["apt-get", "-y", "-qq", "upgrade"], timeout=3600)
         debian.in_chroot(tree, ["apt-get", "clean"])
     ctx.progress.step("installer", "root ready", debian.tree_size(tree))
     tar.parent.mkdir(parents=True, exist_ok=True)
     partial = tar.with_name(tar.name + ".partial")
-    run(["tar", "--numeric-owner", "-cf", str(partial), "-C", str(tree), "."], timeout=1800)
+    with ctx.progress.long("installer", f"writing {tar.name}"):
+        run(["tar", "--numeric-owner", "-cf", str(partial), "-C", str(tree), "."], timeout=1800)
     partial.rename(tar)
     _prune(tar.parent, ROOT_TAR.format(key="*"), tar)
     ctx.progress.step("installer", f"cached the root as {tar.name}", tar.stat().st_size)
@@ -302,11 +304,16 @@ def pack_base(ctx: BuildContext, tree: Path, target: Path, level: int) -> None:
     """``tree`` as a zstd-compressed cpio (owners and mtimes kept: the stdlib's
     byte-code stays valid), written to ``target`` atomically."""
     raw = target.with_name(target.name + ".cpio")
-    with raw.open("wb") as stream:
-        size = cpio.write(cpio.tree_entries(tree), stream)
-    ctx.progress.step("installer", f"packed the base cpio, compressing (zstd -{level})", size)
+    expected = debian.tree_size(tree)
+    with (
+        ctx.progress.long("installer", "packing the base cpio", expected) as advance,
+        raw.open("wb") as stream,
+    ):
+        size = cpio.write(cpio.tree_entries(tree), Counted(stream, advance))
+    ctx.progress.step("installer", "packed the base cpio", size)
     partial = target.with_name(target.name + ".partial")
-    compress(raw, partial, level)
+    with ctx.progress.long("installer", f"compressing it (zstd -{level})"):
+        compress(raw, partial, level)
     raw.unlink()
     partial.rename(target)
     ctx.progress.step("installer", f"cached the base archive {target.name}", target.stat().st_size)

@@ -83,7 +83,8 @@ OUTPUTS = (
 
 
 def _unpacked(ctx: BuildContext, package: str) -> Path:
-    deb = debian.download(package, ctx.versions[package], ctx.cache)
+    with ctx.progress.long(TARGET, f"downloading {package} {ctx.versions[package]}"):
+        deb = debian.download(package, ctx.versions[package], ctx.cache)
     dest = ctx.work / "netboot" / package
     if dest.exists():
         shutil.rmtree(dest)

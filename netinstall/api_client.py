@@ -8,6 +8,8 @@ its own (leniently: a newer server may add fields). The bounds, here and in the 
     CONNECT_TIMEOUT  seconds to connect and finish the TLS handshake
     REPLY_TIMEOUT    seconds from the request sent to the last byte of its reply
     MAX_REPLY        bytes of a reply at most (10,000 hosts' list is about 10 MB)
+    DOWNLOAD_TIMEOUT seconds from the request to the last byte of a file (``download``: a
+                     log bundle, whose bound in bytes is the caller's)
     UNAVAILABLE_RETRIES, MAX_RETRY_AFTER
                      a GET answered 503 (the server's database busy or away for a
                      moment: docs/deployment.md) is asked again that many times, after
@@ -39,12 +41,21 @@ from common.protocol.codec import ProtocolError, decode, encode, message_name
 CONNECT_TIMEOUT = 10.0
 REPLY_TIMEOUT = 60.0
 MAX_REPLY = 64 << 20
+DOWNLOAD_TIMEOUT = 600.0  # seconds for a file's whole reply (a 64 MiB bundle at 110 KB/s)
 READ_CHUNK = 1 << 16
 MAX_TOKEN_FILE = 4096  # bytes of a token file at most (a token is 32 characters)
 UNAVAILABLE_RETRIES = 2  # a GET's retries after a 503 (only GETs: they change nothing)
 MAX_RETRY_AFTER = 10.0  # seconds waited at most before one, whatever Retry-After says
 
 M = TypeVar("M")
+
+
+class Sink(typing.Protocol):
+    """Where ``ApiClient.download`` writes a file as it comes. Its ``write`` raises no
+    OSError of its own (it names its file in an error of ours): one would read as the
+    connection's."""
+
+    def write(self, data: bytes, /) -> object: ...
 
 
 class RemoteError(NetinstallError):
@@ -159,6 +170,7 @@ class ApiClient:
         connect_timeout: float = CONNECT_TIMEOUT,
         reply_timeout: float = REPLY_TIMEOUT,
         max_reply: int = MAX_REPLY,
+        download_timeout: float = DOWNLOAD_TIMEOUT,
     ) -> None:
         self.where = where
         self._token = token
@@ -166,31 +178,16 @@ class ApiClient:
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout
         self.max_reply = max_reply
+        self.download_timeout = download_timeout
 
     def call(self, method: str, path: str, reply: type[M], body: object | None = None) -> M:
         """``method path`` (``path`` under /api/v1/, its parts quoted by the caller) with
         ``body`` (a message), its reply decoded as ``reply``."""
         data = None if body is None else json.dumps(encode(body)).encode()
-        retries = UNAVAILABLE_RETRIES if method == "GET" else 0
-        while True:
-            status, payload, retry_after = self._exchange(method, f"/api/v1/{path}", data)
-            if status != 503 or retries == 0:
-                break
-            retries -= 1
-            time.sleep(retry_after)
-        parsed = self._parsed(status, payload)
-        if status >= 400:
-            said = parsed.get("error") if isinstance(parsed, dict) else None
-            if not isinstance(said, str) or not said.strip():
-                raise RemoteError(
-                    f"{self.where.url} answered HTTP {status} without a netinstall error: is "
-                    "it a netinstall server?"
-                )
-            if status == 502:  # the server could not do it: a BMC's failure, its sentence
-                raise RemoteError(said)
-            if status >= 500:
-                raise RemoteError(f"the server at {self.where.url} failed: {said}")
-            raise (NotFound if status == 404 else Refused)(said, status)
+        got = self._send(method, path, data, _Into(None, self.max_reply, self.reply_timeout))
+        parsed = self._parsed(got.status, got.body)
+        if got.status >= 400:
+            self._refuse(got.status, parsed)
         try:
             return decode(reply, parsed, strict=False)
         except ProtocolError as exc:
@@ -198,6 +195,45 @@ class ApiClient:
                 f"{self.where.url} sent a reply that is no {message_name(reply)} "
                 f"({' '.join(exc.problems)}): is it a netinstall server of this version?"
             ) from None
+
+    def download(self, path: str, sink: Sink, limit: int) -> int:
+        """``GET path`` (under /api/v1/) of a file, its body written to ``sink`` as it
+        comes; its size. At most ``limit`` bytes, within ``DOWNLOAD_TIMEOUT``, and as many
+        as its Content-Length says: else RemoteError, and the caller discards what ``sink``
+        got. The server's refusal (a JSON error, not written to ``sink``) as ``call``'s."""
+        got = self._send("GET", path, None, _Into(sink, limit, self.download_timeout))
+        if got.status >= 400:
+            self._refuse(got.status, self._parsed(got.status, got.body))
+        if got.status != 200:
+            raise RemoteError(
+                f"{self.where.url} answered HTTP {got.status}, not a file: is it a "
+                "netinstall server?"
+            )
+        return got.size
+
+    def _send(self, method: str, path: str, data: bytes | None, into: _Into) -> _Reply:
+        """One request, asked again after a 503 (``UNAVAILABLE_RETRIES`` times, GETs only)."""
+        retries = UNAVAILABLE_RETRIES if method == "GET" else 0
+        while True:
+            got = self._exchange(method, f"/api/v1/{path}", data, into)
+            if got.status != 503 or retries == 0:
+                return got
+            retries -= 1
+            time.sleep(got.retry_after)
+
+    def _refuse(self, status: int, parsed: object) -> typing.NoReturn:
+        """The error a 4xx or 5xx reply is: the server's own sentence where it has one."""
+        said = parsed.get("error") if isinstance(parsed, dict) else None
+        if not isinstance(said, str) or not said.strip():
+            raise RemoteError(
+                f"{self.where.url} answered HTTP {status} without a netinstall error: is "
+                "it a netinstall server?"
+            )
+        if status == 502:  # the server could not do it: a BMC's failure, its sentence
+            raise RemoteError(said)
+        if status >= 500:
+            raise RemoteError(f"the server at {self.where.url} failed: {said}")
+        raise (NotFound if status == 404 else Refused)(said, status)
 
     def _parsed(self, status: int, payload: bytes) -> object:
         try:
@@ -216,25 +252,29 @@ class ApiClient:
             )
         return http.client.HTTPConnection(where.host, where.port, timeout=self.connect_timeout)
 
-    def _exchange(self, method: str, target: str, data: bytes | None) -> tuple[int, bytes, float]:
-        """One request and its whole reply (status, body, the seconds its Retry-After says,
-        within ``MAX_RETRY_AFTER``; 1 if none or not a number), inside the bounds."""
+    def _exchange(self, method: str, target: str, data: bytes | None, into: _Into) -> _Reply:
+        """One request and its whole reply, inside the bounds ``into`` gives: a 200's body
+        into its sink if it has one, any other body (JSON) kept in the reply."""
         url = self.where.url
         conn = self._connection()
         try:
             conn.connect()
-            deadline = time.monotonic() + self.reply_timeout
+            deadline = time.monotonic() + into.timeout
             # The reply reads this socket even after the connection lets go of it.
             sock = typing.cast(socket.socket, conn.sock)
-            sock.settimeout(self.reply_timeout)
-            headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+            sock.settimeout(into.timeout)
+            accept = "application/json" if into.sink is None else "*/*"
+            headers = {"Authorization": f"Bearer {self._token}", "Accept": accept}
             if data is not None:
                 headers["Content-Type"] = "application/json"
             conn.request(method, quote(target, safe="/:@!$&'()*+,;=-._~%?"), data, headers)
             response = conn.getresponse()
-            length = response.getheader("Content-Length")
-            if length is not None and length.isdigit() and int(length) > self.max_reply:
-                raise RemoteError(self._too_large())
+            sink = into.sink if response.status == 200 else None
+            limit = into.limit if sink is not None else self.max_reply
+            said = response.getheader("Content-Length")
+            length = int(said) if said is not None and said.isdigit() else None
+            if length is not None and length > limit:
+                raise RemoteError(self._too_large(limit))
             chunks, size = [], 0
             while True:
                 sock.settimeout(_remaining(deadline))
@@ -242,10 +282,17 @@ class ApiClient:
                 if not chunk:
                     break
                 size += len(chunk)
-                if size > self.max_reply:
-                    raise RemoteError(self._too_large())
-                chunks.append(chunk)
-            return response.status, b"".join(chunks), _retry_after(response)
+                if size > limit:
+                    raise RemoteError(self._too_large(limit))
+                if sink is None:
+                    chunks.append(chunk)
+                else:
+                    sink.write(chunk)
+            if length is not None and size < length:
+                raise RemoteError(f"{url} ended its reply after {size} of {length} bytes")
+            return _Reply(response.status, b"".join(chunks), _retry_after(response), size)
+        except http.client.IncompleteRead:  # a chunked reply cut off: before HTTPException
+            raise RemoteError(f"{url} ended its reply before its last chunk") from None
         except ssl.SSLCertVerificationError as exc:
             raise RemoteError(
                 f"{url} failed TLS verification ({exc.verify_message}); give the CA that "
@@ -265,7 +312,7 @@ class ApiClient:
         except TimeoutError:
             raise RemoteError(
                 f"{url} did not answer within {self.connect_timeout:g} s to connect and "
-                f"{self.reply_timeout:g} s to reply"
+                f"{into.timeout:g} s to reply"
             ) from None
         except socket.gaierror as exc:
             raise RemoteError(f"cannot reach {url}: {exc.strerror}") from None
@@ -279,8 +326,26 @@ class ApiClient:
         finally:
             conn.close()
 
-    def _too_large(self) -> str:
-        return f"{self.where.url} sent a reply over {self.max_reply} bytes; it was not read"
+    def _too_large(self, limit: int) -> str:
+        return f"{self.where.url} sent a reply over {limit} bytes; it was not read"
+
+
+@dataclass(frozen=True)
+class _Into:
+    """Where a reply's body goes and its bounds: a 200's body into ``sink`` (None: kept
+    in memory) at most ``limit`` bytes, the whole reply within ``timeout`` seconds."""
+
+    sink: Sink | None
+    limit: int
+    timeout: float
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: bytes  # empty when it went into a sink
+    retry_after: float  # the seconds its Retry-After says, within MAX_RETRY_AFTER; 1 if none
+    size: int  # bytes of its body
 
 
 def _retry_after(response: http.client.HTTPResponse) -> float:

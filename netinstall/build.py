@@ -27,6 +27,7 @@ from hypervisor_payload import repo
 from images import debian, installer, netboot
 from images.context import REPO_ROOT, BuildContext
 from images.progress import Progress, size_text
+from netinstall.build_view import for_this_terminal
 
 BUDGET_SECONDS = 15 * 60
 BUDGET_DOM0 = 300 * 10**6
@@ -122,7 +123,7 @@ def build(
 ) -> list[Outcome]:
     if os.geteuid() != 0:
         raise InputError("building images needs root (debootstrap, chroot, mount)")
-    progress = Progress()
+    progress = for_this_terminal()
     all_builders = builders()
     if only is not None and only not in all_builders:
         raise InputError(f"--only {only}: expected one of {', '.join(all_builders)}")

@@ -27,14 +27,17 @@ def host() -> None:
     """Register machines, follow their installs, assign them work."""
 
 
-def variables(pairs: Sequence[str]) -> list[tuple[str, str]]:
-    """``--var KEY=VALUE`` options as pairs; InputError for one without ``=``."""
-    result = []
+def variables(pairs: Sequence[str]) -> dict[str, str]:
+    """``--var KEY=VALUE`` options as a dict; InputError for one without ``=`` and for a
+    KEY given twice."""
+    result: dict[str, str] = {}
     for text in pairs:
         key, sep, value = text.partition("=")
         if not sep or not key.strip():
             raise InputError(f"--var {text!r} is not KEY=VALUE")
-        result.append((key.strip(), value))
+        if key.strip() in result:
+            raise InputError(f"variable {key.strip()!r} is given twice")
+        result[key.strip()] = value
     return result
 
 
@@ -138,11 +141,7 @@ def host_add(
     BMC that powers it (`host power`, `host rearm --power`)."""
     from common.protocol.messages import HostCreate, SanRecord
 
-    given: dict[str, str] = {}
-    for key, value in variables(pairs):
-        if key in given:
-            raise InputError(f"variable {key!r} is given twice")
-        given[key] = value
+    given = variables(pairs)
     if not san_targets and any(san.values()):
         raise InputError("--san-address, --san-gateway and --initiator need --san-target")
     root = None
@@ -261,7 +260,9 @@ def host_set(
 ) -> None:
     """Change MAC's name, profile, variables or BMC in place (its state and work unchanged).
 
-    --var and --unset change the variables named and keep the others (passwords too).
+    --var and --unset change the variables named and keep the others (passwords too); the
+    server merges them in the transaction that writes the host, so another operator's
+    change of other variables made meanwhile is kept. A password given is a new one.
     --bmc replaces its BMC whole (URL, password, CA); --no-bmc removes it."""
     from common.protocol.codec import ABSENT
     from common.protocol.messages import HostEdit
@@ -278,28 +279,25 @@ def host_set(
             "nothing to change: give --name, --profile, --var, --unset, --bmc or --no-bmc"
         )
     with open_fleet(directory) as fleet:
-        current = fleet.host(mac)  # an unknown host before a password is asked for
-        bmc = None if no_bmc else bmc_spec(bmc_url, bmc_password_file, bmc_ca_file, bmc_insecure)
-        merged = None
-        if given or unset:
-            missing = sorted(set(unset) - set(current.variables))
-            if missing:
-                raise InputError(f"--unset {missing[0]}: host {mac} has no such variable")
-            # A password shows as <redacted>, which the registry reads as "keep the hash".
-            merged = {k: v for k, v in current.variables.items() if k not in unset}
-            merged.update(given)
+        bmc = None
+        if changes_bmc:
+            fleet.host(mac)  # an unknown host before a password is asked for
+            bmc = (
+                None if no_bmc else bmc_spec(bmc_url, bmc_password_file, bmc_ca_file, bmc_insecure)
+            )
         edit = HostEdit(
             name=ABSENT if name is None else (name or None),
             profile=ABSENT if profile is None else profile,
-            variables=ABSENT if merged is None else merged,
+            set_variables=given or ABSENT,
+            unset_variables=tuple(unset) or ABSENT,
             bmc=bmc if changes_bmc else ABSENT,
         )
         item = fleet.edit_host(mac, edit)
     variables_text = ", ".join(sorted(item.variables)) or "none"
+    power = f", BMC {item.bmc.url if item.bmc else 'none'}" if changes_bmc or item.bmc else ""
     click.echo(
         f"changed {item.mac}: name {item.name or '-'}, profile {item.profile}, variables "
-        f"{variables_text}, BMC {item.bmc.url if item.bmc else 'none'}; state "
-        f"{item.state.value} (rearm to install with the changes)"
+        f"{variables_text}{power}; state {item.state.value} (rearm to install with the changes)"
     )
 
 

@@ -79,13 +79,21 @@ def follow(
         sleep(FOLLOW_POLL)
 
 
-def follow_to_end(fleet: Fleet, job_id: int, intro: str | None = None) -> JobRecord:
-    """``intro`` printed, then ``follow``; on Ctrl-C, say the job goes on and how to find
-    it again (exit 130)."""
+def follow_to_end(
+    fleet: Fleet,
+    job_id: int,
+    intro: str | None = None,
+    *,
+    echo: Callable[[str], None] = click.echo,
+    sleep: Callable[[float], None] | None = None,
+) -> JobRecord:
+    """``intro`` printed, then ``follow`` (its lines through ``echo``, its pauses through
+    ``sleep``, else ``time.sleep``); on Ctrl-C, say the job goes on and how to find it
+    again (exit 130)."""
     try:
         if intro is not None:
-            click.echo(intro)
-        return follow(fleet, job_id)
+            echo(intro)
+        return follow(fleet, job_id, echo=echo, sleep=sleep or time.sleep)
     except KeyboardInterrupt:
         click.echo(
             f"stopped following job {job_id}; it goes on: `netinstall job follow {job_id}`, "

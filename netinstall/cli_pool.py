@@ -16,7 +16,8 @@ from netinstall.cli_job import ended, follow_to_end, requester
 from netinstall.cli_options import dir_option, echo_json, open_fleet, table
 
 if TYPE_CHECKING:
-    from common.protocol.messages import PoolRecord
+    from common.protocol.messages import JobRecord, PoolRecord
+    from netinstall.fleet import Fleet
 
 
 def _seconds(option: str, text: str) -> float:
@@ -192,5 +193,32 @@ def pool_upgrade(
             f"job {job.id}: upgrade of {what} to {target} queued; Ctrl-C stops following, "
             f"not the job (`netinstall job follow {job.id}`)"
         )
-        record = follow_to_end(fleet, job.id, intro)
+        record = follow_with_bars(fleet, job, intro)
     ended(record, "pool upgrade")
+
+
+def follow_with_bars(fleet: Fleet, job: JobRecord, intro: str) -> JobRecord:
+    """``follow_to_end``, with a progress bar per host of the job below its log on a
+    terminal (``netinstall.watch``'s board, looked at between the job's polls); as it
+    was, the log lines only, anywhere else."""
+    import time
+
+    from netinstall import watch_view
+    from netinstall.watch import Board
+
+    if not watch_view.on_terminal():
+        return follow_to_end(fleet, job.id, intro)
+    view = watch_view.BarsView()
+    board = Board(view, tuple(h.mac for h in job.hosts), keep_looking=True)
+    began = time.monotonic()
+
+    def look_then_sleep(seconds: float) -> None:
+        board.look({r.mac: r for r in fleet.hosts()}, time.monotonic() - began)
+        time.sleep(seconds)
+
+    try:
+        record = follow_to_end(fleet, job.id, intro, echo=view.say, sleep=look_then_sleep)
+        board.look({r.mac: r for r in fleet.hosts()}, time.monotonic() - began)  # as it ended
+    finally:
+        view.close()
+    return record

@@ -4,6 +4,9 @@
     LocalFleet         over the server directory's ``Registry`` (no --server)
     RemoteFleet        over the operator API (``netinstall --server URL``, ``api_client``)
 
+A host's uploaded log bundles too: read from the shared directory here, streamed from
+``GET .../logs/<name>`` there (``netinstall.cli_logs`` writes them to a file).
+
 Pools and jobs too: a ``pool upgrade`` is a job the server runs (``pxe_server.job_runner``);
 the CLI creates it here and follows it (``netinstall.cli_job``), either way.
 
@@ -14,9 +17,11 @@ the same either way, errors included: the server's refusal is the registry's sen
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 from urllib.parse import quote
 
+from common.errors import InputError, NetinstallError
 from common.protocol.codec import ABSENT, decode, encode
 from common.protocol.messages import (
     AnswerFileCheck,
@@ -30,6 +35,8 @@ from common.protocol.messages import (
     JobCancel,
     JobList,
     JobRecord,
+    LogBundle,
+    LogList,
     PoolList,
     PoolMember,
     PoolRecord,
@@ -47,10 +54,11 @@ from common.protocol.messages import (
     UpgradeRequest,
     Work,
 )
-from netinstall.api_client import ApiClient, NotFound
-from pxe_server import operator_view
+from netinstall.api_client import READ_CHUNK, ApiClient, NotFound, Sink
+from pxe_server import log_bundles, operator_view, shared_dir
 from pxe_server.job_runner import start_pool_upgrade
 from pxe_server.jobs import UnknownJob, job_record, pool_record
+from pxe_server.limits import MAX_LOG_BUNDLE
 from pxe_server.model import (
     SanTarget,
     ServerSettings,
@@ -87,6 +95,12 @@ class Fleet(Protocol):
     def rearm(self, mac: str) -> HostRecord: ...
 
     def power(self, mac: str, request: PowerRequest) -> PowerReply: ...  # through its BMC
+
+    def log_bundles(self, mac: str) -> list[LogBundle]: ...  # oldest first; UnknownHost
+
+    # The bundle ``name`` written to ``sink`` (at most MAX_LOG_BUNDLE bytes); its size.
+    # InputError (the API's 404 sentence) for a name the host has no bundle of.
+    def fetch_log(self, mac: str, name: str, sink: Sink) -> int: ...
 
     def upgrade(self, mac: str, request: UpgradeRequest) -> HostRecord: ...
 
@@ -179,18 +193,12 @@ class LocalFleet:
     def edit_host(self, mac: str, edit: HostEdit) -> HostRecord:
         from pxe_server import bmc_control  # noqa: PLC0415 - cryptography, only when asked
 
-        changes: dict[str, object] = {}
-        for name in ("name", "profile", "variables"):
-            value = getattr(edit, name)
-            if value is not ABSENT:
-                changes[name] = dict(value or {}) if name == "variables" else value
         mac = normalise_mac(mac)
         self.host(mac)  # UnknownHost, as the API says it
         if edit.bmc is not ABSENT:
             spec = None if edit.bmc is None else checked(edit.bmc)
             bmc_control.set_host_bmc(self.registry, mac, spec)
-        if changes:
-            self.registry.update_host(mac, **changes)  # type: ignore[arg-type]
+        operator_view.edit_host(self.registry, mac, edit)
         return self.host(mac)
 
     def remove_host(self, mac: str) -> str:
@@ -200,6 +208,34 @@ class LocalFleet:
 
     def rearm(self, mac: str) -> HostRecord:
         return host_record(self.registry.rearm(mac))
+
+    def _shared(self, mac: str) -> Path:
+        """Where the server's API reads host ``mac``'s log bundles: the shared directory
+        the server directory names (``pxe_server.shared_dir``), else the directory itself.
+        UnknownHost first, as the API says it."""
+        self.host(mac)
+        return shared_dir.shared(self.registry.directory)
+
+    def log_bundles(self, mac: str) -> list[LogBundle]:
+        directory = log_bundles.log_dir(self._shared(mac), mac)
+        try:
+            return log_bundles.bundles(directory)
+        except OSError as exc:
+            raise NetinstallError(f"cannot read {directory}: {exc.strerror or exc}") from None
+
+    def fetch_log(self, mac: str, name: str, sink: Sink) -> int:
+        mac = normalise_mac(mac)
+        path = log_bundles.bundle_file(self._shared(mac), mac, name)
+        try:
+            file = None if path is None else path.open("rb")
+        except FileNotFoundError:  # pruned meanwhile
+            file = None
+        except OSError as exc:
+            raise NetinstallError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if file is None:
+            raise InputError(log_bundles.no_bundle(mac, name))
+        with file:
+            return _copied(file, sink, str(path))
 
     def power(self, mac: str, request: PowerRequest) -> PowerReply:
         from pxe_server import bmc_control  # noqa: PLC0415 - sushy, pyghmi: only when asked
@@ -298,6 +334,23 @@ class LocalFleet:
         return job_record(self.registry.cancel_job(job_id, f"{by} (local)"))
 
 
+def _copied(file: BinaryIO, sink: Sink, shown: str) -> int:
+    """``file`` written to ``sink`` (at most ``MAX_LOG_BUNDLE`` bytes, as over the API);
+    its size."""
+    size = 0
+    try:
+        while chunk := file.read(READ_CHUNK):
+            size += len(chunk)
+            if size > MAX_LOG_BUNDLE:
+                raise NetinstallError(
+                    f"{shown} has more than {MAX_LOG_BUNDLE} bytes: no log bundle a server stored"
+                )
+            sink.write(chunk)
+    except OSError as exc:
+        raise NetinstallError(f"cannot read {shown}: {exc.strerror or exc}") from None
+    return size
+
+
 def _mac(mac: str) -> str:
     return quote(normalise_mac(mac), safe="")
 
@@ -330,6 +383,13 @@ class RemoteFleet:
 
     def rearm(self, mac: str) -> HostRecord:
         return self.client.call("POST", f"hosts/{_mac(mac)}/rearm", HostRecord)
+
+    def log_bundles(self, mac: str) -> list[LogBundle]:
+        return list(self.client.call("GET", f"hosts/{_mac(mac)}/logs", LogList).bundles)
+
+    def fetch_log(self, mac: str, name: str, sink: Sink) -> int:
+        path = f"hosts/{_mac(mac)}/logs/{quote(name, safe='')}"
+        return self.client.download(path, sink, MAX_LOG_BUNDLE)
 
     def power(self, mac: str, request: PowerRequest) -> PowerReply:
         return self.client.call("POST", f"hosts/{_mac(mac)}/power", PowerReply, request)

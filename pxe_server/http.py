@@ -372,6 +372,9 @@ async def answer_file(request: web.Request) -> web.StreamResponse:
                 f"`netinstall answerfile validate --host {mac}` says the same)",
             )
         ctx.registry.renders.put(key, host.revision, text)
+    # The install's "answer file fetched" milestone, once: a re-fetch costs one read.
+    if not ctx.registry.answer_file_noted(host):
+        await http_api.host_writing(ctx, ctx.registry.note_answer_file, host)
     return web.Response(text=text, content_type="application/xml")
 
 

@@ -20,16 +20,9 @@ import asyncio
 import functools
 import json
 import logging
-import os
-import re
-import secrets
 import string
-import time
 import typing
 from collections.abc import Callable
-from contextlib import suppress
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -55,7 +48,6 @@ from common.protocol.messages import (
     JobCancel,
     JobList,
     JobRecord,
-    LogBundle,
     LogList,
     LogStored,
     NoBody,
@@ -89,13 +81,8 @@ from pxe_server.http_edge import (
 from pxe_server.http_files import Context, blocking, error
 from pxe_server.job_runner import start_pool_upgrade
 from pxe_server.jobs import UnknownJob, job_record, pool_record
-from pxe_server.limits import (
-    LOG_BUNDLES_KEPT,
-    LOG_BYTES_KEPT,
-    LOG_WRITE_CHUNK,
-    MAX_LOG_BUNDLE,
-    STALE_PART,
-)
+from pxe_server.limits import LOG_WRITE_CHUNK, MAX_LOG_BUNDLE
+from pxe_server.log_bundles import Bundle, bundle_file, bundles, log_dir, no_bundle
 from pxe_server.model import (
     AGENT_WORK,
     Host,
@@ -103,14 +90,12 @@ from pxe_server.model import (
     State,
     event_record,
     host_record,
-    mac_dashes,
     normalise_mac,
     reported_from,
 )
 from pxe_server.operator_view import UnknownProfile
 from pxe_server.registry import Registry, UnknownHost, WouldWait
 from pxe_server.secrets import Purpose
-from pxe_server.shared_dir import LOGS_DIR
 
 log = logging.getLogger("netinstall.http")
 
@@ -137,16 +122,6 @@ async def host_writing(ctx: Context, func: Callable[..., T], *args: object, **kw
     except WouldWait:  # another writer, of ours or another process's: not on the loop
         pass
     return await asyncio.get_running_loop().run_in_executor(ctx.registry.writer(), call)
-
-
-def log_dir(shared: Path, mac: str) -> Path:
-    """Where a host's uploaded log bundles go: ``<shared>/logs/<mac with dashes>/``, the
-    shared directory's (``pxe_server.shared_dir``; without one, the server directory's)."""
-    return shared / LOGS_DIR / mac_dashes(normalise_mac(mac))
-
-
-# The name a stored bundle has (``_Bundle``): its UTC time to the microsecond.
-_BUNDLE_NAME = re.compile(r"\d{8}T\d{6}\.\d{6}Z\.tar\.bz2")
 
 
 async def _known(ctx: Context, mac: str) -> Host:
@@ -196,19 +171,13 @@ async def show_host(call: Call[NoBody]) -> HostRecord:
 
 
 async def edit_host(call: Call[HostEdit]) -> HostRecord:
-    ctx, mac, body = call.ctx, call.mac, call.body
-    changes: dict[str, object] = {}
-    if body.name is not ABSENT:
-        changes["name"] = body.name
-    if body.profile is not ABSENT:
-        changes["profile"] = body.profile
-    if body.variables is not ABSENT:
-        changes["variables"] = dict(body.variables or {})
+    """Variables set or unset by name are merged under the host row's lock: two operators
+    changing different ones at once both keep their change."""
+    ctx, mac = call.ctx, call.mac
     await _known(ctx, mac)
-    if body.bmc is not ABSENT:
-        await blocking(set_host_bmc, ctx.registry, mac, body.bmc)
-    if changes:
-        await writing(ctx, ctx.registry.update_host, mac, **changes)
+    if call.body.bmc is not ABSENT:
+        await blocking(set_host_bmc, ctx.registry, mac, call.body.bmc)
+    await writing(ctx, operator_view.edit_host, ctx.registry, mac, call.body)
     return await blocking(operator_view.host_view, ctx.registry, mac)
 
 
@@ -474,63 +443,7 @@ async def checkin(call: Call[Checkin]) -> CheckinReply | web.Response:
         return error(409, f"the check-in of {mac} cannot be answered: {message}")
 
 
-class _Bundle:
-    """One upload on its way to ``DIR/logs/<mac>/``: a hidden ``.part`` file (0600, in a
-    0700 directory) that becomes ``<UTC time>.tar.bz2`` by a rename once whole; any
-    failure removes it. Its methods block (file I/O): call them through ``blocking``."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        for made in (directory.parent, directory):  # DIR/logs and DIR/logs/<mac>
-            made.mkdir(mode=0o700, exist_ok=True)
-            made.chmod(0o700)  # mkdir's mode passes through the umask; this does not
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        self.target = directory / f"{stamp}.tar.bz2"
-        self.part = directory / f".{stamp}.{secrets.token_hex(4)}.part"
-        fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        os.fchmod(fd, 0o600)
-        self._file = os.fdopen(fd, "wb")
-
-    def write(self, data: bytes) -> None:
-        self._file.write(data)
-
-    def commit(self) -> Path:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self.part, self.target)
-        prune_bundles(self.directory)
-        return self.target
-
-    def discard(self) -> None:
-        self._file.close()
-        self.part.unlink(missing_ok=True)
-
-
-def prune_bundles(directory: Path) -> list[Path]:
-    """Keep a host's newest ``LOG_BUNDLES_KEPT`` bundles, and of those only as many of the
-    newest as fit in ``LOG_BYTES_KEPT`` (the newest always stays); remove the rest, and
-    ``.part`` files untouched for ``STALE_PART`` seconds (an interrupted server's). The
-    removed files, oldest first."""
-    bundles = sorted(directory.glob("*.tar.bz2"), key=lambda p: p.name, reverse=True)
-    kept_bytes, removed = 0, []
-    for index, bundle in enumerate(bundles):
-        size = bundle.stat().st_size
-        if index and (index >= LOG_BUNDLES_KEPT or kept_bytes + size > LOG_BYTES_KEPT):
-            removed.append(bundle)
-        else:
-            kept_bytes += size
-    now = time.time()
-    for part in directory.glob(".*.part"):
-        with suppress(FileNotFoundError):  # another upload's, finished meanwhile
-            if now - part.stat().st_mtime > STALE_PART:
-                removed.append(part)
-    for path in removed:
-        path.unlink(missing_ok=True)
-    return sorted(removed, key=lambda p: p.name)
-
-
-async def _stream(request: web.Request, bundle: _Bundle) -> int:
+async def _stream(request: web.Request, bundle: Bundle) -> int:
     """The body into ``bundle``, ``LOG_WRITE_CHUNK`` bytes at a time; its size."""
     size, pending = 0, bytearray()
     async for chunk in body_chunks(request, MAX_LOG_BUNDLE, "a log bundle"):
@@ -549,7 +462,7 @@ async def put_logs(call: Call[NoBody]) -> LogStored | web.Response:
     check_not_encoded(request)
     if (request.content_length or 0) > MAX_LOG_BUNDLE:
         return error(413, f"a log bundle may have at most {MAX_LOG_BUNDLE} bytes")
-    bundle = await blocking(_Bundle, log_dir(ctx.shared, mac))
+    bundle = await blocking(Bundle, log_dir(ctx.shared, mac))
     try:
         size = await _stream(request, bundle)
         target = await blocking(bundle.commit) if size else None
@@ -562,33 +475,21 @@ async def put_logs(call: Call[NoBody]) -> LogStored | web.Response:
     return LogStored(str(target.relative_to(ctx.shared)), size)
 
 
-def _bundles(directory: Path) -> list[LogBundle]:
-    """The stored bundles in a host's log directory, oldest first (none: no directory)."""
-    found = []
-    with suppress(FileNotFoundError):
-        for entry in os.scandir(directory):
-            if _BUNDLE_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-                with suppress(FileNotFoundError):  # pruned meanwhile
-                    info = entry.stat(follow_symlinks=False)
-                    found.append(LogBundle(entry.name, info.st_size, info.st_mtime))
-    return sorted(found, key=lambda b: b.name)
-
-
 async def list_logs(call: Call[NoBody]) -> LogList:
     """A host's kept log bundles, from the shared directory: any server lists what the
     installer uploaded to any other."""
     ctx, mac = call.ctx, call.mac
     await _known(ctx, mac)
-    return LogList(tuple(await blocking(_bundles, log_dir(ctx.shared, mac))))
+    return LogList(tuple(await blocking(bundles, log_dir(ctx.shared, mac))))
 
 
 async def get_log(call: Call[NoBody]) -> web.StreamResponse:
     """One of a host's log bundles (``GET .../logs`` names them), as uploaded."""
     ctx, mac, name = call.ctx, call.mac, call.request.match_info["name"]
     await _known(ctx, mac)
-    path = log_dir(ctx.shared, mac) / name
-    if not _BUNDLE_NAME.fullmatch(name) or not await blocking(path.is_file):
-        return error(404, f"host {mac} has no log bundle {name[:64]!r}")
+    path = await blocking(bundle_file, ctx.shared, mac, name)
+    if path is None:
+        return error(404, no_bundle(mac, name))
     headers = {"Content-Type": "application/x-bzip2"}
     return web.FileResponse(path, chunk_size=1 << 18, headers=headers)
 

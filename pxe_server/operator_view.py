@@ -10,8 +10,9 @@ directory or over the API:
     profile_records(registry)           -> every profile with its host count
     profile_of(spec)                    -> the registry's Profile of a ProfileSpec
     repository_records(registry)        -> every repository, its file count, the default
+    edit_host(registry, mac, edit)      -> the host as a HostEdit left it (one write)
 
-Nothing here writes. Every function blocks (registry reads, file counts). What renders
+Nothing else here writes. Every function blocks (registry reads, file counts). What renders
 (the answer-file check) is ``answer_check``: this module loads no jinja2 or lxml, so
 ``host list`` stays quick to start.
 """
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.errors import InputError
+from common.protocol.codec import ABSENT
 from common.protocol.messages import (
+    HostEdit,
     HostRecord,
     PoolRecord,
     ProfileRecord,
@@ -31,7 +34,7 @@ from common.protocol.messages import (
     RepositoryRecord,
 )
 from pxe_server.jobs import UnknownPool, pool_record
-from pxe_server.model import BootChain, Profile, event_record, host_record
+from pxe_server.model import BootChain, Host, Profile, event_record, host_record
 
 if TYPE_CHECKING:  # the registry (and SQLAlchemy) only where a registry is opened: the
     from pxe_server.registry import Registry  # CLI over the API starts without them
@@ -65,6 +68,22 @@ def host_view(registry: Registry, mac: str) -> HostRecord:
     record = host_record(host, None if event is None else event_record(event))
     bmc = registry.bmc(host.mac)
     return replace(record, bmc=None if bmc is None else bmc.record())
+
+
+def edit_host(registry: Registry, mac: str, edit: HostEdit) -> Host:
+    """``edit`` applied to host ``mac`` in one transaction (``Registry.update_host``): a
+    field left out stays as it is; variables set or unset by name are merged with the
+    stored ones there. Blocks (a registry write)."""
+    from pxe_server.registry import KEEP  # noqa: PLC0415 - see the imports
+
+    return registry.update_host(
+        mac,
+        name=KEEP if edit.name is ABSENT else edit.name,
+        profile=KEEP if edit.profile is ABSENT else edit.profile,
+        variables=KEEP if edit.variables is ABSENT else dict(edit.variables or {}),
+        set_variables=KEEP if edit.set_variables is ABSENT else dict(edit.set_variables),
+        unset_variables=KEEP if edit.unset_variables is ABSENT else edit.unset_variables,
+    )
 
 
 def profile_record(profile: Profile, hosts: int) -> ProfileRecord:

@@ -30,7 +30,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import replace
@@ -53,6 +53,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import PendingRollbackError, SQLAlchemyError
 
 from common.errors import InputError, NetinstallError
+from common.protocol.messages import ANSWER_FILE_STEP, FIRST_BOOT_STEPS
 from pxe_server.checkin import OFFERED, Reported, apply_checkin, reported_state
 from pxe_server.jobs import Conflict
 from pxe_server.limits import EVENTS_PRUNE_SLACK, MAX_EVENT_MESSAGE, MAX_EVENTS_PER_HOST
@@ -69,6 +70,7 @@ from pxe_server.model import (
     SanTarget,
     State,
     Work,
+    awaiting_reboot,
     install_done,
     mac_syntax,
     normalise_mac,
@@ -81,6 +83,7 @@ from pxe_server.registry_bmc import Bmcs
 from pxe_server.registry_input import (
     Variables,
     choice,
+    edited_variables,
     host_name,
     profile_input,
     progress_of,
@@ -185,6 +188,22 @@ def check_transition(host: Host, new: State) -> None:
             f"host {host.mac} is {host.state.value}; it cannot become {new.value} "
             "(rearm it for new work)"
         )
+
+
+def first_boot_applies(host: Host, new: State, step: str | None) -> bool:
+    """Whether a report applies to ``host`` as far as first boot's milestones go: those
+    (``installed`` with a ``FIRST_BOOT_STEPS`` step) annotate an ``installed`` host and
+    never move one, so any other host (installing, awaiting its reboot, running, failed)
+    ignores them. Every other report applies (the transition rules then judge it)."""
+    if new is not State.INSTALLED or step not in FIRST_BOOT_STEPS:
+        return True
+    return host.state is State.INSTALLED and not awaiting_reboot(host)
+
+
+def _noted(at: float | None, host: Host) -> bool:
+    """Whether an "answer file fetched" event at ``at`` (None: none) is of ``host``'s
+    current install: made since its key was enrolled."""
+    return at is not None and host.enrolled_at is not None and float(at) >= host.enrolled_at
 
 
 class _Keep(enum.Enum):
@@ -347,6 +366,10 @@ _ALL_PROFILES = select(profiles).order_by(profiles.c.name)
 _ALL_SETTINGS = select(settings.c.key, settings.c.value)
 _EVENTS = select(events).where(events.c.mac == bindparam("mac")).order_by(events.c.id.desc())
 _LATEST_EVENTS = _EVENTS.limit(bindparam("limit"))
+_ANSWER_FILE_NOTED = select(func.max(events.c.time)).where(
+    events.c.mac == bindparam("mac"), events.c.step == ANSWER_FILE_STEP
+)
+ANSWER_FILE_FETCHED = "answer file fetched"
 _LAST_IDS = select(func.max(events.c.id).label("id")).group_by(events.c.mac).subquery()
 _LAST_EVENTS = select(events).join(_LAST_IDS, events.c.id == _LAST_IDS.c.id)
 _UNKNOWN_WAITING = select(func.count()).where(
@@ -806,21 +829,31 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
         (known only by their keyed hashes) by checking each token-shaped word."""
         if message is not None:
             message = self._redacted(message, host, old)
-        self._store.rowcount(
+        self._insert_event(
             conn,
-            _INSERT_EVENT,
-            {
-                "time": time.time(),
-                "mac": host.mac,
-                "state": host.state.value,
-                "step": host.step,
-                "progress": host.progress,
-                "message": message,
-            },
+            host.mac,
+            state=host.state,
+            step=host.step,
+            progress=host.progress,
+            message=message,
         )
-        count = self._scalar(conn, _COUNT_EVENT, {"where_mac": host.mac})
+
+    def _insert_event(
+        self,
+        conn: Connection,
+        mac: str,
+        *,
+        state: State,
+        step: str | None,
+        progress: float | None,
+        message: str | None,
+    ) -> None:
+        """One event row as given (its message already redacted), the host's count kept."""
+        row = {"time": time.time(), "mac": mac, "state": state.value, "step": step}
+        self._store.rowcount(conn, _INSERT_EVENT, {**row, "progress": progress, "message": message})
+        count = self._scalar(conn, _COUNT_EVENT, {"where_mac": mac})
         if count is not None:
-            _bound_events(conn, host.mac, int(count))
+            _bound_events(conn, mac, int(count))
 
     def _redacted(self, message: str, host: Host, old: Host | None) -> str:
         hosts = (host,) if old is None else (host, old)
@@ -910,11 +943,22 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
         name: str | Literal[_Keep.KEEP] | None = KEEP,
         profile: str | Literal[_Keep.KEEP] = KEEP,
         variables: Variables | Literal[_Keep.KEEP] = KEEP,
+        set_variables: Variables | Literal[_Keep.KEEP] = KEEP,
+        unset_variables: Iterable[str] | Literal[_Keep.KEEP] = KEEP,
         san: SanTarget | Literal[_Keep.KEEP] | None = KEEP,
     ) -> Host:
         """Operator edits; a field left at ``KEEP`` is unchanged. A new profile sets the
-        assigned version (an installed host then shows assigned != running)."""
+        assigned version (an installed host then shows assigned != running).
+        ``variables`` replaces all of the host's variables; ``set_variables`` and
+        ``unset_variables`` change those named, merged with the stored ones under the
+        row's lock (``registry_input.edited_variables``), so that two operators changing
+        different variables at once both keep their change. Not both ways at once."""
         mac = normalise_mac(mac)
+        if variables is not KEEP and (set_variables is not KEEP or unset_variables is not KEEP):
+            raise InputError(
+                "host edit: field 'variables' replaces all of a host's variables and cannot "
+                "be combined with 'set_variables' or 'unset_variables'"
+            )
         with self._write() as conn:
             host = old = self._load(conn, mac)
             if name is not KEEP:
@@ -924,6 +968,11 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
                 host = replace(host, profile=profile, assigned_version=version)
             if variables is not KEEP:
                 host = replace(host, variables=variables_of(variables, host.variables))
+            if set_variables is not KEEP or unset_variables is not KEEP:
+                given = () if set_variables is KEEP else set_variables
+                unset = () if unset_variables is KEEP else unset_variables
+                merged = edited_variables(host.variables, mac, given, unset)
+                host = replace(host, variables=merged)
             if san is not KEEP:
                 host = replace(host, san=san_target(san))
             self._check_san(conn, host)
@@ -1024,6 +1073,9 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
         reply: dict[str, object] = {}
         with self._write() as conn:
             old = self._load(conn, mac)
+            if not first_boot_applies(old, new, step):
+                log.info("host %s: first boot's %s ignored: the host is %s", mac, step, old.state)
+                return old, reply
             current = reported_from(old)
             check_transition(old, new)
             if new is current:
@@ -1051,6 +1103,34 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
             host = self._store_host(conn, host, old)
             self._log(conn, host, message, old)
         return host, reply
+
+    def answer_file_noted(self, host: Host) -> bool:
+        """Whether the install ``host`` is (its enrolled key) already has its "answer file
+        fetched" event: one indexed read on this thread's connection, which never waits."""
+        return _noted(self._scalar(self._reader(), _ANSWER_FILE_NOTED, {"mac": host.mac}), host)
+
+    @once_more_on_conflict
+    def note_answer_file(self, seen: Host) -> bool:
+        """Record that the installer holding ``seen``'s enrolled key fetched its answer
+        file: one event (state as reported from, step ``answer-file``), once per install.
+        Nothing is written when the install already has it, or when another key has been
+        enrolled since ``seen`` was read. True when the event was recorded."""
+        with self._write() as conn:
+            host = self._load(conn, seen.mac)
+            if host.install_key_hash is None or host.install_key_hash != seen.install_key_hash:
+                return False
+            if _noted(self._scalar(conn, _ANSWER_FILE_NOTED, {"mac": host.mac}), host):
+                return False
+            state = reported_from(host)
+            self._insert_event(
+                conn,
+                host.mac,
+                state=state,
+                step=ANSWER_FILE_STEP,
+                progress=None,
+                message=ANSWER_FILE_FETCHED,
+            )
+        return True
 
     def queue_progress(
         self,

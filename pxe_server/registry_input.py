@@ -227,17 +227,49 @@ def variables_of(
     """``variables`` checked, each password variable's value as its SHA-512 crypt hash
     (a hash given is kept). A password given as ``<redacted>`` (how listings show one)
     keeps the hash in ``stored``, the host's current variables."""
-    pairs = list(variables.items()) if isinstance(variables, Mapping) else list(variables)
     before = dict(stored)
-    result: dict[str, str] = {}
-    for key, value in pairs:
+    result = {key: _stored_value(key, value, before) for key, value in _given(variables)}
+    return tuple(sorted(result.items()))
+
+
+def _given(variables: Variables) -> list[tuple[str, str]]:
+    """``variables`` as pairs, each name checked (a name, not the server's, given once)."""
+    pairs = list(variables.items()) if isinstance(variables, Mapping) else list(variables)
+    seen: set[str] = set()
+    for key, _ in pairs:
         if not _VARIABLE.match(key):
             raise InputError(f"variable name {key!r} must be letters, digits and _")
         if key in RESERVED_VARIABLES or (is_password_variable(key) and key.endswith("_hash")):
             raise InputError(f"variable {key!r} is set by the server; choose another name")
-        if key in result:
+        if key in seen:
             raise InputError(f"variable {key!r} is given twice")
-        result[key] = _stored_value(key, str(value), before)
+        seen.add(key)
+    return [(key, str(value)) for key, value in pairs]
+
+
+def edited_variables(
+    stored: Iterable[tuple[str, str]], mac: str, given: Variables, unset: Iterable[str]
+) -> tuple[tuple[str, str], ...]:
+    """The host ``mac``'s ``stored`` variables with ``given`` added or replaced and
+    ``unset`` removed (each must be there: InputError naming the first that is not); the
+    others kept as stored, password hashes too. A password given is a new password,
+    hashed; ``<redacted>`` is refused: leaving the variable out keeps the stored one."""
+    result = dict(stored)
+    pairs = _given(given)
+    names = {key for key, _ in pairs}
+    for key in dict.fromkeys(unset):
+        if key in names:
+            raise InputError(f"variable {key!r} is both set and unset")
+        if key not in result:
+            raise InputError(f"cannot unset {key!r}: host {mac} has no such variable")
+        del result[key]
+    for key, value in pairs:
+        if is_password_variable(key) and value == SHOWN_REDACTED:
+            raise InputError(
+                f"variable {key!r}: {SHOWN_REDACTED} is how a password is shown, not a "
+                "password; give the new password, or leave the variable out to keep it"
+            )
+        result[key] = _stored_value(key, value, {})
     return tuple(sorted(result.items()))
 
 

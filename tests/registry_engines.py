@@ -12,10 +12,11 @@ hand-written migrations) is marked ``sqlite_only`` and skipped on PostgreSQL.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import Connection, Executable, Row, event
@@ -24,6 +25,8 @@ from pxe_server.registry import Registry, default_profile
 from pxe_server.store.engine import Store
 
 sqlite_only = pytest.mark.sqlite_only
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -82,3 +85,26 @@ def statements(conn: Connection) -> Iterator[list[str]]:
     finally:
         event.remove(conn, "before_cursor_execute", record)
         Store._driver = driver  # type: ignore[method-assign]
+
+
+def together(work: Callable[[T], object], args: Sequence[T], timeout: float = 60) -> None:
+    """``work(arg)`` for each of ``args``, a thread each, all let go at once (a barrier),
+    as several writers of one registry; AssertionError with what any of them raised, or
+    if one is still running after ``timeout`` seconds."""
+    start = threading.Barrier(len(args))
+    errors: list[BaseException] = []
+
+    def run(arg: T) -> None:
+        try:
+            start.wait(timeout=timeout)
+            work(arg)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(arg,)) for arg in args]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    assert not any(thread.is_alive() for thread in threads), f"still running after {timeout} s"
+    assert errors == []

@@ -32,6 +32,14 @@ class State(enum.StrEnum):
 # The states an installer or a first boot may report (``pending`` is the server's own).
 REPORTABLE = (State.SIGNALLED, State.INSTALLING, State.INSTALLED, State.RUNNING, State.FAILED)
 
+# Milestones carried as the step of an event (docs/protocol.md, "Milestones"). The server
+# records ANSWER_FILE_STEP itself when an install fetches its answer file; the first-boot
+# service reports the other two as steps of state ``installed``, before ``running``.
+ANSWER_FILE_STEP = "answer-file"
+FIRST_BOOT_STEP = "first-boot"  # the installed system's first boot began
+SR_CREATED_STEP = "sr-created"  # its first boot made (or found) the local SR
+FIRST_BOOT_STEPS = (FIRST_BOOT_STEP, SR_CREATED_STEP)
+
 
 class AgentState(enum.StrEnum):
     """The ``state`` a check-in carries: what the agent did with the work it was given."""
@@ -415,14 +423,35 @@ class HostCreate(Message):
 
 @dataclass(frozen=True)
 class HostEdit(Message):
-    """Changes to a host: ``PATCH /api/v1/hosts/<mac>``; a field left out stays as it is."""
+    """Changes to a host: ``PATCH /api/v1/hosts/<mac>``; a field left out stays as it is.
+
+    Its variables change either whole (``variables``) or by name (``set_variables``,
+    ``unset_variables``), merged with the stored ones in the transaction that writes the
+    host, so that edits of other variables made meanwhile are kept; not both ways at once."""
 
     NAME: ClassVar[str] = "host edit"
 
     name: str | Absent | None = field(default=ABSENT, metadata=rule("null: no name"))
     profile: str | Absent = field(default=ABSENT, metadata=rule("its profile"))
     variables: dict[str, str] | Absent | None = field(
-        default=ABSENT, metadata=rule("all its template variables; null: none")
+        default=ABSENT,
+        metadata=rule(
+            "all its template variables (a password as `<redacted>`: the stored one kept); "
+            "null: none; not with set_variables or unset_variables"
+        ),
+    )
+    set_variables: dict[str, str] | Absent = field(
+        default=ABSENT,
+        metadata=rule(
+            "template variables to add or replace, the others kept (a password's value is "
+            "the new password); not with variables"
+        ),
+    )
+    unset_variables: tuple[str, ...] | Absent = field(
+        default=ABSENT,
+        metadata=rule(
+            "names of template variables to remove, each one the host has; not with variables"
+        ),
     )
     bmc: BmcSpec | Absent | None = field(default=ABSENT, metadata=rule("its BMC; null: none"))
 

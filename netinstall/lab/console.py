@@ -17,15 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.protocol.messages import ANSWER_FILE_STEP, FIRST_BOOT_STEP, SR_CREATED_STEP
+
 NETWORK_BOOT = "network boot"  # the host fetched its boot config: signalled
 XEN_NETWORK = "Xen from the network"  # the installer's Xen banner
 INSTALLER_UP = "installer up"
+ANSWER_FILE = "answer file fetched"  # the server's own event: the installer fetched it
 INSTALLED = "installed"
 REBOOT = "reboot"
 XEN_DISK = "Xen from disk"
 DOM0_DISK = "dom0 up from disk"
 SAN_LOGIN = "dom0 logged in to the SAN"  # its initramfs, from the iBFT (SAN scenarios)
 SR_CREATED = "SR created"
+FIRST_BOOT = "first boot started"  # first boot's report to the server
+SR_REPORTED = "SR reported"  # first boot's report that the SR is there (after SR_CREATED)
 SR_COMMAND = "SR being made"  # first boot's first LVM command (pvcreate, vgcreate, ...)
 RUNNING = "running"
 FIRST_CHECKIN = "agent's first check-in"  # the dom0 agent, once first boot handed over
@@ -163,7 +168,13 @@ class Tracker:
         """One registry event (its state, step and message) seen ``at`` seconds in."""
         if state in ("signalled", "installing", "installed"):
             self._reach(NETWORK_BOOT, at)  # a later state implies the boot config was fetched
-        if state == "installing" and step:
+        if step == ANSWER_FILE_STEP:
+            self._reach(ANSWER_FILE, at)
+        elif state == INSTALLED and step == FIRST_BOOT_STEP:
+            self._reach(FIRST_BOOT, at)
+        elif state == INSTALLED and step == SR_CREATED_STEP:
+            self._reach(SR_REPORTED, at)
+        elif state == "installing" and step:
             self._reach(step_milestone(step), at)
         if (
             state == "installing"

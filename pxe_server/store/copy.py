@@ -27,7 +27,6 @@ import io
 import json
 import os
 import re
-import secrets
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,6 +39,7 @@ from sqlalchemy import Connection, Integer, MetaData, Table, delete, func, inspe
 from sqlalchemy.exc import SQLAlchemyError
 
 from common.errors import InputError, NetinstallError
+from common.whole_file import whole_file
 from pxe_server.limits import KIB, MIB
 from pxe_server.store import schema
 from pxe_server.store.engine import Store
@@ -380,25 +380,11 @@ def write_backup(
     """Write the registry of ``store`` (one snapshot) and ``files`` into the backup file
     ``path`` (0600; refused if it exists); its manifest."""
     path = Path(path)
+    exists = f"{path} exists; give a new file name (a backup never overwrites)"
     if path.exists() or path.is_symlink():
-        raise InputError(f"{path} exists; give a new file name (a backup never overwrites)")
-    part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            manifest = _write_zip(raw, store, version, files, progress)
-            raw.flush()
-            os.fsync(raw.fileno())
-        try:
-            os.link(part, path)  # never over a file made meanwhile
-        except FileExistsError:
-            raise InputError(f"{path} exists; give a new file name") from None
-    finally:
-        part.unlink(missing_ok=True)
-    return manifest
+        raise InputError(exists)
+    with whole_file(path, exists) as raw:  # never over a file made meanwhile either
+        return _write_zip(raw, store, version, files, progress)
 
 
 def _write_zip(

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from netinstall.api_client import ApiClient, RemoteError, endpoint
 from netinstall.cli import main
+from pxe_server.log_bundles import log_dir
 from pxe_server.server import Server, TlsFiles
 from tests.pki import Pki, make_pki
 from tests.repository import write_repository
@@ -136,6 +137,18 @@ def test_every_operator_command_says_the_same_here_and_over_the_api(
     assert same("host", "show", "52:54:00:99:99:99").err == (
         "netinstall: no host 52:54:00:99:99:99 in the registry\n"
     )
+    # the log bundles the host's installer uploaded (none yet, then one in each directory)
+    assert "has no log bundles" in same("host", "logs", MAC).out
+    bundle = "20260101T120000.000001Z.tar.bz2"
+    for where in (twins.local, twins.remote):
+        log_dir(where, MAC).mkdir(parents=True)
+        (log_dir(where, MAC) / bundle).write_bytes(b"BZh9 logs")
+    assert bundle in same("host", "logs", MAC).out
+    same("host", "logs", MAC, "--json")
+    fetched = same("host", "logs", MAC, "--fetch", "latest", "-o", "-")
+    assert (fetched.out, fetched.err) == ("BZh9 logs", f"wrote 9 bytes to stdout: log bundle "
+                                          f"{bundle} of host {MAC}\n")  # fmt: skip
+    assert "has no log bundle 'x.tar.bz2'" in same("host", "logs", MAC, "--fetch", "x.tar.bz2").err
     changed = same("host", "set", MAC, "--name", "web2", "--var", "keymap=de", "--unset", "disk")
     assert "variables keymap, root_password" in changed.out
     assert "has no such variable" in same("host", "set", MAC, "--unset", "disk").err

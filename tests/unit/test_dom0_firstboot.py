@@ -42,6 +42,7 @@ from netinstall_dom0.sr import SrFacts, plan  # noqa: E402
 
 from common.errors import CommandError  # noqa: E402
 from common.process import Completed, run  # noqa: E402
+from common.protocol.messages import FIRST_BOOT_STEPS  # noqa: E402
 
 SERVER = "http://192.168.77.1:8080"
 MAC = "52:54:00:12:34:56"
@@ -124,18 +125,39 @@ class FakeResponse:
         pass
 
 
+def is_milestone(body: Any) -> bool:
+    return body.get("state") == "installed" and body.get("step") in FIRST_BOOT_STEPS
+
+
 @dataclass
 class FakeSession:
-    """Plays ``replies`` in order: a response, or an exception to raise."""
+    """Plays ``replies`` in order: a response, or an exception to raise.
+
+    The milestones (``installed`` with a first-boot step) are kept apart, in
+    ``milestones``, and answered from ``milestone_replies`` (200 once it is empty), so
+    that ``posts`` and ``replies`` are the ``running`` report's; ``sent`` is every post's
+    state and step, in order."""
 
     replies: list[FakeResponse | Exception] = field(default_factory=list)
     posts: list[tuple[str, Any, dict[str, str]]] = field(default_factory=list)
+    milestones: list[tuple[str, Any, dict[str, str]]] = field(default_factory=list)
+    milestone_replies: list[FakeResponse | Exception] = field(default_factory=list)
+    sent: list[tuple[str, str | None]] = field(default_factory=list)
+    timeouts: list[float] = field(default_factory=list)
 
     def post(
         self, url: str, *, json: Any, headers: Mapping[str, str], timeout: float
     ) -> FakeResponse:
-        self.posts.append((url, json, dict(headers)))
-        reply = self.replies.pop(0)
+        self.sent.append((json["state"], json.get("step")))
+        self.timeouts.append(timeout)
+        if is_milestone(json):
+            self.milestones.append((url, json, dict(headers)))
+            reply = (
+                self.milestone_replies.pop(0) if self.milestone_replies else FakeResponse(200, {})
+            )
+        else:
+            self.posts.append((url, json, dict(headers)))
+            reply = self.replies.pop(0)
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -636,3 +658,88 @@ def test_a_server_needs_a_mac(layout: Layout) -> None:
     write_config(layout, base_config(None) | {"mac": None})
     with pytest.raises(ConfigError, match="key 'mac': missing"):
         go(layout, FakeRunner(), FakeSession([]))
+
+
+# --- the milestones before running ------------------------------------------------------
+
+
+def test_milestones_come_before_running_in_order(layout: Layout) -> None:
+    write_config(layout, base_config({"type": "lvm", "devices": [PART3]}))
+    session = FakeSession([accepted()])
+    go(layout, FakeRunner(), session)
+    assert session.sent == [
+        ("installed", "first-boot"),
+        ("installed", "sr-created"),
+        ("running", None),
+    ]
+    (url, started, headers), (_, sr, _) = session.milestones
+    assert url == f"{SERVER}/api/v1/hosts/52%3A54%3A00%3A12%3A34%3A56/events"
+    assert headers == {"Authorization": f"Bearer {TOKEN}"}  # the install key, as running
+    assert started == {
+        "protocol": 2,
+        "state": "installed",
+        "step": "first-boot",
+        "message": "first boot started",
+    }
+    assert sr["message"] == f"local SR lvm {SR_UUID} is ready"
+    # A milestone's try is short: the SR does not wait for the network.
+    assert session.timeouts[:2] == [firstboot_module.MILESTONE_TIMEOUT] * 2
+    assert session.timeouts[2] > firstboot_module.MILESTONE_TIMEOUT
+    assert layout.agent_config.exists()
+
+
+def test_milestones_wait_for_the_network_and_keep_their_order(layout: Layout) -> None:
+    write_config(layout, base_config({"type": "lvm", "devices": [PART3]}))
+    down = requests.ConnectionError("Network is unreachable")
+    session = FakeSession([accepted()], milestone_replies=[down, requests.Timeout("slow")])
+    runner = FakeRunner()
+    go(layout, runner, session)
+    # Tried as it started (down), again when the SR was made (still down; sr-created is
+    # not sent before it), then both once the network is online, before running.
+    assert session.sent == [
+        ("installed", "first-boot"),
+        ("installed", "first-boot"),
+        ("installed", "first-boot"),
+        ("installed", "sr-created"),
+        ("running", None),
+    ]
+    assert layout.agent_config.exists()
+
+
+def test_a_milestone_the_server_refuses_is_dropped_not_fatal(layout: Layout) -> None:
+    write_config(layout, base_config({"type": "lvm", "devices": [PART3]}))
+    refused = FakeResponse(409, {"protocol": 2, "error": "host is running"})
+    session = FakeSession([accepted()], milestone_replies=[refused, FakeResponse(500)])
+    go(layout, FakeRunner(), session)
+    # first-boot refused (dropped), sr-created a 500 (tried again before running).
+    assert session.sent == [
+        ("installed", "first-boot"),
+        ("installed", "sr-created"),
+        ("installed", "sr-created"),
+        ("running", None),
+    ]
+    assert layout.agent_config.exists()
+    assert layout.done_marker.exists()
+
+
+def test_no_sr_means_no_sr_milestone(layout: Layout) -> None:
+    write_config(layout, base_config(None))
+    session = FakeSession([accepted()])
+    go(layout, FakeRunner(), session)
+    assert session.sent == [("installed", "first-boot"), ("running", None)]
+
+
+def test_no_milestones_without_a_server_or_after_running(layout: Layout) -> None:
+    write_config(layout, {**base_config({"type": "lvm", "devices": [PART3]}), "server": None})
+    session = FakeSession()
+    go(layout, FakeRunner(), session)
+    assert session.sent == []
+
+    again = Layout(layout.root)
+    write_config(again, base_config(None))
+    again.state_file.unlink()
+    again.done_marker.unlink(missing_ok=True)
+    again.agent_config.write_text(json.dumps({"server": SERVER, "mac": MAC, "credential": "c"}))
+    quiet = FakeSession()
+    go(again, FakeRunner(), quiet)
+    assert quiet.sent == []

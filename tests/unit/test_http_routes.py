@@ -28,8 +28,8 @@ from common.errors import InputError
 from common.protocol.codec import encode
 from netinstall.cli import main
 from pxe_server.http import json_errors, loggable, make_app
-from pxe_server.http_api import log_dir
 from pxe_server.http_files import Context, safe_path
+from pxe_server.log_bundles import log_dir
 from pxe_server.model import Host, ServerSettings, State, host_record
 from pxe_server.registry import Registry, default_profile
 from pxe_server.server import advertised_address
@@ -501,10 +501,10 @@ def test_a_refused_bundle_leaves_no_file(
 def test_the_quota_keeps_the_newest_bundles_of_a_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pxe_server import http_api
+    from pxe_server import log_bundles
 
-    monkeypatch.setattr(http_api, "LOG_BUNDLES_KEPT", 3)
-    monkeypatch.setattr(http_api, "LOG_BYTES_KEPT", 250)
+    monkeypatch.setattr(log_bundles, "LOG_BUNDLES_KEPT", 3)
+    monkeypatch.setattr(log_bundles, "LOG_BYTES_KEPT", 250)
     sizes = {"20260101T000001": 10, "20260101T000002": 10, "20260101T000003": 100,
              "20260101T000004": 100, "20260101T000005": 100, "20260101T000006": 300}  # fmt: skip
     for stamp, size in sizes.items():
@@ -513,7 +513,7 @@ def test_the_quota_keeps_the_newest_bundles_of_a_host(
     old = tmp_path / ".20250101T000000.000000Z.cd.part"
     old.write_bytes(b"a crash's")
     os.utime(old, (time.time() - 3600, time.time() - 3600))
-    removed = http_api.prune_bundles(tmp_path)
+    removed = log_bundles.prune_bundles(tmp_path)
     # The newest stays even past the byte quota; then as many as fit, 3 at most.
     kept = sorted(p.name for p in tmp_path.iterdir())
     assert kept == [".20260101T000007.000000Z.ab.part", "20260101T000006.000000Z.tar.bz2"]
@@ -521,7 +521,7 @@ def test_the_quota_keeps_the_newest_bundles_of_a_host(
     (tmp_path / "20260101T000006.000000Z.tar.bz2").unlink()
     for stamp in list(sizes)[:5]:
         (tmp_path / f"{stamp}.000000Z.tar.bz2").write_bytes(b"x" * sizes[stamp])
-    http_api.prune_bundles(tmp_path)
+    log_bundles.prune_bundles(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.tar.bz2")) == [
         "20260101T000004.000000Z.tar.bz2",
         "20260101T000005.000000Z.tar.bz2",

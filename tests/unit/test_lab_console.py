@@ -50,6 +50,29 @@ def test_a_full_run_reaches_every_milestone_in_order() -> None:
     assert tracker.failure is None
 
 
+def test_the_milestones_the_server_hears_are_milestones_too() -> None:
+    tracker = Tracker()
+    tracker.event("signalled", None, "fetched its boot configuration", 5.0)
+    tracker.event("signalled", "answer-file", "answer file fetched", 30.0)
+    tracker.event("installing", "network", None, 31.0)
+    tracker.event("installed", None, None, 200.0)
+    tracker.event("installed", "first-boot", "first boot started", 240.0)
+    tracker.line(f"netinstall-firstboot: local SR: lvm on ['/dev/vda3'], uuid {SR}", 250.0)
+    tracker.event("installed", "sr-created", f"local SR lvm {SR} is ready", 250.5)
+    tracker.event("running", None, None, 260.0)
+    assert list(tracker.reached) == [
+        console.NETWORK_BOOT,
+        console.ANSWER_FILE,
+        "step network",
+        console.INSTALLED,
+        console.FIRST_BOOT,
+        console.SR_CREATED,
+        console.SR_REPORTED,
+        console.RUNNING,
+    ]
+    assert "step answer-file" not in tracker.reached
+
+
 def test_a_failed_event_is_a_failure_with_its_message() -> None:
     tracker = Tracker()
     tracker.event("failed", "partition", "disk vda is too small", 80.0)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 import stat
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from pxe_server.store import rows
 from pxe_server.store.engine import Store
 from pxe_server.store.schema import ALEMBIC_MARK, HEAD
 from pxe_server.store.tables import hosts, metadata, schema_version
-from tests.registry_engines import execute, sqlite_only
+from tests.registry_engines import execute, sqlite_only, together
 
 MAC = "52:54:00:12:34:56"
 OTHER = "52:54:00:ab:cd:ef"
@@ -612,25 +611,16 @@ def test_two_registries_on_one_file_write_alternately_without_locking_errors(
         macs = [f"52:54:00:00:00:{i:02x}" for i in range(2)]
         for mac in macs:
             setup.add_host(mac)
-    errors: list[BaseException] = []
     rounds = 60
 
     def worker(mac: str) -> None:
-        try:
-            with Registry.open(registry_dir) as own:
-                for i in range(rounds):
-                    own.record_event(mac, State.INSTALLING, step=str(i), progress=i / rounds)
-                    own.set_setting(f"last-{mac}", str(i))
-                    own.list_hosts()
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            errors.append(exc)
+        with Registry.open(registry_dir) as own:
+            for i in range(rounds):
+                own.record_event(mac, State.INSTALLING, step=str(i), progress=i / rounds)
+                own.set_setting(f"last-{mac}", str(i))
+                own.list_hosts()
 
-    threads = [threading.Thread(target=worker, args=(mac,)) for mac in macs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
+    together(worker, macs)
     with Registry.open(registry_dir) as check:
         for mac in macs:
             assert len(check.events(mac)) == rounds + 1
@@ -642,22 +632,13 @@ def test_two_registries_on_one_file_write_alternately_without_locking_errors(
 
 def test_one_registry_shared_by_threads(reg: Registry) -> None:
     reg.add_host(MAC)
-    errors: list[BaseException] = []
 
     def worker(n: int) -> None:
-        try:
-            for i in range(30):
-                reg.record_event(MAC, State.INSTALLING, step=f"{n}-{i}")
-                reg.get_host(MAC)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            errors.append(exc)
+        for i in range(30):
+            reg.record_event(MAC, State.INSTALLING, step=f"{n}-{i}")
+            reg.get_host(MAC)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
+    together(worker, range(4))
     assert len(reg.events(MAC)) == 1 + 4 * 30
 
 

@@ -10,7 +10,10 @@ credential reaches a log.
 The unit is not ordered after ``network-online.target`` nor after ``xen.service``: the
 SR is made while the network and the Xen daemons come up, then ``wait_until_ready``
 waits for both (at most ``NETWORK_WAIT`` seconds) before the facts, which name the
-host's addresses and come from ``xl info``, are gathered and reported.
+host's addresses and come from ``xl info``, are gathered and reported. On the way it
+tells the server its milestones (``report.Milestones``): ``first-boot`` as it starts and
+``sr-created`` once the SR is there, each at once if the network is up already, else
+before ``running``.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ import requests
 
 from common.errors import NetinstallError
 from common.process import CommandRunner, run
+from common.protocol.messages import FIRST_BOOT_STEP, SR_CREATED_STEP
 
 from .config import AgentConfig, load_firstboot, remove_token, save_agent
 from .errors import ConfigError, Unauthorized
 from .facts import gather
 from .layout import Layout
 from .logs import setup_logging
-from .report import DEFAULT_DELAYS, report_running
+from .report import DEFAULT_DELAYS, MILESTONE_TIMEOUT, Milestones, report_running
 from .server import HttpSession, ServerClient
 from .sr import Resolve, ensure_sr
 from .state import load_state, mark_done, save_state
@@ -81,6 +85,16 @@ def firstboot(
         mark_done(layout, state)
         return
     config = load_firstboot(layout.firstboot_config)
+    milestones = None
+    if (
+        config.server is not None
+        and config.mac is not None
+        and config.token is not None
+        and not layout.agent_config.exists()
+    ):
+        quick = ServerClient(config.server, config.mac, session, timeout=MILESTONE_TIMEOUT)
+        milestones = Milestones(quick, config.token)
+        milestones.reached(FIRST_BOOT_STEP, "first boot started")
 
     sr_uuid = None
     if config.sr is not None:
@@ -92,6 +106,10 @@ def firstboot(
             save_state(layout.state_file, state)
         log.info("local SR: %s on %s, uuid %s", config.sr.type.value, config.sr.devices, sr_uuid)
         ensure_sr(config.sr, sr_uuid, runner, layout, resolve)
+        if milestones is not None:
+            milestones.reached(
+                SR_CREATED_STEP, f"local SR {config.sr.type.value} {sr_uuid} is ready"
+            )
     else:
         log.info("no local SR configured")
 
@@ -106,6 +124,8 @@ def firstboot(
                 "credential yet; re-arm the host on the server and reinstall"
             )
         wait_until_ready(runner)
+        if milestones is not None:
+            milestones.flush()
         facts = gather(
             runner,
             layout,
