@@ -229,6 +229,8 @@ class ApiClient:
                 f"{self.where.url} answered HTTP {status} without a netinstall error: is "
                 "it a netinstall server?"
             )
+        if status == 502:  # the server could not do it: a BMC's failure, its sentence
+            raise RemoteError(said)
         if status >= 500:
             raise RemoteError(f"the server at {self.where.url} failed: {said}")
         raise (NotFound if status == 404 else Refused)(said, status)

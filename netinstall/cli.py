@@ -295,6 +295,7 @@ main.add_command(demo)
 
 # -- provisioning server ------------------------------------------------------------
 
+from netinstall.cli_bmc import host_power  # noqa: E402
 from netinstall.cli_host import host  # noqa: E402
 from netinstall.cli_logs import host_logs  # noqa: E402
 from netinstall.cli_profile import profile  # noqa: E402
@@ -310,7 +311,7 @@ for command in (server_backup, server_restore, server_migrate):
 server.add_command(unit)
 from netinstall.cli_watch import host_watch  # noqa: E402
 
-for command in (host_rearm, host_upgrade, host_restore, host_logs, host_watch):
+for command in (host_rearm, host_upgrade, host_restore, host_logs, host_watch, host_power):
     host.add_command(command)
 main.add_command(server)
 main.add_command(host)

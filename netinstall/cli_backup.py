@@ -4,7 +4,8 @@ through ``pxe_server.store.copy`` (docs/deployment.md, "Backups").
 All three work on the server's own directory (never with ``--server``). Progress goes
 to stderr (a line per table, and every ``PROGRESS_ROWS`` rows of a long one), the
 summary to stdout. The server directory's ``api-token`` is carried in a backup (the
-registry keeps only its keyed hash); ``database-url`` never is (it may hold a
+registry keeps only its keyed hash), and its ``bmc-key`` (the BMC passwords the registry
+holds sealed open with it alone); ``database-url`` never is (it may hold a
 password), nor ``files/`` and ``logs/`` (copy those as files).
 """
 
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
 
     from pxe_server.store.engine import Store
 
-# Server-directory files a backup carries: the API token's only copy.
-CARRIED = ("api-token",)
+# Server-directory files a backup carries: the API token's only copy, the BMC key.
+CARRIED = ("api-token", "bmc-key")
 
 
 def _progress(line: str) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from common.errors import InputError
+from netinstall.cli_bmc import bmc_options, bmc_spec, bmc_text
 from netinstall.cli_options import dir_option, echo_json, open_fleet, table, when
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ def _event_line(event: EventRecord) -> str:
 @click.option("--san-address", help="SAN boot: the storage NIC's ADDRESS/PREFIX (default DHCP).")
 @click.option("--san-gateway", help="SAN boot: the storage network's gateway.")
 @click.option("--initiator", help="SAN boot: the host's initiator IQN (default: from its MAC).")
+@bmc_options
 def host_add(
     mac: str,
     directory: str,
@@ -129,9 +131,14 @@ def host_add(
     pairs: tuple[str, ...],
     *,
     san_targets: tuple[str, ...],
+    bmc_url: str | None,
+    bmc_password_file: str | None,
+    bmc_ca_file: str | None,
+    bmc_insecure: bool,
     **san: str | None,
 ) -> None:
-    """Register MAC for a network install with PROFILE (netboot armed)."""
+    """Register MAC for a network install with PROFILE (netboot armed); with --bmc, the
+    BMC that powers it (`host power`, `host rearm --power`)."""
     from common.protocol.messages import HostCreate, SanRecord
 
     given = variables(pairs)
@@ -142,11 +149,14 @@ def host_add(
         first, *more = san_targets
         root = SanRecord(first, san["san_address"], san["san_gateway"], san["initiator"],
                          tuple(more))  # fmt: skip
-    request = HostCreate(mac, profile, name, given, root)
-    with open_fleet(directory) as fleet:
-        item = fleet.add_host(request)
+    with open_fleet(directory) as fleet:  # the fleet first: no password asked for in vain
+        bmc = bmc_spec(bmc_url, bmc_password_file, bmc_ca_file, bmc_insecure)
+        item = fleet.add_host(HostCreate(mac, profile, name, given, root, bmc))
     lun = f", root LUN {' + '.join((item.san.root_path, *item.san.paths))}" if item.san else ""
-    click.echo(f"added {item.mac}: profile {item.profile}{lun}, state pending, netboot armed")
+    power = f", BMC {item.bmc.url}" if item.bmc else ""
+    click.echo(
+        f"added {item.mac}: profile {item.profile}{lun}{power}, state pending, netboot armed"
+    )
 
 
 @host.command("list")
@@ -209,6 +219,7 @@ def host_show(mac: str, directory: str, as_json: bool) -> None:
         ("assigned version", item.assigned_version or "-"),
         ("running version", item.running_version or "-"),
         ("root LUN", _san_text(item)),
+        ("bmc", bmc_text(item)),
         ("last check-in", when(item.last_checkin) if item.last_checkin else "-"),
         ("install token", _token_text(item)),
         ("installer key", f"enrolled from {item.enrolled_from}" if item.enrolled_from else "none"),
@@ -231,6 +242,8 @@ def host_show(mac: str, directory: str, as_json: bool) -> None:
 @click.option("--profile", help="Its profile (the assigned payload version follows it).")
 @click.option("--var", "pairs", multiple=True, help="Set template variable KEY=VALUE (repeat).")
 @click.option("--unset", "unset", multiple=True, metavar="KEY", help="Remove a variable (repeat).")
+@bmc_options
+@click.option("--no-bmc", is_flag=True, help="Forget its BMC (and the stored password).")
 def host_set(
     mac: str,
     directory: str,
@@ -239,32 +252,52 @@ def host_set(
     profile: str | None,
     pairs: tuple[str, ...],
     unset: tuple[str, ...],
+    bmc_url: str | None,
+    bmc_password_file: str | None,
+    bmc_ca_file: str | None,
+    bmc_insecure: bool,
+    no_bmc: bool,
 ) -> None:
-    """Change MAC's name, profile or variables in place (its state and work unchanged).
+    """Change MAC's name, profile, variables or BMC in place (its state and work unchanged).
 
     --var and --unset change the variables named and keep the others (passwords too); the
     server merges them in the transaction that writes the host, so another operator's
-    change of other variables made meanwhile is kept. A password given is a new one."""
+    change of other variables made meanwhile is kept. A password given is a new one.
+    --bmc replaces its BMC whole (URL, password, CA); --no-bmc removes it."""
     from common.protocol.codec import ABSENT
     from common.protocol.messages import HostEdit
     from pxe_server.model import normalise_mac
 
     mac = normalise_mac(mac)
     given = variables(pairs)
-    if name is None and profile is None and not given and not unset:
-        raise InputError("nothing to change: give --name, --profile, --var or --unset")
-    edit = HostEdit(
-        name=ABSENT if name is None else (name or None),
-        profile=ABSENT if profile is None else profile,
-        set_variables=given or ABSENT,
-        unset_variables=tuple(unset) or ABSENT,
-    )
+    if no_bmc and (bmc_url or bmc_password_file or bmc_ca_file or bmc_insecure):
+        raise InputError("--no-bmc removes the BMC: give it without the other --bmc options")
+    changes_bmc = no_bmc or bmc_url is not None
+    if name is None and profile is None and not given and not unset and not changes_bmc:
+        bmc_spec(bmc_url, bmc_password_file, bmc_ca_file, bmc_insecure)  # options without --bmc
+        raise InputError(
+            "nothing to change: give --name, --profile, --var, --unset, --bmc or --no-bmc"
+        )
     with open_fleet(directory) as fleet:
+        bmc = None
+        if changes_bmc:
+            fleet.host(mac)  # an unknown host before a password is asked for
+            bmc = (
+                None if no_bmc else bmc_spec(bmc_url, bmc_password_file, bmc_ca_file, bmc_insecure)
+            )
+        edit = HostEdit(
+            name=ABSENT if name is None else (name or None),
+            profile=ABSENT if profile is None else profile,
+            set_variables=given or ABSENT,
+            unset_variables=tuple(unset) or ABSENT,
+            bmc=bmc if changes_bmc else ABSENT,
+        )
         item = fleet.edit_host(mac, edit)
     variables_text = ", ".join(sorted(item.variables)) or "none"
+    power = f", BMC {item.bmc.url if item.bmc else 'none'}" if changes_bmc or item.bmc else ""
     click.echo(
         f"changed {item.mac}: name {item.name or '-'}, profile {item.profile}, variables "
-        f"{variables_text}; state {item.state.value} (rearm to install with the changes)"
+        f"{variables_text}{power}; state {item.state.value} (rearm to install with the changes)"
     )
 
 

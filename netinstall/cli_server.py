@@ -62,6 +62,23 @@ def _netboot_setting(value: str) -> str:
     return str(path.resolve())
 
 
+def _bmc_key(where: Path, *, made: bool) -> str:
+    """``DIR/bmc-key`` made with a new registry (what seals BMC passwords); a directory that
+    joins a registry another one made must have that one's copy."""
+    from pxe_server.secrets import BMC_KEY_FILE, BmcKey
+
+    path = where / BMC_KEY_FILE
+    if path.is_file():
+        return f"{path} (kept)"
+    if made:
+        BmcKey.load(where, create=True)
+        return f"{path} (written, mode 0600)"
+    return (
+        f"{path} not written: copy bmc-key from the server directory that made the registry "
+        "(mode 0600), or this server cannot open the BMC passwords it stores"
+    )
+
+
 @server.command("init")
 @click.argument("positional", required=False, metavar="[DIR]")
 @dir_option
@@ -160,6 +177,7 @@ def server_init(
                 "use the CLI on this machine"
             )
         click.echo(f"API token: {where / API_TOKEN_FILE} ({state})")
+        click.echo(f"BMC key: {_bmc_key(where, made=not state.startswith('not written'))}")
         if not files.is_dir():
             files.mkdir()
             files.chmod(0o755)  # not the umask's: the operator's files are meant to be read

@@ -1,5 +1,8 @@
 """``netinstall host rearm|upgrade|restore`` and ``netinstall server repo add|list``.
 
+A host with a BMC (``cli_bmc``): ``rearm --power`` starts its install at once, and an
+upgrade or a restore given to a host that is off powers it on, for its agent to check in.
+
 Assigning work to hosts (SPEC §8, §9) and the repositories it installs from: a
 rearm is a network install (netboot armed); an upgrade or a restore is picked up
 by the host's dom0 agent at its next check-in and never arms netboot. The server
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from common.errors import InputError
+from netinstall.cli_bmc import power_on_for_work, rearm_power
 from netinstall.cli_options import (
     dir_option,
     echo_json,
@@ -50,13 +54,28 @@ def _reboot_option(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.command("rearm")
 @click.argument("mac")
 @dir_option
-def host_rearm(mac: str, directory: str) -> None:
-    """New network-install work for MAC: pending, netboot armed, a new install token."""
+@click.option(
+    "--power",
+    is_flag=True,
+    help="Then, through its BMC: next boot from the network (once), power on or cycle.",
+)
+def host_rearm(mac: str, directory: str, power: bool) -> None:
+    """New network-install work for MAC: pending, netboot armed, a new install token.
+
+    With --power its BMC sets its next boot to the network, once, then powers it on (if
+    off) or cycles it (if on): the install starts now."""
     with open_fleet(directory) as fleet:
+        if power and fleet.host(mac).bmc is None:
+            raise InputError(
+                f"host {mac} has no BMC for --power; give it one with "
+                f"`netinstall host set {mac} --bmc URL --bmc-password-file FILE`"
+            )
         item = fleet.rearm(mac)
-    click.echo(
-        f"rearmed {item.mac}: state {item.state.value}, netboot armed, new install token issued"
-    )
+        click.echo(
+            f"rearmed {item.mac}: state {item.state.value}, netboot armed, new install token issued"
+        )
+        if power:
+            rearm_power(fleet, item.mac)
 
 
 def _assigned(item: HostRecord, what: str) -> None:
@@ -78,7 +97,8 @@ def host_upgrade(mac: str, directory: str, version: str, reboot: str) -> None:
 
     with open_fleet(directory) as fleet:
         item = fleet.upgrade(mac, UpgradeRequest(version, RebootPolicy(reboot)))
-    _assigned(item, f"an upgrade to {version}")
+        _assigned(item, f"an upgrade to {version}")
+        power_on_for_work(fleet, item)
 
 
 @click.command("restore")
@@ -91,7 +111,8 @@ def host_restore(mac: str, directory: str, reboot: str) -> None:
 
     with open_fleet(directory) as fleet:
         item = fleet.restore(mac, RestoreRequest(RebootPolicy(reboot)))
-    _assigned(item, "a restore from its backup partition")
+        _assigned(item, "a restore from its backup partition")
+        power_on_for_work(fleet, item)
 
 
 # -- repositories --------------------------------------------------------------------

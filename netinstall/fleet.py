@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 from urllib.parse import quote
 
 from common.errors import InputError, NetinstallError
-from common.protocol.codec import decode, encode
+from common.protocol.codec import ABSENT, decode, encode
 from common.protocol.messages import (
     AnswerFileCheck,
     Deleted,
@@ -42,6 +42,8 @@ from common.protocol.messages import (
     PoolRecord,
     PoolSpec,
     PoolUpgradeRequest,
+    PowerReply,
+    PowerRequest,
     ProfileList,
     ProfileRecord,
     ProfileSpec,
@@ -91,6 +93,8 @@ class Fleet(Protocol):
     def remove_host(self, mac: str) -> str: ...  # the MAC removed
 
     def rearm(self, mac: str) -> HostRecord: ...
+
+    def power(self, mac: str, request: PowerRequest) -> PowerReply: ...  # through its BMC
 
     def log_bundles(self, mac: str) -> list[LogBundle]: ...  # oldest first; UnknownHost
 
@@ -169,18 +173,33 @@ class LocalFleet:
         return [event_record(e) for e in self.registry.events(normalise_mac(mac))]
 
     def add_host(self, request: HostCreate) -> HostRecord:
-        host = self.registry.add_host(
-            request.mac,
+        from pxe_server import bmc_control  # noqa: PLC0415 - cryptography, only when asked
+
+        mac = normalise_mac(request.mac)
+        bmc = None
+        if request.bmc is not None:  # the API's bounds on its fields, then checked and sealed
+            bmc = bmc_control.stored_bmc(self.registry, mac, checked(request.bmc))
+        self.registry.add_host(
+            mac,
             profile=request.profile,
             name=request.name,
             variables=dict(request.variables),
             san=_san(request),
         )
-        return host_record(host)
+        if bmc is not None:
+            self.registry.set_bmc(bmc)
+        return self.host(mac)
 
     def edit_host(self, mac: str, edit: HostEdit) -> HostRecord:
+        from pxe_server import bmc_control  # noqa: PLC0415 - cryptography, only when asked
+
+        mac = normalise_mac(mac)
         self.host(mac)  # UnknownHost, as the API says it
-        return host_record(operator_view.edit_host(self.registry, normalise_mac(mac), edit))
+        if edit.bmc is not ABSENT:
+            spec = None if edit.bmc is None else checked(edit.bmc)
+            bmc_control.set_host_bmc(self.registry, mac, spec)
+        operator_view.edit_host(self.registry, mac, edit)
+        return self.host(mac)
 
     def remove_host(self, mac: str) -> str:
         mac = mac_syntax(mac)  # a record made before group addresses were refused, too
@@ -217,6 +236,11 @@ class LocalFleet:
             raise InputError(log_bundles.no_bundle(mac, name))
         with file:
             return _copied(file, sink, str(path))
+
+    def power(self, mac: str, request: PowerRequest) -> PowerReply:
+        from pxe_server import bmc_control  # noqa: PLC0415 - sushy, pyghmi: only when asked
+
+        return bmc_control.power(self.registry, normalise_mac(mac), checked(request))
 
     def upgrade(self, mac: str, request: UpgradeRequest) -> HostRecord:
         host = self.registry.assign_work(
@@ -366,6 +390,9 @@ class RemoteFleet:
     def fetch_log(self, mac: str, name: str, sink: Sink) -> int:
         path = f"hosts/{_mac(mac)}/logs/{quote(name, safe='')}"
         return self.client.download(path, sink, MAX_LOG_BUNDLE)
+
+    def power(self, mac: str, request: PowerRequest) -> PowerReply:
+        return self.client.call("POST", f"hosts/{_mac(mac)}/power", PowerReply, request)
 
     def upgrade(self, mac: str, request: UpgradeRequest) -> HostRecord:
         return self.client.call("POST", f"hosts/{_mac(mac)}/upgrade", HostRecord, request)

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from common.errors import InputError
-from common.protocol.codec import decode, encode
+from common.protocol.codec import ABSENT, decode, encode
 from common.protocol.messages import (
     MAX_KEY,
     MIN_KEY,
@@ -66,6 +66,7 @@ from common.protocol.messages import (
     Work,
 )
 from pxe_server import answer_check, openapi, operator_view
+from pxe_server.bmc_control import set_host_bmc, stored_bmc
 from pxe_server.checkin import checkin_reply
 from pxe_server.http_edge import (
     JSON_TYPE,
@@ -144,20 +145,25 @@ def _encoded(func: Callable[[Registry], list[HostRecord]], registry: Registry) -
 
 
 async def create_host(call: Call[HostCreate]) -> HostRecord:
-    body, san = call.body, call.body.san
+    """A new host; with a BMC, that too (checked and sealed before the host is added)."""
+    body, san, mac = call.body, call.body.san, normalise_mac(call.body.mac)
     root = None
     if san is not None:
         root = SanTarget(san.root_path, san.address, san.gateway, san.initiator, san.paths)
-    host = await writing(
+    registry = call.ctx.registry
+    bmc = None if body.bmc is None else await blocking(stored_bmc, registry, mac, body.bmc)
+    await writing(
         call.ctx,
-        call.ctx.registry.add_host,
-        normalise_mac(body.mac),
+        registry.add_host,
+        mac,
         profile=body.profile,
         name=body.name,
         variables=dict(body.variables),
         san=root,
     )
-    return host_record(host)
+    if bmc is not None:
+        await writing(call.ctx, registry.set_bmc, bmc)
+    return await blocking(operator_view.host_view, registry, mac)
 
 
 async def show_host(call: Call[NoBody]) -> HostRecord:
@@ -169,7 +175,10 @@ async def edit_host(call: Call[HostEdit]) -> HostRecord:
     changing different ones at once both keep their change."""
     ctx, mac = call.ctx, call.mac
     await _known(ctx, mac)
-    return host_record(await writing(ctx, operator_view.edit_host, ctx.registry, mac, call.body))
+    if call.body.bmc is not ABSENT:
+        await blocking(set_host_bmc, ctx.registry, mac, call.body.bmc)
+    await writing(ctx, operator_view.edit_host, ctx.registry, mac, call.body)
+    return await blocking(operator_view.host_view, ctx.registry, mac)
 
 
 async def delete_host(call: Call[NoBody]) -> Deleted:
@@ -508,7 +517,7 @@ API: tuple[Route, ...] = (
     Route("POST", HOSTS, create_host, OPERATOR, "register a host", HostCreate, HostRecord,
           status=201),
     Route("GET", HOST, show_host, OPERATOR, "one host", reply=HostRecord, refusals=(404,)),
-    Route("PATCH", HOST, edit_host, OPERATOR, "change a host's name, profile or variables",
+    Route("PATCH", HOST, edit_host, OPERATOR, "change a host's name, profile, variables or BMC",
           HostEdit, HostRecord, refusals=(404,)),
     Route("DELETE", HOST, delete_host, OPERATOR, "remove a host and its events",
           reply=Deleted, refusals=(404,)),

@@ -32,6 +32,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from common.errors import InputError
 from common.protocol.codec import decode, encode
 from common.protocol.messages import NoBody
+from pxe_server.bmc_url import BmcError
 from pxe_server.http_files import Context, context, error
 from pxe_server.jobs import Conflict, UnknownJob, UnknownPool
 from pxe_server.limits import (
@@ -402,6 +403,8 @@ def refusal(exc: InputError) -> web.Response:
         return error(exc.status, message, **(_CHALLENGE if exc.status == 401 else {}))
     if isinstance(exc, TransitionRefused):
         return error(409, message)
+    if isinstance(exc, BmcError):
+        return error(502, message)
     return error(400, message)
 
 

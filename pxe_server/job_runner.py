@@ -7,7 +7,9 @@ The runner is one thread of its own (never the event loop's): when idle it looks
 job every ``JOB_POLL`` seconds (``Registry.claim_job``: a queued job, or a running one
 whose lease expired because its server died), then drives it with ``pool.rolling_upgrade``
 (the sequencing ``netinstall pool upgrade`` ran in the CLI before), writing the job's
-log lines and per-host progress as they happen. Between its looks at a host it renews
+log lines and per-host progress as they happen. A host with a BMC that is off when its
+upgrade is assigned is powered on through it (``bmc_control.power_on_for_work``; the
+job's log says so, or why the BMC could not). Between its looks at a host it renews
 its lease every ``LEASE_RENEW`` seconds; a host's work is assigned in the transaction
 that checks the lease (``Registry.assign_for_job``). A cancelled job stops before its next
 host. When the server stops, the runner gives the lease up (any server, or this one
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 
 from common.errors import InputError
 from common.protocol.messages import JobHostState, JobKind, JobState, PoolUpgradeRequest
+from pxe_server.bmc_control import power_on_for_work
 from pxe_server.jobs import JOB_POLL, LEASE_RENEW, LEASE_SECONDS, Job, LeaseLost, UnknownPool
 from pxe_server.model import Event, Host, RebootPolicy, Repository, Work
 from pxe_server.pool import Pace, PoolPlan, plan_pool, rolling_upgrade, summary
@@ -76,6 +79,7 @@ class _JobHosts:
     registry: Registry
     job: int
     holder: str
+    say: Callable[[str], None]  # a line of the job's log
 
     def get_host(self, mac: str) -> Host | None:
         return self.registry.get_host(mac)
@@ -89,9 +93,12 @@ class _JobHosts:
     def assign_work(
         self, mac: str, work: Work, *, version: str | None, reboot: RebootPolicy
     ) -> Host:
-        return self.registry.assign_for_job(
+        host = self.registry.assign_for_job(
             self.job, self.holder, mac, work, version=version, reboot=reboot
         )
+        if self.registry.bmc(mac) is not None:  # a host that is off would never check in
+            self.say(power_on_for_work(self.registry, mac))
+        return host
 
 
 class JobRunner:
@@ -225,7 +232,10 @@ class _Drive:
         self.write(
             lines=[f"upgrading {len(plan.hosts)} host(s) to {version}, one at a time: {order}"]
         )
-        result = rolling_upgrade(_JobHosts(self.registry, self.job.id, self.holder), plan, pace)
+        hosts = _JobHosts(
+            self.registry, self.job.id, self.holder, lambda line: self.write(lines=[line])
+        )
+        result = rolling_upgrade(hosts, plan, pace)
         left = [(mac, JobHostState.NOT_STARTED, None) for mac in result.not_started]
         if result.ok:
             line = f"pool upgraded: {len(result.done)} host(s) run {version}"

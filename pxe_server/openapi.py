@@ -43,6 +43,7 @@ STATUS_WORDS = {
     409: "a state change the host's state does not allow",
     413: "the body is too large",
     500: "the server cannot answer (its own configuration)",
+    502: "the host's BMC could not be reached, refused, or answered wrongly (one sentence)",
 }
 ENVELOPE = "Envelope"
 PARAMETERS = {

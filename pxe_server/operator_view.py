@@ -5,7 +5,8 @@ these same functions, so a command prints the same whether it runs on the server
 directory or over the API:
 
     host_records(registry)              -> every host, each with its latest event
-    host_view(registry, mac)            -> one host with its latest event (UnknownHost)
+    host_view(registry, mac)            -> one host with its latest event and its BMC
+                                           (UnknownHost)
     profile_records(registry)           -> every profile with its host count
     profile_of(spec)                    -> the registry's Profile of a ProfileSpec
     repository_records(registry)        -> every repository, its file count, the default
@@ -18,6 +19,7 @@ Nothing else here writes. Every function blocks (registry reads, file counts). W
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,12 +45,15 @@ class UnknownProfile(InputError):
 
 
 def host_records(registry: Registry) -> list[HostRecord]:
-    """Every host by MAC, each with its latest event (two queries, not one a host)."""
+    """Every host by MAC, each with its latest event and its BMC (three queries, not one
+    a host)."""
     latest = registry.last_events()
+    bmcs = registry.bmc_records()
     records = []
     for host in registry.list_hosts():
         event = latest.get(host.mac)
-        records.append(host_record(host, None if event is None else event_record(event)))
+        record = host_record(host, None if event is None else event_record(event))
+        records.append(replace(record, bmc=bmcs.get(host.mac)))
     return records
 
 
@@ -60,7 +65,9 @@ def host_view(registry: Registry, mac: str) -> HostRecord:
 
         raise UnknownHost(f"no host {mac} in the registry")
     event = registry.last_event(host.mac)
-    return host_record(host, None if event is None else event_record(event))
+    record = host_record(host, None if event is None else event_record(event))
+    bmc = registry.bmc(host.mac)
+    return replace(record, bmc=None if bmc is None else bmc.record())
 
 
 def edit_host(registry: Registry, mac: str, edit: HostEdit) -> Host:

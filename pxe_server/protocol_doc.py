@@ -22,6 +22,7 @@ from common.protocol.codec import Absent, Rule, describe, fields_of, message_nam
 from common.protocol.messages import ErrorReply, NoBody
 from pxe_server.http import BOOT_API
 from pxe_server.http_api import API
+from pxe_server.http_bmc import BMC_API
 from pxe_server.http_edge import Caller, Route
 from pxe_server.limits import MAX_BODY
 
@@ -96,7 +97,7 @@ def _messages(routes: Sequence[Route]) -> list[type]:
     return list(found)
 
 
-def reference(routes: Sequence[Route] = API + BOOT_API) -> str:
+def reference(routes: Sequence[Route] = API + BOOT_API + BMC_API) -> str:
     versions = ", ".join(str(v) for v in codec.SUPPORTED)
     lines = [
         MARKER,

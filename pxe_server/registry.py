@@ -79,6 +79,7 @@ from pxe_server.model import (
     transition_allowed,
 )
 from pxe_server.registry_base import LOCK_HOSTS
+from pxe_server.registry_bmc import Bmcs
 from pxe_server.registry_input import (
     Variables,
     choice,
@@ -108,6 +109,7 @@ from pxe_server.store import engine, outage, rows
 from pxe_server.store import schema as store_schema
 from pxe_server.store.engine import Store
 from pxe_server.store.tables import (
+    bmcs,
     counters,
     events,
     hosts,
@@ -429,7 +431,7 @@ def once_more_on_conflict(
     return retried
 
 
-class Registry(PoolsAndJobs, Repositories):
+class Registry(PoolsAndJobs, Repositories, Bmcs):
     """The registry of one server directory. Open with ``Registry.open(directory)``."""
 
     def __init__(self, store: Store) -> None:
@@ -1018,7 +1020,7 @@ class Registry(PoolsAndJobs, Repositories):
 
     @once_more_on_conflict
     def delete_host(self, mac: str) -> None:
-        """Forget a host and its events (any MAC of the right shape: a record made before
+        """Forget a host, its BMC and its events (any MAC of the right shape: a record made before
         group addresses were refused can still go). A pool member leaves its pool; a
         pool's master is refused (Conflict): the pool would have none."""
         mac = mac_syntax(mac)
@@ -1036,6 +1038,7 @@ class Registry(PoolsAndJobs, Repositories):
                     )
                 conn.execute(delete(pool_hosts).where(pool_hosts.c.mac == mac))
                 log.info("host %s removed: it left pool %s", mac, name)
+            conn.execute(delete(bmcs).where(bmcs.c.mac == mac))  # its BMC goes with it
             conn.execute(_DELETE_EVENTS, {"mac": mac})
             conn.execute(_DELETE_HOST, {"mac": mac})
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag  # and cryptography, for sealing
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from common.errors import NetinstallError
+from common.errors import InputError, NetinstallError
 from common.jsonable import REDACTED as LISTED_REDACTED
 
 REDACTED = "REDACTED"
@@ -148,3 +148,85 @@ def write_secret_file(path: Path, text: str) -> None:
     except BaseException:
         part.unlink(missing_ok=True)
         raise
+
+
+# -- BMC passwords: sealed with the server directory's own key ---------------------------
+
+BMC_KEY_FILE = "bmc-key"  # in the server directory, 0600: 64 hex digits and a newline
+_BMC_SEALED = b"netinstall BMC password\0"  # associated data, followed by the host's MAC
+_KEY_ID_BYTES = 8
+
+
+class BmcKeyError(InputError):
+    """The server directory's BMC key is missing, unreadable or not the one that sealed:
+    the operator's to fix (copy the file), one sentence."""
+
+
+class BmcKey:
+    """The key that seals BMC passwords (``DIR/bmc-key``), kept apart from the registry
+    so that a copy of the database alone does not open them (docs/deployment.md).
+
+    ``seal`` encrypts with AES-256-GCM under a key derived from the file's, the host's MAC
+    bound in as associated data (a sealed password moved to another host does not open);
+    ``key_id`` (a keyed hash of the key, not the key) is stored beside it, so that a
+    server with a different key says so rather than fail to decrypt."""
+
+    def __init__(self, key: bytes, path: Path) -> None:
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"a BMC key has {KEY_BYTES} bytes, not {len(key)}")
+        self.path = path
+        self._sealer = AESGCM(hmac.new(key, b"bmc seal", hashlib.sha256).digest())
+        digest = hmac.new(key, b"bmc key id", hashlib.sha256).digest()
+        self.key_id = digest[:_KEY_ID_BYTES].hex()
+
+    def __repr__(self) -> str:
+        return f"BmcKey({self.path}, <redacted>)"
+
+    @classmethod
+    def load(cls, directory: Path, *, create: bool = False) -> BmcKey:
+        """``directory``'s BMC key; made (0600) if there is none and ``create``.
+        BmcKeyError, one sentence, for a missing or malformed file."""
+        path = directory / BMC_KEY_FILE
+        try:
+            text = path.read_text(encoding="ascii", errors="replace")
+        except FileNotFoundError:
+            if not create:
+                raise BmcKeyError(
+                    f"{path} is missing: this server cannot open BMC passwords (copy the file "
+                    "from the server that stored them; docs/deployment.md)"
+                ) from None
+            key = new_key()
+            try:
+                write_secret_file(path, key.hex() + "\n")
+            except OSError as exc:
+                raise BmcKeyError(f"cannot write {path}: {exc.strerror}") from None
+            return cls(key, path)
+        except OSError as exc:
+            raise BmcKeyError(f"cannot read {path}: {exc.strerror}") from None
+        word = text.strip()
+        if len(word) != 2 * KEY_BYTES or any(c not in "0123456789abcdef" for c in word.lower()):
+            raise BmcKeyError(f"{path} does not hold a BMC key ({2 * KEY_BYTES} hex digits)")
+        return cls(bytes.fromhex(word), path)
+
+    def seal(self, mac: str, password: str) -> str:
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        data = self._sealer.encrypt(nonce, password.encode("utf-8"), _BMC_SEALED + mac.encode())
+        return base64.urlsafe_b64encode(nonce + data).decode("ascii")
+
+    def unseal(self, mac: str, sealed: str, key_id: str) -> str:
+        """The password of ``mac``'s BMC; BmcKeyError if this key did not seal it."""
+        if not hmac.compare_digest(key_id, self.key_id):
+            raise BmcKeyError(
+                f"this server cannot open the BMC password of {mac}: {self.path} differs from "
+                "the server that stored it"
+            )
+        try:
+            raw = base64.urlsafe_b64decode(sealed.encode("ascii"))
+            nonce, data = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
+            return self._sealer.decrypt(nonce, data, _BMC_SEALED + mac.encode()).decode("utf-8")
+        except (ValueError, InvalidTag) as exc:
+            raise BmcKeyError(
+                f"the stored BMC password of {mac} does not open with {self.path} (the "
+                "registry's row was changed or comes from another host); set it again with "
+                f"`netinstall host set {mac} --bmc URL --bmc-password-file FILE`"
+            ) from exc

@@ -138,13 +138,14 @@ def check_pools_and_jobs(directory: Path) -> None:
         assert (reg.pools(), reg.jobs()) == ([pool], [job])
 
 
-# Revision 0009 added these tables (pools and jobs) and changed none of 0008's.
-ADDED_BY_0009 = ("pools", "pool_hosts", "jobs")
+# Revisions 0009 (pools and jobs) and 0010 (BMCs) added these tables and changed none of
+# 0008's.
+ADDED_BY_0009 = ("pools", "pool_hosts", "jobs", "bmcs")
 
 
 def as_revision_8(backup: Path, target: Path) -> Path:
-    """``backup`` (a ``server backup`` at 0009 with no pools or jobs) as a netinstall at
-    Alembic revision 0008 wrote it: the same members without the tables 0009 added, the
+    """``backup`` (a ``server backup`` at 0010 with no pools, jobs or BMCs) as a netinstall
+    at Alembic revision 0008 wrote it: the same members without the tables since added, the
     manifest saying 0008. Today's ``server backup`` cannot write one: it brings the
     registry up to date first. ``alembic_tables("0008")`` is what it must hold."""
     with zipfile.ZipFile(backup) as archive:

@@ -318,6 +318,91 @@ class SanRecord(Message):
     paths: tuple[str, ...] = field(metadata=rule("further paths to the LUN (multipath)"))
 
 
+# -- operators: a host's BMC and its power -------------------------------------------------
+
+MAX_BMC_URL = 512  # characters of a BMC's URL
+MAX_BMC_PASSWORD = 256  # characters of a BMC's password (IPMI's own limit is 20 bytes)
+MAX_BMC_CA = 64 * 1024  # characters of the PEM certificates a Redfish BMC is verified with
+
+
+class PowerAction(enum.StrEnum):
+    """What ``POST /api/v1/hosts/<mac>/power`` asks of the host's BMC."""
+
+    ON = "on"
+    OFF = "off"  # at once, not an orderly shutdown
+    CYCLE = "cycle"  # off and on again (a host that is off: on)
+    STATUS = "status"
+    BOOT = "boot"  # on if it is off, cycle if it is on
+
+
+class PowerState(enum.StrEnum):
+    """A host's power as its BMC says it."""
+
+    ON = "on"
+    OFF = "off"
+
+
+@dataclass(frozen=True)
+class BmcSpec(Message):
+    """A host's BMC as the operator gives it (host create and edit). The password is kept
+    sealed by the server and never sent back."""
+
+    NAME: ClassVar[str] = "BMC"
+
+    url: str = field(
+        metadata=rule(
+            "redfish://USER@ADDR[:PORT][/redfish/v1/Systems/ID], redfish+http://... (plain "
+            "HTTP) or ipmi://USER@ADDR[:PORT]",
+            printable=True,
+            max_length=MAX_BMC_URL,
+        )
+    )
+    password: str = field(
+        metadata=rule("the BMC user's password", printable=True, max_length=MAX_BMC_PASSWORD)
+    )
+    ca_pem: str | None = field(
+        default=None,
+        metadata=rule("PEM certificates to verify a Redfish BMC with", max_length=MAX_BMC_CA),
+    )
+    insecure: bool = field(
+        default=False, metadata=rule("do not verify the Redfish BMC's certificate")
+    )
+
+
+@dataclass(frozen=True)
+class BmcRecord(Message):
+    """A host's BMC as listings show it: never its password."""
+
+    url: str = field(metadata=rule("its URL (a user, never a password)"))
+    password: Presence = field(metadata=rule("whether a password is stored"))
+    ca: bool = field(metadata=rule("whether it is verified with its own CA certificates"))
+    insecure: bool = field(metadata=rule("whether its certificate goes unverified"))
+
+
+@dataclass(frozen=True)
+class PowerRequest(Message):
+    """``POST /api/v1/hosts/<mac>/power``."""
+
+    NAME: ClassVar[str] = "power"
+
+    action: PowerAction = field(metadata=rule("what to do"))
+    network_once: bool = field(
+        default=False, metadata=rule("first set the next boot to the network, once")
+    )
+
+
+@dataclass(frozen=True)
+class PowerReply(Message):
+    """What the BMC did and says now."""
+
+    mac: str = field(metadata=rule("the host"))
+    state: PowerState = field(
+        metadata=rule("its power once the action is done (status: as its BMC says it now)")
+    )
+    was: PowerState = field(metadata=rule("its power before the action, as its BMC said it"))
+    steps: tuple[str, ...] = field(metadata=rule("what was done, one sentence each"))
+
+
 @dataclass(frozen=True)
 class HostCreate(Message):
     """A new host: ``POST /api/v1/hosts``."""
@@ -333,6 +418,7 @@ class HostCreate(Message):
     san: SanRecord | None = field(
         default=None, metadata=rule("its root LUN, for a profile that boots from a SAN")
     )
+    bmc: BmcSpec | None = field(default=None, metadata=rule("its BMC, for power control"))
 
 
 @dataclass(frozen=True)
@@ -367,6 +453,7 @@ class HostEdit(Message):
             "names of template variables to remove, each one the host has; not with variables"
         ),
     )
+    bmc: BmcSpec | Absent | None = field(default=ABSENT, metadata=rule("its BMC; null: none"))
 
 
 @dataclass(frozen=True)
@@ -439,6 +526,7 @@ class HostRecord(Message):
     last_event: EventRecord | None = field(
         default=None, metadata=rule("its latest event (null: none, or not asked for)")
     )
+    bmc: BmcRecord | None = field(default=None, metadata=rule("its BMC (null: none)"))
 
 
 @dataclass(frozen=True)

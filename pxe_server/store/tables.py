@@ -173,3 +173,21 @@ jobs = Table(
     Index("jobs_by_state", "state", "id"),
     sqlite_autoincrement=True,
 )
+
+# -- revision 0010: a host's BMC ------------------------------------------------------------
+
+# A host's BMC (power control): its URL (user, never a password), the password sealed with
+# the server directory's bmc-key (``secrets.BmcKey``) and that key's id, the CA
+# certificates its Redfish TLS is verified with, or ``insecure``. A host's row goes with it
+# (``Registry.delete_host`` deletes it first; the foreign key cascades too).
+bmcs = Table(
+    "bmcs",
+    metadata,
+    Column("mac", Text, ForeignKey("hosts.mac", ondelete="CASCADE"), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("password_sealed", Text, nullable=False),
+    Column("key_id", Text, nullable=False),
+    Column("ca_pem", Text),
+    Column("insecure", Boolean, nullable=False, server_default=false()),
+    Column("updated", Float, nullable=False),
+)

@@ -23,6 +23,7 @@ from common.protocol.codec import REF
 from common.protocol.messages import Event
 from pxe_server import http_api, http_edge
 from pxe_server.http import BOOT_API, make_app
+from pxe_server.http_bmc import BMC_API
 from pxe_server.http_edge import DECODED, ROUTES, BodyTooLarge, Caller, DecodedBodies, body_chunks
 from pxe_server.http_files import Context
 from pxe_server.limits import DECODED_BODIES, DECODED_BODY_BYTES, MAX_BODY
@@ -116,8 +117,8 @@ def context_stub() -> Context:
 
 def test_the_router_holds_every_declared_route_and_no_other() -> None:
     routes = api_routes()
-    declared = http_api.API + BOOT_API
-    assert len(routes) == len(declared) == 34
+    declared = http_api.API + BOOT_API + BMC_API
+    assert len(routes) == len(declared) == 35
     assert {(m, p) for m, p, _ in routes} == {(r.method, r.template) for r in declared}
 
 

@@ -6,6 +6,7 @@ tests/integration/test_jobs_postgresql.py runs the same functions on PostgreSQL.
 from __future__ import annotations
 
 import itertools
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,6 +243,31 @@ def test_the_runner_upgrades_master_first_then_one_at_a_time(reg: Registry) -> N
     assert runner.run_once() is None  # nothing left to claim
 
 
+def test_a_member_with_a_bmc_is_powered_on_for_its_upgrade_or_the_log_says_why_not(
+    reg: Registry,
+) -> None:
+    """A's BMC listens nowhere (a closed loopback port): the job's log says so in one
+    sentence and the upgrade goes on (the host may be on). A real BMC powering a host on
+    for its work: tests/integration/test_bmc_emulators.py."""
+    from common.protocol.messages import BmcSpec
+    from pxe_server.bmc_control import set_host_bmc
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"redfish+http://admin@127.0.0.1:{port}"
+    set_host_bmc(reg, A, BmcSpec(url, "bmc-password"))
+    upgrade(reg)
+    job = Fleet(reg).runner().run_once()
+    assert job is not None
+    assert job.state is JobState.DONE
+    texts = [line.text for line in job.log]
+    (said,) = [t for t in texts if "BMC" in t]
+    assert said.startswith(f"{A}: its BMC could not power it on: the Redfish BMC {url} cannot")
+    assert texts.index(said) == texts.index(f"{A}: upgrade to {NEW} assigned") - 1
+    assert all("bmc-password" not in t for t in texts)
+
+
 def test_the_first_failure_stops_the_job_and_names_the_rest(reg: Registry) -> None:
     fleet = Fleet(reg, failing={A})
     upgrade(reg)
@@ -370,7 +396,8 @@ def test_a_job_log_keeps_its_newest_lines(reg: Registry, monkeypatch: pytest.Mon
 
 
 def test_a_registry_at_revision_8_gets_pools_and_jobs(registry_dir: Path) -> None:
-    """Revision 0009 applies to a registry Alembic left at the baseline (either engine)."""
+    """Revisions 0009 and 0010 apply to a registry Alembic left at the baseline (either
+    engine)."""
     from sqlalchemy import text
 
     from tests.registry_engines import execute
@@ -378,6 +405,7 @@ def test_a_registry_at_revision_8_gets_pools_and_jobs(registry_dir: Path) -> Non
     Registry.open(registry_dir).close()
     execute(
         registry_dir,
+        text("DROP TABLE bmcs"),
         text("DROP TABLE pool_hosts"),
         text("DROP TABLE pools"),
         text("DROP TABLE jobs"),
@@ -389,7 +417,7 @@ def test_a_registry_at_revision_8_gets_pools_and_jobs(registry_dir: Path) -> Non
         assert registry.create_pool("rack1", MASTER).hosts == (MASTER,)
         assert registry.jobs() == []
     (version,) = execute(registry_dir, text("SELECT version_num FROM alembic_version"))[0]
-    assert tuple(version) == ("0009",)
+    assert tuple(version) == ("0010",)
 
 
 def test_an_idle_runner_looks_for_a_job_every_job_poll_seconds(reg: Registry) -> None:

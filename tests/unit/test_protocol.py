@@ -219,7 +219,12 @@ def test_schemas_follow_the_declarations() -> None:
     assert props["protocol"]["enum"] == [1, 2]
     record = json_schema(HostRecord)
     assert "additionalProperties" not in record  # replies may grow
-    assert [c.__name__ for c in nested(HostRecord)] == ["HostRecord", "SanRecord", "EventRecord"]
+    assert [c.__name__ for c in nested(HostRecord)] == [
+        "HostRecord",
+        "SanRecord",
+        "EventRecord",
+        "BmcRecord",
+    ]
     json.dumps(record)  # plain JSON
 
 
