@@ -43,7 +43,8 @@ from aiohttp import web
 
 from common.errors import InputError
 from common.protocol.codec import encode
-from pxe_server import http_api, http_edge, log_bundles, ui_view
+from common.protocol.messages import PowerAction, PowerRequest
+from pxe_server import bmc_control, http_api, http_edge, log_bundles, ui_view
 from pxe_server.http_files import Context, blocking, context, error
 from pxe_server.model import RebootPolicy, State, Work, normalise_mac
 from pxe_server.registry import Registry, UnknownHost
@@ -79,7 +80,26 @@ ACTIONS = {
     "upgrade": ("Upgrade", "the host's agent upgrades it to the version chosen"),
     "restore": ("Restore", "the host's agent restores it from its backup partition"),
 }
+# The host's power, through its BMC (``bmc_control``): offered when the host has one.
+POWER_ACTIONS = {
+    "power-on": ("Power on", "power the host on through its BMC"),
+    "power-off": (
+        "Power off",
+        "cut the host's power through its BMC at once (no orderly shutdown)",
+    ),
+    "power-cycle": ("Power cycle", "power the host off and on again through its BMC"),
+    "rearm-power": (
+        "Rearm and boot",
+        "network-install the host again and boot it now: netboot armed, a new install token, "
+        "its next boot set to the network once through its BMC, then powered on (or cycled "
+        "if it is on)",
+    ),
+}
 DONE = {
+    "power-on": "Power on asked of the BMC; it said so.",
+    "power-off": "Power off asked of the BMC; it said so.",
+    "power-cycle": "Power cycle asked of the BMC; it said so.",
+    "rearm-power": "Rearmed, its next boot set to the network, and booted through its BMC.",
     "rearm": "Rearmed: the host installs from the network at its next boot.",
     "upgrade": "Upgrade assigned: the agent takes it at its next check-in.",
     "restore": "Restore assigned: the agent takes it at its next check-in.",
@@ -385,7 +405,8 @@ async def host_page(request: web.Request, session: Session) -> web.StreamRespons
     done = DONE.get(request.query.get("done", ""))
     filters = ui_view.Filters(mac=mac)
     return await _big_page(request, "host.html.j2", session=session, page=page, done=done,
-                 poll_url=_poll_url(filters), actions=ACTIONS)  # fmt: skip
+                 poll_url=_poll_url(filters), actions=ACTIONS,
+                 power_actions=POWER_ACTIONS)  # fmt: skip
 
 
 def _logs(ctx: Context, mac: str) -> list[tuple[str, int, float]]:
@@ -412,8 +433,9 @@ class UnknownAction(InputError):
 
 def _action(request: web.Request) -> str:
     action = request.match_info["action"]
-    if action not in ACTIONS:
-        raise UnknownAction(f"no action {action[:32]!r}; the actions: {', '.join(ACTIONS)}")
+    if action not in ACTIONS and action not in POWER_ACTIONS:
+        names = ", ".join([*ACTIONS, *POWER_ACTIONS])
+        raise UnknownAction(f"no action {action[:32]!r}; the actions: {names}")
     return action
 
 
@@ -422,7 +444,8 @@ async def confirm_action(request: web.Request, session: Session) -> web.StreamRe
     ctx, mac, action = context(request), _mac(request), _action(request)
     page = await blocking(ui_view.host_page, ctx.registry, mac, [], time.time())
     return _page(request, "confirm.html.j2", session=session, page=page, action=action,
-                 what=ACTIONS[action], policies=[p.value for p in RebootPolicy])  # fmt: skip
+                 what={**ACTIONS, **POWER_ACTIONS}[action],
+                 policies=[p.value for p in RebootPolicy])  # fmt: skip
 
 
 async def take_action(request: web.Request, session: Session) -> web.StreamResponse:
@@ -431,7 +454,16 @@ async def take_action(request: web.Request, session: Session) -> web.StreamRespo
     registry = ctx.registry
     if registry.get_host(mac) is None:
         raise UnknownHost(f"no host {mac} in the registry")
-    if action == "rearm":
+    if action in POWER_ACTIONS:
+        if registry.bmc(mac) is None:
+            raise InputError(f"host {mac} has no BMC: `netinstall host set {mac} --bmc URL`")
+        if action == "rearm-power":
+            await http_api.writing(ctx, registry.rearm, mac)
+            asked = PowerRequest(PowerAction.BOOT, network_once=True)
+        else:
+            asked = PowerRequest(PowerAction(action.removeprefix("power-")))
+        await blocking(bmc_control.power, registry, mac, asked)  # BmcError: a 502 page
+    elif action == "rearm":
         await http_api.writing(ctx, registry.rearm, mac)
     else:
         version = form.get("version") or None

@@ -282,7 +282,7 @@ class HostPage:
     event_count: int
     logs: list[LogFile]
     versions: list[str]  # the registered repositories, for an upgrade
-    bmc: object | None  # the host's BMC, once the BMC module gives hosts one
+    bmc: str | None  # the host's BMC as shown (its URL, no password; flags), if it has one
 
 
 def host_page(
@@ -310,8 +310,17 @@ def host_page(
         event_count=len(events),
         logs=[LogFile(name, size, when(at)) for name, size, at in reversed(logs)],
         versions=[r.version for r in registry.repositories()],
-        bmc=None,
+        bmc=_bmc_shown(registry, mac),
     )
+
+
+def _bmc_shown(registry: Registry, mac: str) -> str | None:
+    """The host's BMC as its page shows it: the URL (a user, never the password), and
+    whether its certificate goes unchecked."""
+    bmc = registry.bmc(mac)
+    if bmc is None:
+        return None
+    return f"{bmc.url}{', certificate not checked (--bmc-insecure)' if bmc.insecure else ''}"
 
 
 # -- pools -------------------------------------------------------------------------------

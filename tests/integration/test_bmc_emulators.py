@@ -13,6 +13,7 @@ not its "Once" (it reports every override as Continuous), so the target is what 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.server
 import json
@@ -44,6 +45,7 @@ pytestmark = pytest.mark.integration
 __all__ = ["pki", "twins"]  # the fixtures, for the API's tests
 
 MAC = "52:54:00:00:0b:01"
+OTHER_MAC = "52:54:00:00:0b:02"  # a host without a BMC
 USER = "admin"
 PASSWORD = "Bmc-pass-7731"
 SYSTEM = "27946b59-9e44-4fa7-8e91-f3527a1ef094"
@@ -541,3 +543,65 @@ def test_no_ipmi_bmc_on_the_port_is_one_sentence_quickly() -> None:
     (said,) = caught.value.problems
     assert said.startswith(f"the IPMI BMC ipmi://{USER}@127.0.0.1:{port} did not ")
     assert said.endswith(f"UDP port {port})")
+
+
+# -- the web console ----------------------------------------------------------------------
+
+
+def test_the_web_console_powers_a_host_through_its_bmc(
+    emulator: Emulator, server_dir: Path, tmp_path: Path
+) -> None:
+    """The host page offers power only with a BMC; each action, confirmed with the
+    session's CSRF token, is what the emulator sees; a BMC that refuses is a 502 page
+    with its sentence, never the password."""
+    from pxe_server.registry import Registry
+    from tests.unit.test_web_console import Browser, api_token, browse, context
+
+    url = f"redfish+http://{USER}@{emulator.base.split('//')[1]}/redfish/v1/Systems/{SYSTEM}"
+    where = ("--dir", str(server_dir))
+    assert run("host", "add", OTHER_MAC, *where)[0] == 0  # no BMC: no power offered
+    code, _, err = run("host", "add", MAC, *where, "--bmc", url,
+                       "--bmc-password-file", str(tmp_path / "pw"))  # fmt: skip
+    assert code == 0, err
+
+    async def script(browser: Browser) -> dict[str, Any]:
+        await browser.login(api_token(registry))
+        csrf = await browser.csrf()
+        seen: dict[str, Any] = {
+            "page": await browser.send("GET", f"/ui/hosts/{MAC}"),
+            "plain": await browser.send("GET", f"/ui/hosts/{OTHER_MAC}"),
+            "confirm": await browser.send("GET", f"/ui/hosts/{MAC}/rearm-power"),
+            "none": await browser.send("POST", f"/ui/hosts/{OTHER_MAC}/power-on", {"csrf": csrf}),
+            "boot": await browser.send("POST", f"/ui/hosts/{MAC}/rearm-power", {"csrf": csrf}),
+        }
+        seen["on"] = await asyncio.to_thread(emulator.wait_for, lambda s: s["PowerState"] == "On")
+        seen["off"] = await browser.send("POST", f"/ui/hosts/{MAC}/power-off", {"csrf": csrf})
+        seen["off-state"] = await asyncio.to_thread(
+            emulator.wait_for, lambda s: s["PowerState"] == "Off"
+        )
+        (tmp_path / "wrong").write_text("not-the-password\n")
+        assert run("host", "set", MAC, *where, "--bmc", url,
+                   "--bmc-password-file", str(tmp_path / "wrong"))[0] == 0  # fmt: skip
+        seen["refused"] = await browser.send("POST", f"/ui/hosts/{MAC}/power-on", {"csrf": csrf})
+        return seen
+
+    with Registry.open(server_dir) as registry:
+        seen = browse(context(registry), script)
+        host = registry.get_host(MAC)
+    assert 'id="power"' in seen["page"].text
+    assert url in seen["page"].text
+    assert f'href="/ui/hosts/{MAC}/power-cycle"' in seen["page"].text
+    assert 'id="power"' not in seen["plain"].text
+    assert "its next boot set to the network once" in seen["confirm"].text
+    assert seen["none"].status == 400
+    assert "has no BMC" in seen["none"].text
+    assert seen["boot"].status == 303
+    assert seen["boot"].headers["Location"] == f"/ui/hosts/{MAC}?done=rearm-power"
+    assert seen["on"]["Boot"]["BootSourceOverrideTarget"] == "Pxe"
+    assert host is not None
+    assert (host.state.value, host.netboot_armed) == ("pending", True)
+    assert seen["off"].status == 303
+    assert seen["off-state"]["PowerState"] == "Off"
+    assert seen["refused"].status == 502
+    assert "wrong user or password" in seen["refused"].text
+    _no_password_anywhere(*(r.text for r in seen.values() if hasattr(r, "text")))
