@@ -31,9 +31,10 @@ from __future__ import annotations
 import functools
 import html
 import json
+import logging
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,15 @@ from aiohttp import web
 
 from common.errors import InputError
 from common.protocol.codec import encode
-from common.protocol.messages import PowerAction, PowerRequest
+from common.protocol.messages import PowerAction, PowerRequest, PowerState
 from pxe_server import bmc_control, http_api, http_edge, log_bundles, ui_view
 from pxe_server.http_files import Context, blocking, context, error
 from pxe_server.model import RebootPolicy, State, Work, normalise_mac
 from pxe_server.registry import Registry, UnknownHost
 from pxe_server.timeline import duration_text
 from pxe_server.ui_sessions import LoginThrottle, Session, Sessions
+
+log = logging.getLogger("netinstall.http")
 
 UI = "/ui"
 COOKIE = "netinstall_session"
@@ -94,6 +97,12 @@ POWER_ACTIONS = {
         "its next boot set to the network once through its BMC, then powered on (or cycled "
         "if it is on)",
     ),
+}
+# An upgrade or restore given to a host with a BMC: what its power was.
+POWERED = {
+    "was-off": "It was off: powered on through its BMC.",
+    "on": "Its BMC says it is on.",
+    "failed": "Its BMC could not power it on (the server's log says why); power it on.",
 }
 DONE = {
     "power-on": "Power on asked of the BMC; it said so.",
@@ -402,7 +411,7 @@ async def host_page(request: web.Request, session: Session) -> web.StreamRespons
     ctx, mac = context(request), _mac(request)
     logs = await blocking(_logs, ctx, mac)
     page = await blocking(ui_view.host_page, ctx.registry, mac, logs, time.time())
-    done = DONE.get(request.query.get("done", ""))
+    done = _done(request.query)
     filters = ui_view.Filters(mac=mac)
     return await _big_page(request, "host.html.j2", session=session, page=page, done=done,
                  poll_url=_poll_url(filters), actions=ACTIONS,
@@ -473,7 +482,29 @@ async def take_action(request: web.Request, session: Session) -> web.StreamRespo
         reboot = form.get("reboot", RebootPolicy.AUTO.value)
         await http_api.writing(ctx, registry.assign_work, mac, work, version=version,
                                reboot=reboot)  # fmt: skip
+        if registry.bmc(mac) is not None:  # agent work: a host that is off is powered on
+            powered = await blocking(_power_on_for_work, registry, mac)
+            return see_other(f"{UI}/hosts/{mac}?done={action}&power={powered}")
     return see_other(f"{UI}/hosts/{mac}?done={action}")
+
+
+def _power_on_for_work(registry: Registry, mac: str) -> str:
+    """Agent work was given to ``mac``, which has a BMC: on if it is off (as the CLI and
+    pool jobs do), for its agent to check in. Which of ``POWERED`` it was; a BMC that
+    fails is logged, not raised: the work stands."""
+    try:
+        reply = bmc_control.power(registry, mac, PowerRequest(PowerAction.ON))
+    except InputError as exc:
+        log.warning("host %s: its BMC could not power it on: %s", mac, " ".join(exc.problems))
+        return "failed"
+    return "was-off" if reply.was is PowerState.OFF else "on"
+
+
+def _done(query: Mapping[str, str]) -> str | None:
+    """What the action named in the query did, as the host's page says it."""
+    said = DONE.get(query.get("done", ""))
+    powered = POWERED.get(query.get("power", ""))
+    return None if said is None else f"{said} {powered}" if powered else said
 
 
 async def pools_page(request: web.Request, session: Session) -> web.StreamResponse:

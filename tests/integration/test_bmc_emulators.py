@@ -554,6 +554,7 @@ def test_the_web_console_powers_a_host_through_its_bmc(
     """The host page offers power only with a BMC; each action, confirmed with the
     session's CSRF token, is what the emulator sees; a BMC that refuses is a 502 page
     with its sentence, never the password."""
+    from pxe_server.model import State
     from pxe_server.registry import Registry
     from tests.unit.test_web_console import Browser, api_token, browse, context
 
@@ -574,6 +575,7 @@ def test_the_web_console_powers_a_host_through_its_bmc(
             "none": await browser.send("POST", f"/ui/hosts/{OTHER_MAC}/power-on", {"csrf": csrf}),
             "boot": await browser.send("POST", f"/ui/hosts/{MAC}/rearm-power", {"csrf": csrf}),
         }
+        seen["rearmed"] = registry.get_host(MAC)
         seen["on"] = await asyncio.to_thread(emulator.wait_for, lambda s: s["PowerState"] == "On")
         seen["off"] = await browser.send("POST", f"/ui/hosts/{MAC}/power-off", {"csrf": csrf})
         seen["off-state"] = await asyncio.to_thread(
@@ -583,11 +585,23 @@ def test_the_web_console_powers_a_host_through_its_bmc(
         assert run("host", "set", MAC, *where, "--bmc", url,
                    "--bmc-password-file", str(tmp_path / "wrong"))[0] == 0  # fmt: skip
         seen["refused"] = await browser.send("POST", f"/ui/hosts/{MAC}/power-on", {"csrf": csrf})
+        # A restore given to a host that is off (its agent has reported running): the
+        # console powers it on, for its agent to check in.
+        assert run("host", "set", MAC, *where, "--bmc", url,
+                   "--bmc-password-file", str(tmp_path / "pw"))[0] == 0  # fmt: skip
+        registry.record_event(MAC, State.INSTALLED)
+        registry.record_event(MAC, State.RUNNING, facts={"payload_version": "0.1.0"})
+        restored = await browser.send("POST", f"/ui/hosts/{MAC}/restore", {"csrf": csrf})
+        seen["restore"] = restored
+        seen["restored"] = await browser.send("GET", restored.headers["Location"])
+        seen["restore-state"] = await asyncio.to_thread(
+            emulator.wait_for, lambda s: s["PowerState"] == "On"
+        )
         return seen
 
     with Registry.open(server_dir) as registry:
         seen = browse(context(registry), script)
-        host = registry.get_host(MAC)
+    host = seen["rearmed"]
     assert 'id="power"' in seen["page"].text
     assert url in seen["page"].text
     assert f'href="/ui/hosts/{MAC}/power-cycle"' in seen["page"].text
@@ -604,4 +618,7 @@ def test_the_web_console_powers_a_host_through_its_bmc(
     assert seen["off-state"]["PowerState"] == "Off"
     assert seen["refused"].status == 502
     assert "wrong user or password" in seen["refused"].text
+    assert seen["restore"].headers["Location"] == f"/ui/hosts/{MAC}?done=restore&power=was-off"
+    assert "It was off: powered on through its BMC." in seen["restored"].text
+    assert seen["restore-state"]["PowerState"] == "On"
     _no_password_anywhere(*(r.text for r in seen.values() if hasattr(r, "text")))
