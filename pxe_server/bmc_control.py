@@ -3,7 +3,7 @@
     stored_bmc(registry, mac, spec) -> StoredBmc   the spec checked, its password sealed
     set_host_bmc(registry, mac, spec | None)       stored (or forgotten)
     power(registry, mac, request) -> PowerReply    the BMC asked, each step reported
-    power_on_for_work(registry, mac) -> str        on if off, for agent work (jobs)
+    power_on_for_work(registry, mac) -> (Powered, str)  on if off, for agent work (jobs, console)
 
 The API's handlers (``http_bmc``) and the CLI's local fleet (``netinstall.fleet``) call
 these same functions. The password is sealed with the server directory's ``bmc-key``
@@ -15,6 +15,7 @@ the server runs them on threads.
 
 from __future__ import annotations
 
+import enum
 import logging
 from typing import TYPE_CHECKING
 
@@ -124,17 +125,26 @@ def power(
     return PowerReply(mac, state, was, tuple(steps))
 
 
-def power_on_for_work(registry: Registry, mac: str) -> str:
+class Powered(enum.StrEnum):
+    """What ``power_on_for_work`` found: the host was off and is on, was on, or its BMC
+    failed (the work stands)."""
+
+    WAS_OFF = "was-off"
+    ON = "on"
+    FAILED = "failed"
+
+
+def power_on_for_work(registry: Registry, mac: str) -> tuple[Powered, str]:
     """Agent work was given to ``mac``, which has a BMC: power it on if it is off, so that
-    its agent checks in. What happened, one sentence; a BMC's failure is said, not raised
-    (the host may be on, and the work stands)."""
+    its agent checks in. What happened, and in one sentence; a BMC's failure is said, not
+    raised (the host may be on, and the work stands)."""
     try:
         reply = power(registry, mac, PowerRequest(PowerAction.ON))
     except InputError as exc:
-        return f"{mac}: its BMC could not power it on: {' '.join(exc.problems)}"
+        return Powered.FAILED, f"{mac}: its BMC could not power it on: {' '.join(exc.problems)}"
     if reply.was is PowerState.OFF:
-        return f"{mac}: was off, powered on through its BMC"
-    return f"{mac}: is on (its BMC says so)"
+        return Powered.WAS_OFF, f"{mac}: was off, powered on through its BMC"
+    return Powered.ON, f"{mac}: is on (its BMC says so)"
 
 
 def _step(action: PowerAction, was: PowerState, now: PowerState) -> str:

@@ -44,7 +44,7 @@ from aiohttp import web
 
 from common.errors import InputError
 from common.protocol.codec import encode
-from common.protocol.messages import PowerAction, PowerRequest, PowerState
+from common.protocol.messages import PowerAction, PowerRequest
 from pxe_server import bmc_control, http_api, http_edge, log_bundles, ui_view
 from pxe_server.http_files import Context, blocking, context, error
 from pxe_server.model import RebootPolicy, State, Work, normalise_mac
@@ -98,11 +98,14 @@ POWER_ACTIONS = {
         "if it is on)",
     ),
 }
-# An upgrade or restore given to a host with a BMC: what its power was.
-POWERED = {
-    "was-off": "It was off: powered on through its BMC.",
-    "on": "Its BMC says it is on.",
-    "failed": "Its BMC could not power it on (the server's log says why); power it on.",
+# An upgrade or restore given to a host with a BMC: what its power was
+# (``bmc_control.Powered``).
+POWERED: dict[str, str] = {
+    bmc_control.Powered.WAS_OFF: "It was off: powered on through its BMC.",
+    bmc_control.Powered.ON: "Its BMC says it is on.",
+    bmc_control.Powered.FAILED: (
+        "Its BMC could not power it on (the server's log says why); power it on."
+    ),
 }
 DONE = {
     "power-on": "Power on asked of the BMC; it said so.",
@@ -483,21 +486,11 @@ async def take_action(request: web.Request, session: Session) -> web.StreamRespo
         await http_api.writing(ctx, registry.assign_work, mac, work, version=version,
                                reboot=reboot)  # fmt: skip
         if registry.bmc(mac) is not None:  # agent work: a host that is off is powered on
-            powered = await blocking(_power_on_for_work, registry, mac)
-            return see_other(f"{UI}/hosts/{mac}?done={action}&power={powered}")
+            powered, said = await blocking(bmc_control.power_on_for_work, registry, mac)
+            if powered is bmc_control.Powered.FAILED:
+                log.warning("%s", said)
+            return see_other(f"{UI}/hosts/{mac}?done={action}&power={powered.value}")
     return see_other(f"{UI}/hosts/{mac}?done={action}")
-
-
-def _power_on_for_work(registry: Registry, mac: str) -> str:
-    """Agent work was given to ``mac``, which has a BMC: on if it is off (as the CLI and
-    pool jobs do), for its agent to check in. Which of ``POWERED`` it was; a BMC that
-    fails is logged, not raised: the work stands."""
-    try:
-        reply = bmc_control.power(registry, mac, PowerRequest(PowerAction.ON))
-    except InputError as exc:
-        log.warning("host %s: its BMC could not power it on: %s", mac, " ".join(exc.problems))
-        return "failed"
-    return "was-off" if reply.was is PowerState.OFF else "on"
 
 
 def _done(query: Mapping[str, str]) -> str | None:

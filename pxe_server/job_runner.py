@@ -97,7 +97,7 @@ class _JobHosts:
             self.job, self.holder, mac, work, version=version, reboot=reboot
         )
         if self.registry.bmc(mac) is not None:  # a host that is off would never check in
-            self.say(power_on_for_work(self.registry, mac))
+            self.say(power_on_for_work(self.registry, mac)[1])
         return host
 
 

@@ -500,10 +500,6 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
         return Keyring(bytes.fromhex(found))
 
     @property
-    def writes_now(self) -> bool:
-        return self._store.writes_now
-
-    @property
     def networked(self) -> bool:
         """Whether a read or write waits on the network (PostgreSQL), not on a local file."""
         return not self._store.writes_now
