@@ -467,8 +467,9 @@ async def take_action(request: web.Request, session: Session) -> web.StreamRespo
     if registry.get_host(mac) is None:
         raise UnknownHost(f"no host {mac} in the registry")
     if action in POWER_ACTIONS:
-        if registry.bmc(mac) is None:
-            raise InputError(f"host {mac} has no BMC: `netinstall host set {mac} --bmc URL`")
+        # bmc_control's own check, before anything is written: no BMC, or a password this
+        # server's key cannot open, is refused before a rearm.
+        await blocking(bmc_control.access, registry, mac)
         if action == "rearm-power":
             await http_api.writing(ctx, registry.rearm, mac)
             asked = PowerRequest(PowerAction.BOOT, network_once=True)
