@@ -295,11 +295,14 @@ _HOST_BY_SECRET = {
     for name in ("token_hash", "install_key_hash", "agent_credential_hash")
 }
 _UPDATE_HOST = update(hosts).where(hosts.c.mac == bindparam("where_mac"))
+_UPDATE_HOST_COUNTED = _UPDATE_HOST.values(event_count=hosts.c.event_count + 1).returning(
+    hosts.c.event_count
+)
 _LOCK_COUNTERS = select(counters.c.value).where(counters.c.name == "revision").with_for_update()
 _SECRET = select(secrets.c.value).where(secrets.c.name == bindparam("name"))
 _SETTING = select(settings.c.value).where(settings.c.key == bindparam("key"))
 _PROFILE = select(profiles).where(profiles.c.name == bindparam("name"))
-_INSERT_EVENT = insert(events)
+_INSERT_EVENT = insert(events).inline()  # no RETURNING of the new id: nobody reads it
 _COUNT_EVENT = (
     update(hosts)
     .where(hosts.c.mac == bindparam("where_mac"))
@@ -586,16 +589,34 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
         (``ProgressQueue``): a host's reports are applied in the order they came, and a
         write refused later does not take them back."""
         with self._lock:
-            events = self.progress.take()
-            if events:
-                try:
-                    with self._transaction() as conn:
-                        self._apply_progress(conn, events)
-                except BaseException:
-                    self.progress.give_back(events)  # for the writer thread, in order
-                    raise
+            self._commit_queued()
             with self._transaction() as conn:
                 yield conn
+
+    def _commit_queued(self) -> None:
+        """The queued progress events committed, in a transaction of their own (under
+        the writer lock, before any other write)."""
+        events = self.progress.take()
+        if events:
+            try:
+                with self._transaction() as conn:
+                    self._apply_progress(conn, events)
+            except BaseException:
+                self.progress.give_back(events)  # for the writer thread, in order
+                raise
+
+    def _write_alone(self, statement: Executable, params: dict[str, Any]) -> int:
+        """A write that is one statement (how many rows it changed), as ``_write`` would
+        make it but, on PostgreSQL, with no BEGIN and COMMIT around it: a statement
+        alone is a transaction of its own there, so two round trips of three go."""
+        if not self.networked:
+            with self._write() as conn:
+                return self._store.rowcount(conn, statement, params)
+        with self._lock:
+            self._commit_queued()
+            if self._closed:
+                raise NetinstallError(f"the registry {self.where} is closed")
+            return self._store.alone(self._conn, statement, params)
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -812,16 +833,34 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
             raise UnknownHost(f"no host {mac} in the registry")
         return rows.host_from(row, self._keys)
 
-    def _store_host(self, conn: Connection, host: Host, before: Host) -> Host:
+    def _store_host(
+        self,
+        conn: Connection,
+        host: Host,
+        before: Host,
+        *,
+        logged: bool = False,
+        message: str | None = None,
+        secrets_of: Host | None = None,
+    ) -> Host:
         """Write ``host`` (read as ``before`` in this transaction); the host as stored: with
-        a new revision if a field its renders read changed (``model.UNRENDERED``)."""
+        a new revision if a field its renders read changed (``model.UNRENDERED``).
+
+        With ``logged``, an event with ``message`` is stored too (``_log``: its secrets and
+        ``secrets_of``'s redacted), the host's event count kept by the same UPDATE that
+        writes the host: one statement fewer a report than counting on its own, and on
+        PostgreSQL one round trip fewer on the writer's connection."""
         revision = before.revision
         if rendered_view(host) != rendered_view(before):
             revision = self._next_revision()
         host = replace(host, revision=revision)
         values = rows.host_values(host, self._keys)
         values["where_mac"] = values.pop("mac")
-        self._store.rowcount(conn, _UPDATE_HOST, values)
+        if not logged:
+            self._store.rowcount(conn, _UPDATE_HOST, values)
+            return host
+        count = self._scalar(conn, _UPDATE_HOST_COUNTED, values)
+        self._log(conn, host, message, secrets_of, counted=None if count is None else int(count))
         return host
 
     def _insert(self, conn: Connection, host: Host) -> Host:
@@ -836,10 +875,19 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
             found |= self._keys.matches(Purpose.AGENT_CREDENTIAL, word, host.agent_credential_hash)
         return found
 
-    def _log(self, conn: Connection, host: Host, message: str | None, old: Host | None) -> None:
+    def _log(
+        self,
+        conn: Connection,
+        host: Host,
+        message: str | None,
+        old: Host | None,
+        *,
+        counted: int | None = None,
+    ) -> None:
         """Store an event from the host's fields; its secrets (and ``old``'s) become REDACTED:
         install tokens and password hashes by value, the API token and agent credentials
-        (known only by their keyed hashes) by checking each token-shaped word."""
+        (known only by their keyed hashes) by checking each token-shaped word. ``counted``:
+        the host's event count with this event, kept already (``_store_host``)."""
         if message is not None:
             message = self._redacted(message, host, old)
         self._insert_event(
@@ -849,6 +897,7 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
             step=host.step,
             progress=host.progress,
             message=message,
+            counted=counted,
         )
 
     def _insert_event(
@@ -860,11 +909,15 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
         step: str | None,
         progress: float | None,
         message: str | None,
+        counted: int | None = None,
     ) -> None:
-        """One event row as given (its message already redacted), the host's count kept."""
+        """One event row as given (its message already redacted), the host's count kept
+        (``counted``: kept already, the count with this event)."""
         row = {"time": time.time(), "mac": mac, "state": state.value, "step": step}
         self._store.rowcount(conn, _INSERT_EVENT, {**row, "progress": progress, "message": message})
-        count = self._scalar(conn, _COUNT_EVENT, {"where_mac": mac})
+        count = counted
+        if count is None:
+            count = self._scalar(conn, _COUNT_EVENT, {"where_mac": mac})
         if count is not None:
             _bound_events(conn, mac, int(count))
 
@@ -1113,8 +1166,7 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
                     digest = self._keys.hash(Purpose.AGENT_CREDENTIAL, credential)
                     host = replace(install_done(host), agent_credential_hash=digest)
                     reply = {"agent_credential": credential, "checkin_interval": CHECKIN_INTERVAL}
-            host = self._store_host(conn, host, old)
-            self._log(conn, host, message, old)
+            host = self._store_host(conn, host, old, logged=True, message=message, secrets_of=old)
         return host, reply
 
     def answer_file_noted(self, host: Host) -> bool:
@@ -1173,36 +1225,42 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
     def _apply_progress(self, conn: Connection, queued: list[Progress]) -> None:
         """Queued progress events, in the order they came, each applied only if its host
         is still installing (a rearm or a failure since drops it). Several hosts' rows
-        are locked first, in MAC order (the registry's lock order)."""
+        are locked first, in MAC order (the registry's lock order). The hosts' updates go
+        in one call (``Store.rows_each``), then the events' rows in one; a host whose
+        events pass the bound is pruned after its rows are in (``_bound_events``)."""
         macs = sorted({event.mac for event in queued})
         if len(macs) > 1:
             conn.execute(LOCK_HOSTS, {"macs": macs}).all()
         installing = State.INSTALLING.value
+        updated = self._store.rows_each(
+            conn,
+            _PROGRESS,
+            [
+                {"where_mac": event.mac, "new_step": event.step, "new_progress": event.progress}
+                for event in queued
+            ],
+        )
         added: list[dict[str, object]] = []  # the events' rows, inserted in one call
-        for event in queued:
-            row = self._first(
-                conn,
-                _PROGRESS,
-                {"where_mac": event.mac, "new_step": event.step, "new_progress": event.progress},
-            )
-            if row is None:
+        counts: dict[str, int] = {}  # each host's event count after the batch
+        for event, found in zip(queued, updated, strict=True):
+            if not found:
                 log.info("host %s: a progress event dropped: no longer installing", event.mac)
                 continue
+            step, progress, count = found[0]
             added.append(
                 {
                     "time": event.time,
                     "mac": event.mac,
                     "state": installing,
-                    "step": row[0],
-                    "progress": row[1],
+                    "step": step,
+                    "progress": progress,
                     "message": event.message,
                 }
             )
-            if int(row[2]) > MAX_EVENTS_PER_HOST + EVENTS_PRUNE_SLACK:  # its rows in first
-                self._store.many(conn, _INSERT_EVENT, added)
-                added = []
-                _bound_events(conn, event.mac, int(row[2]))
+            counts[event.mac] = int(count)
         self._store.many(conn, _INSERT_EVENT, added)
+        for mac, count in counts.items():
+            _bound_events(conn, mac, count)
 
     def token_ttl(self) -> int:
         """Seconds an install token enrols, counted from its first hand-out to a boot."""
@@ -1234,9 +1292,8 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
             if logged:
                 host = replace(host, state=State.SIGNALLED, step=None, progress=None)
             if host.netboot_armed or logged:
-                host = self._store_host(conn, host, old)
-            if logged:
-                self._log(conn, host, "fetched its boot configuration", None)
+                message = "fetched its boot configuration"
+                host = self._store_host(conn, host, old, logged=logged, message=message)
         return host
 
     def _signalled(self, conn: Connection, seen: Host, ttl: int) -> Host | None:
@@ -1305,8 +1362,13 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
                         f"{_when(now)}: an installer at {address} presented the install token "
                         f"while {earlier} is live; refused"
                     )
-                    host = self._store_host(conn, replace(host, conflict=conflict), loaded)
-                    self._log(conn, host, f"enrolment refused: {conflict}", None)
+                    host = self._store_host(
+                        conn,
+                        replace(host, conflict=conflict),
+                        loaded,
+                        logged=True,
+                        message=f"enrolment refused: {conflict}",
+                    )
                     log.warning("host %s: %s", mac, conflict)
                     refused = EnrolRefused(
                         409,
@@ -1324,8 +1386,7 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
                 host = replace(
                     host, install_key_hash=digest, enrolled_from=address, enrolled_at=now
                 )
-                host = self._store_host(conn, host, loaded)
-                self._log(conn, host, message, None)
+                host = self._store_host(conn, host, loaded, logged=True, message=message)
         if refused is not None:
             raise refused
         return host, outcome
@@ -1348,8 +1409,9 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
             )
             if old.conflict:  # whoever won that enrolment may hold the agent credential
                 host = replace(host, agent_credential_hash=None)
-            host = self._store_host(conn, host, old)
-            self._log(conn, host, "rearmed: new install work", old)
+            host = self._store_host(
+                conn, host, old, logged=True, message="rearmed: new install work", secrets_of=old
+            )
         return host
 
     @once_more_on_conflict
@@ -1394,8 +1456,8 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
         host = _new_work(
             old, kind, netboot_armed=False, assigned_version=assigned, reboot_policy=policy
         )
-        host = self._store_host(conn, host, old)
-        self._log(conn, host, f"assigned: {what} (reboot {policy.value})", old)
+        what = f"assigned: {what} (reboot {policy.value})"
+        host = self._store_host(conn, host, old, logged=True, message=what, secrets_of=old)
         return host
 
     @once_more_on_conflict
@@ -1415,31 +1477,30 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
         depends on changed since ``seen``; anything else is applied as without it."""
         mac = normalise_mac(mac)
         state = reported_state(reported)
-        with self._write() as conn:
-            routine = (
-                seen is not None
-                and state is Reported.RUNNING
-                and multipath is None
-                and seen.work is None
-                and seen.state is State.RUNNING
-                and seen.install_key_hash is None
-                and seen.last_checkin is not None
-                and seen.running_version == running_version
+        routine = (
+            seen is not None
+            and state is Reported.RUNNING
+            and multipath is None
+            and seen.work is None
+            and seen.state is State.RUNNING
+            and seen.install_key_hash is None
+            and seen.last_checkin is not None
+            and seen.running_version == running_version
+        )
+        if routine and seen is not None:
+            now = time.time()
+            done = self._write_alone(
+                _ROUTINE_CHECKIN,
+                {
+                    "now": now,
+                    "where_mac": seen.mac,
+                    "seen_revision": seen.revision,
+                    "version": running_version,
+                },
             )
-            if routine and seen is not None:
-                now = time.time()
-                done = self._store.rowcount(
-                    conn,
-                    _ROUTINE_CHECKIN,
-                    {
-                        "now": now,
-                        "where_mac": seen.mac,
-                        "seen_revision": seen.revision,
-                        "version": running_version,
-                    },
-                )
-                if done:
-                    return replace(seen, last_checkin=now)
+            if done:
+                return replace(seen, last_checkin=now)
+        with self._write() as conn:
             ttl = self._token_ttl(conn)
             old = self._load(conn, mac)
             now = time.time()
@@ -1451,9 +1512,9 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
                 # credential): a new boot of the installer may enrol, and the token lives
                 # on while the host waits for its reboot.
                 host = issue_ticket(host, now, ttl, renew=True)
-            host = self._store_host(conn, host, old)
-            if message is not None:
-                self._log(conn, host, message, old)
+            host = self._store_host(
+                conn, host, old, logged=message is not None, message=message, secrets_of=old
+            )
         return host
 
     # -- events ----------------------------------------------------------------
