@@ -377,8 +377,14 @@ async def asset(request: web.Request, session: Session) -> web.StreamResponse:
 
 
 def _poll_url(filters: ui_view.Filters) -> str:
-    query = {k: v for k, v in vars(filters).items() if v}
+    query = filters.query()
     return f"{UI}/api/fleet" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+
+
+def _page_url(filters: ui_view.Filters, **changed: str | int) -> str:
+    """The fleet page with ``filters``, ``changed`` values instead of theirs."""
+    query = filters.query(**changed)
+    return f"{UI}/" + (f"?{urllib.parse.urlencode(query)}" if query else "")
 
 
 async def fleet_page(request: web.Request, session: Session) -> web.StreamResponse:
@@ -386,7 +392,8 @@ async def fleet_page(request: web.Request, session: Session) -> web.StreamRespon
     found = await blocking(ui_view.fleet, context(request).registry, filters)
     return await _big_page(request, "fleet.html.j2", session=session, fleet=found, filters=filters,
                  poll_url=_poll_url(filters), states=[s.value for s in State],
-                 blank=ui_view.BLANK)  # fmt: skip
+                 blank=ui_view.BLANK, page_url=functools.partial(_page_url, filters),
+                 page_rows=found.page_rows)  # fmt: skip
 
 
 async def fleet_changes(request: web.Request, session: Session) -> web.StreamResponse:

@@ -1,6 +1,7 @@
 """What the web console's pages show, read from the registry (``http_ui`` serves them).
 
-    fleet(registry, filters)            -> every host as a FleetRow, what needs attention first
+    fleet(registry, filters)            -> the page's hosts as FleetRows, what needs attention
+                                           first, and how many of each state
     poll(registry, cursor, filters)     -> the rows changed since the cursor (Poll)
     host_page(registry, mac, shared)    -> one host: its record, time line, events, logs
     pools_page(registry)                -> every pool, its hosts and its latest job
@@ -37,6 +38,11 @@ OVERLAP = 256
 MAX_CHANGED = 2000
 EVENTS_SHOWN = 200  # a host's newest events listed on its page
 MAX_FILTER = 128  # characters of a filter value
+# Hosts on one page of the fleet: 10,000 hosts' rows on one page were ~7 MB of HTML and
+# 0.4 s to render, and the page's full poll sent them all again every minute.
+PAGE_ROWS = 250  # the default; a page may ask for 1 to MAX_PAGE_ROWS (``rows=``)
+MAX_PAGE_ROWS = 1000
+MAX_PAGE = 100_000
 
 # What needs attention first: failed, then a conflict, then hosts on their way.
 _RANK = {
@@ -56,6 +62,17 @@ def when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _number(query: Mapping[str, str], name: str, what: str, most: int) -> int | None:
+    """The whole number ``name`` of a query string, 1 to ``most`` (None: not given);
+    InputError naming it."""
+    text = query.get(name, "").strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and 1 <= int(text[:7]) <= most):
+        raise InputError(f"{name} {text[:32]!r}: expected {what}, 1 to {most}")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Filters:
     """The fleet's filters (empty: any)."""
@@ -64,6 +81,8 @@ class Filters:
     profile: str = ""
     pool: str = ""
     mac: str = ""  # one host (its page follows it live)
+    page: int = 1  # which ``rows`` rows of those the filters keep, from 1
+    rows: int = 0  # hosts on a page (0: PAGE_ROWS)
 
     @classmethod
     def of(cls, query: Mapping[str, str]) -> Filters:
@@ -81,7 +100,19 @@ class Filters:
             )
         if values["mac"]:
             values["mac"] = normalise_mac(values["mac"])
-        return cls(**values)
+        page = _number(query, "page", "a page number", MAX_PAGE)
+        rows = _number(query, "rows", "hosts on a page", MAX_PAGE_ROWS)
+        return cls(**values, page=page or 1, rows=rows or 0)
+
+    @property
+    def page_rows(self) -> int:
+        return self.rows or PAGE_ROWS
+
+    def query(self, **changed: str | int) -> dict[str, str]:
+        """These filters as a query string's values (the defaults left out), with
+        ``changed`` values instead of theirs."""
+        values = {**vars(self), **changed}
+        return {k: str(v) for k, v in values.items() if v and not (k == "page" and v == 1)}
 
     def keeps(self, row: FleetRow) -> bool:
         return (
@@ -185,25 +216,53 @@ def _rows(hosts: Sequence[Host], pools: Mapping[str, str], filters: Filters) -> 
 
 @dataclass(frozen=True)
 class Fleet:
-    rows: list[FleetRow]
+    rows: list[FleetRow]  # the page's
     cursor: int  # the newest event id when it was read
     profiles: list[str]
     pools: list[str]
     total: int  # hosts registered, whatever the filters
+    kept: int  # hosts the filters keep, on every page
+    page: int  # this page, from 1 (the last one when the filters asked past it)
+    pages: int  # pages of the hosts kept (at least 1)
+    states: dict[str, int]  # hosts kept in each state, by the attention order
+
+    page_rows: int  # hosts on a full page
+
+    @property
+    def first(self) -> int:
+        """The number of the page's first row among the hosts kept (0: none)."""
+        return (self.page - 1) * self.page_rows + 1 if self.rows else 0
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.rows) - 1 if self.rows else 0
 
 
 def fleet(registry: Registry, filters: Filters) -> Fleet:
-    """Every host the filters keep, what needs attention first (failed, conflicts, hosts
-    on their way, pending, running), then by name."""
+    """The page of hosts the filters keep, what needs attention first (failed,
+    conflicts, hosts on their way, pending, running), then by name; and how many of
+    those in each state."""
     cursor = registry.newest_event_id()  # first: what changes while we read comes next poll
     hosts = registry.hosts_of([filters.mac]) if filters.mac else registry.list_hosts()
     pools = _pools_by_mac(registry)
+    kept = _rows(hosts, pools, filters)
+    size = filters.page_rows
+    pages = max(1, -(-len(kept) // size))
+    page = min(filters.page, pages)
+    states: dict[str, int] = {}
+    for row in kept:
+        states[row.state] = states.get(row.state, 0) + 1
     return Fleet(
-        rows=_rows(hosts, pools, filters),
+        rows=kept[(page - 1) * size : page * size],
         cursor=cursor,
         profiles=[p.name for p in registry.list_profiles()],
         pools=sorted(set(pools.values())),
         total=len(hosts),
+        kept=len(kept),
+        page=page,
+        pages=pages,
+        states=states,
+        page_rows=size,
     )
 
 
@@ -242,8 +301,10 @@ def poll(
     full: bool = False,
     overlap: int = OVERLAP,
 ) -> Poll:
-    """The rows changed since ``cursor`` (0 or ``full``: every row), the ``overlap``
-    event ids below it read again."""
+    """The rows changed since ``cursor`` (0 or ``full``: every row of the filters'
+    page), the ``overlap`` event ids below it read again. A changed row is sent whatever
+    its page: the page's script updates the rows it shows and places a new one only
+    where its order falls within them (the full read puts every page right again)."""
     if full or cursor <= 0:
         everything = fleet(registry, filters)
         return Poll(everything.cursor, True, everything.rows, [])

@@ -55,8 +55,31 @@
     });
   }
 
+  // A paged fleet: a changed host not shown is placed only where its order falls among
+  // the rows this page shows (page 1 from the top); the full read every minute puts every
+  // page right again.
+  const page = Number(live.dataset.page) || 1;
+  const pageRows = Number(live.dataset.pageRows) || 0;
+
+  function belongs(data) {
+    if (!pageRows) {
+      return true;
+    }
+    const keys = rows().map((row) => row.dataset.key).sort();
+    if (page > 1 && (keys.length === 0 || data.key < keys[0])) {
+      return false;
+    }
+    return keys.length < pageRows || data.key < keys[keys.length - 1];
+  }
+
+  function trim() {
+    if (pageRows && body) {
+      rows().slice(pageRows).forEach((row) => row.remove());
+    }
+  }
+
   function added(data) {
-    if (!pattern || !body) {
+    if (!pattern || !body || !belongs(data)) {
       return;
     }
     const row = pattern.content.firstElementChild.cloneNode(true);
@@ -96,6 +119,7 @@
       });
     }
     sort();
+    trim();
     cursor = reply.cursor;
     if (shown) {
       shown.textContent = String(rows().length);

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import update
 
 from common.protocol.messages import PoolUpgradeRequest
+from pxe_server import ui_view
 from pxe_server.http import make_app
 from pxe_server.http_files import Context
 from pxe_server.http_ui import COOKIE, SECURITY_HEADERS
@@ -430,6 +431,66 @@ def test_the_fleet_puts_what_needs_attention_first(fleet: Registry) -> None:
     fleet.record_event(MAC, State.SIGNALLED)
     rows = poll(fleet, 0, Filters()).rows
     assert [r.mac for r in rows] == [OTHER, MAC, third]  # failed, on its way, pending
+
+
+def test_the_fleet_comes_in_pages_with_counts_of_every_state(
+    fleet: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ui_view, "PAGE_ROWS", 2)
+    third = "52:54:00:12:34:58"
+    fleet.add_host(third, name="web-3")
+    fleet.record_event(third, State.SIGNALLED)
+    fleet.record_event(third, State.FAILED)
+    first = ui_view.fleet(fleet, Filters())
+    assert [r.mac for r in first.rows] == [third, MAC]  # failed first, then by name
+    assert (first.page, first.pages, first.kept, first.total) == (1, 2, 3, 3)
+    assert (first.first, first.last) == (1, 2)
+    assert first.states == {"failed": 1, "pending": 2}
+    second = ui_view.fleet(fleet, Filters(page=2))
+    assert [r.mac for r in second.rows] == [OTHER]
+    assert (second.first, second.last) == (3, 3)
+    past = ui_view.fleet(fleet, Filters(page=9))  # past the last page: the last one
+    assert past.page == 2
+    assert [r.mac for r in past.rows] == [OTHER]
+    assert [r.mac for r in poll(fleet, 0, Filters(page=2)).rows] == [OTHER]  # a full poll
+    pending = ui_view.fleet(fleet, Filters(state="pending"))
+    assert (pending.kept, pending.total, pending.pages) == (2, 3, 1)
+
+
+def test_the_fleet_page_links_its_pages_and_states(
+    fleet: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ui_view, "PAGE_ROWS", 1)
+    fleet.add_host("52:54:00:12:34:58", name="web-3", profile="default")
+
+    async def script(browser: Browser) -> list[Reply]:
+        await browser.login(api_token(fleet))
+        return [
+            await browser.send("GET", "/ui/?page=2&profile=default"),
+            await browser.send("GET", "/ui/?page=0"),
+            await browser.send("GET", "/ui/api/fleet?cursor=0&page=x"),
+            await browser.send("GET", "/ui/?rows=1001"),
+            await browser.send("GET", "/ui/?rows=1&page=2"),
+        ]
+
+    page, zero, bad, many, small = browse(context(fleet), script)
+    assert page.status == 200
+    assert "Hosts 2 to 2 of 3" in page.text
+    assert "Page 2 of 3" in page.text
+    assert 'href="/ui/?profile=default&amp;page=3"' in page.text  # next, and last
+    assert 'href="/ui/?profile=default"' in page.text  # the first page, no page=1
+    assert 'data-page="2"' in page.text
+    assert 'href="/ui/?state=pending&amp;profile=default"' in page.text
+    assert page.text.count('<tr data-mac="52:54:00:') == 1
+    assert (zero.status, bad.status) == (400, 400)
+    assert "page &#39;0&#39;: expected a page number" in zero.text
+    assert "page 'x'" in bad.json()["error"]
+    assert many.status == 400
+    assert "rows &#39;1001&#39;: expected hosts on a page, 1 to 1000" in many.text
+    assert small.status == 200
+    assert "Hosts 2 to 2 of 3" in small.text
+    assert 'data-page-rows="1"' in small.text
+    assert 'href="/ui/?rows=1"' in small.text  # its first page keeps its size
 
 
 def test_a_bad_cursor_or_filter_is_a_400(fleet: Registry) -> None:
