@@ -78,8 +78,15 @@ def loggable(raw_path: str) -> str:
     return _TOKEN_QUERY.sub(rf"\g<1>{REDACTED}", raw_path)
 
 
+# Requests a page's script makes by itself every few seconds (the web console's poll):
+# logged only when they fail, or a console left open writes ~43,000 lines a day.
+_QUIET_PATHS = ("/ui/api/fleet",)
+
+
 class _AccessLog(AbstractAccessLogger):
     def log(self, request: Any, response: Any, time: float) -> None:
+        if response.status < 400 and request.path in _QUIET_PATHS:
+            return
         self.logger.info(
             "%s %s %s %d %d %.0f",
             request.remote,

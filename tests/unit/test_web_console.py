@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -715,3 +716,24 @@ def test_the_pools_page_shows_a_rolling_upgrade_host_by_host(fleet: Registry) ->
         ("waiting", OTHER, "web-2"),
         ("waiting", third, "web-3"),
     ]
+
+
+def test_the_pages_own_polls_are_logged_only_when_they_fail(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A console left open polls every two seconds: not a request-log line each time."""
+    from types import SimpleNamespace
+
+    from pxe_server.http import _AccessLog
+
+    logger = logging.getLogger("netinstall.test-access")
+    access = _AccessLog(logger, "")
+    caplog.set_level(logging.INFO, logger="netinstall.test-access")
+
+    def request(path: str) -> SimpleNamespace:
+        return SimpleNamespace(remote="192.0.2.7", method="GET", path=path, raw_path=path)
+
+    for path, status in (("/ui/api/fleet", 200), ("/ui/api/fleet", 401), ("/ui/", 200)):
+        access.log(request(path), SimpleNamespace(status=status, body_length=10), 0.001)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["192.0.2.7 GET /ui/api/fleet 401 10 1", "192.0.2.7 GET /ui/ 200 10 1"]
