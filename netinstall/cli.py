@@ -324,3 +324,6 @@ from netinstall.cli_pool import pool  # noqa: E402
 
 main.add_command(pool)
 main.add_command(job)
+from netinstall.cli_update import update  # noqa: E402
+
+main.add_command(update)
