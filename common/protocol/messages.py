@@ -229,6 +229,39 @@ class Enrolled(Message):
 
 MAX_MAPS = 64
 MAX_PATHS = 64
+MAX_UPDATES_KEPT = 1000  # update ids a host reports, at most
+
+
+class UpdateOutcome(enum.StrEnum):
+    """What became of an update on a host (the agent's report)."""
+
+    APPLIED = "applied"
+    REBOOT_REQUIRED = "reboot-required"  # applied; waits for the operator's reboot
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class UpdateResult(Message):
+    OMIT_NONE: ClassVar[bool] = True
+
+    id: str = field(metadata=rule("the update", printable=True, max_length=MAX_WORD))
+    outcome: UpdateOutcome = field(metadata=rule("applied, reboot-required or failed"))
+    reason: str | None = field(
+        default=None, metadata=rule("why it failed, in one sentence", max_length=MAX_LINE)
+    )
+
+
+@dataclass(frozen=True)
+class UpdateWork(Message):
+    """An update the agent is to apply (README "Updates")."""
+
+    id: str = field(metadata=rule("the update's id"))
+    url: str = field(metadata=rule("the bundle: fetch it with the agent credential"))
+    size: int = field(metadata=rule("the bundle's size in bytes", minimum=1))
+    sha256: str = field(metadata=rule("the bundle file's sha256"))
+    reboot: RebootPolicy = field(
+        metadata=rule("for an update that reboots: auto, or manual (the operator reboots)")
+    )
 
 
 @dataclass(frozen=True)
@@ -269,6 +302,24 @@ class Checkin(Message):
         metadata=rule("a SAN host's storage paths as dom0's multipathd sees them",
                       max_items=MAX_MAPS),
     )  # fmt: skip
+    updates: tuple[str, ...] | None = field(
+        default=None,
+        metadata=rule("the ids of the updates the host's own update log holds (an agent "
+                      "that knows updates sends this, empty or not)",
+                      max_items=MAX_UPDATES_KEPT, max_length=MAX_WORD),
+    )  # fmt: skip
+    free_mib: int | None = field(
+        default=None,
+        metadata=rule("MiB free in dom0 where the agent downloads updates", minimum=0),
+    )
+    boot_id: str | None = field(
+        default=None,
+        metadata=rule("the kernel's boot id: a new one after each reboot",
+                      printable=True, max_length=MAX_WORD),
+    )  # fmt: skip
+    update_result: UpdateResult | None = field(
+        default=None, metadata=rule("what became of the last update the agent was given")
+    )
 
 
 @dataclass(frozen=True)
@@ -304,6 +355,14 @@ class CheckinReply(Message):
     )
     installer: InstallerFiles | None = field(default=None, metadata=rule("what to boot"))
     cmdline: InstallerCmdline | None = field(default=None, metadata=rule("how to boot it"))
+    update: UpdateWork | None = field(
+        default=None, metadata=rule("an update to apply (with action none only)")
+    )
+    update_key: str | None = field(
+        default=None,
+        metadata=rule("the server's update key (an OpenSSH public key line): the agent "
+                      "keeps the first it is given and verifies every bundle with it"),
+    )  # fmt: skip
 
 
 # -- operators: hosts and their work ------------------------------------------------------

@@ -173,13 +173,13 @@ def no_sleep(seconds: float) -> None:
 def test_none_does_nothing(layout: Layout) -> None:
     session, runner = FakeSession([NONE]), FakeRunner()
     assert make_agent(layout, session, runner).checkin_once() is Outcome.IDLE
-    assert session.posts == [
-        (
-            CHECKIN,
-            {"protocol": 2, "running_version": "0.1.0", "state": "running"},
-            {"Authorization": f"Bearer {CREDENTIAL}"},
-        )
-    ]
+    ((url, body, headers),) = session.posts
+    assert isinstance(body.pop("free_mib"), int)  # the temporary directory's file system
+    assert (url, body, headers) == (
+        CHECKIN,
+        {"protocol": 2, "running_version": "0.1.0", "state": "running", "updates": []},
+        {"Authorization": f"Bearer {CREDENTIAL}"},
+    )
     assert runner.calls == []
     assert session.gets == []
     assert not layout.installer_dir.exists()

@@ -27,7 +27,7 @@ import requests
 
 from common.errors import NetinstallError
 from common.process import CommandRunner, run
-from common.protocol.messages import AgentState, Checkin, CheckinReply, RebootPolicy
+from common.protocol.messages import AgentState, Checkin, CheckinReply, RebootPolicy, UpdateWork
 
 from .config import AgentConfig, load_agent
 from .errors import NetworkError, Unauthorized
@@ -37,6 +37,8 @@ from .jsonfile import read_object, write_json
 from .layout import INSTALLER_ENTRY, Layout
 from .logs import setup_logging
 from .server import ServerClient
+from .updates import Host as UpdateHost
+from .updates import UpdateLog, apply_update, boot_id, free_mib, keep_key
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,37 @@ class Agent:
 
     def checkin(self, state: AgentState) -> CheckinReply:
         maps = multipath_maps(self.runner)  # a SAN host: its paths, as dom0 sees them
-        checkin = Checkin(self.running_version(), state, maps or None)
-        return self.client.checkin(self.config.credential, checkin)
+        record = UpdateLog.read(self.layout)  # the updates it has, from its own disk
+        checkin = Checkin(
+            self.running_version(),
+            state,
+            maps or None,
+            updates=record.ids(),
+            free_mib=free_mib(self.layout),
+            boot_id=boot_id(self.layout),
+            update_result=record.last,
+        )
+        reply = self.client.checkin(self.config.credential, checkin)
+        keep_key(self.layout, reply.update_key)
+        return reply
+
+    def update_once(self, work: UpdateWork) -> Outcome:
+        """Apply the update a check-in reply named, report what became of it, and reboot
+        when it says so (policy auto)."""
+        log.info("update assigned: %s", work.id)
+        host = UpdateHost(
+            self.client, self.config.credential, self.runner, self.layout, self.running_version()
+        )
+        done = apply_update(work, host)
+        try:
+            self.checkin(AgentState.RUNNING)  # carries the result
+        except NetworkError as exc:
+            log.warning("could not report update %s (%s); the next check-in will", work.id, exc)
+        if done.reboot:
+            log.info("rebooting: update %s asks for it", work.id)
+            self.runner(["systemctl", "reboot"])
+            return Outcome.REBOOTING
+        return Outcome.IDLE
 
     def checkin_once(self) -> Outcome:
         """One check-in and whatever its reply asks for."""
@@ -84,6 +115,8 @@ class Agent:
                 return Outcome.WAITING
             if remove_staged(self.layout):
                 log.info("removed an installer staged on an earlier boot: nothing is assigned")
+            if reply.update is not None:
+                return self.update_once(reply.update)
             return Outcome.IDLE
         if assignment.key == staged:
             log.info("%s is staged; waiting for a reboot", assignment.key)

@@ -70,5 +70,28 @@ class Layout:
         """On tmpfs: the installer is staged and waits for a reboot (gone after one)."""
         return self._at("/run/netinstall/installer-staged.json")
 
+    @property
+    def update_key(self) -> Path:
+        """The server's update key (an OpenSSH public key line): every bundle's signer."""
+        return self._at("/etc/netinstall/update-key.pub")
+
+    @property
+    def update_log(self) -> Path:
+        """The updates this host has, from its own disk (``updates.UpdateLog``)."""
+        return self._at("/var/lib/netinstall/updates.json")
+
+    @property
+    def update_dir(self) -> Path:
+        """Where a bundle is downloaded and unpacked while it is applied."""
+        return self._at("/var/lib/netinstall/updates")
+
+    def update_version(self, update_id: str) -> Path:
+        """The version string an applied update set."""
+        return self._at(f"/etc/netinstall-updates/{update_id}")
+
+    @property
+    def boot_id(self) -> Path:
+        return self._at("/proc/sys/kernel/random/boot_id")
+
     def sr_mount_dir(self, sr_uuid: str) -> Path:
         return self._at(f"{SR_MOUNT_BASE}/{sr_uuid}")

@@ -101,11 +101,11 @@ class ServerClient:
                 f"POST {url}: the reply does not fit the protocol: {exc}", 200
             ) from exc
 
-    def download(self, url: str, dest: Path, credential: str) -> int:
+    def download(self, url: str, dest: Path, credential: str, limit: int | None = None) -> int:
         """Fetch ``url`` into ``dest`` through a temporary name; returns its size.
 
-        The credential goes only to the server's own origin. An empty file is
-        an error and never replaces ``dest``.
+        The credential goes only to the server's own origin. An empty file, or one of
+        more than ``limit`` bytes, is an error and never replaces ``dest``.
         """
         headers = _bearer(credential) if _origin(url) == _origin(self.server) else {}
         shown = public_url(url)
@@ -119,8 +119,9 @@ class ServerClient:
             _check_status("GET", shown, response.status_code)
             with tmp.open("wb") as out:
                 for chunk in response.iter_content(CHUNK):
-                    out.write(chunk)
                     size += len(chunk)
+                    _bounded(shown, size, limit)
+                    out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
         except requests.RequestException as exc:
@@ -136,6 +137,11 @@ class ServerClient:
             raise ServerError(f"GET {shown}: the file is empty")
         tmp.replace(dest)
         return size
+
+
+def _bounded(shown: str, size: int, limit: int | None) -> None:
+    if limit is not None and size > limit:
+        raise ServerError(f"GET {shown}: more than the {limit} bytes expected")
 
 
 def _bearer(secret: str) -> dict[str, str]:
