@@ -26,13 +26,14 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json
+import os
 import socket
 import ssl
 import time
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 from urllib.parse import quote, urlsplit
 
 from common.errors import InputError, NetinstallError
@@ -196,6 +197,24 @@ class ApiClient:
                 f"({' '.join(exc.problems)}): is it a netinstall server of this version?"
             ) from None
 
+    def upload(self, path: str, file: Path, media_type: str, reply: type[M]) -> M:
+        """POST ``file`` as the body (``media_type``), never retried; its reply decoded."""
+        with file.open("rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            upload = _Upload(stream, size, media_type)
+            into = _Into(None, self.max_reply, self.reply_timeout)
+            got = self._exchange("POST", f"/api/v1/{path}", upload, into)
+        parsed = self._parsed(got.status, got.body)
+        if got.status >= 400:
+            self._refuse(got.status, parsed)
+        try:
+            return decode(reply, parsed, strict=False)
+        except ProtocolError as exc:
+            raise RemoteError(
+                f"{self.where.url} sent a reply that is no {message_name(reply)} "
+                f"({' '.join(exc.problems)}): is it a netinstall server of this version?"
+            ) from None
+
     def download(self, path: str, sink: Sink, limit: int) -> int:
         """``GET path`` (under /api/v1/) of a file, its body written to ``sink`` as it
         comes; its size. At most ``limit`` bytes, within ``DOWNLOAD_TIMEOUT``, and as many
@@ -252,7 +271,9 @@ class ApiClient:
             )
         return http.client.HTTPConnection(where.host, where.port, timeout=self.connect_timeout)
 
-    def _exchange(self, method: str, target: str, data: bytes | None, into: _Into) -> _Reply:
+    def _exchange(
+        self, method: str, target: str, data: bytes | _Upload | None, into: _Into
+    ) -> _Reply:
         """One request and its whole reply, inside the bounds ``into`` gives: a 200's body
         into its sink if it has one, any other body (JSON) kept in the reply."""
         url = self.where.url
@@ -265,9 +286,15 @@ class ApiClient:
             sock.settimeout(into.timeout)
             accept = "application/json" if into.sink is None else "*/*"
             headers = {"Authorization": f"Bearer {self._token}", "Accept": accept}
-            if data is not None:
+            body: bytes | BinaryIO | None = None
+            if isinstance(data, _Upload):
+                headers["Content-Type"] = data.media_type
+                headers["Content-Length"] = str(data.size)
+                body = data.stream
+            elif data is not None:
                 headers["Content-Type"] = "application/json"
-            conn.request(method, quote(target, safe="/:@!$&'()*+,;=-._~%?"), data, headers)
+                body = data
+            conn.request(method, quote(target, safe="/:@!$&'()*+,;=-._~%?"), body, headers)
             response = conn.getresponse()
             sink = into.sink if response.status == 200 else None
             limit = into.limit if sink is not None else self.max_reply
@@ -328,6 +355,15 @@ class ApiClient:
 
     def _too_large(self, limit: int) -> str:
         return f"{self.where.url} sent a reply over {limit} bytes; it was not read"
+
+
+@dataclass(frozen=True)
+class _Upload:
+    """A request body sent from a file as it is read (an update bundle)."""
+
+    stream: BinaryIO
+    size: int
+    media_type: str
 
 
 @dataclass(frozen=True)

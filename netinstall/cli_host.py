@@ -88,6 +88,9 @@ def _fact_fields(facts: Mapping[str, object]) -> list[tuple[str, str]]:
     for key, label in (("xen_version", "xen"), ("sr_type", "SR type"), ("sr_uuid", "SR uuid")):
         if facts.get(key):
             shown.append((label, str(facts[key])))
+    updates = facts.get("updates")
+    if isinstance(updates, list):  # its agent knows updates: these are on its disk
+        shown.append(("updates", ", ".join(str(u) for u in updates) or "none"))
     maps = facts.get("multipath")
     for entry in maps if isinstance(maps, list) else []:
         if isinstance(entry, dict) and isinstance(entry.get("paths"), list):

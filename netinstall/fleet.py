@@ -17,6 +17,7 @@ the same either way, errors included: the server's refusal is the registry's sen
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 from urllib.parse import quote
@@ -51,11 +52,16 @@ from common.protocol.messages import (
     RepositoryList,
     RepositoryRecord,
     RestoreRequest,
+    UpdateApplyRequest,
+    UpdateList,
+    UpdatePrecheck,
+    UpdateRecord,
+    UpdateTargets,
     UpgradeRequest,
     Work,
 )
 from netinstall.api_client import READ_CHUNK, ApiClient, NotFound, Sink
-from pxe_server import log_bundles, operator_view, shared_dir
+from pxe_server import log_bundles, operator_view, shared_dir, update_ops
 from pxe_server.job_runner import start_pool_upgrade
 from pxe_server.jobs import UnknownJob, job_record, pool_record
 from pxe_server.limits import MAX_LOG_BUNDLE
@@ -139,6 +145,18 @@ class Fleet(Protocol):
     def job(self, job_id: int, log_after: int = 0) -> JobRecord: ...  # UnknownJob
 
     def cancel_job(self, job_id: int, by: str) -> JobRecord: ...
+
+    def add_update(self, bundle: Path, by: str) -> UpdateRecord: ...  # checked, signed, kept
+
+    def updates(self) -> list[UpdateRecord]: ...  # by id
+
+    def update(self, update_id: str) -> UpdateRecord: ...  # UnknownUpdate
+
+    def clean_update(self, update_id: str) -> UpdateRecord: ...
+
+    def precheck_update(self, update_id: str, targets: UpdateTargets) -> UpdatePrecheck: ...
+
+    def start_update_apply(self, request: UpdateApplyRequest) -> JobRecord: ...  # queued
 
 
 M = TypeVar("M")
@@ -333,6 +351,29 @@ class LocalFleet:
     def cancel_job(self, job_id: int, by: str) -> JobRecord:
         return job_record(self.registry.cancel_job(job_id, f"{by} (local)"))
 
+    def add_update(self, bundle: Path, by: str) -> UpdateRecord:
+        shared = shared_dir.shared(self.registry.directory)
+        return update_ops.add_bundle(self.registry, shared, bundle, f"{by} (local)")
+
+    def updates(self) -> list[UpdateRecord]:
+        return update_ops.records(self.registry)
+
+    def update(self, update_id: str) -> UpdateRecord:
+        return update_ops.record(self.registry, update_id)
+
+    def clean_update(self, update_id: str) -> UpdateRecord:
+        shared = shared_dir.shared(self.registry.directory)
+        return update_ops.clean(self.registry, shared, update_id)
+
+    def precheck_update(self, update_id: str, targets: UpdateTargets) -> UpdatePrecheck:
+        return update_ops.precheck(self.registry, update_id, checked(targets), time.time())
+
+    def start_update_apply(self, request: UpdateApplyRequest) -> JobRecord:
+        request = checked(request)
+        by = f"{request.by or 'an operator'} (local)"
+        job = update_ops.start_update_apply(self.registry, request, by, time.time())
+        return job_record(job)
+
 
 def _copied(file: BinaryIO, sink: Sink, shown: str) -> int:
     """``file`` written to ``sink`` (at most ``MAX_LOG_BUNDLE`` bytes, as over the API);
@@ -455,3 +496,24 @@ class RemoteFleet:
 
     def cancel_job(self, job_id: int, by: str) -> JobRecord:
         return self.client.call("POST", f"jobs/{job_id}/cancel", JobRecord, JobCancel(by))
+
+    def add_update(self, bundle: Path, by: str) -> UpdateRecord:
+        path = f"updates?by={quote(by, safe='')}"
+        return self.client.upload(path, bundle, "application/x-tar", UpdateRecord)
+
+    def updates(self) -> list[UpdateRecord]:
+        return list(self.client.call("GET", "updates", UpdateList).updates)
+
+    def update(self, update_id: str) -> UpdateRecord:
+        return self.client.call("GET", f"updates/{quote(update_id, safe='')}", UpdateRecord)
+
+    def clean_update(self, update_id: str) -> UpdateRecord:
+        path = f"updates/{quote(update_id, safe='')}/clean"
+        return self.client.call("POST", path, UpdateRecord)
+
+    def precheck_update(self, update_id: str, targets: UpdateTargets) -> UpdatePrecheck:
+        path = f"updates/{quote(update_id, safe='')}/precheck"
+        return self.client.call("POST", path, UpdatePrecheck, targets)
+
+    def start_update_apply(self, request: UpdateApplyRequest) -> JobRecord:
+        return self.client.call("POST", "jobs/update-apply", JobRecord, request)

@@ -54,6 +54,7 @@ from pxe_server.admission import RegistrationRefused, UnknownGate, UnknownLimits
 from pxe_server.decide import Action
 from pxe_server.http_bmc import BMC_API
 from pxe_server.http_files import CONTEXT, Context, blocking, context, error
+from pxe_server.http_updates import UPDATE_API
 from pxe_server.limits import HEADER_TIMEOUT, LINGER
 from pxe_server.model import (
     BadMac,
@@ -554,7 +555,7 @@ def make_app(ctx: Context) -> web.Application:
     app.router.add_get(r"/boot/{path:(?:pxelinux\.cfg|grub)/[^/]+}", boot_tree_config)
     app.router.add_get("/http-boot/grubx64.efi", http_boot_loader)
     http_files.add_routes(app)
-    http_edge.add_routes(app, http_api.API + BOOT_API + BMC_API)
+    http_edge.add_routes(app, http_api.API + BOOT_API + BMC_API + UPDATE_API)
     app.router.add_get("/answerfile/{mac}", answer_file)
     app.router.add_get("/ipxe/{mac}", ipxe_script)
     app.router.add_get("/config/{path:.+}", boot_config_file)

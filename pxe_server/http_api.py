@@ -23,7 +23,9 @@ import logging
 import string
 import typing
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -32,6 +34,7 @@ from common.protocol.codec import ABSENT, decode, encode
 from common.protocol.messages import (
     MAX_KEY,
     MIN_KEY,
+    Action,
     AnswerFileCheck,
     Checkin,
     CheckinReply,
@@ -62,6 +65,7 @@ from common.protocol.messages import (
     Removed,
     RepositoryList,
     RestoreRequest,
+    UpdateWork,
     UpgradeRequest,
     Work,
 )
@@ -96,6 +100,8 @@ from pxe_server.model import (
 from pxe_server.operator_view import UnknownProfile
 from pxe_server.registry import Registry, UnknownHost, WouldWait
 from pxe_server.secrets import Purpose
+from pxe_server.update_ops import bundle_path
+from pxe_server.updates import HostUpdate, Report
 
 log = logging.getLogger("netinstall.http")
 
@@ -433,14 +439,45 @@ async def checkin(call: Call[Checkin]) -> CheckinReply | web.Response:
     host = await host_writing(
         ctx, ctx.registry.check_in, mac, version, body.state, maps, seen=call.host
     )
+    report = Report(body.updates, body.boot_id, body.free_mib, body.update_result)
+    pending = await host_writing(ctx, ctx.registry.update_checkin, mac, report)
     offered = host.work in AGENT_WORK
     profile = ctx.registry.get_profile(host.profile) if offered else None
     try:
-        return checkin_reply(host, profile, ctx.settings)
+        reply = checkin_reply(host, profile, ctx.settings)
     except InputError as exc:  # the server's configuration, not the agent's request
         message = " ".join(exc.problems)
         log.warning("check-in of %s cannot be answered: %s", mac, message)
         return error(409, f"the check-in of {mac} cannot be answered: {message}")
+    if body.updates is None:  # an agent from before updates
+        return reply
+    key = ctx.registry.update_key.public_line()
+    work = None
+    if pending is not None and reply.action is Action.NONE and host.state is State.RUNNING:
+        work = await blocking(_update_work, ctx, host.mac, pending)
+    return replace(reply, update=work, update_key=key)
+
+
+def _update_work(ctx: Context, mac: str, pending: HostUpdate) -> UpdateWork | None:
+    """What the check-in reply says of an update pending on ``mac`` (None: its file is gone)."""
+    stored = ctx.registry.get_update(pending.update_id)
+    if stored is None or stored.cleaned is not None:
+        return None
+    url = f"{ctx.settings.http_base}{HOSTS}/{quote(mac, safe='')}/updates/{stored.id}"
+    return UpdateWork(stored.id, url, stored.size, stored.sha256, pending.reboot_policy)
+
+
+async def get_update_bundle(call: Call[NoBody]) -> web.StreamResponse:
+    """The signed bundle of an update given to the host: its agent fetches it."""
+    ctx, mac, update_id = call.ctx, call.mac, call.request.match_info["id"]
+    given = await blocking(ctx.registry.host_updates_of, mac)
+    if not any(row.update_id == update_id for row in given):
+        return error(404, f"host {mac} was given no update {update_id[:64]!r}")
+    path = bundle_path(ctx.shared, update_id)
+    if not await blocking(path.is_file):
+        return error(404, f"the bundle of update {update_id} is not kept (it was cleaned)")
+    headers = {"Content-Type": "application/x-tar"}
+    return web.FileResponse(path, chunk_size=1 << 18, headers=headers)
 
 
 async def _stream(request: web.Request, bundle: Bundle) -> int:
@@ -538,6 +575,9 @@ API: tuple[Route, ...] = (
           refusals=(404,)),
     Route("POST", f"{HOST}/checkin", checkin, AGENT, "the agent's check-in", Checkin,
           CheckinReply, alike=True),
+    Route("GET", f"{HOST}/updates/{{id}}", get_update_bundle, AGENT,
+          "the agent fetches the signed bundle of an update it was given",
+          raw_reply="application/x-tar", refusals=(404,)),
     Route("PUT", f"{HOST}/logs", put_logs, HOST_SECRET, "upload the installer's log bundle",
           reply=LogStored, status=201, raw_body="application/x-bzip2", refusals=(413,)),
     Route("GET", f"{HOST}/logs", list_logs, OPERATOR,

@@ -48,6 +48,7 @@ from pxe_server.operator_view import UnknownProfile
 from pxe_server.registry import EnrolRefused, Registry, TransitionRefused, UnknownHost
 from pxe_server.secrets import Purpose
 from pxe_server.store import outage
+from pxe_server.updates import UnknownUpdate
 
 B = TypeVar("B")
 
@@ -395,7 +396,7 @@ def unavailable(method: str, path: str, exc: BaseException) -> web.Response | No
 def refusal(exc: InputError) -> web.Response:
     """InputError as a reply: 404 for an unknown host, 409 for a refused transition, 400."""
     message = " ".join(exc.problems)
-    if isinstance(exc, UnknownHost | UnknownProfile | UnknownPool | UnknownJob):
+    if isinstance(exc, UnknownHost | UnknownProfile | UnknownPool | UnknownJob | UnknownUpdate):
         return error(404, message)
     if isinstance(exc, Conflict):
         return error(409, message)

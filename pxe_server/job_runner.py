@@ -34,6 +34,8 @@ from pxe_server.jobs import JOB_POLL, LEASE_RENEW, LEASE_SECONDS, Job, LeaseLost
 from pxe_server.model import Event, Host, RebootPolicy, Repository, Work
 from pxe_server.pool import Pace, PoolPlan, plan_pool, rolling_upgrade, summary
 from pxe_server.registry import Registry
+from pxe_server.update_ops import UpdatePlan, rolling_update
+from pxe_server.updates import HostUpdate
 
 log = logging.getLogger("netinstall.jobs")
 
@@ -99,6 +101,29 @@ class _JobHosts:
         if self.registry.bmc(mac) is not None:  # a host that is off would never check in
             self.say(power_on_for_work(self.registry, mac)[1])
         return host
+
+
+@dataclass(frozen=True)
+class _JobUpdateHosts:
+    """``update_ops.UpdateHosts`` for a job: reads, and updates given only while this
+    server holds the job's lease."""
+
+    registry: Registry
+    job: int
+    holder: str
+    update: str
+    policy: RebootPolicy
+
+    def get_host(self, mac: str) -> Host | None:
+        return self.registry.get_host(mac)
+
+    def host_updates_of(self, mac: str) -> list[HostUpdate]:
+        return self.registry.host_updates_of(mac)
+
+    def give(self, mac: str) -> HostUpdate:
+        return self.registry.give_update_for_job(
+            self.job, self.holder, mac, self.update, self.policy
+        )
 
 
 class JobRunner:
@@ -201,7 +226,10 @@ class _Drive:
         try:
             again = job.log_count > 0  # a server ran it before (and died or stopped)
             self.write(lines=[f"{'taken over' if again else 'started'} by {self.holder}"])
-            self.pool_upgrade()
+            if job.kind is JobKind.UPDATE_APPLY:
+                self.update_apply()
+            else:
+                self.pool_upgrade()
         except LeaseLost:
             log.warning("job %d: another server runs it now; this one stopped", job.id)
         except _Stopping:
@@ -215,11 +243,9 @@ class _Drive:
                 log.exception("job %d: cannot record its failure", job.id)
         return self.job
 
-    def pool_upgrade(self) -> None:
+    def pace(self) -> Pace:
         parameters = self.job.parameters
-        version = str(parameters["version"])
-        plan = PoolPlan(version, self.job.macs)
-        pace = Pace(
+        return Pace(
             timeout=float(parameters["timeout"]),
             poll=float(parameters["poll"]),
             clock=self.runner.clock,
@@ -228,6 +254,32 @@ class _Drive:
             stop=self.cancelled,
             mark=lambda mac, state, note: self.write(hosts=[(mac, state, note)]),
         )
+
+    def update_apply(self) -> None:
+        parameters = self.job.parameters
+        update = self.registry.known_update(str(parameters["update"]))
+        policy = RebootPolicy(str(parameters["reboot"]))
+        plan = UpdatePlan(update, self.job.macs)
+        order = ", ".join(plan.hosts)
+        self.write(
+            lines=[f"applying {update.id} to {len(plan.hosts)} host(s), one at a time: {order}"]
+        )
+        hosts = _JobUpdateHosts(self.registry, self.job.id, self.holder, update.id, policy)
+        result = rolling_update(hosts, plan, self.pace())
+        left = [(mac, JobHostState.NOT_STARTED, None) for mac in result.not_started]
+        if result.ok:
+            line = f"update applied: {len(result.done)} host(s) have {update.id}"
+            self.write(lines=[line], end=(JobState.DONE, None))
+        else:
+            state = JobState.CANCELLED if result.cancelled else JobState.FAILED
+            self.write(lines=[f"update apply {summary(result, 'updated')}"], hosts=left,
+                       end=(state, summary(result, "updated")))  # fmt: skip
+
+    def pool_upgrade(self) -> None:
+        parameters = self.job.parameters
+        version = str(parameters["version"])
+        plan = PoolPlan(version, self.job.macs)
+        pace = self.pace()
         order = ", ".join(plan.hosts)
         self.write(
             lines=[f"upgrading {len(plan.hosts)} host(s) to {version}, one at a time: {order}"]

@@ -67,7 +67,12 @@ def host_view(registry: Registry, mac: str) -> HostRecord:
     event = registry.last_event(host.mac)
     record = host_record(host, None if event is None else event_record(event))
     bmc = registry.bmc(host.mac)
-    return replace(record, bmc=None if bmc is None else bmc.record())
+    record = replace(record, bmc=None if bmc is None else bmc.record())
+    updates = registry.update_facts(host.mac)  # what its agent last said of its own disk
+    if updates is not None:
+        facts = {**record.facts, "updates": list(updates.updates), "free_mib": updates.free_mib}
+        record = replace(record, facts=facts)
+    return record
 
 
 def edit_host(registry: Registry, mac: str, edit: HostEdit) -> Host:

@@ -195,10 +195,13 @@ def rolling_upgrade(registry: PoolRegistry, plan: PoolPlan, pace: Pace) -> PoolR
     return PoolResult(plan, tuple(done))
 
 
-def summary(result: PoolResult) -> str:
-    """Why a run stopped, as one sentence after "pool upgrade ": what was done and not."""
+def summary(result: PoolResult, done_word: str = "upgraded") -> str:
+    """Why a run stopped, as one sentence after "pool upgrade " (or "update apply "): what
+    was done and not."""
     done = ", ".join(result.done) or "none"
     rest = ", ".join(result.not_started) or "none"
     if result.cancelled:
-        return f"{result.reason}; upgraded: {done}; not started: {rest}"
-    return f"stopped at {result.stopped_at}: {result.reason}; upgraded: {done}; not started: {rest}"
+        return f"{result.reason}; {done_word}: {done}; not started: {rest}"
+    return (
+        f"stopped at {result.stopped_at}: {result.reason}; {done_word}: {done}; not started: {rest}"
+    )

@@ -24,6 +24,7 @@ from pxe_server.http import BOOT_API
 from pxe_server.http_api import API
 from pxe_server.http_bmc import BMC_API
 from pxe_server.http_edge import Caller, Route
+from pxe_server.http_updates import UPDATE_API
 from pxe_server.limits import MAX_BODY
 
 MARKER = (
@@ -97,7 +98,7 @@ def _messages(routes: Sequence[Route]) -> list[type]:
     return list(found)
 
 
-def reference(routes: Sequence[Route] = API + BOOT_API + BMC_API) -> str:
+def reference(routes: Sequence[Route] = API + BOOT_API + BMC_API + UPDATE_API) -> str:
     versions = ", ".join(str(v) for v in codec.SUPPORTED)
     lines = [
         MARKER,

@@ -81,6 +81,7 @@ from pxe_server.registry_pools import PoolsAndJobs
 from pxe_server.registry_progress import Progress, ProgressQueue
 from pxe_server.registry_reports import Reports
 from pxe_server.registry_repositories import Repositories
+from pxe_server.registry_updates import Updates
 from pxe_server.render_cache import RenderCache
 from pxe_server.secrets import (
     API_TOKEN_FILE,
@@ -262,7 +263,7 @@ _SET_EVENT_COUNT = (
 )
 
 
-class Registry(Reports, PoolsAndJobs, Repositories, Bmcs):
+class Registry(Reports, PoolsAndJobs, Repositories, Bmcs, Updates):
     """The registry of one server directory. Open with ``Registry.open(directory)``."""
 
     def __init__(self, store: Store) -> None:
@@ -303,6 +304,7 @@ class Registry(Reports, PoolsAndJobs, Repositories, Bmcs):
             with registry._write() as conn:
                 done = store_schema.migrate(conn, store)
                 registry._keys = registry._keyring(conn)
+                registry.update_key = registry._open_update_key(conn)
                 found = conn.execute(_SECRET, {"name": API_TOKEN_HASH}).scalar()
                 if found is None:
                     registry._issue_api_token(conn)

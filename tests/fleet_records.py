@@ -140,11 +140,11 @@ def check_pools_and_jobs(directory: Path) -> None:
 
 # Revisions 0009 (pools and jobs) and 0010 (BMCs) added these tables and changed none of
 # 0008's.
-ADDED_BY_0009 = ("pools", "pool_hosts", "jobs", "bmcs")
+ADDED_BY_0009 = ("pools", "pool_hosts", "jobs", "bmcs", "updates", "host_updates", "update_facts")
 
 
 def as_revision_8(backup: Path, target: Path) -> Path:
-    """``backup`` (a ``server backup`` at 0010 with no pools, jobs or BMCs) as a netinstall
+    """``backup`` (a ``server backup`` at 0011 with no pools, jobs, BMCs or updates) as a netinstall
     at Alembic revision 0008 wrote it: the same members without the tables since added, the
     manifest saying 0008. Today's ``server backup`` cannot write one: it brings the
     registry up to date first. ``alembic_tables("0008")`` is what it must hold."""

@@ -746,6 +746,7 @@ class JobState(enum.StrEnum):
 
 class JobKind(enum.StrEnum):
     POOL_UPGRADE = "pool-upgrade"
+    UPDATE_APPLY = "update-apply"
 
 
 class JobHostState(enum.StrEnum):
@@ -753,8 +754,9 @@ class JobHostState(enum.StrEnum):
 
     WAITING = "waiting"  # not started yet
     UPGRADING = "upgrading"  # its work assigned, the job follows it
-    DONE = "done"  # it runs the version now
-    SKIPPED = "skipped"  # it ran the version already
+    APPLYING = "applying"  # its update given, the job follows it
+    DONE = "done"  # it runs the version now (has the update now)
+    SKIPPED = "skipped"  # it ran the version (had the update) already
     FAILED = "failed"  # the job stopped at it
     NOT_STARTED = "not-started"  # the job stopped before it
 
@@ -891,3 +893,113 @@ class JobList(Message):
 @dataclass(frozen=True)
 class Removed(Message):
     removed: str = field(metadata=rule("the name of what was removed"))
+
+
+# -- operators: updates (README "Updates") -------------------------------------------------
+
+
+class HostUpdateState(enum.StrEnum):
+    """Where a host stands with an update."""
+
+    PENDING = "pending"  # given to the host; its agent has not applied it yet
+    REBOOTING = "rebooting"  # applied; the host reboots (the update needs it)
+    REBOOT_REQUIRED = "reboot-required"  # applied; waits for the operator's reboot
+    APPLIED = "applied"  # on the host's own disk (and rebooted, if the update needs it)
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class UpdateHostRecord(Message):
+    mac: str = field(metadata=rule("the host"))
+    state: HostUpdateState = field(metadata=rule("where it stands with the update"))
+    reason: str | None = field(metadata=rule("why it failed (the agent's words)"))
+    updated: float = field(metadata=rule("when that was last said (epoch s)"))
+
+
+@dataclass(frozen=True)
+class UpdateRecord(Message):
+    """An update added to the server, and the hosts it is applied to, pending on or
+    failed on."""
+
+    id: str = field(metadata=rule("its stable id"))
+    name: str = field(metadata=rule("what it is"))
+    version: str = field(metadata=rule("the version string it sets"))
+    applies_to: tuple[str, ...] = field(metadata=rule("the payload versions it applies to"))
+    reboot: bool = field(metadata=rule("whether a host reboots after it"))
+    size: int = field(metadata=rule("the signed bundle's size in bytes"))
+    sha256: str = field(metadata=rule("the signed bundle's sha256"))
+    added: float = field(metadata=rule("when it was added (epoch s)"))
+    added_by: str = field(metadata=rule("who added it"))
+    cleaned: float | None = field(
+        metadata=rule("when its file was removed (`update clean`); null: it is kept")
+    )
+    hosts: tuple[UpdateHostRecord, ...] = field(metadata=rule("by MAC"))
+
+
+@dataclass(frozen=True)
+class UpdateList(Message):
+    updates: tuple[UpdateRecord, ...] = field(metadata=rule("by id"))
+
+
+@dataclass(frozen=True)
+class UpdateTargets(Message):
+    """The hosts an update is for: a named pool, or hosts given (the first is the master)."""
+
+    NAME: ClassVar[str] = "update targets"
+
+    pool: str | None = field(default=None, metadata=rule("a named pool", max_length=MAX_POOL_NAME))
+    hosts: tuple[str, ...] = field(
+        default=(),
+        metadata=rule("the hosts' MACs (without pool), the first first",
+                      max_items=MAX_POOL_HOSTS, max_length=MAX_WORD),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PrecheckHost(Message):
+    mac: str = field(metadata=rule("the host"))
+    ok: bool = field(metadata=rule("whether the update may be applied to it now"))
+    running_version: str | None = field(metadata=rule("the payload version it runs"))
+    free_mib: int | None = field(metadata=rule("MiB free in dom0 for the download"))
+    last_checkin: float | None = field(metadata=rule("its agent's last check-in (epoch s)"))
+    problems: tuple[str, ...] = field(metadata=rule("why not, one sentence each"))
+
+
+@dataclass(frozen=True)
+class UpdatePrecheck(Message):
+    update: str = field(metadata=rule("the update"))
+    ok: bool = field(metadata=rule("whether every host passed"))
+    hosts: tuple[PrecheckHost, ...] = field(metadata=rule("in the order they would be updated"))
+
+
+@dataclass(frozen=True)
+class UpdateApplyRequest(Message):
+    """``POST /api/v1/jobs/update-apply``: an update applied host by host, master first, as
+    a job a server runs, after the precheck passed on every host."""
+
+    NAME: ClassVar[str] = "update apply"
+
+    update: str = field(metadata=rule("the update's id", max_length=MAX_WORD))
+    pool: str | None = field(default=None, metadata=rule("a named pool", max_length=MAX_POOL_NAME))
+    hosts: tuple[str, ...] = field(
+        default=(),
+        metadata=rule("the hosts' MACs (without pool), in their order",
+                      max_items=MAX_POOL_HOSTS, max_length=MAX_WORD),
+    )  # fmt: skip
+    reboot: RebootPolicy = field(
+        default=RebootPolicy.AUTO,
+        metadata=rule("for an update that reboots: auto, or manual (the operator reboots)"),
+    )
+    timeout: float = field(
+        default=3600.0,
+        metadata=rule("seconds to wait for each host", minimum=1, maximum=MAX_TIMEOUT),
+    )
+    poll: float = field(
+        default=5.0,
+        metadata=rule("seconds between looks at the host", minimum=0.05, maximum=MAX_POLL),
+    )
+    by: str | None = field(
+        default=None,
+        metadata=rule("who starts it, as the client names them (user@machine)",
+                      printable=True, max_length=MAX_WORD),
+    )  # fmt: skip

@@ -191,3 +191,45 @@ bmcs = Table(
     Column("insecure", Boolean, nullable=False, server_default=false()),
     Column("updated", Float, nullable=False),
 )
+
+# Updates (README "Updates"): one row per update added (its file in the shared
+# directory until `update clean`), one per host an update was given to or found on, and
+# what each host's agent last said of its updates (the precheck's facts).
+updates = Table(
+    "updates",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("applies_to", Text, nullable=False),  # JSON list of payload versions
+    Column("reboot", Boolean, nullable=False),
+    Column("size", BigInteger, nullable=False),  # the signed bundle's bytes
+    Column("sha256", Text, nullable=False),  # the signed bundle's sha256
+    Column("metadata_sha256", Text, nullable=False),  # update.json's: the content's identity
+    Column("added", Float, nullable=False),
+    Column("added_by", Text, nullable=False),
+    Column("cleaned", Float),  # when its file was removed (the record stays)
+)
+
+host_updates = Table(
+    "host_updates",
+    metadata,
+    Column("mac", Text, ForeignKey("hosts.mac", ondelete="CASCADE"), primary_key=True),
+    Column("update_id", Text, ForeignKey("updates.id"), primary_key=True),
+    Column("state", Text, nullable=False),  # updates.HostUpdateState
+    Column("reason", Text),
+    Column("reboot_policy", Text, nullable=False),
+    Column("boot_id", Text),  # the boot it was applied in, while a reboot is awaited
+    Column("updated", Float, nullable=False),
+    Index("host_updates_by_update", "update_id", "state"),
+)
+
+update_facts = Table(
+    "update_facts",
+    metadata,
+    Column("mac", Text, ForeignKey("hosts.mac", ondelete="CASCADE"), primary_key=True),
+    Column("updates", Text, nullable=False),  # JSON list of the ids its own log holds
+    Column("free_mib", BigInteger),
+    Column("boot_id", Text),
+    Column("seen", Float, nullable=False),
+)

@@ -26,6 +26,7 @@ from pxe_server.http import BOOT_API, make_app
 from pxe_server.http_bmc import BMC_API
 from pxe_server.http_edge import DECODED, ROUTES, BodyTooLarge, Caller, DecodedBodies, body_chunks
 from pxe_server.http_files import Context
+from pxe_server.http_updates import UPDATE_API
 from pxe_server.limits import DECODED_BODIES, DECODED_BODY_BYTES, MAX_BODY
 from pxe_server.model import ServerSettings, State
 from pxe_server.registry import Registry, default_profile
@@ -117,8 +118,8 @@ def context_stub() -> Context:
 
 def test_the_router_holds_every_declared_route_and_no_other() -> None:
     routes = api_routes()
-    declared = http_api.API + BOOT_API + BMC_API
-    assert len(routes) == len(declared) == 35
+    declared = http_api.API + BOOT_API + BMC_API + UPDATE_API
+    assert len(routes) == len(declared) == 42
     assert {(m, p) for m, p, _ in routes} == {(r.method, r.template) for r in declared}
 
 

@@ -145,7 +145,8 @@ def test_migration_leaves_no_secret_in_the_file_or_its_wal(directory: Path) -> N
         assert conn.execute("SELECT version FROM schema_version").fetchone() == (ALEMBIC_MARK,)
         names = {row[0] for row in conn.execute("SELECT name FROM secrets")}
         assert migrations.LATEST < ALEMBIC_MARK
-        assert names == {"registry_key", "api_token_hash"}  # no scrub left pending
+        # no scrub left pending; the update key (sealed) made at the first open
+        assert names == {"registry_key", "api_token_hash", "update-key"}
         assert conn.execute("PRAGMA freelist_count").fetchone() == (0,)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(hosts)")}
         assert {"token", "agent_credential"}.isdisjoint(columns)
