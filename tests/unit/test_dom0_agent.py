@@ -116,6 +116,7 @@ class FakeSession:
     files: dict[str, bytes] = field(default_factory=lambda: dict(FILES))
     posts: list[tuple[str, Any, dict[str, str]]] = field(default_factory=list)
     gets: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    puts: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
 
     def post(
         self, url: str, *, json: Any, headers: Mapping[str, str], timeout: float
@@ -133,6 +134,12 @@ class FakeSession:
         if url not in self.files:
             return FakeResponse(404)
         return FakeResponse(200, content=self.files[url])
+
+    def put(
+        self, url: str, *, data: bytes, headers: Mapping[str, str], timeout: float
+    ) -> FakeResponse:
+        self.puts.append((url, data, dict(headers)))
+        return FakeResponse(201)
 
     def states(self) -> list[str]:
         return [body["state"] for _, body, _ in self.posts]

@@ -167,6 +167,11 @@ class FakeSession:
     ) -> FakeResponse:
         raise AssertionError("first boot downloads nothing")
 
+    def put(
+        self, url: str, *, data: bytes, headers: Mapping[str, str], timeout: float
+    ) -> FakeResponse:
+        raise AssertionError("first boot uploads nothing")
+
 
 def accepted() -> FakeResponse:
     return FakeResponse(200, {"agent_credential": CREDENTIAL, "checkin_interval": 120})

@@ -369,3 +369,27 @@ def test_the_first_key_offered_is_kept_and_another_is_ignored(tmp_path: Path) ->
     keep_key(layout, first.public_line())
     keep_key(layout, second.public_line())
     assert layout.update_key.read_text() == first.public_line() + "\n"
+
+
+def test_a_failed_update_is_reported_with_a_log_bundle(tmp_path: Path, layout: Layout) -> None:
+    path = signed(tmp_path, EXAMPLE, UpdateKey.generate())  # not the key the host holds
+    work = work_for(path)
+    reply = {"action": "none", "update": encode(work, envelope=False)}
+    session = FakeSession([reply], files={work.url: path.read_bytes()})
+    runner = Runner()
+    assert make_agent(layout, session, runner).checkin_once() is Outcome.IDLE  # type: ignore[arg-type]
+    report = session.posts[-1][1]["update_result"]
+    assert report["outcome"] == "failed"
+    assert "signature does not verify" in report["reason"]
+    ((url, data, headers),) = session.puts
+    assert url.endswith("/logs")
+    assert headers["Authorization"] == f"Bearer {CREDENTIAL}"
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:bz2") as archive:
+        names = archive.getnames()
+        failure = archive.extractfile("update-failure.txt").read().decode()  # type: ignore[union-attr]
+    assert names == ["update-failure.txt", "netinstall-agent.journal", "updates.json"]
+    assert failure.strip() == report["reason"]
+    assert runner.calls == [
+        ("journalctl", "-u", "netinstall-agent", "-b", "--no-pager", "-n", "2000")
+    ]
+    assert UpdateLog.read(layout).last is None  # reported: the next check-in starts afresh

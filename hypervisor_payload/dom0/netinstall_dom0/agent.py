@@ -27,7 +27,14 @@ import requests
 
 from common.errors import NetinstallError
 from common.process import CommandRunner, run
-from common.protocol.messages import AgentState, Checkin, CheckinReply, RebootPolicy, UpdateWork
+from common.protocol.messages import (
+    AgentState,
+    Checkin,
+    CheckinReply,
+    RebootPolicy,
+    UpdateOutcome,
+    UpdateWork,
+)
 
 from .config import AgentConfig, load_agent
 from .errors import NetworkError, Unauthorized
@@ -38,7 +45,7 @@ from .layout import INSTALLER_ENTRY, Layout
 from .logs import setup_logging
 from .server import ServerClient
 from .updates import Host as UpdateHost
-from .updates import UpdateLog, apply_update, boot_id, free_mib, keep_key
+from .updates import UpdateLog, apply_update, boot_id, free_mib, keep_key, log_bundle
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,9 @@ class Agent:
             update_result=record.last,
         )
         reply = self.client.checkin(self.config.credential, checkin)
+        if record.last is not None:  # the server has it: a later try starts afresh
+            record.last = None
+            record.write(self.layout)
         keep_key(self.layout, reply.update_key)
         return reply
 
@@ -99,6 +109,12 @@ class Agent:
             self.checkin(AgentState.RUNNING)  # carries the result
         except NetworkError as exc:
             log.warning("could not report update %s (%s); the next check-in will", work.id, exc)
+        if done.result.outcome is UpdateOutcome.FAILED:
+            try:
+                bundle = log_bundle(self.layout, self.runner, done.result.reason or "failed")
+                self.client.put_logs(self.config.credential, bundle)
+            except NetinstallError as exc:
+                log.warning("could not upload the log bundle of update %s: %s", work.id, exc)
         if done.reboot:
             log.info("rebooting: update %s asks for it", work.id)
             self.runner(["systemctl", "reboot"])

@@ -50,6 +50,10 @@ class HttpSession(Protocol):
         self, url: str, *, headers: Mapping[str, str], timeout: float, stream: bool
     ) -> HttpResponse: ...
 
+    def put(
+        self, url: str, *, data: bytes, headers: Mapping[str, str], timeout: float
+    ) -> HttpResponse: ...
+
 
 def public_url(url: str) -> str:
     """``url`` without its query and fragment, fit for a log line."""
@@ -100,6 +104,20 @@ class ServerClient:
             raise ServerError(
                 f"POST {url}: the reply does not fit the protocol: {exc}", 200
             ) from exc
+
+    def put_logs(self, secret: str, data: bytes) -> None:
+        """Upload a log bundle (tar.bz2) to the host's logs route (``PUT .../logs``)."""
+        url = f"{self.host_url}/logs"
+        headers = {**_bearer(secret), "Content-Type": "application/x-bzip2"}
+        try:
+            response = self.session.put(url, data=data, headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise NetworkError(f"PUT {url}: {type(exc).__name__}: {exc}") from exc
+        try:
+            if response.status_code != 201:
+                _check_status("PUT", url, response.status_code)
+        finally:
+            response.close()
 
     def download(self, url: str, dest: Path, credential: str, limit: int | None = None) -> int:
         """Fetch ``url`` into ``dest`` through a temporary name; returns its size.

@@ -24,6 +24,7 @@ Any fault before step 4 changes nothing. Commands go through the injected runner
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -68,6 +69,8 @@ SCRIPT_TIMEOUT = 1800.0  # seconds post-apply.sh may run
 DPKG_TIMEOUT = 3600.0  # seconds dpkg -i may run
 VERIFY_TIMEOUT = 60.0
 MAX_REASON = 4000  # characters of a failure's reason
+JOURNAL_LINES = 2000  # of the agent's journal in a failed update's log bundle
+MAX_JOURNAL = 8 << 20  # bytes of the journal (and the update log) in it
 
 
 @dataclass
@@ -306,6 +309,27 @@ def apply_checked(checked: Checked, layout: Layout, runner: CommandRunner, say: 
 class Applied:
     result: UpdateResult
     reboot: bool  # the host reboots now (the update says so, the policy is auto)
+
+
+def log_bundle(layout: Layout, runner: CommandRunner, reason: str) -> bytes:
+    """A tar.bz2 for the server's logs route after a failed update: the reason, the
+    agent's journal of this boot (its last ``JOURNAL_LINES`` lines) and the update log."""
+    parts: dict[str, bytes] = {"update-failure.txt": f"{reason}\n".encode()}
+    try:
+        argv = ["journalctl", "-u", "netinstall-agent", "-b", "--no-pager", "-n"]
+        journal = runner([*argv, str(JOURNAL_LINES)], timeout=VERIFY_TIMEOUT).stdout
+        parts["netinstall-agent.journal"] = journal.encode()[-MAX_JOURNAL:]
+    except NetinstallError as exc:
+        parts["netinstall-agent.journal"] = f"journalctl failed: {exc}\n".encode()
+    if layout.update_log.exists():
+        parts["updates.json"] = layout.update_log.read_bytes()[:MAX_JOURNAL]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:bz2") as archive:
+        for name, data in parts.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 def apply_update(work: UpdateWork, host: Host) -> Applied:
