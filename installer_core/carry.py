@@ -202,6 +202,7 @@ def rearm_first_boot(
             "hostname": hostname,
         },
     )
+    configure.write_update_key(root, plan.update_key)
     state = root / STATE
     state.parent.mkdir(parents=True, exist_ok=True)
     state.write_text(json.dumps({"done": False, "sr_uuid": existing.sr_uuid}, indent=2) + "\n")

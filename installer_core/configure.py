@@ -354,6 +354,16 @@ def firstboot_data(
     }
 
 
+UPDATE_KEY = "etc/netinstall/update-key.pub"  # what the dom0 agent verifies bundles with
+
+
+def write_update_key(root: Path, key: str | None) -> None:
+    """The server's update key into dom0 (README "Updates"), when the enrolment gave one;
+    without it the agent takes the key its first check-in's reply hands it."""
+    if key:
+        _write(root / UPDATE_KEY, f"{key}\n", mode=0o644)
+
+
 def write_firstboot(root: Path, data: dict[str, Any]) -> None:
     path = root / "etc/netinstall/firstboot.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -400,4 +410,5 @@ def configure_system(plan: InstallPlan, version: str, made: Filesystems) -> None
     _write(root / "etc/fstab", fstab_text(made.uuids))
     _write(root / "etc/machine-id", "", mode=0o444)  # systemd makes one on first boot
     write_firstboot(root, firstboot_data(plan, version, made, nic, host_mac(plan)))
+    write_update_key(root, plan.update_key)
     log.info("configured %s (management NIC %s on %s)", root, nic, BRIDGE)

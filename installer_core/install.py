@@ -402,6 +402,7 @@ def _run(boot: Boot, host: Host, walk: StepWalker, secrets: logbundle.Secrets) -
                 machine=host.machine,
                 transport=host.transport,
                 install_key=boot.reporter.install_key,
+                update_key=boot.reporter.update_key,
             )
         reached = replace(reached, plan=plan)
         walk.expect(steps_of(args, plan))

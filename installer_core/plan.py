@@ -170,6 +170,7 @@ class InstallPlan:
     # The key this install enrolled with the server (None: no server); first boot's
     # ``running`` report proves it (firstboot.json), docs/protocol.md "Install tokens".
     install_key: str | None = field(default=None, repr=False)
+    update_key: str | None = None  # the server's update key, written into dom0
 
 
 def _size(size: int | None) -> str:

@@ -17,6 +17,7 @@ refuses the key (another boot of this host enrolled since) stops the install:
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -71,6 +72,7 @@ class NullReporter:
     """No server: events only reach the install log."""
 
     install_key: str | None = None
+    update_key: str | None = None
 
     def enrol(self, session: requests.Session) -> None:
         """Nothing to enrol with."""
@@ -127,6 +129,8 @@ class ServerReporter:
         self._token = token
         # This install's own key: enrolled with the token, then the bearer of every call.
         self.install_key = secrets.token_urlsafe(32)
+        # The server's update key, from the enrolment's reply: written into dom0.
+        self.update_key: str | None = None
         self._enrolled = False
         self._refused: str | None = None
         self._session = session or requests.Session()
@@ -151,8 +155,12 @@ class ServerReporter:
             raise NetinstallError("the host's MAC is not known: cannot enrol with the server")
         if not self._enrolled:
             body = encode(Enrolment(self.install_key))
-            if not self._send("POST", self._url("enrol"), json=body, bearer=self._token):
+            replies: list[Any] = []
+            if not self._send(
+                "POST", self._url("enrol"), json=body, bearer=self._token, replies=replies
+            ):
                 raise NetinstallError(f"cannot reach the server {self.server} to enrol")
+            self.update_key = _update_key(replies)
             self._enrolled = True
             log.info("enrolled this install's key with the server")
             self.flush()
@@ -194,7 +202,15 @@ class ServerReporter:
         else:
             log.warning("the log bundle could not be uploaded; it stays at %s", bundle)
 
-    def _send(self, method: str, url: str, *, bearer: str | None = None, **kwargs: Any) -> bool:
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        bearer: str | None = None,
+        replies: list[Any] | None = None,
+        **kwargs: Any,
+    ) -> bool:
         """True when the server answered (a refusal is logged and dropped); False when
         it could not be reached after every attempt. ``KeyRefused`` the first time the
         server refuses the token or key (401, or 409 for the enrolment); after that
@@ -215,6 +231,11 @@ class ServerReporter:
                 log.warning("%s %s: %s", method, url, self._hide(str(exc)))
                 continue
             if response.status_code < 300:
+                if replies is not None:  # the reply's JSON is wanted (none: None)
+                    try:
+                        replies.append(json.loads(response.text))
+                    except ValueError:
+                        replies.append(None)
                 return True
             text = self._hide(response.text[:200])
             if response.status_code == 401 or (bearer and response.status_code == 409):
@@ -228,3 +249,20 @@ class ServerReporter:
                 return True  # retrying cannot help: drop it
             log.warning("%s %s: HTTP %d %s", method, url, response.status_code, text)
         return False
+
+
+MAX_UPDATE_KEY = 512  # characters of an update key line
+
+
+def _update_key(replies: list[Any]) -> str | None:
+    """The update key an enrolment's reply carries, if it is one (an ssh-ed25519 key line);
+    None otherwise (a server from before updates: the agent gets it at its check-in)."""
+    found = replies[0] if replies else None
+    key = found.get("update_key") if isinstance(found, dict) else None
+    if not isinstance(key, str):
+        return None
+    line = " ".join(key.split())
+    if not line.startswith("ssh-ed25519 ") or len(line) > MAX_UPDATE_KEY or not line.isprintable():
+        log.warning("the server's update key is not an ssh-ed25519 key line; not kept")
+        return None
+    return line

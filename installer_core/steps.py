@@ -42,6 +42,10 @@ class Reporter(Protocol):
     def install_key(self) -> str | None:
         """The key this install enrols with the server (None: no server)."""
 
+    @property
+    def update_key(self) -> str | None:
+        """The server's update key its enrolment handed out (None: none, or no server)."""
+
     def enrol(self, session: requests.Session) -> None: ...
 
     def event(

@@ -145,9 +145,11 @@ def plan_install(
     machine: Machine | None = None,
     transport: Transport | None = None,
     install_key: str | None = None,
+    update_key: str | None = None,
 ) -> InstallPlan:
     """Step: the run's plan, every refusal it knows raised before any download or write.
-    ``install_key``: the key this install enrolled, for first boot's report."""
+    ``install_key``: the key this install enrolled, for first boot's report;
+    ``update_key``: the server's update key its enrolment handed out, for dom0."""
     machine = machine or Machine()
     io = transport or Transport()
     planning.check_options(args, answer)  # before the disk is looked at
@@ -170,7 +172,7 @@ def plan_install(
         learn_payload=learn,
         paths=paths,
     )
-    plan = replace(plan, install_key=install_key)
+    plan = replace(plan, install_key=install_key, update_key=update_key)
     for line in describe(plan):
         log.info("plan: %s", line)
     return plan

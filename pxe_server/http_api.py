@@ -389,7 +389,7 @@ async def enrol(call: Call[Enrolment]) -> Enrolled:
     _, outcome = await host_writing(
         call.ctx, call.ctx.registry.enrol, call.mac, bearer(call.request) or "", key, address
     )
-    return Enrolled(outcome)
+    return Enrolled(outcome, call.ctx.registry.update_key.public_line())
 
 
 # The reply to a progress event, encoded once: progress is most of what hosts send.

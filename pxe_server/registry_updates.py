@@ -193,7 +193,9 @@ class Updates(RegistryBase):
         rows = self.host_updates_of(mac)
         if report.updates is None and not rows:
             return None
-        known = {u.id: u for u in self.updates()}
+        # Every update's row only when the host has or names one (a routine check-in of
+        # a host with no updates reads its facts and rows, nothing more).
+        known = {u.id: u for u in self.updates()} if rows or report.updates else {}
         changes = _changes(rows, known, report, now)
         added = [
             HostUpdate(mac, update_id, HostUpdateState.APPLIED, RebootPolicy.AUTO, now)

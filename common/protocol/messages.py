@@ -222,7 +222,14 @@ class Enrolment(Message):
 class Enrolled(Message):
     """The reply to an enrolment."""
 
+    OMIT_NONE: ClassVar[bool] = True
+
     enrolled: str = field(metadata=rule("new, again (the same key) or replaced (a new boot)"))
+    update_key: str | None = field(
+        default=None,
+        metadata=rule("the server's update key (an OpenSSH public key line): the installer "
+                      "writes it into dom0, which verifies every update bundle with it"),
+    )  # fmt: skip
 
 
 # -- the dom0 agent: check-ins ----------------------------------------------------------

@@ -214,7 +214,18 @@ def walk_cli(walk: Walk) -> list[str]:
         "pool", "create", "default", "--master", CLI_MAC, API_MAC, "--dir", str(walk.directory)
     )
     assert made.returncode == 0, made.stderr
-    fill = {"mac": [CLI_MAC, API_MAC], "name": ["default"], "job_id": []}
+    # An update to show (`update show ID`): the repository's example, added.
+    example = Path(__file__).resolve().parents[2] / "hypervisor_payload" / "updates_example"
+    bundle = walk.directory / "example.update"
+    built = netinstall("update", "build", str(example), "-o", str(bundle))
+    assert built.returncode == 0, built.stderr
+    assert netinstall("update", "add", str(bundle), "--dir", str(walk.directory)).returncode == 0
+    fill = {
+        "mac": [CLI_MAC, API_MAC],
+        "name": ["default"],
+        "job_id": [],
+        "update_id": ["example-hotfix-1"],
+    }
     for path, command in commands:
         arguments = [p.name for p in command.params if isinstance(p, click.Argument)]
         choices: list[list[str]] = [[]]

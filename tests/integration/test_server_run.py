@@ -71,7 +71,9 @@ def test_tftp_config_signals_then_installed_boots_locally(directory: Path, tmp_p
             headers={"Authorization": f"Bearer {token}"},
             timeout=10,
         )
-        assert enrolled.json() == {"protocol": 2, "enrolled": "new"}
+        with Registry.open(directory) as registry:
+            update_key = registry.update_key.public_line()
+        assert enrolled.json() == {"protocol": 2, "enrolled": "new", "update_key": update_key}
         reply = requests.post(
             f"{server.settings.http_base}/api/v1/hosts/{MAC}/events",
             json={"state": "installed"},

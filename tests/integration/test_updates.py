@@ -13,14 +13,18 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from common.errors import CommandError
+from common.process import Completed, run
 from common.update_bundle import SIGNATURE_NAMESPACE, SIGNER, read_bundle
 from hypervisor_payload.updates import build_update
 from tests.integration.conftest import netinstall
@@ -265,3 +269,109 @@ def test_a_bad_bundle_is_refused_and_nothing_is_kept(server: Running, tmp_path: 
     assert done.stderr.strip().endswith("sha256 mismatch for post-apply.sh")
     assert cli(server, "update", "list").stdout.strip() == "no updates"
     assert [p.name for p in (server.directory / "updates").iterdir()] == []
+
+
+# -- the dom0 agent's own code against the server --------------------------------------------
+
+
+@dataclass
+class DomRunner:
+    """dom0's commands for an agent whose root is a temporary directory: ``ssh-keygen``
+    runs for real (the signature is checked by the tool dom0 uses); dpkg, chroot and
+    journalctl are recorded (they would change this machine), multipathd is absent."""
+
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+
+    def __call__(self, argv: Sequence[str], **kwargs: Any) -> Completed:
+        args = tuple(str(a) for a in argv)
+        if args[0] == "ssh-keygen":
+            return run(args, **kwargs)
+        if args[0] == "multipathd":
+            raise CommandError(args, 127, "", "multipathd: command not found")
+        self.calls.append(args)
+        return Completed(args, 0, "", "")
+
+
+def dom0_agent(server: Running, mac: str, root: Path) -> Any:
+    """The dom0 agent (``netinstall_dom0.agent.Agent``) of host ``mac``, its files under
+    ``root``, talking to the server with ``requests`` as in dom0."""
+    import requests
+
+    dom0 = Path(__file__).resolve().parents[2] / "hypervisor_payload" / "dom0"
+    if str(dom0) not in sys.path:
+        sys.path.insert(0, str(dom0))
+    from netinstall_dom0.agent import Agent
+    from netinstall_dom0.config import AgentConfig
+    from netinstall_dom0.layout import Layout
+    from netinstall_dom0.server import ServerClient
+
+    host = BootClient(mac)
+    install(server, host)
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/netinstall-release").write_text(f"VERSION={VERSION}\n")
+    base = f"http://127.0.0.1:{server.http_port}"
+    config = AgentConfig(base, mac, str(host.credential), checkin_interval=60)
+    session = requests.Session()
+    return Agent(config, ServerClient(base, mac, session), DomRunner(), Layout(root))
+
+
+def follow(server: Running, agent: Any, job: int) -> dict[str, object]:
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while time.monotonic() < deadline:
+        agent.checkin_once()
+        record = json.loads(cli(server, "job", "show", str(job), "--json").stdout)
+        if record["state"] not in ("queued", "running"):
+            return dict(record)
+        time.sleep(0.3)
+    raise AssertionError(f"job {job} did not end within {JOB_TIMEOUT} s")
+
+
+@pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+def test_the_dom0_agent_fetches_verifies_and_applies_an_update(
+    server: Running, tmp_path: Path
+) -> None:
+    root = tmp_path / "dom0"
+    agent = dom0_agent(server, MACS[0], root)
+    agent.checkin_once()  # it gets the update key and tells the server it knows updates
+    key = (root / "etc/netinstall/update-key.pub").read_text()
+    assert key.startswith("ssh-ed25519 ")
+    update_id = added(server, tmp_path, "hotfix-1")
+    started = cli(server, "update", "apply", update_id, "--host", MACS[0], "--poll", "0.2",
+                  "--no-follow")  # fmt: skip
+    assert started.returncode == 0, started.stdout + started.stderr
+    job = follow(server, agent, int(started.stdout))
+    assert job["state"] == "done", job
+    conf = (root / "etc/netinstall/hotfix-example.conf").read_text()
+    assert "hotfix = example-hotfix-1" in conf
+    assert (root / "etc/netinstall-updates" / update_id).read_text() == "1.0-hotfix1\n"
+    (script,) = [c for c in agent.runner.calls if c[0] == "chroot"]
+    assert script[2:3] == ("/bin/sh",)
+    shown = json.loads(cli(server, "update", "show", update_id, "--json").stdout)
+    assert [(h["mac"], h["state"]) for h in shown["hosts"]] == [(MACS[0], "applied")]
+    before = list(agent.runner.calls)
+    agent.checkin_once()  # nothing more to do
+    assert agent.runner.calls == before
+
+
+@pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+def test_a_bundle_the_host_cannot_verify_fails_with_a_log_bundle(
+    server: Running, tmp_path: Path
+) -> None:
+    root = tmp_path / "dom0"
+    agent = dom0_agent(server, MACS[1], root)
+    keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")]
+    subprocess.run(keygen, check=True, capture_output=True)
+    (root / "etc/netinstall").mkdir(parents=True)
+    shutil.copyfile(tmp_path / "other.pub", root / "etc/netinstall/update-key.pub")
+    agent.checkin_once()  # the server's key is offered, and refused: the host holds one
+    update_id = added(server, tmp_path, "hotfix-3")
+    started = cli(server, "update", "apply", update_id, "--host", MACS[1], "--poll", "0.2",
+                  "--no-follow")  # fmt: skip
+    job = follow(server, agent, int(started.stdout))
+    assert job["state"] == "failed"
+    assert "signature does not verify" in str(job["reason"])
+    assert not (root / "etc/netinstall/hotfix-example.conf").exists()
+    assert not (root / "etc/netinstall-updates").exists()
+    logs = cli(server, "host", "logs", MACS[1])
+    assert logs.returncode == 0, logs.stderr
+    assert ".tar.bz2" in logs.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -323,6 +324,18 @@ def test_configure_system_writes_everything(tmp_path: Path, root: Path) -> None:
         "admin_interface",
         "hostname",
     }
+
+
+def test_the_update_key_the_enrolment_gave_is_written_into_dom0(tmp_path: Path, root: Path) -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ netinstall-updates"
+    plan = replace(_plan(tmp_path, root, answer_for()), update_key=key)
+    configure.configure_system(plan, "1.2.3", MADE)
+    written = root / "etc/netinstall/update-key.pub"
+    assert written.read_text() == key + "\n"
+    assert written.stat().st_mode & 0o777 == 0o644
+    written.unlink()
+    configure.configure_system(_plan(tmp_path, root, answer_for()), "1.2.3", MADE)
+    assert not written.exists()  # none given: the agent takes it at its first check-in
 
 
 def test_firstboot_without_sr(tmp_path: Path, root: Path) -> None:

@@ -63,6 +63,23 @@ def test_the_token_enrols_the_installers_own_key_once() -> None:
     assert ServerReporter("http://srv:8080", MAC, TOKEN).install_key != key  # drawn per run
 
 
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"enrolled": "new", "update_key": "ssh-ed25519  AAAAC3 netinstall-updates"}',
+         "ssh-ed25519 AAAAC3 netinstall-updates"),
+        (b'{"enrolled": "new"}', None),  # a server from before updates
+        (b'{"enrolled": "new", "update_key": "rm -rf /"}', None),
+        (b"not json", None),
+    ],
+)  # fmt: skip
+def test_the_enrolment_hands_out_the_servers_update_key(body: bytes, key: str | None) -> None:
+    session = FakeSession(lambda *_: FakeResponse(200, body))
+    report = reporter(session, enrol=False)
+    report.enrol(requests.Session())
+    assert report.update_key == key
+
+
 @pytest.mark.parametrize("status", [401, 409])
 def test_a_refused_enrolment_stops_the_install(status: int) -> None:
     session = FakeSession(lambda *_: FakeResponse(status, f"no {TOKEN}".encode()))

@@ -57,6 +57,7 @@ from tests.unit.test_installer_fakes import (
 
 class Recorder:
     install_key = "recorded-install-key-0123456789abcdef0123"
+    update_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRecorded netinstall-updates"
 
     def __init__(self, refuse: str | None = None) -> None:
         self.events: list[dict[str, Any]] = []
