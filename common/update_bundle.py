@@ -232,6 +232,15 @@ def _read_small(archive: tarfile.TarFile, info: tarfile.TarInfo, limit: int) -> 
     return stream.read(limit + 1)
 
 
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of the file at ``path``, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _digest(stream: IO[bytes], size: int) -> str:
     digest = hashlib.sha256()
     left = size

@@ -186,6 +186,10 @@ class ApiClient:
         ``body`` (a message), its reply decoded as ``reply``."""
         data = None if body is None else json.dumps(encode(body)).encode()
         got = self._send(method, path, data, _Into(None, self.max_reply, self.reply_timeout))
+        return self._decoded(got, reply)
+
+    def _decoded(self, got: _Reply, reply: type[M]) -> M:
+        """A JSON reply as ``reply``; a refusal raised as the server said it."""
         parsed = self._parsed(got.status, got.body)
         if got.status >= 400:
             self._refuse(got.status, parsed)
@@ -204,16 +208,7 @@ class ApiClient:
             upload = _Upload(stream, size, media_type)
             into = _Into(None, self.max_reply, self.reply_timeout)
             got = self._exchange("POST", f"/api/v1/{path}", upload, into)
-        parsed = self._parsed(got.status, got.body)
-        if got.status >= 400:
-            self._refuse(got.status, parsed)
-        try:
-            return decode(reply, parsed, strict=False)
-        except ProtocolError as exc:
-            raise RemoteError(
-                f"{self.where.url} sent a reply that is no {message_name(reply)} "
-                f"({' '.join(exc.problems)}): is it a netinstall server of this version?"
-            ) from None
+        return self._decoded(got, reply)
 
     def download(self, path: str, sink: Sink, limit: int) -> int:
         """``GET path`` (under /api/v1/) of a file, its body written to ``sink`` as it

@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.errors import InputError
 from common.protocol.messages import (
+    MAX_WORD,
     JobRecord,
     NoBody,
     UpdateApplyRequest,
@@ -26,6 +28,7 @@ from common.protocol.messages import (
 )
 from common.update_bundle import MAX_BUNDLE_BYTES, MAX_METADATA, MAX_SIGNATURE
 from pxe_server import update_ops
+from pxe_server.http_api import requester
 from pxe_server.http_edge import Call, Caller, Route, body_chunks, check_not_encoded
 from pxe_server.http_files import blocking
 from pxe_server.jobs import job_record
@@ -37,10 +40,6 @@ MAX_UPLOAD = MAX_BUNDLE_BYTES + MAX_METADATA + MAX_SIGNATURE + 1024 * 1024
 
 def _id(call: Call[Any]) -> str:
     return call.request.match_info["id"]
-
-
-def _by(call: Call[Any], by: str | None = None) -> str:
-    return f"{by or 'an operator'} (API, from {call.request.remote or 'an unknown address'})"
 
 
 async def list_updates(call: Call[NoBody]) -> UpdateList:
@@ -75,12 +74,15 @@ async def add_update(call: Call[NoBody]) -> UpdateRecord:
     """The bundle in the body checked, signed and kept; its record (the id first)."""
     request, ctx = call.request, call.ctx
     check_not_encoded(request)
+    given = request.query.get("by")
+    if given is not None and (len(given) > MAX_WORD or not given.isprintable()):
+        raise InputError(f"by: at most {MAX_WORD} printable characters")
     upload = await blocking(_Upload, ctx.shared)
     try:
         async for chunk in body_chunks(request, MAX_UPLOAD, "an update bundle"):
             await blocking(upload.write, chunk)
         await blocking(upload.close)
-        by = _by(call, request.query.get("by"))
+        by = requester(call, given)
         return await blocking(update_ops.add_bundle, ctx.registry, ctx.shared, upload.path, by)
     finally:
         await asyncio.shield(blocking(upload.discard))
@@ -96,7 +98,7 @@ async def precheck_update(call: Call[UpdateTargets]) -> UpdatePrecheck:
 
 async def start_update_apply(call: Call[UpdateApplyRequest]) -> JobRecord:
     """The precheck on every host, then queued: a server's job runner applies it."""
-    by = _by(call, call.body.by)
+    by = requester(call, call.body.by)
     job = await blocking(
         update_ops.start_update_apply, call.ctx.registry, call.body, by, time.time()
     )

@@ -37,7 +37,7 @@ from common.protocol.messages import (
     UpdateRecord,
     UpdateTargets,
 )
-from common.update_bundle import UpdateError, read_bundle, signed_copy
+from common.update_bundle import UpdateError, file_sha256, read_bundle, signed_copy
 from pxe_server.jobs import Job, UnknownPool, pool_macs
 from pxe_server.model import Host
 from pxe_server.pool import Pace, PoolPlan, PoolResult
@@ -59,14 +59,6 @@ def bundle_path(shared: Path, update_id: str) -> Path:
     return shared / UPDATES_DIR / bundle_name(update_id)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def add_bundle(registry: Registry, shared: Path, path: Path, added_by: str) -> UpdateRecord:
     """Check the bundle at ``path``, sign it, keep it in the shared directory, record it.
     UpdateError (one sentence, nothing kept) for a bundle that cannot be used; Conflict for
@@ -86,7 +78,7 @@ def add_bundle(registry: Registry, shared: Path, path: Path, added_by: str) -> U
         part = directory / f".{target.name}.{secrets.token_hex(4)}"
         signed_copy(bundle, part, signature)
         os.chmod(part, 0o644)
-        size, sha256 = part.stat().st_size, _sha256(part)
+        size, sha256 = part.stat().st_size, file_sha256(part)
         part.replace(target)
     except OSError as exc:
         raise UpdateError(f"cannot keep the bundle in {directory}: {exc.strerror}") from None

@@ -23,7 +23,6 @@ Any fault before step 4 changes nothing. Commands go through the injected runner
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -54,6 +53,7 @@ from common.update_bundle import (
     UpdateError,
     UpdateMeta,
     extract,
+    file_sha256,
     read_bundle,
     root_entries,
 )
@@ -165,14 +165,6 @@ def boot_id(layout: Layout) -> str | None:
 # -- verifying ---------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_signature(bundle: Bundle, key: Path, runner: CommandRunner, scratch: Path) -> None:
     """UpdateError unless ``update.json`` carries a good signature by the key in ``key``
     (``ssh-keygen -Y verify``: the key as the only allowed signer, our namespace)."""
@@ -223,7 +215,7 @@ class Host:
 
 def check_bundle(work: UpdateWork, path: Path, host: Host, scratch: Path) -> Checked:
     """Every check of a downloaded bundle (UpdateError naming the first that fails)."""
-    if path.stat().st_size != work.size or _sha256(path) != work.sha256:
+    if path.stat().st_size != work.size or file_sha256(path) != work.sha256:
         raise UpdateError(f"the bundle downloaded for {work.id} does not match its sha256")
     bundle = read_bundle(path)
     if bundle.meta.id != work.id:
