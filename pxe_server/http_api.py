@@ -440,7 +440,9 @@ async def checkin(call: Call[Checkin]) -> CheckinReply | web.Response:
         ctx, ctx.registry.check_in, mac, version, body.state, maps, seen=call.host
     )
     report = Report(body.updates, body.boot_id, body.free_mib, body.update_result)
-    pending = await host_writing(ctx, ctx.registry.update_checkin, mac, report)
+    pending, changed = ctx.registry.update_offer(mac, report)  # reads, on this thread
+    if changed:
+        pending = await host_writing(ctx, ctx.registry.update_checkin, mac, report)
     offered = host.work in AGENT_WORK
     profile = ctx.registry.get_profile(host.profile) if offered else None
     try:

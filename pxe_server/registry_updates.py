@@ -182,49 +182,50 @@ class Updates(RegistryBase):
 
     # -- check-ins --------------------------------------------------------------------------
 
+    def update_offer(self, mac: str, report: Report) -> tuple[HostUpdate | None, bool]:
+        """Reads only: the update a check-in's reply is to offer (the oldest pending one
+        whose file is kept), and whether the check-in changes anything (then
+        ``update_checkin`` writes it). A routine check-in of a host with no updates reads
+        its rows and facts, nothing more, and writes nothing."""
+        return self._plan(normalise_mac(mac), report, time.time())[:2]
+
     def update_checkin(self, mac: str, report: Report) -> HostUpdate | None:
         """Apply the update part of a check-in (``updates.after_checkin``) and keep the
-        agent's facts; the update the reply is to offer (the oldest pending one whose
-        file is kept), if any. Writes only what changed: a routine check-in of a host
-        with nothing pending and the same facts writes nothing."""
+        agent's facts; the update the reply is to offer, if any."""
         mac = normalise_mac(mac)
         now = time.time()
-        facts = self.update_facts(mac)
+        offer, write, known = self._plan(mac, report, now)
+        if not write:
+            return offer
+        with self._write() as conn:
+            if not conn.execute(LOCK_HOSTS, {"macs": [mac]}).all():
+                return None
+            current = [_host_update(r) for r in conn.execute(_ROWS_OF, {"mac": mac}).all()]
+            present = {r.update_id for r in current}
+            for before, after in _changes(current, known, report, now):
+                conn.execute(_DELETE_ROW, {"w_mac": mac, "w_update": before.update_id})
+                if after is not None:
+                    conn.execute(insert(host_updates).values(_row_values(after)))
+            for row in _found(mac, report, known, present, now):
+                conn.execute(insert(host_updates).values(_row_values(row)))
+            if report.updates is not None:
+                self._store_facts(conn, mac, report, now)
+        return _offer(self.host_updates_of(mac), known)
+
+    def _plan(
+        self, mac: str, report: Report, now: float
+    ) -> tuple[HostUpdate | None, bool, dict[str, StoredUpdate]]:
         rows = self.host_updates_of(mac)
         if report.updates is None and not rows:
-            return None
-        # Every update's row only when the host has or names one (a routine check-in of
-        # a host with no updates reads its facts and rows, nothing more).
+            return None, False, {}
+        # Every update's row only when the host has or names one.
         known = {u.id: u for u in self.updates()} if rows or report.updates else {}
-        changes = _changes(rows, known, report, now)
-        added = [
-            HostUpdate(mac, update_id, HostUpdateState.APPLIED, RebootPolicy.AUTO, now)
-            for update_id in report.updates or ()
-            if update_id in known and update_id not in {r.update_id for r in rows}
-        ]
-        stale = facts is None or _stale(facts, report)
-        if changes or added or (stale and report.updates is not None):
-            with self._write() as conn:
-                if not conn.execute(LOCK_HOSTS, {"macs": [mac]}).all():
-                    return None
-                current = [_host_update(r) for r in conn.execute(_ROWS_OF, {"mac": mac}).all()]
-                changes = _changes(current, known, report, now)
-                present = {r.update_id for r in current}
-                for before, after in changes:
-                    conn.execute(_DELETE_ROW, {"w_mac": mac, "w_update": before.update_id})
-                    if after is not None:
-                        conn.execute(insert(host_updates).values(_row_values(after)))
-                for row in added:
-                    if row.update_id not in present:
-                        conn.execute(insert(host_updates).values(_row_values(row)))
-                if report.updates is not None:
-                    self._store_facts(conn, mac, report, now)
-            rows = self.host_updates_of(mac)
-        for row in sorted(rows, key=lambda r: r.updated):
-            stored = known.get(row.update_id)
-            if row.state is HostUpdateState.PENDING and stored and stored.cleaned is None:
-                return row
-        return None
+        present = {r.update_id for r in rows}
+        write = bool(_changes(rows, known, report, now) or _found(mac, report, known, present, now))
+        if report.updates is not None and not write:
+            facts = self.update_facts(mac)
+            write = facts is None or _stale(facts, report)
+        return _offer(rows, known), write, known
 
     @staticmethod
     def _store_facts(conn: Connection, mac: str, report: Report, now: float) -> None:
@@ -237,6 +238,25 @@ class Updates(RegistryBase):
         done = conn.execute(update(update_facts).where(update_facts.c.mac == mac).values(values))
         if done.rowcount == 0:
             conn.execute(insert(update_facts).values(mac=mac, **values))
+
+
+def _found(
+    mac: str, report: Report, known: dict[str, StoredUpdate], present: set[str], now: float
+) -> list[HostUpdate]:
+    """Rows for the known updates the host lists that it has no row for: applied."""
+    return [
+        HostUpdate(mac, update_id, HostUpdateState.APPLIED, RebootPolicy.AUTO, now)
+        for update_id in report.updates or ()
+        if update_id in known and update_id not in present
+    ]
+
+
+def _offer(rows: Sequence[HostUpdate], known: dict[str, StoredUpdate]) -> HostUpdate | None:
+    for row in sorted(rows, key=lambda r: r.updated):
+        stored = known.get(row.update_id)
+        if row.state is HostUpdateState.PENDING and stored and stored.cleaned is None:
+            return row
+    return None
 
 
 def _stale(facts: Facts, report: Report) -> bool:

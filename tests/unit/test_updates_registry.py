@@ -258,3 +258,19 @@ def test_apply_refuses_hosts_that_fail_the_precheck(reg: Registry) -> None:
     assert refused.value.problems[-1].startswith("the precheck failed: nothing was applied")
     assert reg.jobs() == []
     assert json.dumps([u.id for u in reg.updates()]) == '["fix-1"]'
+
+
+def test_a_routine_check_in_writes_nothing(reg: Registry) -> None:
+    add(reg)
+    assert reg.update_offer(A, Report(None, None, None, None)) == (None, False)  # an old agent
+    assert reg.update_offer(A, report()) == (None, True)  # its first facts
+    reg.update_checkin(A, report())
+    assert reg.update_offer(A, report()) == (None, False)
+    assert reg.update_offer(A, report(free=4096 - 63)) == (None, False)  # within the slack
+    assert reg.update_offer(A, report(free=4096 - 64)) == (None, True)
+    assert reg.update_offer(A, report(boot="boot-2")) == (None, True)
+    assert reg.update_offer(A, report("fix-1")) == (None, True)  # found on its disk
+    reg.give_update(A, "fix-1", RebootPolicy.AUTO)
+    offer, changed = reg.update_offer(A, report())
+    assert offer is not None
+    assert (offer.update_id, changed) == ("fix-1", False)  # offered again: nothing to write
