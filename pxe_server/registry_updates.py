@@ -31,6 +31,7 @@ from pxe_server.updates import (
     StoredUpdate,
     UnknownUpdate,
     after_checkin,
+    different_content,
     host_update,
     stored_update,
 )
@@ -74,10 +75,7 @@ class Updates(RegistryBase):
             if row is not None:
                 old = _update(row)
                 if old.metadata_sha256 != metadata_sha256:
-                    raise Conflict(
-                        f"update {meta.id} exists already with other content; an update never "
-                        "changes: give the new one another id"
-                    )
+                    raise Conflict(different_content(meta.id))
                 values = {"size": size, "sha256": sha256, "cleaned": None}
                 conn.execute(update(updates).where(updates.c.id == meta.id).values(values))
                 return _update(conn.execute(_UPDATE, {"id": meta.id}).one()), False

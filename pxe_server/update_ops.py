@@ -38,7 +38,7 @@ from common.protocol.messages import (
     UpdateTargets,
 )
 from common.update_bundle import UpdateError, file_sha256, read_bundle, signed_copy
-from pxe_server.jobs import Job, UnknownPool, pool_macs
+from pxe_server.jobs import Conflict, Job, UnknownPool, pool_macs
 from pxe_server.model import Host
 from pxe_server.pool import Pace, PoolPlan, PoolResult
 from pxe_server.registry import Registry
@@ -51,6 +51,7 @@ from pxe_server.updates import (
     HostUpdate,
     StoredUpdate,
     bundle_name,
+    different_content,
     update_record,
 )
 
@@ -67,9 +68,7 @@ def add_bundle(registry: Registry, shared: Path, path: Path, added_by: str) -> U
     existing = registry.get_update(bundle.meta.id)
     metadata_sha256 = hashlib.sha256(bundle.metadata).hexdigest()
     if existing is not None and existing.metadata_sha256 != metadata_sha256:
-        registry.add_update(  # raises Conflict, naming the id
-            bundle.meta, metadata_sha256=metadata_sha256, size=0, sha256="", added_by=added_by
-        )
+        raise Conflict(different_content(bundle.meta.id))  # before its file is replaced
     signature = registry.update_key.sign(bundle.metadata).encode("ascii")
     directory = shared / UPDATES_DIR
     target = directory / bundle_name(bundle.meta.id)

@@ -179,5 +179,12 @@ def update_record(update: StoredUpdate, hosts: Sequence[HostUpdate]) -> UpdateRe
     )
 
 
+def different_content(update_id: str) -> str:
+    return (
+        f"update {update_id} exists already with other content; an update never changes: "
+        "give the new one another id"
+    )
+
+
 def bundle_name(update_id: str) -> str:
     return f"{update_id}{BUNDLE_SUFFIX}"

@@ -5,6 +5,7 @@ on PostgreSQL by tests/integration/test_updates_registry_postgresql.py."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,8 @@ from common.protocol.messages import (
     UpdateResult,
     UpdateTargets,
 )
-from common.update_bundle import Member, UpdateMeta
+from common.update_bundle import Member, UpdateMeta, read_bundle
+from hypervisor_payload.updates import build_update
 from pxe_server import update_ops
 from pxe_server.job_runner import JobRunner
 from pxe_server.jobs import Conflict
@@ -274,3 +276,35 @@ def test_a_routine_check_in_writes_nothing(reg: Registry) -> None:
     offer, changed = reg.update_offer(A, report())
     assert offer is not None
     assert (offer.update_id, changed) == ("fix-1", False)  # offered again: nothing to write
+
+
+def test_a_bundle_is_kept_signed_and_another_with_its_id_is_refused(
+    reg: Registry, tmp_path: Path
+) -> None:
+    example = Path(__file__).resolve().parents[2] / "hypervisor_payload" / "updates_example"
+    _meta, built = build_update(example, tmp_path / "example.update")
+    shared = tmp_path / "shared"
+    record = update_ops.add_bundle(reg, shared, built, "alice")
+    kept = shared / "updates" / "example-hotfix-1.update"
+    bundle = read_bundle(kept)
+    assert bundle.signature is not None
+    assert verify_signature(
+        reg.update_key.public_line(), bundle.signature.decode(), bundle.metadata
+    )
+    assert (record.id, record.added_by, record.size) == (
+        "example-hotfix-1",
+        "alice",
+        kept.stat().st_size,
+    )
+    other = tmp_path / "other"
+    shutil.copytree(example, other)
+    toml = (other / "update.toml").read_text().replace("1.0-hotfix1", "1.0-hotfix2")
+    (other / "update.toml").write_text(toml)
+    _meta, changed = build_update(other, tmp_path / "other.update")
+    before = kept.read_bytes()
+    with pytest.raises(Conflict, match="exists already with other content"):
+        update_ops.add_bundle(reg, shared, changed, "bob")
+    assert kept.read_bytes() == before
+    update_ops.clean(reg, shared, "example-hotfix-1")
+    assert not kept.exists()
+    assert reg.known_update("example-hotfix-1").cleaned is not None
