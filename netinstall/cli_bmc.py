@@ -159,17 +159,3 @@ def rearm_power(fleet: Fleet, mac: str) -> None:
     reply = fleet.power(mac, PowerRequest(PowerAction.BOOT, network_once=True))
     for step in reply.steps:
         click.echo(f"{reply.mac}: {step}")
-
-
-def power_on_for_work(fleet: Fleet, item: HostRecord) -> None:
-    """After agent work is assigned: a host with a BMC that is off is powered on, so that
-    its agent checks in; said either way. A host without a BMC is left as it is."""
-    from common.protocol.messages import PowerAction, PowerRequest, PowerState
-
-    if fleet.host(item.mac).bmc is None:
-        return
-    reply = fleet.power(item.mac, PowerRequest(PowerAction.ON))
-    if reply.was is PowerState.OFF:
-        click.echo(f"{item.mac} was off: powered on through its BMC for its agent to check in")
-    else:
-        click.echo(f"{item.mac} is on (its BMC says so)")

@@ -93,6 +93,7 @@ from pxe_server.registry_input import (
 from pxe_server.registry_pools import PoolsAndJobs
 from pxe_server.registry_progress import Progress, ProgressQueue
 from pxe_server.registry_repositories import Repositories
+from pxe_server.registry_segments import Segments
 from pxe_server.render_cache import RenderCache
 from pxe_server.secrets import (
     API_TOKEN_FILE,
@@ -112,6 +113,7 @@ from pxe_server.store.tables import (
     bmcs,
     counters,
     events,
+    host_segments,
     hosts,
     pool_hosts,
     profiles,
@@ -431,7 +433,7 @@ def once_more_on_conflict(
     return retried
 
 
-class Registry(PoolsAndJobs, Repositories, Bmcs):
+class Registry(PoolsAndJobs, Repositories, Bmcs, Segments):
     """The registry of one server directory. Open with ``Registry.open(directory)``."""
 
     def __init__(self, store: Store) -> None:
@@ -1035,6 +1037,7 @@ class Registry(PoolsAndJobs, Repositories, Bmcs):
                 conn.execute(delete(pool_hosts).where(pool_hosts.c.mac == mac))
                 log.info("host %s removed: it left pool %s", mac, name)
             conn.execute(delete(bmcs).where(bmcs.c.mac == mac))  # its BMC goes with it
+            conn.execute(delete(host_segments).where(host_segments.c.mac == mac))
             conn.execute(_DELETE_EVENTS, {"mac": mac})
             conn.execute(_DELETE_HOST, {"mac": mac})
 
