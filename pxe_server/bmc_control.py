@@ -160,12 +160,11 @@ def power_on_for_work(registry: Registry, mac: str) -> tuple[Powered, str]:
         reply = power(registry, mac, PowerRequest(PowerAction.ON))
     except InputError as exc:
         return Powered.FAILED, f"{mac}: its BMC could not power it on: {' '.join(exc.problems)}"
+    via = "" if reply.via is None else f" (through server {reply.via}, on its segment)"
     if reply.was is PowerState.OFF:
-        return (
-            Powered.WAS_OFF,
-            f"{mac} was off: powered on through its BMC for its agent to check in",
-        )
-    return Powered.ON, f"{mac} is on (its BMC says so)"
+        said = f"{mac} was off: powered on through its BMC for its agent to check in{via}"
+        return Powered.WAS_OFF, said
+    return Powered.ON, f"{mac} is on (its BMC says so){via}"
 
 
 def powered_for_work(registry: Registry, mac: str) -> str | None:

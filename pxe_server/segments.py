@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -230,8 +230,7 @@ def ask_segment_server(
 def _answered(mac: str, server: str, answer: Any) -> PowerReply:
     if "reply" in answer:
         reply = decode(PowerReply, answer["reply"], strict=False)
-        note = f"carried out by server {server}, {mac}'s segment server"
-        return PowerReply(reply.mac, reply.state, reply.was, (*reply.steps, note))
+        return replace(reply, via=server)
     message = f"server {server}: {answer.get('message', 'no message')}"
     if answer.get("error") == "unknown":
         from pxe_server.registry import UnknownHost  # noqa: PLC0415 - SQLAlchemy's import

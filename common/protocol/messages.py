@@ -401,6 +401,13 @@ class PowerReply(Message):
     )
     was: PowerState = field(metadata=rule("its power before the action, as its BMC said it"))
     steps: tuple[str, ...] = field(metadata=rule("what was done, one sentence each"))
+    via: str | None = field(
+        default=None,
+        metadata=rule(
+            "the server that asked the BMC, the host's segment server, when it is not the "
+            "server called (null: the server called did)"
+        ),
+    )
 
 
 @dataclass(frozen=True)
