@@ -110,10 +110,11 @@ def pin_segment(registry: Registry, mac: str, server: str | None) -> None:
     """Pin ``mac``'s segment server to ``server`` (a registered server's name; InputError
     naming the ones there are otherwise), or learn it again (None). Blocks (a write)."""
     from pxe_server.registry import UnknownHost  # noqa: PLC0415 - see the imports
+    from pxe_server.segments import server_name_of  # noqa: PLC0415 - see the imports
 
-    if server is not None and registry.server(server) is None:
+    if server is not None and registry.server(server_name_of(server)) is None:
         names = ", ".join(s.name for s in registry.servers()) or "none yet"
-        raise InputError(f"no server {server[:64]!r} has run on this registry (servers: {names})")
+        raise InputError(f"no server {server!r} has run on this registry (servers: {names})")
     if not registry.pin_segment(mac, server, time.time()):
         raise UnknownHost(f"no host {mac} in the registry")
 

@@ -14,6 +14,7 @@ thread, and answered in the registry for the server that waits for it.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from pxe_server.segments import (
 log = logging.getLogger("netinstall.segments")
 
 DESK_WORKERS = 4  # power requests carried out at once (each waits on a BMC)
+OUTAGE_LOG_EVERY = 60.0  # seconds between the desk's log lines while the registry fails
 
 
 class PowerDesk:
@@ -81,6 +83,7 @@ class PowerDesk:
 
     def _loop(self) -> None:
         next_beat = time.monotonic() + self.beat
+        quiet_until = -math.inf  # an outage is logged once a minute, not every poll
         while not self._stopping.wait(self.poll):
             try:
                 if time.monotonic() >= next_beat:
@@ -91,7 +94,9 @@ class PowerDesk:
                 if self.requests:
                     self.take_requests()
             except Exception:  # the database unreachable, say: look again later
-                log.exception("power desk of server %s", self.name)
+                if time.monotonic() >= quiet_until:
+                    quiet_until = time.monotonic() + OUTAGE_LOG_EVERY
+                    log.exception("power desk of server %s (said once a minute)", self.name)
 
     def take_requests(self) -> int:
         """Claim the power requests waiting for this server (as many as workers are free)
