@@ -84,6 +84,16 @@ class Segments(RegistryBase):
             if done.rowcount == 0:
                 conn.execute(insert(servers).values(name=name, **values))
 
+    def rename_server(self, old: str, new: str) -> int:
+        """Server ``old`` runs as ``new`` now (``server run --name`` changed): its row goes,
+        and the hosts it was the segment server of follow it; how many."""
+        with self._write() as conn:
+            conn.execute(delete(servers).where(servers.c.name == old))
+            moved = conn.execute(
+                update(host_segments).where(host_segments.c.server == old).values(server=new)
+            )
+            return int(moved.rowcount)
+
     def server_seen(self, name: str, now: float) -> bool:
         """Renew server ``name``'s heartbeat; False if it has no row (registered again by
         the caller)."""

@@ -55,7 +55,7 @@ from pxe_server.job_runner import JobRunner, holder_name
 from pxe_server.model import BOOT_TRANSPORTS, BadMac, BootTransport, ServerSettings, UnknownPolicy
 from pxe_server.power_desk import PowerDesk
 from pxe_server.registry import Registry
-from pxe_server.segments import name_server, server_name_of
+from pxe_server.segments import name_server, server_name, server_name_of
 from pxe_server.store import outage
 from pxe_server.tftp import LATER, Later, TftpServer
 from pxe_server.tftp_protocol import NOT_DEFINED, Refusal
@@ -318,7 +318,11 @@ class Server:
         if self._run_jobs:
             self.jobs = JobRunner(registry, holder_name(settings.http_base))
             self.jobs.start()
+        before = server_name(self.directory)
         self.name = name_server(self.directory, self._name)
+        if before is not None and before != self.name:
+            moved = registry.rename_server(before, self.name)
+            log.info("server %s is %s now; %d host(s) follow it", before, self.name, moved)
         self.desk = PowerDesk(registry, self.name, self.http.operator_base or settings.http_base)
         self.desk.start()
         log.info(

@@ -174,6 +174,17 @@ def test_a_pinned_segment_server_is_not_learnt_over_until_set_to_auto(reg: Regis
     assert reg.pin_segment(OTHER, None, NOW) is False
 
 
+def test_a_renamed_server_keeps_its_hosts(reg: Registry) -> None:
+    reg.add_host(MAC)
+    reg.add_host(OTHER)
+    reg.register_server("old", "http://a:8080", NOW)
+    reg.learn_segment(MAC, "old", NOW)
+    reg.pin_segment(OTHER, "old", NOW)
+    assert reg.rename_server("old", "new") == 2
+    assert reg.segments() == {MAC: Segment("new", False), OTHER: Segment("new", True)}
+    assert reg.servers() == []  # the new name registers itself as it starts
+
+
 def test_a_hosts_segment_server_goes_with_the_host(reg: Registry) -> None:
     reg.add_host(MAC)
     reg.learn_segment(MAC, "a", NOW)
