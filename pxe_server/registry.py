@@ -81,6 +81,7 @@ from pxe_server.registry_pools import PoolsAndJobs
 from pxe_server.registry_progress import Progress, ProgressQueue
 from pxe_server.registry_reports import Reports
 from pxe_server.registry_repositories import Repositories
+from pxe_server.registry_segments import Segments
 from pxe_server.render_cache import RenderCache
 from pxe_server.secrets import (
     API_TOKEN_FILE,
@@ -100,6 +101,7 @@ from pxe_server.store.tables import (
     bmcs,
     counters,
     events,
+    host_segments,
     hosts,
     pool_hosts,
     profiles,
@@ -262,7 +264,7 @@ _SET_EVENT_COUNT = (
 )
 
 
-class Registry(Reports, PoolsAndJobs, Repositories, Bmcs):
+class Registry(Reports, PoolsAndJobs, Repositories, Bmcs, Segments):
     """The registry of one server directory. Open with ``Registry.open(directory)``."""
 
     def __init__(self, store: Store) -> None:
@@ -956,6 +958,7 @@ class Registry(Reports, PoolsAndJobs, Repositories, Bmcs):
                 conn.execute(delete(pool_hosts).where(pool_hosts.c.mac == mac))
                 log.info("host %s removed: it left pool %s", mac, name)
             conn.execute(delete(bmcs).where(bmcs.c.mac == mac))  # its BMC goes with it
+            conn.execute(delete(host_segments).where(host_segments.c.mac == mac))
             conn.execute(_DELETE_EVENTS, {"mac": mac})
             conn.execute(_DELETE_HOST, {"mac": mac})
 

@@ -138,13 +138,21 @@ def check_pools_and_jobs(directory: Path) -> None:
         assert (reg.pools(), reg.jobs()) == ([pool], [job])
 
 
-# Revisions 0009 (pools and jobs) and 0010 (BMCs) added these tables and changed none of
-# 0008's.
-ADDED_BY_0009 = ("pools", "pool_hosts", "jobs", "bmcs")
+# Revisions 0009 (pools and jobs), 0010 (BMCs) and 0011 (servers, segment servers, power
+# requests) added these tables and changed none of 0008's.
+ADDED_BY_0009 = (
+    "pools",
+    "pool_hosts",
+    "jobs",
+    "bmcs",
+    "servers",
+    "host_segments",
+    "power_requests",
+)
 
 
 def as_revision_8(backup: Path, target: Path) -> Path:
-    """``backup`` (a ``server backup`` at 0010 with no pools, jobs or BMCs) as a netinstall
+    """``backup`` (a ``server backup`` at 0011 with no pools, jobs, BMCs or servers) as a netinstall
     at Alembic revision 0008 wrote it: the same members without the tables since added, the
     manifest saying 0008. Today's ``server backup`` cannot write one: it brings the
     registry up to date first. ``alembic_tables("0008")`` is what it must hold."""
