@@ -134,7 +134,12 @@ def bmc_text(item: HostRecord) -> str:
 
 def _reply_text(reply: PowerReply) -> str:
     said = "; ".join(reply.steps) if reply.steps else f"power is {reply.state.value}"
-    return f"{reply.mac}: {said}"
+    return f"{reply.mac}: {said}{_via(reply)}"
+
+
+def _via(reply: PowerReply) -> str:
+    """Which server asked the BMC, when the host's segment server did (``segments``)."""
+    return "" if reply.via is None else f" (through server {reply.via}, on its segment)"
 
 
 @click.command("power")
@@ -148,7 +153,10 @@ def host_power(mac: str, action: str, directory: str) -> None:
 
     with open_fleet(directory) as fleet:
         reply = fleet.power(mac, PowerRequest(PowerAction(action)))
-    click.echo(_reply_text(reply) if reply.steps else f"{reply.mac}: power {reply.state.value}")
+    if reply.steps:
+        click.echo(_reply_text(reply))
+    else:
+        click.echo(f"{reply.mac}: power {reply.state.value}{_via(reply)}")
 
 
 def rearm_power(fleet: Fleet, mac: str) -> None:
@@ -158,18 +166,4 @@ def rearm_power(fleet: Fleet, mac: str) -> None:
 
     reply = fleet.power(mac, PowerRequest(PowerAction.BOOT, network_once=True))
     for step in reply.steps:
-        click.echo(f"{reply.mac}: {step}")
-
-
-def power_on_for_work(fleet: Fleet, item: HostRecord) -> None:
-    """After agent work is assigned: a host with a BMC that is off is powered on, so that
-    its agent checks in; said either way. A host without a BMC is left as it is."""
-    from common.protocol.messages import PowerAction, PowerRequest, PowerState
-
-    if fleet.host(item.mac).bmc is None:
-        return
-    reply = fleet.power(item.mac, PowerRequest(PowerAction.ON))
-    if reply.was is PowerState.OFF:
-        click.echo(f"{item.mac} was off: powered on through its BMC for its agent to check in")
-    else:
-        click.echo(f"{item.mac} is on (its BMC says so)")
+        click.echo(f"{reply.mac}: {step}{_via(reply)}")

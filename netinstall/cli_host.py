@@ -64,6 +64,12 @@ def _token_text(item: HostRecord) -> str:
     return f"set, enrols until {when(item.token_expires)}"
 
 
+def _segment_text(item: HostRecord) -> str:
+    if item.segment_server is None:
+        return "- (not known yet: power calls run on the server asked)"
+    return f"{item.segment_server}{' (pinned)' if item.segment_pinned else ''}"
+
+
 def _san_text(item: HostRecord) -> str:
     from pxe_server.model import DEFAULT_INITIATOR_PREFIX
 
@@ -223,6 +229,7 @@ def host_show(mac: str, directory: str, as_json: bool) -> None:
         ("running version", item.running_version or "-"),
         ("root LUN", _san_text(item)),
         ("bmc", bmc_text(item)),
+        ("segment server", _segment_text(item)),
         ("last check-in", when(item.last_checkin) if item.last_checkin else "-"),
         ("install token", _token_text(item)),
         ("installer key", f"enrolled from {item.enrolled_from}" if item.enrolled_from else "none"),
@@ -247,6 +254,13 @@ def host_show(mac: str, directory: str, as_json: bool) -> None:
 @click.option("--unset", "unset", multiple=True, metavar="KEY", help="Remove a variable (repeat).")
 @bmc_options
 @click.option("--no-bmc", is_flag=True, help="Forget its BMC (and the stored password).")
+@click.option(
+    "--server",
+    "segment",
+    metavar="NAME|auto",
+    help="Pin its segment server (the one its power calls go through; `server list`); auto: "
+    "learn it again from the server that serves its boots and check-ins.",
+)
 def host_set(
     mac: str,
     directory: str,
@@ -260,14 +274,17 @@ def host_set(
     bmc_ca_file: str | None,
     bmc_insecure: bool,
     no_bmc: bool,
+    segment: str | None,
 ) -> None:
-    """Change MAC's name, profile, variables or BMC in place (its state and work unchanged).
+    """Change MAC's name, profile, variables, BMC or segment server in place (its state and
+    work unchanged).
 
     --var and --unset change the variables named and keep the others (passwords too); the
     server merges them in the transaction that writes the host, so another operator's
     change of other variables made meanwhile is kept. A password given is a new one.
-    --bmc replaces its BMC whole (URL, password, CA); --no-bmc removes it."""
-    from common.protocol.codec import ABSENT
+    --bmc replaces its BMC whole (URL, password, CA); --no-bmc removes it. --server NAME
+    pins the server its power calls go through, --server auto learns it again."""
+    from common.protocol.codec import ABSENT, Absent
     from common.protocol.messages import HostEdit
     from pxe_server.model import normalise_mac
 
@@ -276,11 +293,17 @@ def host_set(
     if no_bmc and (bmc_url or bmc_password_file or bmc_ca_file or bmc_insecure):
         raise InputError("--no-bmc removes the BMC: give it without the other --bmc options")
     changes_bmc = no_bmc or bmc_url is not None
-    if name is None and profile is None and not given and not unset and not changes_bmc:
+    changes = (name, profile, segment)
+    if all(c is None for c in changes) and not given and not unset and not changes_bmc:
         bmc_spec(bmc_url, bmc_password_file, bmc_ca_file, bmc_insecure)  # options without --bmc
         raise InputError(
-            "nothing to change: give --name, --profile, --var, --unset, --bmc or --no-bmc"
+            "nothing to change: give --name, --profile, --var, --unset, --bmc, --no-bmc or --server"
         )
+    pin: str | Absent | None = ABSENT
+    if segment is not None:
+        from pxe_server.segments import server_name_of
+
+        pin = None if segment == "auto" else server_name_of(segment)
     with open_fleet(directory) as fleet:
         bmc = None
         if changes_bmc:
@@ -294,10 +317,13 @@ def host_set(
             set_variables=given or ABSENT,
             unset_variables=tuple(unset) or ABSENT,
             bmc=bmc if changes_bmc else ABSENT,
+            segment_server=pin,
         )
         item = fleet.edit_host(mac, edit)
     variables_text = ", ".join(sorted(item.variables)) or "none"
     power = f", BMC {item.bmc.url if item.bmc else 'none'}" if changes_bmc or item.bmc else ""
+    if segment is not None:
+        power += f", segment server {_segment_text(item)}"
     click.echo(
         f"changed {item.mac}: name {item.name or '-'}, profile {item.profile}, variables "
         f"{variables_text}{power}; state {item.state.value} (rearm to install with the changes)"

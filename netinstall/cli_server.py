@@ -21,9 +21,13 @@ import click
 from common.errors import InputError, NetinstallError
 from netinstall.cli_options import (
     dir_option,
+    echo_json,
+    open_fleet,
     open_registry,
     refuse_remote,
     server_directory,
+    table,
+    when,
 )
 from pxe_server.http_tls import DEFAULT_TLS_PORT
 from pxe_server.limits import UNKNOWN_LIMIT, UNKNOWN_RATE
@@ -332,6 +336,12 @@ def _dhcp_range(text: str) -> tuple[str, str]:
     help="How boot loaders that can choose fetch Xen, the kernel and install.img: http "
     "(GRUB's http module; pxelinux where iPXE is the PXE stack) or tftp only.",
 )
+@click.option(
+    "--name",
+    help="This server's name among the servers of its registry (several servers: one a "
+    "segment); default: the one given before, else the machine's host name and the "
+    "directory's id. Hosts' power calls go through the server on their segment.",
+)
 @click.option("--tls-cert", help="TLS: the certificate (PEM) of the operator API's listener.")
 @click.option("--tls-key", help="TLS: its private key (PEM, unencrypted).")
 @click.option(
@@ -356,9 +366,14 @@ def server_run(
     unknown_limit: str,
     unknown_rate: str,
     boot_transport: str,
+    name: str | None,
 ) -> None:
     """Serve TFTP, HTTP (boot files, repository, answer files, API) and optionally DHCP."""
     where = server_directory(directory, positional)
+    if name is not None:
+        from pxe_server.segments import server_name_of
+
+        server_name_of(name)
     with open_registry(where):
         pass
     options: dict[str, Any] = {
@@ -400,5 +415,34 @@ def server_run(
         unknown_limits=limits,
         boot_transport="tftp" if boot_transport == "tftp" else "http",
         tls=tls,
+        name=name,
         **options,
     )
+
+
+@server.command("list")
+@dir_option
+@click.option("--json", "as_json", is_flag=True)
+def server_list(directory: str, as_json: bool) -> None:
+    """The servers of the registry (several: one a segment), with their last heartbeat and
+    the hosts whose power calls go through each."""
+    import time
+
+    from common.protocol.codec import encode
+
+    with open_fleet(directory) as fleet:
+        found = fleet.servers()
+    if as_json:
+        echo_json([encode(s, envelope=False) for s in found])
+        return
+    if not found:
+        click.echo("no servers yet (a `server run` registers itself)")
+        return
+    now = time.time()
+    lines = [("NAME", "ADDRESS", "LAST SEEN", "STATE", "HOSTS", "STARTED")]
+    lines += [
+        (s.name, s.address, f"{max(0.0, now - s.last_seen):.0f} s ago",
+         "running" if s.running else "not seen lately", str(s.hosts), when(s.started))
+        for s in found
+    ]  # fmt: skip
+    click.echo(table(lines))

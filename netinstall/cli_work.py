@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from common.errors import InputError
-from netinstall.cli_bmc import power_on_for_work, rearm_power
+from netinstall.cli_bmc import rearm_power
 from netinstall.cli_options import (
     dir_option,
     echo_json,
@@ -84,6 +84,8 @@ def _assigned(item: HostRecord, what: str) -> None:
         f"{item.state.value}, new install token issued, netboot not armed; "
         "its agent picks the work up at its next check-in"
     )
+    if item.power_on is not None:  # a host with a BMC: on if it was off (the server did it)
+        click.echo(item.power_on)
 
 
 @click.command("upgrade")
@@ -98,7 +100,6 @@ def host_upgrade(mac: str, directory: str, version: str, reboot: str) -> None:
     with open_fleet(directory) as fleet:
         item = fleet.upgrade(mac, UpgradeRequest(version, RebootPolicy(reboot)))
         _assigned(item, f"an upgrade to {version}")
-        power_on_for_work(fleet, item)
 
 
 @click.command("restore")
@@ -112,7 +113,6 @@ def host_restore(mac: str, directory: str, reboot: str) -> None:
     with open_fleet(directory) as fleet:
         item = fleet.restore(mac, RestoreRequest(RebootPolicy(reboot)))
         _assigned(item, "a restore from its backup partition")
-        power_on_for_work(fleet, item)
 
 
 # -- repositories --------------------------------------------------------------------

@@ -18,6 +18,7 @@ the same either way, errors included: the server's refusal is the registry's sen
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 from urllib.parse import quote
@@ -52,6 +53,8 @@ from common.protocol.messages import (
     RepositoryList,
     RepositoryRecord,
     RestoreRequest,
+    ServerList,
+    ServerRecord,
     UpdateApplyRequest,
     UpdateList,
     UpdatePrecheck,
@@ -66,6 +69,7 @@ from pxe_server.job_runner import start_pool_upgrade
 from pxe_server.jobs import UnknownJob, job_record, pool_record
 from pxe_server.limits import MAX_LOG_BUNDLE
 from pxe_server.model import (
+    Host,
     SanTarget,
     ServerSettings,
     event_record,
@@ -158,6 +162,8 @@ class Fleet(Protocol):
 
     def start_update_apply(self, request: UpdateApplyRequest) -> JobRecord: ...  # queued
 
+    def servers(self) -> list[ServerRecord]: ...  # the servers of the registry, by name
+
 
 M = TypeVar("M")
 
@@ -216,6 +222,8 @@ class LocalFleet:
         if edit.bmc is not ABSENT:
             spec = None if edit.bmc is None else checked(edit.bmc)
             bmc_control.set_host_bmc(self.registry, mac, spec)
+        if edit.segment_server is not ABSENT:
+            operator_view.pin_segment(self.registry, mac, edit.segment_server)
         operator_view.edit_host(self.registry, mac, edit)
         return self.host(mac)
 
@@ -264,10 +272,18 @@ class LocalFleet:
         host = self.registry.assign_work(
             mac, Work.UPGRADE, version=request.version, reboot=request.reboot
         )
-        return host_record(host)
+        return self._powered(host)
 
     def restore(self, mac: str, request: RestoreRequest) -> HostRecord:
-        return host_record(self.registry.assign_work(mac, Work.RESTORE, reboot=request.reboot))
+        return self._powered(self.registry.assign_work(mac, Work.RESTORE, reboot=request.reboot))
+
+    def _powered(self, host: Host) -> HostRecord:
+        """Agent work assigned: a host with a BMC that is off is powered on, as the API does."""
+        from pxe_server import bmc_control  # noqa: PLC0415 - sushy, pyghmi: only when asked
+
+        return replace(
+            host_record(host), power_on=bmc_control.powered_for_work(self.registry, host.mac)
+        )
 
     def profiles(self) -> list[ProfileRecord]:
         return operator_view.profile_records(self.registry)
@@ -373,6 +389,9 @@ class LocalFleet:
         by = f"{request.by or 'an operator'} (local)"
         job = update_ops.start_update_apply(self.registry, request, by, time.time())
         return job_record(job)
+
+    def servers(self) -> list[ServerRecord]:
+        return operator_view.server_records(self.registry, time.time())
 
 
 def _copied(file: BinaryIO, sink: Sink, shown: str) -> int:
@@ -517,3 +536,6 @@ class RemoteFleet:
 
     def start_update_apply(self, request: UpdateApplyRequest) -> JobRecord:
         return self.client.call("POST", "jobs/update-apply", JobRecord, request)
+
+    def servers(self) -> list[ServerRecord]:
+        return list(self.client.call("GET", "servers", ServerList).servers)

@@ -4,6 +4,7 @@
     set_host_bmc(registry, mac, spec | None)       stored (or forgotten)
     power(registry, mac, request) -> PowerReply    the BMC asked, each step reported
     power_on_for_work(registry, mac) -> (Powered, str)  on if off, for agent work (jobs, console)
+    powered_for_work(registry, mac) -> str | None      the same for the API's upgrade, restore
 
 The API's handlers (``http_bmc``) and the CLI's local fleet (``netinstall.fleet``) call
 these same functions. The password is sealed with the server directory's ``bmc-key``
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from common.errors import InputError
 from common.protocol.messages import BmcSpec, PowerAction, PowerReply, PowerRequest, PowerState
+from pxe_server import segments
 from pxe_server.bmc import DEFAULT_TIMEOUT, BmcAccess, open_bmc
 from pxe_server.bmc_url import BmcKind, parse_bmc_url
 from pxe_server.registry_bmc import StoredBmc
@@ -105,7 +107,23 @@ def power(
     registry: Registry, mac: str, request: PowerRequest, timeout: float = DEFAULT_TIMEOUT
 ) -> PowerReply:
     """Ask ``mac``'s BMC for ``request``: the next boot from the network first if asked,
-    then the action; what it did, step by step, and the power it says now."""
+    then the action; what it did, step by step, and the power it says now. With several
+    servers on the registry, the host's segment server asks it (``segments``: this one
+    waits for its answer, and says when that server does not run or answer)."""
+    from pxe_server.registry import UnknownHost  # noqa: PLC0415 - SQLAlchemy's import
+
+    if registry.get_host(mac) is None:
+        raise UnknownHost(f"no host {mac} in the registry")
+    server = segments.power_route(registry, mac)
+    if server is not None:
+        return segments.ask_segment_server(registry, mac, request, server)
+    return power_here(registry, mac, request, timeout)
+
+
+def power_here(
+    registry: Registry, mac: str, request: PowerRequest, timeout: float = DEFAULT_TIMEOUT
+) -> PowerReply:
+    """``power`` by this server itself: its BMC asked from here."""
     from pxe_server.registry import UnknownHost  # noqa: PLC0415 - SQLAlchemy's import
 
     if registry.get_host(mac) is None:
@@ -142,9 +160,23 @@ def power_on_for_work(registry: Registry, mac: str) -> tuple[Powered, str]:
         reply = power(registry, mac, PowerRequest(PowerAction.ON))
     except InputError as exc:
         return Powered.FAILED, f"{mac}: its BMC could not power it on: {' '.join(exc.problems)}"
+    via = "" if reply.via is None else f" (through server {reply.via}, on its segment)"
     if reply.was is PowerState.OFF:
-        return Powered.WAS_OFF, f"{mac}: was off, powered on through its BMC"
-    return Powered.ON, f"{mac}: is on (its BMC says so)"
+        said = f"{mac} was off: powered on through its BMC for its agent to check in{via}"
+        return Powered.WAS_OFF, said
+    return Powered.ON, f"{mac} is on (its BMC says so){via}"
+
+
+def powered_for_work(registry: Registry, mac: str) -> str | None:
+    """``power_on_for_work`` for agent work an operator assigned (the API's upgrade and
+    restore, the CLI on the server directory): what happened, one sentence (a failure
+    logged too); None for a host without a BMC."""
+    if registry.bmc(mac) is None:
+        return None
+    powered, said = power_on_for_work(registry, mac)
+    if powered is Powered.FAILED:
+        log.warning("%s", said)
+    return said
 
 
 def _step(action: PowerAction, was: PowerState, now: PowerState) -> str:

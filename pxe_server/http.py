@@ -197,6 +197,8 @@ def _serving(
             if rendered is None:
                 return None
         config = rendered.config
+        if host is not None:
+            registry.served(host.mac)  # this server is on its segment (``segments``)
         if config.mac is None or config.action is not Action.INSTALL or host is None:
             return config.text
         last = attempt == RENDER_ATTEMPTS - 1
@@ -253,6 +255,8 @@ def boot_config_cached(
     config = rendered.config
     if config.mac is not None and config.action is Action.INSTALL and host is not None:
         return None
+    if host is not None:
+        registry.served(host.mac)  # this server is on its segment (``segments``)
     return config.text
 
 

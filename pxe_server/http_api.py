@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import string
+import time
 import typing
 from collections.abc import Callable
 from dataclasses import replace
@@ -65,12 +66,13 @@ from common.protocol.messages import (
     Removed,
     RepositoryList,
     RestoreRequest,
+    ServerList,
     UpdateWork,
     UpgradeRequest,
     Work,
 )
 from pxe_server import answer_check, openapi, operator_view
-from pxe_server.bmc_control import set_host_bmc, stored_bmc
+from pxe_server.bmc_control import powered_for_work, set_host_bmc, stored_bmc
 from pxe_server.checkin import checkin_reply
 from pxe_server.http_edge import (
     JSON_TYPE,
@@ -183,6 +185,8 @@ async def edit_host(call: Call[HostEdit]) -> HostRecord:
     await _known(ctx, mac)
     if call.body.bmc is not ABSENT:
         await blocking(set_host_bmc, ctx.registry, mac, call.body.bmc)
+    if call.body.segment_server is not ABSENT:
+        await writing(ctx, operator_view.pin_segment, ctx.registry, mac, call.body.segment_server)
     await writing(ctx, operator_view.edit_host, ctx.registry, mac, call.body)
     return await blocking(operator_view.host_view, ctx.registry, mac)
 
@@ -211,14 +215,27 @@ async def upgrade_host(call: Call[UpgradeRequest]) -> HostRecord:
         version=call.body.version,
         reboot=call.body.reboot,
     )
-    return host_record(host)
+    return await _powered(ctx, host)
 
 
 async def restore_host(call: Call[RestoreRequest]) -> HostRecord:
     ctx, mac = call.ctx, call.mac
     await _known(ctx, mac)
     host = await writing(ctx, ctx.registry.assign_work, mac, Work.RESTORE, reboot=call.body.reboot)
-    return host_record(host)
+    return await _powered(ctx, host)
+
+
+async def _powered(ctx: Context, host: Host) -> HostRecord:
+    """Agent work assigned: a host with a BMC that is off is powered on so that its agent
+    checks in (as pool jobs, the console and the CLI do); the reply says what happened."""
+    said = await blocking(powered_for_work, ctx.registry, host.mac)
+    return replace(host_record(host), power_on=said)
+
+
+async def list_servers(call: Call[NoBody]) -> ServerList:
+    """The servers of the registry (``segments``), whether each runs, their hosts."""
+    found = await blocking(operator_view.server_records, call.ctx.registry, time.time())
+    return ServerList(tuple(found))
 
 
 async def list_events(call: Call[NoBody]) -> EventList:
@@ -389,6 +406,7 @@ async def enrol(call: Call[Enrolment]) -> Enrolled:
     _, outcome = await host_writing(
         call.ctx, call.ctx.registry.enrol, call.mac, bearer(call.request) or "", key, address
     )
+    call.ctx.registry.served(call.mac)  # this server is on its segment (``segments``)
     return Enrolled(outcome, call.ctx.registry.update_key.public_line())
 
 
@@ -439,6 +457,7 @@ async def checkin(call: Call[Checkin]) -> CheckinReply | web.Response:
     host = await host_writing(
         ctx, ctx.registry.check_in, mac, version, body.state, maps, seen=call.host
     )
+    ctx.registry.served(mac)  # this server is on its segment (``segments``)
     report = Report(body.updates, body.boot_id, body.free_mib, body.update_result)
     pending, changed = ctx.registry.update_offer(mac, report)  # reads, on this thread
     if changed:
@@ -617,6 +636,9 @@ API: tuple[Route, ...] = (
     Route("POST", f"{JOB}/cancel", cancel_job, OPERATOR,
           "cancel a job: it stops before its next host", JobCancel, JobRecord,
           refusals=(404, 409)),
+    Route("GET", "/api/v1/servers", list_servers, OPERATOR,
+          "the servers of the registry: each one's name, address, last heartbeat and hosts",
+          reply=ServerList),
     Route("GET", "/api/v1/repositories", list_repositories, OPERATOR,
           "every install repository", reply=RepositoryList),
     Route("GET", "/api/v1/openapi.json", openapi_document, Caller.ANYONE,

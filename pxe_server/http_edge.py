@@ -47,6 +47,7 @@ from pxe_server.model import Host, normalise_mac
 from pxe_server.operator_view import UnknownProfile
 from pxe_server.registry import EnrolRefused, Registry, TransitionRefused, UnknownHost
 from pxe_server.secrets import Purpose
+from pxe_server.segments import PowerNotAnswered
 from pxe_server.store import outage
 from pxe_server.updates import UnknownUpdate
 
@@ -406,6 +407,8 @@ def refusal(exc: InputError) -> web.Response:
         return error(409, message)
     if isinstance(exc, BmcError):
         return error(502, message)
+    if isinstance(exc, PowerNotAnswered):
+        return error(504, message)
     return error(400, message)
 
 

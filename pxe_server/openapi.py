@@ -44,6 +44,7 @@ STATUS_WORDS = {
     413: "the body is too large",
     500: "the server cannot answer (its own configuration)",
     502: "the host's BMC could not be reached, refused, or answered wrongly (one sentence)",
+    504: "the host's segment server does not run, or did not answer in time (one sentence)",
 }
 ENVELOPE = "Envelope"
 PARAMETERS = {

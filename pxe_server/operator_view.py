@@ -11,14 +11,17 @@ directory or over the API:
     profile_of(spec)                    -> the registry's Profile of a ProfileSpec
     repository_records(registry)        -> every repository, its file count, the default
     edit_host(registry, mac, edit)      -> the host as a HostEdit left it (one write)
+    server_records(registry, now)       -> every server of the registry, with its host count
+    pin_segment(registry, mac, server)  -> a host's segment server pinned (or learnt again)
 
-Nothing else here writes. Every function blocks (registry reads, file counts). What renders
-(the answer-file check) is ``answer_check``: this module loads no jinja2 or lxml, so
-``host list`` stays quick to start.
+Nothing else here writes but ``pin_segment``. Every function blocks (registry reads, file
+counts). What renders (the answer-file check) is ``answer_check``: this module loads no
+jinja2 or lxml, so ``host list`` stays quick to start.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,12 +35,14 @@ from common.protocol.messages import (
     ProfileRecord,
     ProfileSpec,
     RepositoryRecord,
+    ServerRecord,
 )
 from pxe_server.jobs import UnknownPool, pool_record
 from pxe_server.model import BootChain, Host, Profile, event_record, host_record
 
 if TYPE_CHECKING:  # the registry (and SQLAlchemy) only where a registry is opened: the
     from pxe_server.registry import Registry  # CLI over the API starts without them
+    from pxe_server.registry_segments import Segment
 
 
 class UnknownProfile(InputError):
@@ -49,12 +54,20 @@ def host_records(registry: Registry) -> list[HostRecord]:
     a host)."""
     latest = registry.last_events()
     bmcs = registry.bmc_records()
+    segments = registry.segments()
     records = []
     for host in registry.list_hosts():
         event = latest.get(host.mac)
         record = host_record(host, None if event is None else event_record(event))
+        record = _with_segment(record, segments.get(host.mac))
         records.append(replace(record, bmc=bmcs.get(host.mac)))
     return records
+
+
+def _with_segment(record: HostRecord, segment: Segment | None) -> HostRecord:
+    if segment is None:
+        return record
+    return replace(record, segment_server=segment.server, segment_pinned=segment.pinned)
 
 
 def host_view(registry: Registry, mac: str) -> HostRecord:
@@ -67,12 +80,48 @@ def host_view(registry: Registry, mac: str) -> HostRecord:
     event = registry.last_event(host.mac)
     record = host_record(host, None if event is None else event_record(event))
     bmc = registry.bmc(host.mac)
+    segment = registry.segment(host.mac)
+    record = _with_segment(record, segment)
     record = replace(record, bmc=None if bmc is None else bmc.record())
     updates = registry.update_facts(host.mac)  # what its agent last said of its own disk
     if updates is not None:
         facts = {**record.facts, "updates": list(updates.updates), "free_mib": updates.free_mib}
         record = replace(record, facts=facts)
     return record
+
+
+def server_records(registry: Registry, now: float) -> list[ServerRecord]:
+    """Every server of the registry by name: whether it runs (seen within
+    ``segments.GONE_AFTER`` seconds) and how many hosts' segment server it is."""
+    from pxe_server.segments import GONE_AFTER  # noqa: PLC0415 - see the imports
+
+    counts: dict[str, int] = {}
+    for segment in registry.segments().values():
+        counts[segment.server] = counts.get(segment.server, 0) + 1
+    return [
+        ServerRecord(
+            s.name,
+            s.address,
+            s.started,
+            s.last_seen,
+            now - s.last_seen <= GONE_AFTER,
+            counts.get(s.name, 0),
+        )
+        for s in registry.servers()
+    ]
+
+
+def pin_segment(registry: Registry, mac: str, server: str | None) -> None:
+    """Pin ``mac``'s segment server to ``server`` (a registered server's name; InputError
+    naming the ones there are otherwise), or learn it again (None). Blocks (a write)."""
+    from pxe_server.registry import UnknownHost  # noqa: PLC0415 - see the imports
+    from pxe_server.segments import server_name_of  # noqa: PLC0415 - see the imports
+
+    if server is not None and registry.server(server_name_of(server)) is None:
+        names = ", ".join(s.name for s in registry.servers()) or "none yet"
+        raise InputError(f"no server {server!r} has run on this registry (servers: {names})")
+    if not registry.pin_segment(mac, server, time.time()):
+        raise UnknownHost(f"no host {mac} in the registry")
 
 
 def edit_host(registry: Registry, mac: str, edit: HostEdit) -> Host:

@@ -81,6 +81,7 @@ from pxe_server.registry_pools import PoolsAndJobs
 from pxe_server.registry_progress import Progress, ProgressQueue
 from pxe_server.registry_reports import Reports
 from pxe_server.registry_repositories import Repositories
+from pxe_server.registry_segments import Segments
 from pxe_server.registry_updates import Updates
 from pxe_server.render_cache import RenderCache
 from pxe_server.secrets import (
@@ -101,6 +102,7 @@ from pxe_server.store.tables import (
     bmcs,
     counters,
     events,
+    host_segments,
     hosts,
     pool_hosts,
     profiles,
@@ -263,7 +265,7 @@ _SET_EVENT_COUNT = (
 )
 
 
-class Registry(Reports, PoolsAndJobs, Repositories, Bmcs, Updates):
+class Registry(Reports, PoolsAndJobs, Repositories, Bmcs, Segments, Updates):
     """The registry of one server directory. Open with ``Registry.open(directory)``."""
 
     def __init__(self, store: Store) -> None:
@@ -958,6 +960,7 @@ class Registry(Reports, PoolsAndJobs, Repositories, Bmcs, Updates):
                 conn.execute(delete(pool_hosts).where(pool_hosts.c.mac == mac))
                 log.info("host %s removed: it left pool %s", mac, name)
             conn.execute(delete(bmcs).where(bmcs.c.mac == mac))  # its BMC goes with it
+            conn.execute(delete(host_segments).where(host_segments.c.mac == mac))
             conn.execute(_DELETE_EVENTS, {"mac": mac})
             conn.execute(_DELETE_HOST, {"mac": mac})
 

@@ -53,7 +53,9 @@ from pxe_server.http_boot_proxy import HttpBootProxy
 from pxe_server.http_tls import DEFAULT_TLS_PORT, server_context
 from pxe_server.job_runner import JobRunner, holder_name
 from pxe_server.model import BOOT_TRANSPORTS, BadMac, BootTransport, ServerSettings, UnknownPolicy
+from pxe_server.power_desk import PowerDesk
 from pxe_server.registry import Registry
+from pxe_server.segments import name_server, server_name, server_name_of
 from pxe_server.store import outage
 from pxe_server.tftp import LATER, Later, TftpServer
 from pxe_server.tftp_protocol import NOT_DEFINED, Refusal
@@ -183,7 +185,10 @@ class Server:
         tls: TlsFiles | None = None,
         job_runner: bool = True,
         advertise: str | None = None,
+        name: str | None = None,
     ) -> None:
+        if name is not None:
+            server_name_of(name)
         if boot_transport not in BOOT_TRANSPORTS:
             raise InputError(
                 f"--boot-transport {boot_transport!r} is not one of {', '.join(BOOT_TRANSPORTS)}"
@@ -214,6 +219,9 @@ class Server:
         self._proxy_grub: bytes | None = None
         self._run_jobs = job_runner
         self.jobs: JobRunner | None = None  # claims and runs jobs (pxe_server.job_runner)
+        self._name = name  # `server run --name` (None: the one recorded, or the default)
+        self.name: str | None = None  # the name it runs under (pxe_server.segments)
+        self.desk: PowerDesk | None = None  # heartbeat, segment servers, power requests
 
     @property
     def http_port(self) -> int:
@@ -310,6 +318,13 @@ class Server:
         if self._run_jobs:
             self.jobs = JobRunner(registry, holder_name(settings.http_base))
             self.jobs.start()
+        before = server_name(self.directory)
+        self.name = name_server(self.directory, self._name)
+        if before is not None and before != self.name:
+            moved = registry.rename_server(before, self.name)
+            log.info("server %s is %s now; %d host(s) follow it", before, self.name, moved)
+        self.desk = PowerDesk(registry, self.name, self.http.operator_base or settings.http_base)
+        self.desk.start()
         log.info(
             "serving: TFTP %s:%d (root %s), HTTP %s:%d (clients use %s), DHCP %s%s",
             self.bind,
@@ -436,14 +451,15 @@ class Server:
     def stop(self) -> None:
         """Stop everything that runs (in reverse order) and release the ports (HttpServer
         binds at construction: its stop releases the port even if it never started)."""
-        for part in (self.jobs, self.http_boot_proxy, self.dnsmasq, self.http, self.tftp):
+        parts = (self.desk, self.jobs, self.http_boot_proxy, self.dnsmasq, self.http, self.tftp)
+        for part in parts:
             if part is not None:
                 try:
                     part.stop()
                 except Exception:
                     log.exception("stopping %s", type(part).__name__)
         self.dnsmasq = self.http = self.tftp = None
-        self.http_boot_proxy = self.jobs = None
+        self.http_boot_proxy = self.jobs = self.desk = None
         if self.registry is not None:
             self.registry.close()
             self.registry = None
@@ -492,6 +508,7 @@ def run_server(
     boot_transport: BootTransport = "http",
     tls: TlsFiles | None = None,
     advertise: str | None = None,
+    name: str | None = None,
 ) -> None:
     """``netinstall server run``: serve until SIGINT or SIGTERM, then stop cleanly."""
     if not logging.getLogger().handlers:  # the request log and where things listen, on stderr
@@ -518,6 +535,7 @@ def run_server(
             boot_transport=boot_transport,
             tls=tls,
             advertise=advertise,
+            name=name,
         ):
             while not stopping.wait(1.0):
                 pass

@@ -344,6 +344,7 @@ class HostPage:
     logs: list[LogFile]
     versions: list[str]  # the registered repositories, for an upgrade
     bmc: str | None  # the host's BMC as shown (its URL, no password; flags), if it has one
+    segment: str  # its segment server (the one its power calls go through), as shown
 
 
 def host_page(
@@ -372,7 +373,16 @@ def host_page(
         logs=[LogFile(name, size, when(at)) for name, size, at in reversed(logs)],
         versions=[r.version for r in registry.repositories()],
         bmc=_bmc_shown(registry, mac),
+        segment=_segment_shown(registry, mac),
     )
+
+
+def _segment_shown(registry: Registry, mac: str) -> str:
+    """The host's segment server as its page shows it (``segments``)."""
+    segment = registry.segment(mac)
+    if segment is None:
+        return "not known yet (power calls run on the server asked)"
+    return f"{segment.server}{' (pinned)' if segment.pinned else ''}"
 
 
 def _bmc_shown(registry: Registry, mac: str) -> str | None:

@@ -138,15 +138,26 @@ def check_pools_and_jobs(directory: Path) -> None:
         assert (reg.pools(), reg.jobs()) == ([pool], [job])
 
 
-# Revisions 0009 (pools and jobs) and 0010 (BMCs) added these tables and changed none of
-# 0008's.
-ADDED_BY_0009 = ("pools", "pool_hosts", "jobs", "bmcs", "updates", "host_updates", "update_facts")
+# Revisions 0009 (pools and jobs), 0010 (BMCs), 0011 (servers, segment servers, power
+# requests) and 0012 (updates) added these tables and changed none of 0008's.
+ADDED_BY_0009 = (
+    "pools",
+    "pool_hosts",
+    "jobs",
+    "bmcs",
+    "servers",
+    "host_segments",
+    "power_requests",
+    "updates",
+    "host_updates",
+    "update_facts",
+)
 
 
 def as_revision_8(backup: Path, target: Path) -> Path:
-    """``backup`` (a ``server backup`` at 0011 with no pools, jobs, BMCs or updates) as a netinstall
-    at Alembic revision 0008 wrote it: the same members without the tables since added, the
-    manifest saying 0008. Today's ``server backup`` cannot write one: it brings the
+    """``backup`` (a ``server backup`` at 0012 with no pools, jobs, BMCs, servers or updates) as
+    a netinstall at Alembic revision 0008 wrote it: the same members without the tables since
+    added, the manifest saying 0008. Today's ``server backup`` cannot write one: it brings the
     registry up to date first. ``alembic_tables("0008")`` is what it must hold."""
     with zipfile.ZipFile(backup) as archive:
         found = {name: archive.read(name) for name in archive.namelist()}

@@ -467,6 +467,13 @@ class PowerReply(Message):
     )
     was: PowerState = field(metadata=rule("its power before the action, as its BMC said it"))
     steps: tuple[str, ...] = field(metadata=rule("what was done, one sentence each"))
+    via: str | None = field(
+        default=None,
+        metadata=rule(
+            "the server that asked the BMC, the host's segment server, when it is not the "
+            "server called (null: the server called did)"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -520,6 +527,13 @@ class HostEdit(Message):
         ),
     )
     bmc: BmcSpec | Absent | None = field(default=ABSENT, metadata=rule("its BMC; null: none"))
+    segment_server: str | Absent | None = field(
+        default=ABSENT,
+        metadata=rule(
+            "pin its segment server (a server's name; see GET /api/v1/servers); null: learn "
+            "it again from the server that serves it"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -593,6 +607,24 @@ class HostRecord(Message):
         default=None, metadata=rule("its latest event (null: none, or not asked for)")
     )
     bmc: BmcRecord | None = field(default=None, metadata=rule("its BMC (null: none)"))
+    segment_server: str | None = field(
+        default=None,
+        metadata=rule(
+            "the server on its segment, which carries out its power calls: the one that last "
+            "served its network boot, enrolment or check-in, or the one pinned (null: not "
+            "known yet)"
+        ),
+    )
+    segment_pinned: bool = field(
+        default=False, metadata=rule("whether an operator pinned its segment server")
+    )
+    power_on: str | None = field(
+        default=None,
+        metadata=rule(
+            "in the reply to agent work assigned (upgrade, restore) to a host with a BMC: "
+            "whether it was off and powered on, one sentence; null otherwise"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -895,6 +927,23 @@ class JobRecord(Message):
 @dataclass(frozen=True)
 class JobList(Message):
     jobs: tuple[JobRecord, ...] = field(metadata=rule("newest first"))
+
+
+@dataclass(frozen=True)
+class ServerRecord(Message):
+    """A ``server run`` of the registry (``GET /api/v1/servers``)."""
+
+    name: str = field(metadata=rule("its name (`server run --name`)"))
+    address: str = field(metadata=rule("the base URL it advertises"))
+    started: float = field(metadata=rule("when it started (epoch s)"))
+    last_seen: float = field(metadata=rule("its last heartbeat (epoch s)"))
+    running: bool = field(metadata=rule("whether it was seen lately (its heartbeat is renewed)"))
+    hosts: int = field(metadata=rule("the hosts whose segment server it is"))
+
+
+@dataclass(frozen=True)
+class ServerList(Message):
+    servers: tuple[ServerRecord, ...] = field(metadata=rule("by name"))
 
 
 @dataclass(frozen=True)

@@ -233,3 +233,47 @@ update_facts = Table(
     Column("boot_id", Text),
     Column("seen", Float, nullable=False),
 )
+
+# -- revision 0011: servers, hosts' segment servers, power requests --------------------------
+
+# Every ``server run`` of the registry (``pxe_server.segments``): its name, the address it
+# advertises, when it started and when it last said it runs (its heartbeat).
+servers = Table(
+    "servers",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("address", Text, nullable=False),
+    Column("started", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+)
+
+# A host's segment server: the server that last served its network boot, enrolment or
+# check-in (written only when that changes), or the one an operator pinned (``pinned``).
+# A host's row goes with it (``Registry.delete_host``; the foreign key cascades too).
+host_segments = Table(
+    "host_segments",
+    metadata,
+    Column("mac", Text, ForeignKey("hosts.mac", ondelete="CASCADE"), primary_key=True),
+    Column("server", Text, nullable=False),
+    Column("pinned", Boolean, nullable=False, server_default=false()),
+    Column("updated", Float, nullable=False),
+)
+
+# A power call for a host that another server (``server``, its segment server) carries
+# out: the request and the reply (or the refusal) as JSON text; ``state`` waiting ->
+# running -> answered. Answered ones are deleted after a while (``segments``).
+power_requests = Table(
+    "power_requests",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("mac", Text, nullable=False),
+    Column("server", Text, nullable=False),
+    Column("asked_by", Text, nullable=False),
+    Column("request", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("answer", Text),
+    Column("created", Float, nullable=False),
+    Column("answered", Float),
+    Index("power_requests_by_server", "server", "state", "id"),
+    sqlite_autoincrement=True,
+)

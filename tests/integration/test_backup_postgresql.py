@@ -174,7 +174,7 @@ def test_a_backup_at_revision_8_restores_into_postgresql_and_ends_at_head(
 ) -> None:
     """A backup made before pools and jobs (Alembic 0008; its contents checked in
     tests/unit/test_backup.py) restored into PostgreSQL: loaded at 0008, upgraded to
-    0010, every record and secret kept, pools and jobs usable."""
+    0011, every record and secret kept, pools and jobs usable."""
     source = tmp_path / "source"
     secrets = make_fleet(source, tmp_path / "repo")
     before = records(source)
@@ -187,7 +187,7 @@ def test_a_backup_at_revision_8_restores_into_postgresql_and_ends_at_head(
     assert "revision 0008, from sqlite" in done.stderr
     (found,) = execute(where, text("SELECT version_num FROM alembic_version"))
     assert [tuple(row) for row in found] == [(HEAD,)]
-    assert HEAD == "0011"
+    assert HEAD == "0012"
     assert records(where) == before
     check_secrets(where, secrets)
     check_pools_and_jobs(where)

@@ -524,6 +524,32 @@ def test_upgrade_of_a_host_that_is_off_powers_it_on_first(
     assert out.splitlines()[-1] == f"{MAC} is on (its BMC says so)", err
 
 
+def test_the_apis_restore_powers_an_off_host_on_and_says_so(
+    ipmi: LabIpmi, twins: Twins, tmp_path: Path
+) -> None:
+    """The API's upgrade and restore routes power an off host on themselves (as pool
+    jobs and the console do): the CLI over the API prints what the server's reply says."""
+    from common.protocol.messages import State
+    from pxe_server.registry import Registry
+
+    (tmp_path / "pw").write_text(PASSWORD + "\n")
+    url = f"ipmi://{USER}@127.0.0.1:{ipmi.port}"
+    added = twins.over_api("host", "add", MAC, "--bmc", url, "--bmc-password-file",
+                           str(tmp_path / "pw"))  # fmt: skip
+    assert added.code == 0, added.err
+    with Registry.open(twins.remote) as registry:  # agent work needs a running host
+        for state in (State.SIGNALLED, State.INSTALLING, State.INSTALLED, State.RUNNING):
+            registry.record_event(MAC, state)
+    restored = twins.over_api("host", "restore", MAC)
+    assert restored.code == 0, restored.err
+    assert restored.out.splitlines()[-1] == (
+        f"{MAC} was off: powered on through its BMC for its agent to check in"
+    )
+    assert ipmi.state()["power"] == "on"
+    shown = twins.over_api("host", "show", MAC, "--json")
+    assert json.loads(shown.out)["power_on"] is None  # said in the work's reply only
+
+
 def test_the_bmc_client_reports_power_states_directly(ipmi: LabIpmi) -> None:
     access = BmcAccess(parse_bmc_url(f"ipmi://{USER}@127.0.0.1:{ipmi.port}"), PASSWORD)
     with open_bmc(access) as bmc:

@@ -119,7 +119,7 @@ def context_stub() -> Context:
 def test_the_router_holds_every_declared_route_and_no_other() -> None:
     routes = api_routes()
     declared = http_api.API + BOOT_API + BMC_API + UPDATE_API
-    assert len(routes) == len(declared) == 42
+    assert len(routes) == len(declared) == 43
     assert {(m, p) for m, p, _ in routes} == {(r.method, r.template) for r in declared}
 
 

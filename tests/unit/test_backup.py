@@ -161,7 +161,7 @@ def test_progress_is_reported_every_progress_rows(
 
 def test_a_backup_at_revision_8_is_restored_then_upgraded(tmp_path: Path) -> None:
     """A backup made before pools and jobs (Alembic 0008) is loaded at its own revision,
-    then upgraded: the registry ends at 0011 with every record and every secret, and its
+    then upgraded: the registry ends at 0012 with every record and every secret, and its
     pools and jobs work."""
     source = tmp_path / "source"
     secrets = make_fleet(source, tmp_path / "repo")
@@ -180,7 +180,7 @@ def test_a_backup_at_revision_8_is_restored_then_upgraded(tmp_path: Path) -> Non
     assert "hosts 7" in out
     with sqlite3.connect(target / "registry.sqlite") as conn:  # before any Registry.open
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
-    assert HEAD == "0011"
+    assert HEAD == "0012"
     assert records(target) == records(source)
     check_secrets(target, secrets)
     check_pools_and_jobs(target)

@@ -111,16 +111,10 @@ def test_a_registry_of_schema_6_opens_and_its_hosts_get_revisions(tmp_path: Path
         conn.execute("DROP TABLE counters")
         conn.execute("UPDATE schema_version SET version = 6")
         conn.execute("DROP TABLE alembic_version")  # as the release before Alembic left it
-        # Alembic's revisions 0011, 0010, 0009
-        for table in (
-            "host_updates",
-            "update_facts",
-            "updates",
-            "bmcs",
-            "pool_hosts",
-            "pools",
-            "jobs",
-        ):
+        # Alembic's revisions 0012, 0011, 0010 and 0009
+        for table in ("host_updates", "update_facts", "updates", "power_requests",
+                      "host_segments", "servers", "bmcs", "pool_hosts", "pools",
+                      "jobs"):  # fmt: skip
             conn.execute(f"DROP TABLE {table}")
     conn.close()
     with Registry.open(tmp_path) as registry:

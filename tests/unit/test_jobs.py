@@ -396,7 +396,7 @@ def test_a_job_log_keeps_its_newest_lines(reg: Registry, monkeypatch: pytest.Mon
 
 
 def test_a_registry_at_revision_8_gets_pools_and_jobs(registry_dir: Path) -> None:
-    """Revisions 0009 to 0011 apply to a registry Alembic left at the baseline (either
+    """Revisions 0009 to 0012 apply to a registry Alembic left at the baseline (either
     engine)."""
     from sqlalchemy import text
 
@@ -408,6 +408,9 @@ def test_a_registry_at_revision_8_gets_pools_and_jobs(registry_dir: Path) -> Non
         text("DROP TABLE host_updates"),
         text("DROP TABLE update_facts"),
         text("DROP TABLE updates"),
+        text("DROP TABLE power_requests"),
+        text("DROP TABLE host_segments"),
+        text("DROP TABLE servers"),
         text("DROP TABLE bmcs"),
         text("DROP TABLE pool_hosts"),
         text("DROP TABLE pools"),
@@ -420,7 +423,7 @@ def test_a_registry_at_revision_8_gets_pools_and_jobs(registry_dir: Path) -> Non
         assert registry.create_pool("rack1", MASTER).hosts == (MASTER,)
         assert registry.jobs() == []
     (version,) = execute(registry_dir, text("SELECT version_num FROM alembic_version"))[0]
-    assert tuple(version) == ("0011",)
+    assert tuple(version) == ("0012",)
 
 
 def test_an_idle_runner_looks_for_a_job_every_job_poll_seconds(reg: Registry) -> None:

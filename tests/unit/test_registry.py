@@ -874,7 +874,8 @@ def test_an_older_registry_counts_the_events_it_has(tmp_path: Path) -> None:
     conn.execute("UPDATE schema_version SET version = 7")
     conn.execute("DROP TABLE alembic_version")  # as the release before Alembic left it
     # revisions 0011's, 0010's and 0009's
-    for table in ("host_updates", "update_facts", "updates", "bmcs", "pool_hosts", "pools", "jobs"):
+    for table in ("host_updates", "update_facts", "updates", "power_requests", "host_segments",
+                  "servers", "bmcs", "pool_hosts", "pools", "jobs"):  # fmt: skip
         conn.execute(f"DROP TABLE {table}")
     conn.commit()
     conn.close()

@@ -363,6 +363,21 @@ def test_no_secret_is_shown(fleet: Registry) -> None:
     assert "vda" in page.text
 
 
+def test_the_host_page_shows_its_segment_server(fleet: Registry) -> None:
+    async def script(browser: Browser) -> list[Reply]:
+        await browser.login(api_token(fleet))
+        before = await browser.send("GET", f"/ui/hosts/{MAC}")
+        fleet.pin_segment(MAC, "rack-3", 1.0)
+        return [before, await browser.send("GET", f"/ui/hosts/{MAC}")]
+
+    before, after = browse(context(fleet), script)
+    assert (
+        "<dt>Segment server</dt><dd>not known yet (power calls run on the server asked)</dd>"
+        in before.text
+    )
+    assert "<dt>Segment server</dt><dd>rack-3 (pinned)</dd>" in after.text
+
+
 # -- the poll -------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Updates: the updates added, each host's state with each, and what each agent last
+"""Revision 0012, updates: the updates added, each host's state with each, and what each agent last
 said of its updates (README "Updates"). The update key itself is made by the registry
 when it is opened without one (``registry_updates``), so an existing server directory
 gets it at its next start without a new ``server init``.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011"
-down_revision: str | None = "0010"
+revision = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | None = None
 depends_on: str | None = None
 
