@@ -20,6 +20,7 @@ expires after ``LEASE_SECONDS`` and another server takes it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -34,10 +35,12 @@ from pxe_server.jobs import JOB_POLL, LEASE_RENEW, LEASE_SECONDS, Job, LeaseLost
 from pxe_server.model import Event, Host, RebootPolicy, Repository, Work
 from pxe_server.pool import Pace, PoolPlan, plan_pool, rolling_upgrade, summary
 from pxe_server.registry import Registry
+from pxe_server.store import outage
 from pxe_server.update_ops import UpdatePlan, rolling_update
 from pxe_server.updates import HostUpdate
 
 log = logging.getLogger("netinstall.jobs")
+OUTAGE_LOG_EVERY = 60.0  # seconds between the runner's lines while the registry fails
 
 
 def holder_name(where: str) -> str:
@@ -161,12 +164,20 @@ class JobRunner:
             self._thread = None
 
     def _loop(self) -> None:
+        quiet_until = -math.inf  # an outage is said once a minute, not every look
         while not self._stopping.is_set():
             try:
                 ran = self.run_once()
-            except Exception:  # the database unreachable, say: look again later
-                log.exception("job runner %s", self.holder)
+            except Exception as exc:  # the database unreachable, say: look again later
                 ran = None
+                why = outage.reason(exc)
+                if why is None:  # not an outage: a fault of ours, with its traceback
+                    log.exception("job runner %s", self.holder)
+                elif time.monotonic() >= quiet_until:
+                    quiet_until = time.monotonic() + OUTAGE_LOG_EVERY
+                    log.warning("job runner %s: the registry failed (%s); trying again "
+                                "every %g s, said once a minute", self.holder, why,
+                                self.idle)  # fmt: skip
             if ran is None and self._wait(self.idle):
                 return
 

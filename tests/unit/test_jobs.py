@@ -6,6 +6,7 @@ tests/integration/test_jobs_postgresql.py runs the same functions on PostgreSQL.
 from __future__ import annotations
 
 import itertools
+import logging
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -474,3 +475,35 @@ def test_following_a_job_polls_each_second_and_says_when_no_server_takes_it() ->
     notices = [t for t, line in said if "is still queued: no server has taken it" in line]
     assert notices == [cli_job.QUEUED_NOTICE]  # once, QUEUED_NOTICE seconds in
     assert said[-1] == (15.0, "[    20 s] pool upgraded")
+
+
+def test_the_runner_says_a_registry_outage_once_a_minute_and_a_fault_with_its_traceback(
+    reg: Registry, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    looks = iter(range(4))
+
+    def wait(_seconds: float) -> bool:
+        return next(looks, None) is None  # stops after the fifth look
+
+    runner = JobRunner(reg, "server-1", wait=wait)
+    gone = sqlite3.OperationalError("disk I/O error")
+    gone.sqlite_errorcode = sqlite3.SQLITE_IOERR
+    faults: list[Exception] = [OperationalError("SELECT", {}, gone) for _ in range(4)]
+    faults.append(ValueError("a fault of ours"))
+
+    def run_once() -> None:
+        raise faults.pop(0)
+
+    monkeypatch.setattr(runner, "run_once", run_once)
+    caplog.set_level(logging.WARNING, logger="netinstall.jobs")
+    runner._loop()
+    said = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert said == [
+        ("WARNING", "job runner server-1: the registry failed (disk I/O error); trying "
+         "again every 2 s, said once a minute", False),
+        ("ERROR", "job runner server-1", True),
+    ]  # fmt: skip
