@@ -31,6 +31,7 @@ def chromium(tmp_path: Path, spki: str | None = None) -> Iterator[Any]:
     if CHROMIUM is None or CHROMEDRIVER is None:
         pytest.skip("chromium and chromium-driver are not installed (make setup installs them)")
     webdriver = pytest.importorskip("selenium.webdriver")
+    tmp_path.mkdir(parents=True, exist_ok=True)  # the driver's log goes there
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()

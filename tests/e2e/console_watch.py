@@ -6,7 +6,8 @@ Once the lab's server answers it logs in with the server's API token, sees the f
 with the lab's host in it, opens the host's page and stays on it: the page follows the
 install on its own (ui.js polls), and the watch records each state and step the page
 shows, with no reload (a marker set in the page must still be there at the end). It
-saves the fleet, the host's page mid-install and the host's page at running, and ends
+saves the fleet, the host's page mid-install and at running (and, reloaded then, its
+whole time line), and ends
 when the page says running or the lab is about to tear down (``stop``, the lab's
 ``before_teardown``). Any console error of the page or failed request fails it.
 """
@@ -27,6 +28,7 @@ STOP_WITHIN = 60.0  # seconds the lab waits for the watch before tearing down
 LOOK_EVERY = 0.5  # seconds between two looks at the page
 LAST_LOOK = 15.0  # seconds the page has to show what the lab saw when the lab is done
 MARKER = "watched without a reload"
+SHOTS = ("lab-fleet", "lab-host-installing", "lab-host-running", "lab-host-timeline")
 
 
 class ConsoleWatch:
@@ -111,6 +113,10 @@ class ConsoleWatch:
                 time.sleep(LOOK_EVERY)
             marker = browser.execute_script("return window.netinstallTestMarker;")
             assert marker == MARKER, "the host's page was reloaded"
+            if self.saw_running:  # the page again: its time line and events, all phases
+                browser.refresh()
+                wait.until(shown.presence_of_element_located((By.CSS_SELECTOR, "table.timeline")))
+                shot("lab-host-timeline")
             self.problems = problems(browser, self.origin)
             assert token not in browser.page_source
 
@@ -123,7 +129,9 @@ class ConsoleWatch:
         assert len({state for state, _ in self.seen}) >= 2, self.seen  # it changed, live
         assert len({step for _, step in self.seen if step}) >= 2, self.seen
         assert self.shots is not None
-        self.shots.check("lab-fleet", "lab-host-installing", "lab-host-running")
+        self.shots.check(
+            "lab-fleet", "lab-host-installing", "lab-host-running", "lab-host-timeline"
+        )
         return self.seen
 
 

@@ -39,7 +39,7 @@ from netinstall.lab.scenario import (
     TFTP_ONLY,
     Scenario,
 )
-from tests.e2e.conftest import FIRMWARES, SERVER, run_scenario
+from tests.e2e.conftest import FIRMWARES, REPORTS, SERVER, run_scenario
 from tests.e2e.console_watch import ConsoleWatch, watched
 
 BMCS = {"uefi": "redfish", "bios": "ipmi"}  # make test's installs, one BMC each
@@ -91,7 +91,7 @@ def test_install_and_boot_from_disk(built: Path, firmware: Firmware, tmp_path: P
         if watch is not None:
             watch.stop()
     if watch is not None:
-        print(f"\nweb console showed: {watched(watch.check())}")
+        REPORTS.append(f"uefi: the web console showed {watched(watch.check())}")
     reached = result.tracker.reached
 
     # The first phase's milestones carry its name ("before the cut: ") in a run with a cut.
