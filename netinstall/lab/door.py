@@ -102,6 +102,8 @@ class Door:
         with self._lock:
             self._closed = True
             sockets = list(self._open)
+        with contextlib.suppress(OSError):  # wakes the accept (close alone would not)
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         for sock in sockets:
             with contextlib.suppress(OSError):
