@@ -13,11 +13,14 @@ from pathlib import Path
 class FakeQmp:
     """A QMP server on a unix socket, as QEMU's: the greeting, ``qmp_capabilities``,
     ``query-status`` (running) and any other command recorded and answered; with
-    ``events``, an event line comes before each reply (as QEMU's do at times)."""
+    ``events``, an event line comes before each reply (as QEMU's do at times); with
+    ``shutdown``, the first client gets a SHUTDOWN event of that reason once in command
+    mode, and the socket closes (as QEMU ends)."""
 
-    def __init__(self, path: Path, *, events: bool = False) -> None:
+    def __init__(self, path: Path, *, events: bool = False, shutdown: str | None = None) -> None:
         self.commands: list[str] = []
         self.events = events
+        self.shutdown = shutdown
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
         self.sock.listen()
@@ -40,6 +43,14 @@ class FakeQmp:
                     if self.events:
                         stream.write(b'{"event": "RESUME", "timestamp": {}}\r\n')
                     stream.write(json.dumps({"return": answer}).encode() + b"\r\n")
+                    if self.shutdown is not None:
+                        event = {
+                            "event": "SHUTDOWN",
+                            "data": {"guest": True, "reason": self.shutdown},
+                        }
+                        stream.write(json.dumps(event).encode() + b"\r\n")
+                        stream.flush()
+                        return
                     stream.flush()
 
     def close(self) -> None:

@@ -85,10 +85,17 @@ class Notices:
     listener read the system when the change is due (``poke``), so the driver applies it.
     """
 
-    def __init__(self, system: str, argv_for: ArgvFor, poke: Callable[[], None] | None) -> None:
+    def __init__(
+        self,
+        system: str,
+        argv_for: ArgvFor,
+        poke: Callable[[], None] | None,
+        switch_off: Callable[[], None] | None = None,
+    ) -> None:
         self.system = system
         self.argv_for = argv_for
         self.poke = poke
+        self.switch_off = switch_off  # tells the BMC the machine is off (Redfish: ForceOff)
         self.power = "Off"  # the power last announced (the machine starts off)
         self.boot = "Hdd"
         self.notices = 0
@@ -125,12 +132,16 @@ class Notices:
             return "the notice's boot_device is not a string"
         pending = body.get("pending_power")
         due = pending.get("apply_time") if isinstance(pending, dict) else None
+        target = pending.get("power_state") if isinstance(pending, dict) else None
         with self._lock:
             if len(self._changes) >= MAX_PENDING:
                 return "too many power changes not yet carried out"
             self.notices += 1
             self.boot = boot
-            if power != self.power:
+            # A notice of a change still pending names the power before it, unless it is
+            # a restart (off at once, on when due). A change to where the machine is
+            # already (the BMC told of a guest power-off, ``machine_off``) changes nothing.
+            if self.power not in (power, target):
                 self.power = power
                 network = boot == "Pxe"
                 why = f"its BMC powered it {power.lower()}"
@@ -144,6 +155,15 @@ class Notices:
             self._poke_at(float(due))
         return None
 
+    def machine_off(self) -> None:
+        """The guest powered the machine off by itself (QEMU ended, ``lab/shutdowns.py``):
+        the power is off, and the BMC is told so, so that it says off too (the IPMI BMC
+        reads QEMU's own state, which is off already)."""
+        with self._lock:
+            self.power = "Off"
+        if self.switch_off is not None:
+            threading.Thread(target=self._call, args=(self.switch_off,), daemon=True).start()
+
     def _poke_at(self, due: float) -> None:
         delay = min(max(due - time.time(), 0.0), 60.0) + POKE_MARGIN
         timer = threading.Timer(delay, self._poke)
@@ -153,11 +173,15 @@ class Notices:
         timer.start()
 
     def _poke(self) -> None:
+        if self.poke is not None:
+            self._call(self.poke)
+
+    @staticmethod
+    def _call(what: Callable[[], None]) -> None:
         try:
-            if self.poke is not None:
-                self.poke()
-        except (OSError, NetinstallError) as exc:  # the run notices the machine stays off
-            log.warning("lab BMC: reading the system to apply its power change: %s", exc)
+            what()
+        except (OSError, NetinstallError) as exc:  # the run notices a machine left off
+            log.warning("lab BMC: %s", exc)
 
     def close(self) -> None:
         with self._lock:
@@ -273,7 +297,17 @@ def _start_redfish(
         with urllib.request.urlopen(request, timeout=POKE_TIMEOUT) as reply:  # noqa: S310
             reply.read(MAX_NOTICE)
 
-    notices = Notices(system, argv_for, read_system)
+    def force_off() -> None:
+        request = urllib.request.Request(  # noqa: S310 - http://127.0.0.1 only
+            f"{system_url}/Actions/ComputerSystem.Reset",
+            data=json.dumps({"ResetType": "ForceOff"}).encode(),
+            headers={"Authorization": f"Basic {credentials}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=POKE_TIMEOUT) as reply:  # noqa: S310
+            reply.read(MAX_NOTICE)
+
+    notices = Notices(system, argv_for, read_system, force_off)
     fake = [{"uuid": system, "name": name, "power_state": "Off", "external_notifier": True,
              "nics": [{"mac": mac, "ip": "127.0.0.1"}]}]  # fmt: skip
     config = workdir / "bmc-redfish.conf"

@@ -179,6 +179,7 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         multipath=options.chosen.qemu_paths,
         http_boot=options.chosen.http_boot,
         qmp=workdir / "qmp.sock" if options.chosen.bmc == "ipmi" else None,
+        events=workdir / "events.sock" if options.chosen.bmc is not None else None,
     )
     qemu.make_disk(machine.disk, options.chosen.disk_size or qemu.DISK_SIZE)
     kept = utility.make_utility_partition(machine.disk) if options.chosen.utility else None
@@ -189,8 +190,9 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     machine.serial.unlink(missing_ok=True)
     machine.serial.with_name(console.TIMED_LOG).unlink(missing_ok=True)
     machine.monitor.unlink(missing_ok=True)
-    if machine.qmp is not None:
-        machine.qmp.unlink(missing_ok=True)
+    for socket_path in (machine.qmp, machine.events):
+        if socket_path is not None:
+            socket_path.unlink(missing_ok=True)
     tracker = Tracker()
     checks: list[str] = []
     children: list[services.Child] = []
@@ -244,7 +246,8 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             )  # fmt: skip
             launch = Launch(vm_argv(), workdir / "qemu.log", qemu.no_huge_pages)
             follower = Follower(None, children[0], server_dir, mac, start, say, export,
-                                launch=launch, bmc=lab_bmc.notices)  # fmt: skip
+                                launch=launch, bmc=lab_bmc.notices,
+                                events=machine.events)  # fmt: skip
             _rearm_through_the_bmc(lab_bmc, server_dir, mac, say, checks)
         else:
             vm = services.Child("qemu", vm_argv(), workdir / "qemu.log", before=qemu.no_huge_pages)

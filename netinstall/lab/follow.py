@@ -13,6 +13,7 @@ from typing import Protocol
 
 from netinstall.lab import console, services, usernet
 from netinstall.lab.console import Tracker
+from netinstall.lab.shutdowns import GUEST_SHUTDOWN, ShutdownWatch
 from pxe_server.registry import Registry
 
 Say = Callable[[str], None]
@@ -42,9 +43,12 @@ class PowerChange:
 
 
 class PowerRequests(Protocol):
-    """The lab BMC's side (lab/bmc.py): the changes asked for since the last look."""
+    """The lab BMC's side (lab/bmc.py): the changes asked for since the last look, and
+    word that the guest powered the machine off by itself (the BMC must say off)."""
 
     def take(self) -> list[PowerChange]: ...
+
+    def machine_off(self) -> None: ...
 
 
 @dataclass
@@ -77,6 +81,9 @@ class Follower:
     launch: Launch | None = None  # None: the first QEMU's (``qemu`` is then needed)
     bmc: PowerRequests | None = None
     off_since: float | None = None  # when the machine went off (monotonic)
+    # QEMU's event socket (qemu.Machine.events): why each QEMU the follower starts ended.
+    events: Path | None = None
+    watch: ShutdownWatch | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.launch is None:
@@ -116,6 +123,10 @@ class Follower:
             "qemu", launch.argv, path, append=log_path is None, before=launch.before
         )
         self.off_since = None
+        if self.events is not None:
+            if self.watch is not None:
+                self.watch.close()
+            self.watch = ShutdownWatch(self.events)
         self.power_ons += 1
         log.info("QEMU powered on again (%d): %s", self.power_ons, path)
 
@@ -146,14 +157,23 @@ class Follower:
 
     def revive(self) -> str | None:
         """Power the machine on again if its QEMU ended because the guest rebooted (a
-        reboot is a power cycle in the lab, qemu.py); why not, if QEMU ended otherwise."""
-        if self.qemu is None:  # off through its BMC: nothing ended by itself
+        reboot is a power cycle in the lab, qemu.py), leave it off if the guest powered
+        off (told by QEMU's event socket, when it has one); why not, if QEMU ended
+        otherwise."""
+        if self.qemu is None:  # off: nothing ended by itself
             if self.off_since is not None and time.monotonic() - self.off_since > OFF_LIMIT:
-                return f"the machine stayed off for {OFF_LIMIT:g} s: its BMC never powered it on"
+                return f"the machine stayed off for {OFF_LIMIT:g} s: its BMC did not power it on"
             return None
         if (code := self.qemu.exited()) is None:
             return None
         if code == 0 and REBOOT_ACTION in self.qemu.argv:
+            if self.watch is not None and self.watch.ended_by() == GUEST_SHUTDOWN:
+                self.qemu = None  # the guest powered off: it stays off, and its BMC says so
+                self.off_since = time.monotonic()
+                if self.bmc is not None:
+                    self.bmc.machine_off()
+                self.say(f"[{self.now():7.1f} s] the guest powered the machine off")
+                return None
             self.power_on()
             return None
         return f"QEMU exited with status {code}: {self.qemu.output().strip()[-500:]}"

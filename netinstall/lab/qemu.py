@@ -17,7 +17,8 @@ NIC, 2 on the disk), as a real server set to network-first would:
 A machine powered on through the lab's BMC (``lab/bmc.py``) with a boot override that
 is not the network starts disk first instead (``network_first``: the disk's
 ``bootindex`` 1, the NIC's 2); the lab's IPMI BMC reads the power from a QMP socket
-(``qmp``).
+(``qmp``), and the lab reads why QEMU ended (a guest reset or power-off) from another
+(``events``, lab/shutdowns.py).
 
 No ``-no-reboot``: the installer reboots into the installed system. ``-accel tcg``
 always (KVM dies inside the firmware on these machines); the default CPU model.
@@ -99,6 +100,7 @@ class Machine:
     # starts the machine disk first; every other start is network first, as above.
     network_first: bool = True
     qmp: Path | None = None  # a unix socket for QMP (the lab's IPMI BMC reads the power)
+    events: Path | None = None  # another, the lab's own: why QEMU ended (lab/shutdowns.py)
 
     def __post_init__(self) -> None:
         if self.firmware not in FIRMWARES:
@@ -134,6 +136,7 @@ def argv(machine: Machine) -> list[str]:
         *_serial(machine),
         "-monitor", f"unix:{machine.monitor},server=on,wait=off",
         *(["-qmp", f"unix:{machine.qmp},server=on,wait=off"] if machine.qmp else []),
+        *(["-qmp", f"unix:{machine.events},server=on,wait=off"] if machine.events else []),
         "-name", f"netinstall-lab-{machine.firmware}",
     ]  # fmt: skip
     if machine.reboot_power_cycles:

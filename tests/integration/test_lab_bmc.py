@@ -75,6 +75,20 @@ def test_redfish_rearm_powers_the_machine_on_network_first_then_off(
         [off] = _changes(lab, 1)
         assert not off.on
         assert off.argv is None
+        # On again, then the guest powers off by itself: the emulator is told, and says off.
+        code, out, err = run("host", "power", MAC, "on", "--dir", str(server_dir))
+        assert code == 0, err
+        [on] = _changes(lab, 1)
+        assert on.on
+        lab.notices.machine_off()
+        deadline = time.monotonic() + WITHIN
+        while time.monotonic() < deadline:
+            code, out, err = run("host", "power", MAC, "status", "--dir", str(server_dir))
+            if "power off" in out:
+                break
+            time.sleep(0.5)
+        assert "power off" in out, out
+        assert lab.notices.take() == []  # its own off notices start or stop nothing
         password = lab.password_file.read_text().strip()
         for where in (tmp_path / "bmc.log", tmp_path / "bmc-redfish.conf"):
             assert password not in where.read_text()

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -98,7 +98,33 @@ def test_a_bad_notice_is_refused_and_changes_nothing(
     assert notices.power == "Off"
 
 
-def _follower(tmp_path: Path, changes: list[PowerChange]) -> Follower:
+def test_a_guest_power_off_is_said_to_the_bmc_and_its_own_off_notice_changes_nothing() -> None:
+    said: list[str] = []
+    listener = bmc.Notices(SYSTEM, _argv, None, lambda: said.append("ForceOff"))
+    try:
+        assert _put(listener.url, _notice(power_state="On")) == 204
+        assert [change.on for change in listener.take()] == [True]
+        listener.machine_off()
+        deadline = time.monotonic() + 5
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert said == ["ForceOff"]
+        # The driver's notices of that ForceOff: pending (the power before it), then applied.
+        off = {"power_state": "Off", "apply_time": time.time() + 60}
+        assert _put(listener.url, _notice(power_state="On", pending_power=off)) == 204
+        assert _put(listener.url, _notice(power_state="Off")) == 204
+        assert listener.take() == []
+        # A restart of a machine that is on: off at once, on when due.
+        assert _put(listener.url, _notice(power_state="On")) == 204
+        restart = {"power_state": "ForceRestart", "apply_time": time.time() + 60}
+        assert _put(listener.url, _notice(power_state="Off", pending_power=restart)) == 204
+        assert _put(listener.url, _notice(power_state="On")) == 204
+        assert [change.on for change in listener.take()] == [True, False, True]
+    finally:
+        listener.close()
+
+
+def _follower(tmp_path: Path, changes: list[PowerChange], events: Path | None = None) -> Follower:
     serial = tmp_path / "serial.log"
     serial.write_text("")
     monitor = f"unix:{tmp_path / 'm.sock'},server=on"
@@ -106,15 +132,20 @@ def _follower(tmp_path: Path, changes: list[PowerChange]) -> Follower:
             "-chardev", f"file,id=con0,path={serial},append=on"]  # fmt: skip
 
     class Requests:
+        offs = 0
+
         def take(self) -> list[PowerChange]:
             taken = list(changes)
             changes.clear()
             return taken
 
+        def machine_off(self) -> None:
+            self.offs += 1
+
     server = FakeChild("server", ["netinstall"], tmp_path / "server.log")
     return Follower(
         None, cast(services.Child, server), tmp_path, "52:54:00:77:00:02", 0.0, lambda _: None,
-        launch=Launch(argv, tmp_path / "qemu.log"), bmc=Requests(),
+        launch=Launch(argv, tmp_path / "qemu.log"), bmc=Requests(), events=events,
     )  # fmt: skip
 
 
@@ -151,7 +182,7 @@ def test_the_follower_starts_qemu_once_and_stops_it_on_the_bmcs_word(
 def test_a_machine_its_bmc_never_powers_on_is_a_failure(tmp_path: Path) -> None:
     follower = _follower(tmp_path, [])
     follower.off_since = time.monotonic() - follow.OFF_LIMIT - 1
-    assert "its BMC never powered it on" in (follower.revive() or "")
+    assert "its BMC did not power it on" in (follower.revive() or "")
 
 
 def test_qmp_answers_query_status_past_events_and_none_without_qemu(tmp_path: Path) -> None:
@@ -165,3 +196,31 @@ def test_qmp_answers_query_status_past_events_and_none_without_qemu(tmp_path: Pa
     finally:
         fake.close()
     assert qmp(socket_path, "query-status") is None  # a socket nobody listens on
+
+
+def test_a_guest_power_off_leaves_the_machine_off_and_a_reset_starts_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QEMU ends the same way on both (reboot=shutdown); its event socket tells them apart."""
+    monkeypatch.setattr(services, "Child", FakeChild)
+    events = tmp_path / "events.sock"
+    changes: list[PowerChange] = []
+    follower = _follower(tmp_path, changes, events)
+    assert follower.launch is not None
+    for reason, stays_off in (("guest-reset", False), ("guest-shutdown", True)):
+        fake = FakeQmp(events, shutdown=reason)
+        try:
+            changes.append(PowerChange(True, follower.launch.argv, "on"))
+            follower.apply_power(Tracker())
+            qemu = follower.vm
+            assert follower.watch is not None
+            assert follower.watch.ended_by(5) == reason  # QEMU said why, then closed
+            cast(FakeChild, qemu).status = 0
+            assert follower.revive() is None
+            assert (follower.qemu is None) == stays_off
+            assert cast(Any, follower.bmc).offs == (1 if stays_off else 0)
+        finally:
+            fake.close()
+            events.unlink(missing_ok=True)
+        if follower.qemu is not None:  # the reset's new QEMU: off through the BMC
+            follower.qemu = None
