@@ -14,8 +14,8 @@ class FakeQmp:
     """A QMP server on a unix socket, as QEMU's: the greeting, ``qmp_capabilities``,
     ``query-status`` (running) and any other command recorded and answered; with
     ``events``, an event line comes before each reply (as QEMU's do at times); with
-    ``shutdown``, the first client gets a SHUTDOWN event of that reason once in command
-    mode, and the socket closes (as QEMU ends)."""
+    ``shutdown``, each client gets a SHUTDOWN event of that reason once in command mode,
+    and its connection closes (as QEMU ends)."""
 
     def __init__(self, path: Path, *, events: bool = False, shutdown: str | None = None) -> None:
         self.commands: list[str] = []
@@ -50,7 +50,7 @@ class FakeQmp:
                         }
                         stream.write(json.dumps(event).encode() + b"\r\n")
                         stream.flush()
-                        return
+                        break
                     stream.flush()
 
     def close(self) -> None:

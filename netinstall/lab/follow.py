@@ -115,6 +115,9 @@ class Follower:
         a power-on after QEMU ended. Its output goes to ``log_path``, else it is appended
         to the last QEMU's."""
         launch = self.launch or Launch(self.vm.argv, self.vm.log_path, self.vm.before)
+        if self.watch is not None:  # the last QEMU's, ended before the new one listens
+            self.watch.close()
+            self.watch = None
         if argv is not None:
             launch = replace(launch, argv=argv)
         self.launch = launch
@@ -124,8 +127,6 @@ class Follower:
         )
         self.off_since = None
         if self.events is not None:
-            if self.watch is not None:
-                self.watch.close()
             self.watch = ShutdownWatch(self.events)
         self.power_ons += 1
         log.info("QEMU powered on again (%d): %s", self.power_ons, path)

@@ -60,6 +60,9 @@ class ShutdownWatch:
                 sock.close()
                 time.sleep(0.1)
                 continue
+            if self._closed.is_set():  # closed meanwhile: the socket is the next QEMU's
+                sock.close()
+                return None
             return sock
         return None
 
