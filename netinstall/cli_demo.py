@@ -89,8 +89,24 @@ MILESTONES = {"installer": "installer up", "running": "running"}
     "the installer; once running, a reset and a boot with nothing left to do) and print it "
     "with the ratio power-on to running / floor under the phase table.",
 )
+@click.option(
+    "--bmc",
+    type=click.Choice(["redfish", "ipmi"]),
+    help="Give the machine a BMC (redfish: sushy-tools' emulator with its fake driver; "
+    "ipmi: pyghmi's BMC over QEMU's QMP) that really switches its QEMU: the host is "
+    "registered with it, the machine starts off, and `netinstall host rearm MAC --power` "
+    "powers it on (needs the dev extra for redfish).",
+)
+@click.option(
+    "--console-port",
+    type=click.IntRange(0, 65535),
+    help="Forward 127.0.0.1:PORT to the lab server for the run, so that a browser on this "
+    "machine can watch the install in the web console (0: any free port).",
+)
 def demo(
     *,
+    bmc: str | None,
+    console_port: int | None,
     firmware: str,
     scenario: str,
     network: str,
@@ -111,6 +127,8 @@ def demo(
     milestone = console.FAILED if chosen.expect_failure else MILESTONES[until]
     if floor and scenario == "install" and milestone == console.RUNNING:
         chosen = dataclasses.replace(chosen, floor=True)
+    if bmc is not None:
+        chosen = dataclasses.replace(chosen, name=f"{chosen.name}, {bmc} BMC", bmc=bmc)
 
     build_dir = Path(out)
     if not no_build:
@@ -139,6 +157,7 @@ def demo(
         scenario=chosen,
         network="user" if network == "user" else "netns",
         upgrade_repo=upgrade_repo,
+        console_port=console_port,
     )
     result = run_lab(options, say=click.echo)
     click.echo("")

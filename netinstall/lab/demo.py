@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Literal
@@ -31,7 +31,9 @@ from common.firmware import Firmware
 from common.process import run
 from hypervisor_payload.treeinfo import parse_treeinfo
 from netinstall.lab import (
+    bmc,
     console,
+    door,
     floor,
     netns,
     paths,
@@ -45,11 +47,12 @@ from netinstall.lab import (
 )
 from netinstall.lab.console import Tracker
 from netinstall.lab.diskview import mounted, read_only_disk
-from netinstall.lab.follow import Follower, Say
+from netinstall.lab.follow import Follower, Launch, Say
 from netinstall.lab.scenario import SCENARIOS, Scenario, prepare
 from pxe_server.registry import Registry
 
 log = logging.getLogger("netinstall.lab")
+REARM_TIMEOUT = 120.0  # seconds for `host rearm --power` (the BMC's own timeouts are less)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,12 @@ class LabOptions:
     scenario: Scenario | None = None  # None: the firmware's default (scenario.SCENARIOS)
     network: Literal["netns", "user"] = "netns"  # user: the fallback (lab/usernet.py)
     upgrade_repo: Path | None = None  # the upgrade scenario's version B (registered too)
+    # Forward 127.0.0.1:PORT on the host to the server's HTTP port for the run (lab/door.py):
+    # the web console from a browser on the host (0: any free port, said in the output).
+    console_port: int | None = None
+    # Called once the run is over, before anything is torn down (the browser test stops
+    # its browser there, so that no page polls a server that is going away).
+    before_teardown: Callable[[], None] | None = None
 
     @property
     def chosen(self) -> Scenario:
@@ -169,6 +178,8 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         local_disk=storage is None,  # a SAN machine is diskless: the image is its LUN
         multipath=options.chosen.qemu_paths,
         http_boot=options.chosen.http_boot,
+        qmp=workdir / "qmp.sock" if options.chosen.bmc == "ipmi" else None,
+        events=workdir / "events.sock" if options.chosen.bmc is not None else None,
     )
     qemu.make_disk(machine.disk, options.chosen.disk_size or qemu.DISK_SIZE)
     kept = utility.make_utility_partition(machine.disk) if options.chosen.utility else None
@@ -179,12 +190,19 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
     machine.serial.unlink(missing_ok=True)
     machine.serial.with_name(console.TIMED_LOG).unlink(missing_ok=True)
     machine.monitor.unlink(missing_ok=True)
+    for socket_path in (machine.qmp, machine.events):
+        if socket_path is not None:
+            socket_path.unlink(missing_ok=True)
     tracker = Tracker()
     checks: list[str] = []
     children: list[services.Child] = []
     vm: services.Child | None = None
     follower: Follower | None = None
     target: san.Target | None = None
+    lab_bmc: bmc.LabBmc | None = None
+    entrance: door.Door | None = None
+    if options.console_port is not None and net is None:
+        raise InputError("the console port needs the namespace network (--network netns)")
     say(
         f"lab: {options.firmware} machine {mac} on {where}, "
         f"scenario {options.chosen.name!r}, files in {workdir}"
@@ -203,19 +221,37 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
             )
             children.append(site)  # after the server: children[0] is followed
             site.wait_for(services.SITE_DHCP_READY, timeout=10)
+        if options.console_port is not None and net is not None:
+            entrance = door.Door(
+                net.namespace, net.server_ip, services.HTTP_PORT, options.console_port
+            )
+            say(
+                f"lab: web console at http://127.0.0.1:{entrance.port}/ui/ (log in with "
+                f"the API token in {server_dir / 'api-token'})"
+            )
         export = None
         if user is not None:
             export = usernet.Export(user, options.netboot, mac, server_dir)
             export.refresh("pending")
+
+        def vm_argv(network_first: bool = True) -> list[str]:
+            found = qemu.argv(replace(machine, network_first=network_first))
+            return netns.netns_exec(net.namespace, found) if net is not None else found
+
         start = time.monotonic()
-        vm_argv = qemu.argv(machine)
-        vm = services.Child(
-            "qemu",
-            netns.netns_exec(net.namespace, vm_argv) if net is not None else vm_argv,
-            workdir / "qemu.log",
-            before=qemu.no_huge_pages,
-        )
-        follower = Follower(vm, children[0], server_dir, mac, start, say, export)
+        if options.chosen.bmc is not None:
+            lab_bmc = _start_bmc(
+                options.chosen.bmc, workdir, server_dir=server_dir, mac=mac,
+                vm_argv=vm_argv, machine=machine,
+            )  # fmt: skip
+            launch = Launch(vm_argv(), workdir / "qemu.log", qemu.no_huge_pages)
+            follower = Follower(None, children[0], server_dir, mac, start, say, export,
+                                launch=launch, bmc=lab_bmc.notices,
+                                events=machine.events)  # fmt: skip
+            _rearm_through_the_bmc(lab_bmc, server_dir, mac, say, checks)
+        else:
+            vm = services.Child("qemu", vm_argv(), workdir / "qemu.log", before=qemu.no_huge_pages)
+            follower = Follower(vm, children[0], server_dir, mac, start, say, export)
         reason = None
         if options.chosen.refuse_login and target is not None:
             reason = follower.follow(tracker, console.INSTALLER_UP, options.timeout)
@@ -252,10 +288,16 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         follower.serial.read()
         tail = follower.serial.last_lines()
     finally:
+        if options.before_teardown is not None:
+            options.before_teardown()
+        if entrance is not None:
+            entrance.close()
         if follower is not None:
-            vm = follower.vm  # the QEMU of the last power-on (reboots, cuts, the floor boot)
+            vm = follower.qemu  # the QEMU of the last power-on (reboots, cuts, the floor boot)
         if vm is not None:
             services.quit_qemu(vm, machine.monitor)
+        if lab_bmc is not None:
+            lab_bmc.stop()
         for child in reversed(children):
             child.stop()
         if target is not None:
@@ -284,6 +326,50 @@ def _run(options: LabOptions, workdir: Path, say: Say) -> LabResult:
         measured = floor.measure(tracker.reached, tracker.facts, payload)
     return LabResult(
         reason is None, reason or "ok", tracker, workdir, tail, checks, namespace, measured
+    )
+
+
+def _start_bmc(
+    kind: str,
+    workdir: Path,
+    *,
+    server_dir: Path,
+    mac: str,
+    vm_argv: Callable[[bool], list[str]],
+    machine: qemu.Machine,
+) -> bmc.LabBmc:
+    """The machine's BMC started, and the host registered with it through the CLI."""
+    if kind not in bmc.BMC_KINDS:
+        raise InputError(f"unknown lab BMC {kind!r}; expected {', '.join(bmc.BMC_KINDS)}")
+    lab_bmc = bmc.start(
+        "redfish" if kind == "redfish" else "ipmi", workdir, mac=mac,
+        name=f"netinstall-lab-{machine.firmware}", argv_for=vm_argv, qmp=machine.qmp,
+    )  # fmt: skip
+    try:
+        run([
+            *services.netinstall_command(), "host", "set", mac, "--dir", str(server_dir),
+            "--bmc", lab_bmc.url, "--bmc-password-file", str(lab_bmc.password_file),
+        ])  # fmt: skip
+    except BaseException:
+        lab_bmc.stop()
+        raise
+    return lab_bmc
+
+
+def _rearm_through_the_bmc(
+    lab_bmc: bmc.LabBmc, server_dir: Path, mac: str, say: Say, checks: list[str]
+) -> None:
+    """``netinstall host rearm MAC --power``, as an operator types it: the next boot from
+    the network, once, and the machine (off) powered on through its BMC."""
+    done = run([
+        *services.netinstall_command(), "host", "rearm", mac, "--power",
+        "--dir", str(server_dir),
+    ], timeout=REARM_TIMEOUT)  # fmt: skip
+    said = " ".join(line.strip() for line in done.stdout.splitlines() if line.strip())
+    say(f"lab: host rearm {mac} --power: {said}")
+    checks.append(
+        f"powered on through its BMC ({lab_bmc.kind}): no QEMU started by the lab; "
+        f"`host rearm --power` said: {said}"
     )
 
 

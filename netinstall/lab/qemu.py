@@ -14,6 +14,12 @@ NIC, 2 on the disk), as a real server set to network-first would:
   ("UEFI HTTPv4", HttpBootDxe, present in Debian's OVMF_CODE_4M.fd): it asks DHCP
   with vendor class HTTPClient and loads the URL it is given, with no TFTP at all.
 
+A machine powered on through the lab's BMC (``lab/bmc.py``) with a boot override that
+is not the network starts disk first instead (``network_first``: the disk's
+``bootindex`` 1, the NIC's 2); the lab's IPMI BMC reads the power from a QMP socket
+(``qmp``), and the lab reads why QEMU ended (a guest reset or power-off) from another
+(``events``, lab/shutdowns.py).
+
 No ``-no-reboot``: the installer reboots into the installed system. ``-accel tcg``
 always (KVM dies inside the firmware on these machines); the default CPU model.
 
@@ -90,6 +96,11 @@ class Machine:
     cpus: int = CPUS
     http_boot: bool = False  # UEFI: boot the NIC by OVMF's HTTP boot, not its PXE client
     binary: str = "qemu-system-x86_64"
+    # A power-on through the lab's BMC (lab/bmc.py) whose boot override is not the network
+    # starts the machine disk first; every other start is network first, as above.
+    network_first: bool = True
+    qmp: Path | None = None  # a unix socket for QMP (the lab's IPMI BMC reads the power)
+    events: Path | None = None  # another, the lab's own: why QEMU ended (lab/shutdowns.py)
 
     def __post_init__(self) -> None:
         if self.firmware not in FIRMWARES:
@@ -124,11 +135,14 @@ def argv(machine: Machine) -> list[str]:
         "-display", "none",
         *_serial(machine),
         "-monitor", f"unix:{machine.monitor},server=on,wait=off",
+        *(["-qmp", f"unix:{machine.qmp},server=on,wait=off"] if machine.qmp else []),
+        *(["-qmp", f"unix:{machine.events},server=on,wait=off"] if machine.events else []),
         "-name", f"netinstall-lab-{machine.firmware}",
     ]  # fmt: skip
     if machine.reboot_power_cycles:
         args += ["-action", "reboot=shutdown"]
-    nic = f"{NIC[machine.firmware]},netdev=n0,mac={machine.mac},bootindex=1"
+    nic_index, disk_index = (1, 2) if machine.network_first else (2, 1)
+    nic = f"{NIC[machine.firmware]},netdev=n0,mac={machine.mac},bootindex={nic_index}"
     if machine.firmware == "uefi":
         args += [
             "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
@@ -154,7 +168,7 @@ def argv(machine: Machine) -> list[str]:
     elif machine.local_disk:
         args += [
             "-drive", f"file={machine.disk},if=none,id=d0,format=raw,discard=unmap",
-            "-device", "virtio-blk-pci,drive=d0,bootindex=2",
+            "-device", f"virtio-blk-pci,drive=d0,bootindex={disk_index}",
         ]  # fmt: skip
     return args
 

@@ -76,6 +76,9 @@ class Scenario:
     # Measure the floor (lab/floor.py): dd the blank disk at installation-start, and once
     # running reset the machine to time a boot with nothing left to do.
     floor: bool = False
+    # A BMC for the machine (lab/bmc.py): "redfish" or "ipmi". The lab registers the host
+    # with it, starts no QEMU, and ``netinstall host rearm MAC --power`` powers it on.
+    bmc: str | None = None
 
     @property
     def dos(self) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -91,6 +91,8 @@ def run_scenario(
     scenario: Scenario,
     network: Literal["netns", "user"] = "netns",
     upgrade_repo: Path | None = None,
+    console_port: int | None = None,
+    before_teardown: Callable[[], None] | None = None,
 ) -> LabResult:
     options = LabOptions(
         firmware=firmware,
@@ -102,6 +104,8 @@ def run_scenario(
         scenario=scenario,
         network=network,
         upgrade_repo=upgrade_repo,
+        console_port=console_port,
+        before_teardown=before_teardown,
     )
     result = run_lab(options)
     report = "\n".join([

@@ -9,6 +9,11 @@ the two firmwares' scenarios (netinstall/lab/scenario.py) prove a static admin
 address, both SR types, a script at each stage and a supplemental pack. The UEFI one
 also has its power cut during extract (``scenario.CI_CUT``, lab/powercut.py): make test's
 one power cut; the other cut points are tests/e2e/test_power_cut.py (test-all).
+Both start with the machine off and no QEMU started by the lab: each has a BMC of the
+lab's (lab/bmc.py; UEFI Redfish, BIOS IPMI) and ``netinstall host rearm MAC --power``
+powers it on. The web console watches the UEFI install in a headless Chromium
+(tests/e2e/console_watch.py): logged in, the fleet, the host's page following the
+install live until running, screenshots under the test's tmp_path/screenshots.
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ from pathlib import Path
 import pytest
 
 from common.firmware import Firmware
-from netinstall.lab import console
+from netinstall.lab import console, qemu
+from netinstall.lab.bmc import free_port
+from netinstall.lab.follow import POWERED_ON
 from netinstall.lab.scenario import (
     BAD_ANSWER_FILE,
     CI_CUT,
+    HOST_NAME,
     HTTP_BOOT,
     HTTP_BOOT_PROXY,
     LOW_MEMORY,
@@ -31,7 +39,10 @@ from netinstall.lab.scenario import (
     TFTP_ONLY,
     Scenario,
 )
-from tests.e2e.conftest import FIRMWARES, SERVER, run_scenario
+from tests.e2e.conftest import FIRMWARES, REPORTS, SERVER, run_scenario
+from tests.e2e.console_watch import ConsoleWatch, watched
+
+BMCS = {"uefi": "redfish", "bios": "ipmi"}  # make test's installs, one BMC each
 
 pytestmark = pytest.mark.e2e
 
@@ -65,8 +76,29 @@ def test_install_and_boot_from_disk(built: Path, firmware: Firmware, tmp_path: P
     scenario = SCENARIOS[firmware]
     if firmware == "uefi":
         scenario = replace(scenario, name=f"{scenario.name}, power cut: {CI_CUT}", cut=CI_CUT)
-    result = run_scenario(built, firmware, console.RUNNING, 1800, tmp_path, scenario=scenario)
+    # Started off, powered on by `host rearm --power` through the machine's BMC alone.
+    scenario = replace(scenario, name=f"{scenario.name}, {BMCS[firmware]} BMC", bmc=BMCS[firmware])
+    watch = None
+    if firmware == "uefi":  # the web console in a browser watches this install
+        watch = ConsoleWatch(tmp_path, free_port(), qemu.lab_mac(firmware), HOST_NAME)
+    try:
+        result = run_scenario(
+            built, firmware, console.RUNNING, 1800, tmp_path, scenario=scenario,
+            console_port=watch.port if watch else None,
+            before_teardown=watch.stop if watch else None,
+        )  # fmt: skip
+    finally:
+        if watch is not None:
+            watch.stop()
+    if watch is not None:
+        REPORTS.append(f"uefi: the web console showed {watched(watch.check())}")
     reached = result.tracker.reached
+
+    # The first phase's milestones carry its name ("before the cut: ") in a run with a cut.
+    def first(milestone: str) -> float:
+        return min(at for name, at in reached.items() if name.endswith(milestone))
+
+    assert first(POWERED_ON) <= first(console.NETWORK_BOOT)
     # Milestones seen in the same poll share a timestamp: the order is what counts.
     assert reached[console.INSTALLED] <= reached[console.REBOOT] <= reached[console.XEN_DISK]
     assert reached[console.XEN_DISK] <= reached[console.RUNNING]
@@ -82,6 +114,7 @@ def test_install_and_boot_from_disk(built: Path, firmware: Firmware, tmp_path: P
     if scenario.cut is not None:
         assert f"power cut {scenario.cut}: running" in checked
         assert "never its half-installed disk" in checked
+    assert f"powered on through its BMC ({BMCS[firmware]})" in checked
     check_transport(tmp_path / "server.log", "http")
 
 

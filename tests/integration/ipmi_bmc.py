@@ -18,29 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from pyghmi.ipmi import bmc  # type: ignore[import-untyped]
-from pyghmi.ipmi.private import serversession  # type: ignore[import-untyped]
 
-_SHA1 = 1  # RAKP-HMAC-SHA1, the one authentication algorithm pyghmi's server speaks
-_INVALID_AUTHENTICATION_ALGORITHM = 0x11  # an RMCP+ status code
-
-
-class Sha1Session(serversession.ServerSession):  # type: ignore[misc]
-    """pyghmi's server session, which answers every open-session request with cipher
-    suite 3 (SHA-1) whatever the client proposed: here it refuses another proposal, as a
-    BMC that speaks only suite 3 does, so that the client falls back to SHA-1 (pyghmi's
-    client proposes SHA-256 first)."""
-
-    def create_open_session_response(self, request: bytearray) -> bytearray:
-        if len(request) > 12 and request[12] != _SHA1:
-            self.clientsessionid = request[4:8]
-            return bytearray([request[0], _INVALID_AUTHENTICATION_ALGORITHM, 0, 0]) + bytearray(
-                request[4:8]
-            )
-        return super().create_open_session_response(request)  # type: ignore[no-any-return]
-
-
-# The server makes its sessions by this module-level name (IpmiServer.sessionless_data).
-serversession.ServerSession = Sha1Session
+# Imported for its SHA-1 session (it replaces pyghmi's server session on import).
+from netinstall.lab import ipmi_bmc as _sha1  # noqa: F401
 
 
 class LabBmc(bmc.Bmc):  # type: ignore[misc]

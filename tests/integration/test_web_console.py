@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import os
-import shutil
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +24,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tests.browser import WAIT, Shots, chromium, problems
 from tests.integration.conftest import netinstall
 from tests.integration.two_servers import PAYLOAD, VERSION, BootClient, Running, serving
 from tests.pki import make_pki
 from tests.repository import write_repository
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-WAIT = 20  # seconds a page has to show what the server knows (polls every 2 s)
 
 HOSTS = {  # MAC: name
     "52:54:00:0a:00:01": "web-01",
@@ -93,72 +86,8 @@ def server(tmp_path: Path) -> Iterator[tuple[Running, str]]:
 
 @pytest.fixture
 def browser(tmp_path: Path, server: tuple[Running, str]) -> Iterator[Any]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("chromium and chromium-driver are not installed (make setup installs them)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    _, spki = server
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # root in CI: Chromium's sandbox needs a user namespace it may not get
-        "--disable-gpu",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        f"--ignore-certificate-errors-spki-list={spki}",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-default-apps",
-        "--disable-sync",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    # The driver's log at WARNING: at INFO it records every command, the typed token too.
-    service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"),
-                      service_args=["--log-level=WARNING"])  # fmt: skip
-    with ExitStack() as stack:
-        driver = webdriver.Chrome(options=options, service=service)
-        stack.callback(driver.quit)  # the browser and its driver, stopped
-        driver.set_page_load_timeout(WAIT)
-        # Chromium's own start-up page (Debian's new-tab page) asks for things of its own,
-        # one of which fails here with no network: what the logs hold before this is not
-        # the console's, and is dropped.
-        driver.get("about:blank")
-        driver.get_log("browser")
-        driver.get_log("performance")
+    with chromium(tmp_path, server[1]) as driver:
         yield driver
-
-
-def _problems(driver: Any, origin: str) -> list[str]:
-    """The page's console errors and failed requests since the last call."""
-    found = [
-        f"console: {entry['message']}"
-        for entry in driver.get_log("browser")
-        if entry["level"] == "SEVERE"
-    ]
-    for entry in driver.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        method, params = message["method"], message.get("params", {})
-        if method == "Network.loadingFailed" and not params.get("canceled"):
-            found.append(f"request failed: {params.get('errorText')} ({params.get('type')})")
-        elif method == "Network.responseReceived":
-            response = params["response"]
-            if response["url"].startswith(origin) and response["status"] >= 400:
-                found.append(f"HTTP {response['status']}: {response['url']}")
-    return found
-
-
-def _shots(tmp_path: Path) -> list[Path]:
-    places = [tmp_path / "screenshots"]
-    wanted = os.environ.get("NETINSTALL_SCREENSHOTS")
-    if wanted:
-        places.append(Path(wanted))
-    for place in places:
-        place.mkdir(parents=True, exist_ok=True)
-    return places
 
 
 def test_the_console_follows_an_install_and_rearms_a_host(
@@ -172,15 +101,7 @@ def test_the_console_follows_an_install_and_rearms_a_host(
     origin = f"https://127.0.0.1:{running.tls_port}"
     token = (running.directory / "api-token").read_text().strip()
     wait = WebDriverWait(browser, WAIT)
-    places = _shots(tmp_path)
-
-    def shot(name: str) -> None:
-        """The whole page (the window made as tall as it), then the window as it was."""
-        height = browser.execute_script("return document.documentElement.scrollHeight;")
-        browser.set_window_size(1400, max(1000, min(int(height) + 140, 4000)))
-        for place in places:
-            assert browser.save_screenshot(str(place / f"{name}.png"))
-        browser.set_window_size(1400, 1000)
+    shot = Shots(browser, tmp_path)
 
     def cell(mac: str, field: str) -> Any:
         return browser.find_element(By.CSS_SELECTOR, f'[data-mac="{mac}"] [data-field="{field}"]')
@@ -312,10 +233,8 @@ def test_the_console_follows_an_install_and_rearms_a_host(
     # Back to the fleet for a last look, then nothing went wrong on any page.
     browser.find_element(By.LINK_TEXT, "Fleet").click()
     wait.until(lambda _: cell(WATCHED, "state").text == "pending")
-    problems = _problems(browser, origin)
-    assert problems == [], problems
+    found = problems(browser, origin)
+    assert found == [], found
     assert token not in running.log_text()  # the login's token is never logged
     assert token not in (tmp_path / "chromedriver.log").read_text(errors="replace")
-    for place in places:
-        for name in ("fleet", "host", "pools"):
-            assert (place / f"{name}.png").stat().st_size > 10_000
+    shot.check("fleet", "host", "pools")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from pathlib import Path
-from types import SimpleNamespace
 from typing import cast
 
 import pytest
@@ -119,20 +117,25 @@ def test_a_power_cycle_starts_a_new_process_and_keeps_the_console_before_it(
     """The old QEMU quits, its console is kept, a fresh one follows the same file."""
     monkeypatch.setattr(services, "Child", FakeChild)
     monkeypatch.setattr(services, "quit_qemu", lambda vm, monitor: setattr(vm, "quit", True))
-    serial, timed = tmp_path / "serial.log", tmp_path / console.TIMED_LOG
+    serial = tmp_path / "serial.log"
     serial.write_text("before the power cycle\n")
-    old = FakeChild("qemu", ["qemu-system-x86_64", "-m", "3072"], tmp_path / "qemu.log")
-    follower = SimpleNamespace(
-        vm=old, serial=console.SerialLog(serial, timed=timed, clock=lambda: 5.0), power_ons=0
-    )
-    follower.power_on = functools.partial(Follower.power_on, follower)
+    argv = ["qemu-system-x86_64", "-m", "3072", "-chardev", f"file,id=con0,path={serial}"]
+    old = FakeChild("qemu", argv, tmp_path / "qemu.log")
+    server = FakeChild("server", ["netinstall"], tmp_path / "server.log")
+    follower = Follower(
+        cast(services.Child, old), cast(services.Child, server), tmp_path,
+        "52:54:00:77:00:01", 0.0, lambda text: None,
+    )  # fmt: skip
+    timed = tmp_path / console.TIMED_LOG
+    follower.serial = console.SerialLog(serial, timed=timed, clock=lambda: 5.0)
     follower.serial.read()
-    floor.power_cycle(cast(Follower, follower), tmp_path / "monitor.sock")
-    assert old.quit
-    assert follower.vm is not old
-    assert follower.vm.argv == ["qemu-system-x86_64", "-m", "3072"]  # the same machine
-    assert follower.vm.log_path == tmp_path / "qemu-floor.log"
-    assert not follower.vm.append
+    floor.power_cycle(follower, tmp_path / "monitor.sock")
+    assert old.quit  # type: ignore[attr-defined]
+    new = cast(FakeChild, follower.vm)
+    assert new is not old
+    assert new.argv == argv  # the same machine
+    assert new.log_path == tmp_path / "qemu-floor.log"
+    assert not new.append
     assert (tmp_path / floor.BEFORE_FLOOR_LOG).read_text() == "before the power cycle\n"
     serial.write_text("(XEN) Xen version 4.17.7\n")  # the new QEMU's console, from its start
     assert follower.serial.read() == ["(XEN) Xen version 4.17.7"]

@@ -100,9 +100,7 @@ def test_the_console_file_is_found_on_every_kind_of_command_line() -> None:
         ("socket,id=con0,path=/lab/con.sock,server=on,logfile=/lab/s.log,logappend=on",
          "/lab/s.log"),
     ):  # fmt: skip
-        child = FakeChild("qemu", ["qemu-system-x86_64", "-chardev", arg], Path())
-        vm = cast(services.Child, child)
-        assert follow.vm_serial(vm) == Path(path)
+        assert follow.vm_serial(["qemu-system-x86_64", "-chardev", arg]) == Path(path)
 
 
 def test_revive_powers_on_after_a_reboot_and_names_any_other_end(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
-from typing import cast
 
 import pytest
 
@@ -51,9 +49,8 @@ def test_bios_machine_boots_the_nic_first_with_the_ipxe_rom(tmp_path: Path) -> N
     assert _value(argv, "-netdev") == ["tap,id=n0,ifname=tap0,script=no,downscript=no"]
     assert _value(argv, "-serial") == ["chardev:con0"]
     assert _value(argv, "-chardev") == [f"file,id=con0,path={tmp_path / 'serial.log'},append=on"]
-    assert follow.vm_serial(cast(services.Child, SimpleNamespace(argv=argv))) == (
-        tmp_path / "serial.log"
-    )
+    assert follow.vm_serial(argv) == tmp_path / "serial.log"
+    assert follow.monitor_socket(argv) == tmp_path / "monitor.sock"
     assert _value(argv, "-action") == ["reboot=shutdown"]  # a reboot is a power cycle
     assert _value(argv, "-monitor") == [f"unix:{tmp_path / 'monitor.sock'},server=on,wait=off"]
     assert "-no-reboot" not in argv  # the installer reboots into the installed system
@@ -244,3 +241,14 @@ def test_the_lab_san_with_two_portals() -> None:
     assert first[-4:] == ["--mode", "portal", "--param", "portal=192.168.78.2:3260"]
     with pytest.raises(NetinstallError, match="1 to 2 portals"):
         san.new_storage("ni-lab-0000abcd", "lab-uefi", portals=3)
+
+
+def test_a_disk_first_start_swaps_the_boot_order_and_qmp_is_on_request(tmp_path: Path) -> None:
+    """A BMC's power-on without the network override boots the disk first (lab/bmc.py)."""
+    machine = _machine("uefi", tmp_path)
+    assert "-qmp" not in qemu.argv(machine)
+    disk_first = qemu.argv(replace(machine, network_first=False, qmp=tmp_path / "qmp.sock"))
+    devices = _value(disk_first, "-device")
+    assert ",bootindex=2," in devices[0]  # the NIC
+    assert devices[1] == "virtio-blk-pci,drive=d0,bootindex=1"
+    assert _value(disk_first, "-qmp") == [f"unix:{tmp_path / 'qmp.sock'},server=on,wait=off"]
