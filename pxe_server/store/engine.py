@@ -24,6 +24,7 @@ password; ``netinstall server init --db URL`` writes it). Queries are the same o
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,6 +52,11 @@ from pxe_server.secrets import write_secret_file
 REGISTRY_FILE = "registry.sqlite"
 DATABASE_URL_FILE = "database-url"  # the PostgreSQL registry's URL (0600), if not SQLite
 BUSY_TIMEOUT_MS = 10_000  # a write waits this long for another writer's lock (both engines)
+log = logging.getLogger("netinstall.registry")
+
+# Statements a store keeps compiled (``Store._prepared``): the registry's are built once,
+# a few hundred; past this, statements are run through SQLAlchemy (its own bounded cache).
+MAX_COMPILED = 1024
 CONNECT_TIMEOUT = 10  # seconds to reach a PostgreSQL server before the open fails
 POSTGRESQL_DRIVER = "postgresql+psycopg"
 
@@ -173,6 +179,7 @@ class Store:
         # SQLite's compiled statements (``_prepared``), by statement and parameter names.
         self._compiled: dict[tuple[int, tuple[str, ...]], Prepared | None] = {}
         self._statements: dict[int, Executable] = {}
+        self._compiled_full = False  # MAX_COMPILED reached (said once)
 
     def _prepare_file(self) -> None:
         """The SQLite file, created 0600 (dir 0700) before SQLite sees it: it holds tokens
@@ -446,6 +453,12 @@ class Store:
             return self._compiled[key]
         except KeyError:
             pass
+        if len(self._compiled) >= MAX_COMPILED:  # statements made per call: none kept
+            if not self._compiled_full:
+                self._compiled_full = True
+                log.warning("registry %s: %d statements compiled; no more are kept (a "
+                            "statement built per call?)", self.where, MAX_COMPILED)  # fmt: skip
+            return None
         if not isinstance(statement, ClauseElement):
             return None
         compiled = statement.compile(dialect=self.engine.dialect, column_keys=list(params))

@@ -308,3 +308,29 @@ def test_a_bundle_is_kept_signed_and_another_with_its_id_is_refused(
     update_ops.clean(reg, shared, "example-hotfix-1")
     assert not kept.exists()
     assert reg.known_update("example-hotfix-1").cleaned is not None
+
+
+def test_a_hosts_updates_read_again_and_again_compiles_nothing_new(reg: Registry) -> None:
+    """A check-in reads its host's updates: once compiled, never again, nothing kept."""
+    store = reg._store  # its compiled statements
+    reg.host_updates_of("52:54:00:00:00:01")
+    kept = len(store._compiled)
+    for n in range(2, 50):
+        reg.host_updates_of(f"52:54:00:00:00:{n:02x}")
+        reg.update_hosts(f"update-{n}")
+    assert len(store._compiled) <= kept + 1
+
+
+def test_the_store_keeps_a_bounded_number_of_compiled_statements(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import literal, select
+
+    from pxe_server.store import engine
+
+    store = reg._store  # its compiled statements
+    monkeypatch.setattr(engine, "MAX_COMPILED", len(store._compiled) + 2)
+    with store.engine.connect() as conn:
+        answers = [store.rows(conn, select(literal(n)))[0][0] for n in range(5)]
+    assert answers == [0, 1, 2, 3, 4]  # past the bound, run through SQLAlchemy: same rows
+    assert len(store._compiled) == engine.MAX_COMPILED
