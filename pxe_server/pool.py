@@ -2,6 +2,8 @@
 
     plan = plan_pool(registry, version, master, members)   # every check first
     result = rolling_upgrade(registry, plan, Pace(timeout, poll, clock, sleep, say))
+    # = roll(Upgrade(registry, version), plan, pace): the sequence any rolling operation
+    #   (an update's apply: update_ops.UpdateRollout) runs with its own steps
 
 The master is upgraded first, then each member in the order given, one at a time:
 the next one starts only after the previous one reported ``running`` with the new
@@ -157,42 +159,102 @@ def _under_way(host: Host, version: str) -> bool:
     )
 
 
-def rolling_upgrade(registry: PoolRegistry, plan: PoolPlan, pace: Pace) -> PoolResult:
-    """Upgrade ``plan.hosts`` one at a time, master first; stop at the first failure."""
+@dataclass(frozen=True)
+class Seen:
+    """Where a host stands in a rolling operation, as its ``Rollout`` reads it."""
+
+    skipped: tuple[str, str] | None = None  # it has what the rollout gives: (said, marked)
+    following: str | None = None  # what it was given is under way: said
+
+
+class Rollout(Protocol):
+    """What a rolling operation does to each host (``roll`` is the sequence): a pool
+    upgrade (``Upgrade``) or an update's apply (``update_ops.UpdateRollout``)."""
+
+    @property
+    def working(self) -> JobHostState: ...  # how a host is marked while it works
+
+    @property
+    def refused(self) -> str: ...  # the start of the sentence when the work cannot be given
+
+    def look(self, mac: str) -> Seen: ...
+
+    def give(self, mac: str) -> str: ...  # the work given (InputError: refused); said
+
+    def wait(self, mac: str, pace: Pace) -> str | None: ...  # None, or why it failed
+
+    def finished(self, mac: str) -> str: ...  # said when the host is done
+
+
+def roll(rollout: Rollout, plan: PoolPlan, pace: Pace) -> PoolResult:
+    """``rollout`` to ``plan.hosts`` one at a time, master first; stop at the first failure.
+    A host that has it already is skipped; one where it is under way is followed."""
     done: list[str] = []
     for index, mac in enumerate(plan.hosts):
         role = " (master)" if index == 0 else ""
         rest = plan.hosts[index + 1 :]
-        host = registry.get_host(mac)
-        if host is not None and _upgraded(host, plan.version):
-            pace.say(f"{mac}{role}: already runs {plan.version}; skipped")
-            pace.mark(mac, JobHostState.SKIPPED, f"already ran {plan.version}")
+        seen = rollout.look(mac)
+        if seen.skipped is not None:
+            pace.say(f"{mac}{role}: {seen.skipped[0]}")
+            pace.mark(mac, JobHostState.SKIPPED, seen.skipped[1])
             done.append(mac)
             continue
-        if host is not None and _under_way(host, plan.version):
-            pace.say(f"{mac}{role}: its upgrade to {plan.version} is under way; following it")
+        if seen.following is not None:
+            pace.say(f"{mac}{role}: {seen.following}")
         else:
             cancelled = pace.stop()
             if cancelled is not None:
                 return PoolResult(plan, tuple(done), None, cancelled, plan.hosts[index:], True)
             try:
-                registry.assign_work(
-                    mac, Work.UPGRADE, version=plan.version, reboot=RebootPolicy.AUTO
-                )
-            except InputError as exc:  # changed since plan_pool checked it
-                reason = f"the upgrade could not be assigned: {' '.join(exc.problems)}"
+                given = rollout.give(mac)
+            except InputError as exc:  # changed since the plan was checked
+                reason = f"{rollout.refused}: {' '.join(exc.problems)}"
                 pace.mark(mac, JobHostState.FAILED, reason)
                 return PoolResult(plan, tuple(done), mac, reason, rest)
-            pace.say(f"{mac}{role}: upgrade to {plan.version} assigned")
-        pace.mark(mac, JobHostState.UPGRADING, None)
-        why = wait_for_upgrade(registry, mac, plan.version, pace)
+            pace.say(f"{mac}{role}: {given}")
+        pace.mark(mac, rollout.working, None)
+        why = rollout.wait(mac, pace)
         if why is not None:
             pace.mark(mac, JobHostState.FAILED, why)
             return PoolResult(plan, tuple(done), mac, why, rest)
-        pace.say(f"{mac}{role}: runs {plan.version}")
+        pace.say(f"{mac}{role}: {rollout.finished(mac)}")
         pace.mark(mac, JobHostState.DONE, None)
         done.append(mac)
     return PoolResult(plan, tuple(done))
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """A pool upgrade to ``version``, host by host (a ``Rollout``)."""
+
+    registry: PoolRegistry
+    version: str
+    working: JobHostState = JobHostState.UPGRADING
+    refused: str = "the upgrade could not be assigned"
+
+    def look(self, mac: str) -> Seen:
+        host = self.registry.get_host(mac)
+        if host is not None and _upgraded(host, self.version):
+            return Seen(skipped=(f"already runs {self.version}; skipped",
+                                 f"already ran {self.version}"))  # fmt: skip
+        if host is not None and _under_way(host, self.version):
+            return Seen(following=f"its upgrade to {self.version} is under way; following it")
+        return Seen()
+
+    def give(self, mac: str) -> str:
+        self.registry.assign_work(mac, Work.UPGRADE, version=self.version, reboot=RebootPolicy.AUTO)
+        return f"upgrade to {self.version} assigned"
+
+    def wait(self, mac: str, pace: Pace) -> str | None:
+        return wait_for_upgrade(self.registry, mac, self.version, pace)
+
+    def finished(self, mac: str) -> str:
+        return f"runs {self.version}"
+
+
+def rolling_upgrade(registry: PoolRegistry, plan: PoolPlan, pace: Pace) -> PoolResult:
+    """Upgrade ``plan.hosts`` one at a time, master first; stop at the first failure."""
+    return roll(Upgrade(registry, plan.version), plan, pace)
 
 
 def summary(result: PoolResult, done_word: str = "upgraded") -> str:

@@ -9,10 +9,10 @@
 ``add_bundle`` reads the bundle whole (every member's sha256), signs its ``update.json``
 with the registry's update key and writes the signed copy to ``<shared
 dir>/updates/<id>.update``, where every server of the registry serves it to agents. The
-apply job is ``pool.rolling_upgrade``'s sequence for updates: master first, one host at
-a time, each only after the previous one has it applied (and rebooted and running
-again when the update reboots); the first failure stops it and names the hosts not
-started.
+apply job is ``pool.roll``, the pool upgrade's sequence, with ``UpdateRollout``'s steps:
+master first, one host at a time, each only after the previous one has it applied (and
+rebooted and running again when the update reboots); the first failure stops it and
+names the hosts not started.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from common.protocol.messages import (
 from common.update_bundle import UpdateError, file_sha256, read_bundle, signed_copy
 from pxe_server.jobs import Conflict, Job, UnknownPool, pool_macs
 from pxe_server.model import Host
-from pxe_server.pool import Pace, PoolPlan, PoolResult
+from pxe_server.pool import Pace, PoolPlan, PoolResult, Seen, roll
 from pxe_server.registry import Registry
 from pxe_server.updates import (
     RECENT_CHECKIN,
@@ -278,42 +278,40 @@ def wait_for_update(hosts: UpdateHosts, mac: str, update_id: str, pace: Pace) ->
         pace.sleep(pace.poll)
 
 
-def rolling_update(hosts: UpdateHosts, plan: UpdatePlan, pace: Pace) -> PoolResult:
-    """Give ``plan.update`` to each host in turn, master first; stop at the first failure.
-    Hosts that have it applied are skipped; one where it is under way is followed."""
-    update_id = plan.update.id
-    result_plan = PoolPlan(update_id, plan.hosts)
-    done: list[str] = []
-    for index, mac in enumerate(plan.hosts):
-        role = " (master)" if index == 0 else ""
-        rest = plan.hosts[index + 1 :]
-        row = _row(hosts, mac, update_id)
+@dataclass(frozen=True)
+class UpdateRollout:
+    """An update given to a pool's hosts one by one (a ``pool.Rollout``)."""
+
+    hosts: UpdateHosts
+    update_id: str
+    working: JobHostState = JobHostState.APPLYING
+    refused: str = "the update could not be given"
+
+    def look(self, mac: str) -> Seen:
+        row = _row(self.hosts, mac, self.update_id)
         if row is not None and row.state is HostUpdateState.APPLIED:
-            pace.say(f"{mac}{role}: has {update_id} already; skipped")
-            pace.mark(mac, JobHostState.SKIPPED, f"had {update_id} already")
-            done.append(mac)
-            continue
+            return Seen(skipped=(f"has {self.update_id} already; skipped",
+                                 f"had {self.update_id} already"))  # fmt: skip
         if row is not None and row.state in WAITING:
-            pace.say(f"{mac}{role}: {update_id} is under way ({row.state.value}); following it")
-        else:
-            cancelled = pace.stop()
-            if cancelled is not None:
-                return PoolResult(
-                    result_plan, tuple(done), None, cancelled, plan.hosts[index:], True
-                )
-            try:
-                hosts.give(mac)
-            except InputError as exc:
-                reason = f"the update could not be given: {' '.join(exc.problems)}"
-                pace.mark(mac, JobHostState.FAILED, reason)
-                return PoolResult(result_plan, tuple(done), mac, reason, rest)
-            pace.say(f"{mac}{role}: {update_id} given")
-        pace.mark(mac, JobHostState.APPLYING, None)
-        why = wait_for_update(hosts, mac, update_id, pace)
-        if why is not None:
-            pace.mark(mac, JobHostState.FAILED, why)
-            return PoolResult(result_plan, tuple(done), mac, why, rest)
-        pace.say(f"{mac}{role}: has {update_id}")
-        pace.mark(mac, JobHostState.DONE, None)
-        done.append(mac)
-    return PoolResult(result_plan, tuple(done))
+            return Seen(
+                following=f"{self.update_id} is under way ({row.state.value}); following it"
+            )
+        return Seen()
+
+    def give(self, mac: str) -> str:
+        self.hosts.give(mac)
+        return f"{self.update_id} given"
+
+    def wait(self, mac: str, pace: Pace) -> str | None:
+        return wait_for_update(self.hosts, mac, self.update_id, pace)
+
+    def finished(self, mac: str) -> str:
+        return f"has {self.update_id}"
+
+
+def rolling_update(hosts: UpdateHosts, plan: UpdatePlan, pace: Pace) -> PoolResult:
+    """Give ``plan.update`` to each host in turn, master first; stop at the first failure
+    (``pool.roll``). Hosts that have it applied are skipped; one where it is under way is
+    followed."""
+    update_id = plan.update.id
+    return roll(UpdateRollout(hosts, update_id), PoolPlan(update_id, plan.hosts), pace)
