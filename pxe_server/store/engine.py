@@ -250,11 +250,11 @@ class Store:
         self, conn: Connection, statement: Executable, params: Mapping[str, Any] | None = None
     ) -> int:
         """A write that is one statement, as a transaction of its own (how many rows it
-        changed). PostgreSQL: the statement alone, in autocommit (no BEGIN, no COMMIT: two
-        round trips fewer); SQLite: in a ``transaction``, which costs nothing there."""
+        changed): the statement alone, in autocommit, with no BEGIN and no COMMIT (on
+        PostgreSQL two round trips fewer). PostgreSQL only: SQLite's writes take its write
+        lock first (``transaction``, BEGIN IMMEDIATE), and cost nothing more there."""
         if self.sqlite:
-            with self.transaction(conn) as inside:
-                return self.rowcount(inside, statement, params)
+            raise ValueError("Store.alone is for PostgreSQL; SQLite writes use transaction()")
         try:
             return self.rowcount(conn, statement, params)
         except SQLAlchemyError:
